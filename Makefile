@@ -1,0 +1,48 @@
+# paymesh: `make run` starts the whole mesh, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+DESCRIPTOR := build/paymesh.pb
+PROTOS := $(shell find proto -name '*.proto')
+
+.PHONY: install run test unit lint proto proto-deps bench clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED)
+
+# Stubs are committed (tests fail when they are stale); the descriptor set is built.
+proto: $(INSTALLED)
+	$(PY) tools/gen_protos.py --python-out src --descriptor-out $(DESCRIPTOR)
+
+$(DESCRIPTOR): $(INSTALLED) $(PROTOS)
+	$(PY) tools/gen_protos.py --descriptor-out $(DESCRIPTOR)
+
+# buf resolves google/api and google/rpc from the installed googleapis-common-protos.
+proto-deps: $(INSTALLED)
+	$(PY) tools/link_googleapis.py .buf/googleapis
+
+run: $(INSTALLED) $(DESCRIPTOR)
+	$(PY) tools/run_mesh.py
+
+test: $(INSTALLED) $(DESCRIPTOR) proto-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: $(INSTALLED)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(INSTALLED) proto-deps
+	$(VENV)/bin/ruff check src tests tools bench
+	$(VENV)/bin/buf lint
+
+bench: $(INSTALLED) $(DESCRIPTOR)
+	$(PY) bench/read_path.py
+
+clean:
+	rm -rf build .buf $(VENV)

@@ -1,0 +1,1 @@
+"""gateway_svc: payment intents, refunds, PSP connectors, merchants and keys."""

@@ -1,0 +1,21 @@
+"""Reads and writes gateway_svc's rows; no protobuf here."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway_svc.tables import payment_intents
+
+
+class PaymentIntentRepository:
+    def __init__(self, engine: AsyncEngine):
+        self._engine = engine
+
+    async def get(self, intent_id: str) -> Row | None:
+        async with self._engine.connect() as connection:
+            result = await connection.execute(
+                select(payment_intents).where(payment_intents.c.id == intent_id)
+            )
+            return result.first()

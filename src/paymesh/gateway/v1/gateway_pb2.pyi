@@ -1,0 +1,77 @@
+import datetime
+
+from google.api import annotations_pb2 as _annotations_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PaymentError(_message.Message):
+    __slots__ = ("code", "decline_code", "message", "type")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DECLINE_CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    decline_code: str
+    message: str
+    type: str
+    def __init__(self, code: _Optional[str] = ..., decline_code: _Optional[str] = ..., message: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
+
+class PaymentIntent(_message.Message):
+    __slots__ = ("id", "amount", "amount_capturable", "amount_received", "amount_refunded", "currency", "status", "payment_method", "capture_method", "psp", "last_payment_error", "description", "metadata", "created", "livemode")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CAPTURABLE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_REFUNDED_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_METHOD_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_METHOD_FIELD_NUMBER: _ClassVar[int]
+    PSP_FIELD_NUMBER: _ClassVar[int]
+    LAST_PAYMENT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    LIVEMODE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    amount: int
+    amount_capturable: int
+    amount_received: int
+    amount_refunded: int
+    currency: str
+    status: str
+    payment_method: str
+    capture_method: str
+    psp: str
+    last_payment_error: PaymentError
+    description: str
+    metadata: _containers.ScalarMap[str, str]
+    created: _timestamp_pb2.Timestamp
+    livemode: bool
+    def __init__(self, id: _Optional[str] = ..., amount: _Optional[int] = ..., amount_capturable: _Optional[int] = ..., amount_received: _Optional[int] = ..., amount_refunded: _Optional[int] = ..., currency: _Optional[str] = ..., status: _Optional[str] = ..., payment_method: _Optional[str] = ..., capture_method: _Optional[str] = ..., psp: _Optional[str] = ..., last_payment_error: _Optional[_Union[PaymentError, _Mapping]] = ..., description: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., livemode: _Optional[bool] = ...) -> None: ...
+
+class GetPaymentIntentRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetPaymentIntentResponse(_message.Message):
+    __slots__ = ("payment_intent",)
+    PAYMENT_INTENT_FIELD_NUMBER: _ClassVar[int]
+    payment_intent: PaymentIntent
+    def __init__(self, payment_intent: _Optional[_Union[PaymentIntent, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,215 @@
+"""RabbitMQ through pika's asyncio adapter: one connection and one channel in publisher-confirm
+mode, reconnecting on its own. Publishing a batch returns when the broker has confirmed every
+message of it, so confirms are awaited per batch, not per message."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pika
+import structlog
+from pika.adapters.asyncio_connection import AsyncioConnection
+
+log = structlog.get_logger(__name__)
+
+
+class BrokerUnavailable(Exception):
+    """Not connected, the connection dropped, or the broker refused a message."""
+
+
+@dataclass(frozen=True)
+class Message:
+    routing_key: str
+    body: bytes
+    message_id: str
+    message_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    timestamp: int | None = None
+
+    def properties(self) -> pika.BasicProperties:
+        return pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=self.message_id,
+            type=self.message_type,
+            timestamp=self.timestamp,
+            headers=self.headers,
+        )
+
+
+def connection_parameters(amqp_url: str) -> pika.URLParameters:
+    params = pika.URLParameters(amqp_url)
+    params.heartbeat = 10
+    params.blocked_connection_timeout = 30
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    return params
+
+
+class ConfirmingPublisher:
+    def __init__(self, amqp_url: str, exchange: str, reconnect_delay: float = 1.0):
+        self._params = connection_parameters(amqp_url)
+        self._exchange = exchange
+        self._reconnect_delay = reconnect_delay
+        self._connection: AsyncioConnection | None = None
+        self._channel = None
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._last_tag = 0
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    @property
+    def connected(self) -> bool:
+        return self._channel is not None and self._channel.is_open
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._stay_connected(), name="amqp-publisher")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._connection is not None and self._connection.is_open:
+            self._connection.close()
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=5)
+
+    async def publish(self, messages: Sequence[Message], timeout: float = 10.0) -> None:
+        """Publishes in order; returns once the broker confirmed all, else BrokerUnavailable."""
+        channel = self._channel
+        if channel is None or not channel.is_open:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        loop = asyncio.get_running_loop()
+        confirmations = []
+        try:
+            for message in messages:
+                channel.basic_publish(
+                    self._exchange, message.routing_key, message.body, message.properties()
+                )
+                self._last_tag += 1
+                confirmation = loop.create_future()
+                self._pending[self._last_tag] = confirmation
+                confirmations.append(confirmation)
+        except pika.exceptions.AMQPError as error:
+            raise BrokerUnavailable(f"publish failed: {error!r}") from error
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(*confirmations, return_exceptions=True), timeout
+            )
+        except TimeoutError as error:
+            raise BrokerUnavailable("timed out waiting for publisher confirms") from error
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise BrokerUnavailable(str(failed)) from failed
+
+    async def ping(self, timeout: float = 2.0) -> None:
+        """A broker round trip: passively declares the exchange."""
+        channel = self._channel
+        if channel is None or not channel.is_open:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        done = asyncio.get_running_loop().create_future()
+        channel.exchange_declare(
+            self._exchange, passive=True, callback=lambda _frame: _resolve(done, None)
+        )
+        await asyncio.wait_for(done, timeout)
+
+    async def _stay_connected(self) -> None:
+        while not self._stopping:
+            try:
+                closed = await self._connect()
+                log.info("amqp_connected", host=self._params.host, port=self._params.port)
+                reason = await closed
+                if not self._stopping:
+                    log.warning("amqp_connection_lost", reason=str(reason))
+            except Exception as error:  # noqa: BLE001 - logged and retried
+                log.warning("amqp_connect_failed", error=f"{type(error).__name__}: {error}")
+            self._channel = None
+            self._fail_pending(BrokerUnavailable("connection to RabbitMQ lost"))
+            if not self._stopping:
+                await asyncio.sleep(self._reconnect_delay)
+
+    async def _connect(self) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future = loop.create_future()
+        closed: asyncio.Future = loop.create_future()
+
+        def on_open_error(_connection, error):
+            _fail(opened, BrokerUnavailable(f"cannot connect: {error!r}"))
+            _resolve(closed, error)
+
+        def on_close(_connection, reason):
+            _fail(opened, BrokerUnavailable(f"connection closed: {reason!r}"))
+            _resolve(closed, reason)
+
+        connection = AsyncioConnection(
+            self._params,
+            on_open_callback=lambda c: _resolve(opened, c),
+            on_open_error_callback=on_open_error,
+            on_close_callback=on_close,
+            custom_ioloop=loop,
+        )
+        self._connection = connection
+        try:
+            await asyncio.wait_for(asyncio.shield(opened), 10)
+            channel = await self._step(lambda cb: connection.channel(on_open_callback=cb))
+            channel.add_on_close_callback(lambda _ch, _reason: _close_quietly(connection))
+            await self._step(
+                lambda cb: channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=cb)
+            )
+            await self._step(
+                lambda cb: channel.exchange_declare(
+                    self._exchange, exchange_type="topic", durable=True, callback=cb
+                )
+            )
+        except BaseException:
+            _close_quietly(connection)
+            raise
+        self._last_tag = 0
+        self._pending.clear()
+        self._channel = channel
+        return closed
+
+    @staticmethod
+    async def _step(start, timeout: float = 10.0):
+        done = asyncio.get_running_loop().create_future()
+        start(lambda result: _resolve(done, result))
+        return await asyncio.wait_for(done, timeout)
+
+    def _on_confirm(self, frame) -> None:
+        method = frame.method
+        acked = isinstance(method, pika.spec.Basic.Ack)
+        tags = (
+            [t for t in self._pending if t <= method.delivery_tag]
+            if method.multiple
+            else [method.delivery_tag]
+        )
+        for tag in tags:
+            confirmation = self._pending.pop(tag, None)
+            if confirmation is None:
+                continue
+            if acked:
+                _resolve(confirmation, None)
+            else:
+                _fail(confirmation, BrokerUnavailable(f"broker nacked message {tag}"))
+
+    def _fail_pending(self, error: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for confirmation in pending.values():
+            _fail(confirmation, error)
+
+
+def _resolve(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future, error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+        # Mark retrieved: an unawaited failure here is expected, not a bug to report.
+        future.exception()
+
+
+def _close_quietly(connection: AsyncioConnection) -> None:
+    if connection.is_open:
+        connection.close()

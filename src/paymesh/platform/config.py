@@ -1,0 +1,55 @@
+"""Settings read once from the environment (pydantic-settings); defaults match .env.example."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service shares. Subclasses set `env_prefix` for their own ports."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/paymesh", validation_alias="DATABASE_URL"
+    )
+    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/%2F", validation_alias="AMQP_URL")
+    events_exchange: str = Field("paymesh.events", validation_alias="EVENTS_EXCHANGE")
+    otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    bind_host: str = Field("0.0.0.0", validation_alias="BIND_HOST")
+    # How long in-flight calls may run after SIGTERM before connections are closed.
+    shutdown_grace_seconds: float = Field(10.0, validation_alias="SHUTDOWN_GRACE_SECONDS")
+    # How often PostgreSQL and RabbitMQ are probed for the health status.
+    health_probe_interval_seconds: float = Field(
+        2.0, validation_alias="HEALTH_PROBE_INTERVAL_SECONDS"
+    )
+    db_pool_size: int = Field(10, validation_alias="DB_POOL_SIZE")
+
+    grpc_port: int
+    http_port: int
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_")
+    grpc_port: int = 50051
+    http_port: int = 9101
+
+
+class VaultSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="VAULT_")
+    grpc_port: int = 50052
+    http_port: int = 9102
+
+
+class RebillSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="REBILL_")
+    grpc_port: int = 50053
+    http_port: int = 9103
+
+
+class WebhookSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="WEBHOOK_")
+    grpc_port: int = 50054
+    http_port: int = 9104

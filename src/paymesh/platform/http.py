@@ -1,0 +1,66 @@
+"""The operational HTTP port: GET /metrics (Prometheus text), /healthz (process alive) and
+/readyz (dependencies reachable, 503 otherwise). Served from a thread by the standard
+library's WSGI server, so a busy event loop cannot make the process look dead."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - signature fixed by the stdlib
+        pass  # scrapes every few seconds would drown the JSON logs
+
+
+def make_app(readiness: Callable[[], dict[str, str]]):
+    """`readiness` returns the failing dependencies (empty when ready)."""
+    metrics_app = make_wsgi_app()
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics_app(environ, start_response)
+        if path == "/healthz":
+            return _json(start_response, "200 OK", {"status": "alive"})
+        if path == "/readyz":
+            failures = readiness()
+            if failures:
+                body = {"status": "not_ready", "failures": failures}
+                return _json(start_response, "503 Service Unavailable", body)
+            return _json(start_response, "200 OK", {"status": "ready"})
+        return _json(start_response, "404 Not Found", {"error": "not_found"})
+
+    return app
+
+
+def _json(start_response, status: str, body: dict) -> list[bytes]:
+    payload = json.dumps(body).encode()
+    start_response(status, [("Content-Type", "application/json")])
+    return [payload]
+
+
+class OpsHttpServer:
+    def __init__(self, host: str, port: int, readiness: Callable[[], dict[str, str]]):
+        self._server = make_server(
+            host, port, make_app(readiness), _ThreadingWSGIServer, handler_class=_QuietHandler
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="ops-http", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

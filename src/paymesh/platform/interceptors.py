@@ -1,0 +1,92 @@
+"""The server interceptor every RPC passes through: request metrics, log context, and the
+one place where exceptions become gRPC statuses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from paymesh.platform import errors
+from paymesh.platform.masking import last4
+from paymesh.platform.metrics import REQUEST_DURATION, REQUESTS
+
+log = structlog.get_logger(__name__)
+
+# Request metadata bound into every log line of the call (values of secrets are masked).
+_LOGGED_METADATA = {
+    "x-request-id": "request_id",
+    "idempotency-key": "idempotency_key",
+}
+
+
+def _log_context(metadata: tuple[tuple[str, Any], ...] | None) -> dict[str, str]:
+    context: dict[str, str] = {}
+    for key, value in metadata or ():
+        if key in _LOGGED_METADATA and isinstance(value, str):
+            context[_LOGGED_METADATA[key]] = value
+        elif key == "authorization" and isinstance(value, str):
+            context["api_key"] = last4(value.removeprefix("Bearer ").strip())
+    return context
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, service: str):
+        self._service = service
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        # Streaming RPCs (health Watch, reflection) pass through untouched.
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        context_vars = _log_context(handler_call_details.invocation_metadata)
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap(handler.unary_unary, method, context_vars),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(self, behavior, method: str, context_vars: dict[str, str]):
+        service = self._service
+
+        async def handle(request, context: grpc.aio.ServicerContext):
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            with structlog.contextvars.bound_contextvars(rpc=method, **context_vars):
+                try:
+                    response = await behavior(request, context)
+                    code = context.code() or grpc.StatusCode.OK
+                    return response
+                except errors.PaymeshError as error:
+                    code = error.code
+                    log.info("rpc_rejected", code=code.name, reason=error.reason)
+                    await _abort(context, error)
+                except grpc.aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                except Exception as error:  # noqa: BLE001 - the generic fallback, by design
+                    code = grpc.StatusCode.INTERNAL
+                    log.exception("rpc_failed")
+                    await _abort(context, error)
+                finally:
+                    if isinstance(code, int):
+                        code = grpc.StatusCode(code)
+                    REQUESTS.labels(service, method, code.name).inc()
+                    REQUEST_DURATION.labels(service, method).observe(
+                        time.perf_counter() - started
+                    )
+
+        return handle
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
+    status = errors.to_grpc_status(error)
+    await context.abort(status.code, status.details, status.trailing_metadata)

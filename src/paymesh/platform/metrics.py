@@ -1,0 +1,38 @@
+"""Prometheus instruments shared by every service, created once. Names are the ones our
+users already alert on; do not rename them."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "gateway_requests_total",
+    "gRPC requests handled, by service, method and status code.",
+    ["service", "method", "code"],
+)
+REQUEST_DURATION = Histogram(
+    "gateway_request_duration_seconds",
+    "Time to handle a gRPC request, by service and method.",
+    ["service", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DEPENDENCY_UP = Gauge(
+    "paymesh_dependency_up",
+    "1 when the dependency answered the last health probe, 0 otherwise.",
+    ["service", "dependency"],
+)
+OUTBOX_PUBLISHED = Counter(
+    "outbox_events_published_total",
+    "Outbox events confirmed by RabbitMQ.",
+    ["service"],
+)
+OUTBOX_RELAY_ERRORS = Counter(
+    "outbox_relay_errors_total",
+    "Outbox relay rounds that failed (broker unreachable, nack, database error).",
+    ["service"],
+)
+OUTBOX_OLDEST_PENDING = Gauge(
+    "outbox_oldest_pending_seconds",
+    "Age of the oldest outbox event not yet confirmed by RabbitMQ (0 when none).",
+    ["service"],
+)

@@ -1,0 +1,177 @@
+"""The transactional outbox: an event row written in the same transaction as the state change,
+and a relay that publishes pending rows to RabbitMQ and marks them sent only after the broker
+confirmed them.
+
+Ordering: one relay per schema is active at a time (a transaction-scoped advisory lock), it
+publishes in id order on one channel, and a failed batch is retried from its first row, so
+consumers see every event at least once and in order per aggregate. Consumers dedupe by
+`message_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from opentelemetry import propagate
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    String,
+    Table,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from paymesh.platform.amqp import ConfirmingPublisher, Message
+from paymesh.platform.metrics import OUTBOX_OLDEST_PENDING, OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
+
+log = structlog.get_logger(__name__)
+
+
+def outbox_table(metadata: MetaData, schema: str) -> Table:
+    return Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("event_id", String(40), nullable=False, unique=True),
+        Column("event_type", String(100), nullable=False),
+        Column("aggregate_type", String(60), nullable=False),
+        Column("aggregate_id", String(60), nullable=False),
+        Column("payload", JSONB, nullable=False),
+        Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True)),
+        Index(
+            "outbox_pending_idx", "id", postgresql_where=text("published_at IS NULL")
+        ),
+        schema=schema,
+    )
+
+
+async def add_event(
+    connection: AsyncConnection,
+    table: Table,
+    *,
+    event_type: str,
+    aggregate_type: str,
+    aggregate_id: str,
+    payload: dict[str, Any],
+) -> str:
+    """Writes an event in the caller's transaction; the current trace context travels with it."""
+    headers: dict[str, str] = {}
+    propagate.inject(headers)
+    event_id = "evt_" + secrets.token_urlsafe(18)
+    await connection.execute(
+        table.insert().values(
+            event_id=event_id,
+            event_type=event_type,
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            payload=payload,
+            headers=headers,
+        )
+    )
+    return event_id
+
+
+def to_message(row) -> Message:
+    created: datetime = row.created_at
+    body = {
+        "id": row.event_id,
+        "type": row.event_type,
+        "created": created.astimezone(UTC).isoformat(),
+        "data": {"object_type": row.aggregate_type, "object_id": row.aggregate_id, **row.payload},
+    }
+    return Message(
+        routing_key=row.event_type,
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        message_id=row.event_id,
+        message_type=row.event_type,
+        headers={**row.headers, "aggregate_id": row.aggregate_id},
+        timestamp=int(created.timestamp()),
+    )
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        service: str,
+        engine: AsyncEngine,
+        table: Table,
+        publisher: ConfirmingPublisher,
+        batch_size: int = 500,
+        idle_delay: float = 0.05,
+        error_delay: float = 1.0,
+    ):
+        self._service = service
+        self._engine = engine
+        self._table = table
+        self._publisher = publisher
+        self._batch_size = batch_size
+        self._idle_delay = idle_delay
+        self._error_delay = error_delay
+        self._lock_key = zlib.crc32(f"outbox-relay:{table.fullname}".encode())
+        self._last_error_logged = 0.0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                published = await self.relay_once()
+            except Exception as error:  # noqa: BLE001 - retried; rows stay pending
+                OUTBOX_RELAY_ERRORS.labels(self._service).inc()
+                self._log_error(error)
+                await asyncio.sleep(self._error_delay)
+                continue
+            if published < self._batch_size:
+                await asyncio.sleep(self._idle_delay)
+
+    async def relay_once(self) -> int:
+        """Publishes one batch of pending events; returns how many were confirmed."""
+        table = self._table
+        async with self._engine.begin() as connection:
+            locked = await connection.scalar(select(func.pg_try_advisory_xact_lock(self._lock_key)))
+            if not locked:
+                return 0  # another replica's relay is active
+            rows = (
+                await connection.execute(
+                    select(table)
+                    .where(table.c.published_at.is_(None))
+                    .order_by(table.c.id)
+                    .limit(self._batch_size)
+                )
+            ).all()
+            if not rows:
+                OUTBOX_OLDEST_PENDING.labels(self._service).set(0)
+                return 0
+            OUTBOX_OLDEST_PENDING.labels(self._service).set(
+                max(0.0, time.time() - rows[0].created_at.timestamp())
+            )
+            await self._publisher.publish([to_message(row) for row in rows])
+            await connection.execute(
+                update(table)
+                .where(table.c.id.in_([row.id for row in rows]))
+                .values(published_at=func.now())
+            )
+        OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
+        return len(rows)
+
+    def _log_error(self, error: Exception) -> None:
+        # Once per 30 s is enough while the broker is down.
+        now = time.monotonic()
+        if now - self._last_error_logged > 30:
+            self._last_error_logged = now
+            log.warning("outbox_relay_failed", error=f"{type(error).__name__}: {error}")

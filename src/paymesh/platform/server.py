@@ -1,0 +1,131 @@
+"""The lifecycle every service shares: build the gRPC server with health, reflection,
+interceptors and the ops HTTP port; run the dependency monitor and the outbox relay; drain on
+SIGTERM (health flips to NOT_SERVING, in-flight calls get a grace period, then connections
+close)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from paymesh.platform.amqp import ConfirmingPublisher
+from paymesh.platform.config import ServiceSettings
+from paymesh.platform.db import create_engine, ping
+from paymesh.platform.health import NOT_SERVING, DependencyMonitor
+from paymesh.platform.http import OpsHttpServer
+from paymesh.platform.interceptors import ServerInterceptor
+from paymesh.platform.logging import configure_logging
+from paymesh.platform.outbox import OutboxRelay
+from paymesh.platform.tracing import configure_tracing
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a service's wiring function may hand to its servicer."""
+
+    settings: ServiceSettings
+    engine: AsyncEngine
+    publisher: ConfirmingPublisher
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    schema: str
+    grpc_services: tuple[str, ...]
+    settings_class: type[ServiceSettings]
+    migrations_dir: Path
+    outbox: Table
+    register: Callable[[grpc.aio.Server, Resources], None]
+
+
+def run(definition: ServiceDefinition) -> None:
+    """Entry point of `python -m <service>`."""
+    settings = definition.settings_class()
+    configure_logging(definition.name, settings.log_level)
+    try:
+        asyncio.run(serve(definition, settings))
+    except OSError as error:
+        log.error("startup_failed", error=str(error))
+        sys.exit(1)
+
+
+async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> None:
+    tracer_provider = configure_tracing(definition.name, settings.otlp_endpoint)
+    engine = create_engine(settings.database_url, settings.db_pool_size)
+    publisher = ConfirmingPublisher(settings.amqp_url, settings.events_exchange)
+
+    server = grpc.aio.server(
+        interceptors=[aio_server_interceptor(), ServerInterceptor(definition.name)],
+        # gRPC enables SO_REUSEPORT by default: a second process would silently share the port.
+        options=[("grpc.so_reuseport", 0)],
+    )
+    definition.register(server, Resources(settings, engine, publisher))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*definition.grpc_services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    address = f"{settings.bind_host}:{settings.grpc_port}"
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot listen on {address}")
+    for name in ("", *definition.grpc_services):
+        await health_servicer.set(name, NOT_SERVING)
+
+    monitor = DependencyMonitor(
+        definition.name,
+        {"postgresql": lambda: ping(engine), "rabbitmq": publisher.ping},
+        health_servicer,
+        definition.grpc_services,
+        interval=settings.health_probe_interval_seconds,
+    )
+    draining = False
+
+    def readiness() -> dict[str, str]:
+        return {"service": "draining"} if draining else monitor.failures
+
+    ops_http = OpsHttpServer(settings.bind_host, settings.http_port, readiness)
+    relay = OutboxRelay(definition.name, engine, definition.outbox, publisher)
+
+    publisher.start()
+    await server.start()
+    ops_http.start()
+    background = [
+        asyncio.create_task(monitor.run(), name="health-monitor"),
+        asyncio.create_task(relay.run(), name="outbox-relay"),
+    ]
+    log.info("service_started", grpc_address=address, http_port=settings.http_port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+    log.info("draining", grace_seconds=settings.shutdown_grace_seconds)
+    draining = True
+    background[0].cancel()
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.shutdown_grace_seconds)
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    await publisher.stop()
+    await engine.dispose()
+    ops_http.stop()
+    tracer_provider.shutdown()
+    log.info("stopped")

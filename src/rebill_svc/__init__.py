@@ -1,0 +1,1 @@
+"""rebill_svc: subscriptions, the renewal scheduler and rebill workers."""

@@ -1,0 +1,21 @@
+"""Reads and writes rebill_svc's rows; no protobuf here."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from rebill_svc.tables import subscriptions
+
+
+class SubscriptionRepository:
+    def __init__(self, engine: AsyncEngine):
+        self._engine = engine
+
+    async def get(self, subscription_id: str) -> Row | None:
+        async with self._engine.connect() as connection:
+            result = await connection.execute(
+                select(subscriptions).where(subscriptions.c.id == subscription_id)
+            )
+            return result.first()

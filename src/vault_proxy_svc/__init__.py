@@ -1,0 +1,1 @@
+"""vault_proxy_svc: card tokens; the only place a card number is ever readable."""

@@ -1,0 +1,1 @@
+"""webhook_svc: PSP webhooks in, signed merchant webhooks out."""

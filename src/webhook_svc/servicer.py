@@ -1,0 +1,37 @@
+"""gRPC transport of webhook_svc: decode, call the repository or domain, encode."""
+
+from __future__ import annotations
+
+import grpc
+import structlog
+
+from paymesh.platform.errors import NotFound
+from paymesh.platform.wire import require_id, timestamp
+from paymesh.webhook.v1 import webhook_pb2, webhook_pb2_grpc
+from webhook_svc.repository import WebhookEndpointRepository
+
+
+def webhook_endpoint_message(row) -> webhook_pb2.WebhookEndpoint:
+    return webhook_pb2.WebhookEndpoint(
+        id=row.id,
+        url=row.url,
+        enabled_events=row.enabled_events,
+        status=row.status,
+        created=timestamp(row.created_at),
+        livemode=row.livemode,
+    )
+
+
+class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
+    def __init__(self, endpoints: WebhookEndpointRepository):
+        self._endpoints = endpoints
+
+    async def GetWebhookEndpoint(
+        self, request: webhook_pb2.GetWebhookEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> webhook_pb2.GetWebhookEndpointResponse:
+        endpoint_id = require_id(request.id, "we_", "webhook_endpoint")
+        row = await self._endpoints.get(endpoint_id)
+        if row is None:
+            raise NotFound(f"no such webhook_endpoint: {endpoint_id!r}", reason="resource_missing")
+        structlog.contextvars.bind_contextvars(merchant_id=row.merchant_id)
+        return webhook_pb2.GetWebhookEndpointResponse(webhook_endpoint=webhook_endpoint_message(row))
