@@ -29,7 +29,7 @@ proto-deps: $(INSTALLED)
 	$(PY) tools/link_googleapis.py .buf/googleapis
 
 run: $(INSTALLED) $(DESCRIPTOR)
-	$(PY) tools/run_mesh.py
+	$(PY) -m paymesh.devmesh
 
 test: $(INSTALLED) $(DESCRIPTOR) proto-deps
 	$(PY) -m pytest $(PYTEST_ARGS)

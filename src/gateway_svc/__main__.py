@@ -1,5 +1,4 @@
-from paymesh.platform.server import run
-
 from gateway_svc.service import DEFINITION
+from paymesh.platform.server import run
 
 run(DEFINITION)

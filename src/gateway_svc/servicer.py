@@ -38,11 +38,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def GetPaymentIntent(
         self, request: gateway_pb2.GetPaymentIntentRequest, context: grpc.aio.ServicerContext
-    ) -> gateway_pb2.GetPaymentIntentResponse:
+    ) -> gateway_pb2.PaymentIntent:
         intent_id = require_id(request.id, "pi_", "payment_intent")
         structlog.contextvars.bind_contextvars(correlation_id=intent_id)
         row = await self._intents.get(intent_id)
         if row is None:
             raise NotFound(f"no such payment_intent: {intent_id!r}", reason="resource_missing")
         structlog.contextvars.bind_contextvars(merchant_id=row.merchant_id)
-        return gateway_pb2.GetPaymentIntentResponse(payment_intent=payment_intent_message(row))
+        return payment_intent_message(row)

@@ -1,6 +1,6 @@
 """`paymesh`: the ops command line.
 
-    paymesh migrate [SERVICE ...]    create the database if needed and apply migrations
+paymesh migrate [SERVICE ...]    create the database if needed and apply migrations
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     migrate_parser = commands.add_parser("migrate", help="apply database migrations")
     migrate_parser.add_argument(
-        "services", nargs="*", metavar="SERVICE", help="gateway, vault, rebill or webhook (all by default)"
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help="gateway, vault, rebill or webhook (all by default)",
     )
     migrate_parser.set_defaults(handler=migrate)
     args = parser.parse_args(argv)

@@ -32,11 +32,11 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
 
     async def GetSubscription(
         self, request: rebill_pb2.GetSubscriptionRequest, context: grpc.aio.ServicerContext
-    ) -> rebill_pb2.GetSubscriptionResponse:
+    ) -> rebill_pb2.Subscription:
         subscription_id = require_id(request.id, "sub_", "subscription")
         structlog.contextvars.bind_contextvars(correlation_id=subscription_id)
         row = await self._subscriptions.get(subscription_id)
         if row is None:
             raise NotFound(f"no such subscription: {subscription_id!r}", reason="resource_missing")
         structlog.contextvars.bind_contextvars(merchant_id=row.merchant_id)
-        return rebill_pb2.GetSubscriptionResponse(subscription=subscription_message(row))
+        return subscription_message(row)

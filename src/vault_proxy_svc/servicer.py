@@ -33,11 +33,11 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
 
     async def GetPaymentMethod(
         self, request: vault_pb2.GetPaymentMethodRequest, context: grpc.aio.ServicerContext
-    ) -> vault_pb2.GetPaymentMethodResponse:
+    ) -> vault_pb2.PaymentMethod:
         token = require_id(request.id, "pm_", "payment_method")
         structlog.contextvars.bind_contextvars(correlation_id=token)
         row = await self._payment_methods.get(token)
         if row is None:
             raise NotFound(f"no such payment_method: {token!r}", reason="resource_missing")
         structlog.contextvars.bind_contextvars(merchant_id=row.merchant_id)
-        return vault_pb2.GetPaymentMethodResponse(payment_method=payment_method_message(row))
+        return payment_method_message(row)

@@ -1,5 +1,4 @@
 from paymesh.platform.server import run
-
 from webhook_svc.service import DEFINITION
 
 run(DEFINITION)

@@ -28,10 +28,10 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
 
     async def GetWebhookEndpoint(
         self, request: webhook_pb2.GetWebhookEndpointRequest, context: grpc.aio.ServicerContext
-    ) -> webhook_pb2.GetWebhookEndpointResponse:
+    ) -> webhook_pb2.WebhookEndpoint:
         endpoint_id = require_id(request.id, "we_", "webhook_endpoint")
         row = await self._endpoints.get(endpoint_id)
         if row is None:
             raise NotFound(f"no such webhook_endpoint: {endpoint_id!r}", reason="resource_missing")
         structlog.contextvars.bind_contextvars(merchant_id=row.merchant_id)
-        return webhook_pb2.GetWebhookEndpointResponse(webhook_endpoint=webhook_endpoint_message(row))
+        return webhook_endpoint_message(row)

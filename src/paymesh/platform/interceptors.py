@@ -80,9 +80,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     if isinstance(code, int):
                         code = grpc.StatusCode(code)
                     REQUESTS.labels(service, method, code.name).inc()
-                    REQUEST_DURATION.labels(service, method).observe(
-                        time.perf_counter() - started
-                    )
+                    REQUEST_DURATION.labels(service, method).observe(time.perf_counter() - started)
 
         return handle
 

@@ -55,9 +55,7 @@ def outbox_table(metadata: MetaData, schema: str) -> Table:
         Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("published_at", DateTime(timezone=True)),
-        Index(
-            "outbox_pending_idx", "id", postgresql_where=text("published_at IS NULL")
-        ),
+        Index("outbox_pending_idx", "id", postgresql_where=text("published_at IS NULL")),
         schema=schema,
     )
 

@@ -53,6 +53,19 @@ class ServiceDefinition:
     register: Callable[[grpc.aio.Server, Resources], None]
 
 
+async def _bind(server: grpc.aio.Server, address: str, attempts: int = 20) -> None:
+    # Our default ports lie in Linux's ephemeral range, so a short-lived outgoing connection
+    # may hold one for a moment: retry for a few seconds before giving up.
+    for attempt in range(attempts):
+        try:
+            server.add_insecure_port(address)
+            return
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise OSError(f"cannot listen on {address}: address in use") from None
+            await asyncio.sleep(0.5)
+
+
 def run(definition: ServiceDefinition) -> None:
     """Entry point of `python -m <service>`."""
     settings = definition.settings_class()
@@ -81,8 +94,7 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
         [*definition.grpc_services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     address = f"{settings.bind_host}:{settings.grpc_port}"
-    if server.add_insecure_port(address) == 0:
-        raise OSError(f"cannot listen on {address}")
+    await _bind(server, address)
     for name in ("", *definition.grpc_services):
         await health_servicer.set(name, NOT_SERVING)
 

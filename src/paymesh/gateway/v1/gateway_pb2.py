@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n paymesh/gateway/v1/gateway.proto\x12\x12paymesh.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Q\n\x0cPaymentError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65\x63line_code\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\"\xdd\x03\n\rPaymentIntent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x19\n\x11\x61mount_capturable\x18\x03 \x01(\x03\x12\x17\n\x0f\x61mount_received\x18\x04 \x01(\x03\x12\x17\n\x0f\x61mount_refunded\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x16\n\x0epayment_method\x18\x08 \x01(\t\x12\x16\n\x0e\x63\x61pture_method\x18\t \x01(\t\x12\x0b\n\x03psp\x18\n \x01(\t\x12<\n\x12last_payment_error\x18\x0b \x01(\x0b\x32 .paymesh.gateway.v1.PaymentError\x12\x13\n\x0b\x64\x65scription\x18\x0c \x01(\t\x12\x41\n\x08metadata\x18\r \x03(\x0b\x32/.paymesh.gateway.v1.PaymentIntent.MetadataEntry\x12+\n\x07\x63reated\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x0f \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"+\n\x17GetPaymentIntentRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"U\n\x18GetPaymentIntentResponse\x12\x39\n\x0epayment_intent\x18\x01 \x01(\x0b\x32!.paymesh.gateway.v1.PaymentIntent2\xb2\x01\n\x0eGatewayService\x12\x9f\x01\n\x10GetPaymentIntent\x12+.paymesh.gateway.v1.GetPaymentIntentRequest\x1a,.paymesh.gateway.v1.GetPaymentIntentResponse\"0\x82\xd3\xe4\x93\x02*\x12\x18/v1/payment_intents/{id}b\x0epayment_intentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n paymesh/gateway/v1/gateway.proto\x12\x12paymesh.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Q\n\x0cPaymentError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65\x63line_code\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\"\xdd\x03\n\rPaymentIntent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x19\n\x11\x61mount_capturable\x18\x03 \x01(\x03\x12\x17\n\x0f\x61mount_received\x18\x04 \x01(\x03\x12\x17\n\x0f\x61mount_refunded\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x16\n\x0epayment_method\x18\x08 \x01(\t\x12\x16\n\x0e\x63\x61pture_method\x18\t \x01(\t\x12\x0b\n\x03psp\x18\n \x01(\t\x12<\n\x12last_payment_error\x18\x0b \x01(\x0b\x32 .paymesh.gateway.v1.PaymentError\x12\x13\n\x0b\x64\x65scription\x18\x0c \x01(\t\x12\x41\n\x08metadata\x18\r \x03(\x0b\x32/.paymesh.gateway.v1.PaymentIntent.MetadataEntry\x12+\n\x07\x63reated\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x0f \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"+\n\x17GetPaymentIntentRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\x97\x01\n\x0eGatewayService\x12\x84\x01\n\x10GetPaymentIntent\x12+.paymesh.gateway.v1.GetPaymentIntentRequest\x1a!.paymesh.gateway.v1.PaymentIntent\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/payment_intents/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,7 +39,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPAYMENTINTENTREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETPAYMENTINTENTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_GATEWAYSERVICE'].methods_by_name['GetPaymentIntent']._loaded_options = None
-  _globals['_GATEWAYSERVICE'].methods_by_name['GetPaymentIntent']._serialized_options = b'\202\323\344\223\002*\022\030/v1/payment_intents/{id}b\016payment_intent'
+  _globals['_GATEWAYSERVICE'].methods_by_name['GetPaymentIntent']._serialized_options = b'\202\323\344\223\002\032\022\030/v1/payment_intents/{id}'
   _globals['_PAYMENTERROR']._serialized_start=152
   _globals['_PAYMENTERROR']._serialized_end=233
   _globals['_PAYMENTINTENT']._serialized_start=236
@@ -48,8 +48,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYMENTINTENT_METADATAENTRY']._serialized_end=713
   _globals['_GETPAYMENTINTENTREQUEST']._serialized_start=715
   _globals['_GETPAYMENTINTENTREQUEST']._serialized_end=758
-  _globals['_GETPAYMENTINTENTRESPONSE']._serialized_start=760
-  _globals['_GETPAYMENTINTENTRESPONSE']._serialized_end=845
-  _globals['_GATEWAYSERVICE']._serialized_start=848
-  _globals['_GATEWAYSERVICE']._serialized_end=1026
+  _globals['_GATEWAYSERVICE']._serialized_start=761
+  _globals['_GATEWAYSERVICE']._serialized_end=912
 # @@protoc_insertion_point(module_scope)

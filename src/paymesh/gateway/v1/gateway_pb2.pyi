@@ -69,9 +69,3 @@ class GetPaymentIntentRequest(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
-
-class GetPaymentIntentResponse(_message.Message):
-    __slots__ = ("payment_intent",)
-    PAYMENT_INTENT_FIELD_NUMBER: _ClassVar[int]
-    payment_intent: PaymentIntent
-    def __init__(self, payment_intent: _Optional[_Union[PaymentIntent, _Mapping]] = ...) -> None: ...

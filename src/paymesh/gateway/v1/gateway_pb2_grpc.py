@@ -38,7 +38,7 @@ class GatewayServiceStub:
         self.GetPaymentIntent = channel.unary_unary(
                 '/paymesh.gateway.v1.GatewayService/GetPaymentIntent',
                 request_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.GetPaymentIntentRequest.SerializeToString,
-                response_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.GetPaymentIntentResponse.FromString,
+                response_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.FromString,
                 _registered_method=True)
 
 
@@ -59,7 +59,7 @@ def add_GatewayServiceServicer_to_server(servicer, server):
             'GetPaymentIntent': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPaymentIntent,
                     request_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.GetPaymentIntentRequest.FromString,
-                    response_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.GetPaymentIntentResponse.SerializeToString,
+                    response_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,7 +89,7 @@ class GatewayService:
             target,
             '/paymesh.gateway.v1.GatewayService/GetPaymentIntent',
             paymesh_dot_gateway_dot_v1_dot_gateway__pb2.GetPaymentIntentRequest.SerializeToString,
-            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.GetPaymentIntentResponse.FromString,
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.FromString,
             options,
             channel_credentials,
             insecure,

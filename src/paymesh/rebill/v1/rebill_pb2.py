@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epaymesh/rebill/v1/rebill.proto\x12\x11paymesh.rebill.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x02\n\x0cSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0epayment_method\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x10\n\x08interval\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x38\n\x14\x63urrent_period_start\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63urrent_period_end\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x63reated\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\n \x01(\x08\"*\n\x16GetSubscriptionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"P\n\x17GetSubscriptionResponse\x12\x35\n\x0csubscription\x18\x01 \x01(\x0b\x32\x1f.paymesh.rebill.v1.Subscription2\xa8\x01\n\rRebillService\x12\x96\x01\n\x0fGetSubscription\x12).paymesh.rebill.v1.GetSubscriptionRequest\x1a*.paymesh.rebill.v1.GetSubscriptionResponse\",\x82\xd3\xe4\x93\x02&\x12\x16/v1/subscriptions/{id}b\x0csubscriptionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epaymesh/rebill/v1/rebill.proto\x12\x11paymesh.rebill.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x02\n\x0cSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0epayment_method\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x10\n\x08interval\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x38\n\x14\x63urrent_period_start\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63urrent_period_end\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x63reated\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\n \x01(\x08\"*\n\x16GetSubscriptionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\x8e\x01\n\rRebillService\x12}\n\x0fGetSubscription\x12).paymesh.rebill.v1.GetSubscriptionRequest\x1a\x1f.paymesh.rebill.v1.Subscription\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/subscriptions/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,13 +37,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSUBSCRIPTIONREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETSUBSCRIPTIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_REBILLSERVICE'].methods_by_name['GetSubscription']._loaded_options = None
-  _globals['_REBILLSERVICE'].methods_by_name['GetSubscription']._serialized_options = b'\202\323\344\223\002&\022\026/v1/subscriptions/{id}b\014subscription'
+  _globals['_REBILLSERVICE'].methods_by_name['GetSubscription']._serialized_options = b'\202\323\344\223\002\030\022\026/v1/subscriptions/{id}'
   _globals['_SUBSCRIPTION']._serialized_start=150
   _globals['_SUBSCRIPTION']._serialized_end=445
   _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=447
   _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=489
-  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_start=491
-  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_end=571
-  _globals['_REBILLSERVICE']._serialized_start=574
-  _globals['_REBILLSERVICE']._serialized_end=742
+  _globals['_REBILLSERVICE']._serialized_start=492
+  _globals['_REBILLSERVICE']._serialized_end=634
 # @@protoc_insertion_point(module_scope)

@@ -39,9 +39,3 @@ class GetSubscriptionRequest(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
-
-class GetSubscriptionResponse(_message.Message):
-    __slots__ = ("subscription",)
-    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
-    subscription: Subscription
-    def __init__(self, subscription: _Optional[_Union[Subscription, _Mapping]] = ...) -> None: ...

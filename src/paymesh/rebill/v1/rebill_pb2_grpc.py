@@ -38,7 +38,7 @@ class RebillServiceStub:
         self.GetSubscription = channel.unary_unary(
                 '/paymesh.rebill.v1.RebillService/GetSubscription',
                 request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetSubscriptionRequest.SerializeToString,
-                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetSubscriptionResponse.FromString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
                 _registered_method=True)
 
 
@@ -59,7 +59,7 @@ def add_RebillServiceServicer_to_server(servicer, server):
             'GetSubscription': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSubscription,
                     request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetSubscriptionRequest.FromString,
-                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetSubscriptionResponse.SerializeToString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,7 +89,7 @@ class RebillService:
             target,
             '/paymesh.rebill.v1.RebillService/GetSubscription',
             paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetSubscriptionRequest.SerializeToString,
-            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetSubscriptionResponse.FromString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
             options,
             channel_credentials,
             insecure,

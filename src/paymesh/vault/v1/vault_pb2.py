@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpaymesh/vault/v1/vault.proto\x12\x10paymesh.vault.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x04\x43\x61rd\x12\r\n\x05\x62rand\x18\x01 \x01(\t\x12\r\n\x05last4\x18\x02 \x01(\t\x12\x11\n\texp_month\x18\x03 \x01(\x05\x12\x10\n\x08\x65xp_year\x18\x04 \x01(\x05\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\t\"\x8e\x01\n\rPaymentMethod\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12$\n\x04\x63\x61rd\x18\x03 \x01(\x0b\x32\x16.paymesh.vault.v1.Card\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x05 \x01(\x08\"+\n\x17GetPaymentMethodRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"S\n\x18GetPaymentMethodResponse\x12\x37\n\x0epayment_method\x18\x01 \x01(\x0b\x32\x1f.paymesh.vault.v1.PaymentMethod2\xac\x01\n\x0cVaultService\x12\x9b\x01\n\x10GetPaymentMethod\x12).paymesh.vault.v1.GetPaymentMethodRequest\x1a*.paymesh.vault.v1.GetPaymentMethodResponse\"0\x82\xd3\xe4\x93\x02*\x12\x18/v1/payment_methods/{id}b\x0epayment_methodb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpaymesh/vault/v1/vault.proto\x12\x10paymesh.vault.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x04\x43\x61rd\x12\r\n\x05\x62rand\x18\x01 \x01(\t\x12\r\n\x05last4\x18\x02 \x01(\t\x12\x11\n\texp_month\x18\x03 \x01(\x05\x12\x10\n\x08\x65xp_year\x18\x04 \x01(\x05\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\t\"\x8e\x01\n\rPaymentMethod\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12$\n\x04\x63\x61rd\x18\x03 \x01(\x0b\x32\x16.paymesh.vault.v1.Card\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x05 \x01(\x08\"+\n\x17GetPaymentMethodRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\x91\x01\n\x0cVaultService\x12\x80\x01\n\x10GetPaymentMethod\x12).paymesh.vault.v1.GetPaymentMethodRequest\x1a\x1f.paymesh.vault.v1.PaymentMethod\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/payment_methods/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,15 +37,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPAYMENTMETHODREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETPAYMENTMETHODREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_VAULTSERVICE'].methods_by_name['GetPaymentMethod']._loaded_options = None
-  _globals['_VAULTSERVICE'].methods_by_name['GetPaymentMethod']._serialized_options = b'\202\323\344\223\002*\022\030/v1/payment_methods/{id}b\016payment_method'
+  _globals['_VAULTSERVICE'].methods_by_name['GetPaymentMethod']._serialized_options = b'\202\323\344\223\002\032\022\030/v1/payment_methods/{id}'
   _globals['_CARD']._serialized_start=146
   _globals['_CARD']._serialized_end=240
   _globals['_PAYMENTMETHOD']._serialized_start=243
   _globals['_PAYMENTMETHOD']._serialized_end=385
   _globals['_GETPAYMENTMETHODREQUEST']._serialized_start=387
   _globals['_GETPAYMENTMETHODREQUEST']._serialized_end=430
-  _globals['_GETPAYMENTMETHODRESPONSE']._serialized_start=432
-  _globals['_GETPAYMENTMETHODRESPONSE']._serialized_end=515
-  _globals['_VAULTSERVICE']._serialized_start=518
-  _globals['_VAULTSERVICE']._serialized_end=690
+  _globals['_VAULTSERVICE']._serialized_start=433
+  _globals['_VAULTSERVICE']._serialized_end=578
 # @@protoc_insertion_point(module_scope)

@@ -43,9 +43,3 @@ class GetPaymentMethodRequest(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
-
-class GetPaymentMethodResponse(_message.Message):
-    __slots__ = ("payment_method",)
-    PAYMENT_METHOD_FIELD_NUMBER: _ClassVar[int]
-    payment_method: PaymentMethod
-    def __init__(self, payment_method: _Optional[_Union[PaymentMethod, _Mapping]] = ...) -> None: ...

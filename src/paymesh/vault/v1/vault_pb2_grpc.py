@@ -38,7 +38,7 @@ class VaultServiceStub:
         self.GetPaymentMethod = channel.unary_unary(
                 '/paymesh.vault.v1.VaultService/GetPaymentMethod',
                 request_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPaymentMethodRequest.SerializeToString,
-                response_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPaymentMethodResponse.FromString,
+                response_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.PaymentMethod.FromString,
                 _registered_method=True)
 
 
@@ -59,7 +59,7 @@ def add_VaultServiceServicer_to_server(servicer, server):
             'GetPaymentMethod': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPaymentMethod,
                     request_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPaymentMethodRequest.FromString,
-                    response_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPaymentMethodResponse.SerializeToString,
+                    response_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.PaymentMethod.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,7 +89,7 @@ class VaultService:
             target,
             '/paymesh.vault.v1.VaultService/GetPaymentMethod',
             paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPaymentMethodRequest.SerializeToString,
-            paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPaymentMethodResponse.FromString,
+            paymesh_dot_vault_dot_v1_dot_vault__pb2.PaymentMethod.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n paymesh/webhook/v1/webhook.proto\x12\x12paymesh.webhook.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n\x0fWebhookEndpoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x16\n\x0e\x65nabled_events\x18\x03 \x03(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x06 \x01(\x08\"-\n\x19GetWebhookEndpointRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"[\n\x1aGetWebhookEndpointResponse\x12=\n\x10webhook_endpoint\x18\x01 \x01(\x0b\x32#.paymesh.webhook.v1.WebhookEndpoint2\xbc\x01\n\x0eWebhookService\x12\xa9\x01\n\x12GetWebhookEndpoint\x12-.paymesh.webhook.v1.GetWebhookEndpointRequest\x1a..paymesh.webhook.v1.GetWebhookEndpointResponse\"4\x82\xd3\xe4\x93\x02.\x12\x1a/v1/webhook_endpoints/{id}b\x10webhook_endpointb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n paymesh/webhook/v1/webhook.proto\x12\x12paymesh.webhook.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n\x0fWebhookEndpoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x16\n\x0e\x65nabled_events\x18\x03 \x03(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x06 \x01(\x08\"-\n\x19GetWebhookEndpointRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\x9f\x01\n\x0eWebhookService\x12\x8c\x01\n\x12GetWebhookEndpoint\x12-.paymesh.webhook.v1.GetWebhookEndpointRequest\x1a#.paymesh.webhook.v1.WebhookEndpoint\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/webhook_endpoints/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,13 +37,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_WEBHOOKSERVICE'].methods_by_name['GetWebhookEndpoint']._loaded_options = None
-  _globals['_WEBHOOKSERVICE'].methods_by_name['GetWebhookEndpoint']._serialized_options = b'\202\323\344\223\002.\022\032/v1/webhook_endpoints/{id}b\020webhook_endpoint'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['GetWebhookEndpoint']._serialized_options = b'\202\323\344\223\002\034\022\032/v1/webhook_endpoints/{id}'
   _globals['_WEBHOOKENDPOINT']._serialized_start=153
   _globals['_WEBHOOKENDPOINT']._serialized_end=298
   _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_start=300
   _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_end=345
-  _globals['_GETWEBHOOKENDPOINTRESPONSE']._serialized_start=347
-  _globals['_GETWEBHOOKENDPOINTRESPONSE']._serialized_end=438
-  _globals['_WEBHOOKSERVICE']._serialized_start=441
-  _globals['_WEBHOOKSERVICE']._serialized_end=629
+  _globals['_WEBHOOKSERVICE']._serialized_start=348
+  _globals['_WEBHOOKSERVICE']._serialized_end=507
 # @@protoc_insertion_point(module_scope)

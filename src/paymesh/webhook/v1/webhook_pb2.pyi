@@ -32,9 +32,3 @@ class GetWebhookEndpointRequest(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
-
-class GetWebhookEndpointResponse(_message.Message):
-    __slots__ = ("webhook_endpoint",)
-    WEBHOOK_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
-    webhook_endpoint: WebhookEndpoint
-    def __init__(self, webhook_endpoint: _Optional[_Union[WebhookEndpoint, _Mapping]] = ...) -> None: ...

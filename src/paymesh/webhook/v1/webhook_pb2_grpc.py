@@ -38,7 +38,7 @@ class WebhookServiceStub:
         self.GetWebhookEndpoint = channel.unary_unary(
                 '/paymesh.webhook.v1.WebhookService/GetWebhookEndpoint',
                 request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookEndpointRequest.SerializeToString,
-                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookEndpointResponse.FromString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
                 _registered_method=True)
 
 
@@ -59,7 +59,7 @@ def add_WebhookServiceServicer_to_server(servicer, server):
             'GetWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.GetWebhookEndpoint,
                     request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookEndpointRequest.FromString,
-                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookEndpointResponse.SerializeToString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,7 +89,7 @@ class WebhookService:
             target,
             '/paymesh.webhook.v1.WebhookService/GetWebhookEndpoint',
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookEndpointRequest.SerializeToString,
-            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookEndpointResponse.FromString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,317 @@
+"""Starts the whole mesh on one machine: localstripe, the four services and Envoy, in the
+foreground; stops everything on Ctrl-C or SIGTERM. `make run` calls `main()`; the
+integration tests use `Mesh` with their own database, vhost and free ports."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import yaml
+
+from paymesh.services import ALL, PACKAGES
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVOY_TEMPLATE = ROOT / "envoy" / "envoy.yaml"
+DESCRIPTOR = ROOT / "build" / "paymesh.pb"
+BIN = Path(sys.executable).parent
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Ports:
+    envoy: int = 8080
+    envoy_admin: int = 9901
+    localstripe: int = 8420
+    grpc: dict[str, int] = field(
+        default_factory=lambda: {
+            "gateway": 50051,
+            "vault": 50052,
+            "rebill": 50053,
+            "webhook": 50054,
+        }
+    )
+    http: dict[str, int] = field(
+        default_factory=lambda: {"gateway": 9101, "vault": 9102, "rebill": 9103, "webhook": 9104}
+    )
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Ports:
+        ports = cls()
+        ports.envoy = int(env.get("ENVOY_PORT", ports.envoy))
+        ports.envoy_admin = int(env.get("ENVOY_ADMIN_PORT", ports.envoy_admin))
+        ports.localstripe = int(env.get("LOCALSTRIPE_PORT", ports.localstripe))
+        for name in ALL:
+            prefix = name.upper()
+            ports.grpc[name] = int(env.get(f"{prefix}_GRPC_PORT", ports.grpc[name]))
+            ports.http[name] = int(env.get(f"{prefix}_HTTP_PORT", ports.http[name]))
+        return ports
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Unused ports, so a test run never collides with `make run` or another run."""
+        taken = [_free_port() for _ in range(3 + 2 * len(ALL))]
+        ports = cls(envoy=taken[0], envoy_admin=taken[1], localstripe=taken[2])
+        for i, name in enumerate(ALL):
+            ports.grpc[name] = taken[3 + 2 * i]
+            ports.http[name] = taken[4 + 2 * i]
+        return ports
+
+    def service_env(self) -> dict[str, str]:
+        env = {"LOCALSTRIPE_PORT": str(self.localstripe)}
+        for name in ALL:
+            env[f"{name.upper()}_GRPC_PORT"] = str(self.grpc[name])
+            env[f"{name.upper()}_HTTP_PORT"] = str(self.http[name])
+            env[f"{name.upper()}_ADDR"] = f"127.0.0.1:{self.grpc[name]}"
+        env["STRIPE_API_BASE"] = f"http://127.0.0.1:{self.localstripe}"
+        return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def render_envoy_config(ports: Ports, descriptor: Path = DESCRIPTOR) -> str:
+    """envoy/envoy.yaml with the given ports and an absolute descriptor path."""
+    config = yaml.safe_load(ENVOY_TEMPLATE.read_text())
+    config["admin"]["address"]["socket_address"]["port_value"] = ports.envoy_admin
+    listener = config["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"]["port_value"] = ports.envoy
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    for http_filter in manager["http_filters"]:
+        if http_filter["name"] == "envoy.filters.http.grpc_json_transcoder":
+            http_filter["typed_config"]["proto_descriptor"] = str(descriptor)
+    for cluster in config["static_resources"]["clusters"]:
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        endpoint["address"]["socket_address"]["port_value"] = ports.grpc[cluster["name"]]
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def _die_with_parent() -> None:
+    # If the supervisor is killed outright, its children get SIGTERM instead of living on.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Mesh:
+    """The processes of one mesh: started in order, stopped in reverse order."""
+
+    env: dict[str, str]
+    ports: Ports
+    log_dir: Path | None = None  # None: inherit stdout/stderr (make run)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _logs: list[IO] = field(default_factory=list)
+
+    def start(self, with_localstripe: bool = True) -> None:
+        if with_localstripe:
+            self._spawn(
+                "localstripe", [str(BIN / "localstripe"), "--port", str(self.ports.localstripe)]
+            )
+        for name, package in PACKAGES.items():
+            self._spawn(name, [sys.executable, "-m", package])
+
+    def start_envoy(self) -> None:
+        envoy_config = (self.log_dir or ROOT / "build") / "envoy.yaml"
+        envoy_config.parent.mkdir(parents=True, exist_ok=True)
+        envoy_config.write_text(render_envoy_config(self.ports))
+        self._spawn(
+            "envoy",
+            [
+                str(BIN / "envoy"),
+                "-c",
+                str(envoy_config),
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+                "--base-id",
+                str(self.ports.envoy),  # a second Envoy on this machine must not clash
+            ],
+        )
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        stdout: IO | None = None
+        if self.log_dir is not None:
+            stdout = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+            self._logs.append(stdout)
+        self.processes[name] = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=stdout,
+            stderr=subprocess.STDOUT if stdout else None,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports.envoy}{path}"
+
+    def wait_until(self, urls: list[str], timeout: float = 90.0) -> None:
+        """Until every URL answers 200; raises if a process died or time ran out."""
+        deadline = time.monotonic() + timeout
+        pending = list(urls)
+        while pending:
+            dead = self.dead_process()
+            if dead:
+                raise RuntimeError(f"{dead} exited with code {self.processes[dead].returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not ready within {timeout:.0f} s: {', '.join(pending)}")
+            pending = [url for url in pending if http_status(url) != 200]
+            if pending:
+                time.sleep(0.25)
+
+    def start_all(self, timeout: float = 90.0) -> None:
+        """Services first, Envoy once they are ready, then until Envoy's /readyz says 200."""
+        self.start()
+        self.wait_until(
+            [f"http://127.0.0.1:{port}/readyz" for port in self.ports.http.values()], timeout
+        )
+        self.start_envoy()
+        self.wait_until([self.url("/readyz")], timeout)
+
+    def dead_process(self) -> str | None:
+        return next((n for n, p in self.processes.items() if p.poll() is not None), None)
+
+    def stop(self, name: str | None = None, grace: float = 15.0) -> None:
+        names = [name] if name else list(reversed(self.processes))
+        for each in names:
+            process = self.processes[each]
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for each in names:
+            process = self.processes[each]
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if name is None:
+            for log in self._logs:
+                log.close()
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our URL
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+def unreachable_dependencies(env: dict[str, str]) -> list[str]:
+    """One line per unreachable dependency, saying how to start it."""
+    import pika
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from paymesh.platform.amqp import connection_parameters
+    from paymesh.platform.config import ServiceSettings
+
+    settings = ServiceSettings(grpc_port=0, http_port=0)
+    problems = []
+    db = make_url(settings.database_url)
+    try:
+        admin = db.set(drivername="postgresql", database="postgres")
+        psycopg.connect(admin.render_as_string(hide_password=False), connect_timeout=3).close()
+    except psycopg.Error:
+        problems.append(
+            f"PostgreSQL is not reachable at {db.host}:{db.port or 5432} (DATABASE_URL); start it "
+            "with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+        )
+    params = connection_parameters(settings.amqp_url)
+    try:
+        pika.BlockingConnection(params).close()
+    except pika.exceptions.AMQPError:
+        problems.append(
+            f"RabbitMQ is not reachable at {params.host}:{params.port} (AMQP_URL); start it "
+            "with: rabbitmq-server -detached"
+        )
+    return problems
+
+
+class _StopRequested(Exception):
+    pass
+
+
+def _raise_stop(_signum, _frame) -> None:
+    raise _StopRequested
+
+
+def main() -> int:
+    env = dict(os.environ)
+    problems = unreachable_dependencies(env)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    started = time.monotonic()
+    migrate = subprocess.run(
+        [str(BIN / "paymesh"), "migrate"], env=env, capture_output=True, text=True
+    )
+    if migrate.returncode != 0:
+        print(f"migrations failed:\n{migrate.stderr}", file=sys.stderr)
+        return 1
+    ports = Ports.from_env(env)
+    env.update(ports.service_env())
+    mesh = Mesh(env=env, ports=ports)
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    failed = False
+    try:
+        mesh.start_all()
+        print_banner(ports, time.monotonic() - started)
+        while not mesh.dead_process():
+            time.sleep(0.5)
+        failed = True
+        print(f"paymesh: {mesh.dead_process()} exited; stopping", file=sys.stderr, flush=True)
+    except _StopRequested:
+        pass
+    except (RuntimeError, TimeoutError) as error:
+        failed = True
+        print(f"paymesh: {error}; stopping", file=sys.stderr, flush=True)
+    finally:
+        # A second Ctrl-C must not cut the cleanup short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        mesh.stop()
+    print("paymesh: stopped", file=sys.stderr, flush=True)
+    return 1 if failed else 0
+
+
+def print_banner(ports: Ports, seconds: float) -> None:
+    rows = [
+        f"paymesh is ready ({seconds:.1f} s)",
+        f"  REST (Envoy)   http://localhost:{ports.envoy}",
+        f"  readiness      curl -s localhost:{ports.envoy}/readyz",
+        f"  try            curl -s localhost:{ports.envoy}/v1/payment_intents/pi_123",
+        f"  Envoy admin    http://127.0.0.1:{ports.envoy_admin}",
+    ]
+    for name, package in PACKAGES.items():
+        rows.append(
+            f"  {package:<16} grpc localhost:{ports.grpc[name]}  "
+            f"metrics http://localhost:{ports.http[name]}/metrics"
+        )
+    rows += [
+        f"  localstripe    http://localhost:{ports.localstripe}",
+        f"  ops            grpcurl -plaintext localhost:{ports.grpc['gateway']} list",
+        "Ctrl-C stops everything.",
+    ]
+    print("\n".join(rows), file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
