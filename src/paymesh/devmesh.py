@@ -115,17 +115,17 @@ class Mesh:
 
     def start(self, with_localstripe: bool = True) -> None:
         if with_localstripe:
-            self._spawn(
+            self.spawn(
                 "localstripe", [str(BIN / "localstripe"), "--port", str(self.ports.localstripe)]
             )
         for name, package in PACKAGES.items():
-            self._spawn(name, [sys.executable, "-m", package])
+            self.spawn(name, [sys.executable, "-m", package])
 
     def start_envoy(self) -> None:
         envoy_config = (self.log_dir or ROOT / "build") / "envoy.yaml"
         envoy_config.parent.mkdir(parents=True, exist_ok=True)
         envoy_config.write_text(render_envoy_config(self.ports))
-        self._spawn(
+        self.spawn(
             "envoy",
             [
                 str(BIN / "envoy"),
@@ -140,7 +140,7 @@ class Mesh:
             ],
         )
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def spawn(self, name: str, argv: list[str]) -> None:
         stdout: IO | None = None
         if self.log_dir is not None:
             stdout = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()

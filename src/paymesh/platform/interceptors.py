@@ -46,15 +46,18 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         # Streaming RPCs (health Watch, reflection) pass through untouched.
         if handler is None or handler.unary_unary is None:
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        full_method = handler_call_details.method
+        method = full_method.rsplit("/", 1)[-1]
         context_vars = _log_context(handler_call_details.invocation_metadata)
+        # Health probes arrive every few seconds from Envoy and Docker: metrics, but no log line.
+        logged = not full_method.startswith("/grpc.health.")
         return grpc.unary_unary_rpc_method_handler(
-            self._wrap(handler.unary_unary, method, context_vars),
+            self._wrap(handler.unary_unary, method, context_vars, logged),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
-    def _wrap(self, behavior, method: str, context_vars: dict[str, str]):
+    def _wrap(self, behavior, method: str, context_vars: dict[str, str], logged: bool):
         service = self._service
 
         async def handle(request, context: grpc.aio.ServicerContext):
@@ -67,7 +70,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     return response
                 except errors.PaymeshError as error:
                     code = error.code
-                    log.info("rpc_rejected", code=code.name, reason=error.reason)
+                    structlog.contextvars.bind_contextvars(reason=error.reason)
                     await _abort(context, error)
                 except grpc.aio.AbortError:
                     code = context.code() or grpc.StatusCode.UNKNOWN
@@ -77,10 +80,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     log.exception("rpc_failed")
                     await _abort(context, error)
                 finally:
-                    if isinstance(code, int):
-                        code = grpc.StatusCode(code)
+                    elapsed = time.perf_counter() - started
                     REQUESTS.labels(service, method, code.name).inc()
-                    REQUEST_DURATION.labels(service, method).observe(time.perf_counter() - started)
+                    REQUEST_DURATION.labels(service, method).observe(elapsed)
+                    if logged:
+                        log.info("rpc_completed", code=code.name, ms=round(elapsed * 1e3, 2))
 
         return handle
 

@@ -1,0 +1,147 @@
+"""Merchant-facing REST through a real Envoy, transcoded to the real services."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from tests.support.http import call
+from tests.support.waiting import wait_for_text
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def rows(infra):
+    """One stored resource per service, written the way each service's tables define them."""
+    suffix = uuid.uuid4().hex[:12]
+    ids = {
+        "payment_intent": f"pi_{suffix}",
+        "payment_method": f"pm_{suffix}",
+        "subscription": f"sub_{suffix}",
+        "webhook_endpoint": f"we_{suffix}",
+    }
+    period_start = datetime(2026, 11, 1, tzinfo=UTC)
+    with psycopg.connect(infra.database_url, autocommit=True) as db:
+        db.execute(
+            "INSERT INTO gateway.payment_intents (id, merchant_id, livemode, amount, currency,"
+            " status, capture_method, payment_method, metadata)"
+            " VALUES (%s, 'acct_1', false, 1999, 'eur', 'requires_confirmation', 'automatic',"
+            ' %s, \'{"order": "42"}\')',
+            (ids["payment_intent"], ids["payment_method"]),
+        )
+        db.execute(
+            "INSERT INTO vault.payment_methods (id, merchant_id, livemode, brand, last4,"
+            " exp_month, exp_year, fingerprint) VALUES (%s, 'acct_1', false, 'visa', '4242',"
+            " 12, 2030, 'fp_abc')",
+            (ids["payment_method"],),
+        )
+        db.execute(
+            "INSERT INTO rebill.subscriptions (id, merchant_id, livemode, payment_method, amount,"
+            " currency, interval, status, current_period_start, current_period_end)"
+            " VALUES (%s, 'acct_1', false, %s, 500, 'usd', 'monthly', 'active', %s, %s)",
+            (ids["subscription"], ids["payment_method"], period_start, period_start),
+        )
+        db.execute(
+            "INSERT INTO webhook.webhook_endpoints (id, merchant_id, livemode, url,"
+            " enabled_events, status) VALUES (%s, 'acct_1', false, 'https://shop.example/hook',"
+            " ARRAY['payment_intent.succeeded'], 'enabled')",
+            (ids["webhook_endpoint"],),
+        )
+    return ids
+
+
+def test_a_payment_intent_reads_back_as_snake_case_json_with_zero_values(mesh, rows):
+    response = call(mesh.url(f"/v1/payment_intents/{rows['payment_intent']}"))
+
+    assert response.status == 200
+    intent = response.body
+    assert intent["id"] == rows["payment_intent"]
+    assert intent["amount"] == "1999"  # int64 is a JSON string in proto3's JSON mapping
+    assert intent["currency"] == "eur"
+    assert intent["status"] == "requires_confirmation"
+    assert intent["amount_received"] == "0"
+    assert intent["livemode"] is False
+    assert intent["metadata"] == {"order": "42"}
+    assert intent["payment_method"] == rows["payment_method"]
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "field", "expected"),
+    [
+        ("/v1/payment_methods/{}", "payment_method", "card", {"brand": "visa", "last4": "4242"}),
+        ("/v1/subscriptions/{}", "subscription", "interval", "monthly"),
+        ("/v1/webhook_endpoints/{}", "webhook_endpoint", "url", "https://shop.example/hook"),
+    ],
+)
+def test_every_service_answers_its_read_route_through_envoy(mesh, rows, path, key, field, expected):
+    response = call(mesh.url(path.format(rows[key])))
+
+    assert response.status == 200
+    assert response.body["id"] == rows[key]
+    if isinstance(expected, dict):
+        assert expected.items() <= response.body[field].items()
+    else:
+        assert response.body[field] == expected
+
+
+def test_an_unknown_object_is_a_404_with_a_json_error_naming_the_reason(mesh):
+    response = call(mesh.url("/v1/payment_intents/pi_doesnotexist"))
+
+    assert response.status == 404
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.body["code"] == 5
+    assert "pi_doesnotexist" in response.body["message"]
+    [info] = [d for d in response.body["details"] if d["@type"].endswith("ErrorInfo")]
+    assert info["reason"] == "resource_missing"
+
+
+def test_unknown_query_parameters_are_ignored(mesh, rows):
+    response = call(mesh.url(f"/v1/payment_intents/{rows['payment_intent']}?expand=foo&x=1"))
+
+    assert response.status == 200
+    assert response.body["id"] == rows["payment_intent"]
+
+
+def test_an_unknown_path_is_a_json_404_from_the_edge(mesh):
+    response = call(mesh.url("/v1/no_such_resource"))
+
+    assert response.status == 404
+    assert response.headers["content-type"].startswith("application/json")
+    assert "request_id" in response.body
+
+
+def test_edge_healthz_and_readyz_answer_200_while_every_cluster_is_healthy(mesh):
+    assert call(mesh.url("/healthz")).status == 200
+    assert call(mesh.url("/readyz")).status == 200
+
+
+def test_request_headers_reach_the_service_as_metadata_and_logs_mask_the_key(mesh, rows):
+    request_id = f"req-{uuid.uuid4()}"
+    idempotency_key = f"idem-{uuid.uuid4()}"
+    secret = "sk_test_" + uuid.uuid4().hex
+
+    response = call(
+        mesh.url(f"/v1/payment_intents/{rows['payment_intent']}"),
+        headers={
+            "x-request-id": request_id,
+            "idempotency-key": idempotency_key,
+            "authorization": f"Bearer {secret}",
+        },
+    )
+
+    assert response.status == 200
+    assert response.headers["x-request-id"] == request_id
+    gateway_log = (mesh.log_dir / "gateway.log").read_text()
+    assert secret not in gateway_log
+    assert wait_for_text(mesh.log_dir / "envoy.log", request_id)  # access logs flush each second
+    events = [json.loads(line) for line in gateway_log.splitlines() if request_id in line]
+    assert events, "the gateway logged nothing carrying the request id"
+    assert events[0]["idempotency_key"] == idempotency_key
+    assert events[0]["api_key"] == "…" + secret[-4:]
+    assert events[0]["correlation_id"] == rows["payment_intent"]
+    assert len(events[0]["trace_id"]) == 32
