@@ -135,6 +135,9 @@ class Mesh:
                 "1",
                 "--log-level",
                 "warn",
+                # Access logs reach the terminal within a second, not ten.
+                "--file-flush-interval-msec",
+                "1000",
                 "--base-id",
                 str(self.ports.envoy),  # a second Envoy on this machine must not clash
             ],
