@@ -21,6 +21,11 @@ class ServiceSettings(BaseSettings):
     bind_host: str = Field("0.0.0.0", validation_alias="BIND_HOST")
     # How long in-flight calls may run after SIGTERM before connections are closed.
     shutdown_grace_seconds: float = Field(10.0, validation_alias="SHUTDOWN_GRACE_SECONDS")
+    # After SIGTERM, how long health says NOT_SERVING while calls are still accepted, so load
+    # balancers (Envoy checks every 2 s) stop routing here before the server stops.
+    shutdown_drain_delay_seconds: float = Field(
+        2.0, validation_alias="SHUTDOWN_DRAIN_DELAY_SECONDS"
+    )
     # How often PostgreSQL and RabbitMQ are probed for the health status.
     health_probe_interval_seconds: float = Field(
         2.0, validation_alias="HEALTH_PROBE_INTERVAL_SECONDS"

@@ -128,10 +128,15 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
 
-    log.info("draining", grace_seconds=settings.shutdown_grace_seconds)
+    log.info(
+        "draining",
+        delay_seconds=settings.shutdown_drain_delay_seconds,
+        grace_seconds=settings.shutdown_grace_seconds,
+    )
     draining = True
     background[0].cancel()
     await health_servicer.enter_graceful_shutdown()
+    await asyncio.sleep(settings.shutdown_drain_delay_seconds)
     await server.stop(settings.shutdown_grace_seconds)
     for task in background:
         task.cancel()

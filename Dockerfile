@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+# Three targets, all built by docker-compose.yml:
+#   app (the default, last stage)  one image for the four services; compose sets `command`
+#   envoy                          the Envoy edge with the descriptor set built in
+#   descriptor                     builds Envoy's descriptor set (build/paymesh.pb) from proto/
+
+# --- descriptor: the same command as `make build/paymesh.pb`, on a clean interpreter ---
+FROM python:3.11-slim AS descriptor
+RUN pip install --no-cache-dir grpcio-tools==1.85.1 "googleapis-common-protos>=1.70,<2"
+WORKDIR /src
+COPY tools/ tools/
+COPY proto/ proto/
+RUN python tools/gen_protos.py --descriptor-out /out/paymesh.pb
+
+# --- envoy: upstream Envoy (Ubuntu based: sh, bash and sed are there) + the descriptor set.
+# compose mounts envoy/envoy.yaml and rewrites its upstream addresses at start.
+FROM envoyproxy/envoy:v1.40-latest AS envoy
+COPY --from=descriptor /out/paymesh.pb /etc/paymesh/paymesh.pb
+
+# --- app: gateway_svc, vault_proxy_svc, rebill_svc, webhook_svc and the `paymesh` CLI ---
+FROM python:3.11-slim AS app
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# The generated stubs are committed under src/paymesh/*/v1: no codegen here.
+COPY pyproject.toml /tmp/paymesh/
+COPY src/ /tmp/paymesh/src/
+RUN rm -rf /tmp/paymesh/src/*.egg-info \
+    && pip install --no-cache-dir /tmp/paymesh \
+    && rm -rf /tmp/paymesh \
+    && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin paymesh
+WORKDIR /app
+USER paymesh
+# gRPC 50051-50054 and the ops HTTP ports (/metrics /healthz /readyz) 9101-9104
+EXPOSE 50051 50052 50053 50054 9101 9102 9103 9104
