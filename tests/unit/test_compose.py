@@ -1,0 +1,293 @@
+"""docker-compose.yml, the Dockerfile and prometheus/prometheus.yml agree with the code, with
+.env.example and with envoy/envoy.yaml. No Docker needed: the files are read, and the shell
+rewrite of envoy.yaml that the envoy container runs at start is run here with sed."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from paymesh.platform.config import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_SERVICES = ("gateway", "vault", "rebill", "webhook")
+# The app services plus the one-shot migration: everything that runs the paymesh image.
+PAYMESH_IMAGE_SERVICES = (*APP_SERVICES, "migrate")
+INFRA_SERVICES = ("postgres", "rabbitmq", "jaeger", "prometheus", "envoy")
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def services() -> dict:
+    return compose()["services"]
+
+
+def env_example_names() -> set[str]:
+    names = set()
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            names.add(line.split("=", 1)[0].strip())
+    return names
+
+
+def argv(command: str | list[str]) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+
+
+def environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # ["NAME=value", ...]
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return env
+
+
+def container_port(entry: str | int | dict) -> int:
+    if isinstance(entry, dict):  # long syntax
+        return int(entry["target"])
+    return int(str(entry).split("/")[0].rsplit(":", 1)[-1])
+
+
+def host_port(entry: str | int | dict) -> int:
+    if isinstance(entry, dict):
+        return int(entry.get("published", entry["target"]))
+    parts = str(entry).split("/")[0].split(":")
+    return int(parts[-2] if len(parts) > 1 else parts[-1])
+
+
+def ports_of(service: dict) -> set[int]:
+    """Every container port a service publishes or exposes on the compose network."""
+    ports = {container_port(entry) for entry in service.get("ports", [])}
+    return ports | {int(str(port).split("/")[0]) for port in service.get("expose", [])}
+
+
+def settings_class(service_name: str) -> type[ServiceSettings]:
+    """The settings class whose environment prefix is the service's (GATEWAY_ for gateway)."""
+    for cls in ServiceSettings.__subclasses__():
+        if cls.model_config.get("env_prefix") == f"{service_name.upper()}_":
+            return cls
+    raise AssertionError(f"no settings class with env_prefix {service_name.upper()}_")
+
+
+def default_ports(service_name: str) -> dict[str, int]:
+    # The model's own defaults, not what this test process's environment would override.
+    fields = settings_class(service_name).model_fields
+    return {"grpc": fields["grpc_port"].default, "http": fields["http_port"].default}
+
+
+def envoy_start_script() -> str:
+    command = argv(services()["envoy"]["command"])
+    assert command[0].rsplit("/", 1)[-1] in ("sh", "bash") and command[1] == "-c", command
+    return command[2]
+
+
+def envoy_rewrite() -> tuple[str, list[str], str]:
+    """(input path, sed expressions, output path) of the sed line in the envoy command."""
+    script = envoy_start_script().replace("\\\n", " ")
+    sed_line = next(line for line in script.splitlines() if line.strip().startswith("sed "))
+    tokens = shlex.split(sed_line)
+    assert ">" in tokens, "the sed line must write the rewritten config with `> file`"
+    redirect = tokens.index(">")
+    expressions = [tokens[i + 1] for i, token in enumerate(tokens[:redirect]) if token == "-e"]
+    return tokens[redirect - 1], expressions, tokens[redirect + 1]
+
+
+def rewritten_envoy_config() -> dict:
+    if shutil.which("sed") is None:
+        pytest.skip("sed is not installed")
+    _, expressions, _ = envoy_rewrite()
+    args = [arg for expression in expressions for arg in ("-e", expression)]
+    result = subprocess.run(
+        ["sed", *args],
+        input=(ROOT / "envoy" / "envoy.yaml").read_text(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return yaml.safe_load(result.stdout)
+
+
+def cluster_endpoints(config: dict) -> dict[str, tuple[str, int]]:
+    endpoints = {}
+    for cluster in config["static_resources"]["clusters"]:
+        for group in cluster["load_assignment"]["endpoints"]:
+            for lb_endpoint in group["lb_endpoints"]:
+                address = lb_endpoint["endpoint"]["address"]["socket_address"]
+                endpoints[cluster["name"]] = (address["address"], int(address["port_value"]))
+    return endpoints
+
+
+def transcoder_descriptor(config: dict) -> str:
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    for http_filter in manager["typed_config"]["http_filters"]:
+        if http_filter["name"] == "envoy.filters.http.grpc_json_transcoder":
+            return http_filter["typed_config"]["proto_descriptor"]
+    raise AssertionError("envoy.yaml has no gRPC-JSON transcoder")
+
+
+def dockerfile_copy_targets(stage: str) -> set[str]:
+    """Destinations of the COPY lines in one build stage of the Dockerfile."""
+    targets, current = set(), None
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words and words[0].upper() == "FROM":
+            current = words[-1] if len(words) >= 4 and words[-2].upper() == "AS" else None
+        elif words and words[0].upper() == "COPY" and current == stage:
+            targets.add(words[-1])
+    return targets
+
+
+def volume_targets(service: dict) -> dict[str, str]:
+    """Container path -> host path of a service's bind mounts (short syntax)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        host, target = str(volume).split(":")[:2]
+        mounts[target] = host
+    return mounts
+
+
+def prometheus_targets() -> list[tuple[str, str, int]]:
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    targets = []
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                targets.append((job["job_name"], host, int(port)))
+    return targets
+
+
+def test_compose_file_is_yaml_with_a_services_mapping():
+    assert isinstance(services(), dict)
+
+
+def test_compose_defines_the_infrastructure_and_the_four_services():
+    missing = set(INFRA_SERVICES + APP_SERVICES) - set(services())
+    assert not missing, f"docker-compose.yml lacks {sorted(missing)}"
+
+
+def test_every_app_service_runs_a_package_that_exists():
+    for name in APP_SERVICES:
+        command = argv(services()[name]["command"])
+        assert command[:2] == ["python", "-m"] and len(command) == 3, (name, command)
+        package = command[2]
+        assert (ROOT / "src" / package / "__main__.py").is_file(), (name, package)
+
+
+def test_the_migrate_service_runs_the_installed_console_script():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^paymesh = "paymesh\.cli:main"$', pyproject, re.MULTILINE)
+    assert argv(services()["migrate"]["command"]) == ["paymesh", "migrate"]
+
+
+def test_every_environment_variable_of_the_paymesh_containers_is_in_env_example():
+    known = env_example_names()
+    for name in PAYMESH_IMAGE_SERVICES:
+        unknown = set(environment(services()[name])) - known
+        assert not unknown, f"{name} sets {sorted(unknown)}, which .env.example does not list"
+
+
+def test_every_service_address_points_at_the_service_container_and_its_grpc_port():
+    for name in APP_SERVICES:
+        env = environment(services()[name])
+        for peer in APP_SERVICES:
+            host, port = env[f"{peer.upper()}_ADDR"].rsplit(":", 1)
+            assert host == peer and int(port) == default_ports(peer)["grpc"], (name, peer)
+
+
+def test_every_app_service_publishes_its_default_grpc_and_http_ports():
+    for name in APP_SERVICES:
+        expected = set(default_ports(name).values())
+        ports = services()[name].get("ports", [])
+        assert {container_port(entry) for entry in ports} == expected, name
+        assert {host_port(entry) for entry in ports} == expected, name
+
+
+def test_every_app_service_healthcheck_probes_its_own_readyz():
+    for name in APP_SERVICES:
+        probe = " ".join(argv(services()[name]["healthcheck"]["test"]))
+        assert f"http://127.0.0.1:{default_ports(name)['http']}/readyz" in probe, name
+
+
+def test_every_service_healthy_dependency_has_a_healthcheck():
+    all_services = services()
+    for name, service in all_services.items():
+        depends_on = service.get("depends_on") or {}
+        if isinstance(depends_on, list):  # short syntax: service_started only
+            continue
+        for dependency, condition in depends_on.items():
+            assert dependency in all_services, f"{name} depends on unknown {dependency}"
+            if condition.get("condition") == "service_healthy":
+                assert "healthcheck" in all_services[dependency], (
+                    f"{name} waits for {dependency} to be healthy; it has no healthcheck"
+                )
+
+
+def test_the_app_services_wait_for_their_dependencies_and_the_migrations():
+    for name in APP_SERVICES:
+        depends_on = services()[name]["depends_on"]
+        assert depends_on["postgres"]["condition"] == "service_healthy", name
+        assert depends_on["rabbitmq"]["condition"] == "service_healthy", name
+        assert depends_on["migrate"]["condition"] == "service_completed_successfully", name
+
+
+def test_every_prometheus_target_is_a_port_of_a_compose_service():
+    all_services = services()
+    targets = prometheus_targets()
+    assert targets
+    for job, host, port in targets:
+        assert host in all_services, f"job {job}: {host} is not a compose service"
+        assert port in ports_of(all_services[host]), f"job {job}: {host} has no port {port}"
+
+
+def test_prometheus_scrapes_every_app_service_and_envoy():
+    scraped = {(host, port) for _, host, port in prometheus_targets()}
+    for name in APP_SERVICES:
+        assert (name, default_ports(name)["http"]) in scraped, name
+    admin_port = yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text())["admin"]
+    assert ("envoy", admin_port["address"]["socket_address"]["port_value"]) in scraped
+
+
+def test_the_envoy_rewrite_reads_the_mounted_envoy_yaml_and_envoy_runs_its_output():
+    source, _, output = envoy_rewrite()
+    assert volume_targets(services()["envoy"]).get(source) == "./envoy/envoy.yaml"
+    assert re.search(rf"\benvoy -c {re.escape(output)}( |$)", envoy_start_script(), re.MULTILINE)
+
+
+def test_the_envoy_rewrite_covers_every_upstream_port_in_envoy_yaml():
+    original = cluster_endpoints(yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text()))
+    rewritten_config = rewritten_envoy_config()
+    rewritten = cluster_endpoints(rewritten_config)
+    all_services = services()
+    assert set(rewritten) == set(original)
+    for cluster, (_, port) in original.items():
+        host, new_port = rewritten[cluster]
+        assert new_port == port, cluster
+        assert host in all_services, f"cluster {cluster} still points at {host}"
+        assert port in ports_of(all_services[host]), f"{host} does not expose {port}"
+    for cluster in rewritten_config["static_resources"]["clusters"]:
+        # STATIC clusters take IP addresses only; container names need DNS.
+        assert cluster["type"] in ("STRICT_DNS", "LOGICAL_DNS"), cluster["name"]
+
+
+def test_the_envoy_rewrite_points_the_transcoder_at_the_descriptor_in_the_container():
+    descriptor = transcoder_descriptor(rewritten_envoy_config())
+    envoy = services()["envoy"]
+    built_in = envoy.get("build", {}).get("target")
+    in_container = set(volume_targets(envoy))
+    if built_in:
+        in_container |= dockerfile_copy_targets(built_in)
+    assert descriptor.startswith("/") and descriptor in in_container, descriptor
+
+
+def test_the_envoy_admin_port_is_reachable_by_prometheus_after_the_rewrite():
+    admin = rewritten_envoy_config()["admin"]["address"]["socket_address"]
+    assert admin["address"] not in ("127.0.0.1", "localhost", "::1")
