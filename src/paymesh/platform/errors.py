@@ -25,7 +25,7 @@ class FieldViolation:
     description: str
 
 
-@dataclass
+@dataclass(eq=False)  # exceptions compare and hash by identity
 class PaymeshError(Exception):
     """Base of every error a caller may see. `reason` is a stable snake_case identifier."""
 
