@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from paymesh.devmesh import Mesh, Ports
-from tests.support.infra import Infra, create_infra, drop_infra
+from paymesh.devinfra import Infra, create_infra, drop_infra
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -7,14 +7,15 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway_svc.tables import payment_intents
+from paymesh.platform.db import autocommit
 
 
 class PaymentIntentRepository:
     def __init__(self, engine: AsyncEngine):
-        self._engine = engine
+        self._reads = autocommit(engine)
 
     async def get(self, intent_id: str) -> Row | None:
-        async with self._engine.connect() as connection:
+        async with self._reads.connect() as connection:
             result = await connection.execute(
                 select(payment_intents).where(payment_intents.c.id == intent_id)
             )

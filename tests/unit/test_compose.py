@@ -93,11 +93,11 @@ def envoy_rewrite() -> tuple[str, list[str], str]:
     """(input path, sed expressions, output path) of the sed line in the envoy command."""
     script = envoy_start_script().replace("\\\n", " ")
     sed_line = next(line for line in script.splitlines() if line.strip().startswith("sed "))
-    tokens = shlex.split(sed_line)
-    assert ">" in tokens, "the sed line must write the rewritten config with `> file`"
-    redirect = tokens.index(">")
-    expressions = [tokens[i + 1] for i, token in enumerate(tokens[:redirect]) if token == "-e"]
-    return tokens[redirect - 1], expressions, tokens[redirect + 1]
+    words = shlex.split(sed_line)
+    assert ">" in words, "the sed line must write the rewritten config with `> file`"
+    redirect = words.index(">")
+    expressions = [words[i + 1] for i, word in enumerate(words[:redirect]) if word == "-e"]
+    return words[redirect - 1], expressions, words[redirect + 1]
 
 
 def rewritten_envoy_config() -> dict:

@@ -26,6 +26,12 @@ def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
     )
 
 
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool without BEGIN/ROLLBACK around each statement: for single-statement reads,
+    where a transaction only adds two round trips."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 async def ping(engine: AsyncEngine) -> None:
-    async with engine.connect() as connection:
+    async with autocommit(engine).connect() as connection:
         await connection.execute(text("SELECT 1"))

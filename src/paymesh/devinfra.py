@@ -1,5 +1,5 @@
-"""Per-run PostgreSQL databases and RabbitMQ vhosts with unique names, so test runs never
-collide and nothing leaks between them."""
+"""Per-run PostgreSQL databases and RabbitMQ vhosts with unique names, for tests and
+benchmarks, so runs never collide and nothing leaks between them."""
 
 from __future__ import annotations
 
