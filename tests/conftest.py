@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from paymesh.devmesh import Mesh, Ports
 from paymesh.devinfra import Infra, create_infra, drop_infra
+from paymesh.devmesh import Mesh, Ports
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -18,6 +18,7 @@ from typing import IO
 
 import yaml
 
+from paymesh.platform.config import ServiceSettings
 from paymesh.services import ALL, PACKAGES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,18 +217,16 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-def unreachable_dependencies(env: dict[str, str]) -> list[str]:
+def unreachable_dependencies(database_url: str, amqp_url: str) -> list[str]:
     """One line per unreachable dependency, saying how to start it."""
     import pika
     import psycopg
     from sqlalchemy.engine import make_url
 
     from paymesh.platform.amqp import connection_parameters
-    from paymesh.platform.config import ServiceSettings
 
-    settings = ServiceSettings(grpc_port=0, http_port=0)
     problems = []
-    db = make_url(settings.database_url)
+    db = make_url(database_url)
     try:
         admin = db.set(drivername="postgresql", database="postgres")
         psycopg.connect(admin.render_as_string(hide_password=False), connect_timeout=3).close()
@@ -236,7 +235,7 @@ def unreachable_dependencies(env: dict[str, str]) -> list[str]:
             f"PostgreSQL is not reachable at {db.host}:{db.port or 5432} (DATABASE_URL); start it "
             "with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
         )
-    params = connection_parameters(settings.amqp_url)
+    params = connection_parameters(amqp_url)
     try:
         pika.BlockingConnection(params).close()
     except pika.exceptions.AMQPError:
@@ -257,7 +256,8 @@ def _raise_stop(_signum, _frame) -> None:
 
 def main() -> int:
     env = dict(os.environ)
-    problems = unreachable_dependencies(env)
+    settings = ServiceSettings(grpc_port=0, http_port=0)
+    problems = unreachable_dependencies(settings.database_url, settings.amqp_url)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 1
