@@ -6,8 +6,15 @@ import grpc
 import structlog
 
 from gateway_svc.repository import PaymentIntentRepository
-from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from paymesh.platform.errors import NotFound
+from paymesh.gateway.v1 import (
+    gateway_pb2,
+    gateway_pb2_grpc,
+    merchant_auth_pb2,
+    merchant_auth_pb2_grpc,
+)
+from paymesh.platform.callers import ApiKeyVerifier, Callers
+from paymesh.platform.errors import NotFound, Unauthenticated
+from paymesh.platform.service_auth import SERVICES
 from paymesh.platform.wire import require_id, timestamp
 
 
@@ -33,16 +40,38 @@ def payment_intent_message(row) -> gateway_pb2.PaymentIntent:
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, intents: PaymentIntentRepository):
+    def __init__(self, intents: PaymentIntentRepository, callers: Callers):
         self._intents = intents
+        self._callers = callers
 
     async def GetPaymentIntent(
         self, request: gateway_pb2.GetPaymentIntentRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.PaymentIntent:
+        merchant = await self._callers.merchant(context)
         intent_id = require_id(request.id, "pi_", "payment_intent")
         structlog.contextvars.bind_contextvars(correlation_id=intent_id)
-        row = await self._intents.get(intent_id)
+        row = await self._intents.get(intent_id, merchant)
         if row is None:
             raise NotFound(f"no such payment_intent: {intent_id!r}", reason="resource_missing")
-        structlog.contextvars.bind_contextvars(merchant_id=row.merchant_id)
         return payment_intent_message(row)
+
+
+class MerchantAuthServicer(merchant_auth_pb2_grpc.MerchantAuthServiceServicer):
+    """Internal: other services resolve merchants' API keys here."""
+
+    def __init__(self, merchants: ApiKeyVerifier, callers: Callers):
+        self._merchants = merchants
+        self._callers = callers
+
+    async def AuthenticateApiKey(
+        self,
+        request: merchant_auth_pb2.AuthenticateApiKeyRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> merchant_auth_pb2.AuthenticateApiKeyResponse:
+        self._callers.service(context, allowed=set(SERVICES))
+        merchant = await self._merchants.verify(request.api_key) if request.api_key else None
+        if merchant is None:
+            raise Unauthenticated("invalid API key", reason="invalid_api_key")
+        return merchant_auth_pb2.AuthenticateApiKeyResponse(
+            merchant_id=merchant.id, livemode=merchant.livemode
+        )

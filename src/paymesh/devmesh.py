@@ -262,12 +262,13 @@ def main() -> int:
         print("\n".join(problems), file=sys.stderr)
         return 1
     started = time.monotonic()
-    migrate = subprocess.run(
-        [str(BIN / "paymesh"), "migrate"], env=env, capture_output=True, text=True
-    )
-    if migrate.returncode != 0:
-        print(f"migrations failed:\n{migrate.stderr}", file=sys.stderr)
-        return 1
+    for step in (["migrate"], ["keys", "init"], ["vault", "init-keyring"]):
+        done = subprocess.run(
+            [str(BIN / "paymesh"), *step], env=env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            print(f"paymesh {' '.join(step)} failed:\n{done.stderr}", file=sys.stderr)
+            return 1
     ports = Ports.from_env(env)
     env.update(ports.service_env())
     mesh = Mesh(env=env, ports=ports)

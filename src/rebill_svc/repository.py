@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from paymesh.platform.callers import Merchant
 from paymesh.platform.db import autocommit
 from rebill_svc.tables import subscriptions
 
@@ -14,9 +15,14 @@ class SubscriptionRepository:
     def __init__(self, engine: AsyncEngine):
         self._reads = autocommit(engine)
 
-    async def get(self, subscription_id: str) -> Row | None:
+    async def get(self, subscription_id: str, merchant: Merchant) -> Row | None:
+        """The merchant's object in the merchant's mode; another's is as good as missing."""
         async with self._reads.connect() as connection:
             result = await connection.execute(
-                select(subscriptions).where(subscriptions.c.id == subscription_id)
+                select(subscriptions).where(
+                    subscriptions.c.id == subscription_id,
+                    subscriptions.c.merchant_id == merchant.id,
+                    subscriptions.c.livemode == merchant.livemode,
+                )
             )
             return result.first()

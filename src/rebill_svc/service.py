@@ -6,7 +6,9 @@ from pathlib import Path
 
 import grpc
 
+from paymesh.platform.channels import close_on_shutdown
 from paymesh.platform.config import RebillSettings
+from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.server import Resources, ServiceDefinition
 from paymesh.rebill.v1 import rebill_pb2, rebill_pb2_grpc
 from rebill_svc import tables
@@ -14,9 +16,13 @@ from rebill_svc.repository import SubscriptionRepository
 from rebill_svc.servicer import RebillServicer
 
 
-def register(server: grpc.aio.Server, resources: Resources) -> None:
-    servicer = RebillServicer(SubscriptionRepository(resources.engine))
+async def register(server: grpc.aio.Server, resources: Resources) -> list:
+    callers, gateway_channel = remote_callers(
+        resources.settings.gateway_addr, resources.token_issuer, resources.token_verifier
+    )
+    servicer = RebillServicer(SubscriptionRepository(resources.engine), callers)
     rebill_pb2_grpc.add_RebillServiceServicer_to_server(servicer, server)
+    return [close_on_shutdown(gateway_channel)]
 
 
 DEFINITION = ServiceDefinition(

@@ -6,23 +6,60 @@ from pathlib import Path
 
 import grpc
 
+from paymesh.platform.channels import close_on_shutdown
 from paymesh.platform.config import VaultSettings
+from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.server import Resources, ServiceDefinition
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from vault_proxy_svc import tables
-from vault_proxy_svc.repository import PaymentMethodRepository
-from vault_proxy_svc.servicer import VaultServicer
+from vault_proxy_svc.cvc_store import CvcStore
+from vault_proxy_svc.kek import KekManager
+from vault_proxy_svc.keys import build_key_provider
+from vault_proxy_svc.psp import StripeCards
+from vault_proxy_svc.servicer import VaultInternalServicer, VaultServicer
+from vault_proxy_svc.vault import Vault
 
 
-def register(server: grpc.aio.Server, resources: Resources) -> None:
-    servicer = VaultServicer(PaymentMethodRepository(resources.engine))
-    vault_pb2_grpc.add_VaultServiceServicer_to_server(servicer, server)
+async def register(server: grpc.aio.Server, resources: Resources) -> list:
+    settings = resources.settings
+    assert isinstance(settings, VaultSettings)
+    keys = build_key_provider(settings)
+    keks = KekManager(resources.engine, keys)
+    stripe = StripeCards(settings.stripe_api_base, settings.stripe_secret_key)
+    vault = Vault(
+        resources.engine,
+        keys,
+        keks,
+        tables.outbox,
+        {"stripe": stripe},
+        CvcStore(settings.cvc_ttl_seconds),
+    )
+    callers, gateway_channel = remote_callers(
+        settings.gateway_addr, resources.token_issuer, resources.token_verifier
+    )
+    vault_pb2_grpc.add_VaultServiceServicer_to_server(VaultServicer(vault, callers), server)
+    vault_pb2_grpc.add_VaultInternalServiceServicer_to_server(
+        VaultInternalServicer(vault, callers), server
+    )
+
+    await keks.ensure_ready()  # the primary KEK and the fingerprint secret, before any call
+
+    async def keep_keys_current() -> None:
+        try:
+            await keks.run_rewrap(settings.rewrap_batch_size, settings.rewrap_interval_seconds)
+        finally:
+            await stripe.close()
+
+    return [close_on_shutdown(gateway_channel), keep_keys_current()]
 
 
 DEFINITION = ServiceDefinition(
     name="vault",
     schema=tables.SCHEMA,
-    grpc_services=(vault_pb2.DESCRIPTOR.services_by_name["VaultService"].full_name,),
+    grpc_services=(
+        vault_pb2.DESCRIPTOR.services_by_name["VaultService"].full_name,
+        vault_pb2.DESCRIPTOR.services_by_name["VaultInternalService"].full_name,
+    ),
     settings_class=VaultSettings,
     migrations_dir=Path(__file__).parent / "migrations",
     outbox=tables.outbox,

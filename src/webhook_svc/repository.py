@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from paymesh.platform.callers import Merchant
 from paymesh.platform.db import autocommit
 from webhook_svc.tables import webhook_endpoints
 
@@ -14,9 +15,14 @@ class WebhookEndpointRepository:
     def __init__(self, engine: AsyncEngine):
         self._reads = autocommit(engine)
 
-    async def get(self, endpoint_id: str) -> Row | None:
+    async def get(self, endpoint_id: str, merchant: Merchant) -> Row | None:
+        """The merchant's object in the merchant's mode; another's is as good as missing."""
         async with self._reads.connect() as connection:
             result = await connection.execute(
-                select(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)
+                select(webhook_endpoints).where(
+                    webhook_endpoints.c.id == endpoint_id,
+                    webhook_endpoints.c.merchant_id == merchant.id,
+                    webhook_endpoints.c.livemode == merchant.livemode,
+                )
             )
             return result.first()

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import grpc
 
+from paymesh.platform.channels import close_on_shutdown
 from paymesh.platform.config import WebhookSettings
+from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.server import Resources, ServiceDefinition
 from paymesh.webhook.v1 import webhook_pb2, webhook_pb2_grpc
 from webhook_svc import tables
@@ -14,9 +16,13 @@ from webhook_svc.repository import WebhookEndpointRepository
 from webhook_svc.servicer import WebhookServicer
 
 
-def register(server: grpc.aio.Server, resources: Resources) -> None:
-    servicer = WebhookServicer(WebhookEndpointRepository(resources.engine))
+async def register(server: grpc.aio.Server, resources: Resources) -> list:
+    callers, gateway_channel = remote_callers(
+        resources.settings.gateway_addr, resources.token_issuer, resources.token_verifier
+    )
+    servicer = WebhookServicer(WebhookEndpointRepository(resources.engine), callers)
     webhook_pb2_grpc.add_WebhookServiceServicer_to_server(servicer, server)
+    return [close_on_shutdown(gateway_channel)]
 
 
 DEFINITION = ServiceDefinition(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-import structlog
 
+from paymesh.platform.callers import Callers
 from paymesh.platform.errors import NotFound
 from paymesh.platform.wire import require_id, timestamp
 from paymesh.webhook.v1 import webhook_pb2, webhook_pb2_grpc
@@ -23,15 +23,16 @@ def webhook_endpoint_message(row) -> webhook_pb2.WebhookEndpoint:
 
 
 class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
-    def __init__(self, endpoints: WebhookEndpointRepository):
+    def __init__(self, endpoints: WebhookEndpointRepository, callers: Callers):
         self._endpoints = endpoints
+        self._callers = callers
 
     async def GetWebhookEndpoint(
         self, request: webhook_pb2.GetWebhookEndpointRequest, context: grpc.aio.ServicerContext
     ) -> webhook_pb2.WebhookEndpoint:
+        merchant = await self._callers.merchant(context)
         endpoint_id = require_id(request.id, "we_", "webhook_endpoint")
-        row = await self._endpoints.get(endpoint_id)
+        row = await self._endpoints.get(endpoint_id, merchant)
         if row is None:
             raise NotFound(f"no such webhook_endpoint: {endpoint_id!r}", reason="resource_missing")
-        structlog.contextvars.bind_contextvars(merchant_id=row.merchant_id)
         return webhook_endpoint_message(row)

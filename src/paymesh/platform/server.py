@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -18,6 +19,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from sqlalchemy import Table
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.platform.amqp import ConfirmingPublisher
@@ -28,6 +30,7 @@ from paymesh.platform.http import OpsHttpServer
 from paymesh.platform.interceptors import ServerInterceptor
 from paymesh.platform.logging import configure_logging
 from paymesh.platform.outbox import OutboxRelay
+from paymesh.platform.service_auth import TokenIssuer, TokenVerifier
 from paymesh.platform.tracing import configure_tracing
 
 log = structlog.get_logger(__name__)
@@ -40,6 +43,13 @@ class Resources:
     settings: ServiceSettings
     engine: AsyncEngine
     publisher: ConfirmingPublisher
+    token_issuer: TokenIssuer
+    token_verifier: TokenVerifier
+
+
+# A service's wiring: adds its servicers to the server, does what must be done before the
+# first call, and returns the background jobs it needs (run until shutdown, then cancelled).
+Register = Callable[[grpc.aio.Server, Resources], Awaitable[list[Coroutine[Any, Any, None]]]]
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,7 @@ class ServiceDefinition:
     settings_class: type[ServiceSettings]
     migrations_dir: Path
     outbox: Table
-    register: Callable[[grpc.aio.Server, Resources], None]
+    register: Register
 
 
 async def _bind(server: grpc.aio.Server, address: str, attempts: int = 20) -> None:
@@ -72,7 +82,7 @@ def run(definition: ServiceDefinition) -> None:
     configure_logging(definition.name, settings.log_level)
     try:
         asyncio.run(serve(definition, settings))
-    except OSError as error:
+    except (OSError, OperationalError) as error:  # busy port, no keys, no database: one line
         log.error("startup_failed", error=str(error))
         sys.exit(1)
 
@@ -87,7 +97,15 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
         # gRPC enables SO_REUSEPORT by default: a second process would silently share the port.
         options=[("grpc.so_reuseport", 0)],
     )
-    definition.register(server, Resources(settings, engine, publisher))
+    keys_dir = settings.keys_dir
+    resources = Resources(
+        settings,
+        engine,
+        publisher,
+        TokenIssuer(definition.name, keys_dir),
+        TokenVerifier(definition.name, keys_dir),
+    )
+    jobs = await definition.register(server, resources)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -119,6 +137,7 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     background = [
         asyncio.create_task(monitor.run(), name="health-monitor"),
         asyncio.create_task(relay.run(), name="outbox-relay"),
+        *(asyncio.create_task(job) for job in jobs),
     ]
     log.info("service_started", grpc_address=address, http_port=settings.http_port)
 

@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpaymesh/vault/v1/vault.proto\x12\x10paymesh.vault.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x04\x43\x61rd\x12\r\n\x05\x62rand\x18\x01 \x01(\t\x12\r\n\x05last4\x18\x02 \x01(\t\x12\x11\n\texp_month\x18\x03 \x01(\x05\x12\x10\n\x08\x65xp_year\x18\x04 \x01(\x05\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\t\"\x8e\x01\n\rPaymentMethod\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12$\n\x04\x63\x61rd\x18\x03 \x01(\x0b\x32\x16.paymesh.vault.v1.Card\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x05 \x01(\x08\"+\n\x17GetPaymentMethodRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\x91\x01\n\x0cVaultService\x12\x80\x01\n\x10GetPaymentMethod\x12).paymesh.vault.v1.GetPaymentMethodRequest\x1a\x1f.paymesh.vault.v1.PaymentMethod\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/payment_methods/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpaymesh/vault/v1/vault.proto\x12\x10paymesh.vault.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"M\n\tCardInput\x12\x0e\n\x06number\x18\x01 \x01(\t\x12\x11\n\texp_month\x18\x02 \x01(\x05\x12\x10\n\x08\x65xp_year\x18\x03 \x01(\x05\x12\x0b\n\x03\x63vc\x18\x04 \x01(\t\"j\n\x07\x41\x64\x64ress\x12\r\n\x05line1\x18\x01 \x01(\t\x12\r\n\x05line2\x18\x02 \x01(\t\x12\x0c\n\x04\x63ity\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x13\n\x0bpostal_code\x18\x05 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x06 \x01(\t\"Y\n\x0e\x42illingDetails\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12*\n\x07\x61\x64\x64ress\x18\x03 \x01(\x0b\x32\x19.paymesh.vault.v1.Address\"^\n\x04\x43\x61rd\x12\r\n\x05\x62rand\x18\x01 \x01(\t\x12\r\n\x05last4\x18\x02 \x01(\t\x12\x11\n\texp_month\x18\x03 \x01(\x05\x12\x10\n\x08\x65xp_year\x18\x04 \x01(\x05\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\t\"\xc9\x01\n\rPaymentMethod\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12$\n\x04\x63\x61rd\x18\x03 \x01(\x0b\x32\x16.paymesh.vault.v1.Card\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x05 \x01(\x08\x12\x39\n\x0f\x62illing_details\x18\x06 \x01(\x0b\x32 .paymesh.vault.v1.BillingDetails\"+\n\x17GetPaymentMethodRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x96\x01\n\x1a\x43reatePaymentMethodRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12/\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x1b.paymesh.vault.v1.CardInputB\x04\xe2\x41\x01\x02\x12\x39\n\x0f\x62illing_details\x18\x03 \x01(\x0b\x32 .paymesh.vault.v1.BillingDetails\".\n\x1a\x44\x65tachPaymentMethodRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"U\n\x12GetPspTokenRequest\x12\x1c\n\x0epayment_method\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x03psp\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\"I\n\x13GetPspTokenResponse\x12\x0b\n\x03psp\x18\x01 \x01(\t\x12\x15\n\rpsp_reference\x18\x02 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x08\x32\xab\x03\n\x0cVaultService\x12\x84\x01\n\x13\x43reatePaymentMethod\x12,.paymesh.vault.v1.CreatePaymentMethodRequest\x1a\x1f.paymesh.vault.v1.PaymentMethod\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/payment_methods:\x01*\x12\x90\x01\n\x13\x44\x65tachPaymentMethod\x12,.paymesh.vault.v1.DetachPaymentMethodRequest\x1a\x1f.paymesh.vault.v1.PaymentMethod\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/payment_methods/{id}/detach:\x01*\x12\x80\x01\n\x10GetPaymentMethod\x12).paymesh.vault.v1.GetPaymentMethodRequest\x1a\x1f.paymesh.vault.v1.PaymentMethod\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/payment_methods/{id}2r\n\x14VaultInternalService\x12Z\n\x0bGetPspToken\x12$.paymesh.vault.v1.GetPspTokenRequest\x1a%.paymesh.vault.v1.GetPspTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,14 +36,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETPAYMENTMETHODREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETPAYMENTMETHODREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEPAYMENTMETHODREQUEST'].fields_by_name['card']._loaded_options = None
+  _globals['_CREATEPAYMENTMETHODREQUEST'].fields_by_name['card']._serialized_options = b'\342A\001\002'
+  _globals['_DETACHPAYMENTMETHODREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_DETACHPAYMENTMETHODREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_GETPSPTOKENREQUEST'].fields_by_name['payment_method']._loaded_options = None
+  _globals['_GETPSPTOKENREQUEST'].fields_by_name['payment_method']._serialized_options = b'\342A\001\002'
+  _globals['_GETPSPTOKENREQUEST'].fields_by_name['psp']._loaded_options = None
+  _globals['_GETPSPTOKENREQUEST'].fields_by_name['psp']._serialized_options = b'\342A\001\002'
+  _globals['_VAULTSERVICE'].methods_by_name['CreatePaymentMethod']._loaded_options = None
+  _globals['_VAULTSERVICE'].methods_by_name['CreatePaymentMethod']._serialized_options = b'\202\323\344\223\002\030\"\023/v1/payment_methods:\001*'
+  _globals['_VAULTSERVICE'].methods_by_name['DetachPaymentMethod']._loaded_options = None
+  _globals['_VAULTSERVICE'].methods_by_name['DetachPaymentMethod']._serialized_options = b'\202\323\344\223\002$\"\037/v1/payment_methods/{id}/detach:\001*'
   _globals['_VAULTSERVICE'].methods_by_name['GetPaymentMethod']._loaded_options = None
   _globals['_VAULTSERVICE'].methods_by_name['GetPaymentMethod']._serialized_options = b'\202\323\344\223\002\032\022\030/v1/payment_methods/{id}'
-  _globals['_CARD']._serialized_start=146
-  _globals['_CARD']._serialized_end=240
-  _globals['_PAYMENTMETHOD']._serialized_start=243
-  _globals['_PAYMENTMETHOD']._serialized_end=385
-  _globals['_GETPAYMENTMETHODREQUEST']._serialized_start=387
-  _globals['_GETPAYMENTMETHODREQUEST']._serialized_end=430
-  _globals['_VAULTSERVICE']._serialized_start=433
-  _globals['_VAULTSERVICE']._serialized_end=578
+  _globals['_CARDINPUT']._serialized_start=146
+  _globals['_CARDINPUT']._serialized_end=223
+  _globals['_ADDRESS']._serialized_start=225
+  _globals['_ADDRESS']._serialized_end=331
+  _globals['_BILLINGDETAILS']._serialized_start=333
+  _globals['_BILLINGDETAILS']._serialized_end=422
+  _globals['_CARD']._serialized_start=424
+  _globals['_CARD']._serialized_end=518
+  _globals['_PAYMENTMETHOD']._serialized_start=521
+  _globals['_PAYMENTMETHOD']._serialized_end=722
+  _globals['_GETPAYMENTMETHODREQUEST']._serialized_start=724
+  _globals['_GETPAYMENTMETHODREQUEST']._serialized_end=767
+  _globals['_CREATEPAYMENTMETHODREQUEST']._serialized_start=770
+  _globals['_CREATEPAYMENTMETHODREQUEST']._serialized_end=920
+  _globals['_DETACHPAYMENTMETHODREQUEST']._serialized_start=922
+  _globals['_DETACHPAYMENTMETHODREQUEST']._serialized_end=968
+  _globals['_GETPSPTOKENREQUEST']._serialized_start=970
+  _globals['_GETPSPTOKENREQUEST']._serialized_end=1055
+  _globals['_GETPSPTOKENRESPONSE']._serialized_start=1057
+  _globals['_GETPSPTOKENRESPONSE']._serialized_end=1130
+  _globals['_VAULTSERVICE']._serialized_start=1133
+  _globals['_VAULTSERVICE']._serialized_end=1560
+  _globals['_VAULTINTERNALSERVICE']._serialized_start=1562
+  _globals['_VAULTINTERNALSERVICE']._serialized_end=1676
 # @@protoc_insertion_point(module_scope)

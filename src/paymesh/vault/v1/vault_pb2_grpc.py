@@ -35,6 +35,16 @@ class VaultServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreatePaymentMethod = channel.unary_unary(
+                '/paymesh.vault.v1.VaultService/CreatePaymentMethod',
+                request_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.CreatePaymentMethodRequest.SerializeToString,
+                response_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.PaymentMethod.FromString,
+                _registered_method=True)
+        self.DetachPaymentMethod = channel.unary_unary(
+                '/paymesh.vault.v1.VaultService/DetachPaymentMethod',
+                request_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.DetachPaymentMethodRequest.SerializeToString,
+                response_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.PaymentMethod.FromString,
+                _registered_method=True)
         self.GetPaymentMethod = channel.unary_unary(
                 '/paymesh.vault.v1.VaultService/GetPaymentMethod',
                 request_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPaymentMethodRequest.SerializeToString,
@@ -46,6 +56,20 @@ class VaultServiceServicer:
     """VaultService is the only component that ever reads a card number; everything else holds tokens.
     """
 
+    def CreatePaymentMethod(self, request, context):
+        """Tokenizes a card: validates it, encrypts the number and returns a masked payment method.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachPaymentMethod(self, request, context):
+        """Detaches a payment method and destroys its card data (crypto-shredding).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPaymentMethod(self, request, context):
         """Retrieves one payment method of the calling merchant, masked.
         """
@@ -56,6 +80,16 @@ class VaultServiceServicer:
 
 def add_VaultServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreatePaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePaymentMethod,
+                    request_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.CreatePaymentMethodRequest.FromString,
+                    response_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.PaymentMethod.SerializeToString,
+            ),
+            'DetachPaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachPaymentMethod,
+                    request_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.DetachPaymentMethodRequest.FromString,
+                    response_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.PaymentMethod.SerializeToString,
+            ),
             'GetPaymentMethod': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPaymentMethod,
                     request_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPaymentMethodRequest.FromString,
@@ -74,6 +108,60 @@ class VaultService:
     """
 
     @staticmethod
+    def CreatePaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.vault.v1.VaultService/CreatePaymentMethod',
+            paymesh_dot_vault_dot_v1_dot_vault__pb2.CreatePaymentMethodRequest.SerializeToString,
+            paymesh_dot_vault_dot_v1_dot_vault__pb2.PaymentMethod.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachPaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.vault.v1.VaultService/DetachPaymentMethod',
+            paymesh_dot_vault_dot_v1_dot_vault__pb2.DetachPaymentMethodRequest.SerializeToString,
+            paymesh_dot_vault_dot_v1_dot_vault__pb2.PaymentMethod.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetPaymentMethod(request,
             target,
             options=(),
@@ -90,6 +178,86 @@ class VaultService:
             '/paymesh.vault.v1.VaultService/GetPaymentMethod',
             paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPaymentMethodRequest.SerializeToString,
             paymesh_dot_vault_dot_v1_dot_vault__pb2.PaymentMethod.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class VaultInternalServiceStub:
+    """VaultInternalService is for other paymesh services only (a service token is required, and
+    no Envoy route reaches it).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetPspToken = channel.unary_unary(
+                '/paymesh.vault.v1.VaultInternalService/GetPspToken',
+                request_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPspTokenRequest.SerializeToString,
+                response_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPspTokenResponse.FromString,
+                _registered_method=True)
+
+
+class VaultInternalServiceServicer:
+    """VaultInternalService is for other paymesh services only (a service token is required, and
+    no Envoy route reaches it).
+    """
+
+    def GetPspToken(self, request, context):
+        """Returns the PSP's reference for a card, creating the card at the PSP on first use. Only
+        gateway_svc may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_VaultInternalServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetPspToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPspToken,
+                    request_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPspTokenRequest.FromString,
+                    response_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPspTokenResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'paymesh.vault.v1.VaultInternalService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('paymesh.vault.v1.VaultInternalService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class VaultInternalService:
+    """VaultInternalService is for other paymesh services only (a service token is required, and
+    no Envoy route reaches it).
+    """
+
+    @staticmethod
+    def GetPspToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.vault.v1.VaultInternalService/GetPspToken',
+            paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPspTokenRequest.SerializeToString,
+            paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPspTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,105 @@
+"""Who is calling an RPC: a merchant (API key in `authorization`) or another service (a signed
+service token), read from the request metadata. Servicers ask for the caller they accept."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+import structlog
+
+from paymesh.platform.errors import PermissionDenied, Unauthenticated
+from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, ServiceIdentity, TokenVerifier
+
+# Set by a service calling on a merchant's behalf; trusted only with a valid service token.
+MERCHANT_HEADER = "x-paymesh-merchant-id"
+LIVEMODE_HEADER = "x-paymesh-livemode"
+
+
+@dataclass(frozen=True)
+class Merchant:
+    id: str
+    livemode: bool
+
+
+class ApiKeyVerifier(Protocol):
+    async def verify(self, api_key: str) -> Merchant | None: ...
+
+
+def api_key_hash(api_key: str) -> str:
+    """API keys are long random strings, so one SHA-256 is enough to store them safely."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+class Callers:
+    def __init__(self, api_keys: ApiKeyVerifier, tokens: TokenVerifier):
+        self._api_keys = api_keys
+        self._tokens = tokens
+
+    async def merchant(self, context: grpc.aio.ServicerContext) -> Merchant:
+        """The merchant a call acts for: from its API key, or vouched for by a service."""
+        metadata = dict(context.invocation_metadata() or ())
+        token = metadata.get(SERVICE_TOKEN_HEADER)
+        if token:
+            self._tokens.verify(token)
+            merchant_id = metadata.get(MERCHANT_HEADER)
+            if not merchant_id:
+                raise Unauthenticated(
+                    f"service call without {MERCHANT_HEADER}", reason="missing_merchant"
+                )
+            merchant = Merchant(merchant_id, metadata.get(LIVEMODE_HEADER) == "true")
+        else:
+            merchant = await self._merchant_from_api_key(metadata.get("authorization", ""))
+        structlog.contextvars.bind_contextvars(merchant_id=merchant.id, livemode=merchant.livemode)
+        return merchant
+
+    def service(self, context: grpc.aio.ServicerContext, allowed: set[str]) -> ServiceIdentity:
+        """The calling service; only the `allowed` ones may proceed."""
+        metadata = dict(context.invocation_metadata() or ())
+        token = metadata.get(SERVICE_TOKEN_HEADER)
+        if not token:
+            raise PermissionDenied("this RPC is internal", reason="service_only")
+        identity = self._tokens.verify(token)
+        if identity.name not in allowed:
+            raise PermissionDenied(
+                f"service {identity.name!r} may not call this RPC", reason="service_not_allowed"
+            )
+        structlog.contextvars.bind_contextvars(caller=identity.name)
+        return identity
+
+    async def _merchant_from_api_key(self, authorization: str) -> Merchant:
+        scheme, _, api_key = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not api_key.strip():
+            raise Unauthenticated(
+                "no API key: send `Authorization: Bearer sk_test_…`", reason="missing_api_key"
+            )
+        merchant = await self._api_keys.verify(api_key.strip())
+        if merchant is None:
+            raise Unauthenticated("invalid API key", reason="invalid_api_key")
+        return merchant
+
+
+class CachedApiKeyVerifier:
+    """Remembers answers for a short while, so most calls need no round trip to the gateway.
+    A revoked key keeps working for at most `ttl` seconds."""
+
+    def __init__(self, inner: ApiKeyVerifier, ttl: float = 30.0, max_entries: int = 10000):
+        self._inner = inner
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._entries: dict[str, tuple[Merchant | None, float]] = {}
+
+    async def verify(self, api_key: str) -> Merchant | None:
+        key = api_key_hash(api_key)
+        now = time.monotonic()
+        cached = self._entries.get(key)
+        if cached and cached[1] > now:
+            return cached[0]
+        merchant = await self._inner.verify(api_key)
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()
+        self._entries[key] = (merchant, now + self._ttl)
+        return merchant

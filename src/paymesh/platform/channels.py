@@ -1,0 +1,43 @@
+"""Channels from one service to another: trace context and the caller's service token ride
+along on every call."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+from paymesh.platform.callers import LIVEMODE_HEADER, MERCHANT_HEADER, Merchant
+from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
+
+
+class _ServiceToken(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, issuer: TokenIssuer, audience: str):
+        self._issuer = issuer
+        self._audience = audience
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        metadata = list(client_call_details.metadata or ())
+        metadata.append((SERVICE_TOKEN_HEADER, self._issuer.token_for(self._audience)))
+        details = client_call_details._replace(metadata=grpc.aio.Metadata(*metadata))
+        return await continuation(details, request)
+
+
+def service_channel(target: str, issuer: TokenIssuer, audience: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        target, interceptors=[*aio_client_interceptors(), _ServiceToken(issuer, audience)]
+    )
+
+
+def on_behalf_of(merchant: Merchant) -> tuple[tuple[str, str], ...]:
+    """Metadata for a service call made for `merchant`."""
+    return ((MERCHANT_HEADER, merchant.id), (LIVEMODE_HEADER, str(merchant.livemode).lower()))
+
+
+async def close_on_shutdown(channel: grpc.aio.Channel) -> None:
+    """A background job that only closes `channel` when the service stops."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await channel.close()

@@ -1,0 +1,105 @@
+"""Service identity between services: short-lived tokens signed with each service's Ed25519
+key (PyJWT, EdDSA). A caller sends `x-paymesh-service-token`; the callee checks signature,
+audience (itself) and expiry with the caller's public key. Keys live in PAYMESH_KEYS_DIR as
+`<service>.key` (private, PEM) and `<service>.pub`; `paymesh keys init` creates them and they
+are never committed."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from paymesh.platform.errors import Unauthenticated
+
+SERVICE_TOKEN_HEADER = "x-paymesh-service-token"  # noqa: S105 - a header name
+SERVICES = ("gateway", "vault", "rebill", "webhook")
+TOKEN_LIFETIME_SECONDS = 60
+
+
+def init_keys(keys_dir: Path) -> list[str]:
+    """Creates a key pair for every service that has none; returns the services it created."""
+    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    created = []
+    for service in SERVICES:
+        private_path = keys_dir / f"{service}.key"
+        if private_path.exists():
+            continue
+        key = Ed25519PrivateKey.generate()
+        private_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        private_path.chmod(0o600)
+        (keys_dir / f"{service}.pub").write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        created.append(service)
+    return created
+
+
+class TokenIssuer:
+    """Mints tokens for calls from `service` to others; reuses one until half its life."""
+
+    def __init__(self, service: str, keys_dir: Path):
+        self._service = service
+        path = keys_dir / f"{service}.key"
+        if not path.exists():
+            raise OSError(f"no service key at {path}: run `paymesh keys init`")
+        self._key = path.read_bytes()
+        self._cache: dict[str, tuple[str, float]] = {}
+
+    def token_for(self, audience: str) -> str:
+        now = time.time()
+        cached = self._cache.get(audience)
+        if cached and cached[1] > now + TOKEN_LIFETIME_SECONDS / 2:
+            return cached[0]
+        expires = now + TOKEN_LIFETIME_SECONDS
+        claims = {"iss": self._service, "aud": audience, "iat": int(now), "exp": int(expires)}
+        token = jwt.encode(claims, self._key, algorithm="EdDSA")
+        self._cache[audience] = (token, expires)
+        return token
+
+
+@dataclass(frozen=True)
+class ServiceIdentity:
+    name: str
+
+
+class TokenVerifier:
+    """Checks tokens addressed to `service`, signed by a service whose public key we hold."""
+
+    def __init__(self, service: str, keys_dir: Path):
+        self._service = service
+        self._public_keys = {
+            path.stem: path.read_bytes() for path in keys_dir.glob("*.pub") if path.stem in SERVICES
+        }
+
+    def verify(self, token: str) -> ServiceIdentity:
+        try:
+            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+            key = self._public_keys.get(issuer)
+            if key is None:
+                raise jwt.InvalidTokenError(f"unknown issuer {issuer!r}")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=["EdDSA"],
+                audience=self._service,
+                options={"require": ["iss", "aud", "exp", "iat"]},
+                leeway=5,
+            )
+        except jwt.PyJWTError as error:
+            raise Unauthenticated(
+                f"invalid service token: {error}", reason="invalid_service_token"
+            ) from None
+        return ServiceIdentity(claims["iss"])

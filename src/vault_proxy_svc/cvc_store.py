@@ -1,0 +1,37 @@
+"""CVCs wait here, in this process's memory only, for the first authorization: handed out
+once, and dropped after a few minutes either way. Never written to disk or logs."""
+
+from __future__ import annotations
+
+import time
+
+
+class CvcStore:
+    def __init__(self, ttl_seconds: float, max_entries: int = 100_000):
+        self._ttl = ttl_seconds
+        self._max_entries = max_entries
+        self._entries: dict[str, tuple[str, float]] = {}
+
+    def put(self, token: str, cvc: str) -> None:
+        if not cvc:
+            return
+        self._evict_expired()
+        if len(self._entries) < self._max_entries:
+            self._entries[token] = (cvc, time.monotonic() + self._ttl)
+
+    def take(self, token: str) -> str | None:
+        entry = self._entries.pop(token, None)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def drop(self, token: str) -> None:
+        self._entries.pop(token, None)
+
+    def _evict_expired(self) -> None:
+        now = time.monotonic()
+        # Insertion order is expiry order (one TTL for all), so stop at the first live entry.
+        for token, (_, expires) in list(self._entries.items()):
+            if expires >= now:
+                break
+            del self._entries[token]

@@ -1,0 +1,204 @@
+"""Key-encryption key lifecycle: the primary version (recorded in the database), the wrapped
+fingerprint secret, rotation, and the re-wrap job that moves data keys to the primary KEK in
+batches while tokenizations and reads go on."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets as random
+import time
+import zlib
+
+import structlog
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from vault_proxy_svc.envelope import binding
+from vault_proxy_svc.keys import KeyProvider
+from vault_proxy_svc.metrics import CARDS_ON_OLD_KEK, KEK_AGE, REWRAPPED
+from vault_proxy_svc.repository import add_audit
+from vault_proxy_svc.tables import kek_versions, payment_methods, secrets
+
+log = structlog.get_logger(__name__)
+
+_LOCK = zlib.crc32(b"vault-kek")
+FINGERPRINT_SECRET = "fingerprint"  # noqa: S105 - the secret's name
+
+
+class KekManager:
+    def __init__(self, engine: AsyncEngine, keys: KeyProvider, primary_ttl: float = 1.0):
+        self._engine = engine
+        self._keys = keys
+        self._primary_ttl = primary_ttl
+        self._primary: tuple[str, float, float] | None = None  # version, created, fetched at
+        self.fingerprint_secret = b""
+
+    async def ensure_ready(self) -> None:
+        """Makes sure a primary KEK and the fingerprint secret exist, and loads the secret."""
+        async with self._engine.begin() as connection:
+            await connection.execute(select(func.pg_advisory_xact_lock(_LOCK)))
+            primary = await connection.scalar(
+                select(kek_versions.c.version).where(kek_versions.c.is_primary)
+            )
+            if primary is None:
+                primary = await self._keys.create_version()
+                await connection.execute(
+                    insert(kek_versions).values(
+                        version=primary, provider=self._keys.name, is_primary=True
+                    )
+                )
+                log.info("kek_created", version=primary)
+            stored = (
+                await connection.execute(
+                    select(secrets).where(secrets.c.name == FINGERPRINT_SECRET)
+                )
+            ).first()
+            if stored is None:
+                secret = random.token_bytes(32)
+                wrapped = await self._keys.wrap(primary, secret, {"secret": FINGERPRINT_SECRET})
+                await connection.execute(
+                    insert(secrets).values(
+                        name=FINGERPRINT_SECRET, kek_version=primary, wrapped=wrapped
+                    )
+                )
+                self.fingerprint_secret = secret
+            else:
+                self.fingerprint_secret = await self._keys.unwrap(
+                    stored.kek_version, stored.wrapped, {"secret": FINGERPRINT_SECRET}
+                )
+
+    async def primary(self, refresh: bool = False) -> str:
+        now = time.monotonic()
+        if refresh or self._primary is None or now - self._primary[2] > self._primary_ttl:
+            async with self._engine.connect() as connection:
+                row = (
+                    await connection.execute(
+                        select(kek_versions.c.version, kek_versions.c.created_at).where(
+                            kek_versions.c.is_primary
+                        )
+                    )
+                ).one()
+            self._primary = (row.version, row.created_at.timestamp(), now)
+            KEK_AGE.set(time.time() - row.created_at.timestamp())
+        return self._primary[0]
+
+    async def rotate(self, actor: str) -> tuple[str, str]:
+        """Makes a new KEK version primary; returns (previous, new)."""
+        new = await self._keys.create_version()
+        async with self._engine.begin() as connection:
+            await connection.execute(select(func.pg_advisory_xact_lock(_LOCK)))
+            previous = await connection.scalar(
+                update(kek_versions)
+                .where(kek_versions.c.is_primary)
+                .values(is_primary=False)
+                .returning(kek_versions.c.version)
+            )
+            await connection.execute(
+                insert(kek_versions).values(version=new, provider=self._keys.name, is_primary=True)
+            )
+            await add_audit(
+                connection,
+                actor=actor,
+                action="kek_rotated",
+                result="ok",
+                details={"previous": previous, "primary": new},
+            )
+        await self.primary(refresh=True)
+        log.info("kek_rotated", previous=previous, primary=new)
+        return previous, new
+
+    async def rewrap_once(self, batch_size: int) -> int:
+        """Moves up to `batch_size` data keys (and secrets) to the primary KEK."""
+        primary = await self.primary(refresh=True)
+        async with self._engine.connect() as connection:
+            cards = (
+                await connection.execute(
+                    select(
+                        payment_methods.c.id,
+                        payment_methods.c.merchant_id,
+                        payment_methods.c.livemode,
+                        payment_methods.c.kek_version,
+                        payment_methods.c.wrapped_key,
+                    )
+                    .where(
+                        payment_methods.c.wrapped_key.is_not(None),
+                        payment_methods.c.kek_version != primary,
+                    )
+                    .limit(batch_size)
+                )
+            ).all()
+            stale_secrets = (
+                await connection.execute(select(secrets).where(secrets.c.kek_version != primary))
+            ).all()
+        # KMS calls happen outside any transaction; the updates below only apply to rows
+        # still wrapped the way we read them (a detach in between wins).
+        moved = [
+            {
+                "token": card.id,
+                "old_version": card.kek_version,
+                "new_wrapped": await self._keys.rewrap(
+                    card.kek_version,
+                    card.wrapped_key,
+                    primary,
+                    binding(card.id, card.merchant_id, card.livemode),
+                ),
+            }
+            for card in cards
+        ]
+        async with self._engine.begin() as connection:
+            if moved:
+                await connection.execute(
+                    update(payment_methods)
+                    .where(
+                        payment_methods.c.id == bindparam("token"),
+                        payment_methods.c.kek_version == bindparam("old_version"),
+                        payment_methods.c.wrapped_key.is_not(None),
+                    )
+                    .values(kek_version=primary, wrapped_key=bindparam("new_wrapped")),
+                    moved,
+                )
+            for secret in stale_secrets:
+                wrapped = await self._keys.rewrap(
+                    secret.kek_version, secret.wrapped, primary, {"secret": secret.name}
+                )
+                await connection.execute(
+                    update(secrets)
+                    .where(secrets.c.name == secret.name)
+                    .values(kek_version=primary, wrapped=wrapped)
+                )
+            if moved or stale_secrets:
+                await add_audit(
+                    connection,
+                    actor="worker:rewrap",
+                    action="rewrap",
+                    result="ok",
+                    details={"cards": len(moved), "secrets": len(stale_secrets), "to": primary},
+                )
+        REWRAPPED.inc(len(moved))
+        return len(moved)
+
+    async def pending_rewrap(self) -> int:
+        primary = await self.primary()
+        async with self._engine.connect() as connection:
+            return await connection.scalar(
+                select(func.count())
+                .select_from(payment_methods)
+                .where(
+                    payment_methods.c.wrapped_key.is_not(None),
+                    payment_methods.c.kek_version != primary,
+                )
+            )
+
+    async def run_rewrap(self, batch_size: int, interval: float) -> None:
+        """Background job: re-wrap in batches whenever cards sit on an old KEK."""
+        while True:
+            try:
+                moved = await self.rewrap_once(batch_size)
+                CARDS_ON_OLD_KEK.set(await self.pending_rewrap())
+                if moved:
+                    log.info("rewrapped", cards=moved)
+                    await asyncio.sleep(0)  # yield to requests between batches
+                    continue
+            except Exception:  # a bad round is retried; reads work on either KEK meanwhile
+                log.exception("rewrap_failed")
+            await asyncio.sleep(interval)

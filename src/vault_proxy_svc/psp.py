@@ -1,0 +1,60 @@
+"""Creating a card at a PSP, inside the vault boundary. `stripe`: a PaymentMethod through the
+Stripe HTTP API (localstripe in dev and tests), over one keep-alive httpx client."""
+
+from __future__ import annotations
+
+import httpx
+
+from vault_proxy_svc.cards import Card
+
+
+class PspUnavailable(Exception):
+    """Timeout, connection error or 5xx: worth retrying later."""
+
+
+class PspRejected(Exception):
+    """The PSP refused the card (4xx)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class StripeCards:
+    psp = "stripe"
+
+    def __init__(self, api_base: str, secret_key: str, timeout: float = 10.0):
+        self._client = httpx.AsyncClient(
+            base_url=api_base,
+            auth=(secret_key, ""),
+            timeout=timeout,
+            limits=httpx.Limits(max_keepalive_connections=20),
+        )
+
+    async def create(self, card: Card, cvc: str | None, idempotency_key: str) -> str:
+        """The Stripe PaymentMethod id for `card`."""
+        form = {
+            "type": "card",
+            "card[number]": card.number,
+            "card[exp_month]": str(card.exp_month),
+            "card[exp_year]": str(card.exp_year),
+        }
+        if cvc:
+            form["card[cvc]"] = cvc
+        try:
+            response = await self._client.post(
+                "/v1/payment_methods", data=form, headers={"Idempotency-Key": idempotency_key}
+            )
+        except httpx.HTTPError as error:
+            raise PspUnavailable(type(error).__name__) from None
+        if response.status_code >= 500:
+            raise PspUnavailable(f"http_{response.status_code}")
+        body = response.json()
+        if response.status_code >= 400:
+            error = body.get("error", {})
+            # Stripe's messages never echo the number; keep only code and message anyway.
+            raise PspRejected(error.get("code") or "card_rejected", error.get("message", ""))
+        return body["id"]
+
+    async def close(self) -> None:
+        await self._client.aclose()

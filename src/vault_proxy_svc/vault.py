@@ -1,0 +1,243 @@
+"""The vault's use cases: tokenize, read, detach (crypto-shred), and PSP token provisioning.
+Plain logic over the repository, the key provider and the PSP client; no gRPC here."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import string
+import time
+import weakref
+from typing import Any
+
+import structlog
+from sqlalchemy import Table
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from paymesh.platform.callers import Merchant
+from paymesh.platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from paymesh.platform.outbox import add_event
+from vault_proxy_svc import repository
+from vault_proxy_svc.cards import Card
+from vault_proxy_svc.cvc_store import CvcStore
+from vault_proxy_svc.envelope import Sealed, binding, fingerprint, seal, unseal
+from vault_proxy_svc.kek import KekManager
+from vault_proxy_svc.keys import KeyProvider
+from vault_proxy_svc.metrics import (
+    DECRYPT_SECONDS,
+    PSP_CALL_ERRORS,
+    PSP_PROVISIONING,
+    PSP_TOKEN_LOOKUPS,
+)
+from vault_proxy_svc.psp import PspRejected, PspUnavailable, StripeCards
+
+log = structlog.get_logger(__name__)
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_token() -> str:
+    return "pm_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+def masked(row: Row) -> dict[str, Any]:
+    """What events and audits may say about a card."""
+    return {
+        "merchant_id": row.merchant_id,
+        "livemode": row.livemode,
+        "brand": row.brand,
+        "last4": row.last4,
+        "exp_month": row.exp_month,
+        "exp_year": row.exp_year,
+        "fingerprint": row.fingerprint,
+    }
+
+
+class Vault:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        keys: KeyProvider,
+        keks: KekManager,
+        outbox: Table,
+        psps: dict[str, StripeCards],
+        cvcs: CvcStore,
+    ):
+        self._engine = engine
+        self._keys = keys
+        self._keks = keks
+        self._outbox = outbox
+        self._psps = psps
+        self._cvcs = cvcs
+        self.payment_methods = repository.PaymentMethodRepository(engine)
+        self._provisioning: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    async def tokenize(self, merchant: Merchant, card: Card, billing: dict[str, Any]) -> Row:
+        token = new_token()
+        kek_version = await self._keks.primary()
+        sealed = await seal(
+            card.number, binding(token, merchant.id, merchant.livemode), self._keys, kek_version
+        )
+        async with self._engine.begin() as connection:
+            row = await repository.insert_payment_method(
+                connection,
+                {
+                    "id": token,
+                    "merchant_id": merchant.id,
+                    "livemode": merchant.livemode,
+                    "brand": card.brand,
+                    "last4": card.last4,
+                    "exp_month": card.exp_month,
+                    "exp_year": card.exp_year,
+                    "fingerprint": fingerprint(
+                        self._keks.fingerprint_secret, merchant.id, card.number
+                    ),
+                    "kek_version": sealed.kek_version,
+                    "wrapped_key": sealed.wrapped_key,
+                    "nonce": sealed.nonce,
+                    "ciphertext": sealed.ciphertext,
+                    "billing_details": billing or None,
+                },
+            )
+            await repository.add_audit(
+                connection,
+                actor=f"merchant:{merchant.id}",
+                action="tokenize",
+                result="ok",
+                payment_method=token,
+                merchant_id=merchant.id,
+                details={"brand": card.brand, "last4": card.last4, "kek_version": kek_version},
+            )
+            await add_event(
+                connection,
+                self._outbox,
+                event_type="payment_method.created",
+                aggregate_type="payment_method",
+                aggregate_id=token,
+                payload=masked(row),
+            )
+        self._cvcs.put(token, card.cvc)
+        return row
+
+    async def get(self, merchant: Merchant, token: str) -> Row:
+        row = await self.payment_methods.get(token, merchant)
+        _require_attached(row, token)
+        return row
+
+    async def detach(self, merchant: Merchant, token: str, actor: str) -> Row:
+        async with self._engine.begin() as connection:
+            row = await repository.find(connection, token, merchant, for_update=True)
+            _require_attached(row, token)
+            row = await repository.shred(connection, token)
+            await repository.add_audit(
+                connection,
+                actor=actor,
+                action="detach",
+                result="ok",
+                payment_method=token,
+                merchant_id=merchant.id,
+                details={"crypto_shredded": True},
+            )
+            await add_event(
+                connection,
+                self._outbox,
+                event_type="payment_method.detached",
+                aggregate_type="payment_method",
+                aggregate_id=token,
+                payload=masked(row),
+            )
+        self._cvcs.drop(token)
+        return row
+
+    async def psp_token(
+        self, merchant: Merchant, token: str, psp: str, actor: str, reason: str
+    ) -> tuple[str, bool]:
+        """The PSP's reference for the card, and whether it came from the cache."""
+        cards = self._psps.get(psp)
+        if cards is None:
+            raise InvalidArgument.for_field(
+                "psp", "unsupported_psp", f"supported: {', '.join(sorted(self._psps))}"
+            )
+        row = await self.payment_methods.get(token, merchant)
+        _require_attached(row, token)
+        lock = self._provisioning.setdefault((token, psp), asyncio.Lock())
+        async with lock:  # one provisioning per card and PSP at a time in this process
+            cached = await self.payment_methods.psp_reference(token, psp)
+            if cached:
+                PSP_TOKEN_LOOKUPS.labels(psp, "hit").inc()
+                return cached, True
+            PSP_TOKEN_LOOKUPS.labels(psp, "miss").inc()
+            return await self._provision(cards, row, merchant, actor, reason), False
+
+    async def _provision(
+        self, cards: StripeCards, row: Row, merchant: Merchant, actor: str, reason: str
+    ) -> str:
+        psp, token = cards.psp, row.id
+        audit = {"actor": actor, "payment_method": token, "merchant_id": merchant.id}
+        # The decryption is on record before it happens, whatever follows.
+        async with self._engine.begin() as connection:
+            await repository.add_audit(
+                connection,
+                action="decrypt",
+                result="ok",
+                reason=reason,
+                details={"purpose": f"provision:{psp}"},
+                **audit,
+            )
+        started = time.perf_counter()
+        pan = await unseal(
+            Sealed(row.kek_version, row.wrapped_key, row.nonce, row.ciphertext),
+            binding(token, merchant.id, merchant.livemode),
+            self._keys,
+        )
+        DECRYPT_SECONDS.observe(time.perf_counter() - started)
+        card = Card(pan, row.exp_month, row.exp_year, "", row.brand)
+        cvc = self._cvcs.take(token)
+        try:
+            reference = await cards.create(card, cvc, idempotency_key=f"vault-{token}-{psp}")
+        except (PspUnavailable, PspRejected) as error:
+            code = error.code if isinstance(error, PspRejected) else str(error)
+            PSP_CALL_ERRORS.labels(psp, code).inc()
+            PSP_PROVISIONING.labels(psp, "error").inc()
+            async with self._engine.begin() as connection:
+                await repository.add_audit(
+                    connection,
+                    action="provision",
+                    result="failed",
+                    reason=reason,
+                    details={"psp": psp, "error": code},
+                    **audit,
+                )
+            if isinstance(error, PspRejected):
+                raise FailedPrecondition(
+                    f"{psp} rejected the card ({code})",
+                    reason="psp_rejected_card",
+                    metadata={"psp": psp, "psp_code": code},
+                ) from None
+            if cvc:
+                self._cvcs.put(token, cvc)  # kept for the retry
+            raise Unavailable(f"{psp} is unavailable", reason="psp_unavailable") from None
+        async with self._engine.begin() as connection:
+            reference = await repository.save_psp_reference(connection, token, psp, reference)
+            await repository.add_audit(
+                connection,
+                action="provision",
+                result="ok",
+                reason=reason,
+                details={"psp": psp, "psp_reference": reference},
+                **audit,
+            )
+        PSP_PROVISIONING.labels(psp, "ok").inc()
+        return reference
+
+
+def _require_attached(row: Row | None, token: str) -> None:
+    if row is None:
+        raise NotFound(f"no such payment_method: {token!r}", reason="resource_missing")
+    if row.detached_at is not None:
+        raise NotFound(
+            f"payment_method {token!r} was detached; its card data is destroyed",
+            reason="payment_method_detached",
+        )
