@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,23 +20,54 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def migrate(database_url: str) -> None:
-    subprocess.run(
-        [str(BIN / "paymesh"), "migrate"],
-        env={**os.environ, "DATABASE_URL": database_url},
-        check=True,
-        capture_output=True,
+def paymesh(*args: str, env: dict[str, str]) -> str:
+    """Runs the ops command line as an operator would; returns what it printed."""
+    done = subprocess.run(
+        [str(BIN / "paymesh"), *args], env=env, capture_output=True, text=True, timeout=60
     )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 @pytest.fixture(scope="session")
-def infra() -> Iterator[Infra]:
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    """This run's own database and vhost, migrated, with service keys and a KEK keyring."""
     created = create_infra()
+    secrets_dir = tmp_path_factory.mktemp("secrets")
+    os.environ["PAYMESH_KEYS_DIR"] = str(secrets_dir / "keys")
+    os.environ["VAULT_KEYRING_FILE"] = str(secrets_dir / "vault-keyring.json")
     try:
-        migrate(created.database_url)
+        env = base_env(created)
+        for step in (["migrate"], ["keys", "init"], ["vault", "init-keyring"]):
+            paymesh(*step, env=env)
         yield created
     finally:
         drop_infra(created)
+
+
+@dataclass(frozen=True)
+class TestMerchant:
+    id: str
+    secret_key: str
+    live_secret_key: str
+
+    def auth(self, live: bool = False) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.live_secret_key if live else self.secret_key}"}
+
+
+def create_merchant(infra: Infra, name: str) -> TestMerchant:
+    created = json.loads(paymesh("merchants", "create", "--name", name, env=base_env(infra)))
+    return TestMerchant(created["id"], created["secret_key"], created["live_secret_key"])
+
+
+@pytest.fixture(scope="session")
+def merchant(infra: Infra) -> TestMerchant:
+    return create_merchant(infra, "acme")
+
+
+@pytest.fixture(scope="session")
+def other_merchant(infra: Infra) -> TestMerchant:
+    return create_merchant(infra, "globex")
 
 
 def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
@@ -44,6 +77,7 @@ def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
         "AMQP_URL": infra.amqp_url,
         "HEALTH_PROBE_INTERVAL_SECONDS": "0.5",
         "SHUTDOWN_GRACE_SECONDS": "5",
+        "SHUTDOWN_DRAIN_DELAY_SECONDS": "0.5",
     }
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     env.update(overrides)

@@ -48,14 +48,14 @@ def blocked_on_a_lock(database_url: str) -> bool:
     return waiting > 0
 
 
-def test_sigterm_flips_health_and_lets_the_in_flight_call_finish(gateway, infra):
+def test_sigterm_flips_health_and_lets_the_in_flight_call_finish(gateway, infra, merchant):
     intent_id = f"pi_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(infra.database_url, autocommit=True) as db:
         db.execute(
             "INSERT INTO gateway.payment_intents (id, merchant_id, livemode, amount, currency,"
-            " status, capture_method) VALUES (%s, 'acct_1', false, 700, 'usd',"
+            " status, capture_method) VALUES (%s, %s, false, 700, 'usd',"
             " 'requires_payment_method', 'automatic')",
-            (intent_id,),
+            (intent_id, merchant.id),
         )
     port = gateway.ports.grpc["gateway"]
     process = gateway.processes["gateway"]
@@ -67,7 +67,9 @@ def test_sigterm_flips_health_and_lets_the_in_flight_call_finish(gateway, infra)
         # Hold the table so the call stays in flight until we let go.
         locker.execute("LOCK TABLE gateway.payment_intents IN ACCESS EXCLUSIVE MODE")
         in_flight = gateway_pb2_grpc.GatewayServiceStub(channel).GetPaymentIntent.future(
-            gateway_pb2.GetPaymentIntentRequest(id=intent_id), timeout=30
+            gateway_pb2.GetPaymentIntentRequest(id=intent_id),
+            timeout=30,
+            metadata=tuple(merchant.auth().items()),
         )
         wait_until(lambda: blocked_on_a_lock(infra.database_url))
 

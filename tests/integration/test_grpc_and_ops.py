@@ -44,14 +44,12 @@ def test_grpcurl_lists_the_service_health_and_reflection_on_every_port(mesh, nam
 @pytest.mark.parametrize("name", list(ALL))
 def test_grpcurl_health_check_says_serving_overall_and_per_service(mesh, name):
     address = f"127.0.0.1:{mesh.ports.grpc[name]}"
-    overall = json.loads(grpcurl(address, "grpc.health.v1.Health/Check"))
-    [service_name] = ALL[name].grpc_services
-    per_service = json.loads(
-        grpcurl("-d", json.dumps({"service": service_name}), address, "grpc.health.v1.Health/Check")
-    )
+    check = "grpc.health.v1.Health/Check"
 
-    assert overall == {"status": "SERVING"}
-    assert per_service == {"status": "SERVING"}
+    assert json.loads(grpcurl(address, check)) == {"status": "SERVING"}
+    for service_name in ALL[name].grpc_services:
+        reply = grpcurl("-d", json.dumps({"service": service_name}), address, check)
+        assert json.loads(reply) == {"status": "SERVING"}
 
 
 def test_grpcurl_describes_the_service_and_its_messages(mesh):
@@ -64,11 +62,15 @@ def test_grpcurl_describes_the_service_and_its_messages(mesh):
     assert "int64 amount_capturable" in message
 
 
-def test_a_generated_stub_gets_google_rpc_details_on_invalid_input(mesh):
+def test_a_generated_stub_gets_google_rpc_details_on_invalid_input(mesh, merchant):
     with grpc.insecure_channel(f"127.0.0.1:{mesh.ports.grpc['gateway']}") as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
-            stub.GetPaymentIntent(gateway_pb2.GetPaymentIntentRequest(id=""), timeout=5)
+            stub.GetPaymentIntent(
+                gateway_pb2.GetPaymentIntentRequest(id=""),
+                timeout=5,
+                metadata=tuple(merchant.auth().items()),
+            )
 
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     status = rpc_status.from_call(raised.value)
@@ -100,8 +102,8 @@ def test_every_metrics_endpoint_parses_as_prometheus_text(mesh, name):
     assert any(s.labels == {"service": name, "method": "Check", "code": "OK"} for s in samples)
 
 
-def test_request_metrics_count_errors_by_code(mesh):
-    call(mesh.url("/v1/payment_intents/pi_missing_for_metrics"))
+def test_request_metrics_count_errors_by_code(mesh, merchant):
+    call(mesh.url("/v1/payment_intents/pi_missing_for_metrics"), headers=merchant.auth())
     text = call(f"http://127.0.0.1:{mesh.ports.http['gateway']}/metrics").body
 
     assert (

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def rows(infra):
+def rows(infra, merchant):
     """One stored resource per service, written the way each service's tables define them."""
     suffix = uuid.uuid4().hex[:12]
     ids = {
@@ -30,33 +30,35 @@ def rows(infra):
         db.execute(
             "INSERT INTO gateway.payment_intents (id, merchant_id, livemode, amount, currency,"
             " status, capture_method, payment_method, metadata)"
-            " VALUES (%s, 'acct_1', false, 1999, 'eur', 'requires_confirmation', 'automatic',"
+            " VALUES (%s, %s, false, 1999, 'eur', 'requires_confirmation', 'automatic',"
             ' %s, \'{"order": "42"}\')',
-            (ids["payment_intent"], ids["payment_method"]),
+            (ids["payment_intent"], merchant.id, ids["payment_method"]),
         )
         db.execute(
             "INSERT INTO vault.payment_methods (id, merchant_id, livemode, brand, last4,"
-            " exp_month, exp_year, fingerprint) VALUES (%s, 'acct_1', false, 'visa', '4242',"
+            " exp_month, exp_year, fingerprint) VALUES (%s, %s, false, 'visa', '4242',"
             " 12, 2030, 'fp_abc')",
-            (ids["payment_method"],),
+            (ids["payment_method"], merchant.id),
         )
         db.execute(
             "INSERT INTO rebill.subscriptions (id, merchant_id, livemode, payment_method, amount,"
             " currency, interval, status, current_period_start, current_period_end)"
-            " VALUES (%s, 'acct_1', false, %s, 500, 'usd', 'monthly', 'active', %s, %s)",
-            (ids["subscription"], ids["payment_method"], period_start, period_start),
+            " VALUES (%s, %s, false, %s, 500, 'usd', 'monthly', 'active', %s, %s)",
+            (ids["subscription"], merchant.id, ids["payment_method"], period_start, period_start),
         )
         db.execute(
             "INSERT INTO webhook.webhook_endpoints (id, merchant_id, livemode, url,"
-            " enabled_events, status) VALUES (%s, 'acct_1', false, 'https://shop.example/hook',"
+            " enabled_events, status) VALUES (%s, %s, false, 'https://shop.example/hook',"
             " ARRAY['payment_intent.succeeded'], 'enabled')",
-            (ids["webhook_endpoint"],),
+            (ids["webhook_endpoint"], merchant.id),
         )
     return ids
 
 
-def test_a_payment_intent_reads_back_as_snake_case_json_with_zero_values(mesh, rows):
-    response = call(mesh.url(f"/v1/payment_intents/{rows['payment_intent']}"))
+def test_a_payment_intent_reads_back_as_snake_case_json_with_zero_values(mesh, rows, merchant):
+    response = call(
+        mesh.url(f"/v1/payment_intents/{rows['payment_intent']}"), headers=merchant.auth()
+    )
 
     assert response.status == 200
     intent = response.body
@@ -78,8 +80,10 @@ def test_a_payment_intent_reads_back_as_snake_case_json_with_zero_values(mesh, r
         ("/v1/webhook_endpoints/{}", "webhook_endpoint", "url", "https://shop.example/hook"),
     ],
 )
-def test_every_service_answers_its_read_route_through_envoy(mesh, rows, path, key, field, expected):
-    response = call(mesh.url(path.format(rows[key])))
+def test_every_service_answers_its_read_route_through_envoy(
+    mesh, rows, merchant, path, key, field, expected
+):
+    response = call(mesh.url(path.format(rows[key])), headers=merchant.auth())
 
     assert response.status == 200
     assert response.body["id"] == rows[key]
@@ -89,8 +93,8 @@ def test_every_service_answers_its_read_route_through_envoy(mesh, rows, path, ke
         assert response.body[field] == expected
 
 
-def test_an_unknown_object_is_a_404_with_a_json_error_naming_the_reason(mesh):
-    response = call(mesh.url("/v1/payment_intents/pi_doesnotexist"))
+def test_an_unknown_object_is_a_404_with_a_json_error_naming_the_reason(mesh, merchant):
+    response = call(mesh.url("/v1/payment_intents/pi_doesnotexist"), headers=merchant.auth())
 
     assert response.status == 404
     assert response.headers["content-type"].startswith("application/json")
@@ -100,8 +104,11 @@ def test_an_unknown_object_is_a_404_with_a_json_error_naming_the_reason(mesh):
     assert info["reason"] == "resource_missing"
 
 
-def test_unknown_query_parameters_are_ignored(mesh, rows):
-    response = call(mesh.url(f"/v1/payment_intents/{rows['payment_intent']}?expand=foo&x=1"))
+def test_unknown_query_parameters_are_ignored(mesh, rows, merchant):
+    response = call(
+        mesh.url(f"/v1/payment_intents/{rows['payment_intent']}?expand=foo&x=1"),
+        headers=merchant.auth(),
+    )
 
     assert response.status == 200
     assert response.body["id"] == rows["payment_intent"]
@@ -120,10 +127,10 @@ def test_edge_healthz_and_readyz_answer_200_while_every_cluster_is_healthy(mesh)
     assert call(mesh.url("/readyz")).status == 200
 
 
-def test_request_headers_reach_the_service_as_metadata_and_logs_mask_the_key(mesh, rows):
+def test_request_headers_reach_the_service_as_metadata_and_logs_mask_the_key(mesh, rows, merchant):
     request_id = f"req-{uuid.uuid4()}"
     idempotency_key = f"idem-{uuid.uuid4()}"
-    secret = "sk_test_" + uuid.uuid4().hex
+    secret = merchant.secret_key
 
     response = call(
         mesh.url(f"/v1/payment_intents/{rows['payment_intent']}"),
@@ -145,3 +152,50 @@ def test_request_headers_reach_the_service_as_metadata_and_logs_mask_the_key(mes
     assert events[0]["api_key"] == "…" + secret[-4:]
     assert events[0]["correlation_id"] == rows["payment_intent"]
     assert len(events[0]["trace_id"]) == 32
+
+
+READ_PATHS = [
+    "/v1/payment_intents/{payment_intent}",
+    "/v1/payment_methods/{payment_method}",
+    "/v1/subscriptions/{subscription}",
+    "/v1/webhook_endpoints/{webhook_endpoint}",
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({}, "missing_api_key"),
+        ({"authorization": "Basic abc"}, "missing_api_key"),
+        ({"authorization": "Bearer sk_test_not_a_real_key_0000000000"}, "invalid_api_key"),
+    ],
+)
+@pytest.mark.parametrize("path", READ_PATHS)
+def test_every_read_needs_a_valid_api_key(mesh, rows, path, headers, reason):
+    response = call(mesh.url(path.format(**rows)), headers=headers)
+
+    assert response.status == 401
+    [info] = [d for d in response.body["details"] if d["@type"].endswith("ErrorInfo")]
+    assert info["reason"] == reason
+
+
+@pytest.mark.parametrize("path", READ_PATHS)
+def test_another_merchants_or_the_other_modes_key_sees_a_404(
+    mesh, rows, merchant, other_merchant, path
+):
+    for headers in (other_merchant.auth(), merchant.auth(live=True)):
+        assert call(mesh.url(path.format(**rows)), headers=headers).status == 404
+
+
+def test_internal_headers_from_outside_are_dropped_at_the_edge(mesh, rows, other_merchant):
+    # A merchant cannot borrow the services' own headers to act as another merchant.
+    response = call(
+        mesh.url(f"/v1/payment_intents/{rows['payment_intent']}"),
+        headers={
+            **other_merchant.auth(),
+            "x-paymesh-merchant-id": "acct_victim",
+            "x-paymesh-service-token": "forged",
+        },
+    )
+
+    assert response.status == 404
