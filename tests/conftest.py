@@ -78,6 +78,8 @@ def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
         "HEALTH_PROBE_INTERVAL_SECONDS": "0.5",
         "SHUTDOWN_GRACE_SECONDS": "5",
         "SHUTDOWN_DRAIN_DELAY_SECONDS": "0.5",
+        "VAULT_REWRAP_INTERVAL_SECONDS": "0.5",
+        "VAULT_REWRAP_BATCH_SIZE": "50",
     }
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     env.update(overrides)
