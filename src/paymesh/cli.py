@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from paymesh.platform.logging import configure_logging
+
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/paymesh"
 
 
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     args = parser.parse_args(argv)
+    # Logs go to stderr as JSON, so stdout carries only the command's answer.
+    configure_logging("cli", os.environ.get("LOG_LEVEL", "INFO"), stream=sys.stderr)
     return args.handler(args)
 
 

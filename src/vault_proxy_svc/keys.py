@@ -56,11 +56,12 @@ class LocalKeyring(KeyProvider):
 
     @staticmethod
     def create_file(path: Path) -> bool:
-        """Creates a keyring with one key if none exists; True when it created one."""
+        """Creates an empty keyring if none exists (the vault adds the first KEK when it
+        starts); True when it created one."""
         if path.exists():
             return False
         path.parent.mkdir(parents=True, exist_ok=True)
-        LocalKeyring._write(path, {"local-1": AESGCM.generate_key(bit_length=256)})
+        LocalKeyring._write(path, {})
         return True
 
     def _load(self) -> dict[str, bytes]:
@@ -92,7 +93,7 @@ class LocalKeyring(KeyProvider):
         if self._path is None:
             raise OSError("an inline VAULT_KEYRING cannot rotate; use a keyring file")
         self._keys = self._load()
-        number = 1 + max(int(v.rsplit("-", 1)[1]) for v in self._keys)
+        number = 1 + max((int(v.rsplit("-", 1)[1]) for v in self._keys), default=0)
         version = f"local-{number}"
         self._keys[version] = AESGCM.generate_key(bit_length=256)
         self._write(self._path, self._keys)
