@@ -144,6 +144,16 @@ def test_each_bad_card_field_is_a_400_naming_the_field_and_reason(
     if card.get("number"):
         assert card["number"] not in json.dumps(response.body)
 
+
+def test_several_bad_fields_are_reported_together(mesh, merchant):
+    response = tokenize(
+        mesh,
+        merchant,
+        cards.LUHN_FAILURE,
+        card={"exp_month": 13, "cvc": "1"},
+        billing_details={"email": "not-an-email", "address": {"country": "France"}},
+    )
+
     assert response.status == 400
     assert violations(response) == {
         "card.number": "incorrect_number",
