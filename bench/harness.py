@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -21,18 +22,21 @@ from paymesh.devmesh import Mesh, Ports
 BIN = Path(sys.executable).parent
 
 
+@dataclass(frozen=True)
+class Bench:
+    mesh: Mesh
+    infra: Infra
+    secret_key: str  # a test-mode merchant key
+    merchant_id: str
+
+
 @contextlib.contextmanager
-def running_mesh() -> Iterator[tuple[Mesh, Infra]]:
+def running_mesh() -> Iterator[Bench]:
+    """A mesh with a fresh database, vhost, service keys, keyring and one merchant."""
     infra = create_infra("paymesh_bench")
     log_dir = Path(tempfile.mkdtemp(prefix="paymesh-bench-"))
     mesh = None
     try:
-        subprocess.run(
-            [str(BIN / "paymesh"), "migrate"],
-            env={**os.environ, "DATABASE_URL": infra.database_url},
-            check=True,
-            capture_output=True,
-        )
         ports = Ports.free()
         env = {
             **os.environ,
@@ -40,14 +44,56 @@ def running_mesh() -> Iterator[tuple[Mesh, Infra]]:
             "DATABASE_URL": infra.database_url,
             "AMQP_URL": infra.amqp_url,
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+            "PAYMESH_KEYS_DIR": str(log_dir / "keys"),
+            "VAULT_KEYRING_FILE": str(log_dir / "vault-keyring.json"),
         }
+        os.environ["PAYMESH_KEYS_DIR"] = env["PAYMESH_KEYS_DIR"]
+        for step in (["migrate"], ["keys", "init"], ["vault", "init-keyring"]):
+            subprocess.run([str(BIN / "paymesh"), *step], env=env, check=True, capture_output=True)
+        merchant = json.loads(
+            subprocess.run(
+                [str(BIN / "paymesh"), "merchants", "create", "--name", "bench"],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
         mesh = Mesh(env=env, ports=ports, log_dir=log_dir)
         mesh.start_all(timeout=90)
-        yield mesh, infra
+        yield Bench(mesh, infra, merchant["secret_key"], merchant["id"])
     finally:
         if mesh is not None:
             mesh.stop()
         drop_infra(infra)
+
+
+def http_sender(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b""):
+    """A factory of keep-alive HTTP/1.1 senders (one connection per worker); each send returns
+    True on a 200. Minimal on purpose: the load generator shares the cores with the mesh."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    if body:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    request = head.encode() + b"\r\n" + body
+
+    async def make():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def send() -> bool:
+            writer.write(request)
+            response_head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1])
+                for line in response_head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+            await reader.readexactly(length)
+            return response_head.startswith(b"HTTP/1.1 200")
+
+        return send
+
+    return make
 
 
 @dataclass

@@ -17,43 +17,23 @@ import grpc
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import closed_loop, running_mesh  # noqa: E402
+from harness import closed_loop, http_sender, running_mesh  # noqa: E402
 
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 
 INTENT_ID = "pi_benchmark0001"
 
 
-async def rest_worker_factory(port: int):
-    async def make():
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        request = (f"GET /v1/payment_intents/{INTENT_ID} HTTP/1.1\r\nHost: bench\r\n\r\n").encode()
-
-        async def send() -> bool:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length")
-            )
-            await reader.readexactly(length)
-            return head.startswith(b"HTTP/1.1 200")
-
-        return send
-
-    return make
-
-
-async def grpc_worker_factory(port: int):
+async def grpc_worker_factory(port: int, secret_key: str):
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     stub = gateway_pb2_grpc.GatewayServiceStub(channel)
     request = gateway_pb2.GetPaymentIntentRequest(id=INTENT_ID)
+    metadata = (("authorization", f"Bearer {secret_key}"),)
 
     async def make():
         async def send() -> bool:
             try:
-                await stub.GetPaymentIntent(request, timeout=5)
+                await stub.GetPaymentIntent(request, timeout=5, metadata=metadata)
             except grpc.aio.AioRpcError:
                 return False
             return True
@@ -63,9 +43,11 @@ async def grpc_worker_factory(port: int):
     return make, channel
 
 
-async def run(mesh, seconds: float, concurrencies: list[int]) -> None:
-    rest = await rest_worker_factory(mesh.ports.envoy)
-    direct, channel = await grpc_worker_factory(mesh.ports.grpc["gateway"])
+async def run(bench, seconds: float, concurrencies: list[int]) -> None:
+    mesh = bench.mesh
+    auth = {"Authorization": f"Bearer {bench.secret_key}"}
+    rest = http_sender(mesh.ports.envoy, "GET", f"/v1/payment_intents/{INTENT_ID}", auth)
+    direct, channel = await grpc_worker_factory(mesh.ports.grpc["gateway"], bench.secret_key)
     for name, make in (("GET intent via Envoy REST", rest), ("GetPaymentIntent gRPC", direct)):
         await closed_loop(name, 4, 1.0, make)  # warm-up: connections, pools, caches
         for concurrency in concurrencies:
@@ -78,16 +60,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", default="1,16,64")
     args = parser.parse_args()
-    with running_mesh() as (mesh, infra):
-        with psycopg.connect(infra.database_url, autocommit=True) as db:
+    with running_mesh() as bench:
+        with psycopg.connect(bench.infra.database_url, autocommit=True) as db:
             db.execute(
                 "INSERT INTO gateway.payment_intents (id, merchant_id, livemode, amount,"
-                " currency, status, capture_method) VALUES (%s, 'acct_bench', false, 1000,"
+                " currency, status, capture_method) VALUES (%s, %s, false, 1000,"
                 " 'usd', 'succeeded', 'automatic')",
-                (INTENT_ID,),
+                (INTENT_ID, bench.merchant_id),
             )
         concurrencies = [int(c) for c in args.concurrency.split(",")]
-        asyncio.run(run(mesh, args.seconds, concurrencies))
+        asyncio.run(run(bench, args.seconds, concurrencies))
 
 
 if __name__ == "__main__":

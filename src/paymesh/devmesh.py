@@ -116,8 +116,11 @@ class Mesh:
 
     def start(self, with_localstripe: bool = True) -> None:
         if with_localstripe:
+            # localstripe keeps its state in one fixed file (/tmp/localstripe.pickle) that
+            # concurrent instances would corrupt: every instance starts empty instead.
             self.spawn(
-                "localstripe", [str(BIN / "localstripe"), "--port", str(self.ports.localstripe)]
+                "localstripe",
+                [str(BIN / "localstripe"), "--port", str(self.ports.localstripe), "--from-scratch"],
             )
         for name, package in PACKAGES.items():
             self.spawn(name, [sys.executable, "-m", package])

@@ -30,8 +30,10 @@ class CvcStore:
 
     def _evict_expired(self) -> None:
         now = time.monotonic()
-        # Insertion order is expiry order (one TTL for all), so stop at the first live entry.
-        for token, (_, expires) in list(self._entries.items()):
+        # Insertion order is expiry order (one TTL for all): drop from the front until the
+        # first live entry, without walking the rest.
+        while self._entries:
+            token, (_, expires) = next(iter(self._entries.items()))
             if expires >= now:
-                break
+                return
             del self._entries[token]

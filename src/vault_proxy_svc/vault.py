@@ -16,8 +16,9 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.platform.callers import Merchant
+from paymesh.platform.db import autocommit
 from paymesh.platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from paymesh.platform.outbox import add_event
+from paymesh.platform.outbox import add_event, event_values
 from vault_proxy_svc import repository
 from vault_proxy_svc.cards import Card
 from vault_proxy_svc.cvc_store import CvcStore
@@ -40,17 +41,21 @@ def new_token() -> str:
     return "pm_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
 
 
-def masked(row: Row) -> dict[str, Any]:
+MASKED_FIELDS = (
+    "merchant_id",
+    "livemode",
+    "brand",
+    "last4",
+    "exp_month",
+    "exp_year",
+    "fingerprint",
+)
+
+
+def masked(card: Row | dict[str, Any]) -> dict[str, Any]:
     """What events and audits may say about a card."""
-    return {
-        "merchant_id": row.merchant_id,
-        "livemode": row.livemode,
-        "brand": row.brand,
-        "last4": row.last4,
-        "exp_month": row.exp_month,
-        "exp_year": row.exp_year,
-        "fingerprint": row.fingerprint,
-    }
+    values = card if isinstance(card, dict) else card._mapping
+    return {name: values[name] for name in MASKED_FIELDS}
 
 
 class Vault:
@@ -64,6 +69,7 @@ class Vault:
         cvcs: CvcStore,
     ):
         self._engine = engine
+        self._writes = autocommit(engine)  # for writes that are one statement
         self._keys = keys
         self._keks = keks
         self._outbox = outbox
@@ -80,43 +86,39 @@ class Vault:
         sealed = await seal(
             card.number, binding(token, merchant.id, merchant.livemode), self._keys, kek_version
         )
-        async with self._engine.begin() as connection:
-            row = await repository.insert_payment_method(
+        card_values = {
+            "id": token,
+            "merchant_id": merchant.id,
+            "livemode": merchant.livemode,
+            "brand": card.brand,
+            "last4": card.last4,
+            "exp_month": card.exp_month,
+            "exp_year": card.exp_year,
+            "fingerprint": fingerprint(self._keks.fingerprint_secret, merchant.id, card.number),
+            "kek_version": sealed.kek_version,
+            "wrapped_key": sealed.wrapped_key,
+            "nonce": sealed.nonce,
+            "ciphertext": sealed.ciphertext,
+            "billing_details": billing or None,
+        }
+        async with self._writes.connect() as connection:
+            row = await repository.insert_tokenized(
                 connection,
-                {
-                    "id": token,
+                card_values,
+                audit={
+                    "actor": f"merchant:{merchant.id}",
+                    "action": "tokenize",
+                    "result": "ok",
+                    "payment_method": token,
                     "merchant_id": merchant.id,
-                    "livemode": merchant.livemode,
-                    "brand": card.brand,
-                    "last4": card.last4,
-                    "exp_month": card.exp_month,
-                    "exp_year": card.exp_year,
-                    "fingerprint": fingerprint(
-                        self._keks.fingerprint_secret, merchant.id, card.number
-                    ),
-                    "kek_version": sealed.kek_version,
-                    "wrapped_key": sealed.wrapped_key,
-                    "nonce": sealed.nonce,
-                    "ciphertext": sealed.ciphertext,
-                    "billing_details": billing or None,
+                    "details": {"brand": card.brand, "last4": card.last4, "kek": kek_version},
                 },
-            )
-            await repository.add_audit(
-                connection,
-                actor=f"merchant:{merchant.id}",
-                action="tokenize",
-                result="ok",
-                payment_method=token,
-                merchant_id=merchant.id,
-                details={"brand": card.brand, "last4": card.last4, "kek_version": kek_version},
-            )
-            await add_event(
-                connection,
-                self._outbox,
-                event_type="payment_method.created",
-                aggregate_type="payment_method",
-                aggregate_id=token,
-                payload=masked(row),
+                event=event_values(
+                    event_type="payment_method.created",
+                    aggregate_type="payment_method",
+                    aggregate_id=token,
+                    payload=masked(card_values),
+                ),
             )
         self._cvcs.put(token, card.cvc)
         return row
@@ -160,8 +162,11 @@ class Vault:
             raise InvalidArgument.for_field(
                 "psp", "unsupported_psp", f"supported: {', '.join(sorted(self._psps))}"
             )
-        row = await self.payment_methods.get(token, merchant)
+        row, cached = await self.payment_methods.get_with_psp_reference(token, merchant, psp)
         _require_attached(row, token)
+        if cached:
+            PSP_TOKEN_LOOKUPS.labels(psp, "hit").inc()
+            return cached, True
         lock = self._provisioning.setdefault((token, psp), asyncio.Lock())
         async with lock:  # one provisioning per card and PSP at a time in this process
             cached = await self.payment_methods.psp_reference(token, psp)

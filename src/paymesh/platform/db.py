@@ -20,7 +20,13 @@ def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
         sqlalchemy_url(database_url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it would double the round trips of every one-statement call. A
+        # connection error instead invalidates the whole pool (SQLAlchemy does this on any
+        # disconnect), and the health probe, which runs every few seconds, usually meets a
+        # database restart first.
+        pool_pre_ping=False,
+        # Statement parameters carry billing details and secrets: keep them out of errors.
+        hide_parameters=True,
         # Fail fast while the database is unreachable, so health flips instead of hanging.
         connect_args={"connect_timeout": 3},
     )

@@ -60,30 +60,27 @@ def outbox_table(metadata: MetaData, schema: str) -> Table:
     )
 
 
-async def add_event(
-    connection: AsyncConnection,
-    table: Table,
-    *,
-    event_type: str,
-    aggregate_type: str,
-    aggregate_id: str,
-    payload: dict[str, Any],
-) -> str:
-    """Writes an event in the caller's transaction; the current trace context travels with it."""
+def event_values(
+    *, event_type: str, aggregate_type: str, aggregate_id: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """An outbox row for an event; the current trace context travels with it."""
     headers: dict[str, str] = {}
     propagate.inject(headers)
-    event_id = "evt_" + secrets.token_urlsafe(18)
-    await connection.execute(
-        table.insert().values(
-            event_id=event_id,
-            event_type=event_type,
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            payload=payload,
-            headers=headers,
-        )
-    )
-    return event_id
+    return {
+        "event_id": "evt_" + secrets.token_urlsafe(18),
+        "event_type": event_type,
+        "aggregate_type": aggregate_type,
+        "aggregate_id": aggregate_id,
+        "payload": payload,
+        "headers": headers,
+    }
+
+
+async def add_event(connection: AsyncConnection, table: Table, **event: Any) -> str:
+    """Writes an event in the caller's transaction; returns its id."""
+    values = event_values(**event)
+    await connection.execute(table.insert(), values)
+    return values["event_id"]
 
 
 def to_message(row) -> Message:

@@ -83,8 +83,20 @@ class TokenVerifier:
         self._public_keys = {
             path.stem: path.read_bytes() for path in keys_dir.glob("*.pub") if path.stem in SERVICES
         }
+        # A caller reuses its token for half its life: check each signature once.
+        self._verified: dict[str, tuple[ServiceIdentity, float]] = {}
 
     def verify(self, token: str) -> ServiceIdentity:
+        cached = self._verified.get(token)
+        if cached and cached[1] > time.time():
+            return cached[0]
+        identity, expires = self._verify(token)
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[token] = (identity, expires)
+        return identity
+
+    def _verify(self, token: str) -> tuple[ServiceIdentity, float]:
         try:
             issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
             key = self._public_keys.get(issuer)
@@ -102,4 +114,4 @@ class TokenVerifier:
             raise Unauthenticated(
                 f"invalid service token: {error}", reason="invalid_service_token"
             ) from None
-        return ServiceIdentity(claims["iss"])
+        return ServiceIdentity(claims["iss"]), claims["exp"]
