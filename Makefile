@@ -43,6 +43,7 @@ lint: $(INSTALLED) proto-deps
 
 bench: $(INSTALLED) $(DESCRIPTOR)
 	$(PY) bench/read_path.py
+	$(PY) bench/vault.py
 	$(PY) bench/outbox_relay.py
 
 clean:

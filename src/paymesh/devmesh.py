@@ -315,6 +315,7 @@ def print_banner(ports: Ports, seconds: float) -> None:
     rows += [
         f"  localstripe    http://localhost:{ports.localstripe}",
         f"  ops            grpcurl -plaintext localhost:{ports.grpc['gateway']} list",
+        "  a merchant     .venv/bin/paymesh merchants create --name acme",
         "Ctrl-C stops everything.",
     ]
     print("\n".join(rows), file=sys.stderr, flush=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -341,3 +342,27 @@ def test_the_audit_table_refuses_update_and_delete(mesh, merchant, infra):
         with psycopg.connect(infra.database_url) as db, pytest.raises(psycopg.Error) as raised:
             db.execute(statement)
         assert "append-only" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"card": {"number": 4000000000000002, "exp_month": 12}}',  # a number, not a string
+        '{"card": {"number": "4000000000000002", "exp_month": "twelve"}}',
+        '{"card": {"number": "4000000000000002"',  # truncated JSON
+    ],
+)
+def test_a_body_envoy_cannot_transcode_is_a_400_that_echoes_nothing(mesh, merchant, body):
+    request = urllib.request.Request(
+        mesh.url("/v1/payment_methods"),
+        data=body.encode(),
+        method="POST",
+        headers={**merchant.auth(), "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=10)  # noqa: S310 - the mesh on loopback
+
+    text = raised.value.read().decode()
+    assert raised.value.code == 400
+    assert cards.VISA_DECLINE not in text
+    assert "request_id" in json.loads(text)
