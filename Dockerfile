@@ -29,7 +29,10 @@ RUN rm -rf /tmp/paymesh/src/*.egg-info \
     && pip install --no-cache-dir /tmp/paymesh \
     && rm -rf /tmp/paymesh \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin paymesh
+        --shell /usr/sbin/nologin paymesh \
+    && install -d -o paymesh -g paymesh -m 0700 /var/lib/paymesh
+# /var/lib/paymesh: the service keys and the vault keyring (compose mounts a named volume here;
+# an empty named volume takes this directory's owner and mode on first mount).
 WORKDIR /app
 USER paymesh
 # gRPC 50051-50054 and the ops HTTP ports (/metrics /healthz /readyz) 9101-9104

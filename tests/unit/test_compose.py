@@ -8,18 +8,26 @@ import re
 import shlex
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from paymesh import cli
 from paymesh.platform.config import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("gateway", "vault", "rebill", "webhook")
 # The app services plus the one-shot migration: everything that runs the paymesh image.
 PAYMESH_IMAGE_SERVICES = (*APP_SERVICES, "migrate")
-INFRA_SERVICES = ("postgres", "rabbitmq", "jaeger", "prometheus", "envoy")
+INFRA_SERVICES = ("postgres", "rabbitmq", "jaeger", "prometheus", "localstripe", "envoy")
+# What the migrate service must run before the app services start.
+MIGRATE_STEPS = (
+    ["paymesh", "migrate"],
+    ["paymesh", "keys", "init"],
+    ["paymesh", "vault", "init-keyring"],
+)
 
 
 def compose() -> dict:
@@ -41,6 +49,24 @@ def env_example_names() -> set[str]:
 
 def argv(command: str | list[str]) -> list[str]:
     return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+
+
+def command_steps(command: str | list[str]) -> list[list[str]]:
+    """The commands a service runs: one, or each of an `sh -c 'a && b && c'` chain."""
+    words = argv(command)
+    if len(words) == 3 and words[0].rsplit("/", 1)[-1] in ("sh", "bash") and words[1] == "-c":
+        script = words[2].replace("\\\n", " ")
+        # Only `&&`: a `;`, `||` or newline would let the services start after a failed step.
+        assert not re.search(r";|\|\||\n", script.strip()), script
+        return [shlex.split(step) for step in script.split("&&")]
+    return [words]
+
+
+def cli_accepts(args: list[str]) -> bool:
+    """Whether `paymesh ARGS` names a command of paymesh.cli (its --help exits with 0)."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*args, "--help"])
+    return exited.value.code == 0
 
 
 def environment(service: dict) -> dict[str, str]:
@@ -145,13 +171,54 @@ def dockerfile_copy_targets(stage: str) -> set[str]:
     return targets
 
 
-def volume_targets(service: dict) -> dict[str, str]:
-    """Container path -> host path of a service's bind mounts (short syntax)."""
-    mounts = {}
+def mounts(service: dict) -> list[tuple[str, str, bool]]:
+    """(source, container path, read-only) of a service's mounts; the source is a host path
+    for bind mounts and a volume name for named volumes."""
+    found = []
     for volume in service.get("volumes", []):
-        host, target = str(volume).split(":")[:2]
-        mounts[target] = host
-    return mounts
+        if isinstance(volume, dict):  # long syntax
+            found.append(
+                (volume.get("source", ""), volume["target"], bool(volume.get("read_only")))
+            )
+            continue
+        source, target, *options = str(volume).split(":")
+        found.append((source, target, "ro" in ",".join(options).split(",")))
+    return found
+
+
+def volume_targets(service: dict) -> dict[str, str]:
+    """Container path -> host path (or volume name) of a service's mounts."""
+    return {target: source for source, target, _ in mounts(service)}
+
+
+def named_volume_mounts(service: dict) -> dict[str, tuple[str, bool]]:
+    """Container path -> (volume name, read-only) of the top-level volumes a service mounts."""
+    declared = compose().get("volumes") or {}
+    return {
+        target: (source, read_only)
+        for source, target, read_only in mounts(service)
+        if source in declared
+    }
+
+
+def dockerfile_stage_instructions(stage: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of one build stage, continuation lines joined."""
+    instructions, current, pending = [], None, ""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        words = (pending + line).split(None, 1)
+        pending = ""
+        keyword, rest = words[0].upper(), (words[1] if len(words) > 1 else "")
+        if keyword == "FROM":
+            parts = rest.split()
+            current = parts[-1] if len(parts) >= 3 and parts[-2].upper() == "AS" else None
+        elif current == stage:
+            instructions.append((keyword, rest))
+    return instructions
 
 
 def prometheus_targets() -> list[tuple[str, str, int]]:
@@ -185,7 +252,101 @@ def test_every_app_service_runs_a_package_that_exists():
 def test_the_migrate_service_runs_the_installed_console_script():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^paymesh = "paymesh\.cli:main"$', pyproject, re.MULTILINE)
-    assert argv(services()["migrate"]["command"]) == ["paymesh", "migrate"]
+    steps = command_steps(services()["migrate"]["command"])
+    for step in steps:
+        assert step[0] == "paymesh" and cli_accepts(step[1:]), step
+
+
+def test_the_migrate_service_migrates_and_creates_the_keys_and_the_keyring():
+    steps = command_steps(services()["migrate"]["command"])
+    for step in MIGRATE_STEPS:
+        assert step in steps, f"the migrate service does not run `{' '.join(step)}`"
+
+
+def test_the_commands_in_the_header_comment_exist():
+    header = []
+    for line in (ROOT / "docker-compose.yml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    commands = [
+        shlex.split(found)
+        for found in re.findall(r"docker compose exec (.+)$", "\n".join(header), re.MULTILINE)
+    ]
+    assert ["gateway", "paymesh", "merchants", "create", "--name", "acme"] in commands
+    for service, *command in commands:
+        assert service in PAYMESH_IMAGE_SERVICES and command[0] == "paymesh", command
+        assert cli_accepts(command[1:]), command
+
+
+def test_the_paymesh_containers_keep_keys_and_keyring_in_one_writable_named_volume():
+    volumes = set()
+    for name in PAYMESH_IMAGE_SERVICES:
+        service = services()[name]
+        env = environment(service)
+        paths = {"PAYMESH_KEYS_DIR": env.get("PAYMESH_KEYS_DIR")}
+        if name in ("vault", "migrate"):  # migrate creates the keyring the vault uses
+            paths["VAULT_KEYRING_FILE"] = env.get("VAULT_KEYRING_FILE")
+        named = named_volume_mounts(service)
+        for variable, value in paths.items():
+            assert value, f"{name} does not set {variable}"
+            path = PurePosixPath(value)
+            assert path.is_absolute(), (name, variable, value)
+            # The keys dir itself is created inside the volume by `paymesh keys init`.
+            inside = [target for target in named if path.is_relative_to(target) and path != target]
+            assert inside, f"{name}: {variable}={value} is not inside a named volume"
+            volume, read_only = named[inside[0]]
+            # migrate creates both; the vault adds KEK versions to its keyring.
+            if name in ("vault", "migrate"):
+                assert not read_only, f"{name} mounts {volume} read-only"
+            volumes.add(volume)
+    assert len(volumes) == 1, f"keys and keyring are spread over volumes {sorted(volumes)}"
+
+
+def test_the_app_services_read_the_keys_and_keyring_where_migrate_creates_them():
+    created = environment(services()["migrate"])
+    for name in APP_SERVICES:
+        env = environment(services()[name])
+        assert env["PAYMESH_KEYS_DIR"] == created["PAYMESH_KEYS_DIR"], name
+    assert environment(services()["vault"])["VAULT_KEYRING_FILE"] == created["VAULT_KEYRING_FILE"]
+
+
+def test_the_image_gives_the_secrets_mount_point_to_its_user():
+    """An empty named volume takes the owner and mode of the image's directory: created as
+    root, the non-root services could not write their keys there."""
+    targets = {
+        target
+        for name in PAYMESH_IMAGE_SERVICES
+        for target in named_volume_mounts(services()[name])
+    }
+    assert targets
+    instructions = dockerfile_stage_instructions(services()["migrate"]["build"]["target"])
+    users = [i for i, (keyword, _) in enumerate(instructions) if keyword == "USER"]
+    assert users, "the app image runs as root"
+    user = instructions[users[-1]][1].split(":")[0].strip()
+    assert user not in ("root", "0"), user
+    before_user = [rest for keyword, rest in instructions[: users[-1]] if keyword == "RUN"]
+    for target in targets:
+        owned = re.compile(
+            rf"(chown (-R )?{re.escape(user)}\b[^&;]*|install -d [^&;]*-o {re.escape(user)}\b"
+            rf"[^&;]*) {re.escape(target)}/?(\s|$)"
+        )
+        assert any(owned.search(run) for run in before_user), (
+            f"the image does not create {target} owned by {user} before `USER {user}`"
+        )
+
+
+def test_the_vault_reaches_stripe_at_a_compose_service():
+    vault = services()["vault"]
+    env = environment(vault)
+    assert env.get("STRIPE_SECRET_KEY"), "the vault has no STRIPE_SECRET_KEY"
+    url = urlsplit(env["STRIPE_API_BASE"])
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    all_services = services()
+    assert host in all_services, f"STRIPE_API_BASE points at {host}, not a compose service"
+    assert port in ports_of(all_services[host]), f"{host} has no port {port}"
+    assert f"--port {port}" in " ".join(argv(all_services[host]["command"])), host
+    assert host in (vault.get("depends_on") or {}), f"the vault does not wait for {host}"
 
 
 def test_every_environment_variable_of_the_paymesh_containers_is_in_env_example():
