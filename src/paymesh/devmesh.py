@@ -33,6 +33,7 @@ class Ports:
     envoy: int = 8080
     envoy_admin: int = 9901
     localstripe: int = 8420
+    sandbox_psp: int = 8430
     grpc: dict[str, int] = field(
         default_factory=lambda: {
             "gateway": 50051,
@@ -51,6 +52,7 @@ class Ports:
         ports.envoy = int(env.get("ENVOY_PORT", ports.envoy))
         ports.envoy_admin = int(env.get("ENVOY_ADMIN_PORT", ports.envoy_admin))
         ports.localstripe = int(env.get("LOCALSTRIPE_PORT", ports.localstripe))
+        ports.sandbox_psp = int(env.get("SANDBOX_PSP_PORT", ports.sandbox_psp))
         for name in ALL:
             prefix = name.upper()
             ports.grpc[name] = int(env.get(f"{prefix}_GRPC_PORT", ports.grpc[name]))
@@ -60,15 +62,21 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Unused ports, so a test run never collides with `make run` or another run."""
-        taken = [_free_port() for _ in range(3 + 2 * len(ALL))]
-        ports = cls(envoy=taken[0], envoy_admin=taken[1], localstripe=taken[2])
+        taken = [_free_port() for _ in range(4 + 2 * len(ALL))]
+        ports = cls(
+            envoy=taken[0], envoy_admin=taken[1], localstripe=taken[2], sandbox_psp=taken[3]
+        )
         for i, name in enumerate(ALL):
-            ports.grpc[name] = taken[3 + 2 * i]
-            ports.http[name] = taken[4 + 2 * i]
+            ports.grpc[name] = taken[4 + 2 * i]
+            ports.http[name] = taken[5 + 2 * i]
         return ports
 
     def service_env(self) -> dict[str, str]:
-        env = {"LOCALSTRIPE_PORT": str(self.localstripe)}
+        env = {
+            "LOCALSTRIPE_PORT": str(self.localstripe),
+            "SANDBOX_PSP_PORT": str(self.sandbox_psp),
+            "SANDBOX_API_BASE": f"http://127.0.0.1:{self.sandbox_psp}",
+        }
         for name in ALL:
             env[f"{name.upper()}_GRPC_PORT"] = str(self.grpc[name])
             env[f"{name.upper()}_HTTP_PORT"] = str(self.http[name])
@@ -114,13 +122,24 @@ class Mesh:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     _logs: list[IO] = field(default_factory=list)
 
-    def start(self, with_localstripe: bool = True) -> None:
-        if with_localstripe:
+    def start(self, with_psps: bool = True) -> None:
+        """The PSP stand-ins (localstripe, the sandbox PSP), then the four services."""
+        if with_psps:
             # localstripe keeps its state in one fixed file (/tmp/localstripe.pickle) that
             # concurrent instances would corrupt: every instance starts empty instead.
             self.spawn(
                 "localstripe",
                 [str(BIN / "localstripe"), "--port", str(self.ports.localstripe), "--from-scratch"],
+            )
+            self.spawn(
+                "sandbox_psp",
+                [
+                    sys.executable,
+                    "-m",
+                    "paymesh.sandbox_psp",
+                    "--port",
+                    str(self.ports.sandbox_psp),
+                ],
             )
         for name, package in PACKAGES.items():
             self.spawn(name, [sys.executable, "-m", package])
@@ -314,6 +333,7 @@ def print_banner(ports: Ports, seconds: float) -> None:
         )
     rows += [
         f"  localstripe    http://localhost:{ports.localstripe}",
+        f"  sandbox PSP    http://localhost:{ports.sandbox_psp}   knobs: POST /_knobs",
         f"  ops            grpcurl -plaintext localhost:{ports.grpc['gateway']} list",
         "  a merchant     .venv/bin/paymesh merchants create --name acme",
         "Ctrl-C stops everything.",

@@ -1,7 +1,10 @@
-"""Creating a card at a PSP, inside the vault boundary. `stripe`: a PaymentMethod through the
-Stripe HTTP API (localstripe in dev and tests), over one keep-alive httpx client."""
+"""Creating a card at a PSP, inside the vault boundary, over keep-alive httpx clients.
+`stripe`: a PaymentMethod through the Stripe HTTP API (localstripe in dev and tests);
+`sandbox`: a card at paymesh's sandbox PSP."""
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import httpx
 
@@ -18,6 +21,14 @@ class PspRejected(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code = code
+
+
+class CardProvisioner(Protocol):
+    psp: str
+
+    async def create(self, card: Card, cvc: str | None, idempotency_key: str) -> str: ...
+
+    async def close(self) -> None: ...
 
 
 class StripeCards:
@@ -55,6 +66,32 @@ class StripeCards:
             # Stripe's messages never echo the number; keep only code and message anyway.
             raise PspRejected(error.get("code") or "card_rejected", error.get("message", ""))
         return body["id"]
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class SandboxCards:
+    psp = "sandbox"
+
+    def __init__(self, api_base: str, timeout: float = 10.0):
+        self._client = httpx.AsyncClient(base_url=api_base, timeout=timeout)
+
+    async def create(self, card: Card, cvc: str | None, idempotency_key: str) -> str:
+        body = {"number": card.number, "exp_month": card.exp_month, "exp_year": card.exp_year}
+        try:
+            response = await self._client.post(
+                "/v1/cards", json=body, headers={"Idempotency-Key": idempotency_key}
+            )
+        except httpx.HTTPError as error:
+            raise PspUnavailable(type(error).__name__) from None
+        if response.status_code >= 500:
+            raise PspUnavailable(f"http_{response.status_code}")
+        answer = response.json()
+        if response.status_code >= 400:
+            error = answer.get("error", {})
+            raise PspRejected(error.get("code") or "card_rejected", error.get("message", ""))
+        return answer["id"]
 
     async def close(self) -> None:
         await self._client.aclose()

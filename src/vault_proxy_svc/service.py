@@ -15,7 +15,7 @@ from vault_proxy_svc import tables
 from vault_proxy_svc.cvc_store import CvcStore
 from vault_proxy_svc.kek import KekManager
 from vault_proxy_svc.keys import build_key_provider
-from vault_proxy_svc.psp import StripeCards
+from vault_proxy_svc.psp import SandboxCards, StripeCards
 from vault_proxy_svc.servicer import VaultInternalServicer, VaultServicer
 from vault_proxy_svc.vault import Vault
 
@@ -25,14 +25,12 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     assert isinstance(settings, VaultSettings)
     keys = build_key_provider(settings)
     keks = KekManager(resources.engine, keys)
-    stripe = StripeCards(settings.stripe_api_base, settings.stripe_secret_key)
+    psps = {
+        "stripe": StripeCards(settings.stripe_api_base, settings.stripe_secret_key),
+        "sandbox": SandboxCards(settings.sandbox_api_base),
+    }
     vault = Vault(
-        resources.engine,
-        keys,
-        keks,
-        tables.outbox,
-        {"stripe": stripe},
-        CvcStore(settings.cvc_ttl_seconds),
+        resources.engine, keys, keks, tables.outbox, psps, CvcStore(settings.cvc_ttl_seconds)
     )
     callers, gateway_channel = remote_callers(
         settings.gateway_addr, resources.token_issuer, resources.token_verifier
@@ -48,7 +46,8 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         try:
             await keks.run_rewrap(settings.rewrap_batch_size, settings.rewrap_interval_seconds)
         finally:
-            await stripe.close()
+            for psp in psps.values():
+                await psp.close()
 
     return [close_on_shutdown(gateway_channel), keep_keys_current()]
 

@@ -31,7 +31,7 @@ from vault_proxy_svc.metrics import (
     PSP_PROVISIONING,
     PSP_TOKEN_LOOKUPS,
 )
-from vault_proxy_svc.psp import PspRejected, PspUnavailable, StripeCards
+from vault_proxy_svc.psp import CardProvisioner, PspRejected, PspUnavailable
 
 log = structlog.get_logger(__name__)
 _ALPHABET = string.ascii_letters + string.digits
@@ -65,7 +65,7 @@ class Vault:
         keys: KeyProvider,
         keks: KekManager,
         outbox: Table,
-        psps: dict[str, StripeCards],
+        psps: dict[str, CardProvisioner],
         cvcs: CvcStore,
     ):
         self._engine = engine
@@ -177,7 +177,7 @@ class Vault:
             return await self._provision(cards, row, merchant, actor, reason), False
 
     async def _provision(
-        self, cards: StripeCards, row: Row, merchant: Merchant, actor: str, reason: str
+        self, cards: CardProvisioner, row: Row, merchant: Merchant, actor: str, reason: str
     ) -> str:
         psp, token = cards.psp, row.id
         audit = {"actor": actor, "payment_method": token, "merchant_id": merchant.id}

@@ -66,6 +66,7 @@ class VaultSettings(ServiceSettings):
     cvc_ttl_seconds: float = 300.0
     stripe_api_base: str = Field("http://127.0.0.1:8420", validation_alias="STRIPE_API_BASE")
     stripe_secret_key: str = Field("sk_test_paymesh_dev", validation_alias="STRIPE_SECRET_KEY")
+    sandbox_api_base: str = Field("http://127.0.0.1:8430", validation_alias="SANDBOX_API_BASE")
 
 
 class RebillSettings(ServiceSettings):

@@ -35,6 +35,41 @@ class GatewayServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreatePaymentIntent = channel.unary_unary(
+                '/paymesh.gateway.v1.GatewayService/CreatePaymentIntent',
+                request_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.CreatePaymentIntentRequest.SerializeToString,
+                response_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.FromString,
+                _registered_method=True)
+        self.ListPaymentIntents = channel.unary_unary(
+                '/paymesh.gateway.v1.GatewayService/ListPaymentIntents',
+                request_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.ListPaymentIntentsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.ListPaymentIntentsResponse.FromString,
+                _registered_method=True)
+        self.ConfirmPaymentIntent = channel.unary_unary(
+                '/paymesh.gateway.v1.GatewayService/ConfirmPaymentIntent',
+                request_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.ConfirmPaymentIntentRequest.SerializeToString,
+                response_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.FromString,
+                _registered_method=True)
+        self.CapturePaymentIntent = channel.unary_unary(
+                '/paymesh.gateway.v1.GatewayService/CapturePaymentIntent',
+                request_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.CapturePaymentIntentRequest.SerializeToString,
+                response_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.FromString,
+                _registered_method=True)
+        self.CancelPaymentIntent = channel.unary_unary(
+                '/paymesh.gateway.v1.GatewayService/CancelPaymentIntent',
+                request_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.CancelPaymentIntentRequest.SerializeToString,
+                response_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.FromString,
+                _registered_method=True)
+        self.CreateRefund = channel.unary_unary(
+                '/paymesh.gateway.v1.GatewayService/CreateRefund',
+                request_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateRefundRequest.SerializeToString,
+                response_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.Refund.FromString,
+                _registered_method=True)
+        self.GetRefund = channel.unary_unary(
+                '/paymesh.gateway.v1.GatewayService/GetRefund',
+                request_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.GetRefundRequest.SerializeToString,
+                response_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.Refund.FromString,
+                _registered_method=True)
         self.GetPaymentIntent = channel.unary_unary(
                 '/paymesh.gateway.v1.GatewayService/GetPaymentIntent',
                 request_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.GetPaymentIntentRequest.SerializeToString,
@@ -46,6 +81,55 @@ class GatewayServiceServicer:
     """GatewayService takes card payments: payment intents, captures, cancels and refunds.
     """
 
+    def CreatePaymentIntent(self, request, context):
+        """Creates a payment intent; with `confirm` it is confirmed at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPaymentIntents(self, request, context):
+        """Lists the calling merchant's payment intents, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmPaymentIntent(self, request, context):
+        """Authorizes the payment at a PSP (and captures it when capture_method is automatic).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CapturePaymentIntent(self, request, context):
+        """Captures an authorized payment, all of it or part (the rest is released).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelPaymentIntent(self, request, context):
+        """Cancels a payment intent that is not yet captured (voiding any authorization).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateRefund(self, request, context):
+        """Refunds a captured payment, all of it or part; several refunds may follow each other.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRefund(self, request, context):
+        """Retrieves one refund of the calling merchant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPaymentIntent(self, request, context):
         """Retrieves one payment intent of the calling merchant.
         """
@@ -56,6 +140,41 @@ class GatewayServiceServicer:
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreatePaymentIntent': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePaymentIntent,
+                    request_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.CreatePaymentIntentRequest.FromString,
+                    response_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.SerializeToString,
+            ),
+            'ListPaymentIntents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPaymentIntents,
+                    request_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.ListPaymentIntentsRequest.FromString,
+                    response_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.ListPaymentIntentsResponse.SerializeToString,
+            ),
+            'ConfirmPaymentIntent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmPaymentIntent,
+                    request_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.ConfirmPaymentIntentRequest.FromString,
+                    response_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.SerializeToString,
+            ),
+            'CapturePaymentIntent': grpc.unary_unary_rpc_method_handler(
+                    servicer.CapturePaymentIntent,
+                    request_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.CapturePaymentIntentRequest.FromString,
+                    response_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.SerializeToString,
+            ),
+            'CancelPaymentIntent': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelPaymentIntent,
+                    request_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.CancelPaymentIntentRequest.FromString,
+                    response_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.SerializeToString,
+            ),
+            'CreateRefund': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRefund,
+                    request_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateRefundRequest.FromString,
+                    response_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.Refund.SerializeToString,
+            ),
+            'GetRefund': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRefund,
+                    request_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.GetRefundRequest.FromString,
+                    response_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.Refund.SerializeToString,
+            ),
             'GetPaymentIntent': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPaymentIntent,
                     request_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.GetPaymentIntentRequest.FromString,
@@ -72,6 +191,195 @@ def add_GatewayServiceServicer_to_server(servicer, server):
 class GatewayService:
     """GatewayService takes card payments: payment intents, captures, cancels and refunds.
     """
+
+    @staticmethod
+    def CreatePaymentIntent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.gateway.v1.GatewayService/CreatePaymentIntent',
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.CreatePaymentIntentRequest.SerializeToString,
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPaymentIntents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.gateway.v1.GatewayService/ListPaymentIntents',
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.ListPaymentIntentsRequest.SerializeToString,
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.ListPaymentIntentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmPaymentIntent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.gateway.v1.GatewayService/ConfirmPaymentIntent',
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.ConfirmPaymentIntentRequest.SerializeToString,
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CapturePaymentIntent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.gateway.v1.GatewayService/CapturePaymentIntent',
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.CapturePaymentIntentRequest.SerializeToString,
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelPaymentIntent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.gateway.v1.GatewayService/CancelPaymentIntent',
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.CancelPaymentIntentRequest.SerializeToString,
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRefund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.gateway.v1.GatewayService/CreateRefund',
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.CreateRefundRequest.SerializeToString,
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.Refund.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRefund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.gateway.v1.GatewayService/GetRefund',
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.GetRefundRequest.SerializeToString,
+            paymesh_dot_gateway_dot_v1_dot_gateway__pb2.Refund.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def GetPaymentIntent(request,

@@ -1,0 +1,240 @@
+"""The sandbox PSP: an in-repo payment processor simulator, run as its own HTTP server.
+
+    python -m paymesh.sandbox_psp --port 8430
+
+Stripe's test cards decide outcomes (4242424242424242 succeeds; 4000000000000002
+generic_decline, hard; 4000000000009995 insufficient_funds, soft; 4000000000000119
+processing_error, retryable 500). Runtime knobs (POST /_knobs {"latency_ms", "error_rate",
+"timeout_rate"}) add latency, 503s and hung requests, for failover, breaker and load tests.
+Every POST honours an Idempotency-Key: the same key gets the same answer and never a second
+charge. GET /v1/transactions lists settled money movements for reconciliation; GET /_stats
+counts charges.
+
+API (JSON in and out):
+  POST /v1/cards                 {number, exp_month, exp_year, cvc?} -> {id: card_…}
+  POST /v1/charges               {card, amount, currency, capture} -> charge | 402 decline
+  GET  /v1/charges?idempotency_key=K  -> {data: [charge]}   (find a charge after a crash)
+  POST /v1/charges/{id}/capture  {amount?}
+  POST /v1/charges/{id}/void
+  POST /v1/refunds               {charge, amount}
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import secrets
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+DECLINES = {
+    "4000000000000002": ("generic_decline", "hard", "Your card was declined."),
+    "4000000000009995": ("insufficient_funds", "soft", "Your card has insufficient funds."),
+}
+PROCESSING_ERROR = "4000000000000119"
+
+
+class Sandbox:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.cards: dict[str, str] = {}  # card id -> number (a simulator may keep them)
+        self.charges: dict[str, dict[str, Any]] = {}
+        self.by_key: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.key_locks: dict[str, threading.Lock] = {}
+        self.transactions: list[dict[str, Any]] = []
+        self.knobs = {"latency_ms": 0.0, "error_rate": 0.0, "timeout_rate": 0.0}
+        self.stats = {"charges_created": 0, "requests": 0}
+
+    def handle(self, path: str, body: dict, key: str | None) -> tuple[int, dict]:
+        """A POST; with an idempotency key, concurrent and later repeats get the first answer."""
+        if not key:
+            return self._route(path, body, None)
+        with self.lock:
+            key_lock = self.key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            if key in self.by_key:
+                return self.by_key[key]
+            status, answer = self._route(path, body, key)
+            if status < 500:  # a failure may be retried for real
+                self.by_key[key] = (status, answer)
+            return status, answer
+
+    def _route(self, path: str, body: dict, key: str | None) -> tuple[int, dict]:
+        parts = path.strip("/").split("/")
+        if parts == ["v1", "cards"]:
+            return self._create_card(body)
+        if parts == ["v1", "charges"]:
+            return self._charge(body, key)
+        if parts[:2] == ["v1", "charges"] and len(parts) == 4:
+            return self._change(parts[2], parts[3], body)
+        if parts == ["v1", "refunds"]:
+            return self._refund(body)
+        return 404, _error("resource_missing", "unknown route")
+
+    def _create_card(self, body: dict) -> tuple[int, dict]:
+        number = str(body.get("number", ""))
+        if not number.isdigit():
+            return 400, _error("invalid_number", "card number must be digits")
+        card_id = "card_" + secrets.token_hex(12)
+        with self.lock:
+            self.cards[card_id] = number
+        return 200, {"id": card_id, "last4": number[-4:]}
+
+    def _charge(self, body: dict, key: str | None) -> tuple[int, dict]:
+        number = self.cards.get(str(body.get("card")))
+        amount = body.get("amount")
+        if number is None or not isinstance(amount, int) or amount <= 0:
+            return 400, _error("invalid_request", "card and a positive amount are required")
+        if number == PROCESSING_ERROR:
+            return 500, _error("processing_error", "An error occurred while processing the card.")
+        if number in DECLINES:
+            code, kind, message = DECLINES[number]
+            return 402, _error("card_declined", message, decline_code=code, type=kind)
+        capture = bool(body.get("capture", True))
+        charge = {
+            "id": "ch_" + secrets.token_hex(12),
+            "amount": amount,
+            "amount_captured": amount if capture else 0,
+            "amount_refunded": 0,
+            "currency": body.get("currency"),
+            "status": "captured" if capture else "authorized",
+            "idempotency_key": key,
+            "created": int(time.time()),
+        }
+        with self.lock:
+            self.charges[charge["id"]] = charge
+            self.stats["charges_created"] += 1
+            if capture:
+                self._settle("charge", charge["id"], amount, charge["currency"])
+        return 200, charge
+
+    def _change(self, charge_id: str, action: str, body: dict) -> tuple[int, dict]:
+        with self.lock:
+            charge = self.charges.get(charge_id)
+            if charge is None:
+                return 404, _error("resource_missing", "no such charge")
+            if action == "capture" and charge["status"] == "authorized":
+                amount = body.get("amount") or charge["amount"]
+                if not 0 < amount <= charge["amount"]:
+                    return 400, _error("invalid_amount", "cannot capture more than authorized")
+                charge.update(status="captured", amount_captured=amount)
+                self._settle("charge", charge_id, amount, charge["currency"])
+                return 200, dict(charge)
+            if action == "void" and charge["status"] == "authorized":
+                charge["status"] = "voided"
+                return 200, dict(charge)
+        return 400, _error(
+            "charge_unexpected_state", f"cannot {action} a {charge['status']} charge"
+        )
+
+    def _refund(self, body: dict) -> tuple[int, dict]:
+        with self.lock:
+            charge = self.charges.get(str(body.get("charge")))
+            amount = body.get("amount")
+            if charge is None or charge["status"] != "captured":
+                return 400, _error("charge_not_captured", "only captured charges can be refunded")
+            if not isinstance(amount, int) or not 0 < amount <= (
+                charge["amount_captured"] - charge["amount_refunded"]
+            ):
+                return 400, _error("invalid_amount", "refund exceeds what is left")
+            charge["amount_refunded"] += amount
+            refund = {"id": "rf_" + secrets.token_hex(12), "charge": charge["id"], "amount": amount}
+            self._settle("refund", refund["id"], -amount, charge["currency"])
+        return 200, refund
+
+    def _settle(self, kind: str, source: str, amount: int, currency: str) -> None:
+        self.transactions.append(
+            {
+                "type": kind,
+                "source": source,
+                "amount": amount,
+                "currency": currency,
+                "created": int(time.time()),
+            }
+        )
+
+    def find_charges(self, idempotency_key: str) -> list[dict]:
+        with self.lock:
+            return [c for c in self.charges.values() if c["idempotency_key"] == idempotency_key]
+
+
+def _error(code: str, message: str, **extra: str) -> dict:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def make_handler(sandbox: Sandbox):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+            pass
+
+        def _reply(self, status: int, body: dict) -> None:
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _body(self) -> dict:
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                return json.loads(self.rfile.read(length) or b"{}")
+            except json.JSONDecodeError:
+                return {}
+
+        def do_GET(self):
+            url = urlsplit(self.path)
+            if url.path == "/v1/transactions":
+                with sandbox.lock:
+                    return self._reply(200, {"data": list(sandbox.transactions)})
+            if url.path == "/v1/charges":
+                key = parse_qs(url.query).get("idempotency_key", [""])[0]
+                return self._reply(200, {"data": sandbox.find_charges(key)})
+            if url.path == "/_stats":
+                with sandbox.lock:
+                    return self._reply(200, dict(sandbox.stats))
+            return self._reply(404, _error("resource_missing", "unknown route"))
+
+        def do_POST(self):
+            body = self._body()
+            if self.path == "/_knobs":
+                sandbox.knobs.update({k: float(v) for k, v in body.items() if k in sandbox.knobs})
+                return self._reply(200, sandbox.knobs)
+            with sandbox.lock:
+                sandbox.stats["requests"] += 1
+            knobs = sandbox.knobs
+            if knobs["latency_ms"]:
+                time.sleep(knobs["latency_ms"] / 1000)
+            if random.random() < knobs["timeout_rate"]:  # noqa: S311 - a simulator's dice
+                time.sleep(30)  # longer than any client deadline
+                return self._reply(504, _error("timeout", "simulated timeout"))
+            if random.random() < knobs["error_rate"]:  # noqa: S311
+                return self._reply(503, _error("unavailable", "simulated outage"))
+            key = self.headers.get("Idempotency-Key")
+            status, answer = sandbox.handle(self.path, body, key)
+            self._reply(status, answer)
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="paymesh's sandbox PSP")
+    parser.add_argument("--port", type=int, default=8430)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args()
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(Sandbox()))
+    server.daemon_threads = True
+    print(json.dumps({"event": "sandbox_psp_started", "port": args.port}), flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
