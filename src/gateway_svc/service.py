@@ -1,15 +1,29 @@
-"""Wiring: the one place where gateway_svc's adapters are built and handed to the servicer."""
+"""Wiring: the one place where gateway_svc's adapters are built and handed to the servicers."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
+import structlog
+from sqlalchemy import func, select
 
 from gateway_svc import tables
+from gateway_svc.connectors import SandboxConnector, StripeConnector
+from gateway_svc.idempotency import Idempotency
 from gateway_svc.merchants import MerchantRepository
+from gateway_svc.metrics import PAYMENTS_INFLIGHT
+from gateway_svc.payments import Payments
 from gateway_svc.repository import PaymentIntentRepository
-from gateway_svc.servicer import GatewayServicer, MerchantAuthServicer
+from gateway_svc.routing import PspRouter, RetryPolicy, make_breaker
+from gateway_svc.servicer import (
+    GatewayServicer,
+    MerchantAuthServicer,
+    payment_intent_message,
+    refund_message,
+)
+from gateway_svc.vault_client import VaultClient
 from paymesh.gateway.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
@@ -17,20 +31,84 @@ from paymesh.gateway.v1 import (
     merchant_auth_pb2_grpc,
 )
 from paymesh.platform.callers import CachedApiKeyVerifier, Callers
+from paymesh.platform.channels import service_channel
 from paymesh.platform.config import GatewaySettings
 from paymesh.platform.server import Resources, ServiceDefinition
 
+log = structlog.get_logger(__name__)
+IN_FLIGHT = ("requires_payment_method", "requires_confirmation", "processing", "requires_capture")
+
 
 async def register(server: grpc.aio.Server, resources: Resources) -> list:
-    api_keys = CachedApiKeyVerifier(MerchantRepository(resources.engine))
+    settings = resources.settings
+    assert isinstance(settings, GatewaySettings)
+    engine = resources.engine
+    api_keys = CachedApiKeyVerifier(MerchantRepository(engine))
     callers = Callers(api_keys, resources.token_verifier)
+    connectors = {
+        "sandbox": SandboxConnector(settings.sandbox_api_base, settings.psp_timeout_seconds),
+        "stripe": StripeConnector(
+            settings.stripe_api_base, settings.stripe_secret_key, settings.psp_timeout_seconds
+        ),
+    }
+    router = PspRouter(
+        connectors,
+        {
+            name: make_breaker(name, settings.breaker_fail_max, settings.breaker_reset_seconds)
+            for name in connectors
+        },
+        RetryPolicy(attempts=settings.psp_attempts, deadline_seconds=settings.psp_deadline_seconds),
+    )
+    vault_channel = service_channel(settings.vault_addr, resources.token_issuer, "vault")
+    idempotency = Idempotency(engine)
+    payments = Payments(
+        engine,
+        router,
+        VaultClient(vault_channel),
+        idempotency,
+        tables.outbox,
+        encode_intent=lambda row: payment_intent_message(row).SerializeToString(),
+        encode_refund=lambda row: refund_message(row).SerializeToString(),
+    )
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-        GatewayServicer(PaymentIntentRepository(resources.engine), callers), server
+        GatewayServicer(PaymentIntentRepository(engine), payments, idempotency, callers), server
     )
     merchant_auth_pb2_grpc.add_MerchantAuthServiceServicer_to_server(
         MerchantAuthServicer(api_keys, callers), server
     )
-    return []
+
+    async def keep_payments_moving() -> None:
+        """Settles intents stuck in processing and refreshes payments_inflight_total."""
+        try:
+            while True:
+                try:
+                    await payments.recover_stuck(settings.recovery_after_seconds)
+                    await refresh_inflight(engine)
+                except Exception:  # retried next round
+                    log.exception("recovery_round_failed")
+                await asyncio.sleep(settings.recovery_interval_seconds)
+        finally:
+            await vault_channel.close()
+            for connector in connectors.values():
+                await connector.close()
+
+    return [keep_payments_moving()]
+
+
+async def refresh_inflight(engine) -> None:
+    intents = tables.payment_intents
+    async with engine.connect() as connection:
+        counts = dict(
+            (
+                await connection.execute(
+                    select(intents.c.status, func.count())
+                    .where(intents.c.status.in_(IN_FLIGHT))
+                    .group_by(intents.c.status)
+                )
+            ).all()
+        )
+    for status in IN_FLIGHT:
+        PAYMENTS_INFLIGHT.labels(status).set(counts.get(status, 0))
 
 
 DEFINITION = ServiceDefinition(

@@ -8,6 +8,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -15,7 +16,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from paymesh.platform.outbox import outbox_table
 
@@ -42,6 +43,55 @@ payment_intents = Table(
     Column("last_payment_error", JSONB),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The PSP's reference for the authorization, and the key of the confirm in flight.
+    Column("psp_reference", Text),
+    Column("attempt_key", Text),
+    Column("processing_since", DateTime(timezone=True)),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("merchant_id", String(40), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("payment_intent", String(40), ForeignKey("gateway.payment_intents.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", String(40)),
+    Column("psp_reference", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("merchant_id", String(40), primary_key=True),
+    Column("livemode", Boolean, primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("state", String(10), nullable=False),
+    Column("response", LargeBinary),
+    Column("is_error", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("locked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+payment_audit = Table(
+    "payment_audit",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("merchant_id", String(40), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor", String(20), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("object_id", String(40), nullable=False),
+    Column("result", String(40), nullable=False),
+    Column("details", JSONB, nullable=False),
+    # Filled by the database's chain trigger.
+    Column("prev_hash", LargeBinary, nullable=False, server_default=text("''::bytea")),
+    Column("hash", LargeBinary, nullable=False, server_default=text("''::bytea")),
 )
 
 merchants = Table(
@@ -50,6 +100,7 @@ merchants = Table(
     Column("id", String(40), primary_key=True),
     Column("name", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("psp_routing", ARRAY(Text), nullable=False),
 )
 
 api_keys = Table(

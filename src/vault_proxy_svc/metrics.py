@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from paymesh.platform.metrics import PSP_CALL_ERRORS  # noqa: F401 - shared by both services
+
 TOKENIZATIONS = Counter("vault_tokenizations_total", "Cards tokenized or rejected.", ["result"])
 PSP_TOKEN_LOOKUPS = Counter(
     "vault_psp_token_lookups_total",
@@ -12,9 +14,6 @@ PSP_TOKEN_LOOKUPS = Counter(
 )
 PSP_PROVISIONING = Counter(
     "vault_psp_provisioning_total", "Cards created at a PSP, by outcome.", ["psp", "result"]
-)
-PSP_CALL_ERRORS = Counter(
-    "psp_call_errors_total", "Failed calls to a PSP, by reason.", ["psp", "reason"]
 )
 DECRYPT_SECONDS = Histogram(
     "vault_decrypt_duration_seconds",

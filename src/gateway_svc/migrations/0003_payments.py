@@ -90,7 +90,9 @@ def upgrade() -> None:
         sa.Column(
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
-        sa.Column("locked_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column(
+            "locked_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         schema=SCHEMA,
     )
     op.create_table(

@@ -47,6 +47,19 @@ class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_")
     grpc_port: int = 50051
     http_port: int = 9101
+    stripe_api_base: str = Field("http://127.0.0.1:8420", validation_alias="STRIPE_API_BASE")
+    stripe_secret_key: str = Field("sk_test_paymesh_dev", validation_alias="STRIPE_SECRET_KEY")
+    sandbox_api_base: str = Field("http://127.0.0.1:8430", validation_alias="SANDBOX_API_BASE")
+    # One PSP HTTP call may take this long; retries of one PSP stop after the deadline.
+    psp_timeout_seconds: float = 5.0
+    psp_attempts: int = 3
+    psp_deadline_seconds: float = 8.0
+    # The circuit opens after this many consecutive failures and half-opens after the cool-down.
+    breaker_fail_max: int = 5
+    breaker_reset_seconds: float = 30.0
+    # Intents in `processing` longer than this are settled by asking their PSP.
+    recovery_after_seconds: float = 60.0
+    recovery_interval_seconds: float = 10.0
 
 
 class VaultSettings(ServiceSettings):

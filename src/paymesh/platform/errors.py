@@ -76,6 +76,15 @@ class Unavailable(PaymeshError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class ReplayedError(PaymeshError):
+    """An error answered before under the same idempotency key, replayed as it was."""
+
+    def __init__(self, status: status_pb2.Status):
+        super().__init__(message=status.message, reason="replayed")
+        self.status = status
+        self.code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
+
+
 def _pack(message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
@@ -84,6 +93,8 @@ def _pack(message) -> any_pb2.Any:
 
 def to_status_proto(error: Exception) -> status_pb2.Status:
     """The google.rpc.Status a caller receives for `error`."""
+    if isinstance(error, ReplayedError):
+        return error.status
     if not isinstance(error, PaymeshError):
         return status_pb2.Status(
             code=code_pb2.INTERNAL,

@@ -36,3 +36,8 @@ OUTBOX_OLDEST_PENDING = Gauge(
     "Age of the oldest outbox event not yet confirmed by RabbitMQ (0 when none).",
     ["service"],
 )
+PSP_CALL_ERRORS = Counter(
+    "psp_call_errors_total",
+    "Failed calls to a PSP, by reason (the gateway's charges, the vault's card provisioning).",
+    ["psp", "reason"],
+)

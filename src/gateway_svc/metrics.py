@@ -1,0 +1,30 @@
+"""gateway_svc's Prometheus instruments, created once. Names our users alert on."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from paymesh.platform.metrics import PSP_CALL_ERRORS  # noqa: F401 - shared by both services
+
+PAYMENTS_INFLIGHT = Gauge(
+    "payments_inflight_total",
+    "Payment intents not in a final state, by status (refreshed every few seconds).",
+    ["status"],
+)
+PSP_REQUEST_DURATION = Histogram(
+    "psp_request_duration_seconds",
+    "Time of one PSP HTTP call, by operation.",
+    ["psp", "operation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PSP_CIRCUIT_STATE = Gauge(
+    "psp_circuit_breaker_state",
+    "Circuit breaker per PSP: 0 closed, 1 half-open, 2 open.",
+    ["psp"],
+)
+PSP_FAILOVERS = Counter(
+    "psp_failovers_total", "Authorizations moved on to the next PSP, by the PSP left.", ["psp"]
+)
+RECOVERED = Counter(
+    "payments_recovered_total", "Intents stuck in processing resolved by the sweep.", ["outcome"]
+)
