@@ -79,6 +79,12 @@ def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
         "SHUTDOWN_GRACE_SECONDS": "5",
         "SHUTDOWN_DRAIN_DELAY_SECONDS": "0.5",
         "VAULT_REWRAP_INTERVAL_SECONDS": "0.5",
+        "GATEWAY_PSP_TIMEOUT_SECONDS": "1",
+        "GATEWAY_PSP_DEADLINE_SECONDS": "2",
+        "GATEWAY_BREAKER_FAIL_MAX": "3",
+        "GATEWAY_BREAKER_RESET_SECONDS": "2",
+        "GATEWAY_RECOVERY_AFTER_SECONDS": "6",
+        "GATEWAY_RECOVERY_INTERVAL_SECONDS": "0.5",
         "VAULT_REWRAP_BATCH_SIZE": "50",
     }
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)

@@ -110,6 +110,34 @@ def vault_rotate_kek(_args: argparse.Namespace) -> int:
     return 0
 
 
+def audit_verify(_args: argparse.Namespace) -> int:
+    from gateway_svc.audit_chain import first_break
+    from paymesh.platform.db import create_engine
+
+    async def verify():
+        engine = create_engine(database_url(), pool_size=1)
+        try:
+            return await first_break(engine)
+        finally:
+            await engine.dispose()
+
+    broken = asyncio.run(verify())
+    if broken is None:
+        print(json.dumps({"intact": True}))
+        return 0
+    print(
+        json.dumps(
+            {
+                "intact": False,
+                "first_broken_row": broken.row_id,
+                "merchant_id": broken.merchant_id,
+                "problem": broken.problem,
+            }
+        )
+    )
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="paymesh", description="paymesh ops commands")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     vault.add_parser("rotate-kek", help="make a new KEK version primary").set_defaults(
         handler=vault_rotate_kek
     )
+
+    audit = commands.add_parser("audit", help="payment audit trail").add_subparsers(
+        dest="audit_command", required=True
+    )
+    audit.add_parser("verify", help="verify the hash chain").set_defaults(handler=audit_verify)
 
     args = parser.parse_args(argv)
     # Logs go to stderr as JSON, so stdout carries only the command's answer.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,6 +60,18 @@ class GatewaySettings(ServiceSettings):
     # Intents in `processing` longer than this are settled by asking their PSP.
     recovery_after_seconds: float = 60.0
     recovery_interval_seconds: float = 10.0
+
+    @model_validator(mode="after")
+    def _recovery_waits_for_every_psp_attempt(self) -> GatewaySettings:
+        # The sweep may only call an intent "not charged" once no PSP call for it can still be
+        # running: after every PSP's deadline plus one more call's timeout.
+        longest_confirm = 2 * self.psp_deadline_seconds + self.psp_timeout_seconds
+        if self.recovery_after_seconds <= longest_confirm:
+            raise ValueError(
+                f"GATEWAY_RECOVERY_AFTER_SECONDS must exceed {longest_confirm:g} s "
+                "(two PSP deadlines and one more timeout)"
+            )
+        return self
 
 
 class VaultSettings(ServiceSettings):

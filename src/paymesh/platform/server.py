@@ -18,6 +18,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from pydantic import ValidationError
 from sqlalchemy import Table
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -78,7 +79,12 @@ async def _bind(server: grpc.aio.Server, address: str, attempts: int = 20) -> No
 
 def run(definition: ServiceDefinition) -> None:
     """Entry point of `python -m <service>`."""
-    settings = definition.settings_class()
+    try:
+        settings = definition.settings_class()
+    except ValidationError as error:  # a bad setting: say which, no traceback
+        configure_logging(definition.name)
+        log.error("bad_settings", errors=[e["msg"] for e in error.errors()])
+        sys.exit(2)
     configure_logging(definition.name, settings.log_level)
     try:
         asyncio.run(serve(definition, settings))

@@ -1,0 +1,285 @@
+"""Taking money over REST through Envoy: the PaymentIntent lifecycle on both PSPs, declines,
+illegal transitions, validation, refunds, pagination and the audit trail."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+import pytest
+
+from tests.conftest import base_env, paymesh
+from tests.integration.test_vault import tokenize
+from tests.support import cards
+from tests.support.http import call
+
+pytestmark = pytest.mark.integration
+
+
+def post(mesh, merchant, path, body=None, key=None, live=False):
+    headers = merchant.auth(live=live)
+    if key:
+        headers["idempotency-key"] = key
+    return call(mesh.url(path), "POST", headers, body or {})
+
+
+def pay(mesh, merchant, number=cards.VISA, **fields):
+    token = tokenize(mesh, merchant, number).body["id"]
+    body = {"amount": 1000, "currency": "usd", "payment_method": token, "confirm": True, **fields}
+    return post(mesh, merchant, "/v1/payment_intents", body)
+
+
+def reason_of(response) -> str:
+    [info] = [d for d in response.body["details"] if d["@type"].endswith("ErrorInfo")]
+    return info["reason"]
+
+
+def violations(response) -> dict[str, str]:
+    [bad] = [d for d in response.body["details"] if d["@type"].endswith("BadRequest")]
+    return {v["field"]: v["reason"] for v in bad["field_violations"]}
+
+
+def route(infra, merchant, *psps: str) -> None:
+    with psycopg.connect(infra.database_url, autocommit=True) as db:
+        db.execute(
+            "UPDATE gateway.merchants SET psp_routing = %s WHERE id = %s", (list(psps), merchant.id)
+        )
+
+
+@pytest.fixture
+def stripe_merchant(infra):
+    from tests.conftest import create_merchant
+
+    merchant = create_merchant(infra, f"stripe-{uuid.uuid4().hex[:6]}")
+    route(infra, merchant, "stripe")
+    return merchant
+
+
+@pytest.mark.parametrize("psp", ["sandbox", "stripe"])
+def test_automatic_capture_succeeds_at_once(mesh, merchant, stripe_merchant, psp):
+    payer = stripe_merchant if psp == "stripe" else merchant
+
+    response = pay(mesh, payer, metadata={"order": "A-1"}, description="two books")
+
+    assert response.status == 200, response.body
+    intent = response.body
+    assert intent["id"].startswith("pi_")
+    assert intent["status"] == "succeeded"
+    assert (intent["amount"], intent["amount_received"], intent["amount_capturable"]) == (
+        "1000",
+        "1000",
+        "0",
+    )
+    assert intent["psp"] == psp
+    assert intent["metadata"] == {"order": "A-1"}
+    fetched = call(mesh.url(f"/v1/payment_intents/{intent['id']}"), headers=payer.auth())
+    assert fetched.body == intent
+
+
+@pytest.mark.parametrize("psp", ["sandbox", "stripe"])
+def test_manual_capture_of_part_releases_the_rest_and_refunds_stop_at_the_captured_sum(
+    mesh, merchant, stripe_merchant, psp
+):
+    payer = stripe_merchant if psp == "stripe" else merchant
+    authorized = pay(mesh, payer, capture_method="manual").body
+    assert authorized["status"] == "requires_capture"
+    assert authorized["amount_capturable"] == "1000"
+
+    captured = post(
+        mesh, payer, f"/v1/payment_intents/{authorized['id']}/capture", {"amount_to_capture": 600}
+    )
+
+    assert captured.status == 200, captured.body
+    assert captured.body["status"] == "succeeded"
+    assert (captured.body["amount_received"], captured.body["amount_capturable"]) == ("600", "0")
+
+    first = post(mesh, payer, "/v1/refunds", {"payment_intent": authorized["id"], "amount": 250})
+    second = post(mesh, payer, "/v1/refunds", {"payment_intent": authorized["id"], "amount": 300})
+    too_much = post(mesh, payer, "/v1/refunds", {"payment_intent": authorized["id"], "amount": 51})
+    rest = post(mesh, payer, "/v1/refunds", {"payment_intent": authorized["id"]})
+
+    assert first.status == 200, first.body
+    assert (first.body["amount"], first.body["status"]) == ("250", "succeeded")
+    assert second.status == 200
+    assert too_much.status == 400 and violations(too_much) == {"amount": "invalid_amount"}
+    assert rest.status == 200 and rest.body["amount"] == "50"
+    intent = call(mesh.url(f"/v1/payment_intents/{authorized['id']}"), headers=payer.auth()).body
+    assert intent["amount_refunded"] == "600"
+    again = post(mesh, payer, "/v1/refunds", {"payment_intent": authorized["id"]})
+    assert again.status == 400 and reason_of(again) == "charge_already_refunded"
+    refund = call(mesh.url(f"/v1/refunds/{first.body['id']}"), headers=payer.auth())
+    assert refund.status == 200 and refund.body["payment_intent"] == authorized["id"]
+
+
+@pytest.mark.parametrize(
+    ("number", "decline_code", "kind"),
+    [
+        (cards.VISA_DECLINE, "generic_decline", "hard"),
+        ("4000000000009995", "insufficient_funds", "soft"),
+    ],
+)
+def test_a_decline_is_an_intent_back_in_requires_payment_method_not_an_error(
+    mesh, merchant, number, decline_code, kind
+):
+    response = pay(mesh, merchant, number)
+
+    assert response.status == 200, response.body
+    assert response.body["status"] == "requires_payment_method"
+    error = response.body["last_payment_error"]
+    assert (error["code"], error["decline_code"], error["type"]) == (
+        "card_declined",
+        decline_code,
+        kind,
+    )
+    assert response.body["amount_received"] == "0"
+
+
+def test_cancel_before_and_after_authorization(mesh, merchant):
+    token = tokenize(mesh, merchant).body["id"]
+    unconfirmed = post(
+        mesh,
+        merchant,
+        "/v1/payment_intents",
+        {"amount": 500, "currency": "eur", "payment_method": token},
+    ).body
+    assert unconfirmed["status"] == "requires_confirmation"
+    authorized = pay(mesh, merchant, capture_method="manual").body
+
+    for intent in (unconfirmed, authorized):
+        canceled = post(mesh, merchant, f"/v1/payment_intents/{intent['id']}/cancel")
+        assert canceled.status == 200, canceled.body
+        assert canceled.body["status"] == "canceled"
+        assert canceled.body["amount_capturable"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("action", "body"),
+    [("capture", {}), ("cancel", {}), ("confirm", {})],
+)
+def test_an_illegal_transition_is_a_400_naming_the_state(mesh, merchant, action, body):
+    succeeded = pay(mesh, merchant).body
+
+    response = post(mesh, merchant, f"/v1/payment_intents/{succeeded['id']}/{action}", body)
+
+    assert response.status == 400
+    assert reason_of(response) == "payment_intent_unexpected_state"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        ({"amount": 0}, "amount", "invalid_amount"),
+        ({"amount": 100_000_000}, "amount", "invalid_amount"),
+        ({"amount": -5}, "amount", "invalid_amount"),
+        ({"currency": "USD"}, "currency", "invalid_currency"),
+        ({"currency": "xyz"}, "currency", "invalid_currency"),
+        ({"capture_method": "later"}, "capture_method", "invalid_capture_method"),
+        ({"confirm": True}, "payment_method", "missing"),
+        ({"payment_method": "card_123"}, "payment_method", "invalid_payment_method"),
+        ({"metadata": {"k" * 41: "v"}}, f"metadata[{'k' * 40}]", "invalid_metadata"),
+        ({"metadata": {"k": "v" * 501}}, "metadata[k]", "invalid_metadata"),
+        ({"metadata": {f"k{i}": "v" for i in range(51)}}, "metadata", "too_many_keys"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(
+    mesh, merchant, infra, body, field, reason
+):
+    with psycopg.connect(infra.database_url) as db:
+        before = db.execute("SELECT count(*) FROM gateway.payment_intents").fetchone()[0]
+
+    response = post(
+        mesh, merchant, "/v1/payment_intents", {"amount": 100, "currency": "usd", **body}
+    )
+
+    assert response.status == 400
+    assert violations(response) == {field: reason}
+    with psycopg.connect(infra.database_url) as db:
+        after = db.execute("SELECT count(*) FROM gateway.payment_intents").fetchone()[0]
+    assert after == before
+
+
+def test_another_merchant_or_mode_gets_404_on_every_verb(mesh, merchant, other_merchant):
+    intent = pay(mesh, merchant, capture_method="manual").body
+
+    for payer, live in ((other_merchant, False), (merchant, True)):
+        assert (
+            call(
+                mesh.url(f"/v1/payment_intents/{intent['id']}"), headers=payer.auth(live=live)
+            ).status
+            == 404
+        )
+        for action in ("confirm", "capture", "cancel"):
+            response = post(mesh, payer, f"/v1/payment_intents/{intent['id']}/{action}", live=live)
+            assert response.status == 404, (action, response.body)
+        refund = post(mesh, payer, "/v1/refunds", {"payment_intent": intent["id"]}, live=live)
+        assert refund.status == 404
+
+
+def test_the_list_is_newest_first_with_a_cursor(mesh, infra):
+    from tests.conftest import create_merchant
+
+    lister = create_merchant(infra, "lister")
+    made = [
+        post(mesh, lister, "/v1/payment_intents", {"amount": 100 + i, "currency": "usd"}).body["id"]
+        for i in range(5)
+    ]
+
+    first = call(mesh.url("/v1/payment_intents?limit=2"), headers=lister.auth()).body
+    second = call(
+        mesh.url(f"/v1/payment_intents?limit=2&starting_after={first['data'][-1]['id']}"),
+        headers=lister.auth(),
+    ).body
+    last = call(
+        mesh.url(f"/v1/payment_intents?limit=2&starting_after={second['data'][-1]['id']}"),
+        headers=lister.auth(),
+    ).body
+
+    seen = [i["id"] for page in (first, second, last) for i in page["data"]]
+    assert seen == list(reversed(made))
+    assert (first["has_more"], second["has_more"], last["has_more"]) == (True, True, False)
+    assert call(mesh.url("/v1/payment_intents?limit=101"), headers=lister.auth()).status == 400
+
+
+def test_every_state_change_is_audited_in_a_chain_the_database_keeps_append_only(
+    mesh, merchant, infra
+):
+    intent = pay(mesh, merchant).body
+
+    with psycopg.connect(infra.database_url) as db:
+        actions = [
+            row[0]
+            for row in db.execute(
+                "SELECT action FROM gateway.payment_audit WHERE object_id = %s ORDER BY id",
+                (intent["id"],),
+            )
+        ]
+    assert actions == ["create", "confirm_started", "confirm"]
+    assert json.loads(paymesh("audit", "verify", env=base_env(infra))) == {"intact": True}
+    for statement in (
+        "UPDATE gateway.payment_audit SET result = 'forged'",
+        "DELETE FROM gateway.payment_audit",
+        "TRUNCATE gateway.payment_audit",
+    ):
+        with psycopg.connect(infra.database_url) as db, pytest.raises(psycopg.Error) as raised:
+            db.execute(statement)
+        assert "append-only" in str(raised.value)
+
+
+def test_the_outbox_carries_the_lifecycle_events(mesh, merchant, infra):
+    intent = pay(mesh, merchant, capture_method="manual").body
+    post(mesh, merchant, f"/v1/payment_intents/{intent['id']}/capture")
+
+    with psycopg.connect(infra.database_url) as db:
+        events = [
+            row[0]
+            for row in db.execute(
+                "SELECT event_type FROM gateway.outbox WHERE aggregate_id = %s ORDER BY id",
+                (intent["id"],),
+            )
+        ]
+    assert events == [
+        "payment_intent.created",
+        "payment_intent.requires_capture",
+        "payment_intent.succeeded",
+    ]
