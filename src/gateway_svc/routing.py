@@ -82,12 +82,11 @@ class PspRouter:
         """(psp, authorization); PspDeclined on a decline; NoPspAvailable when all failed."""
         failures = []
         for psp in route:
-            breaker = self.breakers[psp]
-            if breaker.current_state == "open":
-                failures.append(f"{psp}: circuit open")
-                continue
+            # An open breaker refuses at once (CircuitBreakerError), without a network call,
+            # until its cool-down lets one probe through (half-open).
             try:
-                card = await card_for(psp)
+                # The card is created at the PSP first (through the vault): part of its health.
+                card = await self.call(psp, lambda psp=psp: card_for(psp))
                 await on_attempt(psp)
                 authorization = await self.call(
                     psp,

@@ -1,0 +1,312 @@
+"""Correct under retries, crashes and failing PSPs: idempotency (sequential and 50 at once,
+counted at the PSP), failover to Stripe, the circuit breaker's life cycle, a gateway killed
+in the middle of a PSP call, and a tampered audit chain."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import psycopg
+import pytest
+
+from paymesh.devinfra import create_infra, drop_infra
+from paymesh.devmesh import Mesh, Ports
+from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
+from tests.conftest import BIN, base_env, create_merchant, paymesh
+from tests.integration.test_payments import post, reason_of
+from tests.integration.test_vault import NEXT_YEAR, tokenize
+from tests.support.http import call
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def sandbox(mesh, path: str, body: dict | None = None):
+    url = f"http://127.0.0.1:{mesh.ports.sandbox_psp}{path}"
+    return call(url, "POST" if body is not None else "GET", {}, body).body
+
+
+@pytest.fixture
+def knobs(mesh):
+    """Sandbox knobs for one test, reset afterwards whatever happens."""
+    yield lambda **values: sandbox(mesh, "/_knobs", values)
+    sandbox(mesh, "/_knobs", {"latency_ms": 0, "error_rate": 0, "timeout_rate": 0})
+
+
+def breaker_state(mesh, psp: str) -> float:
+    metrics = call(f"http://127.0.0.1:{mesh.ports.http['gateway']}/metrics").body
+    prefix = f'psp_circuit_breaker_state{{psp="{psp}"}} '
+    return next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix))
+
+
+def test_the_same_key_and_request_replay_the_stored_answer(mesh, merchant):
+    token = tokenize(mesh, merchant).body["id"]
+    body = {"amount": 2500, "currency": "usd", "payment_method": token, "confirm": True}
+    key = f"order-{uuid.uuid4()}"
+
+    first = post(mesh, merchant, "/v1/payment_intents", body, key=key)
+    again = post(mesh, merchant, "/v1/payment_intents", body, key=key)
+    different = post(mesh, merchant, "/v1/payment_intents", {**body, "amount": 2600}, key=key)
+    elsewhere = post(mesh, merchant, "/v1/payment_intents", body, key=key, live=True)
+
+    assert first.status == 200 and "idempotent-replayed" not in first.headers
+    assert again.status == 200
+    assert again.body == first.body
+    assert again.headers["idempotent-replayed"] == "true"
+    assert different.status == 409
+    assert reason_of(different) == "idempotency_key_reused"
+    assert elsewhere.status != 409  # keys are scoped per mode (here: no such card in live)
+
+
+def test_an_error_is_replayed_too(mesh, merchant):
+    key = f"bad-{uuid.uuid4()}"
+    body = {"amount": 0, "currency": "usd"}
+
+    first = post(mesh, merchant, "/v1/payment_intents", body, key=key)
+    again = post(mesh, merchant, "/v1/payment_intents", body, key=key)
+
+    assert first.status == again.status == 400
+    assert again.body == first.body
+    assert again.headers["idempotent-replayed"] == "true"
+
+
+def test_fifty_concurrent_requests_with_one_key_charge_exactly_once(mesh, merchant):
+    token = tokenize(mesh, merchant).body["id"]
+    body = {"amount": 4200, "currency": "usd", "payment_method": token, "confirm": True}
+    key = f"storm-{uuid.uuid4()}"
+    charges_before = sandbox(mesh, "/_stats")["charges_created"]
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        responses = list(
+            pool.map(
+                lambda _: post(mesh, merchant, "/v1/payment_intents", body, key=key), range(50)
+            )
+        )
+
+    succeeded = [r for r in responses if r.status == 200]
+    in_use = [r for r in responses if r.status == 409]
+    assert succeeded and len(succeeded) + len(in_use) == 50
+    assert {r.body["id"] for r in succeeded} == {succeeded[0].body["id"]}
+    assert all(reason_of(r) == "idempotency_key_in_use" for r in in_use)
+    assert sandbox(mesh, "/_stats")["charges_created"] - charges_before == 1
+
+
+def test_a_failing_sandbox_fails_over_to_stripe_then_the_breaker_opens_half_opens_and_closes(
+    mesh, merchant, knobs
+):
+    knobs(error_rate=1.0)
+    failed_over = post_payment(mesh, merchant)
+    assert failed_over.status == 200, failed_over.body
+    assert (failed_over.body["psp"], failed_over.body["status"]) == ("stripe", "succeeded")
+    assert breaker_state(mesh, "sandbox") == 2  # open after 3 failures in a row
+
+    requests_before = sandbox(mesh, "/_stats")["requests"]
+    skipped = post_payment(mesh, merchant)
+    assert skipped.body["psp"] == "stripe"
+    assert sandbox(mesh, "/_stats")["requests"] == requests_before  # not even tried
+
+    knobs(error_rate=0.0)
+    time.sleep(2.2)  # the cool-down: the next call is the half-open probe
+    recovered = post_payment(mesh, merchant)
+    assert recovered.body["psp"] == "sandbox"
+    assert breaker_state(mesh, "sandbox") == 0
+
+
+def post_payment(mesh, merchant):
+    token = tokenize(mesh, merchant).body["id"]
+    return post(
+        mesh,
+        merchant,
+        "/v1/payment_intents",
+        {"amount": 700, "currency": "eur", "payment_method": token, "confirm": True},
+    )
+
+
+def test_a_decline_never_fails_over(mesh, merchant):
+    requests_before = sandbox(mesh, "/_stats")["requests"]
+
+    declined = post_payment_with(mesh, merchant, "4000000000000002")
+
+    assert declined.body["status"] == "requires_payment_method"
+    assert declined.body["psp"] == "sandbox"  # it declined there; stripe was never asked
+    assert sandbox(mesh, "/_stats")["requests"] == requests_before + 2  # the card, the charge
+
+
+def post_payment_with(mesh, merchant, number):
+    token = tokenize(mesh, merchant, number).body["id"]
+    return post(
+        mesh,
+        merchant,
+        "/v1/payment_intents",
+        {"amount": 700, "currency": "eur", "payment_method": token, "confirm": True},
+    )
+
+
+@pytest.fixture
+def fragile(tmp_path):
+    """A gateway (and what it needs) with a database of its own, to kill without hurting the
+    session's mesh, whose recovery sweep would otherwise settle this test's intent first."""
+    own = create_infra("paymesh_fragile")
+    ports = Ports.free()
+    env = base_env(own, **ports.service_env())
+    mesh = Mesh(env=env, ports=ports, log_dir=tmp_path)
+    try:
+        paymesh("migrate", env=env)
+        merchant = create_merchant(own, "fragile")
+        mesh.spawn(
+            "localstripe",
+            [str(BIN / "localstripe"), "--port", str(ports.localstripe), "--from-scratch"],
+        )
+        mesh.spawn(
+            "sandbox_psp",
+            [sys.executable, "-m", "paymesh.sandbox_psp", "--port", str(ports.sandbox_psp)],
+        )
+        for name, package in (("vault", "vault_proxy_svc"), ("gateway", "gateway_svc")):
+            mesh.spawn(name, [sys.executable, "-m", package])
+        mesh.wait_until(
+            [f"http://127.0.0.1:{ports.http[n]}/readyz" for n in ("vault", "gateway")], 60
+        )
+        yield mesh, own, merchant
+    finally:
+        mesh.stop()
+        drop_infra(own)
+
+
+def test_a_gateway_killed_mid_psp_call_is_recovered_by_the_sweep(fragile):
+    mesh, infra, merchant = fragile
+    metadata = tuple(merchant.auth().items())
+    with grpc.insecure_channel(f"127.0.0.1:{mesh.ports.grpc['vault']}") as channel:
+        token = (
+            vault_pb2_grpc.VaultServiceStub(channel)
+            .CreatePaymentMethod(
+                vault_pb2.CreatePaymentMethodRequest(
+                    card=vault_pb2.CardInput(
+                        number="4242424242424242", exp_month=12, exp_year=NEXT_YEAR, cvc="123"
+                    )
+                ),
+                metadata=metadata,
+                timeout=10,
+            )
+            .id
+        )
+    sandbox(mesh, "/_knobs", {"latency_ms": 1500})
+    channel = grpc.insecure_channel(f"127.0.0.1:{mesh.ports.grpc['gateway']}")
+    in_flight = gateway_pb2_grpc.GatewayServiceStub(channel).CreatePaymentIntent.future(
+        gateway_pb2.CreatePaymentIntentRequest(
+            amount=3100, currency="usd", payment_method=token, confirm=True
+        ),
+        metadata=metadata,
+        timeout=30,
+    )
+
+    def processing_at_sandbox():
+        with psycopg.connect(infra.database_url) as db:
+            return db.execute(
+                "SELECT id FROM gateway.payment_intents WHERE payment_method = %s"
+                " AND status = 'processing' AND psp = 'sandbox'",
+                (token,),
+            ).fetchone()
+
+    [intent_id] = wait_until(processing_at_sandbox, timeout=10)
+    requests = sandbox(mesh, "/_stats")["requests"]
+    wait_until(lambda: sandbox(mesh, "/_stats")["requests"] > requests)  # the charge is in flight
+    mesh.processes["gateway"].send_signal(signal.SIGKILL)
+    mesh.processes["gateway"].wait()
+    with pytest.raises(grpc.RpcError):
+        in_flight.result()
+    channel.close()
+    sandbox(mesh, "/_knobs", {"latency_ms": 0})
+
+    mesh.spawn("gateway", [sys.executable, "-m", "gateway_svc"])
+
+    def settled():
+        with psycopg.connect(infra.database_url) as db:
+            return db.execute(
+                "SELECT status, amount_received FROM gateway.payment_intents WHERE id = %s",
+                (intent_id,),
+            ).fetchone()
+
+    wait_until(lambda: settled()[0] != "processing", timeout=30)
+    assert settled() == ("succeeded", 3100)  # the PSP had charged: the sweep found it
+    with psycopg.connect(infra.database_url) as db:
+        actors = [
+            row[0]
+            for row in db.execute(
+                "SELECT actor FROM gateway.payment_audit"
+                " WHERE object_id = %s AND action = 'confirm'",
+                (intent_id,),
+            )
+        ]
+    assert actors == ["worker"]
+    with psycopg.connect(infra.database_url) as db:
+        [attempt_key] = db.execute(
+            "SELECT attempt_key FROM gateway.payment_intents WHERE id = %s", (intent_id,)
+        ).fetchone()
+    charges = sandbox(mesh, f"/v1/charges?idempotency_key={attempt_key}:sandbox")["data"]
+    assert len(charges) == 1  # charged once, found once
+
+
+def test_a_tampered_audit_row_is_named_by_the_chain_check(tmp_path):
+    infra = create_infra("paymesh_audit_test")
+    try:
+        env = base_env(infra)
+        paymesh("migrate", "gateway", env=env)
+        with psycopg.connect(infra.database_url, autocommit=True) as db:
+            for action in ("create", "confirm_started", "confirm"):
+                db.execute(
+                    "INSERT INTO gateway.payment_audit (merchant_id, actor, action, object_id,"
+                    " result, details) VALUES ('acct_a', 'api', %s, 'pi_1', 'ok', '{}')",
+                    (action,),
+                )
+            assert json.loads(paymesh("audit", "verify", env=env)) == {"intact": True}
+            # Someone with the owner's rights goes around the append-only trigger:
+            db.execute("ALTER TABLE gateway.payment_audit DISABLE TRIGGER USER")
+            [middle] = db.execute(
+                "UPDATE gateway.payment_audit SET result = 'declined'"
+                " WHERE action = 'confirm_started' RETURNING id"
+            ).fetchone()
+        import subprocess
+
+        from tests.conftest import BIN
+
+        done = subprocess.run(
+            [str(BIN / "paymesh"), "audit", "verify"], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 1
+        assert json.loads(done.stdout) == {
+            "intact": False,
+            "first_broken_row": middle,
+            "merchant_id": "acct_a",
+            "problem": "content does not match its hash",
+        }
+    finally:
+        drop_infra(infra)
+
+
+def test_concurrent_refunds_never_exceed_the_captured_amount(mesh, merchant):
+    intent = post_payment(mesh, merchant).body
+    assert intent["status"] == "succeeded"
+    results = []
+
+    def refund():
+        results.append(
+            post(mesh, merchant, "/v1/refunds", {"payment_intent": intent["id"], "amount": 300})
+        )
+
+    workers = [threading.Thread(target=refund) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert sum(r.status == 200 for r in results) == 2  # 2 x 300 <= 700 < 3 x 300
+    final = call(mesh.url(f"/v1/payment_intents/{intent['id']}"), headers=merchant.auth()).body
+    assert final["amount_refunded"] == "600"
