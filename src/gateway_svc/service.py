@@ -10,6 +10,7 @@ import structlog
 from sqlalchemy import func, select
 
 from gateway_svc import tables
+from gateway_svc.admin import MerchantAdminServicer
 from gateway_svc.connectors import SandboxConnector, StripeConnector
 from gateway_svc.idempotency import Idempotency
 from gateway_svc.merchants import MerchantRepository
@@ -27,6 +28,8 @@ from gateway_svc.vault_client import VaultClient
 from paymesh.gateway.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
+    merchant_admin_pb2,
+    merchant_admin_pb2_grpc,
     merchant_auth_pb2,
     merchant_auth_pb2_grpc,
 )
@@ -76,6 +79,9 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     merchant_auth_pb2_grpc.add_MerchantAuthServiceServicer_to_server(
         MerchantAuthServicer(api_keys, callers), server
     )
+    merchant_admin_pb2_grpc.add_MerchantAdminServiceServicer_to_server(
+        MerchantAdminServicer(MerchantRepository(engine), callers, api_keys), server
+    )
 
     async def keep_payments_moving() -> None:
         """Settles intents stuck in processing and refreshes payments_inflight_total."""
@@ -117,6 +123,7 @@ DEFINITION = ServiceDefinition(
     grpc_services=(
         gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
         merchant_auth_pb2.DESCRIPTOR.services_by_name["MerchantAuthService"].full_name,
+        merchant_admin_pb2.DESCRIPTOR.services_by_name["MerchantAdminService"].full_name,
     ),
     settings_class=GatewaySettings,
     migrations_dir=Path(__file__).parent / "migrations",

@@ -138,6 +138,14 @@ def audit_verify(_args: argparse.Namespace) -> int:
     return 1
 
 
+def ops_token(args: argparse.Namespace) -> int:
+    from paymesh.platform.service_auth import TokenIssuer
+
+    keys_dir = Path(os.environ.get("PAYMESH_KEYS_DIR", "var/keys"))
+    print(TokenIssuer("ops", keys_dir).token_for(args.audience))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="paymesh", description="paymesh ops commands")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         dest="audit_command", required=True
     )
     audit.add_parser("verify", help="verify the hash chain").set_defaults(handler=audit_verify)
+
+    token = commands.add_parser("ops-token", help="a service token for admin RPCs")
+    token.add_argument("--audience", default="gateway")
+    token.set_defaults(handler=ops_token)
 
     args = parser.parse_args(argv)
     # Logs go to stderr as JSON, so stdout carries only the command's answer.

@@ -103,3 +103,7 @@ class CachedApiKeyVerifier:
             self._entries.clear()
         self._entries[key] = (merchant, now + self._ttl)
         return merchant
+
+    def forget(self) -> None:
+        """Drops every remembered answer (after a key was revoked here)."""
+        self._entries.clear()

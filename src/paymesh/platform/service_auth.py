@@ -18,14 +18,16 @@ from paymesh.platform.errors import Unauthenticated
 
 SERVICE_TOKEN_HEADER = "x-paymesh-service-token"  # noqa: S105 - a header name
 SERVICES = ("gateway", "vault", "rebill", "webhook")
+# Identities with keys: the services, and `ops` for operators' admin calls (grpcurl).
+IDENTITIES = (*SERVICES, "ops")
 TOKEN_LIFETIME_SECONDS = 60
 
 
 def init_keys(keys_dir: Path) -> list[str]:
-    """Creates a key pair for every service that has none; returns the services it created."""
+    """Creates a key pair for every identity that has none; returns those it created."""
     keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     created = []
-    for service in SERVICES:
+    for service in IDENTITIES:
         private_path = keys_dir / f"{service}.key"
         if private_path.exists():
             continue
@@ -81,7 +83,9 @@ class TokenVerifier:
     def __init__(self, service: str, keys_dir: Path):
         self._service = service
         self._public_keys = {
-            path.stem: path.read_bytes() for path in keys_dir.glob("*.pub") if path.stem in SERVICES
+            path.stem: path.read_bytes()
+            for path in keys_dir.glob("*.pub")
+            if path.stem in IDENTITIES
         }
         # A caller reuses its token for half its life: check each signature once.
         self._verified: dict[str, tuple[ServiceIdentity, float]] = {}
