@@ -68,28 +68,40 @@ def running_mesh() -> Iterator[Bench]:
         drop_infra(infra)
 
 
+class KeepAliveHttp:
+    """One keep-alive HTTP/1.1 connection. Minimal on purpose: the load generator shares the
+    cores with the mesh."""
+
+    def __init__(self, port: int, headers: dict[str, str]):
+        self._port = port
+        self._headers = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self._reader = self._writer = None
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self._port)
+        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\n{self._headers}"
+        if body:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self._writer.write(head.encode() + b"\r\n" + body)
+        response_head = await self._reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in response_head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        return int(response_head.split()[1]), await self._reader.readexactly(length)
+
+
 def http_sender(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b""):
-    """A factory of keep-alive HTTP/1.1 senders (one connection per worker); each send returns
-    True on a 200. Minimal on purpose: the load generator shares the cores with the mesh."""
-    head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    if body:
-        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    request = head.encode() + b"\r\n" + body
+    """A factory of senders of one fixed request; each send returns True on a 200."""
 
     async def make():
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        http = KeepAliveHttp(port, headers)
 
         async def send() -> bool:
-            writer.write(request)
-            response_head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":")[1])
-                for line in response_head.split(b"\r\n")
-                if line.lower().startswith(b"content-length")
-            )
-            await reader.readexactly(length)
-            return response_head.startswith(b"HTTP/1.1 200")
+            status, _ = await http.request(method, path, body)
+            return status == 200
 
         return send
 
@@ -112,7 +124,7 @@ class Result:
             else [0] * 99
         )
         return (
-            f"{self.name:<28} c={self.concurrency:<3} {self.requests / self.seconds:>8.0f}/s"
+            f"{self.name:<30} c={self.concurrency:<3} {self.requests / self.seconds:>8.0f}/s"
             f"  p50 {q[49]:6.2f} ms  p95 {q[94]:6.2f} ms  p99 {q[98]:6.2f} ms"
             f"  errors {self.errors}"
         )
