@@ -4,9 +4,11 @@ outbox event and its idempotent answer; no transaction is open during a PSP call
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import string
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +29,28 @@ from paymesh.platform.errors import FailedPrecondition, InvalidArgument, NotFoun
 from paymesh.platform.outbox import add_event
 
 log = structlog.get_logger(__name__)
+ROUTE_CACHE_SECONDS = 5.0
 _ALPHABET = string.ascii_letters + string.digits
 
 
 def new_id(prefix: str) -> str:
     return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+class Transaction:
+    """A transaction whose audit rows are written last, in one statement: the audit chain
+    serializes each merchant's rows (a lock taken by the insert trigger), so the lock is then
+    held only until the commit that follows."""
+
+    def __init__(self, connection: AsyncConnection):
+        self.connection = connection
+        self.audits: list[dict[str, Any]] = []
+
+    async def execute(self, *args, **kwargs):
+        return await self.connection.execute(*args, **kwargs)
+
+    async def scalar(self, *args, **kwargs):
+        return await self.connection.scalar(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -63,6 +82,15 @@ class Payments:
         self._outbox = outbox
         self._encode_intent = encode_intent
         self._encode_refund = encode_refund
+        self._routes: dict[str, tuple[list[str], float]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Transaction]:
+        async with self._engine.begin() as connection:
+            transaction = Transaction(connection)
+            yield transaction
+            if transaction.audits:
+                await connection.execute(insert(payment_audit), transaction.audits)
 
     # --- create -------------------------------------------------------------------------
 
@@ -87,7 +115,8 @@ class Payments:
             "description": new.description or None,
             "metadata": new.metadata,
         }
-        async with self._engine.begin() as connection:
+        route = await self._route(merchant) if new.confirm else []
+        async with self._transaction() as connection:
             row = (
                 await connection.execute(
                     insert(payment_intents).values(**values).returning(payment_intents)
@@ -96,9 +125,10 @@ class Payments:
             await self._record(connection, row, "api", "create", "payment_intent.created")
             if not new.confirm:
                 await self._idempotency.complete(connection, claim, self._encode_intent(row))
-        if new.confirm:
-            return await self.confirm(merchant, row.id, "", claim)
-        return row
+                return row
+            # Create and confirm: one transaction up to the PSP call.
+            row = await self._start_confirm(connection, row, new.payment_method, route)
+        return await self._authorize(merchant, row, route, claim)
 
     # --- confirm ------------------------------------------------------------------------
 
@@ -109,34 +139,50 @@ class Payments:
             raise InvalidArgument.for_field(
                 "payment_method", "invalid_payment_method", "a pm_… token"
             )
-        attempt_key = f"{intent_id}:{secrets.token_hex(6)}"
-        async with self._engine.begin() as connection:
+        route = await self._route(merchant)
+        async with self._transaction() as connection:
             row = await self._locked(connection, intent_id, merchant)
             rules.require_status(intent_id, row.status, rules.CONFIRMABLE, "confirm")
-            payment_method = payment_method or row.payment_method
-            if not payment_method:
-                raise InvalidArgument.for_field(
-                    "payment_method", "missing", "attach a payment_method to confirm"
-                )
-            row = await self._update(
-                connection,
-                row.id,
-                status="processing",
-                payment_method=payment_method,
-                attempt_key=attempt_key,
-                processing_since=func.now(),
-                last_payment_error=None,
+            row = await self._start_confirm(
+                connection, row, payment_method or row.payment_method, route
             )
-            await self._audit(connection, row, "api", "confirm_started", "processing")
-        route = await self._route(merchant)
+        return await self._authorize(merchant, row, route, claim)
+
+    async def _start_confirm(
+        self, connection: AsyncConnection, row: Row, payment_method: str | None, route: list[str]
+    ) -> Row:
+        """In the caller's transaction: the intent goes to `processing` with a fresh attempt
+        key, and the first PSP of the route recorded (where the recovery sweep will look)."""
+        if not payment_method:
+            raise InvalidArgument.for_field(
+                "payment_method", "missing", "attach a payment_method to confirm"
+            )
+        row = await self._update(
+            connection,
+            row.id,
+            status="processing",
+            payment_method=payment_method,
+            attempt_key=f"{row.id}:{secrets.token_hex(6)}",
+            processing_since=func.now(),
+            last_payment_error=None,
+            psp=route[0] if route else None,
+        )
+        await self._audit(connection, row, "api", "confirm_started", "processing")
+        return row
+
+    async def _authorize(self, merchant: Merchant, row: Row, route: list[str], claim: Claim) -> Row:
+        """The PSP calls, outside any transaction, then the outcome in one transaction."""
+        intent_id, attempt_key = row.id, row.attempt_key
 
         async def card_for(psp: str) -> str:
             return await self._vault.psp_token(
-                merchant, payment_method, psp, reason=f"authorize {intent_id}"
+                merchant, row.payment_method, psp, reason=f"authorize {intent_id}"
             )
 
         async def on_attempt(psp: str) -> None:
-            async with self._engine.begin() as connection:  # where the sweep will look
+            if psp == row.psp:
+                return  # recorded when the confirm started
+            async with self._transaction() as connection:  # a failover: the sweep looks here
                 await connection.execute(
                     update(payment_intents).where(payment_intents.c.id == intent_id).values(psp=psp)
                 )
@@ -190,7 +236,7 @@ class Payments:
             event, result = "payment_intent.requires_capture", "authorized"
         if authorization is not None:
             changes.update(psp=psp, psp_reference=authorization.reference)
-        async with self._engine.begin() as connection:
+        async with self._transaction() as connection:
             updated = (
                 await connection.execute(
                     update(payment_intents)
@@ -213,7 +259,7 @@ class Payments:
 
     async def _abandon_confirm(self, row: Row, attempt_key: str, why: str) -> None:
         """No PSP took it: nothing was charged, so the intent may be confirmed again."""
-        async with self._engine.begin() as connection:
+        async with self._transaction() as connection:
             updated = (
                 await connection.execute(
                     update(payment_intents)
@@ -251,7 +297,7 @@ class Payments:
             row.psp,
             lambda c: c.capture(row.psp_reference, amount, f"{intent_id}:capture"),
         )
-        async with self._engine.begin() as connection:
+        async with self._transaction() as connection:
             updated = (
                 await connection.execute(
                     update(payment_intents)
@@ -289,7 +335,7 @@ class Payments:
             await self._psp_operation(
                 row.psp, lambda c: c.void(row.psp_reference, f"{intent_id}:void")
             )
-        async with self._engine.begin() as connection:
+        async with self._transaction() as connection:
             updated = (
                 await connection.execute(
                     update(payment_intents)
@@ -315,7 +361,7 @@ class Payments:
     ) -> Row:
         if not intent_id.startswith("pi_"):
             raise InvalidArgument.for_field("payment_intent", "invalid_payment_intent", "a pi_… id")
-        async with self._engine.begin() as connection:
+        async with self._transaction() as connection:
             intent = await self._locked(connection, intent_id, merchant, field="payment_intent")
             rules.require_status(intent_id, intent.status, ("succeeded",), "refund")
             amount = rules.refund_amount(
@@ -349,7 +395,7 @@ class Payments:
         except (Unavailable, FailedPrecondition):
             await self._fail_refund(refund)
             raise
-        async with self._engine.begin() as connection:
+        async with self._transaction() as connection:
             done = (
                 await connection.execute(
                     update(refunds)
@@ -363,7 +409,7 @@ class Payments:
         return done
 
     async def _fail_refund(self, refund: Row) -> None:
-        async with self._engine.begin() as connection:
+        async with self._transaction() as connection:
             failed = (
                 await connection.execute(
                     update(refunds)
@@ -447,11 +493,17 @@ class Payments:
             raise
 
     async def _route(self, merchant: Merchant) -> list[str]:
+        """The merchant's PSPs in order; remembered for a few seconds (routing rarely changes)."""
+        cached = self._routes.get(merchant.id)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
         async with self._engine.connect() as connection:
             route = await connection.scalar(
                 select(merchants.c.psp_routing).where(merchants.c.id == merchant.id)
             )
-        return [psp for psp in route or [] if psp in self._router.connectors]
+        route = [psp for psp in route or [] if psp in self._router.connectors]
+        self._routes[merchant.id] = (route, time.monotonic() + ROUTE_CACHE_SECONDS)
+        return route
 
     async def _read(self, intent_id: str, merchant: Merchant) -> Row:
         async with self._engine.connect() as connection:
@@ -516,17 +568,17 @@ class Payments:
         )
 
     async def _refund_record(
-        self, connection: AsyncConnection, refund: Row, actor: str, action: str, event: str
+        self, connection: Transaction, refund: Row, actor: str, action: str, event: str
     ) -> None:
-        await connection.execute(
-            insert(payment_audit).values(
-                merchant_id=refund.merchant_id,
-                actor=actor,
-                action=action,
-                object_id=refund.id,
-                result=refund.status,
-                details={"payment_intent": refund.payment_intent, "amount": refund.amount},
-            )
+        connection.audits.append(
+            {
+                "merchant_id": refund.merchant_id,
+                "actor": actor,
+                "action": action,
+                "object_id": refund.id,
+                "result": refund.status,
+                "details": {"payment_intent": refund.payment_intent, "amount": refund.amount},
+            }
         )
         await add_event(
             connection,
@@ -546,7 +598,7 @@ class Payments:
 
     @staticmethod
     async def _audit(
-        connection: AsyncConnection,
+        connection: Transaction,
         row: Row,
         actor: str,
         action: str,
@@ -554,20 +606,20 @@ class Payments:
         why: str | None = None,
         details: dict | None = None,
     ) -> None:
-        await connection.execute(
-            insert(payment_audit).values(
-                merchant_id=row.merchant_id,
-                actor=actor,
-                action=action,
-                object_id=row.id,
-                result=result,
-                details={
+        connection.audits.append(
+            {
+                "merchant_id": row.merchant_id,
+                "actor": actor,
+                "action": action,
+                "object_id": row.id,
+                "result": result,
+                "details": {
                     "status": row.status,
                     "amount": row.amount,
                     **(details or {}),
                     **({"why": why} if why else {}),
                 },
-            )
+            }
         )
 
 
