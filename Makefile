@@ -44,6 +44,7 @@ lint: $(INSTALLED) proto-deps
 bench: $(INSTALLED) $(DESCRIPTOR)
 	$(PY) bench/read_path.py
 	$(PY) bench/vault.py
+	$(PY) bench/payments.py
 	$(PY) bench/outbox_relay.py
 
 clean:
