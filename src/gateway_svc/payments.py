@@ -5,15 +5,18 @@ outbox event and its idempotent answer; no transaction is open during a PSP call
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 import string
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, exists, func, insert, literal_column, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -22,11 +25,19 @@ from gateway_svc.connectors import Authorization, PspDeclined, PspFailed, PspRet
 from gateway_svc.idempotency import Claim, Idempotency
 from gateway_svc.metrics import RECOVERED
 from gateway_svc.routing import NoPspAvailable, PspRouter
-from gateway_svc.tables import merchants, payment_audit, payment_intents, refunds
+from gateway_svc.tables import (
+    idempotency_keys,
+    merchants,
+    payment_audit,
+    payment_intents,
+    refunds,
+)
+from gateway_svc.tables import outbox as outbox_table
 from gateway_svc.vault_client import VaultClient
 from paymesh.platform.callers import Merchant
+from paymesh.platform.db import autocommit
 from paymesh.platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from paymesh.platform.outbox import add_event
+from paymesh.platform.outbox import add_event, event_values
 
 log = structlog.get_logger(__name__)
 ROUTE_CACHE_SECONDS = 5.0
@@ -83,6 +94,7 @@ class Payments:
         self._encode_intent = encode_intent
         self._encode_refund = encode_refund
         self._routes: dict[str, tuple[list[str], float]] = {}
+        self._writes = autocommit(engine)  # for changes that are one statement
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Transaction]:
@@ -115,20 +127,31 @@ class Payments:
             "description": new.description or None,
             "metadata": new.metadata,
         }
-        route = await self._route(merchant) if new.confirm else []
-        async with self._transaction() as connection:
-            row = (
-                await connection.execute(
-                    insert(payment_intents).values(**values).returning(payment_intents)
-                )
-            ).one()
-            await self._record(connection, row, "api", "create", "payment_intent.created")
-            if not new.confirm:
+        audits = [_audit_values(values, "api", "create", "ok")]
+        route: list[str] = []
+        if new.confirm:  # created and confirmed in one statement, up to the PSP call
+            route = await self._route(merchant)
+            values.update(
+                status="processing",
+                attempt_key=f"{values['id']}:{secrets.token_hex(6)}",
+                processing_since=datetime.now(UTC),
+                psp=route[0] if route else None,
+            )
+            audits.append(_audit_values(values, "api", "confirm_started", "processing"))
+        event = event_values(
+            event_type="payment_intent.created",
+            aggregate_type="payment_intent",
+            aggregate_id=values["id"],
+            payload=intent_payload(values),
+        )
+        async with self._writes.connect() as connection:
+            row = await insert_intent(connection, values, event, audits)
+        if new.confirm:
+            return await self._authorize(merchant, row, route, claim)
+        if claim.key:
+            async with self._transaction() as connection:
                 await self._idempotency.complete(connection, claim, self._encode_intent(row))
-                return row
-            # Create and confirm: one transaction up to the PSP call.
-            row = await self._start_confirm(connection, row, new.payment_method, route)
-        return await self._authorize(merchant, row, route, claim)
+        return row
 
     # --- confirm ------------------------------------------------------------------------
 
@@ -234,28 +257,47 @@ class Payments:
         else:
             changes = {"status": "requires_capture", "amount_capturable": row.amount}
             event, result = "payment_intent.requires_capture", "authorized"
+        changes.setdefault("amount_capturable", 0)
+        changes.setdefault("amount_received", 0)
+        changes.setdefault("last_payment_error", None)
         if authorization is not None:
             changes.update(psp=psp, psp_reference=authorization.reference)
+        outcome = SimpleNamespace(**{**row._mapping, **changes})
+        params = {
+            "w_id": row.id,
+            "w_attempt_key": attempt_key,
+            "psp": None,
+            "psp_reference": None,
+            **changes,
+            **_prefixed(
+                "event_",
+                event_values(
+                    event_type=event,
+                    aggregate_type="payment_intent",
+                    aggregate_id=row.id,
+                    payload=intent_payload(vars(outcome)),
+                ),
+            ),
+            **_prefixed("audit_", _audit_values(vars(outcome), actor, "confirm", result)),
+        }
+        with_claim = claim is not None and claim.key is not None
+        if with_claim:
+            params.update(
+                c_merchant_id=claim.merchant.id,
+                c_livemode=claim.merchant.livemode,
+                c_key=claim.key,
+                c_response=self._encode_intent(outcome),
+            )
+        async with self._writes.connect() as connection:
+            updated = (await connection.execute(_finish_statement(with_claim), params)).first()
+        if updated is not None:
+            return updated
+        # The recovery sweep settled it first: answer with what it decided.
         async with self._transaction() as connection:
-            updated = (
-                await connection.execute(
-                    update(payment_intents)
-                    .where(
-                        payment_intents.c.id == row.id,
-                        payment_intents.c.status == "processing",
-                        payment_intents.c.attempt_key == attempt_key,
-                    )
-                    .values(**changes, processing_since=None, updated_at=func.now())
-                    .returning(payment_intents)
-                )
-            ).first()
-            if updated is None:  # the recovery sweep settled it first
-                updated = await self._get(connection, row.id)
-            else:
-                await self._record(connection, updated, actor, "confirm", event, result)
+            current = await self._get(connection, row.id)
             if claim is not None:
-                await self._idempotency.complete(connection, claim, self._encode_intent(updated))
-        return updated
+                await self._idempotency.complete(connection, claim, self._encode_intent(current))
+        return current
 
     async def _abandon_confirm(self, row: Row, attempt_key: str, why: str) -> None:
         """No PSP took it: nothing was charged, so the intent may be confirmed again."""
@@ -623,16 +665,176 @@ class Payments:
         )
 
 
-def intent_payload(row: Row) -> dict[str, Any]:
+_PAYLOAD_FIELDS = (
+    "merchant_id",
+    "livemode",
+    "status",
+    "amount",
+    "amount_capturable",
+    "amount_received",
+    "amount_refunded",
+    "currency",
+    "psp",
+    "last_payment_error",
+)
+_AMOUNT_DEFAULTS = {"amount_capturable": 0, "amount_received": 0, "amount_refunded": 0}
+
+
+def intent_payload(intent: Row | dict[str, Any]) -> dict[str, Any]:
+    """What events say of an intent (a row, or the values of one about to be inserted)."""
+    values = intent if isinstance(intent, dict) else intent._mapping
+    return {name: values.get(name, _AMOUNT_DEFAULTS.get(name)) for name in _PAYLOAD_FIELDS}
+
+
+def _audit_values(intent: dict[str, Any], actor: str, action: str, result: str) -> dict[str, Any]:
     return {
-        "merchant_id": row.merchant_id,
-        "livemode": row.livemode,
-        "status": row.status,
-        "amount": row.amount,
-        "amount_capturable": row.amount_capturable,
-        "amount_received": row.amount_received,
-        "amount_refunded": row.amount_refunded,
-        "currency": row.currency,
-        "psp": row.psp,
-        "last_payment_error": row.last_payment_error,
+        "merchant_id": intent["merchant_id"],
+        "actor": actor,
+        "action": action,
+        "object_id": intent["id"],
+        "result": result,
+        "details": {"status": intent["status"], "amount": intent["amount"]},
     }
+
+
+_INTENT_COLUMNS = (
+    "id",
+    "merchant_id",
+    "livemode",
+    "amount",
+    "currency",
+    "status",
+    "capture_method",
+    "payment_method",
+    "description",
+    "metadata",
+    "psp",
+    "attempt_key",
+    "processing_since",
+)
+_EVENT_COLUMNS = ("event_id", "event_type", "aggregate_type", "aggregate_id", "payload", "headers")
+_AUDIT_COLUMNS = ("merchant_id", "actor", "action", "object_id", "result", "details")
+
+
+@functools.cache
+def _insert_intent_statement(audit_rows: int):
+    """The intent, its event and its audit rows in ONE statement: atomic on its own, one
+    round trip, and the audit chain's per-merchant lock held for that statement only."""
+    intent = (
+        insert(payment_intents)
+        .values({name: bindparam(name) for name in _INTENT_COLUMNS})
+        .returning(payment_intents)
+        .cte("intent")
+    )
+    event = (
+        insert(outbox_table)
+        .values(id=literal_column("DEFAULT"))
+        .values({name: bindparam(f"event_{name}") for name in _EVENT_COLUMNS})
+        .cte("event")
+    )
+    # Serial ids inside a CTE are left to the database (SQLAlchemy cannot fetch them there).
+    audit = (
+        insert(payment_audit)
+        .values(
+            [
+                {
+                    "id": literal_column("DEFAULT"),
+                    # Typed explicitly: a multi-row VALUES does not take them from the columns.
+                    **{
+                        name: bindparam(f"audit{i}_{name}", type_=payment_audit.c[name].type)
+                        for name in _AUDIT_COLUMNS
+                    },
+                }
+                for i in range(audit_rows)
+            ]
+        )
+        .cte("audit")
+    )
+    return select(intent).add_cte(event, audit)
+
+
+def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}{name}": value for name, value in values.items()}
+
+
+@functools.cache
+def _finish_statement(with_claim: bool):
+    """A confirm's outcome, its event, its audit row (and its idempotent answer) in ONE
+    statement. The inserts select FROM the update, so they happen only if the intent was
+    still this attempt's (the recovery sweep may have settled it meanwhile)."""
+    intents = payment_intents
+    intent = (
+        update(intents)
+        .where(
+            intents.c.id == bindparam("w_id"),
+            intents.c.status == "processing",
+            intents.c.attempt_key == bindparam("w_attempt_key"),
+        )
+        .values(
+            status=bindparam("status"),
+            amount_capturable=bindparam("amount_capturable"),
+            amount_received=bindparam("amount_received"),
+            last_payment_error=bindparam(
+                "last_payment_error", type_=intents.c.last_payment_error.type
+            ),
+            psp=func.coalesce(bindparam("psp", type_=intents.c.psp.type), intents.c.psp),
+            psp_reference=func.coalesce(
+                bindparam("psp_reference", type_=intents.c.psp_reference.type),
+                intents.c.psp_reference,
+            ),
+            processing_since=None,
+            updated_at=func.now(),
+        )
+        .returning(intents)
+        .cte("intent")
+    )
+
+    def typed(prefix: str, table, names):
+        return [
+            bindparam(f"{prefix}{name}", type_=table.c[name].type).label(name) for name in names
+        ]
+
+    event = (
+        insert(outbox_table)
+        .from_select(
+            list(_EVENT_COLUMNS),
+            select(*typed("event_", outbox_table, _EVENT_COLUMNS)).select_from(intent),
+        )
+        .cte("event")
+    )
+    audit = (
+        insert(payment_audit)
+        .from_select(
+            list(_AUDIT_COLUMNS),
+            select(*typed("audit_", payment_audit, _AUDIT_COLUMNS)).select_from(intent),
+        )
+        .cte("audit")
+    )
+    ctes = [event, audit]
+    if with_claim:
+        keys = idempotency_keys.c
+        ctes.append(
+            update(idempotency_keys)
+            .where(
+                keys.merchant_id == bindparam("c_merchant_id"),
+                keys.livemode == bindparam("c_livemode"),
+                keys.key == bindparam("c_key"),
+                exists(select(intent.c.id)),
+            )
+            .values(state="done", response=bindparam("c_response"), is_error=False)
+            .cte("claimed")
+        )
+    return select(intent).add_cte(*ctes)
+
+
+async def insert_intent(
+    connection: AsyncConnection,
+    values: dict[str, Any],
+    event: dict[str, Any],
+    audits: list[dict[str, Any]],
+) -> Row:
+    params = {name: values.get(name) for name in _INTENT_COLUMNS}
+    params.update({f"event_{name}": event[name] for name in _EVENT_COLUMNS})
+    for i, audit in enumerate(audits):
+        params.update({f"audit{i}_{name}": audit[name] for name in _AUDIT_COLUMNS})
+    return (await connection.execute(_insert_intent_statement(len(audits)), params)).one()

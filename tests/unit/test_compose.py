@@ -1,6 +1,7 @@
 """docker-compose.yml, the Dockerfile and prometheus/prometheus.yml agree with the code, with
-.env.example and with envoy/envoy.yaml. No Docker needed: the files are read, and the shell
-rewrite of envoy.yaml that the envoy container runs at start is run here with sed."""
+.env.example and with envoy/envoy.yaml. No Docker needed: the files are read, the shell
+rewrite of envoy.yaml that the envoy container runs at start is run here with sed, and the
+sandbox PSP's healthcheck is run against the sandbox PSP in this process."""
 
 from __future__ import annotations
 
@@ -8,20 +9,37 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
+import threading
+from http.server import ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
-from paymesh import cli
+from paymesh import cli, sandbox_psp
 from paymesh.platform.config import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("gateway", "vault", "rebill", "webhook")
 # The app services plus the one-shot migration: everything that runs the paymesh image.
 PAYMESH_IMAGE_SERVICES = (*APP_SERVICES, "migrate")
-INFRA_SERVICES = ("postgres", "rabbitmq", "jaeger", "prometheus", "localstripe", "envoy")
+INFRA_SERVICES = (
+    "postgres",
+    "rabbitmq",
+    "jaeger",
+    "prometheus",
+    "localstripe",
+    "sandbox-psp",
+    "envoy",
+)
+# The PSP base URLs the app services read, and the one compose service that serves each.
+PSP_URL_VARIABLES = {"STRIPE_API_BASE": "localstripe", "SANDBOX_API_BASE": "sandbox-psp"}
+# The services that charge at or create cards at the sandbox PSP.
+SANDBOX_CLIENTS = ("gateway", "vault")
+# The only port published beyond the host's loopback: Envoy's public REST port.
+PUBLIC_PORTS = {("envoy", 8080)}
 # What the migrate service must run before the app services start.
 MIGRATE_STEPS = (
     ["paymesh", "migrate"],
@@ -36,6 +54,12 @@ def compose() -> dict:
 
 def services() -> dict:
     return compose()["services"]
+
+
+def paymesh_image_services() -> list[str]:
+    """Every service that runs the app image: the app services, migrate and the sandbox PSP."""
+    image = services()["migrate"]["image"]
+    return [name for name, service in services().items() if service.get("image") == image]
 
 
 def env_example_names() -> set[str]:
@@ -82,6 +106,14 @@ def container_port(entry: str | int | dict) -> int:
     return int(str(entry).split("/")[0].rsplit(":", 1)[-1])
 
 
+def host_ip(entry: str | int | dict) -> str:
+    """The host address a port is published on; empty: every address."""
+    if isinstance(entry, dict):
+        return str(entry.get("host_ip", ""))
+    parts = str(entry).split("/")[0].split(":")
+    return ":".join(parts[:-2]) if len(parts) > 2 else ""
+
+
 def host_port(entry: str | int | dict) -> int:
     if isinstance(entry, dict):
         return int(entry.get("published", entry["target"]))
@@ -101,6 +133,40 @@ def settings_class(service_name: str) -> type[ServiceSettings]:
         if cls.model_config.get("env_prefix") == f"{service_name.upper()}_":
             return cls
     raise AssertionError(f"no settings class with env_prefix {service_name.upper()}_")
+
+
+def readers_of(variable: str) -> list[str]:
+    """The app services whose settings class reads `variable`."""
+    return [
+        name
+        for name in APP_SERVICES
+        if any(
+            field.validation_alias == variable
+            for field in settings_class(name).model_fields.values()
+        )
+    ]
+
+
+def url_host_port(url: str) -> tuple[str | None, int]:
+    parts = urlsplit(url)
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def option(words: list[str], name: str) -> str | None:
+    """The value of `--name value` or `--name=value` in a command line."""
+    for i, word in enumerate(words):
+        if word == name and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith(f"{name}="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def sandbox_psp_service() -> tuple[str, int]:
+    """(compose service, port) of the sandbox PSP, as SANDBOX_API_BASE of the gateway names it."""
+    host, port = url_host_port(environment(services()["gateway"])["SANDBOX_API_BASE"])
+    assert host in services(), f"SANDBOX_API_BASE points at {host}, not a compose service"
+    return host, port
 
 
 def default_ports(service_name: str) -> dict[str, int]:
@@ -349,9 +415,91 @@ def test_the_vault_reaches_stripe_at_a_compose_service():
     assert host in (vault.get("depends_on") or {}), f"the vault does not wait for {host}"
 
 
+def test_the_psp_readers_reach_each_psp_at_a_compose_service_serving_its_port():
+    """Every app service whose settings read a PSP's base URL gets one naming the compose
+    service of that PSP, which serves the URL's port, and waits for it to be healthy."""
+    assert set(SANDBOX_CLIENTS) <= set(readers_of("SANDBOX_API_BASE"))
+    all_services = services()
+    for variable, psp in PSP_URL_VARIABLES.items():
+        readers = readers_of(variable)
+        assert readers, f"no settings class reads {variable}"
+        for name in readers:
+            service = all_services[name]
+            url = environment(service).get(variable)
+            assert url, f"{name} does not set {variable}"
+            host, port = url_host_port(url)
+            assert host == psp, f"{name}: {variable}={url} does not point at {psp}"
+            # Some HTTP clients refuse host names with underscores.
+            assert "_" not in host, f"{name}: {variable} host {host} has an underscore"
+            assert port in ports_of(all_services[host]), f"{host} has no port {port}"
+            assert f"--port {port}" in " ".join(argv(all_services[host]["command"])), host
+            depends_on = service.get("depends_on") or {}
+            assert host in depends_on, f"{name} does not wait for {host}"
+            assert depends_on[host]["condition"] == "service_healthy", (name, host)
+
+
+def test_the_app_services_agree_on_the_sandbox_psp_url():
+    urls = {name: environment(services()[name]).get("SANDBOX_API_BASE") for name in APP_SERVICES}
+    assert len({url for url in urls.values() if url}) == 1, urls
+
+
+def test_the_sandbox_psp_service_runs_paymesh_sandbox_psp_on_its_port_from_the_app_image():
+    host, port = sandbox_psp_service()
+    service = services()[host]
+    migrate = services()["migrate"]
+    # The app image has the paymesh package installed, and with it paymesh.sandbox_psp.
+    assert service.get("image") == migrate["image"], host
+    assert (service.get("build") or migrate["build"]) == migrate["build"], host
+    assert (ROOT / "src" / "paymesh" / "sandbox_psp.py").is_file()
+    command = argv(service["command"])
+    assert command[:3] == ["python", "-m", sandbox_psp.__name__], command
+    assert option(command, "--port") == str(port), command
+    # The default, 127.0.0.1, would leave it unreachable from the other containers.
+    assert option(command, "--host") == "0.0.0.0", command
+    assert port in {container_port(entry) for entry in service.get("ports", [])}, host
+    for name in SANDBOX_CLIENTS:
+        depends_on = services()[name].get("depends_on") or {}
+        assert depends_on.get(host, {}).get("condition") == "service_healthy", name
+
+
+def test_the_sandbox_psp_healthcheck_passes_against_a_running_sandbox_psp():
+    host, port = sandbox_psp_service()
+    test = argv(services()[host]["healthcheck"]["test"])
+    assert test[:2] == ["CMD", "python"], test
+    probe = test[1:]
+    url = f"http://127.0.0.1:{port}/_stats"
+    assert any(url in word for word in probe), f"the healthcheck does not GET {url}"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), sandbox_psp.make_handler(sandbox_psp.Sandbox()))
+    local_port = server.server_address[1]
+    local_probe = [sys.executable] + [
+        word.replace(url, f"http://127.0.0.1:{local_port}/_stats") for word in probe[1:]
+    ]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = subprocess.run(local_probe, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    # And it fails once nothing answers.
+    down = subprocess.run(local_probe, capture_output=True, text=True, timeout=30)
+    assert down.returncode != 0
+
+
+def test_every_published_port_but_envoys_public_one_is_on_the_host_loopback():
+    for name, service in services().items():
+        for entry in service.get("ports", []):
+            if (name, host_port(entry)) in PUBLIC_PORTS:
+                continue
+            assert host_ip(entry) == "127.0.0.1", f"{name} publishes {entry} beyond loopback"
+
+
 def test_every_environment_variable_of_the_paymesh_containers_is_in_env_example():
     known = env_example_names()
-    for name in PAYMESH_IMAGE_SERVICES:
+    assert set(PAYMESH_IMAGE_SERVICES) <= set(paymesh_image_services())
+    for name in paymesh_image_services():
         unknown = set(environment(services()[name])) - known
         assert not unknown, f"{name} sets {sorted(unknown)}, which .env.example does not list"
 
