@@ -732,25 +732,32 @@ def _insert_intent_statement(audit_rows: int):
         .values({name: bindparam(f"event_{name}") for name in _EVENT_COLUMNS})
         .cte("event")
     )
-    # Serial ids inside a CTE are left to the database (SQLAlchemy cannot fetch them there).
-    audit = (
+    # One single-row INSERT per audit row, each selecting FROM the one before: that orders
+    # them (ids and chain follow the actions' order), and unlike a multi-row VALUES it stays
+    # cacheable (not compiled on every call). Serial ids inside a CTE are left to the database.
+    audits = [
         insert(payment_audit)
-        .values(
-            [
-                {
-                    "id": literal_column("DEFAULT"),
-                    # Typed explicitly: a multi-row VALUES does not take them from the columns.
-                    **{
-                        name: bindparam(f"audit{i}_{name}", type_=payment_audit.c[name].type)
+        .values(id=literal_column("DEFAULT"))
+        .values({name: bindparam(f"audit0_{name}") for name in _AUDIT_COLUMNS})
+        .returning(payment_audit.c.id)
+        .cte("audit0")
+    ]
+    for i in range(1, audit_rows):
+        audits.append(
+            insert(payment_audit)
+            .from_select(
+                list(_AUDIT_COLUMNS),
+                select(
+                    *(
+                        bindparam(f"audit{i}_{name}", type_=payment_audit.c[name].type).label(name)
                         for name in _AUDIT_COLUMNS
-                    },
-                }
-                for i in range(audit_rows)
-            ]
+                    )
+                ).select_from(audits[-1]),
+            )
+            .returning(payment_audit.c.id)
+            .cte(f"audit{i}")
         )
-        .cte("audit")
-    )
-    return select(intent).add_cte(event, audit)
+    return select(intent).add_cte(event, *audits)
 
 
 def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from sqlalchemy import MetaData, func, select, text
 
 from paymesh.platform.amqp import BrokerUnavailable, ConfirmingPublisher
 from paymesh.platform.db import create_engine
-from paymesh.platform.outbox import OutboxRelay, add_event, outbox_table
+from paymesh.platform.outbox import OutboxRelay, add_event, event_values, outbox_table
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
 
@@ -30,17 +30,22 @@ def consumer(infra):
     """A queue bound to every event on the run's own vhost; returns a function that drains it."""
     connection = pika.BlockingConnection(pika.URLParameters(infra.amqp_url))
     channel = connection.channel()
+    channel.basic_qos(prefetch_count=500)
     channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
     queue = channel.queue_declare("", exclusive=True).method.queue
     channel.queue_bind(queue, EXCHANGE, routing_key="#")
 
     def drain() -> list[tuple[pika.BasicProperties, dict]]:
+        """Everything queued so far (consumed with prefetch, until the queue stays quiet)."""
         received = []
-        while True:
-            method, properties, body = channel.basic_get(queue, auto_ack=True)
+        for method, properties, body in channel.consume(
+            queue, auto_ack=True, inactivity_timeout=0.3
+        ):
             if method is None:
-                return received
+                break
             received.append((properties, json.loads(body)))
+        channel.cancel()
+        return received
 
     yield drain
     connection.close()
@@ -65,17 +70,21 @@ def outbox(infra):
 
 
 async def write_events(engine, table, aggregates: int, per_aggregate: int) -> None:
-    for seq in range(per_aggregate):
-        async with engine.begin() as connection:
-            for aggregate in range(aggregates):
-                await add_event(
-                    connection,
-                    table,
+    """Events in order: for each sequence number, one per aggregate (ids grow in that order)."""
+    async with engine.begin() as connection:
+        await connection.execute(
+            table.insert(),
+            [
+                event_values(
                     event_type="payment_intent.updated",
                     aggregate_type="payment_intent",
                     aggregate_id=f"pi_{aggregate}",
                     payload={"seq": seq},
                 )
+                for seq in range(per_aggregate)
+                for aggregate in range(aggregates)
+            ],
+        )
 
 
 async def pending(engine, table) -> int:
@@ -98,7 +107,8 @@ def first_seen_order(messages) -> dict[str, list[int]]:
 
 
 def test_a_broker_outage_mid_stream_loses_and_reorders_nothing(infra, outbox, consumer):
-    aggregates, per_aggregate = 10, 200
+    # Enough events that the cut surely lands mid-stream, not after the last batch.
+    aggregates, per_aggregate = 10, 500
 
     async def scenario():
         engine = create_engine(infra.database_url)

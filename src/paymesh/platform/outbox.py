@@ -110,6 +110,7 @@ class OutboxRelay:
         publisher: ConfirmingPublisher,
         batch_size: int = 500,
         idle_delay: float = 0.05,
+        max_idle_delay: float = 0.5,
         error_delay: float = 1.0,
     ):
         self._service = service
@@ -118,11 +119,13 @@ class OutboxRelay:
         self._publisher = publisher
         self._batch_size = batch_size
         self._idle_delay = idle_delay
+        self._max_idle_delay = max_idle_delay
         self._error_delay = error_delay
         self._lock_key = zlib.crc32(f"outbox-relay:{table.fullname}".encode())
         self._last_error_logged = 0.0
 
     async def run(self) -> None:
+        idle_delay = self._idle_delay
         while True:
             try:
                 published = await self.relay_once()
@@ -131,8 +134,14 @@ class OutboxRelay:
                 self._log_error(error)
                 await asyncio.sleep(self._error_delay)
                 continue
+            # Busy: poll again at once. Idle: back off up to max_idle_delay, so a quiet
+            # service does not spend its CPU asking an empty table 20 times a second.
+            if published:
+                idle_delay = self._idle_delay
             if published < self._batch_size:
-                await asyncio.sleep(self._idle_delay)
+                await asyncio.sleep(idle_delay)
+                if not published:
+                    idle_delay = min(idle_delay * 2, self._max_idle_delay)
 
     async def relay_once(self) -> int:
         """Publishes one batch of pending events; returns how many were confirmed."""
