@@ -34,7 +34,7 @@ from gateway_svc.tables import (
 )
 from gateway_svc.tables import outbox as outbox_table
 from gateway_svc.vault_client import VaultClient
-from paymesh.platform.callers import Merchant
+from paymesh.platform.callers import Merchant, owned_by
 from paymesh.platform.db import autocommit
 from paymesh.platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from paymesh.platform.outbox import add_event, event_values
@@ -469,15 +469,7 @@ class Payments:
 
     async def get_refund(self, merchant: Merchant, refund_id: str) -> Row:
         async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(refunds).where(
-                        refunds.c.id == refund_id,
-                        refunds.c.merchant_id == merchant.id,
-                        refunds.c.livemode == merchant.livemode,
-                    )
-                )
-            ).first()
+            row = (await connection.execute(owned_by(refunds, refund_id, merchant))).first()
         if row is None:
             raise NotFound(f"no such refund: {refund_id!r}", reason="resource_missing")
         return row
@@ -560,11 +552,7 @@ class Payments:
     async def _scoped(
         connection, intent_id: str, merchant: Merchant, lock: bool = False, field: str = "id"
     ) -> Row:
-        query = select(payment_intents).where(
-            payment_intents.c.id == intent_id,
-            payment_intents.c.merchant_id == merchant.id,
-            payment_intents.c.livemode == merchant.livemode,
-        )
+        query = owned_by(payment_intents, intent_id, merchant)
         row = (await connection.execute(query.with_for_update() if lock else query)).first()
         if row is None:
             raise NotFound(f"no such payment_intent: {intent_id!r}", reason="resource_missing")

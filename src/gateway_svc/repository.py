@@ -7,7 +7,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway_svc.tables import payment_intents
-from paymesh.platform.callers import Merchant
+from paymesh.platform.callers import Merchant, owned_by
 from paymesh.platform.db import autocommit
 from paymesh.platform.errors import InvalidArgument
 
@@ -19,14 +19,9 @@ class PaymentIntentRepository:
     async def get(self, intent_id: str, merchant: Merchant) -> Row | None:
         """The merchant's intent in the merchant's mode; another's is as good as missing."""
         async with self._reads.connect() as connection:
-            result = await connection.execute(
-                select(payment_intents).where(
-                    payment_intents.c.id == intent_id,
-                    payment_intents.c.merchant_id == merchant.id,
-                    payment_intents.c.livemode == merchant.livemode,
-                )
-            )
-            return result.first()
+            return (
+                await connection.execute(owned_by(payment_intents, intent_id, merchant))
+            ).first()
 
     async def page(
         self, merchant: Merchant, limit: int, starting_after: str

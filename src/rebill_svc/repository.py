@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from paymesh.platform.callers import Merchant
+from paymesh.platform.callers import Merchant, owned_by
 from paymesh.platform.db import autocommit
 from rebill_svc.tables import subscriptions
 
@@ -18,11 +17,6 @@ class SubscriptionRepository:
     async def get(self, subscription_id: str, merchant: Merchant) -> Row | None:
         """The merchant's object in the merchant's mode; another's is as good as missing."""
         async with self._reads.connect() as connection:
-            result = await connection.execute(
-                select(subscriptions).where(
-                    subscriptions.c.id == subscription_id,
-                    subscriptions.c.merchant_id == merchant.id,
-                    subscriptions.c.livemode == merchant.livemode,
-                )
-            )
-            return result.first()
+            return (
+                await connection.execute(owned_by(subscriptions, subscription_id, merchant))
+            ).first()

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from paymesh.platform.callers import Merchant
+from paymesh.platform.callers import Merchant, owned_by
 from paymesh.platform.db import autocommit
 from vault_proxy_svc.tables import outbox, payment_methods, psp_tokens, vault_audit
 
@@ -58,11 +58,7 @@ class PaymentMethodRepository:
 async def find(
     connection: AsyncConnection, token: str, merchant: Merchant, for_update: bool = False
 ) -> Row | None:
-    query = select(payment_methods).where(
-        payment_methods.c.id == token,
-        payment_methods.c.merchant_id == merchant.id,
-        payment_methods.c.livemode == merchant.livemode,
-    )
+    query = owned_by(payment_methods, token, merchant)
     if for_update:
         query = query.with_for_update()
     return (await connection.execute(query)).first()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from paymesh.platform.callers import Merchant
+from paymesh.platform.callers import Merchant, owned_by
 from paymesh.platform.db import autocommit
 from webhook_svc.tables import webhook_endpoints
 
@@ -18,11 +17,6 @@ class WebhookEndpointRepository:
     async def get(self, endpoint_id: str, merchant: Merchant) -> Row | None:
         """The merchant's object in the merchant's mode; another's is as good as missing."""
         async with self._reads.connect() as connection:
-            result = await connection.execute(
-                select(webhook_endpoints).where(
-                    webhook_endpoints.c.id == endpoint_id,
-                    webhook_endpoints.c.merchant_id == merchant.id,
-                    webhook_endpoints.c.livemode == merchant.livemode,
-                )
-            )
-            return result.first()
+            return (
+                await connection.execute(owned_by(webhook_endpoints, endpoint_id, merchant))
+            ).first()

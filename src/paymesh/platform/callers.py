@@ -10,6 +10,7 @@ from typing import Protocol
 
 import grpc
 import structlog
+from sqlalchemy import select
 
 from paymesh.platform.errors import PermissionDenied, Unauthenticated
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, ServiceIdentity, TokenVerifier
@@ -107,3 +108,13 @@ class CachedApiKeyVerifier:
     def forget(self) -> None:
         """Drops every remembered answer (after a key was revoked here)."""
         self._entries.clear()
+
+
+def owned_by(table, object_id: str, merchant: Merchant):
+    """SELECT of one object of the merchant, in the merchant's mode: another merchant's (or the
+    other mode's) object is as good as missing, so existence never leaks."""
+    return select(table).where(
+        table.c.id == object_id,
+        table.c.merchant_id == merchant.id,
+        table.c.livemode == merchant.livemode,
+    )
