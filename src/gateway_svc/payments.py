@@ -507,7 +507,55 @@ class Payments:
                 await self._abandon_confirm(row, row.attempt_key, "interrupted; not charged")
                 RECOVERED.labels("not_charged").inc()
             log.info("recovered_intent", correlation_id=row.id, found=authorization is not None)
-        return len(stuck)
+        return len(stuck) + await self._recover_refunds(older_than_seconds)
+
+    async def _recover_refunds(self, older_than_seconds: float) -> int:
+        """Refunds left `pending` by a crash: asked again under the same idempotency key (the
+        refund's id), so the PSP refunds once whether or not the first call reached it."""
+        async with self._engine.connect() as connection:
+            pending = (
+                await connection.execute(
+                    select(
+                        refunds,
+                        payment_intents.c.psp,
+                        payment_intents.c.psp_reference.label("charge_reference"),
+                    )
+                    .join(payment_intents, payment_intents.c.id == refunds.c.payment_intent)
+                    .where(
+                        refunds.c.status == "pending",
+                        refunds.c.created_at
+                        < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds),
+                    )
+                    .limit(100)
+                )
+            ).all()
+        for refund in pending:
+            try:
+                reference = await self._psp_operation(
+                    refund.psp,
+                    lambda c, r=refund: c.refund(r.charge_reference, r.amount, r.id),
+                )
+            except FailedPrecondition:
+                await self._fail_refund(refund)
+                RECOVERED.labels("refund_failed").inc()
+                continue
+            except Unavailable:
+                continue  # ask again next round
+            async with self._transaction() as connection:
+                done = (
+                    await connection.execute(
+                        update(refunds)
+                        .where(refunds.c.id == refund.id, refunds.c.status == "pending")
+                        .values(status="succeeded", psp_reference=reference)
+                        .returning(refunds)
+                    )
+                ).first()
+                if done is not None:
+                    await self._refund_record(
+                        connection, done, "worker", "refund", "refund.succeeded"
+                    )
+            RECOVERED.labels("refund_succeeded").inc()
+        return len(pending)
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -310,3 +310,39 @@ def test_concurrent_refunds_never_exceed_the_captured_amount(mesh, merchant):
     assert sum(r.status == 200 for r in results) == 2  # 2 x 300 <= 700 < 3 x 300
     final = call(mesh.url(f"/v1/payment_intents/{intent['id']}"), headers=merchant.auth()).body
     assert final["amount_refunded"] == "600"
+
+
+def test_a_refund_left_pending_by_a_crash_is_completed_once_by_the_sweep(mesh, merchant, infra):
+    intent = post_payment(mesh, merchant).body
+    assert (intent["status"], intent["psp"]) == ("succeeded", "sandbox")
+    refund_id = f"re_crashed{uuid.uuid4().hex[:12]}"
+    transactions_before = len(sandbox(mesh, "/v1/transactions")["data"])
+    # What a gateway dying right after reserving the refund leaves behind:
+    with psycopg.connect(infra.database_url, autocommit=True) as db:
+        db.execute(
+            "UPDATE gateway.payment_intents SET amount_refunded = 200 WHERE id = %s",
+            (intent["id"],),
+        )
+        db.execute(
+            "INSERT INTO gateway.refunds (id, merchant_id, livemode, payment_intent, amount,"
+            " currency, status, created_at) VALUES (%s, %s, false, %s, 200, 'eur', 'pending',"
+            " now() - interval '1 minute')",
+            (refund_id, merchant.id, intent["id"]),
+        )
+
+    refund = wait_until(
+        lambda: (
+            (r := call(mesh.url(f"/v1/refunds/{refund_id}"), headers=merchant.auth()).body)
+            and r["status"] == "succeeded"
+            and r
+        ),
+        timeout=15,
+    )
+
+    assert refund["amount"] == "200"
+    refunds_at_psp = [
+        t
+        for t in sandbox(mesh, "/v1/transactions")["data"][transactions_before:]
+        if t["type"] == "refund"
+    ]
+    assert [t["amount"] for t in refunds_at_psp] == [-200]

@@ -55,5 +55,7 @@ def configure_logging(service: str, level: str = "INFO", stream: TextIO = sys.st
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # pika narrates every connection step at INFO; its warnings are what matter.
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika narrates every connection step and httpx every request at INFO; their warnings
+    # are what matter (our own events already say what a call did).
+    for chatty in ("pika", "httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
