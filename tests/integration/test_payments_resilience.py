@@ -198,6 +198,7 @@ def test_a_gateway_killed_mid_psp_call_is_recovered_by_the_sweep(fragile):
             .id
         )
     sandbox(mesh, "/_knobs", {"latency_ms": 1500})
+    requests_before = sandbox(mesh, "/_stats")["requests"]
     channel = grpc.insecure_channel(f"127.0.0.1:{mesh.ports.grpc['gateway']}")
     in_flight = gateway_pb2_grpc.GatewayServiceStub(channel).CreatePaymentIntent.future(
         gateway_pb2.CreatePaymentIntentRequest(
@@ -216,8 +217,9 @@ def test_a_gateway_killed_mid_psp_call_is_recovered_by_the_sweep(fragile):
             ).fetchone()
 
     [intent_id] = wait_until(processing_at_sandbox, timeout=10)
-    requests = sandbox(mesh, "/_stats")["requests"]
-    wait_until(lambda: sandbox(mesh, "/_stats")["requests"] > requests)  # the charge is in flight
+    # The vault creates the card at the sandbox first, then the gateway charges it: two
+    # requests, and the second one is the charge now in flight.
+    wait_until(lambda: sandbox(mesh, "/_stats")["requests"] >= requests_before + 2, timeout=10)
     mesh.processes["gateway"].send_signal(signal.SIGKILL)
     mesh.processes["gateway"].wait()
     with pytest.raises(grpc.RpcError):
