@@ -1,0 +1,107 @@
+"""PSP routing with fake connectors (pure logic, no network): retries, failover, declines
+that end it, and a circuit breaker that skips a failing PSP without calling it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway_svc.connectors import Authorization, PspDeclined, PspRetryable
+from gateway_svc.routing import NoPspAvailable, PspRouter, RetryPolicy, make_breaker
+
+
+class FakeConnector:
+    def __init__(self, name: str, outcomes: list):
+        self.name = name
+        self.outcomes = outcomes  # consumed one per call; the last one repeats
+        self.keys: list[str] = []
+
+    async def authorize(self, *, card, amount, currency, capture, idempotency_key):
+        self.keys.append(idempotency_key)
+        outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+def router(*connectors: FakeConnector, fail_max: int = 5) -> PspRouter:
+    return PspRouter(
+        {c.name: c for c in connectors},
+        {c.name: make_breaker(f"unit-{c.name}-{id(c)}", fail_max, 60) for c in connectors},
+        RetryPolicy(
+            attempts=3, deadline_seconds=2, backoff_seconds=0.001, max_backoff_seconds=0.01
+        ),
+    )
+
+
+def authorize(psps: PspRouter, route: list[str]):
+    async def card_for(psp: str) -> str:
+        return f"card@{psp}"
+
+    async def on_attempt(psp: str) -> None:
+        pass
+
+    return asyncio.run(
+        psps.authorize(
+            route,
+            card_for,
+            amount=100,
+            currency="usd",
+            capture=True,
+            attempt_key="pi_1:abc",
+            on_attempt=on_attempt,
+        )
+    )
+
+
+def test_a_transient_failure_is_retried_with_the_same_idempotency_key():
+    sandbox = FakeConnector("sandbox", [PspRetryable("http_503"), Authorization("ch_1", True)])
+
+    psp, authorization = authorize(router(sandbox), ["sandbox"])
+
+    assert (psp, authorization.reference) == ("sandbox", "ch_1")
+    assert sandbox.keys == ["pi_1:abc:sandbox", "pi_1:abc:sandbox"]
+
+
+def test_a_psp_failing_every_retry_fails_over_to_the_next():
+    sandbox = FakeConnector("sandbox", [PspRetryable("timeout")])
+    stripe = FakeConnector("stripe", [Authorization("pi_s", True)])
+
+    psp, _ = authorize(router(sandbox, stripe), ["sandbox", "stripe"])
+
+    assert psp == "stripe"
+    assert len(sandbox.keys) == 3
+    assert stripe.keys == ["pi_1:abc:stripe"]
+
+
+def test_a_decline_is_final_no_retry_no_failover():
+    sandbox = FakeConnector("sandbox", [PspDeclined("generic_decline", "declined", "hard")])
+    stripe = FakeConnector("stripe", [Authorization("pi_s", True)])
+
+    with pytest.raises(PspDeclined):
+        authorize(router(sandbox, stripe), ["sandbox", "stripe"])
+
+    assert len(sandbox.keys) == 1
+    assert stripe.keys == []
+
+
+def test_an_open_breaker_skips_its_psp_without_a_call():
+    sandbox = FakeConnector("sandbox", [PspRetryable("http_500")])
+    stripe = FakeConnector("stripe", [Authorization("pi_s", True)])
+    psps = router(sandbox, stripe, fail_max=3)
+
+    authorize(psps, ["sandbox", "stripe"])  # 3 failures: the breaker opens
+    calls = len(sandbox.keys)
+    psp, _ = authorize(psps, ["sandbox", "stripe"])
+
+    assert psps.breakers["sandbox"].current_state == "open"
+    assert psp == "stripe"
+    assert len(sandbox.keys) == calls
+
+
+def test_nothing_available_says_so():
+    sandbox = FakeConnector("sandbox", [PspRetryable("timeout")])
+
+    with pytest.raises(NoPspAvailable):
+        authorize(router(sandbox), ["sandbox"])
