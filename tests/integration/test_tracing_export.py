@@ -13,7 +13,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from paymesh.devmesh import Mesh, Ports
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from tests.conftest import base_env
+from tests.integration.test_vault import NEXT_YEAR
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -78,3 +80,61 @@ def test_rpc_spans_are_exported_over_otlp_with_the_service_name(infra, collector
     assert span_name == "/paymesh.gateway.v1.GatewayService/GetPaymentIntent"
     log = (tmp_path / "gateway.log").read_text()
     assert trace_id.hex() in log  # the same trace id in the logs as in the trace
+
+
+def test_one_payment_is_one_trace_across_gateway_and_vault(infra, merchant, collector, tmp_path):
+    spans, collector_port = collector
+    ports = Ports.free()
+    env = base_env(
+        infra,
+        **ports.service_env(),
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector_port}",
+        OTEL_BSP_SCHEDULE_DELAY="200",
+    )
+    mesh = Mesh(env=env, ports=ports, log_dir=tmp_path)
+    mesh.spawn(
+        "sandbox_psp",
+        [sys.executable, "-m", "paymesh.sandbox_psp", "--port", str(ports.sandbox_psp)],
+    )
+    for name, package in (("vault", "vault_proxy_svc"), ("gateway", "gateway_svc")):
+        mesh.spawn(name, [sys.executable, "-m", package])
+    metadata = tuple(merchant.auth().items())
+    try:
+        mesh.wait_until(
+            [f"http://127.0.0.1:{ports.http[n]}/readyz" for n in ("vault", "gateway")], 30
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{ports.grpc['vault']}") as channel:
+            token = (
+                vault_pb2_grpc.VaultServiceStub(channel)
+                .CreatePaymentMethod(
+                    vault_pb2.CreatePaymentMethodRequest(
+                        card=vault_pb2.CardInput(
+                            number="4242424242424242", exp_month=12, exp_year=NEXT_YEAR, cvc="123"
+                        )
+                    ),
+                    metadata=metadata,
+                    timeout=10,
+                )
+                .id
+            )
+        with grpc.insecure_channel(f"127.0.0.1:{ports.grpc['gateway']}") as channel:
+            intent = gateway_pb2_grpc.GatewayServiceStub(channel).CreatePaymentIntent(
+                gateway_pb2.CreatePaymentIntentRequest(
+                    amount=900, currency="usd", payment_method=token, confirm=True
+                ),
+                metadata=metadata,
+                timeout=15,
+            )
+        assert intent.status == "succeeded"
+
+        def payment_trace():
+            created = [s for s in spans.spans if s[1].endswith("CreatePaymentIntent")]
+            if not created:
+                return None
+            trace_id = created[-1][2]
+            services = {s[0] for s in spans.spans if s[2] == trace_id}
+            return services if {"gateway", "vault"} <= services else None
+
+        assert wait_until(payment_trace, timeout=10) >= {"gateway", "vault"}
+    finally:
+        mesh.stop()
