@@ -52,20 +52,7 @@ class StripeCards:
         }
         if cvc:
             form["card[cvc]"] = cvc
-        try:
-            response = await self._client.post(
-                "/v1/payment_methods", data=form, headers={"Idempotency-Key": idempotency_key}
-            )
-        except httpx.HTTPError as error:
-            raise PspUnavailable(type(error).__name__) from None
-        if response.status_code >= 500:
-            raise PspUnavailable(f"http_{response.status_code}")
-        body = response.json()
-        if response.status_code >= 400:
-            error = body.get("error", {})
-            # Stripe's messages never echo the number; keep only code and message anyway.
-            raise PspRejected(error.get("code") or "card_rejected", error.get("message", ""))
-        return body["id"]
+        return await _create_card(self._client, "/v1/payment_methods", idempotency_key, data=form)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -79,19 +66,23 @@ class SandboxCards:
 
     async def create(self, card: Card, cvc: str | None, idempotency_key: str) -> str:
         body = {"number": card.number, "exp_month": card.exp_month, "exp_year": card.exp_year}
-        try:
-            response = await self._client.post(
-                "/v1/cards", json=body, headers={"Idempotency-Key": idempotency_key}
-            )
-        except httpx.HTTPError as error:
-            raise PspUnavailable(type(error).__name__) from None
-        if response.status_code >= 500:
-            raise PspUnavailable(f"http_{response.status_code}")
-        answer = response.json()
-        if response.status_code >= 400:
-            error = answer.get("error", {})
-            raise PspRejected(error.get("code") or "card_rejected", error.get("message", ""))
-        return answer["id"]
+        return await _create_card(self._client, "/v1/cards", idempotency_key, json=body)
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+async def _create_card(client: httpx.AsyncClient, path: str, idempotency_key: str, **body) -> str:
+    """POSTs a card to a PSP; its id, or PspUnavailable (retry) / PspRejected (the card)."""
+    try:
+        response = await client.post(path, headers={"Idempotency-Key": idempotency_key}, **body)
+    except httpx.HTTPError as error:
+        raise PspUnavailable(type(error).__name__) from None
+    if response.status_code >= 500:
+        raise PspUnavailable(f"http_{response.status_code}")
+    answer = response.json()
+    if response.status_code >= 400:
+        error = answer.get("error", {})
+        # PSPs' messages never echo the number; keep only code and message anyway.
+        raise PspRejected(error.get("code") or "card_rejected", error.get("message", ""))
+    return answer["id"]
