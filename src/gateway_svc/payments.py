@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+import pybreaker
 import structlog
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
@@ -46,6 +47,11 @@ from paymesh.platform.outbox import add_event, event_values
 log = structlog.get_logger(__name__)
 ROUTE_CACHE_SECONDS = 5.0
 _ALPHABET = string.ascii_letters + string.digits
+
+
+def _ago(seconds: float):
+    """SQL for the moment `seconds` before the database's now()."""
+    return func.now() - func.make_interval(0, 0, 0, 0, 0, 0, seconds)
 
 
 def new_id(prefix: str) -> str:
@@ -162,10 +168,9 @@ class Payments:
     async def confirm(
         self, merchant: Merchant, intent_id: str, payment_method: str, claim: Claim
     ) -> Row:
-        if payment_method and not payment_method.startswith("pm_"):
-            raise InvalidArgument.for_field(
-                "payment_method", "invalid_payment_method", "a pm_… token"
-            )
+        violation = rules.payment_method_violation(payment_method)
+        if violation:
+            raise InvalidArgument([violation])
         route = await self._route(merchant)
         async with self._transaction() as connection:
             row = await self._locked(connection, intent_id, merchant)
@@ -488,8 +493,7 @@ class Payments:
                     select(payment_intents)
                     .where(
                         payment_intents.c.status == "processing",
-                        payment_intents.c.processing_since
-                        < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds),
+                        payment_intents.c.processing_since < _ago(older_than_seconds),
                     )
                     .limit(100)
                 )
@@ -527,8 +531,7 @@ class Payments:
                     .join(payment_intents, payment_intents.c.id == refunds.c.payment_intent)
                     .where(
                         refunds.c.status == "pending",
-                        refunds.c.created_at
-                        < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds),
+                        refunds.c.created_at < _ago(older_than_seconds),
                     )
                     .limit(100)
                 )
@@ -571,12 +574,8 @@ class Payments:
             return await self._router.call(psp, lambda: operation(connector))
         except PspFailed as error:
             raise FailedPrecondition(f"{psp} refused: {error}", reason="psp_refused") from None
-        except PspRetryable:
+        except (PspRetryable, pybreaker.CircuitBreakerError):
             raise Unavailable(f"{psp} is unavailable; retry", reason="psp_unavailable") from None
-        except Exception as error:  # an open circuit
-            if type(error).__name__ == "CircuitBreakerError":
-                raise Unavailable(f"{psp} is unavailable", reason="psp_unavailable") from None
-            raise
 
     async def _route(self, merchant: Merchant) -> list[str]:
         """The merchant's PSPs in order; remembered for a few seconds (routing rarely changes)."""

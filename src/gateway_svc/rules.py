@@ -54,10 +54,9 @@ def validate_new_intent(
         violations.append(
             FieldViolation("capture_method", "invalid_capture_method", "automatic or manual")
         )
-    if payment_method and not payment_method.startswith("pm_"):
-        violations.append(
-            FieldViolation("payment_method", "invalid_payment_method", "a pm_… token")
-        )
+    payment_method_bad = payment_method_violation(payment_method)
+    if payment_method_bad:
+        violations.append(payment_method_bad)
     if confirm and not payment_method:
         violations.append(
             FieldViolation("payment_method", "missing", "confirm needs a payment_method")
@@ -65,6 +64,13 @@ def validate_new_intent(
     violations += metadata_violations(metadata)
     if violations:
         raise InvalidArgument(violations)
+
+
+def payment_method_violation(payment_method: str) -> FieldViolation | None:
+    """A payment method, when given, is a vault token."""
+    if payment_method and not payment_method.startswith("pm_"):
+        return FieldViolation("payment_method", "invalid_payment_method", "a pm_… token")
+    return None
 
 
 def metadata_violations(metadata: dict[str, str]) -> list[FieldViolation]:
