@@ -83,7 +83,8 @@ def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
         "GATEWAY_PSP_DEADLINE_SECONDS": "2",
         "GATEWAY_BREAKER_FAIL_MAX": "3",
         "GATEWAY_BREAKER_RESET_SECONDS": "2",
-        "GATEWAY_RECOVERY_AFTER_SECONDS": "6",
+        "GATEWAY_VAULT_TIMEOUT_SECONDS": "2",
+        "GATEWAY_RECOVERY_AFTER_SECONDS": "10",
         "GATEWAY_RECOVERY_INTERVAL_SECONDS": "0.5",
         "VAULT_REWRAP_BATCH_SIZE": "50",
     }

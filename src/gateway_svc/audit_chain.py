@@ -1,6 +1,7 @@
 """Verifies the payment_audit hash chain: each row's hash must be the digest of its content
-chained to the merchant's previous row (the database computes both on insert), so an edit,
-a deletion or an insertion behind the database's back shows up at the first broken row."""
+chained to the merchant's previous row, in the merchant's sequence (the database computes all
+three on insert, under the merchant's chain lock), so an edit, a deletion or an insertion
+behind the database's back shows up at the first broken row."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ _CHECK = text(
     """
     SELECT id, merchant_id,
            hash = gateway.payment_audit_digest(prev_hash, a) AS content_intact,
-           prev_hash = coalesce(lag(hash) OVER (PARTITION BY merchant_id ORDER BY id), '\\x')
-             AS linked
+           prev_hash = coalesce(lag(hash) OVER merchant_chain, '\\x')
+             AND seq = coalesce(lag(seq) OVER merchant_chain, 0) + 1 AS linked
     FROM gateway.payment_audit a
-    ORDER BY id
+    WINDOW merchant_chain AS (PARTITION BY merchant_id ORDER BY seq)
+    ORDER BY merchant_id, seq
     """
 )
 

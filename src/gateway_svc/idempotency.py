@@ -1,11 +1,17 @@
-"""Idempotency keys on every POST, scoped per merchant and mode, kept at least 24 h.
+"""Idempotency keys on every POST, scoped per merchant and mode, kept at least 24 h: the key
+row is the request's state, in the spirit of Stripe's design (brandur.org/idempotency-keys).
 
-Same key + same request: the stored answer (success or error), marked as replayed. Same key
-+ different request: 409 `idempotency_key_reused`. Two at once: the first runs, the second
-waits for its answer (up to `wait_seconds`), then gets 409 `idempotency_key_in_use`. The
-answer is stored in the same transaction as the state change it reports. A key whose request
-died mid-way (no answer after `stale_seconds`) may be run again: the PSP idempotency keys and
-the intent's own state make that safe."""
+- `running`: a request holds the key. Its first state change binds the key to the object it
+  made or changed (the recovery point); from then on the key always leads to that object.
+- `done`: the same key and request answer again with the bound object as it is now (a
+  payment whose outcome was unknown shows what it became), or with the stored error.
+- `released`: the request failed with proof that nothing happened (no PSP took it). A retry
+  runs again, resuming from the bound object (a create+confirm confirms the same intent).
+
+Same key + different request: 409 `idempotency_key_reused`. Two at once: the second waits
+for the first (up to `wait_seconds`), then gets 409 `idempotency_key_in_use`. A key whose
+request died before any state change (`running`, unbound, older than `stale_seconds`) is run
+again; one that died after it answers with its object, which the recovery sweep settles."""
 
 from __future__ import annotations
 
@@ -18,35 +24,46 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway_svc.repository import KeyRef
 from gateway_svc.tables import idempotency_keys
 from paymesh.platform.callers import Merchant
 from paymesh.platform.db import autocommit
-from paymesh.platform.errors import (
+from paymesh.platform.errors import ReplayedError, to_status_proto
+from paymesh.platform.problems import (
     Conflict,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PaymeshError,
-    ReplayedError,
-    to_status_proto,
 )
 
 MAX_KEY_LENGTH = 255
-# Errors that are the request's own: replayed as they were. Others (unavailable, internal)
-# release the key so the same request may be tried again.
+# Errors that are the request's own: replayed as they were.
 _FINAL_ERRORS = (InvalidArgument, NotFound, FailedPrecondition)
+# An error after which the PSP may have done it: the key waits for the outcome.
+OUTCOME_UNKNOWN = "psp_outcome_unknown"
 
 
 @dataclass(frozen=True)
 class Claim:
-    """The right to run one request under `key` (None: the caller sent no key)."""
+    """The right to run one request under `key` (None: the caller sent no key), or what to
+    answer instead: a stored error, or the object the key is bound to."""
 
     merchant: Merchant
     key: str | None
-    replay: bytes | None = None
-    replay_is_error: bool = False
+    replay_error: bytes | None = None
+    replay_object: str | None = None
+    resume_from: str | None = None  # the object a released request had bound
+
+    @property
+    def ref(self) -> KeyRef | None:
+        return KeyRef(self.merchant, self.key) if self.key else None
+
+    @property
+    def is_replay(self) -> bool:
+        return self.replay_error is not None or self.replay_object is not None
 
 
 class Idempotency:
@@ -83,22 +100,27 @@ class Idempotency:
                     await connection.execute(select(idempotency_keys).where(*_where(pk)))
                 ).first()
                 if row is None:
-                    continue  # released in between: try again
+                    continue  # deleted in between: try again
                 if row.request_hash != digest:
                     raise Conflict(
                         "this idempotency key was used with a different request",
                         reason="idempotency_key_reused",
                     )
                 if row.state == "done":
-                    return Claim(merchant, key, row.response, row.is_error)
-                if time.time() - row.locked_at.timestamp() > self._stale:
+                    if row.is_error or row.object_id is None:
+                        return Claim(merchant, key, replay_error=row.response or b"")
+                    return Claim(merchant, key, replay_object=row.object_id)
+                stale = time.time() - row.locked_at.timestamp() > self._stale
+                if row.state == "released" or (stale and row.object_id is None):
                     taken = await connection.execute(
                         update(idempotency_keys)
                         .where(*_where(pk), idempotency_keys.c.locked_at == row.locked_at)
-                        .values(locked_at=func.now())
+                        .values(state="running", locked_at=func.now())
                     )
                     if taken.rowcount:
-                        return Claim(merchant, key)
+                        return Claim(merchant, key, resume_from=row.object_id)
+                elif stale:  # died after its state change: the object is being settled
+                    return Claim(merchant, key, replay_object=row.object_id)
             if time.monotonic() > deadline:
                 raise Conflict(
                     "a request with this idempotency key is in progress; retry later",
@@ -106,38 +128,36 @@ class Idempotency:
                 )
             await asyncio.sleep(0.05)
 
-    async def complete(self, connection: AsyncConnection, claim: Claim, response: bytes) -> None:
-        """Stores the answer, in the caller's transaction (the one that made the change)."""
-        if claim.key is None:
-            return
-        await connection.execute(
-            update(idempotency_keys)
-            .where(*_where(_pk(claim.merchant, claim.key)))
-            .values(state="done", response=response, is_error=False)
-        )
-
     async def settle_error(self, claim: Claim, error: Exception) -> None:
+        """After a failed request: its own errors are replayed as they were; an unknown PSP
+        outcome keeps the key waiting for the recovery sweep; anything else lets it run again."""
         if claim.key is None:
             return
-        pk = _pk(claim.merchant, claim.key)
+        keys = idempotency_keys.c
+        mine = [*_where(_pk(claim.merchant, claim.key)), keys.state == "running"]
         async with self._engine.connect() as connection:
-            if isinstance(error, PaymeshError) and isinstance(error, _FINAL_ERRORS):
+            if isinstance(error, _FINAL_ERRORS):
                 status = to_status_proto(error).SerializeToString()
                 await connection.execute(
                     update(idempotency_keys)
-                    .where(*_where(pk), idempotency_keys.c.state == "running")
+                    .where(*mine)
                     .values(state="done", response=status, is_error=True)
                 )
+            elif isinstance(error, PaymeshError) and error.reason == OUTCOME_UNKNOWN:
+                return
             else:
                 await connection.execute(
-                    delete(idempotency_keys).where(
-                        *_where(pk), idempotency_keys.c.state == "running"
-                    )
+                    update(idempotency_keys)
+                    .where(*mine, keys.object_id.is_not(None))
+                    .values(state="released")
+                )
+                await connection.execute(
+                    delete(idempotency_keys).where(*mine, keys.object_id.is_(None))
                 )
 
     @staticmethod
     def replayed_error(claim: Claim) -> ReplayedError:
-        return ReplayedError(status_pb2.Status.FromString(claim.replay or b""))
+        return ReplayedError(status_pb2.Status.FromString(claim.replay_error or b""))
 
 
 def _pk(merchant: Merchant, key: str) -> dict:

@@ -1,43 +1,149 @@
-"""Reads and writes gateway_svc's rows; no protobuf here."""
+"""Every SQL statement of gateway_svc's payments: intents, refunds, their audit rows, outbox
+events and the idempotency keys bound to them. No protobuf, no PSP here.
+
+Each state change is ONE conditional statement (or one short transaction): the change itself,
+its audit row(s), its outbox event and its idempotency key, written together or not at all.
+The condition (`IntentChange.statuses` from the transition table, and the key of the PSP
+operation it settles) makes a late or repeated writer a no-op instead of a double write.
+Statements are built once per shape and cached: compiling them on every call cost more than
+running them."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, tuple_
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncEngine
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from gateway_svc.tables import payment_intents
+from sqlalchemy import Row, and_, bindparam, exists, func, insert, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway_svc.domain import validation
+from gateway_svc.domain.models import AuditEntry, Event, PaymentIntent, Refund
+from gateway_svc.domain.status import Action, RefundStatus, move
+from gateway_svc.tables import (
+    idempotency_keys,
+    merchants,
+    outbox,
+    payment_audit,
+    payment_intents,
+    refunds,
+)
 from paymesh.platform.callers import Merchant, owned_by
 from paymesh.platform.db import autocommit
-from paymesh.platform.errors import InvalidArgument
+from paymesh.platform.outbox import event_values
+from paymesh.platform.problems import InvalidArgument, NotFound
+
+_INTENT_FIELDS = tuple(PaymentIntent.__dataclass_fields__)
+_REFUND_FIELDS = tuple(Refund.__dataclass_fields__)
+_EVENT_COLUMNS = ("event_id", "event_type", "aggregate_type", "aggregate_id", "payload", "headers")
+_AUDIT_COLUMNS = ("merchant_id", "actor", "action", "object_id", "result", "details")
+_INSERTED_INTENT_COLUMNS = (
+    "id",
+    "merchant_id",
+    "livemode",
+    "amount",
+    "currency",
+    "status",
+    "capture_method",
+    "payment_method",
+    "description",
+    "metadata",
+    "psp",
+    "attempt_key",
+    "pending_operation",
+    "pending_key",
+    "pending_since",
+)
 
 
-class PaymentIntentRepository:
+def to_intent(row: Row) -> PaymentIntent:
+    values = row._mapping
+    return PaymentIntent(**{name: values[name] for name in _INTENT_FIELDS})
+
+
+def to_refund(row: Row) -> Refund:
+    values = row._mapping
+    return Refund(**{name: values[name] for name in _REFUND_FIELDS})
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """An idempotency key of a merchant (the request that holds it). `done`: binding it to
+    its object also ends it (the object's outcome is known), else it waits for the outcome."""
+
+    merchant: Merchant
+    key: str
+    done: bool = False
+
+
+@dataclass
+class IntentChange:
+    """One conditional change of an intent: applied only while the intent is in one of
+    `statuses` (and, when given, its PSP operation in flight is `pending_key`, or none is
+    in flight with `no_pending`, or its last attempt is `attempt_key`)."""
+
+    intent: PaymentIntent  # as read before; the change's audit and event describe `after`
+    values: dict[str, Any]
+    statuses: Sequence[str]
+    audits: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
+    event: str | None = None
+    pending_key: str | None = None
+    attempt_key: str | None = None
+    no_pending: bool = False
+    bind: KeyRef | None = None  # the request's key now answers with this intent
+    settles: bool = False  # the change settles a PSP operation: keys waiting on it are done
+
+    @property
+    def after(self) -> PaymentIntent:
+        return self.intent.replace(**self.values)
+
+
+class PaymentRepository:
     def __init__(self, engine: AsyncEngine):
-        self._reads = autocommit(engine)
+        self._engine = engine
+        self._autocommit = autocommit(engine)
 
-    async def get(self, intent_id: str, merchant: Merchant) -> Row | None:
-        """The merchant's intent in the merchant's mode; another's is as good as missing."""
-        async with self._reads.connect() as connection:
-            return (
-                await connection.execute(owned_by(payment_intents, intent_id, merchant))
-            ).first()
+    # --- reads ---------------------------------------------------------------------------
+
+    async def intent(self, intent_id: str, merchant: Merchant | None = None) -> PaymentIntent:
+        """The intent (the merchant's, in its mode, when given); NotFound otherwise."""
+        query = (
+            owned_by(payment_intents, intent_id, merchant)
+            if merchant
+            else select(payment_intents).where(payment_intents.c.id == intent_id)
+        )
+        async with self._autocommit.connect() as connection:
+            row = (await connection.execute(query)).first()
+        if row is None:
+            raise NotFound(f"no such payment_intent: {intent_id!r}", reason="resource_missing")
+        return to_intent(row)
+
+    async def refund(self, refund_id: str, merchant: Merchant | None = None) -> Refund:
+        query = (
+            owned_by(refunds, refund_id, merchant)
+            if merchant
+            else select(refunds).where(refunds.c.id == refund_id)
+        )
+        async with self._autocommit.connect() as connection:
+            row = (await connection.execute(query)).first()
+        if row is None:
+            raise NotFound(f"no such refund: {refund_id!r}", reason="resource_missing")
+        return to_refund(row)
 
     async def page(
         self, merchant: Merchant, limit: int, starting_after: str
-    ) -> tuple[list[Row], bool]:
+    ) -> tuple[list[PaymentIntent], bool]:
         """Newest first; the page after `starting_after` (an id of the merchant's) if given."""
-        scope = (
-            payment_intents.c.merchant_id == merchant.id,
-            payment_intents.c.livemode == merchant.livemode,
-        )
+        intents = payment_intents.c
+        scope = (intents.merchant_id == merchant.id, intents.livemode == merchant.livemode)
         query = select(payment_intents).where(*scope)
-        async with self._reads.connect() as connection:
+        async with self._autocommit.connect() as connection:
             if starting_after:
                 cursor = (
                     await connection.execute(
-                        select(payment_intents.c.created_at, payment_intents.c.id).where(
-                            *scope, payment_intents.c.id == starting_after
+                        select(intents.created_at, intents.id).where(
+                            *scope, intents.id == starting_after
                         )
                     )
                 ).first()
@@ -46,14 +152,410 @@ class PaymentIntentRepository:
                         "starting_after", "resource_missing", "no such payment_intent"
                     )
                 query = query.where(
-                    tuple_(payment_intents.c.created_at, payment_intents.c.id)
-                    < tuple_(cursor.created_at, cursor.id)
+                    tuple_(intents.created_at, intents.id) < tuple_(cursor.created_at, cursor.id)
                 )
             rows = (
                 await connection.execute(
-                    query.order_by(
-                        payment_intents.c.created_at.desc(), payment_intents.c.id.desc()
-                    ).limit(limit + 1)
+                    query.order_by(intents.created_at.desc(), intents.id.desc()).limit(limit + 1)
                 )
             ).all()
-        return rows[:limit], len(rows) > limit
+        return [to_intent(row) for row in rows[:limit]], len(rows) > limit
+
+    async def psp_route(self, merchant_id: str) -> list[str]:
+        async with self._autocommit.connect() as connection:
+            route = await connection.scalar(
+                select(merchants.c.psp_routing).where(merchants.c.id == merchant_id)
+            )
+        return list(route or [])
+
+    async def pending_intents(self, older_than_seconds: float, limit: int = 100):
+        """Intents whose PSP operation went out more than `older_than_seconds` ago and whose
+        outcome is still not recorded."""
+        async with self._autocommit.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(payment_intents)
+                    .where(
+                        payment_intents.c.pending_operation.is_not(None),
+                        payment_intents.c.pending_since < _ago(older_than_seconds),
+                    )
+                    .order_by(payment_intents.c.pending_since)
+                    .limit(limit)
+                )
+            ).all()
+        return [to_intent(row) for row in rows]
+
+    async def pending_refunds(
+        self, older_than_seconds: float, limit: int = 100
+    ) -> list[tuple[Refund, PaymentIntent]]:
+        async with self._autocommit.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(refunds, payment_intents)
+                    .join(payment_intents, payment_intents.c.id == refunds.c.payment_intent)
+                    .where(
+                        refunds.c.status == RefundStatus.PENDING,
+                        refunds.c.created_at < _ago(older_than_seconds),
+                    )
+                    .order_by(refunds.c.created_at)
+                    .limit(limit)
+                )
+            ).all()
+        pairs = []
+        for row in rows:
+            values = row._mapping
+            refund = Refund(**{name: values[refunds.c[name]] for name in _REFUND_FIELDS})
+            intent = PaymentIntent(
+                **{name: values[payment_intents.c[name]] for name in _INTENT_FIELDS}
+            )
+            pairs.append((refund, intent))
+        return pairs
+
+    # --- intent writes -------------------------------------------------------------------
+
+    async def insert_intent(
+        self,
+        intent: PaymentIntent,
+        audits: list[AuditEntry],
+        event: Event,
+        bind: KeyRef | None,
+    ) -> PaymentIntent:
+        """A new intent, its audit rows, its event and its key's binding in ONE statement."""
+        params = {f"i_{name}": getattr(intent, name) for name in _INSERTED_INTENT_COLUMNS}
+        params.update(_prefixed("event_", _event_values(event)))
+        for i, audit in enumerate(audits):
+            params.update(_prefixed(f"audit{i}_", _audit_values(audit)))
+        if bind is not None:
+            params.update(_key_params(bind))
+        statement = _insert_intent_statement(len(audits), bind is not None)
+        async with self._autocommit.connect() as connection:
+            return to_intent((await connection.execute(statement, params)).one())
+
+    async def change_intent(self, change: IntentChange) -> PaymentIntent | None:
+        """Applies `change` in one statement; None if its condition no longer held."""
+        after = change.after
+        params: dict[str, Any] = {
+            "w_id": change.intent.id,
+            "w_statuses": [str(status) for status in change.statuses],
+            **{f"v_{name}": value for name, value in change.values.items()},
+        }
+        if change.pending_key is not None:
+            params["w_pending_key"] = change.pending_key
+        if change.attempt_key is not None:
+            params["w_attempt_key"] = change.attempt_key
+        for i, (actor, action, result, details) in enumerate(change.audits):
+            entry = AuditEntry.of_intent(after, actor, action, result, **details)
+            params.update(_prefixed(f"audit{i}_", _audit_values(entry)))
+        if change.event is not None:
+            event = Event.of_intent(change.event, after)
+            params.update(_prefixed("event_", _event_values(event)))
+        if change.bind is not None:
+            params.update(_key_params(change.bind))
+        if change.settles:
+            params["s_merchant_id"] = change.intent.merchant_id
+        statement = _change_statement(
+            tuple(change.values),
+            pending_key=change.pending_key is not None,
+            attempt_key=change.attempt_key is not None,
+            no_pending=change.no_pending,
+            audits=len(change.audits),
+            event=change.event is not None,
+            bind=change.bind is not None,
+            settles=change.settles,
+        )
+        async with self._autocommit.connect() as connection:
+            row = (await connection.execute(statement, params)).first()
+        return None if row is None else to_intent(row)
+
+    async def audit(self, entry: AuditEntry) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(insert(payment_audit), [_audit_values(entry)])
+
+    # --- refunds -------------------------------------------------------------------------
+
+    async def reserve_refund(
+        self,
+        merchant: Merchant,
+        intent_id: str,
+        requested: int,
+        reason: str,
+        refund_id: str,
+        bind: KeyRef | None,
+    ) -> tuple[PaymentIntent, Refund]:
+        """Reserves the refund's amount under the intent's lock (concurrent refunds can never
+        exceed what was captured) and records the refund `pending`, in one transaction."""
+        async with self._engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    owned_by(payment_intents, intent_id, merchant).with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"no such payment_intent: {intent_id!r}", reason="resource_missing")
+            intent = to_intent(row)
+            move(intent_id, intent.status, Action.REFUND)
+            amount = validation.refund_amount(
+                requested, intent.amount_received, intent.amount_refunded, reason
+            )
+            await connection.execute(
+                update(payment_intents)
+                .where(payment_intents.c.id == intent_id)
+                .values(
+                    amount_refunded=payment_intents.c.amount_refunded + amount,
+                    updated_at=func.now(),
+                )
+            )
+            refund = to_refund(
+                (
+                    await connection.execute(
+                        insert(refunds)
+                        .values(
+                            id=refund_id,
+                            merchant_id=merchant.id,
+                            livemode=merchant.livemode,
+                            payment_intent=intent_id,
+                            amount=amount,
+                            currency=intent.currency,
+                            status=RefundStatus.PENDING,
+                            reason=reason or None,
+                        )
+                        .returning(refunds)
+                    )
+                ).one()
+            )
+            await self._record_refund(connection, refund, "api", "refund_created", "refund.created")
+            if bind is not None:
+                await connection.execute(_bind_key(bind, refund.id))
+        return intent, refund
+
+    async def finish_refund(
+        self, refund: Refund, status: RefundStatus, psp_reference: str | None, actor: str
+    ) -> Refund | None:
+        """Settles a pending refund; a failed one gives its amount back to the intent. None if
+        it was no longer pending (settled by someone else)."""
+        event = "refund.succeeded" if status == RefundStatus.SUCCEEDED else "refund.failed"
+        async with self._engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    update(refunds)
+                    .where(refunds.c.id == refund.id, refunds.c.status == RefundStatus.PENDING)
+                    .values(status=status, psp_reference=psp_reference)
+                    .returning(refunds)
+                )
+            ).first()
+            if row is None:
+                return None
+            done = to_refund(row)
+            if status == RefundStatus.FAILED:
+                await connection.execute(
+                    update(payment_intents)
+                    .where(payment_intents.c.id == refund.payment_intent)
+                    .values(
+                        amount_refunded=payment_intents.c.amount_refunded - refund.amount,
+                        updated_at=func.now(),
+                    )
+                )
+            await self._record_refund(connection, done, actor, "refund", event)
+            await connection.execute(_settle_keys(done.merchant_id, done.id))
+        return done
+
+    async def _record_refund(
+        self, connection: AsyncConnection, refund: Refund, actor: str, action: str, event: str
+    ) -> None:
+        await connection.execute(
+            insert(outbox), [_event_values(Event.of_refund(event, refund))]
+        )
+        await connection.execute(
+            insert(payment_audit), [_audit_values(AuditEntry.of_refund(refund, actor, action))]
+        )
+
+    # --- idempotency keys ----------------------------------------------------------------
+
+    async def complete_key(self, key: KeyRef, object_id: str) -> None:
+        """The request's answer is its object, as it is whenever it is asked for again."""
+        done = KeyRef(key.merchant, key.key, done=True)
+        async with self._autocommit.connect() as connection:
+            await connection.execute(_bind_key(done, object_id))
+
+
+def _ago(seconds: float):
+    """SQL for the moment `seconds` before the database's now()."""
+    return func.now() - func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+
+
+def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}{name}": value for name, value in values.items()}
+
+
+def _event_values(event: Event) -> dict[str, Any]:
+    return event_values(
+        event_type=event.type,
+        aggregate_type=event.aggregate_type,
+        aggregate_id=event.aggregate_id,
+        payload=event.payload,
+    )
+
+
+def _audit_values(entry: AuditEntry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in _AUDIT_COLUMNS}
+
+
+def _key_params(bind: KeyRef) -> dict[str, Any]:
+    return {
+        "k_merchant_id": bind.merchant.id,
+        "k_livemode": bind.merchant.livemode,
+        "k_key": bind.key,
+        "k_state": "done" if bind.done else "running",
+    }
+
+
+def _key_where():
+    keys = idempotency_keys.c
+    return and_(
+        keys.merchant_id == bindparam("k_merchant_id"),
+        keys.livemode == bindparam("k_livemode"),
+        keys.key == bindparam("k_key"),
+    )
+
+
+def _bind_key(bind: KeyRef, object_id: str):
+    return (
+        update(idempotency_keys)
+        .where(_key_where())
+        .values(object_id=object_id, state=bindparam("k_state"))
+        .params(**_key_params(bind))
+    )
+
+
+def _settle_keys(merchant_id: str, object_id: str):
+    """Keys whose request died (or answered) before its object's outcome was known are
+    done now: a retry answers with the object as it is."""
+    keys = idempotency_keys.c
+    return (
+        update(idempotency_keys)
+        .where(
+            keys.merchant_id == merchant_id,
+            keys.object_id == object_id,
+            keys.state == "running",
+        )
+        .values(state="done")
+    )
+
+
+# Every parameter name carries a prefix: an UPDATE in a statement would take a parameter named
+# like one of its columns as a value to SET.
+def _typed(prefix: str, table, names):
+    return [bindparam(f"{prefix}{name}", type_=table.c[name].type).label(name) for name in names]
+
+
+def _side_effects(target, audits: int, event: bool):
+    """INSERTs of the event and the audit rows, each selecting FROM `target` (so they happen
+    only if it wrote a row); audit rows chained one after the other, so their order in the
+    merchant's audit chain follows the actions' order."""
+    ctes = []
+    if event:
+        ctes.append(
+            insert(outbox)
+            .from_select(
+                list(_EVENT_COLUMNS),
+                select(*_typed("event_", outbox, _EVENT_COLUMNS)).select_from(target),
+            )
+            .cte("event")
+        )
+    previous = target
+    for i in range(audits):
+        previous = (
+            insert(payment_audit)
+            .from_select(
+                list(_AUDIT_COLUMNS),
+                select(*_typed(f"audit{i}_", payment_audit, _AUDIT_COLUMNS)).select_from(
+                    previous
+                ),
+            )
+            .returning(payment_audit.c.id)
+            .cte(f"audit{i}")
+        )
+        ctes.append(previous)
+    return ctes
+
+
+@functools.cache
+def _insert_intent_statement(audits: int, bind: bool):
+    intent = (
+        insert(payment_intents)
+        .values({name: bindparam(f"i_{name}") for name in _INSERTED_INTENT_COLUMNS})
+        .returning(payment_intents)
+        .cte("intent")
+    )
+    ctes = _side_effects(intent, audits, event=True)
+    if bind:
+        ctes.append(
+            update(idempotency_keys)
+            .where(_key_where(), exists(select(intent.c.id)))
+            .values(object_id=select(intent.c.id).scalar_subquery(), state=bindparam("k_state"))
+            .cte("bound")
+        )
+    return select(intent).add_cte(*ctes)
+
+
+@functools.cache
+def _change_statement(
+    columns: tuple[str, ...],
+    *,
+    pending_key: bool,
+    attempt_key: bool,
+    no_pending: bool,
+    audits: int,
+    event: bool,
+    bind: bool,
+    settles: bool,
+):
+    intents = payment_intents.c
+    conditions = [
+        intents.id == bindparam("w_id"),
+        intents.status.in_(bindparam("w_statuses", expanding=True)),
+    ]
+    if pending_key:
+        conditions.append(intents.pending_key == bindparam("w_pending_key"))
+    if attempt_key:
+        conditions.append(intents.attempt_key == bindparam("w_attempt_key"))
+    if no_pending:
+        conditions.append(intents.pending_operation.is_(None))
+    values = {
+        name: bindparam(f"v_{name}", type_=payment_intents.c[name].type) for name in columns
+    }
+    intent = (
+        update(payment_intents)
+        .where(*conditions)
+        .values(**values, updated_at=func.now())
+        .returning(payment_intents)
+        .cte("intent")
+    )
+    ctes = _side_effects(intent, audits, event)
+    keys = idempotency_keys.c
+    if bind:
+        ctes.append(
+            update(idempotency_keys)
+            .where(_key_where(), exists(select(intent.c.id)))
+            .values(object_id=bindparam("w_id"), state=bindparam("k_state"))
+            .cte("bound")
+        )
+    if settles:
+        # Not the request's own key when it is bound here too: one statement may not update
+        # the same row twice.
+        mine = [keys.key != bindparam("k_key")] if bind else []
+        ctes.append(
+            update(idempotency_keys)
+            .where(
+                keys.merchant_id == bindparam("s_merchant_id"),
+                keys.object_id == bindparam("w_id"),
+                keys.state == "running",
+                exists(select(intent.c.id)),
+                *mine,
+            )
+            .values(state="done")
+            .cte("settled")
+        )
+    return select(intent).add_cte(*ctes)
+
+

@@ -11,20 +11,17 @@ from sqlalchemy import func, select
 
 from gateway_svc import tables
 from gateway_svc.admin import MerchantAdminServicer
-from gateway_svc.connectors import SandboxConnector, StripeConnector
+from gateway_svc.domain.status import IN_FLIGHT
 from gateway_svc.idempotency import Idempotency
 from gateway_svc.merchants import MerchantRepository
 from gateway_svc.metrics import PAYMENTS_INFLIGHT
-from gateway_svc.payments import Payments
-from gateway_svc.repository import PaymentIntentRepository
-from gateway_svc.routing import PspRouter, RetryPolicy, make_breaker
-from gateway_svc.servicer import (
-    GatewayServicer,
-    MerchantAuthServicer,
-    payment_intent_message,
-    refund_message,
-)
-from gateway_svc.vault_client import VaultClient
+from gateway_svc.payments import recovery
+from gateway_svc.payments.context import Payments
+from gateway_svc.psp.connectors import SandboxConnector, StripeConnector
+from gateway_svc.psp.routing import PspRouter, RetryPolicy, make_breaker
+from gateway_svc.psp.vault import VaultClient
+from gateway_svc.repository import PaymentRepository
+from gateway_svc.servicer import GatewayServicer, MerchantAuthServicer
 from paymesh.gateway.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
@@ -36,10 +33,10 @@ from paymesh.gateway.v1 import (
 from paymesh.platform.callers import CachedApiKeyVerifier, Callers
 from paymesh.platform.channels import service_channel
 from paymesh.platform.config import GatewaySettings
+from paymesh.platform.loop_lag import LoopLag
 from paymesh.platform.server import Resources, ServiceDefinition
 
 log = structlog.get_logger(__name__)
-IN_FLIGHT = ("requires_payment_method", "requires_confirmation", "processing", "requires_capture")
 
 
 async def register(server: grpc.aio.Server, resources: Resources) -> list:
@@ -48,10 +45,12 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     engine = resources.engine
     api_keys = CachedApiKeyVerifier(MerchantRepository(engine))
     callers = Callers(api_keys, resources.token_verifier)
+    loop_lag = LoopLag()
+    timeout = settings.psp_timeout_seconds
     connectors = {
-        "sandbox": SandboxConnector(settings.sandbox_api_base, settings.psp_timeout_seconds),
+        "sandbox": SandboxConnector(settings.sandbox_api_base, timeout, loop_lag),
         "stripe": StripeConnector(
-            settings.stripe_api_base, settings.stripe_secret_key, settings.psp_timeout_seconds
+            settings.stripe_api_base, settings.stripe_secret_key, timeout, loop_lag
         ),
     }
     router = PspRouter(
@@ -65,16 +64,12 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     vault_channel = service_channel(settings.vault_addr, resources.token_issuer, "vault")
     idempotency = Idempotency(engine)
     payments = Payments(
-        engine,
+        PaymentRepository(engine),
         router,
-        VaultClient(vault_channel),
-        idempotency,
-        tables.outbox,
-        encode_intent=lambda row: payment_intent_message(row).SerializeToString(),
-        encode_refund=lambda row: refund_message(row).SerializeToString(),
+        VaultClient(vault_channel, settings.vault_timeout_seconds),
     )
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-        GatewayServicer(PaymentIntentRepository(engine), payments, idempotency, callers), server
+        GatewayServicer(payments, idempotency, callers), server
     )
     merchant_auth_pb2_grpc.add_MerchantAuthServiceServicer_to_server(
         MerchantAuthServicer(api_keys, callers), server
@@ -84,11 +79,11 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     )
 
     async def keep_payments_moving() -> None:
-        """Settles intents stuck in processing and refreshes payments_inflight_total."""
+        """Settles PSP operations whose outcome is unknown; refreshes payments_inflight_total."""
         try:
             while True:
                 try:
-                    await payments.recover_stuck(settings.recovery_after_seconds)
+                    await recovery.recover(payments, settings.recovery_after_seconds)
                     await refresh_inflight(engine)
                 except Exception:  # retried next round
                     log.exception("recovery_round_failed")
@@ -98,7 +93,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
             for connector in connectors.values():
                 await connector.close()
 
-    return [keep_payments_moving()]
+    return [keep_payments_moving(), loop_lag.run()]
 
 
 async def refresh_inflight(engine) -> None:

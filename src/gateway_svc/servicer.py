@@ -1,13 +1,14 @@
-"""gRPC transport of gateway_svc: decode, call the repository or domain, encode."""
+"""gRPC transport of gateway_svc: decode, call a use case or the repository, encode."""
 
 from __future__ import annotations
 
 import grpc
 import structlog
 
+from gateway_svc.domain.models import NewIntent, PaymentIntent, Refund
 from gateway_svc.idempotency import Idempotency
-from gateway_svc.payments import NewIntent, Payments
-from gateway_svc.repository import PaymentIntentRepository
+from gateway_svc.payments import authorize, cancel, capture, refund
+from gateway_svc.payments.context import Payments
 from paymesh.gateway.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
@@ -15,12 +16,12 @@ from paymesh.gateway.v1 import (
     merchant_auth_pb2_grpc,
 )
 from paymesh.platform.callers import ApiKeyVerifier, Callers
-from paymesh.platform.errors import InvalidArgument, NotFound, Unauthenticated
+from paymesh.platform.problems import InvalidArgument, Unauthenticated
 from paymesh.platform.service_auth import SERVICES
 from paymesh.platform.wire import require_id, timestamp
 
 
-def payment_intent_message(row) -> gateway_pb2.PaymentIntent:
+def payment_intent_message(row: PaymentIntent) -> gateway_pb2.PaymentIntent:
     error = row.last_payment_error
     return gateway_pb2.PaymentIntent(
         id=row.id,
@@ -41,7 +42,7 @@ def payment_intent_message(row) -> gateway_pb2.PaymentIntent:
     )
 
 
-def refund_message(row) -> gateway_pb2.Refund:
+def refund_message(row: Refund) -> gateway_pb2.Refund:
     return gateway_pb2.Refund(
         id=row.id,
         amount=row.amount,
@@ -58,115 +59,121 @@ def idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
     return dict(context.invocation_metadata() or ()).get("idempotency-key")
 
 
+def encode(obj: PaymentIntent | Refund):
+    return refund_message(obj) if isinstance(obj, Refund) else payment_intent_message(obj)
+
+
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(
-        self,
-        intents: PaymentIntentRepository,
-        payments: Payments,
-        idempotency: Idempotency,
-        callers: Callers,
-    ):
-        self._intents = intents
+    def __init__(self, payments: Payments, idempotency: Idempotency, callers: Callers):
         self._payments = payments
+        self._repository = payments.repository
         self._idempotency = idempotency
         self._callers = callers
 
-    async def _idempotent(self, context, method: str, request, run, message_type):
-        """Runs `run(merchant, claim)` at most once per idempotency key; replays otherwise."""
+    async def _idempotent(self, context, method: str, request, run):
+        """Every POST: `run(merchant, claim)` at most once per idempotency key; a retry with
+        the key answers with the object the key is bound to, as it is now, or the error."""
         merchant = await self._callers.merchant(context)
         claim = await self._idempotency.claim(merchant, idempotency_key(context), method, request)
-        if claim.replay is not None:
+        if claim.is_replay:
             await context.send_initial_metadata((("idempotent-replayed", "true"),))
-            if claim.replay_is_error:
+            if claim.replay_error is not None:
                 raise self._idempotency.replayed_error(claim)
-            return message_type.FromString(claim.replay)
+            object_id = claim.replay_object or ""
+            if object_id.startswith("re_"):
+                return encode(await self._repository.refund(object_id))
+            return encode(await self._repository.intent(object_id))
         try:
-            return await run(merchant, claim)
+            obj = await run(merchant, claim)
         except Exception as error:
             await self._idempotency.settle_error(claim, error)
             raise
+        structlog.contextvars.bind_contextvars(correlation_id=obj.id)
+        return encode(obj)
 
     async def CreatePaymentIntent(self, request, context):
-        async def run(merchant, claim):
-            row = await self._payments.create(
-                merchant,
-                NewIntent(
-                    amount=request.amount,
-                    currency=request.currency,
-                    payment_method=request.payment_method,
-                    capture_method=request.capture_method,
-                    confirm=request.confirm,
-                    description=request.description,
-                    metadata=dict(request.metadata),
-                ),
-                claim,
-            )
-            structlog.contextvars.bind_contextvars(correlation_id=row.id)
-            return payment_intent_message(row)
-
+        new = NewIntent(
+            amount=request.amount,
+            currency=request.currency,
+            payment_method=request.payment_method,
+            capture_method=request.capture_method,
+            confirm=request.confirm,
+            description=request.description,
+            metadata=dict(request.metadata),
+        )
         return await self._idempotent(
-            context, "CreatePaymentIntent", request, run, gateway_pb2.PaymentIntent
+            context,
+            "CreatePaymentIntent",
+            request,
+            lambda merchant, claim: authorize.create(
+                self._payments, merchant, new, claim.ref, claim.resume_from
+            ),
         )
 
     async def ConfirmPaymentIntent(self, request, context):
-        intent_id = require_id(request.id, "pi_", "payment_intent")
-        structlog.contextvars.bind_contextvars(correlation_id=intent_id)
-
-        async def run(merchant, claim):
-            row = await self._payments.confirm(merchant, intent_id, request.payment_method, claim)
-            return payment_intent_message(row)
-
+        intent_id = self._intent_id(request.id)
         return await self._idempotent(
-            context, "ConfirmPaymentIntent", request, run, gateway_pb2.PaymentIntent
+            context,
+            "ConfirmPaymentIntent",
+            request,
+            lambda merchant, claim: authorize.confirm(
+                self._payments, merchant, intent_id, request.payment_method, claim.ref
+            ),
         )
 
     async def CapturePaymentIntent(self, request, context):
-        intent_id = require_id(request.id, "pi_", "payment_intent")
-        structlog.contextvars.bind_contextvars(correlation_id=intent_id)
-
-        async def run(merchant, claim):
-            row = await self._payments.capture(
-                merchant, intent_id, request.amount_to_capture, claim
-            )
-            return payment_intent_message(row)
-
+        intent_id = self._intent_id(request.id)
         return await self._idempotent(
-            context, "CapturePaymentIntent", request, run, gateway_pb2.PaymentIntent
+            context,
+            "CapturePaymentIntent",
+            request,
+            lambda merchant, claim: capture.capture(
+                self._payments, merchant, intent_id, request.amount_to_capture, claim.ref
+            ),
         )
 
     async def CancelPaymentIntent(self, request, context):
-        intent_id = require_id(request.id, "pi_", "payment_intent")
-        structlog.contextvars.bind_contextvars(correlation_id=intent_id)
-
-        async def run(merchant, claim):
-            return payment_intent_message(await self._payments.cancel(merchant, intent_id, claim))
-
+        intent_id = self._intent_id(request.id)
         return await self._idempotent(
-            context, "CancelPaymentIntent", request, run, gateway_pb2.PaymentIntent
+            context,
+            "CancelPaymentIntent",
+            request,
+            lambda merchant, claim: cancel.cancel(self._payments, merchant, intent_id, claim.ref),
         )
 
     async def CreateRefund(self, request, context):
         structlog.contextvars.bind_contextvars(correlation_id=request.payment_intent)
+        return await self._idempotent(
+            context,
+            "CreateRefund",
+            request,
+            lambda merchant, claim: refund.refund(
+                self._payments,
+                merchant,
+                request.payment_intent,
+                request.amount,
+                request.reason,
+                claim.ref,
+            ),
+        )
 
-        async def run(merchant, claim):
-            row = await self._payments.refund(
-                merchant, request.payment_intent, request.amount, request.reason, claim
-            )
-            return refund_message(row)
-
-        return await self._idempotent(context, "CreateRefund", request, run, gateway_pb2.Refund)
+    @staticmethod
+    def _intent_id(raw: str) -> str:
+        intent_id = require_id(raw, "pi_", "payment_intent")
+        structlog.contextvars.bind_contextvars(correlation_id=intent_id)
+        return intent_id
 
     async def GetRefund(self, request, context):
         merchant = await self._callers.merchant(context)
         refund_id = require_id(request.id, "re_", "refund")
-        return refund_message(await self._payments.get_refund(merchant, refund_id))
+        return refund_message(await self._repository.refund(refund_id, merchant))
 
     async def ListPaymentIntents(self, request, context):
         merchant = await self._callers.merchant(context)
         limit = request.limit or 10
         if not 1 <= limit <= 100:
             raise InvalidArgument.for_field("limit", "invalid_limit", "limit must be 1 to 100")
-        rows, has_more = await self._intents.page(merchant, limit, request.starting_after)
+        rows, has_more = await self._repository.page(merchant, limit, request.starting_after)
         return gateway_pb2.ListPaymentIntentsResponse(
             data=[payment_intent_message(row) for row in rows], has_more=has_more
         )
@@ -177,10 +184,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         merchant = await self._callers.merchant(context)
         intent_id = require_id(request.id, "pi_", "payment_intent")
         structlog.contextvars.bind_contextvars(correlation_id=intent_id)
-        row = await self._intents.get(intent_id, merchant)
-        if row is None:
-            raise NotFound(f"no such payment_intent: {intent_id!r}", reason="resource_missing")
-        return payment_intent_message(row)
+        return payment_intent_message(await self._repository.intent(intent_id, merchant))
 
 
 class MerchantAuthServicer(merchant_auth_pb2_grpc.MerchantAuthServiceServicer):

@@ -43,10 +43,14 @@ payment_intents = Table(
     Column("last_payment_error", JSONB),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    # The PSP's reference for the authorization, and the key of the confirm in flight.
+    # The PSP's reference for the authorization, and the key of the last confirm.
     Column("psp_reference", Text),
     Column("attempt_key", Text),
-    Column("processing_since", DateTime(timezone=True)),
+    # A PSP operation that went out and whose outcome is not recorded yet (see Pending).
+    Column("pending_operation", String(16)),
+    Column("pending_key", Text),
+    Column("pending_amount", BigInteger),
+    Column("pending_since", DateTime(timezone=True)),
 )
 
 refunds = Table(
@@ -76,6 +80,7 @@ idempotency_keys = Table(
     Column("is_error", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("locked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("object_id", String(40)),
 )
 
 payment_audit = Table(
@@ -89,7 +94,8 @@ payment_audit = Table(
     Column("object_id", String(40), nullable=False),
     Column("result", String(40), nullable=False),
     Column("details", JSONB, nullable=False),
-    # Filled by the database's chain trigger.
+    # Filled by the database's chain trigger: the merchant's sequence and the chained hashes.
+    Column("seq", BigInteger, nullable=False, server_default=text("0")),
     Column("prev_hash", LargeBinary, nullable=False, server_default=text("''::bytea")),
     Column("hash", LargeBinary, nullable=False, server_default=text("''::bytea")),
 )

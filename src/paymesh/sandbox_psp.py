@@ -4,11 +4,19 @@
 
 Stripe's test cards decide outcomes (4242424242424242 succeeds; 4000000000000002
 generic_decline, hard; 4000000000009995 insufficient_funds, soft; 4000000000000119
-processing_error, retryable 500). Runtime knobs (POST /_knobs {"latency_ms", "error_rate",
-"timeout_rate"}) add latency, 503s and hung requests, for failover, breaker and load tests.
-Every POST honours an Idempotency-Key: the same key gets the same answer and never a second
-charge. GET /v1/transactions lists settled money movements for reconciliation; GET /_stats
-counts charges.
+processing_error, retryable 500). Every POST honours an Idempotency-Key: the same key gets
+the same answer and never a second charge. GET /v1/transactions lists settled money movements
+for reconciliation; GET /_stats counts charges.
+
+Runtime knobs, `POST /_knobs`, lie the way real PSPs do (each rate from 0 to 1):
+  latency_ms, latency_jitter_ms  every answer waits latency_ms plus up to latency_jitter_ms
+  error_rate      a 503 before anything is processed (documented: a 5xx processed nothing)
+  timeout_rate    the request hangs before anything is processed, past any client deadline
+  ambiguous_rate  the operation is applied in full (and recorded in /v1/transactions), then
+                  the answer hangs past any client deadline: the client cannot tell what
+                  happened until it asks again with the same Idempotency-Key
+  operations      the operations the knobs apply to: card, authorize, capture, void, refund
+                  (empty or absent: all of them)
 
 API (JSON in and out):
   POST /v1/cards                 {number, exp_month, exp_year, cvc?} -> {id: card_…}
@@ -37,6 +45,34 @@ DECLINES = {
     "4000000000009995": ("insufficient_funds", "soft", "Your card has insufficient funds."),
 }
 PROCESSING_ERROR = "4000000000000119"
+HANG_SECONDS = 30.0  # longer than any client deadline
+RATE_KNOBS = ("latency_ms", "latency_jitter_ms", "error_rate", "timeout_rate", "ambiguous_rate")
+DEFAULT_KNOBS: dict[str, Any] = {**{name: 0.0 for name in RATE_KNOBS}, "operations": []}
+
+
+def operation_of(path: str) -> str:
+    """The operation a POST path performs, as the `operations` knob names it."""
+    parts = path.strip("/").split("/")
+    if parts == ["v1", "charges"]:
+        return "authorize"
+    if parts[:2] == ["v1", "charges"] and len(parts) == 4:
+        return parts[3]  # capture | void
+    return {"cards": "card", "refunds": "refund"}.get(parts[-1], "other")
+
+
+def parse_knobs(body: dict) -> dict[str, Any]:
+    """The knobs a POST /_knobs sets; ValueError on anything else."""
+    knobs: dict[str, Any] = {}
+    for name, value in body.items():
+        if name == "operations":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError("operations must be a list of names")
+            knobs[name] = value
+        elif name in RATE_KNOBS:
+            knobs[name] = float(value)
+        else:
+            raise ValueError(f"unknown knob {name!r}")
+    return knobs
 
 
 class Sandbox:
@@ -47,8 +83,8 @@ class Sandbox:
         self.by_key: dict[str, tuple[int, dict[str, Any]]] = {}
         self.key_locks: dict[str, threading.Lock] = {}
         self.transactions: list[dict[str, Any]] = []
-        self.knobs = {"latency_ms": 0.0, "error_rate": 0.0, "timeout_rate": 0.0}
-        self.stats = {"charges_created": 0, "requests": 0}
+        self.knobs: dict[str, Any] = dict(DEFAULT_KNOBS)
+        self.stats = {"charges_created": 0, "requests": 0, "ambiguous": 0}
 
     def handle(self, path: str, body: dict, key: str | None) -> tuple[int, dict]:
         """A POST; with an idempotency key, concurrent and later repeats get the first answer."""
@@ -208,20 +244,32 @@ def make_handler(sandbox: Sandbox):
         def do_POST(self):
             body = self._body()
             if self.path == "/_knobs":
-                sandbox.knobs.update({k: float(v) for k, v in body.items() if k in sandbox.knobs})
+                try:
+                    sandbox.knobs.update(parse_knobs(body))
+                except (TypeError, ValueError) as error:
+                    return self._reply(400, _error("invalid_knobs", str(error)))
                 return self._reply(200, sandbox.knobs)
             with sandbox.lock:
                 sandbox.stats["requests"] += 1
             knobs = sandbox.knobs
-            if knobs["latency_ms"]:
-                time.sleep(knobs["latency_ms"] / 1000)
+            faulty = not knobs["operations"] or operation_of(self.path) in knobs["operations"]
+            if not faulty:
+                knobs = DEFAULT_KNOBS
+            delay = knobs["latency_ms"] + random.uniform(0, knobs["latency_jitter_ms"])  # noqa: S311
+            if delay:
+                time.sleep(delay / 1000)
             if random.random() < knobs["timeout_rate"]:  # noqa: S311 - a simulator's dice
-                time.sleep(30)  # longer than any client deadline
+                time.sleep(HANG_SECONDS)
                 return self._reply(504, _error("timeout", "simulated timeout"))
             if random.random() < knobs["error_rate"]:  # noqa: S311
                 return self._reply(503, _error("unavailable", "simulated outage"))
             key = self.headers.get("Idempotency-Key")
             status, answer = sandbox.handle(self.path, body, key)
+            if random.random() < knobs["ambiguous_rate"]:  # noqa: S311
+                # Done and recorded, but the answer is lost: the hardest real fault.
+                with sandbox.lock:
+                    sandbox.stats["ambiguous"] += 1
+                time.sleep(HANG_SECONDS)
             self._reply(status, answer)
 
     return Handler

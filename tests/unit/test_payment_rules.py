@@ -1,11 +1,34 @@
-"""The payment rules as plain functions: validation, transitions, capture and refund amounts."""
+"""The payment rules as plain functions: validation, every (status, action) pair of the
+transition table, capture and refund amounts."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway_svc import rules
-from paymesh.platform.errors import FailedPrecondition, InvalidArgument
+from gateway_svc.domain import validation as rules
+from gateway_svc.domain.status import TRANSITIONS, Action, IntentStatus, move, sources
+from paymesh.platform.problems import FailedPrecondition, InvalidArgument
+
+S, A = IntentStatus, Action
+# Every legal move, written out by hand: the table in the code must say exactly this.
+LEGAL = {
+    (S.REQUIRES_PAYMENT_METHOD, A.CONFIRM): S.PROCESSING,
+    (S.REQUIRES_CONFIRMATION, A.CONFIRM): S.PROCESSING,
+    (S.PROCESSING, A.AUTHORIZED): S.REQUIRES_CAPTURE,
+    (S.PROCESSING, A.CHARGED): S.SUCCEEDED,
+    # A late authorization of a given-up attempt is adopted while nothing else happened.
+    (S.REQUIRES_CONFIRMATION, A.AUTHORIZED): S.REQUIRES_CAPTURE,
+    (S.REQUIRES_CONFIRMATION, A.CHARGED): S.SUCCEEDED,
+    (S.REQUIRES_PAYMENT_METHOD, A.AUTHORIZED): S.REQUIRES_CAPTURE,
+    (S.REQUIRES_PAYMENT_METHOD, A.CHARGED): S.SUCCEEDED,
+    (S.PROCESSING, A.DECLINED): S.REQUIRES_PAYMENT_METHOD,
+    (S.PROCESSING, A.NOT_PROCESSED): S.REQUIRES_CONFIRMATION,
+    (S.REQUIRES_CAPTURE, A.CAPTURE): S.SUCCEEDED,
+    (S.REQUIRES_PAYMENT_METHOD, A.CANCEL): S.CANCELED,
+    (S.REQUIRES_CONFIRMATION, A.CANCEL): S.CANCELED,
+    (S.REQUIRES_CAPTURE, A.CANCEL): S.CANCELED,
+    (S.SUCCEEDED, A.REFUND): S.SUCCEEDED,
+}
 
 
 def validate(**overrides):
@@ -40,20 +63,23 @@ def test_every_problem_is_reported_at_once():
 
 
 @pytest.mark.parametrize(
-    ("status", "allowed"),
-    [
-        ("succeeded", rules.CAPTURABLE),
-        ("canceled", rules.CANCELABLE),
-        ("processing", rules.CONFIRMABLE),
-        ("requires_capture", rules.CONFIRMABLE),
-    ],
+    ("status", "action"), [(status, action) for status in S for action in A]
 )
-def test_a_step_the_status_does_not_allow_names_the_status(status, allowed):
+def test_every_status_and_action_pair_moves_as_the_table_says_or_is_refused(status, action):
+    if (status, action) in LEGAL:
+        assert move("pi_1", status, action) == LEGAL[status, action]
+        assert status in sources(action)
+        return
     with pytest.raises(FailedPrecondition) as raised:
-        rules.require_status("pi_1", status, allowed, "do that to")
-
+        move("pi_1", status, action)
     assert raised.value.reason == "payment_intent_unexpected_state"
     assert raised.value.metadata == {"status": status}
+    assert status not in sources(action)
+
+
+def test_the_table_has_no_move_the_test_does_not_know():
+    written = {(s, a): t for a, moves in TRANSITIONS.items() for s, t in moves.items()}
+    assert written == LEGAL
 
 
 def test_capture_takes_all_unless_less_is_asked_and_never_more():

@@ -1,5 +1,6 @@
-"""PSP routing with fake connectors (pure logic, no network): retries, failover, declines
-that end it, and a circuit breaker that skips a failing PSP without calling it."""
+"""PSP routing with fake connectors (pure logic, no network): retries under one key,
+failover only on proof that nothing happened, declines and unknown outcomes that end the
+route, and a circuit breaker that counts only the PSP's own failures."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ import asyncio
 
 import pytest
 
-from gateway_svc.connectors import Authorization, PspDeclined, PspRetryable
-from gateway_svc.routing import NoPspAvailable, PspRouter, RetryPolicy, make_breaker
+from gateway_svc.domain.outcomes import (
+    Authorization,
+    NotProcessed,
+    OutcomeUnknown,
+    PspDeclined,
+    PspTrouble,
+)
+from gateway_svc.psp.routing import NoPspAvailable, PspRouter, RetryPolicy, make_breaker
 
 
 class FakeConnector:
@@ -56,7 +63,7 @@ def authorize(psps: PspRouter, route: list[str]):
 
 
 def test_a_transient_failure_is_retried_with_the_same_idempotency_key():
-    sandbox = FakeConnector("sandbox", [PspRetryable("http_503"), Authorization("ch_1", True)])
+    sandbox = FakeConnector("sandbox", [NotProcessed("http_503"), Authorization("ch_1", True)])
 
     psp, authorization = authorize(router(sandbox), ["sandbox"])
 
@@ -64,8 +71,8 @@ def test_a_transient_failure_is_retried_with_the_same_idempotency_key():
     assert sandbox.keys == ["pi_1:abc:sandbox", "pi_1:abc:sandbox"]
 
 
-def test_a_psp_failing_every_retry_fails_over_to_the_next():
-    sandbox = FakeConnector("sandbox", [PspRetryable("timeout")])
+def test_a_psp_that_provably_did_nothing_on_every_retry_fails_over_to_the_next():
+    sandbox = FakeConnector("sandbox", [NotProcessed("http_503")])
     stripe = FakeConnector("stripe", [Authorization("pi_s", True)])
 
     psp, _ = authorize(router(sandbox, stripe), ["sandbox", "stripe"])
@@ -87,7 +94,7 @@ def test_a_decline_is_final_no_retry_no_failover():
 
 
 def test_an_open_breaker_skips_its_psp_without_a_call():
-    sandbox = FakeConnector("sandbox", [PspRetryable("http_500")])
+    sandbox = FakeConnector("sandbox", [NotProcessed("http_500")])
     stripe = FakeConnector("stripe", [Authorization("pi_s", True)])
     psps = router(sandbox, stripe, fail_max=3)
 
@@ -101,7 +108,65 @@ def test_an_open_breaker_skips_its_psp_without_a_call():
 
 
 def test_nothing_available_says_so():
-    sandbox = FakeConnector("sandbox", [PspRetryable("timeout")])
+    sandbox = FakeConnector("sandbox", [NotProcessed("connection refused")])
 
     with pytest.raises(NoPspAvailable):
         authorize(router(sandbox), ["sandbox"])
+
+
+def test_a_timeout_is_an_unknown_outcome_and_never_fails_over():
+    sandbox = FakeConnector("sandbox", [OutcomeUnknown("timeout")])
+    stripe = FakeConnector("stripe", [Authorization("pi_s", True)])
+
+    with pytest.raises(OutcomeUnknown):
+        authorize(router(sandbox, stripe), ["sandbox", "stripe"])
+
+    assert sandbox.keys == ["pi_1:abc:sandbox"] * 3  # asked again under the same key
+    assert stripe.keys == []
+
+
+def test_a_retry_that_finds_the_first_attempts_answer_settles_an_unknown_outcome():
+    sandbox = FakeConnector("sandbox", [OutcomeUnknown("timeout"), Authorization("ch_1", True)])
+
+    psp, authorization = authorize(router(sandbox), ["sandbox"])
+
+    assert (psp, authorization.reference) == ("sandbox", "ch_1")
+
+
+def test_an_unknown_outcome_stays_unknown_when_later_attempts_prove_nothing():
+    sandbox = FakeConnector(
+        "sandbox", [OutcomeUnknown("timeout"), NotProcessed("http_503"), NotProcessed("refused")]
+    )
+    stripe = FakeConnector("stripe", [Authorization("pi_s", True)])
+
+    with pytest.raises(OutcomeUnknown):
+        authorize(router(sandbox, stripe), ["sandbox", "stripe"])
+    assert stripe.keys == []
+
+
+def test_an_unknown_outcome_that_trips_the_breaker_is_still_unknown():
+    sandbox = FakeConnector("sandbox", [OutcomeUnknown("timeout")])
+    stripe = FakeConnector("stripe", [Authorization("pi_s", True)])
+
+    with pytest.raises(OutcomeUnknown):
+        authorize(router(sandbox, stripe, fail_max=2), ["sandbox", "stripe"])
+    assert stripe.keys == []
+
+
+@pytest.mark.parametrize(
+    "not_the_psps_fault",
+    [
+        PspDeclined("generic_decline", "declined", "hard"),
+        NotProcessed("vault: card not provisioned", psp_at_fault=False),
+        OutcomeUnknown("timeout while our loop was busy", psp_at_fault=False),
+    ],
+)
+def test_the_breaker_counts_only_the_psps_own_failures(not_the_psps_fault):
+    sandbox = FakeConnector("sandbox", [not_the_psps_fault])
+    psps = router(sandbox, fail_max=2)
+
+    for _ in range(5):
+        with pytest.raises((PspDeclined, PspTrouble, NoPspAvailable)):
+            authorize(psps, ["sandbox"])
+
+    assert psps.breakers["sandbox"].current_state == "closed"

@@ -50,27 +50,35 @@ class GatewaySettings(ServiceSettings):
     stripe_api_base: str = Field("http://127.0.0.1:8420", validation_alias="STRIPE_API_BASE")
     stripe_secret_key: str = Field("sk_test_paymesh_dev", validation_alias="STRIPE_SECRET_KEY")
     sandbox_api_base: str = Field("http://127.0.0.1:8430", validation_alias="SANDBOX_API_BASE")
-    # One PSP HTTP call may take this long; retries of one PSP stop after the deadline.
+    # One PSP HTTP call may take this long; one PSP operation, all its retries included, is
+    # cut off at the deadline.
     psp_timeout_seconds: float = 5.0
     psp_attempts: int = 3
     psp_deadline_seconds: float = 8.0
+    # The vault's answer for a card's PSP token (asked once per PSP of a confirm).
+    vault_timeout_seconds: float = 5.0
     # The circuit opens after this many consecutive failures and half-opens after the cool-down.
     breaker_fail_max: int = 5
     breaker_reset_seconds: float = 30.0
-    # Intents in `processing` longer than this are settled by asking their PSP.
+    # PSP operations whose outcome is unknown longer than this are settled by asking the PSP.
     recovery_after_seconds: float = 60.0
     recovery_interval_seconds: float = 10.0
 
     @model_validator(mode="after")
     def _recovery_waits_for_every_psp_attempt(self) -> GatewaySettings:
-        # The sweep may only call an intent "not charged" once no PSP call for it can still be
-        # running: after every PSP's deadline plus one more call's timeout.
-        longest_confirm = 2 * self.psp_deadline_seconds + self.psp_timeout_seconds
+        # The sweep may only call an authorization "not charged" once no call of it can still
+        # be running. For each of the two PSPs, a confirm has the card created there (through
+        # the vault) and then charges it, each within one PSP deadline.
+        longest_confirm = 2 * 2 * self.psp_deadline_seconds
         if self.recovery_after_seconds <= longest_confirm:
             raise ValueError(
                 f"GATEWAY_RECOVERY_AFTER_SECONDS must exceed {longest_confirm:g} s "
-                "(two PSP deadlines and one more timeout)"
+                "(for each of two PSPs, two PSP deadlines: the card and the charge)"
             )
+        if self.vault_timeout_seconds > self.psp_deadline_seconds:
+            raise ValueError("GATEWAY_VAULT_TIMEOUT_SECONDS must not exceed the PSP deadline")
+        if self.psp_timeout_seconds > self.psp_deadline_seconds:
+            raise ValueError("GATEWAY_PSP_TIMEOUT_SECONDS must not exceed the PSP deadline")
         return self
 
 

@@ -1,79 +1,51 @@
-"""Domain errors and their one translation to gRPC status codes with google.rpc details.
+"""The one translation of errors to gRPC status codes with google.rpc details.
 
-Handlers raise these; the server interceptor turns them into a status with
-`google.rpc.ErrorInfo` (a snake_case reason) and, for invalid input, `google.rpc.BadRequest`
-field violations. Any other exception becomes INTERNAL with a generic message, so internal
-text never reaches a caller.
+Handlers raise the categories of `paymesh.platform.problems`; the server interceptor turns
+them into a status with `google.rpc.ErrorInfo` (a snake_case reason) and, for invalid input,
+`google.rpc.BadRequest` field violations. Any other exception becomes INTERNAL with a
+generic message, so internal text never reaches a caller.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from paymesh.platform.problems import (  # noqa: F401 - the categories, re-exported
+    Conflict,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PaymeshError,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+
 ERROR_DOMAIN = "paymesh.dev"
 
-
-@dataclass(frozen=True)
-class FieldViolation:
-    field: str
-    reason: str
-    description: str
-
-
-@dataclass(eq=False)  # exceptions compare and hash by identity
-class PaymeshError(Exception):
-    """Base of every error a caller may see. `reason` is a stable snake_case identifier."""
-
-    message: str
-    reason: str = "error"
-    metadata: dict[str, str] = field(default_factory=dict)
-
-    code = grpc.StatusCode.UNKNOWN
-
-    def __str__(self) -> str:
-        return self.message
+# Each category of error and the gRPC status code it travels as.
+CODES: dict[type[PaymeshError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Conflict: grpc.StatusCode.ABORTED,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
 
 
-class InvalidArgument(PaymeshError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
-
-    def __init__(self, violations: list[FieldViolation], reason: str = "invalid_request"):
-        fields = ", ".join(v.field for v in violations)
-        super().__init__(message=f"invalid request: {fields}", reason=reason)
-        self.violations = violations
-
-    @classmethod
-    def for_field(cls, field_name: str, reason: str, description: str) -> InvalidArgument:
-        return cls([FieldViolation(field_name, reason, description)])
-
-
-class NotFound(PaymeshError):
-    code = grpc.StatusCode.NOT_FOUND
-
-
-class Unauthenticated(PaymeshError):
-    code = grpc.StatusCode.UNAUTHENTICATED
-
-
-class PermissionDenied(PaymeshError):
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
-class Conflict(PaymeshError):
-    code = grpc.StatusCode.ABORTED
-
-
-class FailedPrecondition(PaymeshError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
-
-
-class Unavailable(PaymeshError):
-    code = grpc.StatusCode.UNAVAILABLE
+def grpc_code(error: PaymeshError) -> grpc.StatusCode:
+    if isinstance(error, ReplayedError):
+        return error.code
+    for category in type(error).__mro__:
+        if category in CODES:
+            return CODES[category]
+    return grpc.StatusCode.UNKNOWN
 
 
 class ReplayedError(PaymeshError):
@@ -121,7 +93,9 @@ def to_status_proto(error: Exception) -> status_pb2.Status:
                 )
             )
         )
-    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    return status_pb2.Status(
+        code=grpc_code(error).value[0], message=error.message, details=details
+    )
 
 
 def to_grpc_status(error: Exception) -> grpc.Status:

@@ -69,7 +69,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     code = context.code() or grpc.StatusCode.OK
                     return response
                 except errors.PaymeshError as error:
-                    code = error.code
+                    code = errors.grpc_code(error)
                     structlog.contextvars.bind_contextvars(reason=error.reason)
                     await _abort(context, error)
                 except grpc.aio.AbortError:

@@ -1,9 +1,9 @@
-"""The payment rules, as plain functions: input validation, the PaymentIntent state machine,
-and what a capture or a refund may take. No I/O here."""
+"""The payment rules on input, as plain functions: what a new intent may say, and what a
+capture or a refund may take. No I/O here; the state machine is in `status`."""
 
 from __future__ import annotations
 
-from paymesh.platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from paymesh.platform.problems import FailedPrecondition, FieldViolation, InvalidArgument
 
 MAX_AMOUNT = 99_999_999
 METADATA_MAX_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 50, 40, 500
@@ -20,13 +20,6 @@ CURRENCIES = frozenset(
     sar sbd scr sdg sek sgd shp sle sll sos srd ssp stn svc syp szl thb tjs tmt tnd top try ttd
     twd tzs uah ugx usd uyu uzs ves vnd vuv wst xaf xcd xof xpf yer zar zmw zwl""".split()
 )
-
-# status -> the statuses an action may move it to.
-CONFIRMABLE = ("requires_payment_method", "requires_confirmation")
-CAPTURABLE = ("requires_capture",)
-CANCELABLE = ("requires_payment_method", "requires_confirmation", "requires_capture")
-FINAL = ("succeeded", "canceled")
-
 
 def amount_violation(field: str, amount: int) -> FieldViolation | None:
     if not 1 <= amount <= MAX_AMOUNT:
@@ -85,15 +78,6 @@ def metadata_violations(metadata: dict[str, str]) -> list[FieldViolation]:
         for key, value in metadata.items()
         if not 1 <= len(key) <= METADATA_KEY_MAX or len(value) > METADATA_VALUE_MAX
     ]
-
-
-def require_status(intent_id: str, status: str, allowed: tuple[str, ...], action: str) -> None:
-    if status not in allowed:
-        raise FailedPrecondition(
-            f"you cannot {action} payment_intent {intent_id!r}: its status is {status}",
-            reason="payment_intent_unexpected_state",
-            metadata={"status": status},
-        )
 
 
 def capture_amount(requested: int, capturable: int) -> int:

@@ -1,39 +1,29 @@
 """PSP connectors behind one interface: `sandbox` (paymesh's simulator) and `stripe` (the
 Stripe HTTP API; localstripe in dev and tests). Each keeps one keep-alive httpx client and
-maps the PSP's answers into paymesh's taxonomy: a decline (never retried, never failed
-over), a retryable failure (timeout, connection error, 5xx), or any other PSP error."""
+reads every answer into paymesh's outcome taxonomy (`gateway_svc.domain.outcomes`): a
+decline, a refusal, proof that nothing happened (`NotProcessed`), or an `OutcomeUnknown`."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
+from gateway_svc.domain.outcomes import (
+    Authorization,
+    NotProcessed,
+    OutcomeUnknown,
+    PspDeclined,
+    PspRefused,
+)
 from gateway_svc.metrics import PSP_CALL_ERRORS, PSP_REQUEST_DURATION
+from paymesh.platform.loop_lag import LoopLag
 
-
-@dataclass(frozen=True)
-class Authorization:
-    reference: str
-    captured: bool
-
-
-class PspDeclined(Exception):
-    def __init__(self, decline_code: str, message: str, kind: str):
-        super().__init__(message)
-        self.decline_code = decline_code
-        self.message = message
-        self.kind = kind  # hard: do not retry this card; soft: a later retry may pass
-
-
-class PspRetryable(Exception):
-    """Timeout, connection error or 5xx: the same call may succeed later or elsewhere."""
-
-
-class PspFailed(Exception):
-    """The PSP refused the request itself (4xx other than a decline)."""
+# Errors raised before a request left this process: the PSP never saw it.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# A timeout is the PSP's fault only if our loop was not itself this late for a good part of it.
+_OVERLOAD_SHARE = 0.25
 
 
 class Connector(Protocol):
@@ -43,7 +33,9 @@ class Connector(Protocol):
         self, *, card: str, amount: int, currency: str, capture: bool, idempotency_key: str
     ) -> Authorization: ...
 
-    async def capture(self, reference: str, amount: int, idempotency_key: str) -> None: ...
+    async def capture(self, reference: str, amount: int, idempotency_key: str) -> int:
+        """Captures; returns the amount the PSP reports captured."""
+        ...
 
     async def void(self, reference: str, idempotency_key: str) -> None: ...
 
@@ -55,47 +47,67 @@ class Connector(Protocol):
 
 
 class HttpConnector:
-    """Shared HTTP plumbing: timing, error mapping, metrics."""
+    """Shared HTTP plumbing: timing, the reading of failures, metrics."""
 
     name = "http"
+    # Whether this PSP documents its 5xx answers as "nothing was processed".
+    five_hundreds_process_nothing = False
 
-    def __init__(self, client: httpx.AsyncClient):
+    def __init__(self, client: httpx.AsyncClient, timeout: float, loop_lag: LoopLag | None):
         self._client = client
+        self._timeout = timeout
+        self._loop_lag = loop_lag
 
     async def _call(
         self, operation: str, method: str, path: str, idempotency_key: str | None = None, **kw
     ) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         started = time.perf_counter()
+        sent_at = time.monotonic()
         try:
             response = await self._client.request(method, path, headers=headers, **kw)
+        except _NEVER_SENT as error:
+            self._count("connection")
+            raise NotProcessed(f"{self.name}: {type(error).__name__}") from None
         except httpx.TimeoutException:
-            PSP_CALL_ERRORS.labels(self.name, "timeout").inc()
-            raise PspRetryable("timeout") from None
-        except httpx.HTTPError as error:
-            PSP_CALL_ERRORS.labels(self.name, "connection").inc()
-            raise PspRetryable(type(error).__name__) from None
+            if self._overloaded_since(sent_at):
+                self._count("local_overload")
+                raise OutcomeUnknown(f"{self.name}: timeout (local)", psp_at_fault=False) from None
+            self._count("timeout")
+            raise OutcomeUnknown(f"{self.name}: timeout") from None
+        except httpx.HTTPError as error:  # the request went out; its answer did not come back
+            self._count("connection_lost")
+            raise OutcomeUnknown(f"{self.name}: {type(error).__name__}") from None
         finally:
             PSP_REQUEST_DURATION.labels(self.name, operation).observe(time.perf_counter() - started)
         if response.status_code >= 500:
-            PSP_CALL_ERRORS.labels(self.name, f"http_{response.status_code}").inc()
-            raise PspRetryable(f"http_{response.status_code}")
+            self._count(f"http_{response.status_code}")
+            failure = NotProcessed if self.five_hundreds_process_nothing else OutcomeUnknown
+            raise failure(f"{self.name}: http_{response.status_code}")
         body = response.json()
         if response.status_code >= 400:
             self._raise_for(body)
         return body
 
+    def _overloaded_since(self, sent_at: float) -> bool:
+        if self._loop_lag is None:
+            return False
+        return self._loop_lag.worst_since(sent_at) > self._timeout * _OVERLOAD_SHARE
+
+    def _count(self, reason: str) -> None:
+        PSP_CALL_ERRORS.labels(self.name, reason).inc()
+
     def _raise_for(self, body: dict[str, Any]) -> None:
         error = body.get("error", {})
         if error.get("code") == "card_declined":
-            PSP_CALL_ERRORS.labels(self.name, "card_declined").inc()
+            self._count("card_declined")
             raise PspDeclined(
                 error.get("decline_code") or "generic_decline",
                 error.get("message") or "Your card was declined.",
                 error.get("type") if error.get("type") in ("hard", "soft") else "hard",
             )
-        PSP_CALL_ERRORS.labels(self.name, error.get("code") or "rejected").inc()
-        raise PspFailed(error.get("code") or "psp_error")
+        self._count(error.get("code") or "rejected")
+        raise PspRefused(error.get("code") or "psp_error")
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -103,9 +115,10 @@ class HttpConnector:
 
 class SandboxConnector(HttpConnector):
     name = "sandbox"
+    five_hundreds_process_nothing = True  # the simulator's documented contract
 
-    def __init__(self, api_base: str, timeout: float):
-        super().__init__(httpx.AsyncClient(base_url=api_base, timeout=timeout))
+    def __init__(self, api_base: str, timeout: float, loop_lag: LoopLag | None = None):
+        super().__init__(httpx.AsyncClient(base_url=api_base, timeout=timeout), timeout, loop_lag)
 
     async def authorize(self, *, card, amount, currency, capture, idempotency_key):
         charge = await self._call(
@@ -118,13 +131,14 @@ class SandboxConnector(HttpConnector):
         return Authorization(charge["id"], charge["status"] == "captured")
 
     async def capture(self, reference, amount, idempotency_key):
-        await self._call(
+        charge = await self._call(
             "capture",
             "POST",
             f"/v1/charges/{reference}/capture",
             idempotency_key,
             json={"amount": amount},
         )
+        return int(charge["amount_captured"])
 
     async def void(self, reference, idempotency_key):
         await self._call("void", "POST", f"/v1/charges/{reference}/void", idempotency_key, json={})
@@ -151,9 +165,13 @@ class SandboxConnector(HttpConnector):
 class StripeConnector(HttpConnector):
     name = "stripe"
 
-    def __init__(self, api_base: str, secret_key: str, timeout: float):
+    def __init__(
+        self, api_base: str, secret_key: str, timeout: float, loop_lag: LoopLag | None = None
+    ):
         super().__init__(
-            httpx.AsyncClient(base_url=api_base, auth=(secret_key, ""), timeout=timeout)
+            httpx.AsyncClient(base_url=api_base, auth=(secret_key, ""), timeout=timeout),
+            timeout,
+            loop_lag,
         )
 
     def _raise_for(self, body: dict[str, Any]) -> None:
@@ -189,13 +207,14 @@ class StripeConnector(HttpConnector):
         return Authorization(intent["id"], intent["status"] == "succeeded")
 
     async def capture(self, reference, amount, idempotency_key):
-        await self._call(
+        intent = await self._call(
             "capture",
             "POST",
             f"/v1/payment_intents/{reference}/capture",
             idempotency_key,
             data={"amount_to_capture": amount},
         )
+        return int(intent.get("amount_received") or amount)
 
     async def void(self, reference, idempotency_key):
         await self._call(

@@ -1,0 +1,159 @@
+"""The intent and the refund as plain values (what the repository reads and writes), and
+what a merchant asks to create."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import string
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_id(prefix: str) -> str:
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+def new_attempt_key(intent_id: str) -> str:
+    """A PSP idempotency key for one authorization attempt (or capture, or void)."""
+    return f"{intent_id}:{secrets.token_hex(6)}"
+
+
+@dataclass(frozen=True, slots=True)
+class NewIntent:
+    amount: int
+    currency: str
+    payment_method: str
+    capture_method: str
+    confirm: bool
+    description: str
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentIntent:
+    id: str
+    merchant_id: str
+    livemode: bool
+    amount: int
+    currency: str
+    status: str
+    capture_method: str
+    amount_capturable: int = 0
+    amount_received: int = 0
+    amount_refunded: int = 0
+    payment_method: str | None = None
+    psp: str | None = None
+    description: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    last_payment_error: dict[str, str] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    psp_reference: str | None = None
+    attempt_key: str | None = None
+    pending_operation: str | None = None
+    pending_key: str | None = None
+    pending_amount: int | None = None
+    pending_since: datetime | None = None
+
+    def replace(self, **changes: Any) -> PaymentIntent:
+        return dataclasses.replace(self, **changes)
+
+    def payload(self) -> dict[str, Any]:
+        """What events say of an intent."""
+        return {
+            "merchant_id": self.merchant_id,
+            "livemode": self.livemode,
+            "status": self.status,
+            "amount": self.amount,
+            "amount_capturable": self.amount_capturable,
+            "amount_received": self.amount_received,
+            "amount_refunded": self.amount_refunded,
+            "currency": self.currency,
+            "psp": self.psp,
+            "last_payment_error": self.last_payment_error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    id: str
+    merchant_id: str
+    livemode: bool
+    payment_intent: str
+    amount: int
+    currency: str
+    status: str
+    reason: str | None = None
+    psp_reference: str | None = None
+    created_at: datetime | None = None
+
+    def replace(self, **changes: Any) -> Refund:
+        return dataclasses.replace(self, **changes)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "merchant_id": self.merchant_id,
+            "livemode": self.livemode,
+            "payment_intent": self.payment_intent,
+            "amount": self.amount,
+            "currency": self.currency,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One payment_audit row: who did what to which object, with what result."""
+
+    merchant_id: str
+    actor: str  # api | worker | webhook | ops
+    action: str
+    object_id: str
+    result: str
+    details: dict[str, Any]
+
+    @classmethod
+    def of_intent(
+        cls, intent: PaymentIntent, actor: str, action: str, result: str, **details: Any
+    ) -> AuditEntry:
+        return cls(
+            intent.merchant_id,
+            actor,
+            action,
+            intent.id,
+            result,
+            {"status": intent.status, "amount": intent.amount, **details},
+        )
+
+    @classmethod
+    def of_refund(cls, refund: Refund, actor: str, action: str) -> AuditEntry:
+        return cls(
+            refund.merchant_id,
+            actor,
+            action,
+            refund.id,
+            refund.status,
+            {"payment_intent": refund.payment_intent, "amount": refund.amount},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A domain event for the outbox."""
+
+    type: str
+    aggregate_type: str
+    aggregate_id: str
+    payload: dict[str, Any]
+
+    @classmethod
+    def of_intent(cls, event_type: str, intent: PaymentIntent) -> Event:
+        return cls(event_type, "payment_intent", intent.id, intent.payload())
+
+    @classmethod
+    def of_refund(cls, event_type: str, refund: Refund) -> Event:
+        return cls(event_type, "refund", refund.id, refund.payload())

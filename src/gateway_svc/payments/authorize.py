@@ -1,0 +1,353 @@
+"""Create and confirm: the authorization protocol.
+
+1. Before anything is written: the input is checked and the vault gives the first PSP's token
+   for the card (a missing card is a 400 that writes nothing).
+2. Reserve: one statement puts the intent in `processing` with a fresh attempt key, the PSP
+   it goes to and `pending_since` (where the recovery sweep will look), and binds the
+   idempotency key to it.
+3. Call the PSPs of the route, outside any transaction. Fail over only on proof that nothing
+   happened.
+4. Record: one statement settles the outcome, conditional on the attempt key. An unknown
+   outcome records nothing: the intent stays `processing` until the sweep asks the PSP.
+   An authorization that arrives after the attempt was given up is adopted if nothing else
+   happened to the intent since, and otherwise released at the PSP: never ignored."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import structlog
+
+from gateway_svc.domain import validation
+from gateway_svc.domain.models import (
+    AuditEntry,
+    Event,
+    NewIntent,
+    PaymentIntent,
+    new_attempt_key,
+    new_id,
+)
+from gateway_svc.domain.outcomes import (
+    Authorization,
+    OutcomeUnknown,
+    PspDeclined,
+    PspRefused,
+    PspTrouble,
+)
+from gateway_svc.domain.status import (
+    Action,
+    IntentStatus,
+    Pending,
+    move,
+    sources,
+    unexpected_state,
+)
+from gateway_svc.payments.context import Payments, psp_unavailable
+from gateway_svc.psp.routing import NoPspAvailable
+from gateway_svc.psp.vault import VaultUnavailable
+from gateway_svc.repository import IntentChange, KeyRef
+from paymesh.platform.callers import Merchant
+from paymesh.platform.problems import InvalidArgument
+
+log = structlog.get_logger(__name__)
+_CLEARED = {
+    "pending_operation": None,
+    "pending_key": None,
+    "pending_amount": None,
+    "pending_since": None,
+}
+
+
+async def create(
+    payments: Payments,
+    merchant: Merchant,
+    new: NewIntent,
+    key: KeyRef | None,
+    resume_from: str | None = None,
+) -> PaymentIntent:
+    validation.validate_new_intent(
+        amount=new.amount,
+        currency=new.currency,
+        capture_method=new.capture_method,
+        confirm=new.confirm,
+        payment_method=new.payment_method,
+        metadata=new.metadata,
+    )
+    if resume_from is not None:  # this key's earlier try made the intent; no PSP took it
+        made = await payments.repository.intent(resume_from, merchant)
+        if made.status in sources(Action.CONFIRM):
+            return await confirm(payments, merchant, made.id, new.payment_method, key)
+        if key is not None:
+            await payments.repository.complete_key(key, made.id)
+        return made
+    intent = PaymentIntent(
+        id=new_id("pi_"),
+        merchant_id=merchant.id,
+        livemode=merchant.livemode,
+        amount=new.amount,
+        currency=new.currency,
+        status=IntentStatus.REQUIRES_CONFIRMATION
+        if new.payment_method
+        else IntentStatus.REQUIRES_PAYMENT_METHOD,
+        capture_method=new.capture_method or "automatic",
+        payment_method=new.payment_method or None,
+        description=new.description or None,
+        metadata=new.metadata,
+    )
+    audits = [AuditEntry.of_intent(intent, "api", "create", "ok")]
+    if not new.confirm:
+        bind = KeyRef(key.merchant, key.key, done=True) if key else None
+        event = Event.of_intent("payment_intent.created", intent)
+        return await payments.repository.insert_intent(intent, audits, event, bind)
+    route = await payments.route(merchant)
+    first_card = await _first_card(payments, merchant, intent, route)
+    intent = intent.replace(**_confirm_start(intent, route))
+    audits.append(AuditEntry.of_intent(intent, "api", "confirm_started", "processing"))
+    event = Event.of_intent("payment_intent.created", intent)
+    intent = await payments.repository.insert_intent(intent, audits, event, key)
+    return await _authorize(payments, merchant, intent, route, first_card, key)
+
+
+async def confirm(
+    payments: Payments,
+    merchant: Merchant,
+    intent_id: str,
+    payment_method: str,
+    key: KeyRef | None,
+) -> PaymentIntent:
+    violation = validation.payment_method_violation(payment_method)
+    if violation:
+        raise InvalidArgument([violation])
+    intent = await payments.repository.intent(intent_id, merchant)
+    move(intent_id, intent.status, Action.CONFIRM)
+    intent = intent.replace(payment_method=payment_method or intent.payment_method)
+    if not intent.payment_method:
+        raise InvalidArgument.for_field(
+            "payment_method", "missing", "attach a payment_method to confirm"
+        )
+    route = await payments.route(merchant)
+    first_card = await _first_card(payments, merchant, intent, route)
+    started = await payments.repository.change_intent(
+        IntentChange(
+            intent,
+            {
+                "status": IntentStatus.PROCESSING,
+                "payment_method": intent.payment_method,
+                "last_payment_error": None,
+                **_confirm_start(intent, route),
+            },
+            statuses=sources(Action.CONFIRM),
+            no_pending=True,
+            audits=[("api", "confirm_started", "processing", {})],
+            bind=key,
+        )
+    )
+    if started is None:  # confirmed (or canceled) by another request meanwhile
+        current = await payments.repository.intent(intent_id)
+        raise unexpected_state(intent_id, current.status, "confirm")
+    return await _authorize(payments, merchant, started, route, first_card, key)
+
+
+def _confirm_start(intent: PaymentIntent, route: list[str]) -> dict:
+    attempt_key = new_attempt_key(intent.id)
+    return {
+        "status": IntentStatus.PROCESSING,
+        "attempt_key": attempt_key,
+        "psp": route[0] if route else None,
+        "pending_operation": Pending.AUTHORIZE,
+        "pending_key": attempt_key,
+        "pending_since": datetime.now(UTC),
+    }
+
+
+async def _first_card(
+    payments: Payments, merchant: Merchant, intent: PaymentIntent, route: list[str]
+) -> str | Exception | None:
+    """The first PSP's token for the card, or the decline or failure that stands for it.
+    A card that does not exist (InvalidArgument) or a vault that is down raises: nothing is
+    written for those."""
+    if not route:
+        return None
+    try:
+        return await payments.vault.psp_token(
+            merchant, intent.payment_method or "", route[0], reason=f"authorize {intent.id}"
+        )
+    except (PspDeclined, PspTrouble) as outcome:
+        return outcome
+
+
+async def _authorize(
+    payments: Payments,
+    merchant: Merchant,
+    intent: PaymentIntent,
+    route: list[str],
+    first_card: str | Exception | None,
+    key: KeyRef | None,
+) -> PaymentIntent:
+    async def card_for(psp: str) -> str:
+        if psp == route[0] and first_card is not None:
+            if isinstance(first_card, Exception):
+                raise first_card
+            return first_card
+        return await payments.vault.psp_token(
+            merchant, intent.payment_method or "", psp, reason=f"authorize {intent.id}"
+        )
+
+    async def on_attempt(psp: str) -> None:
+        if psp != intent.psp:  # a failover: the sweep must look at this PSP from now on
+            await payments.repository.change_intent(
+                IntentChange(
+                    intent,
+                    {"psp": psp},
+                    statuses=(IntentStatus.PROCESSING,),
+                    attempt_key=intent.attempt_key,
+                )
+            )
+
+    try:
+        psp, authorization = await payments.router.authorize(
+            route,
+            card_for,
+            amount=intent.amount,
+            currency=intent.currency,
+            capture=intent.capture_method == "automatic",
+            attempt_key=intent.attempt_key or "",
+            on_attempt=on_attempt,
+        )
+    except PspDeclined as decline:
+        return await settle_decline(payments, intent, decline, "api")
+    except OutcomeUnknown as unknown:
+        log.warning("psp_outcome_unknown", correlation_id=intent.id, error=str(unknown))
+        if key is not None:
+            await payments.repository.complete_key(key, intent.id)
+        return await payments.repository.intent(intent.id)
+    except (NoPspAvailable, VaultUnavailable, PspRefused) as error:
+        await abandon(payments, intent, "api", str(error))
+        if isinstance(error, VaultUnavailable):
+            raise
+        raise psp_unavailable() from None
+    return await settle_authorization(payments, intent, psp, authorization, "api")
+
+
+async def settle_authorization(
+    payments: Payments,
+    intent: PaymentIntent,
+    psp: str,
+    authorization: Authorization,
+    actor: str,
+) -> PaymentIntent:
+    """Records an authorization of `intent`'s attempt; one that nobody may keep any more
+    (the intent was canceled or confirmed again since) is released at the PSP."""
+    if authorization.captured:
+        action, event, result = Action.CHARGED, "payment_intent.succeeded", "succeeded"
+        amounts = {"amount_received": intent.amount, "amount_capturable": 0}
+    else:
+        action, event, result = Action.AUTHORIZED, "payment_intent.requires_capture", "authorized"
+        amounts = {"amount_received": 0, "amount_capturable": intent.amount}
+    settled = await payments.repository.change_intent(
+        IntentChange(
+            intent,
+            {
+                "status": move(intent.id, IntentStatus.PROCESSING, action),
+                **amounts,
+                "psp": psp,
+                "psp_reference": authorization.reference,
+                "last_payment_error": None,
+                **_CLEARED,
+            },
+            statuses=sources(action),
+            attempt_key=intent.attempt_key,
+            audits=[(actor, "confirm", result, {})],
+            event=event,
+            settles=True,
+        )
+    )
+    if settled is not None:
+        return settled
+    current = await payments.repository.intent(intent.id)
+    if current.psp_reference != authorization.reference:
+        await release_late_authorization(payments, current, intent, psp, authorization)
+    return current
+
+
+async def settle_decline(
+    payments: Payments, intent: PaymentIntent, decline: PspDeclined, actor: str
+) -> PaymentIntent:
+    settled = await payments.repository.change_intent(
+        IntentChange(
+            intent,
+            {
+                "status": move(intent.id, IntentStatus.PROCESSING, Action.DECLINED),
+                "amount_received": 0,
+                "amount_capturable": 0,
+                "last_payment_error": decline.as_payment_error(),
+                **_CLEARED,
+            },
+            statuses=sources(Action.DECLINED),
+            attempt_key=intent.attempt_key,
+            audits=[(actor, "confirm", "declined", {})],
+            event="payment_intent.payment_failed",
+            settles=True,
+        )
+    )
+    return settled or await payments.repository.intent(intent.id)
+
+
+async def abandon(payments: Payments, intent: PaymentIntent, actor: str, why: str) -> None:
+    """No PSP took it: nothing was charged, so the intent may be confirmed again."""
+    await payments.repository.change_intent(
+        IntentChange(
+            intent,
+            {
+                "status": IntentStatus.REQUIRES_CONFIRMATION,
+                "last_payment_error": {
+                    "code": "processing_error",
+                    "decline_code": "",
+                    "message": "No payment processor was available; nothing was charged.",
+                    "type": "soft",
+                },
+                **_CLEARED,
+            },
+            statuses=sources(Action.NOT_PROCESSED),
+            attempt_key=intent.attempt_key,
+            audits=[(actor, "confirm", "psp_unavailable", {"why": why})],
+            settles=actor != "api",  # the request's own key is released with its error
+        )
+    )
+
+
+async def release_late_authorization(
+    payments: Payments,
+    current: PaymentIntent,
+    attempt: PaymentIntent,
+    psp: str,
+    authorization: Authorization,
+) -> None:
+    """The PSP holds money for an attempt the intent no longer waits for: give it back
+    (void an authorization, refund a charge) under a key of its own, and put it on record."""
+    connector = payments.router.connectors[psp]
+    release_key = f"{attempt.attempt_key}:{psp}:release"
+    try:
+        if authorization.captured:
+            await payments.router.call(
+                psp, lambda: connector.refund(authorization.reference, attempt.amount, release_key)
+            )
+        else:
+            await payments.router.call(
+                psp, lambda: connector.void(authorization.reference, release_key)
+            )
+        result = "released"
+    except (PspTrouble, PspRefused) as error:
+        log.error("late_authorization_not_released", correlation_id=current.id, error=str(error))
+        result = "release_failed"
+    await payments.repository.audit(
+        AuditEntry.of_intent(
+            current,
+            "worker",
+            "late_authorization",
+            result,
+            psp=psp,
+            psp_reference=authorization.reference,
+            captured=authorization.captured,
+        )
+    )

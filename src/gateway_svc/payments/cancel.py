@@ -1,0 +1,71 @@
+"""Cancel an intent. One not yet authorized is canceled in one statement; an authorization
+is first voided at the PSP (reserve the void → void under its own key → record)."""
+
+from __future__ import annotations
+
+from gateway_svc.domain.models import PaymentIntent
+from gateway_svc.domain.outcomes import NotProcessed, OutcomeUnknown, PspRefused
+from gateway_svc.domain.status import Action, IntentStatus, Pending, move, unexpected_state
+from gateway_svc.payments.capture import CLEARED, release, reserve
+from gateway_svc.payments.context import OutcomePending, Payments, psp_refused, psp_unavailable
+from gateway_svc.repository import IntentChange, KeyRef
+from paymesh.platform.callers import Merchant
+
+
+async def cancel(
+    payments: Payments, merchant: Merchant, intent_id: str, key: KeyRef | None
+) -> PaymentIntent:
+    intent = await payments.repository.intent(intent_id, merchant)
+    move(intent_id, intent.status, Action.CANCEL)
+    if intent.status != IntentStatus.REQUIRES_CAPTURE:
+        return await _record(payments, intent, "api", key and KeyRef(key.merchant, key.key, True))
+    reserved = await reserve(payments, intent, Pending.VOID, Action.CANCEL, None, key)
+    psp = reserved.psp or ""
+    connector = payments.router.connectors[psp]
+    try:
+        await payments.router.call(
+            psp, lambda: connector.void(reserved.psp_reference or "", reserved.pending_key or "")
+        )
+    except PspRefused as refused:
+        await release(payments, reserved, "api", "refused")
+        raise psp_refused(psp, refused) from None
+    except NotProcessed:
+        await release(payments, reserved, "api", "psp_unavailable")
+        raise psp_unavailable() from None
+    except OutcomeUnknown:
+        raise OutcomePending("void") from None
+    return await finish(payments, reserved, "api")
+
+
+async def finish(payments: Payments, intent: PaymentIntent, actor: str) -> PaymentIntent:
+    """Records a void the PSP confirmed."""
+    return await _record(payments, intent, actor, None)
+
+
+async def _record(
+    payments: Payments, intent: PaymentIntent, actor: str, key: KeyRef | None
+) -> PaymentIntent:
+    voided = intent.pending_operation == Pending.VOID
+    canceled = await payments.repository.change_intent(
+        IntentChange(
+            intent,
+            {
+                "status": move(intent.id, intent.status, Action.CANCEL),
+                "amount_capturable": 0,
+                **CLEARED,
+            },
+            statuses=(intent.status,),
+            pending_key=intent.pending_key if voided else None,
+            no_pending=not voided,
+            audits=[(actor, "cancel", "ok", {})],
+            event="payment_intent.canceled",
+            bind=key,
+            settles=voided,
+        )
+    )
+    if canceled is None:
+        current = await payments.repository.intent(intent.id)
+        if current.status == IntentStatus.CANCELED:
+            return current
+        raise unexpected_state(intent.id, current.status, "cancel", current.pending_operation or "")
+    return canceled

@@ -1,0 +1,131 @@
+"""Capture part or all of an authorization: reserve the capture on the intent (only one can
+be pending; a second one is refused), capture at the PSP under the reservation's own key,
+then record the amount the PSP reports as captured."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from gateway_svc.domain import validation
+from gateway_svc.domain.models import PaymentIntent, new_attempt_key
+from gateway_svc.domain.outcomes import NotProcessed, OutcomeUnknown, PspRefused
+from gateway_svc.domain.status import Action, Pending, move, sources, unexpected_state
+from gateway_svc.payments.context import OutcomePending, Payments, psp_refused, psp_unavailable
+from gateway_svc.repository import IntentChange, KeyRef
+from paymesh.platform.callers import Merchant
+
+CLEARED = {
+    "pending_operation": None,
+    "pending_key": None,
+    "pending_amount": None,
+    "pending_since": None,
+}
+
+
+async def reserve(
+    payments: Payments,
+    intent: PaymentIntent,
+    operation: Pending,
+    action: Action,
+    amount: int | None,
+    key: KeyRef | None,
+) -> PaymentIntent:
+    """Marks `operation` pending on the intent, if the intent allows `action` and nothing
+    else is pending; the merchant's 400 otherwise."""
+    if intent.pending_operation:
+        raise unexpected_state(intent.id, intent.status, action, intent.pending_operation)
+    move(intent.id, intent.status, action)
+    reserved = await payments.repository.change_intent(
+        IntentChange(
+            intent,
+            {
+                "pending_operation": operation,
+                "pending_key": f"{new_attempt_key(intent.id)}:{operation}",
+                "pending_amount": amount,
+                "pending_since": datetime.now(UTC),
+            },
+            statuses=sources(action),
+            no_pending=True,
+            audits=[("api", f"{action}_started", "pending", {"amount": amount or 0})],
+            bind=key,
+        )
+    )
+    if reserved is None:  # another request got there first
+        current = await payments.repository.intent(intent.id)
+        raise unexpected_state(intent.id, current.status, action, current.pending_operation or "")
+    return reserved
+
+
+async def release(payments: Payments, intent: PaymentIntent, actor: str, result: str) -> None:
+    """The pending operation did not happen: the intent is as it was before it."""
+    await payments.repository.change_intent(
+        IntentChange(
+            intent,
+            dict(CLEARED),
+            statuses=(intent.status,),
+            pending_key=intent.pending_key,
+            audits=[(actor, intent.pending_operation or "", result, {})],
+            settles=actor != "api",
+        )
+    )
+
+
+async def capture(
+    payments: Payments,
+    merchant: Merchant,
+    intent_id: str,
+    amount_to_capture: int,
+    key: KeyRef | None,
+) -> PaymentIntent:
+    intent = await payments.repository.intent(intent_id, merchant)
+    move(intent_id, intent.status, Action.CAPTURE)
+    amount = validation.capture_amount(amount_to_capture, intent.amount_capturable)
+    reserved = await reserve(payments, intent, Pending.CAPTURE, Action.CAPTURE, amount, key)
+    psp = reserved.psp or ""
+    connector = payments.router.connectors[psp]
+    try:
+        captured = await payments.router.call(
+            psp,
+            lambda: connector.capture(
+                reserved.psp_reference or "", amount, reserved.pending_key or ""
+            ),
+        )
+    except PspRefused as refused:
+        await release(payments, reserved, "api", "refused")
+        raise psp_refused(psp, refused) from None
+    except NotProcessed:
+        await release(payments, reserved, "api", "psp_unavailable")
+        raise psp_unavailable() from None
+    except OutcomeUnknown:
+        raise OutcomePending("capture") from None
+    return await finish(payments, reserved, captured, "api")
+
+
+async def finish(
+    payments: Payments, intent: PaymentIntent, captured: int, actor: str
+) -> PaymentIntent:
+    """Records the capture the PSP reports; the rest of the authorization is released."""
+    done = await payments.repository.change_intent(
+        IntentChange(
+            intent,
+            {
+                "status": move(intent.id, intent.status, Action.CAPTURE),
+                "amount_received": captured,
+                "amount_capturable": 0,
+                **CLEARED,
+            },
+            statuses=sources(Action.CAPTURE),
+            pending_key=intent.pending_key,
+            audits=[
+                (
+                    actor,
+                    "capture",
+                    "ok",
+                    {"amount": captured, "released": intent.amount_capturable - captured},
+                )
+            ],
+            event="payment_intent.succeeded",
+            settles=True,
+        )
+    )
+    return done or await payments.repository.intent(intent.id)

@@ -1,0 +1,57 @@
+"""What every payment use case needs, built once by the service's wiring."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from gateway_svc.psp.routing import PspRouter
+from gateway_svc.psp.vault import VaultClient
+from gateway_svc.repository import PaymentRepository
+from paymesh.platform.callers import Merchant
+from paymesh.platform.problems import FailedPrecondition, Unavailable
+
+ROUTE_CACHE_SECONDS = 5.0
+
+
+class OutcomePending(Unavailable):
+    """The PSP may have done it; the recovery sweep settles it. Retrying is safe."""
+
+    def __init__(self, what: str):
+        super().__init__(
+            f"the payment processor did not answer the {what}; its outcome is settled"
+            " automatically. Retry with the same Idempotency-Key to see it.",
+            reason="psp_outcome_unknown",
+        )
+
+
+def psp_unavailable() -> Unavailable:
+    return Unavailable(
+        "no payment processor could take this request now; nothing was done. Retry later.",
+        reason="psp_unavailable",
+    )
+
+
+def psp_refused(psp: str, why: object) -> FailedPrecondition:
+    return FailedPrecondition(f"{psp} refused: {why}", reason="psp_refused")
+
+
+@dataclass
+class Payments:
+    repository: PaymentRepository
+    router: PspRouter
+    vault: VaultClient
+    _routes: dict[str, tuple[list[str], float]] = field(default_factory=dict)
+
+    async def route(self, merchant: Merchant) -> list[str]:
+        """The merchant's PSPs in order; remembered for a few seconds (routing rarely changes)."""
+        cached = self._routes.get(merchant.id)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        route = [
+            psp
+            for psp in await self.repository.psp_route(merchant.id)
+            if psp in self.router.connectors
+        ]
+        self._routes[merchant.id] = (route, time.monotonic() + ROUTE_CACHE_SECONDS)
+        return route

@@ -1,0 +1,72 @@
+"""Refunds: reserve the amount under the intent's lock (concurrent refunds never exceed what
+was captured) → refund at the PSP under the refund's id → record. A refund whose outcome is
+unknown stays `pending`, its amount reserved, until the PSP says what happened: handing the
+amount back on a timeout is how a gateway refunds twice."""
+
+from __future__ import annotations
+
+import structlog
+
+from gateway_svc.domain.models import Refund, new_id
+from gateway_svc.domain.outcomes import NotProcessed, OutcomeUnknown, PspRefused
+from gateway_svc.domain.status import RefundStatus
+from gateway_svc.payments.context import Payments, psp_refused, psp_unavailable
+from gateway_svc.repository import KeyRef
+from paymesh.platform.callers import Merchant
+from paymesh.platform.problems import InvalidArgument
+
+log = structlog.get_logger(__name__)
+
+
+async def refund(
+    payments: Payments,
+    merchant: Merchant,
+    intent_id: str,
+    amount: int,
+    reason: str,
+    key: KeyRef | None,
+) -> Refund:
+    if not intent_id.startswith("pi_"):
+        raise InvalidArgument.for_field("payment_intent", "invalid_payment_intent", "a pi_… id")
+    intent, pending = await payments.repository.reserve_refund(
+        merchant, intent_id, amount, reason, new_id("re_"), key
+    )
+    psp = intent.psp or ""
+    try:
+        reference = await _at_psp(payments, psp, intent.psp_reference or "", pending)
+    except PspRefused as refused:
+        await payments.repository.finish_refund(pending, RefundStatus.FAILED, None, "api")
+        raise psp_refused(psp, refused) from None
+    except NotProcessed:
+        await payments.repository.finish_refund(pending, RefundStatus.FAILED, None, "api")
+        raise psp_unavailable() from None
+    except OutcomeUnknown as unknown:
+        log.warning("psp_outcome_unknown", correlation_id=pending.id, error=str(unknown))
+        if key is not None:
+            await payments.repository.complete_key(key, pending.id)
+        return pending
+    done = await payments.repository.finish_refund(
+        pending, RefundStatus.SUCCEEDED, reference, "api"
+    )
+    return done or await payments.repository.refund(pending.id)
+
+
+async def _at_psp(payments: Payments, psp: str, charge: str, pending: Refund) -> str:
+    connector = payments.router.connectors.get(psp)
+    if connector is None:
+        raise PspRefused("this payment has no PSP reference")
+    return await payments.router.call(
+        psp, lambda: connector.refund(charge, pending.amount, pending.id)
+    )
+
+
+async def resume(payments: Payments, pending: Refund, psp: str, charge: str) -> str:
+    """The recovery sweep's retry of a pending refund, under the same key: the PSP refunds
+    once whether or not an earlier call reached it."""
+    try:
+        reference = await _at_psp(payments, psp, charge, pending)
+    except PspRefused:
+        await payments.repository.finish_refund(pending, RefundStatus.FAILED, None, "worker")
+        return "refund_failed"
+    await payments.repository.finish_refund(pending, RefundStatus.SUCCEEDED, reference, "worker")
+    return "refund_succeeded"

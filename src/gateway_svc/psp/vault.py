@@ -1,0 +1,74 @@
+"""gateway_svc's view of the vault: a card's token at a given PSP, asked for on the merchant's
+behalf with the gateway's service identity. The vault's errors are read by reason: a missing
+card is the merchant's bad input; a detached or refused card is a decline; a PSP the vault
+could not reach is that PSP's `NotProcessed`; the vault itself down is `VaultUnavailable`."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from gateway_svc.domain.outcomes import NotProcessed, PspDeclined
+from gateway_svc.metrics import PSP_CALL_ERRORS
+from paymesh.platform.callers import Merchant
+from paymesh.platform.channels import on_behalf_of
+from paymesh.platform.problems import InvalidArgument, Unavailable
+from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
+
+
+class VaultUnavailable(Unavailable):
+    def __init__(self, why: str):
+        super().__init__("the card vault is unavailable; retry later", reason="vault_unavailable")
+        self.why = why
+
+
+def _reason(error: grpc.aio.AioRpcError) -> str:
+    """The google.rpc.ErrorInfo reason the vault sent, if any."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    return info.reason
+    return ""
+
+
+class VaultClient:
+    def __init__(self, channel: grpc.aio.Channel, timeout: float = 5.0):
+        self._stub = vault_pb2_grpc.VaultInternalServiceStub(channel)
+        self.timeout = timeout
+
+    async def psp_token(
+        self, merchant: Merchant, payment_method: str, psp: str, reason: str
+    ) -> str:
+        try:
+            reply = await self._stub.GetPspToken(
+                vault_pb2.GetPspTokenRequest(payment_method=payment_method, psp=psp, reason=reason),
+                metadata=on_behalf_of(merchant),
+                timeout=self.timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _read(error, psp) from None
+        return reply.psp_reference
+
+
+def _read(error: grpc.aio.AioRpcError, psp: str) -> Exception:
+    code, reason = error.code(), _reason(error)
+    if code == grpc.StatusCode.NOT_FOUND and reason == "payment_method_detached":
+        return PspDeclined(
+            "payment_method_detached", "This payment method was detached; its card is gone.", "hard"
+        )
+    if code == grpc.StatusCode.NOT_FOUND:
+        return InvalidArgument.for_field(
+            "payment_method", "resource_missing", "no such payment_method"
+        )
+    if code == grpc.StatusCode.FAILED_PRECONDITION and reason == "psp_rejected_card":
+        return PspDeclined("generic_decline", "Your card was declined.", "hard")
+    if code == grpc.StatusCode.UNAVAILABLE and reason == "psp_unavailable":
+        # The PSP failed the vault's request to create the card: the PSP's own failure, and
+        # no payment was attempted there.
+        PSP_CALL_ERRORS.labels(psp, "card_provisioning").inc()
+        return NotProcessed(f"{psp}: card not provisioned")
+    return VaultUnavailable(f"{code.name} {reason}".strip())
