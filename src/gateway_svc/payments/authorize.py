@@ -162,18 +162,20 @@ def _confirm_start(intent: PaymentIntent, route: list[str]) -> dict:
 
 async def _first_card(
     payments: Payments, merchant: Merchant, intent: PaymentIntent, route: list[str]
-) -> str | Exception | None:
-    """The first PSP's token for the card, or the decline or failure that stands for it.
-    A card that does not exist (InvalidArgument) or a vault that is down raises: nothing is
-    written for those."""
-    if not route:
+) -> tuple[str, str | Exception] | None:
+    """The card's token at the first PSP of the route that is not skipped (open breaker),
+    or the decline or failure that stands for it. A card that does not exist
+    (InvalidArgument) or a vault that is down raises: nothing is written for those."""
+    psp = payments.router.first_available(route)
+    if psp is None:
         return None
     try:
-        return await payments.vault.psp_token(
-            merchant, intent.payment_method or "", route[0], reason=f"authorize {intent.id}"
+        token = await payments.vault.psp_token(
+            merchant, intent.payment_method or "", psp, reason=f"authorize {intent.id}"
         )
     except (PspDeclined, PspTrouble) as outcome:
-        return outcome
+        return psp, outcome
+    return psp, token
 
 
 async def _authorize(
@@ -181,14 +183,14 @@ async def _authorize(
     merchant: Merchant,
     intent: PaymentIntent,
     route: list[str],
-    first_card: str | Exception | None,
+    first_card: tuple[str, str | Exception] | None,
     key: KeyRef | None,
 ) -> PaymentIntent:
     async def card_for(psp: str) -> str:
-        if psp == route[0] and first_card is not None:
-            if isinstance(first_card, Exception):
-                raise first_card
-            return first_card
+        if first_card is not None and first_card[0] == psp:
+            if isinstance(first_card[1], Exception):
+                raise first_card[1]
+            return first_card[1]
         return await payments.vault.psp_token(
             merchant, intent.payment_method or "", psp, reason=f"authorize {intent.id}"
         )
@@ -221,11 +223,11 @@ async def _authorize(
         if key is not None:
             await payments.repository.complete_key(key, intent.id)
         return await payments.repository.intent(intent.id)
-    except (NoPspAvailable, VaultUnavailable, PspRefused) as error:
+    except (NoPspAvailable, VaultUnavailable, InvalidArgument) as error:
         await abandon(payments, intent, "api", str(error))
-        if isinstance(error, VaultUnavailable):
-            raise
-        raise psp_unavailable() from None
+        if isinstance(error, NoPspAvailable):
+            raise psp_unavailable() from None
+        raise
     return await settle_authorization(payments, intent, psp, authorization, "api")
 
 

@@ -87,6 +87,10 @@ class PspRouter:
         self.breakers = breakers
         self.policy = policy
 
+    def first_available(self, route: list[str]) -> str | None:
+        """The first PSP of the route whose breaker does not skip it."""
+        return next((psp for psp in route if self.breakers[psp].current_state != "open"), None)
+
     async def authorize(
         self,
         route: list[str],
