@@ -362,9 +362,7 @@ class PaymentRepository:
     async def _record_refund(
         self, connection: AsyncConnection, refund: Refund, actor: str, action: str, event: str
     ) -> None:
-        await connection.execute(
-            insert(outbox), [_event_values(Event.of_refund(event, refund))]
-        )
+        await connection.execute(insert(outbox), [_event_values(Event.of_refund(event, refund))])
         await connection.execute(
             insert(payment_audit), [_audit_values(AuditEntry.of_refund(refund, actor, action))]
         )
@@ -419,11 +417,15 @@ def _key_where():
 
 
 def _bind_key(bind: KeyRef, object_id: str):
+    keys = idempotency_keys.c
     return (
         update(idempotency_keys)
-        .where(_key_where())
-        .values(object_id=object_id, state=bindparam("k_state"))
-        .params(**_key_params(bind))
+        .where(
+            keys.merchant_id == bind.merchant.id,
+            keys.livemode == bind.merchant.livemode,
+            keys.key == bind.key,
+        )
+        .values(object_id=object_id, state="done" if bind.done else "running")
     )
 
 
@@ -468,9 +470,7 @@ def _side_effects(target, audits: int, event: bool):
             insert(payment_audit)
             .from_select(
                 list(_AUDIT_COLUMNS),
-                select(*_typed(f"audit{i}_", payment_audit, _AUDIT_COLUMNS)).select_from(
-                    previous
-                ),
+                select(*_typed(f"audit{i}_", payment_audit, _AUDIT_COLUMNS)).select_from(previous),
             )
             .returning(payment_audit.c.id)
             .cte(f"audit{i}")
@@ -521,9 +521,7 @@ def _change_statement(
         conditions.append(intents.attempt_key == bindparam("w_attempt_key"))
     if no_pending:
         conditions.append(intents.pending_operation.is_(None))
-    values = {
-        name: bindparam(f"v_{name}", type_=payment_intents.c[name].type) for name in columns
-    }
+    values = {name: bindparam(f"v_{name}", type_=payment_intents.c[name].type) for name in columns}
     intent = (
         update(payment_intents)
         .where(*conditions)
@@ -557,5 +555,3 @@ def _change_statement(
             .cte("settled")
         )
     return select(intent).add_cte(*ctes)
-
-

@@ -21,7 +21,8 @@ Runtime knobs, `POST /_knobs`, lie the way real PSPs do (each rate from 0 to 1):
 API (JSON in and out):
   POST /v1/cards                 {number, exp_month, exp_year, cvc?} -> {id: card_…}
   POST /v1/charges               {card, amount, currency, capture} -> charge | 402 decline
-  GET  /v1/charges?idempotency_key=K  -> {data: [charge]}   (find a charge after a crash)
+  GET  /v1/charges?idempotency_key=K  -> {data: [charge]}   (find a charge after a crash;
+                                        without K, every charge: the PSP's ledger)
   POST /v1/charges/{id}/capture  {amount?}
   POST /v1/charges/{id}/void
   POST /v1/refunds               {charge, amount}
@@ -194,9 +195,14 @@ class Sandbox:
             }
         )
 
-    def find_charges(self, idempotency_key: str) -> list[dict]:
+    def find_charges(self, idempotency_key: str | None) -> list[dict]:
+        """The charges made under a key (all of them without one): the PSP's own ledger."""
         with self.lock:
-            return [c for c in self.charges.values() if c["idempotency_key"] == idempotency_key]
+            return [
+                dict(c)
+                for c in self.charges.values()
+                if idempotency_key is None or c["idempotency_key"] == idempotency_key
+            ]
 
 
 def _error(code: str, message: str, **extra: str) -> dict:
@@ -234,7 +240,7 @@ def make_handler(sandbox: Sandbox):
                 with sandbox.lock:
                     return self._reply(200, {"data": list(sandbox.transactions)})
             if url.path == "/v1/charges":
-                key = parse_qs(url.query).get("idempotency_key", [""])[0]
+                key = parse_qs(url.query).get("idempotency_key", [None])[0]
                 return self._reply(200, {"data": sandbox.find_charges(key)})
             if url.path == "/_stats":
                 with sandbox.lock:

@@ -17,34 +17,16 @@ import psycopg
 import pytest
 
 from paymesh.devinfra import create_infra, drop_infra
-from paymesh.devmesh import Mesh, Ports
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
-from tests.conftest import BIN, base_env, create_merchant, paymesh
+from tests.conftest import base_env, paymesh
 from tests.integration.test_payments import post, reason_of
 from tests.integration.test_vault import NEXT_YEAR, tokenize
 from tests.support.http import call
+from tests.support.psp import breaker_state, sandbox
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def sandbox(mesh, path: str, body: dict | None = None):
-    url = f"http://127.0.0.1:{mesh.ports.sandbox_psp}{path}"
-    return call(url, "POST" if body is not None else "GET", {}, body).body
-
-
-@pytest.fixture
-def knobs(mesh):
-    """Sandbox knobs for one test, reset afterwards whatever happens."""
-    yield lambda **values: sandbox(mesh, "/_knobs", values)
-    sandbox(mesh, "/_knobs", {"latency_ms": 0, "error_rate": 0, "timeout_rate": 0})
-
-
-def breaker_state(mesh, psp: str) -> float:
-    metrics = call(f"http://127.0.0.1:{mesh.ports.http['gateway']}/metrics").body
-    prefix = f'psp_circuit_breaker_state{{psp="{psp}"}} '
-    return next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix))
 
 
 def test_the_same_key_and_request_replay_the_stored_answer(mesh, merchant):
@@ -148,36 +130,6 @@ def post_payment_with(mesh, merchant, number):
         "/v1/payment_intents",
         {"amount": 700, "currency": "eur", "payment_method": token, "confirm": True},
     )
-
-
-@pytest.fixture
-def fragile(tmp_path):
-    """A gateway (and what it needs) with a database of its own, to kill without hurting the
-    session's mesh, whose recovery sweep would otherwise settle this test's intent first."""
-    own = create_infra("paymesh_fragile")
-    ports = Ports.free()
-    env = base_env(own, **ports.service_env())
-    mesh = Mesh(env=env, ports=ports, log_dir=tmp_path)
-    try:
-        paymesh("migrate", env=env)
-        merchant = create_merchant(own, "fragile")
-        mesh.spawn(
-            "localstripe",
-            [str(BIN / "localstripe"), "--port", str(ports.localstripe), "--from-scratch"],
-        )
-        mesh.spawn(
-            "sandbox_psp",
-            [sys.executable, "-m", "paymesh.sandbox_psp", "--port", str(ports.sandbox_psp)],
-        )
-        for name, package in (("vault", "vault_proxy_svc"), ("gateway", "gateway_svc")):
-            mesh.spawn(name, [sys.executable, "-m", package])
-        mesh.wait_until(
-            [f"http://127.0.0.1:{ports.http[n]}/readyz" for n in ("vault", "gateway")], 60
-        )
-        yield mesh, own, merchant
-    finally:
-        mesh.stop()
-        drop_infra(own)
 
 
 def test_a_gateway_killed_mid_psp_call_is_recovered_by_the_sweep(fragile):

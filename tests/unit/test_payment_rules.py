@@ -62,9 +62,7 @@ def test_every_problem_is_reported_at_once():
     }
 
 
-@pytest.mark.parametrize(
-    ("status", "action"), [(status, action) for status in S for action in A]
-)
+@pytest.mark.parametrize(("status", "action"), [(status, action) for status in S for action in A])
 def test_every_status_and_action_pair_moves_as_the_table_says_or_is_refused(status, action):
     if (status, action) in LEGAL:
         assert move("pi_1", status, action) == LEGAL[status, action]

@@ -21,6 +21,7 @@ CURRENCIES = frozenset(
     twd tzs uah ugx usd uyu uzs ves vnd vuv wst xaf xcd xof xpf yer zar zmw zwl""".split()
 )
 
+
 def amount_violation(field: str, amount: int) -> FieldViolation | None:
     if not 1 <= amount <= MAX_AMOUNT:
         return FieldViolation(

@@ -20,8 +20,9 @@ SCHEMA = "gateway"
 def upgrade() -> None:
     # An intent's PSP operation in flight (authorize, capture or void): its PSP idempotency
     # key, the amount it moves and since when. The recovery sweep settles what stays here.
-    op.alter_column("payment_intents", "processing_since", new_column_name="pending_since",
-                    schema=SCHEMA)
+    op.alter_column(
+        "payment_intents", "processing_since", new_column_name="pending_since", schema=SCHEMA
+    )
     op.add_column("payment_intents", sa.Column("pending_operation", sa.String(16)), schema=SCHEMA)
     op.add_column("payment_intents", sa.Column("pending_key", sa.Text), schema=SCHEMA)
     op.add_column("payment_intents", sa.Column("pending_amount", sa.BigInteger), schema=SCHEMA)
@@ -125,8 +126,9 @@ def downgrade() -> None:
     op.drop_index("payment_intents_pending_idx", "payment_intents", schema=SCHEMA)
     for column in ("pending_amount", "pending_key", "pending_operation"):
         op.drop_column("payment_intents", column, schema=SCHEMA)
-    op.alter_column("payment_intents", "pending_since", new_column_name="processing_since",
-                    schema=SCHEMA)
+    op.alter_column(
+        "payment_intents", "pending_since", new_column_name="processing_since", schema=SCHEMA
+    )
     op.create_index(
         "payment_intents_processing_idx",
         "payment_intents",

@@ -2,8 +2,11 @@
 outcome is not recorded, by asking the PSP, never by guessing.
 
 - authorize: find the attempt at its PSP by its idempotency key. Found: recorded (and the
-  retried request's key answers with it). Not found, once no call of that attempt can still
-  be running (`older_than_seconds` exceeds the longest confirm): nothing was charged.
+  retried request's key answers with it). Not found: the authorization is sent again under
+  the SAME key, which settles it for good. A request of that attempt that is still on its
+  way to the PSP (a slow PSP may process it long after we stopped waiting) then meets the
+  PSP's answer for that key instead of charging a second time; giving up on "not found"
+  would leave exactly that late charge unseen, and a reconfirm would charge again.
 - capture, void, refund: the same call again under the same key; the PSP applies it once.
 A PSP that still does not answer is asked again next round."""
 
@@ -12,11 +15,13 @@ from __future__ import annotations
 import structlog
 
 from gateway_svc.domain.models import PaymentIntent
-from gateway_svc.domain.outcomes import PspRefused, PspTrouble
+from gateway_svc.domain.outcomes import Authorization, PspDeclined, PspRefused, PspTrouble
 from gateway_svc.domain.status import Pending
 from gateway_svc.metrics import RECOVERED
 from gateway_svc.payments import authorize, cancel, capture, refund
 from gateway_svc.payments.context import Payments
+from paymesh.platform.callers import Merchant
+from paymesh.platform.problems import InvalidArgument, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +31,7 @@ async def recover(payments: Payments, older_than_seconds: float) -> int:
     for intent in await payments.repository.pending_intents(older_than_seconds):
         try:
             outcome = await _settle(payments, intent)
-        except PspTrouble as trouble:
+        except (PspTrouble, Unavailable) as trouble:  # the PSP or the vault: ask next round
             log.info("recovery_deferred", correlation_id=intent.id, error=str(trouble))
             continue
         RECOVERED.labels(outcome).inc()
@@ -37,7 +42,7 @@ async def recover(payments: Payments, older_than_seconds: float) -> int:
             outcome = await refund.resume(
                 payments, pending, intent.psp or "", intent.psp_reference or ""
             )
-        except PspTrouble:
+        except (PspTrouble, Unavailable):
             continue
         RECOVERED.labels(outcome).inc()
         settled += 1
@@ -51,10 +56,17 @@ async def _settle(payments: Payments, intent: PaymentIntent) -> str:
         await authorize.abandon(payments, intent, "worker", f"unknown PSP {psp!r}")
         return "not_charged"
     if intent.pending_operation == Pending.AUTHORIZE:
-        found = await connector.find(f"{intent.attempt_key}:{psp}")
+        attempt = f"{intent.attempt_key}:{psp}"
+        found = await connector.find(attempt)
         if found is None:
-            await authorize.abandon(payments, intent, "worker", "interrupted; not charged")
-            return "not_charged"
+            try:
+                found = await _authorize_again(payments, intent, psp, attempt)
+            except PspDeclined as decline:
+                await authorize.settle_decline(payments, intent, decline, "worker")
+                return "declined"
+            except (PspRefused, InvalidArgument) as error:  # provably nothing charged
+                await authorize.abandon(payments, intent, "worker", str(error))
+                return "not_charged"
         await authorize.settle_authorization(payments, intent, psp, found, "worker")
         return "authorized"
     reference, key = intent.psp_reference or "", intent.pending_key or ""
@@ -72,3 +84,26 @@ async def _settle(payments: Payments, intent: PaymentIntent) -> str:
     except PspRefused:
         await capture.release(payments, intent, "worker", "refused")
         return f"{intent.pending_operation}_refused"
+
+
+async def _authorize_again(
+    payments: Payments, intent: PaymentIntent, psp: str, attempt: str
+) -> Authorization:
+    merchant = Merchant(intent.merchant_id, intent.livemode)
+    card = await payments.router.call(
+        psp,
+        lambda: payments.vault.psp_token(
+            merchant, intent.payment_method or "", psp, reason=f"recover {intent.id}"
+        ),
+    )
+    connector = payments.router.connectors[psp]
+    return await payments.router.call(
+        psp,
+        lambda: connector.authorize(
+            card=card,
+            amount=intent.amount,
+            currency=intent.currency,
+            capture=intent.capture_method == "automatic",
+            idempotency_key=attempt,
+        ),
+    )

@@ -93,9 +93,7 @@ def to_status_proto(error: Exception) -> status_pb2.Status:
                 )
             )
         )
-    return status_pb2.Status(
-        code=grpc_code(error).value[0], message=error.message, details=details
-    )
+    return status_pb2.Status(code=grpc_code(error).value[0], message=error.message, details=details)
 
 
 def to_grpc_status(error: Exception) -> grpc.Status:

@@ -1,0 +1,26 @@
+"""The sandbox PSP and the gateway's breakers, as tests look at them."""
+
+from __future__ import annotations
+
+from tests.support.http import call
+
+
+def sandbox(mesh, path: str, body: dict | None = None):
+    url = f"http://127.0.0.1:{mesh.ports.sandbox_psp}{path}"
+    return call(url, "POST" if body is not None else "GET", {}, body).body
+
+
+NO_FAULTS = {
+    "latency_ms": 0,
+    "latency_jitter_ms": 0,
+    "error_rate": 0,
+    "timeout_rate": 0,
+    "ambiguous_rate": 0,
+    "operations": [],
+}
+
+
+def breaker_state(mesh, psp: str) -> float:
+    metrics = call(f"http://127.0.0.1:{mesh.ports.http['gateway']}/metrics").body
+    prefix = f'psp_circuit_breaker_state{{psp="{psp}"}} '
+    return next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix))
