@@ -54,6 +54,7 @@ async def run(database_url: str, amqp_url: str, events: int, batch: int) -> None
         published += await relay.relay_once()
         batch_ms.append((time.perf_counter() - t0) * 1e3)
     elapsed = time.perf_counter() - started
+    await relay.release()
     await publisher.stop()
     await engine.dispose()
 

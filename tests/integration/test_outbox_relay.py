@@ -5,6 +5,7 @@ broker outage in the middle loses and reorders nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections import defaultdict
@@ -173,6 +174,7 @@ def test_rows_stay_pending_while_the_broker_is_unreachable(infra, outbox, consum
             assert await relay.relay_once() == 3
             assert await pending(engine, outbox) == 0
         finally:
+            await relay.release()
             await publisher.stop()
             proxy.stop()
             await engine.dispose()
@@ -214,3 +216,42 @@ def test_a_running_service_relays_its_outbox_with_the_trace_context(mesh, infra,
     assert properties.delivery_mode == 2
     assert properties.message_id == body["id"]
     assert trace_id in properties.headers["traceparent"]
+
+
+def test_no_transaction_stays_open_while_the_broker_takes_its_time(infra, outbox, consumer):
+    """The broker's confirms may take seconds: the relay must not hold a transaction (and
+    its snapshot and locks) open meanwhile."""
+
+    async def scenario():
+        engine = create_engine(infra.database_url)
+        proxy = TcpProxy("127.0.0.1", 5672).start()
+        publisher = ConfirmingPublisher(
+            f"amqp://guest:guest@127.0.0.1:{proxy.port}/{infra.name}", EXCHANGE, 0.2
+        )
+        publisher.start()
+        relay = OutboxRelay("test", engine, outbox, publisher)
+        try:
+            while not publisher.connected:
+                await asyncio.sleep(0.05)
+            await write_events(engine, outbox, aggregates=1, per_aggregate=3)
+            proxy.hold()  # connected, but nothing comes back: the confirms do not arrive
+            relaying = asyncio.create_task(relay.relay_once())
+            await asyncio.sleep(0.5)
+            async with engine.connect() as connection:
+                open_transactions = await connection.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                    )
+                )
+            proxy.resume()
+            with contextlib.suppress(Exception):
+                await relaying
+            return open_transactions
+        finally:
+            await relay.release()
+            await publisher.stop()
+            proxy.stop()
+            await engine.dispose()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 30)) == 0

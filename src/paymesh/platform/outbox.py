@@ -2,15 +2,19 @@
 and a relay that publishes pending rows to RabbitMQ and marks them sent only after the broker
 confirmed them.
 
-Ordering: one relay per schema is active at a time (a transaction-scoped advisory lock), it
-publishes in id order on one channel, and a failed batch is retried from its first row, so
-consumers see every event at least once and in order per aggregate. Consumers dedupe by
-`message_id`.
+Ordering: one relay per schema is active at a time (a session-level advisory lock, held on a
+connection of its own for as long as the relay is active), it publishes in id order on one
+channel, and a failed batch is retried from its first row, so consumers see every event at
+least once and in order per aggregate. Consumers dedupe by `message_id`.
+
+No transaction stays open while the broker confirms (which may take seconds): the batch is
+read in one statement, published, then marked sent in another.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -37,6 +41,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.platform.amqp import ConfirmingPublisher, Message
+from paymesh.platform.db import autocommit
 from paymesh.platform.metrics import OUTBOX_OLDEST_PENDING, OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
 
 log = structlog.get_logger(__name__)
@@ -122,9 +127,17 @@ class OutboxRelay:
         self._max_idle_delay = max_idle_delay
         self._error_delay = error_delay
         self._lock_key = zlib.crc32(f"outbox-relay:{table.fullname}".encode())
+        self._autocommit = autocommit(engine)
+        self._holder: AsyncConnection | None = None
         self._last_error_logged = 0.0
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self.release()
+
+    async def _run(self) -> None:
         idle_delay = self._idle_delay
         while True:
             try:
@@ -145,11 +158,10 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publishes one batch of pending events; returns how many were confirmed."""
+        if not await self._hold_lock():
+            return 0  # another replica's relay is active
         table = self._table
-        async with self._engine.begin() as connection:
-            locked = await connection.scalar(select(func.pg_try_advisory_xact_lock(self._lock_key)))
-            if not locked:
-                return 0  # another replica's relay is active
+        async with self._autocommit.connect() as connection:
             rows = (
                 await connection.execute(
                     select(table)
@@ -158,13 +170,14 @@ class OutboxRelay:
                     .limit(self._batch_size)
                 )
             ).all()
-            if not rows:
-                OUTBOX_OLDEST_PENDING.labels(self._service).set(0)
-                return 0
-            OUTBOX_OLDEST_PENDING.labels(self._service).set(
-                max(0.0, time.time() - rows[0].created_at.timestamp())
-            )
-            await self._publisher.publish([to_message(row) for row in rows])
+        if not rows:
+            OUTBOX_OLDEST_PENDING.labels(self._service).set(0)
+            return 0
+        OUTBOX_OLDEST_PENDING.labels(self._service).set(
+            max(0.0, time.time() - rows[0].created_at.timestamp())
+        )
+        await self._publisher.publish([to_message(row) for row in rows])
+        async with self._autocommit.connect() as connection:
             await connection.execute(
                 update(table)
                 .where(table.c.id.in_([row.id for row in rows]))
@@ -172,6 +185,36 @@ class OutboxRelay:
             )
         OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
         return len(rows)
+
+    async def _hold_lock(self) -> bool:
+        """Whether this relay holds the schema's relay lock (taking it if it is free). The
+        lock lives as long as its connection: a lost connection is a lost lock."""
+        if self._holder is not None:
+            try:
+                await self._holder.execute(select(1))
+                return True
+            except Exception:  # noqa: BLE001 - the connection, and with it the lock, is gone
+                await self.release()
+        holder = await self._autocommit.connect()
+        try:
+            locked = await holder.scalar(select(func.pg_try_advisory_lock(self._lock_key)))
+        except BaseException:
+            await holder.close()
+            raise
+        if not locked:
+            await holder.close()
+            return False
+        self._holder = holder
+        return True
+
+    async def release(self) -> None:
+        """Gives the relay lock up (closing its connection ends the session's lock)."""
+        holder, self._holder = self._holder, None
+        if holder is not None:
+            with contextlib.suppress(Exception):
+                await holder.invalidate()  # never back to the pool with the lock held
+            with contextlib.suppress(Exception):
+                await holder.close()
 
     def _log_error(self, error: Exception) -> None:
         # Once per 30 s is enough while the broker is down.
