@@ -131,7 +131,7 @@ class KekManager:
                 await connection.execute(select(secrets).where(secrets.c.kek_version != primary))
             ).all()
         # KMS calls happen outside any transaction; the updates below only apply to rows
-        # still wrapped the way we read them (a detach in between wins).
+        # still wrapped the way we read them (a detach or another re-wrap in between wins).
         moved = [
             {
                 "token": card.id,
@@ -145,6 +145,15 @@ class KekManager:
             }
             for card in cards
         ]
+        rewrapped_secrets = [
+            (
+                secret,
+                await self._keys.rewrap(
+                    secret.kek_version, secret.wrapped, primary, {"secret": secret.name}
+                ),
+            )
+            for secret in stale_secrets
+        ]
         async with self._engine.begin() as connection:
             if moved:
                 await connection.execute(
@@ -157,13 +166,13 @@ class KekManager:
                     .values(kek_version=primary, wrapped_key=bindparam("new_wrapped")),
                     moved,
                 )
-            for secret in stale_secrets:
-                wrapped = await self._keys.rewrap(
-                    secret.kek_version, secret.wrapped, primary, {"secret": secret.name}
-                )
+            for secret, wrapped in rewrapped_secrets:
                 await connection.execute(
                     update(secrets)
-                    .where(secrets.c.name == secret.name)
+                    .where(
+                        secrets.c.name == secret.name,
+                        secrets.c.kek_version == secret.kek_version,
+                    )
                     .values(kek_version=primary, wrapped=wrapped)
                 )
             if moved or stale_secrets:
