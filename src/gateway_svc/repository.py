@@ -15,7 +15,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, exists, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Row,
+    String,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway_svc.domain import validation
@@ -513,7 +526,8 @@ def _change_statement(
     intents = payment_intents.c
     conditions = [
         intents.id == bindparam("w_id"),
-        intents.status.in_(bindparam("w_statuses", expanding=True)),
+        # = ANY(array), not IN: an expanding IN would be rendered again on every call.
+        intents.status == any_(bindparam("w_statuses", type_=ARRAY(String))),
     ]
     if pending_key:
         conditions.append(intents.pending_key == bindparam("w_pending_key"))

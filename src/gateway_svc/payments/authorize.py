@@ -217,7 +217,7 @@ async def _authorize(
             on_attempt=on_attempt,
         )
     except PspDeclined as decline:
-        return await settle_decline(payments, intent, decline, "api")
+        return await settle_decline(payments, intent, decline, "api", key)
     except OutcomeUnknown as unknown:
         log.warning("psp_outcome_unknown", correlation_id=intent.id, error=str(unknown))
         if key is not None:
@@ -228,7 +228,7 @@ async def _authorize(
         if isinstance(error, NoPspAvailable):
             raise psp_unavailable() from None
         raise
-    return await settle_authorization(payments, intent, psp, authorization, "api")
+    return await settle_authorization(payments, intent, psp, authorization, "api", key)
 
 
 async def settle_authorization(
@@ -237,9 +237,11 @@ async def settle_authorization(
     psp: str,
     authorization: Authorization,
     actor: str,
+    key: KeyRef | None = None,
 ) -> PaymentIntent:
     """Records an authorization of `intent`'s attempt; one that nobody may keep any more
-    (the intent was canceled or confirmed again since) is released at the PSP."""
+    (the intent was canceled or confirmed again since) is released at the PSP. `key`: the
+    request's own idempotency key, done with it."""
     if authorization.captured:
         action, event, result = Action.CHARGED, "payment_intent.succeeded", "succeeded"
         amounts = {"amount_received": intent.amount, "amount_capturable": 0}
@@ -261,7 +263,7 @@ async def settle_authorization(
             attempt_key=intent.attempt_key,
             audits=[(actor, "confirm", result, {})],
             event=event,
-            settles=True,
+            settles=_settles(actor, key),
         )
     )
     if settled is not None:
@@ -273,7 +275,11 @@ async def settle_authorization(
 
 
 async def settle_decline(
-    payments: Payments, intent: PaymentIntent, decline: PspDeclined, actor: str
+    payments: Payments,
+    intent: PaymentIntent,
+    decline: PspDeclined,
+    actor: str,
+    key: KeyRef | None = None,
 ) -> PaymentIntent:
     settled = await payments.repository.change_intent(
         IntentChange(
@@ -289,10 +295,16 @@ async def settle_decline(
             attempt_key=intent.attempt_key,
             audits=[(actor, "confirm", "declined", {})],
             event="payment_intent.payment_failed",
-            settles=True,
+            settles=_settles(actor, key),
         )
     )
     return settled or await payments.repository.intent(intent.id)
+
+
+def _settles(actor: str, key: KeyRef | None) -> bool:
+    """Whether a change must end the keys waiting on its intent: the request's own key, or,
+    for the sweep, the key of whatever request died waiting (a keyless request has none)."""
+    return actor != "api" or key is not None
 
 
 async def abandon(payments: Payments, intent: PaymentIntent, actor: str, why: str) -> None:

@@ -98,11 +98,11 @@ async def capture(
         raise psp_unavailable() from None
     except OutcomeUnknown:
         raise OutcomePending("capture") from None
-    return await finish(payments, reserved, captured, "api")
+    return await finish(payments, reserved, captured, "api", settles=key is not None)
 
 
 async def finish(
-    payments: Payments, intent: PaymentIntent, captured: int, actor: str
+    payments: Payments, intent: PaymentIntent, captured: int, actor: str, settles: bool = True
 ) -> PaymentIntent:
     """Records the capture the PSP reports; the rest of the authorization is released."""
     done = await payments.repository.change_intent(
@@ -125,7 +125,7 @@ async def finish(
                 )
             ],
             event="payment_intent.succeeded",
-            settles=True,
+            settles=settles,
         )
     )
     return done or await payments.repository.intent(intent.id)

@@ -1,0 +1,215 @@
+"""The in-memory twin of `PaymentRepository`: the same methods and the same rules (conditional
+changes, audit rows and events written only with the change they describe, refunds reserved
+against what is left, keys bound to their object), in dictionaries. For unit tests of the
+use cases; `tests/integration/test_payment_repository_contract.py` runs one suite against
+both, so the twin cannot drift from the real thing."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway_svc.domain import validation
+from gateway_svc.domain.models import AuditEntry, Event, PaymentIntent, Refund
+from gateway_svc.domain.status import Action, RefundStatus, move
+from gateway_svc.repository import IntentChange, KeyRef
+from paymesh.platform.callers import Merchant
+from paymesh.platform.problems import InvalidArgument, NotFound
+
+
+@dataclasses.dataclass
+class StoredKey:
+    state: str = "running"
+    object_id: str | None = None
+
+
+class InMemoryPaymentRepository:
+    def __init__(self):
+        self.intents: dict[str, PaymentIntent] = {}
+        self.refunds: dict[str, Refund] = {}
+        self.audits: list[AuditEntry] = []
+        self.events: list[Event] = []
+        self.keys: dict[tuple[str, bool, str], StoredKey] = {}
+        self.routes: dict[str, list[str]] = {}
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def intent(self, intent_id: str, merchant: Merchant | None = None) -> PaymentIntent:
+        intent = self.intents.get(intent_id)
+        if intent is None or (merchant is not None and not _owned(intent, merchant)):
+            raise NotFound(f"no such payment_intent: {intent_id!r}", reason="resource_missing")
+        return intent
+
+    async def refund(self, refund_id: str, merchant: Merchant | None = None) -> Refund:
+        refund = self.refunds.get(refund_id)
+        if refund is None or (merchant is not None and not _owned(refund, merchant)):
+            raise NotFound(f"no such refund: {refund_id!r}", reason="resource_missing")
+        return refund
+
+    async def page(
+        self, merchant: Merchant, limit: int, starting_after: str
+    ) -> tuple[list[PaymentIntent], bool]:
+        mine = sorted(
+            (i for i in self.intents.values() if _owned(i, merchant)),
+            key=lambda i: (i.created_at, i.id),
+            reverse=True,
+        )
+        if starting_after:
+            cursor = next((i for i in mine if i.id == starting_after), None)
+            if cursor is None:
+                raise InvalidArgument.for_field(
+                    "starting_after", "resource_missing", "no such payment_intent"
+                )
+            mine = [i for i in mine if (i.created_at, i.id) < (cursor.created_at, cursor.id)]
+        return mine[:limit], len(mine) > limit
+
+    async def psp_route(self, merchant_id: str) -> list[str]:
+        return list(self.routes.get(merchant_id, ["sandbox", "stripe"]))
+
+    async def pending_intents(self, older_than_seconds: float, limit: int = 100):
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+        pending = [
+            i
+            for i in self.intents.values()
+            if i.pending_operation is not None and i.pending_since and i.pending_since < cutoff
+        ]
+        return sorted(pending, key=lambda i: i.pending_since)[:limit]
+
+    async def pending_refunds(self, older_than_seconds: float, limit: int = 100):
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+        pending = [
+            r
+            for r in self.refunds.values()
+            if r.status == RefundStatus.PENDING and r.created_at and r.created_at < cutoff
+        ]
+        pending.sort(key=lambda r: r.created_at)
+        return [(r, self.intents[r.payment_intent]) for r in pending[:limit]]
+
+    # --- intent writes -------------------------------------------------------------------
+
+    async def insert_intent(
+        self, intent: PaymentIntent, audits: list[AuditEntry], event: Event, bind: KeyRef | None
+    ) -> PaymentIntent:
+        now = datetime.now(UTC)
+        stored = intent.replace(created_at=now, updated_at=now)
+        self.intents[stored.id] = stored
+        self.audits.extend(audits)
+        self.events.append(event)
+        if bind is not None:
+            self._bind(bind, stored.id)
+        return stored
+
+    async def change_intent(self, change: IntentChange) -> PaymentIntent | None:
+        current = self.intents.get(change.intent.id)
+        if current is None or not _holds(current, change):
+            return None
+        after = change.after
+        updated = current.replace(**change.values, updated_at=datetime.now(UTC))
+        self.intents[updated.id] = updated
+        for actor, action, result, details in change.audits:
+            self.audits.append(AuditEntry.of_intent(after, actor, action, result, **details))
+        if change.event is not None:
+            self.events.append(Event.of_intent(change.event, after))
+        if change.bind is not None:
+            self._bind(change.bind, updated.id)
+        if change.settles:
+            self._settle_keys(updated.merchant_id, updated.id)
+        return updated
+
+    async def audit(self, entry: AuditEntry) -> None:
+        self.audits.append(entry)
+
+    # --- refunds -------------------------------------------------------------------------
+
+    async def reserve_refund(
+        self,
+        merchant: Merchant,
+        intent_id: str,
+        requested: int,
+        reason: str,
+        refund_id: str,
+        bind: KeyRef | None,
+    ) -> tuple[PaymentIntent, Refund]:
+        intent = await self.intent(intent_id, merchant)
+        move(intent_id, intent.status, Action.REFUND)
+        amount = validation.refund_amount(
+            requested, intent.amount_received, intent.amount_refunded, reason
+        )
+        self.intents[intent_id] = intent.replace(amount_refunded=intent.amount_refunded + amount)
+        refund = Refund(
+            id=refund_id,
+            merchant_id=merchant.id,
+            livemode=merchant.livemode,
+            payment_intent=intent_id,
+            amount=amount,
+            currency=intent.currency,
+            status=RefundStatus.PENDING,
+            reason=reason or None,
+            created_at=datetime.now(UTC),
+        )
+        self.refunds[refund_id] = refund
+        self._record_refund(refund, "api", "refund_created", "refund.created")
+        if bind is not None:
+            self._bind(bind, refund_id)
+        return intent, refund
+
+    async def finish_refund(
+        self, refund: Refund, status: RefundStatus, psp_reference: str | None, actor: str
+    ) -> Refund | None:
+        current = self.refunds.get(refund.id)
+        if current is None or current.status != RefundStatus.PENDING:
+            return None
+        done = current.replace(status=status, psp_reference=psp_reference)
+        self.refunds[done.id] = done
+        if status == RefundStatus.FAILED:
+            intent = self.intents[done.payment_intent]
+            self.intents[intent.id] = intent.replace(
+                amount_refunded=intent.amount_refunded - done.amount
+            )
+        event = "refund.succeeded" if status == RefundStatus.SUCCEEDED else "refund.failed"
+        self._record_refund(done, actor, "refund", event)
+        self._settle_keys(done.merchant_id, done.id)
+        return done
+
+    def _record_refund(self, refund: Refund, actor: str, action: str, event: str) -> None:
+        self.events.append(Event.of_refund(event, refund))
+        self.audits.append(AuditEntry.of_refund(refund, actor, action))
+
+    # --- idempotency keys ----------------------------------------------------------------
+
+    def open_key(self, key: KeyRef) -> None:
+        """What a claim does: the key is `running` and bound to nothing yet."""
+        self.keys[_pk(key)] = StoredKey()
+
+    async def complete_key(self, key: KeyRef, object_id: str) -> None:
+        self._bind(KeyRef(key.merchant, key.key, done=True), object_id)
+
+    def _bind(self, key: KeyRef, object_id: str) -> None:
+        stored = self.keys.get(_pk(key))
+        if stored is not None:
+            stored.object_id = object_id
+            stored.state = "done" if key.done else "running"
+
+    def _settle_keys(self, merchant_id: str, object_id: str) -> None:
+        for (owner, _, _), stored in self.keys.items():
+            if (owner, stored.object_id, stored.state) == (merchant_id, object_id, "running"):
+                stored.state = "done"
+
+
+def _owned(obj: Any, merchant: Merchant) -> bool:
+    return obj.merchant_id == merchant.id and obj.livemode == merchant.livemode
+
+
+def _pk(key: KeyRef) -> tuple[str, bool, str]:
+    return (key.merchant.id, key.merchant.livemode, key.key)
+
+
+def _holds(intent: PaymentIntent, change: IntentChange) -> bool:
+    """The condition of a conditional change, as `repository._change_statement` writes it."""
+    return (
+        intent.status in [str(s) for s in change.statuses]
+        and (change.pending_key is None or intent.pending_key == change.pending_key)
+        and (change.attempt_key is None or intent.attempt_key == change.attempt_key)
+        and (not change.no_pending or intent.pending_operation is None)
+    )

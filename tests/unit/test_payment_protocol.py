@@ -1,0 +1,167 @@
+"""The payment use cases on the in-memory repository and scripted PSPs: the protocol's
+decisions (what is recorded, what is left for the sweep, what is released) without a network.
+The integration tests prove the same against the real PSP simulator and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gateway_svc.domain.models import NewIntent
+from gateway_svc.domain.outcomes import Authorization, NotProcessed, OutcomeUnknown
+from gateway_svc.domain.status import IntentStatus
+from gateway_svc.memory_repository import InMemoryPaymentRepository
+from gateway_svc.payments import authorize, capture, recovery
+from gateway_svc.payments.context import OutcomePending, Payments
+from gateway_svc.psp.routing import PspRouter, RetryPolicy, make_breaker
+from gateway_svc.repository import KeyRef
+from paymesh.platform.callers import Merchant
+
+MERCHANT = Merchant("acct_unit", False)
+
+
+class ScriptedPsp:
+    """A PSP that answers from a script, one answer per call (the last one repeats), and
+    remembers every key it was called with."""
+
+    def __init__(self, name: str, authorize=(), capture=(), found=None):
+        self.name = name
+        self.scripts = {"authorize": list(authorize), "capture": list(capture)}
+        self.found = found
+        self.calls: list[tuple[str, str]] = []
+        self.voided: list[str] = []
+
+    def _next(self, operation: str):
+        script = self.scripts[operation]
+        answer = script.pop(0) if len(script) > 1 else script[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def authorize(self, *, card, amount, currency, capture, idempotency_key):
+        self.calls.append(("authorize", idempotency_key))
+        return self._next("authorize")
+
+    async def capture(self, reference, amount, idempotency_key):
+        self.calls.append(("capture", idempotency_key))
+        answer = self._next("capture")
+        return amount if answer is True else answer
+
+    async def void(self, reference, idempotency_key):
+        self.voided.append(reference)
+
+    async def refund(self, reference, amount, idempotency_key):
+        return "rf_1"
+
+    async def find(self, idempotency_key):
+        return self.found
+
+
+class Vault:
+    async def psp_token(self, merchant, payment_method, psp, reason):
+        return f"card@{psp}"
+
+
+def payments_with(*psps: ScriptedPsp) -> tuple[Payments, InMemoryPaymentRepository]:
+    repository = InMemoryPaymentRepository()
+    repository.routes[MERCHANT.id] = [p.name for p in psps]
+    router = PspRouter(
+        {p.name: p for p in psps},
+        {p.name: make_breaker(f"unit-{p.name}-{id(p)}", 5, 60) for p in psps},
+        RetryPolicy(attempts=2, deadline_seconds=1, backoff_seconds=0.001),
+    )
+    return Payments(repository, router, Vault()), repository
+
+
+def create(payments: Payments, key: KeyRef | None = None, manual: bool = False):
+    new = NewIntent(1000, "usd", "pm_1", "manual" if manual else "automatic", True, "", {})
+    return asyncio.run(authorize.create(payments, MERCHANT, new, key))
+
+
+def test_an_unknown_outcome_is_answered_as_processing_and_never_failed_over():
+    sandbox = ScriptedPsp("sandbox", authorize=[OutcomeUnknown("timeout")])
+    stripe = ScriptedPsp("stripe", authorize=[Authorization("pi_s", True)])
+    payments, repository = payments_with(sandbox, stripe)
+    key = KeyRef(MERCHANT, "order-1")
+    repository.open_key(key)
+
+    intent = create(payments, key)
+
+    assert (intent.status, intent.psp, intent.pending_operation) == (
+        IntentStatus.PROCESSING,
+        "sandbox",
+        "authorize",
+    )
+    assert stripe.calls == []
+    assert repository.keys[(MERCHANT.id, False, "order-1")].state == "done"
+
+
+def test_the_sweep_adopts_what_the_psp_found_and_a_retried_key_sees_it():
+    sandbox = ScriptedPsp(
+        "sandbox", authorize=[OutcomeUnknown("timeout")], found=Authorization("ch_1", True)
+    )
+    payments, repository = payments_with(sandbox)
+    intent = create(payments)
+    repository.intents[intent.id] = intent.replace(
+        pending_since=datetime.now(UTC) - timedelta(minutes=5)
+    )
+
+    asyncio.run(recovery.recover(payments, older_than_seconds=60))
+
+    settled = repository.intents[intent.id]
+    assert (settled.status, settled.psp_reference, settled.amount_received) == (
+        IntentStatus.SUCCEEDED,
+        "ch_1",
+        1000,
+    )
+    assert [a.actor for a in repository.audits if a.action == "confirm"] == ["worker"]
+
+
+def test_a_late_authorization_for_a_canceled_intent_is_voided_not_ignored():
+    sandbox = ScriptedPsp("sandbox", authorize=[Authorization("ch_late", False)])
+    payments, repository = payments_with(sandbox)
+    intent = create(payments, manual=True)  # authorized: requires_capture
+    attempt = intent.replace(status=IntentStatus.PROCESSING)
+    repository.intents[intent.id] = intent.replace(status=IntentStatus.CANCELED, psp_reference=None)
+
+    current = asyncio.run(
+        authorize.settle_authorization(
+            payments, attempt, "sandbox", Authorization("ch_late", False), "api"
+        )
+    )
+
+    assert current.status == IntentStatus.CANCELED
+    assert sandbox.voided == ["ch_late"]
+    assert [a.result for a in repository.audits if a.action == "late_authorization"] == ["released"]
+
+
+def test_a_capture_records_what_the_psp_captured_and_an_unknown_one_stays_reserved():
+    sandbox = ScriptedPsp(
+        "sandbox", authorize=[Authorization("ch_1", False)], capture=[550, OutcomeUnknown("t")]
+    )
+    payments, repository = payments_with(sandbox)
+    first = create(payments, manual=True)
+    second = create(payments, manual=True)
+
+    captured = asyncio.run(capture.capture(payments, MERCHANT, first.id, 600, None))
+    sandbox.scripts["capture"] = [OutcomeUnknown("timeout")]
+    with pytest.raises(OutcomePending):
+        asyncio.run(capture.capture(payments, MERCHANT, second.id, 600, None))
+
+    assert (captured.status, captured.amount_received) == (IntentStatus.SUCCEEDED, 550)
+    pending = repository.intents[second.id]
+    assert (pending.status, pending.pending_operation) == (IntentStatus.REQUIRES_CAPTURE, "capture")
+
+
+def test_nothing_processed_anywhere_gives_the_intent_back_uncharged():
+    sandbox = ScriptedPsp("sandbox", authorize=[NotProcessed("http_503")])
+    payments, repository = payments_with(sandbox)
+
+    with pytest.raises(Exception) as raised:
+        create(payments)
+
+    assert getattr(raised.value, "reason", "") == "psp_unavailable"
+    [intent] = repository.intents.values()
+    assert (intent.status, intent.pending_operation) == (IntentStatus.REQUIRES_CONFIRMATION, None)
