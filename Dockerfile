@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
-# Three targets, all built by docker-compose.yml:
+# Four targets, all built by docker-compose.yml:
 #   app (the default, last stage)  one image for the four services; compose sets `command`
 #   envoy                          the Envoy edge with the descriptor set built in
 #   descriptor                     builds Envoy's descriptor set (build/paymesh.pb) from proto/
+#   sandbox-psp                    the PSP simulator (a developer tool, not in the app image)
 
 # --- descriptor: the same command as `make build/paymesh.pb`, on a clean interpreter ---
 FROM python:3.11-slim AS descriptor
@@ -17,15 +18,26 @@ RUN python tools/gen_protos.py --descriptor-out /out/paymesh.pb
 FROM envoyproxy/envoy:v1.40-latest AS envoy
 COPY --from=descriptor /out/paymesh.pb /etc/paymesh/paymesh.pb
 
+# --- sandbox-psp: the PSP simulator, a developer tool (standard library only). An image of its
+# own, so that the service image ships no developer tools.
+FROM python:3.11-slim AS sandbox-psp
+ENV PYTHONUNBUFFERED=1
+COPY src/paymesh/sandbox_psp.py /opt/sandbox/sandbox_psp.py
+USER nobody
+EXPOSE 8430
+CMD ["python", "/opt/sandbox/sandbox_psp.py", "--host", "0.0.0.0", "--port", "8430"]
+
 # --- app: gateway_svc, vault_proxy_svc, rebill_svc, webhook_svc and the `paymesh` CLI ---
 FROM python:3.11-slim AS app
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# The generated stubs are committed under src/paymesh/*/v1: no codegen here.
+# The generated stubs are committed under src/paymesh/*/v1: no codegen here. The developer
+# tools (the mesh runner, test infrastructure, the sandbox PSP) are left out of the image.
 COPY pyproject.toml /tmp/paymesh/
 COPY src/ /tmp/paymesh/src/
-RUN rm -rf /tmp/paymesh/src/*.egg-info \
+RUN rm -rf /tmp/paymesh/src/*.egg-info /tmp/paymesh/src/paymesh/devmesh.py \
+        /tmp/paymesh/src/paymesh/devinfra.py /tmp/paymesh/src/paymesh/sandbox_psp.py \
     && pip install --no-cache-dir /tmp/paymesh \
     && rm -rf /tmp/paymesh \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \

@@ -57,7 +57,7 @@ def services() -> dict:
 
 
 def paymesh_image_services() -> list[str]:
-    """Every service that runs the app image: the app services, migrate and the sandbox PSP."""
+    """Every service that runs the app image: the app services and migrate."""
     image = services()["migrate"]["image"]
     return [name for name, service in services().items() if service.get("image") == image]
 
@@ -443,16 +443,16 @@ def test_the_app_services_agree_on_the_sandbox_psp_url():
     assert len({url for url in urls.values() if url}) == 1, urls
 
 
-def test_the_sandbox_psp_service_runs_paymesh_sandbox_psp_on_its_port_from_the_app_image():
+def test_the_sandbox_psp_runs_from_an_image_of_its_own_on_its_port():
     host, port = sandbox_psp_service()
     service = services()[host]
-    migrate = services()["migrate"]
-    # The app image has the paymesh package installed, and with it paymesh.sandbox_psp.
-    assert service.get("image") == migrate["image"], host
-    assert (service.get("build") or migrate["build"]) == migrate["build"], host
-    assert (ROOT / "src" / "paymesh" / "sandbox_psp.py").is_file()
+    # A developer tool: built from its own Dockerfile stage, never from the app image.
+    assert service["build"]["target"] == "sandbox-psp", host
+    assert service.get("image") != services()["migrate"]["image"], host
+    script = f"/opt/sandbox/{Path(sandbox_psp.__file__).name}"
+    assert script in dockerfile_copy_targets("sandbox-psp")
     command = argv(service["command"])
-    assert command[:3] == ["python", "-m", sandbox_psp.__name__], command
+    assert command[:2] == ["python", script], command
     assert option(command, "--port") == str(port), command
     # The default, 127.0.0.1, would leave it unreachable from the other containers.
     assert option(command, "--host") == "0.0.0.0", command
@@ -460,6 +460,16 @@ def test_the_sandbox_psp_service_runs_paymesh_sandbox_psp_on_its_port_from_the_a
     for name in SANDBOX_CLIENTS:
         depends_on = services()[name].get("depends_on") or {}
         assert depends_on.get(host, {}).get("condition") == "service_healthy", name
+
+
+def test_the_service_image_ships_no_developer_tools():
+    runs = " ".join(
+        rest for keyword, rest in dockerfile_stage_instructions("app") if keyword == "RUN"
+    )
+    installed = runs.index("pip install")
+    for module in ("devmesh", "devinfra", "sandbox_psp"):
+        removed = runs.find(f"src/paymesh/{module}.py")
+        assert 0 <= removed < installed, f"paymesh/{module}.py is installed in the app image"
 
 
 def test_the_sandbox_psp_healthcheck_passes_against_a_running_sandbox_psp():
