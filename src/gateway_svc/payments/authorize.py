@@ -42,7 +42,7 @@ from gateway_svc.domain.status import (
     sources,
     unexpected_state,
 )
-from gateway_svc.payments.context import Payments, psp_unavailable
+from gateway_svc.payments.context import NOTHING_PENDING, Payments, psp_unavailable
 from gateway_svc.psp.routing import NoPspAvailable
 from gateway_svc.psp.vault import VaultUnavailable
 from gateway_svc.repository import IntentChange, KeyRef
@@ -50,12 +50,6 @@ from paymesh.platform.callers import Merchant
 from paymesh.platform.problems import InvalidArgument
 
 log = structlog.get_logger(__name__)
-_CLEARED = {
-    "pending_operation": None,
-    "pending_key": None,
-    "pending_amount": None,
-    "pending_since": None,
-}
 
 
 async def create(
@@ -257,7 +251,7 @@ async def settle_authorization(
                 "psp": psp,
                 "psp_reference": authorization.reference,
                 "last_payment_error": None,
-                **_CLEARED,
+                **NOTHING_PENDING,
             },
             statuses=sources(action),
             attempt_key=intent.attempt_key,
@@ -289,7 +283,7 @@ async def settle_decline(
                 "amount_received": 0,
                 "amount_capturable": 0,
                 "last_payment_error": decline.as_payment_error(),
-                **_CLEARED,
+                **NOTHING_PENDING,
             },
             statuses=sources(Action.DECLINED),
             attempt_key=intent.attempt_key,
@@ -320,7 +314,7 @@ async def abandon(payments: Payments, intent: PaymentIntent, actor: str, why: st
                     "message": "No payment processor was available; nothing was charged.",
                     "type": "soft",
                 },
-                **_CLEARED,
+                **NOTHING_PENDING,
             },
             statuses=sources(Action.NOT_PROCESSED),
             attempt_key=intent.attempt_key,

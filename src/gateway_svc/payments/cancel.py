@@ -6,8 +6,14 @@ from __future__ import annotations
 from gateway_svc.domain.models import PaymentIntent
 from gateway_svc.domain.outcomes import NotProcessed, OutcomeUnknown, PspRefused
 from gateway_svc.domain.status import Action, IntentStatus, Pending, move, unexpected_state
-from gateway_svc.payments.capture import CLEARED, release, reserve
-from gateway_svc.payments.context import OutcomePending, Payments, psp_refused, psp_unavailable
+from gateway_svc.payments.capture import release, reserve
+from gateway_svc.payments.context import (
+    NOTHING_PENDING,
+    OutcomePending,
+    Payments,
+    psp_refused,
+    psp_unavailable,
+)
 from gateway_svc.repository import IntentChange, KeyRef
 from paymesh.platform.callers import Merchant
 
@@ -52,7 +58,7 @@ async def _record(
             {
                 "status": move(intent.id, intent.status, Action.CANCEL),
                 "amount_capturable": 0,
-                **CLEARED,
+                **NOTHING_PENDING,
             },
             statuses=(intent.status,),
             pending_key=intent.pending_key if voided else None,

@@ -10,16 +10,15 @@ from gateway_svc.domain import validation
 from gateway_svc.domain.models import PaymentIntent, new_attempt_key
 from gateway_svc.domain.outcomes import NotProcessed, OutcomeUnknown, PspRefused
 from gateway_svc.domain.status import Action, Pending, move, sources, unexpected_state
-from gateway_svc.payments.context import OutcomePending, Payments, psp_refused, psp_unavailable
+from gateway_svc.payments.context import (
+    NOTHING_PENDING,
+    OutcomePending,
+    Payments,
+    psp_refused,
+    psp_unavailable,
+)
 from gateway_svc.repository import IntentChange, KeyRef
 from paymesh.platform.callers import Merchant
-
-CLEARED = {
-    "pending_operation": None,
-    "pending_key": None,
-    "pending_amount": None,
-    "pending_since": None,
-}
 
 
 async def reserve(
@@ -61,7 +60,7 @@ async def release(payments: Payments, intent: PaymentIntent, actor: str, result:
     await payments.repository.change_intent(
         IntentChange(
             intent,
-            dict(CLEARED),
+            dict(NOTHING_PENDING),
             statuses=(intent.status,),
             pending_key=intent.pending_key,
             audits=[(actor, intent.pending_operation or "", result, {})],
@@ -112,7 +111,7 @@ async def finish(
                 "status": move(intent.id, intent.status, Action.CAPTURE),
                 "amount_received": captured,
                 "amount_capturable": 0,
-                **CLEARED,
+                **NOTHING_PENDING,
             },
             statuses=sources(Action.CAPTURE),
             pending_key=intent.pending_key,

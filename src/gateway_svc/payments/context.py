@@ -12,6 +12,13 @@ from paymesh.platform.callers import Merchant
 from paymesh.platform.problems import FailedPrecondition, Unavailable
 
 ROUTE_CACHE_SECONDS = 5.0
+# The values that say no PSP operation of an intent is in flight.
+NOTHING_PENDING = {
+    "pending_operation": None,
+    "pending_key": None,
+    "pending_amount": None,
+    "pending_since": None,
+}
 
 
 class OutcomePending(Unavailable):

@@ -30,7 +30,6 @@ from gateway_svc.domain.outcomes import (
     Authorization,
     NotProcessed,
     OutcomeUnknown,
-    PspDeclined,
     PspRefused,
     PspTrouble,
 )
@@ -172,6 +171,3 @@ class PspRouter:
                 raise maybe_done from None
             raise
         raise AssertionError("unreachable: tenacity reraises")
-
-
-__all__ = ["NoPspAvailable", "PspDeclined", "PspRouter", "RetryPolicy", "make_breaker"]
