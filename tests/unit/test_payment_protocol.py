@@ -165,3 +165,24 @@ def test_nothing_processed_anywhere_gives_the_intent_back_uncharged():
     assert getattr(raised.value, "reason", "") == "psp_unavailable"
     [intent] = repository.intents.values()
     assert (intent.status, intent.pending_operation) == (IntentStatus.REQUIRES_CONFIRMATION, None)
+
+
+def test_a_card_the_vault_could_not_provision_at_first_is_asked_for_again_not_replayed():
+    class FlakyVault:
+        def __init__(self):
+            self.calls = 0
+
+        async def psp_token(self, merchant, payment_method, psp, reason):
+            self.calls += 1
+            if self.calls == 1:
+                raise NotProcessed(f"{psp}: card not provisioned")
+            return f"card@{psp}"
+
+    sandbox = ScriptedPsp("sandbox", authorize=[Authorization("ch_1", True)])
+    payments, repository = payments_with(sandbox)
+    payments.vault = FlakyVault()
+
+    intent = create(payments)
+
+    assert (intent.status, intent.psp) == (IntentStatus.SUCCEEDED, "sandbox")
+    assert payments.vault.calls == 2

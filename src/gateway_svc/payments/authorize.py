@@ -180,11 +180,14 @@ async def _authorize(
     first_card: tuple[str, str | Exception] | None,
     key: KeyRef | None,
 ) -> PaymentIntent:
+    prefetched = [first_card] if first_card is not None else []
+
     async def card_for(psp: str) -> str:
-        if first_card is not None and first_card[0] == psp:
-            if isinstance(first_card[1], Exception):
-                raise first_card[1]
-            return first_card[1]
+        if prefetched and prefetched[0][0] == psp:  # used once: a retry asks the vault again
+            _, card = prefetched.pop()
+            if isinstance(card, Exception):
+                raise card
+            return card
         return await payments.vault.psp_token(
             merchant, intent.payment_method or "", psp, reason=f"authorize {intent.id}"
         )
