@@ -29,6 +29,7 @@ from hypothesis.stateful import (
 )
 
 from tests.conftest import create_merchant
+from tests.integration.conftest import close_sandbox_breaker
 from tests.integration.test_payments import post, route
 from tests.integration.test_vault import tokenize
 from tests.support.http import call
@@ -175,6 +176,7 @@ def payments_machine(mesh, infra):
 
     yield Payments
     sandbox(mesh, "/_knobs", NO_FAULTS)
+    close_sandbox_breaker(mesh, merchant)
 
 
 def test_the_books_match_the_psps_ledger_whatever_the_psp_does(payments_machine):
