@@ -121,28 +121,22 @@ class PaymentRepository:
 
     async def intent(self, intent_id: str, merchant: Merchant | None = None) -> PaymentIntent:
         """The intent (the merchant's, in its mode, when given); NotFound otherwise."""
-        query = (
-            owned_by(payment_intents, intent_id, merchant)
-            if merchant
-            else select(payment_intents).where(payment_intents.c.id == intent_id)
-        )
-        async with self._autocommit.connect() as connection:
-            row = (await connection.execute(query)).first()
-        if row is None:
-            raise NotFound(f"no such payment_intent: {intent_id!r}", reason="resource_missing")
-        return to_intent(row)
+        return to_intent(await self._one(payment_intents, intent_id, merchant))
 
     async def refund(self, refund_id: str, merchant: Merchant | None = None) -> Refund:
+        return to_refund(await self._one(refunds, refund_id, merchant))
+
+    async def _one(self, table, object_id: str, merchant: Merchant | None) -> Row:
         query = (
-            owned_by(refunds, refund_id, merchant)
+            owned_by(table, object_id, merchant)
             if merchant
-            else select(refunds).where(refunds.c.id == refund_id)
+            else select(table).where(table.c.id == object_id)
         )
         async with self._autocommit.connect() as connection:
             row = (await connection.execute(query)).first()
         if row is None:
-            raise NotFound(f"no such refund: {refund_id!r}", reason="resource_missing")
-        return to_refund(row)
+            raise _missing(table, object_id)
+        return row
 
     async def page(
         self, merchant: Merchant, limit: int, starting_after: str
@@ -304,7 +298,7 @@ class PaymentRepository:
                 )
             ).first()
             if row is None:
-                raise NotFound(f"no such payment_intent: {intent_id!r}", reason="resource_missing")
+                raise _missing(payment_intents, intent_id)
             intent = to_intent(row)
             move(intent_id, intent.status, Action.REFUND)
             amount = validation.refund_amount(
@@ -338,7 +332,7 @@ class PaymentRepository:
             )
             await self._record_refund(connection, refund, "api", "refund_created", "refund.created")
             if bind is not None:
-                await connection.execute(_bind_key(bind, refund.id))
+                await connection.execute(_BIND_KEY, {**_key_params(bind), "k_object_id": refund.id})
         return intent, refund
 
     async def finish_refund(
@@ -384,9 +378,14 @@ class PaymentRepository:
 
     async def complete_key(self, key: KeyRef, object_id: str) -> None:
         """The request's answer is its object, as it is whenever it is asked for again."""
-        done = KeyRef(key.merchant, key.key, done=True)
+        done = _key_params(KeyRef(key.merchant, key.key, done=True))
         async with self._autocommit.connect() as connection:
-            await connection.execute(_bind_key(done, object_id))
+            await connection.execute(_BIND_KEY, {**done, "k_object_id": object_id})
+
+
+def _missing(table, object_id: str) -> NotFound:
+    noun = {"payment_intents": "payment_intent", "refunds": "refund"}[table.name]
+    return NotFound(f"no such {noun}: {object_id!r}", reason="resource_missing")
 
 
 def _ago(seconds: float):
@@ -429,17 +428,11 @@ def _key_where():
     )
 
 
-def _bind_key(bind: KeyRef, object_id: str):
-    keys = idempotency_keys.c
-    return (
-        update(idempotency_keys)
-        .where(
-            keys.merchant_id == bind.merchant.id,
-            keys.livemode == bind.merchant.livemode,
-            keys.key == bind.key,
-        )
-        .values(object_id=object_id, state="done" if bind.done else "running")
-    )
+_BIND_KEY = (
+    update(idempotency_keys)
+    .where(_key_where())
+    .values(object_id=bindparam("k_object_id"), state=bindparam("k_state"))
+)
 
 
 def _settle_keys(merchant_id: str, object_id: str):

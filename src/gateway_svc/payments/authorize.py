@@ -42,7 +42,12 @@ from gateway_svc.domain.status import (
     sources,
     unexpected_state,
 )
-from gateway_svc.payments.context import NOTHING_PENDING, Payments, psp_unavailable
+from gateway_svc.payments.context import (
+    NOTHING_PENDING,
+    Payments,
+    psp_unavailable,
+    settles_keys,
+)
 from gateway_svc.psp.routing import NoPspAvailable
 from gateway_svc.psp.vault import VaultUnavailable
 from gateway_svc.repository import IntentChange, KeyRef
@@ -260,7 +265,7 @@ async def settle_authorization(
             attempt_key=intent.attempt_key,
             audits=[(actor, "confirm", result, {})],
             event=event,
-            settles=_settles(actor, key),
+            settles=settles_keys(actor, key),
         )
     )
     if settled is not None:
@@ -292,16 +297,10 @@ async def settle_decline(
             attempt_key=intent.attempt_key,
             audits=[(actor, "confirm", "declined", {})],
             event="payment_intent.payment_failed",
-            settles=_settles(actor, key),
+            settles=settles_keys(actor, key),
         )
     )
     return settled or await payments.repository.intent(intent.id)
-
-
-def _settles(actor: str, key: KeyRef | None) -> bool:
-    """Whether a change must end the keys waiting on its intent: the request's own key, or,
-    for the sweep, the key of whatever request died waiting (a keyless request has none)."""
-    return actor != "api" or key is not None
 
 
 async def abandon(payments: Payments, intent: PaymentIntent, actor: str, why: str) -> None:

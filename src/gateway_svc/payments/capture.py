@@ -16,6 +16,7 @@ from gateway_svc.payments.context import (
     Payments,
     psp_refused,
     psp_unavailable,
+    settles_keys,
 )
 from gateway_svc.repository import IntentChange, KeyRef
 from paymesh.platform.callers import Merchant
@@ -97,11 +98,15 @@ async def capture(
         raise psp_unavailable() from None
     except OutcomeUnknown:
         raise OutcomePending("capture") from None
-    return await finish(payments, reserved, captured, "api", settles=key is not None)
+    return await finish(payments, reserved, captured, "api", key)
 
 
 async def finish(
-    payments: Payments, intent: PaymentIntent, captured: int, actor: str, settles: bool = True
+    payments: Payments,
+    intent: PaymentIntent,
+    captured: int,
+    actor: str,
+    key: KeyRef | None = None,
 ) -> PaymentIntent:
     """Records the capture the PSP reports; the rest of the authorization is released."""
     done = await payments.repository.change_intent(
@@ -124,7 +129,7 @@ async def finish(
                 )
             ],
             event="payment_intent.succeeded",
-            settles=settles,
+            settles=settles_keys(actor, key),
         )
     )
     return done or await payments.repository.intent(intent.id)

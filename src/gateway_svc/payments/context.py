@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from gateway_svc.psp.routing import PspRouter
 from gateway_svc.psp.vault import VaultClient
-from gateway_svc.repository import PaymentRepository
+from gateway_svc.repository import KeyRef, PaymentRepository
 from paymesh.platform.callers import Merchant
 from paymesh.platform.problems import FailedPrecondition, Unavailable
 
@@ -30,6 +30,13 @@ class OutcomePending(Unavailable):
             " automatically. Retry with the same Idempotency-Key to see it.",
             reason="psp_outcome_unknown",
         )
+
+
+def settles_keys(actor: str, key: KeyRef | None) -> bool:
+    """Whether recording an outcome must end the keys waiting on its object: the request's
+    own key, or, for the sweep, the key of whatever request died waiting (a keyless request
+    has none to end)."""
+    return actor != "api" or key is not None
 
 
 def psp_unavailable() -> Unavailable:
