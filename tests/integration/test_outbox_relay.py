@@ -109,35 +109,45 @@ def first_seen_order(messages) -> dict[str, list[int]]:
     return order
 
 
+@contextlib.asynccontextmanager
+async def broker_behind_a_proxy(infra):
+    """(engine, proxy, publisher): a publisher that reaches this run's vhost through a proxy
+    the test can cut, hold and restore; all three closed afterwards."""
+    engine = create_engine(infra.database_url)
+    proxy = TcpProxy("127.0.0.1", 5672).start()
+    publisher = ConfirmingPublisher(
+        f"amqp://guest:guest@127.0.0.1:{proxy.port}/{infra.name}", EXCHANGE, 0.2
+    )
+    publisher.start()
+    try:
+        yield engine, proxy, publisher
+    finally:
+        await publisher.stop()
+        proxy.stop()
+        await engine.dispose()
+
+
 def test_a_broker_outage_mid_stream_loses_and_reorders_nothing(infra, outbox, consumer):
     # Enough events that the cut surely lands mid-stream, not after the last batch.
     aggregates, per_aggregate = 10, 500
 
     async def scenario():
-        engine = create_engine(infra.database_url)
-        proxy = TcpProxy("127.0.0.1", 5672).start()
-        publisher = ConfirmingPublisher(
-            f"amqp://guest:guest@127.0.0.1:{proxy.port}/{infra.name}", EXCHANGE, 0.2
-        )
-        publisher.start()
-        relay = OutboxRelay("test", engine, outbox, publisher, batch_size=50, error_delay=0.2)
-        await write_events(engine, outbox, aggregates, per_aggregate)
-        relay_task = asyncio.create_task(relay.run())
-        try:
-            # Cut the broker off once part of the backlog went out, then bring it back.
-            while await pending(engine, outbox) > aggregates * per_aggregate * 0.6:
-                await asyncio.sleep(0.01)
-            proxy.stop()
-            await asyncio.sleep(1.0)
-            assert await pending(engine, outbox) > 0
-            proxy.start()
-            while await pending(engine, outbox) > 0:
-                await asyncio.sleep(0.05)
-        finally:
-            relay_task.cancel()
-            await publisher.stop()
-            proxy.stop()
-            await engine.dispose()
+        async with broker_behind_a_proxy(infra) as (engine, proxy, publisher):
+            relay = OutboxRelay("test", engine, outbox, publisher, batch_size=50, error_delay=0.2)
+            await write_events(engine, outbox, aggregates, per_aggregate)
+            relay_task = asyncio.create_task(relay.run())
+            try:
+                # Cut the broker off once part of the backlog went out, then bring it back.
+                while await pending(engine, outbox) > aggregates * per_aggregate * 0.6:
+                    await asyncio.sleep(0.01)
+                proxy.stop()
+                await asyncio.sleep(1.0)
+                assert await pending(engine, outbox) > 0
+                proxy.start()
+                while await pending(engine, outbox) > 0:
+                    await asyncio.sleep(0.05)
+            finally:
+                relay_task.cancel()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
@@ -150,34 +160,26 @@ def test_a_broker_outage_mid_stream_loses_and_reorders_nothing(infra, outbox, co
 
 def test_rows_stay_pending_while_the_broker_is_unreachable(infra, outbox, consumer):
     async def scenario():
-        engine = create_engine(infra.database_url)
-        proxy = TcpProxy("127.0.0.1", 5672).start()
-        publisher = ConfirmingPublisher(
-            f"amqp://guest:guest@127.0.0.1:{proxy.port}/{infra.name}", EXCHANGE, 0.2
-        )
-        publisher.start()
-        relay = OutboxRelay("test", engine, outbox, publisher)
-        try:
-            while not publisher.connected:
-                await asyncio.sleep(0.05)
-            proxy.stop()
-            while publisher.connected:
-                await asyncio.sleep(0.05)
-            await write_events(engine, outbox, aggregates=1, per_aggregate=3)
-            with pytest.raises(BrokerUnavailable):
-                await relay.relay_once()
-            assert await pending(engine, outbox) == 3
+        async with broker_behind_a_proxy(infra) as (engine, proxy, publisher):
+            relay = OutboxRelay("test", engine, outbox, publisher)
+            try:
+                while not publisher.connected:
+                    await asyncio.sleep(0.05)
+                proxy.stop()
+                while publisher.connected:
+                    await asyncio.sleep(0.05)
+                await write_events(engine, outbox, aggregates=1, per_aggregate=3)
+                with pytest.raises(BrokerUnavailable):
+                    await relay.relay_once()
+                assert await pending(engine, outbox) == 3
 
-            proxy.start()
-            while not publisher.connected:
-                await asyncio.sleep(0.05)
-            assert await relay.relay_once() == 3
-            assert await pending(engine, outbox) == 0
-        finally:
-            await relay.release()
-            await publisher.stop()
-            proxy.stop()
-            await engine.dispose()
+                proxy.start()
+                while not publisher.connected:
+                    await asyncio.sleep(0.05)
+                assert await relay.relay_once() == 3
+                assert await pending(engine, outbox) == 0
+            finally:
+                await relay.release()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
     received = [body["data"]["seq"] for _, body in consumer() if body["type"] == TEST_EVENT]
@@ -223,35 +225,28 @@ def test_no_transaction_stays_open_while_the_broker_takes_its_time(infra, outbox
     its snapshot and locks) open meanwhile."""
 
     async def scenario():
-        engine = create_engine(infra.database_url)
-        proxy = TcpProxy("127.0.0.1", 5672).start()
-        publisher = ConfirmingPublisher(
-            f"amqp://guest:guest@127.0.0.1:{proxy.port}/{infra.name}", EXCHANGE, 0.2
-        )
-        publisher.start()
-        relay = OutboxRelay("test", engine, outbox, publisher)
-        try:
-            while not publisher.connected:
-                await asyncio.sleep(0.05)
-            await write_events(engine, outbox, aggregates=1, per_aggregate=3)
-            proxy.hold()  # connected, but nothing comes back: the confirms do not arrive
-            relaying = asyncio.create_task(relay.relay_once())
-            await asyncio.sleep(0.5)
-            async with engine.connect() as connection:
-                open_transactions = await connection.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                        " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+        async with broker_behind_a_proxy(infra) as (engine, proxy, publisher):
+            relay = OutboxRelay("test", engine, outbox, publisher)
+            try:
+                while not publisher.connected:
+                    await asyncio.sleep(0.05)
+                await write_events(engine, outbox, aggregates=1, per_aggregate=3)
+                proxy.hold()  # connected, but nothing comes back: the confirms do not arrive
+                relaying = asyncio.create_task(relay.relay_once())
+                await asyncio.sleep(0.5)
+                async with engine.connect() as connection:
+                    open_transactions = await connection.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE datname = current_database()"
+                            " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                        )
                     )
-                )
-            proxy.resume()
-            with contextlib.suppress(Exception):
-                await relaying
-            return open_transactions
-        finally:
-            await relay.release()
-            await publisher.stop()
-            proxy.stop()
-            await engine.dispose()
+                proxy.resume()
+                with contextlib.suppress(Exception):
+                    await relaying
+                return open_transactions
+            finally:
+                await relay.release()
 
     assert asyncio.run(asyncio.wait_for(scenario(), 30)) == 0

@@ -23,7 +23,7 @@ from grpc_status import rpc_status
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from tests.conftest import base_env, create_merchant, paymesh
-from tests.integration.test_payments import post, reason_of, route
+from tests.integration.test_payments import post, reason_of, refund_when, route
 from tests.integration.test_vault import NEXT_YEAR, tokenize
 from tests.support.http import call
 from tests.support.psp import breaker_state, sandbox
@@ -100,14 +100,7 @@ def test_a_refund_whose_answer_is_lost_stays_pending_and_refunds_once(mesh, merc
     assert first.status == 200, first.body
     assert first.body["status"] == "pending"  # unknown: the amount stays reserved
     assert retried.status == 200 and retried.body["id"] == first.body["id"]
-    settled = wait_until(
-        lambda: (
-            (r := call(mesh.url(f"/v1/refunds/{first.body['id']}"), headers=merchant.auth()).body)
-            and r["status"] == "succeeded"
-            and r
-        ),
-        timeout=30,
-    )
+    settled = refund_when(mesh, merchant, first.body["id"], "succeeded", timeout=30)
     assert settled["amount"] == "400"
     ledger = [c for c in charges_of(mesh, paid["id"]) if c["id"] == charge["id"]]
     assert ledger[0]["amount_refunded"] == 400  # once, whatever the retries

@@ -13,6 +13,7 @@ from tests.conftest import base_env, paymesh
 from tests.integration.test_vault import tokenize
 from tests.support import cards
 from tests.support.http import call
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +29,18 @@ def pay(mesh, merchant, number=cards.VISA, **fields):
     token = tokenize(mesh, merchant, number).body["id"]
     body = {"amount": 1000, "currency": "usd", "payment_method": token, "confirm": True, **fields}
     return post(mesh, merchant, "/v1/payment_intents", body)
+
+
+def refund_when(mesh, merchant, refund_id: str, status: str, timeout: float) -> dict:
+    """The refund once it has `status` (the recovery sweep may take a while)."""
+    return wait_until(
+        lambda: (
+            (r := call(mesh.url(f"/v1/refunds/{refund_id}"), headers=merchant.auth()).body)
+            and r["status"] == status
+            and r
+        ),
+        timeout=timeout,
+    )
 
 
 def reason_of(response) -> str:

@@ -20,7 +20,7 @@ from paymesh.devinfra import create_infra, drop_infra
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from tests.conftest import base_env, paymesh
-from tests.integration.test_payments import post, reason_of
+from tests.integration.test_payments import post, reason_of, refund_when
 from tests.integration.test_vault import NEXT_YEAR, tokenize
 from tests.support.http import call
 from tests.support.psp import breaker_state, sandbox
@@ -284,14 +284,7 @@ def test_a_refund_left_pending_by_a_crash_is_completed_once_by_the_sweep(mesh, m
             (refund_id, merchant.id, intent["id"]),
         )
 
-    refund = wait_until(
-        lambda: (
-            (r := call(mesh.url(f"/v1/refunds/{refund_id}"), headers=merchant.auth()).body)
-            and r["status"] == "succeeded"
-            and r
-        ),
-        timeout=15,
-    )
+    refund = refund_when(mesh, merchant, refund_id, "succeeded", timeout=15)
 
     assert refund["amount"] == "200"
     refunds_at_psp = [
