@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 DESCRIPTOR := build/paymesh.pb
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: install run test unit lint proto proto-deps bench clean
+.PHONY: install run test unit lint breaking proto bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,20 +24,20 @@ proto: $(INSTALLED)
 $(DESCRIPTOR): $(INSTALLED) $(PROTOS)
 	$(PY) tools/gen_protos.py --descriptor-out $(DESCRIPTOR)
 
-# buf resolves google/api and google/rpc from the installed googleapis-common-protos.
-proto-deps: $(INSTALLED)
-	$(PY) tools/link_googleapis.py .buf/googleapis
-
 run: $(INSTALLED) $(DESCRIPTOR)
 	$(PY) -m paymesh.devmesh
 
-test: $(INSTALLED) $(DESCRIPTOR) proto-deps
+test: $(INSTALLED) $(DESCRIPTOR) breaking
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The protos must not break the contracts of main's previous commit (AGAINST=v1.2.0: a tag).
+breaking: $(INSTALLED)
+	BUF=$(VENV)/bin/buf tools/buf_breaking.sh $(AGAINST)
 
 unit: $(INSTALLED)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: $(INSTALLED) proto-deps
+lint: $(INSTALLED)
 	$(VENV)/bin/ruff check src tests tools bench
 	$(VENV)/bin/buf lint
 
@@ -48,4 +48,4 @@ bench: $(INSTALLED) $(DESCRIPTOR)
 	$(PY) bench/outbox_relay.py
 
 clean:
-	rm -rf build .buf $(VENV)
+	rm -rf build $(VENV)

@@ -3,27 +3,93 @@
 from __future__ import annotations
 
 import filecmp
+import os
+import shutil
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
+
+import google.api
+from google.protobuf import descriptor_pb2
+from grpc_tools import protoc
 
 from paymesh.devmesh import Ports, render_envoy_config
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+VENDORED_GOOGLEAPIS = ROOT / "third_party" / "googleapis"
 
 
 def run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
-def test_buf_lint_is_clean():
-    linked = run(sys.executable, "tools/link_googleapis.py", ".buf/googleapis")
-    assert linked.returncode == 0, linked.stderr
+def fresh_clone(target: Path) -> Path:
+    """The files a clone of the working tree would have (nothing ignored, nothing generated)."""
+    listed = run("git", "ls-files", "--cached", "--others", "--exclude-standard", "-z")
+    for name in filter(None, listed.stdout.split("\0")):
+        if (ROOT / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target / name)
+    return target
 
-    result = run(str(BIN / "buf"), "lint")
 
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_buf_lint_and_build_work_on_a_fresh_clone(tmp_path):
+    clone = fresh_clone(tmp_path)
+
+    for command in ("lint", "build"):
+        result = run(str(BIN / "buf"), command, cwd=clone)
+        assert result.returncode == 0, f"buf {command}: {result.stdout}{result.stderr}"
+
+
+def compiled(
+    include: Path, names: list[str], out: Path
+) -> dict[str, descriptor_pb2.FileDescriptorProto]:
+    """The descriptors protoc makes of `names` (comments and layout do not count)."""
+    well_known = str(resources.files("grpc_tools") / "_proto")
+    args = [f"-I{include}", f"-I{well_known}", f"--descriptor_set_out={out}", *names]
+    assert protoc.main(["protoc", *args]) == 0
+    return {f.name: f for f in descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file}
+
+
+def test_the_vendored_googleapis_define_what_the_installed_package_defines(tmp_path):
+    """buf reads third_party/googleapis; tools/gen_protos.py and the services use the
+    installed googleapis-common-protos. The two must not drift apart."""
+    names = sorted(
+        str(path.relative_to(VENDORED_GOOGLEAPIS)) for path in VENDORED_GOOGLEAPIS.rglob("*.proto")
+    )
+    assert "google/api/annotations.proto" in names
+    installed = Path(next(iter(google.api.__path__))).parent.parent
+
+    vendored = compiled(VENDORED_GOOGLEAPIS, names, tmp_path / "vendored.pb")
+    original = compiled(installed, names, tmp_path / "installed.pb")
+
+    drifted = [name for name in names if vendored[name] != original[name]]
+
+    assert not drifted, f"run `python tools/vendor_googleapis.py`: {drifted} differ"
+
+
+def test_buf_breaking_refuses_a_removed_field(tmp_path):
+    """tools/buf_breaking.sh compares with the previous commit and fails on a break."""
+    clone = fresh_clone(tmp_path / "clone")
+    git = ("git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false")
+    assert run("git", "init", "-q", cwd=clone).returncode == 0
+    assert run(*git, "add", "-A", cwd=clone).returncode == 0
+    assert run(*git, "commit", "-qm", "published", cwd=clone).returncode == 0
+    env_buf = {**os.environ, "BUF": str(BIN / "buf")}
+    check = [str(clone / "tools" / "buf_breaking.sh"), "HEAD"]
+    unchanged = subprocess.run(check, cwd=clone, capture_output=True, text=True, env=env_buf)
+    assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
+
+    proto = next((clone / "proto").rglob("*.proto"))
+    text = proto.read_text()
+    field = next(line for line in text.splitlines() if line.strip().startswith("string "))
+    proto.write_text(text.replace(field, "", 1))
+    broken = subprocess.run(check, cwd=clone, capture_output=True, text=True, env=env_buf)
+
+    assert broken.returncode != 0, broken.stdout + broken.stderr
+    assert "deleted" in broken.stdout.lower(), broken.stdout
 
 
 def test_committed_stubs_match_the_protos(tmp_path):
