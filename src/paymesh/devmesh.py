@@ -24,6 +24,7 @@ from paymesh.services import ALL, PACKAGES
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_TEMPLATE = ROOT / "envoy" / "envoy.yaml"
 DESCRIPTOR = ROOT / "build" / "paymesh.pb"
+EDGE_FILTER = ROOT / "build" / "edge.lua"
 BIN = Path(sys.executable).parent
 _PR_SET_PDEATHSIG = 1
 
@@ -101,6 +102,8 @@ def render_envoy_config(ports: Ports, descriptor: Path = DESCRIPTOR) -> str:
     for http_filter in manager["http_filters"]:
         if http_filter["name"] == "envoy.filters.http.grpc_json_transcoder":
             http_filter["typed_config"]["proto_descriptor"] = str(descriptor)
+        if http_filter["name"] == "envoy.filters.http.lua":
+            http_filter["typed_config"]["default_source_code"]["filename"] = str(EDGE_FILTER)
     for cluster in config["static_resources"]["clusters"]:
         endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         endpoint["address"]["socket_address"]["port_value"] = ports.grpc[cluster["name"]]
