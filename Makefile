@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DESCRIPTOR := build/paymesh.pb
+OPENAPI := build/openapi.json
 PROTOS := $(shell find proto -name '*.proto')
 
 .PHONY: install run test unit lint breaking proto bench clean
@@ -20,14 +21,17 @@ install: $(INSTALLED)
 # Stubs are committed (tests fail when they are stale); the descriptor set is built.
 proto: $(INSTALLED)
 	$(PY) tools/gen_protos.py --python-out src --descriptor-out $(DESCRIPTOR)
+	$(PY) tools/gen_openapi.py $(DESCRIPTOR) $(OPENAPI)
 
-$(DESCRIPTOR): $(INSTALLED) $(PROTOS)
+# The descriptor set and, from it, the merchants' OpenAPI document (GET /openapi.json).
+$(DESCRIPTOR) $(OPENAPI) &: $(INSTALLED) $(PROTOS) tools/gen_openapi.py
 	$(PY) tools/gen_protos.py --descriptor-out $(DESCRIPTOR)
+	$(PY) tools/gen_openapi.py $(DESCRIPTOR) $(OPENAPI)
 
-run: $(INSTALLED) $(DESCRIPTOR)
+run: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI)
 	$(PY) -m paymesh.devmesh
 
-test: $(INSTALLED) $(DESCRIPTOR) breaking
+test: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) breaking
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The protos must not break the contracts of main's previous commit (AGAINST=v1.2.0: a tag).
@@ -41,7 +45,7 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff check src tests tools bench
 	$(VENV)/bin/buf lint
 
-bench: $(INSTALLED) $(DESCRIPTOR)
+bench: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI)
 	$(PY) bench/read_path.py
 	$(PY) bench/vault.py
 	$(PY) bench/payments.py

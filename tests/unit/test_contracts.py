@@ -112,6 +112,10 @@ def test_envoy_accepts_the_config_as_committed_and_as_the_tests_render_it(tmp_pa
     assert built.returncode == 0, built.stderr
     (tmp_path / "build").mkdir()
     (tmp_path / "build" / "paymesh.pb").write_bytes(descriptor.read_bytes())
+    # GET /openapi.json is a direct response of that file: Envoy reads it at start.
+    openapi = tmp_path / "build" / "openapi.json"
+    built = run(sys.executable, "tools/gen_openapi.py", str(descriptor), str(openapi))
+    assert built.returncode == 0, built.stderr
     rendered = tmp_path / "rendered.yaml"
     rendered.write_text(render_envoy_config(Ports.free(), descriptor))
 
