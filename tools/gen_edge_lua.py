@@ -89,7 +89,7 @@ class Schema:
             if field.type_name in _WELL_KNOWN:
                 kind = f'{{t = "{_WELL_KNOWN[field.type_name]}"}}'
             else:
-                kind = f"{{t = \"message\", m = {_lua_string(field.type_name[1:])}}}"
+                kind = f'{{t = "message", m = {_lua_string(field.type_name[1:])}}}'
         elif field.type == F.TYPE_ENUM:
             values = ", ".join(_lua_string(v) for v in self.enums[field.type_name])
             kind = f'{{t = "enum", values = {{{values}}}}}'

@@ -70,10 +70,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._idempotency = idempotency
         self._callers = callers
 
-    async def _idempotent(self, context, method: str, request, run):
-        """Every POST: `run(merchant, claim)` at most once per idempotency key; a retry with
-        the key answers with the object the key is bound to, as it is now, or the error."""
-        merchant = await self._callers.merchant(context)
+    async def _idempotent(self, context, merchant, method: str, request, run):
+        """Every POST: `run(claim)` at most once per idempotency key; a retry with the key
+        answers with the object the key is bound to, as it is now, or the error. The caller
+        is authenticated first: nothing about the request is looked at before that."""
         claim = await self._idempotency.claim(merchant, idempotency_key(context), method, request)
         if claim.is_replay:
             await context.send_initial_metadata((("idempotent-replayed", "true"),))
@@ -84,7 +84,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 return encode(await self._repository.refund(object_id))
             return encode(await self._repository.intent(object_id))
         try:
-            obj = await run(merchant, claim)
+            obj = await run(claim)
         except Exception as error:
             await self._idempotency.settle_error(claim, error)
             raise
@@ -92,6 +92,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return encode(obj)
 
     async def CreatePaymentIntent(self, request, context):
+        merchant = await self._callers.merchant(context)
         new = NewIntent(
             amount=request.amount,
             currency=request.currency,
@@ -103,51 +104,60 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
         return await self._idempotent(
             context,
+            merchant,
             "CreatePaymentIntent",
             request,
-            lambda merchant, claim: authorize.create(
+            lambda claim: authorize.create(
                 self._payments, merchant, new, claim.ref, claim.resume_from
             ),
         )
 
     async def ConfirmPaymentIntent(self, request, context):
+        merchant = await self._callers.merchant(context)
         intent_id = self._intent_id(request.id)
         return await self._idempotent(
             context,
+            merchant,
             "ConfirmPaymentIntent",
             request,
-            lambda merchant, claim: authorize.confirm(
+            lambda claim: authorize.confirm(
                 self._payments, merchant, intent_id, request.payment_method, claim.ref
             ),
         )
 
     async def CapturePaymentIntent(self, request, context):
+        merchant = await self._callers.merchant(context)
         intent_id = self._intent_id(request.id)
         return await self._idempotent(
             context,
+            merchant,
             "CapturePaymentIntent",
             request,
-            lambda merchant, claim: capture.capture(
+            lambda claim: capture.capture(
                 self._payments, merchant, intent_id, request.amount_to_capture, claim.ref
             ),
         )
 
     async def CancelPaymentIntent(self, request, context):
+        merchant = await self._callers.merchant(context)
         intent_id = self._intent_id(request.id)
         return await self._idempotent(
             context,
+            merchant,
             "CancelPaymentIntent",
             request,
-            lambda merchant, claim: cancel.cancel(self._payments, merchant, intent_id, claim.ref),
+            lambda claim: cancel.cancel(self._payments, merchant, intent_id, claim.ref),
         )
 
     async def CreateRefund(self, request, context):
+        merchant = await self._callers.merchant(context)
         structlog.contextvars.bind_contextvars(correlation_id=request.payment_intent)
         return await self._idempotent(
             context,
+            merchant,
             "CreateRefund",
             request,
-            lambda merchant, claim: refund.refund(
+            lambda claim: refund.refund(
                 self._payments,
                 merchant,
                 request.payment_intent,

@@ -25,10 +25,12 @@ class Servicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise InvalidArgument.for_field("id", "invalid", "id is malformed")
         if request.id == "boom":
             raise RuntimeError("secret internal detail")
+        if request.id.startswith("pi_4"):
+            raise NotFound(f"no such payment_intent: {request.id!r}", reason="resource_missing")
         return gateway_pb2.PaymentIntent(id=request.id, amount=100)
 
 
-def call(request_id: str):
+def call(intent_id: str, metadata=(), raw: bytes | None = None):
     async def scenario():
         server = grpc.aio.server(interceptors=[ServerInterceptor("unit")])
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(Servicer(), server)
@@ -37,9 +39,17 @@ def call(request_id: str):
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+                raw_call = channel.unary_unary(
+                    "/paymesh.gateway.v1.GatewayService/GetPaymentIntent",
+                    response_deserializer=gateway_pb2.PaymentIntent.FromString,
+                )
                 try:
+                    if raw is not None:
+                        return await raw_call(raw, metadata=metadata, timeout=5)
                     return await stub.GetPaymentIntent(
-                        gateway_pb2.GetPaymentIntentRequest(id=request_id), timeout=5
+                        gateway_pb2.GetPaymentIntentRequest(id=intent_id),
+                        metadata=metadata,
+                        timeout=5,
                     )
                 except grpc.aio.AioRpcError as error:
                     return error
@@ -47,6 +57,14 @@ def call(request_id: str):
             await server.stop(None)
 
     return asyncio.run(scenario())
+
+
+def details(error: grpc.aio.AioRpcError, kind):
+    for detail in rpc_status.from_call(error).details:
+        message = kind()
+        if detail.Unpack(message):
+            return message
+    return None
 
 
 def count(code: str) -> float:
@@ -93,3 +111,38 @@ def test_an_unexpected_exception_is_internal_and_its_text_stays_inside():
     assert error.code() == grpc.StatusCode.INTERNAL
     assert error.details() == "internal error"
     assert count("INTERNAL") == before + 1
+
+
+def test_every_error_names_the_request_it_answers():
+    error = call("pi_missing", metadata=(("x-request-id", "req-7f3a"),))
+
+    assert details(error, error_details_pb2.RequestInfo).request_id == "req-7f3a"
+
+
+def test_a_card_number_the_caller_sent_is_never_echoed():
+    error = call("pi_4242424242424242", metadata=(("x-request-id", "4000000000000002"),))
+
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert "4242424242424242" not in error.details()
+    assert error.details().endswith("************4242'")
+    assert details(error, error_details_pb2.RequestInfo).request_id == "************0002"
+
+
+@pytest.mark.parametrize("bad", ["pi_a\x00b", "pi_\x07", "pi_" + "a" * 5001])
+def test_control_characters_and_huge_strings_are_refused_before_the_handler(bad):
+    error = call(bad)
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violation = details(error, error_details_pb2.BadRequest).field_violations[0]
+    assert violation.field == "id"
+    assert violation.reason in ("invalid_characters", "too_long")
+
+
+def test_bytes_that_are_not_the_message_are_invalid_input_not_internal():
+    not_utf8 = b"\x0a\x04pi_\xff"  # field 1 (id), 4 bytes, the last not UTF-8
+
+    error = call("", raw=not_utf8)
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "class" not in error.details()
+    assert details(error, error_details_pb2.BadRequest).field_violations[0].field == "request"

@@ -38,6 +38,7 @@ def validate(**overrides):
         "capture_method": "",
         "confirm": False,
         "payment_method": "",
+        "description": "",
         "metadata": {},
     }
     rules.validate_new_intent(**{**fields, **overrides})
@@ -48,6 +49,8 @@ def test_a_plain_intent_is_valid_and_the_bounds_are_inclusive():
     validate(amount=1)
     validate(amount=rules.MAX_AMOUNT)
     validate(metadata={"k" * 40: "v" * 500})
+    validate(description="d" * rules.DESCRIPTION_MAX)
+    validate(payment_method="pm_" + "a" * 37)
 
 
 def test_every_problem_is_reported_at_once():

@@ -3,9 +3,14 @@ capture or a refund may take. No I/O here; the state machine is in `status`."""
 
 from __future__ import annotations
 
+import re
+
 from paymesh.platform.problems import FailedPrecondition, FieldViolation, InvalidArgument
 
 MAX_AMOUNT = 99_999_999
+DESCRIPTION_MAX = 1000
+# Ids are a prefix and random letters and digits; 40 characters at most (their columns).
+_ID_SHAPE = re.compile(r"[A-Za-z0-9_]{1,40}")
 METADATA_MAX_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 50, 40, 500
 CAPTURE_METHODS = ("automatic", "manual")
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
@@ -37,6 +42,7 @@ def validate_new_intent(
     capture_method: str,
     confirm: bool,
     payment_method: str,
+    description: str,
     metadata: dict[str, str],
 ) -> None:
     violations = [v for v in [amount_violation("amount", amount)] if v]
@@ -55,14 +61,25 @@ def validate_new_intent(
         violations.append(
             FieldViolation("payment_method", "missing", "confirm needs a payment_method")
         )
+    if len(description) > DESCRIPTION_MAX:
+        violations.append(
+            FieldViolation(
+                "description", "too_long", f"description is at most {DESCRIPTION_MAX} characters"
+            )
+        )
     violations += metadata_violations(metadata)
     if violations:
         raise InvalidArgument(violations)
 
 
+def id_shaped(value: str, prefix: str) -> bool:
+    """Whether `value` could be one of our ids with `prefix`: anything else cannot exist."""
+    return value.startswith(prefix) and _ID_SHAPE.fullmatch(value) is not None
+
+
 def payment_method_violation(payment_method: str) -> FieldViolation | None:
     """A payment method, when given, is a vault token."""
-    if payment_method and not payment_method.startswith("pm_"):
+    if payment_method and not id_shaped(payment_method, "pm_"):
         return FieldViolation("payment_method", "invalid_payment_method", "a pm_… token")
     return None
 
@@ -72,7 +89,7 @@ def metadata_violations(metadata: dict[str, str]) -> list[FieldViolation]:
         return [FieldViolation("metadata", "too_many_keys", f"at most {METADATA_MAX_PAIRS} pairs")]
     return [
         FieldViolation(
-            f"metadata[{key[:40]}]",
+            f"metadata.{key[:METADATA_KEY_MAX]}",
             "invalid_metadata",
             f"keys 1-{METADATA_KEY_MAX} characters, values at most {METADATA_VALUE_MAX}",
         )

@@ -70,6 +70,7 @@ async def create(
         capture_method=new.capture_method,
         confirm=new.confirm,
         payment_method=new.payment_method,
+        description=new.description,
         metadata=new.metadata,
     )
     if resume_from is not None:  # this key's earlier try made the intent; no PSP took it

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import structlog
 
+from gateway_svc.domain import validation
 from gateway_svc.domain.models import Refund, new_id
 from gateway_svc.domain.outcomes import NotProcessed, OutcomeUnknown, PspRefused
 from gateway_svc.domain.status import RefundStatus
@@ -26,7 +27,7 @@ async def refund(
     reason: str,
     key: KeyRef | None,
 ) -> Refund:
-    if not intent_id.startswith("pi_"):
+    if not validation.id_shaped(intent_id, "pi_"):
         raise InvalidArgument.for_field("payment_intent", "invalid_payment_intent", "a pi_… id")
     intent, pending = await payments.repository.reserve_refund(
         merchant, intent_id, amount, reason, new_id("re_"), key

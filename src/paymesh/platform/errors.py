@@ -13,6 +13,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from paymesh.platform.masking import redact_pans
 from paymesh.platform.problems import (  # noqa: F401 - the categories, re-exported
     Conflict,
     FailedPrecondition,
@@ -63,22 +64,38 @@ def _pack(message) -> any_pb2.Any:
     return packed
 
 
-def to_status_proto(error: Exception) -> status_pb2.Status:
-    """The google.rpc.Status a caller receives for `error`."""
+def to_status_proto(error: Exception, request_id: str = "") -> status_pb2.Status:
+    """The google.rpc.Status a caller receives for `error`: ErrorInfo, RequestInfo when the
+    request has an id, and BadRequest when fields are at fault. A card number that the caller
+    put in an id or a field name is masked here, whatever the message says."""
+    request_info = (
+        [_pack(error_details_pb2.RequestInfo(request_id=redact_pans(request_id)))]
+        if request_id
+        else []
+    )
     if isinstance(error, ReplayedError):
-        return error.status
+        status = status_pb2.Status()
+        status.CopyFrom(error.status)
+        kept = [d for d in status.details if not d.Is(error_details_pb2.RequestInfo.DESCRIPTOR)]
+        del status.details[:]
+        status.details.extend([*kept, *request_info])
+        return status
     if not isinstance(error, PaymeshError):
         return status_pb2.Status(
             code=code_pb2.INTERNAL,
             message="internal error",
-            details=[_pack(error_details_pb2.ErrorInfo(reason="internal", domain=ERROR_DOMAIN))],
+            details=[
+                _pack(error_details_pb2.ErrorInfo(reason="internal", domain=ERROR_DOMAIN)),
+                *request_info,
+            ],
         )
     details = [
         _pack(
             error_details_pb2.ErrorInfo(
                 reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
             )
-        )
+        ),
+        *request_info,
     ]
     if isinstance(error, InvalidArgument):
         details.append(
@@ -86,16 +103,20 @@ def to_status_proto(error: Exception) -> status_pb2.Status:
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, reason=v.reason, description=v.description
+                            field=redact_pans(v.field),
+                            reason=v.reason,
+                            description=redact_pans(v.description),
                         )
                         for v in error.violations
                     ]
                 )
             )
         )
-    return status_pb2.Status(code=grpc_code(error).value[0], message=error.message, details=details)
+    return status_pb2.Status(
+        code=grpc_code(error).value[0], message=redact_pans(error.message), details=details
+    )
 
 
-def to_grpc_status(error: Exception) -> grpc.Status:
+def to_grpc_status(error: Exception, request_id: str = "") -> grpc.Status:
     """`error` as a grpc.Status whose trailing metadata carries the google.rpc details."""
-    return rpc_status.to_status(to_status_proto(error))
+    return rpc_status.to_status(to_status_proto(error, request_id))

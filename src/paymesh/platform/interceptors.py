@@ -13,6 +13,7 @@ import structlog
 from paymesh.platform import errors
 from paymesh.platform.masking import last4
 from paymesh.platform.metrics import REQUEST_DURATION, REQUESTS
+from paymesh.platform.request_guard import check_request, lenient
 
 log = structlog.get_logger(__name__)
 
@@ -53,32 +54,34 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         logged = not full_method.startswith("/grpc.health.")
         return grpc.unary_unary_rpc_method_handler(
             self._wrap(handler.unary_unary, method, context_vars, logged),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
     def _wrap(self, behavior, method: str, context_vars: dict[str, str], logged: bool):
         service = self._service
+        request_id = context_vars.get("request_id", "")
 
         async def handle(request, context: grpc.aio.ServicerContext):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             with structlog.contextvars.bound_contextvars(rpc=method, **context_vars):
                 try:
+                    check_request(request)
                     response = await behavior(request, context)
                     code = context.code() or grpc.StatusCode.OK
                     return response
                 except errors.PaymeshError as error:
                     code = errors.grpc_code(error)
                     structlog.contextvars.bind_contextvars(reason=error.reason)
-                    await _abort(context, error)
+                    await _abort(context, error, request_id)
                 except grpc.aio.AbortError:
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
                 except Exception as error:  # noqa: BLE001 - the generic fallback, by design
                     code = grpc.StatusCode.INTERNAL
                     log.exception("rpc_failed")
-                    await _abort(context, error)
+                    await _abort(context, error, request_id)
                 finally:
                     elapsed = time.perf_counter() - started
                     REQUESTS.labels(service, method, code.name).inc()
@@ -89,6 +92,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return handle
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
-    status = errors.to_grpc_status(error)
+async def _abort(context: grpc.aio.ServicerContext, error: Exception, request_id: str) -> None:
+    status = errors.to_grpc_status(error, request_id)
     await context.abort(status.code, status.details, status.trailing_metadata)

@@ -29,12 +29,12 @@ def configure_logging(service: str, level: str = "INFO", stream: TextIO = sys.st
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_trace_ids,
         lambda _l, _m, event: {"service": service, **event},
-        mask_event,
     ]
     structlog.configure(
         processors=[
             *shared,
             structlog.processors.format_exc_info,
+            mask_event,  # after format_exc_info: tracebacks are masked too
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
@@ -48,6 +48,7 @@ def configure_logging(service: str, level: str = "INFO", stream: TextIO = sys.st
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                mask_event,
                 structlog.processors.JSONRenderer(),
             ],
         )

@@ -1,4 +1,10 @@
-"""Keeps secrets and card data out of logs: a secret shows its last 4 characters only."""
+"""Keeps secrets and card data out of logs: a secret shows its last 4 characters only, and a
+card number anywhere in a string shows its last 4 digits only.
+
+A card number is what Envoy's edge filter (envoy/edge.lua) masks too: 12 to 19 ASCII digits,
+single spaces or dashes between them, passing the Luhn check. Other digits (request ids,
+amounts, timestamps) stay as they are, so that logs can still be searched by them.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,8 @@ from typing import Any
 SECRET_KEYS = frozenset(
     {"authorization", "api_key", "secret", "secret_key", "password", "token", "card_number"}
 )
-# 12-19 digits, optionally grouped by spaces or dashes: anything shaped like a PAN.
-_PAN_LIKE = re.compile(r"\b(?:\d[ -]?){11,18}\d\b")
+# A run of digits with single separators; whether it is a card number is decided below.
+_DIGIT_RUN = re.compile(r"[0-9](?:[ -]?[0-9])*")
 
 
 def last4(secret: str | None) -> str:
@@ -18,15 +24,42 @@ def last4(secret: str | None) -> str:
     return "…" + secret[-4:]
 
 
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        digit = ord(char) - 48
+        if position % 2:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+def _mask(match: re.Match[str]) -> str:
+    digits = match.group().replace(" ", "").replace("-", "")
+    if 12 <= len(digits) <= 19 and luhn_valid(digits):
+        return "*" * (len(digits) - 4) + digits[-4:]
+    return match.group()
+
+
 def redact_pans(text: str) -> str:
-    return _PAN_LIKE.sub("[redacted]", text)
+    return _DIGIT_RUN.sub(_mask, text)
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_pans(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(item) for item in value]
+    return value
 
 
 def mask_event(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
-    """structlog processor: masks secret-named keys and PAN-shaped digits in strings."""
+    """structlog processor: masks secret-named keys, and card numbers in every string."""
     for key, value in event.items():
         if key in SECRET_KEYS and isinstance(value, str):
             event[key] = last4(value)
-        elif isinstance(value, str):
-            event[key] = redact_pans(value)
+        else:
+            event[key] = _masked(value)
     return event
