@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 DESCRIPTOR := build/paymesh.pb
 OPENAPI := build/openapi.json
+EDGE := build/edge.lua
 PROTOS := $(shell find proto -name '*.proto')
 
 .PHONY: install run test unit lint breaking proto bench clean
@@ -28,10 +29,14 @@ $(DESCRIPTOR) $(OPENAPI) &: $(INSTALLED) $(PROTOS) tools/gen_openapi.py
 	$(PY) tools/gen_protos.py --descriptor-out $(DESCRIPTOR)
 	$(PY) tools/gen_openapi.py $(DESCRIPTOR) $(OPENAPI)
 
-run: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI)
+# Envoy's edge filter: the routes and request schemas from the descriptor set + envoy/edge.lua.
+$(EDGE): $(DESCRIPTOR) envoy/edge.lua tools/gen_edge_lua.py
+	$(PY) tools/gen_edge_lua.py $(DESCRIPTOR) envoy/edge.lua $(EDGE)
+
+run: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
 	$(PY) -m paymesh.devmesh
 
-test: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) breaking
+test: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE) breaking
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The protos must not break the contracts of main's previous commit (AGAINST=v1.2.0: a tag).
@@ -45,7 +50,7 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff check src tests tools bench
 	$(VENV)/bin/buf lint
 
-bench: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI)
+bench: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
 	$(PY) bench/read_path.py
 	$(PY) bench/vault.py
 	$(PY) bench/payments.py

@@ -465,6 +465,7 @@ function envoy_on_request(handle)
   local route, values, methods = find_route(path, headers:get(":method"))
   if not route then
     if #methods > 0 then
+      table.sort(methods)
       local allow = table.concat(methods, ", ")
       reply(handle, 405, 12, "method_not_allowed",
         headers:get(":method") .. " is not allowed here: use " .. allow, nil, { allow = allow })

@@ -116,6 +116,11 @@ def test_envoy_accepts_the_config_as_committed_and_as_the_tests_render_it(tmp_pa
     openapi = tmp_path / "build" / "openapi.json"
     built = run(sys.executable, "tools/gen_openapi.py", str(descriptor), str(openapi))
     assert built.returncode == 0, built.stderr
+    edge = tmp_path / "build" / "edge.lua"
+    built = run(
+        sys.executable, "tools/gen_edge_lua.py", str(descriptor), "envoy/edge.lua", str(edge)
+    )
+    assert built.returncode == 0, built.stderr
     rendered = tmp_path / "rendered.yaml"
     rendered.write_text(render_envoy_config(Ports.free(), descriptor))
 
