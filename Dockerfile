@@ -11,14 +11,17 @@ RUN pip install --no-cache-dir grpcio-tools==1.85.1 "googleapis-common-protos>=1
 WORKDIR /src
 COPY tools/ tools/
 COPY proto/ proto/
+COPY envoy/edge.lua envoy/edge.lua
 RUN python tools/gen_protos.py --descriptor-out /out/paymesh.pb \
- && python tools/gen_openapi.py /out/paymesh.pb /out/openapi.json
+ && python tools/gen_openapi.py /out/paymesh.pb /out/openapi.json \
+ && python tools/gen_edge_lua.py /out/paymesh.pb envoy/edge.lua /out/edge.lua
 
 # --- envoy: upstream Envoy (Ubuntu based: sh, bash and sed are there) + the descriptor set.
 # compose mounts envoy/envoy.yaml and rewrites its upstream addresses at start.
 FROM envoyproxy/envoy:v1.40-latest AS envoy
 COPY --from=descriptor /out/paymesh.pb /etc/paymesh/paymesh.pb
 COPY --from=descriptor /out/openapi.json /etc/paymesh/openapi.json
+COPY --from=descriptor /out/edge.lua /etc/paymesh/edge.lua
 
 # --- sandbox-psp: the PSP simulator, a developer tool (standard library only). An image of its
 # own, so that the service image ships no developer tools.
