@@ -5,6 +5,9 @@ paymesh keys init                      create the services' signing keys (PAYMES
 paymesh merchants create --name NAME   a new merchant and its test and live secret keys
 paymesh vault init-keyring             create the local KEK keyring file if missing
 paymesh vault rotate-kek               make a new KEK version primary (cards re-wrap online)
+paymesh vault check-keys               check that the KEKs at hand unwrap the database's cards
+paymesh certs init                     a development CA and mTLS certificates per service
+paymesh dev reset --yes                drop and recreate the development database and keyring
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ from pathlib import Path
 from paymesh.platform.logging import configure_logging
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/paymesh"
+# `paymesh dev reset` drops only these: make run's database, or one named paymesh_dev…, on
+# this machine.
+DEV_DATABASE_NAME = "paymesh"
+DEV_DATABASE_PREFIX = "paymesh_dev"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def database_url() -> str:
@@ -110,6 +118,74 @@ def vault_rotate_kek(_args: argparse.Namespace) -> int:
     return 0
 
 
+def vault_check_keys(_args: argparse.Namespace) -> int:
+    from paymesh.platform.config import VaultSettings
+    from paymesh.platform.db import create_engine
+    from vault_proxy_svc.kek import KekManager, KeksUnavailable
+    from vault_proxy_svc.keys import build_key_provider
+
+    settings = VaultSettings()
+
+    async def check():
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            await KekManager(engine, build_key_provider(settings)).verify_keys()
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(check())
+    except (KeksUnavailable, OSError) as error:
+        print(error, file=sys.stderr)
+        return 1
+    print("vault keys: every KEK version the database uses unwraps its data")
+    return 0
+
+
+def not_a_dev_database(url: str) -> str | None:
+    """Why `url` is not a development database that `paymesh dev reset` may drop, or None."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    name = parsed.database or ""
+    if parsed.host not in LOOPBACK_HOSTS:
+        return f"DATABASE_URL points at host {parsed.host!r}, not this machine"
+    if name != DEV_DATABASE_NAME and not name.startswith(DEV_DATABASE_PREFIX):
+        return (
+            f"database {name!r} is not a development database "
+            f"({DEV_DATABASE_NAME!r}, or a name starting with {DEV_DATABASE_PREFIX!r})"
+        )
+    return None
+
+
+def dev_reset(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
+    from paymesh.platform.config import VaultSettings
+
+    url = database_url()
+    refused = not_a_dev_database(url)
+    if refused:
+        print(f"paymesh dev reset: refused, {refused}", file=sys.stderr)
+        return 2
+    settings = VaultSettings()
+    keyring = settings.keyring_file if settings.kms_provider == "local" else None
+    doomed = f"database {make_url(url).database!r}"
+    if keyring:
+        doomed += f" and the vault keyring {keyring}"
+    if not args.yes:
+        print(f"paymesh dev reset deletes the {doomed}; run it with --yes", file=sys.stderr)
+        return 2
+    from paymesh.platform import migrations
+
+    migrations.drop_database(url)
+    if keyring:
+        keyring.unlink(missing_ok=True)
+    print(f"deleted the {doomed}")
+    code = migrate(argparse.Namespace(services=[]))
+    return code or vault_init_keyring(args)
+
+
 def audit_verify(_args: argparse.Namespace) -> int:
     from gateway_svc.audit_chain import first_break
     from paymesh.platform.db import create_engine
@@ -177,6 +253,18 @@ def main(argv: list[str] | None = None) -> int:
     vault.add_parser("rotate-kek", help="make a new KEK version primary").set_defaults(
         handler=vault_rotate_kek
     )
+    vault.add_parser(
+        "check-keys", help="check that the KEKs at hand unwrap the database's data"
+    ).set_defaults(handler=vault_check_keys)
+
+    dev = commands.add_parser("dev", help="the development setup").add_subparsers(
+        dest="dev_command", required=True
+    )
+    reset = dev.add_parser(
+        "reset", help="drop and recreate the development database and the vault keyring"
+    )
+    reset.add_argument("--yes", action="store_true", help="really delete them")
+    reset.set_defaults(handler=dev_reset)
 
     audit = commands.add_parser("audit", help="payment audit trail").add_subparsers(
         dest="audit_command", required=True

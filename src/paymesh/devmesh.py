@@ -287,12 +287,14 @@ def main() -> int:
         print("\n".join(problems), file=sys.stderr)
         return 1
     started = time.monotonic()
-    for step in (["migrate"], ["keys", "init"], ["vault", "init-keyring"]):
+    # The vault's keys are checked first: a vault that cannot decrypt its cards never starts.
+    steps = (["migrate"], ["keys", "init"], ["vault", "init-keyring"], ["vault", "check-keys"])
+    for step in steps:
         done = subprocess.run(
             [str(BIN / "paymesh"), *step], env=env, capture_output=True, text=True
         )
         if done.returncode != 0:
-            print(f"paymesh {' '.join(step)} failed:\n{done.stderr}", file=sys.stderr)
+            print(f"paymesh {' '.join(step)} failed: {done.stderr.strip()}", file=sys.stderr)
             return 1
     ports = Ports.from_env(env)
     env.update(ports.service_env())

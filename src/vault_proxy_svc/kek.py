@@ -10,9 +10,11 @@ import time
 import zlib
 
 import structlog
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from paymesh.platform.server import StartupRefused
 from vault_proxy_svc.envelope import binding
 from vault_proxy_svc.keys import KeyProvider
 from vault_proxy_svc.metrics import CARDS_ON_OLD_KEK, KEK_AGE, REWRAPPED
@@ -25,6 +27,10 @@ _LOCK = zlib.crc32(b"vault-kek")
 FINGERPRINT_SECRET = "fingerprint"  # noqa: S105 - the secret's name
 
 
+class KeksUnavailable(StartupRefused):
+    """The database holds data wrapped by a KEK version that the key provider cannot unwrap."""
+
+
 class KekManager:
     def __init__(self, engine: AsyncEngine, keys: KeyProvider, primary_ttl: float = 1.0):
         self._engine = engine
@@ -33,8 +39,33 @@ class KekManager:
         self._primary: tuple[str, float, float] | None = None  # version, created, fetched at
         self.fingerprint_secret = b""
 
+    async def verify_keys(self) -> None:
+        """Unwraps one data key (or secret) per KEK version the database uses; raises
+        KeksUnavailable, saying what to do, when the keys at hand cannot: a vault that cannot
+        decrypt its cards must not start."""
+        async with self._engine.connect() as connection:
+            versions = (await connection.scalars(select(kek_versions.c.version))).all()
+            samples = [(v, await _wrapped_sample(connection, v)) for v in versions]
+        for version, sample in samples:
+            if sample is None:
+                continue  # nothing is wrapped by this version any more
+            what, wrapped, context = sample
+            try:
+                await self._keys.unwrap(version, wrapped, context)
+                continue
+            except LookupError:
+                problem = "does not have"
+            except InvalidTag:
+                problem = "holds a different key for"
+            raise KeksUnavailable(
+                f"the vault database holds {what} wrapped by KEK version {version!r}, which "
+                f"{self._keys.location} {problem}: restore the keyring this database was used "
+                "with, or run `paymesh dev reset` to drop the development database"
+            )
+
     async def ensure_ready(self) -> None:
         """Makes sure a primary KEK and the fingerprint secret exist, and loads the secret."""
+        await self.verify_keys()
         async with self._engine.begin() as connection:
             await connection.execute(select(func.pg_advisory_xact_lock(_LOCK)))
             primary = await connection.scalar(
@@ -211,3 +242,25 @@ class KekManager:
             except Exception:  # a bad round is retried; reads work on either KEK meanwhile
                 log.exception("rewrap_failed")
             await asyncio.sleep(interval)
+
+
+async def _wrapped_sample(connection, version: str) -> tuple[str, bytes, dict[str, str]] | None:
+    """(what it is, wrapped key, context) of one card, else of one secret, wrapped by `version`."""
+    card = (
+        await connection.execute(
+            select(payment_methods)
+            .where(
+                payment_methods.c.kek_version == version,
+                payment_methods.c.wrapped_key.is_not(None),
+            )
+            .limit(1)
+        )
+    ).first()
+    if card is not None:
+        return "cards", card.wrapped_key, binding(card.id, card.merchant_id, card.livemode)
+    secret = (
+        await connection.execute(select(secrets).where(secrets.c.kek_version == version).limit(1))
+    ).first()
+    if secret is not None:
+        return "its card fingerprint secret", secret.wrapped, {"secret": secret.name}
+    return None

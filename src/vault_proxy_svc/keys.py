@@ -24,6 +24,7 @@ from paymesh.platform.config import VaultSettings
 
 class KeyProvider(ABC):
     name: str
+    location: str  # where the keys are, for messages: "the keyring at var/vault-keyring.json"
 
     @abstractmethod
     async def create_version(self) -> str:
@@ -53,6 +54,7 @@ class LocalKeyring(KeyProvider):
         self._path = path
         self._inline = inline
         self._keys = self._load()
+        self.location = f"the keyring at {path}" if inline is None else "VAULT_KEYRING"
 
     @staticmethod
     def create_file(path: Path) -> bool:
@@ -115,6 +117,7 @@ class AwsKms(KeyProvider):
         import boto3
 
         self._client = boto3.client("kms", region_name=region, endpoint_url=endpoint_url)
+        self.location = f"AWS KMS ({region})"
 
     def _key_id(self, version: str) -> str:
         return version.removeprefix(self._PREFIX)

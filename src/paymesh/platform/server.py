@@ -37,6 +37,10 @@ from paymesh.platform.tracing import configure_tracing
 log = structlog.get_logger(__name__)
 
 
+class StartupRefused(Exception):
+    """A service must not start; the message says why and what to do, in one line."""
+
+
 @dataclass(frozen=True)
 class Resources:
     """What a service's wiring function may hand to its servicer."""
@@ -88,7 +92,7 @@ def run(definition: ServiceDefinition) -> None:
     configure_logging(definition.name, settings.log_level)
     try:
         asyncio.run(serve(definition, settings))
-    except (OSError, OperationalError) as error:  # busy port, no keys, no database: one line
+    except (OSError, OperationalError, StartupRefused) as error:  # busy port, no keys, …: one line
         log.error("startup_failed", error=str(error))
         sys.exit(1)
 
