@@ -1,8 +1,9 @@
 -- paymesh's edge checks: an Envoy Lua filter that runs before the gRPC-JSON transcoder.
 -- ROUTES and MESSAGES (above, in build/edge.lua) are generated from the protos by
 -- tools/gen_edge_lua.py; this file is the logic. For every request, in this order:
---   1. card numbers (12-19 digits with single spaces or dashes, passing Luhn) in the path and
---      the X-Request-Id are masked to their last 4 digits, so no log line or reply has one;
+--   1. card numbers (12-19 digits with single spaces or dashes, passing Luhn) in the path,
+--      X-Request-Id and User-Agent are masked to their last 4 digits, so that no access log
+--      line or reply has one;
 --   2. /v1/ without an API key is 401, before anything else is looked at;
 --   3. a known path with another method is 405 (an unknown path stays the transcoder's 404);
 --   4. path variables, query parameters and the JSON body must fit the request message:
@@ -450,9 +451,12 @@ function envoy_on_request(handle)
   local raw_path = headers:get(":path") or "/"
   local masked = mask_card_numbers(raw_path)
   if masked ~= raw_path then headers:replace(":path", masked) end
-  local request_id = headers:get("x-request-id")
-  if request_id and mask_card_numbers(request_id) ~= request_id then
-    headers:replace("x-request-id", mask_card_numbers(request_id))
+  -- The headers that the access log writes down.
+  for _, name in ipairs({ "x-request-id", "user-agent" }) do
+    local value = headers:get(name)
+    if value and mask_card_numbers(value) ~= value then
+      headers:replace(name, mask_card_numbers(value))
+    end
   end
   headers:remove("x-paymesh-edge-reply")
 

@@ -208,7 +208,11 @@ def test_a_card_number_is_neither_echoed_nor_logged_and_request_ids_stay_whole(m
         mesh,
         "GET",
         "/v1/payment_intents/pi_missing",
-        headers={**merchant.auth(), "x-request-id": cards.VISA_DECLINE},
+        headers={
+            **merchant.auth(),
+            "x-request-id": cards.VISA_DECLINE,
+            "user-agent": f"shop/1.0 card={cards.MASTERCARD}",
+        },
     )
     plain = send(
         mesh,
@@ -228,3 +232,4 @@ def test_a_card_number_is_neither_echoed_nor_logged_and_request_ids_stay_whole(m
     gateway_log = (mesh.log_dir / "gateway.log").read_text()
     assert cards.VISA not in envoy_log
     assert cards.VISA_DECLINE not in envoy_log + gateway_log
+    assert cards.MASTERCARD not in envoy_log
