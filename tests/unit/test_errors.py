@@ -30,7 +30,7 @@ def test_invalid_argument_names_each_field_and_reason():
 
     assert status.code == code_pb2.INVALID_ARGUMENT
     [info] = unpack(status, error_details_pb2.ErrorInfo)
-    assert (info.reason, info.domain) == ("invalid_request", errors.ERROR_DOMAIN)
+    assert (info.reason, info.domain) == ("incorrect_number", errors.ERROR_DOMAIN)
     [bad_request] = unpack(status, error_details_pb2.BadRequest)
     assert [(v.field, v.reason) for v in bad_request.field_violations] == [
         ("card.number", "incorrect_number"),

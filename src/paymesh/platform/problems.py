@@ -30,9 +30,12 @@ class PaymeshError(Exception):
 class InvalidArgument(PaymeshError):
     """The request itself is wrong; `violations` name each field at fault."""
 
-    def __init__(self, violations: list[FieldViolation], reason: str = "invalid_request"):
+    def __init__(self, violations: list[FieldViolation], reason: str | None = None):
+        """`reason` defaults to the first violation's: a 400 says what is wrong at once."""
         fields = ", ".join(v.field for v in violations)
-        super().__init__(message=f"invalid request: {fields}", reason=reason)
+        super().__init__(
+            message=f"invalid request: {fields}", reason=reason or violations[0].reason
+        )
         self.violations = violations
 
     @classmethod

@@ -43,7 +43,7 @@ def check_request(request) -> None:
     if isinstance(request, Message):
         violations = string_violations(request)
         if violations:
-            raise InvalidArgument(violations, reason=violations[0].reason)
+            raise InvalidArgument(violations)
 
 
 def _text_violation(field: str, value: str) -> FieldViolation | None:
