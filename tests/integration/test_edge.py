@@ -233,3 +233,14 @@ def test_a_card_number_is_neither_echoed_nor_logged_and_request_ids_stay_whole(m
     assert cards.VISA not in envoy_log
     assert cards.VISA_DECLINE not in envoy_log + gateway_log
     assert cards.MASTERCARD not in envoy_log
+
+
+def test_headers_just_under_the_limit_reach_the_service(mesh, merchant):
+    """Envoy adds headers of its own: the services take more metadata than the edge lets in,
+    or a request just under 8 KiB would come back as gRPC's RESOURCE_EXHAUSTED (429)."""
+    headers = {**merchant.auth(), "x-shop-note": "n" * 7_600}
+
+    response = send(mesh, "GET", "/v1/payment_intents/pi_missing", headers=headers)
+
+    assert response.status == 404
+    assert reason(response) == "resource_missing"
