@@ -248,6 +248,8 @@ class Generator:
             ]
             if required:
                 schema["required"] = required
+            # The edge refuses unknown fields (a typo must never move money).
+            schema["additionalProperties"] = False
         description = self.d.comments.get(f".{name}")
         if description:
             schema["description"] = description

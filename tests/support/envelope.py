@@ -129,14 +129,14 @@ def details_problems(details: list, request_id: str | None) -> list[str]:
             problems.append("BadRequest without field_violations")
             continue
         for violation in violations:
+            # `field` may be empty: the body as a whole, or a field whose name is "".
             if not (
                 isinstance(violation, dict)
                 and isinstance(violation.get("field"), str)
-                and violation["field"]
                 and isinstance(violation.get("description"), str)
-                and violation["description"]
+                and violation["description"].strip()
             ):
-                problems.append(f"a field violation without field and description: {violation}")
+                problems.append(f"a field violation without field or description: {violation}")
     unknown = set(by_type) - {ERROR_INFO, REQUEST_INFO, BAD_REQUEST}
     if unknown:
         problems.append(f"details of other types: {sorted(unknown)}")
@@ -201,9 +201,9 @@ def grpc_details_problems(error: grpc.RpcError) -> list[str]:
     for any_detail in status.details:
         bad_request = error_details_pb2.BadRequest()
         if any_detail.Unpack(bad_request) and not all(
-            v.field and v.description for v in bad_request.field_violations
+            v.description for v in bad_request.field_violations
         ):
-            problems.append("a BadRequest field violation without field or description")
+            problems.append("a BadRequest field violation without a description")
     return problems
 
 

@@ -39,9 +39,15 @@ def digit_runs(text: str) -> list[str]:
     return runs
 
 
+def pan_shaped(digits: str) -> bool:
+    """12 to 19 digits passing Luhn; not a run of one digit and not starting with 0 (no card
+    number does: "000000000000" passes Luhn but is padding, not a card)."""
+    return 12 <= len(digits) <= 19 and digits[0] != "0" and len(set(digits)) > 1 and luhn_ok(digits)
+
+
 def pans_in(text: str) -> set[str]:
     """The PAN-shaped values of a text, as plain ASCII digits."""
-    return {run for run in digit_runs(text) if 12 <= len(run) <= 19 and luhn_ok(run)}
+    return {run for run in digit_runs(text) if pan_shaped(run)}
 
 
 def leaked(sent: set[str], text: str) -> set[str]:
