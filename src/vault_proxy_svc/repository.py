@@ -12,7 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.platform.callers import Merchant, owned_by
 from paymesh.platform.db import autocommit
-from vault_proxy_svc.tables import outbox, payment_methods, psp_tokens, vault_audit
+from vault_proxy_svc.tables import (
+    idempotency_keys,
+    outbox,
+    payment_methods,
+    psp_tokens,
+    vault_audit,
+)
 
 
 class PaymentMethodRepository:
@@ -98,7 +104,50 @@ def _tokenize_statement():
     return select(card).add_cte(audit, event)
 
 
+def _bind_key_statement():
+    """Marks a running idempotency key done and bound to its payment method, on condition
+    that the request still holds it (`key_locked_at`)."""
+    keys = idempotency_keys.c
+    return (
+        update(idempotency_keys)
+        .where(
+            keys.merchant_id == bindparam("key_merchant_id"),
+            keys.livemode == bindparam("key_livemode"),
+            keys.key == bindparam("key_key"),
+            keys.state == literal_column("'running'"),
+            keys.locked_at == bindparam("key_locked_at"),
+        )
+        # Constants as SQL: SQLAlchemy loses anonymous parameters of DML inside a CTE.
+        .values(state=literal_column("'done'"), object_id=bindparam("key_object_id"))
+    )
+
+
+def _from(source, table, names: tuple[str, ...], prefix: str = ""):
+    """INSERT INTO table (names) SELECT :prefix+names FROM source: one row per source row."""
+    values = select(
+        *[bindparam(f"{prefix}{name}", type_=table.c[name].type) for name in names]
+    ).select_from(source)
+    return insert(table).from_select(list(names), values)
+
+
+def _tokenize_bound_statement():
+    """As _tokenize_statement, and the request's idempotency key bound to the card: the card,
+    audit and event are written only if the key is still the request's, all in ONE
+    statement. Without the key nothing is written and no row comes back."""
+    bound = _bind_key_statement().returning(idempotency_keys.c.object_id).cte("bound")
+    # Prefixed names throughout: a parameter named like a column of the UPDATE's table
+    # (merchant_id, livemode) would become part of its SET clause.
+    card = (
+        _from(bound, payment_methods, _CARD_COLUMNS, "card_").returning(payment_methods).cte("card")
+    )
+    audit = _from(card, vault_audit, _AUDIT_COLUMNS, "audit_").cte("audit")
+    event = _from(card, outbox, _EVENT_COLUMNS, "event_").cte("event")
+    return select(card).add_cte(bound, audit, event)
+
+
 _TOKENIZE = _tokenize_statement()
+_TOKENIZE_BOUND = _tokenize_bound_statement()
+_BIND_KEY = _bind_key_statement()
 
 
 async def insert_tokenized(
@@ -106,13 +155,25 @@ async def insert_tokenized(
     card: dict[str, Any],
     audit: dict[str, Any],
     event: dict[str, Any],
-) -> Row:
+    key: dict[str, Any] | None = None,
+) -> Row | None:
+    """The new card; with `key` (KeyClaim.bind_params), None if the key is no longer held."""
     params = {
-        **{name: card.get(name) for name in _CARD_COLUMNS},
         **{f"audit_{name}": audit.get(name) for name in _AUDIT_COLUMNS},
         **{f"event_{name}": event[name] for name in _EVENT_COLUMNS},
     }
-    return (await connection.execute(_TOKENIZE, params)).one()
+    if key is None:
+        params.update({name: card.get(name) for name in _CARD_COLUMNS})
+        return (await connection.execute(_TOKENIZE, params)).one()
+    params.update({f"card_{name}": card.get(name) for name in _CARD_COLUMNS})
+    params.update(key, key_object_id=card["id"])
+    return (await connection.execute(_TOKENIZE_BOUND, params)).first()
+
+
+async def bind_key(connection: AsyncConnection, key: dict[str, Any], object_id: str) -> bool:
+    """Binds a held idempotency key to `object_id`; False if the request no longer holds it."""
+    result = await connection.execute(_BIND_KEY, {**key, "key_object_id": object_id})
+    return result.rowcount == 1
 
 
 async def insert_payment_method(connection: AsyncConnection, values: dict[str, Any]) -> Row:

@@ -13,6 +13,7 @@ from paymesh.platform.server import Resources, ServiceDefinition
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from vault_proxy_svc import tables
 from vault_proxy_svc.cvc_store import CvcStore
+from vault_proxy_svc.idempotency import Idempotency
 from vault_proxy_svc.kek import KekManager
 from vault_proxy_svc.keys import build_key_provider
 from vault_proxy_svc.psp import SandboxCards, StripeCards
@@ -35,7 +36,10 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     callers, gateway_channel = remote_callers(
         settings.gateway_addr, resources.token_issuer, resources.token_verifier
     )
-    vault_pb2_grpc.add_VaultServiceServicer_to_server(VaultServicer(vault, callers), server)
+    idempotency = Idempotency(resources.engine, lambda: keks.fingerprint_secret)
+    vault_pb2_grpc.add_VaultServiceServicer_to_server(
+        VaultServicer(vault, callers, idempotency), server
+    )
     vault_pb2_grpc.add_VaultInternalServiceServicer_to_server(
         VaultInternalServicer(vault, callers), server
     )

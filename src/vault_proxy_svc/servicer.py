@@ -8,11 +8,12 @@ import grpc
 import structlog
 from google.protobuf.json_format import MessageToDict, ParseDict
 
-from paymesh.platform.callers import Callers
+from paymesh.platform.callers import Callers, Merchant
 from paymesh.platform.errors import InvalidArgument
 from paymesh.platform.wire import require_id, timestamp
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from vault_proxy_svc.cards import validate_card
+from vault_proxy_svc.idempotency import Idempotency, KeyClaim, idempotency_key
 from vault_proxy_svc.metrics import TOKENIZATIONS
 from vault_proxy_svc.vault import Vault
 
@@ -37,35 +38,55 @@ def payment_method_message(row) -> vault_pb2.PaymentMethod:
 
 
 class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
-    def __init__(self, vault: Vault, callers: Callers):
+    def __init__(self, vault: Vault, callers: Callers, idempotency: Idempotency):
         self._vault = vault
         self._callers = callers
+        self._idempotency = idempotency
+
+    async def _idempotent(self, context, merchant: Merchant, method: str, request, run):
+        """Tokenize and detach: `run(key)` at most once per idempotency key; a retry with the
+        key answers with the payment method the key is bound to, as it is now, or with the
+        error. The caller is authenticated before anything else is looked at."""
+        claim = await self._idempotency.claim(merchant, idempotency_key(context), method, request)
+        if claim.is_replay:
+            await context.send_initial_metadata((("idempotent-replayed", "true"),))
+            if claim.replay_error is not None:
+                raise self._idempotency.replayed_error(claim)
+            structlog.contextvars.bind_contextvars(correlation_id=claim.replay_object)
+            return payment_method_message(await self._vault.replay(merchant, claim.replay_object))
+        try:
+            row = await run(claim.key)
+        except Exception as error:
+            await self._idempotency.settle_error(claim, error)
+            raise
+        structlog.contextvars.bind_contextvars(correlation_id=row.id)
+        return payment_method_message(row)
 
     async def CreatePaymentMethod(
         self, request: vault_pb2.CreatePaymentMethodRequest, context: grpc.aio.ServicerContext
     ) -> vault_pb2.PaymentMethod:
         merchant = await self._callers.merchant(context)
-        billing = request.billing_details
-        try:
-            card = validate_card(
-                payment_type=request.type,
-                number=request.card.number,
-                exp_month=request.card.exp_month,
-                exp_year=request.card.exp_year,
-                cvc=request.card.cvc,
-                email=billing.email,
-                country=billing.address.country,
-                today=datetime.now(UTC).date(),
-            )
-        except InvalidArgument:
-            TOKENIZATIONS.labels("invalid").inc()
-            raise
-        row = await self._vault.tokenize(
-            merchant, card, MessageToDict(billing, preserving_proto_field_name=True)
-        )
-        structlog.contextvars.bind_contextvars(correlation_id=row.id)
-        TOKENIZATIONS.labels("ok").inc()
-        return payment_method_message(row)
+        billing = MessageToDict(request.billing_details, preserving_proto_field_name=True)
+
+        async def tokenize(key: KeyClaim | None):
+            try:
+                card = validate_card(
+                    payment_type=request.type,
+                    number=request.card.number,
+                    exp_month=request.card.exp_month,
+                    exp_year=request.card.exp_year,
+                    cvc=request.card.cvc,
+                    billing=billing,
+                    today=datetime.now(UTC).date(),
+                )
+            except InvalidArgument:
+                TOKENIZATIONS.labels("invalid").inc()
+                raise
+            row = await self._vault.tokenize(merchant, card, billing, key)
+            TOKENIZATIONS.labels("ok").inc()
+            return row
+
+        return await self._idempotent(context, merchant, "CreatePaymentMethod", request, tokenize)
 
     async def GetPaymentMethod(
         self, request: vault_pb2.GetPaymentMethodRequest, context: grpc.aio.ServicerContext
@@ -81,8 +102,13 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
         merchant = await self._callers.merchant(context)
         token = require_id(request.id, "pm_", "payment_method")
         structlog.contextvars.bind_contextvars(correlation_id=token)
-        row = await self._vault.detach(merchant, token, actor=f"merchant:{merchant.id}")
-        return payment_method_message(row)
+        return await self._idempotent(
+            context,
+            merchant,
+            "DetachPaymentMethod",
+            request,
+            lambda key: self._vault.detach(merchant, token, f"merchant:{merchant.id}", key),
+        )
 
 
 class VaultInternalServicer(vault_pb2_grpc.VaultInternalServiceServicer):

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -70,6 +71,23 @@ psp_tokens = Table(
     Column("psp", String(20), primary_key=True),
     Column("psp_reference", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Idempotency keys of tokenize and detach, per merchant and mode. `request_hash` is keyed
+# (HMAC): the requests hold card numbers, and nothing here may.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("merchant_id", String(40), primary_key=True),
+    Column("livemode", Boolean, primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("state", String(10), nullable=False),
+    Column("response", LargeBinary),
+    Column("is_error", Boolean, nullable=False, server_default=text("false")),
+    Column("object_id", String(40)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("locked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 vault_audit = Table(

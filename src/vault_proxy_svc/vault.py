@@ -23,6 +23,7 @@ from vault_proxy_svc import repository
 from vault_proxy_svc.cards import Card
 from vault_proxy_svc.cvc_store import CvcStore
 from vault_proxy_svc.envelope import Sealed, binding, fingerprint, seal, unseal
+from vault_proxy_svc.idempotency import KeyClaim, key_lost
 from vault_proxy_svc.kek import KekManager
 from vault_proxy_svc.keys import KeyProvider
 from vault_proxy_svc.metrics import (
@@ -80,7 +81,10 @@ class Vault:
             weakref.WeakValueDictionary()
         )
 
-    async def tokenize(self, merchant: Merchant, card: Card, billing: dict[str, Any]) -> Row:
+    async def tokenize(
+        self, merchant: Merchant, card: Card, billing: dict[str, Any], key: KeyClaim | None = None
+    ) -> Row:
+        """A new token for the card; with `key`, bound to it in the same statement."""
         token = new_token()
         kek_version = await self._keks.primary()
         sealed = await seal(
@@ -119,20 +123,34 @@ class Vault:
                     aggregate_id=token,
                     payload=masked(card_values),
                 ),
+                key=key.bind_params if key else None,
             )
+        if row is None:
+            raise key_lost()
         self._cvcs.put(token, card.cvc)
         return row
 
     async def get(self, merchant: Merchant, token: str) -> Row:
         row = await self.payment_methods.get(token, merchant)
-        _require_attached(row, token)
+        _require_attached(row)
         return row
 
-    async def detach(self, merchant: Merchant, token: str, actor: str) -> Row:
+    async def replay(self, merchant: Merchant, token: str) -> Row:
+        """The payment method an idempotency key is bound to, as it is now (detached too)."""
+        row = await self.payment_methods.get(token, merchant)
+        if row is None:
+            raise NotFound("no such payment_method", reason="resource_missing")
+        return row
+
+    async def detach(
+        self, merchant: Merchant, token: str, actor: str, key: KeyClaim | None = None
+    ) -> Row:
         async with self._engine.begin() as connection:
             row = await repository.find(connection, token, merchant, for_update=True)
-            _require_attached(row, token)
+            _require_attached(row)
             row = await repository.shred(connection, token)
+            if key and not await repository.bind_key(connection, key.bind_params, token):
+                raise key_lost()  # rolls the detach back
             await repository.add_audit(
                 connection,
                 actor=actor,
@@ -163,7 +181,7 @@ class Vault:
                 "psp", "unsupported_psp", f"supported: {', '.join(sorted(self._psps))}"
             )
         row, cached = await self.payment_methods.get_with_psp_reference(token, merchant, psp)
-        _require_attached(row, token)
+        _require_attached(row)
         if cached:
             PSP_TOKEN_LOOKUPS.labels(psp, "hit").inc()
             return cached, True
@@ -238,11 +256,12 @@ class Vault:
         return reference
 
 
-def _require_attached(row: Row | None, token: str) -> None:
+def _require_attached(row: Row | None) -> None:
+    # The messages do not repeat the id: the caller knows it, and logs need not.
     if row is None:
-        raise NotFound(f"no such payment_method: {token!r}", reason="resource_missing")
+        raise NotFound("no such payment_method", reason="resource_missing")
     if row.detached_at is not None:
         raise NotFound(
-            f"payment_method {token!r} was detached; its card data is destroyed",
+            "the payment_method was detached; its card data is destroyed",
             reason="payment_method_detached",
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -17,10 +18,26 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return result
 
 
+# Every id is a prefix and ASCII letters, digits or underscores, at most 40 characters (the
+# width of the id columns).
+MAX_ID_LENGTH = 40
+_ID_CHARACTERS = re.compile(r"[A-Za-z0-9_]+")
+
+
 def require_id(value: str, prefix: str, resource: str, field: str = "id") -> str:
-    """A missing id is invalid input; an id of the wrong shape cannot exist, so it is not found."""
+    """A missing, over-long or oddly written id is invalid input, named by `field`; an id of
+    another kind cannot exist, so it is not found. No message repeats the value: a caller may
+    have put anything there, a card number included."""
     if not value:
         raise InvalidArgument.for_field(field, "missing", f"{field} is required")
-    if not value.startswith(prefix) or len(value) > 64:
-        raise NotFound(f"no such {resource}: {value!r}", reason="resource_missing")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidArgument.for_field(
+            field, "too_long", f"{field} must be at most {MAX_ID_LENGTH} characters"
+        )
+    if not _ID_CHARACTERS.fullmatch(value):
+        raise InvalidArgument.for_field(
+            field, "invalid_characters", f"{field} may hold only ASCII letters, digits and _"
+        )
+    if not value.startswith(prefix):
+        raise NotFound(f"no such {resource}", reason="resource_missing")
     return value

@@ -1,0 +1,181 @@
+"""Idempotency keys on tokenize and detach, through Envoy like a merchant: one key, one token;
+a replay answers with the payment method as it is now; another request under the key is a
+409; the key's row holds no card data."""
+
+from __future__ import annotations
+
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from tests.integration.test_vault import NEXT_YEAR, tokenize
+from tests.support import cards
+from tests.support.http import call
+
+pytestmark = pytest.mark.integration
+
+
+def _key() -> str:
+    return "idem-" + secrets.token_hex(8)
+
+
+def _tokenize(mesh, merchant, key: str, number: str = cards.VISA, **fields):
+    card = {"number": number, "exp_month": 12, "exp_year": NEXT_YEAR, "cvc": "123"}
+    return call(
+        mesh.url("/v1/payment_methods"),
+        "POST",
+        {**merchant.auth(), "Idempotency-Key": key},
+        {"card": card, **fields},
+    )
+
+
+def _detach(mesh, merchant, token: str, key: str | None):
+    headers = {**merchant.auth(), **({"Idempotency-Key": key} if key else {})}
+    return call(mesh.url(f"/v1/payment_methods/{token}/detach"), "POST", headers, {})
+
+
+def _count_cards(infra, merchant) -> int:
+    with psycopg.connect(infra.database_url) as db:
+        return db.execute(
+            "SELECT count(*) FROM vault.payment_methods WHERE merchant_id = %s", (merchant.id,)
+        ).fetchone()[0]
+
+
+def _reason(response) -> str:
+    [info] = [d for d in response.body["details"] if d["@type"].endswith("ErrorInfo")]
+    return info["reason"]
+
+
+def test_the_same_key_twice_makes_one_token(mesh, merchant, infra):
+    key = _key()
+    before = _count_cards(infra, merchant)
+
+    first = _tokenize(mesh, merchant, key, billing_details={"name": "Ada"})
+    again = _tokenize(mesh, merchant, key, billing_details={"name": "Ada"})
+
+    assert first.status == 200, first.body
+    assert "idempotent-replayed" not in first.headers
+    assert again.status == 200, again.body
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.body == first.body
+    assert _count_cards(infra, merchant) == before + 1
+    with psycopg.connect(infra.database_url) as db:
+        written = db.execute(
+            "SELECT (SELECT count(*) FROM vault.vault_audit WHERE payment_method = %(id)s),"
+            " (SELECT count(*) FROM vault.outbox WHERE aggregate_id = %(id)s)",
+            {"id": first.body["id"]},
+        ).fetchone()
+    assert written == (1, 1)  # one audit row and one event, written with the card
+
+
+def test_the_same_key_with_another_card_is_a_409_and_makes_nothing(mesh, merchant, infra):
+    key = _key()
+    assert _tokenize(mesh, merchant, key).status == 200
+    before = _count_cards(infra, merchant)
+
+    other = _tokenize(mesh, merchant, key, cards.MASTERCARD)
+
+    assert other.status == 409
+    assert _reason(other) == "idempotency_key_reused"
+    assert cards.MASTERCARD not in str(other.body)
+    assert _count_cards(infra, merchant) == before
+
+
+def test_keys_are_per_merchant_and_mode(mesh, merchant, other_merchant):
+    key = _key()
+    mine = _tokenize(mesh, merchant, key)
+    theirs = _tokenize(mesh, other_merchant, key, cards.MASTERCARD)
+
+    assert mine.status == theirs.status == 200
+    assert mine.body["id"] != theirs.body["id"]
+
+
+def test_the_same_key_at_once_makes_one_token(mesh, merchant, infra):
+    key = _key()
+    before = _count_cards(infra, merchant)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: _tokenize(mesh, merchant, key), range(8)))
+
+    assert {a.status for a in answers} <= {200, 409}
+    ok = [a for a in answers if a.status == 200]
+    assert ok, [a.body for a in answers]
+    assert len({a.body["id"] for a in ok}) == 1
+    assert all(_reason(a) == "idempotency_key_in_use" for a in answers if a.status == 409)
+    assert _count_cards(infra, merchant) == before + 1
+
+
+def test_a_refused_card_is_replayed_as_the_same_error(mesh, merchant, infra):
+    key = _key()
+    first = _tokenize(mesh, merchant, key, cards.LUHN_FAILURE)
+    again = _tokenize(mesh, merchant, key, cards.LUHN_FAILURE)
+
+    assert first.status == again.status == 400
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.body["details"][0] == first.body["details"][0]
+
+
+def test_a_replayed_tokenize_shows_the_payment_method_as_it_is_now(mesh, merchant):
+    key = _key()
+    token = _tokenize(mesh, merchant, key).body["id"]
+    assert _detach(mesh, merchant, token, None).status == 200
+
+    again = _tokenize(mesh, merchant, key)
+
+    assert again.status == 200
+    assert again.body["id"] == token
+
+
+def test_detach_with_a_key_is_replayed(mesh, merchant, infra):
+    token = tokenize(mesh, merchant).body["id"]
+    key = _key()
+
+    first = _detach(mesh, merchant, token, key)
+    again = _detach(mesh, merchant, token, key)
+    without_key = _detach(mesh, merchant, token, None)
+
+    assert first.status == 200, first.body
+    assert again.status == 200, again.body
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.body == first.body
+    assert without_key.status == 404
+    with psycopg.connect(infra.database_url) as db:
+        detaches = db.execute(
+            "SELECT count(*) FROM vault.vault_audit WHERE payment_method = %s"
+            " AND action = 'detach'",
+            (token,),
+        ).fetchone()[0]
+    assert detaches == 1
+
+
+def test_a_detach_key_reused_for_another_card_is_a_409(mesh, merchant):
+    key = _key()
+    first, second = (tokenize(mesh, merchant).body["id"] for _ in range(2))
+    assert _detach(mesh, merchant, first, key).status == 200
+
+    other = _detach(mesh, merchant, second, key)
+
+    assert other.status == 409
+    assert _reason(other) == "idempotency_key_reused"
+    assert call(mesh.url(f"/v1/payment_methods/{second}"), headers=merchant.auth()).status == 200
+
+
+def test_an_overlong_key_is_a_400(mesh, merchant):
+    response = _tokenize(mesh, merchant, "k" * 256)
+
+    assert response.status == 400
+    [bad] = [d for d in response.body["details"] if d["@type"].endswith("BadRequest")]
+    assert bad["field_violations"][0]["field"] == "idempotency-key"
+
+
+def test_the_key_table_holds_no_card_data(mesh, merchant, infra):
+    key = _key()
+    assert _tokenize(mesh, merchant, key, cards.AMEX).status == 400  # an amex CVC has 4 digits
+    with psycopg.connect(infra.database_url) as db:
+        rows = db.execute(
+            "SELECT k::text FROM vault.idempotency_keys k WHERE key = %s", (key,)
+        ).fetchall()
+    assert len(rows) == 1
+    assert cards.AMEX not in rows[0][0]
