@@ -58,6 +58,15 @@ def keys_init(_args: argparse.Namespace) -> int:
     return 0
 
 
+def certs_init(args: argparse.Namespace) -> int:
+    from paymesh.platform.tls import init_certs
+
+    tls_dir = Path(args.dir or os.environ.get("PAYMESH_TLS_DIR") or "var/certs")
+    created = init_certs(tls_dir)
+    print(f"TLS certificates in {tls_dir}: created {', '.join(created) or 'none (all present)'}")
+    return 0
+
+
 def merchants_create(args: argparse.Namespace) -> int:
     from gateway_svc.merchants import MerchantRepository
     from paymesh.platform.db import create_engine
@@ -236,6 +245,17 @@ def main(argv: list[str] | None = None) -> int:
         dest="keys_command", required=True
     )
     keys.add_parser("init", help="create missing key pairs").set_defaults(handler=keys_init)
+
+    certs = commands.add_parser("certs", help="mTLS certificates").add_subparsers(
+        dest="certs_command", required=True
+    )
+    certs_init_parser = certs.add_parser(
+        "init", help="a development CA and a certificate per service, Envoy and ops"
+    )
+    certs_init_parser.add_argument(
+        "--dir", help="where to write them (default: PAYMESH_TLS_DIR, else var/certs)"
+    )
+    certs_init_parser.set_defaults(handler=certs_init)
 
     merchants = commands.add_parser("merchants", help="merchants and API keys").add_subparsers(
         dest="merchants_command", required=True

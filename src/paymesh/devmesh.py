@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 import yaml
+from pydantic import ValidationError
 
 from paymesh.platform.config import ServiceSettings
 from paymesh.services import ALL, PACKAGES
@@ -27,6 +28,9 @@ DESCRIPTOR = ROOT / "build" / "paymesh.pb"
 EDGE_FILTER = ROOT / "build" / "edge.lua"
 BIN = Path(sys.executable).parent
 _PR_SET_PDEATHSIG = 1
+UPSTREAM_TLS_CONTEXT = (
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+)
 
 
 @dataclass
@@ -92,8 +96,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def render_envoy_config(ports: Ports, descriptor: Path = DESCRIPTOR) -> str:
-    """envoy/envoy.yaml with the given ports and an absolute descriptor path."""
+def render_envoy_config(
+    ports: Ports, descriptor: Path = DESCRIPTOR, tls_dir: Path | None = None
+) -> str:
+    """envoy/envoy.yaml with the given ports and an absolute descriptor path; with `tls_dir`
+    (PAYMESH_TLS_DIR), Envoy calls and health-checks every service over mTLS."""
     config = yaml.safe_load(ENVOY_TEMPLATE.read_text())
     config["admin"]["address"]["socket_address"]["port_value"] = ports.envoy_admin
     listener = config["static_resources"]["listeners"][0]
@@ -107,7 +114,35 @@ def render_envoy_config(ports: Ports, descriptor: Path = DESCRIPTOR) -> str:
     for cluster in config["static_resources"]["clusters"]:
         endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         endpoint["address"]["socket_address"]["port_value"] = ports.grpc[cluster["name"]]
+        if tls_dir is not None:
+            cluster["transport_socket"] = upstream_mtls(tls_dir.resolve(), cluster["name"])
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def upstream_mtls(tls_dir: Path, service: str) -> dict:
+    """Envoy's side of mTLS towards `service`: its own client certificate, and the service's
+    certificate checked against paymesh's CA and the service's name."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": UPSTREAM_TLS_CONTEXT,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(tls_dir / "envoy.crt")},
+                        "private_key": {"filename": str(tls_dir / "envoy.key")},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(tls_dir / "ca.crt")},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": service}}
+                    ],
+                },
+            },
+        },
+    }
 
 
 def _die_with_parent() -> None:
@@ -150,7 +185,10 @@ class Mesh:
     def start_envoy(self) -> None:
         envoy_config = (self.log_dir or ROOT / "build") / "envoy.yaml"
         envoy_config.parent.mkdir(parents=True, exist_ok=True)
-        envoy_config.write_text(render_envoy_config(self.ports))
+        tls_dir = self.env.get("PAYMESH_TLS_DIR")
+        envoy_config.write_text(
+            render_envoy_config(self.ports, tls_dir=Path(tls_dir) if tls_dir else None)
+        )
         self.spawn(
             "envoy",
             [
@@ -281,14 +319,20 @@ def _raise_stop(_signum, _frame) -> None:
 
 def main() -> int:
     env = dict(os.environ)
-    settings = ServiceSettings(grpc_port=0, http_port=0)
+    try:
+        settings = ServiceSettings(grpc_port=0, http_port=0)
+    except ValidationError as error:
+        print("\n".join(e["msg"] for e in error.errors()), file=sys.stderr)
+        return 1
     problems = unreachable_dependencies(settings.database_url, settings.amqp_url)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 1
     started = time.monotonic()
     # The vault's keys are checked first: a vault that cannot decrypt its cards never starts.
-    steps = (["migrate"], ["keys", "init"], ["vault", "init-keyring"], ["vault", "check-keys"])
+    steps = [["migrate"], ["keys", "init"], ["vault", "init-keyring"], ["vault", "check-keys"]]
+    if settings.tls_dir:
+        steps.append(["certs", "init"])
     for step in steps:
         done = subprocess.run(
             [str(BIN / "paymesh"), *step], env=env, capture_output=True, text=True

@@ -610,3 +610,16 @@ def test_the_envoy_rewrite_points_the_transcoder_at_the_descriptor_in_the_contai
 def test_the_envoy_admin_port_is_reachable_by_prometheus_after_the_rewrite():
     admin = rewritten_envoy_config()["admin"]["address"]["socket_address"]
     assert admin["address"] not in ("127.0.0.1", "localhost", "::1")
+
+
+def test_the_app_services_listen_beyond_loopback_with_settings_they_accept(monkeypatch):
+    """The default BIND_HOST is loopback, unreachable from the other containers; beyond
+    loopback a service insists on mTLS or explicitly allowed plaintext."""
+    for name in APP_SERVICES:
+        env = environment(services()[name])
+        with monkeypatch.context() as patched:
+            for variable, value in env.items():
+                patched.setenv(variable, str(value))
+            settings = settings_class(name)()
+        assert settings.bind_host == "0.0.0.0", name
+        assert settings.tls_dir or settings.allow_plaintext, name

@@ -1,5 +1,5 @@
 """Channels from one service to another: trace context and the caller's service token ride
-along on every call."""
+along on every call; with PAYMESH_TLS_DIR set, over mTLS with the caller's own certificate."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from paymesh.platform.callers import LIVEMODE_HEADER, MERCHANT_HEADER, Merchant
+from paymesh.platform.config import TlsSettings
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
+from paymesh.platform.tls import MutualTls
 
 
 class _ServiceToken(grpc.aio.UnaryUnaryClientInterceptor):
@@ -25,9 +27,12 @@ class _ServiceToken(grpc.aio.UnaryUnaryClientInterceptor):
 
 
 def service_channel(target: str, issuer: TokenIssuer, audience: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        target, interceptors=[*aio_client_interceptors(), _ServiceToken(issuer, audience)]
-    )
+    interceptors = [*aio_client_interceptors(), _ServiceToken(issuer, audience)]
+    tls_dir = TlsSettings().tls_dir
+    if tls_dir is None:
+        return grpc.aio.insecure_channel(target, interceptors=interceptors)
+    credentials = MutualTls.load(tls_dir, issuer.service).channel_credentials()
+    return grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
 
 
 def on_behalf_of(merchant: Merchant) -> tuple[tuple[str, str], ...]:

@@ -5,14 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
-class ServiceSettings(BaseSettings):
-    """Settings every service shares. Subclasses set `env_prefix` for their own ports."""
+
+class TlsSettings(BaseSettings):
+    """mTLS on every gRPC hop, read by the servers and by the service channels."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    # `paymesh certs init` output: ca.crt and <identity>.crt/.key. Unset: plaintext gRPC.
+    tls_dir: Path | None = Field(None, validation_alias="PAYMESH_TLS_DIR")
+
+    @field_validator("tls_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return value or None
+
+
+class ServiceSettings(TlsSettings):
+    """Settings every service shares. Subclasses set `env_prefix` for their own ports."""
 
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5432/paymesh", validation_alias="DATABASE_URL"
@@ -21,7 +35,9 @@ class ServiceSettings(BaseSettings):
     events_exchange: str = Field("paymesh.events", validation_alias="EVENTS_EXCHANGE")
     otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
-    bind_host: str = Field("0.0.0.0", validation_alias="BIND_HOST")
+    # Loopback unless told otherwise; plaintext gRPC beyond loopback only when allowed.
+    bind_host: str = Field("127.0.0.1", validation_alias="BIND_HOST")
+    allow_plaintext: bool = Field(False, validation_alias="PAYMESH_ALLOW_PLAINTEXT")
     # How long in-flight calls may run after SIGTERM before connections are closed.
     shutdown_grace_seconds: float = Field(10.0, validation_alias="SHUTDOWN_GRACE_SECONDS")
     # After SIGTERM, how long health says NOT_SERVING while calls are still accepted, so load
@@ -41,6 +57,17 @@ class ServiceSettings(BaseSettings):
 
     grpc_port: int
     http_port: int
+
+    @model_validator(mode="after")
+    def _plaintext_only_on_loopback_unless_allowed(self) -> ServiceSettings:
+        plaintext_beyond_loopback = self.tls_dir is None and self.bind_host not in LOOPBACK_HOSTS
+        if plaintext_beyond_loopback and not self.allow_plaintext:
+            raise ValueError(
+                f"BIND_HOST={self.bind_host} would serve plaintext gRPC beyond this machine: "
+                "set PAYMESH_TLS_DIR for mTLS (`paymesh certs init`), or "
+                "PAYMESH_ALLOW_PLAINTEXT=true"
+            )
+        return self
 
 
 class GatewaySettings(ServiceSettings):

@@ -32,6 +32,7 @@ from paymesh.platform.interceptors import ServerInterceptor
 from paymesh.platform.logging import configure_logging
 from paymesh.platform.outbox import OutboxRelay
 from paymesh.platform.service_auth import TokenIssuer, TokenVerifier
+from paymesh.platform.tls import MutualTls
 from paymesh.platform.tracing import configure_tracing
 
 log = structlog.get_logger(__name__)
@@ -68,12 +69,17 @@ class ServiceDefinition:
     register: Register
 
 
-async def _bind(server: grpc.aio.Server, address: str, attempts: int = 20) -> None:
+async def _bind(
+    server: grpc.aio.Server, address: str, tls: MutualTls | None, attempts: int = 20
+) -> None:
     # Our default ports lie in Linux's ephemeral range, so a short-lived outgoing connection
     # may hold one for a moment: retry for a few seconds before giving up.
     for attempt in range(attempts):
         try:
-            server.add_insecure_port(address)
+            if tls is None:
+                server.add_insecure_port(address)
+            else:
+                server.add_secure_port(address, tls.server_credentials())
             return
         except RuntimeError:
             if attempt == attempts - 1:
@@ -122,7 +128,8 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
         [*definition.grpc_services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     address = f"{settings.bind_host}:{settings.grpc_port}"
-    await _bind(server, address)
+    tls = MutualTls.load(settings.tls_dir, definition.name) if settings.tls_dir else None
+    await _bind(server, address, tls)
     for name in ("", *definition.grpc_services):
         await health_servicer.set(name, NOT_SERVING)
 
@@ -149,7 +156,12 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
         asyncio.create_task(relay.run(), name="outbox-relay"),
         *(asyncio.create_task(job) for job in jobs),
     ]
-    log.info("service_started", grpc_address=address, http_port=settings.http_port)
+    log.info(
+        "service_started",
+        grpc_address=address,
+        grpc_tls="mtls" if tls else "plaintext",
+        http_port=settings.http_port,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

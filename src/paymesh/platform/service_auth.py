@@ -60,6 +60,10 @@ class TokenIssuer:
         self._key = path.read_bytes()
         self._cache: dict[str, tuple[str, float]] = {}
 
+    @property
+    def service(self) -> str:
+        return self._service
+
     def token_for(self, audience: str) -> str:
         now = time.time()
         cached = self._cache.get(audience)
