@@ -4,15 +4,21 @@ a replay answers with the payment method as it is now; another request under the
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
+from paymesh.platform.callers import Merchant
+from paymesh.platform.db import create_engine
 from tests.integration.test_vault import NEXT_YEAR, tokenize
 from tests.support import cards
 from tests.support.http import call
+from vault_proxy_svc import repository
+from vault_proxy_svc.idempotency import KeyClaim
 
 pytestmark = pytest.mark.integration
 
@@ -179,3 +185,88 @@ def test_the_key_table_holds_no_card_data(mesh, merchant, infra):
         ).fetchall()
     assert len(rows) == 1
     assert cards.AMEX not in rows[0][0]
+
+
+def _copy_key(infra, merchant, done_key: str, new_key: str, age_seconds: float) -> None:
+    """A `running` key for the same request as `done_key` (whose fingerprint only the vault
+    can compute), taken `age_seconds` ago: a request still running, or one that died."""
+    with psycopg.connect(infra.database_url) as db:
+        db.execute(
+            "INSERT INTO vault.idempotency_keys (merchant_id, livemode, key, request_hash, state,"
+            " locked_at) SELECT merchant_id, livemode, %s, request_hash, 'running',"
+            " now() - make_interval(secs => %s) FROM vault.idempotency_keys"
+            " WHERE merchant_id = %s AND NOT livemode AND key = %s",
+            (new_key, age_seconds, merchant.id, done_key),
+        )
+
+
+def test_a_key_still_running_is_a_409_in_use_and_a_dead_one_runs_again(mesh, merchant, infra):
+    done, running, dead = _key(), _key(), _key()
+    assert _tokenize(mesh, merchant, done).status == 200
+    _copy_key(infra, merchant, done, running, age_seconds=0)
+    _copy_key(infra, merchant, done, dead, age_seconds=120)
+    before = _count_cards(infra, merchant)
+
+    in_use = _tokenize(mesh, merchant, running)  # waits for the other request, then gives up
+    rerun = _tokenize(mesh, merchant, dead)
+
+    assert in_use.status == 409
+    assert _reason(in_use) == "idempotency_key_in_use"
+    assert rerun.status == 200, rerun.body
+    assert "idempotent-replayed" not in rerun.headers
+    assert _count_cards(infra, merchant) == before + 1
+
+
+def test_a_request_that_lost_its_key_writes_nothing(infra, merchant):
+    """The card, its audit row and event are written only while the request holds its key:
+    one that was taken over (its holder looked dead) cannot make a second token."""
+    owner = Merchant(merchant.id, False)
+    key = _key()
+    token = "pm_lost" + secrets.token_hex(8)
+    with psycopg.connect(infra.database_url) as db:
+        db.execute(
+            "INSERT INTO vault.idempotency_keys (merchant_id, livemode, key, request_hash, state)"
+            " VALUES (%s, false, %s, 'x', 'running')",
+            (merchant.id, key),
+        )
+    stolen = KeyClaim(owner, key, datetime(2000, 1, 1, tzinfo=UTC))  # not the row's locked_at
+    card = {
+        "id": token,
+        "merchant_id": merchant.id,
+        "livemode": False,
+        "brand": "visa",
+        "last4": "4242",
+        "exp_month": 12,
+        "exp_year": NEXT_YEAR,
+        "fingerprint": "f",
+    }
+    audit = {"actor": "test", "action": "tokenize", "result": "ok", "details": {}}
+    event = {
+        "event_id": "evt_" + token,
+        "event_type": "payment_method.created",
+        "aggregate_type": "payment_method",
+        "aggregate_id": token,
+        "payload": {},
+        "headers": {},
+    }
+
+    async def attempt():
+        engine = create_engine(infra.database_url)
+        try:
+            async with engine.begin() as connection:
+                return await repository.insert_tokenized(
+                    connection, card, audit, event, key=stolen.bind_params
+                )
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(attempt()) is None
+    with psycopg.connect(infra.database_url) as db:
+        written = db.execute(
+            "SELECT (SELECT count(*) FROM vault.payment_methods WHERE id = %(t)s),"
+            " (SELECT count(*) FROM vault.vault_audit WHERE payment_method = %(t)s),"
+            " (SELECT count(*) FROM vault.outbox WHERE aggregate_id = %(t)s),"
+            " (SELECT state FROM vault.idempotency_keys WHERE key = %(k)s)",
+            {"t": token, "k": key},
+        ).fetchone()
+    assert written == (0, 0, 0, "running")
