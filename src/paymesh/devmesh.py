@@ -348,7 +348,7 @@ def main() -> int:
     failed = False
     try:
         mesh.start_all()
-        print_banner(ports, time.monotonic() - started)
+        print_banner(ports, time.monotonic() - started, settings.tls_dir)
         while not mesh.dead_process():
             time.sleep(0.5)
         failed = True
@@ -367,7 +367,12 @@ def main() -> int:
     return 1 if failed else 0
 
 
-def print_banner(ports: Ports, seconds: float) -> None:
+def print_banner(ports: Ports, seconds: float, tls_dir: Path | None = None) -> None:
+    grpcurl_tls = (
+        f"-cacert {tls_dir}/ca.crt -cert {tls_dir}/ops.crt -key {tls_dir}/ops.key"
+        if tls_dir
+        else "-plaintext"
+    )
     rows = [
         f"paymesh is ready ({seconds:.1f} s)",
         f"  REST (Envoy)   http://localhost:{ports.envoy}",
@@ -383,7 +388,7 @@ def print_banner(ports: Ports, seconds: float) -> None:
     rows += [
         f"  localstripe    http://localhost:{ports.localstripe}",
         f"  sandbox PSP    http://localhost:{ports.sandbox_psp}   knobs: POST /_knobs",
-        f"  ops            grpcurl -plaintext localhost:{ports.grpc['gateway']} list",
+        f"  ops            grpcurl {grpcurl_tls} localhost:{ports.grpc['gateway']} list",
         "  a merchant     .venv/bin/paymesh merchants create --name acme",
         "Ctrl-C stops everything.",
     ]
