@@ -46,7 +46,7 @@ from tests.support.pan import leaked, pans, pans_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.fuzz]
 
-EXAMPLES_PER_METHOD = examples(200)
+EXAMPLES_PER_METHOD = examples(150)
 FLUSH_SECONDS = 1.5
 MERCHANT_FACING = (
     "paymesh.gateway.v1.GatewayService",

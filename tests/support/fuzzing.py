@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,8 +167,10 @@ class LogWatch:
 
 def _sender(requests: list[dict], line: str) -> dict:
     """The request a log line is most likely about: one whose request id or path it shows."""
+    line = urllib.parse.unquote(line)
     for request in requests:
-        marks = [str(request.get(k, "")) for k in ("request_id", "path", "method_name")]
+        marks = [str(request.get(k, "")) for k in ("path", "method_name")]
+        marks.append(str((request.get("headers") or {}).get("X-Request-Id", "")))
         if any(mark and mark in line for mark in marks):
             return request
     return requests[0]
