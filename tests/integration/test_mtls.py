@@ -39,6 +39,7 @@ def tls_mesh(infra, tmp_path_factory):
             mesh.spawn(name, [sys.executable, "-m", package])
         mesh.wait_until([f"http://127.0.0.1:{ports.http[name]}/readyz" for name, _ in SERVICES])
         mesh.start_envoy()
+        mesh.wait_until([mesh.url("/healthz")])  # Envoy itself; its clusters may still warm up
         yield mesh, certs
     finally:
         mesh.stop()
