@@ -16,7 +16,9 @@ request died while `running` (older than `stale_seconds`) runs again.
 
 The request fingerprint is an HMAC-SHA256 under a key derived from the vault's fingerprint
 secret: a tokenization request holds a card number and a CVC, and a plain hash of it could
-be brute-forced over the card space. Nothing else of the request is stored."""
+be brute-forced over the card space. Nothing else of the request is stored. The key itself
+is stored as an HMAC too (another derived key): a merchant may send anything as a key, a card
+number included, and the vault's tables hold no card number in clear."""
 
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ _KEY_CHARACTERS = re.compile(r"[\x20-\x7e]+")
 # Errors that are the request's own: replayed as they were.
 _FINAL_ERRORS = (InvalidArgument, NotFound, FailedPrecondition)
 _DIGEST_CONTEXT = b"paymesh vault idempotency request v1"
+_KEY_CONTEXT = b"paymesh vault idempotency key v1"
 
 
 def idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
@@ -65,19 +68,28 @@ def idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
     return key
 
 
-def request_digest(secret: bytes, method: str, request: Message) -> str:
-    """The request's fingerprint: keyed, so that it reveals nothing of the card it holds."""
+def _derived(secret: bytes, context: bytes) -> bytes:
     if not secret:
         raise RuntimeError("the vault's fingerprint secret is not loaded")
-    key = hmac.new(secret, _DIGEST_CONTEXT, hashlib.sha256).digest()
+    return hmac.new(secret, context, hashlib.sha256).digest()
+
+
+def request_digest(secret: bytes, method: str, request: Message) -> str:
+    """The request's fingerprint: keyed, so that it reveals nothing of the card it holds."""
     canonical = method.encode() + b"\0" + request.SerializeToString(deterministic=True)
-    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
+    return hmac.new(_derived(secret, _DIGEST_CONTEXT), canonical, hashlib.sha256).hexdigest()
+
+
+def key_digest(secret: bytes, key: str) -> str:
+    """What the table stores for the caller's key (64 hex characters)."""
+    return hmac.new(_derived(secret, _KEY_CONTEXT), key.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
 class KeyClaim:
-    """The right to run one request under `key`, held since `locked_at`: the change that the
-    request makes binds the key on condition that both still hold."""
+    """The right to run one request under `key` (as stored: key_digest of the caller's key),
+    held since `locked_at`: the change that the request makes binds the key on condition
+    that both still hold."""
 
     merchant: Merchant
     key: str
@@ -133,7 +145,9 @@ class Idempotency:
     ) -> Claim:
         if not key:
             return Claim()
-        digest = request_digest(self._secret(), method, request)
+        secret = self._secret()
+        digest = request_digest(secret, method, request)
+        key = key_digest(secret, key)
         pk = _pk(merchant, key)
         keys = idempotency_keys.c
         deadline = time.monotonic() + self._wait

@@ -73,8 +73,8 @@ psp_tokens = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-# Idempotency keys of tokenize and detach, per merchant and mode. `request_hash` is keyed
-# (HMAC): the requests hold card numbers, and nothing here may.
+# Idempotency keys of tokenize and detach, per merchant and mode. `key` and `request_hash`
+# are HMACs: the requests hold card numbers, a caller's key may be one, and nothing here may.
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,

@@ -176,35 +176,48 @@ def test_an_overlong_key_is_a_400(mesh, merchant):
     assert bad["field_violations"][0]["field"] == "idempotency-key"
 
 
-def test_the_key_table_holds_no_card_data(mesh, merchant, infra):
-    key = _key()
-    assert _tokenize(mesh, merchant, key, cards.AMEX).status == 400  # an amex CVC has 4 digits
+def _newest_key_row(infra, merchant) -> str:
+    """The merchant's newest key row, as text (keys are stored as HMACs: not searchable)."""
     with psycopg.connect(infra.database_url) as db:
-        rows = db.execute(
-            "SELECT k::text FROM vault.idempotency_keys k WHERE key = %s", (key,)
-        ).fetchall()
-    assert len(rows) == 1
-    assert cards.AMEX not in rows[0][0]
+        return db.execute(
+            "SELECT k::text FROM vault.idempotency_keys k WHERE merchant_id = %s"
+            " ORDER BY created_at DESC LIMIT 1",
+            (merchant.id,),
+        ).fetchone()[0]
 
 
-def _copy_key(infra, merchant, done_key: str, new_key: str, age_seconds: float) -> None:
-    """A `running` key for the same request as `done_key` (whose fingerprint only the vault
-    can compute), taken `age_seconds` ago: a request still running, or one that died."""
+def test_the_key_table_holds_no_card_data_even_when_the_key_is_a_card_number(mesh, merchant, infra):
+    key = cards.VISA_DECLINE  # a merchant may send anything as a key
+    first = _tokenize(mesh, merchant, key, cards.AMEX)  # an amex CVC has 4 digits: an error
+    row = _newest_key_row(infra, merchant)
+    again = _tokenize(mesh, merchant, key, cards.AMEX)
+
+    assert first.status == again.status == 400
+    assert again.headers["idempotent-replayed"] == "true"
+    assert cards.AMEX not in row
+    assert cards.VISA_DECLINE not in row
+
+
+def _newest_key_as(infra, merchant, state: str, age_seconds: float) -> None:
+    """The merchant's newest key put back to `state`, taken `age_seconds` ago: a request
+    still running, or one that died (the vault alone can compute a key's row)."""
     with psycopg.connect(infra.database_url) as db:
         db.execute(
-            "INSERT INTO vault.idempotency_keys (merchant_id, livemode, key, request_hash, state,"
-            " locked_at) SELECT merchant_id, livemode, %s, request_hash, 'running',"
-            " now() - make_interval(secs => %s) FROM vault.idempotency_keys"
-            " WHERE merchant_id = %s AND NOT livemode AND key = %s",
-            (new_key, age_seconds, merchant.id, done_key),
+            "UPDATE vault.idempotency_keys SET state = %s, object_id = NULL,"
+            " locked_at = now() - make_interval(secs => %s)"
+            " WHERE (merchant_id, livemode, key) = (SELECT merchant_id, livemode, key"
+            " FROM vault.idempotency_keys WHERE merchant_id = %s"
+            " ORDER BY created_at DESC LIMIT 1)",
+            (state, age_seconds, merchant.id),
         )
 
 
 def test_a_key_still_running_is_a_409_in_use_and_a_dead_one_runs_again(mesh, merchant, infra):
-    done, running, dead = _key(), _key(), _key()
-    assert _tokenize(mesh, merchant, done).status == 200
-    _copy_key(infra, merchant, done, running, age_seconds=0)
-    _copy_key(infra, merchant, done, dead, age_seconds=120)
+    running, dead = _key(), _key()
+    assert _tokenize(mesh, merchant, running).status == 200
+    _newest_key_as(infra, merchant, "running", age_seconds=0)
+    assert _tokenize(mesh, merchant, dead).status == 200
+    _newest_key_as(infra, merchant, "running", age_seconds=120)
     before = _count_cards(infra, merchant)
 
     in_use = _tokenize(mesh, merchant, running)  # waits for the other request, then gives up

@@ -14,7 +14,7 @@ from paymesh.platform.wire import require_id
 from paymesh.vault.v1 import vault_pb2
 from tests.support import cards
 from vault_proxy_svc.cards import BILLING_LIMITS, validate_card
-from vault_proxy_svc.idempotency import request_digest
+from vault_proxy_svc.idempotency import key_digest, request_digest
 
 TODAY = date(2026, 11, 24)
 
@@ -184,3 +184,13 @@ def test_the_request_fingerprint_is_keyed_and_holds_no_card_data():
         b"CreatePaymentMethod\0" + request.SerializeToString(deterministic=True)
     ).hexdigest()
     assert digest != unkeyed
+
+
+def test_a_key_is_stored_as_a_keyed_digest():
+    stored = key_digest(b"secret-1", cards.VISA)
+
+    assert len(stored) == 64 and cards.VISA not in stored
+    assert stored == key_digest(b"secret-1", cards.VISA)
+    assert stored != key_digest(b"secret-2", cards.VISA)
+    assert stored != key_digest(b"secret-1", cards.MASTERCARD)
+    assert stored != request_digest(b"secret-1", cards.VISA, _request(cards.VISA))

@@ -1,5 +1,5 @@
 """idempotency keys of tokenize and detach: the request's state, its keyed fingerprint and
-the payment method it made or detached (never card data)
+the payment method it made or detached (never card data, nor the caller's key in clear)
 
 Revision ID: vault_0003
 Revises: vault_0002
@@ -22,6 +22,7 @@ def upgrade() -> None:
         "idempotency_keys",
         sa.Column("merchant_id", sa.String(40), primary_key=True),
         sa.Column("livemode", sa.Boolean, primary_key=True),
+        # HMAC-SHA256 of the caller's key: a key may be anything, a card number included.
         sa.Column("key", sa.String(255), primary_key=True),
         # HMAC-SHA256 of the method and the request under a key derived from the vault's
         # fingerprint secret: the request holds a card number and a CVC.
