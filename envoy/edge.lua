@@ -46,17 +46,39 @@ end
 local function mask_card_number(run)
   if run:find("[ %-][ %-]") then return nil end
   local digits = run:gsub("[ %-]", "")
-  if #digits < 12 or #digits > 19 or not luhn_valid(digits) then return nil end
+  -- No card number starts with 0 or repeats one digit: "000000000000" is padding.
+  if #digits < 12 or #digits > 19 or digits:sub(1, 1) == "0" or not digits:find("[^" .. digits:sub(1, 1) .. "]")
+      or not luhn_valid(digits) then
+    return nil
+  end
   return string.rep("*", #digits - 4) .. digits:sub(-4)
 end
 
--- `text` with every card number masked; percent-encoded spaces and dashes count as separators.
+-- Full-width and Arabic-Indic digits (UTF-8), which a card number may be written in.
+local WIDE_DIGITS = {
+  { "\239\188([\144-\153])", 144 }, -- U+FF10..FF19
+  { "\217([\160-\169])", 160 }, -- U+0660..0669
+  { "\219([\176-\185])", 176 }, -- U+06F0..06F9
+}
+
+local function percent_decode(s)
+  return (s:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
+end
+
+-- `text` with every card number masked, however it is written: percent-encoded, grouped, in
+-- full-width digits. Text without one is returned as it is; text with one comes back
+-- decoded, masked and encoded again.
 local function mask_card_numbers(text)
-  if not text:find("%d%d%d%d") then return text end
-  local spaced = text:gsub("%%20", " "):gsub("%%2[dD]", "-")
-  local masked = spaced:gsub("%d[%d %-]*%d", mask_card_number)
-  if masked == spaced then return text end
-  return (masked:gsub(" ", "%%20"))
+  if not text:find("%d%d") and not text:find("[\128-\255]") then return text end
+  local plain = percent_decode(text)
+  for _, wide in ipairs(WIDE_DIGITS) do
+    plain = plain:gsub(wide[1], function(byte) return string.char(48 + byte:byte() - wide[2]) end)
+  end
+  local masked = plain:gsub("%d[%d %-]*%d", mask_card_number)
+  if masked == plain then return text end
+  return (masked:gsub("[^%w%-%._~/%?&=*:@!$'()+,;]", function(c)
+    return string.format("%%%02X", c:byte())
+  end))
 end
 
 -- Text -----------------------------------------------------------------------------------
@@ -100,10 +122,6 @@ local function utf8_char(cp)
   end
   return string.char(0xF0 + floor(cp / 262144), 0x80 + floor(cp / 4096) % 64,
     0x80 + floor(cp / 64) % 64, 0x80 + cp % 64)
-end
-
-local function percent_decode(s)
-  return (s:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
 end
 
 local function json_string(s)
@@ -459,6 +477,13 @@ function envoy_on_request(handle)
     end
   end
   headers:remove("x-paymesh-edge-reply")
+  -- HTTP allows header names that gRPC metadata does not (`~`, `#`, …): a service would
+  -- refuse the whole call. They cannot be meant for us, so they are dropped.
+  local unfit = {}
+  for name, _ in pairs(headers) do
+    if name:sub(1, 1) ~= ":" and name:find("[^0-9a-z_%.%-]") then unfit[#unfit + 1] = name end
+  end
+  for _, name in ipairs(unfit) do headers:remove(name) end
 
   local path, query = masked:match("^([^?]*)%??(.*)$")
   if path:sub(1, 4) ~= "/v1/" then return end

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import time
 from dataclasses import dataclass
 
@@ -67,8 +68,15 @@ class Claim:
 
 
 class Idempotency:
-    def __init__(self, engine: AsyncEngine, wait_seconds: float = 5.0, stale_seconds: float = 60):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        key_secret: bytes,
+        wait_seconds: float = 5.0,
+        stale_seconds: float = 60,
+    ):
         self._engine = autocommit(engine)
+        self._key_secret = key_secret
         self._wait = wait_seconds
         self._stale = stale_seconds
 
@@ -84,6 +92,8 @@ class Idempotency:
         digest = hashlib.sha256(
             method.encode() + b"\0" + request.SerializeToString(deterministic=True)
         ).hexdigest()
+        # Merchants choose keys, and some send a card number: only a keyed digest is stored.
+        key = hmac.new(self._key_secret, key.encode(), hashlib.sha256).hexdigest()
         pk = _pk(merchant, key)
         deadline = time.monotonic() + self._wait
         while True:

@@ -62,7 +62,9 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         RetryPolicy(attempts=settings.psp_attempts, deadline_seconds=settings.psp_deadline_seconds),
     )
     vault_channel = service_channel(settings.vault_addr, resources.token_issuer, "vault")
-    idempotency = Idempotency(engine)
+    idempotency = Idempotency(
+        engine, resources.token_issuer.derived_secret("gateway idempotency keys")
+    )
     payments = Payments(
         PaymentRepository(engine),
         router,

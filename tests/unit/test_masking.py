@@ -39,6 +39,8 @@ def test_log_events_mask_secret_keys_and_card_numbers_at_any_depth():
         "12345678901",  # too short for a card number
         "42424242424242424242",  # 20 digits
         "1764032400",  # a timestamp
+        "000000000000",  # padding passes Luhn, but no card number starts with 0
+        "2222222222222222",  # one digit repeated
     ],
 )
 def test_what_is_not_a_card_number_is_left_alone(text):
@@ -52,6 +54,7 @@ def test_what_is_not_a_card_number_is_left_alone(text):
         ("id 378282246310005!", "id ***********0005!"),
         ("pi_4000056655665556", "pi_************5556"),
         ("4111-1111-1111-1111", "************1111"),
+        ("４２４２４２４２４２４２４２４２", "************4242"),
     ],
 )
 def test_card_numbers_show_their_last_four_digits(text, masked):

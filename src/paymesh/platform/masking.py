@@ -1,21 +1,23 @@
 """Keeps secrets and card data out of logs: a secret shows its last 4 characters only, and a
 card number anywhere in a string shows its last 4 digits only.
 
-A card number is what Envoy's edge filter (envoy/edge.lua) masks too: 12 to 19 ASCII digits,
-single spaces or dashes between them, passing the Luhn check. Other digits (request ids,
-amounts, timestamps) stay as they are, so that logs can still be searched by them.
+A card number is what Envoy's edge filter (envoy/edge.lua) masks too: 12 to 19 digits (of any
+script: full-width ones too), single spaces or dashes between them, not starting with 0 nor
+one digit repeated, passing the Luhn check. Other digits (request ids, amounts, timestamps)
+stay as they are, so that logs can still be searched by them.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 SECRET_KEYS = frozenset(
     {"authorization", "api_key", "secret", "secret_key", "password", "token", "card_number"}
 )
 # A run of digits with single separators; whether it is a card number is decided below.
-_DIGIT_RUN = re.compile(r"[0-9](?:[ -]?[0-9])*")
+_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d)*")
 
 
 def last4(secret: str | None) -> str:
@@ -35,8 +37,8 @@ def luhn_valid(digits: str) -> bool:
 
 
 def _mask(match: re.Match[str]) -> str:
-    digits = match.group().replace(" ", "").replace("-", "")
-    if 12 <= len(digits) <= 19 and luhn_valid(digits):
+    digits = "".join(str(unicodedata.digit(c)) for c in match.group() if c not in " -")
+    if 12 <= len(digits) <= 19 and digits[0] != "0" and len(set(digits)) > 1 and luhn_valid(digits):
         return "*" * (len(digits) - 4) + digits[-4:]
     return match.group()
 

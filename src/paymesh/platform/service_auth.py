@@ -6,6 +6,8 @@ are never committed."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,10 @@ class TokenIssuer:
     @property
     def service(self) -> str:
         return self._service
+
+    def derived_secret(self, purpose: str) -> bytes:
+        """A secret of this service for `purpose`, stable as long as its key pair is."""
+        return hmac.new(self._key, purpose.encode(), hashlib.sha256).digest()
 
     def token_for(self, audience: str) -> str:
         now = time.time()
