@@ -84,7 +84,7 @@ def test_health_follows_a_dependency_going_away_and_coming_back(
             assert dependency in ready.body["failures"]
         assert call(mesh.url("/healthz")).status == 200  # Envoy itself is alive
         wait_until(lambda: call(mesh.url("/readyz")).status == 503, timeout=10)
-        unavailable = call(mesh.url("/v1/payment_intents/pi_any"))
+        unavailable = call(mesh.url("/v1/payment_intents/pi_any"), headers=merchant.auth())
         assert unavailable.status == 503
         assert unavailable.headers["content-type"].startswith("application/json")
     finally:

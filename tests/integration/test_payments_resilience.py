@@ -56,8 +56,14 @@ def test_an_error_is_replayed_too(mesh, merchant):
     again = post(mesh, merchant, "/v1/payment_intents", body, key=key)
 
     assert first.status == again.status == 400
-    assert again.body == first.body
+    assert without_request_info(again.body) == without_request_info(first.body)
     assert again.headers["idempotent-replayed"] == "true"
+
+
+def without_request_info(envelope: dict) -> dict:
+    """The error as stored under the key; RequestInfo names each request, the replay too."""
+    details = [d for d in envelope["details"] if not d["@type"].endswith("RequestInfo")]
+    return {**envelope, "details": details}
 
 
 def test_fifty_concurrent_requests_with_one_key_charge_exactly_once(mesh, merchant):

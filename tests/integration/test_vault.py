@@ -23,7 +23,8 @@ from paymesh.platform.callers import LIVEMODE_HEADER, MERCHANT_HEADER
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from tests.support import cards
-from tests.support.http import call
+from tests.support.envelope import assert_error_envelope
+from tests.support.http import Response, call
 
 pytestmark = pytest.mark.integration
 
@@ -365,4 +366,4 @@ def test_a_body_envoy_cannot_transcode_is_a_400_that_echoes_nothing(mesh, mercha
     text = raised.value.read().decode()
     assert raised.value.code == 400
     assert cards.VISA_DECLINE not in text
-    assert "request_id" in json.loads(text)
+    assert_error_envelope(Response(400, {"content-type": "application/json"}, json.loads(text)))
