@@ -3,7 +3,8 @@
     python tools/gen_protos.py --python-out src --descriptor-out build/paymesh.pb
 
 google/api and google/rpc come from the installed googleapis-common-protos, the well-known
-types from grpcio-tools; nothing third-party is copied into the repository.
+types from grpcio-tools. (third_party/googleapis holds copies for buf only, which has no
+offline source of its own; a unit test keeps them equal to the installed package.)
 """
 
 from __future__ import annotations
