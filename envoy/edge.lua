@@ -185,7 +185,9 @@ end
 
 function Checker:violation(field, reason, description)
   if #self.violations < MAX_VIOLATIONS then
-    self.violations[#self.violations + 1] = { field = shown(field), reason = reason, description = description }
+    self.violations[#self.violations + 1] = {
+      field = shown(field), reason = reason, description = mask_card_numbers(description),
+    }
   end
 end
 
@@ -267,19 +269,24 @@ local function expected(kind)
   return "must be " .. JSON_TYPES[kind.t]
 end
 
+function Checker:wrong_type(field, kind)
+  if field == "" then field = "body" end -- the body itself, e.g. an array instead of an object
+  self:violation(field, "invalid_type", shown(field) .. " " .. expected(kind))
+end
+
 -- Reads one value. `kind` is the schema entry expected there; nil reads it unchecked.
 function Checker:value(kind, field, depth)
   if depth > MAX_DEPTH then syntax_error("nested too deep") end
   local c = self:peek()
   if c == "{" then
     if kind and kind.t ~= "message" and kind.t ~= "map" then
-      self:violation(field, "invalid_type", field .. " " .. expected(kind))
+      self:wrong_type(field, kind)
       kind = nil
     end
     self:object(kind, field, depth)
   elseif c == "[" then
     if kind and kind.t ~= "list" then
-      self:violation(field, "invalid_type", field .. " " .. expected(kind))
+      self:wrong_type(field, kind)
       kind = nil
     end
     self:array(kind and kind.v, field, depth)
@@ -294,7 +301,7 @@ function Checker:value(kind, field, depth)
         self:violation(field, "invalid_value", field .. " must be one of " .. table.concat(kind.values, ", "))
       end
     else
-      self:violation(field, "invalid_type", field .. " " .. expected(kind))
+      self:wrong_type(field, kind)
     end
   elseif c == "t" or c == "f" or c == "n" then
     local word = self.s:match("^true", self.i) or self.s:match("^false", self.i)
@@ -302,13 +309,13 @@ function Checker:value(kind, field, depth)
     if not word then syntax_error("unexpected word") end
     self.i = self.i + #word
     if kind and (word == "null" or kind.t ~= "bool") then
-      self:violation(field, "invalid_type", field .. " " .. expected(kind))
+      self:wrong_type(field, kind)
     end
   elseif c == "-" or c:match("%d") then
     local int, integral = self:number()
     if not kind or kind.t == "number" then return end
     if not INTEGER_DIGITS[kind.t] then
-      self:violation(field, "invalid_type", field .. " " .. expected(kind))
+      self:wrong_type(field, kind)
     elseif not integral or not integer_fits(kind.t, int) then
       self:violation(field, "invalid_integer", field .. " must be a whole number within the "
         .. kind.t .. " range")

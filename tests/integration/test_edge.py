@@ -79,6 +79,7 @@ NEW = '{"amount": 5000, "currency": "usd", '
         ('{"amount": 99999999999999999999, "currency": "usd"}', "amount"),
         (NEW + '"captureMethod": "manual"}', "captureMethod"),
         (NEW + '"currency": "eur"}', "currency"),
+        ("[1, 2]", "body"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(mesh, infra, merchant, body, field):
@@ -327,3 +328,15 @@ def test_a_card_number_sent_as_idempotency_key_is_not_stored(mesh, infra, mercha
 def post_with_key(mesh, merchant, body, key):
     headers = {**merchant.auth(), "idempotency-key": key}
     return send(mesh, "POST", "/v1/payment_intents", json.dumps(body), headers)
+
+
+def test_a_card_number_used_as_a_field_name_is_not_echoed(mesh, merchant):
+    body = json.dumps(
+        {"amount": 100, "currency": "usd", "metadata": {cards.VISA: 1}, cards.AMEX: 1}
+    )
+
+    response = send(mesh, "POST", "/v1/payment_intents", body, merchant.auth())
+
+    assert response.status == 400
+    assert set(fields_at_fault(response)) == {"metadata.************4242", "***********0005"}
+    assert not pans_in(json.dumps(response.body))
