@@ -12,7 +12,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from paymesh.platform.errors import InvalidArgument, NotFound
+from paymesh.platform.errors import FieldViolation, InvalidArgument, NotFound
 from paymesh.platform.interceptors import ServerInterceptor
 from paymesh.platform.metrics import REQUESTS
 
@@ -146,3 +146,34 @@ def test_bytes_that_are_not_the_message_are_invalid_input_not_internal():
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "class" not in error.details()
     assert details(error, error_details_pb2.BadRequest).field_violations[0].field == "request"
+
+
+class ManyViolations(gateway_pb2_grpc.GatewayServiceServicer):
+    async def GetPaymentIntent(self, request, context):
+        raise InvalidArgument(
+            [FieldViolation(f"metadata.{'ü' * 200}{i}", "too_long", "d" * 1000) for i in range(200)]
+        )
+
+
+def test_an_error_with_hundreds_of_violations_still_fits_the_trailers():
+    """A gRPC client refuses trailers over 8 KiB: such an error must still reach it whole."""
+
+    async def scenario():
+        server = grpc.aio.server(interceptors=[ServerInterceptor("unit")])
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(ManyViolations(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await stub.GetPaymentIntent(gateway_pb2.GetPaymentIntentRequest(), timeout=5)
+                return raised.value
+        finally:
+            await server.stop(None)
+
+    error = asyncio.run(scenario())
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "and 195 more" in error.details()
+    assert len(details(error, error_details_pb2.BadRequest).field_violations) == 20

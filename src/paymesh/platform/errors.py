@@ -24,9 +24,12 @@ from paymesh.platform.problems import (  # noqa: F401 - the categories, re-expor
     PermissionDenied,
     Unauthenticated,
     Unavailable,
+    shortened,
 )
 
 ERROR_DOMAIN = "paymesh.dev"
+# Enough to fix a request; more would not fit the 8 KiB of trailers a gRPC client takes.
+MAX_VIOLATIONS = 20
 
 # Each category of error and the gRPC status code it travels as.
 CODES: dict[type[PaymeshError], grpc.StatusCode] = {
@@ -103,11 +106,11 @@ def to_status_proto(error: Exception, request_id: str = "") -> status_pb2.Status
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
-                            field=redact_pans(v.field),
+                            field=redact_pans(shortened(v.field, 100)),
                             reason=v.reason,
-                            description=redact_pans(v.description),
+                            description=redact_pans(shortened(v.description, 300)),
                         )
-                        for v in error.violations
+                        for v in error.violations[:MAX_VIOLATIONS]
                     ]
                 )
             )

@@ -7,6 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# An error travels in gRPC trailers, which a client refuses beyond 8 KiB: its message names a
+# few fields, and `paymesh.platform.errors` sends a bounded number of violations.
+MESSAGE_FIELDS = 5
+
+
+def shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -32,7 +40,9 @@ class InvalidArgument(PaymeshError):
 
     def __init__(self, violations: list[FieldViolation], reason: str | None = None):
         """`reason` defaults to the first violation's: a 400 says what is wrong at once."""
-        fields = ", ".join(v.field for v in violations)
+        fields = ", ".join(shortened(v.field, 60) for v in violations[:MESSAGE_FIELDS])
+        if len(violations) > MESSAGE_FIELDS:
+            fields += f" and {len(violations) - MESSAGE_FIELDS} more"
         super().__init__(
             message=f"invalid request: {fields}", reason=reason or violations[0].reason
         )
