@@ -1,5 +1,7 @@
 """Shared by the benchmarks: a mesh of its own (fresh database, vhost and free ports), a
-closed-loop load driver and the report format."""
+closed-loop load driver, the report format, and the machine's own reference: a Python
+grpc.aio echo (server in its own process, 32 calls in flight), so that each figure also reads
+as a ratio to what this machine's Python gRPC does at all, comparable across machines."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -20,6 +23,57 @@ from paymesh.devinfra import Infra, create_infra, drop_infra
 from paymesh.devmesh import Mesh, Ports
 
 BIN = Path(sys.executable).parent
+ECHO_METHOD = "/bench.Echo/Echo"
+# calls/s of the echo reference, once `machine_reference()` has measured it.
+reference_rate: float | None = None
+
+
+async def _serve_echo(port: int) -> None:
+    import grpc
+
+    async def echo(request: bytes, _context) -> bytes:
+        return request
+
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+def machine_reference(seconds: float = 3.0, concurrency: int = 32) -> float:
+    """Measures the echo reference (calls/s) and prints it; later rows show their ratio to it."""
+    import grpc
+
+    global reference_rate
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, __file__, "echo-server", str(port)])
+
+    async def make():
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        call = channel.unary_unary(ECHO_METHOD)
+        await channel.channel_ready()
+
+        async def send() -> bool:
+            return await call(b"x" * 100) == b"x" * 100
+
+        return send
+
+    try:
+        asyncio.run(closed_loop("echo", 4, 0.5, make))  # warm-up
+        measured = closed_loop("machine reference: grpc echo", concurrency, seconds, make)
+        result = asyncio.run(measured)
+    finally:
+        server.terminate()
+        server.wait()
+    print(result.row(), flush=True)
+    reference_rate = result.requests / result.seconds
+    return reference_rate
 
 
 @dataclass(frozen=True)
@@ -123,10 +177,12 @@ class Result:
             if len(self.latencies_ms) > 1
             else [0] * 99
         )
+        rate = self.requests / self.seconds
+        ratio = f"  {rate / reference_rate:5.3f}× echo" if reference_rate else ""
         return (
-            f"{self.name:<30} c={self.concurrency:<3} {self.requests / self.seconds:>8.0f}/s"
+            f"{self.name:<30} c={self.concurrency:<3} {rate:>8.0f}/s"
             f"  p50 {q[49]:6.2f} ms  p95 {q[94]:6.2f} ms  p99 {q[98]:6.2f} ms"
-            f"  errors {self.errors}"
+            f"  errors {self.errors}{ratio}"
         )
 
 
@@ -155,3 +211,7 @@ async def closed_loop(
     return Result(
         name, concurrency, len(latencies), errors, time.perf_counter() - started, latencies
     )
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["echo-server"]:
+    asyncio.run(_serve_echo(int(sys.argv[2])))

@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import KeepAliveHttp, closed_loop, running_mesh  # noqa: E402
+from harness import KeepAliveHttp, closed_loop, machine_reference, running_mesh  # noqa: E402
 
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 
@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", default="1,16,64")
     args = parser.parse_args()
+    machine_reference()
     with running_mesh() as bench:
         concurrencies = [int(c) for c in args.concurrency.split(",")]
         asyncio.run(run(bench, args.seconds, concurrencies))

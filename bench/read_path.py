@@ -17,7 +17,7 @@ import grpc
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import closed_loop, http_sender, running_mesh  # noqa: E402
+from harness import closed_loop, http_sender, machine_reference, running_mesh  # noqa: E402
 
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", default="1,16,64")
     args = parser.parse_args()
+    machine_reference()
     with running_mesh() as bench:
         with psycopg.connect(bench.infra.database_url, autocommit=True) as db:
             db.execute(

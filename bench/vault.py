@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import closed_loop, http_sender, running_mesh  # noqa: E402
+from harness import closed_loop, http_sender, machine_reference, running_mesh  # noqa: E402
 
 from paymesh.platform.callers import LIVEMODE_HEADER, MERCHANT_HEADER  # noqa: E402
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer  # noqa: E402
@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", default="1,16,64")
     args = parser.parse_args()
+    machine_reference()
     with running_mesh() as bench:
         concurrencies = [int(c) for c in args.concurrency.split(",")]
         asyncio.run(run(bench, args.seconds, concurrencies))
