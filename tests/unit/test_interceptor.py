@@ -10,6 +10,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from sqlalchemy.exc import OperationalError
 
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.platform.errors import FieldViolation, InvalidArgument, NotFound
@@ -25,6 +26,8 @@ class Servicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise InvalidArgument.for_field("id", "invalid", "id is malformed")
         if request.id == "boom":
             raise RuntimeError("secret internal detail")
+        if request.id == "pi_db_down":
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
         if request.id.startswith("pi_4"):
             raise NotFound(f"no such payment_intent: {request.id!r}", reason="resource_missing")
         return gateway_pb2.PaymentIntent(id=request.id, amount=100)
@@ -175,5 +178,16 @@ def test_an_error_with_hundreds_of_violations_still_fits_the_trailers():
     error = asyncio.run(scenario())
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "and 195 more" in error.details()
-    assert len(details(error, error_details_pb2.BadRequest).field_violations) == 20
+    assert "and 197 more" in error.details()
+    assert 1 <= len(details(error, error_details_pb2.BadRequest).field_violations) <= 20
+    # Under the soft limit, not merely lucky between the soft and the hard one.
+    sent = sum(len(k) + len(v) for k, v in error.trailing_metadata())
+    assert sent + len(error.details().encode()) * 3 < 8192
+
+
+def test_a_database_outage_is_unavailable_not_internal():
+    error = call("pi_db_down")
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert details(error, error_details_pb2.ErrorInfo).reason == "database_unavailable"
+    assert "SELECT" not in error.details()

@@ -28,8 +28,10 @@ from paymesh.platform.problems import (  # noqa: F401 - the categories, re-expor
 )
 
 ERROR_DOMAIN = "paymesh.dev"
-# Enough to fix a request; more would not fit the 8 KiB of trailers a gRPC client takes.
+# Enough to fix a request: gRPC clients refuse trailers over 8 KiB (at random between their
+# soft and hard limits), and details travel base64-encoded, so violations get a byte budget.
 MAX_VIOLATIONS = 20
+VIOLATIONS_BUDGET_BYTES = 3000
 
 # Each category of error and the gRPC status code it travels as.
 CODES: dict[type[PaymeshError], grpc.StatusCode] = {
@@ -65,6 +67,17 @@ def _pack(message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
+
+
+def _within_budget(violations: list[FieldViolation]) -> list[FieldViolation]:
+    kept, spent = [], 0
+    for violation in violations[:MAX_VIOLATIONS]:
+        spent += len(shortened(violation.field, 100).encode())
+        spent += len(shortened(violation.description, 200).encode())
+        if kept and spent > VIOLATIONS_BUDGET_BYTES:
+            break
+        kept.append(violation)
+    return kept
 
 
 def to_status_proto(error: Exception, request_id: str = "") -> status_pb2.Status:
@@ -108,9 +121,9 @@ def to_status_proto(error: Exception, request_id: str = "") -> status_pb2.Status
                         error_details_pb2.BadRequest.FieldViolation(
                             field=redact_pans(shortened(v.field, 100)),
                             reason=v.reason,
-                            description=redact_pans(shortened(v.description, 300)),
+                            description=redact_pans(shortened(v.description, 200)),
                         )
-                        for v in error.violations[:MAX_VIOLATIONS]
+                        for v in _within_budget(error.violations)
                     ]
                 )
             )

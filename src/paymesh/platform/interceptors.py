@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+import psycopg
 import structlog
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from paymesh.platform import errors
 from paymesh.platform.masking import last4
@@ -16,6 +18,14 @@ from paymesh.platform.metrics import REQUEST_DURATION, REQUESTS
 from paymesh.platform.request_guard import check_request, lenient
 
 log = structlog.get_logger(__name__)
+
+# The database cannot be reached (down, restarting, a connection cut): a retry may succeed,
+# so callers get 503, not 500. Under an Idempotency-Key a retry is safe whatever was done.
+DATABASE_OUTAGES = (OperationalError, InterfaceError, psycopg.OperationalError)
+DATABASE_UNAVAILABLE = errors.Unavailable(
+    "the database is unavailable: retry with the same Idempotency-Key",
+    reason="database_unavailable",
+)
 
 # Request metadata bound into every log line of the call (values of secrets are masked).
 _LOGGED_METADATA = {
@@ -78,6 +88,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 except grpc.aio.AbortError:
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
+                except DATABASE_OUTAGES as error:
+                    code = grpc.StatusCode.UNAVAILABLE
+                    log.warning("rpc_database_unavailable", error=type(error).__name__)
+                    await _abort(context, DATABASE_UNAVAILABLE, request_id)
                 except Exception as error:  # noqa: BLE001 - the generic fallback, by design
                     code = grpc.StatusCode.INTERNAL
                     log.exception("rpc_failed")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 # An error travels in gRPC trailers, which a client refuses beyond 8 KiB: its message names a
 # few fields, and `paymesh.platform.errors` sends a bounded number of violations.
-MESSAGE_FIELDS = 5
+MESSAGE_FIELDS = 3
 
 
 def shortened(text: str, limit: int) -> str:
@@ -40,7 +40,7 @@ class InvalidArgument(PaymeshError):
 
     def __init__(self, violations: list[FieldViolation], reason: str | None = None):
         """`reason` defaults to the first violation's: a 400 says what is wrong at once."""
-        fields = ", ".join(shortened(v.field, 60) for v in violations[:MESSAGE_FIELDS])
+        fields = ", ".join(shortened(v.field, 40) for v in violations[:MESSAGE_FIELDS])
         if len(violations) > MESSAGE_FIELDS:
             fields += f" and {len(violations) - MESSAGE_FIELDS} more"
         super().__init__(
