@@ -122,6 +122,41 @@ def running_mesh() -> Iterator[Bench]:
         drop_infra(infra)
 
 
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(mesh: Mesh) -> dict[str, float]:
+    """CPU seconds used so far by each process of the mesh, by each of PostgreSQL's and
+    RabbitMQ's processes on the machine (`postgresql:<pid>`), and by this load generator."""
+    used = {name: _cpu_of(process.pid) for name, process in mesh.processes.items()}
+    shared = {"postgres": "postgresql", "beam.smp": "rabbitmq"}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                command = (entry / "comm").read_text().strip()
+                if command in shared:
+                    used[f"{shared[command]}:{entry.name}"] = _cpu_of(int(entry.name))
+    used["load generator"] = sum(os.times()[:2])
+    return used
+
+
+def cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> str:
+    """CPU ms per request by process, largest first, and in all. A process that started in
+    between counts whole; one that ended in between (a closed database connection) is lost."""
+    spent: dict[str, float] = {}
+    for key, seconds in after.items():
+        name = key.split(":")[0]
+        spent[name] = spent.get(name, 0.0) + (seconds - before.get(key, 0.0)) * 1e3 / requests
+    parts = [f"{name} {ms:.2f}" for name, ms in sorted(spent.items(), key=lambda i: -i[1])]
+    return f"  CPU ms per request: {', '.join(parts)}; total {sum(spent.values()):.2f}"
+
+
 class KeepAliveHttp:
     """One keep-alive HTTP/1.1 connection. Minimal on purpose: the load generator shares the
     cores with the mesh."""

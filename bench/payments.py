@@ -21,7 +21,14 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import KeepAliveHttp, closed_loop, machine_reference, running_mesh  # noqa: E402
+from harness import (  # noqa: E402
+    KeepAliveHttp,
+    closed_loop,
+    cpu_per_request,
+    cpu_seconds,
+    machine_reference,
+    running_mesh,
+)
 
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 
@@ -108,7 +115,10 @@ async def run(bench, seconds: float, concurrencies: list[int]) -> None:
     for name, make in scenarios:
         await closed_loop(name, 4, 1.0, make)  # warm-up: pools, caches, the PSP token
         for concurrency in concurrencies:
-            print((await closed_loop(name, concurrency, seconds, make)).row(), flush=True)
+            before = cpu_seconds(mesh)
+            result = await closed_loop(name, concurrency, seconds, make)
+            print(result.row(), flush=True)
+            print(cpu_per_request(before, cpu_seconds(mesh), result.requests), flush=True)
     await channel.close()
 
 
