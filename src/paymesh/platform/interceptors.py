@@ -19,8 +19,10 @@ from paymesh.platform.request_guard import check_request, lenient
 
 log = structlog.get_logger(__name__)
 
-# The database cannot be reached (down, restarting, a connection cut): a retry may succeed,
-# so callers get 503, not 500. Under an Idempotency-Key a retry is safe whatever was done.
+# The database could not be reached (down, restarting, a connection cut) or gave a
+# transaction up (psycopg counts serialization failures, deadlocks and timeouts as operational
+# errors too): a retry may succeed, so callers get 503, not 500. Under an Idempotency-Key a
+# retry is safe whatever was done.
 DATABASE_OUTAGES = (OperationalError, InterfaceError, psycopg.OperationalError)
 DATABASE_UNAVAILABLE = errors.Unavailable(
     "the database is unavailable: retry with the same Idempotency-Key",
