@@ -10,6 +10,7 @@ from datetime import date
 from typing import Any
 
 from paymesh.platform.errors import FieldViolation, InvalidArgument
+from paymesh.platform.masking import luhn_valid
 
 _SEPARATORS = re.compile(r"[ -]")
 # ASCII digits with spaces or dashes between them: `str.isdigit` would also take "²", "４"
@@ -69,16 +70,6 @@ def brand_of(number: str) -> str:
             if len(prefix) == len(low) and low <= prefix <= high:
                 return brand
     return "unknown"
-
-
-def luhn_valid(number: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(number)):
-        digit = int(char)
-        if position % 2 == 1:
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        total += digit
-    return total % 10 == 0
 
 
 def _number_violation(raw: str, number: str) -> FieldViolation | None:

@@ -7,8 +7,9 @@ from datetime import date
 import pytest
 
 from paymesh.platform.errors import InvalidArgument
+from paymesh.platform.masking import luhn_valid
 from tests.support import cards
-from vault_proxy_svc.cards import brand_of, luhn_valid, validate_card
+from vault_proxy_svc.cards import brand_of, validate_card
 
 TODAY = date(2026, 11, 24)
 

@@ -9,7 +9,8 @@ from paymesh.platform.problems import FailedPrecondition, FieldViolation, Invali
 
 MAX_AMOUNT = 99_999_999
 DESCRIPTION_MAX = 1000
-# Ids are a prefix and random letters and digits; 40 characters at most (their columns).
+# Ids are a prefix and random letters and digits; 40 characters at most (their columns). The
+# same shape as paymesh.platform.wire.require_id's: the domain may not import the wire kit.
 _ID_SHAPE = re.compile(r"[A-Za-z0-9_]{1,40}")
 METADATA_MAX_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 50, 40, 500
 CAPTURE_METHODS = ("automatic", "manual")

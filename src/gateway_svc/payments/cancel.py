@@ -4,16 +4,9 @@ is first voided at the PSP (reserve the void → void under its own key → reco
 from __future__ import annotations
 
 from gateway_svc.domain.models import PaymentIntent
-from gateway_svc.domain.outcomes import NotProcessed, OutcomeUnknown, PspRefused
 from gateway_svc.domain.status import Action, IntentStatus, Pending, move, unexpected_state
-from gateway_svc.payments.capture import release, reserve
-from gateway_svc.payments.context import (
-    NOTHING_PENDING,
-    OutcomePending,
-    Payments,
-    psp_refused,
-    psp_unavailable,
-)
+from gateway_svc.payments.capture import reserve, send_reserved
+from gateway_svc.payments.context import NOTHING_PENDING, Payments
 from gateway_svc.repository import IntentChange, KeyRef
 from paymesh.platform.callers import Merchant
 
@@ -26,20 +19,11 @@ async def cancel(
     if intent.status != IntentStatus.REQUIRES_CAPTURE:
         return await _record(payments, intent, "api", key and KeyRef(key.merchant, key.key, True))
     reserved = await reserve(payments, intent, Pending.VOID, Action.CANCEL, None, key)
-    psp = reserved.psp or ""
-    connector = payments.router.connectors[psp]
-    try:
-        await payments.router.call(
-            psp, lambda: connector.void(reserved.psp_reference or "", reserved.pending_key or "")
+    await send_reserved(
+        payments, reserved, lambda connector, reference, pending_key: connector.void(
+            reference, pending_key
         )
-    except PspRefused as refused:
-        await release(payments, reserved, "api", "refused")
-        raise psp_refused(psp, refused) from None
-    except NotProcessed:
-        await release(payments, reserved, "api", "psp_unavailable")
-        raise psp_unavailable() from None
-    except OutcomeUnknown:
-        raise OutcomePending("void") from None
+    )
     return await finish(payments, reserved, "api")
 
 

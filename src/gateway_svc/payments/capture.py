@@ -81,13 +81,27 @@ async def capture(
     move(intent_id, intent.status, Action.CAPTURE)
     amount = validation.capture_amount(amount_to_capture, intent.amount_capturable)
     reserved = await reserve(payments, intent, Pending.CAPTURE, Action.CAPTURE, amount, key)
+    captured = await send_reserved(
+        payments,
+        reserved,
+        lambda connector, reference, pending_key: connector.capture(
+            reference, amount, pending_key
+        ),
+    )
+    return await finish(payments, reserved, captured, "api", key)
+
+
+async def send_reserved(payments: Payments, reserved: PaymentIntent, operation):
+    """`operation(connector, psp_reference, pending_key)` at the intent's PSP, for the
+    merchant's request that reserved it. Proof that nothing happened releases the reservation
+    (the merchant's 400 or 503); an unknown outcome keeps it for the recovery sweep."""
     psp = reserved.psp or ""
     connector = payments.router.connectors[psp]
     try:
-        captured = await payments.router.call(
+        return await payments.router.call(
             psp,
-            lambda: connector.capture(
-                reserved.psp_reference or "", amount, reserved.pending_key or ""
+            lambda: operation(
+                connector, reserved.psp_reference or "", reserved.pending_key or ""
             ),
         )
     except PspRefused as refused:
@@ -97,8 +111,7 @@ async def capture(
         await release(payments, reserved, "api", "psp_unavailable")
         raise psp_unavailable() from None
     except OutcomeUnknown:
-        raise OutcomePending("capture") from None
-    return await finish(payments, reserved, captured, "api", key)
+        raise OutcomePending(reserved.pending_operation or "") from None
 
 
 async def finish(

@@ -27,10 +27,11 @@ def last4(secret: str | None) -> str:
 
 
 def luhn_valid(digits: str) -> bool:
+    """The check digit of a card number (ASCII digits) is right."""
     total = 0
     for position, char in enumerate(reversed(digits)):
-        digit = ord(char) - 48
-        if position % 2:
+        digit = int(char)
+        if position % 2 == 1:
             digit = digit * 2 - 9 if digit > 4 else digit * 2
         total += digit
     return total % 10 == 0
