@@ -50,11 +50,15 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff check src tests tools bench
 	$(VENV)/bin/buf lint
 
+# Each benchmark appends its rows to build/bench.jsonl (BENCH_JSON_OUT); the summary prints
+# issue 9's rows from it as one table at the end.
 bench: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
-	$(PY) bench/read_path.py
-	$(PY) bench/vault.py
-	$(PY) bench/payments.py
+	rm -f build/bench.jsonl
+	BENCH_JSON_OUT=build/bench.jsonl $(PY) bench/read_path.py --concurrency 1,16,32
+	BENCH_JSON_OUT=build/bench.jsonl $(PY) bench/vault.py --concurrency 1,16,32
+	BENCH_JSON_OUT=build/bench.jsonl $(PY) bench/payments.py --seconds 8 --concurrency 1,32
 	$(PY) bench/outbox_relay.py
+	$(PY) bench/summary.py build/bench.jsonl
 
 clean:
 	rm -rf build $(VENV)
