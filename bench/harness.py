@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paymesh.devinfra import Infra, create_infra, drop_infra
-from paymesh.devmesh import Mesh, Ports
+from paymesh.devmesh import DEFAULT_GATEWAY_PROCESSES, Mesh, Ports, service_of
 
 BIN = Path(sys.executable).parent
 ECHO_METHOD = "/bench.Echo/Echo"
@@ -85,13 +85,14 @@ class Bench:
 
 
 @contextlib.contextmanager
-def running_mesh() -> Iterator[Bench]:
-    """A mesh with a fresh database, vhost, service keys, keyring and one merchant."""
+def running_mesh(gateway_processes: int = DEFAULT_GATEWAY_PROCESSES) -> Iterator[Bench]:
+    """A mesh with a fresh database, vhost, service keys, keyring and one merchant, and
+    `gateway_processes` gateway processes behind Envoy."""
     infra = create_infra("paymesh_bench")
     log_dir = Path(tempfile.mkdtemp(prefix="paymesh-bench-"))
     mesh = None
     try:
-        ports = Ports.free()
+        ports = Ports.free(gateway_processes)
         env = {
             **os.environ,
             **ports.service_env(),
@@ -132,9 +133,13 @@ def _cpu_of(pid: int) -> float:
 
 
 def cpu_seconds(mesh: Mesh) -> dict[str, float]:
-    """CPU seconds used so far by each process of the mesh, by each of PostgreSQL's and
-    RabbitMQ's processes on the machine (`postgresql:<pid>`), and by this load generator."""
-    used = {name: _cpu_of(process.pid) for name, process in mesh.processes.items()}
+    """CPU seconds used so far by each process of the mesh (`gateway:<pid>`: every gateway
+    process counts as `gateway`), by each of PostgreSQL's and RabbitMQ's processes on the
+    machine (`postgresql:<pid>`), and by this load generator."""
+    used = {
+        f"{service_of(name)}:{process.pid}": _cpu_of(process.pid)
+        for name, process in mesh.processes.items()
+    }
     shared = {"postgres": "postgresql", "beam.smp": "rabbitmq"}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

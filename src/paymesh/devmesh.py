@@ -4,6 +4,7 @@ integration tests use `Mesh` with their own database, vhost and free ports."""
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import os
 import signal
@@ -31,6 +32,11 @@ _PR_SET_PDEATHSIG = 1
 UPSTREAM_TLS_CONTEXT = (
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 )
+# `make run`'s gateway processes; the tests' and benchmarks' meshes choose their own.
+DEFAULT_GATEWAY_PROCESSES = 2
+# Gateway process n (n ≥ 2) of `make run` listens on GATEWAY_GRPC_PORT and GATEWAY_HTTP_PORT
+# plus 10·(n−1): 50061 and 9111, 50071 and 9121, …
+GATEWAY_PORT_STEP = 10
 
 
 @dataclass
@@ -50,9 +56,20 @@ class Ports:
     http: dict[str, int] = field(
         default_factory=lambda: {"gateway": 9101, "vault": 9102, "rebill": 9103, "webhook": 9104}
     )
+    # (gRPC, ops HTTP) of each gateway process after the first, which has grpc/http["gateway"]
+    more_gateways: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def gateways(self) -> list[tuple[int, int]]:
+        """(gRPC, ops HTTP) of every gateway process, the first one's (port 50051) first."""
+        return [(self.grpc["gateway"], self.http["gateway"]), *self.more_gateways]
+
+    def ops_ports(self) -> list[int]:
+        """The ops HTTP port of every service process."""
+        return [*self.http.values(), *(http for _, http in self.more_gateways)]
 
     @classmethod
-    def from_env(cls, env: dict[str, str]) -> Ports:
+    def from_env(cls, env: dict[str, str], gateway_processes: int = 1) -> Ports:
         ports = cls()
         ports.envoy = int(env.get("ENVOY_PORT", ports.envoy))
         ports.envoy_admin = int(env.get("ENVOY_ADMIN_PORT", ports.envoy_admin))
@@ -62,18 +79,27 @@ class Ports:
             prefix = name.upper()
             ports.grpc[name] = int(env.get(f"{prefix}_GRPC_PORT", ports.grpc[name]))
             ports.http[name] = int(env.get(f"{prefix}_HTTP_PORT", ports.http[name]))
+        ports.more_gateways = [
+            (
+                ports.grpc["gateway"] + n * GATEWAY_PORT_STEP,
+                ports.http["gateway"] + n * GATEWAY_PORT_STEP,
+            )
+            for n in range(1, gateway_processes)
+        ]
         return ports
 
     @classmethod
-    def free(cls) -> Ports:
+    def free(cls, gateway_processes: int = 1) -> Ports:
         """Unused ports, so a test run never collides with `make run` or another run."""
-        taken = [_free_port() for _ in range(4 + 2 * len(ALL))]
+        taken = [_free_port() for _ in range(4 + 2 * len(ALL) + 2 * (gateway_processes - 1))]
         ports = cls(
             envoy=taken[0], envoy_admin=taken[1], localstripe=taken[2], sandbox_psp=taken[3]
         )
         for i, name in enumerate(ALL):
             ports.grpc[name] = taken[4 + 2 * i]
             ports.http[name] = taken[5 + 2 * i]
+        more = taken[4 + 2 * len(ALL) :]
+        ports.more_gateways = list(zip(more[::2], more[1::2], strict=True))
         return ports
 
     def service_env(self) -> dict[str, str]:
@@ -88,6 +114,16 @@ class Ports:
             env[f"{name.upper()}_ADDR"] = f"127.0.0.1:{self.grpc[name]}"
         env["STRIPE_API_BASE"] = f"http://127.0.0.1:{self.localstripe}"
         return env
+
+
+def gateway_process_name(index: int) -> str:
+    """`gateway` for the first gateway process (index 0), then `gateway-2`, `gateway-3`, …"""
+    return "gateway" if index == 0 else f"gateway-{index + 1}"
+
+
+def service_of(process_name: str) -> str:
+    """The service a mesh process belongs to: `gateway` for `gateway-2`."""
+    return process_name.split("-")[0]
 
 
 def _free_port() -> int:
@@ -112,11 +148,22 @@ def render_envoy_config(
         if http_filter["name"] == "envoy.filters.http.lua":
             http_filter["typed_config"]["default_source_code"]["filename"] = str(EDGE_FILTER)
     for cluster in config["static_resources"]["clusters"]:
-        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-        endpoint["address"]["socket_address"]["port_value"] = ports.grpc[cluster["name"]]
+        name = cluster["name"]
+        grpc_ports = (
+            [grpc for grpc, _ in ports.gateways] if name == "gateway" else [ports.grpc[name]]
+        )
+        group = cluster["load_assignment"]["endpoints"][0]
+        template = group["lb_endpoints"][0]
+        group["lb_endpoints"] = [_endpoint_on(template, port) for port in grpc_ports]
         if tls_dir is not None:
             cluster["transport_socket"] = upstream_mtls(tls_dir.resolve(), cluster["name"])
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def _endpoint_on(template: dict, port: int) -> dict:
+    endpoint = copy.deepcopy(template)
+    endpoint["endpoint"]["address"]["socket_address"]["port_value"] = port
+    return endpoint
 
 
 def upstream_mtls(tls_dir: Path, service: str) -> dict:
@@ -180,7 +227,20 @@ class Mesh:
                 ],
             )
         for name, package in PACKAGES.items():
-            self.spawn(name, [sys.executable, "-m", package])
+            if name == "gateway":
+                self.start_gateways()
+            else:
+                self.spawn(name, [sys.executable, "-m", package])
+
+    def start_gateways(self) -> None:
+        """One gateway process per port pair; Envoy balances over them. Each has its own gRPC
+        port (no SO_REUSEPORT: Envoy keeps one HTTP/2 connection per upstream, which the
+        kernel would hash to one process) and its own ops port for /metrics."""
+        for index, (grpc_port, http_port) in enumerate(self.ports.gateways):
+            env = {**self.env, "GATEWAY_GRPC_PORT": str(grpc_port)}
+            env["GATEWAY_HTTP_PORT"] = str(http_port)
+            name = gateway_process_name(index)
+            self.spawn(name, [sys.executable, "-m", PACKAGES["gateway"]], env=env)
 
     def start_envoy(self) -> None:
         envoy_config = (self.log_dir or ROOT / "build") / "envoy.yaml"
@@ -207,7 +267,7 @@ class Mesh:
             ],
         )
 
-    def spawn(self, name: str, argv: list[str]) -> None:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         stdout: IO | None = None
         if self.log_dir is not None:
             stdout = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
@@ -215,7 +275,7 @@ class Mesh:
         self.processes[name] = subprocess.Popen(
             argv,
             cwd=ROOT,
-            env=self.env,
+            env=self.env if env is None else env,
             stdout=stdout,
             stderr=subprocess.STDOUT if stdout else None,
             start_new_session=True,
@@ -243,7 +303,7 @@ class Mesh:
         """Services first, Envoy once they are ready, then until Envoy's /readyz says 200."""
         self.start()
         self.wait_until(
-            [f"http://127.0.0.1:{port}/readyz" for port in self.ports.http.values()], timeout
+            [f"http://127.0.0.1:{port}/readyz" for port in self.ports.ops_ports()], timeout
         )
         self.start_envoy()
         self.wait_until([self.url("/readyz")], timeout)
@@ -340,7 +400,11 @@ def main() -> int:
         if done.returncode != 0:
             print(f"paymesh {' '.join(step)} failed: {done.stderr.strip()}", file=sys.stderr)
             return 1
-    ports = Ports.from_env(env)
+    gateway_processes = env.get("PAYMESH_GATEWAY_PROCESSES", str(DEFAULT_GATEWAY_PROCESSES))
+    if not gateway_processes.isdigit() or int(gateway_processes) < 1:
+        print("PAYMESH_GATEWAY_PROCESSES must be 1 or more", file=sys.stderr)
+        return 1
+    ports = Ports.from_env(env, int(gateway_processes))
     env.update(ports.service_env())
     mesh = Mesh(env=env, ports=ports)
     signal.signal(signal.SIGINT, _raise_stop)
@@ -381,10 +445,13 @@ def print_banner(ports: Ports, seconds: float, tls_dir: Path | None = None) -> N
         f"  Envoy admin    http://127.0.0.1:{ports.envoy_admin}",
     ]
     for name, package in PACKAGES.items():
-        rows.append(
-            f"  {package:<16} grpc localhost:{ports.grpc[name]}  "
-            f"metrics http://localhost:{ports.http[name]}/metrics"
-        )
+        processes = ports.gateways if name == "gateway" else [(ports.grpc[name], ports.http[name])]
+        for number, (grpc_port, http_port) in enumerate(processes, 1):
+            label = package if number == 1 else f"  process {number}"
+            rows.append(
+                f"  {label:<16} grpc localhost:{grpc_port}  "
+                f"metrics http://localhost:{http_port}/metrics"
+            )
     rows += [
         f"  localstripe    http://localhost:{ports.localstripe}",
         f"  sandbox PSP    http://localhost:{ports.sandbox_psp}   knobs: POST /_knobs",
