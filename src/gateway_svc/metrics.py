@@ -11,6 +11,11 @@ PAYMENTS_INFLIGHT = Gauge(
     "Payment intents not in a final state, by status (refreshed every few seconds).",
     ["status"],
 )
+RECOVERY_SWEEP_ACTIVE = Gauge(
+    "payments_recovery_sweep_active",
+    "1 in the one gateway process whose recovery sweep runs (it holds the sweep's lock), "
+    "0 in the standbys.",
+)
 PSP_REQUEST_DURATION = Histogram(
     "psp_request_duration_seconds",
     "Time of one PSP HTTP call, by operation.",

@@ -14,7 +14,7 @@ from gateway_svc.admin import MerchantAdminServicer
 from gateway_svc.domain.status import IN_FLIGHT
 from gateway_svc.idempotency import Idempotency
 from gateway_svc.merchants import MerchantRepository
-from gateway_svc.metrics import PAYMENTS_INFLIGHT
+from gateway_svc.metrics import PAYMENTS_INFLIGHT, RECOVERY_SWEEP_ACTIVE
 from gateway_svc.payments import recovery
 from gateway_svc.payments.context import Payments
 from gateway_svc.psp.connectors import SandboxConnector, StripeConnector
@@ -30,6 +30,7 @@ from paymesh.gateway.v1 import (
     merchant_auth_pb2,
     merchant_auth_pb2_grpc,
 )
+from paymesh.platform.advisory_lock import SessionLock
 from paymesh.platform.callers import CachedApiKeyVerifier, Callers
 from paymesh.platform.channels import service_channel
 from paymesh.platform.config import GatewaySettings
@@ -37,6 +38,7 @@ from paymesh.platform.loop_lag import LoopLag
 from paymesh.platform.server import Resources, ServiceDefinition
 
 log = structlog.get_logger(__name__)
+RECOVERY_SWEEP_LOCK = "gateway-recovery-sweep"
 
 
 async def register(server: grpc.aio.Server, resources: Resources) -> list:
@@ -80,22 +82,37 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         MerchantAdminServicer(MerchantRepository(engine), callers, api_keys), server
     )
 
+    sweep_lock = SessionLock(engine, RECOVERY_SWEEP_LOCK)
+
     async def keep_payments_moving() -> None:
-        """Settles PSP operations whose outcome is unknown; refreshes payments_inflight_total."""
+        """Settles PSP operations whose outcome is unknown; refreshes payments_inflight_total.
+        In one gateway process at a time: the others stand by and ask for the lock each round."""
         try:
             while True:
                 try:
-                    await recovery.recover(payments, settings.recovery_after_seconds)
-                    await refresh_inflight(engine)
+                    if await sweep_lock.held():
+                        RECOVERY_SWEEP_ACTIVE.set(1)
+                        await recovery.recover(payments, settings.recovery_after_seconds)
+                        await refresh_inflight(engine)
+                    else:
+                        stand_by()
                 except Exception:  # retried next round
                     log.exception("recovery_round_failed")
                 await asyncio.sleep(settings.recovery_interval_seconds)
         finally:
+            await sweep_lock.release()
             await vault_channel.close()
             for connector in connectors.values():
                 await connector.close()
 
     return [keep_payments_moving(), loop_lag.run()]
+
+
+def stand_by() -> None:
+    """A standby reports no in-flight counts of its own, so that summing
+    payments_inflight_total over every gateway process counts each intent once."""
+    RECOVERY_SWEEP_ACTIVE.set(0)
+    PAYMENTS_INFLIGHT.clear()
 
 
 async def refresh_inflight(engine) -> None:

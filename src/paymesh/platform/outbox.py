@@ -14,11 +14,9 @@ read in one statement, published, then marked sent in another.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 import time
-import zlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from paymesh.platform.advisory_lock import SessionLock
 from paymesh.platform.amqp import ConfirmingPublisher, Message
 from paymesh.platform.db import autocommit
 from paymesh.platform.metrics import OUTBOX_OLDEST_PENDING, OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
@@ -126,9 +125,8 @@ class OutboxRelay:
         self._idle_delay = idle_delay
         self._max_idle_delay = max_idle_delay
         self._error_delay = error_delay
-        self._lock_key = zlib.crc32(f"outbox-relay:{table.fullname}".encode())
+        self._lock = SessionLock(engine, f"outbox-relay:{table.fullname}")
         self._autocommit = autocommit(engine)
-        self._holder: AsyncConnection | None = None
         self._last_error_logged = 0.0
 
     async def run(self) -> None:
@@ -158,7 +156,7 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publishes one batch of pending events; returns how many were confirmed."""
-        if not await self._hold_lock():
+        if not await self._lock.held():
             return 0  # another replica's relay is active
         table = self._table
         async with self._autocommit.connect() as connection:
@@ -186,35 +184,9 @@ class OutboxRelay:
         OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
         return len(rows)
 
-    async def _hold_lock(self) -> bool:
-        """Whether this relay holds the schema's relay lock (taking it if it is free). The
-        lock lives as long as its connection: a lost connection is a lost lock."""
-        if self._holder is not None:
-            try:
-                await self._holder.execute(select(1))
-                return True
-            except Exception:  # noqa: BLE001 - the connection, and with it the lock, is gone
-                await self.release()
-        holder = await self._autocommit.connect()
-        try:
-            locked = await holder.scalar(select(func.pg_try_advisory_lock(self._lock_key)))
-        except BaseException:
-            await holder.close()
-            raise
-        if not locked:
-            await holder.close()
-            return False
-        self._holder = holder
-        return True
-
     async def release(self) -> None:
-        """Gives the relay lock up (closing its connection ends the session's lock)."""
-        holder, self._holder = self._holder, None
-        if holder is not None:
-            with contextlib.suppress(Exception):
-                await holder.invalidate()  # never back to the pool with the lock held
-            with contextlib.suppress(Exception):
-                await holder.close()
+        """Gives the relay lock up."""
+        await self._lock.release()
 
     def _log_error(self, error: Exception) -> None:
         # Once per 30 s is enough while the broker is down.

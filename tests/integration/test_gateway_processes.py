@@ -1,0 +1,164 @@
+"""Several gateway processes behind Envoy: calls reach every one of them, and what must be
+single (the recovery sweep and its payments_inflight_total refresh) runs in exactly one at a
+time, a standby taking over when the holder dies."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+import urllib.request
+
+import psycopg
+import pytest
+
+from paymesh.devinfra import create_infra, drop_infra
+from paymesh.devmesh import Mesh, Ports, gateway_process_name
+from paymesh.platform.advisory_lock import SessionLock, lock_key
+from paymesh.platform.db import create_engine
+from tests.conftest import base_env, create_merchant, paymesh
+from tests.integration.test_payments import pay
+from tests.support.waiting import wait_until
+
+PROCESSES = 2
+
+
+@pytest.fixture(scope="module")
+def two_gateways(infra, tmp_path_factory):
+    """A whole mesh with two gateway processes, on a database of its own (the session mesh's
+    sweep would otherwise hold the lock on the session's database)."""
+    own = create_infra("paymesh_two_gateways")
+    ports = Ports.free(gateway_processes=PROCESSES)
+    env = base_env(own, **ports.service_env())
+    mesh = Mesh(env=env, ports=ports, log_dir=tmp_path_factory.mktemp("two-gateways"))
+    try:
+        paymesh("migrate", env=env)
+        merchant = create_merchant(own, "two-gateways")
+        mesh.start_all(timeout=90)
+        yield mesh, merchant
+    finally:
+        mesh.stop()
+        drop_infra(own)
+
+
+def metrics(ops_port: int) -> str:
+    url = f"http://127.0.0.1:{ops_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our URL
+        return response.read().decode()
+
+
+def sample(text: str, name: str) -> float | None:
+    return next(
+        (float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{name} ")),
+        None,
+    )
+
+
+def sweeping(mesh: Mesh) -> dict[str, bool]:
+    """Per live gateway process: whether its sweep is the active one. A process reports the
+    in-flight gauge only while it sweeps: that is what the lock keeps single."""
+    states = {}
+    for index, (_, ops_port) in enumerate(mesh.ports.gateways):
+        name = gateway_process_name(index)
+        if mesh.processes[name].poll() is not None:
+            continue
+        text = metrics(ops_port)
+        active = sample(text, "payments_recovery_sweep_active")
+        refreshes_inflight = "payments_inflight_total{" in text
+        assert active in (0.0, 1.0), f"{name} has not run a sweep round yet"
+        assert refreshes_inflight == (active == 1.0), name
+        states[name] = active == 1.0
+    return states
+
+
+def one_sweeping(mesh: Mesh) -> str | None:
+    try:
+        states = sweeping(mesh)
+    except AssertionError:
+        return None
+    active = [name for name, on in states.items() if on]
+    return active[0] if len(active) == 1 and len(states) == PROCESSES else None
+
+
+def handled_payments(ops_port: int) -> float:
+    return sum(
+        float(line.split()[-1])
+        for line in metrics(ops_port).splitlines()
+        if line.startswith("gateway_requests_total{") and 'method="CreatePaymentIntent"' in line
+    )
+
+
+def test_envoy_spreads_payments_over_every_gateway_process(two_gateways):
+    mesh, merchant = two_gateways
+    before = [handled_payments(ops) for _, ops in mesh.ports.gateways]
+    for _ in range(20):
+        assert pay(mesh, merchant).body["status"] == "succeeded"
+    after = [handled_payments(ops) for _, ops in mesh.ports.gateways]
+    served = [a - b for a, b in zip(after, before, strict=True)]
+    assert sum(served) == 20
+    assert all(count > 0 for count in served), served
+
+
+def test_exactly_one_process_sweeps_and_a_standby_takes_over_when_it_dies(two_gateways):
+    mesh, merchant = two_gateways
+    holder = wait_until(lambda: one_sweeping(mesh), timeout=15, interval=0.25)
+    # It stays single over several rounds (GATEWAY_RECOVERY_INTERVAL_SECONDS is 0.5 here).
+    for _ in range(6):
+        assert one_sweeping(mesh) == holder
+        time.sleep(0.25)
+
+    index = [gateway_process_name(i) for i in range(PROCESSES)].index(holder)
+    grpc_port, ops_port = mesh.ports.gateways[index]
+    mesh.processes[holder].send_signal(signal.SIGKILL)
+    mesh.processes[holder].wait()
+
+    def taken_over():
+        states = sweeping(mesh)
+        return list(states) != [holder] and all(states.values())
+
+    wait_until(taken_over, timeout=15, interval=0.25)
+    # Envoy stops routing to the dead process: payments still go through.
+    wait_until(lambda: pay(mesh, merchant).status == 200, timeout=15, interval=0.5)
+
+    env = {**mesh.env, "GATEWAY_GRPC_PORT": str(grpc_port), "GATEWAY_HTTP_PORT": str(ops_port)}
+    mesh.spawn(holder, [sys.executable, "-m", "gateway_svc"], env=env)
+    mesh.wait_until([f"http://127.0.0.1:{ops_port}/readyz"], 30)
+    # Back, it stands by: the lock stays where it went.
+    successor = wait_until(lambda: one_sweeping(mesh), timeout=15, interval=0.25)
+    assert successor != holder
+
+
+def test_the_lock_goes_to_a_standby_once_the_holders_session_ends(infra):
+    async def scenario():
+        engines = [create_engine(infra.database_url) for _ in range(2)]
+        first, second = (SessionLock(engine, "test-single-job") for engine in engines)
+        try:
+            assert await first.held()
+            assert not await second.held()
+            assert await first.held()  # held across rounds, not re-taken
+            with psycopg.connect(infra.database_url, autocommit=True) as db:
+                # The holder's connection dies, as it does with its process.
+                db.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND objid = %s AND granted",
+                    (lock_key("test-single-job"),),
+                )
+            assert await wait_async(second.held)
+            assert not await first.held()
+        finally:
+            for lock in (first, second):
+                await lock.release()
+            for engine in engines:
+                await engine.dispose()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+async def wait_async(predicate, timeout: float = 10.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
