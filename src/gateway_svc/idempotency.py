@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 from google.rpc import status_pb2
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +31,7 @@ from gateway_svc.repository import KeyRef
 from gateway_svc.tables import idempotency_keys
 from paymesh.platform.callers import Merchant
 from paymesh.platform.db import autocommit
+from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.errors import ReplayedError, to_status_proto
 from paymesh.platform.problems import (
     Conflict,
@@ -71,11 +72,13 @@ class Idempotency:
     def __init__(
         self,
         engine: AsyncEngine,
+        direct: DirectSql,
         key_secret: bytes,
         wait_seconds: float = 5.0,
         stale_seconds: float = 60,
     ):
         self._engine = autocommit(engine)
+        self._direct = direct  # the first claim of a key, the common case, on the hot path
         self._key_secret = key_secret
         self._wait = wait_seconds
         self._stale = stale_seconds
@@ -97,15 +100,9 @@ class Idempotency:
         pk = _pk(merchant, key)
         deadline = time.monotonic() + self._wait
         while True:
+            if await self._direct.one(_CLAIM, {**pk, "request_hash": digest}):
+                return Claim(merchant, key)
             async with self._engine.connect() as connection:
-                inserted = await connection.scalar(
-                    insert(idempotency_keys)
-                    .values(**pk, request_hash=digest, state="running")
-                    .on_conflict_do_nothing()
-                    .returning(idempotency_keys.c.key)
-                )
-                if inserted:
-                    return Claim(merchant, key)
                 row = (
                     await connection.execute(select(idempotency_keys).where(*_where(pk)))
                 ).first()
@@ -168,6 +165,20 @@ class Idempotency:
     @staticmethod
     def replayed_error(claim: Claim) -> ReplayedError:
         return ReplayedError(status_pb2.Status.FromString(claim.replay_error or b""))
+
+
+_CLAIM = (
+    insert(idempotency_keys)
+    .values(
+        merchant_id=bindparam("merchant_id"),
+        livemode=bindparam("livemode"),
+        key=bindparam("key"),
+        request_hash=bindparam("request_hash"),
+        state="running",
+    )
+    .on_conflict_do_nothing()
+    .returning(idempotency_keys.c.key)
+)
 
 
 def _pk(merchant: Merchant, key: str) -> dict:

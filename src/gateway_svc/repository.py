@@ -44,6 +44,7 @@ from gateway_svc.tables import (
 )
 from paymesh.platform.callers import Merchant, owned_by
 from paymesh.platform.db import autocommit
+from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.outbox import event_values
 from paymesh.platform.problems import InvalidArgument, NotFound
 
@@ -70,13 +71,13 @@ _INSERTED_INTENT_COLUMNS = (
 )
 
 
-def to_intent(row: Row) -> PaymentIntent:
-    values = row._mapping
+def to_intent(row: Row | dict[str, Any]) -> PaymentIntent:
+    values = row if isinstance(row, dict) else row._mapping
     return PaymentIntent(**{name: values[name] for name in _INTENT_FIELDS})
 
 
-def to_refund(row: Row) -> Refund:
-    values = row._mapping
+def to_refund(row: Row | dict[str, Any]) -> Refund:
+    values = row if isinstance(row, dict) else row._mapping
     return Refund(**{name: values[name] for name in _REFUND_FIELDS})
 
 
@@ -113,9 +114,14 @@ class IntentChange:
 
 
 class PaymentRepository:
-    def __init__(self, engine: AsyncEngine):
+    """`direct`: the statements of the payment path (reads by id, the intent's insert and
+    changes, key bindings) run straight on psycopg; transactions of several statements and
+    the sweep's scans go through the engine."""
+
+    def __init__(self, engine: AsyncEngine, direct: DirectSql):
         self._engine = engine
         self._autocommit = autocommit(engine)
+        self._direct = direct
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -126,14 +132,11 @@ class PaymentRepository:
     async def refund(self, refund_id: str, merchant: Merchant | None = None) -> Refund:
         return to_refund(await self._one(refunds, refund_id, merchant))
 
-    async def _one(self, table, object_id: str, merchant: Merchant | None) -> Row:
-        query = (
-            owned_by(table, object_id, merchant)
-            if merchant
-            else select(table).where(table.c.id == object_id)
-        )
-        async with self._autocommit.connect() as connection:
-            row = (await connection.execute(query)).first()
+    async def _one(self, table, object_id: str, merchant: Merchant | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"o_id": object_id}
+        if merchant is not None:
+            params.update(o_merchant_id=merchant.id, o_livemode=merchant.livemode)
+        row = await self._direct.one(_select_one(table, owned=merchant is not None), params)
         if row is None:
             raise _missing(table, object_id)
         return row
@@ -169,11 +172,8 @@ class PaymentRepository:
         return [to_intent(row) for row in rows[:limit]], len(rows) > limit
 
     async def psp_route(self, merchant_id: str) -> list[str]:
-        async with self._autocommit.connect() as connection:
-            route = await connection.scalar(
-                select(merchants.c.psp_routing).where(merchants.c.id == merchant_id)
-            )
-        return list(route or [])
+        row = await self._direct.one(_PSP_ROUTE, {"m_id": merchant_id})
+        return list((row or {}).get("psp_routing") or [])
 
     async def pending_intents(self, older_than_seconds: float, limit: int = 100):
         """Intents whose PSP operation went out more than `older_than_seconds` ago and whose
@@ -235,8 +235,9 @@ class PaymentRepository:
         if bind is not None:
             params.update(_key_params(bind))
         statement = _insert_intent_statement(len(audits), bind is not None)
-        async with self._autocommit.connect() as connection:
-            return to_intent((await connection.execute(statement, params)).one())
+        row = await self._direct.one(statement, params)
+        assert row is not None  # an INSERT … RETURNING returns its row or raises
+        return to_intent(row)
 
     async def change_intent(self, change: IntentChange) -> PaymentIntent | None:
         """Applies `change` in one statement; None if its condition no longer held."""
@@ -270,8 +271,7 @@ class PaymentRepository:
             bind=change.bind is not None,
             settles=change.settles,
         )
-        async with self._autocommit.connect() as connection:
-            row = (await connection.execute(statement, params)).first()
+        row = await self._direct.one(statement, params)
         return None if row is None else to_intent(row)
 
     async def audit(self, entry: AuditEntry) -> None:
@@ -379,8 +379,23 @@ class PaymentRepository:
     async def complete_key(self, key: KeyRef, object_id: str) -> None:
         """The request's answer is its object, as it is whenever it is asked for again."""
         done = _key_params(KeyRef(key.merchant, key.key, done=True))
-        async with self._autocommit.connect() as connection:
-            await connection.execute(_BIND_KEY, {**done, "k_object_id": object_id})
+        await self._direct.one(_BIND_KEY, {**done, "k_object_id": object_id})
+
+
+@functools.cache
+def _select_one(table, owned: bool):
+    """One object by id; `owned`: only the merchant's, in its mode (another merchant's object
+    is as good as missing, so existence never leaks)."""
+    conditions = [table.c.id == bindparam("o_id")]
+    if owned:
+        conditions += [
+            table.c.merchant_id == bindparam("o_merchant_id"),
+            table.c.livemode == bindparam("o_livemode"),
+        ]
+    return select(table).where(*conditions)
+
+
+_PSP_ROUTE = select(merchants.c.psp_routing).where(merchants.c.id == bindparam("m_id"))
 
 
 def _missing(table, object_id: str) -> NotFound:

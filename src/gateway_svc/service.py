@@ -65,10 +65,12 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     )
     vault_channel = service_channel(settings.vault_addr, resources.token_issuer, "vault")
     idempotency = Idempotency(
-        engine, resources.token_issuer.derived_secret("gateway idempotency keys")
+        engine,
+        resources.direct_sql,
+        resources.token_issuer.derived_secret("gateway idempotency keys"),
     )
     payments = Payments(
-        PaymentRepository(engine),
+        PaymentRepository(engine, resources.direct_sql),
         router,
         VaultClient(vault_channel, settings.vault_timeout_seconds),
     )

@@ -17,6 +17,7 @@ from gateway_svc.memory_repository import InMemoryPaymentRepository
 from gateway_svc.repository import IntentChange, KeyRef, PaymentRepository
 from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
+from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.problems import InvalidArgument, NotFound
 
 pytestmark = pytest.mark.integration
@@ -98,9 +99,13 @@ def run(request):
                 return await scenario(repository, MemoryProbe(repository))
             infra = request.getfixturevalue("infra")
             engine = create_engine(infra.database_url)
+            direct = DirectSql(engine)
             try:
-                return await scenario(PaymentRepository(engine), SqlProbe(infra.database_url))
+                return await scenario(
+                    PaymentRepository(engine, direct), SqlProbe(infra.database_url)
+                )
             finally:
+                await direct.close()
                 await engine.dispose()
 
         return asyncio.run(main())

@@ -1,14 +1,15 @@
 """PSP connectors behind one interface: `sandbox` (paymesh's simulator) and `stripe` (the
-Stripe HTTP API; localstripe in dev and tests). Each keeps one keep-alive httpx client and
-reads every answer into paymesh's outcome taxonomy (`gateway_svc.domain.outcomes`): a
-decline, a refusal, proof that nothing happened (`NotProcessed`), or an `OutcomeUnknown`."""
+Stripe HTTP API; localstripe in dev and tests). Each keeps one keep-alive aiohttp session (a
+quarter of httpx's CPU per call: 0.19 against 0.75 ms, issue 9) and reads every answer into
+paymesh's outcome taxonomy (`gateway_svc.domain.outcomes`): a decline, a refusal, proof that
+nothing happened (`NotProcessed`), or an `OutcomeUnknown`."""
 
 from __future__ import annotations
 
 import time
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 
 from gateway_svc.domain.outcomes import (
     Authorization,
@@ -20,8 +21,9 @@ from gateway_svc.domain.outcomes import (
 from gateway_svc.metrics import PSP_CALL_ERRORS, PSP_REQUEST_DURATION
 from paymesh.platform.loop_lag import LoopLag
 
-# Errors raised before a request left this process: the PSP never saw it.
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Errors raised before a request left this process: the PSP never saw it. (aiohttp's connect
+# timeout covers the wait for a pooled connection too.)
+_NEVER_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 # A timeout is the PSP's fault only if our loop was not itself this late for a good part of it.
 _OVERLOAD_SHARE = 0.25
 
@@ -53,7 +55,7 @@ class HttpConnector:
     # Whether this PSP documents its 5xx answers as "nothing was processed".
     five_hundreds_process_nothing = False
 
-    def __init__(self, client: httpx.AsyncClient, timeout: float, loop_lag: LoopLag | None):
+    def __init__(self, client: aiohttp.ClientSession, timeout: float, loop_lag: LoopLag | None):
         self._client = client
         self._timeout = timeout
         self._loop_lag = loop_lag
@@ -65,27 +67,29 @@ class HttpConnector:
         started = time.perf_counter()
         sent_at = time.monotonic()
         try:
-            response = await self._client.request(method, path, headers=headers, **kw)
+            async with self._client.request(method, path, headers=headers, **kw) as response:
+                status = response.status
+                body = await response.json(content_type=None) if status < 500 else None
         except _NEVER_SENT as error:
             self._count("connection")
             raise NotProcessed(f"{self.name}: {type(error).__name__}") from None
-        except httpx.TimeoutException:
+        except TimeoutError:
             if self._overloaded_since(sent_at):
                 self._count("local_overload")
                 raise OutcomeUnknown(f"{self.name}: timeout (local)", psp_at_fault=False) from None
             self._count("timeout")
             raise OutcomeUnknown(f"{self.name}: timeout") from None
-        except httpx.HTTPError as error:  # the request went out; its answer did not come back
+        except (aiohttp.ClientError, ValueError) as error:
+            # The request went out; its answer did not come back whole.
             self._count("connection_lost")
             raise OutcomeUnknown(f"{self.name}: {type(error).__name__}") from None
         finally:
             PSP_REQUEST_DURATION.labels(self.name, operation).observe(time.perf_counter() - started)
-        if response.status_code >= 500:
-            self._count(f"http_{response.status_code}")
+        if status >= 500:
+            self._count(f"http_{status}")
             failure = NotProcessed if self.five_hundreds_process_nothing else OutcomeUnknown
-            raise failure(f"{self.name}: http_{response.status_code}")
-        body = response.json()
-        if response.status_code >= 400:
+            raise failure(f"{self.name}: http_{status}")
+        if status >= 400:
             self._raise_for(body)
         return body
 
@@ -110,7 +114,18 @@ class HttpConnector:
         raise PspRefused(error.get("code") or "psp_error")
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
+
+
+def _session(api_base: str, timeout: float, **kw) -> aiohttp.ClientSession:
+    """A keep-alive session; `timeout` bounds the connection (with the wait for a pooled one)
+    and each wait for the answer's bytes, as httpx's timeout did."""
+    return aiohttp.ClientSession(
+        base_url=api_base,
+        timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout),
+        connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=30),
+        **kw,
+    )
 
 
 class SandboxConnector(HttpConnector):
@@ -118,7 +133,7 @@ class SandboxConnector(HttpConnector):
     five_hundreds_process_nothing = True  # the simulator's documented contract
 
     def __init__(self, api_base: str, timeout: float, loop_lag: LoopLag | None = None):
-        super().__init__(httpx.AsyncClient(base_url=api_base, timeout=timeout), timeout, loop_lag)
+        super().__init__(_session(api_base, timeout), timeout, loop_lag)
 
     async def authorize(self, *, card, amount, currency, capture, idempotency_key):
         charge = await self._call(
@@ -169,7 +184,7 @@ class StripeConnector(HttpConnector):
         self, api_base: str, secret_key: str, timeout: float, loop_lag: LoopLag | None = None
     ):
         super().__init__(
-            httpx.AsyncClient(base_url=api_base, auth=(secret_key, ""), timeout=timeout),
+            _session(api_base, timeout, auth=aiohttp.BasicAuth(secret_key, "")),
             timeout,
             loop_lag,
         )

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from paymesh.platform.amqp import ConfirmingPublisher
 from paymesh.platform.config import ServiceSettings
 from paymesh.platform.db import create_engine, ping
+from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.health import NOT_SERVING, DependencyMonitor
 from paymesh.platform.http import OpsHttpServer
 from paymesh.platform.interceptors import ServerInterceptor
@@ -48,6 +49,7 @@ class Resources:
 
     settings: ServiceSettings
     engine: AsyncEngine
+    direct_sql: DirectSql  # the same database, for statements on the hot path
     publisher: ConfirmingPublisher
     token_issuer: TokenIssuer
     token_verifier: TokenVerifier
@@ -106,6 +108,7 @@ def run(definition: ServiceDefinition) -> None:
 async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> None:
     tracer_provider = configure_tracing(definition.name, settings.otlp_endpoint)
     engine = create_engine(settings.database_url, settings.db_pool_size)
+    direct_sql = DirectSql(engine, settings.db_pool_size)
     publisher = ConfirmingPublisher(settings.amqp_url, settings.events_exchange)
 
     server = grpc.aio.server(
@@ -117,6 +120,7 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     resources = Resources(
         settings,
         engine,
+        direct_sql,
         publisher,
         TokenIssuer(definition.name, keys_dir),
         TokenVerifier(definition.name, keys_dir),
@@ -183,6 +187,7 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
     await publisher.stop()
+    await direct_sql.close()
     await engine.dispose()
     ops_http.stop()
     tracer_provider.shutdown()
