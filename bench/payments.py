@@ -234,7 +234,7 @@ async def run(bench, seconds: float, concurrencies: list[int], json_out: str | N
             before = cpu_seconds(mesh)
             result = await closed_loop(name, concurrency, seconds, make)
             cpu = cpu_per_request(before, cpu_seconds(mesh), result.requests)
-            record(result, cpu, json_out)
+            record(result, cpu, json_out, gateways=len(mesh.ports.gateways))
     await channel.close()
 
 

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import KeepAliveHttp, closed_loop, machine_reference, running_mesh  # noqa: E402
 from summary import record  # noqa: E402
 
+from paymesh.devmesh import DEFAULT_GATEWAY_PROCESSES  # noqa: E402
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 
 APPROVED_CARD = "4242424242424242"
@@ -114,7 +115,8 @@ async def run(bench, args) -> None:
     for name, make in scenarios:
         await closed_loop(name, 4, 1.0, make)  # warm-up: connections, pools, caches
         for concurrency in concurrencies:
-            record(await closed_loop(name, concurrency, args.seconds, make), path=args.json_out)
+            result = await closed_loop(name, concurrency, args.seconds, make)
+            record(result, path=args.json_out, gateways=len(mesh.ports.gateways))
     await channel.close()
 
 
@@ -128,9 +130,15 @@ def main() -> None:
         default=os.environ.get("BENCH_JSON_OUT"),
         help="append each row to this file as a JSON line (bench/summary.py reads them)",
     )
+    parser.add_argument(
+        "--gateway-processes",
+        type=int,
+        default=DEFAULT_GATEWAY_PROCESSES,
+        help="gateway processes behind Envoy (the gRPC rows reach the first one only)",
+    )
     args = parser.parse_args()
     machine_reference()
-    with running_mesh() as bench:
+    with running_mesh(args.gateway_processes) as bench:
         asyncio.run(run(bench, args))
 
 

@@ -2,15 +2,18 @@
 the machine's echo reference and errors, from the JSON lines the benchmarks wrote.
 
     .venv/bin/python bench/summary.py build/bench.jsonl
+    .venv/bin/python bench/summary.py --run bench/vault.py --concurrency 1,16,32
 
 The benchmarks write those lines through `record` (their `--json-out FILE`, or the
-`BENCH_JSON_OUT` environment variable): one JSON object per printed row, appended."""
+`BENCH_JSON_OUT` environment variable): one JSON object per printed row, appended. `--run`
+runs a benchmark that does not call `record` itself and records every row it prints."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import runpy
 import statistics
 import subprocess
 import sys
@@ -43,15 +46,21 @@ def _source_state() -> dict[str, object]:
     return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": len(dirty)}
 
 
-def record(result, cpu: str | None = None, path: str | None = None) -> None:
+def record(
+    result, cpu: str | None = None, path: str | None = None, gateways: int | None = None
+) -> None:
     """Prints a benchmark row (and its CPU line, if any) and, when `path` or `BENCH_JSON_OUT`
-    names a file, appends the row to it as one JSON line."""
-    import harness  # the benchmarks' own module, already on their path
-
+    names a file, appends the row to it as one JSON line. `gateways`: the gateway processes
+    the mesh ran."""
     print(result.row(), flush=True)
     if cpu:
         print(cpu, flush=True)
-    path = path or os.environ.get("BENCH_JSON_OUT")
+    _append(result, cpu, path or os.environ.get("BENCH_JSON_OUT"), gateways)
+
+
+def _append(result, cpu: str | None, path: str | None, gateways: int | None) -> None:
+    import harness  # the benchmarks' own module, already on their path
+
     if not path:
         return
     latencies = result.latencies_ms
@@ -72,6 +81,7 @@ def record(result, cpu: str | None = None, path: str | None = None) -> None:
         "echo_rate": round(echo, 1) if echo else None,
         "ratio_to_echo": round(rate / echo, 4) if echo else None,
         "cpu": cpu.strip() if cpu else None,
+        "gateway_processes": gateways,
         **_source_state(),
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -103,14 +113,40 @@ def table(lines: list[dict]) -> str:
         out.append(f"Echo reference (grpc.aio, c=32), measured by each script: {spread} calls/s.")
     commits = ", ".join(sorted({str(line.get("commit")) for line in lines}))
     dirty = max((line.get("dirty") or 0 for line in lines), default=0)
+    gateways = sorted(
+        {str(line["gateway_processes"]) for line in lines if line.get("gateway_processes")}
+    )
     note = f"Measured at commit {commits}"
+    if gateways:
+        note += f" with {' or '.join(gateways)} gateway process(es) behind Envoy"
     if dirty:
         note += f", with up to {dirty} uncommitted changed files under src/ or envoy/"
     out.append(note + ".")
     return "\n".join(out)
 
 
+def run_recording(script: str, argv: list[str]) -> None:
+    """Runs a benchmark script as `__main__`, appending every row it prints (its
+    `Result.row()`s) to `BENCH_JSON_OUT`."""
+    import harness
+
+    printed = harness.Result.row
+
+    def row(result) -> str:
+        text = printed(result)
+        if not result.name.startswith("machine reference"):
+            _append(result, None, os.environ.get("BENCH_JSON_OUT"), None)
+        return text
+
+    harness.Result.row = row
+    sys.argv = [script, *argv]
+    runpy.run_path(script, run_name="__main__")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--run"] and len(sys.argv) > 2:
+        run_recording(sys.argv[2], sys.argv[3:])
+        return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("jsonl", help="the file the benchmarks appended their rows to")
     args = parser.parse_args()
