@@ -288,6 +288,7 @@ def dockerfile_stage_instructions(stage: str) -> list[tuple[str, str]]:
 
 
 def prometheus_targets() -> list[tuple[str, str, int]]:
+    """(job, host, port) of every static target and every name a DNS lookup scrapes."""
     config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
     targets = []
     for job in config["scrape_configs"]:
@@ -295,6 +296,9 @@ def prometheus_targets() -> list[tuple[str, str, int]]:
             for target in static["targets"]:
                 host, port = target.rsplit(":", 1)
                 targets.append((job["job_name"], host, int(port)))
+        for lookup in job.get("dns_sd_configs", []):
+            assert lookup.get("type") == "A", "an A lookup needs the port; SRV has its own"
+            targets += [(job["job_name"], name, int(lookup["port"])) for name in lookup["names"]]
     return targets
 
 
@@ -623,3 +627,24 @@ def test_the_app_services_listen_beyond_loopback_with_settings_they_accept(monke
             settings = settings_class(name)()
         assert settings.bind_host == "0.0.0.0", name
         assert settings.tls_dir or settings.allow_plaintext, name
+
+
+def test_the_gateway_replica_is_the_gateway_again_under_its_name_without_host_ports():
+    gateway, replica = services()["gateway"], services()["gateway-replica"]
+    for key in ("image", "command", "environment", "volumes", "depends_on", "healthcheck"):
+        assert replica.get(key) == gateway.get(key), key
+    assert not replica.get("ports"), "a second container cannot publish the same host ports"
+    assert ports_of(replica) == set(default_ports("gateway").values())
+    assert "gateway" in replica["networks"]["default"]["aliases"]
+
+
+def test_envoy_and_prometheus_find_every_gateway_by_dns():
+    [gateway] = [
+        c
+        for c in rewritten_envoy_config()["static_resources"]["clusters"]
+        if c["name"] == "gateway"
+    ]
+    assert gateway["type"] == "STRICT_DNS"  # one upstream host per address the name has
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    [job] = [job for job in config["scrape_configs"] if job["job_name"] == "gateway"]
+    assert job["dns_sd_configs"][0]["names"] == ["gateway"]
