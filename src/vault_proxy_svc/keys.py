@@ -54,6 +54,7 @@ class LocalKeyring(KeyProvider):
         self._path = path
         self._inline = inline
         self._keys = self._load()
+        self._ciphers: dict[str, AESGCM] = {}  # per KEK version: key setup once, not per card
         self.location = f"the keyring at {path}" if inline is None else "VAULT_KEYRING"
 
     @staticmethod
@@ -101,12 +102,18 @@ class LocalKeyring(KeyProvider):
         self._write(self._path, self._keys)
         return version
 
+    def _cipher(self, version: str) -> AESGCM:
+        cipher = self._ciphers.get(version)
+        if cipher is None:
+            cipher = self._ciphers[version] = AESGCM(self._key(version))
+        return cipher
+
     async def wrap(self, version: str, data_key: bytes, context: dict[str, str]) -> bytes:
         nonce = secrets.token_bytes(12)
-        return nonce + AESGCM(self._key(version)).encrypt(nonce, data_key, _aad(context))
+        return nonce + self._cipher(version).encrypt(nonce, data_key, _aad(context))
 
     async def unwrap(self, version: str, wrapped: bytes, context: dict[str, str]) -> bytes:
-        return AESGCM(self._key(version)).decrypt(wrapped[:12], wrapped[12:], _aad(context))
+        return self._cipher(version).decrypt(wrapped[:12], wrapped[12:], _aad(context))
 
 
 class AwsKms(KeyProvider):

@@ -1,5 +1,9 @@
-"""Reads and writes vault_proxy_svc's rows; no protobuf here. Functions taking a connection
-run inside the caller's transaction."""
+"""Reads and writes vault_proxy_svc's rows; no protobuf here. Rows come back as dicts.
+
+The statements of the hot calls (tokenize, the PSP reference lookup, reads by id) are built
+once with SQLAlchemy Core and run straight on psycopg (DirectSql), one round trip each.
+Functions taking a connection run inside the caller's transaction (detach, provisioning,
+key rotation: rare, and several statements)."""
 
 from __future__ import annotations
 
@@ -7,11 +11,11 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paymesh.platform.callers import Merchant, owned_by
-from paymesh.platform.db import autocommit
+from paymesh.platform.direct_sql import DirectSql
+from vault_proxy_svc.idempotency import KeyClaim, NewKey
 from vault_proxy_svc.tables import (
     idempotency_keys,
     outbox,
@@ -21,53 +25,88 @@ from vault_proxy_svc.tables import (
 )
 
 
-class PaymentMethodRepository:
-    def __init__(self, engine: AsyncEngine):
-        self._reads = autocommit(engine)
+def _owned(merchant: Merchant, token: str) -> dict[str, Any]:
+    return {"pm_id": token, "pm_merchant_id": merchant.id, "pm_livemode": merchant.livemode}
 
-    async def get(self, token: str, merchant: Merchant) -> Row | None:
+
+class PaymentMethodRepository:
+    def __init__(self, direct: DirectSql):
+        self._direct = direct
+
+    async def get(self, token: str, merchant: Merchant) -> dict[str, Any] | None:
         """The merchant's payment method in the merchant's mode; another's is as good as missing."""
-        async with self._reads.connect() as connection:
-            return await find(connection, token, merchant)
+        return await self._direct.one(_SELECT_OWNED, _owned(merchant, token))
+
+    async def psp_reference(
+        self, token: str, merchant: Merchant, psp: str
+    ) -> dict[str, Any] | None:
+        """`detached_at` of the merchant's payment method and its cached `psp_reference`
+        (None if none yet); None if there is no such payment method."""
+        return await self._direct.one(
+            _SELECT_PSP_REFERENCE, {**_owned(merchant, token), "psp": psp}
+        )
 
     async def get_with_psp_reference(
         self, token: str, merchant: Merchant, psp: str
-    ) -> tuple[Row | None, str | None]:
-        """The payment method and its cached PSP reference (if any), in one query."""
-        async with self._reads.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(payment_methods, psp_tokens.c.psp_reference)
-                    .outerjoin(
-                        psp_tokens,
-                        (psp_tokens.c.payment_method == payment_methods.c.id)
-                        & (psp_tokens.c.psp == psp),
-                    )
-                    .where(
-                        payment_methods.c.id == token,
-                        payment_methods.c.merchant_id == merchant.id,
-                        payment_methods.c.livemode == merchant.livemode,
-                    )
-                )
-            ).first()
-        return (row, row.psp_reference) if row else (None, None)
+    ) -> dict[str, Any] | None:
+        """The payment method with its cached `psp_reference` (None if none yet), in one query."""
+        return await self._direct.one(
+            _SELECT_WITH_PSP_REFERENCE, {**_owned(merchant, token), "psp": psp}
+        )
 
-    async def psp_reference(self, token: str, psp: str) -> str | None:
-        async with self._reads.connect() as connection:
-            return await connection.scalar(
-                select(psp_tokens.c.psp_reference).where(
-                    psp_tokens.c.payment_method == token, psp_tokens.c.psp == psp
-                )
-            )
+    async def insert_tokenized(
+        self,
+        card: dict[str, Any],
+        audit: dict[str, Any],
+        event: dict[str, Any],
+        key: KeyClaim | NewKey | None = None,
+    ) -> dict[str, Any] | None:
+        """The new card, its audit row and event, in one statement. With a held `key`
+        (KeyClaim) the key is bound to the card, with a `NewKey` the key is stored done and
+        bound to it; either way None, and nothing written, if the key is not the request's
+        (taken over, or used before)."""
+        params = {
+            **{f"audit_{name}": audit.get(name) for name in _AUDIT_COLUMNS},
+            **{f"event_{name}": event[name] for name in _EVENT_COLUMNS},
+        }
+        if key is None:
+            params.update({name: card.get(name) for name in _CARD_COLUMNS})
+            return await self._direct.one(_TOKENIZE, params)
+        params.update({f"card_{name}": card.get(name) for name in _CARD_COLUMNS})
+        params.update(key.bind_params, key_object_id=card["id"])
+        statement = _TOKENIZE_BOUND if isinstance(key, KeyClaim) else _TOKENIZE_NEW_KEY
+        return await self._direct.one(statement, params)
+
+
+# The merchant's payment method in the merchant's mode (parameters: _owned).
+_OWNED = (
+    payment_methods.c.id == bindparam("pm_id"),
+    payment_methods.c.merchant_id == bindparam("pm_merchant_id"),
+    payment_methods.c.livemode == bindparam("pm_livemode"),
+)
+_SELECT_OWNED = select(payment_methods).where(*_OWNED)
+_WITH_PSP_TOKEN = payment_methods.outerjoin(
+    psp_tokens,
+    (psp_tokens.c.payment_method == payment_methods.c.id) & (psp_tokens.c.psp == bindparam("psp")),
+)
+_SELECT_WITH_PSP_REFERENCE = _SELECT_OWNED.add_columns(psp_tokens.c.psp_reference).select_from(
+    _WITH_PSP_TOKEN
+)
+_SELECT_PSP_REFERENCE = (
+    select(payment_methods.c.detached_at, psp_tokens.c.psp_reference)
+    .select_from(_WITH_PSP_TOKEN)
+    .where(*_OWNED)
+)
 
 
 async def find(
     connection: AsyncConnection, token: str, merchant: Merchant, for_update: bool = False
-) -> Row | None:
+) -> dict[str, Any] | None:
     query = owned_by(payment_methods, token, merchant)
     if for_update:
         query = query.with_for_update()
-    return (await connection.execute(query)).first()
+    row = (await connection.execute(query)).first()
+    return None if row is None else dict(row._mapping)
 
 
 # Statements built once: constructing them per call costs more CPU than running them.
@@ -145,29 +184,41 @@ def _tokenize_bound_statement():
     return select(card).add_cte(bound, audit, event)
 
 
+def _tokenize_new_key_statement():
+    """As _tokenize_bound_statement for a key not stored yet: the key is stored done and bound
+    to the card, and the card, audit and event written, in ONE statement (instead of one to
+    claim the key and one to tokenize). A key that exists already is left alone (ON CONFLICT,
+    after a concurrent first use commits) and then nothing is written: the request is a
+    retry, answered from the stored key."""
+    keys = idempotency_keys.c
+    stored = (
+        pg_insert(idempotency_keys)
+        .values(
+            merchant_id=bindparam("key_merchant_id"),
+            livemode=bindparam("key_livemode"),
+            key=bindparam("key_key"),
+            request_hash=bindparam("key_request_hash"),
+            state=literal_column("'done'"),
+            object_id=bindparam("key_object_id"),
+        )
+        .on_conflict_do_nothing()
+        .returning(keys.object_id)
+        .cte("stored_key")
+    )
+    card = (
+        _from(stored, payment_methods, _CARD_COLUMNS, "card_")
+        .returning(payment_methods)
+        .cte("card")
+    )
+    audit = _from(card, vault_audit, _AUDIT_COLUMNS, "audit_").cte("audit")
+    event = _from(card, outbox, _EVENT_COLUMNS, "event_").cte("event")
+    return select(card).add_cte(stored, audit, event)
+
+
 _TOKENIZE = _tokenize_statement()
 _TOKENIZE_BOUND = _tokenize_bound_statement()
+_TOKENIZE_NEW_KEY = _tokenize_new_key_statement()
 _BIND_KEY = _bind_key_statement()
-
-
-async def insert_tokenized(
-    connection: AsyncConnection,
-    card: dict[str, Any],
-    audit: dict[str, Any],
-    event: dict[str, Any],
-    key: dict[str, Any] | None = None,
-) -> Row | None:
-    """The new card; with `key` (KeyClaim.bind_params), None if the key is no longer held."""
-    params = {
-        **{f"audit_{name}": audit.get(name) for name in _AUDIT_COLUMNS},
-        **{f"event_{name}": event[name] for name in _EVENT_COLUMNS},
-    }
-    if key is None:
-        params.update({name: card.get(name) for name in _CARD_COLUMNS})
-        return (await connection.execute(_TOKENIZE, params)).one()
-    params.update({f"card_{name}": card.get(name) for name in _CARD_COLUMNS})
-    params.update(key, key_object_id=card["id"])
-    return (await connection.execute(_TOKENIZE_BOUND, params)).first()
 
 
 async def bind_key(connection: AsyncConnection, key: dict[str, Any], object_id: str) -> bool:
@@ -176,11 +227,13 @@ async def bind_key(connection: AsyncConnection, key: dict[str, Any], object_id: 
     return result.rowcount == 1
 
 
-async def insert_payment_method(connection: AsyncConnection, values: dict[str, Any]) -> Row:
-    return (await connection.execute(_INSERT_PAYMENT_METHOD, values)).one()
+async def insert_payment_method(
+    connection: AsyncConnection, values: dict[str, Any]
+) -> dict[str, Any]:
+    return dict((await connection.execute(_INSERT_PAYMENT_METHOD, values)).one()._mapping)
 
 
-async def shred(connection: AsyncConnection, token: str) -> Row:
+async def shred(connection: AsyncConnection, token: str) -> dict[str, Any]:
     """Destroys the card data: without its wrapped data key the ciphertext is noise."""
     await connection.execute(delete(psp_tokens).where(psp_tokens.c.payment_method == token))
     result = await connection.execute(
@@ -191,7 +244,7 @@ async def shred(connection: AsyncConnection, token: str) -> Row:
         )
         .returning(payment_methods)
     )
-    return result.one()
+    return dict(result.one()._mapping)
 
 
 async def save_psp_reference(

@@ -31,7 +31,13 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         "sandbox": SandboxCards(settings.sandbox_api_base),
     }
     vault = Vault(
-        resources.engine, keys, keks, tables.outbox, psps, CvcStore(settings.cvc_ttl_seconds)
+        resources.engine,
+        resources.direct_sql,
+        keys,
+        keks,
+        tables.outbox,
+        psps,
+        CvcStore(settings.cvc_ttl_seconds),
     )
     callers, gateway_channel = remote_callers(
         settings.gateway_addr, resources.token_issuer, resources.token_verifier

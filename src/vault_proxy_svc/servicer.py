@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import structlog
@@ -12,29 +13,49 @@ from paymesh.platform.callers import Callers, Merchant
 from paymesh.platform.errors import InvalidArgument
 from paymesh.platform.wire import require_id, timestamp
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
-from vault_proxy_svc.cards import validate_card
+from vault_proxy_svc.cards import Card, validate_card
 from vault_proxy_svc.idempotency import Idempotency, KeyClaim, idempotency_key
 from vault_proxy_svc.metrics import TOKENIZATIONS
 from vault_proxy_svc.vault import Vault
 
 
-def payment_method_message(row) -> vault_pb2.PaymentMethod:
+def payment_method_message(row: dict[str, Any]) -> vault_pb2.PaymentMethod:
     message = vault_pb2.PaymentMethod(
-        id=row.id,
+        id=row["id"],
         type="card",
         card=vault_pb2.Card(
-            brand=row.brand,
-            last4=row.last4,
-            exp_month=row.exp_month,
-            exp_year=row.exp_year,
-            fingerprint=row.fingerprint,
+            brand=row["brand"],
+            last4=row["last4"],
+            exp_month=row["exp_month"],
+            exp_year=row["exp_year"],
+            fingerprint=row["fingerprint"],
         ),
-        created=timestamp(row.created_at),
-        livemode=row.livemode,
+        created=timestamp(row["created_at"]),
+        livemode=row["livemode"],
     )
-    if row.billing_details:
-        ParseDict(row.billing_details, message.billing_details)
+    if row["billing_details"]:
+        ParseDict(row["billing_details"], message.billing_details)
     return message
+
+
+def _validated(
+    request: vault_pb2.CreatePaymentMethodRequest, billing: dict[str, Any]
+) -> tuple[Card, None] | tuple[None, InvalidArgument]:
+    """The card, or why it is refused (raised only once the request runs: a retry under an
+    idempotency key answers as the first request did)."""
+    try:
+        card = validate_card(
+            payment_type=request.type,
+            number=request.card.number,
+            exp_month=request.card.exp_month,
+            exp_year=request.card.exp_year,
+            cvc=request.card.cvc,
+            billing=billing,
+            today=datetime.now(UTC).date(),
+        )
+    except InvalidArgument as refused:
+        return None, refused
+    return card, None
 
 
 class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
@@ -43,11 +64,13 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
         self._callers = callers
         self._idempotency = idempotency
 
-    async def _idempotent(self, context, merchant: Merchant, method: str, request, run):
+    async def _idempotent(
+        self, context, merchant: Merchant, key: str | None, method: str, request, run
+    ):
         """Tokenize and detach: `run(key)` at most once per idempotency key; a retry with the
         key answers with the payment method the key is bound to, as it is now, or with the
         error. The caller is authenticated before anything else is looked at."""
-        claim = await self._idempotency.claim(merchant, idempotency_key(context), method, request)
+        claim = await self._idempotency.claim(merchant, key, method, request)
         if claim.is_replay:
             await context.send_initial_metadata((("idempotent-replayed", "true"),))
             if claim.replay_error is not None:
@@ -59,34 +82,37 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
         except Exception as error:
             await self._idempotency.settle_error(claim, error)
             raise
-        structlog.contextvars.bind_contextvars(correlation_id=row.id)
+        structlog.contextvars.bind_contextvars(correlation_id=row["id"])
         return payment_method_message(row)
 
     async def CreatePaymentMethod(
         self, request: vault_pb2.CreatePaymentMethodRequest, context: grpc.aio.ServicerContext
     ) -> vault_pb2.PaymentMethod:
         merchant = await self._callers.merchant(context)
+        key = idempotency_key(context)
         billing = MessageToDict(request.billing_details, preserving_proto_field_name=True)
+        card, invalid = _validated(request, billing)
+        if key is not None and card is not None:
+            # The common case, a valid card under a new key, in one statement; anything
+            # else (a retry, a key in use, a refusal to remember) goes through `claim`.
+            new_key = self._idempotency.first_use(merchant, key, "CreatePaymentMethod", request)
+            row = await self._vault.tokenize(merchant, card, billing, new_key)
+            if row is not None:
+                TOKENIZATIONS.labels("ok").inc()
+                structlog.contextvars.bind_contextvars(correlation_id=row["id"])
+                return payment_method_message(row)
 
-        async def tokenize(key: KeyClaim | None):
-            try:
-                card = validate_card(
-                    payment_type=request.type,
-                    number=request.card.number,
-                    exp_month=request.card.exp_month,
-                    exp_year=request.card.exp_year,
-                    cvc=request.card.cvc,
-                    billing=billing,
-                    today=datetime.now(UTC).date(),
-                )
-            except InvalidArgument:
+        async def tokenize(claimed: KeyClaim | None):
+            if card is None:
                 TOKENIZATIONS.labels("invalid").inc()
-                raise
-            row = await self._vault.tokenize(merchant, card, billing, key)
+                raise invalid
+            row = await self._vault.tokenize(merchant, card, billing, claimed)
             TOKENIZATIONS.labels("ok").inc()
             return row
 
-        return await self._idempotent(context, merchant, "CreatePaymentMethod", request, tokenize)
+        return await self._idempotent(
+            context, merchant, key, "CreatePaymentMethod", request, tokenize
+        )
 
     async def GetPaymentMethod(
         self, request: vault_pb2.GetPaymentMethodRequest, context: grpc.aio.ServicerContext
@@ -105,6 +131,7 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
         return await self._idempotent(
             context,
             merchant,
+            idempotency_key(context),
             "DetachPaymentMethod",
             request,
             lambda key: self._vault.detach(merchant, token, f"merchant:{merchant.id}", key),

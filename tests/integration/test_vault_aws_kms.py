@@ -122,8 +122,8 @@ def test_the_vault_envelope_and_rotation_run_on_kms(kms):
             assert await keks.rewrap_once(batch_size=10) == 1
             async with engine.connect() as connection:
                 row = await find(connection, "pm_kms", Merchant("acct_1", False))
-            assert row.kek_version == second
-            stored = Sealed(row.kek_version, row.wrapped_key, row.nonce, row.ciphertext)
+            assert row["kek_version"] == second
+            stored = Sealed(row["kek_version"], row["wrapped_key"], row["nonce"], row["ciphertext"])
             assert await unseal(stored, context, provider) == "4242424242424242"
             await engine.dispose()
 

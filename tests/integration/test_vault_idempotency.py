@@ -14,6 +14,7 @@ import pytest
 
 from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
+from paymesh.platform.direct_sql import DirectSql
 from tests.integration.test_vault import NEXT_YEAR, tokenize
 from tests.support import cards
 from tests.support.http import call
@@ -265,12 +266,12 @@ def test_a_request_that_lost_its_key_writes_nothing(infra, merchant):
 
     async def attempt():
         engine = create_engine(infra.database_url)
+        direct = DirectSql(engine)
         try:
-            async with engine.begin() as connection:
-                return await repository.insert_tokenized(
-                    connection, card, audit, event, key=stolen.bind_params
-                )
+            payment_methods = repository.PaymentMethodRepository(direct)
+            return await payment_methods.insert_tokenized(card, audit, event, key=stolen)
         finally:
+            await direct.close()
             await engine.dispose()
 
     assert asyncio.run(attempt()) is None
