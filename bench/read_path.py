@@ -45,13 +45,14 @@ async def tokenize(port: int, secret_key: str, number: str) -> str:
     return json.loads(answer)["id"]
 
 
-async def create_intents(bench, channel, count: int, in_flight: int = 32) -> list[str]:
+async def create_intents(bench, channel, count: int, in_flight: int = 16) -> list[str]:
     """`count` intents through CreatePaymentIntent (confirmed), in a merchant's mix."""
     port = bench.mesh.ports.envoy
     approved = await tokenize(port, bench.secret_key, APPROVED_CARD)
     declined = await tokenize(port, bench.secret_key, DECLINED_CARD)
     stub = gateway_pb2_grpc.GatewayServiceStub(channel)
-    metadata = (("authorization", f"Bearer {bench.secret_key}"),)
+    auth = ("authorization", f"Bearer {bench.secret_key}")
+    run = os.urandom(4).hex()
     gate = asyncio.Semaphore(in_flight)
 
     async def one(i: int) -> str:
@@ -64,8 +65,19 @@ async def create_intents(bench, channel, count: int, in_flight: int = 32) -> lis
             description=f"order {100000 + i}",
             metadata={"order_id": str(100000 + i), "channel": "web"},
         )
+        # As a merchant would: an Idempotency-Key, and a retry under it while unavailable.
+        metadata = (auth, ("idempotency-key", f"bench-read-{run}-{i}"))
         async with gate:
-            return (await stub.CreatePaymentIntent(request, metadata=metadata, timeout=30)).id
+            for attempt in range(5):
+                try:
+                    return (
+                        await stub.CreatePaymentIntent(request, metadata=metadata, timeout=30)
+                    ).id
+                except grpc.aio.AioRpcError as error:
+                    if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == 4:
+                        raise
+                    await asyncio.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
 
