@@ -16,8 +16,10 @@ from typing import Any
 SECRET_KEYS = frozenset(
     {"authorization", "api_key", "secret", "secret_key", "password", "token", "card_number"}
 )
-# A run of digits with single separators; whether it is a card number is decided below.
-_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d)*")
+# A run of 12 or more digits with single separators (shorter runs are never card numbers, and
+# matching only these keeps the check off the ids and timestamps of every log line); whether
+# it is a card number is decided below.
+_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){11,}")
 
 
 def last4(secret: str | None) -> str:
