@@ -32,6 +32,7 @@ class InMemoryPaymentRepository:
         self.events: list[Event] = []
         self.keys: dict[tuple[str, bool, str], StoredKey] = {}
         self.routes: dict[str, list[str]] = {}
+        self.revoked: set[str] = set()
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -66,6 +67,12 @@ class InMemoryPaymentRepository:
 
     async def psp_route(self, merchant_id: str) -> list[str]:
         return list(self.routes.get(merchant_id, ["sandbox", "stripe"]))
+
+    async def revoke_payment_method(self, merchant: Merchant, payment_method: str) -> None:
+        self.revoked.add(payment_method)
+
+    async def payment_method_revoked(self, payment_method: str) -> bool:
+        return payment_method in self.revoked
 
     async def pending_intents(self, older_than_seconds: float, limit: int = 100):
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)

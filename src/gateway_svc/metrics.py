@@ -33,3 +33,9 @@ PSP_FAILOVERS = Counter(
 RECOVERED = Counter(
     "payments_recovered_total", "Intents stuck in processing resolved by the sweep.", ["outcome"]
 )
+CARD_TOKEN_LOOKUPS = Counter(
+    "gateway_card_token_lookups_total",
+    "Cards' PSP references asked for by charges: from memory (hit), from the vault (miss), "
+    "or refused from memory because the vault revoked the card (revoked).",
+    ["result"],
+)

@@ -29,6 +29,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway_svc.domain import validation
@@ -41,6 +42,7 @@ from gateway_svc.tables import (
     payment_audit,
     payment_intents,
     refunds,
+    revoked_payment_methods,
 )
 from paymesh.platform.callers import Merchant, owned_by
 from paymesh.platform.db import autocommit
@@ -374,6 +376,17 @@ class PaymentRepository:
             insert(payment_audit), [_audit_values(AuditEntry.of_refund(refund, actor, action))]
         )
 
+    # --- payment methods the vault revoked -----------------------------------------------
+
+    async def revoke_payment_method(self, merchant: Merchant, payment_method: str) -> None:
+        await self._direct.one(
+            _REVOKE,
+            {"r_pm": payment_method, "r_merchant": merchant.id, "r_livemode": merchant.livemode},
+        )
+
+    async def payment_method_revoked(self, payment_method: str) -> bool:
+        return await self._direct.one(_REVOKED, {"r_pm": payment_method}) is not None
+
     # --- idempotency keys ----------------------------------------------------------------
 
     async def complete_key(self, key: KeyRef, object_id: str) -> None:
@@ -395,6 +408,18 @@ def _select_one(table, owned: bool):
     return select(table).where(*conditions)
 
 
+_REVOKE = (
+    pg_insert(revoked_payment_methods)
+    .values(
+        payment_method=bindparam("r_pm"),
+        merchant_id=bindparam("r_merchant"),
+        livemode=bindparam("r_livemode"),
+    )
+    .on_conflict_do_nothing()
+)
+_REVOKED = select(revoked_payment_methods.c.payment_method).where(
+    revoked_payment_methods.c.payment_method == bindparam("r_pm")
+)
 _PSP_ROUTE = select(merchants.c.psp_routing).where(merchants.c.id == bindparam("m_id"))
 
 

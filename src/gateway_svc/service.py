@@ -17,12 +17,15 @@ from gateway_svc.merchants import MerchantRepository
 from gateway_svc.metrics import PAYMENTS_INFLIGHT, RECOVERY_SWEEP_ACTIVE
 from gateway_svc.payments import recovery
 from gateway_svc.payments.context import Payments
+from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.psp.connectors import SandboxConnector, StripeConnector
 from gateway_svc.psp.routing import PspRouter, RetryPolicy, make_breaker
 from gateway_svc.psp.vault import VaultClient
 from gateway_svc.repository import PaymentRepository
-from gateway_svc.servicer import GatewayServicer, MerchantAuthServicer
+from gateway_svc.servicer import CardAccessServicer, GatewayServicer, MerchantAuthServicer
 from paymesh.gateway.v1 import (
+    card_access_pb2,
+    card_access_pb2_grpc,
     gateway_pb2,
     gateway_pb2_grpc,
     merchant_admin_pb2,
@@ -69,13 +72,18 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         resources.direct_sql,
         resources.token_issuer.derived_secret("gateway idempotency keys"),
     )
-    payments = Payments(
-        PaymentRepository(engine, resources.direct_sql),
-        router,
+    repository = PaymentRepository(engine, resources.direct_sql)
+    card_tokens = CardTokens(
         VaultClient(vault_channel, settings.vault_timeout_seconds),
+        repository,
+        ttl_seconds=settings.card_token_ttl_seconds,
     )
+    payments = Payments(repository, router, card_tokens)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
         GatewayServicer(payments, idempotency, callers), server
+    )
+    card_access_pb2_grpc.add_CardAccessServiceServicer_to_server(
+        CardAccessServicer(repository, card_tokens, callers), server
     )
     merchant_auth_pb2_grpc.add_MerchantAuthServiceServicer_to_server(
         MerchantAuthServicer(api_keys, callers), server
@@ -140,6 +148,7 @@ DEFINITION = ServiceDefinition(
         gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
         merchant_auth_pb2.DESCRIPTOR.services_by_name["MerchantAuthService"].full_name,
         merchant_admin_pb2.DESCRIPTOR.services_by_name["MerchantAdminService"].full_name,
+        card_access_pb2.DESCRIPTOR.services_by_name["CardAccessService"].full_name,
     ),
     settings_class=GatewaySettings,
     migrations_dir=Path(__file__).parent / "migrations",

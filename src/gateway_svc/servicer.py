@@ -9,7 +9,11 @@ from gateway_svc.domain.models import NewIntent, PaymentIntent, Refund
 from gateway_svc.idempotency import Idempotency
 from gateway_svc.payments import authorize, cancel, capture, refund
 from gateway_svc.payments.context import Payments
+from gateway_svc.psp.card_tokens import CardTokens
+from gateway_svc.repository import PaymentRepository
 from paymesh.gateway.v1 import (
+    card_access_pb2,
+    card_access_pb2_grpc,
     gateway_pb2,
     gateway_pb2_grpc,
     merchant_auth_pb2,
@@ -216,3 +220,25 @@ class MerchantAuthServicer(merchant_auth_pb2_grpc.MerchantAuthServiceServicer):
         return merchant_auth_pb2.AuthenticateApiKeyResponse(
             merchant_id=merchant.id, livemode=merchant.livemode
         )
+
+
+class CardAccessServicer(card_access_pb2_grpc.CardAccessServiceServicer):
+    """Internal: the vault revokes a payment method here before it detaches it."""
+
+    def __init__(self, repository: PaymentRepository, card_tokens: CardTokens, callers: Callers):
+        self._repository = repository
+        self._card_tokens = card_tokens
+        self._callers = callers
+
+    async def RevokePaymentMethod(
+        self,
+        request: card_access_pb2.RevokePaymentMethodRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> card_access_pb2.RevokePaymentMethodResponse:
+        self._callers.service(context, allowed={"vault"})
+        merchant = await self._callers.merchant(context)
+        payment_method = require_id(request.payment_method, "pm_", "payment_method")
+        structlog.contextvars.bind_contextvars(correlation_id=payment_method)
+        await self._repository.revoke_payment_method(merchant, payment_method)
+        self._card_tokens.forget(payment_method)
+        return card_access_pb2.RevokePaymentMethodResponse()

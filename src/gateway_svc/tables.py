@@ -83,6 +83,17 @@ idempotency_keys = Table(
     Column("object_id", String(40)),
 )
 
+# Payment methods the vault detached (or is detaching): never charged again, whatever a cache
+# of PSP references holds. Written by the vault's RevokePaymentMethod call before its detach.
+revoked_payment_methods = Table(
+    "revoked_payment_methods",
+    metadata,
+    Column("payment_method", String(40), primary_key=True),
+    Column("merchant_id", String(40), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 payment_audit = Table(
     "payment_audit",
     metadata,

@@ -17,6 +17,7 @@ from vault_proxy_svc.idempotency import Idempotency
 from vault_proxy_svc.kek import KekManager
 from vault_proxy_svc.keys import build_key_provider
 from vault_proxy_svc.psp import SandboxCards, StripeCards
+from vault_proxy_svc.revocations import GatewayRevocations
 from vault_proxy_svc.servicer import VaultInternalServicer, VaultServicer
 from vault_proxy_svc.vault import Vault
 
@@ -30,6 +31,9 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         "stripe": StripeCards(settings.stripe_api_base, settings.stripe_secret_key),
         "sandbox": SandboxCards(settings.sandbox_api_base),
     }
+    callers, gateway_channel = remote_callers(
+        settings.gateway_addr, resources.token_issuer, resources.token_verifier
+    )
     vault = Vault(
         resources.engine,
         resources.direct_sql,
@@ -38,9 +42,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         tables.outbox,
         psps,
         CvcStore(settings.cvc_ttl_seconds),
-    )
-    callers, gateway_channel = remote_callers(
-        settings.gateway_addr, resources.token_issuer, resources.token_verifier
+        GatewayRevocations(gateway_channel),
     )
     idempotency = Idempotency(resources.engine, lambda: keks.fingerprint_secret)
     vault_pb2_grpc.add_VaultServiceServicer_to_server(

@@ -8,7 +8,7 @@ import secrets
 import string
 import time
 import weakref
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import Table
@@ -79,8 +79,10 @@ class Vault:
         outbox: Table,
         psps: dict[str, CardProvisioner],
         cvcs: CvcStore,
+        revocations: Revocations,
     ):
         self._engine = engine
+        self._revocations = revocations
         self._keys = keys
         self._keks = keks
         self._outbox = outbox
@@ -160,6 +162,9 @@ class Vault:
     async def detach(
         self, merchant: Merchant, token: str, actor: str, key: KeyClaim | None = None
     ) -> dict[str, Any]:
+        # The gateway refuses the card before it is destroyed here (see revocations.py).
+        _require_attached(await self.payment_methods.get(token, merchant))
+        await self._revocations.revoke(merchant, token)
         async with self._engine.begin() as connection:
             row = await repository.find(connection, token, merchant, for_update=True)
             _require_attached(row)
@@ -276,6 +281,10 @@ class Vault:
             )
         PSP_PROVISIONING.labels(psp, "ok").inc()
         return reference
+
+
+class Revocations(Protocol):
+    async def revoke(self, merchant: Merchant, payment_method: str) -> None: ...
 
 
 def _require_attached(row: dict[str, Any] | None) -> None:

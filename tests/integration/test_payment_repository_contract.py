@@ -279,3 +279,15 @@ def test_the_page_is_newest_first_with_a_cursor(run):
         assert (more, no_more) == (True, False)
 
     run(scenario)
+
+
+def test_a_revoked_payment_method_stays_revoked(run):
+    async def scenario(repository, probe):
+        owner = merchant()
+        assert not await repository.payment_method_revoked("pm_kept")
+        await repository.revoke_payment_method(owner, "pm_gone")
+        await repository.revoke_payment_method(owner, "pm_gone")  # the vault's retry
+        assert await repository.payment_method_revoked("pm_gone")
+        assert not await repository.payment_method_revoked("pm_kept")
+
+    run(scenario)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.psp.routing import PspRouter
-from gateway_svc.psp.vault import VaultClient
 from gateway_svc.repository import KeyRef, PaymentRepository
 from paymesh.platform.callers import Merchant
 from paymesh.platform.problems import FailedPrecondition, Unavailable
@@ -54,7 +54,7 @@ def psp_refused(psp: str, why: object) -> FailedPrecondition:
 class Payments:
     repository: PaymentRepository
     router: PspRouter
-    vault: VaultClient
+    vault: CardTokens  # the cards' PSP references: from memory, else from the vault
     _routes: dict[str, tuple[list[str], float]] = field(default_factory=dict)
 
     async def route(self, merchant: Merchant) -> list[str]:

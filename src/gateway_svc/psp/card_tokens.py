@@ -1,0 +1,60 @@
+"""The cards' PSP references, kept in memory so that a charge needs no call to the vault.
+
+A reference never changes for a (payment method, PSP), so a remembered one is never wrong;
+what may change is whether the card may still be charged. The vault revokes a payment method
+in the gateway's database (CardAccessService.RevokePaymentMethod) before it detaches it, and
+every answer from memory is checked against that table in the same database the charge is
+then written to: a detached card is never charged from memory, in any gateway process. A miss
+asks the vault, which refuses a detached or unknown card itself."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from gateway_svc.metrics import CARD_TOKEN_LOOKUPS
+from gateway_svc.psp.vault import VaultClient
+from paymesh.platform.callers import Merchant
+
+
+class Revocations(Protocol):
+    async def payment_method_revoked(self, payment_method: str) -> bool: ...
+
+
+class CardTokens:
+    def __init__(
+        self,
+        vault: VaultClient,
+        revocations: Revocations,
+        ttl_seconds: float = 600.0,
+        max_entries: int = 100_000,
+    ):
+        self._vault = vault
+        self._revocations = revocations
+        self._ttl = ttl_seconds
+        self._max_entries = max_entries
+        # (merchant, livemode, payment method, psp) -> (reference, expires at)
+        self._entries: dict[tuple[str, bool, str, str], tuple[str, float]] = {}
+
+    async def psp_token(
+        self, merchant: Merchant, payment_method: str, psp: str, reason: str
+    ) -> str:
+        key = (merchant.id, merchant.livemode, payment_method, psp)
+        remembered = self._entries.get(key)
+        if remembered is not None and remembered[1] > time.monotonic():
+            if not await self._revocations.payment_method_revoked(payment_method):
+                CARD_TOKEN_LOOKUPS.labels("hit").inc()
+                return remembered[0]
+            CARD_TOKEN_LOOKUPS.labels("revoked").inc()
+            self.forget(payment_method)
+        else:
+            CARD_TOKEN_LOOKUPS.labels("miss").inc()
+        reference = await self._vault.psp_token(merchant, payment_method, psp, reason)
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()
+        self._entries[key] = (reference, time.monotonic() + self._ttl)
+        return reference
+
+    def forget(self, payment_method: str) -> None:
+        for key in [key for key in self._entries if key[2] == payment_method]:
+            del self._entries[key]
