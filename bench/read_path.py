@@ -34,6 +34,8 @@ from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 
 APPROVED_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"  # the sandbox PSP's generic_decline
+# Unavailable, or the first attempt under the same key still in progress: retry later.
+RETRY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)
 
 
 async def tokenize(port: int, secret_key: str, number: str) -> str:
@@ -65,18 +67,18 @@ async def create_intents(bench, channel, count: int, in_flight: int = 16) -> lis
             description=f"order {100000 + i}",
             metadata={"order_id": str(100000 + i), "channel": "web"},
         )
-        # As a merchant would: an Idempotency-Key, and a retry under it while unavailable.
+        # As a merchant would: an Idempotency-Key, retried under it while unavailable or busy.
         metadata = (auth, ("idempotency-key", f"bench-read-{run}-{i}"))
         async with gate:
-            for attempt in range(5):
+            for attempt in range(8):
                 try:
                     return (
                         await stub.CreatePaymentIntent(request, metadata=metadata, timeout=30)
                     ).id
                 except grpc.aio.AioRpcError as error:
-                    if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == 4:
+                    if error.code() not in RETRY or attempt == 7:
                         raise
-                    await asyncio.sleep(0.2 * 2**attempt)
+                    await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
         raise AssertionError("unreachable")
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
