@@ -16,6 +16,11 @@ from gateway_svc.tables import api_keys, merchants
 from paymesh.platform.callers import Merchant, api_key_hash
 from paymesh.platform.db import autocommit
 from paymesh.platform.errors import NotFound
+from paymesh.platform.notifications import notify
+
+# Sent (with the merchant's id) when a merchant's API keys or PSP route change: every gateway
+# process forgets what it remembered of them at once (gateway_svc.service).
+SETTINGS_CHANGED = "gateway_merchant_settings"
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -88,6 +93,7 @@ class MerchantRepository:
                 .values(revoked_at=func.now())
             )
             row = await _add_key(connection, merchant_id, key, livemode)
+            await notify(connection, SETTINGS_CHANGED, merchant_id)
         return key, row
 
     async def revoke_key(self, merchant_id: str, key_id: str) -> Row:
@@ -100,6 +106,7 @@ class MerchantRepository:
                     .returning(api_keys)
                 )
             ).first()
+            await notify(connection, SETTINGS_CHANGED, merchant_id)
         if row is None:
             raise NotFound(f"no such API key: {key_id!r}", reason="resource_missing")
         return row
@@ -109,6 +116,7 @@ class MerchantRepository:
             updated = await connection.execute(
                 update(merchants).where(merchants.c.id == merchant_id).values(psp_routing=psps)
             )
+            await notify(connection, SETTINGS_CHANGED, merchant_id)
         if not updated.rowcount:
             raise NotFound(f"no such merchant: {merchant_id!r}", reason="resource_missing")
 

@@ -13,7 +13,7 @@ from gateway_svc import tables
 from gateway_svc.admin import MerchantAdminServicer
 from gateway_svc.domain.status import IN_FLIGHT
 from gateway_svc.idempotency import Idempotency
-from gateway_svc.merchants import MerchantRepository
+from gateway_svc.merchants import SETTINGS_CHANGED, MerchantRepository
 from gateway_svc.metrics import PAYMENTS_INFLIGHT, RECOVERY_SWEEP_ACTIVE
 from gateway_svc.payments import recovery
 from gateway_svc.payments.context import Payments
@@ -38,6 +38,7 @@ from paymesh.platform.callers import CachedApiKeyVerifier, Callers
 from paymesh.platform.channels import service_channel
 from paymesh.platform.config import GatewaySettings
 from paymesh.platform.loop_lag import LoopLag
+from paymesh.platform.notifications import listen
 from paymesh.platform.server import Resources, ServiceDefinition
 
 log = structlog.get_logger(__name__)
@@ -115,7 +116,14 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
             for connector in connectors.values():
                 await connector.close()
 
-    return [keep_payments_moving(), loop_lag.run()]
+    def forget_merchant_settings(_merchant_id: str = "") -> None:
+        api_keys.forget()
+        payments.forget_routes()
+
+    settings_changes = listen(
+        engine, SETTINGS_CHANGED, forget_merchant_settings, forget_merchant_settings
+    )
+    return [keep_payments_moving(), loop_lag.run(), settings_changes]
 
 
 def stand_by() -> None:

@@ -10,14 +10,17 @@ import sys
 import time
 import urllib.request
 
+import grpc
 import psycopg
 import pytest
 
 from paymesh.devinfra import create_infra, drop_infra
 from paymesh.devmesh import Mesh, Ports, gateway_process_name
+from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.platform.advisory_lock import SessionLock, lock_key
 from paymesh.platform.db import create_engine
 from tests.conftest import base_env, create_merchant, paymesh
+from tests.integration.test_merchant_admin import admin, ok
 from tests.integration.test_payments import pay
 from tests.support.waiting import wait_until
 
@@ -162,3 +165,37 @@ async def wait_async(predicate, timeout: float = 10.0) -> bool:
             return False
         await asyncio.sleep(0.1)
     return True
+
+
+def list_status(grpc_port: int, api_key: str) -> grpc.StatusCode:
+    """A merchant's call straight to one gateway process."""
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        try:
+            gateway_pb2_grpc.GatewayServiceStub(channel).ListPaymentIntents(
+                gateway_pb2.ListPaymentIntentsRequest(limit=1),
+                metadata=(("authorization", f"Bearer {api_key}"),),
+                timeout=5,
+            )
+        except grpc.RpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+def test_a_key_rolled_on_one_process_stops_working_on_every_process_at_once(two_gateways):
+    mesh, _ = two_gateways
+    created = ok(admin(mesh, "CreateMerchant", {"name": "two-gateway-keys"}))
+    old = created["secret_key"]
+    ports = [grpc_port for grpc_port, _ in mesh.ports.gateways]
+    assert all(list_status(port, old) == grpc.StatusCode.OK for port in ports)  # remembered
+
+    rolled = ok(admin(mesh, "RollApiKey", {"merchant_id": created["merchant"]["id"]}))
+
+    # The roll went to the first process; the other hears of it within moments, not after
+    # its 30 s memory of the key runs out.
+    started = time.monotonic()
+    wait_until(
+        lambda: all(list_status(port, old) == grpc.StatusCode.UNAUTHENTICATED for port in ports),
+        timeout=3,
+    )
+    assert time.monotonic() - started < 3
+    assert all(list_status(port, rolled["secret_key"]) == grpc.StatusCode.OK for port in ports)

@@ -58,7 +58,8 @@ class Payments:
     _routes: dict[str, tuple[list[str], float]] = field(default_factory=dict)
 
     async def route(self, merchant: Merchant) -> list[str]:
-        """The merchant's PSPs in order; remembered for a few seconds (routing rarely changes)."""
+        """The merchant's PSPs in order; remembered for a few seconds (routing rarely changes),
+        and forgotten at once when it does (see gateway_svc.service)."""
         cached = self._routes.get(merchant.id)
         if cached and cached[1] > time.monotonic():
             return cached[0]
@@ -69,3 +70,6 @@ class Payments:
         ]
         self._routes[merchant.id] = (route, time.monotonic() + ROUTE_CACHE_SECONDS)
         return route
+
+    def forget_routes(self) -> None:
+        self._routes.clear()
