@@ -107,6 +107,13 @@ class InMemoryPaymentRepository:
             self._bind(bind, stored.id)
         return stored
 
+    async def insert_intent_unless_revoked(
+        self, intent: PaymentIntent, audits: list[AuditEntry], event: Event, bind: KeyRef | None
+    ) -> PaymentIntent | None:
+        if intent.payment_method in self.revoked:
+            return None
+        return await self.insert_intent(intent, audits, event, bind)
+
     async def change_intent(self, change: IntentChange) -> PaymentIntent | None:
         current = self.intents.get(change.intent.id)
         if current is None or not _holds(current, change):

@@ -35,7 +35,8 @@ RECOVERED = Counter(
 )
 CARD_TOKEN_LOOKUPS = Counter(
     "gateway_card_token_lookups_total",
-    "Cards' PSP references asked for by charges: from memory (hit), from the vault (miss), "
-    "or refused from memory because the vault revoked the card (revoked).",
+    "Cards' PSP references asked for by charges: answered from memory (hit), from the vault "
+    "(miss), or from the vault again because the card was revoked since it was remembered "
+    "(revoked; such a lookup counted a hit first).",
     ["result"],
 )

@@ -230,16 +230,38 @@ class PaymentRepository:
         bind: KeyRef | None,
     ) -> PaymentIntent:
         """A new intent, its audit rows, its event and its key's binding in ONE statement."""
+        inserted = await self._insert_intent(intent, audits, event, bind, unless_revoked=False)
+        assert inserted is not None  # an INSERT … RETURNING returns its row or raises
+        return inserted
+
+    async def insert_intent_unless_revoked(
+        self,
+        intent: PaymentIntent,
+        audits: list[AuditEntry],
+        event: Event,
+        bind: KeyRef | None,
+    ) -> PaymentIntent | None:
+        """As insert_intent, in the same one statement, unless the intent's payment method was
+        revoked: then nothing is written and the answer is None."""
+        return await self._insert_intent(intent, audits, event, bind, unless_revoked=True)
+
+    async def _insert_intent(
+        self,
+        intent: PaymentIntent,
+        audits: list[AuditEntry],
+        event: Event,
+        bind: KeyRef | None,
+        unless_revoked: bool,
+    ) -> PaymentIntent | None:
         params = {f"i_{name}": getattr(intent, name) for name in _INSERTED_INTENT_COLUMNS}
         params.update(_prefixed("event_", _event_values(event)))
         for i, audit in enumerate(audits):
             params.update(_prefixed(f"audit{i}_", _audit_values(audit)))
         if bind is not None:
             params.update(_key_params(bind))
-        statement = _insert_intent_statement(len(audits), bind is not None)
+        statement = _insert_intent_statement(len(audits), bind is not None, unless_revoked)
         row = await self._direct.one(statement, params)
-        assert row is not None  # an INSERT … RETURNING returns its row or raises
-        return to_intent(row)
+        return None if row is None else to_intent(row)
 
     async def change_intent(self, change: IntentChange) -> PaymentIntent | None:
         """Applies `change` in one statement; None if its condition no longer held."""
@@ -526,10 +548,21 @@ def _side_effects(target, audits: int, event: bool):
 
 
 @functools.cache
-def _insert_intent_statement(audits: int, bind: bool):
+def _insert_intent_statement(audits: int, bind: bool, unless_revoked: bool):
+    values = select(
+        *[
+            bindparam(f"i_{name}", type_=payment_intents.c[name].type).label(name)
+            for name in _INSERTED_INTENT_COLUMNS
+        ]
+    )
+    if unless_revoked:
+        revoked = revoked_payment_methods.c
+        values = values.where(
+            ~exists().where(revoked.payment_method == bindparam("i_payment_method"))
+        )
     intent = (
         insert(payment_intents)
-        .values({name: bindparam(f"i_{name}") for name in _INSERTED_INTENT_COLUMNS})
+        .from_select(list(_INSERTED_INTENT_COLUMNS), values)
         .returning(payment_intents)
         .cte("intent")
     )

@@ -291,3 +291,25 @@ def test_a_revoked_payment_method_stays_revoked(run):
         assert not await repository.payment_method_revoked("pm_kept")
 
     run(scenario)
+
+
+def test_an_intent_of_a_revoked_payment_method_is_not_inserted_when_asked_not_to(run):
+    async def scenario(repository, probe):
+        owner = merchant()
+        kept = new_intent(owner, payment_method="pm_kept")
+        gone = new_intent(owner, payment_method="pm_revoked")
+        await repository.revoke_payment_method(owner, "pm_revoked")
+
+        def entries(intent):
+            audits = [AuditEntry.of_intent(intent, "api", "create", "ok")]
+            return audits, Event.of_intent("payment_intent.created", intent)
+
+        inserted = await repository.insert_intent_unless_revoked(kept, *entries(kept), None)
+        refused = await repository.insert_intent_unless_revoked(gone, *entries(gone), None)
+
+        assert inserted is not None and inserted.id == kept.id
+        assert refused is None
+        with pytest.raises(NotFound):
+            await repository.intent(gone.id)
+
+    run(scenario)

@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway_svc.domain.models import NewIntent
-from gateway_svc.domain.outcomes import Authorization, NotProcessed, OutcomeUnknown
+from gateway_svc.domain.outcomes import Authorization, NotProcessed, OutcomeUnknown, PspDeclined
 from gateway_svc.domain.status import IntentStatus
 from gateway_svc.memory_repository import InMemoryPaymentRepository
 from gateway_svc.payments import authorize, capture, recovery
 from gateway_svc.payments.context import OutcomePending, Payments
+from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.psp.routing import PspRouter, RetryPolicy, make_breaker
 from gateway_svc.repository import KeyRef
 from paymesh.platform.callers import Merchant
@@ -72,7 +73,7 @@ def payments_with(*psps: ScriptedPsp) -> tuple[Payments, InMemoryPaymentReposito
         {p.name: make_breaker(f"unit-{p.name}-{id(p)}", 5, 60) for p in psps},
         RetryPolicy(attempts=2, deadline_seconds=1, backoff_seconds=0.001),
     )
-    return Payments(repository, router, Vault()), repository
+    return Payments(repository, router, CardTokens(Vault(), repository)), repository
 
 
 def create(payments: Payments, key: KeyRef | None = None, manual: bool = False):
@@ -180,9 +181,36 @@ def test_a_card_the_vault_could_not_provision_at_first_is_asked_for_again_not_re
 
     sandbox = ScriptedPsp("sandbox", authorize=[Authorization("ch_1", True)])
     payments, repository = payments_with(sandbox)
-    payments.vault = FlakyVault()
+    flaky = FlakyVault()
+    payments.vault = CardTokens(flaky, repository)
 
     intent = create(payments)
 
     assert (intent.status, intent.psp) == (IntentStatus.SUCCEEDED, "sandbox")
-    assert payments.vault.calls == 2
+    assert flaky.calls == 2
+
+
+def test_a_remembered_card_revoked_since_is_declined_by_the_vault_and_never_sent_to_the_psp():
+    class DetachingVault:
+        """Knows the card until it is detached."""
+
+        detached = False
+
+        async def psp_token(self, merchant, payment_method, psp, reason):
+            if self.detached:
+                raise PspDeclined("payment_method_detached", "detached", "hard")
+            return f"card@{psp}"
+
+    sandbox = ScriptedPsp("sandbox", authorize=[Authorization("ch_1", True)])
+    payments, repository = payments_with(sandbox)
+    vault = DetachingVault()
+    payments.vault = CardTokens(vault, repository)
+    assert create(payments).status == IntentStatus.SUCCEEDED  # the card is remembered now
+    vault.detached = True
+    asyncio.run(repository.revoke_payment_method(MERCHANT, "pm_1"))
+
+    declined = create(payments)
+
+    assert declined.status == IntentStatus.REQUIRES_PAYMENT_METHOD
+    assert declined.last_payment_error["decline_code"] == "payment_method_detached"
+    assert [call for call in sandbox.calls if call[0] == "authorize"] == [sandbox.calls[0]]

@@ -100,12 +100,21 @@ async def create(
         event = Event.of_intent("payment_intent.created", intent)
         return await payments.repository.insert_intent(intent, audits, event, bind)
     route = await payments.route(merchant)
-    first_card = await _first_card(payments, merchant, intent, route)
+    remembered = _remembered_card(payments, merchant, intent, route)
+    first_card = remembered or await _first_card(payments, merchant, intent, route)
     intent = intent.replace(**_confirm_start(intent, route))
     audits.append(AuditEntry.of_intent(intent, "api", "confirm_started", "processing"))
     event = Event.of_intent("payment_intent.created", intent)
-    intent = await payments.repository.insert_intent(intent, audits, event, key)
-    return await _authorize(payments, merchant, intent, route, first_card, key)
+    reserved = None
+    if remembered is not None:  # one statement checks the card's revocation and reserves
+        reserved = await payments.repository.insert_intent_unless_revoked(
+            intent, audits, event, key
+        )
+        if reserved is None:  # revoked since it was remembered: the vault says what it is now
+            first_card = await _first_card(payments, merchant, intent, route, revoked=True)
+    if reserved is None:
+        reserved = await payments.repository.insert_intent(intent, audits, event, key)
+    return await _authorize(payments, merchant, reserved, route, first_card, key)
 
 
 async def confirm(
@@ -160,19 +169,40 @@ def _confirm_start(intent: PaymentIntent, route: list[str]) -> dict:
     }
 
 
-async def _first_card(
+def _remembered_card(
     payments: Payments, merchant: Merchant, intent: PaymentIntent, route: list[str]
 ) -> tuple[str, str | Exception] | None:
-    """The card's token at the first PSP of the route that is not skipped (open breaker),
-    or the decline or failure that stands for it. A card that does not exist
-    (InvalidArgument) or a vault that is down raises: nothing is written for those."""
+    """The card's token at the first available PSP of the route from the gateway's memory,
+    not yet checked against revocations: the reserving statement checks."""
     psp = payments.router.first_available(route)
     if psp is None:
         return None
+    token = payments.vault.remembered(merchant, intent.payment_method or "", psp)
+    return None if token is None else (psp, token)
+
+
+async def _first_card(
+    payments: Payments,
+    merchant: Merchant,
+    intent: PaymentIntent,
+    route: list[str],
+    revoked: bool = False,
+) -> tuple[str, str | Exception] | None:
+    """The card's token at the first PSP of the route that is not skipped (open breaker),
+    or the decline or failure that stands for it. A card that does not exist
+    (InvalidArgument) or a vault that is down raises: nothing is written for those.
+    `revoked`: the remembered token was found revoked; only the vault may answer now."""
+    psp = payments.router.first_available(route)
+    if psp is None:
+        return None
+    payment_method, reason = intent.payment_method or "", f"authorize {intent.id}"
     try:
-        token = await payments.vault.psp_token(
-            merchant, intent.payment_method or "", psp, reason=f"authorize {intent.id}"
-        )
+        if revoked:
+            token = await payments.vault.from_vault(
+                merchant, payment_method, psp, reason, revoked=True
+            )
+        else:
+            token = await payments.vault.psp_token(merchant, payment_method, psp, reason)
     except (PspDeclined, PspTrouble) as outcome:
         return psp, outcome
     return psp, token

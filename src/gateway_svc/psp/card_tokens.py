@@ -36,19 +36,41 @@ class CardTokens:
         # (merchant, livemode, payment method, psp) -> (reference, expires at)
         self._entries: dict[tuple[str, bool, str, str], tuple[str, float]] = {}
 
+    def remembered(self, merchant: Merchant, payment_method: str, psp: str) -> str | None:
+        """The reference from memory, NOT checked against revocations: only for a caller whose
+        next statement checks them (PaymentRepository.insert_intent_unless_revoked)."""
+        remembered = self._entries.get((merchant.id, merchant.livemode, payment_method, psp))
+        if remembered is None or remembered[1] <= time.monotonic():
+            return None
+        CARD_TOKEN_LOOKUPS.labels("hit").inc()
+        return remembered[0]
+
     async def psp_token(
         self, merchant: Merchant, payment_method: str, psp: str, reason: str
     ) -> str:
+        """The reference, from memory if the card was not revoked since, else from the vault."""
         key = (merchant.id, merchant.livemode, payment_method, psp)
         remembered = self._entries.get(key)
-        if remembered is not None and remembered[1] > time.monotonic():
-            if not await self._revocations.payment_method_revoked(payment_method):
-                CARD_TOKEN_LOOKUPS.labels("hit").inc()
-                return remembered[0]
-            CARD_TOKEN_LOOKUPS.labels("revoked").inc()
-            self.forget(payment_method)
-        else:
-            CARD_TOKEN_LOOKUPS.labels("miss").inc()
+        if remembered is None or remembered[1] <= time.monotonic():
+            return await self.from_vault(merchant, payment_method, psp, reason)
+        if await self._revocations.payment_method_revoked(payment_method):
+            return await self.from_vault(merchant, payment_method, psp, reason, revoked=True)
+        CARD_TOKEN_LOOKUPS.labels("hit").inc()
+        return remembered[0]
+
+    async def from_vault(
+        self,
+        merchant: Merchant,
+        payment_method: str,
+        psp: str,
+        reason: str,
+        revoked: bool = False,
+    ) -> str:
+        """Asks the vault (which refuses a detached or unknown card) and remembers the answer.
+        `revoked`: the card was found revoked since it was remembered."""
+        CARD_TOKEN_LOOKUPS.labels("revoked" if revoked else "miss").inc()
+        key = (merchant.id, merchant.livemode, payment_method, psp)
+        self._entries.pop(key, None)
         reference = await self._vault.psp_token(merchant, payment_method, psp, reason)
         if len(self._entries) >= self._max_entries:
             self._entries.clear()

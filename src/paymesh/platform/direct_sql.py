@@ -59,6 +59,9 @@ class DirectSql:
             # While the database is unreachable a call fails in seconds (PoolTimeout is an
             # OperationalError: a 503), instead of queueing for psycopg_pool's default 30 s.
             timeout=5,
+            # Connections beyond the first go after a minute unused: PostgreSQL's connection
+            # slots are shared by every process of the mesh.
+            max_idle=60,
             open=False,
             # No check on checkout (a round trip per statement): as with the engine, a
             # connection that broke while idle fails its statement (a 503) and is discarded.
