@@ -32,8 +32,10 @@ _PR_SET_PDEATHSIG = 1
 UPSTREAM_TLS_CONTEXT = (
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 )
-# `make run`'s gateway processes; the tests' and benchmarks' meshes choose their own.
-DEFAULT_GATEWAY_PROCESSES = 2
+# `make run`'s gateway processes: one per two cores, since Envoy, PostgreSQL and the vault
+# need the other half (on two cores a second process measured slower: 339 against 374
+# authorizations/s, docs/performance.md). The tests' and benchmarks' meshes choose their own.
+DEFAULT_GATEWAY_PROCESSES = max(1, (os.cpu_count() or 2) // 2)
 # Gateway process n (n ≥ 2) of `make run` listens on GATEWAY_GRPC_PORT and GATEWAY_HTTP_PORT
 # plus 10·(n−1): 50061 and 9111, 50071 and 9121, …
 GATEWAY_PORT_STEP = 10
