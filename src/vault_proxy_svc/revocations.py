@@ -1,8 +1,8 @@
 """Before a card is detached here, gateway_svc is told it may no longer charge it: the gateway
-keeps cards' PSP references in memory, and this revocation, in its database, is what every
-charge from that memory checks. So a detach that answered 200 can never be followed by a
-charge of the card. The gateway unreachable: the detach is refused (503) and nothing is
-detached; a retry is safe (revoking twice is a no-op)."""
+keeps cards' PSP references in memory, and this revocation, in its database, is what a charge
+from that memory checks. So a charge requested after the detach answered is never made. The
+gateway unreachable: the detach is refused (503) and nothing is detached; a retry is safe
+(revoking twice is a no-op)."""
 
 from __future__ import annotations
 

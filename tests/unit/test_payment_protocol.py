@@ -182,7 +182,7 @@ def test_a_card_the_vault_could_not_provision_at_first_is_asked_for_again_not_re
     sandbox = ScriptedPsp("sandbox", authorize=[Authorization("ch_1", True)])
     payments, repository = payments_with(sandbox)
     flaky = FlakyVault()
-    payments.vault = CardTokens(flaky, repository)
+    payments.card_tokens = CardTokens(flaky, repository)
 
     intent = create(payments)
 
@@ -204,7 +204,7 @@ def test_a_remembered_card_revoked_since_is_declined_by_the_vault_and_never_sent
     sandbox = ScriptedPsp("sandbox", authorize=[Authorization("ch_1", True)])
     payments, repository = payments_with(sandbox)
     vault = DetachingVault()
-    payments.vault = CardTokens(vault, repository)
+    payments.card_tokens = CardTokens(vault, repository)
     assert create(payments).status == IntentStatus.SUCCEEDED  # the card is remembered now
     vault.detached = True
     asyncio.run(repository.revoke_payment_method(MERCHANT, "pm_1"))

@@ -177,7 +177,7 @@ def _remembered_card(
     psp = payments.router.first_available(route)
     if psp is None:
         return None
-    token = payments.vault.remembered(merchant, intent.payment_method or "", psp)
+    token = payments.card_tokens.remembered(merchant, intent.payment_method or "", psp)
     return None if token is None else (psp, token)
 
 
@@ -198,11 +198,11 @@ async def _first_card(
     payment_method, reason = intent.payment_method or "", f"authorize {intent.id}"
     try:
         if revoked:
-            token = await payments.vault.from_vault(
+            token = await payments.card_tokens.from_vault(
                 merchant, payment_method, psp, reason, revoked=True
             )
         else:
-            token = await payments.vault.psp_token(merchant, payment_method, psp, reason)
+            token = await payments.card_tokens.psp_token(merchant, payment_method, psp, reason)
     except (PspDeclined, PspTrouble) as outcome:
         return psp, outcome
     return psp, token
@@ -224,7 +224,7 @@ async def _authorize(
             if isinstance(card, Exception):
                 raise card
             return card
-        return await payments.vault.psp_token(
+        return await payments.card_tokens.psp_token(
             merchant, intent.payment_method or "", psp, reason=f"authorize {intent.id}"
         )
 

@@ -54,8 +54,9 @@ def psp_refused(psp: str, why: object) -> FailedPrecondition:
 class Payments:
     repository: PaymentRepository
     router: PspRouter
-    vault: CardTokens  # the cards' PSP references: from memory, else from the vault
+    card_tokens: CardTokens  # the cards' PSP references: from memory, else from the vault
     _routes: dict[str, tuple[list[str], float]] = field(default_factory=dict)
+    _routes_generation: int = 0
 
     async def route(self, merchant: Merchant) -> list[str]:
         """The merchant's PSPs in order; remembered for a few seconds (routing rarely changes),
@@ -63,13 +64,16 @@ class Payments:
         cached = self._routes.get(merchant.id)
         if cached and cached[1] > time.monotonic():
             return cached[0]
+        generation = self._routes_generation
         route = [
             psp
             for psp in await self.repository.psp_route(merchant.id)
             if psp in self.router.connectors
         ]
-        self._routes[merchant.id] = (route, time.monotonic() + ROUTE_CACHE_SECONDS)
+        if generation == self._routes_generation:  # not forgotten while it was read
+            self._routes[merchant.id] = (route, time.monotonic() + ROUTE_CACHE_SECONDS)
         return route
 
     def forget_routes(self) -> None:
         self._routes.clear()
+        self._routes_generation += 1

@@ -92,7 +92,7 @@ async def _authorize_again(
     merchant = Merchant(intent.merchant_id, intent.livemode)
     card = await payments.router.call(
         psp,
-        lambda: payments.vault.psp_token(
+        lambda: payments.card_tokens.psp_token(
             merchant, intent.payment_method or "", psp, reason=f"recover {intent.id}"
         ),
     )

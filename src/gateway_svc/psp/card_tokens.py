@@ -3,9 +3,10 @@
 A reference never changes for a (payment method, PSP), so a remembered one is never wrong;
 what may change is whether the card may still be charged. The vault revokes a payment method
 in the gateway's database (CardAccessService.RevokePaymentMethod) before it detaches it, and
-every answer from memory is checked against that table in the same database the charge is
-then written to: a detached card is never charged from memory, in any gateway process. A miss
-asks the vault, which refuses a detached or unknown card itself."""
+an answer from memory is checked against that table, by the charge's reserving statement
+itself where it can (PaymentRepository.insert_intent_unless_revoked): a charge requested after
+a detach answered is never made, in any gateway process. A miss asks the vault, which refuses
+a detached or unknown card itself."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from gateway_svc.psp.vault import VaultClient
 from paymesh.platform.callers import Merchant
 
 
-class Revocations(Protocol):
+class RevocationCheck(Protocol):
     async def payment_method_revoked(self, payment_method: str) -> bool: ...
 
 
@@ -25,7 +26,7 @@ class CardTokens:
     def __init__(
         self,
         vault: VaultClient,
-        revocations: Revocations,
+        revocations: RevocationCheck,
         ttl_seconds: float = 600.0,
         max_entries: int = 100_000,
     ):

@@ -6,8 +6,10 @@ nothing happened (`NotProcessed`), or an `OutcomeUnknown`."""
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -67,7 +69,10 @@ class HttpConnector:
         started = time.perf_counter()
         sent_at = time.monotonic()
         try:
-            async with self._client.request(method, path, headers=headers, **kw) as response:
+            # A redirect is not followed: aiohttp would resend a POST as a GET.
+            async with self._client.request(
+                method, path, headers=headers, allow_redirects=False, **kw
+            ) as response:
                 status = response.status
                 body = await response.json(content_type=None) if status < 500 else None
         except _NEVER_SENT as error:
@@ -89,6 +94,10 @@ class HttpConnector:
             self._count(f"http_{status}")
             failure = NotProcessed if self.five_hundreds_process_nothing else OutcomeUnknown
             raise failure(f"{self.name}: http_{status}")
+        if not isinstance(body, dict) or 300 <= status < 400:
+            # An answer we cannot read (empty, not an object, a redirect): it may have worked.
+            self._count("unreadable_answer")
+            raise OutcomeUnknown(f"{self.name}: unreadable answer (http_{status})")
         if status >= 400:
             self._raise_for(body)
         return body
@@ -117,13 +126,22 @@ class HttpConnector:
         await self._client.close()
 
 
+def _basic_auth(secret_key: str) -> str:
+    """Stripe's API key as HTTP basic credentials (the key is the user, no password)."""
+    return "Basic " + base64.b64encode(f"{secret_key}:".encode()).decode()
+
+
 def _session(api_base: str, timeout: float, **kw) -> aiohttp.ClientSession:
     """A keep-alive session; `timeout` bounds the connection (with the wait for a pooled one)
     and each wait for the answer's bytes, as httpx's timeout did."""
+    if urlsplit(api_base).path not in ("", "/"):
+        # The connectors' paths are absolute (/v1/…): a base path would be dropped, not kept.
+        raise ValueError(f"a PSP API base must be scheme://host[:port], got {api_base!r}")
     return aiohttp.ClientSession(
         base_url=api_base,
         timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout),
         connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=30),
+        trust_env=True,  # HTTPS_PROXY, SSL_CERT_FILE and the like, as httpx honoured them
         **kw,
     )
 
@@ -184,7 +202,7 @@ class StripeConnector(HttpConnector):
         self, api_base: str, secret_key: str, timeout: float, loop_lag: LoopLag | None = None
     ):
         super().__init__(
-            _session(api_base, timeout, auth=aiohttp.BasicAuth(secret_key, "")),
+            _session(api_base, timeout, headers={"Authorization": _basic_auth(secret_key)}),
             timeout,
             loop_lag,
         )

@@ -92,6 +92,7 @@ class CachedApiKeyVerifier:
         self._ttl = ttl
         self._max_entries = max_entries
         self._entries: dict[str, tuple[Merchant | None, float]] = {}
+        self._generation = 0  # one more at each forget()
 
     async def verify(self, api_key: str) -> Merchant | None:
         key = api_key_hash(api_key)
@@ -99,15 +100,19 @@ class CachedApiKeyVerifier:
         cached = self._entries.get(key)
         if cached and cached[1] > now:
             return cached[0]
+        generation = self._generation
         merchant = await self._inner.verify(api_key)
+        if generation != self._generation:
+            return merchant  # forgotten while asked: this answer may predate the change
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
         self._entries[key] = (merchant, now + self._ttl)
         return merchant
 
     def forget(self) -> None:
-        """Drops every remembered answer (after a key was revoked here)."""
+        """Drops every remembered answer (after a key was revoked)."""
         self._entries.clear()
+        self._generation += 1
 
 
 def owned_by(table, object_id: str, merchant: Merchant):

@@ -84,9 +84,10 @@ class GatewaySettings(ServiceSettings):
     psp_deadline_seconds: float = 8.0
     # The vault's answer for a card's PSP token (asked once per PSP of a confirm).
     vault_timeout_seconds: float = 5.0
-    # How long a card's PSP reference is kept in memory (a detached card is refused at once
-    # whatever this is: the vault revokes it in the gateway's database first).
-    card_token_ttl_seconds: float = 600.0
+    # How long a card's PSP reference is kept in memory. A detached card is refused whatever
+    # this is (the vault revokes it in the gateway's database first); this bounds the damage
+    # of a detach that skipped the revocation (a vault older than this gateway, ops SQL).
+    card_token_ttl_seconds: float = 60.0
     # The circuit opens after this many consecutive failures and half-opens after the cool-down.
     breaker_fail_max: int = 5
     breaker_reset_seconds: float = 30.0

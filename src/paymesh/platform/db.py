@@ -16,10 +16,12 @@ def sqlalchemy_url(database_url: str) -> str:
 
 
 def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
+    """At most `pool_size` connections. The hot statements run on platform.direct_sql's pool
+    of its own (as many again): PostgreSQL's connection slots are shared by every process."""
     return create_async_engine(
         sqlalchemy_url(database_url),
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        pool_size=max(1, pool_size // 2),
+        max_overflow=max(1, pool_size - pool_size // 2),
         # No pre-ping: it would double the round trips of every one-statement call. A
         # connection error instead invalidates the whole pool (SQLAlchemy does this on any
         # disconnect), and the health probe, which runs every few seconds, usually meets a

@@ -12,6 +12,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import Dialect
@@ -36,6 +37,8 @@ class CompiledStatement:
 
 def compile_statement(statement: ClauseElement, dialect: Dialect) -> CompiledStatement:
     compiled = statement.compile(dialect=dialect)
+    # An expanding IN would need SQLAlchemy's rendering on every call: use = ANY(array).
+    assert not compiled.post_compile_params, "no expanding parameters on the direct path"
     processors = []
     for bind, name in compiled.bind_names.items():
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
@@ -63,27 +66,45 @@ class DirectSql:
             # slots are shared by every process of the mesh.
             max_idle=60,
             open=False,
-            # No check on checkout (a round trip per statement): as with the engine, a
-            # connection that broke while idle fails its statement (a 503) and is discarded.
+            # No check on checkout (a round trip per statement): a connection that broke while
+            # idle fails its statement (a 503) and is discarded, and the pool then checks the
+            # other idle ones at once (after a database restart they are all broken).
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 3},
         )
-        self._opened: asyncio.Task | None = None
+        self._opened: asyncio.Future | None = None
+        self._checking: asyncio.Future | None = None
         self._compiled: dict[int, tuple[ClauseElement, CompiledStatement]] = {}
 
     async def one(self, statement: ClauseElement, params: dict[str, Any]) -> dict | None:
         """The statement's first row (None if it returned none)."""
-        compiled = self._compile(statement)
-        await self._open()
-        async with self._pool.connection() as connection:
-            cursor = await connection.execute(compiled.sql, compiled.params(params))
-            return await cursor.fetchone() if cursor.description else None
+        rows = await self._run(statement, params, first_only=True)
+        return rows[0] if rows else None
 
     async def all(self, statement: ClauseElement, params: dict[str, Any]) -> list[dict]:
+        return await self._run(statement, params, first_only=False)
+
+    async def _run(self, statement: ClauseElement, params: dict[str, Any], first_only: bool):
         compiled = self._compile(statement)
         await self._open()
         async with self._pool.connection() as connection:
-            cursor = await connection.execute(compiled.sql, compiled.params(params))
+            try:
+                cursor = await connection.execute(compiled.sql, compiled.params(params))
+            except psycopg.OperationalError:
+                if connection.broken:
+                    self._checking = self._checking or asyncio.ensure_future(self._check())
+                raise
+            if cursor.description is None:
+                return []
+            if first_only:
+                row = await cursor.fetchone()
+                return [row] if row is not None else []
             return await cursor.fetchall()
+
+    async def _check(self) -> None:
+        try:
+            await self._pool.check()
+        finally:
+            self._checking = None
 
     async def close(self) -> None:
         if self._opened is not None:
@@ -99,4 +120,8 @@ class DirectSql:
     async def _open(self) -> None:
         if self._opened is None:
             self._opened = asyncio.ensure_future(self._pool.open(wait=False))
-        await self._opened
+        try:
+            await self._opened
+        except Exception:
+            self._opened = None  # the next call tries again
+            raise

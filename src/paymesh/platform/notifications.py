@@ -35,7 +35,14 @@ async def listen(
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
-                conninfo, autocommit=True, connect_timeout=3
+                conninfo,
+                autocommit=True,
+                connect_timeout=3,
+                # A connection that died silently (no FIN) is noticed within a minute.
+                keepalives=1,
+                keepalives_idle=20,
+                keepalives_interval=5,
+                keepalives_count=4,
             ) as connection:
                 await connection.execute(f'LISTEN "{channel}"')
                 on_reconnect()
