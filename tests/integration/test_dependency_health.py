@@ -84,6 +84,13 @@ def test_health_follows_a_dependency_going_away_and_coming_back(
             assert dependency in ready.body["failures"]
         assert call(mesh.url("/healthz")).status == 200  # Envoy itself is alive
         wait_until(lambda: call(mesh.url("/readyz")).status == 503, timeout=10)
+        # Envoy's /readyz turns 503 once any cluster has no healthy host; the gateway's own
+        # hosts may be found unhealthy a health-check round later.
+        wait_until(
+            lambda: call(mesh.url("/v1/payment_intents/pi_any"), headers=merchant.auth()).status
+            == 503,
+            timeout=10,
+        )
         unavailable = call(mesh.url("/v1/payment_intents/pi_any"), headers=merchant.auth())
         assert unavailable.status == 503
         assert unavailable.headers["content-type"].startswith("application/json")
