@@ -27,7 +27,7 @@ class CardTokens:
         self,
         vault: VaultClient,
         revocations: RevocationCheck,
-        ttl_seconds: float = 600.0,
+        ttl_seconds: float = 60.0,
         max_entries: int = 100_000,
     ):
         self._vault = vault

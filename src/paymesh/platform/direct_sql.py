@@ -103,6 +103,8 @@ class DirectSql:
     async def _check(self) -> None:
         try:
             await self._pool.check()
+        except Exception:  # noqa: BLE001, S110 - the next broken connection asks again
+            pass
         finally:
             self._checking = None
 
