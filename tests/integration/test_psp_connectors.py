@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from gateway_svc.domain.outcomes import NotProcessed, OutcomeUnknown, PspDeclined
-from gateway_svc.psp.connectors import SandboxConnector, StripeConnector
+from gateway_svc.psp.connectors import SandboxConnector, StripeConnector, _env_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -124,3 +124,11 @@ def test_a_psp_base_with_a_path_is_refused_at_start():
             SandboxConnector("http://127.0.0.1:1/psp", timeout=1)
 
     asyncio.run(main())
+
+
+def test_the_environments_proxy_is_read_once_and_no_proxy_is_honoured(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://egress.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+
+    assert _env_proxy("https://api.stripe.com") == "http://egress.internal:3128"
+    assert _env_proxy("http://127.0.0.1:8430") is None
