@@ -5,7 +5,8 @@ at any depth of a module, read with ast):
 - a service imports no other service (they talk through generated stubs) and no developer
   tool (`paymesh.devmesh`, `paymesh.devinfra`, `paymesh.sandbox_psp`);
 - inside `paymesh`, only the operator CLI and the list of services import services;
-- gateway_svc's domain imports no gRPC, SQLAlchemy, HTTP client or adapter of its own."""
+- gateway_svc's and rebill_svc's domains import no gRPC, SQLAlchemy, HTTP client or adapter
+  of their own."""
 
 from __future__ import annotations
 
@@ -69,12 +70,14 @@ def test_only_the_ops_wiring_imports_services(module):
     assert not [i for i in MODULES[module] if within(i, *SERVICES)]
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if within(m, "gateway_svc.domain")))
-def test_the_payment_domain_is_plain_python(module):
-    allowed_own = ("gateway_svc.domain", "paymesh.platform.problems")
+DOMAINS = ("gateway_svc.domain", "rebill_svc.domain")
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if within(m, *DOMAINS)))
+def test_the_payment_and_billing_domains_are_plain_python(module):
+    service = module.split(".")[0]
+    allowed_own = (f"{service}.domain", "paymesh.platform.problems")
     assert not [i for i in MODULES[module] if within(i, *DOMAIN_MAY_NOT_USE)]
     assert not [
-        i
-        for i in MODULES[module]
-        if within(i, "gateway_svc", "paymesh") and not within(i, *allowed_own)
+        i for i in MODULES[module] if within(i, service, "paymesh") and not within(i, *allowed_own)
     ]

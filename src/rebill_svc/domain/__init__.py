@@ -1,0 +1,1 @@
+"""rebill_svc's domain: plain Python (no gRPC, SQL or broker), tested on its own."""
