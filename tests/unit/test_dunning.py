@@ -1,0 +1,92 @@
+"""One dunning policy decides every step after a charge attempt (issue 10): declines retried
+on the schedule, never beside an attempt whose outcome is unknown, within one budget."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rebill_svc.domain.dunning import (
+    FinalStatus,
+    GiveUp,
+    Outcome,
+    Paid,
+    RetryAt,
+    RetryPolicy,
+    WaitForOutcome,
+    idempotency_key,
+    next_step,
+)
+
+FIRST = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def no_jitter(_fraction: float) -> float:
+    return 0.0
+
+
+def test_a_soft_decline_is_retried_at_plus_1_3_5_7_days_then_given_up():
+    policy = RetryPolicy()
+    steps = [next_step(policy, n, Outcome.DECLINED_SOFT, FIRST, no_jitter) for n in range(1, 6)]
+
+    assert steps[:4] == [
+        RetryAt(2, FIRST + timedelta(days=1)),
+        RetryAt(3, FIRST + timedelta(days=3)),
+        RetryAt(4, FIRST + timedelta(days=5)),
+        RetryAt(5, FIRST + timedelta(days=7)),
+    ]
+    assert steps[4] == GiveUp(FinalStatus.UNPAID)
+
+
+@pytest.mark.parametrize("attempt", [1, 3])
+def test_a_hard_decline_ends_dunning_with_the_merchants_final_state(attempt):
+    policy = RetryPolicy(final_status=FinalStatus.CANCELED)
+    step = next_step(policy, attempt, Outcome.DECLINED_HARD, FIRST, no_jitter)
+    assert step == GiveUp(FinalStatus.CANCELED)
+
+
+def test_an_unknown_outcome_starts_nothing_and_a_success_pays_the_period():
+    policy = RetryPolicy()
+    assert next_step(policy, 2, Outcome.UNKNOWN, FIRST, no_jitter) == WaitForOutcome()
+    assert next_step(policy, 2, Outcome.SUCCEEDED, FIRST, no_jitter) == Paid()
+
+
+def test_no_attempt_beyond_the_budget():
+    with pytest.raises(ValueError):
+        next_step(RetryPolicy(), 6, Outcome.DECLINED_SOFT, FIRST, no_jitter)
+
+
+def test_each_attempt_has_a_key_of_its_own_and_a_rerun_the_same():
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    keys = {idempotency_key("sub_1", start, n) for n in (1, 2, 2)}
+    assert keys == {
+        "rebill:sub_1:2026-03-01T00:00:00+00:00:1",
+        "rebill:sub_1:2026-03-01T00:00:00+00:00:2",
+    }
+
+
+outcomes = st.lists(st.sampled_from(list(Outcome)), min_size=1, max_size=12)
+jitters = st.floats(min_value=-1.0, max_value=1.0)
+
+
+@given(outcomes, st.lists(jitters, min_size=12, max_size=12))
+def test_any_run_of_outcomes_stays_within_the_budget_in_order_and_never_beside_an_unknown(
+    results, jitter_draws
+):
+    policy = RetryPolicy()
+    attempt, last_at, draws = 1, FIRST, iter(jitter_draws)
+    for outcome in results:
+        step = next_step(policy, attempt, outcome, FIRST, lambda x: x * next(draws))
+        if isinstance(step, WaitForOutcome):
+            continue  # the same attempt, asked again later: no new attempt
+        if isinstance(step, RetryAt):
+            assert outcome == Outcome.DECLINED_SOFT
+            assert step.attempt == attempt + 1 <= policy.attempts
+            assert step.at > last_at  # jitter never reorders the schedule
+            attempt, last_at = step.attempt, step.at
+            continue
+        assert isinstance(step, Paid | GiveUp)
+        break
