@@ -44,7 +44,7 @@ from gateway_svc.tables import (
     refunds,
     revoked_payment_methods,
 )
-from paymesh.platform.callers import Merchant, owned_by
+from paymesh.platform.callers import Merchant, owned_by, owned_by_params, owner_params
 from paymesh.platform.db import autocommit
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.outbox import event_values
@@ -135,10 +135,11 @@ class PaymentRepository:
         return to_refund(await self._one(refunds, refund_id, merchant))
 
     async def _one(self, table, object_id: str, merchant: Merchant | None) -> dict[str, Any]:
-        params: dict[str, Any] = {"o_id": object_id}
-        if merchant is not None:
-            params.update(o_merchant_id=merchant.id, o_livemode=merchant.livemode)
-        row = await self._direct.one(_select_one(table, owned=merchant is not None), params)
+        if merchant is None:
+            row = await self._direct.one(_select_by_id(table), {"o_id": object_id})
+        else:
+            params = owner_params("o_", object_id, merchant)
+            row = await self._direct.one(_select_owned(table), params)
         if row is None:
             raise _missing(table, object_id)
         return row
@@ -418,16 +419,13 @@ class PaymentRepository:
 
 
 @functools.cache
-def _select_one(table, owned: bool):
-    """One object by id; `owned`: only the merchant's, in its mode (another merchant's object
-    is as good as missing, so existence never leaks)."""
-    conditions = [table.c.id == bindparam("o_id")]
-    if owned:
-        conditions += [
-            table.c.merchant_id == bindparam("o_merchant_id"),
-            table.c.livemode == bindparam("o_livemode"),
-        ]
-    return select(table).where(*conditions)
+def _select_by_id(table):
+    return select(table).where(table.c.id == bindparam("o_id"))
+
+
+@functools.cache
+def _select_owned(table):
+    return select(table).where(*owned_by_params(table, "o_"))
 
 
 _REVOKE = (

@@ -91,6 +91,11 @@ def key_digest(secret: bytes, key: str) -> str:
     return hmac.digest(_derived(secret, _KEY_CONTEXT), key.encode(), "sha256").hex()
 
 
+def _key_bind_params(merchant: Merchant, key: str) -> dict:
+    """The stored key's row, as the statements that bind it name its columns."""
+    return {"key_merchant_id": merchant.id, "key_livemode": merchant.livemode, "key_key": key}
+
+
 @dataclass(frozen=True)
 class KeyClaim:
     """The right to run one request under `key` (as stored: key_digest of the caller's key),
@@ -103,12 +108,7 @@ class KeyClaim:
 
     @property
     def bind_params(self) -> dict:
-        return {
-            "key_merchant_id": self.merchant.id,
-            "key_livemode": self.merchant.livemode,
-            "key_key": self.key,
-            "key_locked_at": self.locked_at,
-        }
+        return {**_key_bind_params(self.merchant, self.key), "key_locked_at": self.locked_at}
 
 
 @dataclass(frozen=True)
@@ -123,12 +123,7 @@ class NewKey:
 
     @property
     def bind_params(self) -> dict:
-        return {
-            "key_merchant_id": self.merchant.id,
-            "key_livemode": self.merchant.livemode,
-            "key_key": self.key,
-            "key_request_hash": self.request_hash,
-        }
+        return {**_key_bind_params(self.merchant, self.key), "key_request_hash": self.request_hash}
 
 
 @dataclass(frozen=True)

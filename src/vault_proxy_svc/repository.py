@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, delete, func, insert, literal_column, select, 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from paymesh.platform.callers import Merchant, owned_by
+from paymesh.platform.callers import Merchant, owned_by, owned_by_params, owner_params
 from paymesh.platform.direct_sql import DirectSql
 from vault_proxy_svc.idempotency import KeyClaim, NewKey
 from vault_proxy_svc.tables import (
@@ -26,7 +26,7 @@ from vault_proxy_svc.tables import (
 
 
 def _owned(merchant: Merchant, token: str) -> dict[str, Any]:
-    return {"pm_id": token, "pm_merchant_id": merchant.id, "pm_livemode": merchant.livemode}
+    return owner_params("pm_", token, merchant)
 
 
 class PaymentMethodRepository:
@@ -79,11 +79,7 @@ class PaymentMethodRepository:
 
 
 # The merchant's payment method in the merchant's mode (parameters: _owned).
-_OWNED = (
-    payment_methods.c.id == bindparam("pm_id"),
-    payment_methods.c.merchant_id == bindparam("pm_merchant_id"),
-    payment_methods.c.livemode == bindparam("pm_livemode"),
-)
+_OWNED = owned_by_params(payment_methods, "pm_")
 _SELECT_OWNED = select(payment_methods).where(*_OWNED)
 _WITH_PSP_TOKEN = payment_methods.outerjoin(
     psp_tokens,

@@ -40,23 +40,27 @@ class CardTokens:
     def remembered(self, merchant: Merchant, payment_method: str, psp: str) -> str | None:
         """The reference from memory, NOT checked against revocations: only for a caller whose
         next statement checks them (PaymentRepository.insert_intent_unless_revoked)."""
-        remembered = self._entries.get((merchant.id, merchant.livemode, payment_method, psp))
-        if remembered is None or remembered[1] <= time.monotonic():
-            return None
-        CARD_TOKEN_LOOKUPS.labels("hit").inc()
-        return remembered[0]
+        reference = self._lookup(merchant, payment_method, psp)
+        if reference is not None:
+            CARD_TOKEN_LOOKUPS.labels("hit").inc()
+        return reference
 
     async def psp_token(
         self, merchant: Merchant, payment_method: str, psp: str, reason: str
     ) -> str:
         """The reference, from memory if the card was not revoked since, else from the vault."""
-        key = (merchant.id, merchant.livemode, payment_method, psp)
-        remembered = self._entries.get(key)
-        if remembered is None or remembered[1] <= time.monotonic():
+        reference = self._lookup(merchant, payment_method, psp)
+        if reference is None:
             return await self.from_vault(merchant, payment_method, psp, reason)
         if await self._revocations.payment_method_revoked(payment_method):
             return await self.from_vault(merchant, payment_method, psp, reason, revoked=True)
         CARD_TOKEN_LOOKUPS.labels("hit").inc()
+        return reference
+
+    def _lookup(self, merchant: Merchant, payment_method: str, psp: str) -> str | None:
+        remembered = self._entries.get((merchant.id, merchant.livemode, payment_method, psp))
+        if remembered is None or remembered[1] <= time.monotonic():
+            return None
         return remembered[0]
 
     async def from_vault(

@@ -10,7 +10,7 @@ from typing import Protocol
 
 import grpc
 import structlog
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from paymesh.platform.errors import PermissionDenied, Unauthenticated
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, ServiceIdentity, TokenVerifier
@@ -123,3 +123,21 @@ def owned_by(table, object_id: str, merchant: Merchant):
         table.c.merchant_id == merchant.id,
         table.c.livemode == merchant.livemode,
     )
+
+
+def owned_by_params(table, prefix: str) -> tuple:
+    """owned_by's conditions with bound parameters, for a statement built once and run many
+    times (platform.direct_sql); their values come from owner_params with the same prefix."""
+    return (
+        table.c.id == bindparam(f"{prefix}id"),
+        table.c.merchant_id == bindparam(f"{prefix}merchant_id"),
+        table.c.livemode == bindparam(f"{prefix}livemode"),
+    )
+
+
+def owner_params(prefix: str, object_id: str, merchant: Merchant) -> dict[str, object]:
+    return {
+        f"{prefix}id": object_id,
+        f"{prefix}merchant_id": merchant.id,
+        f"{prefix}livemode": merchant.livemode,
+    }

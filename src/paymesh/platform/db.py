@@ -15,6 +15,11 @@ def sqlalchemy_url(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def psycopg_conninfo(engine: AsyncEngine) -> str:
+    """`engine`'s database as a plain libpq URL, for connections psycopg makes itself."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
     """At most `pool_size` connections. The hot statements run on platform.direct_sql's pool
     of its own (as many again): PostgreSQL's connection slots are shared by every process."""

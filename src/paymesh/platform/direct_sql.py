@@ -19,6 +19,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 
+from paymesh.platform.db import psycopg_conninfo
+
 
 @dataclass(frozen=True)
 class CompiledStatement:
@@ -54,9 +56,8 @@ class DirectSql:
 
     def __init__(self, engine: AsyncEngine, max_size: int = 10):
         self._dialect = engine.dialect
-        url = engine.url.set(drivername="postgresql")
         self._pool = AsyncConnectionPool(
-            url.render_as_string(hide_password=False),
+            psycopg_conninfo(engine),
             min_size=1,
             max_size=max_size,
             # While the database is unreachable a call fails in seconds (PoolTimeout is an

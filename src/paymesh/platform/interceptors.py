@@ -78,7 +78,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, behavior, method: str, logged: bool):
         service = self._service
-        requests: dict[grpc.StatusCode, Any] = {}  # the counter of each code met so far
         duration = REQUEST_DURATION.labels(service, method)
 
         async def handle(request, context: grpc.aio.ServicerContext):
@@ -109,10 +108,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     await _abort(context, error, request_id)
                 finally:
                     elapsed = time.perf_counter() - started
-                    counter = requests.get(code)
-                    if counter is None:
-                        counter = requests[code] = REQUESTS.labels(service, method, code.name)
-                    counter.inc()
+                    REQUESTS.labels(service, method, code.name).inc()
                     duration.observe(elapsed)
                     if logged:
                         log.info("rpc_completed", code=code.name, ms=round(elapsed * 1e3, 2))

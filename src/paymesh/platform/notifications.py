@@ -14,6 +14,8 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from paymesh.platform.db import psycopg_conninfo
+
 log = structlog.get_logger(__name__)
 
 
@@ -31,7 +33,7 @@ async def listen(
 ) -> None:
     """Runs until cancelled: `on_notify(payload)` for each notification on `channel`, and
     `on_reconnect()` each time the listening connection was (re)made."""
-    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    conninfo = psycopg_conninfo(engine)
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
