@@ -5,6 +5,7 @@ as a ratio to what this machine's Python gRPC does at all, comparable across mac
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -82,6 +83,26 @@ class Bench:
     infra: Infra
     secret_key: str  # a test-mode merchant key
     merchant_id: str
+
+
+def mesh_arguments(description: str | None, concurrency: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that runs a mesh and records its rows: --seconds,
+    --concurrency, --json-out and --gateway-processes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", default=concurrency)
+    parser.add_argument(
+        "--json-out",
+        default=os.environ.get("BENCH_JSON_OUT"),
+        help="append each row to this file as a JSON line (bench/summary.py reads them)",
+    )
+    parser.add_argument(
+        "--gateway-processes",
+        type=int,
+        default=DEFAULT_GATEWAY_PROCESSES,
+        help="gateway processes behind Envoy (the gRPC rows reach the first one only)",
+    )
+    return parser
 
 
 @contextlib.contextmanager

@@ -18,7 +18,6 @@ The load generator shares the machine's cores with the mesh."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import json
@@ -36,11 +35,11 @@ from harness import (  # noqa: E402
     cpu_per_request,
     cpu_seconds,
     machine_reference,
+    mesh_arguments,
     running_mesh,
 )
 from summary import record  # noqa: E402
 
-from paymesh.devmesh import DEFAULT_GATEWAY_PROCESSES  # noqa: E402
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 from paymesh.platform.masking import luhn_valid  # noqa: E402
 
@@ -239,20 +238,7 @@ async def run(bench, seconds: float, concurrencies: list[int], json_out: str | N
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--concurrency", default="1,16,64")
-    parser.add_argument(
-        "--json-out",
-        default=os.environ.get("BENCH_JSON_OUT"),
-        help="append each row to this file as a JSON line (bench/summary.py reads them)",
-    )
-    parser.add_argument(
-        "--gateway-processes",
-        type=int,
-        default=DEFAULT_GATEWAY_PROCESSES,
-        help="gateway processes behind Envoy (the gRPC rows reach the first one only)",
-    )
+    parser = mesh_arguments(__doc__, "1,16,64")
     args = parser.parse_args()
     machine_reference()
     with running_mesh(args.gateway_processes) as bench:

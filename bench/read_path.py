@@ -14,7 +14,6 @@ The load generator shares the machine's cores with the mesh; read the figures as
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import json
@@ -26,10 +25,15 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import KeepAliveHttp, closed_loop, machine_reference, running_mesh  # noqa: E402
+from harness import (  # noqa: E402
+    KeepAliveHttp,
+    closed_loop,
+    machine_reference,
+    mesh_arguments,
+    running_mesh,
+)
 from summary import record  # noqa: E402
 
-from paymesh.devmesh import DEFAULT_GATEWAY_PROCESSES  # noqa: E402
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 
 APPROVED_CARD = "4242424242424242"
@@ -135,21 +139,8 @@ async def run(bench, args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--concurrency", default="1,16,32,64")
+    parser = mesh_arguments(__doc__, "1,16,32,64")
     parser.add_argument("--intents", type=int, default=1000, help="distinct intents to read")
-    parser.add_argument(
-        "--json-out",
-        default=os.environ.get("BENCH_JSON_OUT"),
-        help="append each row to this file as a JSON line (bench/summary.py reads them)",
-    )
-    parser.add_argument(
-        "--gateway-processes",
-        type=int,
-        default=DEFAULT_GATEWAY_PROCESSES,
-        help="gateway processes behind Envoy (the gRPC rows reach the first one only)",
-    )
     args = parser.parse_args()
     machine_reference()
     with running_mesh(args.gateway_processes) as bench:
