@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -93,13 +94,22 @@ def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def started_mesh(
+    env: dict[str, str], ports: Ports, log_dir: Path, timeout: float = 90
+) -> Iterator[Mesh]:
+    """A whole mesh, stopped afterwards (also when it did not come up)."""
+    running = Mesh(env=env, ports=ports, log_dir=log_dir)
+    try:
+        running.start_all(timeout=timeout)
+        yield running
+    finally:
+        running.stop()
+
+
 @pytest.fixture(scope="session")
 def mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     ports = Ports.free()
     env = base_env(infra, **ports.service_env())
-    running = Mesh(env=env, ports=ports, log_dir=tmp_path_factory.mktemp("mesh-logs"))
-    try:
-        running.start_all(timeout=90)
+    with started_mesh(env, ports, tmp_path_factory.mktemp("mesh-logs")) as running:
         yield running
-    finally:
-        running.stop()

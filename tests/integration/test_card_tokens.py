@@ -9,11 +9,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from paymesh.devmesh import Mesh, Ports
+from paymesh.devmesh import Ports
 from paymesh.gateway.v1 import card_access_pb2, card_access_pb2_grpc
 from paymesh.platform.callers import LIVEMODE_HEADER, MERCHANT_HEADER
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
-from tests.conftest import base_env
+from tests.conftest import base_env, started_mesh
 from tests.integration.test_payments import post, reason_of
 from tests.integration.test_vault import tokenize
 from tests.support.http import call
@@ -95,12 +95,8 @@ def gateway_link():
 def linked_mesh(infra, gateway_link, tmp_path_factory):
     ports, proxy = gateway_link
     env = base_env(infra, **{**ports.service_env(), "GATEWAY_ADDR": f"127.0.0.1:{proxy.port}"})
-    mesh = Mesh(env=env, ports=ports, log_dir=tmp_path_factory.mktemp("linked-mesh"))
-    try:
-        mesh.start_all(timeout=60)
+    with started_mesh(env, ports, tmp_path_factory.mktemp("linked-mesh"), timeout=60) as mesh:
         yield mesh
-    finally:
-        mesh.stop()
 
 
 def test_a_detach_the_gateway_cannot_hear_of_is_refused_and_changes_nothing(

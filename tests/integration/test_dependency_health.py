@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paymesh.devmesh import Mesh, Ports
 from paymesh.services import ALL
-from tests.conftest import base_env
+from tests.conftest import base_env, started_mesh
 from tests.support.http import call
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
@@ -41,12 +41,8 @@ def proxied_mesh(infra, proxies, tmp_path_factory):
         DATABASE_URL=f"postgresql://postgres@127.0.0.1:{proxies['postgresql'].port}/{infra.name}",
         AMQP_URL=f"amqp://guest:guest@127.0.0.1:{proxies['rabbitmq'].port}/{infra.name}",
     )
-    mesh = Mesh(env=env, ports=ports, log_dir=tmp_path_factory.mktemp("proxied-mesh"))
-    try:
-        mesh.start_all(timeout=60)
+    with started_mesh(env, ports, tmp_path_factory.mktemp("proxied-mesh"), timeout=60) as mesh:
         yield mesh
-    finally:
-        mesh.stop()
 
 
 def health(port: int, service: str = "") -> int | None:

@@ -19,7 +19,7 @@ from paymesh.devmesh import Mesh, Ports, gateway_process_name
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.platform.advisory_lock import SessionLock, lock_key
 from paymesh.platform.db import create_engine
-from tests.conftest import base_env, create_merchant, paymesh
+from tests.conftest import base_env, create_merchant, paymesh, started_mesh
 from tests.integration.test_merchant_admin import admin, ok
 from tests.integration.test_payments import pay
 from tests.support.waiting import wait_until
@@ -34,14 +34,12 @@ def two_gateways(infra, tmp_path_factory):
     own = create_infra("paymesh_two_gateways")
     ports = Ports.free(gateway_processes=PROCESSES)
     env = base_env(own, **ports.service_env())
-    mesh = Mesh(env=env, ports=ports, log_dir=tmp_path_factory.mktemp("two-gateways"))
     try:
         paymesh("migrate", env=env)
         merchant = create_merchant(own, "two-gateways")
-        mesh.start_all(timeout=90)
-        yield mesh, merchant
+        with started_mesh(env, ports, tmp_path_factory.mktemp("two-gateways")) as mesh:
+            yield mesh, merchant
     finally:
-        mesh.stop()
         drop_infra(own)
 
 
