@@ -3,37 +3,21 @@ capture or a refund may take. No I/O here; the state machine is in `status`."""
 
 from __future__ import annotations
 
-import re
-
+from paymesh.platform.merchant_input import (
+    CURRENCIES,
+    MAX_AMOUNT,
+    amount_violation,
+    id_shaped,
+    metadata_violations,
+    payment_method_violation,
+)
 from paymesh.platform.problems import FailedPrecondition, FieldViolation, InvalidArgument
 
-MAX_AMOUNT = 99_999_999
+__all__ = ["CURRENCIES", "MAX_AMOUNT", "amount_violation", "id_shaped", "metadata_violations"]
+
 DESCRIPTION_MAX = 1000
-# Ids are a prefix and random letters and digits; 40 characters at most (their columns). The
-# same shape as paymesh.platform.wire.require_id's: the domain may not import the wire kit.
-_ID_SHAPE = re.compile(r"[A-Za-z0-9_]{1,40}")
-METADATA_MAX_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 50, 40, 500
 CAPTURE_METHODS = ("automatic", "manual")
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
-
-# ISO 4217 codes in current use.
-CURRENCIES = frozenset(
-    """aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bhd bif bmd bnd bob brl bsd btn
-    bwp byn bzd cad cdf chf clp cny cop crc cup cve czk djf dkk dop dzd egp ern etb eur fjd fkp
-    gbp gel ghs gip gmd gnf gtq gyd hkd hnl htg huf idr ils inr iqd irr isk jmd jod jpy kes kgs
-    khr kmf kpw krw kwd kyd kzt lak lbp lkr lrd lsl lyd mad mdl mga mkd mmk mnt mop mru mur mvr
-    mwk mxn myr mzn nad ngn nio nok npr nzd omr pab pen pgk php pkr pln pyg qar ron rsd rub rwf
-    sar sbd scr sdg sek sgd shp sle sll sos srd ssp stn svc syp szl thb tjs tmt tnd top try ttd
-    twd tzs uah ugx usd uyu uzs ves vnd vuv wst xaf xcd xof xpf yer zar zmw zwl""".split()
-)
-
-
-def amount_violation(field: str, amount: int) -> FieldViolation | None:
-    if not 1 <= amount <= MAX_AMOUNT:
-        return FieldViolation(
-            field, "invalid_amount", f"{field} must be an integer from 1 to {MAX_AMOUNT:,}"
-        )
-    return None
 
 
 def validate_new_intent(
@@ -71,32 +55,6 @@ def validate_new_intent(
     violations += metadata_violations(metadata)
     if violations:
         raise InvalidArgument(violations)
-
-
-def id_shaped(value: str, prefix: str) -> bool:
-    """Whether `value` could be one of our ids with `prefix`: anything else cannot exist."""
-    return value.startswith(prefix) and _ID_SHAPE.fullmatch(value) is not None
-
-
-def payment_method_violation(payment_method: str) -> FieldViolation | None:
-    """A payment method, when given, is a vault token."""
-    if payment_method and not id_shaped(payment_method, "pm_"):
-        return FieldViolation("payment_method", "invalid_payment_method", "a pm_… token")
-    return None
-
-
-def metadata_violations(metadata: dict[str, str]) -> list[FieldViolation]:
-    if len(metadata) > METADATA_MAX_PAIRS:
-        return [FieldViolation("metadata", "too_many_keys", f"at most {METADATA_MAX_PAIRS} pairs")]
-    return [
-        FieldViolation(
-            f"metadata.{key[:METADATA_KEY_MAX]}",
-            "invalid_metadata",
-            f"keys 1-{METADATA_KEY_MAX} characters, values at most {METADATA_VALUE_MAX}",
-        )
-        for key, value in metadata.items()
-        if not 1 <= len(key) <= METADATA_KEY_MAX or len(value) > METADATA_VALUE_MAX
-    ]
 
 
 def capture_amount(requested: int, capturable: int) -> int:

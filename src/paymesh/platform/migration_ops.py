@@ -32,3 +32,68 @@ def create_outbox(schema: str) -> None:
         schema=schema,
         postgresql_where=sa.text("published_at IS NULL"),
     )
+
+
+def create_chained_audit(schema: str, table: str) -> None:
+    """An append-only audit table whose rows the database hash-chains per merchant, version 1:
+    the shape gateway.payment_audit reached in gateway_0004 (a per-merchant `seq` taken under
+    the chain's lock), checked by paymesh.platform.audit_chain."""
+    op.create_table(
+        table,
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+        sa.Column("merchant_id", sa.String(40), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column("actor", sa.String(20), nullable=False),
+        sa.Column("action", sa.String(40), nullable=False),
+        sa.Column("object_id", sa.String(40), nullable=False),
+        sa.Column("result", sa.String(40), nullable=False),
+        sa.Column("details", JSONB, nullable=False),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+        sa.Column("prev_hash", sa.LargeBinary, nullable=False),
+        sa.Column("hash", sa.LargeBinary, nullable=False),
+        schema=schema,
+    )
+    op.create_index(
+        f"{table}_merchant_seq_idx", table, ["merchant_id", "seq"], unique=True, schema=schema
+    )
+    op.execute(
+        f"""
+        CREATE FUNCTION {schema}.{table}_digest(prev bytea, a {schema}.{table})
+        RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+          SELECT sha256(prev || convert_to(concat_ws('|', a.id, a.merchant_id,
+            (extract(epoch FROM a.at) * 1000000)::bigint, a.actor, a.action, a.object_id,
+            a.result, a.details::text), 'UTF8'))
+        $$;
+
+        CREATE FUNCTION {schema}.{table}_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE last_seq bigint;
+        BEGIN
+          PERFORM pg_advisory_xact_lock(hashtext('{table}:' || NEW.merchant_id));
+          SELECT seq, hash INTO last_seq, NEW.prev_hash FROM {schema}.{table}
+            WHERE merchant_id = NEW.merchant_id ORDER BY seq DESC LIMIT 1;
+          NEW.seq := coalesce(last_seq, 0) + 1;
+          NEW.prev_hash := coalesce(NEW.prev_hash, '\\x'::bytea);
+          NEW.hash := {schema}.{table}_digest(NEW.prev_hash, NEW);
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER {table}_chain BEFORE INSERT ON {schema}.{table}
+          FOR EACH ROW EXECUTE FUNCTION {schema}.{table}_chain();
+
+        CREATE FUNCTION {schema}.{table}_reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          RAISE EXCEPTION '%.% is append-only', TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege';
+        END $$;
+        CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {schema}.{table}
+          FOR EACH ROW EXECUTE FUNCTION {schema}.{table}_reject_change();
+        CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {schema}.{table}
+          FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{table}_reject_change();
+        """
+    )
+
+
+def drop_chained_audit(schema: str, table: str) -> None:
+    op.drop_table(table, schema=schema)
+    op.execute(f"DROP FUNCTION {schema}.{table}_reject_change()")
+    op.execute(f"DROP FUNCTION {schema}.{table}_chain()")
+    op.execute(f"DROP FUNCTION {schema}.{table}_digest(bytea, {schema}.{table})")

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class RebillServiceStub:
-    """RebillService keeps subscriptions and renews them on schedule.
+    """RebillService keeps subscriptions and renews them on schedule, and runs the test clocks
+    that let a test-mode merchant see months of renewals in seconds.
     """
 
     def __init__(self, channel):
@@ -40,14 +41,126 @@ class RebillServiceStub:
                 request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetSubscriptionRequest.SerializeToString,
                 response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
                 _registered_method=True)
+        self.CreateSubscription = channel.unary_unary(
+                '/paymesh.rebill.v1.RebillService/CreateSubscription',
+                request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.CreateSubscriptionRequest.SerializeToString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.ListSubscriptions = channel.unary_unary(
+                '/paymesh.rebill.v1.RebillService/ListSubscriptions',
+                request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListSubscriptionsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListSubscriptionsResponse.FromString,
+                _registered_method=True)
+        self.CancelSubscription = channel.unary_unary(
+                '/paymesh.rebill.v1.RebillService/CancelSubscription',
+                request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.CancelSubscriptionRequest.SerializeToString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.PauseSubscription = channel.unary_unary(
+                '/paymesh.rebill.v1.RebillService/PauseSubscription',
+                request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.PauseSubscriptionRequest.SerializeToString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.ResumeSubscription = channel.unary_unary(
+                '/paymesh.rebill.v1.RebillService/ResumeSubscription',
+                request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ResumeSubscriptionRequest.SerializeToString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.ListRebills = channel.unary_unary(
+                '/paymesh.rebill.v1.RebillService/ListRebills',
+                request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListRebillsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListRebillsResponse.FromString,
+                _registered_method=True)
+        self.CreateTestClock = channel.unary_unary(
+                '/paymesh.rebill.v1.RebillService/CreateTestClock',
+                request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.CreateTestClockRequest.SerializeToString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.TestClock.FromString,
+                _registered_method=True)
+        self.GetTestClock = channel.unary_unary(
+                '/paymesh.rebill.v1.RebillService/GetTestClock',
+                request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetTestClockRequest.SerializeToString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.TestClock.FromString,
+                _registered_method=True)
+        self.AdvanceTestClock = channel.unary_unary(
+                '/paymesh.rebill.v1.RebillService/AdvanceTestClock',
+                request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.AdvanceTestClockRequest.SerializeToString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.TestClock.FromString,
+                _registered_method=True)
 
 
 class RebillServiceServicer:
-    """RebillService keeps subscriptions and renews them on schedule.
+    """RebillService keeps subscriptions and renews them on schedule, and runs the test clocks
+    that let a test-mode merchant see months of renewals in seconds.
     """
 
     def GetSubscription(self, request, context):
         """Retrieves one subscription of the calling merchant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSubscription(self, request, context):
+        """Creates a subscription; its first period is charged at once unless it starts later
+        (a trial, or a billing cycle anchor in the future).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubscriptions(self, request, context):
+        """Lists the calling merchant's subscriptions, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelSubscription(self, request, context):
+        """Cancels a subscription now, or at the end of its current period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSubscription(self, request, context):
+        """Pauses renewals: no period falls due while paused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSubscription(self, request, context):
+        """Resumes a paused subscription; the periods that passed while it was paused are not
+        billed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRebills(self, request, context):
+        """Lists every charge attempt of a subscription, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTestClock(self, request, context):
+        """Creates a test clock (test mode only) frozen at `frozen_time`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTestClock(self, request, context):
+        """Retrieves one test clock of the calling merchant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AdvanceTestClock(self, request, context):
+        """Moves a test clock forward; everything that falls due up to the new time is billed
+        through the scheduler, queue, workers and gateway, period by period.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +174,51 @@ def add_RebillServiceServicer_to_server(servicer, server):
                     request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetSubscriptionRequest.FromString,
                     response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.SerializeToString,
             ),
+            'CreateSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSubscription,
+                    request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.CreateSubscriptionRequest.FromString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.SerializeToString,
+            ),
+            'ListSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubscriptions,
+                    request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListSubscriptionsRequest.FromString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListSubscriptionsResponse.SerializeToString,
+            ),
+            'CancelSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelSubscription,
+                    request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.CancelSubscriptionRequest.FromString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.SerializeToString,
+            ),
+            'PauseSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSubscription,
+                    request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.PauseSubscriptionRequest.FromString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.SerializeToString,
+            ),
+            'ResumeSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSubscription,
+                    request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ResumeSubscriptionRequest.FromString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.SerializeToString,
+            ),
+            'ListRebills': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRebills,
+                    request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListRebillsRequest.FromString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListRebillsResponse.SerializeToString,
+            ),
+            'CreateTestClock': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTestClock,
+                    request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.CreateTestClockRequest.FromString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.TestClock.SerializeToString,
+            ),
+            'GetTestClock': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTestClock,
+                    request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetTestClockRequest.FromString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.TestClock.SerializeToString,
+            ),
+            'AdvanceTestClock': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdvanceTestClock,
+                    request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.AdvanceTestClockRequest.FromString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.TestClock.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'paymesh.rebill.v1.RebillService', rpc_method_handlers)
@@ -70,7 +228,8 @@ def add_RebillServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RebillService:
-    """RebillService keeps subscriptions and renews them on schedule.
+    """RebillService keeps subscriptions and renews them on schedule, and runs the test clocks
+    that let a test-mode merchant see months of renewals in seconds.
     """
 
     @staticmethod
@@ -90,6 +249,249 @@ class RebillService:
             '/paymesh.rebill.v1.RebillService/GetSubscription',
             paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetSubscriptionRequest.SerializeToString,
             paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.rebill.v1.RebillService/CreateSubscription',
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.CreateSubscriptionRequest.SerializeToString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.rebill.v1.RebillService/ListSubscriptions',
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListSubscriptionsRequest.SerializeToString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.rebill.v1.RebillService/CancelSubscription',
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.CancelSubscriptionRequest.SerializeToString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.rebill.v1.RebillService/PauseSubscription',
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.PauseSubscriptionRequest.SerializeToString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.rebill.v1.RebillService/ResumeSubscription',
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ResumeSubscriptionRequest.SerializeToString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRebills(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.rebill.v1.RebillService/ListRebills',
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListRebillsRequest.SerializeToString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListRebillsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTestClock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.rebill.v1.RebillService/CreateTestClock',
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.CreateTestClockRequest.SerializeToString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.TestClock.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTestClock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.rebill.v1.RebillService/GetTestClock',
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetTestClockRequest.SerializeToString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.TestClock.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdvanceTestClock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.rebill.v1.RebillService/AdvanceTestClock',
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.AdvanceTestClockRequest.SerializeToString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.TestClock.FromString,
             options,
             channel_credentials,
             insecure,
