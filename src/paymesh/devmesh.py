@@ -47,6 +47,7 @@ class Ports:
     envoy_admin: int = 9901
     localstripe: int = 8420
     sandbox_psp: int = 8430
+    rebill_worker: int = 9105  # the rebill worker's ops HTTP port (/metrics)
     grpc: dict[str, int] = field(
         default_factory=lambda: {
             "gateway": 50051,
@@ -68,7 +69,11 @@ class Ports:
 
     def ops_ports(self) -> list[int]:
         """The ops HTTP port of every service process."""
-        return [*self.http.values(), *(http for _, http in self.more_gateways)]
+        return [
+            *self.http.values(),
+            *(http for _, http in self.more_gateways),
+            self.rebill_worker,
+        ]
 
     @classmethod
     def from_env(cls, env: dict[str, str], gateway_processes: int = 1) -> Ports:
@@ -77,6 +82,7 @@ class Ports:
         ports.envoy_admin = int(env.get("ENVOY_ADMIN_PORT", ports.envoy_admin))
         ports.localstripe = int(env.get("LOCALSTRIPE_PORT", ports.localstripe))
         ports.sandbox_psp = int(env.get("SANDBOX_PSP_PORT", ports.sandbox_psp))
+        ports.rebill_worker = int(env.get("REBILL_WORKER_HTTP_PORT", ports.rebill_worker))
         for name in ALL:
             prefix = name.upper()
             ports.grpc[name] = int(env.get(f"{prefix}_GRPC_PORT", ports.grpc[name]))
@@ -93,14 +99,18 @@ class Ports:
     @classmethod
     def free(cls, gateway_processes: int = 1) -> Ports:
         """Unused ports, so a test run never collides with `make run` or another run."""
-        taken = [_free_port() for _ in range(4 + 2 * len(ALL) + 2 * (gateway_processes - 1))]
+        taken = [_free_port() for _ in range(5 + 2 * len(ALL) + 2 * (gateway_processes - 1))]
         ports = cls(
-            envoy=taken[0], envoy_admin=taken[1], localstripe=taken[2], sandbox_psp=taken[3]
+            envoy=taken[0],
+            envoy_admin=taken[1],
+            localstripe=taken[2],
+            sandbox_psp=taken[3],
+            rebill_worker=taken[4],
         )
         for i, name in enumerate(ALL):
-            ports.grpc[name] = taken[4 + 2 * i]
-            ports.http[name] = taken[5 + 2 * i]
-        more = taken[4 + 2 * len(ALL) :]
+            ports.grpc[name] = taken[5 + 2 * i]
+            ports.http[name] = taken[6 + 2 * i]
+        more = taken[5 + 2 * len(ALL) :]
         ports.more_gateways = list(zip(more[::2], more[1::2], strict=True))
         return ports
 
@@ -108,6 +118,7 @@ class Ports:
         env = {
             "LOCALSTRIPE_PORT": str(self.localstripe),
             "SANDBOX_PSP_PORT": str(self.sandbox_psp),
+            "REBILL_WORKER_HTTP_PORT": str(self.rebill_worker),
             "SANDBOX_API_BASE": f"http://127.0.0.1:{self.sandbox_psp}",
         }
         for name in ALL:
@@ -233,6 +244,7 @@ class Mesh:
                 self.start_gateways()
             else:
                 self.spawn(name, [sys.executable, "-m", package])
+        self.spawn("rebill_worker", [sys.executable, "-m", "rebill_svc.worker"])
 
     def start_gateways(self) -> None:
         """One gateway process per port pair; Envoy balances over them. Each has its own gRPC
@@ -455,6 +467,7 @@ def print_banner(ports: Ports, seconds: float, tls_dir: Path | None = None) -> N
                 f"metrics http://localhost:{http_port}/metrics"
             )
     rows += [
+        f"  rebill worker    metrics http://localhost:{ports.rebill_worker}/metrics",
         f"  localstripe    http://localhost:{ports.localstripe}",
         f"  sandbox PSP    http://localhost:{ports.sandbox_psp}   knobs: POST /_knobs",
         f"  ops            grpcurl {grpcurl_tls} localhost:{ports.grpc['gateway']} list",

@@ -17,6 +17,8 @@ Runtime knobs, `POST /_knobs`, lie the way real PSPs do (each rate from 0 to 1):
                   happened until it asks again with the same Idempotency-Key
   operations      the operations the knobs apply to: card, authorize, capture, void, refund
                   (empty or absent: all of them)
+  soft_declines   {"<amount>": n}: the next n charges of that amount are declined as
+                  insufficient_funds (soft), then they pass again: a customer who tops up
 
 API (JSON in and out):
   POST /v1/cards                 {number, exp_month, exp_year, cvc?} -> {id: card_…}
@@ -48,7 +50,11 @@ DECLINES = {
 PROCESSING_ERROR = "4000000000000119"
 HANG_SECONDS = 30.0  # longer than any client deadline
 RATE_KNOBS = ("latency_ms", "latency_jitter_ms", "error_rate", "timeout_rate", "ambiguous_rate")
-DEFAULT_KNOBS: dict[str, Any] = {**{name: 0.0 for name in RATE_KNOBS}, "operations": []}
+DEFAULT_KNOBS: dict[str, Any] = {
+    **{name: 0.0 for name in RATE_KNOBS},
+    "operations": [],
+    "soft_declines": {},
+}
 
 
 def operation_of(path: str) -> str:
@@ -69,6 +75,12 @@ def parse_knobs(body: dict) -> dict[str, Any]:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError("operations must be a list of names")
             knobs[name] = value
+        elif name == "soft_declines":
+            if not isinstance(value, dict) or not all(
+                str(k).isdigit() and isinstance(n, int) and n >= 0 for k, n in value.items()
+            ):
+                raise ValueError('soft_declines must map amounts to counts: {"1000": 2}')
+            knobs[name] = {str(k): n for k, n in value.items()}
         elif name in RATE_KNOBS:
             knobs[name] = float(value)
         else:
@@ -132,6 +144,9 @@ class Sandbox:
         if number in DECLINES:
             code, kind, message = DECLINES[number]
             return 402, _error("card_declined", message, decline_code=code, type=kind)
+        if self._declines_soft(amount):
+            code, kind, message = DECLINES["4000000000009995"]
+            return 402, _error("card_declined", message, decline_code=code, type=kind)
         capture = bool(body.get("capture", True))
         charge = {
             "id": "ch_" + secrets.token_hex(12),
@@ -149,6 +164,13 @@ class Sandbox:
             if capture:
                 self._settle("charge", charge["id"], amount, charge["currency"])
         return 200, charge
+
+    def _declines_soft(self, amount: int) -> bool:
+        with self.lock:
+            left = self.knobs["soft_declines"].get(str(amount), 0)
+            if left:
+                self.knobs["soft_declines"] = {**self.knobs["soft_declines"], str(amount): left - 1}
+            return left > 0
 
     def _change(self, charge_id: str, action: str, body: dict) -> tuple[int, dict]:
         with self.lock:

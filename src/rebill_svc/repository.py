@@ -1,22 +1,431 @@
-"""Reads and writes rebill_svc's rows; no protobuf here."""
+"""Reads and writes behind the merchant API: subscriptions, their rebills and test clocks.
+Every change is one transaction with its audit row and outbox event; no protobuf here."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, select, tuple_, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.platform.callers import Merchant, owned_by
 from paymesh.platform.db import autocommit
-from rebill_svc.tables import subscriptions
+from paymesh.platform.problems import InvalidArgument, NotFound
+from rebill_svc import records
+from rebill_svc.domain.periods import Interval
+from rebill_svc.domain.subscriptions import (
+    QUEUES,
+    NewSubscription,
+    Periods,
+    Plan,
+    Status,
+    cancelable,
+    pausable,
+    resumable,
+    resumed_periods,
+)
+from rebill_svc.jobs import OPEN, Claimed, JobStore
+from rebill_svc.tables import rebill_attempts, rebill_jobs, subscriptions, test_clocks
+
+
+def _missing(kind: str) -> NotFound:
+    return NotFound(f"no such {kind}", reason="resource_missing")
 
 
 class SubscriptionRepository:
-    def __init__(self, engine: AsyncEngine):
+    def __init__(self, engine: AsyncEngine, jobs: JobStore):
+        self._engine = engine
         self._reads = autocommit(engine)
+        self._jobs = jobs
 
-    async def get(self, subscription_id: str, merchant: Merchant) -> Row | None:
-        """The merchant's object in the merchant's mode; another's is as good as missing."""
+    # --- clocks -------------------------------------------------------------------------
+
+    async def now(self, merchant: Merchant, test_clock: str) -> datetime:
+        """The time a new subscription starts at: its test clock's, else the database's."""
+        async with self._reads.connect() as connection:
+            if not test_clock:
+                return await connection.scalar(select(func.now()))
+            if merchant.livemode:
+                raise InvalidArgument.for_field(
+                    "test_clock", "livemode_test_clock", "test clocks exist in test mode only"
+                )
+            clock = (await connection.execute(owned_by(test_clocks, test_clock, merchant))).first()
+        if clock is None:
+            raise InvalidArgument.for_field("test_clock", "resource_missing", "no such test clock")
+        return clock.frozen_time
+
+    async def create_clock(self, merchant: Merchant, frozen_time: datetime) -> Row:
+        async with self._engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    test_clocks.insert()
+                    .values(
+                        id=records.new_id("clock_"),
+                        merchant_id=merchant.id,
+                        livemode=merchant.livemode,
+                        frozen_time=frozen_time,
+                    )
+                    .returning(test_clocks)
+                )
+            ).one()
+            await records.audit(
+                connection,
+                merchant_id=merchant.id,
+                actor="api",
+                action="test_clock.create",
+                object_id=row.id,
+                result="ready",
+                frozen_time=frozen_time.isoformat(),
+            )
+        return row
+
+    async def clock(self, merchant: Merchant, clock_id: str) -> tuple[Row, str]:
+        """The clock and its status: `advancing` while anything due on it is unsettled."""
+        async with self._reads.connect() as connection:
+            clock = (await connection.execute(owned_by(test_clocks, clock_id, merchant))).first()
+            if clock is None:
+                raise _missing("test_clock")
+            return clock, await _clock_status(connection, clock)
+
+    async def advance_clock(
+        self, merchant: Merchant, clock_id: str, frozen_time: datetime
+    ) -> tuple[Row, str]:
+        async with self._engine.begin() as connection:
+            clock = (
+                await connection.execute(
+                    owned_by(test_clocks, clock_id, merchant).with_for_update()
+                )
+            ).first()
+            if clock is None:
+                raise _missing("test_clock")
+            if frozen_time <= clock.frozen_time:
+                raise InvalidArgument.for_field(
+                    "frozen_time",
+                    "clock_cannot_go_back",
+                    "frozen_time must be later than the clock's time",
+                )
+            clock = (
+                await connection.execute(
+                    update(test_clocks)
+                    .where(test_clocks.c.id == clock_id)
+                    .values(frozen_time=frozen_time)
+                    .returning(test_clocks)
+                )
+            ).one()
+            await records.audit(
+                connection,
+                merchant_id=merchant.id,
+                actor="api",
+                action="test_clock.advance",
+                object_id=clock_id,
+                result="advancing",
+                frozen_time=frozen_time.isoformat(),
+            )
+            await records.wake_scheduler(connection)
+            return clock, await _clock_status(connection, clock)
+
+    # --- subscriptions ------------------------------------------------------------------
+
+    async def create(
+        self,
+        merchant: Merchant,
+        *,
+        new: NewSubscription,
+        payment_method: str,
+        amount: int,
+        currency: str,
+        metadata: dict[str, str],
+        test_clock: str,
+        idempotency_key: str | None,
+        lease_owner: str,
+        lease_seconds: float,
+    ) -> tuple[Row, Claimed | None]:
+        """The new subscription and, when its first period is charged now, that period's
+        job, already leased to the caller. With a key already used: that subscription."""
+        if idempotency_key:
+            existing = await self._by_key(merchant, idempotency_key)
+            if existing is not None:
+                return existing, None
+        subscription_id = records.new_id("sub_")
+        try:
+            async with self._engine.begin() as connection:
+                row = (
+                    await connection.execute(
+                        subscriptions.insert()
+                        .values(
+                            id=subscription_id,
+                            merchant_id=merchant.id,
+                            livemode=merchant.livemode,
+                            payment_method=payment_method,
+                            amount=amount,
+                            currency=currency,
+                            interval=new.interval.value,
+                            interval_count=new.interval_count,
+                            billing_cycle_anchor=new.anchor,
+                            trial_end=new.current.end if new.status == Status.TRIALING else None,
+                            test_clock=test_clock or None,
+                            metadata=metadata,
+                            status=new.status.value,
+                            period_number=new.current.number,
+                            current_period_start=new.current.start,
+                            current_period_end=new.current.end,
+                            idempotency_key=idempotency_key,
+                        )
+                        .returning(subscriptions)
+                    )
+                ).one()
+                await records.audit(
+                    connection,
+                    merchant_id=merchant.id,
+                    actor="api",
+                    action="subscription.create",
+                    object_id=row.id,
+                    result=row.status,
+                    amount=amount,
+                    currency=currency,
+                    interval=new.interval.value,
+                    interval_count=new.interval_count,
+                )
+                await records.event(connection, "subscription.created", "subscription", row)
+                claimed = None
+                if new.charge_now:
+                    job = await self._first_job(connection, row, lease_owner, lease_seconds)
+                    claimed = await self._jobs.claim_new(connection, job)
+                return row, claimed
+        except IntegrityError:
+            if idempotency_key:  # the same key, created at the same moment by another call
+                existing = await self._by_key(merchant, idempotency_key)
+                if existing is not None:
+                    return existing, None
+            raise
+
+    async def _first_job(
+        self, connection: AsyncConnection, row: Row, owner: str, lease_seconds: float
+    ) -> Row:
+        return (
+            await connection.execute(
+                rebill_jobs.insert()
+                .values(
+                    id=records.new_id("rj_"),
+                    subscription_id=row.id,
+                    merchant_id=row.merchant_id,
+                    livemode=row.livemode,
+                    test_clock=row.test_clock,
+                    queue=QUEUES[Interval(row.interval)],
+                    period_number=row.period_number,
+                    period_start=row.current_period_start,
+                    period_end=row.current_period_end,
+                    amount=row.amount,
+                    currency=row.currency,
+                    status="running",
+                    due_at=row.current_period_start,
+                    lease_owner=owner,
+                    lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
+                    heartbeat_at=func.now(),
+                    runs=1,
+                )
+                .returning(rebill_jobs)
+            )
+        ).one()
+
+    async def _by_key(self, merchant: Merchant, key: str) -> Row | None:
+        subs = subscriptions.c
         async with self._reads.connect() as connection:
             return (
+                await connection.execute(
+                    select(subscriptions).where(
+                        subs.merchant_id == merchant.id,
+                        subs.livemode == merchant.livemode,
+                        subs.idempotency_key == key,
+                    )
+                )
+            ).first()
+
+    async def get(self, subscription_id: str, merchant: Merchant) -> Row:
+        """The merchant's object in the merchant's mode; another's is as good as missing."""
+        async with self._reads.connect() as connection:
+            row = (
                 await connection.execute(owned_by(subscriptions, subscription_id, merchant))
             ).first()
+        if row is None:
+            raise _missing("subscription")
+        return row
+
+    async def page(
+        self, merchant: Merchant, limit: int, starting_after: str, status: str
+    ) -> tuple[list[Row], bool]:
+        subs = subscriptions.c
+        scope = [subs.merchant_id == merchant.id, subs.livemode == merchant.livemode]
+        if status:
+            scope.append(subs.status == status)
+        query = select(subscriptions).where(*scope)
+        async with self._reads.connect() as connection:
+            if starting_after:
+                cursor = (
+                    await connection.execute(
+                        select(subs.created_at, subs.id).where(
+                            subs.merchant_id == merchant.id,
+                            subs.livemode == merchant.livemode,
+                            subs.id == starting_after,
+                        )
+                    )
+                ).first()
+                if cursor is None:
+                    raise InvalidArgument.for_field(
+                        "starting_after", "resource_missing", "no such subscription"
+                    )
+                query = query.where(
+                    tuple_(subs.created_at, subs.id) < tuple_(cursor.created_at, cursor.id)
+                )
+            rows = (
+                await connection.execute(
+                    query.order_by(subs.created_at.desc(), subs.id.desc()).limit(limit + 1)
+                )
+            ).all()
+        return rows[:limit], len(rows) > limit
+
+    async def rebills(
+        self, merchant: Merchant, subscription_id: str, limit: int, offset: int
+    ) -> tuple[list[Row], bool]:
+        await self.get(subscription_id, merchant)
+        attempts, jobs = rebill_attempts.c, rebill_jobs.c
+        async with self._reads.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(
+                        jobs.period_start,
+                        jobs.period_end,
+                        jobs.amount,
+                        jobs.currency,
+                        attempts.attempt,
+                        attempts.outcome,
+                        attempts.decline_code,
+                        attempts.payment_intent,
+                        attempts.at,
+                    )
+                    .select_from(rebill_attempts.join(rebill_jobs, jobs.id == attempts.job_id))
+                    .where(attempts.subscription_id == subscription_id)
+                    .order_by(jobs.period_start.desc(), attempts.attempt.desc())
+                    .limit(limit + 1)
+                    .offset(offset)
+                )
+            ).all()
+        return rows[:limit], len(rows) > limit
+
+    async def cancel(self, merchant: Merchant, subscription_id: str, at_period_end: bool) -> Row:
+        def change(row: Row, now: datetime) -> dict:
+            cancelable(row.status)
+            if at_period_end:
+                return {"cancel_at_period_end": True}
+            return {"status": Status.CANCELED.value, "canceled_at": now, "next_attempt_at": None}
+
+        row = await self._change(
+            merchant, subscription_id, "subscription.cancel", change, at_period_end=at_period_end
+        )
+        if row.status == Status.CANCELED:
+            await self._drop_waiting_retry(row.id)
+        return row
+
+    async def pause(self, merchant: Merchant, subscription_id: str) -> Row:
+        def change(row: Row, _now: datetime) -> dict:
+            pausable(row.status)
+            return {"status": Status.PAUSED.value}
+
+        return await self._change(merchant, subscription_id, "subscription.pause", change)
+
+    async def resume(self, merchant: Merchant, subscription_id: str) -> Row:
+        def change(row: Row, now: datetime) -> dict:
+            resumable(row.status)
+            plan = Plan(Interval(row.interval), row.interval_count, row.billing_cycle_anchor)
+            current = Periods(row.period_number, row.current_period_start, row.current_period_end)
+            resumed = resumed_periods(plan, current, now)
+            return {
+                "status": Status.ACTIVE.value if resumed.number >= 0 else Status.TRIALING.value,
+                "period_number": resumed.number,
+                "current_period_start": resumed.start,
+                "current_period_end": resumed.end,
+            }
+
+        return await self._change(merchant, subscription_id, "subscription.resume", change)
+
+    async def _change(
+        self,
+        merchant: Merchant,
+        subscription_id: str,
+        action: str,
+        change: Callable[[Row, datetime], dict],
+        **details,
+    ) -> Row:
+        async with self._engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    owned_by(subscriptions, subscription_id, merchant).with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise _missing("subscription")
+            now = await _clock_now(connection, row.test_clock)
+            values = change(row, now)
+            row = (
+                await connection.execute(
+                    update(subscriptions)
+                    .where(subscriptions.c.id == subscription_id)
+                    .values(**values, updated_at=func.now())
+                    .returning(subscriptions)
+                )
+            ).one()
+            await records.audit(
+                connection,
+                merchant_id=merchant.id,
+                actor="api",
+                action=action,
+                object_id=row.id,
+                result=row.status,
+                **details,
+            )
+            kind = (
+                "subscription.canceled" if row.status == Status.CANCELED else "subscription.updated"
+            )
+            await records.event(connection, kind, "subscription", row)
+            await records.wake_scheduler(connection)
+        return row
+
+    async def _drop_waiting_retry(self, subscription_id: str) -> None:
+        """A canceled subscription's declined period is not retried. A job in a worker's
+        hands finishes its attempt (it may already have charged) and changes nothing else."""
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(rebill_jobs)
+                .where(
+                    rebill_jobs.c.subscription_id == subscription_id,
+                    rebill_jobs.c.status == "scheduled",
+                )
+                .values(status="failed", updated_at=func.now())
+            )
+
+
+async def _clock_now(connection: AsyncConnection, clock_id: str | None) -> datetime:
+    if clock_id is None:
+        return await connection.scalar(select(func.now()))
+    return await connection.scalar(
+        select(test_clocks.c.frozen_time).where(test_clocks.c.id == clock_id)
+    )
+
+
+async def _clock_status(connection: AsyncConnection, clock: Row) -> str:
+    subs, jobs = subscriptions.c, rebill_jobs.c
+    due_subscription = select(subs.id).where(
+        subs.test_clock == clock.id,
+        subs.status.in_([Status.ACTIVE.value, Status.TRIALING.value]),
+        subs.current_period_end <= clock.frozen_time,
+    )
+    unsettled_job = select(jobs.id).where(
+        jobs.test_clock == clock.id,
+        jobs.status.in_(OPEN),
+        ~and_(jobs.status == "scheduled", jobs.due_at > clock.frozen_time),
+    )
+    busy = await connection.scalar(select(due_subscription.exists() | unsettled_job.exists()))
+    return "advancing" if busy else "ready"

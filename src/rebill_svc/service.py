@@ -1,34 +1,85 @@
-"""Wiring: the one place where rebill_svc's adapters are built and handed to the servicer."""
+"""Wiring: the one place where rebill_svc's adapters are built and handed to the servicers.
+Besides the API, every rebill_svc process is a scheduler candidate (one leads), moves dead
+letters into their table, and reads the queues' depth."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 from pathlib import Path
 
 import grpc
 
-from paymesh.platform.channels import close_on_shutdown
+from paymesh.platform.amqp_consumer import Consumer, declare
+from paymesh.platform.channels import close_on_shutdown, service_channel
 from paymesh.platform.config import RebillSettings
 from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.server import Resources, ServiceDefinition
-from paymesh.rebill.v1 import rebill_pb2, rebill_pb2_grpc
+from paymesh.rebill.v1 import rebill_admin_pb2, rebill_admin_pb2_grpc, rebill_pb2, rebill_pb2_grpc
 from rebill_svc import tables
+from rebill_svc.admin import RebillAdminServicer
+from rebill_svc.charging import GatewayCharger
+from rebill_svc.dead_letters import DeadLetters
+from rebill_svc.jobs import JobStore
 from rebill_svc.repository import SubscriptionRepository
-from rebill_svc.servicer import RebillServicer
+from rebill_svc.runner import JobRunner, Leases
+from rebill_svc.scheduler import Scheduler, watch_queue_depth
+from rebill_svc.servicer import PaymentMethods, RebillServicer
+from rebill_svc.topology import DEAD_QUEUE, declare_queues
 
 
 async def register(server: grpc.aio.Server, resources: Resources) -> list:
+    settings = resources.settings
+    assert isinstance(settings, RebillSettings)
     callers, gateway_channel = remote_callers(
-        resources.settings.gateway_addr, resources.token_issuer, resources.token_verifier
+        settings.gateway_addr, resources.token_issuer, resources.token_verifier
     )
-    servicer = RebillServicer(SubscriptionRepository(resources.engine), callers)
+    vault_channel = service_channel(settings.vault_addr, resources.token_issuer, "vault")
+    await asyncio.to_thread(
+        declare, settings.amqp_url, lambda ch: declare_queues(ch, settings.events_exchange)
+    )
+    jobs = JobStore(resources.engine)
+    leases = Leases(settings.lease_seconds, settings.recheck_seconds)
+    runner = JobRunner(
+        jobs, GatewayCharger(gateway_channel), f"api:{socket.gethostname()}:{os.getpid()}", leases
+    )
+    servicer = RebillServicer(
+        SubscriptionRepository(resources.engine, jobs),
+        callers,
+        PaymentMethods(vault_channel),
+        runner,
+        leases,
+    )
     rebill_pb2_grpc.add_RebillServiceServicer_to_server(servicer, server)
-    return [close_on_shutdown(gateway_channel)]
+    letters = DeadLetters(resources.engine)
+    rebill_admin_pb2_grpc.add_RebillAdminServiceServicer_to_server(
+        RebillAdminServicer(resources.engine, letters, callers), server
+    )
+    scheduler = Scheduler(
+        resources.engine,
+        jobs,
+        batch_size=settings.scheduler_batch_size,
+        idle_seconds=settings.scheduler_idle_seconds,
+        requeue_after=settings.requeue_after_seconds,
+    )
+    dead_letter_consumer = Consumer(settings.amqp_url, [DEAD_QUEUE], letters.receive, prefetch=10)
+    return [
+        close_on_shutdown(gateway_channel),
+        close_on_shutdown(vault_channel),
+        scheduler.run(),
+        dead_letter_consumer.run(),
+        watch_queue_depth(settings.amqp_url),
+    ]
 
 
 DEFINITION = ServiceDefinition(
     name="rebill",
     schema=tables.SCHEMA,
-    grpc_services=(rebill_pb2.DESCRIPTOR.services_by_name["RebillService"].full_name,),
+    grpc_services=(
+        rebill_pb2.DESCRIPTOR.services_by_name["RebillService"].full_name,
+        rebill_admin_pb2.DESCRIPTOR.services_by_name["RebillAdminService"].full_name,
+    ),
     settings_class=RebillSettings,
     migrations_dir=Path(__file__).parent / "migrations",
     outbox=tables.outbox,

@@ -5,11 +5,17 @@ from __future__ import annotations
 import grpc
 import structlog
 
-from paymesh.platform.callers import Callers
-from paymesh.platform.errors import NotFound
-from paymesh.platform.wire import require_id, timestamp
+from paymesh.platform.callers import Callers, Merchant
+from paymesh.platform.channels import on_behalf_of
+from paymesh.platform.errors import InvalidArgument, Unavailable
+from paymesh.platform.wire import optional_datetime, require_id, required_datetime, timestamp
 from paymesh.rebill.v1 import rebill_pb2, rebill_pb2_grpc
+from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
+from rebill_svc.domain.subscriptions import Status, new_subscription
 from rebill_svc.repository import SubscriptionRepository
+from rebill_svc.runner import JobRunner, Leases
+
+STATUSES = {s.value for s in Status}
 
 
 def subscription_message(row) -> rebill_pb2.Subscription:
@@ -19,26 +25,215 @@ def subscription_message(row) -> rebill_pb2.Subscription:
         amount=row.amount,
         currency=row.currency,
         interval=row.interval,
+        interval_count=row.interval_count,
         status=row.status,
         current_period_start=timestamp(row.current_period_start),
         current_period_end=timestamp(row.current_period_end),
+        billing_cycle_anchor=timestamp(row.billing_cycle_anchor),
+        trial_end=timestamp(row.trial_end),
+        test_clock=row.test_clock or "",
+        metadata=row.metadata,
+        cancel_at_period_end=row.cancel_at_period_end,
+        canceled_at=timestamp(row.canceled_at),
+        next_attempt_at=timestamp(row.next_attempt_at),
         created=timestamp(row.created_at),
         livemode=row.livemode,
     )
 
 
+def rebill_message(row) -> rebill_pb2.Rebill:
+    return rebill_pb2.Rebill(
+        period_start=timestamp(row.period_start),
+        period_end=timestamp(row.period_end),
+        amount=row.amount,
+        currency=row.currency,
+        attempt=row.attempt,
+        outcome=row.outcome,
+        decline_code=row.decline_code,
+        payment_intent=row.payment_intent,
+        at=timestamp(row.at),
+    )
+
+
+def clock_message(row, status: str) -> rebill_pb2.TestClock:
+    return rebill_pb2.TestClock(
+        id=row.id,
+        frozen_time=timestamp(row.frozen_time),
+        status=status,
+        created=timestamp(row.created_at),
+        livemode=row.livemode,
+    )
+
+
+def page_limit(limit: int) -> int:
+    limit = limit or 10
+    if not 1 <= limit <= 100:
+        raise InvalidArgument.for_field("limit", "invalid_limit", "limit must be 1 to 100")
+    return limit
+
+
+class PaymentMethods:
+    """Whether a payment method can be charged for a merchant, asked of the vault."""
+
+    def __init__(self, channel: grpc.aio.Channel):
+        self._stub = vault_pb2_grpc.VaultServiceStub(channel)
+
+    async def require_usable(self, merchant: Merchant, payment_method: str) -> None:
+        try:
+            await self._stub.GetPaymentMethod(
+                vault_pb2.GetPaymentMethodRequest(id=payment_method),
+                metadata=on_behalf_of(merchant),
+                timeout=5,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise InvalidArgument.for_field(
+                    "payment_method",
+                    "resource_missing",
+                    "no such payment method (unknown, detached, or not this merchant's)",
+                ) from None
+            raise Unavailable(
+                "cannot check the payment method right now", reason="vault_unavailable"
+            ) from error
+
+
 class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
-    def __init__(self, subscriptions: SubscriptionRepository, callers: Callers):
+    def __init__(
+        self,
+        subscriptions: SubscriptionRepository,
+        callers: Callers,
+        payment_methods: PaymentMethods,
+        runner: JobRunner,
+        leases: Leases,
+    ):
         self._subscriptions = subscriptions
         self._callers = callers
+        self._payment_methods = payment_methods
+        self._runner = runner
+        self._leases = leases
 
-    async def GetSubscription(
-        self, request: rebill_pb2.GetSubscriptionRequest, context: grpc.aio.ServicerContext
-    ) -> rebill_pb2.Subscription:
+    async def CreateSubscription(self, request, context):
         merchant = await self._callers.merchant(context)
-        subscription_id = require_id(request.id, "sub_", "subscription")
-        structlog.contextvars.bind_contextvars(correlation_id=subscription_id)
-        row = await self._subscriptions.get(subscription_id, merchant)
-        if row is None:
-            raise NotFound(f"no such subscription: {subscription_id!r}", reason="resource_missing")
+        now = await self._subscriptions.now(merchant, _clock_id(request.test_clock))
+        new = new_subscription(
+            payment_method=request.payment_method,
+            amount=request.amount,
+            currency=request.currency,
+            interval=request.interval,
+            interval_count=request.interval_count,
+            anchor=optional_datetime(request, "billing_cycle_anchor"),
+            trial_end=optional_datetime(request, "trial_end"),
+            metadata=dict(request.metadata),
+            now=now,
+        )
+        await self._payment_methods.require_usable(merchant, request.payment_method)
+        row, first_period = await self._subscriptions.create(
+            merchant,
+            new=new,
+            payment_method=request.payment_method,
+            amount=request.amount,
+            currency=request.currency,
+            metadata=dict(request.metadata),
+            test_clock=request.test_clock,
+            idempotency_key=dict(context.invocation_metadata() or ()).get("idempotency-key"),
+            lease_owner=self._runner.owner,
+            lease_seconds=self._leases.lease_seconds,
+        )
+        structlog.contextvars.bind_contextvars(correlation_id=row.id)
+        if first_period is not None:
+            # The first period's charge is part of the creation. Should this call die here,
+            # the job's lease lapses and the scheduler hands it to a worker.
+            await self._runner.run_claimed(first_period)
+            row = await self._subscriptions.get(row.id, merchant)
         return subscription_message(row)
+
+    async def GetSubscription(self, request, context):
+        merchant = await self._callers.merchant(context)
+        return subscription_message(await self._subscriptions.get(self._id(request.id), merchant))
+
+    async def ListSubscriptions(self, request, context):
+        merchant = await self._callers.merchant(context)
+        limit = page_limit(request.limit)
+        if request.status and request.status not in STATUSES:
+            raise InvalidArgument.for_field(
+                "status", "invalid_status", "status must be one of " + ", ".join(sorted(STATUSES))
+            )
+        rows, has_more = await self._subscriptions.page(
+            merchant, limit, request.starting_after, request.status
+        )
+        return rebill_pb2.ListSubscriptionsResponse(
+            data=[subscription_message(r) for r in rows], has_more=has_more
+        )
+
+    async def CancelSubscription(self, request, context):
+        merchant = await self._callers.merchant(context)
+        row = await self._subscriptions.cancel(
+            merchant, self._id(request.id), request.at_period_end
+        )
+        return subscription_message(row)
+
+    async def PauseSubscription(self, request, context):
+        merchant = await self._callers.merchant(context)
+        return subscription_message(await self._subscriptions.pause(merchant, self._id(request.id)))
+
+    async def ResumeSubscription(self, request, context):
+        merchant = await self._callers.merchant(context)
+        return subscription_message(
+            await self._subscriptions.resume(merchant, self._id(request.id))
+        )
+
+    async def ListRebills(self, request, context):
+        merchant = await self._callers.merchant(context)
+        limit = page_limit(request.limit)
+        if request.offset < 0:
+            raise InvalidArgument.for_field("offset", "invalid_offset", "offset must be 0 or more")
+        rows, has_more = await self._subscriptions.rebills(
+            merchant, self._id(request.id), limit, request.offset
+        )
+        return rebill_pb2.ListRebillsResponse(
+            data=[rebill_message(r) for r in rows], has_more=has_more
+        )
+
+    async def CreateTestClock(self, request, context):
+        merchant = self._test_mode(await self._callers.merchant(context))
+        row = await self._subscriptions.create_clock(
+            merchant, required_datetime(request, "frozen_time")
+        )
+        return clock_message(row, "ready")
+
+    async def GetTestClock(self, request, context):
+        merchant = self._test_mode(await self._callers.merchant(context))
+        row, status = await self._subscriptions.clock(merchant, self._clock(request.id))
+        return clock_message(row, status)
+
+    async def AdvanceTestClock(self, request, context):
+        merchant = self._test_mode(await self._callers.merchant(context))
+        clock_id = self._clock(request.id)
+        row, status = await self._subscriptions.advance_clock(
+            merchant, clock_id, required_datetime(request, "frozen_time")
+        )
+        return clock_message(row, status)
+
+    @staticmethod
+    def _id(value: str) -> str:
+        subscription_id = require_id(value, "sub_", "subscription")
+        structlog.contextvars.bind_contextvars(correlation_id=subscription_id)
+        return subscription_id
+
+    @staticmethod
+    def _clock(value: str) -> str:
+        return require_id(value, "clock_", "test_clock")
+
+    @staticmethod
+    def _test_mode(merchant: Merchant) -> Merchant:
+        if merchant.livemode:
+            raise InvalidArgument.for_field(
+                "livemode", "livemode_test_clock", "test clocks exist in test mode only"
+            )
+        return merchant
+
+
+def _clock_id(value: str) -> str:
+    if not value:
+        return ""
+    return require_id(value, "clock_", "test_clock", field="test_clock")

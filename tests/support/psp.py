@@ -17,6 +17,7 @@ NO_FAULTS = {
     "timeout_rate": 0,
     "ambiguous_rate": 0,
     "operations": [],
+    "soft_declines": {},
 }
 
 

@@ -20,9 +20,9 @@ async def cancel(
         return await _record(payments, intent, "api", key and KeyRef(key.merchant, key.key, True))
     reserved = await reserve(payments, intent, Pending.VOID, Action.CANCEL, None, key)
     await send_reserved(
-        payments, reserved, lambda connector, reference, pending_key: connector.void(
-            reference, pending_key
-        )
+        payments,
+        reserved,
+        lambda connector, reference, pending_key: connector.void(reference, pending_key),
     )
     return await finish(payments, reserved, "api")
 

@@ -84,9 +84,7 @@ async def capture(
     captured = await send_reserved(
         payments,
         reserved,
-        lambda connector, reference, pending_key: connector.capture(
-            reference, amount, pending_key
-        ),
+        lambda connector, reference, pending_key: connector.capture(reference, amount, pending_key),
     )
     return await finish(payments, reserved, captured, "api", key)
 
@@ -100,9 +98,7 @@ async def send_reserved(payments: Payments, reserved: PaymentIntent, operation):
     try:
         return await payments.router.call(
             psp,
-            lambda: operation(
-                connector, reserved.psp_reference or "", reserved.pending_key or ""
-            ),
+            lambda: operation(connector, reserved.psp_reference or "", reserved.pending_key or ""),
         )
     except PspRefused as refused:
         await release(payments, reserved, "api", "refused")

@@ -6,12 +6,12 @@ could not reach is that PSP's `NotProcessed`; the vault itself down is `VaultUna
 from __future__ import annotations
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
 from gateway_svc.domain.outcomes import NotProcessed, PspDeclined
 from gateway_svc.metrics import PSP_CALL_ERRORS
 from paymesh.platform.callers import Merchant
 from paymesh.platform.channels import on_behalf_of
+from paymesh.platform.errors import reason_of
 from paymesh.platform.problems import InvalidArgument, Unavailable
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 
@@ -20,19 +20,6 @@ class VaultUnavailable(Unavailable):
     def __init__(self, why: str):
         super().__init__("the card vault is unavailable; retry later", reason="vault_unavailable")
         self.why = why
-
-
-def _reason(error: grpc.aio.AioRpcError) -> str:
-    """The google.rpc.ErrorInfo reason the vault sent, if any."""
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    detail.Unpack(info)
-                    return info.reason
-    return ""
 
 
 class VaultClient:
@@ -55,7 +42,7 @@ class VaultClient:
 
 
 def _read(error: grpc.aio.AioRpcError, psp: str) -> Exception:
-    code, reason = error.code(), _reason(error)
+    code, reason = error.code(), reason_of(error)
     if code == grpc.StatusCode.NOT_FOUND and reason == "payment_method_detached":
         return PspDeclined(
             "payment_method_detached", "This payment method was detached; its card is gone.", "hard"

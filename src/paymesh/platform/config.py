@@ -137,6 +137,19 @@ class RebillSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="REBILL_")
     grpc_port: int = 50053
     http_port: int = 9103
+    # The scheduler: how many subscriptions one transaction renews, and how long it sleeps
+    # when nothing is due (a worker's outcome or a test clock's advance wakes it at once).
+    scheduler_batch_size: int = 500
+    scheduler_idle_seconds: float = 1.0
+    # A worker heartbeats its job's lease; a lease not renewed for this long is reclaimed.
+    lease_seconds: float = 30.0
+    # An attempt whose outcome is unknown is asked about again (same key) after this.
+    recheck_seconds: float = 10.0
+    # A queued job no worker took for this long is published again (a lost queue).
+    requeue_after_seconds: float = 300.0
+    # Workers: messages in flight per worker, and the ops port for /metrics (0: none).
+    worker_prefetch: int = 16
+    worker_http_port: int = 9105
 
 
 class WebhookSettings(ServiceSettings):

@@ -136,3 +136,16 @@ def to_status_proto(error: Exception, request_id: str = "") -> status_pb2.Status
 def to_grpc_status(error: Exception, request_id: str = "") -> grpc.Status:
     """`error` as a grpc.Status whose trailing metadata carries the google.rpc details."""
     return rpc_status.to_status(to_status_proto(error, request_id))
+
+
+def reason_of(error: grpc.aio.AioRpcError) -> str:
+    """The google.rpc.ErrorInfo reason another paymesh service sent with an error, if any."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    return info.reason
+    return ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -40,4 +40,24 @@ def require_id(value: str, prefix: str, resource: str, field: str = "id") -> str
         )
     if not value.startswith(prefix):
         raise NotFound(f"no such {resource}", reason="resource_missing")
+    return value
+
+
+def optional_datetime(message, field: str) -> datetime | None:
+    """A Timestamp field of a request as an aware datetime (None when unset); one outside
+    the years 1-9999 is invalid input named by `field`."""
+    if not message.HasField(field):
+        return None
+    try:
+        return getattr(message, field).ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.for_field(
+            field, "invalid_timestamp", f"{field} is out of range"
+        ) from None
+
+
+def required_datetime(message, field: str) -> datetime:
+    value = optional_datetime(message, field)
+    if value is None:
+        raise InvalidArgument.for_field(field, "missing", f"{field} is required")
     return value

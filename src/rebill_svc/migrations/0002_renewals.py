@@ -26,9 +26,7 @@ def _at(name: str, nullable: bool = True) -> sa.Column:
 
 
 def _now(name: str) -> sa.Column:
-    return sa.Column(
-        name, sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    )
+    return sa.Column(name, sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
 
 
 def upgrade() -> None:
@@ -159,8 +157,9 @@ def upgrade() -> None:
 
     op.create_table(
         "rebill_attempts",
-        sa.Column("job_id", sa.String(40), sa.ForeignKey(f"{SCHEMA}.rebill_jobs.id"),
-                  primary_key=True),
+        sa.Column(
+            "job_id", sa.String(40), sa.ForeignKey(f"{SCHEMA}.rebill_jobs.id"), primary_key=True
+        ),
         sa.Column("attempt", sa.Integer, primary_key=True),
         sa.Column("subscription_id", sa.String(40), nullable=False),
         sa.Column("idempotency_key", sa.String(255), nullable=False),
@@ -211,14 +210,27 @@ def downgrade() -> None:
     drop_chained_audit(SCHEMA, "rebill_audit")
     for table in ("dead_letters", "retry_policies", "rebill_attempts", "rebill_jobs"):
         op.drop_table(table, schema=SCHEMA)
-    for index in ("subscriptions_idempotency_idx", "subscriptions_merchant_idx",
-                  "subscriptions_due_idx"):
+    for index in (
+        "subscriptions_idempotency_idx",
+        "subscriptions_merchant_idx",
+        "subscriptions_due_idx",
+    ):
         op.drop_index(index, "subscriptions", schema=SCHEMA)
     op.execute(f"DELETE FROM {SCHEMA}.subscriptions")
     op.drop_constraint("subscriptions_status_known", "subscriptions", schema=SCHEMA)
-    for column in ("updated_at", "idempotency_key", "next_attempt_at", "canceled_at",
-                   "cancel_at_period_end", "period_number", "metadata", "test_clock",
-                   "trial_end", "billing_cycle_anchor", "interval_count"):
+    for column in (
+        "updated_at",
+        "idempotency_key",
+        "next_attempt_at",
+        "canceled_at",
+        "cancel_at_period_end",
+        "period_number",
+        "metadata",
+        "test_clock",
+        "trial_end",
+        "billing_cycle_anchor",
+        "interval_count",
+    ):
         op.drop_column("subscriptions", column, schema=SCHEMA)
     op.drop_constraint("subscriptions_interval_known", "subscriptions", schema=SCHEMA)
     op.create_check_constraint(

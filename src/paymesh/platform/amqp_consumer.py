@@ -1,0 +1,184 @@
+"""Consuming RabbitMQ queues through pika's asyncio adapter: prefetch-bounded, manual acks.
+Each message is handled by an async function whose verdict is sent back on the channel it
+came from: ack (done), reject (to the queue's dead-letter exchange) or requeue (try again).
+A message whose handler was cut off (the connection dropped, the process died) was never
+acked, so the broker delivers it again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import pika
+import structlog
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.adapters.blocking_connection import BlockingChannel
+
+from paymesh.platform.amqp import connection_parameters
+
+log = structlog.get_logger(__name__)
+
+
+class Verdict(Enum):
+    ACK = "ack"
+    REJECT = "reject"  # dead-lettered, never redelivered
+    REQUEUE = "requeue"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    queue: str
+    body: bytes
+    properties: pika.BasicProperties
+    redelivered: bool
+
+
+Handler = Callable[[Delivery], Awaitable[Verdict]]
+
+
+def declare(amqp_url: str, declare_on: Callable[[BlockingChannel], None]) -> None:
+    """Declares exchanges, queues and bindings on a short-lived blocking connection (call it
+    in a thread); declarations are idempotent."""
+    connection = pika.BlockingConnection(connection_parameters(amqp_url))
+    try:
+        declare_on(connection.channel())
+    finally:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+def ready_counts(amqp_url: str, queues: Sequence[str]) -> dict[str, int]:
+    """Messages ready in each queue (a passive declare; call it in a thread)."""
+    connection = pika.BlockingConnection(connection_parameters(amqp_url))
+    try:
+        channel = connection.channel()
+        return {q: channel.queue_declare(q, passive=True).method.message_count for q in queues}
+    finally:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+class Consumer:
+    def __init__(
+        self,
+        amqp_url: str,
+        queues: Sequence[str],
+        handle: Handler,
+        prefetch: int = 10,
+        reconnect_delay: float = 1.0,
+    ):
+        self._params = connection_parameters(amqp_url)
+        self._queues = list(queues)
+        self._handle = handle
+        self._prefetch = prefetch
+        self._reconnect_delay = reconnect_delay
+        self._connection: AsyncioConnection | None = None
+        self._in_flight: set[asyncio.Task] = set()
+        self._stopping = False
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Consumes until stop(); reconnects after a lost connection."""
+        while not self._stopping:
+            try:
+                closed = await self._connect()
+                log.info("amqp_consuming", queues=self._queues, prefetch=self._prefetch)
+                reason = await closed
+                if not self._stopping:
+                    log.warning("amqp_consumer_lost", reason=str(reason))
+            except Exception as error:  # noqa: BLE001 - logged and retried
+                log.warning(
+                    "amqp_consumer_connect_failed", error=f"{type(error).__name__}: {error}"
+                )
+            self.connected.clear()
+            if not self._stopping:
+                await asyncio.sleep(self._reconnect_delay)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Takes no new message, lets the handlers in flight finish (up to `grace` seconds,
+        so their acks go out), then closes the connection."""
+        self._stopping = True
+        connection = self._connection
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight), timeout=grace)
+        if connection is not None and connection.is_open:
+            connection.close()
+
+    async def _connect(self) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future = loop.create_future()
+        closed: asyncio.Future = loop.create_future()
+
+        def settle(future: asyncio.Future, value, error: bool = False) -> None:
+            if future.done():
+                return
+            if error:
+                future.set_exception(value)
+                future.exception()
+            else:
+                future.set_result(value)
+
+        connection = AsyncioConnection(
+            self._params,
+            on_open_callback=lambda c: settle(opened, c),
+            on_open_error_callback=lambda _c, e: (
+                settle(opened, ConnectionError(repr(e)), error=True),
+                settle(closed, e),
+            ),
+            on_close_callback=lambda _c, reason: (
+                settle(opened, ConnectionError(repr(reason)), error=True),
+                settle(closed, reason),
+            ),
+            custom_ioloop=loop,
+        )
+        self._connection = connection
+        try:
+            await asyncio.wait_for(asyncio.shield(opened), 10)
+            channel = await _step(lambda cb: connection.channel(on_open_callback=cb))
+            channel.add_on_close_callback(lambda _ch, _reason: _close_quietly(connection))
+            await _step(lambda cb: channel.basic_qos(prefetch_count=self._prefetch, callback=cb))
+            for queue in self._queues:
+                channel.basic_consume(queue, self._on_message(channel, queue))
+        except BaseException:
+            _close_quietly(connection)
+            raise
+        self.connected.set()
+        return closed
+
+    def _on_message(self, channel, queue: str):
+        def on_message(_channel, method, properties, body) -> None:
+            delivery = Delivery(queue, body, properties, bool(method.redelivered))
+            task = asyncio.create_task(self._process(channel, method.delivery_tag, delivery))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+        return on_message
+
+    async def _process(self, channel, tag: int, delivery: Delivery) -> None:
+        try:
+            verdict = await self._handle(delivery)
+        except Exception as error:  # noqa: BLE001 - a handler's bug must not stop consuming
+            log.exception("amqp_handler_failed", queue=delivery.queue, error=type(error).__name__)
+            verdict = Verdict.REQUEUE
+        if not channel.is_open:
+            return  # the broker redelivers it: its connection is gone
+        if verdict is Verdict.ACK:
+            channel.basic_ack(tag)
+        elif verdict is Verdict.REJECT:
+            channel.basic_reject(tag, requeue=False)
+        else:
+            channel.basic_nack(tag, requeue=True)
+
+
+async def _step(start, timeout: float = 10.0):
+    done = asyncio.get_running_loop().create_future()
+    start(lambda result: done.done() or done.set_result(result))
+    return await asyncio.wait_for(done, timeout)
+
+
+def _close_quietly(connection: AsyncioConnection) -> None:
+    if connection.is_open:
+        connection.close()

@@ -1,0 +1,122 @@
+"""`rebill.dead`: messages no worker could process. rebill_svc moves each one into the
+`dead_letters` table (then acks it), where operators list, retry or discard it through
+RebillAdminService. A retry hands the job to the workers again; its attempt charges under the
+same idempotency key as before, so a retried job charges at most once."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from paymesh.platform.amqp_consumer import Delivery, Verdict
+from paymesh.platform.db import autocommit
+from paymesh.platform.problems import FailedPrecondition, NotFound
+from rebill_svc import records
+from rebill_svc.tables import dead_letters, rebill_jobs
+from rebill_svc.topology import job_id_of
+
+MAX_BODY = 4096
+
+
+def death_of(delivery: Delivery) -> tuple[str, str]:
+    """The queue a dead message came from, and why it died."""
+    headers = delivery.properties.headers or {}
+    queue = headers.get("x-first-death-queue")
+    reason = headers.get("x-first-death-reason")
+    return (
+        queue.decode() if isinstance(queue, bytes) else str(queue or "unknown"),
+        reason.decode() if isinstance(reason, bytes) else str(reason or "unknown"),
+    )
+
+
+class DeadLetters:
+    def __init__(self, engine: AsyncEngine):
+        self._engine = engine
+        self._reads = autocommit(engine)
+
+    async def receive(self, delivery: Delivery) -> Verdict:
+        queue, reason = death_of(delivery)
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                dead_letters.insert().values(
+                    id=records.new_id("dl_"),
+                    queue=queue,
+                    job_id=job_id_of(delivery.body),
+                    reason=reason,
+                    body=delivery.body[:MAX_BODY].decode("utf-8", "replace"),
+                )
+            )
+        return Verdict.ACK
+
+    async def list(self, status: str, limit: int) -> list[Row]:
+        async with self._reads.connect() as connection:
+            return (
+                await connection.execute(
+                    select(dead_letters)
+                    .where(dead_letters.c.status == status)
+                    .order_by(dead_letters.c.received_at, dead_letters.c.id)
+                    .limit(limit)
+                )
+            ).all()
+
+    async def retry(self, letter_id: str) -> Row:
+        async with self._engine.begin() as connection:
+            letter = await self._dead(connection, letter_id)
+            job = None
+            if letter.job_id:
+                job = (
+                    await connection.execute(
+                        select(rebill_jobs)
+                        .where(rebill_jobs.c.id == letter.job_id)
+                        .with_for_update()
+                    )
+                ).first()
+            if job is None:
+                raise FailedPrecondition(
+                    "this message names no job to retry; discard it", reason="nothing_to_retry"
+                )
+            if job.status in ("queued", "running"):
+                # Waiting for a worker, or held by one whose lease will lapse: publish again.
+                await records.publish_job(connection, job)
+            await records.audit(
+                connection,
+                merchant_id=job.merchant_id,
+                actor="ops",
+                action="dead_letter.retry",
+                object_id=job.id,
+                result=job.status,
+                dead_letter=letter_id,
+            )
+            return await self._resolve(connection, letter_id, "retried")
+
+    async def discard(self, letter_id: str) -> Row:
+        async with self._engine.begin() as connection:
+            await self._dead(connection, letter_id)
+            return await self._resolve(connection, letter_id, "discarded")
+
+    @staticmethod
+    async def _dead(connection, letter_id: str) -> Row:
+        letter = (
+            await connection.execute(
+                select(dead_letters).where(dead_letters.c.id == letter_id).with_for_update()
+            )
+        ).first()
+        if letter is None:
+            raise NotFound("no such dead letter", reason="resource_missing")
+        if letter.status != "dead":
+            raise FailedPrecondition(
+                f"the dead letter was already {letter.status}", reason="dead_letter_resolved"
+            )
+        return letter
+
+    @staticmethod
+    async def _resolve(connection, letter_id: str, status: str) -> Row:
+        return (
+            await connection.execute(
+                update(dead_letters)
+                .where(dead_letters.c.id == letter_id)
+                .values(status=status, resolved_at=func.now())
+                .returning(dead_letters)
+            )
+        ).one()

@@ -1,0 +1,109 @@
+"""Rows every rebill transaction writes beside its change: the audit row and the outbox
+events (domain events, and the job messages the outbox relay publishes to the queues)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paymesh.platform.notifications import notify
+from paymesh.platform.outbox import add_event
+from rebill_svc.tables import outbox, rebill_audit
+
+# Job messages go out through the outbox like events, under their own routing keys: a
+# consumer of `rebill.*` events never receives them.
+JOB_ROUTING_PREFIX = "rebill_job."
+
+
+# Sent when something may have fallen due: a period settled, a clock moved, a subscription
+# resumed. The scheduler's leader wakes at once instead of at its next round.
+WAKE_CHANNEL = "rebill_scheduler"
+
+
+async def wake_scheduler(connection: AsyncConnection) -> None:
+    """Wakes the scheduler when `connection`'s transaction commits."""
+    await notify(connection, WAKE_CHANNEL, "")
+
+
+def job_routing_key(queue: str) -> str:
+    return JOB_ROUTING_PREFIX + queue.removeprefix("rebill.")
+
+
+def new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(12)
+
+
+async def audit(
+    connection: AsyncConnection,
+    *,
+    merchant_id: str,
+    actor: str,
+    action: str,
+    object_id: str,
+    result: str,
+    **details: Any,
+) -> None:
+    await connection.execute(
+        rebill_audit.insert().values(
+            merchant_id=merchant_id,
+            actor=actor,
+            action=action,
+            object_id=object_id,
+            result=result,
+            details=details,
+        )
+    )
+
+
+async def event(connection: AsyncConnection, event_type: str, object_type: str, row) -> None:
+    """A domain event carrying the object as the API shows it (subscription or job)."""
+    await add_event(
+        connection,
+        outbox,
+        event_type=event_type,
+        aggregate_type=object_type,
+        aggregate_id=row.id,
+        payload=object_payload(object_type, row),
+    )
+
+
+async def publish_job(connection: AsyncConnection, job) -> None:
+    """The message that hands `job`'s current attempt to a worker."""
+    await add_event(
+        connection,
+        outbox,
+        event_type=job_routing_key(job.queue),
+        aggregate_type="rebill_job",
+        aggregate_id=job.id,
+        payload={
+            "attempt": job.attempt,
+            "subscription_id": job.subscription_id,
+            "merchant_id": job.merchant_id,
+        },
+    )
+
+
+def object_payload(object_type: str, row) -> dict[str, Any]:
+    if object_type == "subscription":
+        return {
+            "status": row.status,
+            "amount": row.amount,
+            "currency": row.currency,
+            "current_period_start": row.current_period_start.isoformat(),
+            "current_period_end": row.current_period_end.isoformat(),
+            "merchant_id": row.merchant_id,
+            "livemode": row.livemode,
+        }
+    return {
+        "subscription_id": row.subscription_id,
+        "period_start": row.period_start.isoformat(),
+        "period_end": row.period_end.isoformat(),
+        "amount": row.amount,
+        "currency": row.currency,
+        "attempt": row.attempt,
+        "status": row.status,
+        "merchant_id": row.merchant_id,
+        "livemode": row.livemode,
+    }

@@ -1,0 +1,112 @@
+"""The renewal scheduler: any number of replicas, one active leader (a PostgreSQL session
+advisory lock on a connection of its own; a standby takes it within `standby_poll` seconds
+of the leader's death). Each round it starts the periods that fell due, queues the declined
+periods whose retry is due, and re-publishes jobs whose lease lapsed.
+
+Its scan position is the data itself: a subscription's `current_period_end` moves forward
+when its period is scheduled, so the due scan (an index range) resumes where it stopped after
+any restart and never rescans what was done."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import structlog
+
+from paymesh.platform.advisory_lock import SessionLock
+from paymesh.platform.amqp_consumer import ready_counts
+from paymesh.platform.notifications import listen
+from rebill_svc.jobs import JobStore
+from rebill_svc.metrics import HEARTBEAT_AGE, QUEUE_DEPTH, SCHEDULED, SCHEDULER_LEADER
+from rebill_svc.records import WAKE_CHANNEL
+from rebill_svc.topology import DEAD_QUEUE, JOB_QUEUES
+
+log = structlog.get_logger(__name__)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        engine,
+        jobs: JobStore,
+        *,
+        batch_size: int,
+        idle_seconds: float,
+        requeue_after: float,
+        standby_poll: float = 1.0,
+    ):
+        self._engine = engine
+        self._jobs = jobs
+        self._lock = SessionLock(engine, "rebill-scheduler")
+        self._batch = batch_size
+        self._idle = idle_seconds
+        self._requeue_after = requeue_after
+        self._standby_poll = standby_poll
+        self._wake = asyncio.Event()
+        self._last_error_logged = 0.0
+
+    async def run(self) -> None:
+        listener = asyncio.create_task(
+            listen(self._engine, WAKE_CHANNEL, lambda _p: self._wake.set(), self._wake.set)
+        )
+        try:
+            await self._run()
+        finally:
+            listener.cancel()
+            SCHEDULER_LEADER.set(0)
+            await self._lock.release()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                leader = await self._lock.held()
+            except Exception as error:  # noqa: BLE001 - no database: not the leader
+                self._log_error(error)
+                leader = False
+            SCHEDULER_LEADER.set(1 if leader else 0)
+            if not leader:
+                await asyncio.sleep(self._standby_poll)
+                continue
+            self._wake.clear()
+            try:
+                done = await self.round()
+            except Exception as error:  # noqa: BLE001 - the next round tries again
+                self._log_error(error)
+                done = 0
+            if not done:
+                # Nothing due: sleep until woken, or the next round (retries come due by time).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._idle)
+
+    async def round(self) -> int:
+        """One pass over what is due; returns how many jobs it moved."""
+        renewed = await self._jobs.schedule_due(self._batch)
+        retried = await self._jobs.queue_due_retries(self._batch)
+        reclaimed = await self._jobs.reclaim_stale(self._batch, self._requeue_after)
+        SCHEDULED.labels("period").inc(renewed)
+        SCHEDULED.labels("retry").inc(retried)
+        SCHEDULED.labels("reclaimed").inc(reclaimed)
+        if reclaimed:
+            log.info("rebill_jobs_reclaimed", count=reclaimed)
+        HEARTBEAT_AGE.set(await self._jobs.oldest_heartbeat_age())
+        return renewed + retried + reclaimed
+
+    def _log_error(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_error_logged > 30:
+            self._last_error_logged = now
+            log.warning("rebill_scheduler_failed", error=f"{type(error).__name__}: {error}")
+
+
+async def watch_queue_depth(amqp_url: str, interval: float = 5.0) -> None:
+    """rebill_queue_depth{queue}, read from RabbitMQ every `interval` seconds."""
+    while True:
+        try:
+            counts = await asyncio.to_thread(ready_counts, amqp_url, (*JOB_QUEUES, DEAD_QUEUE))
+            for queue, count in counts.items():
+                QUEUE_DEPTH.labels(queue).set(count)
+        except Exception as error:  # noqa: BLE001 - the broker is down; health says so
+            log.debug("rebill_queue_depth_unreadable", error=type(error).__name__)
+        await asyncio.sleep(interval)

@@ -1,0 +1,130 @@
+"""A rebill worker: `python -m rebill_svc.worker`. Run any number, anywhere.
+
+It consumes the four rebill queues (prefetch-bounded, manual acks) and runs each message's
+job through JobRunner under a lease it heartbeats; the message is acked only once the outcome
+is committed. A message it cannot read, or one naming no job, is rejected to `rebill.dead`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+
+import structlog
+from pydantic import ValidationError
+
+from paymesh.platform.amqp_consumer import Consumer, Delivery, Verdict, declare
+from paymesh.platform.channels import service_channel
+from paymesh.platform.config import RebillSettings
+from paymesh.platform.db import create_engine
+from paymesh.platform.http import OpsHttpServer
+from paymesh.platform.logging import configure_logging
+from paymesh.platform.service_auth import TokenIssuer
+from paymesh.platform.tracing import configure_tracing
+from rebill_svc.charging import GatewayCharger
+from rebill_svc.jobs import JobStore
+from rebill_svc.metrics import JOBS_FAILED
+from rebill_svc.runner import JobRunner, Leases
+from rebill_svc.topology import JOB_QUEUES, declare_queues, job_id_of
+
+log = structlog.get_logger(__name__)
+
+# Before a message goes back to its queue after a failure of ours (the database is down):
+# RabbitMQ counts each return towards the delivery limit, so do not burn them at once.
+REQUEUE_DELAY_SECONDS = 1.0
+
+
+class Worker:
+    def __init__(self, runner: JobRunner, jobs: JobStore):
+        self._runner = runner
+        self._jobs = jobs
+
+    async def handle(self, delivery: Delivery) -> Verdict:
+        job_id = job_id_of(delivery.body)
+        if job_id is None:
+            JOBS_FAILED.labels("malformed_message").inc()
+            log.warning("rebill_message_malformed", queue=delivery.queue)
+            return Verdict.REJECT
+        try:
+            ran = await self._runner.run(job_id)
+            if not ran and not await self._jobs.exists(job_id):
+                JOBS_FAILED.labels("unknown_job").inc()
+                log.warning("rebill_unknown_job", job_id=job_id)
+                return Verdict.REJECT
+        except Exception as error:  # noqa: BLE001 - ours, not the message's: later
+            log.warning("rebill_job_error", job_id=job_id, error=f"{type(error).__name__}: {error}")
+            JOBS_FAILED.labels("worker_error").inc()
+            await asyncio.sleep(REQUEUE_DELAY_SECONDS)
+            return Verdict.REQUEUE
+        finally:
+            structlog.contextvars.clear_contextvars()
+        return Verdict.ACK
+
+
+async def serve(settings: RebillSettings) -> None:
+    tracer_provider = configure_tracing("rebill-worker", settings.otlp_endpoint)
+    engine = create_engine(settings.database_url, settings.worker_prefetch + 2)
+    channel = service_channel(
+        settings.gateway_addr, TokenIssuer("rebill", settings.keys_dir), audience="gateway"
+    )
+    jobs = JobStore(engine)
+    owner = f"worker:{socket.gethostname()}:{os.getpid()}"
+    runner = JobRunner(
+        jobs,
+        GatewayCharger(channel),
+        owner,
+        Leases(settings.lease_seconds, settings.recheck_seconds),
+    )
+    await asyncio.to_thread(
+        declare, settings.amqp_url, lambda ch: declare_queues(ch, settings.events_exchange)
+    )
+    consumer = Consumer(
+        settings.amqp_url, JOB_QUEUES, Worker(runner, jobs).handle, settings.worker_prefetch
+    )
+    ops_http = None
+    if settings.worker_http_port:
+        ops_http = OpsHttpServer(
+            settings.bind_host,
+            settings.worker_http_port,
+            lambda: {} if consumer.connected.is_set() else {"rabbitmq": "not consuming"},
+        )
+        ops_http.start()
+    consuming = asyncio.create_task(consumer.run())
+    log.info("rebill_worker_started", owner=owner, prefetch=settings.worker_prefetch)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("draining", grace_seconds=settings.shutdown_grace_seconds)
+    await consumer.stop(settings.shutdown_grace_seconds)
+    consuming.cancel()
+    await asyncio.gather(consuming, return_exceptions=True)
+    await channel.close()
+    await engine.dispose()
+    if ops_http is not None:
+        ops_http.stop()
+    tracer_provider.shutdown()
+    log.info("stopped")
+
+
+def main() -> None:
+    try:
+        settings = RebillSettings()
+    except ValidationError as error:
+        configure_logging("rebill-worker")
+        log.error("bad_settings", errors=[e["msg"] for e in error.errors()])
+        sys.exit(2)
+    configure_logging("rebill-worker", settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except OSError as error:
+        log.error("startup_failed", error=str(error))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
