@@ -195,14 +195,22 @@ def dev_reset(args: argparse.Namespace) -> int:
     return code or vault_init_keyring(args)
 
 
+# Every hash-chained audit table, in the order they are checked.
+AUDIT_TABLES = ("gateway.payment_audit", "rebill.rebill_audit")
+
+
 def audit_verify(_args: argparse.Namespace) -> int:
-    from gateway_svc.audit_chain import first_break
+    from paymesh.platform.audit_chain import first_break
     from paymesh.platform.db import create_engine
 
     async def verify():
         engine = create_engine(database_url(), pool_size=1)
         try:
-            return await first_break(engine)
+            for table in AUDIT_TABLES:
+                broken = await first_break(engine, table)
+                if broken is not None:
+                    return broken
+            return None
         finally:
             await engine.dispose()
 
@@ -214,6 +222,7 @@ def audit_verify(_args: argparse.Namespace) -> int:
         json.dumps(
             {
                 "intact": False,
+                "table": broken.table,
                 "first_broken_row": broken.row_id,
                 "merchant_id": broken.merchant_id,
                 "problem": broken.problem,
@@ -286,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     reset.add_argument("--yes", action="store_true", help="really delete them")
     reset.set_defaults(handler=dev_reset)
 
-    audit = commands.add_parser("audit", help="payment audit trail").add_subparsers(
+    audit = commands.add_parser("audit", help="audit trails (payments and rebills)").add_subparsers(
         dest="audit_command", required=True
     )
     audit.add_parser("verify", help="verify the hash chain").set_defaults(handler=audit_verify)

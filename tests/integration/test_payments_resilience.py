@@ -214,23 +214,24 @@ def test_a_gateway_killed_mid_psp_call_is_recovered_by_the_sweep(fragile):
     assert len(charges) == 1  # charged once, found once
 
 
-def test_a_tampered_audit_row_is_named_by_the_chain_check(tmp_path):
+@pytest.mark.parametrize("table", ["gateway.payment_audit", "rebill.rebill_audit"])
+def test_a_tampered_audit_row_is_named_by_the_chain_check(tmp_path, table):
     infra = create_infra("paymesh_audit_test")
     try:
         env = base_env(infra)
-        paymesh("migrate", "gateway", env=env)
+        paymesh("migrate", env=env)
         with psycopg.connect(infra.database_url, autocommit=True) as db:
             for action in ("create", "confirm_started", "confirm"):
                 db.execute(
-                    "INSERT INTO gateway.payment_audit (merchant_id, actor, action, object_id,"
+                    f"INSERT INTO {table} (merchant_id, actor, action, object_id,"
                     " result, details) VALUES ('acct_a', 'api', %s, 'pi_1', 'ok', '{}')",
                     (action,),
                 )
             assert json.loads(paymesh("audit", "verify", env=env)) == {"intact": True}
             # Someone with the owner's rights goes around the append-only trigger:
-            db.execute("ALTER TABLE gateway.payment_audit DISABLE TRIGGER USER")
+            db.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
             [middle] = db.execute(
-                "UPDATE gateway.payment_audit SET result = 'declined'"
+                f"UPDATE {table} SET result = 'declined'"
                 " WHERE action = 'confirm_started' RETURNING id"
             ).fetchone()
         import subprocess
@@ -243,6 +244,7 @@ def test_a_tampered_audit_row_is_named_by_the_chain_check(tmp_path):
         assert done.returncode == 1
         assert json.loads(done.stdout) == {
             "intact": False,
+            "table": table,
             "first_broken_row": middle,
             "merchant_id": "acct_a",
             "problem": "content does not match its hash",

@@ -4,11 +4,18 @@ by amount: each test bills an amount of its own."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import psycopg
 import pytest
 
-from tests.integration.test_payments import post
+from paymesh.platform.service_auth import TokenIssuer
+from tests.integration.test_payments import post, reason_of
 from tests.integration.test_vault import tokenize, violations
 from tests.support import cards
 from tests.support.http import call
@@ -16,6 +23,8 @@ from tests.support.psp import sandbox
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
+
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
 
 def iso(moment: datetime) -> str:
@@ -156,3 +165,172 @@ def test_a_daily_subscription_advanced_a_year_is_charged_366_times(mesh, merchan
     # The first day at creation, then every day through 2030-03-01: 1 + 365.
     assert len(charges_of(mesh, 4006)) == 366
     assert len(rebills(mesh, merchant, created.body["id"])) == 366
+
+
+def rebill_admin(mesh, method: str, body: dict, as_operator: bool = True):
+    """RebillAdminService through grpcurl, as an operator uses it."""
+    headers = []
+    if as_operator:
+        ops = TokenIssuer("ops", Path(os.environ["PAYMESH_KEYS_DIR"])).token_for("rebill")
+        headers = ["-H", f"x-paymesh-service-token: {ops}"]
+    return subprocess.run(
+        [
+            GRPCURL,
+            "-plaintext",
+            *headers,
+            "-d",
+            json.dumps(body),
+            f"127.0.0.1:{mesh.ports.grpc['rebill']}",
+            f"paymesh.rebill.v1.RebillAdminService/{method}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_dunning_retries_a_soft_decline_on_schedule_and_a_paid_retry_reactivates(mesh, merchant):
+    start = datetime(2027, 5, 1, tzinfo=UTC)
+    clock = new_clock(mesh, merchant, start)
+    sandbox(mesh, "/_knobs", {"soft_declines": {"4010": 2}})  # the first two charges fail
+    created = subscribe(mesh, merchant, 4010, test_clock=clock)
+    subscription_id = created.body["id"]
+    assert created.body["status"] == "past_due"
+    # The first retry is due one day (± 10 % of it) after the period's first attempt.
+    retry_at = datetime.fromisoformat(created.body["next_attempt_at"].replace("Z", "+00:00"))
+    assert abs((retry_at - start).total_seconds() - 86400) <= 8640
+
+    advance(mesh, merchant, clock, start + timedelta(days=2))
+    after_one_retry = get(mesh, merchant, f"/v1/subscriptions/{subscription_id}").body
+    assert after_one_retry["status"] == "past_due"
+    advance(mesh, merchant, clock, start + timedelta(days=4))
+    paid = get(mesh, merchant, f"/v1/subscriptions/{subscription_id}").body
+    assert paid["status"] == "active"
+    assert "next_attempt_at" not in paid
+    attempts = sorted(rebills(mesh, merchant, subscription_id), key=lambda a: a["attempt"])
+    assert [(a["attempt"], a["outcome"]) for a in attempts] == [
+        (1, "declined_soft"),
+        (2, "declined_soft"),
+        (3, "succeeded"),
+    ]
+    assert len(charges_of(mesh, 4010)) == 1  # declines move no money
+    # The period stays the one that was paid late; the next one starts on its own date.
+    assert paid["current_period_end"] == "2027-06-01T00:00:00Z"
+
+
+def test_a_hard_decline_ends_in_the_merchants_final_state(mesh, merchant, infra):
+    policy = {
+        "policy": {
+            "merchant_id": merchant.id,
+            "retry_after_days": [1, 2],
+            "final_status": "canceled",
+        }
+    }
+    set_policy = rebill_admin(mesh, "SetRetryPolicy", policy)
+    assert set_policy.returncode == 0, set_policy.stderr
+    try:
+        hard = subscribe(mesh, merchant, 4011, number=cards.VISA_DECLINE)
+        assert hard.body["status"] == "canceled"
+        assert hard.body["canceled_at"]
+        # Soft declines until the budget is spent: 1 + 2 retries, then the final state.
+        clock = new_clock(mesh, merchant, datetime(2027, 7, 1, tzinfo=UTC))
+        soft = subscribe(mesh, merchant, 4012, number="4000000000009995", test_clock=clock)
+        assert soft.body["status"] == "past_due"
+        advance(mesh, merchant, clock, datetime(2027, 7, 5, tzinfo=UTC))
+        ended = get(mesh, merchant, f"/v1/subscriptions/{soft.body['id']}").body
+        assert ended["status"] == "canceled"
+        attempts = rebills(mesh, merchant, soft.body["id"])
+        assert sorted(a["attempt"] for a in attempts) == [1, 2, 3]
+    finally:
+        default = {**policy["policy"], "retry_after_days": [1, 3, 5, 7], "final_status": "unpaid"}
+        rebill_admin(mesh, "SetRetryPolicy", {"policy": default})
+
+
+def test_retry_policies_are_for_operators_only_and_checked(mesh, merchant):
+    body = {"policy": {"merchant_id": merchant.id, "retry_after_days": [3, 1]}}
+    refused = rebill_admin(mesh, "SetRetryPolicy", body)
+    assert refused.returncode != 0
+    assert "InvalidArgument" in refused.stderr
+    anonymous = rebill_admin(mesh, "GetRetryPolicy", {"merchant_id": merchant.id}, False)
+    assert "PermissionDenied" in anonymous.stderr
+
+
+def test_cancel_now_at_period_end_pause_and_resume(mesh, merchant):
+    start = datetime(2027, 9, 10, tzinfo=UTC)
+    clock = new_clock(mesh, merchant, start)
+    at_end = subscribe(mesh, merchant, 4013, test_clock=clock).body
+    paused = subscribe(mesh, merchant, 4013, test_clock=clock).body
+    now = subscribe(mesh, merchant, 4013, test_clock=clock).body
+    assert len(charges_of(mesh, 4013)) == 3
+
+    set_to_end = post(
+        mesh, merchant, f"/v1/subscriptions/{at_end['id']}/cancel", {"at_period_end": True}
+    )
+    assert (set_to_end.body["status"], set_to_end.body["cancel_at_period_end"]) == ("active", True)
+    assert (
+        post(mesh, merchant, f"/v1/subscriptions/{paused['id']}/pause").body["status"] == "paused"
+    )
+    canceled = post(mesh, merchant, f"/v1/subscriptions/{now['id']}/cancel").body
+    assert canceled["status"] == "canceled"
+    again = post(mesh, merchant, f"/v1/subscriptions/{now['id']}/cancel")
+    assert again.status == 400 and reason_of(again) == "subscription_canceled"
+
+    advance(mesh, merchant, clock, datetime(2027, 12, 20, tzinfo=UTC))
+    assert len(charges_of(mesh, 4013)) == 3  # nothing renewed: canceled, ended, paused
+    ended = get(mesh, merchant, f"/v1/subscriptions/{at_end['id']}").body
+    assert (ended["status"], ended["canceled_at"]) == ("canceled", "2027-10-10T00:00:00Z")
+
+    resumed = post(mesh, merchant, f"/v1/subscriptions/{paused['id']}/resume").body
+    # Periods that passed while paused are skipped: it resumes in the one holding the clock.
+    assert (resumed["status"], resumed["current_period_start"]) == (
+        "active",
+        "2027-12-10T00:00:00Z",
+    )
+    advance(mesh, merchant, clock, datetime(2028, 1, 11, tzinfo=UTC))
+    assert len(charges_of(mesh, 4013)) == 4
+    listed = get(mesh, merchant, "/v1/subscriptions?status=canceled&limit=100").body["data"]
+    assert {at_end["id"], now["id"]} <= {s["id"] for s in listed}
+    assert all(s["status"] == "canceled" for s in listed)
+
+
+def test_a_test_clock_never_goes_back_and_is_test_mode_only(mesh, merchant):
+    clock = new_clock(mesh, merchant, datetime(2027, 1, 1, tzinfo=UTC))
+    back = post(
+        mesh, merchant, f"/v1/test_clocks/{clock}/advance", {"frozen_time": "2026-12-31T00:00:00Z"}
+    )
+    assert back.status == 400
+    assert violations(back) == {"frozen_time": "clock_cannot_go_back"}
+    live = post(
+        mesh, merchant, "/v1/test_clocks", {"frozen_time": "2027-01-01T00:00:00Z"}, live=True
+    )
+    assert live.status == 400
+
+
+def test_every_rebill_change_is_audited_append_only_and_sent_as_events(mesh, merchant, infra):
+    subscription = subscribe(mesh, merchant, 4014).body
+    with psycopg.connect(infra.database_url) as db:
+        actions = [
+            row[0]
+            for row in db.execute(
+                "SELECT action FROM rebill.rebill_audit WHERE object_id = %s"
+                " OR details->>'subscription_id' = %s ORDER BY seq",
+                (subscription["id"], subscription["id"]),
+            )
+        ]
+        events = {
+            row[0]
+            for row in db.execute(
+                "SELECT event_type FROM rebill.outbox WHERE payload->>'subscription_id' = %s"
+                " OR aggregate_id = %s",
+                (subscription["id"], subscription["id"]),
+            )
+        }
+    assert actions[0] == "subscription.create"
+    assert {"subscription.created", "rebill.succeeded", "subscription.updated"} <= events
+    for statement in (
+        "UPDATE rebill.rebill_audit SET result = 'forged'",
+        "DELETE FROM rebill.rebill_audit",
+    ):
+        with psycopg.connect(infra.database_url) as db, pytest.raises(psycopg.Error) as raised:
+            db.execute(statement)
+        assert "append-only" in str(raised.value)
