@@ -40,7 +40,11 @@ OPEN = ("scheduled", "queued", "running")
 # unsettled job, fairly across merchants: each merchant's first due subscription, then each
 # one's second, … so one merchant's thousands of renewals cannot starve another's. Rows are
 # locked, so a concurrent cancel or pause either lands first (and the row no longer matches)
-# or waits for this batch.
+# or waits for this batch. The candidates come from the statement's snapshot, but a row that
+# another transaction changed and committed before it was locked here is locked in its newest
+# version, and only the outer WHERE is checked again on it: that WHERE must therefore itself
+# say the period is still the one found due, or a concurrent scheduler's (or resume's) period
+# would be advanced a second time and the period between never billed.
 _DUE = text(
     """
     SELECT s.* FROM rebill.subscriptions s
@@ -56,7 +60,7 @@ _DUE = text(
                           AND j.status IN ('scheduled', 'queued', 'running'))
       ) d ORDER BY d.turn, d.current_period_end LIMIT :batch
     ) due ON due.id = s.id
-    WHERE s.status IN ('active', 'trialing')
+    WHERE s.status IN ('active', 'trialing') AND s.current_period_end = due.current_period_end
     ORDER BY due.turn, due.current_period_end
     FOR UPDATE OF s SKIP LOCKED
     """

@@ -7,7 +7,7 @@ import structlog
 
 from paymesh.platform.callers import Callers, Merchant
 from paymesh.platform.channels import on_behalf_of
-from paymesh.platform.errors import InvalidArgument, Unavailable
+from paymesh.platform.errors import InvalidArgument, NotFound, Unavailable
 from paymesh.platform.wire import optional_datetime, require_id, required_datetime, timestamp
 from paymesh.rebill.v1 import rebill_pb2, rebill_pb2_grpc
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
@@ -135,7 +135,7 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
             currency=request.currency,
             metadata=dict(request.metadata),
             test_clock=request.test_clock,
-            idempotency_key=dict(context.invocation_metadata() or ()).get("idempotency-key"),
+            idempotency_key=_idempotency_key(context),
             lease_owner=self._runner.owner,
             lease_seconds=self._leases.lease_seconds,
         )
@@ -234,6 +234,25 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
 
 
 def _clock_id(value: str) -> str:
+    """A subscription's test clock: one that cannot exist is bad input, named."""
     if not value:
         return ""
-    return require_id(value, "clock_", "test_clock", field="test_clock")
+    try:
+        return require_id(value, "clock_", "test_clock", field="test_clock")
+    except NotFound:
+        raise InvalidArgument.for_field(
+            "test_clock", "resource_missing", "no such test clock"
+        ) from None
+
+
+MAX_KEY_LENGTH = 255
+
+
+def _idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
+    """A retried creation with the same key answers with the subscription it created."""
+    key = dict(context.invocation_metadata() or ()).get("idempotency-key") or None
+    if key is not None and len(key) > MAX_KEY_LENGTH:
+        raise InvalidArgument.for_field(
+            "idempotency-key", "invalid_idempotency_key", f"at most {MAX_KEY_LENGTH} characters"
+        )
+    return key

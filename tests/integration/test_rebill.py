@@ -91,6 +91,16 @@ def test_a_subscription_charges_its_first_period_at_creation(mesh, merchant):
     assert fetched.body == subscription
 
 
+def test_a_retried_creation_with_the_same_key_charges_once(mesh, merchant):
+    token = tokenize(mesh, merchant).body["id"]
+    body = {"payment_method": token, "amount": 4015, "currency": "usd", "interval": "week"}
+    first = post(mesh, merchant, "/v1/subscriptions", body, key="signup-4015")
+    again = post(mesh, merchant, "/v1/subscriptions", body, key="signup-4015")
+    assert first.status == again.status == 200
+    assert again.body == first.body
+    assert len(charges_of(mesh, 4015)) == 1
+
+
 def test_a_declined_first_charge_leaves_the_subscription_past_due(mesh, merchant):
     created = subscribe(mesh, merchant, 4002, number="4000000000009995")
     assert created.status == 200, created.body
@@ -111,6 +121,7 @@ def test_a_declined_first_charge_leaves_the_subscription_past_due(mesh, merchant
         ("billing_cycle_anchor", {"billing_cycle_anchor": "2020-01-01T00:00:00Z"}),
         ("payment_method", {"payment_method": "pm_doesnotexist"}),
         ("test_clock", {"test_clock": "clock_doesnotexist"}),
+        ("test_clock", {"test_clock": "sub_notaclock"}),
     ],
 )
 def test_bad_input_is_refused_naming_the_field_and_writes_nothing(mesh, merchant, field, change):
