@@ -1,0 +1,158 @@
+"""Rebill benchmark: how fast due renewals are charged, end to end, through the scheduler,
+the outbox, RabbitMQ, the workers, the gateway and the sandbox PSP.
+
+    .venv/bin/python bench/rebill.py --subscriptions 10000 --workers 1,2,4 --latency-ms 0,50
+
+For each (workers, PSP latency) pair: `--subscriptions` monthly subscriptions are written
+straight into the database on a fresh test clock (their first period paid), the clock is
+advanced past their renewal, and the run ends when every renewal is charged. Prints
+renewals/s (from the advance to the last charge) and, per renewal, the time from "due" (the
+advance) to "charged" (its outcome committed): p50/p95/p99."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import statistics
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import running_mesh  # noqa: E402
+
+START = datetime(2030, 1, 1, tzinfo=UTC)
+RENEWAL = datetime(2030, 2, 1, tzinfo=UTC)
+
+
+def post(url: str, body: dict, headers: dict[str, str] | None = None) -> dict:
+    request = urllib.request.Request(  # noqa: S310 - our own mesh
+        url, json.dumps(body).encode(), {"content-type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(f"{url}: {error.code} {error.read()[:300]!r}") from None
+
+
+def rest(bench, path: str, body: dict) -> dict:
+    return post(bench.mesh.url(path), body, {"authorization": f"Bearer {bench.secret_key}"})
+
+
+def write_subscriptions(bench, clock: str, payment_method: str, count: int) -> None:
+    rows = [
+        (
+            "sub_" + secrets.token_hex(12),
+            bench.merchant_id,
+            payment_method,
+            1000 + i % 9000,
+            clock,
+        )
+        for i in range(count)
+    ]
+    with psycopg.connect(bench.infra.database_url) as db, db.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO rebill.subscriptions (id, merchant_id, livemode, payment_method, amount,"
+            " currency, interval, interval_count, billing_cycle_anchor, test_clock, metadata,"
+            " status, period_number, current_period_start, current_period_end)"
+            " VALUES (%s, %s, false, %s, %s, 'usd', 'month', 1, %s, %s, '{}', 'active', 0, %s, %s)",
+            [(i, m, pm, amount, START, c, START, RENEWAL) for i, m, pm, amount, c in rows],
+        )
+
+
+def charged(bench, clock: str) -> tuple[int, list[float]]:
+    """How many renewals on `clock` are charged, and each one's outcome time (epoch s)."""
+    with psycopg.connect(bench.infra.database_url) as db:
+        rows = db.execute(
+            "SELECT extract(epoch FROM a.at) FROM rebill.rebill_attempts a"
+            " JOIN rebill.rebill_jobs j ON j.id = a.job_id"
+            " WHERE j.test_clock = %s AND a.outcome = 'succeeded'",
+            (clock,),
+        ).fetchall()
+    return len(rows), [float(r[0]) for r in rows]
+
+
+def run_once(bench, workers: int, latency_ms: int, count: int, timeout: float) -> dict:
+    mesh = bench.mesh
+    extra = [f"rebill_worker-{n}" for n in range(2, workers + 1)]
+    for name in extra:
+        mesh.spawn(
+            name,
+            [sys.executable, "-m", "rebill_svc.worker"],
+            env={**mesh.env, "REBILL_WORKER_HTTP_PORT": "0"},
+        )
+    sandbox = f"http://127.0.0.1:{mesh.ports.sandbox_psp}/_knobs"
+    post(sandbox, {"latency_ms": latency_ms})
+    try:
+        time.sleep(2)  # the extra workers connect and consume
+        clock = rest(bench, "/v1/test_clocks", {"frozen_time": START.isoformat()})["id"]
+        card = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}
+        payment_method = rest(bench, "/v1/payment_methods", {"card": card})["id"]
+        write_subscriptions(bench, clock, payment_method, count)
+        due = time.time()
+        rest(
+            bench,
+            f"/v1/test_clocks/{clock}/advance",
+            {"frozen_time": (RENEWAL + timedelta(seconds=1)).isoformat()},
+        )
+        deadline = time.monotonic() + timeout
+        done, times = 0, []
+        while done < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{done}/{count} renewals charged in {timeout:.0f} s")
+            time.sleep(0.5)
+            done, times = charged(bench, clock)
+    finally:
+        post(sandbox, {"latency_ms": 0})
+        for name in extra:
+            mesh.stop(name)
+    elapsed = max(times) - due
+    waits = sorted((t - due) * 1000 for t in times)
+    q = statistics.quantiles(waits, n=100)
+    return {
+        "bench": "rebill",
+        "workers": workers,
+        "psp_latency_ms": latency_ms,
+        "renewals": count,
+        "seconds": round(elapsed, 2),
+        "per_second": round(count / elapsed, 1),
+        "due_to_charged_p50_ms": round(q[49]),
+        "due_to_charged_p95_ms": round(q[94]),
+        "due_to_charged_p99_ms": round(q[98]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--subscriptions", type=int, default=10000)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--latency-ms", default="0,50")
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--json-out", default=None)
+    args = parser.parse_args()
+    with running_mesh() as bench:
+        for latency in (int(x) for x in args.latency_ms.split(",")):
+            for workers in (int(x) for x in args.workers.split(",")):
+                row = run_once(bench, workers, latency, args.subscriptions, args.timeout)
+                print(
+                    f"rebill  workers={workers}  psp {latency:>3} ms  {row['per_second']:>7.1f}"
+                    f" renewals/s  ({row['renewals']} in {row['seconds']:.1f} s)  due→charged"
+                    f" p50 {row['due_to_charged_p50_ms'] / 1000:.1f} s"
+                    f"  p95 {row['due_to_charged_p95_ms'] / 1000:.1f} s"
+                    f"  p99 {row['due_to_charged_p99_ms'] / 1000:.1f} s",
+                    flush=True,
+                )
+                if args.json_out:
+                    with open(args.json_out, "a") as out:
+                        out.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
