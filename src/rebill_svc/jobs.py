@@ -120,7 +120,7 @@ class JobStore:
             due = (await connection.execute(_DUE, {"batch": batch})).all()
             if not due:
                 return 0
-            advanced, jobs, canceled = [], [], []
+            advanced, jobs, canceled, audit = [], [], [], []
             for row in due:
                 if row.cancel_at_period_end:
                     canceled.append({"s_id": row.id, "canceled_at": row.current_period_end})
@@ -174,10 +174,9 @@ class JobStore:
                         jobs,
                     )
                 ).all()
-                for job in created:
-                    await records.publish_job(connection, job)
-                    await records.audit(
-                        connection,
+                await records.publish_jobs(connection, created)
+                audit += [
+                    records.audit_values(
                         merchant_id=job.merchant_id,
                         actor="scheduler",
                         action="rebill.scheduled",
@@ -186,6 +185,8 @@ class JobStore:
                         subscription_id=job.subscription_id,
                         period_start=job.period_start.isoformat(),
                     )
+                    for job in created
+                ]
             for cancel in canceled:
                 row = (
                     await connection.execute(
@@ -199,24 +200,25 @@ class JobStore:
                         .returning(subscriptions)
                     )
                 ).one()
-                await records.audit(
-                    connection,
-                    merchant_id=row.merchant_id,
-                    actor="scheduler",
-                    action="subscription.cancel",
-                    object_id=row.id,
-                    result=row.status,
-                    at_period_end=True,
+                audit.append(
+                    records.audit_values(
+                        merchant_id=row.merchant_id,
+                        actor="scheduler",
+                        action="subscription.cancel",
+                        object_id=row.id,
+                        result=row.status,
+                        at_period_end=True,
+                    )
                 )
                 await records.event(connection, "subscription.canceled", "subscription", row)
+            await records.audit_many(connection, audit)
             return len(due)
 
     async def queue_due_retries(self, batch: int) -> int:
         """Hands every declined period whose next attempt is due to the workers."""
         async with self._engine.begin() as connection:
             jobs = (await connection.execute(_RETRIES_DUE, {"batch": batch})).all()
-            for job in jobs:
-                await records.publish_job(connection, job)
+            await records.publish_jobs(connection, jobs)
             return len(jobs)
 
     async def reclaim_stale(self, batch: int, requeue_after: float) -> int:
@@ -224,17 +226,21 @@ class JobStore:
             jobs = (
                 await connection.execute(_STALE, {"batch": batch, "requeue_after": requeue_after})
             ).all()
-            for job in jobs:
-                await records.publish_job(connection, job)
-                await records.audit(
-                    connection,
-                    merchant_id=job.merchant_id,
-                    actor="scheduler",
-                    action="rebill.reclaimed",
-                    object_id=job.id,
-                    result="queued",
-                    attempt=job.attempt,
-                )
+            await records.publish_jobs(connection, jobs)
+            await records.audit_many(
+                connection,
+                [
+                    records.audit_values(
+                        merchant_id=job.merchant_id,
+                        actor="scheduler",
+                        action="rebill.reclaimed",
+                        object_id=job.id,
+                        result="queued",
+                        attempt=job.attempt,
+                    )
+                    for job in jobs
+                ],
+            )
             return len(jobs)
 
     async def oldest_heartbeat_age(self) -> float:
@@ -377,6 +383,15 @@ class JobStore:
                         where=rebill_attempts.c.outcome == Outcome.UNKNOWN.value,
                     )
                 )
+            if after.job_status in ("succeeded", "failed"):
+                kind = "rebill.succeeded" if after.job_status == "succeeded" else "rebill.failed"
+                await records.event(connection, kind, "rebill_job", settled)
+                await records.wake_scheduler(connection)  # the next period may be due
+            subscription = None
+            if after.subscription_status is not None or after.job_status != "running":
+                subscription = await self._update_subscription(connection, job, after)
+            # The audit rows last: their insert takes the merchant's chain lock until commit,
+            # and every worker settling that merchant's jobs waits for it.
             await records.audit(
                 connection,
                 merchant_id=job.merchant_id,
@@ -389,15 +404,19 @@ class JobStore:
                 decline_code=decline_code,
                 payment_intent=payment_intent,
             )
-            if after.job_status in ("succeeded", "failed"):
-                kind = "rebill.succeeded" if after.job_status == "succeeded" else "rebill.failed"
-                await records.event(connection, kind, "rebill_job", settled)
-                await records.wake_scheduler(connection)  # the next period may be due
-            if after.subscription_status is not None or after.job_status != "running":
-                await self._update_subscription(connection, job, after, actor)
+            if subscription is not None and after.subscription_status is not None:
+                await records.audit(
+                    connection,
+                    merchant_id=subscription.merchant_id,
+                    actor=actor,
+                    action="subscription.status",
+                    object_id=subscription.id,
+                    result=subscription.status,
+                    job_id=job.id,
+                )
         return True
 
-    async def _update_subscription(self, connection, job: Row, after: AfterAttempt, actor: str):
+    async def _update_subscription(self, connection, job: Row, after: AfterAttempt) -> Row:
         values: dict = {"updated_at": func.now(), "next_attempt_at": after.next_attempt_at}
         if after.subscription_status is not None:
             values["status"] = after.subscription_status.value
@@ -411,18 +430,9 @@ class JobStore:
                 .returning(subscriptions)
             )
         ).one()
-        if after.subscription_status is not None:
-            await records.audit(
-                connection,
-                merchant_id=row.merchant_id,
-                actor=actor,
-                action="subscription.status",
-                object_id=row.id,
-                result=row.status,
-                job_id=job.id,
-            )
         if after.event:
             await records.event(connection, after.event, "subscription", row)
+        return row
 
 
 async def policy_of(connection, merchant_id: str) -> RetryPolicy:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paymesh.platform.notifications import notify
-from paymesh.platform.outbox import add_event
+from paymesh.platform.outbox import add_event, event_values
 from rebill_svc.tables import outbox, rebill_audit
 
 # Job messages go out through the outbox like events, under their own routing keys: a
@@ -35,26 +35,28 @@ def new_id(prefix: str) -> str:
     return prefix + secrets.token_hex(12)
 
 
-async def audit(
-    connection: AsyncConnection,
-    *,
-    merchant_id: str,
-    actor: str,
-    action: str,
-    object_id: str,
-    result: str,
-    **details: Any,
-) -> None:
-    await connection.execute(
-        rebill_audit.insert().values(
-            merchant_id=merchant_id,
-            actor=actor,
-            action=action,
-            object_id=object_id,
-            result=result,
-            details=details,
-        )
-    )
+def audit_values(
+    *, merchant_id: str, actor: str, action: str, object_id: str, result: str, **details: Any
+) -> dict[str, Any]:
+    return {
+        "merchant_id": merchant_id,
+        "actor": actor,
+        "action": action,
+        "object_id": object_id,
+        "result": result,
+        "details": details,
+    }
+
+
+async def audit(connection: AsyncConnection, **entry: Any) -> None:
+    """One audit row (see audit_values). Insert it last in its transaction: the database's
+    chain trigger holds the merchant's chain lock from the insert to the commit."""
+    await connection.execute(rebill_audit.insert(), [audit_values(**entry)])
+
+
+async def audit_many(connection: AsyncConnection, entries: list[dict[str, Any]]) -> None:
+    if entries:
+        await connection.execute(rebill_audit.insert(), entries)
 
 
 async def event(connection: AsyncConnection, event_type: str, object_type: str, row) -> None:
@@ -71,17 +73,27 @@ async def event(connection: AsyncConnection, event_type: str, object_type: str, 
 
 async def publish_job(connection: AsyncConnection, job) -> None:
     """The message that hands `job`'s current attempt to a worker."""
-    await add_event(
-        connection,
-        outbox,
-        event_type=job_routing_key(job.queue),
-        aggregate_type="rebill_job",
-        aggregate_id=job.id,
-        payload={
-            "attempt": job.attempt,
-            "subscription_id": job.subscription_id,
-            "merchant_id": job.merchant_id,
-        },
+    await publish_jobs(connection, [job])
+
+
+async def publish_jobs(connection: AsyncConnection, jobs) -> None:
+    if not jobs:
+        return
+    await connection.execute(
+        outbox.insert(),
+        [
+            event_values(
+                event_type=job_routing_key(job.queue),
+                aggregate_type="rebill_job",
+                aggregate_id=job.id,
+                payload={
+                    "attempt": job.attempt,
+                    "subscription_id": job.subscription_id,
+                    "merchant_id": job.merchant_id,
+                },
+            )
+            for job in jobs
+        ],
     )
 
 

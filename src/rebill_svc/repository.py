@@ -177,6 +177,11 @@ class SubscriptionRepository:
                         .returning(subscriptions)
                     )
                 ).one()
+                await records.event(connection, "subscription.created", "subscription", row)
+                claimed = None
+                if new.charge_now:
+                    job = await self._first_job(connection, row, lease_owner, lease_seconds)
+                    claimed = await self._jobs.claim_new(connection, job)
                 await records.audit(
                     connection,
                     merchant_id=merchant.id,
@@ -189,11 +194,6 @@ class SubscriptionRepository:
                     interval=new.interval.value,
                     interval_count=new.interval_count,
                 )
-                await records.event(connection, "subscription.created", "subscription", row)
-                claimed = None
-                if new.charge_now:
-                    job = await self._first_job(connection, row, lease_owner, lease_seconds)
-                    claimed = await self._jobs.claim_new(connection, job)
                 return row, claimed
         except IntegrityError:
             if idempotency_key:  # the same key, created at the same moment by another call
@@ -377,6 +377,11 @@ class SubscriptionRepository:
                     .returning(subscriptions)
                 )
             ).one()
+            kind = (
+                "subscription.canceled" if row.status == Status.CANCELED else "subscription.updated"
+            )
+            await records.event(connection, kind, "subscription", row)
+            await records.wake_scheduler(connection)
             await records.audit(
                 connection,
                 merchant_id=merchant.id,
@@ -386,11 +391,6 @@ class SubscriptionRepository:
                 result=row.status,
                 **details,
             )
-            kind = (
-                "subscription.canceled" if row.status == Status.CANCELED else "subscription.updated"
-            )
-            await records.event(connection, kind, "subscription", row)
-            await records.wake_scheduler(connection)
         return row
 
     async def _drop_waiting_retry(self, subscription_id: str) -> None:
