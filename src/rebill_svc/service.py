@@ -4,14 +4,13 @@ letters into their table, and reads the queues' depth."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from pathlib import Path
 
 import grpc
 
-from paymesh.platform.amqp_consumer import Consumer, declare
+from paymesh.platform.amqp_consumer import Consumer
 from paymesh.platform.channels import close_on_shutdown, service_channel
 from paymesh.platform.config import RebillSettings
 from paymesh.platform.merchant_auth import remote_callers
@@ -36,9 +35,6 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         settings.gateway_addr, resources.token_issuer, resources.token_verifier
     )
     vault_channel = service_channel(settings.vault_addr, resources.token_issuer, "vault")
-    await asyncio.to_thread(
-        declare, settings.amqp_url, lambda ch: declare_queues(ch, settings.events_exchange)
-    )
     jobs = JobStore(resources.engine)
     leases = Leases(settings.lease_seconds, settings.recheck_seconds)
     runner = JobRunner(
@@ -63,7 +59,15 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         idle_seconds=settings.scheduler_idle_seconds,
         requeue_after=settings.requeue_after_seconds,
     )
-    dead_letter_consumer = Consumer(settings.amqp_url, [DEAD_QUEUE], letters.receive, prefetch=10)
+    # Declares the whole rebill topology at each (re)connection, not once at startup: the
+    # service starts while the broker is down, and a broker back without its data is mended.
+    dead_letter_consumer = Consumer(
+        settings.amqp_url,
+        [DEAD_QUEUE],
+        letters.receive,
+        prefetch=10,
+        declare_on=lambda channel: declare_queues(channel, settings.events_exchange),
+    )
     return [
         close_on_shutdown(gateway_channel),
         close_on_shutdown(vault_channel),

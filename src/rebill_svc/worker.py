@@ -15,7 +15,7 @@ import sys
 import structlog
 from pydantic import ValidationError
 
-from paymesh.platform.amqp_consumer import Consumer, Delivery, Verdict, declare
+from paymesh.platform.amqp_consumer import Consumer, Delivery, Verdict
 from paymesh.platform.channels import service_channel
 from paymesh.platform.config import RebillSettings
 from paymesh.platform.db import create_engine
@@ -77,11 +77,12 @@ async def serve(settings: RebillSettings) -> None:
         owner,
         Leases(settings.lease_seconds, settings.recheck_seconds),
     )
-    await asyncio.to_thread(
-        declare, settings.amqp_url, lambda ch: declare_queues(ch, settings.events_exchange)
-    )
     consumer = Consumer(
-        settings.amqp_url, JOB_QUEUES, Worker(runner, jobs).handle, settings.worker_prefetch
+        settings.amqp_url,
+        JOB_QUEUES,
+        Worker(runner, jobs).handle,
+        settings.worker_prefetch,
+        declare_on=lambda channel: declare_queues(channel, settings.events_exchange),
     )
     ops_http = None
     if settings.worker_http_port:

@@ -69,12 +69,17 @@ class Consumer:
         handle: Handler,
         prefetch: int = 10,
         reconnect_delay: float = 1.0,
+        declare_on: Callable[[BlockingChannel], None] | None = None,
     ):
+        """`declare_on` declares the queues (and what they need) before each connection
+        consumes: a broker that restarted without its data gets them back."""
         self._params = connection_parameters(amqp_url)
         self._queues = list(queues)
         self._handle = handle
         self._prefetch = prefetch
         self._reconnect_delay = reconnect_delay
+        self._amqp_url = amqp_url
+        self._declare_on = declare_on
         self._connection: AsyncioConnection | None = None
         self._in_flight: set[asyncio.Task] = set()
         self._stopping = False
@@ -108,6 +113,8 @@ class Consumer:
             connection.close()
 
     async def _connect(self) -> asyncio.Future:
+        if self._declare_on is not None:
+            await asyncio.to_thread(declare, self._amqp_url, self._declare_on)
         loop = asyncio.get_running_loop()
         opened: asyncio.Future = loop.create_future()
         closed: asyncio.Future = loop.create_future()
