@@ -115,7 +115,10 @@ class JobStore:
 
     async def schedule_due(self, batch: int) -> int:
         """Starts the next period of up to `batch` subscriptions whose period ended (or
-        cancels those set to end with it); returns how many it handled."""
+        cancels those set to end with it); returns how many it handled. Safe beside another
+        scheduler (a deposed leader still finishing a round): each row is locked and checked
+        to be in the period found due (see _DUE), so no period is advanced twice or skipped;
+        tests/integration/test_rebill_faults.py races two over 10,000 subscriptions."""
         async with self._engine.begin() as connection:
             due = (await connection.execute(_DUE, {"batch": batch})).all()
             if not due:
