@@ -29,9 +29,7 @@ def charge(mesh, merchant, token: str):
     return post(mesh, merchant, "/v1/payment_intents", body)
 
 
-def test_a_detached_card_is_never_charged_again_though_its_reference_was_remembered(
-    mesh, merchant
-):
+def test_a_detached_card_is_never_charged_again_though_its_reference_was_remembered(mesh, merchant):
     token = tokenize(mesh, merchant).body["id"]
     for _ in range(3):  # remembered by the gateway from the first charge on
         assert charge(mesh, merchant, token).body["status"] == "succeeded"

@@ -83,8 +83,9 @@ def test_health_follows_a_dependency_going_away_and_coming_back(
         # Envoy's /readyz turns 503 once any cluster has no healthy host; the gateway's own
         # hosts may be found unhealthy a health-check round later.
         wait_until(
-            lambda: call(mesh.url("/v1/payment_intents/pi_any"), headers=merchant.auth()).status
-            == 503,
+            lambda: (
+                call(mesh.url("/v1/payment_intents/pi_any"), headers=merchant.auth()).status == 503
+            ),
             timeout=10,
         )
         unavailable = call(mesh.url("/v1/payment_intents/pi_any"), headers=merchant.auth())

@@ -66,9 +66,11 @@ def advance(mesh, merchant, clock: str, to: datetime, timeout: float = 120) -> d
 def rebills(mesh, merchant, subscription: str) -> list[dict]:
     found, offset = [], 0
     while True:
-        page = get(
+        response = get(
             mesh, merchant, f"/v1/subscriptions/{subscription}/rebills?limit=100&offset={offset}"
-        ).body
+        )
+        assert response.status == 200, response.body
+        page = response.body
         found += page["data"]
         if not page["has_more"]:
             return found

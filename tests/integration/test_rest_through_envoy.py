@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -41,11 +41,20 @@ def rows(infra, merchant):
             " 12, 2030, 'fp_abc')",
             (ids["payment_method"], merchant.id),
         )
+        # Paused: the scheduler leaves it alone (its card exists in no PSP).
         db.execute(
             "INSERT INTO rebill.subscriptions (id, merchant_id, livemode, payment_method, amount,"
-            " currency, interval, status, current_period_start, current_period_end)"
-            " VALUES (%s, %s, false, %s, 500, 'usd', 'monthly', 'active', %s, %s)",
-            (ids["subscription"], merchant.id, ids["payment_method"], period_start, period_start),
+            " currency, interval, billing_cycle_anchor, status, period_number,"
+            " current_period_start, current_period_end)"
+            " VALUES (%s, %s, false, %s, 500, 'usd', 'month', %s, 'paused', 0, %s, %s)",
+            (
+                ids["subscription"],
+                merchant.id,
+                ids["payment_method"],
+                period_start,
+                period_start,
+                period_start + timedelta(days=30),
+            ),
         )
         db.execute(
             "INSERT INTO webhook.webhook_endpoints (id, merchant_id, livemode, url,"
@@ -77,7 +86,7 @@ def test_a_payment_intent_reads_back_as_snake_case_json_with_zero_values(mesh, r
     ("path", "key", "field", "expected"),
     [
         ("/v1/payment_methods/{}", "payment_method", "card", {"brand": "visa", "last4": "4242"}),
-        ("/v1/subscriptions/{}", "subscription", "interval", "monthly"),
+        ("/v1/subscriptions/{}", "subscription", "interval", "month"),
         ("/v1/webhook_endpoints/{}", "webhook_endpoint", "url", "https://shop.example/hook"),
     ],
 )
