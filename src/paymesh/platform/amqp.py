@@ -5,12 +5,13 @@ message of it, so confirms are awaited per batch, not per message."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import pika
 import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.channel import Channel
 
 log = structlog.get_logger(__name__)
 
@@ -109,7 +110,7 @@ class ConfirmingPublisher:
             raise BrokerUnavailable("not connected to RabbitMQ")
         done = asyncio.get_running_loop().create_future()
         channel.exchange_declare(
-            self._exchange, passive=True, callback=lambda _frame: _resolve(done, None)
+            self._exchange, passive=True, callback=lambda _frame: resolve(done, None)
         )
         await asyncio.wait_for(done, timeout)
 
@@ -129,51 +130,24 @@ class ConfirmingPublisher:
                 await asyncio.sleep(self._reconnect_delay)
 
     async def _connect(self) -> asyncio.Future:
-        loop = asyncio.get_running_loop()
-        opened: asyncio.Future = loop.create_future()
-        closed: asyncio.Future = loop.create_future()
-
-        def on_open_error(_connection, error):
-            _fail(opened, BrokerUnavailable(f"cannot connect: {error!r}"))
-            _resolve(closed, error)
-
-        def on_close(_connection, reason):
-            _fail(opened, BrokerUnavailable(f"connection closed: {reason!r}"))
-            _resolve(closed, reason)
-
-        connection = AsyncioConnection(
-            self._params,
-            on_open_callback=lambda c: _resolve(opened, c),
-            on_open_error_callback=on_open_error,
-            on_close_callback=on_close,
-            custom_ioloop=loop,
-        )
-        self._connection = connection
-        try:
-            await asyncio.wait_for(asyncio.shield(opened), 10)
-            channel = await self._step(lambda cb: connection.channel(on_open_callback=cb))
-            channel.add_on_close_callback(lambda _ch, _reason: _close_quietly(connection))
-            await self._step(
+        async def set_up(channel) -> None:
+            await step(
                 lambda cb: channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=cb)
             )
-            await self._step(
+            await step(
                 lambda cb: channel.exchange_declare(
                     self._exchange, exchange_type="topic", durable=True, callback=cb
                 )
             )
-        except BaseException:
-            _close_quietly(connection)
-            raise
+
+        channel, closed = await open_channel(self._params, set_up, self._remember)
         self._last_tag = 0
         self._pending.clear()
         self._channel = channel
         return closed
 
-    @staticmethod
-    async def _step(start, timeout: float = 10.0):
-        done = asyncio.get_running_loop().create_future()
-        start(lambda result: _resolve(done, result))
-        return await asyncio.wait_for(done, timeout)
+    def _remember(self, connection: AsyncioConnection) -> None:
+        self._connection = connection
 
     def _on_confirm(self, frame) -> None:
         method = frame.method
@@ -188,28 +162,77 @@ class ConfirmingPublisher:
             if confirmation is None:
                 continue
             if acked:
-                _resolve(confirmation, None)
+                resolve(confirmation, None)
             else:
-                _fail(confirmation, BrokerUnavailable(f"broker nacked message {tag}"))
+                fail(confirmation, BrokerUnavailable(f"broker nacked message {tag}"))
 
     def _fail_pending(self, error: Exception) -> None:
         pending, self._pending = self._pending, {}
         for confirmation in pending.values():
-            _fail(confirmation, error)
+            fail(confirmation, error)
 
 
-def _resolve(future: asyncio.Future, value) -> None:
+async def open_channel(
+    params: pika.URLParameters,
+    set_up: Callable[[Channel], Awaitable[None]],
+    on_connection: Callable[[AsyncioConnection], None],
+) -> tuple[Channel, asyncio.Future]:
+    """Opens a connection and one channel on it, and runs `set_up(channel)` (confirms, qos,
+    declarations, consumers). Returns the channel and a future resolved when the connection
+    closes; closing the channel closes the connection. `on_connection` receives the
+    connection as soon as it exists, so that a stop() during the opening can close it. Any
+    failure closes the connection and raises BrokerUnavailable (or the set-up's error)."""
+    loop = asyncio.get_running_loop()
+    opened: asyncio.Future = loop.create_future()
+    closed: asyncio.Future = loop.create_future()
+
+    def on_open_error(_connection, error):
+        fail(opened, BrokerUnavailable(f"cannot connect: {error!r}"))
+        resolve(closed, error)
+
+    def on_close(_connection, reason):
+        fail(opened, BrokerUnavailable(f"connection closed: {reason!r}"))
+        resolve(closed, reason)
+
+    connection = AsyncioConnection(
+        params,
+        on_open_callback=lambda c: resolve(opened, c),
+        on_open_error_callback=on_open_error,
+        on_close_callback=on_close,
+        custom_ioloop=loop,
+    )
+    on_connection(connection)
+    try:
+        await asyncio.wait_for(asyncio.shield(opened), 10)
+        channel = await step(lambda cb: connection.channel(on_open_callback=cb))
+        channel.add_on_close_callback(lambda _ch, _reason: close_quietly(connection))
+        await set_up(channel)
+    except BaseException:
+        close_quietly(connection)
+        raise
+    return channel, closed
+
+
+async def step(start: Callable[[Callable], object], timeout: float = 10.0):
+    """One asynchronous pika operation: `start(callback)` begins it; returns what the
+    callback received."""
+    done = asyncio.get_running_loop().create_future()
+    start(lambda result: resolve(done, result))
+    return await asyncio.wait_for(done, timeout)
+
+
+def resolve(future: asyncio.Future, value) -> None:
     if not future.done():
         future.set_result(value)
 
 
-def _fail(future: asyncio.Future, error: BaseException) -> None:
+def fail(future: asyncio.Future, error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
         # Mark retrieved: an unawaited failure here is expected, not a bug to report.
         future.exception()
 
 
-def _close_quietly(connection: AsyncioConnection) -> None:
+def close_quietly(connection: AsyncioConnection) -> None:
     if connection.is_open:
         connection.close()

@@ -17,7 +17,7 @@ import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.adapters.blocking_connection import BlockingChannel
 
-from paymesh.platform.amqp import connection_parameters
+from paymesh.platform.amqp import connection_parameters, open_channel, step
 
 log = structlog.get_logger(__name__)
 
@@ -115,45 +115,18 @@ class Consumer:
     async def _connect(self) -> asyncio.Future:
         if self._declare_on is not None:
             await asyncio.to_thread(declare, self._amqp_url, self._declare_on)
-        loop = asyncio.get_running_loop()
-        opened: asyncio.Future = loop.create_future()
-        closed: asyncio.Future = loop.create_future()
 
-        def settle(future: asyncio.Future, value, error: bool = False) -> None:
-            if future.done():
-                return
-            if error:
-                future.set_exception(value)
-                future.exception()
-            else:
-                future.set_result(value)
-
-        connection = AsyncioConnection(
-            self._params,
-            on_open_callback=lambda c: settle(opened, c),
-            on_open_error_callback=lambda _c, e: (
-                settle(opened, ConnectionError(repr(e)), error=True),
-                settle(closed, e),
-            ),
-            on_close_callback=lambda _c, reason: (
-                settle(opened, ConnectionError(repr(reason)), error=True),
-                settle(closed, reason),
-            ),
-            custom_ioloop=loop,
-        )
-        self._connection = connection
-        try:
-            await asyncio.wait_for(asyncio.shield(opened), 10)
-            channel = await _step(lambda cb: connection.channel(on_open_callback=cb))
-            channel.add_on_close_callback(lambda _ch, _reason: _close_quietly(connection))
-            await _step(lambda cb: channel.basic_qos(prefetch_count=self._prefetch, callback=cb))
+        async def set_up(channel) -> None:
+            await step(lambda cb: channel.basic_qos(prefetch_count=self._prefetch, callback=cb))
             for queue in self._queues:
                 channel.basic_consume(queue, self._on_message(channel, queue))
-        except BaseException:
-            _close_quietly(connection)
-            raise
+
+        _channel, closed = await open_channel(self._params, set_up, self._remember)
         self.connected.set()
         return closed
+
+    def _remember(self, connection: AsyncioConnection) -> None:
+        self._connection = connection
 
     def _on_message(self, channel, queue: str):
         def on_message(_channel, method, properties, body) -> None:
@@ -178,14 +151,3 @@ class Consumer:
             channel.basic_reject(tag, requeue=False)
         else:
             channel.basic_nack(tag, requeue=True)
-
-
-async def _step(start, timeout: float = 10.0):
-    done = asyncio.get_running_loop().create_future()
-    start(lambda result: done.done() or done.set_result(result))
-    return await asyncio.wait_for(done, timeout)
-
-
-def _close_quietly(connection: AsyncioConnection) -> None:
-    if connection.is_open:
-        connection.close()
