@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from paymesh.platform.audit_chain import chained_audit_table
 from paymesh.platform.outbox import outbox_table
 
 SCHEMA = "gateway"
@@ -94,22 +95,7 @@ revoked_payment_methods = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-payment_audit = Table(
-    "payment_audit",
-    metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("merchant_id", String(40), nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("actor", String(20), nullable=False),
-    Column("action", String(40), nullable=False),
-    Column("object_id", String(40), nullable=False),
-    Column("result", String(40), nullable=False),
-    Column("details", JSONB, nullable=False),
-    # Filled by the database's chain trigger: the merchant's sequence and the chained hashes.
-    Column("seq", BigInteger, nullable=False, server_default=text("0")),
-    Column("prev_hash", LargeBinary, nullable=False, server_default=text("''::bytea")),
-    Column("hash", LargeBinary, nullable=False, server_default=text("''::bytea")),
-)
+payment_audit = chained_audit_table(metadata, "payment_audit")
 
 merchants = Table(
     "merchants",

@@ -10,16 +10,15 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
     func,
-    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from paymesh.platform.audit_chain import chained_audit_table
 from paymesh.platform.outbox import outbox_table
 
 SCHEMA = "rebill"
@@ -132,21 +131,6 @@ dead_letters = Table(
     _at("resolved_at"),
 )
 
-rebill_audit = Table(
-    "rebill_audit",
-    metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("merchant_id", String(40), nullable=False),
-    _now("at"),
-    Column("actor", String(20), nullable=False),  # api | scheduler | worker | ops
-    Column("action", String(40), nullable=False),
-    Column("object_id", String(40), nullable=False),
-    Column("result", String(40), nullable=False),
-    Column("details", JSONB, nullable=False),
-    # Filled by the database's chain trigger: the merchant's sequence and the chained hashes.
-    Column("seq", BigInteger, nullable=False, server_default=text("0")),
-    Column("prev_hash", LargeBinary, nullable=False, server_default=text("''::bytea")),
-    Column("hash", LargeBinary, nullable=False, server_default=text("''::bytea")),
-)
+rebill_audit = chained_audit_table(metadata, "rebill_audit")
 
 outbox = outbox_table(metadata, SCHEMA)

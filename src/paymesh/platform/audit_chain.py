@@ -9,10 +9,42 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _TABLE = re.compile(r"[a-z_]+\.[a-z_]+")
+
+
+def chained_audit_table(metadata: MetaData, name: str) -> Table:
+    """The table migration_ops.create_chained_audit creates (and gateway_0003/0004 made for
+    payment_audit)."""
+    return Table(
+        name,
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("merchant_id", String(40), nullable=False),
+        Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("actor", String(20), nullable=False),  # api | scheduler | worker | webhook | ops
+        Column("action", String(40), nullable=False),
+        Column("object_id", String(40), nullable=False),
+        Column("result", String(40), nullable=False),
+        Column("details", JSONB, nullable=False),
+        # Filled by the database's chain trigger: the merchant's sequence and the chained hashes.
+        Column("seq", BigInteger, nullable=False, server_default=text("0")),
+        Column("prev_hash", LargeBinary, nullable=False, server_default=text("''::bytea")),
+        Column("hash", LargeBinary, nullable=False, server_default=text("''::bytea")),
+    )
 
 
 def _check(table: str):
