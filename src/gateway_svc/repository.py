@@ -25,7 +25,6 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -44,11 +43,17 @@ from gateway_svc.tables import (
     refunds,
     revoked_payment_methods,
 )
-from paymesh.platform.callers import Merchant, owned_by, owned_by_params, owner_params
+from paymesh.platform.callers import (
+    Merchant,
+    newest_first_page,
+    owned_by,
+    owned_by_params,
+    owner_params,
+)
 from paymesh.platform.db import autocommit
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.outbox import event_values
-from paymesh.platform.problems import InvalidArgument, NotFound
+from paymesh.platform.problems import NotFound
 
 _INTENT_FIELDS = tuple(PaymentIntent.__dataclass_fields__)
 _REFUND_FIELDS = tuple(Refund.__dataclass_fields__)
@@ -148,31 +153,11 @@ class PaymentRepository:
         self, merchant: Merchant, limit: int, starting_after: str
     ) -> tuple[list[PaymentIntent], bool]:
         """Newest first; the page after `starting_after` (an id of the merchant's) if given."""
-        intents = payment_intents.c
-        scope = (intents.merchant_id == merchant.id, intents.livemode == merchant.livemode)
-        query = select(payment_intents).where(*scope)
         async with self._autocommit.connect() as connection:
-            if starting_after:
-                cursor = (
-                    await connection.execute(
-                        select(intents.created_at, intents.id).where(
-                            *scope, intents.id == starting_after
-                        )
-                    )
-                ).first()
-                if cursor is None:
-                    raise InvalidArgument.for_field(
-                        "starting_after", "resource_missing", "no such payment_intent"
-                    )
-                query = query.where(
-                    tuple_(intents.created_at, intents.id) < tuple_(cursor.created_at, cursor.id)
-                )
-            rows = (
-                await connection.execute(
-                    query.order_by(intents.created_at.desc(), intents.id.desc()).limit(limit + 1)
-                )
-            ).all()
-        return [to_intent(row) for row in rows[:limit]], len(rows) > limit
+            rows, has_more = await newest_first_page(
+                connection, payment_intents, merchant, limit, starting_after, "payment_intent"
+            )
+        return [to_intent(row) for row in rows], has_more
 
     async def psp_route(self, merchant_id: str) -> list[str]:
         row = await self._direct.one(_PSP_ROUTE, {"m_id": merchant_id})

@@ -3,15 +3,15 @@ Every change is one transaction with its audit row and outbox event; no protobuf
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, select, tuple_, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from paymesh.platform.callers import Merchant, owned_by
+from paymesh.platform.callers import Merchant, newest_first_page, owned_by
 from paymesh.platform.db import autocommit
 from paymesh.platform.problems import InvalidArgument, NotFound
 from rebill_svc import records
@@ -181,7 +181,7 @@ class SubscriptionRepository:
                 claimed = None
                 if new.charge_now:
                     job = await self._first_job(connection, row, lease_owner, lease_seconds)
-                    claimed = await self._jobs.claim_new(connection, job)
+                    claimed = await self._jobs.claimed(connection, job)
                 await records.audit(
                     connection,
                     merchant_id=merchant.id,
@@ -256,36 +256,12 @@ class SubscriptionRepository:
 
     async def page(
         self, merchant: Merchant, limit: int, starting_after: str, status: str
-    ) -> tuple[list[Row], bool]:
-        subs = subscriptions.c
-        scope = [subs.merchant_id == merchant.id, subs.livemode == merchant.livemode]
-        if status:
-            scope.append(subs.status == status)
-        query = select(subscriptions).where(*scope)
+    ) -> tuple[Sequence[Row], bool]:
+        filters = [subscriptions.c.status == status] if status else []
         async with self._reads.connect() as connection:
-            if starting_after:
-                cursor = (
-                    await connection.execute(
-                        select(subs.created_at, subs.id).where(
-                            subs.merchant_id == merchant.id,
-                            subs.livemode == merchant.livemode,
-                            subs.id == starting_after,
-                        )
-                    )
-                ).first()
-                if cursor is None:
-                    raise InvalidArgument.for_field(
-                        "starting_after", "resource_missing", "no such subscription"
-                    )
-                query = query.where(
-                    tuple_(subs.created_at, subs.id) < tuple_(cursor.created_at, cursor.id)
-                )
-            rows = (
-                await connection.execute(
-                    query.order_by(subs.created_at.desc(), subs.id.desc()).limit(limit + 1)
-                )
-            ).all()
-        return rows[:limit], len(rows) > limit
+            return await newest_first_page(
+                connection, subscriptions, merchant, limit, starting_after, "subscription", *filters
+            )
 
     async def rebills(
         self, merchant: Merchant, subscription_id: str, limit: int, offset: int

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
 import structlog
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, Row, Table, bindparam, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from paymesh.platform.errors import PermissionDenied, Unauthenticated
+from paymesh.platform.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, ServiceIdentity, TokenVerifier
 
 # Set by a service calling on a merchant's behalf; trusted only with a valid service token.
@@ -141,3 +143,38 @@ def owner_params(prefix: str, object_id: str, merchant: Merchant) -> dict[str, o
         f"{prefix}merchant_id": merchant.id,
         f"{prefix}livemode": merchant.livemode,
     }
+
+
+async def newest_first_page(
+    connection: AsyncConnection,
+    table: Table,
+    merchant: Merchant,
+    limit: int,
+    starting_after: str,
+    resource: str,
+    *filters: ColumnElement[bool],
+) -> tuple[Sequence[Row], bool]:
+    """One page of the merchant's objects in the merchant's mode, newest first (created_at,
+    then id), after `starting_after` (an id of the merchant's) if given, and whether more
+    follow. A cursor that is not the merchant's is invalid input, whatever the filters."""
+    scope = (table.c.merchant_id == merchant.id, table.c.livemode == merchant.livemode)
+    query = select(table).where(*scope, *filters)
+    if starting_after:
+        cursor = (
+            await connection.execute(
+                select(table.c.created_at, table.c.id).where(*scope, table.c.id == starting_after)
+            )
+        ).first()
+        if cursor is None:
+            raise InvalidArgument.for_field(
+                "starting_after", "resource_missing", f"no such {resource}"
+            )
+        query = query.where(
+            tuple_(table.c.created_at, table.c.id) < tuple_(cursor.created_at, cursor.id)
+        )
+    rows = (
+        await connection.execute(
+            query.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit + 1)
+        )
+    ).all()
+    return rows[:limit], len(rows) > limit
