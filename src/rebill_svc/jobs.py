@@ -294,13 +294,11 @@ class JobStore:
             ).first()
             if job is None:
                 return None
-            return await self._claimed(connection, job)
+            return await self.claimed(connection, job)
 
-    async def claim_new(self, connection, job: Row) -> Claimed:
-        """For a job created already leased (the first period, charged by its creation)."""
-        return await self._claimed(connection, job)
-
-    async def _claimed(self, connection, job: Row) -> Claimed:
+    async def claimed(self, connection, job: Row) -> Claimed:
+        """What a run of `job`, leased in `connection`'s transaction, needs to know (also for
+        a job created already leased: the first period, charged by its creation)."""
         subscription = (
             await connection.execute(
                 select(subscriptions).where(subscriptions.c.id == job.subscription_id)

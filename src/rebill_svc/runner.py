@@ -41,6 +41,10 @@ class JobRunner:
     def owner(self) -> str:
         return self._owner
 
+    @property
+    def lease_seconds(self) -> float:
+        return self._leases.lease_seconds
+
     async def run(self, job_id: str) -> bool:
         """Runs the job if it is waiting for a worker; False when it is settled or held by
         another worker."""

@@ -36,16 +36,17 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     )
     vault_channel = service_channel(settings.vault_addr, resources.token_issuer, "vault")
     jobs = JobStore(resources.engine)
-    leases = Leases(settings.lease_seconds, settings.recheck_seconds)
     runner = JobRunner(
-        jobs, GatewayCharger(gateway_channel), f"api:{socket.gethostname()}:{os.getpid()}", leases
+        jobs,
+        GatewayCharger(gateway_channel),
+        f"api:{socket.gethostname()}:{os.getpid()}",
+        Leases(settings.lease_seconds, settings.recheck_seconds),
     )
     servicer = RebillServicer(
         SubscriptionRepository(resources.engine, jobs),
         callers,
         PaymentMethods(vault_channel),
         runner,
-        leases,
     )
     rebill_pb2_grpc.add_RebillServiceServicer_to_server(servicer, server)
     letters = DeadLetters(resources.engine)

@@ -13,7 +13,7 @@ from paymesh.rebill.v1 import rebill_pb2, rebill_pb2_grpc
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from rebill_svc.domain.subscriptions import Status, new_subscription
 from rebill_svc.repository import SubscriptionRepository
-from rebill_svc.runner import JobRunner, Leases
+from rebill_svc.runner import JobRunner
 
 STATUSES = {s.value for s in Status}
 
@@ -104,13 +104,11 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
         callers: Callers,
         payment_methods: PaymentMethods,
         runner: JobRunner,
-        leases: Leases,
     ):
         self._subscriptions = subscriptions
         self._callers = callers
         self._payment_methods = payment_methods
         self._runner = runner
-        self._leases = leases
 
     async def CreateSubscription(self, request, context):
         merchant = await self._callers.merchant(context)
@@ -137,7 +135,7 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
             test_clock=request.test_clock,
             idempotency_key=_idempotency_key(context),
             lease_owner=self._runner.owner,
-            lease_seconds=self._leases.lease_seconds,
+            lease_seconds=self._runner.lease_seconds,
         )
         structlog.contextvars.bind_contextvars(correlation_id=row.id)
         if first_period is not None:
