@@ -99,7 +99,7 @@ class Ports:
     @classmethod
     def free(cls, gateway_processes: int = 1) -> Ports:
         """Unused ports, so a test run never collides with `make run` or another run."""
-        taken = [_free_port() for _ in range(5 + 2 * len(ALL) + 2 * (gateway_processes - 1))]
+        taken = [free_port() for _ in range(5 + 2 * len(ALL) + 2 * (gateway_processes - 1))]
         ports = cls(
             envoy=taken[0],
             envoy_admin=taken[1],
@@ -139,7 +139,8 @@ def service_of(process_name: str) -> str:
     return process_name.split("-")[0]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on right now (the kernel's pick)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -4,44 +4,21 @@ revoke keys, set PSP routing. Nothing of it is reachable through Envoy or with a
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from paymesh.platform.service_auth import TokenIssuer
 from tests.integration.test_payments import pay
 from tests.support.http import call
+from tests.support.ops import grpcurl
 
 pytestmark = pytest.mark.integration
 
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 ADMIN = "paymesh.gateway.v1.MerchantAdminService"
 
 
 def admin(mesh, method: str, body: dict, as_operator: bool = True, api_key: str = ""):
-    headers = []
-    if as_operator:
-        ops = TokenIssuer("ops", Path(os.environ["PAYMESH_KEYS_DIR"])).token_for("gateway")
-        headers = ["-H", f"x-paymesh-service-token: {ops}"]
-    elif api_key:
-        headers = ["-H", f"authorization: Bearer {api_key}"]
-    return subprocess.run(
-        [
-            GRPCURL,
-            "-plaintext",
-            *headers,
-            "-d",
-            json.dumps(body),
-            f"127.0.0.1:{mesh.ports.grpc['gateway']}",
-            f"{ADMIN}/{method}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return grpcurl(mesh, "gateway", f"{ADMIN}/{method}", body, as_operator, api_key)
 
 
 def status_with(mesh, api_key: str) -> int:

@@ -17,10 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import psycopg
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from paymesh.platform.errors import reason_of as grpc_reason
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from tests.conftest import base_env, create_merchant, paymesh
 from tests.integration.test_payments import post, reason_of, refund_when, route
@@ -57,16 +56,6 @@ def grpc_create(mesh, merchant, request, key=None, timeout=30):
             request, metadata=metadata, timeout=timeout
         )
         return reply, dict(rpc.initial_metadata())
-
-
-def grpc_reason(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    return ""
 
 
 def pay(mesh, merchant, key=None, **fields):

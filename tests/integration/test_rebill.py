@@ -4,27 +4,20 @@ by amount: each test bills an amount of its own."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
 
-from paymesh.platform.service_auth import TokenIssuer
 from tests.integration.test_payments import post, reason_of
 from tests.integration.test_vault import tokenize, violations
 from tests.support import cards
 from tests.support.http import call
+from tests.support.ops import grpcurl
 from tests.support.psp import sandbox
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
 
 def iso(moment: datetime) -> str:
@@ -182,23 +175,8 @@ def test_a_daily_subscription_advanced_a_year_is_charged_366_times(mesh, merchan
 
 def rebill_admin(mesh, method: str, body: dict, as_operator: bool = True):
     """RebillAdminService through grpcurl, as an operator uses it."""
-    headers = []
-    if as_operator:
-        ops = TokenIssuer("ops", Path(os.environ["PAYMESH_KEYS_DIR"])).token_for("rebill")
-        headers = ["-H", f"x-paymesh-service-token: {ops}"]
-    return subprocess.run(
-        [
-            GRPCURL,
-            "-plaintext",
-            *headers,
-            "-d",
-            json.dumps(body),
-            f"127.0.0.1:{mesh.ports.grpc['rebill']}",
-            f"paymesh.rebill.v1.RebillAdminService/{method}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    return grpcurl(
+        mesh, "rebill", f"paymesh.rebill.v1.RebillAdminService/{method}", body, as_operator
     )
 
 

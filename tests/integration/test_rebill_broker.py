@@ -41,7 +41,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -57,7 +56,7 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
 from paymesh.devinfra import Infra, create_infra, drop_infra
-from paymesh.devmesh import Mesh, Ports
+from paymesh.devmesh import Mesh, Ports, free_port
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from paymesh.rebill.v1 import rebill_admin_pb2, rebill_admin_pb2_grpc
 from tests.conftest import base_env, create_merchant, paymesh, started_mesh
@@ -76,12 +75,6 @@ pytestmark = pytest.mark.integration
 EVENTS_EXCHANGE = "paymesh.events"  # the mesh's default (EVENTS_EXCHANGE)
 
 DEBIAN_RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def rabbitmq_bin() -> Path | None:

@@ -27,7 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from paymesh.devinfra import Infra, create_infra, drop_infra
-from paymesh.devmesh import Mesh, Ports
+from paymesh.devmesh import Mesh, Ports, free_port
 from paymesh.platform.db import create_engine
 from rebill_svc.jobs import JobStore
 from tests import conftest
@@ -53,12 +53,6 @@ FAULT_ENV = {
 }
 WORKER = [sys.executable, "-m", "rebill_svc.worker"]
 REBILL = [sys.executable, "-m", "rebill_svc"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
