@@ -22,6 +22,8 @@ PUBLIC_SERVICES = (
     "paymesh.vault.v1.VaultService",
     "paymesh.rebill.v1.RebillService",
     "paymesh.webhook.v1.WebhookService",
+    # The PSPs' webhooks: a raw body (google.api.HttpBody), checked by its signature.
+    "paymesh.webhook.v1.PspWebhookService",
 )
 F = descriptor_pb2.FieldDescriptorProto
 _INTEGERS = {

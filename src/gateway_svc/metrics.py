@@ -40,3 +40,15 @@ CARD_TOKEN_LOOKUPS = Counter(
     "(revoked; such a lookup counted a hit first).",
     ["result"],
 )
+PSP_EVENTS = Counter(
+    "gateway_psp_events_total",
+    "PSP events (webhooks) by PSP, kind, outcome (applied, already_applied, ignored, "
+    "retry_later) and reason.",
+    ["psp", "kind", "outcome", "reason"],
+)
+RECONCILIATION_MISMATCHES = Counter(
+    "reconciliation_mismatches_total",
+    "Times a PSP reported something paymesh's records contradict (an amount, a currency, a "
+    "state): recorded and not applied, for a human to look at.",
+    ["psp", "reason"],
+)

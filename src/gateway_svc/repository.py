@@ -31,15 +31,17 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway_svc.domain import psp_events as psp_rules
 from gateway_svc.domain import validation
-from gateway_svc.domain.models import AuditEntry, Event, PaymentIntent, Refund
-from gateway_svc.domain.status import Action, RefundStatus, move
+from gateway_svc.domain.models import AuditEntry, Event, PaymentIntent, Refund, new_id
+from gateway_svc.domain.status import Action, IntentStatus, RefundStatus, move
 from gateway_svc.tables import (
     idempotency_keys,
     merchants,
     outbox,
     payment_audit,
     payment_intents,
+    psp_events,
     refunds,
     revoked_payment_methods,
 )
@@ -384,6 +386,248 @@ class PaymentRepository:
             insert(payment_audit), [_audit_values(AuditEntry.of_refund(refund, actor, action))]
         )
 
+    # --- PSP events (webhooks) ------------------------------------------------------------
+
+    async def apply_psp_event(self, event: PspEvent) -> PspEventResult:
+        """Applies what a PSP reports, in ONE transaction under the intent's lock: the change,
+        its audit row (actor `webhook`), its outbox event and the event's record in
+        psp_events, or nothing. The same event again, or another event reporting the same
+        refund or dispute, changes nothing (ALREADY_APPLIED)."""
+        async with self._engine.begin() as connection:
+            intent, not_yet = await self._psp_intent(connection, event)
+            if intent is None:
+                return PspEventResult(not_yet or psp_rules.ignore("unknown_payment"))
+            seen = (
+                await connection.execute(
+                    select(psp_events.c.event_id).where(
+                        psp_events.c.psp == event.psp, psp_events.c.event_id == event.event_id
+                    )
+                )
+            ).first()
+            if seen is not None:
+                return PspEventResult(psp_rules.ALREADY, intent)
+            if event.kind == "capture":
+                decision = psp_rules.capture(intent, event.amount, event.currency)
+                write = self._psp_capture
+            elif event.kind == "refund":
+                matched, others = await self._psp_refund_match(connection, intent, event)
+                decision = psp_rules.refund(intent, matched, event.amount, event.currency, others)
+                write = self._psp_refund
+            else:
+                recorded = await self._psp_recorded(connection, event)
+                decision = psp_rules.ALREADY if recorded else psp_rules.APPLY
+                write = self._psp_dispute
+            if decision.outcome != psp_rules.Outcome.APPLIED:
+                return PspEventResult(decision, intent)
+            after = await write(connection, intent, event)
+            if after is None:  # the intent's row said otherwise: nothing written
+                return PspEventResult(psp_rules.retry("changed_meanwhile"), intent)
+            await connection.execute(
+                insert(psp_events).values(
+                    psp=event.psp,
+                    event_id=event.event_id,
+                    event_type=event.event_type,
+                    kind=event.kind,
+                    reference=event.reference or event.psp_reference,
+                    payment_intent=intent.id,
+                    merchant_id=intent.merchant_id,
+                )
+            )
+        return PspEventResult(decision, after)
+
+    async def _psp_intent(
+        self, connection: AsyncConnection, event: PspEvent
+    ) -> tuple[PaymentIntent | None, psp_rules.Decision | None]:
+        """The intent the PSP's payment is, locked; or why there is none to apply to."""
+        row = (
+            await connection.execute(
+                select(payment_intents)
+                .where(
+                    payment_intents.c.psp == event.psp,
+                    payment_intents.c.psp_reference == event.psp_reference,
+                )
+                .with_for_update()
+            )
+        ).first()
+        if row is not None:
+            return to_intent(row), None
+        # paymesh's attempt keys are `{intent id}:{random}:{psp}`: an authorization of ours
+        # whose answer is not recorded yet (it will be, by the request or the sweep).
+        intent_id = event.attempt_key.split(":", 1)[0]
+        if not (event.attempt_key and validation.id_shaped(intent_id, "pi_")):
+            return None, None
+        row = (
+            await connection.execute(
+                select(payment_intents.c.attempt_key, payment_intents.c.psp_reference).where(
+                    payment_intents.c.id == intent_id
+                )
+            )
+        ).first()
+        if row is None or not row.attempt_key or not event.attempt_key.startswith(row.attempt_key):
+            return None, None
+        if row.psp_reference is None:
+            return None, psp_rules.retry("authorization_not_recorded")
+        return None, None
+
+    async def _psp_refund_match(
+        self, connection: AsyncConnection, intent: PaymentIntent, event: PspEvent
+    ) -> tuple[Refund | None, bool]:
+        """paymesh's refund that the PSP's refund is (by the PSP's refund id, or paymesh's own
+        refund id that it was created under), and whether another refund of the intent is at
+        the PSP with no reference recorded yet."""
+        rows = [
+            to_refund(row)
+            for row in (
+                await connection.execute(
+                    select(refunds).where(refunds.c.payment_intent == intent.id)
+                )
+            ).all()
+        ]
+        matched = next((r for r in rows if r.psp_reference == event.reference), None)
+        if matched is None and event.refund_key:
+            matched = next((r for r in rows if r.id == event.refund_key), None)
+        others = any(
+            r.status == RefundStatus.PENDING and r.psp_reference is None and r is not matched
+            for r in rows
+        )
+        return matched, others
+
+    async def _psp_recorded(self, connection: AsyncConnection, event: PspEvent) -> bool:
+        return (
+            await connection.execute(
+                select(psp_events.c.event_id).where(
+                    psp_events.c.psp == event.psp,
+                    psp_events.c.kind == event.kind,
+                    psp_events.c.reference == event.reference,
+                )
+            )
+        ).first() is not None
+
+    async def _psp_capture(
+        self, connection: AsyncConnection, intent: PaymentIntent, event: PspEvent
+    ) -> PaymentIntent | None:
+        row = (
+            await connection.execute(
+                update(payment_intents)
+                .where(
+                    payment_intents.c.id == intent.id,
+                    payment_intents.c.status == IntentStatus.REQUIRES_CAPTURE,
+                    payment_intents.c.pending_operation.is_(None),
+                )
+                .values(
+                    status=move(intent.id, intent.status, Action.CAPTURE),
+                    amount_received=event.amount,
+                    amount_capturable=0,
+                    updated_at=func.now(),
+                )
+                .returning(payment_intents)
+            )
+        ).first()
+        if row is None:
+            return None
+        after = to_intent(row)
+        await connection.execute(
+            insert(outbox), [_event_values(Event.of_intent("payment_intent.succeeded", after))]
+        )
+        details = {
+            "amount": event.amount,
+            "released": intent.amount_capturable - event.amount,
+            **event.audit_details(),
+        }
+        entry = AuditEntry.of_intent(after, "webhook", "capture", "ok", **details)
+        await connection.execute(insert(payment_audit), [_audit_values(entry)])
+        return after
+
+    async def _psp_refund(
+        self, connection: AsyncConnection, intent: PaymentIntent, event: PspEvent
+    ) -> PaymentIntent | None:
+        """A refund made at the PSP, recorded as a succeeded refund of paymesh's."""
+        row = (
+            await connection.execute(
+                update(payment_intents)
+                .where(
+                    payment_intents.c.id == intent.id,
+                    payment_intents.c.status == IntentStatus.SUCCEEDED,
+                    payment_intents.c.amount_refunded + event.amount
+                    <= payment_intents.c.amount_received,
+                )
+                .values(
+                    amount_refunded=payment_intents.c.amount_refunded + event.amount,
+                    updated_at=func.now(),
+                )
+                .returning(payment_intents)
+            )
+        ).first()
+        if row is None:
+            return None
+        refund = to_refund(
+            (
+                await connection.execute(
+                    insert(refunds)
+                    .values(
+                        id=new_id("re_"),
+                        merchant_id=intent.merchant_id,
+                        livemode=intent.livemode,
+                        payment_intent=intent.id,
+                        amount=event.amount,
+                        currency=intent.currency,
+                        status=RefundStatus.SUCCEEDED,
+                        psp_reference=event.reference,
+                    )
+                    .returning(refunds)
+                )
+            ).one()
+        )
+        await connection.execute(
+            insert(outbox), [_event_values(Event.of_refund("refund.succeeded", refund))]
+        )
+        entry = AuditEntry.of_refund(refund, "webhook", "refund_at_psp")
+        entry = AuditEntry(
+            entry.merchant_id,
+            entry.actor,
+            entry.action,
+            entry.object_id,
+            entry.result,
+            {**entry.details, **event.audit_details()},
+        )
+        await connection.execute(insert(payment_audit), [_audit_values(entry)])
+        return to_intent(row)
+
+    async def _psp_dispute(
+        self, connection: AsyncConnection, intent: PaymentIntent, event: PspEvent
+    ) -> PaymentIntent:
+        """A dispute: recorded (an audit row and an event); the intent's money does not move
+        here (the dispute's outcome decides that)."""
+        await connection.execute(
+            insert(outbox),
+            [
+                _event_values(
+                    Event(
+                        "payment_intent.disputed",
+                        "payment_intent",
+                        intent.id,
+                        {
+                            **intent.payload(),
+                            "dispute": {
+                                "psp_reference": event.reference,
+                                "amount": event.amount,
+                                "reason": event.reason,
+                            },
+                        },
+                    )
+                )
+            ],
+        )
+        details = {
+            "dispute": event.reference,
+            "disputed_amount": event.amount,
+            "dispute_reason": event.reason,
+            **event.audit_details(),
+        }
+        entry = AuditEntry.of_intent(intent, "webhook", "dispute_opened", "recorded", **details)
+        await connection.execute(insert(payment_audit), [_audit_values(entry)])
+        return intent
+
     # --- payment methods the vault revoked -----------------------------------------------
 
     async def revoke_payment_method(self, merchant: Merchant, payment_method: str) -> None:
@@ -401,6 +645,33 @@ class PaymentRepository:
         """The request's answer is its object, as it is whenever it is asked for again."""
         done = _key_params(KeyRef(key.merchant, key.key, done=True))
         await self._direct.one(_BIND_KEY, {**done, "k_object_id": object_id})
+
+
+@dataclass(frozen=True)
+class PspEvent:
+    """One PSP event, as the webhook service read it. `kind`: capture | refund | dispute;
+    `reference`: the PSP's refund or dispute id; `amount`: captured, refunded or disputed."""
+
+    psp: str
+    event_id: str
+    event_type: str
+    kind: str
+    psp_reference: str
+    amount: int
+    currency: str = ""
+    attempt_key: str = ""
+    reference: str = ""
+    refund_key: str = ""
+    reason: str = ""
+
+    def audit_details(self) -> dict[str, Any]:
+        return {"psp": self.psp, "psp_event": self.event_id, "psp_event_type": self.event_type}
+
+
+@dataclass(frozen=True)
+class PspEventResult:
+    decision: Any  # psp_rules.Decision
+    intent: PaymentIntent | None = None
 
 
 @functools.cache

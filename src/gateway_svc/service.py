@@ -21,6 +21,7 @@ from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.psp.connectors import SandboxConnector, StripeConnector
 from gateway_svc.psp.routing import PspRouter, RetryPolicy, make_breaker
 from gateway_svc.psp.vault import VaultClient
+from gateway_svc.psp_events import PspEventServicer
 from gateway_svc.repository import PaymentRepository
 from gateway_svc.servicer import CardAccessServicer, GatewayServicer, MerchantAuthServicer
 from paymesh.gateway.v1 import (
@@ -32,6 +33,8 @@ from paymesh.gateway.v1 import (
     merchant_admin_pb2_grpc,
     merchant_auth_pb2,
     merchant_auth_pb2_grpc,
+    psp_events_pb2,
+    psp_events_pb2_grpc,
 )
 from paymesh.platform.advisory_lock import SessionLock
 from paymesh.platform.callers import CachedApiKeyVerifier, Callers
@@ -88,6 +91,9 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     )
     merchant_auth_pb2_grpc.add_MerchantAuthServiceServicer_to_server(
         MerchantAuthServicer(api_keys, callers), server
+    )
+    psp_events_pb2_grpc.add_PspEventServiceServicer_to_server(
+        PspEventServicer(repository, callers), server
     )
     merchant_admin_pb2_grpc.add_MerchantAdminServiceServicer_to_server(
         MerchantAdminServicer(MerchantRepository(engine), callers, api_keys), server
@@ -157,6 +163,7 @@ DEFINITION = ServiceDefinition(
         merchant_auth_pb2.DESCRIPTOR.services_by_name["MerchantAuthService"].full_name,
         merchant_admin_pb2.DESCRIPTOR.services_by_name["MerchantAdminService"].full_name,
         card_access_pb2.DESCRIPTOR.services_by_name["CardAccessService"].full_name,
+        psp_events_pb2.DESCRIPTOR.services_by_name["PspEventService"].full_name,
     ),
     settings_class=GatewaySettings,
     migrations_dir=Path(__file__).parent / "migrations",

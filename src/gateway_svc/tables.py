@@ -95,6 +95,21 @@ revoked_payment_methods = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+# PSP events (webhooks) that changed a payment, by the PSP's event id; `reference` is the PSP's
+# id of what the event reports (its refund or dispute id), so one is recorded once.
+psp_events = Table(
+    "psp_events",
+    metadata,
+    Column("psp", String(20), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("event_type", String(100), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("reference", Text, nullable=False),
+    Column("payment_intent", String(40), nullable=False),
+    Column("merchant_id", String(40), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 payment_audit = chained_audit_table(metadata, "payment_audit")
 
 merchants = Table(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -120,6 +121,8 @@ class Ports:
             "SANDBOX_PSP_PORT": str(self.sandbox_psp),
             "REBILL_WORKER_HTTP_PORT": str(self.rebill_worker),
             "SANDBOX_API_BASE": f"http://127.0.0.1:{self.sandbox_psp}",
+            # Where the sandbox PSP sends its webhooks (through Envoy, as a real PSP would).
+            "SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{self.envoy}/v1/psp/sandbox/webhooks",
         }
         for name in ALL:
             env[f"{name.upper()}_GRPC_PORT"] = str(self.grpc[name])
@@ -322,6 +325,28 @@ class Mesh:
         )
         self.start_envoy()
         self.wait_until([self.url("/readyz")], timeout)
+        if "localstripe" in self.processes:
+            self.configure_stripe_webhooks()
+
+    def configure_stripe_webhooks(self) -> None:
+        """localstripe sends its signed webhooks (Stripe-Signature) to our Stripe endpoint,
+        through Envoy, with the secret webhook_svc checks them with."""
+        from paymesh.platform.config import WebhookSettings
+
+        secret = self.env.get("WEBHOOK_STRIPE_SECRET") or str(
+            WebhookSettings.model_fields["stripe_secret"].default
+        )
+        body = json.dumps(
+            {"url": self.url("/v1/psp/stripe/webhooks"), "secret": secret.split(",")[0]}
+        ).encode()
+        request = urllib.request.Request(  # noqa: S310 - our URL
+            f"http://127.0.0.1:{self.ports.localstripe}/_config/webhooks/paymesh",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5):  # noqa: S310
+            pass
 
     def dead_process(self) -> str | None:
         return next((n for n, p in self.processes.items() if p.poll() is not None), None)

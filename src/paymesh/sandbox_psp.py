@@ -20,6 +20,20 @@ Runtime knobs, `POST /_knobs`, lie the way real PSPs do (each rate from 0 to 1):
   soft_declines   {"<amount>": n}: the next n charges of that amount are declined as
                   insufficient_funds (soft), then they pass again: a customer who tops up
 
+Webhooks: every capture, refund and dispute (made through the API or at the PSP's own
+"dashboard" below) is announced to SANDBOX_WEBHOOK_URL as a Stripe-like event
+{id, type, created, data: {object}} (charge.captured, charge.refunded,
+charge.dispute.created), signed as Stripe signs: `Sandbox-Signature: t=…,v1=<hex
+HMAC-SHA256 of "{t}.{body}">` with SANDBOX_WEBHOOK_SECRET (or WEBHOOK_SANDBOX_SECRET).
+A delivery that is not answered 2xx is sent again (8 attempts, from 0.5 s apart, doubling).
+Webhook knobs (`POST /_knobs`):
+  webhook_copies  every event is sent this many times (default 1)
+  webhook_hold    true: events wait until `POST /_webhooks/flush`
+  webhook_order   in_order | reverse | shuffle: the order a flush sends held events in
+  POST /_dashboard/charges/{id}/capture {amount?} | /refund {amount} | /dispute {amount?,
+       reason?}   operations made at the PSP, not through its API (they announce themselves)
+  GET  /_webhooks  every delivery attempt: {data: [{event, type, status, attempt}]}
+
 API (JSON in and out):
   POST /v1/cards                 {number, exp_month, exp_year, cvc?} -> {id: card_…}
   POST /v1/charges               {card, amount, currency, capture} -> charge | 402 decline
@@ -34,11 +48,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import heapq
+import hmac
 import json
+import os
 import random
 import secrets
 import threading
 import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -54,7 +74,13 @@ DEFAULT_KNOBS: dict[str, Any] = {
     **{name: 0.0 for name in RATE_KNOBS},
     "operations": [],
     "soft_declines": {},
+    "webhook_copies": 1,
+    "webhook_hold": False,
+    "webhook_order": "in_order",
 }
+WEBHOOK_ORDERS = ("in_order", "reverse", "shuffle")
+WEBHOOK_ATTEMPTS = 8
+DEV_WEBHOOK_SECRET = "whsec_paymesh_dev_sandbox"  # noqa: S105 - webhook_svc's dev default
 
 
 def operation_of(path: str) -> str:
@@ -81,6 +107,18 @@ def parse_knobs(body: dict) -> dict[str, Any]:
             ):
                 raise ValueError('soft_declines must map amounts to counts: {"1000": 2}')
             knobs[name] = {str(k): n for k, n in value.items()}
+        elif name == "webhook_copies":
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 100:
+                raise ValueError("webhook_copies must be 1 to 100")
+            knobs[name] = value
+        elif name == "webhook_hold":
+            if not isinstance(value, bool):
+                raise ValueError("webhook_hold must be true or false")
+            knobs[name] = value
+        elif name == "webhook_order":
+            if value not in WEBHOOK_ORDERS:
+                raise ValueError(f"webhook_order must be one of {', '.join(WEBHOOK_ORDERS)}")
+            knobs[name] = value
         elif name in RATE_KNOBS:
             knobs[name] = float(value)
         else:
@@ -88,8 +126,111 @@ def parse_knobs(body: dict) -> dict[str, Any]:
     return knobs
 
 
+def signature(payload: bytes, secret: str, timestamp: int) -> str:
+    """Stripe's scheme: `t=…,v1=<hex HMAC-SHA256 of "{t}.{payload}">`."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+class Webhooks:
+    """Announces events to one URL from a thread of its own, with retries; holds them while
+    the `webhook_hold` knob says so, and sends copies and orders as the knobs say."""
+
+    def __init__(self, url: str, secret: str, knobs: dict[str, Any]):
+        self.url = url
+        self.secret = secret
+        self.knobs = knobs
+        self.lock = threading.Condition()
+        self.held: list[dict] = []
+        self.due: list[tuple[float, int, dict, int]] = []  # (when, seq, event, attempt)
+        self.seq = 0
+        self.log: list[dict] = []
+        if url:
+            threading.Thread(target=self._run, daemon=True, name="webhooks").start()
+
+    def announce(self, event_type: str, obj: dict[str, Any]) -> dict:
+        event = {
+            "id": "evt_" + secrets.token_hex(12),
+            "object": "event",
+            "type": event_type,
+            "created": int(time.time()),
+            "data": {"object": dict(obj)},
+        }
+        with self.lock:
+            if self.knobs["webhook_hold"]:
+                self.held.append(event)
+            else:
+                self._queue([event])
+        return event
+
+    def flush(self) -> int:
+        with self.lock:
+            events, self.held = self.held, []
+            order = self.knobs["webhook_order"]
+            copies = [e for e in events for _ in range(self.knobs["webhook_copies"])]
+            if order == "reverse":
+                copies.reverse()
+            elif order == "shuffle":
+                random.shuffle(copies)
+            for event in copies:
+                self._push(time.monotonic(), event, 1)
+            self.lock.notify()
+            return len(copies)
+
+    def _queue(self, events: list[dict]) -> None:
+        for event in events:
+            for _ in range(self.knobs["webhook_copies"]):
+                self._push(time.monotonic(), event, 1)
+        self.lock.notify()
+
+    def _push(self, when: float, event: dict, attempt: int) -> None:
+        self.seq += 1
+        heapq.heappush(self.due, (when, self.seq, event, attempt))
+
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                while not self.due or self.due[0][0] > time.monotonic():
+                    wait = self.due[0][0] - time.monotonic() if self.due else None
+                    self.lock.wait(wait)
+                _, _, event, attempt = heapq.heappop(self.due)
+            status = self._send(event)
+            with self.lock:
+                self.log.append(
+                    {
+                        "event": event["id"],
+                        "type": event["type"],
+                        "status": status,
+                        "attempt": attempt,
+                    }
+                )
+                del self.log[:-5000]
+                if not 200 <= status < 300 and attempt < WEBHOOK_ATTEMPTS:
+                    self._push(time.monotonic() + 0.5 * 2 ** (attempt - 1), event, attempt + 1)
+
+    def _send(self, event: dict) -> int:
+        payload = json.dumps(event).encode()
+        request = urllib.request.Request(  # noqa: S310 - the configured URL
+            self.url,
+            data=payload,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Sandbox-Signature": signature(payload, self.secret, int(time.time())),
+                "User-Agent": "paymesh-sandbox-psp/1",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                return answer.status
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            return 0
+
+
 class Sandbox:
-    def __init__(self):
+    def __init__(self, webhook_url: str = "", webhook_secret: str = DEV_WEBHOOK_SECRET):
         self.lock = threading.Lock()
         self.cards: dict[str, str] = {}  # card id -> number (a simulator may keep them)
         self.charges: dict[str, dict[str, Any]] = {}
@@ -98,6 +239,7 @@ class Sandbox:
         self.transactions: list[dict[str, Any]] = []
         self.knobs: dict[str, Any] = dict(DEFAULT_KNOBS)
         self.stats = {"charges_created": 0, "requests": 0, "ambiguous": 0}
+        self.webhooks = Webhooks(webhook_url, webhook_secret, self.knobs)
 
     def handle(self, path: str, body: dict, key: str | None) -> tuple[int, dict]:
         """A POST; with an idempotency key, concurrent and later repeats get the first answer."""
@@ -122,7 +264,7 @@ class Sandbox:
         if parts[:2] == ["v1", "charges"] and len(parts) == 4:
             return self._change(parts[2], parts[3], body)
         if parts == ["v1", "refunds"]:
-            return self._refund(body)
+            return self._refund(body, key)
         return 404, _error("resource_missing", "unknown route")
 
     def _create_card(self, body: dict) -> tuple[int, dict]:
@@ -163,6 +305,7 @@ class Sandbox:
             self.stats["charges_created"] += 1
             if capture:
                 self._settle("charge", charge["id"], amount, charge["currency"])
+                self.webhooks.announce("charge.captured", charge)
         return 200, charge
 
     def _declines_soft(self, amount: int) -> bool:
@@ -183,6 +326,7 @@ class Sandbox:
                     return 400, _error("invalid_amount", "cannot capture more than authorized")
                 charge.update(status="captured", amount_captured=amount)
                 self._settle("charge", charge_id, amount, charge["currency"])
+                self.webhooks.announce("charge.captured", charge)
                 return 200, dict(charge)
             if action == "void" and charge["status"] == "authorized":
                 charge["status"] = "voided"
@@ -191,7 +335,7 @@ class Sandbox:
             "charge_unexpected_state", f"cannot {action} a {charge['status']} charge"
         )
 
-    def _refund(self, body: dict) -> tuple[int, dict]:
+    def _refund(self, body: dict, key: str | None = None) -> tuple[int, dict]:
         with self.lock:
             charge = self.charges.get(str(body.get("charge")))
             amount = body.get("amount")
@@ -204,7 +348,39 @@ class Sandbox:
             charge["amount_refunded"] += amount
             refund = {"id": "rf_" + secrets.token_hex(12), "charge": charge["id"], "amount": amount}
             self._settle("refund", refund["id"], -amount, charge["currency"])
+            self.webhooks.announce(
+                "charge.refunded",
+                {
+                    **refund,
+                    "object": "refund",
+                    "currency": charge["currency"],
+                    "idempotency_key": key,
+                },
+            )
         return 200, refund
+
+    def dashboard(self, charge_id: str, action: str, body: dict) -> tuple[int, dict]:
+        """An operation made at the PSP itself (its dashboard), not through its API."""
+        if action == "capture":
+            return self._change(charge_id, "capture", body)
+        if action == "refund":
+            return self._refund({"charge": charge_id, "amount": body.get("amount")})
+        if action == "dispute":
+            with self.lock:
+                charge = self.charges.get(charge_id)
+                if charge is None or charge["status"] != "captured":
+                    return 400, _error("charge_not_captured", "only captured charges are disputed")
+                dispute = {
+                    "id": "dp_" + secrets.token_hex(12),
+                    "object": "dispute",
+                    "charge": charge_id,
+                    "amount": body.get("amount") or charge["amount_captured"],
+                    "currency": charge["currency"],
+                    "reason": body.get("reason") or "fraudulent",
+                }
+                self.webhooks.announce("charge.dispute.created", dispute)
+            return 200, dispute
+        return 404, _error("resource_missing", "unknown dashboard action")
 
     def _settle(self, kind: str, source: str, amount: int, currency: str) -> None:
         self.transactions.append(
@@ -264,6 +440,9 @@ def make_handler(sandbox: Sandbox):
             if url.path == "/v1/charges":
                 key = parse_qs(url.query).get("idempotency_key", [None])[0]
                 return self._reply(200, {"data": sandbox.find_charges(key)})
+            if url.path == "/_webhooks":
+                with sandbox.webhooks.lock:
+                    return self._reply(200, {"data": list(sandbox.webhooks.log)})
             if url.path == "/_stats":
                 with sandbox.lock:
                     return self._reply(200, dict(sandbox.stats))
@@ -277,6 +456,11 @@ def make_handler(sandbox: Sandbox):
                 except (TypeError, ValueError) as error:
                     return self._reply(400, _error("invalid_knobs", str(error)))
                 return self._reply(200, sandbox.knobs)
+            if self.path == "/_webhooks/flush":
+                return self._reply(200, {"sent": sandbox.webhooks.flush()})
+            parts = self.path.strip("/").split("/")
+            if parts[:2] == ["_dashboard", "charges"] and len(parts) == 4:
+                return self._reply(*sandbox.dashboard(parts[2], parts[3], body))
             with sandbox.lock:
                 sandbox.stats["requests"] += 1
             knobs = sandbox.knobs
@@ -307,8 +491,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="paymesh's sandbox PSP")
     parser.add_argument("--port", type=int, default=8430)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--webhook-url",
+        default=os.environ.get("SANDBOX_WEBHOOK_URL", ""),
+        help="where events are announced (default $SANDBOX_WEBHOOK_URL; empty: nowhere)",
+    )
     args = parser.parse_args()
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(Sandbox()))
+    # The secret from the environment only: a command line is visible to every local user.
+    secret = (
+        os.environ.get("SANDBOX_WEBHOOK_SECRET")
+        or os.environ.get("WEBHOOK_SANDBOX_SECRET", "").split(",")[0]
+        or DEV_WEBHOOK_SECRET
+    )
+    sandbox = Sandbox(args.webhook_url, secret)
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(sandbox))
     server.daemon_threads = True
     print(json.dumps({"event": "sandbox_psp_started", "port": args.port}), flush=True)
     with contextlib.suppress(KeyboardInterrupt):

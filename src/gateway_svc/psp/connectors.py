@@ -272,7 +272,13 @@ class StripeConnector(HttpConnector):
             "POST",
             "/v1/refunds",
             idempotency_key,
-            data={"payment_intent": reference, "amount": amount},
+            # paymesh's refund id rides along, so the refund's webhooks name it
+            # (gateway_svc.domain.psp_events: a refund is never counted twice).
+            data={
+                "payment_intent": reference,
+                "amount": amount,
+                "metadata[paymesh_refund]": idempotency_key,
+            },
         )
         return refund["id"]
 

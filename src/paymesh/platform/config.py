@@ -156,3 +156,9 @@ class WebhookSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="WEBHOOK_")
     grpc_port: int = 50054
     http_port: int = 9104
+    # Inbound PSP webhooks: each PSP's endpoint secret (comma-separated while one is rolled:
+    # a signature made with any of them is accepted), and how far a signature's timestamp may
+    # be from now. The defaults are for development only.
+    stripe_secret: str = "whsec_paymesh_dev_stripe"  # noqa: S105 - a dev default
+    sandbox_secret: str = "whsec_paymesh_dev_sandbox"  # noqa: S105 - a dev default
+    psp_signature_tolerance_seconds: float = Field(300.0, gt=0)

@@ -1,0 +1,98 @@
+"""What a PSP's own report (a webhook: a capture, a refund, a dispute made at the PSP) may do
+to a payment, as plain decisions. Conservative by design: an event is applied only when the
+intent's state proves it can be; otherwise it is sent again later (an operation of paymesh is
+in flight, or an earlier event has not arrived yet) or recorded and ignored (it contradicts
+what paymesh knows: a human looks at it). Every move is one the transition table allows, so
+no event, however late or repeated, moves an intent backwards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gateway_svc.domain.models import PaymentIntent, Refund
+from gateway_svc.domain.status import Action, IntentStatus, RefundStatus, sources
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    ALREADY_APPLIED = "already_applied"
+    IGNORED = "ignored"
+    RETRY_LATER = "retry_later"
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str = ""
+
+    @property
+    def mismatch(self) -> bool:
+        """paymesh and the PSP disagree: worth a human's look (and a metric)."""
+        return self.outcome == Outcome.IGNORED and self.reason in MISMATCHES
+
+
+APPLY = Decision(Outcome.APPLIED)
+ALREADY = Decision(Outcome.ALREADY_APPLIED)
+MISMATCHES = {"amount_mismatch", "currency_mismatch", "unexpected_state", "refund_failed_here"}
+
+
+def retry(reason: str) -> Decision:
+    return Decision(Outcome.RETRY_LATER, reason)
+
+
+def ignore(reason: str) -> Decision:
+    return Decision(Outcome.IGNORED, reason)
+
+
+def _currency_differs(intent: PaymentIntent, currency: str) -> bool:
+    return bool(currency) and currency.lower() != intent.currency
+
+
+def capture(intent: PaymentIntent, amount_captured: int, currency: str) -> Decision:
+    """The PSP captured `amount_captured` of the intent's authorization."""
+    if _currency_differs(intent, currency):
+        return ignore("currency_mismatch")
+    if intent.pending_operation:
+        # paymesh's own capture, void or authorization is at the PSP: its answer (or the
+        # recovery sweep, which asks the PSP under the same key) records the outcome.
+        return retry(f"{intent.pending_operation}_in_flight")
+    if intent.status == IntentStatus.SUCCEEDED:
+        return ALREADY if amount_captured == intent.amount_received else ignore("amount_mismatch")
+    if intent.status in sources(Action.CAPTURE):
+        if not 0 < amount_captured <= intent.amount_capturable:
+            return ignore("amount_mismatch")
+        return APPLY
+    if intent.status == IntentStatus.PROCESSING:
+        return retry("authorization_in_flight")
+    return ignore("unexpected_state")
+
+
+def refund(
+    intent: PaymentIntent,
+    matched: Refund | None,
+    amount: int,
+    currency: str,
+    others_in_flight: bool,
+) -> Decision:
+    """The PSP refunded `amount` of the intent. `matched`: paymesh's refund that the PSP's
+    refund is (by the PSP's refund id, or by paymesh's refund id that it was created under);
+    `others_in_flight`: another refund of paymesh on the intent is pending and has no PSP
+    reference yet, so the PSP's refund might be that one."""
+    if _currency_differs(intent, currency):
+        return ignore("currency_mismatch")
+    if matched is not None:
+        if matched.status == RefundStatus.SUCCEEDED:
+            return ALREADY if matched.amount == amount else ignore("amount_mismatch")
+        if matched.status == RefundStatus.PENDING:
+            return retry("refund_in_flight")
+        return ignore("refund_failed_here")
+    if intent.status != IntentStatus.SUCCEEDED:
+        if intent.status in (IntentStatus.REQUIRES_CAPTURE, IntentStatus.PROCESSING):
+            return retry("not_captured_yet")  # the capture's event may come later
+        return ignore("unexpected_state")
+    if others_in_flight:
+        return retry("refund_in_flight")
+    if amount <= 0 or intent.amount_refunded + amount > intent.amount_received:
+        return ignore("amount_mismatch")  # never more than what was captured
+    return APPLY
