@@ -446,6 +446,9 @@ def main() -> int:
         return 1
     ports = Ports.from_env(env, int(gateway_processes))
     env.update(ports.service_env())
+    # The development profile: webhooks may go to receivers on this machine (production
+    # refuses private and loopback destinations unless an operator admits them).
+    env.setdefault("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
     mesh = Mesh(env=env, ports=ports)
     signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)

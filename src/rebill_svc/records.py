@@ -3,12 +3,11 @@ events (domain events, and the job messages the outbox relay publishes to the qu
 
 from __future__ import annotations
 
-import secrets
-import string
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from paymesh.platform.ids import new_id  # noqa: F401 - rebill's modules make ids through here
 from paymesh.platform.notifications import notify
 from paymesh.platform.outbox import add_event, event_values
 from rebill_svc.tables import outbox, rebill_audit
@@ -30,15 +29,6 @@ async def wake_scheduler(connection: AsyncConnection) -> None:
 
 def job_routing_key(queue: str) -> str:
     return JOB_ROUTING_PREFIX + queue.removeprefix("rebill.")
-
-
-_ID_ALPHABET = string.ascii_letters + string.digits
-
-
-def new_id(prefix: str) -> str:
-    """Letters and digits, as the gateway's ids: hex would make long digit runs, which the
-    edge masks in URLs as possible card numbers."""
-    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
 
 
 def audit_values(

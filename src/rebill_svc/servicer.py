@@ -8,7 +8,14 @@ import structlog
 from paymesh.platform.callers import Callers, Merchant
 from paymesh.platform.channels import on_behalf_of
 from paymesh.platform.errors import InvalidArgument, NotFound, Unavailable
-from paymesh.platform.wire import optional_datetime, require_id, required_datetime, timestamp
+from paymesh.platform.wire import (
+    idempotency_key_of,
+    optional_datetime,
+    page_limit,
+    require_id,
+    required_datetime,
+    timestamp,
+)
 from paymesh.rebill.v1 import rebill_pb2, rebill_pb2_grpc
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from rebill_svc.domain.subscriptions import Status, new_subscription
@@ -63,13 +70,6 @@ def clock_message(row, status: str) -> rebill_pb2.TestClock:
         created=timestamp(row.created_at),
         livemode=row.livemode,
     )
-
-
-def page_limit(limit: int) -> int:
-    limit = limit or 10
-    if not 1 <= limit <= 100:
-        raise InvalidArgument.for_field("limit", "invalid_limit", "limit must be 1 to 100")
-    return limit
 
 
 class PaymentMethods:
@@ -133,7 +133,7 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
             currency=request.currency,
             metadata=dict(request.metadata),
             test_clock=request.test_clock,
-            idempotency_key=_idempotency_key(context),
+            idempotency_key=idempotency_key_of(context),
             lease_owner=self._runner.owner,
             lease_seconds=self._runner.lease_seconds,
         )
@@ -241,16 +241,3 @@ def _clock_id(value: str) -> str:
         raise InvalidArgument.for_field(
             "test_clock", "resource_missing", "no such test clock"
         ) from None
-
-
-MAX_KEY_LENGTH = 255
-
-
-def _idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
-    """A retried creation with the same key answers with the subscription it created."""
-    key = dict(context.invocation_metadata() or ()).get("idempotency-key") or None
-    if key is not None and len(key) > MAX_KEY_LENGTH:
-        raise InvalidArgument.for_field(
-            "idempotency-key", "invalid_idempotency_key", f"at most {MAX_KEY_LENGTH} characters"
-        )
-    return key

@@ -1,4 +1,6 @@
-"""Wiring: the one place where webhook_svc's adapters are built and handed to the servicer."""
+"""Wiring: the one place where webhook_svc's adapters are built and handed to the servicer.
+Besides the API, every webhook_svc process takes domain events from RabbitMQ and delivers
+them (replicas share both)."""
 
 from __future__ import annotations
 
@@ -6,29 +8,72 @@ from pathlib import Path
 
 import grpc
 
+from paymesh.platform.amqp_consumer import Consumer
 from paymesh.platform.channels import close_on_shutdown
 from paymesh.platform.config import WebhookSettings
 from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.server import Resources, ServiceDefinition
 from paymesh.webhook.v1 import webhook_pb2, webhook_pb2_grpc
 from webhook_svc import tables
-from webhook_svc.repository import WebhookEndpointRepository
+from webhook_svc.deliverer import Deliverer, DeliveryPolicy, Sender
+from webhook_svc.destinations import AddressPolicy
+from webhook_svc.endpoints import EndpointStore
+from webhook_svc.events import EventIntake, EventStore
+from webhook_svc.inbound import SERVICE_NAME as PSP_WEBHOOK_SERVICE
+from webhook_svc.inbound import register_inbound
+from webhook_svc.rules import parse_schedule
+from webhook_svc.secret_box import SecretBox
 from webhook_svc.servicer import WebhookServicer
+from webhook_svc.topology import EVENTS_QUEUE, declare_queues
 
 
 async def register(server: grpc.aio.Server, resources: Resources) -> list:
+    settings = resources.settings
+    assert isinstance(settings, WebhookSettings)
     callers, gateway_channel = remote_callers(
-        resources.settings.gateway_addr, resources.token_issuer, resources.token_verifier
+        settings.gateway_addr, resources.token_issuer, resources.token_verifier
     )
-    servicer = WebhookServicer(WebhookEndpointRepository(resources.engine), callers)
+    issuer = resources.token_issuer
+    endpoints = EndpointStore(
+        resources.engine,
+        SecretBox(issuer.derived_secret("webhook-signing-secrets")),
+        issuer.derived_secret("webhook-idempotency-keys"),
+    )
+    destinations = AddressPolicy(settings.allowed_networks.split(","))
+    servicer = WebhookServicer(endpoints, EventStore(resources.engine), callers, destinations)
     webhook_pb2_grpc.add_WebhookServiceServicer_to_server(servicer, server)
-    return [close_on_shutdown(gateway_channel)]
+    inbound = register_inbound(server, resources)  # PSP webhooks in
+
+    intake = EventIntake(resources.engine)
+    # Declares the queue at each (re)connection: a broker back without its data is mended.
+    consumer = Consumer(
+        settings.amqp_url,
+        [EVENTS_QUEUE],
+        intake.receive,
+        prefetch=500,
+        declare_on=lambda channel: declare_queues(channel, settings.events_exchange),
+    )
+    policy = DeliveryPolicy(
+        schedule=parse_schedule(settings.retry_schedule),
+        timeout_seconds=settings.delivery_timeout_seconds,
+        max_in_flight=settings.max_in_flight,
+        per_endpoint=settings.endpoint_concurrency,
+        breaker_fail_max=settings.breaker_fail_max,
+        breaker_reset_seconds=settings.breaker_reset_seconds,
+        disable_after_seconds=settings.disable_after_seconds,
+    )
+    sender = Sender(destinations, settings.delivery_timeout_seconds, "paymesh-webhooks/1")
+    deliverer = Deliverer(resources.engine, endpoints, sender, policy, tables.outbox)
+    return [close_on_shutdown(gateway_channel), consumer.run(), deliverer.run(), *inbound]
 
 
 DEFINITION = ServiceDefinition(
     name="webhook",
     schema=tables.SCHEMA,
-    grpc_services=(webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,),
+    grpc_services=(
+        webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
+        PSP_WEBHOOK_SERVICE,
+    ),
     settings_class=WebhookSettings,
     migrations_dir=Path(__file__).parent / "migrations",
     outbox=tables.outbox,

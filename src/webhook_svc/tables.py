@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, DateTime, MetaData, String, Table, Text, func
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from paymesh.platform.outbox import outbox_table
 
 SCHEMA = "webhook"
 metadata = MetaData(schema=SCHEMA)
+
+
+def _at(name: str, nullable: bool = True) -> Column:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+def _now(name: str) -> Column:
+    return Column(name, DateTime(timezone=True), nullable=False, server_default=func.now())
+
 
 webhook_endpoints = Table(
     "webhook_endpoints",
@@ -19,7 +41,65 @@ webhook_endpoints = Table(
     Column("url", Text, nullable=False),
     Column("enabled_events", ARRAY(Text), nullable=False),
     Column("status", String(16), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    _now("created_at"),
+    Column("description", Text),
+    Column("signature_scheme", String(8), nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("previous_secret", Text),
+    _at("previous_secret_expires_at"),
+    Column("disabled_reason", String(40)),
+    _at("failing_since"),
+    Column("idempotency_key", String(255)),
+    _now("updated_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("merchant_id", String(40), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("object_type", String(60), nullable=False),
+    Column("object_id", String(60), nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("object", JSONB, nullable=False),
+    _at("created_at", nullable=False),
+    _now("received_at"),
+    Column("txid", BigInteger, nullable=False),
+    Column("position", BigInteger, Identity(), nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("event_id", String(40), ForeignKey(events.c.id), nullable=False),
+    Column("endpoint_id", String(40), ForeignKey(webhook_endpoints.c.id), nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    _now("next_attempt_at"),
+    _at("leased_until"),
+    Column("lease_token", String(40)),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    _at("delivered_at"),
+    _now("created_at"),
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("event_id", String(40), ForeignKey(events.c.id), nullable=False),
+    Column("endpoint_id", String(40), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    _now("at"),
+    Column("status_code", Integer),
+    Column("duration_ms", Integer, nullable=False),
+    Column("error", Text),
 )
 
 outbox = outbox_table(metadata, SCHEMA)
+

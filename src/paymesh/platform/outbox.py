@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from paymesh.platform.advisory_lock import SessionLock
 from paymesh.platform.amqp import ConfirmingPublisher, Message
 from paymesh.platform.db import autocommit
+from paymesh.platform.ids import new_id
 from paymesh.platform.metrics import OUTBOX_OLDEST_PENDING, OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
 
 log = structlog.get_logger(__name__)
@@ -71,7 +71,7 @@ def event_values(
     headers: dict[str, str] = {}
     propagate.inject(headers)
     return {
-        "event_id": "evt_" + secrets.token_urlsafe(18),
+        "event_id": new_id("evt_"),
         "event_type": event_type,
         "aggregate_type": aggregate_type,
         "aggregate_id": aggregate_id,
@@ -94,6 +94,9 @@ def to_message(row) -> Message:
         "type": row.event_type,
         "created": created.astimezone(UTC).isoformat(),
         "data": {"object_type": row.aggregate_type, "object_id": row.aggregate_id, **row.payload},
+        # The outbox row's id: later changes of one object have larger numbers, so a consumer
+        # can drop a stale update (each object lives in one service's outbox).
+        "sequence": row.id,
     }
     return Message(
         routing_key=row.event_type,

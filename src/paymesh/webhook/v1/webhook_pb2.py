@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n paymesh/webhook/v1/webhook.proto\x12\x12paymesh.webhook.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n\x0fWebhookEndpoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x16\n\x0e\x65nabled_events\x18\x03 \x03(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x06 \x01(\x08\"-\n\x19GetWebhookEndpointRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\x9f\x01\n\x0eWebhookService\x12\x8c\x01\n\x12GetWebhookEndpoint\x12-.paymesh.webhook.v1.GetWebhookEndpointRequest\x1a#.paymesh.webhook.v1.WebhookEndpoint\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/webhook_endpoints/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n paymesh/webhook/v1/webhook.proto\x12\x12paymesh.webhook.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x02\n\x0fWebhookEndpoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x16\n\x0e\x65nabled_events\x18\x03 \x03(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x06 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x18\n\x10signature_scheme\x18\x08 \x01(\t\x12\x0e\n\x06secret\x18\t \x01(\t\x12\x12\n\npublic_key\x18\n \x01(\t\x12\x17\n\x0f\x64isabled_reason\x18\x0b \x01(\t\x12>\n\x1aprevious_secret_expires_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x19GetWebhookEndpointRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"~\n\x1c\x43reateWebhookEndpointRequest\x12\x11\n\x03url\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x65nabled_events\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x18\n\x10signature_scheme\x18\x04 \x01(\t\"D\n\x1bListWebhookEndpointsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x16\n\x0estarting_after\x18\x02 \x01(\t\"c\n\x1cListWebhookEndpointsResponse\x12\x31\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32#.paymesh.webhook.v1.WebhookEndpoint\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"\xb0\x01\n\x1cUpdateWebhookEndpointRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x03url\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x16\n\x0e\x65nabled_events\x18\x03 \x03(\t\x12\x18\n\x0b\x64\x65scription\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x15\n\x08\x64isabled\x18\x05 \x01(\x08H\x02\x88\x01\x01\x42\x06\n\x04_urlB\x0e\n\x0c_descriptionB\x0b\n\t_disabled\"0\n\x1c\x44\x65leteWebhookEndpointRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x1d\x44\x65leteWebhookEndpointResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"4\n RollWebhookEndpointSecretRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"b\n\x1dRecoverWebhookEndpointRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\"3\n\x1eRecoverWebhookEndpointResponse\x12\x11\n\tscheduled\x18\x01 \x01(\x05\"\xd2\x01\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12+\n\x07\x63reated\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06object\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08sequence\x18\x05 \x01(\x03\x12\x10\n\x08livemode\x18\x06 \x01(\x08\x12\x35\n\x08\x61ttempts\x18\x07 \x03(\x0b\x32#.paymesh.webhook.v1.DeliveryAttempt\"\xaa\x01\n\x0f\x44\x65liveryAttempt\x12\x18\n\x10webhook_endpoint\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bstatus_code\x18\x04 \x01(\x05\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x05\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\"H\n\x11ListEventsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x16\n\x0estarting_after\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\"O\n\x12ListEventsResponse\x12\'\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x19.paymesh.webhook.v1.Event\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"#\n\x0fGetEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\")\n\x15RedeliverEventRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"+\n\x16RedeliverEventResponse\x12\x11\n\tscheduled\x18\x01 \x01(\x05\x32\xcb\x0b\n\x0eWebhookService\x12\x8c\x01\n\x12GetWebhookEndpoint\x12-.paymesh.webhook.v1.GetWebhookEndpointRequest\x1a#.paymesh.webhook.v1.WebhookEndpoint\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/webhook_endpoints/{id}\x12\x90\x01\n\x15\x43reateWebhookEndpoint\x12\x30.paymesh.webhook.v1.CreateWebhookEndpointRequest\x1a#.paymesh.webhook.v1.WebhookEndpoint\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/webhook_endpoints:\x01*\x12\x98\x01\n\x14ListWebhookEndpoints\x12/.paymesh.webhook.v1.ListWebhookEndpointsRequest\x1a\x30.paymesh.webhook.v1.ListWebhookEndpointsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/webhook_endpoints\x12\x95\x01\n\x15UpdateWebhookEndpoint\x12\x30.paymesh.webhook.v1.UpdateWebhookEndpointRequest\x1a#.paymesh.webhook.v1.WebhookEndpoint\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/webhook_endpoints/{id}:\x01*\x12\xa0\x01\n\x15\x44\x65leteWebhookEndpoint\x12\x30.paymesh.webhook.v1.DeleteWebhookEndpointRequest\x1a\x31.paymesh.webhook.v1.DeleteWebhookEndpointResponse\"\"\x82\xd3\xe4\x93\x02\x1c*\x1a/v1/webhook_endpoints/{id}\x12\xa9\x01\n\x19RollWebhookEndpointSecret\x12\x34.paymesh.webhook.v1.RollWebhookEndpointSecretRequest\x1a#.paymesh.webhook.v1.WebhookEndpoint\"1\x82\xd3\xe4\x93\x02+\"&/v1/webhook_endpoints/{id}/roll_secret:\x01*\x12\xae\x01\n\x16RecoverWebhookEndpoint\x12\x31.paymesh.webhook.v1.RecoverWebhookEndpointRequest\x1a\x32.paymesh.webhook.v1.RecoverWebhookEndpointResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/webhook_endpoints/{id}/recover:\x01*\x12o\n\nListEvents\x12%.paymesh.webhook.v1.ListEventsRequest\x1a&.paymesh.webhook.v1.ListEventsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/events\x12\x63\n\x08GetEvent\x12#.paymesh.webhook.v1.GetEventRequest\x1a\x19.paymesh.webhook.v1.Event\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/events/{id}\x12\x8d\x01\n\x0eRedeliverEvent\x12).paymesh.webhook.v1.RedeliverEventRequest\x1a*.paymesh.webhook.v1.RedeliverEventResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/events/{id}/redeliver:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +37,80 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST'].fields_by_name['url']._loaded_options = None
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST'].fields_by_name['url']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST'].fields_by_name['enabled_events']._loaded_options = None
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST'].fields_by_name['enabled_events']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_UPDATEWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_ROLLWEBHOOKENDPOINTSECRETREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_ROLLWEBHOOKENDPOINTSECRETREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_RECOVERWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_RECOVERWEBHOOKENDPOINTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_RECOVERWEBHOOKENDPOINTREQUEST'].fields_by_name['since']._loaded_options = None
+  _globals['_RECOVERWEBHOOKENDPOINTREQUEST'].fields_by_name['since']._serialized_options = b'\342A\001\002'
+  _globals['_GETEVENTREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETEVENTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_REDELIVEREVENTREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_REDELIVEREVENTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_WEBHOOKSERVICE'].methods_by_name['GetWebhookEndpoint']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['GetWebhookEndpoint']._serialized_options = b'\202\323\344\223\002\034\022\032/v1/webhook_endpoints/{id}'
-  _globals['_WEBHOOKENDPOINT']._serialized_start=153
-  _globals['_WEBHOOKENDPOINT']._serialized_end=298
-  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_start=300
-  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_end=345
-  _globals['_WEBHOOKSERVICE']._serialized_start=348
-  _globals['_WEBHOOKSERVICE']._serialized_end=507
+  _globals['_WEBHOOKSERVICE'].methods_by_name['CreateWebhookEndpoint']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['CreateWebhookEndpoint']._serialized_options = b'\202\323\344\223\002\032\"\025/v1/webhook_endpoints:\001*'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookEndpoints']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookEndpoints']._serialized_options = b'\202\323\344\223\002\027\022\025/v1/webhook_endpoints'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['UpdateWebhookEndpoint']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['UpdateWebhookEndpoint']._serialized_options = b'\202\323\344\223\002\037\"\032/v1/webhook_endpoints/{id}:\001*'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['DeleteWebhookEndpoint']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['DeleteWebhookEndpoint']._serialized_options = b'\202\323\344\223\002\034*\032/v1/webhook_endpoints/{id}'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RollWebhookEndpointSecret']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RollWebhookEndpointSecret']._serialized_options = b'\202\323\344\223\002+\"&/v1/webhook_endpoints/{id}/roll_secret:\001*'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RecoverWebhookEndpoint']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RecoverWebhookEndpoint']._serialized_options = b'\202\323\344\223\002\'\"\"/v1/webhook_endpoints/{id}/recover:\001*'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ListEvents']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ListEvents']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/events'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['GetEvent']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['GetEvent']._serialized_options = b'\202\323\344\223\002\021\022\017/v1/events/{id}'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RedeliverEvent']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RedeliverEvent']._serialized_options = b'\202\323\344\223\002\036\"\031/v1/events/{id}/redeliver:\001*'
+  _globals['_WEBHOOKENDPOINT']._serialized_start=183
+  _globals['_WEBHOOKENDPOINT']._serialized_end=500
+  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_start=502
+  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_end=547
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=549
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=675
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=677
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=745
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=747
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=846
+  _globals['_UPDATEWEBHOOKENDPOINTREQUEST']._serialized_start=849
+  _globals['_UPDATEWEBHOOKENDPOINTREQUEST']._serialized_end=1025
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_start=1027
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_end=1075
+  _globals['_DELETEWEBHOOKENDPOINTRESPONSE']._serialized_start=1077
+  _globals['_DELETEWEBHOOKENDPOINTRESPONSE']._serialized_end=1137
+  _globals['_ROLLWEBHOOKENDPOINTSECRETREQUEST']._serialized_start=1139
+  _globals['_ROLLWEBHOOKENDPOINTSECRETREQUEST']._serialized_end=1191
+  _globals['_RECOVERWEBHOOKENDPOINTREQUEST']._serialized_start=1193
+  _globals['_RECOVERWEBHOOKENDPOINTREQUEST']._serialized_end=1291
+  _globals['_RECOVERWEBHOOKENDPOINTRESPONSE']._serialized_start=1293
+  _globals['_RECOVERWEBHOOKENDPOINTRESPONSE']._serialized_end=1344
+  _globals['_EVENT']._serialized_start=1347
+  _globals['_EVENT']._serialized_end=1557
+  _globals['_DELIVERYATTEMPT']._serialized_start=1560
+  _globals['_DELIVERYATTEMPT']._serialized_end=1730
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1732
+  _globals['_LISTEVENTSREQUEST']._serialized_end=1804
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=1806
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=1885
+  _globals['_GETEVENTREQUEST']._serialized_start=1887
+  _globals['_GETEVENTREQUEST']._serialized_end=1922
+  _globals['_REDELIVEREVENTREQUEST']._serialized_start=1924
+  _globals['_REDELIVEREVENTREQUEST']._serialized_end=1965
+  _globals['_REDELIVEREVENTRESPONSE']._serialized_start=1967
+  _globals['_REDELIVEREVENTRESPONSE']._serialized_end=2010
+  _globals['_WEBHOOKSERVICE']._serialized_start=2013
+  _globals['_WEBHOOKSERVICE']._serialized_end=3496
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class WebhookServiceStub:
-    """WebhookService verifies PSP webhooks and delivers signed webhooks to merchants.
+    """WebhookService keeps merchants' webhook endpoints and delivers every event to them, signed
+    on the Standard Webhooks specification, with retries, dead letters and recovery.
     """
 
     def __init__(self, channel):
@@ -40,14 +41,123 @@ class WebhookServiceStub:
                 request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookEndpointRequest.SerializeToString,
                 response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
                 _registered_method=True)
+        self.CreateWebhookEndpoint = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/CreateWebhookEndpoint',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.CreateWebhookEndpointRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.ListWebhookEndpoints = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/ListWebhookEndpoints',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookEndpointsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookEndpointsResponse.FromString,
+                _registered_method=True)
+        self.UpdateWebhookEndpoint = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/UpdateWebhookEndpoint',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.UpdateWebhookEndpointRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.DeleteWebhookEndpoint = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/DeleteWebhookEndpoint',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookEndpointResponse.FromString,
+                _registered_method=True)
+        self.RollWebhookEndpointSecret = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/RollWebhookEndpointSecret',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RollWebhookEndpointSecretRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.RecoverWebhookEndpoint = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/RecoverWebhookEndpoint',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RecoverWebhookEndpointRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RecoverWebhookEndpointResponse.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/ListEvents',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
+        self.GetEvent = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/GetEvent',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetEventRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.Event.FromString,
+                _registered_method=True)
+        self.RedeliverEvent = channel.unary_unary(
+                '/paymesh.webhook.v1.WebhookService/RedeliverEvent',
+                request_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RedeliverEventRequest.SerializeToString,
+                response_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RedeliverEventResponse.FromString,
+                _registered_method=True)
 
 
 class WebhookServiceServicer:
-    """WebhookService verifies PSP webhooks and delivers signed webhooks to merchants.
+    """WebhookService keeps merchants' webhook endpoints and delivers every event to them, signed
+    on the Standard Webhooks specification, with retries, dead letters and recovery.
     """
 
     def GetWebhookEndpoint(self, request, context):
         """Retrieves one of the calling merchant's webhook endpoints.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateWebhookEndpoint(self, request, context):
+        """Creates an endpoint; the answer holds its signing secret, shown only here and on a roll.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookEndpoints(self, request, context):
+        """Lists the calling merchant's endpoints, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWebhookEndpoint(self, request, context):
+        """Changes an endpoint's url, events, description, or disables / enables it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhookEndpoint(self, request, context):
+        """Deletes an endpoint; nothing more is sent to it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollWebhookEndpointSecret(self, request, context):
+        """Makes a new signing secret; the old one keeps signing beside it for 24 hours.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecoverWebhookEndpoint(self, request, context):
+        """Sends again, in order, every event since `since` that the endpoint has not received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """Lists the calling merchant's events, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEvent(self, request, context):
+        """Retrieves one event with its delivery attempts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedeliverEvent(self, request, context):
+        """Delivers an event again to every endpoint that subscribes to it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +171,51 @@ def add_WebhookServiceServicer_to_server(servicer, server):
                     request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookEndpointRequest.FromString,
                     response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.SerializeToString,
             ),
+            'CreateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhookEndpoint,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.CreateWebhookEndpointRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'ListWebhookEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookEndpoints,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookEndpointsRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookEndpointsResponse.SerializeToString,
+            ),
+            'UpdateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWebhookEndpoint,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.UpdateWebhookEndpointRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'DeleteWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhookEndpoint,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookEndpointRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookEndpointResponse.SerializeToString,
+            ),
+            'RollWebhookEndpointSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollWebhookEndpointSecret,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RollWebhookEndpointSecretRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'RecoverWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecoverWebhookEndpoint,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RecoverWebhookEndpointRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RecoverWebhookEndpointResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'GetEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEvent,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetEventRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.Event.SerializeToString,
+            ),
+            'RedeliverEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeliverEvent,
+                    request_deserializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RedeliverEventRequest.FromString,
+                    response_serializer=paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RedeliverEventResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'paymesh.webhook.v1.WebhookService', rpc_method_handlers)
@@ -70,7 +225,8 @@ def add_WebhookServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class WebhookService:
-    """WebhookService verifies PSP webhooks and delivers signed webhooks to merchants.
+    """WebhookService keeps merchants' webhook endpoints and delivers every event to them, signed
+    on the Standard Webhooks specification, with retries, dead letters and recovery.
     """
 
     @staticmethod
@@ -90,6 +246,249 @@ class WebhookService:
             '/paymesh.webhook.v1.WebhookService/GetWebhookEndpoint',
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetWebhookEndpointRequest.SerializeToString,
             paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/CreateWebhookEndpoint',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.CreateWebhookEndpointRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/ListWebhookEndpoints',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookEndpointsRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListWebhookEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/UpdateWebhookEndpoint',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.UpdateWebhookEndpointRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/DeleteWebhookEndpoint',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.DeleteWebhookEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollWebhookEndpointSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/RollWebhookEndpointSecret',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RollWebhookEndpointSecretRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecoverWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/RecoverWebhookEndpoint',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RecoverWebhookEndpointRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RecoverWebhookEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/ListEvents',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/GetEvent',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.GetEventRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeliverEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.webhook.v1.WebhookService/RedeliverEvent',
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RedeliverEventRequest.SerializeToString,
+            paymesh_dot_webhook_dot_v1_dot_webhook__pb2.RedeliverEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,514 @@
+"""Sends due deliveries to merchants' endpoints. Any number of replicas share the work: a
+delivery is leased in the statement that claims it (SKIP LOCKED), so one event is never sent
+to one endpoint twice at the same time; a replica that dies mid-send leaves a lease that
+lapses, and the delivery is sent again with the same `webhook-id` (at least once).
+
+A replica keeps up to `max_in_flight` sends going, at most `per_endpoint` to one endpoint,
+started in the order they fell due; each endpoint has its own circuit breaker and every send
+its timeout, so one dead endpoint cannot slow the others. Outcomes are written in batches:
+the delivery's next step, the attempt's record, and the endpoint's failure tracking."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+import pybreaker
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from yarl import URL
+
+from paymesh.platform.notifications import listen
+from paymesh.platform.outbox import event_values
+from webhook_svc import signing
+from webhook_svc.destinations import (
+    AddressPolicy,
+    DestinationRefused,
+    GuardedResolver,
+    is_ip_literal,
+)
+from webhook_svc.endpoints import EndpointStore
+from webhook_svc.events import WAKE_CHANNEL
+from webhook_svc.metrics import (
+    CIRCUIT_STATE,
+    DEAD_LETTERS,
+    DELIVERIES,
+    DELIVERY_DURATION,
+    DELIVERY_LAG,
+    PENDING,
+)
+from webhook_svc.rules import retry_delay
+
+log = structlog.get_logger(__name__)
+
+_CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    schedule: Sequence[float]
+    timeout_seconds: float = 10.0
+    max_in_flight: int = 200
+    per_endpoint: int = 8
+    breaker_fail_max: int = 5
+    breaker_reset_seconds: float = 30.0
+    retry_after_max_seconds: float = 86400.0
+    disable_after_seconds: float = 5 * 86400.0
+    idle_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one send came to; `kind` is the metric's result."""
+
+    delivery_id: int
+    lease_token: str
+    event_id: str
+    endpoint_id: str
+    url: str
+    attempt: int
+    kind: str  # succeeded | failed | dead | gone | deferred
+    next_in_seconds: float | None
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+
+
+class _Breaker(pybreaker.CircuitBreakerListener):
+    def state_change(self, breaker, old, new):
+        CIRCUIT_STATE.labels(breaker.name).set(_CIRCUIT_STATES[new.name])
+        log.warning("webhook_circuit_changed", endpoint=breaker.name, state=new.name)
+
+
+class _EndpointFailed(Exception):
+    pass
+
+
+class _Gates:
+    """A semaphore of `size` per key, made on first use and dropped once nobody holds or
+    awaits it; waiters go in the order they came."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._gates: dict[object, tuple[asyncio.Semaphore, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def held(self, key: object):
+        gate, users = self._gates.get(key) or (asyncio.Semaphore(self._size), 0)
+        self._gates[key] = (gate, users + 1)
+        try:
+            async with gate:
+                yield
+        finally:
+            gate, users = self._gates[key]
+            if users == 1:
+                del self._gates[key]
+            else:
+                self._gates[key] = (gate, users - 1)
+
+
+# Claims due deliveries of enabled endpoints, oldest due first, leasing them to this replica,
+# with what sending needs (the event, the endpoint's URL and secrets).
+_CLAIM = text(
+    """
+    WITH due AS (
+      SELECT d.id FROM webhook.deliveries d
+      JOIN webhook.webhook_endpoints e ON e.id = d.endpoint_id
+      WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+        AND (d.leased_until IS NULL OR d.leased_until < now())
+        AND e.status = 'enabled'
+      ORDER BY d.next_attempt_at, d.id
+      LIMIT :limit
+      FOR UPDATE OF d SKIP LOCKED
+    )
+    UPDATE webhook.deliveries d
+    SET leased_until = now() + make_interval(secs => :lease), lease_token = :token
+    FROM due, webhook.events ev, webhook.webhook_endpoints e
+    WHERE d.id = due.id AND ev.id = d.event_id AND e.id = d.endpoint_id
+    RETURNING d.id, d.attempts, d.next_attempt_at, d.lease_token,
+              ev.id AS event_id, ev.type, ev.created_at, ev.object, ev.sequence,
+              ev.object_id,
+              e.id AS endpoint_id, e.url, e.secret, e.previous_secret,
+              e.previous_secret_expires_at, now() AS now
+    """
+)
+
+# Writes a batch of outcomes: each delivery's next step (only while this replica still holds
+# its lease), every attempt made, and the endpoints' failure tracking; endpoints that answered
+# 410, or failed everything for too long, are disabled and their merchants told.
+_RECORD = text(
+    """
+    WITH o AS (
+      SELECT * FROM jsonb_to_recordset(CAST(:outcomes AS jsonb)) AS x(
+        delivery_id bigint, lease_token text, event_id text, endpoint_id text, url text,
+        attempt int, kind text, next_in_seconds float8, status_code int, duration_ms int,
+        error text)
+    ), deliveries AS (
+      UPDATE webhook.deliveries d SET
+        status = CASE o.kind WHEN 'succeeded' THEN 'succeeded'
+                             WHEN 'dead' THEN 'dead' WHEN 'gone' THEN 'dead' ELSE 'pending' END,
+        attempts = d.attempts + CASE o.kind WHEN 'deferred' THEN 0 ELSE 1 END,
+        next_attempt_at = CASE WHEN o.next_in_seconds IS NULL THEN d.next_attempt_at
+                          ELSE now() + make_interval(secs => o.next_in_seconds) END,
+        delivered_at = CASE o.kind WHEN 'succeeded' THEN now() ELSE d.delivered_at END,
+        last_status_code = coalesce(o.status_code, d.last_status_code),
+        last_error = CASE o.kind WHEN 'deferred' THEN d.last_error ELSE o.error END,
+        leased_until = NULL, lease_token = NULL
+      FROM o WHERE d.id = o.delivery_id AND d.lease_token = o.lease_token
+      RETURNING d.id
+    ), attempts AS (
+      INSERT INTO webhook.delivery_attempts
+        (event_id, endpoint_id, url, attempt, status_code, duration_ms, error)
+      SELECT event_id, endpoint_id, url, attempt, status_code, duration_ms, error
+      FROM o WHERE kind <> 'deferred'
+      RETURNING 1
+    ), healthy AS (
+      UPDATE webhook.webhook_endpoints e SET failing_since = NULL
+      WHERE e.failing_since IS NOT NULL
+        AND e.id IN (SELECT endpoint_id FROM o WHERE kind = 'succeeded')
+      RETURNING 1
+    ), failing AS (
+      UPDATE webhook.webhook_endpoints e SET
+        failing_since = coalesce(e.failing_since, now()),
+        status = CASE WHEN f.gone OR e.failing_since < now() - make_interval(secs => :disable_after)
+                      THEN 'disabled' ELSE e.status END,
+        disabled_reason = CASE WHEN f.gone THEN 'gone'
+                               WHEN e.failing_since < now() - make_interval(secs => :disable_after)
+                               THEN 'failing' ELSE e.disabled_reason END,
+        updated_at = now()
+      FROM (SELECT endpoint_id, bool_or(kind = 'gone') AS gone FROM o
+            WHERE kind IN ('failed', 'dead', 'gone')
+              AND endpoint_id NOT IN (SELECT endpoint_id FROM o WHERE kind = 'succeeded')
+            GROUP BY endpoint_id) f
+      WHERE e.id = f.endpoint_id AND e.status = 'enabled'
+      RETURNING e.id, e.merchant_id, e.livemode, e.url, e.status, e.disabled_reason
+    )
+    SELECT id, merchant_id, livemode, url, disabled_reason FROM failing
+    WHERE status = 'disabled'
+    """
+)
+
+_PENDING = text("SELECT count(*) FROM webhook.deliveries WHERE status = 'pending'")
+
+
+class Sender:
+    """One HTTP POST of a signed event, never following a redirect, to an allowed address."""
+
+    def __init__(self, policy: AddressPolicy, timeout_seconds: float, user_agent: str):
+        self._policy = policy
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                resolver=GuardedResolver(self._policy),
+                use_dns_cache=False,  # every new connection is resolved and checked again
+                limit=0,
+                limit_per_host=32,
+                keepalive_timeout=30,
+            )
+            # trust_env stays off: a proxy from the environment would hide the destination.
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def post(
+        self, url: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int | None, float | None, str | None]:
+        """(status code, Retry-After seconds, error): a status, or an error that says why
+        there was none."""
+        host = URL(url).host or ""
+        try:
+            if is_ip_literal(host):  # aiohttp asks no resolver for these
+                self._policy.check_addresses(host, [host])
+            async with self._client().post(
+                url,
+                data=body,
+                headers={
+                    **headers,
+                    "content-type": "application/json",
+                    "user-agent": self._user_agent,
+                },
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as response:
+                await response.content.read(4096)
+                return response.status, _retry_after(response.headers.get("retry-after")), None
+        except DestinationRefused as refused:
+            return None, None, f"destination_refused: {refused}"
+        except aiohttp.ClientConnectorError as error:
+            if isinstance(error.os_error, DestinationRefused):
+                return None, None, f"destination_refused: {error.os_error}"
+            return None, None, "connection_failed"
+        except TimeoutError:
+            return None, None, "timeout"
+        except aiohttp.ClientError as error:
+            return None, None, f"connection_error: {type(error).__name__}"
+
+
+class Deliverer:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        endpoints: EndpointStore,
+        sender: Sender,
+        policy: DeliveryPolicy,
+        outbox_table,
+    ):
+        self._engine = engine
+        self._endpoints = endpoints
+        self._sender = sender
+        self._policy = policy
+        self._outbox = outbox_table
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(policy.max_in_flight)
+        self._in_flight = 0
+        self._per_endpoint = _Gates(policy.per_endpoint)
+        self._per_object = _Gates(1)
+        self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
+        self._outcomes: list[Outcome] = []
+        self._outcome_ready = asyncio.Event()
+        # Long enough for the send and the write of its outcome; a replica that died holding
+        # it is replaced this long after it took the delivery.
+        self._lease_seconds = policy.timeout_seconds + 5
+
+    async def run(self) -> None:
+        tasks = [
+            asyncio.create_task(listen(self._engine, WAKE_CHANNEL, self._woken, self._woken)),
+            asyncio.create_task(self._record_forever()),
+            asyncio.create_task(self._count_pending_forever()),
+        ]
+        try:
+            await self._claim_forever()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await self._flush()  # outcomes of finished sends are not thrown away
+            await self._sender.close()
+
+    def _woken(self, *_args) -> None:
+        self._wake.set()
+
+    async def _claim_forever(self) -> None:
+        while True:
+            room = self._policy.max_in_flight - self._in_flight
+            claimed = []
+            if room > 0:
+                try:
+                    claimed = await self._claim(room)
+                except Exception as error:  # noqa: BLE001 - the database comes back
+                    log.warning("webhook_claim_failed", error=type(error).__name__)
+                    await asyncio.sleep(1.0)
+                    continue
+            for row in claimed:
+                self._in_flight += 1
+                asyncio.create_task(self._deliver(row))
+            if len(claimed) < room:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._policy.idle_seconds)
+            elif room <= 0:
+                await asyncio.sleep(0.01)
+
+    async def _claim(self, limit: int):
+        async with self._engine.begin() as connection:
+            rows = (
+                await connection.execute(
+                    _CLAIM,
+                    {
+                        "limit": min(limit, 500),
+                        "lease": self._lease_seconds,
+                        "token": secrets.token_hex(8),
+                    },
+                )
+            ).all()
+        return sorted(rows, key=lambda r: (r.next_attempt_at, r.sequence, r.id))
+
+    async def _deliver(self, row) -> None:
+        try:
+            # One object's events reach one endpoint one after the other, in the order they
+            # fell due; other objects' go alongside, up to the endpoint's limit.
+            async with (
+                self._per_object.held((row.endpoint_id, row.object_id)),
+                self._per_endpoint.held(row.endpoint_id),
+            ):
+                outcome = await self._send(row)
+        except Exception:  # noqa: BLE001 - the lease lapses and another round sends it
+            log.exception("webhook_delivery_crashed", event_id=row.event_id)
+            return
+        finally:
+            self._in_flight -= 1
+            self._wake.set()
+        DELIVERIES.labels(outcome.kind).inc()
+        if outcome.kind in ("dead", "gone"):
+            DEAD_LETTERS.inc()
+        if outcome.kind == "succeeded":
+            DELIVERY_LAG.observe(max(0.0, time.time() - row.created_at.timestamp()))
+        self._outcomes.append(outcome)
+        self._outcome_ready.set()
+
+    async def _send(self, row) -> Outcome:
+        attempt = row.attempts + 1
+        breaker = self._breaker(row.endpoint_id)
+        body = _body(row)
+        timestamp = int(time.time())
+        in_use = self._endpoints.signing_secrets(
+            row.endpoint_id,
+            row.secret,
+            row.previous_secret,
+            row.previous_secret_expires_at,
+            row.now,
+        )
+        headers = signing.headers(in_use, row.event_id, timestamp, body)
+        started = time.monotonic()
+        status = retry_after = error = None
+        try:
+            with breaker.calling():
+                status, retry_after, error = await self._sender.post(row.url, body, headers)
+                if status is None or not 200 <= status < 300:
+                    raise _EndpointFailed
+        except pybreaker.CircuitBreakerError:
+            if status is None and error is None:  # open: nothing was sent
+                return self._outcome(row, attempt, "deferred", breaker.reset_timeout, None, 0, None)
+        except _EndpointFailed:
+            pass
+        elapsed = time.monotonic() - started
+        DELIVERY_DURATION.observe(elapsed)
+        duration_ms = int(elapsed * 1000)
+        if status is not None and 200 <= status < 300:
+            return self._outcome(row, attempt, "succeeded", None, status, duration_ms, None)
+        if status == 410:
+            return self._outcome(row, attempt, "gone", None, status, duration_ms, "gone")
+        error = error or f"http_{status}"
+        wait = retry_delay(attempt, self._policy.schedule)
+        if wait is None:
+            return self._outcome(row, attempt, "dead", None, status, duration_ms, error)
+        if status in (429, 503) and retry_after is not None:
+            wait = max(wait, min(retry_after, self._policy.retry_after_max_seconds))
+        return self._outcome(row, attempt, "failed", wait, status, duration_ms, error)
+
+    @staticmethod
+    def _outcome(row, attempt, kind, next_in, status, duration_ms, error) -> Outcome:
+        return Outcome(
+            delivery_id=row.id,
+            lease_token=row.lease_token,
+            event_id=row.event_id,
+            endpoint_id=row.endpoint_id,
+            url=row.url,
+            attempt=attempt,
+            kind=kind,
+            next_in_seconds=next_in,
+            status_code=status,
+            duration_ms=duration_ms,
+            error=error,
+        )
+
+    def _breaker(self, endpoint_id: str) -> pybreaker.CircuitBreaker:
+        breaker = self._breakers.get(endpoint_id)
+        if breaker is None:
+            breaker = pybreaker.CircuitBreaker(
+                fail_max=self._policy.breaker_fail_max,
+                reset_timeout=self._policy.breaker_reset_seconds,
+                listeners=[_Breaker()],
+                name=endpoint_id,
+            )
+            self._breakers[endpoint_id] = breaker
+        return breaker
+
+    async def _record_forever(self) -> None:
+        while True:
+            await self._outcome_ready.wait()
+            await asyncio.sleep(0.005)  # outcomes finishing together share a transaction
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._outcomes:
+            self._outcome_ready.clear()
+            batch, self._outcomes = self._outcomes[:500], self._outcomes[500:]
+            try:
+                await self._record(batch)
+            except Exception as error:  # noqa: BLE001 - the leases lapse: sent again later
+                log.warning("webhook_record_failed", error=type(error).__name__, count=len(batch))
+                await asyncio.sleep(1.0)
+
+    async def _record(self, batch: Sequence[Outcome]) -> None:
+        async with self._engine.begin() as connection:
+            disabled = (
+                await connection.execute(
+                    _RECORD,
+                    {
+                        "outcomes": json.dumps([asdict(o) for o in batch]),
+                        "disable_after": self._policy.disable_after_seconds,
+                    },
+                )
+            ).all()
+            if disabled:
+                await connection.execute(
+                    self._outbox.insert(), [_disabled_event(row) for row in disabled]
+                )
+        for row in disabled:
+            log.warning("webhook_endpoint_disabled", endpoint=row.id, reason=row.disabled_reason)
+
+    async def _count_pending_forever(self) -> None:
+        while True:
+            try:
+                async with self._engine.connect() as connection:
+                    PENDING.set((await connection.execute(_PENDING)).scalar_one())
+            except Exception:  # noqa: BLE001, S110 - a gauge; the next round tries again
+                pass
+            await asyncio.sleep(5.0)
+
+
+def _body(row) -> bytes:
+    """The delivery's JSON: the same bytes for every attempt of one event."""
+    created: datetime = row.created_at
+    return json.dumps(
+        {
+            "id": row.event_id,
+            "type": row.type,
+            "created": int(created.astimezone(UTC).timestamp()),
+            "data": {"object": row.object},
+            "sequence": row.sequence,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (HTTP also allows a date; an endpoint sending one gets the
+    schedule's wait)."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        return None
+
+
+def _disabled_event(row) -> dict:
+    """`webhook_endpoint.disabled`, for the merchant's other endpoints."""
+    return event_values(
+        event_type="webhook_endpoint.disabled",
+        aggregate_type="webhook_endpoint",
+        aggregate_id=row.id,
+        payload={
+            "merchant_id": row.merchant_id,
+            "livemode": row.livemode,
+            "url": row.url,
+            "status": "disabled",
+            "disabled_reason": row.disabled_reason,
+        },
+    )

@@ -1,0 +1,258 @@
+"""The events webhook_svc delivers: taken from RabbitMQ (each domain event once, whatever
+the broker redelivers), each fanned out in the same statement to one delivery per endpoint
+that subscribes to it; and the merchant's reads, redelivery and recovery of them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import structlog
+from sqlalchemy import Row, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from paymesh.platform.amqp_consumer import Delivery, Verdict
+from paymesh.platform.callers import Merchant, newest_first_page, owned_by
+from paymesh.platform.db import autocommit
+from paymesh.platform.errors import InvalidArgument, NotFound
+from paymesh.platform.notifications import notify
+from webhook_svc.metrics import EVENTS_RECEIVED
+from webhook_svc.rules import EVENT_TYPES
+from webhook_svc.tables import delivery_attempts, events
+
+log = structlog.get_logger(__name__)
+
+# Sent when deliveries became due: every replica's deliverer wakes at once.
+WAKE_CHANNEL = "webhook_deliveries"
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    id: str
+    type: str
+    merchant_id: str
+    livemode: bool
+    object_type: str
+    object_id: str
+    sequence: int
+    object: dict
+    created_at: str
+
+
+def parse_event(body: bytes) -> ReceivedEvent | None:
+    """A domain event as the outbox relay publishes it, or None if it is not one we deliver."""
+    try:
+        message = json.loads(body)
+        data = dict(message["data"])
+        object_type, object_id = data.pop("object_type"), data.pop("object_id")
+        merchant_id, livemode = data.pop("merchant_id"), data.pop("livemode")
+        event = ReceivedEvent(
+            id=message["id"],
+            type=message["type"],
+            merchant_id=merchant_id,
+            livemode=bool(livemode),
+            object_type=object_type,
+            object_id=object_id,
+            sequence=int(message.get("sequence") or 0),
+            object={"id": object_id, "object": object_type, "livemode": bool(livemode), **data},
+            created_at=datetime.fromisoformat(message["created"]).isoformat(),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if event.type not in EVENT_TYPES or not isinstance(event.id, str) or len(event.id) > 40:
+        return None
+    return event
+
+
+# One statement for a batch: the new events, and for each one a delivery per enabled endpoint
+# of its merchant and mode that subscribes to its type. An event received before writes
+# nothing (the broker delivers at least once).
+_INTAKE = text(
+    """
+    WITH new AS (
+      INSERT INTO webhook.events
+        (id, type, merchant_id, livemode, object_type, object_id, sequence, object, created_at)
+      SELECT id, type, merchant_id, livemode, object_type, object_id, sequence, object,
+             created_at
+      FROM jsonb_to_recordset(CAST(:batch AS jsonb)) AS x(
+        id text, type text, merchant_id text, livemode boolean, object_type text,
+        object_id text, sequence bigint, object jsonb, created_at timestamptz)
+      ON CONFLICT (id) DO NOTHING
+      RETURNING id, type, merchant_id, livemode
+    ), fanned AS (
+      INSERT INTO webhook.deliveries (event_id, endpoint_id)
+      SELECT new.id, e.id FROM new
+      JOIN webhook.webhook_endpoints e
+        ON e.merchant_id = new.merchant_id AND e.livemode = new.livemode
+       AND e.status = 'enabled'
+       AND (new.type = ANY(e.enabled_events) OR '*' = ANY(e.enabled_events))
+      RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM new) AS events, (SELECT count(*) FROM fanned) AS deliveries
+    """
+)
+
+
+class EventIntake:
+    """The RabbitMQ handler. Messages arriving together are written in one statement; each is
+    acked only after that statement committed."""
+
+    def __init__(self, engine: AsyncEngine, max_batch: int = 500):
+        self._engine = engine
+        self._max_batch = max_batch
+        self._waiting: list[tuple[ReceivedEvent, asyncio.Future]] = []
+        self._flushing: asyncio.Task | None = None
+
+    async def receive(self, delivery: Delivery) -> Verdict:
+        event = parse_event(delivery.body)
+        if event is None:
+            EVENTS_RECEIVED.labels("unreadable").inc()
+            log.warning("webhook_event_unreadable", queue=delivery.queue)
+            return Verdict.REJECT
+        written = asyncio.get_running_loop().create_future()
+        self._waiting.append((event, written))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        await written  # a failed write raises here: the consumer requeues the message
+        return Verdict.ACK
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0.002)  # let the messages of one burst join the batch
+        while self._waiting:
+            batch, self._waiting = (
+                self._waiting[: self._max_batch],
+                self._waiting[self._max_batch :],
+            )
+            try:
+                new = await self._write([event for event, _ in batch])
+            except Exception as error:  # noqa: BLE001 - each waiting message is requeued
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            EVENTS_RECEIVED.labels("new").inc(new)
+            EVENTS_RECEIVED.labels("duplicate").inc(len(batch) - new)
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _write(self, batch: Sequence[ReceivedEvent]) -> int:
+        unique = list({event.id: asdict(event) for event in batch}.values())
+        async with self._engine.begin() as connection:
+            counts = (await connection.execute(_INTAKE, {"batch": json.dumps(unique)})).one()
+            if counts.deliveries:
+                await notify(connection, WAKE_CHANNEL, "")
+        return counts.events
+
+
+class EventStore:
+    """The merchant's side: events as the API shows them, redelivery and recovery."""
+
+    def __init__(self, engine: AsyncEngine, recover_window_days: int = 30):
+        self._engine = engine
+        self._reads = autocommit(engine)
+        self._recover_window_days = recover_window_days
+
+    async def page(
+        self, merchant: Merchant, limit: int, starting_after: str, event_type: str
+    ) -> tuple[Sequence[Row], bool]:
+        filters = [events.c.type == event_type] if event_type else []
+        async with self._reads.connect() as connection:
+            return await newest_first_page(
+                connection, events, merchant, limit, starting_after, "event", *filters
+            )
+
+    async def get(self, merchant: Merchant, event_id: str) -> tuple[Row, Sequence[Row]]:
+        """The event and its delivery attempts, oldest first."""
+        async with self._reads.connect() as connection:
+            event = (await connection.execute(owned_by(events, event_id, merchant))).first()
+            if event is None:
+                raise NotFound("no such event", reason="resource_missing")
+            attempts = (
+                await connection.execute(
+                    select(delivery_attempts)
+                    .where(delivery_attempts.c.event_id == event_id)
+                    .order_by(delivery_attempts.c.at, delivery_attempts.c.id)
+                )
+            ).all()
+        return event, attempts
+
+    async def redeliver(self, merchant: Merchant, event_id: str) -> int:
+        """Sends the event again, now, to every enabled endpoint that subscribes to it; a new
+        round of attempts, the same `webhook-id`."""
+        await self.get(merchant, event_id)
+        async with self._engine.begin() as connection:
+            scheduled = await _schedule(
+                connection, "ev.id = :event_id", {"event_id": event_id}, merchant
+            )
+        return scheduled
+
+    async def recover(self, merchant: Merchant, endpoint_id: str, since: datetime) -> int:
+        """Sends, in order, every event since `since` that the endpoint subscribes to and has
+        not received (never sent, still failing, or given up)."""
+        async with self._engine.begin() as connection:
+            too_old = (
+                await connection.execute(
+                    text("SELECT :since < now() - make_interval(days => :days)"),
+                    {"since": since, "days": self._recover_window_days},
+                )
+            ).scalar_one()
+            if too_old:
+                raise InvalidArgument.for_field(
+                    "since",
+                    "invalid_timestamp",
+                    f"since must be within the last {self._recover_window_days} days",
+                )
+            return await _schedule(
+                connection,
+                "ev.created_at >= :since AND e.id = :endpoint_id",
+                {"since": since, "endpoint_id": endpoint_id},
+                merchant,
+                skip_received=True,
+            )
+
+
+async def _schedule(
+    connection: AsyncConnection,
+    which: str,
+    params: dict,
+    merchant: Merchant,
+    skip_received: bool = False,
+) -> int:
+    """Makes the deliveries of the chosen events due now, one per subscribing endpoint, in
+    the events' order (their due times follow it, and due deliveries are sent oldest first).
+    A fresh round: its attempts count from one again."""
+    received = "AND d.status IS DISTINCT FROM 'succeeded'" if skip_received else ""
+    rows = await connection.execute(
+        text(
+            f"""
+            INSERT INTO webhook.deliveries (event_id, endpoint_id, next_attempt_at)
+            SELECT ev.id, e.id,
+                   now() + make_interval(secs => 0.000001 * row_number() OVER (
+                     ORDER BY ev.created_at, ev.sequence, ev.id))
+            FROM webhook.events ev
+            JOIN webhook.webhook_endpoints e
+              ON e.merchant_id = ev.merchant_id AND e.livemode = ev.livemode
+             AND e.status = 'enabled'
+             AND (ev.type = ANY(e.enabled_events) OR '*' = ANY(e.enabled_events))
+            LEFT JOIN webhook.deliveries d ON d.event_id = ev.id AND d.endpoint_id = e.id
+            WHERE ev.merchant_id = :merchant_id AND ev.livemode = :livemode AND {which}
+              {received}
+            ON CONFLICT ON CONSTRAINT deliveries_one_per_endpoint DO UPDATE
+              -- One being sent right now keeps its lease, so it is not sent twice at once,
+              -- but loses its token: that send's outcome no longer settles it, and it is
+              -- sent again once the lease lapses.
+              SET status = 'pending', attempts = 0, next_attempt_at = EXCLUDED.next_attempt_at,
+                  lease_token = NULL
+            RETURNING 1
+            """  # noqa: S608 - `which` and `received` are fixed fragments, never input
+        ),
+        {**params, "merchant_id": merchant.id, "livemode": merchant.livemode},
+    )
+    scheduled = len(rows.all())
+    if scheduled:
+        await notify(connection, WAKE_CHANNEL, "")
+    return scheduled

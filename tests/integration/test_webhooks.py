@@ -1,0 +1,400 @@
+"""Merchant webhooks end to end: payments through Envoy make domain events, the outbox relay
+publishes them to RabbitMQ, webhook_svc takes them and posts them to a real HTTP receiver on
+loopback, which verifies each delivery with the `standardwebhooks` library as a merchant
+would. Faults come from the receiver (errors, 429 with Retry-After, 410, hangs), the broker
+(the same event twice) and the service (killed with SIGKILL mid-delivery)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pika
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.conftest import TestMerchant, create_merchant
+from tests.integration.test_payments import pay, post
+from tests.integration.test_rebill_faults import FaultMesh, fault_mesh
+from tests.support.http import call
+from tests.support.receiver import Receiver, Script, running_receiver
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+SCHEDULE = (0, 0.4, 0.8, 1.6)  # compressed: four attempts within about 3 s
+WEBHOOK_ENV = {
+    "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+    "WEBHOOK_RETRY_SCHEDULE": ",".join(str(s) for s in SCHEDULE),
+    "WEBHOOK_DELIVERY_TIMEOUT_SECONDS": "1",
+    "WEBHOOK_BREAKER_FAIL_MAX": "1000",
+}
+
+
+@dataclass
+class Hooks:
+    faults: FaultMesh
+    receiver: Receiver
+
+    @property
+    def mesh(self):
+        return self.faults.mesh
+
+    def merchant(self, name: str) -> TestMerchant:
+        return create_merchant(self.faults.infra, name)
+
+    def endpoint(self, merchant: TestMerchant, path: str, events=("*",), **fields) -> dict:
+        body = {"url": self.receiver.url(path), "enabled_events": list(events), **fields}
+        created = post(self.mesh, merchant, "/v1/webhook_endpoints", body)
+        assert created.status == 200, created.body
+        return created.body
+
+    def get(self, merchant: TestMerchant, path: str):
+        return call(self.mesh.url(path), "GET", merchant.auth())
+
+    def deliveries(self, path: str, count: int, timeout: float = 20) -> list:
+        return wait_until(
+            lambda: len(self.receiver.at(path)) >= count and self.receiver.at(path), timeout=timeout
+        )
+
+    def metric(self, name: str) -> float:
+        text = call(f"http://127.0.0.1:{self.mesh.ports.http['webhook']}/metrics").body
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+@pytest.fixture(scope="module")
+def hooks(tmp_path_factory) -> Iterator[Hooks]:
+    """A mesh of this module's own (database, vhost, webhook_svc admitting loopback, the
+    retry schedule compressed) and one receiver."""
+    with (
+        running_receiver() as receiver,
+        fault_mesh(tmp_path_factory.mktemp("webhooks"), **WEBHOOK_ENV) as faults,
+    ):
+        yield Hooks(faults, receiver)
+
+
+def verified(secret: str, request) -> dict:
+    """The delivery's body, verified as a merchant's Standard Webhooks library does."""
+    return Webhook(secret).verify(request.body, request.headers)
+
+
+def verified_v1a(public_key: str, request) -> dict:
+    """The spec's asymmetric scheme: Ed25519 over `{id}.{timestamp}.{body}`, `v1a,<base64>`."""
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key.removeprefix("whpk_")))
+    content = f"{request.headers['webhook-id']}.{request.headers['webhook-timestamp']}.".encode()
+    for candidate in request.headers["webhook-signature"].split(" "):
+        version, _, signature = candidate.partition(",")
+        if version == "v1a":
+            with contextlib.suppress(InvalidSignature):
+                key.verify(base64.b64decode(signature), content + request.body)
+                return json.loads(request.body)
+    raise AssertionError("no valid v1a signature")
+
+
+# --- delivered, signed, verifiable -------------------------------------------------------
+
+
+def test_payment_events_reach_the_endpoint_signed_as_standard_webhooks_verifies_them(hooks):
+    merchant = hooks.merchant("signed")
+    endpoint = hooks.endpoint(
+        merchant, "/signed", ["payment_intent.created", "payment_intent.succeeded"]
+    )
+    assert endpoint["secret"].startswith("whsec_") and endpoint["status"] == "enabled"
+    intent = pay(hooks.mesh, merchant).body
+
+    requests = hooks.deliveries("/signed", 2)
+    bodies = [verified(endpoint["secret"], r) for r in requests]
+    assert [b["type"] for b in bodies] == ["payment_intent.created", "payment_intent.succeeded"]
+    for request, body in zip(requests, bodies, strict=True):
+        assert request.headers["webhook-id"] == body["id"]
+        assert body["data"]["object"]["id"] == intent["id"]
+        assert body["data"]["object"]["object"] == "payment_intent"
+        assert "merchant_id" not in body["data"]["object"]
+    assert bodies[0]["sequence"] < bodies[1]["sequence"]
+    assert bodies[1]["data"]["object"]["status"] == "succeeded"
+    assert bodies[1]["data"]["object"]["amount"] == 1000
+
+    # A tampered body or another secret does not verify.
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + base64.b64encode(b"x" * 24).decode()).verify(
+            requests[0].body, requests[0].headers
+        )
+    # Reads never show the secret again.
+    read = hooks.get(merchant, f"/v1/webhook_endpoints/{endpoint['id']}").body
+    assert read["secret"] == "" and read["url"] == endpoint["url"]
+
+    listed = hooks.get(merchant, "/v1/events?type=payment_intent.succeeded").body
+    assert [e["id"] for e in listed["data"]] == [bodies[1]["id"]]
+    event = wait_until(
+        lambda: (e := hooks.get(merchant, f"/v1/events/{bodies[1]['id']}").body)["attempts"] and e
+    )
+    assert event["attempts"][0]["status_code"] == 200
+    assert event["attempts"][0]["webhook_endpoint"] == endpoint["id"]
+
+
+def test_an_asymmetric_endpoint_is_verified_with_its_public_key_alone(hooks):
+    merchant = hooks.merchant("ed25519")
+    endpoint = hooks.endpoint(
+        merchant, "/v1a", ["payment_intent.succeeded"], signature_scheme="v1a"
+    )
+    assert endpoint["secret"] == "" and endpoint["public_key"].startswith("whpk_")
+    assert (
+        hooks.get(merchant, f"/v1/webhook_endpoints/{endpoint['id']}").body["public_key"]
+        == (endpoint["public_key"])
+    )
+    intent = pay(hooks.mesh, merchant).body
+    [request] = hooks.deliveries("/v1a", 1)
+    assert verified_v1a(endpoint["public_key"], request)["data"]["object"]["id"] == intent["id"]
+
+
+def test_a_domain_event_the_broker_delivers_twice_is_delivered_once(hooks):
+    merchant = hooks.merchant("twice")
+    hooks.endpoint(merchant, "/twice", ["refund.created"])
+    message = {
+        "id": "evt_dupTwiceOnlyOnce0000000001",
+        "type": "refund.created",
+        "created": datetime.now(UTC).isoformat(),
+        "data": {
+            "object_type": "refund",
+            "object_id": "re_twice",
+            "merchant_id": merchant.id,
+            "livemode": False,
+            "amount": 5,
+            "currency": "usd",
+            "status": "pending",
+        },
+        "sequence": 1,
+    }
+    connection = pika.BlockingConnection(pika.URLParameters(hooks.faults.infra.amqp_url))
+    try:
+        channel = connection.channel()
+        for _ in range(3):
+            channel.basic_publish("paymesh.events", "refund.created", json.dumps(message))
+    finally:
+        connection.close()
+    hooks.deliveries("/twice", 1)
+    time.sleep(1.5)
+    assert len(hooks.receiver.at("/twice")) == 1
+
+
+# --- retries, Retry-After, 410, dead letters ---------------------------------------------
+
+
+def test_a_failing_endpoint_is_retried_with_growing_gaps_then_dead_lettered(hooks):
+    merchant = hooks.merchant("failing")
+    hooks.receiver.scripts["/failing"] = Script(statuses=[500])
+    hooks.endpoint(merchant, "/failing", ["payment_intent.succeeded"])
+    dead_before = hooks.metric("webhook_dead_letters_total")
+    pay(hooks.mesh, merchant)
+
+    requests = hooks.deliveries("/failing", len(SCHEDULE))
+    ids = {r.headers["webhook-id"] for r in requests}
+    assert len(ids) == 1  # every retry is the same event, under the same webhook-id
+    gaps = [b.at - a.at for a, b in zip(requests, requests[1:], strict=False)]
+    for gap, planned in zip(gaps, SCHEDULE[1:], strict=False):
+        assert planned * 0.85 <= gap <= planned + 1.0, gaps
+    time.sleep(SCHEDULE[-1] + 1)
+    assert len(hooks.receiver.at("/failing")) == len(SCHEDULE)  # then nothing more
+    wait_until(lambda: hooks.metric("webhook_dead_letters_total") >= dead_before + 1)
+    event = hooks.get(merchant, f"/v1/events/{ids.pop()}").body
+    assert [a["attempt"] for a in event["attempts"]] == [1, 2, 3, 4]
+    assert {a["status_code"] for a in event["attempts"]} == {500}
+
+
+def test_retry_after_on_429_is_honoured(hooks):
+    merchant = hooks.merchant("throttled")
+    hooks.receiver.scripts["/throttled"] = Script(statuses=[429, 200], headers={"Retry-After": "2"})
+    hooks.endpoint(merchant, "/throttled", ["payment_intent.succeeded"])
+    pay(hooks.mesh, merchant)
+    first, second = hooks.deliveries("/throttled", 2)
+    assert second.at - first.at >= 1.9  # not the schedule's 0.4 s
+
+
+def test_410_gone_disables_the_endpoint_at_once(hooks):
+    merchant = hooks.merchant("gone")
+    hooks.receiver.scripts["/gone"] = Script(statuses=[410])
+    endpoint = hooks.endpoint(merchant, "/gone", ["payment_intent.succeeded"])
+    pay(hooks.mesh, merchant)
+    hooks.deliveries("/gone", 1)
+    read = wait_until(
+        lambda: (
+            (e := hooks.get(merchant, f"/v1/webhook_endpoints/{endpoint['id']}").body)["status"]
+            == "disabled"
+            and e
+        )
+    )
+    assert read["disabled_reason"] == "gone"
+    pay(hooks.mesh, merchant)
+    time.sleep(1.5)
+    assert len(hooks.receiver.at("/gone")) == 1
+
+
+def test_redeliver_sends_the_same_event_again_under_the_same_webhook_id(hooks):
+    merchant = hooks.merchant("again")
+    endpoint = hooks.endpoint(merchant, "/again", ["payment_intent.succeeded"])
+    pay(hooks.mesh, merchant)
+    [first] = hooks.deliveries("/again", 1)
+    event_id = first.headers["webhook-id"]
+    answer = post(hooks.mesh, merchant, f"/v1/events/{event_id}/redeliver")
+    assert answer.status == 200 and answer.body["scheduled"] == 1
+    _, second = hooks.deliveries("/again", 2)
+    assert second.headers["webhook-id"] == event_id and second.body == first.body
+    assert verified(endpoint["secret"], second)["id"] == event_id
+
+
+def test_recover_resends_in_order_what_the_endpoint_missed(hooks):
+    merchant = hooks.merchant("recover")
+    hooks.receiver.scripts["/recover"] = Script(statuses=[503])
+    lifecycle = [
+        "payment_intent.created",
+        "payment_intent.requires_capture",
+        "payment_intent.succeeded",
+    ]
+    endpoint = hooks.endpoint(merchant, "/recover", lifecycle)
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    intent = pay(hooks.mesh, merchant, capture_method="manual").body
+    assert post(hooks.mesh, merchant, f"/v1/payment_intents/{intent['id']}/capture").status == 200
+    hooks.deliveries("/recover", 3 * len(SCHEDULE), timeout=30)  # every attempt failed
+    hooks.receiver.scripts["/recover"] = Script(statuses=[200])
+
+    def recover():
+        return post(
+            hooks.mesh,
+            merchant,
+            f"/v1/webhook_endpoints/{endpoint['id']}/recover",
+            {"since": since.isoformat().replace("+00:00", "Z")},
+        )
+
+    answer = recover()
+    assert answer.status == 200 and answer.body["scheduled"] == 3
+    recovered = [json.loads(r.body) for r in hooks.deliveries("/recover", 3 * len(SCHEDULE) + 3)]
+    recovered = recovered[-3:]
+    assert [b["type"] for b in recovered] == lifecycle  # one object's events, in its order
+    assert [b["sequence"] for b in recovered] == sorted(b["sequence"] for b in recovered)
+    # Received now: a second recover has nothing to send.
+    last = f"/v1/events/{recovered[-1]['id']}"
+    wait_until(lambda: hooks.get(merchant, last).body["attempts"][-1]["status_code"] == 200)
+    assert recover().body["scheduled"] == 0
+    too_old = post(
+        hooks.mesh,
+        merchant,
+        f"/v1/webhook_endpoints/{endpoint['id']}/recover",
+        {"since": "2020-01-01T00:00:00Z"},
+    )
+    assert too_old.status == 400
+
+
+def test_a_rolled_secret_signs_beside_the_new_one(hooks):
+    merchant = hooks.merchant("rolled")
+    endpoint = hooks.endpoint(merchant, "/rolled", ["payment_intent.succeeded"])
+    rolled = post(hooks.mesh, merchant, f"/v1/webhook_endpoints/{endpoint['id']}/roll_secret")
+    assert rolled.status == 200
+    new_secret = rolled.body["secret"]
+    assert new_secret.startswith("whsec_") and new_secret != endpoint["secret"]
+    assert rolled.body["previous_secret_expires_at"]
+    pay(hooks.mesh, merchant)
+    [request] = hooks.deliveries("/rolled", 1)
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    assert verified(new_secret, request) == verified(endpoint["secret"], request)
+
+
+# --- endpoints: input, ownership, idempotency --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        ({"url": "ftp://127.0.0.1/x"}, "url", "invalid_url"),
+        ({"url": "not a url"}, "url", "invalid_url"),
+        ({"url": "http://user:pw@127.0.0.1/x"}, "url", "invalid_url"),
+        ({"url": "http://10.0.0.1/x"}, "url", "invalid_url"),
+        ({"url": "http://169.254.169.254/latest"}, "url", "invalid_url"),
+        ({"enabled_events": []}, "enabled_events", "missing"),
+        (
+            {"enabled_events": ["payment_intent.exploded"]},
+            "enabled_events[0]",
+            "invalid_event_type",
+        ),
+        ({"signature_scheme": "v2"}, "signature_scheme", "invalid_value"),
+        ({"description": "x" * 1001}, "description", "too_long"),
+    ],
+)
+def test_bad_endpoint_input_is_refused_naming_the_field_and_writes_nothing(
+    hooks, change, field, reason
+):
+    merchant = hooks.merchant("bad-input")
+    body = {"url": hooks.receiver.url("/bad"), "enabled_events": ["*"], **change}
+    answer = post(hooks.mesh, merchant, "/v1/webhook_endpoints", body)
+    assert answer.status == 400, answer.body
+    [bad_request] = [d for d in answer.body["details"] if d["@type"].endswith("BadRequest")]
+    assert {v["field"]: v["reason"] for v in bad_request["field_violations"]} == {field: reason}
+    assert hooks.get(merchant, "/v1/webhook_endpoints").body["data"] == []
+
+
+def test_endpoints_are_the_merchants_own_and_a_retried_creation_makes_one(hooks):
+    merchant, other = hooks.merchant("owner"), hooks.merchant("intruder")
+    body = {"url": hooks.receiver.url("/owned"), "enabled_events": ["*"]}
+    first = post(hooks.mesh, merchant, "/v1/webhook_endpoints", body, key="hook-1")
+    again = post(hooks.mesh, merchant, "/v1/webhook_endpoints", body, key="hook-1")
+    assert again.body["id"] == first.body["id"] and again.body["secret"] == first.body["secret"]
+    clash = post(
+        hooks.mesh, merchant, "/v1/webhook_endpoints", {**body, "description": "x"}, key="hook-1"
+    )
+    assert clash.status == 409
+    assert len(hooks.get(merchant, "/v1/webhook_endpoints").body["data"]) == 1
+
+    path = f"/v1/webhook_endpoints/{first.body['id']}"
+    assert hooks.get(other, path).status == 404
+    assert post(hooks.mesh, other, path, {"disabled": True}).status == 404
+    assert call(hooks.mesh.url(path), "DELETE", other.auth()).status == 404
+
+    updated = post(hooks.mesh, merchant, path, {"disabled": True, "description": "paused"})
+    assert updated.body["status"] == "disabled" and updated.body["disabled_reason"] == "merchant"
+    assert call(hooks.mesh.url(path), "DELETE", merchant.auth()).body == {
+        "id": first.body["id"],
+        "deleted": True,
+    }
+    assert hooks.get(merchant, path).status == 404
+
+
+def test_a_destination_that_resolves_to_loopback_is_refused_when_loopback_is_not_admitted(
+    mesh, merchant
+):
+    """The session's mesh runs with the production default: no private destinations."""
+    for url in ("http://127.0.0.1:9/hook", "http://localhost:9/hook", "http://[::1]:9/hook"):
+        answer = post(
+            mesh, merchant, "/v1/webhook_endpoints", {"url": url, "enabled_events": ["*"]}
+        )
+        assert answer.status == 400, (url, answer.body)
+        assert "loopback" in answer.body["details"][-1]["field_violations"][0]["description"]
+
+
+# --- the service killed mid-delivery -----------------------------------------------------
+
+
+def test_webhook_svc_killed_mid_delivery_sends_the_event_again_with_the_same_id(hooks):
+    merchant = hooks.merchant("killed")
+    hooks.receiver.scripts["/killed"] = Script(statuses=[200], hang_seconds=0.8)
+    endpoint = hooks.endpoint(merchant, "/killed", ["payment_intent.succeeded"])
+    pay(hooks.mesh, merchant)
+    [first] = hooks.deliveries("/killed", 1)
+    process = hooks.mesh.processes["webhook"]
+    os.kill(process.pid, signal.SIGKILL)  # while the receiver sits on the request
+    process.wait(10)
+    hooks.receiver.scripts["/killed"] = Script(statuses=[200])
+    hooks.faults.spawn(
+        "webhook", [sys.executable, "-m", "webhook_svc"], hooks.mesh.ports.http["webhook"]
+    )
+    _, second = hooks.deliveries("/killed", 2, timeout=30)  # once its lease lapsed
+    assert second.headers["webhook-id"] == first.headers["webhook-id"]
+    assert verified(endpoint["secret"], second)["id"] == first.headers["webhook-id"]
