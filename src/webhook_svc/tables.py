@@ -103,3 +103,22 @@ delivery_attempts = Table(
 
 outbox = outbox_table(metadata, SCHEMA)
 
+# Inbound PSP webhooks (webhook_svc.inbound): every PSP event once, by the PSP's event id,
+# with how often it was delivered and what became of it (received, deferred, applied,
+# already_applied, ignored).
+psp_inbox = Table(
+    "psp_inbox",
+    metadata,
+    Column("psp", String(20), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("event_type", String(100), nullable=False),
+    _at("psp_created_at", nullable=False),
+    _now("received_at"),
+    _now("last_received_at"),
+    Column("deliveries", Integer, nullable=False, server_default="1"),
+    Column("status", String(20), nullable=False),
+    Column("reason", String(60)),
+    Column("payment_intent", String(40)),
+    Column("payload", JSONB, nullable=False),
+    _at("processed_at"),
+)

@@ -1,0 +1,262 @@
+"""Inbound PSP webhooks: `POST /v1/psp/{psp}/webhooks` (PspWebhookService).
+
+The raw body's signature is checked first (nothing is recorded for a request that fails it:
+400 missing_signature / invalid_signature / stale_signature). The event then goes into the
+inbox (webhook.psp_inbox, one row per PSP event id, counting every delivery of it), and its
+facts are applied through the gateway's PspEventService under the webhook service's own
+identity. The inbox makes the same event, delivered ten times, applied once; the gateway's
+conditional writes make a late or repeated fact change nothing. An event the gateway cannot
+apply yet (an operation of paymesh on the payment is in flight, an earlier event has not
+come) is answered 503, so the PSP sends it again; one it can never apply is recorded with
+its reason and answered 200."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import grpc
+import structlog
+from google.protobuf import timestamp_pb2
+from prometheus_client import Counter, Histogram
+from sqlalchemy import func, literal_column, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from paymesh.gateway.v1 import psp_events_pb2, psp_events_pb2_grpc
+from paymesh.platform.channels import close_on_shutdown, service_channel
+from paymesh.platform.config import WebhookSettings
+from paymesh.platform.problems import InvalidArgument, NotFound, Unavailable
+from paymesh.platform.server import Resources
+from paymesh.webhook.v1 import psp_webhook_pb2, psp_webhook_pb2_grpc
+from webhook_svc import psp_events, psp_signatures
+from webhook_svc.tables import psp_inbox
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024  # Envoy refuses larger bodies with 413 before they get here
+SIGNATURE_HEADERS = {"stripe": "stripe-signature", "sandbox": "sandbox-signature"}
+GATEWAY_TIMEOUT_SECONDS = 5.0
+FINAL = ("applied", "already_applied", "ignored")
+
+LAG = Histogram(
+    "webhook_lag_seconds",
+    "From a PSP event's creation (at the PSP) to its being applied to the payment",
+    ["psp"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
+)
+PSP_EVENTS = Counter(
+    "webhook_psp_events_total",
+    "PSP webhook requests by PSP and outcome: applied, already_applied, ignored, duplicate "
+    "(received before), deferred (answered 503: sent again later), refused (bad, missing or "
+    "stale signature, unreadable event)",
+    ["psp", "outcome"],
+)
+
+_OUTCOMES = {
+    psp_events_pb2.PSP_EVENT_OUTCOME_APPLIED: "applied",
+    psp_events_pb2.PSP_EVENT_OUTCOME_ALREADY_APPLIED: "already_applied",
+    psp_events_pb2.PSP_EVENT_OUTCOME_IGNORED: "ignored",
+    psp_events_pb2.PSP_EVENT_OUTCOME_RETRY_LATER: "deferred",
+}
+
+
+def psp_secrets(settings: WebhookSettings) -> dict[str, list[str]]:
+    """Each PSP's endpoint secrets (comma-separated: a secret being rolled, and the new one)."""
+    return {
+        "stripe": [s.strip() for s in settings.stripe_secret.split(",") if s.strip()],
+        "sandbox": [s.strip() for s in settings.sandbox_secret.split(",") if s.strip()],
+    }
+
+
+def read_event(body: bytes) -> dict:
+    try:
+        event = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument.for_field("body", "invalid_json", "the event is not JSON") from None
+    if not (
+        isinstance(event, dict)
+        and isinstance(event.get("id"), str)
+        and 0 < len(event["id"]) <= 255
+        and isinstance(event.get("type"), str)
+        and len(event["type"]) <= 100
+        and isinstance(event.get("created"), int)
+        and not isinstance(event.get("created"), bool)
+    ):
+        raise InvalidArgument.for_field(
+            "body", "invalid_event", "the event needs an id, a type and created"
+        )
+    return event
+
+
+class Inbox:
+    """webhook.psp_inbox: every PSP event once, with how often it came and what became of it."""
+
+    def __init__(self, engine: AsyncEngine):
+        self._engine = engine
+
+    async def receive(self, psp: str, event: dict) -> str:
+        """Records a delivery; the event's status before it (`new` for its first)."""
+        created = datetime.fromtimestamp(event["created"], UTC)
+        statement = (
+            pg_insert(psp_inbox)
+            .values(
+                psp=psp,
+                event_id=event["id"],
+                event_type=event["type"],
+                psp_created_at=created,
+                status="received",
+                payload=event,
+            )
+            .on_conflict_do_update(
+                index_elements=[psp_inbox.c.psp, psp_inbox.c.event_id],
+                set_={"deliveries": psp_inbox.c.deliveries + 1, "last_received_at": func.now()},
+            )
+            .returning(psp_inbox.c.status, literal_column("xmax = 0").label("inserted"))
+        )
+        async with self._engine.begin() as connection:
+            row = (await connection.execute(statement)).one()
+        return "new" if row.inserted else row.status
+
+    async def settle(
+        self, psp: str, event_id: str, status: str, reason: str, payment_intent: str
+    ) -> bool:
+        """Records what became of the event; True if this settled it (it was not before)."""
+        async with self._engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    update(psp_inbox)
+                    .where(
+                        psp_inbox.c.psp == psp,
+                        psp_inbox.c.event_id == event_id,
+                        psp_inbox.c.status.not_in(FINAL),
+                    )
+                    .values(
+                        status=status,
+                        reason=reason or None,
+                        payment_intent=payment_intent or None,
+                        processed_at=func.now(),
+                    )
+                    .returning(psp_inbox.c.event_id)
+                )
+            ).first()
+        return row is not None
+
+
+class PspWebhookServicer(psp_webhook_pb2_grpc.PspWebhookServiceServicer):
+    def __init__(
+        self,
+        inbox: Inbox,
+        gateway: psp_events_pb2_grpc.PspEventServiceStub,
+        secrets: dict[str, list[str]],
+        tolerance_seconds: float,
+    ):
+        self._inbox = inbox
+        self._gateway = gateway
+        self._secrets = secrets
+        self._tolerance = tolerance_seconds
+
+    async def ReceivePspWebhook(
+        self,
+        request: psp_webhook_pb2.ReceivePspWebhookRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> psp_webhook_pb2.ReceivePspWebhookResponse:
+        psp = request.psp
+        if psp not in SIGNATURE_HEADERS:
+            raise NotFound(f"no such PSP: {psp[:40]!r}", reason="resource_missing")
+        body = request.body.data
+        if len(body) > MAX_BODY_BYTES:
+            raise InvalidArgument.for_field("body", "body_too_large", "the body is over 1 MiB")
+        header = dict(context.invocation_metadata() or ()).get(SIGNATURE_HEADERS[psp])
+        try:
+            psp_signatures.verify(body, header, self._secrets[psp], self._tolerance)
+        except psp_signatures.SignatureError as error:
+            PSP_EVENTS.labels(psp, "refused").inc()
+            log.warning("psp_webhook_refused", psp=psp, reason=error.reason)
+            raise InvalidArgument.for_field(
+                SIGNATURE_HEADERS[psp], error.reason, str(error)
+            ) from None
+        try:
+            event = read_event(body)
+        except InvalidArgument:
+            PSP_EVENTS.labels(psp, "refused").inc()
+            raise
+        structlog.contextvars.bind_contextvars(psp=psp, psp_event=event["id"])
+        before = await self._inbox.receive(psp, event)
+        if before in FINAL:
+            PSP_EVENTS.labels(psp, "duplicate").inc()
+            return _answer(event, "duplicate")
+        parsed = psp_events.parse(psp, event)
+        if not parsed.facts:
+            await self._settle(psp, event, "ignored", parsed.ignored, "")
+            return _answer(event, "ignored", parsed.ignored)
+        status, reason, intent = await self._apply(parsed.facts, event)
+        if status == "deferred":
+            await self._inbox.settle(psp, event["id"], "deferred", reason, intent)
+            PSP_EVENTS.labels(psp, "deferred").inc()
+            log.info("psp_event_deferred", reason=reason, correlation_id=intent)
+            raise Unavailable(
+                f"the event cannot be applied yet ({reason}): send it again later",
+                reason="psp_event_deferred",
+            )
+        await self._settle(psp, event, status, reason, intent)
+        return _answer(event, status, reason)
+
+    async def _apply(self, facts: list, event: dict) -> tuple[str, str, str]:
+        """Every fact through the gateway: `deferred` if any must wait, else `applied` if any
+        changed something, else `already_applied`, else `ignored`."""
+        created = timestamp_pb2.Timestamp(seconds=event["created"])
+        outcomes: list[tuple[str, str, str]] = []
+        for fact in facts:
+            fact.created.CopyFrom(created)
+            try:
+                answer = await self._gateway.ApplyPspEvent(fact, timeout=GATEWAY_TIMEOUT_SECONDS)
+            except grpc.aio.AioRpcError as error:
+                if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise Unavailable(
+                        "the gateway is unavailable: send the event again later",
+                        reason="gateway_unavailable",
+                    ) from None
+                raise
+            outcomes.append(
+                (_OUTCOMES.get(answer.outcome, "deferred"), answer.reason, answer.payment_intent)
+            )
+        for wanted in ("deferred", "applied", "already_applied", "ignored"):
+            for status, reason, intent in outcomes:
+                if status == wanted:
+                    return status, reason, intent
+        return "ignored", "no_fact", ""
+
+    async def _settle(self, psp: str, event: dict, status: str, reason: str, intent: str):
+        settled = await self._inbox.settle(psp, event["id"], status, reason, intent)
+        PSP_EVENTS.labels(psp, status if settled else "duplicate").inc()
+        if settled and status in ("applied", "already_applied"):
+            LAG.labels(psp).observe(max(0.0, time.time() - event["created"]))
+        log.info("psp_event", outcome=status, reason=reason, correlation_id=intent)
+
+
+def _answer(
+    event: dict, outcome: str, reason: str = ""
+) -> psp_webhook_pb2.ReceivePspWebhookResponse:
+    return psp_webhook_pb2.ReceivePspWebhookResponse(
+        received=True, event=event["id"], outcome=outcome, reason=reason
+    )
+
+
+def register_inbound(server: grpc.aio.Server, resources: Resources) -> list:
+    """Adds PspWebhookService to the server; the background jobs it needs."""
+    settings = resources.settings
+    assert isinstance(settings, WebhookSettings)
+    channel = service_channel(settings.gateway_addr, resources.token_issuer, "gateway")
+    servicer = PspWebhookServicer(
+        Inbox(resources.engine),
+        psp_events_pb2_grpc.PspEventServiceStub(channel),
+        psp_secrets(settings),
+        settings.psp_signature_tolerance_seconds,
+    )
+    psp_webhook_pb2_grpc.add_PspWebhookServiceServicer_to_server(servicer, server)
+    return [close_on_shutdown(channel)]
+
+
+SERVICE_NAME = psp_webhook_pb2.DESCRIPTOR.services_by_name["PspWebhookService"].full_name

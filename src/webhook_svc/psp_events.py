@@ -1,0 +1,184 @@
+"""The PSPs' webhook events read into the facts the gateway applies (PspEventService): a
+capture, a refund or a dispute of a payment, named by the PSP's reference of it. What cannot
+be read into a fact is not guessed at: it is recorded and ignored, with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from paymesh.gateway.v1 import psp_events_pb2
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """The facts of one event (one per refund for a charge that lists several), or why none."""
+
+    facts: list[psp_events_pb2.ApplyPspEventRequest] = field(default_factory=list)
+    ignored: str = ""  # the reason when there is no fact
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _amount(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def parse(psp: str, event: dict[str, Any]) -> Parsed:
+    obj = (event.get("data") or {}).get("object")
+    if not isinstance(obj, dict):
+        return Parsed(ignored="no_object")
+    reader = _SANDBOX if psp == "sandbox" else _STRIPE
+    handler = reader.get(_text(event.get("type")))
+    if handler is None:
+        return Parsed(ignored="unsupported_event")
+    return handler(psp, event, obj)
+
+
+def _request(psp: str, event: dict, reference: str, attempt_key: str = "", **fact):
+    return psp_events_pb2.ApplyPspEventRequest(
+        psp=psp,
+        event_id=event["id"],
+        event_type=event["type"],
+        psp_reference=reference,
+        attempt_key=attempt_key,
+        **fact,
+    )
+
+
+def _captured(psp, event, reference, amount, currency, attempt_key="") -> Parsed:
+    if not reference:
+        return Parsed(ignored="no_payment_reference")
+    if amount is None:
+        return Parsed(ignored="no_amount")
+    captured = psp_events_pb2.Captured(amount_captured=amount, currency=currency)
+    return Parsed([_request(psp, event, reference, attempt_key, captured=captured)])
+
+
+def _refunded(psp, event, reference, refund: dict, suffix: str = "") -> Parsed:
+    refund_id, amount = _text(refund.get("id")), _amount(refund.get("amount"))
+    if not reference or not refund_id:
+        return Parsed(ignored="no_payment_reference")
+    if amount is None:
+        return Parsed(ignored="no_amount")
+    if refund.get("status", "succeeded") != "succeeded":
+        return Parsed(ignored="refund_not_succeeded")
+    key = _text(refund.get("idempotency_key")) or _text(
+        (refund.get("metadata") or {}).get("paymesh_refund")
+    )
+    request = _request(
+        psp,
+        event,
+        reference,
+        refunded=psp_events_pb2.Refunded(
+            refund_reference=refund_id,
+            amount=amount,
+            currency=_text(refund.get("currency")),
+            refund_key=key,
+        ),
+    )
+    if suffix:  # one event reporting several refunds: each applied once, on its own
+        request.event_id = f"{request.event_id}/{suffix}"
+    return Parsed([request])
+
+
+def _disputed(psp, event, reference, dispute: dict) -> Parsed:
+    dispute_id = _text(dispute.get("id"))
+    if not reference or not dispute_id:
+        return Parsed(ignored="no_payment_reference")
+    disputed = psp_events_pb2.Disputed(
+        dispute_reference=dispute_id,
+        amount=_amount(dispute.get("amount")) or 0,
+        reason=_text(dispute.get("reason")),
+    )
+    return Parsed([_request(psp, event, reference, disputed=disputed)])
+
+
+# --- the sandbox PSP (paymesh.sandbox_psp) ---------------------------------------------------
+
+
+def _sandbox_captured(psp, event, charge):
+    return _captured(
+        psp,
+        event,
+        _text(charge.get("id")),
+        _amount(charge.get("amount_captured")),
+        _text(charge.get("currency")),
+        _text(charge.get("idempotency_key")),
+    )
+
+
+_SANDBOX = {
+    "charge.captured": _sandbox_captured,
+    "charge.refunded": lambda psp, event, refund: _refunded(
+        psp, event, _text(refund.get("charge")), refund
+    ),
+    "charge.dispute.created": lambda psp, event, dispute: _disputed(
+        psp, event, _text(dispute.get("charge")), dispute
+    ),
+}
+
+
+# --- Stripe (paymesh's Stripe reference of a payment is its PaymentIntent id) ---------------
+
+
+def _stripe_intent_succeeded(psp, event, intent):
+    amount = _amount(intent.get("amount_received"))
+    if amount is None:
+        # localstripe's PaymentIntent has no amount_received: its latest charge says what was
+        # captured, provably only when nothing of it was refunded or released.
+        charge = (
+            intent.get("latest_charge") if isinstance(intent.get("latest_charge"), dict) else {}
+        )
+        if charge.get("captured") is True and not charge.get("amount_refunded"):
+            amount = _amount(charge.get("amount"))
+    attempt_key = _text((intent.get("metadata") or {}).get("paymesh_attempt"))
+    return _captured(
+        psp, event, _text(intent.get("id")), amount, _text(intent.get("currency")), attempt_key
+    )
+
+
+def _stripe_charge_captured(psp, event, charge):
+    return _captured(
+        psp,
+        event,
+        _text(charge.get("payment_intent")),
+        _amount(charge.get("amount_captured")),
+        _text(charge.get("currency")),
+    )
+
+
+def _stripe_refund(psp, event, refund):
+    return _refunded(psp, event, _text(refund.get("payment_intent")), refund)
+
+
+def _stripe_charge_refunded(psp, event, charge):
+    listed = charge.get("refunds")
+    refunds = listed.get("data") if isinstance(listed, dict) else None
+    if not isinstance(refunds, list) or not refunds:
+        return Parsed(ignored="no_refund_list")  # refund.created / refund.updated report them
+    reference = _text(charge.get("payment_intent"))
+    facts: list = []
+    for refund in refunds:
+        if not isinstance(refund, dict):
+            continue
+        parsed = _refunded(psp, event, reference, refund, suffix=_text(refund.get("id")))
+        facts.extend(parsed.facts)
+    return Parsed(facts) if facts else Parsed(ignored="no_refund_list")
+
+
+def _stripe_dispute(psp, event, dispute):
+    return _disputed(psp, event, _text(dispute.get("payment_intent")), dispute)
+
+
+_STRIPE = {
+    "payment_intent.succeeded": _stripe_intent_succeeded,
+    "charge.captured": _stripe_charge_captured,
+    "charge.refunded": _stripe_charge_refunded,
+    "refund.created": _stripe_refund,
+    "refund.updated": _stripe_refund,
+    "charge.refund.updated": _stripe_refund,
+    "charge.dispute.created": _stripe_dispute,
+}

@@ -1,0 +1,157 @@
+"""Inbound PSP webhooks as plain Python: Stripe's signature scheme, the PSPs' events read into
+facts, and what a PSP's report may do to an intent (gateway_svc.domain.psp_events)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gateway_svc.domain import psp_events as rules
+from gateway_svc.domain.models import PaymentIntent, Refund
+from webhook_svc import psp_events
+from webhook_svc.psp_signatures import SignatureError, sign, verify
+
+SECRET = "whsec_test"  # noqa: S105
+
+
+def test_a_signature_verifies_with_any_of_the_secrets_and_any_v1_value():
+    body = b'{"id": "evt_1"}'
+    now = int(time.time())
+    good = sign(body, SECRET, now).split(",")[1]
+
+    assert verify(body, f"t={now},v1=00,{good}", ["whsec_old", SECRET]) == now
+    assert verify(body, f"t={now},v0=zz,{good}", [SECRET]) == now
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (None, "missing_signature"),
+        ("", "missing_signature"),
+        ("v1=abc", "invalid_signature"),
+        ("t=abc,v1=abc", "invalid_signature"),
+        ("t=１２３,v1=abc", "invalid_signature"),
+        ("t=100", "invalid_signature"),
+    ],
+)
+def test_malformed_headers_are_refused(header, reason):
+    with pytest.raises(SignatureError) as refused:
+        verify(b"{}", header, [SECRET])
+    assert refused.value.reason == reason
+
+
+def test_the_tolerance_is_300_seconds_either_way():
+    body, now = b"{}", 1_700_000_000
+
+    assert verify(body, sign(body, SECRET, now - 300), [SECRET], now=now)
+    for skew in (-301, 301):
+        with pytest.raises(SignatureError) as refused:
+            verify(body, sign(body, SECRET, now + skew), [SECRET], now=now)
+        assert refused.value.reason == "stale_signature"
+
+
+def test_a_changed_byte_or_another_secret_is_refused():
+    body = b'{"amount": 1}'
+    header = sign(body, SECRET)
+    for payload, secrets in ((b'{"amount": 2}', [SECRET]), (body, ["whsec_other"]), (body, [])):
+        with pytest.raises(SignatureError):
+            verify(payload, header, secrets)
+
+
+def intent(**values) -> PaymentIntent:
+    base = {
+        "id": "pi_1",
+        "merchant_id": "acct_1",
+        "livemode": False,
+        "amount": 1000,
+        "currency": "usd",
+        "status": "requires_capture",
+        "capture_method": "manual",
+        "amount_capturable": 1000,
+    }
+    return PaymentIntent(**{**base, **values})
+
+
+SUCCEEDED = intent(status="succeeded", amount_capturable=0, amount_received=1000)
+
+
+@pytest.mark.parametrize(
+    ("state", "captured", "expected"),
+    [
+        (intent(), 1000, ("applied", "")),
+        (intent(), 600, ("applied", "")),
+        (intent(), 1001, ("ignored", "amount_mismatch")),
+        (intent(), 0, ("ignored", "amount_mismatch")),
+        (intent(pending_operation="capture"), 1000, ("retry_later", "capture_in_flight")),
+        (intent(pending_operation="void"), 1000, ("retry_later", "void_in_flight")),
+        (SUCCEEDED, 1000, ("already_applied", "")),
+        (SUCCEEDED, 600, ("ignored", "amount_mismatch")),
+        (intent(status="canceled"), 1000, ("ignored", "unexpected_state")),
+        (intent(status="processing"), 1000, ("retry_later", "authorization_in_flight")),
+    ],
+)
+def test_a_capture_report(state, captured, expected):
+    decision = rules.capture(state, captured, "usd")
+    assert (decision.outcome, decision.reason) == expected
+
+
+def refund(status: str, amount: int = 300, reference: str | None = "rf_1") -> Refund:
+    return Refund("re_1", "acct_1", False, "pi_1", amount, "usd", status, psp_reference=reference)
+
+
+@pytest.mark.parametrize(
+    ("state", "matched", "amount", "others", "expected"),
+    [
+        (SUCCEEDED, None, 300, False, ("applied", "")),
+        (SUCCEEDED, None, 1000, False, ("applied", "")),
+        (SUCCEEDED.replace(amount_refunded=800), None, 201, False, ("ignored", "amount_mismatch")),
+        (SUCCEEDED, refund("succeeded"), 300, False, ("already_applied", "")),
+        (SUCCEEDED, refund("succeeded"), 200, False, ("ignored", "amount_mismatch")),
+        (
+            SUCCEEDED,
+            refund("pending", reference=None),
+            300,
+            False,
+            ("retry_later", "refund_in_flight"),
+        ),
+        (SUCCEEDED, refund("failed"), 300, False, ("ignored", "refund_failed_here")),
+        (SUCCEEDED, None, 300, True, ("retry_later", "refund_in_flight")),
+        (intent(), None, 300, False, ("retry_later", "not_captured_yet")),
+        (intent(status="canceled"), None, 300, False, ("ignored", "unexpected_state")),
+    ],
+)
+def test_a_refund_report(state, matched, amount, others, expected):
+    decision = rules.refund(state, matched, amount, "usd", others)
+    assert (decision.outcome, decision.reason) == expected
+
+
+def test_another_currency_is_never_applied():
+    assert rules.capture(intent(), 1000, "eur").reason == "currency_mismatch"
+    assert rules.refund(SUCCEEDED, None, 10, "EUR", False).reason == "currency_mismatch"
+
+
+def test_events_are_read_into_facts_or_ignored_with_a_reason():
+    def event(event_type, obj):
+        return {"id": "evt_1", "type": event_type, "created": 1, "data": {"object": obj}}
+
+    captured = psp_events.parse(
+        "sandbox", event("charge.captured", {"id": "ch_1", "amount_captured": 5})
+    )
+    refunds = psp_events.parse(
+        "stripe",
+        event(
+            "charge.refunded",
+            {"payment_intent": "pi_9", "refunds": {"data": [{"id": "re_a", "amount": 1}]}},
+        ),
+    )
+
+    [fact] = captured.facts
+    assert (fact.psp_reference, fact.captured.amount_captured) == ("ch_1", 5)
+    [one] = refunds.facts
+    assert (one.event_id, one.refunded.refund_reference) == ("evt_1/re_a", "re_a")
+    assert psp_events.parse("stripe", event("customer.created", {})).ignored == "unsupported_event"
+    assert (
+        psp_events.parse("sandbox", event("charge.captured", {"id": "ch_1"})).ignored == "no_amount"
+    )
+    assert psp_events.parse("sandbox", {"id": "e", "type": "x"}).ignored == "no_object"
