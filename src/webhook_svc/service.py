@@ -13,11 +13,17 @@ from paymesh.platform.channels import close_on_shutdown
 from paymesh.platform.config import WebhookSettings
 from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.server import Resources, ServiceDefinition
-from paymesh.webhook.v1 import webhook_pb2, webhook_pb2_grpc
+from paymesh.webhook.v1 import (
+    event_stream_pb2,
+    event_stream_pb2_grpc,
+    webhook_pb2,
+    webhook_pb2_grpc,
+)
 from webhook_svc import tables
 from webhook_svc.deliverer import Deliverer, DeliveryPolicy, Sender
 from webhook_svc.destinations import AddressPolicy
 from webhook_svc.endpoints import EndpointStore
+from webhook_svc.event_stream import EventStreamServicer
 from webhook_svc.events import EventIntake, EventStore
 from webhook_svc.inbound import SERVICE_NAME as PSP_WEBHOOK_SERVICE
 from webhook_svc.inbound import register_inbound
@@ -42,6 +48,9 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     destinations = AddressPolicy(settings.allowed_networks.split(","))
     servicer = WebhookServicer(endpoints, EventStore(resources.engine), callers, destinations)
     webhook_pb2_grpc.add_WebhookServiceServicer_to_server(servicer, server)
+    event_stream_pb2_grpc.add_EventStreamServiceServicer_to_server(
+        EventStreamServicer(resources.engine, callers), server
+    )
     inbound = register_inbound(server, resources)  # PSP webhooks in
 
     intake = EventIntake(resources.engine)
@@ -72,6 +81,7 @@ DEFINITION = ServiceDefinition(
     schema=tables.SCHEMA,
     grpc_services=(
         webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
+        event_stream_pb2.DESCRIPTOR.services_by_name["EventStreamService"].full_name,
         PSP_WEBHOOK_SERVICE,
     ),
     settings_class=WebhookSettings,

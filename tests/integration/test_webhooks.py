@@ -16,13 +16,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import grpc
 import pika
+import psycopg
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
+from paymesh.webhook.v1 import event_stream_pb2, event_stream_pb2_grpc
 from tests.conftest import TestMerchant, create_merchant
 from tests.integration.test_payments import pay, post
 from tests.integration.test_rebill_faults import FaultMesh, fault_mesh
@@ -377,6 +382,97 @@ def test_a_destination_that_resolves_to_loopback_is_refused_when_loopback_is_not
         )
         assert answer.status == 400, (url, answer.body)
         assert "loopback" in answer.body["details"][-1]["field_violations"][0]["description"]
+
+
+# --- the internal event stream -------------------------------------------------------------
+
+
+def stream(hooks: Hooks, resume_after: str = "", types=(), seconds: float = 3.0) -> list:
+    """What StreamEvents sends within `seconds`, called as an internal service would."""
+    keys = Path(hooks.mesh.env["PAYMESH_KEYS_DIR"])
+    token = TokenIssuer("ops", keys).token_for("webhook")
+    with grpc.insecure_channel(f"127.0.0.1:{hooks.mesh.ports.grpc['webhook']}") as channel:
+        call = event_stream_pb2_grpc.EventStreamServiceStub(channel).StreamEvents(
+            event_stream_pb2.StreamEventsRequest(types=list(types), resume_after=resume_after),
+            metadata=((SERVICE_TOKEN_HEADER, token),),
+            timeout=seconds,
+        )
+        received = []
+        try:
+            received.extend(call)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
+        return received
+
+
+def test_the_event_stream_resumes_after_a_disconnect_without_gap_or_duplicate(hooks):
+    merchant = hooks.merchant("streamed")
+    for _ in range(3):
+        pay(hooks.mesh, merchant)
+    wait_until(
+        lambda: (
+            len(hooks.get(merchant, "/v1/events?type=payment_intent.succeeded").body["data"]) == 3
+        )
+    )
+    first = stream(hooks, types=["payment_intent.succeeded"])
+    ours = [m for m in first if m.merchant_id == merchant.id]
+    assert len(ours) == 3
+    cut = first.index(ours[1])  # the consumer stops after our second event
+    for _ in range(2):
+        pay(hooks.mesh, merchant)
+    wait_until(
+        lambda: (
+            len(hooks.get(merchant, "/v1/events?type=payment_intent.succeeded").body["data"]) == 5
+        )
+    )
+    rest = stream(hooks, resume_after=first[cut].resume_token, types=["payment_intent.succeeded"])
+    seen = [m.event.id for m in first[: cut + 1] + rest]
+    assert len(seen) == len(set(seen))  # no duplicate
+    assert [m.event.id for m in first[cut + 1 :]] == [m.event.id for m in rest][
+        : len(first) - cut - 1
+    ]
+    listed = hooks.get(merchant, "/v1/events?type=payment_intent.succeeded").body["data"]
+    ours_seen = [m.event.id for m in first[: cut + 1] + rest if m.merchant_id == merchant.id]
+    assert sorted(ours_seen) == sorted(e["id"] for e in listed)  # no gap
+    assert all(m.event.type == "payment_intent.succeeded" for m in rest)
+
+
+def test_an_event_committed_late_is_streamed_in_its_place_not_skipped(hooks):
+    """A transaction that wrote an event earlier but commits later than another must not be
+    passed over by a consumer that already saw the later one."""
+    start = stream(hooks, seconds=1.0)
+    resume = start[-1].resume_token if start else ""
+
+    def event(connection, event_id):
+        connection.execute(
+            "INSERT INTO webhook.events (id, merchant_id, livemode, type, object_type,"
+            " object_id, sequence, object, created_at)"
+            " VALUES (%s, 'acct_late', false, 'refund.created', 'refund', 're_late', 1, '{}',"
+            " now())",
+            (event_id,),
+        )
+
+    database = hooks.faults.infra.database_url
+    with psycopg.connect(database) as slow, psycopg.connect(database, autocommit=True) as quick:
+        event(slow, "evt_lateSlowTransaction000001")  # open, not committed
+        event(quick, "evt_lateQuickTransaction00001")  # committed at once
+        meanwhile = stream(hooks, resume_after=resume, seconds=1.0)
+        assert "evt_lateQuickTransaction00001" not in [m.event.id for m in meanwhile]
+        slow.commit()
+    after = stream(hooks, resume_after=resume, seconds=1.5)
+    ids = [m.event.id for m in after]
+    assert ids.index("evt_lateSlowTransaction000001") < ids.index("evt_lateQuickTransaction00001")
+    assert stream(hooks, resume_after=after[-1].resume_token, seconds=1.0) == []
+
+
+def test_the_event_stream_is_for_services_only(hooks):
+    with grpc.insecure_channel(f"127.0.0.1:{hooks.mesh.ports.grpc['webhook']}") as channel:
+        call = event_stream_pb2_grpc.EventStreamServiceStub(channel).StreamEvents(
+            event_stream_pb2.StreamEventsRequest(), timeout=3
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            next(iter(call))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 # --- the service killed mid-delivery -----------------------------------------------------

@@ -3,6 +3,7 @@ one place where exceptions become gRPC statuses."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -63,8 +64,19 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if wrapped is not None:
             return wrapped
         handler = await continuation(handler_call_details)
-        # Streaming RPCs (health Watch, reflection) pass through untouched.
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
+            return handler
+        # Our server-streaming RPCs get the same error translation; gRPC's own streaming RPCs
+        # (health Watch, reflection) pass through untouched.
+        if handler.unary_stream is not None and not full_method.startswith("/grpc."):
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, full_method.rsplit("/", 1)[-1]),
+                request_deserializer=lenient(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+            self._wrapped[full_method] = wrapped
+            return wrapped
+        if handler.unary_unary is None:
             return handler
         # Health probes arrive every few seconds from Envoy and Docker: metrics, but no log line.
         logged = not full_method.startswith("/grpc.health.")
@@ -112,6 +124,41 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     duration.observe(elapsed)
                     if logged:
                         log.info("rpc_completed", code=code.name, ms=round(elapsed * 1e3, 2))
+
+        return handle
+
+
+    def _wrap_stream(self, behavior, method: str):
+        service = self._service
+
+        async def handle(request, context: grpc.aio.ServicerContext):
+            code = grpc.StatusCode.OK
+            context_vars = _log_context(context.invocation_metadata())
+            request_id = context_vars.get("request_id", "")
+            with structlog.contextvars.bound_contextvars(rpc=method, **context_vars):
+                try:
+                    check_request(request)
+                    async for response in behavior(request, context):
+                        yield response
+                except errors.PaymeshError as error:
+                    code = errors.grpc_code(error)
+                    await _abort(context, error, request_id)
+                except grpc.aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                except DATABASE_OUTAGES as error:
+                    code = grpc.StatusCode.UNAVAILABLE
+                    log.warning("rpc_database_unavailable", error=type(error).__name__)
+                    await _abort(context, DATABASE_UNAVAILABLE, request_id)
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED  # the caller hung up: a stream's end
+                    raise
+                except Exception as error:  # noqa: BLE001 - the generic fallback, by design
+                    code = grpc.StatusCode.INTERNAL
+                    log.exception("rpc_failed")
+                    await _abort(context, error, request_id)
+                finally:
+                    REQUESTS.labels(service, method, code.name).inc()
 
         return handle
 
