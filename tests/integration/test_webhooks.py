@@ -244,6 +244,34 @@ def test_410_gone_disables_the_endpoint_at_once(hooks):
     assert len(hooks.receiver.at("/gone")) == 1
 
 
+def test_an_endpoint_failing_for_five_days_is_disabled_and_the_merchant_told(hooks):
+    merchant = hooks.merchant("five-days")
+    hooks.receiver.scripts["/five-days"] = Script(statuses=[500])
+    failing = hooks.endpoint(merchant, "/five-days", ["payment_intent.succeeded"])
+    hooks.endpoint(merchant, "/five-days-watch", ["webhook_endpoint.disabled"])
+    pay(hooks.mesh, merchant)
+    hooks.deliveries("/five-days", 1)
+    wait_until(
+        lambda: hooks.faults.scalar(
+            "SELECT failing_since FROM webhook.webhook_endpoints WHERE id = %s", (failing["id"],)
+        )
+    )
+    # Five days and a bit pass for the endpoint: its first failure is moved back in time.
+    hooks.faults.db.execute(
+        "UPDATE webhook.webhook_endpoints SET failing_since = now() - interval '5 days 1 hour'"
+        " WHERE id = %s AND failing_since IS NOT NULL",
+        (failing["id"],),
+    )
+    pay(hooks.mesh, merchant)
+    [told] = hooks.deliveries("/five-days-watch", 1)
+    body = json.loads(told.body)
+    assert body["type"] == "webhook_endpoint.disabled"
+    assert body["data"]["object"]["id"] == failing["id"]
+    assert body["data"]["object"]["disabled_reason"] == "failing"
+    read = hooks.get(merchant, f"/v1/webhook_endpoints/{failing['id']}").body
+    assert (read["status"], read["disabled_reason"]) == ("disabled", "failing")
+
+
 def test_redeliver_sends_the_same_event_again_under_the_same_webhook_id(hooks):
     merchant = hooks.merchant("again")
     endpoint = hooks.endpoint(merchant, "/again", ["payment_intent.succeeded"])
