@@ -106,9 +106,11 @@ def mesh_arguments(description: str | None, concurrency: str) -> argparse.Argume
 
 
 @contextlib.contextmanager
-def running_mesh(gateway_processes: int = DEFAULT_GATEWAY_PROCESSES) -> Iterator[Bench]:
+def running_mesh(
+    gateway_processes: int = DEFAULT_GATEWAY_PROCESSES, extra_env: dict[str, str] | None = None
+) -> Iterator[Bench]:
     """A mesh with a fresh database, vhost, service keys, keyring and one merchant, and
-    `gateway_processes` gateway processes behind Envoy."""
+    `gateway_processes` gateway processes behind Envoy; `extra_env` adds settings."""
     infra = create_infra("paymesh_bench")
     log_dir = Path(tempfile.mkdtemp(prefix="paymesh-bench-"))
     mesh = None
@@ -122,6 +124,7 @@ def running_mesh(gateway_processes: int = DEFAULT_GATEWAY_PROCESSES) -> Iterator
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
             "PAYMESH_KEYS_DIR": str(log_dir / "keys"),
             "VAULT_KEYRING_FILE": str(log_dir / "vault-keyring.json"),
+            **(extra_env or {}),
         }
         os.environ["PAYMESH_KEYS_DIR"] = env["PAYMESH_KEYS_DIR"]
         for step in (["migrate"], ["keys", "init"], ["vault", "init-keyring"]):
