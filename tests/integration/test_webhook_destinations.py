@@ -1,0 +1,63 @@
+"""Where deliveries may go, checked where the connection is made: webhook_svc's sender against
+a real receiver on loopback, with the production policy (nothing private) and with loopback
+admitted. A hostname is resolved and checked at connection time, so a name that pointed at a
+public address when the endpoint was created and at a private one now is still refused."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.support.receiver import Script, running_receiver
+from webhook_svc.deliverer import Sender
+from webhook_svc.destinations import AddressPolicy, check_url
+
+pytestmark = pytest.mark.integration
+
+
+def post(policy: AddressPolicy, url: str):
+    async def send():
+        sender = Sender(policy, timeout_seconds=2, user_agent="test")
+        try:
+            return await sender.post(url, b"{}", {"webhook-id": "evt_x"})
+        finally:
+            await sender.close()
+
+    return asyncio.run(send())
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_loopback_destination_is_refused_at_connection_unless_admitted(host):
+    with running_receiver() as receiver:
+        url = receiver.url("/hook", host=host)
+        status, _, error = post(AddressPolicy(), url)
+        assert status is None and error.startswith("destination_refused"), error
+        assert receiver.requests == []  # nothing reached it
+        assert post(AddressPolicy(["127.0.0.0/8", "::1/128"]), url)[0] == 200
+        assert len(receiver.requests) == 1
+
+
+def test_a_redirect_is_not_followed():
+    with running_receiver() as receiver:
+        receiver.scripts["/moved"] = Script(statuses=[302], headers={"Location": "/elsewhere"})
+        status, _, _ = post(AddressPolicy(["127.0.0.0/8"]), receiver.url("/moved"))
+        assert status == 302
+        assert [r.path for r in receiver.requests] == ["/moved"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.1.2.3/x",
+        "http://192.168.0.1/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[fd00::1]/x",
+        "http://[::ffff:127.0.0.1]/x",
+        "http://0.0.0.0/x",
+        "http://224.0.0.1/x",
+    ],
+)
+def test_private_and_reserved_addresses_are_refused_at_creation(url):
+    problem = asyncio.run(check_url(AddressPolicy(), url))
+    assert problem and "not allowed" in problem
