@@ -100,6 +100,10 @@ class _Gates:
         self._size = size
         self._gates: dict[object, tuple[asyncio.Semaphore, int]] = {}
 
+    def full(self) -> list:
+        """The keys whose every place is taken (or awaited)."""
+        return [key for key, (_, users) in self._gates.items() if users >= self._size]
+
     @contextlib.asynccontextmanager
     async def held(self, key: object):
         gate, users = self._gates.get(key) or (asyncio.Semaphore(self._size), 0)
@@ -116,15 +120,26 @@ class _Gates:
 
 
 # Claims due deliveries of enabled endpoints, oldest due first, leasing them to this replica,
-# with what sending needs (the event, the endpoint's URL and secrets).
+# with what sending needs (the event, the endpoint's URL and secrets). At most `per_endpoint`
+# of one endpoint per claim, none of the endpoints this replica is already busy with: a slow
+# endpoint's backlog never takes the places of the others' deliveries.
 _CLAIM = text(
     """
-    WITH due AS (
-      SELECT d.id FROM webhook.deliveries d
+    WITH candidates AS (
+      SELECT d.id, d.endpoint_id, d.next_attempt_at FROM webhook.deliveries d
       JOIN webhook.webhook_endpoints e ON e.id = d.endpoint_id
       WHERE d.status = 'pending' AND d.next_attempt_at <= now()
         AND (d.leased_until IS NULL OR d.leased_until < now())
-        AND e.status = 'enabled'
+        AND e.status = 'enabled' AND d.endpoint_id <> ALL(CAST(:busy AS text[]))
+      ORDER BY d.next_attempt_at, d.id
+      LIMIT 5000
+    ), ranked AS (
+      SELECT id, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS n
+      FROM candidates
+    ), due AS (
+      SELECT d.id FROM webhook.deliveries d
+      WHERE d.id IN (SELECT id FROM ranked WHERE n <= :per_endpoint)
+        AND d.status = 'pending' AND (d.leased_until IS NULL OR d.leased_until < now())
       ORDER BY d.next_attempt_at, d.id
       LIMIT :limit
       FOR UPDATE OF d SKIP LOCKED
@@ -141,9 +156,6 @@ _CLAIM = text(
     """
 )
 
-# Writes a batch of outcomes: each delivery's next step (only while this replica still holds
-# its lease), every attempt made, and the endpoints' failure tracking; endpoints that answered
-# 410, or failed everything for too long, are disabled and their merchants told.
 _RECORD = text(
     """
     WITH o AS (
@@ -196,6 +208,10 @@ _RECORD = text(
     """
 )
 
+_NEXT_DUE = text(
+    "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM webhook.deliveries"
+    " WHERE status = 'pending' AND next_attempt_at > now()"
+)
 _PENDING = text("SELECT count(*) FROM webhook.deliveries WHERE status = 'pending'")
 
 
@@ -281,9 +297,11 @@ class Deliverer:
         self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
         self._outcomes: list[Outcome] = []
         self._outcome_ready = asyncio.Event()
-        # Long enough for the send and the write of its outcome; a replica that died holding
-        # it is replaced this long after it took the delivery.
-        self._lease_seconds = policy.timeout_seconds + 5
+        # A replica that died holding a delivery is replaced this long after it took it. A
+        # send starts only while its whole timeout fits in what is left of the lease, so a
+        # delivery is never sent by two at once (one that waited too long behind its endpoint's
+        # others goes back, unsent, to be claimed again).
+        self._lease_seconds = 2 * policy.timeout_seconds + 5
 
     async def run(self) -> None:
         tasks = [
@@ -313,15 +331,27 @@ class Deliverer:
                     log.warning("webhook_claim_failed", error=type(error).__name__)
                     await asyncio.sleep(1.0)
                     continue
+            lease_ends = time.monotonic() + self._lease_seconds - 1.0  # 1 s for clock skew
             for row in claimed:
                 self._in_flight += 1
-                asyncio.create_task(self._deliver(row))
+                asyncio.create_task(self._deliver(row, lease_ends))
             if len(claimed) < room:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._policy.idle_seconds)
+                    await asyncio.wait_for(self._wake.wait(), await self._until_next_due())
             elif room <= 0:
                 await asyncio.sleep(0.01)
+
+    async def _until_next_due(self) -> float:
+        """Seconds until the next retry falls due (new deliveries wake the loop at once)."""
+        try:
+            async with self._engine.connect() as connection:
+                wait = (await connection.execute(_NEXT_DUE)).scalar_one()
+        except Exception:  # noqa: BLE001 - the claim that follows says what is wrong
+            return self._policy.idle_seconds
+        if wait is None:
+            return self._policy.idle_seconds
+        return min(self._policy.idle_seconds, max(0.02, float(wait)))
 
     async def _claim(self, limit: int):
         async with self._engine.begin() as connection:
@@ -330,6 +360,8 @@ class Deliverer:
                     _CLAIM,
                     {
                         "limit": min(limit, 500),
+                        "per_endpoint": self._policy.per_endpoint * 2,
+                        "busy": self._per_endpoint.full(),
                         "lease": self._lease_seconds,
                         "token": secrets.token_hex(8),
                     },
@@ -337,7 +369,7 @@ class Deliverer:
             ).all()
         return sorted(rows, key=lambda r: (r.next_attempt_at, r.sequence, r.id))
 
-    async def _deliver(self, row) -> None:
+    async def _deliver(self, row, lease_ends: float) -> None:
         try:
             # One object's events reach one endpoint one after the other, in the order they
             # fell due; other objects' go alongside, up to the endpoint's limit.
@@ -345,7 +377,10 @@ class Deliverer:
                 self._per_object.held((row.endpoint_id, row.object_id)),
                 self._per_endpoint.held(row.endpoint_id),
             ):
-                outcome = await self._send(row)
+                if time.monotonic() + self._policy.timeout_seconds > lease_ends:
+                    outcome = self._outcome(row, row.attempts + 1, "deferred", 0, None, 0, None)
+                else:
+                    outcome = await self._send(row)
         except Exception:  # noqa: BLE001 - the lease lapses and another round sends it
             log.exception("webhook_delivery_crashed", event_id=row.event_id)
             return

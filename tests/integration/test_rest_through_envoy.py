@@ -57,9 +57,11 @@ def rows(infra, merchant):
             ),
         )
         db.execute(
+            # A v1 endpoint's read never opens its (sealed) secret: any text stands in here.
             "INSERT INTO webhook.webhook_endpoints (id, merchant_id, livemode, url,"
-            " enabled_events, status) VALUES (%s, %s, false, 'https://shop.example/hook',"
-            " ARRAY['payment_intent.succeeded'], 'enabled')",
+            " enabled_events, status, signature_scheme, secret) VALUES (%s, %s, false,"
+            " 'https://shop.example/hook', ARRAY['payment_intent.succeeded'], 'enabled', 'v1',"
+            " 'sealed')",
             (ids["webhook_endpoint"], merchant.id),
         )
     return ids

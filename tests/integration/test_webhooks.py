@@ -42,7 +42,10 @@ WEBHOOK_ENV = {
     "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
     "WEBHOOK_RETRY_SCHEDULE": ",".join(str(s) for s in SCHEDULE),
     "WEBHOOK_DELIVERY_TIMEOUT_SECONDS": "1",
-    "WEBHOOK_BREAKER_FAIL_MAX": "1000",
+    # Each endpoint's circuit opens after as many failures in a row as the schedule has
+    # attempts, and tries again after longer than the schedule's gaps.
+    "WEBHOOK_BREAKER_FAIL_MAX": str(len(SCHEDULE)),
+    "WEBHOOK_BREAKER_RESET_SECONDS": "3",
 }
 
 
@@ -214,6 +217,25 @@ def test_a_failing_endpoint_is_retried_with_growing_gaps_then_dead_lettered(hook
     event = hooks.get(merchant, f"/v1/events/{ids.pop()}").body
     assert [a["attempt"] for a in event["attempts"]] == [1, 2, 3, 4]
     assert {a["status_code"] for a in event["attempts"]} == {500}
+
+
+def test_an_endpoint_that_keeps_failing_opens_its_circuit_and_spares_the_others(hooks):
+    merchant = hooks.merchant("breaker")
+    hooks.receiver.scripts["/breaker"] = Script(statuses=[500])
+    broken = hooks.endpoint(merchant, "/breaker", ["payment_intent.succeeded"])
+    hooks.endpoint(merchant, "/breaker-healthy", ["payment_intent.succeeded"])
+    deferred_before = hooks.metric('webhook_deliveries_total{result="deferred"}')
+    for _ in range(3):
+        pay(hooks.mesh, merchant)
+    hooks.deliveries("/breaker-healthy", 3)  # the healthy endpoint gets everything at once
+    wait_until(
+        lambda: hooks.metric(f'webhook_endpoint_circuit_state{{endpoint="{broken["id"]}"}}') == 2
+    )
+    # While open, due deliveries wait without being sent or spending an attempt.
+    wait_until(
+        lambda: hooks.metric('webhook_deliveries_total{result="deferred"}') > deferred_before
+    )
+    assert len(hooks.receiver.at("/breaker")) < 3 * len(SCHEDULE)
 
 
 def test_retry_after_on_429_is_honoured(hooks):
