@@ -100,9 +100,13 @@ class _Gates:
         self._size = size
         self._gates: dict[object, tuple[asyncio.Semaphore, int]] = {}
 
-    def full(self) -> list:
-        """The keys whose every place is taken (or awaited)."""
-        return [key for key, (_, users) in self._gates.items() if users >= self._size]
+    def users(self, key: object) -> int:
+        """How many hold or await the key's gate."""
+        return self._gates.get(key, (None, 0))[1]
+
+    def busy(self, limit: int) -> list:
+        """The keys held or awaited by `limit` users or more."""
+        return [key for key, (_, users) in self._gates.items() if users >= limit]
 
     @contextlib.asynccontextmanager
     async def held(self, key: object):
@@ -121,8 +125,8 @@ class _Gates:
 
 # Claims due deliveries of enabled endpoints, oldest due first, leasing them to this replica,
 # with what sending needs (the event, the endpoint's URL and secrets). At most `per_endpoint`
-# of one endpoint per claim, none of the endpoints this replica is already busy with: a slow
-# endpoint's backlog never takes the places of the others' deliveries.
+# of one endpoint per claim (twice its concurrency), none of the endpoints this replica holds
+# that many of already: a slow endpoint's backlog never takes the others' places.
 _CLAIM = text(
     """
     WITH candidates AS (
@@ -322,6 +326,9 @@ class Deliverer:
 
     async def _claim_forever(self) -> None:
         while True:
+            # Cleared before claiming: a send that ends or a delivery that arrives while the
+            # claim runs wakes the next wait at once.
+            self._wake.clear()
             room = self._policy.max_in_flight - self._in_flight
             claimed = []
             if room > 0:
@@ -336,9 +343,10 @@ class Deliverer:
                 self._in_flight += 1
                 asyncio.create_task(self._deliver(row, lease_ends))
             if len(claimed) < room:
-                self._wake.clear()
+                wait = await self._until_next_due() if not claimed else self._policy.idle_seconds
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), await self._until_next_due())
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                await asyncio.sleep(0.002)  # sends ending together share the next claim
             elif room <= 0:
                 await asyncio.sleep(0.01)
 
@@ -361,7 +369,7 @@ class Deliverer:
                     {
                         "limit": min(limit, 500),
                         "per_endpoint": self._policy.per_endpoint * 2,
-                        "busy": self._per_endpoint.full(),
+                        "busy": self._per_endpoint.busy(2 * self._policy.per_endpoint),
                         "lease": self._lease_seconds,
                         "token": secrets.token_hex(8),
                     },
@@ -386,7 +394,8 @@ class Deliverer:
             return
         finally:
             self._in_flight -= 1
-            self._wake.set()
+            if self._per_endpoint.users(row.endpoint_id) <= self._policy.per_endpoint:
+                self._wake.set()  # this endpoint's queue is half empty: claim its next ones
         DELIVERIES.labels(outcome.kind).inc()
         if outcome.kind in ("dead", "gone"):
             DEAD_LETTERS.inc()
