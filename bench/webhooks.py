@@ -3,9 +3,9 @@ process of its own).
 
     .venv/bin/python bench/webhooks.py --events 10000 --payments-per-second 100 --seconds 20
 
-1. Throughput: `--events` domain events published to RabbitMQ as the outbox relay does (one
-   merchant, one endpoint subscribed to them); deliveries/s from the first publish to the
-   last delivery, and per event the time from publish to delivery (p50/p95/p99).
+1. Throughput: `--events` deliveries of domain events published to RabbitMQ as the outbox
+   relay does, to one endpoint, then fanned out to 10 (`--endpoints`); deliveries/s from the
+   first publish to the last delivery, and the time from publish to delivery (p50/p95/p99).
 2. Lag: payments through Envoy at `--payments-per-second` for `--seconds`; for each
    `payment_intent.succeeded`, the time from the payment's answer to its delivery.
 
@@ -49,7 +49,7 @@ def serve_receiver(port: int) -> None:
         return web.json_response(arrivals)
 
     app = web.Application()
-    app.add_routes([web.post("/hook", delivery), web.get("/stats", stats)])
+    app.add_routes([web.post("/hook/{endpoint}", delivery), web.get("/stats", stats)])
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
@@ -83,7 +83,11 @@ def quantiles_ms(values: list[float]) -> tuple[float, float, float]:
     return q[49], q[94], q[98]
 
 
-def throughput(bench, port: int, events: int, timeout: float, reference: float) -> None:
+def throughput(
+    bench, port: int, deliveries: int, endpoints: int, timeout: float, reference: float
+) -> None:
+    """`deliveries` in all: each event goes to every one of the `endpoints`."""
+    events = deliveries // endpoints
     before = len(arrivals(port))
     created = datetime.now(UTC).isoformat()
     connection = pika.BlockingConnection(pika.URLParameters(bench.infra.amqp_url))
@@ -112,12 +116,13 @@ def throughput(bench, port: int, events: int, timeout: float, reference: float) 
     finally:
         connection.close()
     started = min(published.values())
-    got = wait_for(port, before + events, timeout)[before:]
+    got = wait_for(port, before + events * endpoints, timeout)[before:]
     elapsed = max(at for at, _, _ in got) - started
     p50, p95, p99 = quantiles_ms([at - published[obj] for at, obj, _ in got])
-    rate = events / elapsed
+    rate = len(got) / elapsed
     print(
-        f"webhooks  {rate:8.1f} deliveries/s  ({events} in {elapsed:.1f} s, ratio to echo"
+        f"webhooks  {endpoints:>2} endpoint(s)  {rate:8.1f} deliveries/s  ({len(got)} in"
+        f" {elapsed:.1f} s, ratio to echo"
         f" {rate / reference:.3f})  publish→delivered p50 {p50:.0f} ms  p95 {p95:.0f} ms"
         f"  p99 {p99:.0f} ms",
         flush=True,
@@ -172,6 +177,12 @@ def main() -> None:
     parser.add_argument("--payments-per-second", type=float, default=100)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument(
+        "--endpoints",
+        default="1,10",
+        type=lambda text: sorted(int(n) for n in text.split(",")),
+        help="the throughput runs: events fanned out to this many endpoints",
+    )
     args = parser.parse_args()
     reference = machine_reference()
     port = free_port()
@@ -179,12 +190,12 @@ def main() -> None:
     try:
         with running_mesh(extra_env=ENV) as bench:
             key = bench.secret_key
-            url = f"http://127.0.0.1:{port}/hook"
-            events = ["refund.created", "payment_intent.succeeded"]
-            call(
-                bench.mesh.url("/v1/webhook_endpoints"), {"url": url, "enabled_events": events}, key
-            )
-            throughput(bench, port, args.events, args.timeout, reference)
+            for n in range(max(args.endpoints)):
+                events = ["refund.created"] + (["payment_intent.succeeded"] if n == 0 else [])
+                body = {"url": f"http://127.0.0.1:{port}/hook/{n}", "enabled_events": events}
+                call(bench.mesh.url("/v1/webhook_endpoints"), body, key)
+                if n + 1 in args.endpoints:  # the first n + 1 endpoints receive each event
+                    throughput(bench, port, args.events, n + 1, args.timeout, reference)
             lag(bench, port, args.payments_per_second, args.seconds, reference)
     finally:
         receiver.terminate()

@@ -136,7 +136,7 @@ _CLAIM = text(
         AND (d.leased_until IS NULL OR d.leased_until < now())
         AND e.status = 'enabled' AND d.endpoint_id <> ALL(CAST(:busy AS text[]))
       ORDER BY d.next_attempt_at, d.id
-      LIMIT 5000
+      LIMIT 4 * :limit
     ), ranked AS (
       SELECT id, row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS n
       FROM candidates
@@ -265,7 +265,12 @@ class Sender:
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:
-                await response.content.read(4096)
+                # A small answer is read to its end, so the connection is reused; a large or
+                # unsized one is not read at all (the connection is closed instead).
+                if response.content_length is not None and response.content_length <= 65536:
+                    await response.read()
+                else:
+                    response.close()
                 return response.status, _retry_after(response.headers.get("retry-after")), None
         except DestinationRefused as refused:
             return None, None, f"destination_refused: {refused}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
@@ -140,7 +140,7 @@ class EventIntake:
                     future.set_result(None)
 
     async def _write(self, batch: Sequence[ReceivedEvent]) -> int:
-        unique = list({event.id: asdict(event) for event in batch}.values())
+        unique = list({event.id: vars(event) for event in batch}.values())
         async with self._engine.begin() as connection:
             counts = (await connection.execute(_INTAKE, {"batch": json.dumps(unique)})).one()
             if counts.deliveries:
