@@ -67,15 +67,14 @@ def write_subscriptions(bench, clock: str, payment_method: str, count: int) -> N
         )
 
 
-def charged(bench, clock: str) -> tuple[int, list[float]]:
+def charged(db: psycopg.Connection, clock: str) -> tuple[int, list[float]]:
     """How many renewals on `clock` are charged, and each one's outcome time (epoch s)."""
-    with psycopg.connect(bench.infra.database_url) as db:
-        rows = db.execute(
-            "SELECT extract(epoch FROM a.at) FROM rebill.rebill_attempts a"
-            " JOIN rebill.rebill_jobs j ON j.id = a.job_id"
-            " WHERE j.test_clock = %s AND a.outcome = 'succeeded'",
-            (clock,),
-        ).fetchall()
+    rows = db.execute(
+        "SELECT extract(epoch FROM a.at) FROM rebill.rebill_attempts a"
+        " JOIN rebill.rebill_jobs j ON j.id = a.job_id"
+        " WHERE j.test_clock = %s AND a.outcome = 'succeeded'",
+        (clock,),
+    ).fetchall()
     return len(rows), [float(r[0]) for r in rows]
 
 
@@ -104,11 +103,14 @@ def run_once(bench, workers: int, latency_ms: int, count: int, timeout: float) -
         )
         deadline = time.monotonic() + timeout
         done, times = 0, []
-        while done < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{done}/{count} renewals charged in {timeout:.0f} s")
-            time.sleep(0.5)
-            done, times = charged(bench, clock)
+        # One connection for the whole wait: the machine's PostgreSQL is shared, and a new
+        # connection per poll fails whenever other test runs hold its connection slots.
+        with psycopg.connect(bench.infra.database_url, autocommit=True) as db:
+            while done < count:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{done}/{count} renewals charged in {timeout:.0f} s")
+                time.sleep(0.5)
+                done, times = charged(db, clock)
     finally:
         post(sandbox, {"latency_ms": 0})
         for name in extra:

@@ -13,8 +13,10 @@ lost its lease changes nothing."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -22,6 +24,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.platform.db import autocommit
+from paymesh.platform.outbox import event_values
 from rebill_svc import records
 from rebill_svc.domain.dunning import FinalStatus, Outcome, RetryPolicy
 from rebill_svc.domain.periods import Interval
@@ -96,6 +99,130 @@ _STALE = text(
     RETURNING j.*
     """
 )
+
+
+def _iso(column: str) -> str:
+    """SQL for `column` (timestamptz) as Python's datetime.isoformat() writes it in the
+    session's time zone: the events' payloads read the same whichever side writes them."""
+    return (
+        f"to_char({column}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+        f" || CASE WHEN to_char({column}, 'US') = '000000' THEN ''"
+        f" ELSE '.' || to_char({column}, 'US') END"
+        f" || to_char({column}, 'TZH:TZM')"
+    )
+
+
+# A worker's outcome, all of it in one statement (autocommit: its own transaction, one round
+# trip): the job's update fenced by the lease (nothing else happens when it matches no row),
+# the attempt (an unknown outcome may be replaced once, by the known one), the subscription's
+# change, the events (rebill.succeeded/failed; the subscription's, carrying the row as
+# updated), the audit rows (last: the chain trigger takes the merchant's lock, which the
+# commit releases right after, without another round trip), and the scheduler's wake-up.
+# Data-modifying WITH clauses all run to completion, in the one snapshot, each seeing the
+# others' rows through RETURNING only.
+_SETTLE = text(
+    f"""
+    WITH settled AS (
+      UPDATE rebill.rebill_jobs SET
+        status = CAST(:status AS varchar), updated_at = now(), lease_owner = NULL,
+        lease_expires_at = CASE WHEN CAST(:status AS varchar) = 'running'
+          THEN now() + make_interval(secs => CAST(:recheck AS double precision)) END,
+        attempt = coalesce(CAST(:next_attempt AS integer), attempt),
+        due_at = CASE WHEN CAST(:next_attempt AS integer) IS NULL THEN due_at
+          ELSE CAST(:next_attempt_at AS timestamptz) END
+      WHERE id = CAST(:job_id AS varchar) AND lease_owner = CAST(:owner AS varchar)
+        AND status = 'running'
+      RETURNING id, merchant_id, subscription_id
+    ), attempt AS (
+      INSERT INTO rebill.rebill_attempts AS a
+        (job_id, attempt, subscription_id, idempotency_key, outcome, decline_code, payment_intent)
+      SELECT settled.id, CAST(:attempt AS integer), CAST(:subscription_id AS varchar),
+             CAST(:key AS varchar), CAST(:outcome AS varchar), CAST(:decline_code AS varchar),
+             CAST(:payment_intent AS varchar)
+      FROM settled WHERE CAST(:outcome AS varchar) IS NOT NULL
+      ON CONFLICT (job_id, attempt) DO UPDATE SET outcome = EXCLUDED.outcome,
+        decline_code = EXCLUDED.decline_code, payment_intent = EXCLUDED.payment_intent,
+        at = now()
+      WHERE a.outcome = 'unknown'
+    ), sub AS (
+      UPDATE rebill.subscriptions s SET updated_at = now(),
+        next_attempt_at = CAST(:next_attempt_at AS timestamptz),
+        status = coalesce(CAST(:subscription_status AS varchar), s.status),
+        canceled_at = CASE WHEN CAST(:subscription_status AS varchar) = 'canceled' THEN now()
+          ELSE s.canceled_at END
+      FROM settled WHERE s.id = settled.subscription_id
+        AND CAST(:update_subscription AS boolean)
+      RETURNING s.*
+    ), events AS (
+      INSERT INTO rebill.outbox
+        (event_id, event_type, aggregate_type, aggregate_id, payload, headers)
+      SELECT event_id, event_type, aggregate_type, aggregate_id, payload, headers FROM (
+        SELECT 1 AS n, CAST(:job_event_id AS varchar) AS event_id,
+               CAST(:job_event_type AS varchar) AS event_type,
+               CAST('rebill_job' AS varchar) AS aggregate_type, settled.id AS aggregate_id,
+               CAST(:job_event_payload AS jsonb) AS payload,
+               CAST(:job_event_headers AS jsonb) AS headers
+        FROM settled WHERE CAST(:job_event_type AS varchar) IS NOT NULL
+        UNION ALL
+        SELECT 2, CAST(:sub_event_id AS varchar), CAST(:sub_event_type AS varchar),
+               'subscription', sub.id,
+               jsonb_build_object(
+                 'status', sub.status, 'amount', sub.amount, 'currency', sub.currency,
+                 'current_period_start', {_iso("sub.current_period_start")},
+                 'current_period_end', {_iso("sub.current_period_end")},
+                 'merchant_id', sub.merchant_id, 'livemode', sub.livemode),
+               CAST(:sub_event_headers AS jsonb)
+        FROM sub WHERE CAST(:sub_event_type AS varchar) IS NOT NULL
+      ) e ORDER BY n
+    ), audit AS (
+      INSERT INTO rebill.rebill_audit (merchant_id, actor, action, object_id, result, details)
+      SELECT merchant_id, actor, action, object_id, result, details FROM (
+        SELECT 1 AS n, settled.merchant_id, CAST(:actor AS varchar) AS actor,
+               CAST('rebill.attempt' AS varchar) AS action, settled.id AS object_id,
+               CAST(:attempt_result AS varchar) AS result,
+               CAST(:attempt_details AS jsonb) AS details
+        FROM settled
+        UNION ALL
+        SELECT 2, sub.merchant_id, CAST(:actor AS varchar), 'subscription.status', sub.id,
+               sub.status, jsonb_build_object('job_id', CAST(:job_id AS varchar))
+        FROM sub WHERE CAST(:subscription_status AS varchar) IS NOT NULL
+      ) r ORDER BY n
+    ), wake AS (
+      SELECT pg_notify(CAST(:wake_channel AS text), '') FROM settled
+      WHERE CAST(:wake AS boolean)
+    )
+    SELECT settled.id, (SELECT count(*) FROM wake) AS woken FROM settled
+    """
+)
+
+
+# What a run of a leased job needs besides the job: its subscription (every column), the
+# outcome its current attempt had before (unknown: this is a re-run), the merchant's policy.
+_RUN_CONTEXT = text(
+    """
+    SELECT s.*,
+      (SELECT a.outcome FROM rebill.rebill_attempts a
+       WHERE a.job_id = CAST(:job_id AS varchar) AND a.attempt = CAST(:attempt AS integer))
+        AS earlier_outcome,
+      p.retry_after_days AS policy_retry_after_days, p.final_status AS policy_final_status
+    FROM rebill.subscriptions s
+    LEFT JOIN rebill.retry_policies p ON p.merchant_id = CAST(:merchant_id AS varchar)
+    WHERE s.id = CAST(:subscription_id AS varchar)
+    """
+)
+
+
+class _JobAfter:
+    """A job row as a settle leaves it (for its event's payload)."""
+
+    def __init__(self, job: Row, **changed: Any):
+        self._job = job
+        self._changed = changed
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._changed:
+            return self._changed[name]
+        return getattr(self._job, name)
 
 
 @dataclass(frozen=True)
@@ -270,9 +397,10 @@ class JobStore:
 
     async def claim(self, job_id: str, owner: str, lease_seconds: float) -> Claimed | None:
         """Takes the job's lease if it is waiting for a worker (or its lease expired); None
-        when it is settled or another worker holds it."""
+        when it is settled or another worker holds it. Two statements in autocommit (no
+        BEGIN/COMMIT round trips): the lease, then what the run needs to know."""
         jobs = rebill_jobs.c
-        async with self._engine.begin() as connection:
+        async with self._reads.connect() as connection:
             job = (
                 await connection.execute(
                     update(rebill_jobs)
@@ -294,7 +422,23 @@ class JobStore:
             ).first()
             if job is None:
                 return None
-            return await self.claimed(connection, job)
+            found = (
+                await connection.execute(
+                    _RUN_CONTEXT,
+                    {
+                        "job_id": job.id,
+                        "attempt": job.attempt,
+                        "subscription_id": job.subscription_id,
+                        "merchant_id": job.merchant_id,
+                    },
+                )
+            ).one()
+        return Claimed(
+            job,
+            found,
+            _policy(found.policy_retry_after_days, found.policy_final_status),
+            retrying_unknown=found.earlier_outcome == Outcome.UNKNOWN,
+        )
 
     async def claimed(self, connection, job: Row) -> Claimed:
         """What a run of `job`, leased in `connection`'s transaction, needs to know (also for
@@ -340,100 +484,89 @@ class JobStore:
         actor: str = "worker",
     ) -> bool:
         """Records the attempt's outcome (None: the attempt did not run, the subscription
-        ended first) and what follows from it; False if the lease was lost meanwhile."""
-        job = claimed.job
-        jobs = rebill_jobs.c
-        values: dict = {"status": after.job_status, "updated_at": func.now(), "lease_owner": None}
-        if after.job_status == "running":  # outcome unknown: look again once the lease lapses
-            values["lease_expires_at"] = func.now() + timedelta(seconds=recheck_after)
-        else:
-            values["lease_expires_at"] = None
-        if after.next_attempt is not None:
-            values.update(attempt=after.next_attempt, due_at=after.next_attempt_at)
-        async with self._engine.begin() as connection:
-            settled = (
-                await connection.execute(
-                    update(rebill_jobs)
-                    .where(jobs.id == job.id, jobs.lease_owner == owner, jobs.status == "running")
-                    .values(**values)
-                    .returning(rebill_jobs)
-                )
-            ).first()
-            if settled is None:
-                return False
-            if outcome is not None:
-                await connection.execute(
-                    insert(rebill_attempts)
-                    .values(
-                        job_id=job.id,
-                        attempt=job.attempt,
-                        subscription_id=job.subscription_id,
-                        idempotency_key=idempotency_key,
-                        outcome=outcome.value,
-                        decline_code=decline_code,
-                        payment_intent=payment_intent,
-                    )
-                    .on_conflict_do_update(
-                        index_elements=[rebill_attempts.c.job_id, rebill_attempts.c.attempt],
-                        set_={
-                            "outcome": outcome.value,
-                            "decline_code": decline_code,
-                            "payment_intent": payment_intent,
-                            "at": func.now(),
-                        },
-                        where=rebill_attempts.c.outcome == Outcome.UNKNOWN.value,
-                    )
-                )
-            if after.job_status in ("succeeded", "failed"):
-                kind = "rebill.succeeded" if after.job_status == "succeeded" else "rebill.failed"
-                await records.event(connection, kind, "rebill_job", settled)
-                await records.wake_scheduler(connection)  # the next period may be due
-            subscription = None
-            if after.subscription_status is not None or after.job_status != "running":
-                subscription = await self._update_subscription(connection, job, after)
-            # The audit rows last: their insert takes the merchant's chain lock until commit,
-            # and every worker settling that merchant's jobs waits for it.
-            await records.audit(
-                connection,
-                merchant_id=job.merchant_id,
-                actor=actor,
-                action="rebill.attempt",
-                object_id=job.id,
-                result=after.job_status,
-                attempt=job.attempt,
-                outcome=outcome.value if outcome else "skipped",
-                decline_code=decline_code,
-                payment_intent=payment_intent,
-            )
-            if subscription is not None and after.subscription_status is not None:
-                await records.audit(
-                    connection,
-                    merchant_id=subscription.merchant_id,
-                    actor=actor,
-                    action="subscription.status",
-                    object_id=subscription.id,
-                    result=subscription.status,
-                    job_id=job.id,
-                )
-        return True
+        ended first) and what follows from it; False if the lease was lost meanwhile.
 
-    async def _update_subscription(self, connection, job: Row, after: AfterAttempt) -> Row:
-        values: dict = {"updated_at": func.now(), "next_attempt_at": after.next_attempt_at}
-        if after.subscription_status is not None:
-            values["status"] = after.subscription_status.value
-            if after.subscription_status == Status.CANCELED:
-                values["canceled_at"] = func.now()
-        row = (
-            await connection.execute(
-                update(subscriptions)
-                .where(subscriptions.c.id == job.subscription_id)
-                .values(**values)
-                .returning(subscriptions)
+        One statement in autocommit (see _SETTLE): the job's fenced update, the attempt, the
+        subscription's change, the events, the audit rows and the scheduler's wake-up commit
+        together or not at all, in one round trip. The audit insert takes the merchant's chain
+        lock until the commit, so the lock is now held for the server's work only, never
+        across a round trip to a busy client: every settle of one merchant waits for it."""
+        job = claimed.job
+        final = after.job_status in ("succeeded", "failed")
+        update_subscription = after.subscription_status is not None or after.job_status != "running"
+        attempt_after = after.next_attempt if after.next_attempt is not None else job.attempt
+        job_event = (
+            event_values(
+                event_type="rebill.succeeded"
+                if after.job_status == "succeeded"
+                else "rebill.failed",
+                aggregate_type="rebill_job",
+                aggregate_id=job.id,
+                # The job as it is once settled: only its status and attempt change here.
+                payload=records.object_payload(
+                    "rebill_job",
+                    _JobAfter(job, status=after.job_status, attempt=attempt_after),
+                ),
             )
-        ).one()
-        if after.event:
-            await records.event(connection, after.event, "subscription", row)
-        return row
+            if final
+            else None
+        )
+        subscription_event = (
+            event_values(
+                event_type=after.event,
+                aggregate_type="subscription",
+                aggregate_id=job.subscription_id,
+                payload={},
+            )
+            if after.event and update_subscription
+            else None
+        )
+        attempt_audit = records.audit_values(
+            merchant_id=job.merchant_id,
+            actor=actor,
+            action="rebill.attempt",
+            object_id=job.id,
+            result=after.job_status,
+            attempt=job.attempt,
+            outcome=outcome.value if outcome else "skipped",
+            decline_code=decline_code,
+            payment_intent=payment_intent,
+        )
+        params = {
+            "job_id": job.id,
+            "owner": owner,
+            "status": after.job_status,
+            "recheck": float(recheck_after),
+            "next_attempt": after.next_attempt,
+            "next_attempt_at": after.next_attempt_at,
+            "attempt": job.attempt,
+            "subscription_id": job.subscription_id,
+            "key": idempotency_key,
+            "outcome": outcome.value if outcome is not None else None,
+            "decline_code": decline_code,
+            "payment_intent": payment_intent,
+            "update_subscription": update_subscription,
+            "subscription_status": (
+                after.subscription_status.value if after.subscription_status else None
+            ),
+            "job_event_id": job_event["event_id"] if job_event else None,
+            "job_event_type": job_event["event_type"] if job_event else None,
+            "job_event_payload": json.dumps(job_event["payload"]) if job_event else None,
+            "job_event_headers": json.dumps(job_event["headers"]) if job_event else None,
+            "sub_event_id": subscription_event["event_id"] if subscription_event else None,
+            "sub_event_type": subscription_event["event_type"] if subscription_event else None,
+            "sub_event_headers": (
+                json.dumps(subscription_event["headers"]) if subscription_event else None
+            ),
+            "actor": actor,
+            "attempt_result": after.job_status,
+            "attempt_details": json.dumps(attempt_audit["details"]),
+            "wake": final,
+            "wake_channel": records.WAKE_CHANNEL,
+        }
+        async with self._reads.connect() as connection:
+            kept = (await connection.execute(_SETTLE, params)).first()
+        return kept is not None
 
 
 async def policy_of(connection, merchant_id: str) -> RetryPolicy:
@@ -444,7 +577,14 @@ async def policy_of(connection, merchant_id: str) -> RetryPolicy:
     ).first()
     if row is None:
         return RetryPolicy()
+    return _policy(row.retry_after_days, row.final_status)
+
+
+def _policy(retry_after_days, final_status) -> RetryPolicy:
+    """The merchant's policy from its row's values (None: no row, the default)."""
+    if final_status is None:
+        return RetryPolicy()
     return RetryPolicy(
-        retry_after=tuple(timedelta(days=d) for d in row.retry_after_days),
-        final_status=FinalStatus(row.final_status),
+        retry_after=tuple(timedelta(days=d) for d in retry_after_days),
+        final_status=FinalStatus(final_status),
     )
