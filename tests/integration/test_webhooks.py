@@ -28,7 +28,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from paymesh.webhook.v1 import event_stream_pb2, event_stream_pb2_grpc
-from tests.conftest import TestMerchant, create_merchant
+from tests import conftest
+from tests.conftest import create_merchant
 from tests.integration.test_payments import pay, post
 from tests.integration.test_rebill_faults import FaultMesh, fault_mesh
 from tests.support.http import call
@@ -58,16 +59,16 @@ class Hooks:
     def mesh(self):
         return self.faults.mesh
 
-    def merchant(self, name: str) -> TestMerchant:
+    def merchant(self, name: str) -> conftest.TestMerchant:
         return create_merchant(self.faults.infra, name)
 
-    def endpoint(self, merchant: TestMerchant, path: str, events=("*",), **fields) -> dict:
+    def endpoint(self, merchant: conftest.TestMerchant, path: str, events=("*",), **fields) -> dict:
         body = {"url": self.receiver.url(path), "enabled_events": list(events), **fields}
         created = post(self.mesh, merchant, "/v1/webhook_endpoints", body)
         assert created.status == 200, created.body
         return created.body
 
-    def get(self, merchant: TestMerchant, path: str):
+    def get(self, merchant: conftest.TestMerchant, path: str):
         return call(self.mesh.url(path), "GET", merchant.auth())
 
     def deliveries(self, path: str, count: int, timeout: float = 20) -> list:
