@@ -168,9 +168,7 @@ class EventStore:
     async def get(self, merchant: Merchant, event_id: str) -> tuple[Row, Sequence[Row]]:
         """The event and its delivery attempts, oldest first."""
         async with self._reads.connect() as connection:
-            event = (await connection.execute(owned_by(events, event_id, merchant))).first()
-            if event is None:
-                raise NotFound("no such event", reason="resource_missing")
+            event = await _owned_event(connection, merchant, event_id)
             attempts = (
                 await connection.execute(
                     select(delivery_attempts)
@@ -183,8 +181,8 @@ class EventStore:
     async def redeliver(self, merchant: Merchant, event_id: str) -> int:
         """Sends the event again, now, to every enabled endpoint that subscribes to it; a new
         round of attempts, the same `webhook-id`."""
-        await self.get(merchant, event_id)
         async with self._engine.begin() as connection:
+            await _owned_event(connection, merchant, event_id)
             scheduled = await _schedule(
                 connection, "ev.id = :event_id", {"event_id": event_id}, merchant
             )
@@ -213,6 +211,14 @@ class EventStore:
                 merchant,
                 skip_received=True,
             )
+
+
+async def _owned_event(connection: AsyncConnection, merchant: Merchant, event_id: str) -> Row:
+    """The merchant's event; another's is as good as missing."""
+    event = (await connection.execute(owned_by(events, event_id, merchant))).first()
+    if event is None:
+        raise NotFound("no such event", reason="resource_missing")
+    return event
 
 
 async def _schedule(
