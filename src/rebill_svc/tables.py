@@ -7,30 +7,21 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     ForeignKey,
     Integer,
     MetaData,
     String,
     Table,
     Text,
-    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
 from paymesh.platform.audit_chain import chained_audit_table
+from paymesh.platform.columns import moment, set_now
 from paymesh.platform.outbox import outbox_table
 
 SCHEMA = "rebill"
 metadata = MetaData(schema=SCHEMA)
-
-
-def _at(name: str, nullable: bool = True) -> Column:
-    return Column(name, DateTime(timezone=True), nullable=nullable)
-
-
-def _now(name: str) -> Column:
-    return Column(name, DateTime(timezone=True), nullable=False, server_default=func.now())
 
 
 test_clocks = Table(
@@ -39,8 +30,8 @@ test_clocks = Table(
     Column("id", String(40), primary_key=True),
     Column("merchant_id", String(40), nullable=False),
     Column("livemode", Boolean, nullable=False),
-    _at("frozen_time", nullable=False),
-    _now("created_at"),
+    moment("frozen_time", nullable=False),
+    set_now("created_at"),
 )
 
 subscriptions = Table(
@@ -54,20 +45,20 @@ subscriptions = Table(
     Column("currency", String(3), nullable=False),
     Column("interval", String(10), nullable=False),
     Column("interval_count", Integer, nullable=False),
-    _at("billing_cycle_anchor", nullable=False),
-    _at("trial_end"),
+    moment("billing_cycle_anchor", nullable=False),
+    moment("trial_end"),
     Column("test_clock", String(40), ForeignKey("test_clocks.id")),
     Column("metadata", JSONB, nullable=False),
     Column("status", String(16), nullable=False),
     Column("period_number", Integer, nullable=False),
-    _at("current_period_start", nullable=False),
-    _at("current_period_end", nullable=False),
+    moment("current_period_start", nullable=False),
+    moment("current_period_end", nullable=False),
     Column("cancel_at_period_end", Boolean, nullable=False, server_default="false"),
-    _at("canceled_at"),
-    _at("next_attempt_at"),
+    moment("canceled_at"),
+    moment("next_attempt_at"),
     Column("idempotency_key", String(255)),
-    _now("created_at"),
-    _now("updated_at"),
+    set_now("created_at"),
+    set_now("updated_at"),
 )
 
 rebill_jobs = Table(
@@ -80,20 +71,20 @@ rebill_jobs = Table(
     Column("test_clock", String(40)),
     Column("queue", String(40), nullable=False),
     Column("period_number", Integer, nullable=False),
-    _at("period_start", nullable=False),
-    _at("period_end", nullable=False),
+    moment("period_start", nullable=False),
+    moment("period_end", nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempt", Integer, nullable=False, server_default="1"),
-    _at("due_at", nullable=False),
-    _at("queued_at"),
+    moment("due_at", nullable=False),
+    moment("queued_at"),
     Column("lease_owner", String(80)),
-    _at("lease_expires_at"),
-    _at("heartbeat_at"),
+    moment("lease_expires_at"),
+    moment("heartbeat_at"),
     Column("runs", Integer, nullable=False, server_default="0"),
-    _now("created_at"),
-    _now("updated_at"),
+    set_now("created_at"),
+    set_now("updated_at"),
 )
 
 rebill_attempts = Table(
@@ -106,7 +97,7 @@ rebill_attempts = Table(
     Column("outcome", String(20), nullable=False),
     Column("decline_code", String(60), nullable=False, server_default=""),
     Column("payment_intent", String(40), nullable=False, server_default=""),
-    _now("at"),
+    set_now("at"),
 )
 
 retry_policies = Table(
@@ -115,7 +106,7 @@ retry_policies = Table(
     Column("merchant_id", String(40), primary_key=True),
     Column("retry_after_days", ARRAY(Integer), nullable=False),
     Column("final_status", String(16), nullable=False),
-    _now("updated_at"),
+    set_now("updated_at"),
 )
 
 dead_letters = Table(
@@ -127,8 +118,8 @@ dead_letters = Table(
     Column("reason", String(40), nullable=False),
     Column("body", Text, nullable=False),
     Column("status", String(16), nullable=False, server_default="dead"),
-    _now("received_at"),
-    _at("resolved_at"),
+    set_now("received_at"),
+    moment("resolved_at"),
 )
 
 rebill_audit = chained_audit_table(metadata, "rebill_audit")

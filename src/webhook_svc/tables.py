@@ -6,7 +6,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     ForeignKey,
     Identity,
     Integer,
@@ -14,22 +13,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    func,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from paymesh.platform.columns import moment, set_now
 from paymesh.platform.outbox import outbox_table
 
 SCHEMA = "webhook"
 metadata = MetaData(schema=SCHEMA)
-
-
-def _at(name: str, nullable: bool = True) -> Column:
-    return Column(name, DateTime(timezone=True), nullable=nullable)
-
-
-def _now(name: str) -> Column:
-    return Column(name, DateTime(timezone=True), nullable=False, server_default=func.now())
 
 
 webhook_endpoints = Table(
@@ -41,16 +32,16 @@ webhook_endpoints = Table(
     Column("url", Text, nullable=False),
     Column("enabled_events", ARRAY(Text), nullable=False),
     Column("status", String(16), nullable=False),
-    _now("created_at"),
+    set_now("created_at"),
     Column("description", Text),
     Column("signature_scheme", String(8), nullable=False),
     Column("secret", Text, nullable=False),
     Column("previous_secret", Text),
-    _at("previous_secret_expires_at"),
+    moment("previous_secret_expires_at"),
     Column("disabled_reason", String(40)),
-    _at("failing_since"),
+    moment("failing_since"),
     Column("idempotency_key", String(255)),
-    _now("updated_at"),
+    set_now("updated_at"),
 )
 
 events = Table(
@@ -64,8 +55,8 @@ events = Table(
     Column("object_id", String(60), nullable=False),
     Column("sequence", BigInteger, nullable=False),
     Column("object", JSONB, nullable=False),
-    _at("created_at", nullable=False),
-    _now("received_at"),
+    moment("created_at", nullable=False),
+    set_now("received_at"),
     Column("txid", BigInteger, nullable=False),
     Column("position", BigInteger, Identity(), nullable=False),
 )
@@ -78,13 +69,13 @@ deliveries = Table(
     Column("endpoint_id", String(40), ForeignKey(webhook_endpoints.c.id), nullable=False),
     Column("status", String(16), nullable=False, server_default="pending"),
     Column("attempts", Integer, nullable=False, server_default="0"),
-    _now("next_attempt_at"),
-    _at("leased_until"),
+    set_now("next_attempt_at"),
+    moment("leased_until"),
     Column("lease_token", String(40)),
     Column("last_status_code", Integer),
     Column("last_error", Text),
-    _at("delivered_at"),
-    _now("created_at"),
+    moment("delivered_at"),
+    set_now("created_at"),
 )
 
 delivery_attempts = Table(
@@ -95,7 +86,7 @@ delivery_attempts = Table(
     Column("endpoint_id", String(40), nullable=False),
     Column("url", Text, nullable=False),
     Column("attempt", Integer, nullable=False),
-    _now("at"),
+    set_now("at"),
     Column("status_code", Integer),
     Column("duration_ms", Integer, nullable=False),
     Column("error", Text),
@@ -112,13 +103,13 @@ psp_inbox = Table(
     Column("psp", String(20), primary_key=True),
     Column("event_id", String(255), primary_key=True),
     Column("event_type", String(100), nullable=False),
-    _at("psp_created_at", nullable=False),
-    _now("received_at"),
-    _now("last_received_at"),
+    moment("psp_created_at", nullable=False),
+    set_now("received_at"),
+    set_now("last_received_at"),
     Column("deliveries", Integer, nullable=False, server_default="1"),
     Column("status", String(20), nullable=False),
     Column("reason", String(60)),
     Column("payment_intent", String(40)),
     Column("payload", JSONB, nullable=False),
-    _at("processed_at"),
+    moment("processed_at"),
 )
