@@ -4,6 +4,7 @@ integration tests use `Mesh` with their own database, vhost and free ports."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import json
@@ -100,7 +101,7 @@ class Ports:
     @classmethod
     def free(cls, gateway_processes: int = 1) -> Ports:
         """Unused ports, so a test run never collides with `make run` or another run."""
-        taken = [free_port() for _ in range(5 + 2 * len(ALL) + 2 * (gateway_processes - 1))]
+        taken = free_ports(5 + 2 * len(ALL) + 2 * (gateway_processes - 1))
         ports = cls(
             envoy=taken[0],
             envoy_admin=taken[1],
@@ -144,9 +145,18 @@ def service_of(process_name: str) -> str:
 
 def free_port() -> int:
     """A port nothing listens on right now (the kernel's pick)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports nothing listens on right now. Every socket stays bound until all
+    are picked: closed one by one, the kernel may hand the same port out twice, and two
+    services of one mesh would then race for it."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def render_envoy_config(

@@ -56,7 +56,7 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
 from paymesh.devinfra import Infra, create_infra, drop_infra
-from paymesh.devmesh import Mesh, Ports, free_port
+from paymesh.devmesh import Mesh, Ports, free_ports
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from paymesh.rebill.v1 import rebill_admin_pb2, rebill_admin_pb2_grpc
 from tests.conftest import base_env, create_merchant, paymesh, started_mesh
@@ -90,7 +90,7 @@ class PrivateRabbit:
     def __init__(self, workdir: Path, bin_dir: Path):
         self.bin_dir = bin_dir
         self.node = f"paymesh-test-{secrets.token_hex(4)}@localhost"
-        self.port = free_port()
+        self.port, dist_port = free_ports(2)
         self.workdir = workdir
         for name in ("home", "mnesia", "log"):
             (workdir / name).mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ class PrivateRabbit:
             "RABBITMQ_NODENAME": self.node,
             "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
             "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_DIST_PORT": str(dist_port),
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
             "RABBITMQ_MNESIA_BASE": str(workdir / "mnesia"),
             "RABBITMQ_LOG_BASE": str(workdir / "log"),

@@ -27,7 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from paymesh.devinfra import Infra, create_infra, drop_infra
-from paymesh.devmesh import Mesh, Ports, free_port
+from paymesh.devmesh import Mesh, Ports, free_port, free_ports
 from paymesh.platform.db import create_engine
 from rebill_svc.jobs import JobStore
 from tests import conftest
@@ -304,7 +304,7 @@ def test_a_standby_takes_over_from_a_killed_scheduler_leader_and_schedules_nothi
     with fault_mesh(tmp_path, REBILL_SCHEDULER_BATCH_SIZE="20") as faults:
         mesh = faults.mesh
         sandbox(mesh, "/_knobs", {"latency_ms": 20})
-        standby_grpc, standby_http = free_port(), free_port()
+        standby_grpc, standby_http = free_ports(2)
         standby_env = {"REBILL_GRPC_PORT": str(standby_grpc), "REBILL_HTTP_PORT": str(standby_http)}
         faults.spawn("rebill_standby", REBILL, standby_http, **standby_env)
         schedulers = {"rebill": mesh.ports.http["rebill"], "rebill_standby": standby_http}
