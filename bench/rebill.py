@@ -7,7 +7,8 @@ For each (workers, PSP latency) pair: `--subscriptions` monthly subscriptions ar
 straight into the database on a fresh test clock (their first period paid), the clock is
 advanced past their renewal, and the run ends when every renewal is charged. Prints
 renewals/s (from the advance to the last charge) and, per renewal, the time from "due" (the
-advance) to "charged" (its outcome committed): p50/p95/p99."""
+advance) to "charged" (its outcome committed): p50/p95/p99, and when the scheduler had
+created the last job (scheduler-bound when that is close to the run's end)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,17 @@ def charged(db: psycopg.Connection, clock: str) -> tuple[int, list[float]]:
     return len(rows), [float(r[0]) for r in rows]
 
 
+def last_scheduled(db: psycopg.Connection, clock: str) -> float:
+    """When the scheduler created the last job on `clock` (epoch s)."""
+    return float(
+        db.execute(
+            "SELECT extract(epoch FROM max(created_at)) FROM rebill.rebill_jobs"
+            " WHERE test_clock = %s",
+            (clock,),
+        ).fetchone()[0]
+    )
+
+
 def run_once(bench, workers: int, latency_ms: int, count: int, timeout: float) -> dict:
     mesh = bench.mesh
     extra = [f"rebill_worker-{n}" for n in range(2, workers + 1)]
@@ -111,6 +123,7 @@ def run_once(bench, workers: int, latency_ms: int, count: int, timeout: float) -
                     raise TimeoutError(f"{done}/{count} renewals charged in {timeout:.0f} s")
                 time.sleep(0.5)
                 done, times = charged(db, clock)
+            scheduled = last_scheduled(db, clock) - due
     finally:
         post(sandbox, {"latency_ms": 0})
         for name in extra:
@@ -124,6 +137,7 @@ def run_once(bench, workers: int, latency_ms: int, count: int, timeout: float) -
         "psp_latency_ms": latency_ms,
         "renewals": count,
         "seconds": round(elapsed, 2),
+        "all_scheduled_after_seconds": round(scheduled, 2),
         "per_second": round(count / elapsed, 1),
         "due_to_charged_p50_ms": round(q[49]),
         "due_to_charged_p95_ms": round(q[94]),
@@ -145,7 +159,8 @@ def main() -> None:
                 row = run_once(bench, workers, latency, args.subscriptions, args.timeout)
                 print(
                     f"rebill  workers={workers}  psp {latency:>3} ms  {row['per_second']:>7.1f}"
-                    f" renewals/s  ({row['renewals']} in {row['seconds']:.1f} s)  due→charged"
+                    f" renewals/s  ({row['renewals']} in {row['seconds']:.1f} s, all scheduled"
+                    f" after {row['all_scheduled_after_seconds']:.1f} s)  due→charged"
                     f" p50 {row['due_to_charged_p50_ms'] / 1000:.1f} s"
                     f"  p95 {row['due_to_charged_p95_ms'] / 1000:.1f} s"
                     f"  p99 {row['due_to_charged_p99_ms'] / 1000:.1f} s",

@@ -14,8 +14,9 @@ lost its lease changes nothing."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, text, update
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.platform.db import autocommit
+from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.outbox import event_values
 from rebill_svc import records
 from rebill_svc.domain.dunning import FinalStatus, Outcome, RetryPolicy
@@ -196,26 +198,57 @@ _SETTLE = text(
 )
 
 
-# What a run of a leased job needs besides the job: its subscription (every column), the
-# outcome its current attempt had before (unknown: this is a re-run), the merchant's policy.
-_RUN_CONTEXT = text(
+# A worker takes a job's lease and learns what the run needs, in one statement (autocommit, one
+# round trip): the lease, only if the job waits for a worker or its lease expired; then the
+# subscription's status and card, the outcome the current attempt had before (unknown: this
+# is a re-run) and the merchant's retry policy.
+_CLAIM = text(
     """
-    SELECT s.*,
+    WITH leased AS (
+      UPDATE rebill.rebill_jobs SET status = 'running', lease_owner = CAST(:owner AS varchar),
+        lease_expires_at = now() + make_interval(secs => CAST(:lease AS double precision)),
+        heartbeat_at = now(), runs = runs + 1, updated_at = now()
+      WHERE id = CAST(:job_id AS varchar)
+        AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
+      RETURNING *
+    )
+    SELECT leased.*, s.status AS subscription_status, s.payment_method,
       (SELECT a.outcome FROM rebill.rebill_attempts a
-       WHERE a.job_id = CAST(:job_id AS varchar) AND a.attempt = CAST(:attempt AS integer))
-        AS earlier_outcome,
+       WHERE a.job_id = leased.id AND a.attempt = leased.attempt) AS earlier_outcome,
       p.retry_after_days AS policy_retry_after_days, p.final_status AS policy_final_status
-    FROM rebill.subscriptions s
-    LEFT JOIN rebill.retry_policies p ON p.merchant_id = CAST(:merchant_id AS varchar)
-    WHERE s.id = CAST(:subscription_id AS varchar)
+    FROM leased JOIN rebill.subscriptions s ON s.id = leased.subscription_id
+    LEFT JOIN rebill.retry_policies p ON p.merchant_id = leased.merchant_id
     """
 )
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a run and its settle read of a job row."""
+
+    id: str
+    subscription_id: str
+    merchant_id: str
+    livemode: bool
+    period_start: datetime
+    period_end: datetime
+    amount: int
+    currency: str
+    status: str
+    attempt: int
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Job:
+        return cls(**{name: row[name] for name in _JOB_FIELDS})
+
+
+_JOB_FIELDS = tuple(field.name for field in fields(Job))
 
 
 class _JobAfter:
     """A job row as a settle leaves it (for its event's payload)."""
 
-    def __init__(self, job: Row, **changed: Any):
+    def __init__(self, job: Job, **changed: Any):
         self._job = job
         self._changed = changed
 
@@ -227,16 +260,21 @@ class _JobAfter:
 
 @dataclass(frozen=True)
 class Claimed:
-    job: Row
-    subscription: Row
+    job: Job
+    subscription_status: str
+    payment_method: str
     policy: RetryPolicy
     retrying_unknown: bool  # this attempt ran before and its outcome is not known yet
 
 
 class JobStore:
-    def __init__(self, engine: AsyncEngine):
+    """The scheduler's batches run on `engine`; a worker's claim and settle, once per job,
+    straight on psycopg (`direct`)."""
+
+    def __init__(self, engine: AsyncEngine, direct: DirectSql):
         self._engine = engine
         self._reads = autocommit(engine)
+        self._direct = direct
 
     # --- the scheduler ------------------------------------------------------------------
 
@@ -397,47 +435,18 @@ class JobStore:
 
     async def claim(self, job_id: str, owner: str, lease_seconds: float) -> Claimed | None:
         """Takes the job's lease if it is waiting for a worker (or its lease expired); None
-        when it is settled or another worker holds it. Two statements in autocommit (no
-        BEGIN/COMMIT round trips): the lease, then what the run needs to know."""
-        jobs = rebill_jobs.c
-        async with self._reads.connect() as connection:
-            job = (
-                await connection.execute(
-                    update(rebill_jobs)
-                    .where(
-                        jobs.id == job_id,
-                        (jobs.status == "queued")
-                        | ((jobs.status == "running") & (jobs.lease_expires_at < func.now())),
-                    )
-                    .values(
-                        status="running",
-                        lease_owner=owner,
-                        lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
-                        heartbeat_at=func.now(),
-                        runs=jobs.runs + 1,
-                        updated_at=func.now(),
-                    )
-                    .returning(rebill_jobs)
-                )
-            ).first()
-            if job is None:
-                return None
-            found = (
-                await connection.execute(
-                    _RUN_CONTEXT,
-                    {
-                        "job_id": job.id,
-                        "attempt": job.attempt,
-                        "subscription_id": job.subscription_id,
-                        "merchant_id": job.merchant_id,
-                    },
-                )
-            ).one()
+        when it is settled or another worker holds it. One statement (see _CLAIM)."""
+        found = await self._direct.one(
+            _CLAIM, {"job_id": job_id, "owner": owner, "lease": float(lease_seconds)}
+        )
+        if found is None:
+            return None
         return Claimed(
-            job,
-            found,
-            _policy(found.policy_retry_after_days, found.policy_final_status),
-            retrying_unknown=found.earlier_outcome == Outcome.UNKNOWN,
+            Job.of(found),
+            found["subscription_status"],
+            found["payment_method"],
+            _policy(found["policy_retry_after_days"], found["policy_final_status"]),
+            retrying_unknown=found["earlier_outcome"] == Outcome.UNKNOWN,
         )
 
     async def claimed(self, connection, job: Row) -> Claimed:
@@ -454,7 +463,13 @@ class JobStore:
             )
         )
         policy = await policy_of(connection, job.merchant_id)
-        return Claimed(job, subscription, policy, retrying_unknown=earlier == Outcome.UNKNOWN)
+        return Claimed(
+            Job.of(job._mapping),
+            subscription.status,
+            subscription.payment_method,
+            policy,
+            retrying_unknown=earlier == Outcome.UNKNOWN,
+        )
 
     async def heartbeat(self, job_id: str, owner: str, lease_seconds: float) -> bool:
         """Extends the lease; False if it was lost (another worker may run the job now)."""
@@ -564,9 +579,7 @@ class JobStore:
             "wake": final,
             "wake_channel": records.WAKE_CHANNEL,
         }
-        async with self._reads.connect() as connection:
-            kept = (await connection.execute(_SETTLE, params)).first()
-        return kept is not None
+        return await self._direct.one(_SETTLE, params) is not None
 
 
 async def policy_of(connection, merchant_id: str) -> RetryPolicy:

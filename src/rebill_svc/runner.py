@@ -55,13 +55,13 @@ class JobRunner:
         return True
 
     async def run_claimed(self, claimed: Claimed) -> None:
-        job, subscription = claimed.job, claimed.subscription
+        job = claimed.job
         structlog.contextvars.bind_contextvars(
             job_id=job.id, subscription_id=job.subscription_id, attempt=job.attempt
         )
         started = time.perf_counter()
         key = idempotency_key(job.subscription_id, job.period_start, job.attempt)
-        if subscription.status in _NOT_CHARGED and not claimed.retrying_unknown:
+        if claimed.subscription_status in _NOT_CHARGED and not claimed.retrying_unknown:
             # Ended before this attempt ran: the period is not charged.
             await self._jobs.settle(
                 claimed,
@@ -73,14 +73,14 @@ class JobRunner:
                 after=NOT_ATTEMPTED,
                 recheck_after=self._leases.recheck_seconds,
             )
-            JOBS_FAILED.labels(f"subscription_{subscription.status}").inc()
+            JOBS_FAILED.labels(f"subscription_{claimed.subscription_status}").inc()
             return
         heartbeat = asyncio.create_task(self._beat(job.id))
         try:
             result = await self._charger.charge(
                 ChargeRequest(
                     merchant=Merchant(job.merchant_id, job.livemode),
-                    payment_method=subscription.payment_method,
+                    payment_method=claimed.payment_method,
                     amount=job.amount,
                     currency=job.currency,
                     idempotency_key=key,
@@ -103,7 +103,7 @@ class JobRunner:
             first_attempt_at=job.period_start,
             jitter=lambda fraction: random.uniform(-fraction, fraction),  # noqa: S311
         )
-        after = after_attempt(step, claimed.subscription.status)
+        after = after_attempt(step, claimed.subscription_status)
         kept = await self._jobs.settle(
             claimed,
             self._owner,

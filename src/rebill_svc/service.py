@@ -35,7 +35,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         settings.gateway_addr, resources.token_issuer, resources.token_verifier
     )
     vault_channel = service_channel(settings.vault_addr, resources.token_issuer, "vault")
-    jobs = JobStore(resources.engine)
+    jobs = JobStore(resources.engine, resources.direct_sql)
     runner = JobRunner(
         jobs,
         GatewayCharger(gateway_channel),

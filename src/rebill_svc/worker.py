@@ -19,6 +19,7 @@ from paymesh.platform.amqp_consumer import Consumer, Delivery, Verdict
 from paymesh.platform.channels import service_channel
 from paymesh.platform.config import RebillSettings
 from paymesh.platform.db import create_engine
+from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.http import OpsHttpServer
 from paymesh.platform.logging import configure_logging
 from paymesh.platform.service_auth import TokenIssuer
@@ -65,11 +66,14 @@ class Worker:
 
 async def serve(settings: RebillSettings) -> None:
     tracer_provider = configure_tracing("rebill-worker", settings.otlp_endpoint)
-    engine = create_engine(settings.database_url, settings.worker_prefetch + 2)
+    # Claims and settles, one each per job, run on the direct pool; the engine serves the
+    # heartbeats and the odd unknown-job check.
+    engine = create_engine(settings.database_url, 4)
+    direct_sql = DirectSql(engine, settings.worker_prefetch + 2)
     channel = service_channel(
         settings.gateway_addr, TokenIssuer("rebill", settings.keys_dir), audience="gateway"
     )
-    jobs = JobStore(engine)
+    jobs = JobStore(engine, direct_sql)
     owner = f"worker:{socket.gethostname()}:{os.getpid()}"
     runner = JobRunner(
         jobs,
@@ -105,6 +109,7 @@ async def serve(settings: RebillSettings) -> None:
     consuming.cancel()
     await asyncio.gather(consuming, return_exceptions=True)
     await channel.close()
+    await direct_sql.close()
     await engine.dispose()
     if ops_http is not None:
         ops_http.stop()
