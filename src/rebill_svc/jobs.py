@@ -50,8 +50,7 @@ OPEN = ("scheduled", "queued", "running")
 # version, and only the outer WHERE is checked again on it: that WHERE must therefore itself
 # say the period is still the one found due, or a concurrent scheduler's (or resume's) period
 # would be advanced a second time and the period between never billed.
-_DUE = text(
-    """
+_DUE_SQL = """
     SELECT s.* FROM rebill.subscriptions s
     JOIN (
       SELECT d.id, d.turn, d.current_period_end FROM (
@@ -63,13 +62,17 @@ _DUE = text(
           AND s.current_period_end <= coalesce(c.frozen_time, now())
           AND NOT EXISTS (SELECT 1 FROM rebill.rebill_jobs j WHERE j.subscription_id = s.id
                           AND j.status IN ('scheduled', 'queued', 'running'))
+          {only}
       ) d ORDER BY d.turn, d.current_period_end LIMIT :batch
     ) due ON due.id = s.id
     WHERE s.status IN ('active', 'trialing') AND s.current_period_end = due.current_period_end
     ORDER BY due.turn, due.current_period_end
     FOR UPDATE OF s SKIP LOCKED
     """
-)
+_DUE = text(_DUE_SQL.format(only=""))
+# The same, among the given subscriptions only (primary-key lookups, not a scan): what a
+# settle may have made due, its subscription's next period.
+_DUE_AMONG = text(_DUE_SQL.format(only="AND s.id = ANY(CAST(:ids AS varchar[]))"))
 
 # Declined periods whose next attempt is due on their clock.
 _RETRIES_DUE = text(
@@ -119,7 +122,8 @@ def _iso(column: str) -> str:
 # the attempt (an unknown outcome may be replaced once, by the known one), the subscription's
 # change, the events (rebill.succeeded/failed; the subscription's, carrying the row as
 # updated), the audit rows (last: the chain trigger takes the merchant's lock, which the
-# commit releases right after, without another round trip), and the scheduler's wake-up.
+# commit releases right after, without another round trip), and the scheduler's wake-up
+# (naming the subscription, whose next period may now be due).
 # Data-modifying WITH clauses all run to completion, in the one snapshot, each seeing the
 # others' rows through RETURNING only.
 _SETTLE = text(
@@ -190,7 +194,7 @@ _SETTLE = text(
         FROM sub WHERE CAST(:subscription_status AS varchar) IS NOT NULL
       ) r ORDER BY n
     ), wake AS (
-      SELECT pg_notify(CAST(:wake_channel AS text), '') FROM settled
+      SELECT pg_notify(CAST(:wake_channel AS text), settled.subscription_id) FROM settled
       WHERE CAST(:wake AS boolean)
     )
     SELECT settled.id, (SELECT count(*) FROM wake) AS woken FROM settled
@@ -278,14 +282,20 @@ class JobStore:
 
     # --- the scheduler ------------------------------------------------------------------
 
-    async def schedule_due(self, batch: int) -> int:
+    async def schedule_due(self, batch: int, among: list[str] | None = None) -> int:
         """Starts the next period of up to `batch` subscriptions whose period ended (or
-        cancels those set to end with it); returns how many it handled. Safe beside another
-        scheduler (a deposed leader still finishing a round): each row is locked and checked
-        to be in the period found due (see _DUE), so no period is advanced twice or skipped;
-        tests/integration/test_rebill_faults.py races two over 10,000 subscriptions."""
+        cancels those set to end with it), of all or only of the subscriptions `among`;
+        returns how many it handled. Safe beside another scheduler (a deposed leader still
+        finishing a round): each row is locked and checked to be in the period found due (see
+        _DUE), so no period is advanced twice or skipped; tests/integration/
+        test_rebill_faults.py races two over 10,000 subscriptions."""
+        statement, params = (
+            (_DUE, {"batch": batch})
+            if among is None
+            else (_DUE_AMONG, {"batch": batch, "ids": among})
+        )
         async with self._engine.begin() as connection:
-            due = (await connection.execute(_DUE, {"batch": batch})).all()
+            due = (await connection.execute(statement, params)).all()
             if not due:
                 return 0
             advanced, jobs, canceled, audit = [], [], [], []

@@ -17,13 +17,15 @@ from rebill_svc.tables import outbox, rebill_audit
 JOB_ROUTING_PREFIX = "rebill_job."
 
 
-# Sent when something may have fallen due: a period settled, a clock moved, a subscription
-# resumed. The scheduler's leader wakes at once instead of at its next round.
+# Sent when something may have fallen due: a period settled (the payload names its
+# subscription: only that one's next period can be due), a clock moved or a subscription
+# resumed (no payload: anything may be). The scheduler's leader wakes at once instead of at
+# its next round.
 WAKE_CHANNEL = "rebill_scheduler"
 
 
 async def wake_scheduler(connection: AsyncConnection) -> None:
-    """Wakes the scheduler when `connection`'s transaction commits."""
+    """Wakes the scheduler for a full round when `connection`'s transaction commits."""
     await notify(connection, WAKE_CHANNEL, "")
 
 

@@ -1,7 +1,12 @@
 """The renewal scheduler: any number of replicas, one active leader (a PostgreSQL session
 advisory lock on a connection of its own; a standby takes it within `standby_poll` seconds
-of the leader's death). Each round it starts the periods that fell due, queues the declined
-periods whose retry is due, and re-publishes jobs whose lease lapsed.
+of the leader's death). Each full round it starts the periods that fell due, queues the
+declined periods whose retry is due, and re-publishes jobs whose lease lapsed. A full round runs
+at least every `idle_seconds`, at once when a clock moves or a subscription resumes, and again
+right after one that found work. A settled period wakes a small round instead, over just the
+subscriptions that settled (their next period may be due: a test clock advanced a year bills
+period after period): under load every settle wakes the leader, and a full scan per settle
+would cost the database more than the renewal itself.
 
 Its scan position is the data itself: a subscription's `current_period_end` moves forward
 when its period is scheduled, so the due scan (an index range) resumes where it stopped after
@@ -45,12 +50,19 @@ class Scheduler:
         self._requeue_after = requeue_after
         self._standby_poll = standby_poll
         self._wake = asyncio.Event()
+        self._everything = True  # the next round is a full one
+        self._settled: set[str] = set()  # subscriptions settled since the last round
         self._last_error_logged = 0.0
 
+    def _woken(self, subscription_id: str = "") -> None:
+        if subscription_id:
+            self._settled.add(subscription_id)
+        else:
+            self._everything = True
+        self._wake.set()
+
     async def run(self) -> None:
-        listener = asyncio.create_task(
-            listen(self._engine, WAKE_CHANNEL, lambda _p: self._wake.set(), self._wake.set)
-        )
+        listener = asyncio.create_task(listen(self._engine, WAKE_CHANNEL, self._woken, self._woken))
         try:
             await self._run()
         finally:
@@ -59,24 +71,43 @@ class Scheduler:
             await self._lock.release()
 
     async def _run(self) -> None:
+        leader, checked_at, full_round_at = False, 0.0, 0.0
         while True:
-            try:
-                leader = await self._lock.held()
-            except Exception as error:  # noqa: BLE001 - no database: not the leader
-                self._log_error(error)
-                leader = False
-            SCHEDULER_LEADER.set(1 if leader else 0)
+            # The lock is asked about at most once per standby_poll: a deposed leader's last
+            # rounds beside its successor's are safe (see JobStore.schedule_due).
+            if not leader or time.monotonic() - checked_at >= self._standby_poll:
+                try:
+                    leader = await self._lock.held()
+                except Exception as error:  # noqa: BLE001 - no database: not the leader
+                    self._log_error(error)
+                    leader = False
+                checked_at = time.monotonic()
+                SCHEDULER_LEADER.set(1 if leader else 0)
             if not leader:
+                self._everything = True  # a new leader starts with a full round
+                self._settled.clear()
                 await asyncio.sleep(self._standby_poll)
                 continue
             self._wake.clear()
+            full = self._everything or time.monotonic() - full_round_at >= self._idle
+            settled, self._settled = sorted(self._settled), set()
             try:
-                done = await self.round()
+                if full:
+                    self._everything = False
+                    full_round_at = time.monotonic()
+                    done = await self.round()
+                    # More may be due than one batch: another full round at once.
+                    self._everything = self._everything or done > 0
+                else:
+                    await self.settled_round(settled)
+                    done = 0
             except Exception as error:  # noqa: BLE001 - the next round tries again
                 self._log_error(error)
+                self._everything = self._everything or full
+                self._settled.update(settled)
                 done = 0
             if not done:
-                # Nothing due: sleep until woken, or the next round (retries come due by time).
+                # Sleep until woken, or the next full round (retries come due by time).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle)
 
@@ -92,6 +123,12 @@ class Scheduler:
             log.info("rebill_jobs_reclaimed", count=reclaimed)
         HEARTBEAT_AGE.set(await self._jobs.oldest_heartbeat_age())
         return renewed + retried + reclaimed
+
+    async def settled_round(self, subscription_ids: list[str]) -> None:
+        """Starts the next period of those of `subscription_ids` that are due."""
+        for start in range(0, len(subscription_ids), self._batch):
+            among = subscription_ids[start : start + self._batch]
+            SCHEDULED.labels("period").inc(await self._jobs.schedule_due(self._batch, among))
 
     def _log_error(self, error: Exception) -> None:
         now = time.monotonic()
