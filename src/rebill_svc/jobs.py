@@ -122,8 +122,10 @@ def _iso(column: str) -> str:
 # the attempt (an unknown outcome may be replaced once, by the known one), the subscription's
 # change, the events (rebill.succeeded/failed; the subscription's, carrying the row as
 # updated), the audit rows (last: the chain trigger takes the merchant's lock, which the
-# commit releases right after, without another round trip), and the scheduler's wake-up
-# (naming the subscription, whose next period may now be due).
+# commit releases right after, without another round trip), and, when the subscription's next
+# period is due already (a test clock moved past it), the scheduler's wake-up naming it. The
+# wake-up reads the subscription as it was before this statement, which is enough: a settle
+# never moves the period's end, and a clock that moves later wakes the scheduler itself.
 # Data-modifying WITH clauses all run to completion, in the one snapshot, each seeing the
 # others' rows through RETURNING only.
 _SETTLE = text(
@@ -195,7 +197,9 @@ _SETTLE = text(
       ) r ORDER BY n
     ), wake AS (
       SELECT pg_notify(CAST(:wake_channel AS text), settled.subscription_id) FROM settled
-      WHERE CAST(:wake AS boolean)
+      JOIN rebill.subscriptions s ON s.id = settled.subscription_id
+      LEFT JOIN rebill.test_clocks c ON c.id = s.test_clock
+      WHERE CAST(:wake AS boolean) AND s.current_period_end <= coalesce(c.frozen_time, now())
     )
     SELECT settled.id, (SELECT count(*) FROM wake) AS woken FROM settled
     """
