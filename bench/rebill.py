@@ -8,7 +8,8 @@ straight into the database on a fresh test clock (their first period paid), the 
 advanced past their renewal, and the run ends when every renewal is charged. Prints
 renewals/s (from the advance to the last charge) and, per renewal, the time from "due" (the
 advance) to "charged" (its outcome committed): p50/p95/p99, and when the scheduler had
-created the last job (scheduler-bound when that is close to the run's end)."""
+created the last job (scheduler-bound when that is close to the run's end). The machine's echo
+reference runs first, and each rate is also shown as a ratio to it (see bench/harness.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import running_mesh  # noqa: E402
+import harness  # noqa: E402
+from harness import machine_reference, running_mesh  # noqa: E402
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 RENEWAL = datetime(2030, 2, 1, tzinfo=UTC)
@@ -139,6 +141,7 @@ def run_once(bench, workers: int, latency_ms: int, count: int, timeout: float) -
         "seconds": round(elapsed, 2),
         "all_scheduled_after_seconds": round(scheduled, 2),
         "per_second": round(count / elapsed, 1),
+        "echo_ratio": round(count / elapsed / harness.reference_rate, 4),
         "due_to_charged_p50_ms": round(q[49]),
         "due_to_charged_p95_ms": round(q[94]),
         "due_to_charged_p99_ms": round(q[98]),
@@ -153,13 +156,15 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
+    machine_reference()
     with running_mesh() as bench:
         for latency in (int(x) for x in args.latency_ms.split(",")):
             for workers in (int(x) for x in args.workers.split(",")):
                 row = run_once(bench, workers, latency, args.subscriptions, args.timeout)
                 print(
                     f"rebill  workers={workers}  psp {latency:>3} ms  {row['per_second']:>7.1f}"
-                    f" renewals/s  ({row['renewals']} in {row['seconds']:.1f} s, all scheduled"
+                    f" renewals/s ({row['echo_ratio']:.4f}× echo)  ({row['renewals']} in"
+                    f" {row['seconds']:.1f} s, all scheduled"
                     f" after {row['all_scheduled_after_seconds']:.1f} s)  due→charged"
                     f" p50 {row['due_to_charged_p50_ms'] / 1000:.1f} s"
                     f"  p95 {row['due_to_charged_p95_ms'] / 1000:.1f} s"
