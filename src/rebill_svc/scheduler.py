@@ -3,10 +3,10 @@ advisory lock on a connection of its own; a standby takes it within `standby_pol
 of the leader's death). Each full round it starts the periods that fell due, queues the
 declined periods whose retry is due, and re-publishes jobs whose lease lapsed. A full round runs
 at least every `idle_seconds`, at once when a clock moves or a subscription resumes, and again
-right after one that found work. A settled period wakes a small round instead, over just the
-subscriptions that settled (their next period may be due: a test clock advanced a year bills
-period after period): under load every settle wakes the leader, and a full scan per settle
-would cost the database more than the renewal itself.
+right after one that found work. A settle whose subscription's next period is due already (a
+test clock advanced a year bills period after period) wakes a small round over just the
+subscriptions that settled: a full scan per settle would cost the database more than the
+renewal itself.
 
 Its scan position is the data itself: a subscription's `current_period_end` moves forward
 when its period is scheduled, so the due scan (an index range) resumes where it stopped after
