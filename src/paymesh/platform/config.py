@@ -137,8 +137,9 @@ class RebillSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="REBILL_")
     grpc_port: int = 50053
     http_port: int = 9103
-    # The scheduler: how many subscriptions one transaction renews, and how long it sleeps
-    # when nothing is due (a worker's outcome or a test clock's advance wakes it at once).
+    # The scheduler: how many subscriptions one transaction renews, and how often at least it
+    # scans for what fell due (a test clock's advance, a resume, or an outcome whose next
+    # period is due already wakes it at once).
     scheduler_batch_size: int = 500
     scheduler_idle_seconds: float = 1.0
     # A worker heartbeats its job's lease; a lease not renewed for this long is reclaimed.
