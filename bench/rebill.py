@@ -27,7 +27,6 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
-import harness  # noqa: E402
 from harness import machine_reference, running_mesh  # noqa: E402
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
@@ -92,7 +91,9 @@ def last_scheduled(db: psycopg.Connection, clock: str) -> float:
     )
 
 
-def run_once(bench, workers: int, latency_ms: int, count: int, timeout: float) -> dict:
+def run_once(
+    bench, workers: int, latency_ms: int, count: int, timeout: float, echo_rate: float
+) -> dict:
     mesh = bench.mesh
     extra = [f"rebill_worker-{n}" for n in range(2, workers + 1)]
     for name in extra:
@@ -141,7 +142,7 @@ def run_once(bench, workers: int, latency_ms: int, count: int, timeout: float) -
         "seconds": round(elapsed, 2),
         "all_scheduled_after_seconds": round(scheduled, 2),
         "per_second": round(count / elapsed, 1),
-        "echo_ratio": round(count / elapsed / harness.reference_rate, 4),
+        "echo_ratio": round(count / elapsed / echo_rate, 4),
         "due_to_charged_p50_ms": round(q[49]),
         "due_to_charged_p95_ms": round(q[94]),
         "due_to_charged_p99_ms": round(q[98]),
@@ -156,11 +157,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
-    machine_reference()
+    echo_rate = machine_reference()
     with running_mesh() as bench:
         for latency in (int(x) for x in args.latency_ms.split(",")):
             for workers in (int(x) for x in args.workers.split(",")):
-                row = run_once(bench, workers, latency, args.subscriptions, args.timeout)
+                row = run_once(bench, workers, latency, args.subscriptions, args.timeout, echo_rate)
                 print(
                     f"rebill  workers={workers}  psp {latency:>3} ms  {row['per_second']:>7.1f}"
                     f" renewals/s ({row['echo_ratio']:.4f}× echo)  ({row['renewals']} in"
