@@ -96,14 +96,15 @@ class Scheduler:
                     self._everything = False
                     full_round_at = time.monotonic()
                     done = await self.round()
-                    # More may be due than one batch: another full round at once.
-                    self._everything = self._everything or done > 0
+                    if done:  # more may be due than one batch: another full round at once
+                        self._everything = True
                 else:
                     await self.settled_round(settled)
                     done = 0
             except Exception as error:  # noqa: BLE001 - the next round tries again
                 self._log_error(error)
-                self._everything = self._everything or full
+                if full:
+                    self._everything = True
                 self._settled.update(settled)
                 done = 0
             if not done:
