@@ -147,7 +147,7 @@ def running_mesh(
         drop_infra(infra)
 
 
-def _cpu_of(pid: int) -> float:
+def cpu_of(pid: int) -> float:
     """User + system CPU seconds of a process so far (0 once it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -161,7 +161,7 @@ def cpu_seconds(mesh: Mesh) -> dict[str, float]:
     process counts as `gateway`), by each of PostgreSQL's and RabbitMQ's processes on the
     machine (`postgresql:<pid>`), and by this load generator."""
     used = {
-        f"{service_of(name)}:{process.pid}": _cpu_of(process.pid)
+        f"{service_of(name)}:{process.pid}": cpu_of(process.pid)
         for name, process in mesh.processes.items()
     }
     shared = {"postgres": "postgresql", "beam.smp": "rabbitmq"}
@@ -170,7 +170,7 @@ def cpu_seconds(mesh: Mesh) -> dict[str, float]:
             with contextlib.suppress(OSError):
                 command = (entry / "comm").read_text().strip()
                 if command in shared:
-                    used[f"{shared[command]}:{entry.name}"] = _cpu_of(int(entry.name))
+                    used[f"{shared[command]}:{entry.name}"] = cpu_of(int(entry.name))
     used["load generator"] = sum(os.times()[:2])
     return used
 

@@ -21,13 +21,21 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pika
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import BIN, machine_reference, running_mesh  # noqa: E402
+from harness import (  # noqa: E402
+    BIN,
+    cpu_of,
+    cpu_per_request,
+    cpu_seconds,
+    machine_reference,
+    running_mesh,
+)
 
 from paymesh.devmesh import free_port
 
@@ -48,8 +56,17 @@ def serve_receiver(port: int) -> None:
     async def stats(_request: web.Request) -> web.Response:
         return web.json_response(arrivals)
 
+    async def count(_request: web.Request) -> web.Response:
+        return web.json_response(len(arrivals))
+
     app = web.Application()
-    app.add_routes([web.post("/hook/{endpoint}", delivery), web.get("/stats", stats)])
+    app.add_routes(
+        [
+            web.post("/hook/{endpoint}", delivery),
+            web.get("/stats", stats),
+            web.get("/count", count),
+        ]
+    )
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
@@ -68,14 +85,26 @@ def arrivals(port: int) -> list[tuple[float, str, str]]:
 
 
 def wait_for(port: int, count: int, timeout: float) -> list:
+    """Every arrival, once there are `count` (polled by count: the receiver's CPU stays its
+    own work's)."""
     deadline = time.monotonic() + timeout
     while True:
-        got = arrivals(port)
-        if len(got) >= count:
-            return got
+        got = call(f"http://127.0.0.1:{port}/count")
+        if got >= count:
+            return arrivals(port)
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(got)}/{count} deliveries within {timeout:.0f} s")
+            raise TimeoutError(f"{got}/{count} deliveries within {timeout:.0f} s")
         time.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class Receiver:
+    port: int
+    pid: int
+
+    def cpu_seconds(self, mesh) -> dict[str, float]:
+        """The mesh's CPU seconds by process (harness.cpu_seconds) and the receiver's."""
+        return {**cpu_seconds(mesh), f"receiver:{self.pid}": cpu_of(self.pid)}
 
 
 def quantiles_ms(values: list[float]) -> tuple[float, float, float]:
@@ -84,11 +113,13 @@ def quantiles_ms(values: list[float]) -> tuple[float, float, float]:
 
 
 def throughput(
-    bench, port: int, deliveries: int, endpoints: int, timeout: float, reference: float
+    bench, receiver: Receiver, deliveries: int, endpoints: int, timeout: float, reference: float
 ) -> None:
     """`deliveries` in all: each event goes to every one of the `endpoints`."""
+    port = receiver.port
     events = deliveries // endpoints
     before = len(arrivals(port))
+    cpu_before = receiver.cpu_seconds(bench.mesh)
     created = datetime.now(UTC).isoformat()
     connection = pika.BlockingConnection(pika.URLParameters(bench.infra.amqp_url))
     published: dict[str, float] = {}
@@ -117,6 +148,7 @@ def throughput(
         connection.close()
     started = min(published.values())
     got = wait_for(port, before + events * endpoints, timeout)[before:]
+    cpu = cpu_per_request(cpu_before, receiver.cpu_seconds(bench.mesh), len(got))
     elapsed = max(at for at, _, _ in got) - started
     p50, p95, p99 = quantiles_ms([at - published[obj] for at, obj, _ in got])
     rate = len(got) / elapsed
@@ -127,6 +159,7 @@ def throughput(
         f"  p99 {p99:.0f} ms",
         flush=True,
     )
+    print(cpu.replace("per request", "per delivery"), flush=True)
 
 
 async def pay_at_rate(bench, per_second: float, seconds: float) -> dict[str, float]:
@@ -186,7 +219,8 @@ def main() -> None:
     args = parser.parse_args()
     reference = machine_reference()
     port = free_port()
-    receiver = subprocess.Popen([str(BIN / "python"), __file__, "receiver", str(port)])
+    process = subprocess.Popen([str(BIN / "python"), __file__, "receiver", str(port)])
+    receiver = Receiver(port, process.pid)
     try:
         with running_mesh(extra_env=ENV) as bench:
             key = bench.secret_key
@@ -195,11 +229,11 @@ def main() -> None:
                 body = {"url": f"http://127.0.0.1:{port}/hook/{n}", "enabled_events": events}
                 call(bench.mesh.url("/v1/webhook_endpoints"), body, key)
                 if n + 1 in args.endpoints:  # the first n + 1 endpoints receive each event
-                    throughput(bench, port, args.events, n + 1, args.timeout, reference)
+                    throughput(bench, receiver, args.events, n + 1, args.timeout, reference)
             lag(bench, port, args.payments_per_second, args.seconds, reference)
     finally:
-        receiver.terminate()
-        receiver.wait()
+        process.terminate()
+        process.wait()
 
 
 if __name__ == "__main__":
