@@ -147,7 +147,7 @@ def running_mesh(
         drop_infra(infra)
 
 
-def cpu_of(pid: int) -> float:
+def _cpu_of(pid: int) -> float:
     """User + system CPU seconds of a process so far (0 once it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -156,12 +156,12 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(mesh: Mesh) -> dict[str, float]:
+def cpu_seconds(mesh: Mesh, others: dict[str, int] | None = None) -> dict[str, float]:
     """CPU seconds used so far by each process of the mesh (`gateway:<pid>`: every gateway
     process counts as `gateway`), by each of PostgreSQL's and RabbitMQ's processes on the
-    machine (`postgresql:<pid>`), and by this load generator."""
+    machine (`postgresql:<pid>`), by this load generator, and by the `others` (name: pid)."""
     used = {
-        f"{service_of(name)}:{process.pid}": cpu_of(process.pid)
+        f"{service_of(name)}:{process.pid}": _cpu_of(process.pid)
         for name, process in mesh.processes.items()
     }
     shared = {"postgres": "postgresql", "beam.smp": "rabbitmq"}
@@ -170,20 +170,25 @@ def cpu_seconds(mesh: Mesh) -> dict[str, float]:
             with contextlib.suppress(OSError):
                 command = (entry / "comm").read_text().strip()
                 if command in shared:
-                    used[f"{shared[command]}:{entry.name}"] = cpu_of(int(entry.name))
+                    used[f"{shared[command]}:{entry.name}"] = _cpu_of(int(entry.name))
     used["load generator"] = sum(os.times()[:2])
+    for name, pid in (others or {}).items():
+        used[f"{name}:{pid}"] = _cpu_of(pid)
     return used
 
 
-def cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> str:
-    """CPU ms per request by process, largest first, and in all. A process that started in
-    between counts whole; one that ended in between (a closed database connection) is lost."""
+def cpu_per_request(
+    before: dict[str, float], after: dict[str, float], requests: int, unit: str = "request"
+) -> str:
+    """CPU ms per request (or per `unit`) by process, largest first, and in all. A process
+    that started in between counts whole; one that ended in between (a closed database
+    connection) is lost."""
     spent: dict[str, float] = {}
     for key, seconds in after.items():
         name = key.split(":")[0]
         spent[name] = spent.get(name, 0.0) + (seconds - before.get(key, 0.0)) * 1e3 / requests
     parts = [f"{name} {ms:.2f}" for name, ms in sorted(spent.items(), key=lambda i: -i[1])]
-    return f"  CPU ms per request: {', '.join(parts)}; total {sum(spent.values()):.2f}"
+    return f"  CPU ms per {unit}: {', '.join(parts)}; total {sum(spent.values()):.2f}"
 
 
 class KeepAliveHttp:

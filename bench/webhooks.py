@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,7 +29,6 @@ import pika
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import (  # noqa: E402
     BIN,
-    cpu_of,
     cpu_per_request,
     cpu_seconds,
     machine_reference,
@@ -97,29 +95,25 @@ def wait_for(port: int, count: int, timeout: float) -> list:
         time.sleep(0.2)
 
 
-@dataclass(frozen=True)
-class Receiver:
-    port: int
-    pid: int
-
-    def cpu_seconds(self, mesh) -> dict[str, float]:
-        """The mesh's CPU seconds by process (harness.cpu_seconds) and the receiver's."""
-        return {**cpu_seconds(mesh), f"receiver:{self.pid}": cpu_of(self.pid)}
-
-
 def quantiles_ms(values: list[float]) -> tuple[float, float, float]:
     q = statistics.quantiles([v * 1000 for v in values], n=100)
     return q[49], q[94], q[98]
 
 
 def throughput(
-    bench, receiver: Receiver, deliveries: int, endpoints: int, timeout: float, reference: float
+    bench,
+    receiver: subprocess.Popen,
+    port: int,
+    deliveries: int,
+    endpoints: int,
+    timeout: float,
+    reference: float,
 ) -> None:
     """`deliveries` in all: each event goes to every one of the `endpoints`."""
-    port = receiver.port
     events = deliveries // endpoints
     before = len(arrivals(port))
-    cpu_before = receiver.cpu_seconds(bench.mesh)
+    others = {"receiver": receiver.pid}
+    cpu_before = cpu_seconds(bench.mesh, others)
     created = datetime.now(UTC).isoformat()
     connection = pika.BlockingConnection(pika.URLParameters(bench.infra.amqp_url))
     published: dict[str, float] = {}
@@ -148,7 +142,7 @@ def throughput(
         connection.close()
     started = min(published.values())
     got = wait_for(port, before + events * endpoints, timeout)[before:]
-    cpu = cpu_per_request(cpu_before, receiver.cpu_seconds(bench.mesh), len(got))
+    cpu = cpu_per_request(cpu_before, cpu_seconds(bench.mesh, others), len(got), "delivery")
     elapsed = max(at for at, _, _ in got) - started
     p50, p95, p99 = quantiles_ms([at - published[obj] for at, obj, _ in got])
     rate = len(got) / elapsed
@@ -159,7 +153,7 @@ def throughput(
         f"  p99 {p99:.0f} ms",
         flush=True,
     )
-    print(cpu.replace("per request", "per delivery"), flush=True)
+    print(cpu, flush=True)
 
 
 async def pay_at_rate(bench, per_second: float, seconds: float) -> dict[str, float]:
@@ -219,8 +213,7 @@ def main() -> None:
     args = parser.parse_args()
     reference = machine_reference()
     port = free_port()
-    process = subprocess.Popen([str(BIN / "python"), __file__, "receiver", str(port)])
-    receiver = Receiver(port, process.pid)
+    receiver = subprocess.Popen([str(BIN / "python"), __file__, "receiver", str(port)])
     try:
         with running_mesh(extra_env=ENV) as bench:
             key = bench.secret_key
@@ -229,11 +222,11 @@ def main() -> None:
                 body = {"url": f"http://127.0.0.1:{port}/hook/{n}", "enabled_events": events}
                 call(bench.mesh.url("/v1/webhook_endpoints"), body, key)
                 if n + 1 in args.endpoints:  # the first n + 1 endpoints receive each event
-                    throughput(bench, receiver, args.events, n + 1, args.timeout, reference)
+                    throughput(bench, receiver, port, args.events, n + 1, args.timeout, reference)
             lag(bench, port, args.payments_per_second, args.seconds, reference)
     finally:
-        process.terminate()
-        process.wait()
+        receiver.terminate()
+        receiver.wait()
 
 
 if __name__ == "__main__":
