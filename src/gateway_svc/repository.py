@@ -392,7 +392,22 @@ class PaymentRepository:
         """Applies what a PSP reports, in ONE transaction under the intent's lock: the change,
         its audit row (actor `webhook`), its outbox event and the event's record in
         psp_events, or nothing. The same event again, or another event reporting the same
-        refund or dispute, changes nothing (ALREADY_APPLIED)."""
+        refund or dispute, changes nothing (ALREADY_APPLIED).
+
+        First one unlocked read: the PSP's report of a capture the intent already shows (every
+        charge of ours is announced back by its PSP) is answered from it. amount_received
+        never changes once an intent succeeded, so that answer cannot be made wrong by a
+        writer; every other case is decided again under the lock."""
+        seen = await self._direct.one(_PSP_EVENT_PREVIEW, _psp_event_params(event))
+        if seen is not None and (
+            seen["psp_event_seen"]
+            or (
+                event.kind == "capture"
+                and psp_rules.capture(to_intent(seen), event.amount, event.currency)
+                == psp_rules.ALREADY
+            )
+        ):
+            return PspEventResult(psp_rules.ALREADY, to_intent(seen))
         async with self._engine.begin() as connection:
             intent, not_yet = await self._psp_intent(connection, event)
             if intent is None:
@@ -697,6 +712,25 @@ _REVOKED = select(revoked_payment_methods.c.payment_method).where(
     revoked_payment_methods.c.payment_method == bindparam("r_pm")
 )
 _PSP_ROUTE = select(merchants.c.psp_routing).where(merchants.c.id == bindparam("m_id"))
+
+
+# The intent a PSP event names, and whether the event was applied before; no lock.
+_PSP_EVENT_PREVIEW = select(
+    payment_intents,
+    exists()
+    .where(
+        psp_events.c.psp == bindparam("e_psp"),
+        psp_events.c.event_id == bindparam("e_event_id"),
+    )
+    .label("psp_event_seen"),
+).where(
+    payment_intents.c.psp == bindparam("e_psp"),
+    payment_intents.c.psp_reference == bindparam("e_reference"),
+)
+
+
+def _psp_event_params(event: PspEvent) -> dict[str, Any]:
+    return {"e_psp": event.psp, "e_event_id": event.event_id, "e_reference": event.psp_reference}
 
 
 def _missing(table, object_id: str) -> NotFound:

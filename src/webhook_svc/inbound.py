@@ -20,13 +20,14 @@ import grpc
 import structlog
 from google.protobuf import timestamp_pb2
 from prometheus_client import Counter, Histogram
-from sqlalchemy import func, literal_column, update
+from sqlalchemy import String, all_, bindparam, func, literal, literal_column, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.gateway.v1 import psp_events_pb2, psp_events_pb2_grpc
 from paymesh.platform.channels import close_on_shutdown, service_channel
 from paymesh.platform.config import WebhookSettings
+from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.problems import InvalidArgument, NotFound, Unavailable
 from paymesh.platform.server import Resources
 from paymesh.webhook.v1 import psp_webhook_pb2, psp_webhook_pb2_grpc
@@ -90,57 +91,78 @@ def read_event(body: bytes) -> dict:
     return event
 
 
-class Inbox:
-    """webhook.psp_inbox: every PSP event once, with how often it came and what became of it."""
+# Every delivery of a PSP event: recorded once, counted each time; its status before it.
+_RECEIVE = (
+    pg_insert(psp_inbox)
+    .values(
+        psp=bindparam("i_psp"),
+        event_id=bindparam("i_event_id"),
+        event_type=bindparam("i_event_type"),
+        psp_created_at=bindparam("i_created", type_=psp_inbox.c.psp_created_at.type),
+        status="received",
+        payload=bindparam("i_payload", type_=psp_inbox.c.payload.type),
+    )
+    .on_conflict_do_update(
+        index_elements=[psp_inbox.c.psp, psp_inbox.c.event_id],
+        set_={"deliveries": psp_inbox.c.deliveries + 1, "last_received_at": func.now()},
+    )
+    .returning(psp_inbox.c.status, literal_column("xmax = 0").label("inserted"))
+)
+# What became of an event, unless it was settled before.
+_SETTLE = (
+    update(psp_inbox)
+    .where(
+        psp_inbox.c.psp == bindparam("i_psp"),
+        psp_inbox.c.event_id == bindparam("i_event_id"),
+        psp_inbox.c.status != all_(literal(list(FINAL), ARRAY(String))),
+    )
+    .values(
+        status=bindparam("i_status"),
+        reason=bindparam("i_reason"),
+        payment_intent=bindparam("i_intent"),
+        processed_at=func.now(),
+    )
+    .returning(psp_inbox.c.event_id)
+)
 
-    def __init__(self, engine: AsyncEngine):
-        self._engine = engine
+
+class Inbox:
+    """webhook.psp_inbox: every PSP event once, with how often it came and what became of it.
+    One autocommit statement per step, straight on psycopg: every charge's capture comes back
+    through here."""
+
+    def __init__(self, direct: DirectSql):
+        self._direct = direct
 
     async def receive(self, psp: str, event: dict) -> str:
         """Records a delivery; the event's status before it (`new` for its first)."""
-        created = datetime.fromtimestamp(event["created"], UTC)
-        statement = (
-            pg_insert(psp_inbox)
-            .values(
-                psp=psp,
-                event_id=event["id"],
-                event_type=event["type"],
-                psp_created_at=created,
-                status="received",
-                payload=event,
-            )
-            .on_conflict_do_update(
-                index_elements=[psp_inbox.c.psp, psp_inbox.c.event_id],
-                set_={"deliveries": psp_inbox.c.deliveries + 1, "last_received_at": func.now()},
-            )
-            .returning(psp_inbox.c.status, literal_column("xmax = 0").label("inserted"))
+        row = await self._direct.one(
+            _RECEIVE,
+            {
+                "i_psp": psp,
+                "i_event_id": event["id"],
+                "i_event_type": event["type"],
+                "i_created": datetime.fromtimestamp(event["created"], UTC),
+                "i_payload": event,
+            },
         )
-        async with self._engine.begin() as connection:
-            row = (await connection.execute(statement)).one()
-        return "new" if row.inserted else row.status
+        assert row is not None  # an upsert with RETURNING always answers
+        return "new" if row["inserted"] else row["status"]
 
     async def settle(
         self, psp: str, event_id: str, status: str, reason: str, payment_intent: str
     ) -> bool:
         """Records what became of the event; True if this settled it (it was not before)."""
-        async with self._engine.begin() as connection:
-            row = (
-                await connection.execute(
-                    update(psp_inbox)
-                    .where(
-                        psp_inbox.c.psp == psp,
-                        psp_inbox.c.event_id == event_id,
-                        psp_inbox.c.status.not_in(FINAL),
-                    )
-                    .values(
-                        status=status,
-                        reason=reason or None,
-                        payment_intent=payment_intent or None,
-                        processed_at=func.now(),
-                    )
-                    .returning(psp_inbox.c.event_id)
-                )
-            ).first()
+        row = await self._direct.one(
+            _SETTLE,
+            {
+                "i_psp": psp,
+                "i_event_id": event_id,
+                "i_status": status,
+                "i_reason": reason or None,
+                "i_intent": payment_intent or None,
+            },
+        )
         return row is not None
 
 
@@ -250,7 +272,7 @@ def register_inbound(server: grpc.aio.Server, resources: Resources) -> list:
     assert isinstance(settings, WebhookSettings)
     channel = service_channel(settings.gateway_addr, resources.token_issuer, "gateway")
     servicer = PspWebhookServicer(
-        Inbox(resources.engine),
+        Inbox(resources.direct_sql),
         psp_events_pb2_grpc.PspEventServiceStub(channel),
         psp_secrets(settings),
         settings.psp_signature_tolerance_seconds,
