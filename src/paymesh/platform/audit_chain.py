@@ -1,8 +1,9 @@
 """Verifies a hash-chained audit table (gateway.payment_audit, rebill.rebill_audit): each
-row's hash must be the digest of its content chained to the merchant's previous row, in the
-merchant's sequence (the database computes all three on insert, under the merchant's chain
-lock), so an edit, a deletion or an insertion behind the database's back shows up at the
-first broken row."""
+row's hash must be the digest of its content chained to the previous row of its chain, in the
+chain's sequence (the database computes all three on insert, under the chain's lock), so an
+edit, a deletion or an insertion behind the database's back shows up at the first broken row.
+Each merchant has several chains (migration_ops.split_chained_audit); an object's rows are
+all in one of them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     func,
@@ -40,7 +42,9 @@ def chained_audit_table(metadata: MetaData, name: str) -> Table:
         Column("object_id", String(40), nullable=False),
         Column("result", String(40), nullable=False),
         Column("details", JSONB, nullable=False),
-        # Filled by the database's chain trigger: the merchant's sequence and the chained hashes.
+        # Filled by the database's chain trigger: the chain (of the merchant's, by object), its
+        # sequence and the chained hashes.
+        Column("chain", SmallInteger, nullable=False, server_default=text("0")),
         Column("seq", BigInteger, nullable=False, server_default=text("0")),
         Column("prev_hash", LargeBinary, nullable=False, server_default=text("''::bytea")),
         Column("hash", LargeBinary, nullable=False, server_default=text("''::bytea")),
@@ -54,11 +58,11 @@ def _check(table: str):
         f"""
         SELECT id, merchant_id,
                hash = {table}_digest(prev_hash, a) AS content_intact,
-               prev_hash = coalesce(lag(hash) OVER merchant_chain, '\\x')
-                 AND seq = coalesce(lag(seq) OVER merchant_chain, 0) + 1 AS linked
+               prev_hash = coalesce(lag(hash) OVER in_chain, '\\x')
+                 AND seq = coalesce(lag(seq) OVER in_chain, 0) + 1 AS linked
         FROM {table} a
-        WINDOW merchant_chain AS (PARTITION BY merchant_id ORDER BY seq)
-        ORDER BY merchant_id, seq
+        WINDOW in_chain AS (PARTITION BY merchant_id, chain ORDER BY seq)
+        ORDER BY merchant_id, chain, seq
         """
     )
 

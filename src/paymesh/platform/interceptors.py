@@ -127,7 +127,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         return handle
 
-
     def _wrap_stream(self, behavior, method: str):
         service = self._service
 
