@@ -1,5 +1,5 @@
-"""payment_audit: each merchant's rows in 32 chains, one per group of objects, instead of one,
-so that two payments of one merchant no longer wait for each other's audit rows
+"""payment_audit: each merchant's rows in 32 chains (one per transaction, chosen by its id)
+instead of one, so that two payments of one merchant no longer wait for each other's audit rows
 
 Revision ID: gateway_0007
 Revises: gateway_0006

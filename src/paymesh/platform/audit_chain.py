@@ -2,8 +2,8 @@
 row's hash must be the digest of its content chained to the previous row of its chain, in the
 chain's sequence (the database computes all three on insert, under the chain's lock), so an
 edit, a deletion or an insertion behind the database's back shows up at the first broken row.
-Each merchant has several chains (migration_ops.split_chained_audit); an object's rows are
-all in one of them."""
+Each merchant has several chains (migration_ops.split_chained_audit); a transaction's rows
+are all in one of them."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def chained_audit_table(metadata: MetaData, name: str) -> Table:
         Column("object_id", String(40), nullable=False),
         Column("result", String(40), nullable=False),
         Column("details", JSONB, nullable=False),
-        # Filled by the database's chain trigger: the chain (of the merchant's, by object), its
+        # Filled by the database's chain trigger: the chain (of the merchant's, by transaction), its
         # sequence and the chained hashes.
         Column("chain", SmallInteger, nullable=False, server_default=text("0")),
         Column("seq", BigInteger, nullable=False, server_default=text("0")),

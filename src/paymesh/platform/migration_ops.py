@@ -92,11 +92,13 @@ def create_chained_audit(schema: str, table: str) -> None:
     )
 
 
-# Version 2 of a chained audit table: each merchant's rows form AUDIT_CHAINS chains, a row's
-# chain chosen by its object (hashtext(object_id) & (AUDIT_CHAINS - 1)), so an object's rows stay
-# in one chain, in order, and two payments of one merchant seldom share a chain's lock. With one
-# chain per merchant, every audit row of a busy merchant waited for the previous writer's
-# commit. Rows written before keep chain 0, whose sequence new rows of chain 0 continue.
+# Version 2 of a chained audit table: each merchant's rows form AUDIT_CHAINS chains instead of
+# one. With one chain, every audit row of a busy merchant waited for the previous writer's
+# commit. A row's chain is its transaction's id modulo AUDIT_CHAINS: all rows of a transaction
+# go into one chain, so a transaction waits for one chain lock per merchant (never two in
+# some order, which could deadlock), and transactions running at the same time have
+# consecutive ids, so they fall into different chains. Rows written before keep chain 0,
+# whose sequence new rows of chain 0 continue.
 AUDIT_CHAINS = 32
 
 
@@ -115,7 +117,7 @@ def split_chained_audit(schema: str, table: str) -> None:
         CREATE OR REPLACE FUNCTION {schema}.{table}_chain() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE last_seq bigint;
         BEGIN
-          NEW.chain := hashtext(NEW.object_id) & {AUDIT_CHAINS - 1};
+          NEW.chain := pg_current_xact_id()::text::bigint % {AUDIT_CHAINS};
           PERFORM pg_advisory_xact_lock(hashtext('{table}:' || NEW.merchant_id), NEW.chain);
           SELECT seq, hash INTO last_seq, NEW.prev_hash FROM {schema}.{table}
             WHERE merchant_id = NEW.merchant_id AND chain = NEW.chain ORDER BY seq DESC LIMIT 1;

@@ -1,5 +1,5 @@
-"""rebill_audit: each merchant's rows in 32 chains, one per group of objects, instead of one,
-so that renewals of one merchant no longer wait for each other's audit rows
+"""rebill_audit: each merchant's rows in 32 chains (one per transaction, chosen by its id)
+instead of one, so that renewals of one merchant no longer wait for each other's audit rows
 
 Revision ID: rebill_0003
 Revises: rebill_0002
