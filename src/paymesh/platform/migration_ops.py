@@ -123,10 +123,22 @@ def split_chained_audit(schema: str, table: str) -> None:
             WHERE merchant_id = NEW.merchant_id AND chain = NEW.chain ORDER BY seq DESC LIMIT 1;
           NEW.seq := coalesce(last_seq, 0) + 1;
           NEW.prev_hash := coalesce(NEW.prev_hash, '\\x'::bytea);
-          NEW.hash := {schema}.{table}_digest(NEW.prev_hash, NEW);
+          NEW.hash := {_digest("NEW.prev_hash", "NEW")};
           RETURN NEW;
         END $$;
         """
+    )
+
+
+def _digest(prev: str, row: str) -> str:
+    """The expression of {table}_digest(prev, row), which the verifier calls, written out: a
+    trigger that calls the SQL function pays for planning its body on every row (≈ 0.1 ms,
+    a third of an audit row's insert); an expression of the trigger's own is planned once per
+    session. A difference between the two would fail `paymesh audit verify` at once."""
+    return (
+        f"sha256({prev} || convert_to(concat_ws('|', {row}.id, {row}.merchant_id,"
+        f" (extract(epoch FROM {row}.at) * 1000000)::bigint, {row}.actor, {row}.action,"
+        f" {row}.object_id, {row}.result, {row}.details::text), 'UTF8'))"
     )
 
 
