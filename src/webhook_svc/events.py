@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from paymesh.platform.amqp_consumer import Delivery, Verdict
 from paymesh.platform.callers import Merchant, newest_first_page, owned_by
 from paymesh.platform.db import autocommit
+from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.errors import InvalidArgument, NotFound
 from paymesh.platform.notifications import notify
 from webhook_svc.metrics import EVENTS_RECEIVED
@@ -67,9 +68,10 @@ def parse_event(body: bytes) -> ReceivedEvent | None:
     return event
 
 
-# One statement for a batch: the new events, and for each one a delivery per enabled endpoint
-# of its merchant and mode that subscribes to its type. An event received before writes
-# nothing (the broker delivers at least once).
+# One statement for a batch (autocommit, one round trip): the new events, and for each one a
+# delivery per enabled endpoint of its merchant and mode that subscribes to its type; if any
+# delivery was made, the deliverers' wake-up, sent as the statement commits. An event received
+# before writes nothing (the broker delivers at least once).
 _INTAKE = text(
     """
     WITH new AS (
@@ -90,8 +92,10 @@ _INTAKE = text(
        AND e.status = 'enabled'
        AND (new.type = ANY(e.enabled_events) OR '*' = ANY(e.enabled_events))
       RETURNING 1
+    ), woken AS (
+      SELECT pg_notify(:wake_channel, '') WHERE EXISTS (SELECT 1 FROM fanned)
     )
-    SELECT (SELECT count(*) FROM new) AS events, (SELECT count(*) FROM fanned) AS deliveries
+    SELECT (SELECT count(*) FROM new) AS events, (SELECT count(*) FROM woken) AS woken
     """
 )
 
@@ -100,8 +104,8 @@ class EventIntake:
     """The RabbitMQ handler. Messages arriving together are written in one statement; each is
     acked only after that statement committed."""
 
-    def __init__(self, engine: AsyncEngine, max_batch: int = 500):
-        self._engine = engine
+    def __init__(self, direct: DirectSql, max_batch: int = 500):
+        self._direct = direct
         self._max_batch = max_batch
         self._waiting: list[tuple[ReceivedEvent, asyncio.Future]] = []
         self._flushing: asyncio.Task | None = None
@@ -141,11 +145,11 @@ class EventIntake:
 
     async def _write(self, batch: Sequence[ReceivedEvent]) -> int:
         unique = list({event.id: vars(event) for event in batch}.values())
-        async with self._engine.begin() as connection:
-            counts = (await connection.execute(_INTAKE, {"batch": json.dumps(unique)})).one()
-            if counts.deliveries:
-                await notify(connection, WAKE_CHANNEL, "")
-        return counts.events
+        counts = await self._direct.one(
+            _INTAKE, {"batch": json.dumps(unique), "wake_channel": WAKE_CHANNEL}
+        )
+        assert counts is not None  # a SELECT of counts always answers one row
+        return counts["events"]
 
 
 class EventStore:

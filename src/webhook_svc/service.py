@@ -53,7 +53,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     )
     inbound = register_inbound(server, resources)  # PSP webhooks in
 
-    intake = EventIntake(resources.engine)
+    intake = EventIntake(resources.direct_sql)
     # Declares the queue at each (re)connection: a broker back without its data is mended.
     consumer = Consumer(
         settings.amqp_url,
