@@ -25,7 +25,9 @@ Webhooks: every capture, refund and dispute (made through the API or at the PSP'
 {id, type, created, data: {object}} (charge.captured, charge.refunded,
 charge.dispute.created), signed as Stripe signs: `Sandbox-Signature: t=…,v1=<hex
 HMAC-SHA256 of "{t}.{body}">` with SANDBOX_WEBHOOK_SECRET (or WEBHOOK_SANDBOX_SECRET).
-A delivery that is not answered 2xx is sent again (8 attempts, from 0.5 s apart, doubling).
+Events are sent as they happen, several at once (the events of one charge one after the
+other, in order). A delivery that is not answered 2xx is sent again (8 attempts, from 0.5 s
+apart, doubling).
 Webhook knobs (`POST /_knobs`):
   webhook_copies  every event is sent this many times (default 1)
   webhook_hold    true: events wait until `POST /_webhooks/flush`
@@ -59,6 +61,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -80,6 +83,7 @@ DEFAULT_KNOBS: dict[str, Any] = {
 }
 WEBHOOK_ORDERS = ("in_order", "reverse", "shuffle")
 WEBHOOK_ATTEMPTS = 8
+WEBHOOK_LANES = 4  # events of different charges are sent side by side, as PSPs do
 DEV_WEBHOOK_SECRET = "whsec_paymesh_dev_sandbox"  # noqa: S105 - webhook_svc's dev default
 
 
@@ -133,8 +137,11 @@ def signature(payload: bytes, secret: str, timestamp: int) -> str:
 
 
 class Webhooks:
-    """Announces events to one URL from a thread of its own, with retries; holds them while
-    the `webhook_hold` knob says so, and sends copies and orders as the knobs say."""
+    """Announces events to one URL, as a PSP does: at the rate they happen, from WEBHOOK_LANES
+    sender threads, with retries. The events of one charge (its capture, refunds, disputes)
+    always go through the same lane, so they leave in the order they happened unless the knobs
+    say otherwise; events of different charges are sent side by side. Holds events while the
+    `webhook_hold` knob says so, and sends copies and orders as the knobs say."""
 
     def __init__(self, url: str, secret: str, knobs: dict[str, Any]):
         self.url = url
@@ -142,11 +149,14 @@ class Webhooks:
         self.knobs = knobs
         self.lock = threading.Condition()
         self.held: list[dict] = []
-        self.due: list[tuple[float, int, dict, int]] = []  # (when, seq, event, attempt)
+        self.lanes: list[list[tuple[float, int, dict, int]]] = [[] for _ in range(WEBHOOK_LANES)]
         self.seq = 0
         self.log: list[dict] = []
         if url:
-            threading.Thread(target=self._run, daemon=True, name="webhooks").start()
+            for lane in self.lanes:
+                threading.Thread(
+                    target=self._run, args=(lane,), daemon=True, name="webhooks"
+                ).start()
 
     def announce(self, event_type: str, obj: dict[str, Any]) -> dict:
         event = {
@@ -174,26 +184,28 @@ class Webhooks:
                 random.shuffle(copies)
             for event in copies:
                 self._push(time.monotonic(), event, 1)
-            self.lock.notify()
+            self.lock.notify_all()
             return len(copies)
 
     def _queue(self, events: list[dict]) -> None:
         for event in events:
             for _ in range(self.knobs["webhook_copies"]):
                 self._push(time.monotonic(), event, 1)
-        self.lock.notify()
+        self.lock.notify_all()
 
     def _push(self, when: float, event: dict, attempt: int) -> None:
         self.seq += 1
-        heapq.heappush(self.due, (when, self.seq, event, attempt))
+        obj = event["data"]["object"]
+        charge = str(obj.get("charge") or obj.get("id") or "")
+        lane = self.lanes[zlib.crc32(charge.encode()) % len(self.lanes)]
+        heapq.heappush(lane, (when, self.seq, event, attempt))
 
-    def _run(self) -> None:
+    def _run(self, lane: list[tuple[float, int, dict, int]]) -> None:
         while True:
             with self.lock:
-                while not self.due or self.due[0][0] > time.monotonic():
-                    wait = self.due[0][0] - time.monotonic() if self.due else None
-                    self.lock.wait(wait)
-                _, _, event, attempt = heapq.heappop(self.due)
+                while not lane or lane[0][0] > time.monotonic():
+                    self.lock.wait(lane[0][0] - time.monotonic() if lane else None)
+                _, _, event, attempt = heapq.heappop(lane)
             status = self._send(event)
             with self.lock:
                 self.log.append(
@@ -207,6 +219,7 @@ class Webhooks:
                 del self.log[:-5000]
                 if not 200 <= status < 300 and attempt < WEBHOOK_ATTEMPTS:
                     self._push(time.monotonic() + 0.5 * 2 ** (attempt - 1), event, attempt + 1)
+                    self.lock.notify_all()
 
     def _send(self, event: dict) -> int:
         payload = json.dumps(event).encode()
