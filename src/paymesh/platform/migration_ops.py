@@ -143,8 +143,8 @@ def _digest(prev: str, row: str) -> str:
 
 
 def merge_chained_audit(schema: str, table: str) -> None:
-    """split_chained_audit's downgrade, for an audit table holding no row of a chain but 0:
-    rows of other chains cannot join chain 0 without re-hashing history."""
+    """split_chained_audit's downgrade. Refused while any row is outside chain 0: such rows
+    cannot join one chain without re-hashing history."""
     op.execute(
         f"""
         DO $$ BEGIN
