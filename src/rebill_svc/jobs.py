@@ -121,7 +121,7 @@ def _iso(column: str) -> str:
 # trip): the job's update fenced by the lease (nothing else happens when it matches no row),
 # the attempt (an unknown outcome may be replaced once, by the known one), the subscription's
 # change, the events (rebill.succeeded/failed; the subscription's, carrying the row as
-# updated), the audit rows (last: the chain trigger takes the merchant's lock, which the
+# updated), the audit rows (last: the chain trigger locks one of the merchant's chains, which the
 # commit releases right after, without another round trip), and, when the subscription's next
 # period is due already (a test clock moved past it), the scheduler's wake-up naming it. The
 # wake-up reads the subscription as it was before this statement, which is enough: a settle
@@ -517,9 +517,9 @@ class JobStore:
 
         One statement in autocommit (see _SETTLE): the job's fenced update, the attempt, the
         subscription's change, the events, the audit rows and the scheduler's wake-up commit
-        together or not at all, in one round trip. The audit insert takes the merchant's chain
-        lock until the commit, so the lock is now held for the server's work only, never
-        across a round trip to a busy client: every settle of one merchant waits for it."""
+        together or not at all, in one round trip. The audit insert locks one of the
+        merchant's audit chains until the commit, so the lock is held for the server's work
+        only, never across a round trip to a busy client."""
         job = claimed.job
         final = after.job_status in ("succeeded", "failed")
         update_subscription = after.subscription_status is not None or after.job_status != "running"

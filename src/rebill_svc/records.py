@@ -48,7 +48,7 @@ def audit_values(
 
 async def audit(connection: AsyncConnection, **entry: Any) -> None:
     """One audit row (see audit_values). Insert it last in its transaction: the database's
-    chain trigger holds the merchant's chain lock from the insert to the commit."""
+    chain trigger holds a lock on the merchant's chain from the insert to the commit."""
     await connection.execute(rebill_audit.insert(), [audit_values(**entry)])
 
 
