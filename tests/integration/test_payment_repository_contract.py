@@ -37,7 +37,7 @@ class SqlProbe:
         return [
             r[0]
             for r in self._rows(
-                "SELECT action FROM gateway.payment_audit WHERE object_id = %s ORDER BY seq",
+                "SELECT action FROM gateway.payment_audit WHERE object_id = %s ORDER BY id",
                 object_id,
             )
         ]

@@ -94,7 +94,7 @@ def audits(infra, object_ids: list[str]) -> list[tuple[str, str, str]]:
     with db(infra) as connection:
         return connection.execute(
             "SELECT actor, action, result FROM gateway.payment_audit"
-            " WHERE object_id = ANY(%s) ORDER BY seq",
+            " WHERE object_id = ANY(%s) ORDER BY id",
             (object_ids,),
         ).fetchall()
 

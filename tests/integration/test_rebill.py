@@ -304,7 +304,7 @@ def test_every_rebill_change_is_audited_append_only_and_sent_as_events(mesh, mer
             row[0]
             for row in db.execute(
                 "SELECT action FROM rebill.rebill_audit WHERE object_id = %s"
-                " OR details->>'subscription_id' = %s ORDER BY seq",
+                " OR details->>'subscription_id' = %s ORDER BY id",
                 (subscription["id"], subscription["id"]),
             )
         ]
