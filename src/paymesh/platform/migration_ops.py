@@ -65,17 +65,7 @@ def create_chained_audit(schema: str, table: str) -> None:
             a.result, a.details::text), 'UTF8'))
         $$;
 
-        CREATE FUNCTION {schema}.{table}_chain() RETURNS trigger LANGUAGE plpgsql AS $$
-        DECLARE last_seq bigint;
-        BEGIN
-          PERFORM pg_advisory_xact_lock(hashtext('{table}:' || NEW.merchant_id));
-          SELECT seq, hash INTO last_seq, NEW.prev_hash FROM {schema}.{table}
-            WHERE merchant_id = NEW.merchant_id ORDER BY seq DESC LIMIT 1;
-          NEW.seq := coalesce(last_seq, 0) + 1;
-          NEW.prev_hash := coalesce(NEW.prev_hash, '\\x'::bytea);
-          NEW.hash := {schema}.{table}_digest(NEW.prev_hash, NEW);
-          RETURN NEW;
-        END $$;
+        {_one_chain_function("CREATE", schema, table)}
         CREATE TRIGGER {table}_chain BEFORE INSERT ON {schema}.{table}
           FOR EACH ROW EXECUTE FUNCTION {schema}.{table}_chain();
 
@@ -90,6 +80,21 @@ def create_chained_audit(schema: str, table: str) -> None:
           FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{table}_reject_change();
         """
     )
+
+
+def _one_chain_function(verb: str, schema: str, table: str) -> str:
+    """The chain trigger's function of version 1: one chain per merchant."""
+    return f"""{verb} FUNCTION {schema}.{table}_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE last_seq bigint;
+        BEGIN
+          PERFORM pg_advisory_xact_lock(hashtext('{table}:' || NEW.merchant_id));
+          SELECT seq, hash INTO last_seq, NEW.prev_hash FROM {schema}.{table}
+            WHERE merchant_id = NEW.merchant_id ORDER BY seq DESC LIMIT 1;
+          NEW.seq := coalesce(last_seq, 0) + 1;
+          NEW.prev_hash := coalesce(NEW.prev_hash, '\\x'::bytea);
+          NEW.hash := {schema}.{table}_digest(NEW.prev_hash, NEW);
+          RETURN NEW;
+        END $$;"""
 
 
 # Version 2 of a chained audit table: each merchant's rows form AUDIT_CHAINS chains instead of
@@ -153,17 +158,7 @@ def merge_chained_audit(schema: str, table: str) -> None:
               'they cannot be merged into one chain without re-hashing them';
           END IF;
         END $$;
-        CREATE OR REPLACE FUNCTION {schema}.{table}_chain() RETURNS trigger LANGUAGE plpgsql AS $$
-        DECLARE last_seq bigint;
-        BEGIN
-          PERFORM pg_advisory_xact_lock(hashtext('{table}:' || NEW.merchant_id));
-          SELECT seq, hash INTO last_seq, NEW.prev_hash FROM {schema}.{table}
-            WHERE merchant_id = NEW.merchant_id ORDER BY seq DESC LIMIT 1;
-          NEW.seq := coalesce(last_seq, 0) + 1;
-          NEW.prev_hash := coalesce(NEW.prev_hash, '\\x'::bytea);
-          NEW.hash := {schema}.{table}_digest(NEW.prev_hash, NEW);
-          RETURN NEW;
-        END $$;
+        {_one_chain_function("CREATE OR REPLACE", schema, table)}
         """
     )
     op.drop_index(f"{table}_chain_seq_idx", table, schema=schema)
