@@ -399,15 +399,13 @@ class PaymentRepository:
         never changes once an intent succeeded, so that answer cannot be made wrong by a
         writer; every other case is decided again under the lock."""
         seen = await self._direct.one(_PSP_EVENT_PREVIEW, _psp_event_params(event))
-        if seen is not None and (
-            seen["psp_event_seen"]
-            or (
+        if seen is not None:
+            shown = to_intent(seen)
+            if seen["psp_event_seen"] or (
                 event.kind == "capture"
-                and psp_rules.capture(to_intent(seen), event.amount, event.currency)
-                == psp_rules.ALREADY
-            )
-        ):
-            return PspEventResult(psp_rules.ALREADY, to_intent(seen))
+                and psp_rules.capture(shown, event.amount, event.currency) == psp_rules.ALREADY
+            ):
+                return PspEventResult(psp_rules.ALREADY, shown)
         async with self._engine.begin() as connection:
             intent, not_yet = await self._psp_intent(connection, event)
             if intent is None:
