@@ -13,11 +13,13 @@ import psycopg
 import pytest
 
 from paymesh.devinfra import create_infra, drop_infra
+from paymesh.platform.migration_ops import AUDIT_CHAINS
 from tests.conftest import BIN, base_env, paymesh
 
 pytestmark = pytest.mark.integration
 
 TABLES = ["gateway.payment_audit", "rebill.rebill_audit"]
+CHAIN_OF_TRANSACTION = f"SELECT pg_current_xact_id()::text::bigint % {AUDIT_CHAINS}"
 INSERT = (
     "INSERT INTO {table} (merchant_id, actor, action, object_id, result, details)"
     " VALUES (%s, 'api', %s, %s, 'ok', '{{}}') RETURNING id"
@@ -44,8 +46,8 @@ def verify(env: dict[str, str]) -> tuple[int, dict]:
 
 def transaction_in_another_chain(db: psycopg.Connection, taken: int) -> None:
     """Starts a transaction on `db` whose id falls in another chain than the transaction `taken`
-    (ids are consecutive, but the mesh's own writers may take 32 in between)."""
-    while db.execute("SELECT pg_current_xact_id()::text::bigint % 32").fetchone()[0] == taken:
+    (ids are consecutive, but the mesh's own writers may take AUDIT_CHAINS in between)."""
+    while db.execute(CHAIN_OF_TRANSACTION).fetchone()[0] == taken:
         db.rollback()
 
 
@@ -58,7 +60,7 @@ def test_two_objects_of_one_merchant_do_not_wait_for_each_others_audit_rows(data
         psycopg.connect(infra.database_url) as other,
     ):
         holder.execute(INSERT.format(table=table), (merchant, "create", "pi_held"))  # left open
-        [taken] = holder.execute("SELECT pg_current_xact_id()::text::bigint % 32").fetchone()
+        [taken] = holder.execute(CHAIN_OF_TRANSACTION).fetchone()
         other.execute("SET lock_timeout = '2s'")
         other.commit()
         transaction_in_another_chain(other, taken)
