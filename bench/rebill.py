@@ -6,11 +6,11 @@ the outbox, RabbitMQ, the workers, the gateway and the sandbox PSP.
 For each (workers, PSP latency) pair, on a mesh and database of its own: `--subscriptions`
 monthly subscriptions are written straight into the database on a fresh test clock (their
 first period paid), the clock is advanced past their renewal, and the run ends when every
-renewal is charged. Prints
-renewals/s (from the advance to the last charge) and, per renewal, the time from "due" (the
-advance) to "charged" (its outcome committed): p50/p95/p99, and when the scheduler had
-created the last job (scheduler-bound when that is close to the run's end). The machine's echo
-reference runs first, and each rate is also shown as a ratio to it (see bench/harness.py)."""
+renewal is charged. Prints renewals/s (from the advance to the last charge) and, per
+renewal, the time from "due" (the advance) to "charged" (its outcome committed):
+p50/p95/p99, and when the scheduler had created the last job (scheduler-bound when that is
+close to the run's end). The machine's echo reference runs first, and each rate is also
+shown as a ratio to it (see bench/harness.py)."""
 
 from __future__ import annotations
 
