@@ -52,7 +52,7 @@ from paymesh.platform.callers import (
     owned_by_params,
     owner_params,
 )
-from paymesh.platform.db import autocommit
+from paymesh.platform.db import autocommit, constant
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.outbox import event_values
 from paymesh.platform.problems import NotFound
@@ -191,7 +191,7 @@ class PaymentRepository:
                     select(refunds, payment_intents)
                     .join(payment_intents, payment_intents.c.id == refunds.c.payment_intent)
                     .where(
-                        refunds.c.status == RefundStatus.PENDING,
+                        refunds.c.status == constant(RefundStatus.PENDING),
                         refunds.c.created_at < _ago(older_than_seconds),
                     )
                     .order_by(refunds.c.created_at)
@@ -792,7 +792,7 @@ def _settle_keys(merchant_id: str, object_id: str):
         .where(
             keys.merchant_id == merchant_id,
             keys.object_id == object_id,
-            keys.state == "running",
+            keys.state == constant("running"),
         )
         .values(state="done")
     )
@@ -913,7 +913,7 @@ def _change_statement(
             .where(
                 keys.merchant_id == bindparam("s_merchant_id"),
                 keys.object_id == bindparam("w_id"),
-                keys.state == "running",
+                keys.state == constant("running"),
                 exists(select(intent.c.id)),
                 *mine,
             )

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from paymesh.platform.db import autocommit
+from paymesh.platform.db import autocommit, constant
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.outbox import event_values
 from rebill_svc import records
@@ -434,7 +434,10 @@ class JobStore:
                         func.extract("epoch", func.now() - func.min(rebill_jobs.c.heartbeat_at)),
                         0,
                     )
-                ).where(rebill_jobs.c.status == "running", rebill_jobs.c.lease_owner.is_not(None))
+                ).where(
+                    rebill_jobs.c.status == constant("running"),
+                    rebill_jobs.c.lease_owner.is_not(None),
+                )
             )
         return float(age or 0)
 

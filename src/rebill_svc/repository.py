@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.platform.callers import Merchant, newest_first_page, owned_by
-from paymesh.platform.db import autocommit
+from paymesh.platform.db import autocommit, constant
 from paymesh.platform.problems import InvalidArgument, NotFound
 from rebill_svc import records
 from rebill_svc.domain.periods import Interval
@@ -395,12 +395,12 @@ async def _clock_status(connection: AsyncConnection, clock: Row) -> str:
     subs, jobs = subscriptions.c, rebill_jobs.c
     due_subscription = select(subs.id).where(
         subs.test_clock == clock.id,
-        subs.status.in_([Status.ACTIVE.value, Status.TRIALING.value]),
+        subs.status.in_([constant(Status.ACTIVE.value), constant(Status.TRIALING.value)]),
         subs.current_period_end <= clock.frozen_time,
     )
     unsettled_job = select(jobs.id).where(
         jobs.test_clock == clock.id,
-        jobs.status.in_(OPEN),
+        jobs.status.in_([constant(status) for status in OPEN]),
         ~and_(jobs.status == "scheduled", jobs.due_at > clock.frozen_time),
     )
     busy = await connection.scalar(select(due_subscription.exists() | unsettled_job.exists()))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import ColumnElement, literal_column, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -48,3 +48,13 @@ def autocommit(engine: AsyncEngine) -> AsyncEngine:
 async def ping(engine: AsyncEngine) -> None:
     async with autocommit(engine).connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+def constant(value: str) -> ColumnElement:
+    """`value` written into the SQL, not sent as a parameter. Use it where a statement must
+    match a partial index's predicate (`state = 'running'`): psycopg prepares a statement on
+    the server after a few runs, and PostgreSQL's generic plan for it cannot prove a
+    parameter equal to the index's constant, so it scans the whole table instead."""
+    if not value.replace("_", "").isalnum():
+        raise ValueError(f"not a plain word: {value!r}")
+    return literal_column(f"'{value}'")
