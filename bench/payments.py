@@ -12,6 +12,7 @@ to gateway_svc over gRPC, at several concurrencies, sandbox PSP at 0 ms latency.
 
     .venv/bin/python bench/payments.py --seconds 5 --concurrency 1,16,64
     .venv/bin/python bench/payments.py --concurrency 1,32 --json-out build/bench.jsonl
+    .venv/bin/python bench/payments.py --seconds 30 --concurrency 32 --only "mixed gRPC"
 
 Starts a mesh of its own (fresh database, vhost, keys, free ports) and stops it afterwards.
 The load generator shares the machine's cores with the mesh."""
@@ -202,7 +203,9 @@ def direct_mixed(channel, secret_key: str, traffic: MerchantTraffic):
     return make
 
 
-async def run(bench, seconds: float, concurrencies: list[int], json_out: str | None) -> None:
+async def run(
+    bench, seconds: float, concurrencies: list[int], json_out: str | None, only: str | None
+) -> None:
     mesh = bench.mesh
     http = KeepAliveHttp(mesh.ports.envoy, {"Authorization": f"Bearer {bench.secret_key}"})
     card = {"number": "4242424242424242", "exp_month": 12, "exp_year": datetime.now(UTC).year + 2}
@@ -228,6 +231,8 @@ async def run(bench, seconds: float, concurrencies: list[int], json_out: str | N
         ("create+confirm+capture gRPC", direct(channel, bench.secret_key, payment_method, True)),
     ]
     for name, make in scenarios:
+        if only and only not in name:
+            continue
         await closed_loop(name, 4, 1.0, make)  # warm-up: pools, caches, the PSP token
         for concurrency in concurrencies:
             before = cpu_seconds(mesh)
@@ -239,11 +244,12 @@ async def run(bench, seconds: float, concurrencies: list[int], json_out: str | N
 
 def main() -> None:
     parser = mesh_arguments(__doc__, "1,16,64")
+    parser.add_argument("--only", help="run only the rows whose name contains this text")
     args = parser.parse_args()
     machine_reference()
     with running_mesh(args.gateway_processes) as bench:
         concurrencies = [int(c) for c in args.concurrency.split(",")]
-        asyncio.run(run(bench, args.seconds, concurrencies, args.json_out))
+        asyncio.run(run(bench, args.seconds, concurrencies, args.json_out, args.only))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ renewals). These tests plan the statements as the server does after that point."
 
 from __future__ import annotations
 
-import re
-
 import psycopg
 import pytest
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
@@ -48,15 +46,9 @@ def db():
 def generic_plan(connection: psycopg.Connection, statement) -> str:
     """EXPLAIN of `statement`'s generic plan, as the server runs it once prepared."""
     compiled = compile_statement(statement, psycopg_dialect.dialect())
-    numbers: dict[str, int] = {}
-
-    def positional(match: re.Match) -> str:
-        return f"${numbers.setdefault(match.group(1), len(numbers) + 1)}"
-
-    sql = re.sub(r"%\((\w+)\)s", positional, compiled.sql)
     connection.execute("DEALLOCATE ALL")
-    connection.execute(f"PREPARE hot AS {sql}")
-    nulls = ", ".join(["NULL"] * len(numbers))
+    connection.execute(f"PREPARE hot AS {compiled.sql}")
+    nulls = ", ".join(["NULL"] * len(compiled.names))
     rows = connection.execute(f"EXPLAIN EXECUTE hot({nulls})").fetchall()
     return "\n".join(row[0] for row in rows)
 
