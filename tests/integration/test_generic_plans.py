@@ -53,6 +53,11 @@ def generic_plan(connection: psycopg.Connection, statement) -> str:
     return "\n".join(row[0] for row in rows)
 
 
+def assert_finds_waiting_keys_by_index(plan: str) -> None:
+    assert "Seq Scan on idempotency_keys" not in plan, plan
+    assert "idempotency_keys_open_object_idx" in plan, plan
+
+
 @pytest.mark.parametrize("bind", [False, True], ids=["settle", "settle-and-bind"])
 def test_settling_an_outcome_finds_waiting_keys_by_index(db, bind):
     statement = repository._change_statement(
@@ -65,12 +70,10 @@ def test_settling_an_outcome_finds_waiting_keys_by_index(db, bind):
         bind=bind,
         settles=True,
     )
-    plan = generic_plan(db, statement)
-    assert "Seq Scan on idempotency_keys" not in plan, plan
-    assert "idempotency_keys_open_object_idx" in plan, plan
+    assert_finds_waiting_keys_by_index(generic_plan(db, statement))
 
 
 def test_the_sweep_settles_waiting_keys_by_index(db):
-    plan = generic_plan(db, repository._settle_keys("acct_plans", "pi_1"))
-    assert "Seq Scan on idempotency_keys" not in plan, plan
-    assert "idempotency_keys_open_object_idx" in plan, plan
+    assert_finds_waiting_keys_by_index(
+        generic_plan(db, repository._settle_keys("acct_plans", "pi_1"))
+    )
