@@ -77,8 +77,16 @@ _CHARGED = (
 
 
 def charged_count(db: psycopg.Connection, clock: str) -> int:
-    """How many renewals on `clock` are charged (a count only: the poll must stay cheap, or
-    it takes the database's CPU from the run it measures)."""
+    """How many renewals on `clock` are charged. The poll must stay cheap, or it takes the
+    database's CPU from the run it measures: the full count (a join of every attempt, tens of
+    ms at 10,000) runs only once no job on the clock is open (an index lookup)."""
+    open_jobs = db.execute(
+        "SELECT count(*) FROM rebill.rebill_jobs WHERE test_clock = %s"
+        " AND status IN ('queued', 'running', 'scheduled')",  # rebill_jobs_clock_idx
+        (clock,),
+    ).fetchone()[0]
+    if open_jobs:
+        return 0
     return db.execute("SELECT count(*)" + _CHARGED, (clock,)).fetchone()[0]
 
 

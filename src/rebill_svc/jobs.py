@@ -43,36 +43,75 @@ OPEN = ("scheduled", "queued", "running")
 
 # Renewable subscriptions whose current period has ended on their clock and that have no
 # unsettled job, fairly across merchants: each merchant's first due subscription, then each
-# one's second, … so one merchant's thousands of renewals cannot starve another's. Rows are
-# locked, so a concurrent cancel or pause either lands first (and the row no longer matches)
-# or waits for this batch. The candidates come from the statement's snapshot, but a row that
-# another transaction changed and committed before it was locked here is locked in its newest
-# version, and only the outer WHERE is checked again on it: that WHERE must therefore itself
-# say the period is still the one found due, or a concurrent scheduler's (or resume's) period
-# would be advanced a second time and the period between never billed.
+# one's second, … so one merchant's thousands of renewals cannot starve another's. Each row is
+# locked by its primary key, so a concurrent cancel or pause either lands first (and the row
+# no longer matches) or waits for this batch. The candidates come from the statement's
+# snapshot, but a row that another transaction changed and committed before it was locked here
+# is locked in its newest version, and only the locking subquery's WHERE is checked again on
+# it: that WHERE must therefore itself say the period is still the one found due, or a
+# concurrent scheduler's (or resume's) period would be advanced a second time and the period
+# between never billed.
 _DUE_SQL = """
-    SELECT s.* FROM rebill.subscriptions s
-    JOIN (
+    {candidates}
+    SELECT s.* FROM (
       SELECT d.id, d.turn, d.current_period_end FROM (
-        SELECT s.id, s.current_period_end,
-               row_number() OVER (PARTITION BY s.merchant_id
-                                  ORDER BY s.current_period_end, s.id) AS turn
-        FROM rebill.subscriptions s LEFT JOIN rebill.test_clocks c ON c.id = s.test_clock
-        WHERE s.status IN ('active', 'trialing')
-          AND s.current_period_end <= coalesce(c.frozen_time, now())
-          AND NOT EXISTS (SELECT 1 FROM rebill.rebill_jobs j WHERE j.subscription_id = s.id
-                          AND j.status IN ('scheduled', 'queued', 'running'))
-          {only}
+        SELECT c.id, c.current_period_end,
+               row_number() OVER (PARTITION BY c.merchant_id
+                                  ORDER BY c.current_period_end, c.id) AS turn
+        FROM candidates c
       ) d ORDER BY d.turn, d.current_period_end LIMIT :batch
-    ) due ON due.id = s.id
-    WHERE s.status IN ('active', 'trialing') AND s.current_period_end = due.current_period_end
+    ) due CROSS JOIN LATERAL (
+      SELECT * FROM rebill.subscriptions s
+      WHERE s.id = due.id AND s.status IN ('active', 'trialing')
+        AND s.current_period_end = due.current_period_end
+      FOR UPDATE SKIP LOCKED
+    ) s
     ORDER BY due.turn, due.current_period_end
-    FOR UPDATE OF s SKIP LOCKED
     """
-_DUE = text(_DUE_SQL.format(only=""))
-# The same, among the given subscriptions only (primary-key lookups, not a scan): what a
-# settle may have made due, its subscription's next period.
-_DUE_AMONG = text(_DUE_SQL.format(only="AND s.id = ANY(CAST(:ids AS varchar[]))"))
+_NO_OPEN_JOB = """NOT EXISTS (SELECT 1 FROM rebill.rebill_jobs j WHERE j.subscription_id = s.id
+                        AND j.status IN ('scheduled', 'queued', 'running'))"""
+# A round's candidates, read from two indexes so that its cost follows the batch, not the
+# number of subscriptions: at most a batch per merchant on real time (the merchants found by
+# a skip scan, each one's due subscriptions an index range ending now) and a batch per test
+# clock (a range ending at its frozen time). A plain scan had to read every renewable
+# subscription and number every due one on each batch: quadratic in a renewal wave.
+_ALL_CANDIDATES = f"""
+    WITH RECURSIVE merchants AS (
+      (SELECT s.merchant_id FROM rebill.subscriptions s
+       WHERE s.status IN ('active', 'trialing') AND s.test_clock IS NULL
+       ORDER BY s.merchant_id LIMIT 1)
+      UNION ALL
+      SELECT (SELECT s.merchant_id FROM rebill.subscriptions s
+              WHERE s.status IN ('active', 'trialing') AND s.test_clock IS NULL
+                AND s.merchant_id > m.merchant_id
+              ORDER BY s.merchant_id LIMIT 1)
+      FROM merchants m WHERE m.merchant_id IS NOT NULL
+    ), candidates AS (
+      SELECT d.* FROM merchants m CROSS JOIN LATERAL (
+        SELECT s.id, s.merchant_id, s.current_period_end FROM rebill.subscriptions s
+        WHERE s.merchant_id = m.merchant_id AND s.status IN ('active', 'trialing')
+          AND s.test_clock IS NULL AND s.current_period_end <= now() AND {_NO_OPEN_JOB}
+        ORDER BY s.current_period_end, s.id LIMIT :batch
+      ) d
+      UNION ALL
+      SELECT d.* FROM rebill.test_clocks c CROSS JOIN LATERAL (
+        SELECT s.id, s.merchant_id, s.current_period_end FROM rebill.subscriptions s
+        WHERE s.test_clock = c.id AND s.status IN ('active', 'trialing')
+          AND s.current_period_end <= c.frozen_time AND {_NO_OPEN_JOB}
+        ORDER BY s.current_period_end, s.id LIMIT :batch
+      ) d
+    )"""
+# The same among the given subscriptions only (primary-key lookups): what a settle may have
+# made due, its subscription's next period.
+_CANDIDATES_AMONG = f"""
+    WITH candidates AS (
+      SELECT s.id, s.merchant_id, s.current_period_end
+      FROM rebill.subscriptions s LEFT JOIN rebill.test_clocks c ON c.id = s.test_clock
+      WHERE s.id = ANY(CAST(:ids AS varchar[])) AND s.status IN ('active', 'trialing')
+        AND s.current_period_end <= coalesce(c.frozen_time, now()) AND {_NO_OPEN_JOB}
+    )"""
+_DUE = text(_DUE_SQL.format(candidates=_ALL_CANDIDATES))
+_DUE_AMONG = text(_DUE_SQL.format(candidates=_CANDIDATES_AMONG))
 
 # Declined periods whose next attempt is due on their clock.
 _RETRIES_DUE = text(
