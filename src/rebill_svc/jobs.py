@@ -19,8 +19,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -112,6 +111,31 @@ _CANDIDATES_AMONG = f"""
     )"""
 _DUE = text(_DUE_SQL.format(candidates=_ALL_CANDIDATES))
 _DUE_AMONG = text(_DUE_SQL.format(candidates=_CANDIDATES_AMONG))
+
+# The batch's subscriptions move to their next period, and each period's job is created,
+# queued (its message follows in the outbox): one statement.
+_ADVANCE = text(
+    """
+    WITH p AS (
+      SELECT * FROM jsonb_to_recordset(CAST(:periods AS jsonb)) AS p(
+        subscription_id text, job_id text, queue text, number integer, start timestamptz,
+        "end" timestamptz)
+    ), advanced AS (
+      UPDATE rebill.subscriptions s SET status = 'active', period_number = p.number,
+        current_period_start = p.start, current_period_end = p."end", updated_at = now()
+      FROM p WHERE s.id = p.subscription_id
+      RETURNING s.id, s.merchant_id, s.livemode, s.test_clock, s.amount, s.currency
+    )
+    INSERT INTO rebill.rebill_jobs (id, subscription_id, merchant_id, livemode, test_clock,
+      queue, period_number, period_start, period_end, amount, currency, status, due_at,
+      queued_at)
+    SELECT p.job_id, a.id, a.merchant_id, a.livemode, a.test_clock, p.queue, p.number,
+      p.start, p."end", a.amount, a.currency, 'queued', p.start, now()
+    FROM p JOIN advanced a ON a.id = p.subscription_id
+    ON CONFLICT DO NOTHING
+    RETURNING *
+    """
+)
 
 # Declined periods whose next attempt is due on their clock.
 _RETRIES_DUE = text(
@@ -341,7 +365,7 @@ class JobStore:
             due = (await connection.execute(statement, params)).all()
             if not due:
                 return 0
-            advanced, jobs, canceled, audit = [], [], [], []
+            advanced, canceled, audit = [], [], []
             for row in due:
                 if row.cancel_at_period_end:
                     canceled.append({"s_id": row.id, "canceled_at": row.current_period_end})
@@ -350,51 +374,22 @@ class JobStore:
                 following = next_periods(plan, row.period_number)
                 advanced.append(
                     {
-                        "s_id": row.id,
-                        "number": following.number,
-                        "start": following.start,
-                        "end": following.end,
-                    }
-                )
-                jobs.append(
-                    {
-                        "id": records.new_id("rj_"),
                         "subscription_id": row.id,
-                        "merchant_id": row.merchant_id,
-                        "livemode": row.livemode,
-                        "test_clock": row.test_clock,
+                        "job_id": records.new_id("rj_"),
                         "queue": QUEUES[Interval(row.interval)],
-                        "period_number": following.number,
-                        "period_start": following.start,
-                        "period_end": following.end,
-                        "amount": row.amount,
-                        "currency": row.currency,
-                        "status": "queued",
-                        "due_at": following.start,
+                        "number": following.number,
+                        "start": following.start.isoformat(),
+                        "end": following.end.isoformat(),
                     }
                 )
             if advanced:
-                await connection.execute(
-                    update(subscriptions)
-                    .where(subscriptions.c.id == bindparam("s_id"))
-                    .values(
-                        status=Status.ACTIVE.value,
-                        period_number=bindparam("number"),
-                        current_period_start=bindparam("start"),
-                        current_period_end=bindparam("end"),
-                        updated_at=func.now(),
-                    ),
-                    advanced,
-                )
                 created = (
-                    await connection.execute(
-                        insert(rebill_jobs)
-                        .values(queued_at=func.now())
-                        .on_conflict_do_nothing()
-                        .returning(rebill_jobs),
-                        jobs,
-                    )
+                    await connection.execute(_ADVANCE, {"periods": json.dumps(advanced)})
                 ).all()
+                # In the batch's order (each merchant's first, then each one's second, …), which
+                # RETURNING does not keep: the workers take the messages in this order.
+                turn = {period["subscription_id"]: n for n, period in enumerate(advanced)}
+                created.sort(key=lambda job: turn[job.subscription_id])
                 await records.publish_jobs(connection, created)
                 audit += [
                     records.audit_values(

@@ -157,4 +157,13 @@ def test_a_merchants_renewal_wave_does_not_starve_the_others(infra):
                 "SELECT merchant_id, count(*) FROM rebill.rebill_jobs GROUP BY merchant_id"
             ).fetchall()
         )
+        # The workers' messages go out in turns too: each merchant's first, then its second.
+        queued = [
+            row[0]
+            for row in db.execute(
+                "SELECT payload->>'merchant_id' FROM rebill.outbox"
+                " WHERE event_type LIKE 'rebill_job.%' ORDER BY id"
+            ).fetchall()
+        ]
     assert by_merchant == {"acct_wave0": 5, "acct_small0": 3, "acct_clockfair0": 2}
+    assert len(set(queued[:3])) == 3 and len(set(queued[3:6])) == 3, queued
