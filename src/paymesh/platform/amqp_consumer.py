@@ -2,7 +2,8 @@
 Each message is handled by an async function whose verdict is sent back on the channel it
 came from: ack (done), reject (to the queue's dead-letter exchange) or requeue (try again).
 A message whose handler was cut off (the connection dropped, the process died) was never
-acked, so the broker delivers it again."""
+acked, so the broker delivers it again. Acks that become due together (a batch of messages
+written in one statement) go out as one frame where AMQP allows it."""
 
 from __future__ import annotations
 
@@ -61,6 +62,46 @@ def ready_counts(amqp_url: str, queues: Sequence[str]) -> dict[str, int]:
             connection.close()
 
 
+class ChannelVerdicts:
+    """A channel's verdicts. Rejects and requeues go out at once; the acks due in one turn of
+    the event loop go out together at its end, as one `multiple` ack for those below every
+    message still being handled (it acknowledges every unacknowledged delivery up to its
+    tag), one by one for the rest: no ack waits for a slower message."""
+
+    def __init__(self, channel):
+        self._channel = channel
+        self._handling: set[int] = set()
+        self._acks: list[int] = []
+
+    def delivered(self, tag: int) -> None:
+        self._handling.add(tag)
+
+    def send(self, tag: int, verdict: Verdict) -> None:
+        self._handling.discard(tag)
+        if not self._channel.is_open:
+            return  # the broker redelivers it: its connection is gone
+        if verdict is Verdict.ACK:
+            if not self._acks:
+                asyncio.get_running_loop().call_soon(self.flush)
+            self._acks.append(tag)
+        elif verdict is Verdict.REJECT:
+            self._channel.basic_reject(tag, requeue=False)
+        else:
+            self._channel.basic_nack(tag, requeue=True)
+
+    def flush(self) -> None:
+        acks, self._acks = self._acks, []
+        if not acks or not self._channel.is_open:
+            return
+        lowest_handled = min(self._handling, default=None)
+        together = [t for t in acks if lowest_handled is None or t < lowest_handled]
+        if together:
+            self._channel.basic_ack(max(together), multiple=True)
+        for tag in acks:
+            if lowest_handled is not None and tag > lowest_handled:
+                self._channel.basic_ack(tag)
+
+
 class Consumer:
     def __init__(
         self,
@@ -81,6 +122,7 @@ class Consumer:
         self._amqp_url = amqp_url
         self._declare_on = declare_on
         self._connection: AsyncioConnection | None = None
+        self._verdicts: ChannelVerdicts | None = None
         self._in_flight: set[asyncio.Task] = set()
         self._stopping = False
         self.connected = asyncio.Event()
@@ -109,6 +151,8 @@ class Consumer:
         connection = self._connection
         if self._in_flight:
             await asyncio.wait(list(self._in_flight), timeout=grace)
+        if self._verdicts is not None:
+            self._verdicts.flush()
         if connection is not None and connection.is_open:
             connection.close()
 
@@ -118,8 +162,9 @@ class Consumer:
 
         async def set_up(channel) -> None:
             await step(lambda cb: channel.basic_qos(prefetch_count=self._prefetch, callback=cb))
+            self._verdicts = verdicts = ChannelVerdicts(channel)
             for queue in self._queues:
-                channel.basic_consume(queue, self._on_message(channel, queue))
+                channel.basic_consume(queue, self._on_message(verdicts, queue))
 
         _channel, closed = await open_channel(self._params, set_up, self._remember)
         self.connected.set()
@@ -128,26 +173,20 @@ class Consumer:
     def _remember(self, connection: AsyncioConnection) -> None:
         self._connection = connection
 
-    def _on_message(self, channel, queue: str):
+    def _on_message(self, verdicts: ChannelVerdicts, queue: str):
         def on_message(_channel, method, properties, body) -> None:
             delivery = Delivery(queue, body, properties, bool(method.redelivered))
-            task = asyncio.create_task(self._process(channel, method.delivery_tag, delivery))
+            verdicts.delivered(method.delivery_tag)
+            task = asyncio.create_task(self._process(verdicts, method.delivery_tag, delivery))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
         return on_message
 
-    async def _process(self, channel, tag: int, delivery: Delivery) -> None:
+    async def _process(self, verdicts: ChannelVerdicts, tag: int, delivery: Delivery) -> None:
         try:
             verdict = await self._handle(delivery)
         except Exception as error:  # noqa: BLE001 - a handler's bug must not stop consuming
             log.exception("amqp_handler_failed", queue=delivery.queue, error=type(error).__name__)
             verdict = Verdict.REQUEUE
-        if not channel.is_open:
-            return  # the broker redelivers it: its connection is gone
-        if verdict is Verdict.ACK:
-            channel.basic_ack(tag)
-        elif verdict is Verdict.REJECT:
-            channel.basic_reject(tag, requeue=False)
-        else:
-            channel.basic_nack(tag, requeue=True)
+        verdicts.send(tag, verdict)
