@@ -144,6 +144,9 @@ def run_once(
                 done = charged_count(db, clock)
             times = charge_times(db, clock)
             scheduled = last_scheduled(db, clock) - due
+            # The PSP announces every capture by webhook: a run whose webhooks are still
+            # queued at the PSP when it ends has not paid for them.
+            webhooks = db.execute("SELECT count(*) FROM webhook.psp_inbox").fetchone()[0]
     finally:
         post(sandbox, {"latency_ms": 0})
         for name in extra:
@@ -158,6 +161,7 @@ def run_once(
         "renewals": count,
         "seconds": round(elapsed, 2),
         "all_scheduled_after_seconds": round(scheduled, 2),
+        "psp_webhooks_in_by_the_end": webhooks,
         "per_second": round(count / elapsed, 1),
         "echo_ratio": round(count / elapsed / echo_rate, 4),
         "due_to_charged_p50_ms": round(q[49]),
@@ -185,7 +189,8 @@ def main() -> None:
                     f"rebill  workers={workers}  psp {latency:>3} ms  {row['per_second']:>7.1f}"
                     f" renewals/s ({row['echo_ratio']:.4f}× echo)  ({row['renewals']} in"
                     f" {row['seconds']:.1f} s, all scheduled"
-                    f" after {row['all_scheduled_after_seconds']:.1f} s)  due→charged"
+                    f" after {row['all_scheduled_after_seconds']:.1f} s, PSP webhooks in by the"
+                    f" end {row['psp_webhooks_in_by_the_end']})  due→charged"
                     f" p50 {row['due_to_charged_p50_ms'] / 1000:.1f} s"
                     f"  p95 {row['due_to_charged_p95_ms'] / 1000:.1f} s"
                     f"  p99 {row['due_to_charged_p99_ms'] / 1000:.1f} s",

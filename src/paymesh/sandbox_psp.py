@@ -83,7 +83,9 @@ DEFAULT_KNOBS: dict[str, Any] = {
 }
 WEBHOOK_ORDERS = ("in_order", "reverse", "shuffle")
 WEBHOOK_ATTEMPTS = 8
-WEBHOOK_LANES = 4  # events of different charges are sent side by side, as PSPs do
+WEBHOOK_LANES = 16  # events of different charges are sent side by side, as PSPs do: enough
+# lanes to keep up with the charges of a saturated machine (4 fell behind a rebill run: two
+# thirds of its webhooks arrived after the last renewal, and the run did not pay for them)
 DEV_WEBHOOK_SECRET = "whsec_paymesh_dev_sandbox"  # noqa: S105 - webhook_svc's dev default
 
 
@@ -136,6 +138,14 @@ def signature(payload: bytes, secret: str, timestamp: int) -> str:
     return f"t={timestamp},v1={digest.hexdigest()}"
 
 
+class _Lane:
+    """One sender's queue of (when, seq, event, attempt), and the condition that wakes it."""
+
+    def __init__(self, lock: threading.Lock):
+        self.sends: list[tuple[float, int, dict, int]] = []
+        self.wake = threading.Condition(lock)
+
+
 class Webhooks:
     """Announces events to one URL, as a PSP does: at the rate they happen, from WEBHOOK_LANES
     sender threads, with retries. The events of one charge (its capture, refunds, disputes)
@@ -147,9 +157,9 @@ class Webhooks:
         self.url = url
         self.secret = secret
         self.knobs = knobs
-        self.lock = threading.Condition()
+        self.lock = threading.Lock()
         self.held: list[dict] = []
-        self.lanes: list[list[tuple[float, int, dict, int]]] = [[] for _ in range(WEBHOOK_LANES)]
+        self.lanes = [_Lane(self.lock) for _ in range(WEBHOOK_LANES)]
         self.seq = 0
         self.log: list[dict] = []
         if url:
@@ -170,7 +180,8 @@ class Webhooks:
             if self.knobs["webhook_hold"]:
                 self.held.append(event)
             else:
-                self._queue([event])
+                for _ in range(self.knobs["webhook_copies"]):
+                    self._push(time.monotonic(), event, 1)
         return event
 
     def flush(self) -> int:
@@ -184,28 +195,24 @@ class Webhooks:
                 random.shuffle(copies)
             for event in copies:
                 self._push(time.monotonic(), event, 1)
-            self.lock.notify_all()
             return len(copies)
 
-    def _queue(self, events: list[dict]) -> None:
-        for event in events:
-            for _ in range(self.knobs["webhook_copies"]):
-                self._push(time.monotonic(), event, 1)
-        self.lock.notify_all()
-
     def _push(self, when: float, event: dict, attempt: int) -> None:
+        """Queues a send in the charge's lane and wakes that lane only (call under the lock)."""
         self.seq += 1
         obj = event["data"]["object"]
         charge = str(obj.get("charge") or obj.get("id") or "")
         lane = self.lanes[zlib.crc32(charge.encode()) % len(self.lanes)]
-        heapq.heappush(lane, (when, self.seq, event, attempt))
+        heapq.heappush(lane.sends, (when, self.seq, event, attempt))
+        lane.wake.notify()
 
-    def _run(self, lane: list[tuple[float, int, dict, int]]) -> None:
+    def _run(self, lane: _Lane) -> None:
+        sends = lane.sends
         while True:
             with self.lock:
-                while not lane or lane[0][0] > time.monotonic():
-                    self.lock.wait(lane[0][0] - time.monotonic() if lane else None)
-                _, _, event, attempt = heapq.heappop(lane)
+                while not sends or sends[0][0] > time.monotonic():
+                    lane.wake.wait(sends[0][0] - time.monotonic() if sends else None)
+                _, _, event, attempt = heapq.heappop(sends)
             status = self._send(event)
             with self.lock:
                 self.log.append(
@@ -219,7 +226,6 @@ class Webhooks:
                 del self.log[:-5000]
                 if not 200 <= status < 300 and attempt < WEBHOOK_ATTEMPTS:
                     self._push(time.monotonic() + 0.5 * 2 ** (attempt - 1), event, attempt + 1)
-                    self.lock.notify_all()
 
     def _send(self, event: dict) -> int:
         payload = json.dumps(event).encode()
