@@ -53,14 +53,13 @@ import contextlib
 import hashlib
 import heapq
 import hmac
+import http.client
 import json
 import os
 import random
 import secrets
 import threading
 import time
-import urllib.error
-import urllib.request
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -139,11 +138,13 @@ def signature(payload: bytes, secret: str, timestamp: int) -> str:
 
 
 class _Lane:
-    """One sender's queue of (when, seq, event, attempt), and the condition that wakes it."""
+    """One sender's queue of (when, seq, event, attempt), the condition that wakes it, and its
+    kept-alive connection to the webhook URL."""
 
     def __init__(self, lock: threading.Lock):
         self.sends: list[tuple[float, int, dict, int]] = []
         self.wake = threading.Condition(lock)
+        self.connection: http.client.HTTPConnection | None = None
 
 
 class Webhooks:
@@ -213,7 +214,7 @@ class Webhooks:
                 while not sends or sends[0][0] > time.monotonic():
                     lane.wake.wait(sends[0][0] - time.monotonic() if sends else None)
                 _, _, event, attempt = heapq.heappop(sends)
-            status = self._send(event)
+            status = self._send(lane, event)
             with self.lock:
                 self.log.append(
                     {
@@ -227,25 +228,38 @@ class Webhooks:
                 if not 200 <= status < 300 and attempt < WEBHOOK_ATTEMPTS:
                     self._push(time.monotonic() + 0.5 * 2 ** (attempt - 1), event, attempt + 1)
 
-    def _send(self, event: dict) -> int:
+    def _send(self, lane: _Lane, event: dict) -> int:
+        """POSTs the event on the lane's kept-alive connection; the HTTP status, 0 if none."""
         payload = json.dumps(event).encode()
-        request = urllib.request.Request(  # noqa: S310 - the configured URL
-            self.url,
-            data=payload,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "Sandbox-Signature": signature(payload, self.secret, int(time.time())),
-                "User-Agent": "paymesh-sandbox-psp/1",
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-                return answer.status
-        except urllib.error.HTTPError as error:
-            return error.code
-        except OSError:
-            return 0
+        headers = {
+            "Content-Type": "application/json",
+            "Sandbox-Signature": signature(payload, self.secret, int(time.time())),
+            "User-Agent": "paymesh-sandbox-psp/1",
+        }
+        target = urlsplit(self.url)
+        # A kept-alive connection the server closed meanwhile fails at once: once more on a
+        # new one (a PSP delivers at least once, so a rare second delivery is fair).
+        for _ in range(2):
+            if lane.connection is None:
+                connect = (
+                    http.client.HTTPSConnection
+                    if target.scheme == "https"
+                    else http.client.HTTPConnection
+                )
+                lane.connection = connect(target.netloc, timeout=10)
+            try:
+                lane.connection.request("POST", target.path or "/", payload, headers)
+                answer = lane.connection.getresponse()
+                answer.read()
+            except (OSError, http.client.HTTPException):
+                lane.connection.close()
+                lane.connection = None
+                continue
+            if answer.will_close:
+                lane.connection.close()
+                lane.connection = None
+            return answer.status
+        return 0
 
 
 class Sandbox:
