@@ -200,10 +200,14 @@ class KeepAliveHttp:
         self._headers = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self._reader = self._writer = None
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """`headers`: this request's own, beside the connection's."""
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self._port)
         head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\n{self._headers}"
+        head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         if body:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         self._writer.write(head.encode() + b"\r\n" + body)
