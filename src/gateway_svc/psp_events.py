@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import structlog
 
@@ -21,6 +23,7 @@ _OUTCOMES = {
     Outcome.RETRY_LATER: psp_events_pb2.PSP_EVENT_OUTCOME_RETRY_LATER,
 }
 _MAX_TEXT = 255
+MAX_EVENTS_PER_CALL = 100
 
 
 def read_event(request: psp_events_pb2.ApplyPspEventRequest) -> PspEvent:
@@ -87,11 +90,36 @@ class PspEventServicer(psp_events_pb2_grpc.PspEventServiceServicer):
         self, request: psp_events_pb2.ApplyPspEventRequest, context: grpc.aio.ServicerContext
     ) -> psp_events_pb2.ApplyPspEventResponse:
         self._callers.service(context, allowed={"webhook"})
-        event = read_event(request)
+        return await self._apply(read_event(request), bind_log=True)
+
+    async def ApplyPspEvents(
+        self, request: psp_events_pb2.ApplyPspEventsRequest, context: grpc.aio.ServicerContext
+    ) -> psp_events_pb2.ApplyPspEventsResponse:
+        self._callers.service(context, allowed={"webhook"})
+        if len(request.events) > MAX_EVENTS_PER_CALL:
+            raise InvalidArgument.for_field(
+                "events", "too_many", f"at most {MAX_EVENTS_PER_CALL} events per call"
+            )
+
+        async def one(event_request) -> psp_events_pb2.ApplyPspEventResponse:
+            try:
+                event = read_event(event_request)
+            except InvalidArgument:
+                return psp_events_pb2.ApplyPspEventResponse(
+                    outcome=psp_events_pb2.PSP_EVENT_OUTCOME_IGNORED, reason="invalid_event"
+                )
+            return await self._apply(event, bind_log=False)
+
+        # Events of different payments, side by side; one webhook's events come in one at a
+        # time (webhook_svc waits for each), so a payment's events keep their order.
+        outcomes = await asyncio.gather(*(one(event) for event in request.events))
+        return psp_events_pb2.ApplyPspEventsResponse(outcomes=outcomes)
+
+    async def _apply(self, event: PspEvent, bind_log: bool) -> psp_events_pb2.ApplyPspEventResponse:
         result = await self._repository.apply_psp_event(event)
         decision, intent = result.decision, result.intent
         intent_id = intent.id if intent is not None else ""
-        if intent_id:
+        if intent_id and bind_log:
             structlog.contextvars.bind_contextvars(
                 correlation_id=intent_id, merchant_id=intent.merchant_id
             )
@@ -104,6 +132,7 @@ class PspEventServicer(psp_events_pb2_grpc.PspEventServiceServicer):
                 psp_event=event.event_id,
                 kind=event.kind,
                 reason=decision.reason,
+                correlation_id=intent_id,
             )
         else:
             log.info(
@@ -113,6 +142,7 @@ class PspEventServicer(psp_events_pb2_grpc.PspEventServiceServicer):
                 kind=event.kind,
                 outcome=str(decision.outcome),
                 reason=decision.reason,
+                correlation_id=intent_id,
             )
         return psp_events_pb2.ApplyPspEventResponse(
             outcome=_OUTCOMES[decision.outcome], reason=decision.reason, payment_intent=intent_id

@@ -12,6 +12,7 @@ its reason and answered 200."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime
@@ -166,11 +167,64 @@ class Inbox:
         return row is not None
 
 
+class GatewayEvents:
+    """Applies facts through the gateway's PspEventService. The facts of webhooks handled at
+    the same time go in one call (ApplyPspEvents): while a call is out, the next facts wait and
+    leave together when it returns; a fact that finds no call out leaves at once. Every
+    capture of ours comes back as a webhook, so under load they arrive side by side, and a
+    call per fact cost the gateway more than applying it."""
+
+    MAX_BATCH = 100  # the gateway's limit per call
+
+    def __init__(self, stub: psp_events_pb2_grpc.PspEventServiceStub, timeout: float):
+        self._stub = stub
+        self._timeout = timeout
+        self._waiting: list[tuple[psp_events_pb2.ApplyPspEventRequest, asyncio.Future]] = []
+        self._sender: asyncio.Task | None = None
+
+    async def apply(
+        self, fact: psp_events_pb2.ApplyPspEventRequest
+    ) -> psp_events_pb2.ApplyPspEventResponse:
+        """The gateway's answer; raises grpc.aio.AioRpcError as the call would."""
+        answer = asyncio.get_running_loop().create_future()
+        self._waiting.append((fact, answer))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_waiting())
+        return await answer
+
+    async def _send_waiting(self) -> None:
+        while self._waiting:
+            batch = self._waiting[: self.MAX_BATCH]
+            del self._waiting[: len(batch)]
+            try:
+                outcomes = await self._call([fact for fact, _ in batch])
+            except Exception as error:  # noqa: BLE001 - each waiting webhook gets it
+                for _, answer in batch:
+                    if not answer.done():
+                        answer.set_exception(error)
+                continue
+            for (_, answer), outcome in zip(batch, outcomes, strict=True):
+                if not answer.done():  # its webhook's request may have been cancelled
+                    answer.set_result(outcome)
+
+    async def _call(self, facts: list) -> list[psp_events_pb2.ApplyPspEventResponse]:
+        try:
+            answer = await self._stub.ApplyPspEvents(
+                psp_events_pb2.ApplyPspEventsRequest(events=facts), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            # A gateway older than ApplyPspEvents (a rolling deploy): one call per fact.
+            return [await self._stub.ApplyPspEvent(f, timeout=self._timeout) for f in facts]
+        return list(answer.outcomes)
+
+
 class PspWebhookServicer(psp_webhook_pb2_grpc.PspWebhookServiceServicer):
     def __init__(
         self,
         inbox: Inbox,
-        gateway: psp_events_pb2_grpc.PspEventServiceStub,
+        gateway: GatewayEvents,
         secrets: dict[str, list[str]],
         tolerance_seconds: float,
     ):
@@ -233,7 +287,7 @@ class PspWebhookServicer(psp_webhook_pb2_grpc.PspWebhookServiceServicer):
         for fact in facts:
             fact.created.CopyFrom(created)
             try:
-                answer = await self._gateway.ApplyPspEvent(fact, timeout=GATEWAY_TIMEOUT_SECONDS)
+                answer = await self._gateway.apply(fact)
             except grpc.aio.AioRpcError as error:
                 if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise Unavailable(
@@ -273,7 +327,7 @@ def register_inbound(server: grpc.aio.Server, resources: Resources) -> list:
     channel = service_channel(settings.gateway_addr, resources.token_issuer, "gateway")
     servicer = PspWebhookServicer(
         Inbox(resources.direct_sql),
-        psp_events_pb2_grpc.PspEventServiceStub(channel),
+        GatewayEvents(psp_events_pb2_grpc.PspEventServiceStub(channel), GATEWAY_TIMEOUT_SECONDS),
         psp_secrets(settings),
         settings.psp_signature_tolerance_seconds,
     )

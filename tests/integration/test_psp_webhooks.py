@@ -475,3 +475,44 @@ def test_psp_event_service_is_only_for_the_webhook_service(mesh, merchant):
     assert attempt(tuple(merchant.auth().items())) == grpc.StatusCode.PERMISSION_DENIED
     assert attempt(token("rebill")) == grpc.StatusCode.PERMISSION_DENIED
     assert attempt(token("webhook")) == grpc.StatusCode.OK  # ignored: no such payment
+
+
+def test_psp_events_apply_several_in_one_call_each_with_its_own_outcome(mesh):
+    """ApplyPspEvents answers each event in order, as ApplyPspEvent would; an invalid event
+    is ignored without failing the others, and the call is for the webhook service only."""
+    import os
+    from pathlib import Path
+
+    keys = Path(os.environ["PAYMESH_KEYS_DIR"])
+    unknown = psp_events_pb2.ApplyPspEventRequest(
+        psp="sandbox",
+        event_id="evt_unknown",
+        psp_reference="ch_nobody",
+        captured=psp_events_pb2.Captured(amount_captured=1),
+    )
+    invalid = psp_events_pb2.ApplyPspEventRequest(psp="sandbox", event_id="evt_invalid")
+
+    def call(events, service: str):
+        token = TokenIssuer(service, keys).token_for("gateway")
+        with grpc.insecure_channel(f"127.0.0.1:{mesh.ports.grpc['gateway']}") as channel:
+            stub = psp_events_pb2_grpc.PspEventServiceStub(channel)
+            return stub.ApplyPspEvents(
+                psp_events_pb2.ApplyPspEventsRequest(events=events),
+                metadata=(("x-paymesh-service-token", token),),
+                timeout=5,
+            )
+
+    single = call([unknown], "webhook").outcomes[0]
+    answer = call([unknown, invalid, unknown], "webhook")
+    assert [(o.outcome, o.reason) for o in answer.outcomes] == [
+        (single.outcome, single.reason),
+        (psp_events_pb2.PSP_EVENT_OUTCOME_IGNORED, "invalid_event"),
+        (single.outcome, single.reason),
+    ]
+    assert single.outcome == psp_events_pb2.PSP_EVENT_OUTCOME_IGNORED
+    with pytest.raises(grpc.RpcError) as refused:
+        call([unknown], "rebill")
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as too_many:
+        call([unknown] * 101, "webhook")
+    assert too_many.value.code() == grpc.StatusCode.INVALID_ARGUMENT

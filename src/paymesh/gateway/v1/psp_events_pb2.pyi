@@ -2,10 +2,11 @@ import datetime
 
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -22,6 +23,18 @@ PSP_EVENT_OUTCOME_APPLIED: PspEventOutcome
 PSP_EVENT_OUTCOME_ALREADY_APPLIED: PspEventOutcome
 PSP_EVENT_OUTCOME_IGNORED: PspEventOutcome
 PSP_EVENT_OUTCOME_RETRY_LATER: PspEventOutcome
+
+class ApplyPspEventsRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[ApplyPspEventRequest]
+    def __init__(self, events: _Optional[_Iterable[_Union[ApplyPspEventRequest, _Mapping]]] = ...) -> None: ...
+
+class ApplyPspEventsResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[ApplyPspEventResponse]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[ApplyPspEventResponse, _Mapping]]] = ...) -> None: ...
 
 class ApplyPspEventRequest(_message.Message):
     __slots__ = ("psp", "event_id", "event_type", "created", "psp_reference", "attempt_key", "captured", "refunded", "disputed")

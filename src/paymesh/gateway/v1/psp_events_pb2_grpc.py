@@ -44,6 +44,11 @@ class PspEventServiceStub:
                 request_serializer=paymesh_dot_gateway_dot_v1_dot_psp__events__pb2.ApplyPspEventRequest.SerializeToString,
                 response_deserializer=paymesh_dot_gateway_dot_v1_dot_psp__events__pb2.ApplyPspEventResponse.FromString,
                 _registered_method=True)
+        self.ApplyPspEvents = channel.unary_unary(
+                '/paymesh.gateway.v1.PspEventService/ApplyPspEvents',
+                request_serializer=paymesh_dot_gateway_dot_v1_dot_psp__events__pb2.ApplyPspEventsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_gateway_dot_v1_dot_psp__events__pb2.ApplyPspEventsResponse.FromString,
+                _registered_method=True)
 
 
 class PspEventServiceServicer:
@@ -61,6 +66,15 @@ class PspEventServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyPspEvents(self, request, context):
+        """Applies several PSP events, each as ApplyPspEvent would (one call for the webhooks that
+        arrive together: every capture of ours comes back as one). An event that is not valid
+        is IGNORED with reason `invalid_event`; the others are applied regardless.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PspEventServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -68,6 +82,11 @@ def add_PspEventServiceServicer_to_server(servicer, server):
                     servicer.ApplyPspEvent,
                     request_deserializer=paymesh_dot_gateway_dot_v1_dot_psp__events__pb2.ApplyPspEventRequest.FromString,
                     response_serializer=paymesh_dot_gateway_dot_v1_dot_psp__events__pb2.ApplyPspEventResponse.SerializeToString,
+            ),
+            'ApplyPspEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyPspEvents,
+                    request_deserializer=paymesh_dot_gateway_dot_v1_dot_psp__events__pb2.ApplyPspEventsRequest.FromString,
+                    response_serializer=paymesh_dot_gateway_dot_v1_dot_psp__events__pb2.ApplyPspEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -102,6 +121,33 @@ class PspEventService:
             '/paymesh.gateway.v1.PspEventService/ApplyPspEvent',
             paymesh_dot_gateway_dot_v1_dot_psp__events__pb2.ApplyPspEventRequest.SerializeToString,
             paymesh_dot_gateway_dot_v1_dot_psp__events__pb2.ApplyPspEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyPspEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.gateway.v1.PspEventService/ApplyPspEvents',
+            paymesh_dot_gateway_dot_v1_dot_psp__events__pb2.ApplyPspEventsRequest.SerializeToString,
+            paymesh_dot_gateway_dot_v1_dot_psp__events__pb2.ApplyPspEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
