@@ -12,7 +12,6 @@ its reason and answered 200."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from datetime import UTC, datetime
@@ -21,19 +20,17 @@ import grpc
 import structlog
 from google.protobuf import timestamp_pb2
 from prometheus_client import Counter, Histogram
-from sqlalchemy import String, all_, bindparam, func, literal, literal_column, update
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import text
 
 from paymesh.gateway.v1 import psp_events_pb2, psp_events_pb2_grpc
 from paymesh.platform.channels import close_on_shutdown, service_channel
+from paymesh.platform.coalesce import Coalescer
 from paymesh.platform.config import WebhookSettings
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.problems import InvalidArgument, NotFound, Unavailable
 from paymesh.platform.server import Resources
 from paymesh.webhook.v1 import psp_webhook_pb2, psp_webhook_pb2_grpc
 from webhook_svc import psp_events, psp_signatures
-from webhook_svc.tables import psp_inbox
 
 log = structlog.get_logger(__name__)
 
@@ -92,120 +89,126 @@ def read_event(body: bytes) -> dict:
     return event
 
 
+_FINAL_SQL = ", ".join(f"'{status}'" for status in FINAL)
 # Every delivery of a PSP event: recorded once, counted each time; its status before it.
-_RECEIVE = (
-    pg_insert(psp_inbox)
-    .values(
-        psp=bindparam("i_psp"),
-        event_id=bindparam("i_event_id"),
-        event_type=bindparam("i_event_type"),
-        psp_created_at=bindparam("i_created", type_=psp_inbox.c.psp_created_at.type),
-        status="received",
-        payload=bindparam("i_payload", type_=psp_inbox.c.payload.type),
-    )
-    .on_conflict_do_update(
-        index_elements=[psp_inbox.c.psp, psp_inbox.c.event_id],
-        set_={"deliveries": psp_inbox.c.deliveries + 1, "last_received_at": func.now()},
-    )
-    .returning(psp_inbox.c.status, literal_column("xmax = 0").label("inserted"))
+# Webhooks that arrive together are recorded in one statement (coalesced), each event once
+# with its count of deliveries (ON CONFLICT may not touch a row twice in one statement).
+_RECEIVE = text(
+    """
+    INSERT INTO webhook.psp_inbox AS i
+      (psp, event_id, event_type, psp_created_at, status, payload, deliveries)
+    SELECT psp, event_id, event_type, created, 'received', payload, copies
+    FROM jsonb_to_recordset(CAST(:deliveries AS jsonb)) AS x(
+      psp text, event_id text, event_type text, created timestamptz, payload jsonb,
+      copies integer)
+    ON CONFLICT (psp, event_id) DO UPDATE SET
+      deliveries = i.deliveries + EXCLUDED.deliveries, last_received_at = now()
+    RETURNING i.psp, i.event_id, i.status, i.xmax = 0 AS inserted
+    """
 )
-# What became of an event, unless it was settled before.
-_SETTLE = (
-    update(psp_inbox)
-    .where(
-        psp_inbox.c.psp == bindparam("i_psp"),
-        psp_inbox.c.event_id == bindparam("i_event_id"),
-        psp_inbox.c.status != all_(literal(list(FINAL), ARRAY(String))),
-    )
-    .values(
-        status=bindparam("i_status"),
-        reason=bindparam("i_reason"),
-        payment_intent=bindparam("i_intent"),
-        processed_at=func.now(),
-    )
-    .returning(psp_inbox.c.event_id)
+# What became of events, unless they were settled before.
+_SETTLE = text(
+    f"""
+    UPDATE webhook.psp_inbox i SET status = x.status, reason = x.reason,
+      payment_intent = x.payment_intent, processed_at = now()
+    FROM jsonb_to_recordset(CAST(:outcomes AS jsonb)) AS x(
+      psp text, event_id text, status text, reason text, payment_intent text)
+    WHERE i.psp = x.psp AND i.event_id = x.event_id AND i.status NOT IN ({_FINAL_SQL})
+    RETURNING i.psp, i.event_id
+    """
 )
 
 
 class Inbox:
     """webhook.psp_inbox: every PSP event once, with how often it came and what became of it.
-    One autocommit statement per step, straight on psycopg: every charge's capture comes back
-    through here."""
+    Autocommit statements straight on psycopg, each carrying the webhooks handled at the same
+    time (every charge's capture comes back through here)."""
 
     def __init__(self, direct: DirectSql):
         self._direct = direct
+        self._receipts = Coalescer(self._receive_many)
+        self._outcomes = Coalescer(self._settle_many)
 
     async def receive(self, psp: str, event: dict) -> str:
         """Records a delivery; the event's status before it (`new` for its first)."""
-        row = await self._direct.one(
-            _RECEIVE,
-            {
-                "i_psp": psp,
-                "i_event_id": event["id"],
-                "i_event_type": event["type"],
-                "i_created": datetime.fromtimestamp(event["created"], UTC),
-                "i_payload": event,
-            },
-        )
-        assert row is not None  # an upsert with RETURNING always answers
-        return "new" if row["inserted"] else row["status"]
+        return await self._receipts.submit((psp, event))
 
     async def settle(
         self, psp: str, event_id: str, status: str, reason: str, payment_intent: str
     ) -> bool:
         """Records what became of the event; True if this settled it (it was not before)."""
-        row = await self._direct.one(
-            _SETTLE,
+        return await self._outcomes.submit(
             {
-                "i_psp": psp,
-                "i_event_id": event_id,
-                "i_status": status,
-                "i_reason": reason or None,
-                "i_intent": payment_intent or None,
-            },
+                "psp": psp,
+                "event_id": event_id,
+                "status": status,
+                "reason": reason or None,
+                "payment_intent": payment_intent or None,
+            }
         )
-        return row is not None
+
+    async def _receive_many(self, deliveries: list[tuple[str, dict]]) -> list[str]:
+        rows: dict[tuple[str, str], dict] = {}
+        for psp, event in deliveries:
+            row = rows.setdefault(
+                (psp, event["id"]),
+                {
+                    "psp": psp,
+                    "event_id": event["id"],
+                    "event_type": event["type"],
+                    "created": datetime.fromtimestamp(event["created"], UTC).isoformat(),
+                    "payload": event,
+                    "copies": 0,
+                },
+            )
+            row["copies"] += 1
+        recorded = await self._direct.all(_RECEIVE, {"deliveries": json.dumps(list(rows.values()))})
+        before = {
+            (row["psp"], row["event_id"]): "new" if row["inserted"] else row["status"]
+            for row in recorded
+        }
+        # A second copy in the same batch came while the first was still being handled.
+        answers, seen = [], set()
+        for psp, event in deliveries:
+            key = (psp, event["id"])
+            answers.append("received" if key in seen else before[key])
+            seen.add(key)
+        return answers
+
+    async def _settle_many(self, outcomes: list[dict]) -> list[bool]:
+        first: dict[tuple[str, str], dict] = {}
+        for outcome in outcomes:
+            first.setdefault((outcome["psp"], outcome["event_id"]), outcome)
+        settled = {
+            (row["psp"], row["event_id"])
+            for row in await self._direct.all(
+                _SETTLE, {"outcomes": json.dumps(list(first.values()))}
+            )
+        }
+        return [
+            first[(o["psp"], o["event_id"])] is o and (o["psp"], o["event_id"]) in settled
+            for o in outcomes
+        ]
 
 
 class GatewayEvents:
     """Applies facts through the gateway's PspEventService. The facts of webhooks handled at
-    the same time go in one call (ApplyPspEvents): while a call is out, the next facts wait and
-    leave together when it returns; a fact that finds no call out leaves at once. Every
-    capture of ours comes back as a webhook, so under load they arrive side by side, and a
-    call per fact cost the gateway more than applying it."""
+    the same time go in one call (ApplyPspEvents, coalesced): every capture of ours comes back
+    as a webhook, so under load they arrive side by side, and a call per fact cost the
+    gateway more than applying it."""
 
     MAX_BATCH = 100  # the gateway's limit per call
 
     def __init__(self, stub: psp_events_pb2_grpc.PspEventServiceStub, timeout: float):
         self._stub = stub
         self._timeout = timeout
-        self._waiting: list[tuple[psp_events_pb2.ApplyPspEventRequest, asyncio.Future]] = []
-        self._sender: asyncio.Task | None = None
+        self._calls = Coalescer(self._call, self.MAX_BATCH)
 
     async def apply(
         self, fact: psp_events_pb2.ApplyPspEventRequest
     ) -> psp_events_pb2.ApplyPspEventResponse:
         """The gateway's answer; raises grpc.aio.AioRpcError as the call would."""
-        answer = asyncio.get_running_loop().create_future()
-        self._waiting.append((fact, answer))
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send_waiting())
-        return await answer
-
-    async def _send_waiting(self) -> None:
-        while self._waiting:
-            batch = self._waiting[: self.MAX_BATCH]
-            del self._waiting[: len(batch)]
-            try:
-                outcomes = await self._call([fact for fact, _ in batch])
-            except Exception as error:  # noqa: BLE001 - each waiting webhook gets it
-                for _, answer in batch:
-                    if not answer.done():
-                        answer.set_exception(error)
-                continue
-            for (_, answer), outcome in zip(batch, outcomes, strict=True):
-                if not answer.done():  # its webhook's request may have been cancelled
-                    answer.set_result(outcome)
+        return await self._calls.submit(fact)
 
     async def _call(self, facts: list) -> list[psp_events_pb2.ApplyPspEventResponse]:
         try:
