@@ -18,18 +18,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import time
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
 from google.rpc import status_pb2
-from sqlalchemy import bindparam, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway_svc.repository import KeyRef
 from gateway_svc.tables import idempotency_keys
 from paymesh.platform.callers import Merchant
+from paymesh.platform.coalesce import Coalescer
 from paymesh.platform.db import autocommit
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.errors import ReplayedError, to_status_proto
@@ -79,6 +80,7 @@ class Idempotency:
     ):
         self._engine = autocommit(engine)
         self._direct = direct  # the first claim of a key, the common case, on the hot path
+        self._first_claims = Coalescer(self._claim_first)
         self._key_secret = key_secret
         self._wait = wait_seconds
         self._stale = stale_seconds
@@ -100,7 +102,7 @@ class Idempotency:
         pk = _pk(merchant, key)
         deadline = time.monotonic() + self._wait
         while True:
-            if await self._direct.one(_CLAIM, {**pk, "request_hash": digest}):
+            if await self._first_claims.submit({**pk, "request_hash": digest}):
                 return Claim(merchant, key)
             async with self._engine.connect() as connection:
                 row = (
@@ -135,6 +137,20 @@ class Idempotency:
                 )
             await asyncio.sleep(0.05)
 
+    async def _claim_first(self, claims: list[dict]) -> list[bool]:
+        """Which of `claims` took a key nobody held. Of two claims of one key in one batch,
+        the first may win; the other finds the key taken, as it would a moment later."""
+        first: dict[tuple, dict] = {}
+        for claim in claims:
+            first.setdefault((claim["merchant_id"], claim["livemode"], claim["key"]), claim)
+        rows = await self._direct.all(_CLAIM, {"claims": json.dumps(list(first.values()))})
+        taken = {(row["merchant_id"], row["livemode"], row["key"]) for row in rows}
+        answers = []
+        for claim in claims:
+            key = (claim["merchant_id"], claim["livemode"], claim["key"])
+            answers.append(first[key] is claim and key in taken)
+        return answers
+
     async def settle_error(self, claim: Claim, error: Exception) -> None:
         """After a failed request: its own errors are replayed as they were; an unknown PSP
         outcome keeps the key waiting for the recovery sweep; anything else lets it run again."""
@@ -167,17 +183,17 @@ class Idempotency:
         return ReplayedError(status_pb2.Status.FromString(claim.replay_error or b""))
 
 
-_CLAIM = (
-    insert(idempotency_keys)
-    .values(
-        merchant_id=bindparam("merchant_id"),
-        livemode=bindparam("livemode"),
-        key=bindparam("key"),
-        request_hash=bindparam("request_hash"),
-        state="running",
-    )
-    .on_conflict_do_nothing()
-    .returning(idempotency_keys.c.key)
+# The first claims of keys, for every request that arrives while the last such statement is
+# out, in one statement (coalesced): every keyed POST starts with one.
+_CLAIM = text(
+    """
+    INSERT INTO gateway.idempotency_keys (merchant_id, livemode, key, request_hash, state)
+    SELECT merchant_id, livemode, key, request_hash, 'running'
+    FROM jsonb_to_recordset(CAST(:claims AS jsonb)) AS x(
+      merchant_id text, livemode boolean, key text, request_hash text)
+    ON CONFLICT DO NOTHING
+    RETURNING merchant_id, livemode, key
+    """
 )
 
 
