@@ -23,6 +23,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from paymesh.platform.coalesce import Coalescer
 from paymesh.platform.db import autocommit, constant
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.outbox import event_values
@@ -269,17 +270,18 @@ _SETTLE = text(
 )
 
 
-# A worker takes a job's lease and learns what the run needs, in one statement (autocommit, one
-# round trip): the lease, only if the job waits for a worker or its lease expired; then the
-# subscription's status and card, the outcome the current attempt had before (unknown: this
-# is a re-run) and the merchant's retry policy.
+# Workers take jobs' leases and learn what each run needs, in one statement (autocommit, one
+# round trip) for the jobs a worker claims while its last claim is out: each lease only if the
+# job waits for a worker or its lease expired; then the subscription's status and card, the
+# outcome the current attempt had before (unknown: this is a re-run) and the merchant's retry
+# policy.
 _CLAIM = text(
     """
     WITH leased AS (
       UPDATE rebill.rebill_jobs SET status = 'running', lease_owner = CAST(:owner AS varchar),
         lease_expires_at = now() + make_interval(secs => CAST(:lease AS double precision)),
         heartbeat_at = now(), runs = runs + 1, updated_at = now()
-      WHERE id = CAST(:job_id AS varchar)
+      WHERE id = ANY(CAST(:job_ids AS varchar[]))
         AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
       RETURNING *
     )
@@ -346,6 +348,7 @@ class JobStore:
         self._engine = engine
         self._reads = autocommit(engine)
         self._direct = direct
+        self._claims = Coalescer(self._claim_many)
 
     # --- the scheduler ------------------------------------------------------------------
 
@@ -486,19 +489,29 @@ class JobStore:
 
     async def claim(self, job_id: str, owner: str, lease_seconds: float) -> Claimed | None:
         """Takes the job's lease if it is waiting for a worker (or its lease expired); None
-        when it is settled or another worker holds it. One statement (see _CLAIM)."""
-        found = await self._direct.one(
-            _CLAIM, {"job_id": job_id, "owner": owner, "lease": float(lease_seconds)}
-        )
-        if found is None:
-            return None
-        return Claimed(
-            Job.of(found),
-            found["subscription_status"],
-            found["payment_method"],
-            _policy(found["policy_retry_after_days"], found["policy_final_status"]),
-            retrying_unknown=found["earlier_outcome"] == Outcome.UNKNOWN,
-        )
+        when it is settled or another worker holds it. One statement (see _CLAIM) for the
+        claims made while the last one is out."""
+        return await self._claims.submit((job_id, owner, float(lease_seconds)))
+
+    async def _claim_many(self, claims: list[tuple[str, str, float]]) -> list[Claimed | None]:
+        by_holder: dict[tuple[str, float], set[str]] = {}
+        for job_id, owner, lease in claims:  # one worker: one owner and one lease time
+            by_holder.setdefault((owner, lease), set()).add(job_id)
+        leased: dict[tuple[str, str, float], Claimed] = {}
+        for (owner, lease), job_ids in by_holder.items():
+            rows = await self._direct.all(
+                _CLAIM, {"job_ids": sorted(job_ids), "owner": owner, "lease": lease}
+            )
+            for row in rows:
+                leased[(row["id"], owner, lease)] = Claimed(
+                    Job.of(row),
+                    row["subscription_status"],
+                    row["payment_method"],
+                    _policy(row["policy_retry_after_days"], row["policy_final_status"]),
+                    retrying_unknown=row["earlier_outcome"] == Outcome.UNKNOWN,
+                )
+        # One lease, one run: a job claimed twice in one batch runs once.
+        return [leased.pop(claim, None) for claim in claims]
 
     async def claimed(self, connection, job: Row) -> Claimed:
         """What a run of `job`, leased in `connection`'s transaction, needs to know (also for

@@ -167,3 +167,39 @@ def test_a_merchants_renewal_wave_does_not_starve_the_others(infra):
         ]
     assert by_merchant == {"acct_wave0": 5, "acct_small0": 3, "acct_clockfair0": 2}
     assert len(set(queued[:3])) == 3 and len(set(queued[3:6])) == 3, queued
+
+
+def test_jobs_claimed_together_are_each_leased_once(infra):
+    """A worker's claims made while its last claim is out go in one statement: each job's
+    lease goes to one claim, a job claimed twice in it runs once, and a job another worker
+    holds is not taken."""
+    with psycopg.connect(infra.database_url) as db:
+        add_subscriptions(db, "claims", 4, 1, NOW - timedelta(days=2))
+        db.commit()
+
+    async def main():
+        engine = create_engine(infra.database_url, 2)
+        direct = DirectSql(engine, 2)
+        store = jobs.JobStore(engine, direct)
+        try:
+            await store.schedule_due(10)
+            with psycopg.connect(infra.database_url) as db:
+                ids = [r[0] for r in db.execute("SELECT id FROM rebill.rebill_jobs ORDER BY id")]
+            held = await store.claim(ids[3], "worker:other", 30)
+            first = asyncio.create_task(store.claim(ids[0], "worker:me", 30))
+            await asyncio.sleep(0)  # the next claims wait for this one, then leave together
+            together = await asyncio.gather(
+                store.claim(ids[1], "worker:me", 30),
+                store.claim(ids[2], "worker:me", 30),
+                store.claim(ids[2], "worker:me", 30),
+                store.claim(ids[3], "worker:me", 30),
+            )
+            return ids, held, await first, together
+        finally:
+            await direct.close()
+            await engine.dispose()
+
+    ids, held, first, (one, two, two_again, taken) = asyncio.run(main())
+    assert held is not None and first.job.id == ids[0]
+    assert (one.job.id, two.job.id) == (ids[1], ids[2])
+    assert two_again is None and taken is None
