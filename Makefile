@@ -59,6 +59,7 @@ bench: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
 	BENCH_JSON_OUT=build/bench.jsonl $(PY) bench/summary.py --run bench/vault.py --concurrency 1,16,32
 	BENCH_JSON_OUT=build/bench.jsonl $(PY) bench/payments.py --seconds 8 --concurrency 1,32
 	$(PY) bench/outbox_relay.py
+	$(PY) bench/psp_webhooks.py --seconds 8 --concurrency 1,16
 	$(PY) bench/summary.py build/bench.jsonl
 
 clean:

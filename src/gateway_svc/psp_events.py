@@ -108,7 +108,13 @@ class PspEventServicer(psp_events_pb2_grpc.PspEventServiceServicer):
                 return psp_events_pb2.ApplyPspEventResponse(
                     outcome=psp_events_pb2.PSP_EVENT_OUTCOME_IGNORED, reason="invalid_event"
                 )
-            return await self._apply(event, bind_log=False)
+            try:
+                return await self._apply(event, bind_log=False)
+            except Exception:  # noqa: BLE001 - one event's failure must not fail the others
+                log.exception("psp_event_failed", psp=event.psp, psp_event=event.event_id)
+                return psp_events_pb2.ApplyPspEventResponse(
+                    outcome=psp_events_pb2.PSP_EVENT_OUTCOME_RETRY_LATER, reason="gateway_error"
+                )
 
         # Events of different payments, side by side; one webhook's events come in one at a
         # time (webhook_svc waits for each), so a payment's events keep their order.

@@ -131,7 +131,9 @@ class Inbox:
 
     async def receive(self, psp: str, event: dict) -> str:
         """Records a delivery; the event's status before it (`new` for its first)."""
-        return await self._receipts.submit((psp, event))
+        # Read here, not in the batch: a bad value fails its own webhook, not the others.
+        created = datetime.fromtimestamp(event["created"], UTC).isoformat()
+        return await self._receipts.submit((psp, event, created))
 
     async def settle(
         self, psp: str, event_id: str, status: str, reason: str, payment_intent: str
@@ -147,16 +149,16 @@ class Inbox:
             }
         )
 
-    async def _receive_many(self, deliveries: list[tuple[str, dict]]) -> list[str]:
+    async def _receive_many(self, deliveries: list[tuple[str, dict, str]]) -> list[str]:
         rows: dict[tuple[str, str], dict] = {}
-        for psp, event in deliveries:
+        for psp, event, created in deliveries:
             row = rows.setdefault(
                 (psp, event["id"]),
                 {
                     "psp": psp,
                     "event_id": event["id"],
                     "event_type": event["type"],
-                    "created": datetime.fromtimestamp(event["created"], UTC).isoformat(),
+                    "created": created,
                     "payload": event,
                     "copies": 0,
                 },
@@ -169,7 +171,7 @@ class Inbox:
         }
         # A second copy in the same batch came while the first was still being handled.
         answers, seen = [], set()
-        for psp, event in deliveries:
+        for psp, event, _ in deliveries:
             key = (psp, event["id"])
             answers.append("received" if key in seen else before[key])
             seen.add(key)

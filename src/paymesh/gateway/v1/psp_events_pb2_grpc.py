@@ -68,8 +68,9 @@ class PspEventServiceServicer:
 
     def ApplyPspEvents(self, request, context):
         """Applies several PSP events, each as ApplyPspEvent would (one call for the webhooks that
-        arrive together: every capture of ours comes back as one). An event that is not valid
-        is IGNORED with reason `invalid_event`; the others are applied regardless.
+        arrive together: every capture of ours comes back as one). Each event has its own
+        outcome: one that is not valid is IGNORED (`invalid_event`), one whose application
+        failed is RETRY_LATER (`gateway_error`), and the others are applied regardless.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
