@@ -4,7 +4,6 @@ that subscribes to it; and the merchant's reads, redelivery and recovery of them
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.platform.amqp_consumer import Delivery, Verdict
 from paymesh.platform.callers import Merchant, newest_first_page, owned_by
+from paymesh.platform.coalesce import Coalescer
 from paymesh.platform.db import autocommit
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.errors import InvalidArgument, NotFound
@@ -101,14 +101,12 @@ _INTAKE = text(
 
 
 class EventIntake:
-    """The RabbitMQ handler. Messages arriving together are written in one statement; each is
-    acked only after that statement committed."""
+    """The RabbitMQ handler. Messages arriving together are written in one statement
+    (coalesced); each is acked only after that statement committed."""
 
     def __init__(self, direct: DirectSql, max_batch: int = 500):
         self._direct = direct
-        self._max_batch = max_batch
-        self._waiting: list[tuple[ReceivedEvent, asyncio.Future]] = []
-        self._flushing: asyncio.Task | None = None
+        self._writes = Coalescer(self._write_batch, max_batch)
 
     async def receive(self, delivery: Delivery) -> Verdict:
         event = parse_event(delivery.body)
@@ -116,32 +114,14 @@ class EventIntake:
             EVENTS_RECEIVED.labels("unreadable").inc()
             log.warning("webhook_event_unreadable", queue=delivery.queue)
             return Verdict.REJECT
-        written = asyncio.get_running_loop().create_future()
-        self._waiting.append((event, written))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
-        await written  # a failed write raises here: the consumer requeues the message
+        await self._writes.submit(event)  # a failed write raises: the consumer requeues it
         return Verdict.ACK
 
-    async def _flush(self) -> None:
-        await asyncio.sleep(0.002)  # let the messages of one burst join the batch
-        while self._waiting:
-            batch, self._waiting = (
-                self._waiting[: self._max_batch],
-                self._waiting[self._max_batch :],
-            )
-            try:
-                new = await self._write([event for event, _ in batch])
-            except Exception as error:  # noqa: BLE001 - each waiting message is requeued
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            EVENTS_RECEIVED.labels("new").inc(new)
-            EVENTS_RECEIVED.labels("duplicate").inc(len(batch) - new)
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
+    async def _write_batch(self, batch: list[ReceivedEvent]) -> list[None]:
+        new = await self._write(batch)
+        EVENTS_RECEIVED.labels("new").inc(new)
+        EVENTS_RECEIVED.labels("duplicate").inc(len(batch) - new)
+        return [None] * len(batch)
 
     async def _write(self, batch: Sequence[ReceivedEvent]) -> int:
         unique = list({event.id: vars(event) for event in batch}.values())
