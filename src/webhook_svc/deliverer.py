@@ -178,7 +178,8 @@ _RECORD = text(
         last_status_code = coalesce(o.status_code, d.last_status_code),
         last_error = CASE o.kind WHEN 'deferred' THEN d.last_error ELSE o.error END,
         leased_until = NULL, lease_token = NULL
-      FROM o WHERE d.id = o.delivery_id AND d.lease_token = o.lease_token
+      FROM o WHERE d.id = ANY(ARRAY(SELECT delivery_id FROM o))  -- by index, see inbound._SETTLE
+        AND d.id = o.delivery_id AND d.lease_token = o.lease_token
       RETURNING d.id
     ), attempts AS (
       INSERT INTO webhook.delivery_attempts

@@ -106,14 +106,19 @@ _RECEIVE = text(
     RETURNING i.psp, i.event_id, i.status, i.xmax = 0 AS inserted
     """
 )
-# What became of events, unless they were settled before.
+# What became of events, unless they were settled before. The keys again as `= ANY(ARRAY(…))`:
+# an index condition whatever the planner believes of the batch (100 rows) and the table.
 _SETTLE = text(
     f"""
+    WITH x AS (
+      SELECT * FROM jsonb_to_recordset(CAST(:outcomes AS jsonb)) AS x(
+        psp text, event_id text, status text, reason text, payment_intent text)
+    )
     UPDATE webhook.psp_inbox i SET status = x.status, reason = x.reason,
       payment_intent = x.payment_intent, processed_at = now()
-    FROM jsonb_to_recordset(CAST(:outcomes AS jsonb)) AS x(
-      psp text, event_id text, status text, reason text, payment_intent text)
-    WHERE i.psp = x.psp AND i.event_id = x.event_id AND i.status NOT IN ({_FINAL_SQL})
+    FROM x
+    WHERE i.psp = ANY(ARRAY(SELECT psp FROM x)) AND i.event_id = ANY(ARRAY(SELECT event_id FROM x))
+      AND i.psp = x.psp AND i.event_id = x.event_id AND i.status NOT IN ({_FINAL_SQL})
     RETURNING i.psp, i.event_id
     """
 )

@@ -8,7 +8,6 @@ batch at 10,000, and quadratic in a renewal wave."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -20,6 +19,7 @@ from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql, compile_statement
 from rebill_svc import jobs
 from tests.conftest import base_env, paymesh
+from tests.plans import rows_read, seq_scanned
 
 pytestmark = pytest.mark.integration
 
@@ -78,23 +78,6 @@ def add_clock(db: psycopg.Connection, clock: str, merchant: str) -> None:
     )
 
 
-def nodes(plan: dict) -> Iterator[dict]:
-    yield plan
-    for child in plan.get("Plans", ()):
-        yield from nodes(child)
-
-
-def subscription_rows_read(plan: dict) -> int:
-    """Rows (or index entries) the scans of rebill.subscriptions and its indexes in an
-    EXPLAIN ANALYZE plan read, over all their loops: those returned and those filtered out."""
-    return sum(
-        (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
-        for node in nodes(plan)
-        if node.get("Relation Name") == "subscriptions"
-        or node.get("Index Name", "").startswith("subscriptions_")
-    )
-
-
 def test_the_due_scan_reads_what_is_due_not_every_subscription(infra):
     with psycopg.connect(infra.database_url) as db:
         add_subscriptions(db, "later", NOT_DUE, 40, NOW + timedelta(days=20))
@@ -123,12 +106,9 @@ def test_the_due_scan_reads_what_is_due_not_every_subscription(infra):
                 0
             ]
             db.rollback()
-            read = subscription_rows_read(plan["Plan"])
+            read = rows_read(plan["Plan"], "subscriptions")
             print(mode, "subscription rows read:", read)
-            scanned = {
-                n["Relation Name"] for n in nodes(plan["Plan"]) if n["Node Type"] == "Seq Scan"
-            }
-            assert "subscriptions" not in scanned, mode
+            assert "subscriptions" not in seq_scanned(plan["Plan"]), mode
             # The due rows (found, then locked) and one probe per merchant: not 25,000.
             assert read < 500, (mode, read)
 
