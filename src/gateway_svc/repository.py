@@ -11,6 +11,7 @@ running them."""
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -52,6 +54,7 @@ from paymesh.platform.callers import (
     owned_by_params,
     owner_params,
 )
+from paymesh.platform.coalesce import Coalescer
 from paymesh.platform.db import autocommit, constant
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.outbox import event_values
@@ -131,6 +134,7 @@ class PaymentRepository:
         self._engine = engine
         self._autocommit = autocommit(engine)
         self._direct = direct
+        self._previews = Coalescer(self._preview_many)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -398,7 +402,7 @@ class PaymentRepository:
         charge of ours is announced back by its PSP) is answered from it. amount_received
         never changes once an intent succeeded, so that answer cannot be made wrong by a
         writer; every other case is decided again under the lock."""
-        seen = await self._direct.one(_PSP_EVENT_PREVIEW, _psp_event_params(event))
+        seen = await self._previews.submit(event)
         if seen is not None:
             shown = to_intent(seen)
             if seen["psp_event_seen"] or (
@@ -447,6 +451,16 @@ class PaymentRepository:
                 )
             )
         return PspEventResult(decision, after)
+
+    async def _preview_many(self, events: list[PspEvent]) -> list[dict | None]:
+        """For each event, its intent's row with `psp_event_seen`; None if none is known."""
+        batch = [
+            {"n": n, "psp": e.psp, "event_id": e.event_id, "reference": e.psp_reference}
+            for n, e in enumerate(events)
+        ]
+        rows = await self._direct.all(_PSP_EVENT_PREVIEWS, {"events": json.dumps(batch)})
+        found = {row.pop("n"): row for row in rows}
+        return [found.get(n) for n in range(len(events))]
 
     async def _psp_intent(
         self, connection: AsyncConnection, event: PspEvent
@@ -713,22 +727,23 @@ _PSP_ROUTE = select(merchants.c.psp_routing).where(merchants.c.id == bindparam("
 
 
 # The intent a PSP event names, and whether the event was applied before; no lock.
-_PSP_EVENT_PREVIEW = select(
-    payment_intents,
-    exists()
-    .where(
-        psp_events.c.psp == bindparam("e_psp"),
-        psp_events.c.event_id == bindparam("e_event_id"),
+# The intent each PSP event names and whether the event was applied before, for the events
+# that arrive together (coalesced: every capture of ours comes back as one): one statement.
+_PSP_EVENT_PREVIEWS = text(
+    """
+    WITH x AS (
+      SELECT * FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS x(
+        n integer, psp text, event_id text, reference text)
     )
-    .label("psp_event_seen"),
-).where(
-    payment_intents.c.psp == bindparam("e_psp"),
-    payment_intents.c.psp_reference == bindparam("e_reference"),
+    SELECT x.n, i.*, EXISTS (
+        SELECT 1 FROM gateway.psp_events e WHERE e.psp = x.psp AND e.event_id = x.event_id
+      ) AS psp_event_seen
+    FROM x CROSS JOIN LATERAL (
+      SELECT * FROM gateway.payment_intents p
+      WHERE p.psp = x.psp AND p.psp_reference = x.reference LIMIT 1
+    ) i
+    """
 )
-
-
-def _psp_event_params(event: PspEvent) -> dict[str, Any]:
-    return {"e_psp": event.psp, "e_event_id": event.event_id, "e_reference": event.psp_reference}
 
 
 def _missing(table, object_id: str) -> NotFound:

@@ -477,9 +477,10 @@ def test_psp_event_service_is_only_for_the_webhook_service(mesh, merchant):
     assert attempt(token("webhook")) == grpc.StatusCode.OK  # ignored: no such payment
 
 
-def test_psp_events_apply_several_in_one_call_each_with_its_own_outcome(mesh):
+def test_psp_events_apply_several_in_one_call_each_with_its_own_outcome(mesh, infra, merchant):
     """ApplyPspEvents answers each event in order, as ApplyPspEvent would; an invalid event
-    is ignored without failing the others, and the call is for the webhook service only."""
+    is ignored without failing the others, and the call is for the webhook service only.
+    The events' intents are looked up together: each answer names its own event's intent."""
     import os
     from pathlib import Path
 
@@ -502,12 +503,20 @@ def test_psp_events_apply_several_in_one_call_each_with_its_own_outcome(mesh):
                 timeout=5,
             )
 
+    intent_id = pay(mesh, merchant, amount=700).body["id"]
+    known = psp_events_pb2.ApplyPspEventRequest(
+        psp="sandbox",
+        event_id=f"evt_{uuid.uuid4().hex}",
+        psp_reference=intent_row(infra, intent_id)["psp_reference"],
+        captured=psp_events_pb2.Captured(amount_captured=700, currency="usd"),
+    )
     single = call([unknown], "webhook").outcomes[0]
-    answer = call([unknown, invalid, unknown], "webhook")
-    assert [(o.outcome, o.reason) for o in answer.outcomes] == [
-        (single.outcome, single.reason),
-        (psp_events_pb2.PSP_EVENT_OUTCOME_IGNORED, "invalid_event"),
-        (single.outcome, single.reason),
+    answer = call([unknown, invalid, known, unknown], "webhook")
+    assert [(o.outcome, o.reason, o.payment_intent) for o in answer.outcomes] == [
+        (single.outcome, single.reason, ""),
+        (psp_events_pb2.PSP_EVENT_OUTCOME_IGNORED, "invalid_event", ""),
+        (psp_events_pb2.PSP_EVENT_OUTCOME_ALREADY_APPLIED, "", intent_id),
+        (single.outcome, single.reason, ""),
     ]
     assert single.outcome == psp_events_pb2.PSP_EVENT_OUTCOME_IGNORED
     with pytest.raises(grpc.RpcError) as refused:
