@@ -95,6 +95,17 @@ def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
+def migrated_infra(name: str) -> Iterator[Infra]:
+    """A database (and vhost) of its own named after `name`, migrated; dropped afterwards."""
+    created = create_infra(name)
+    try:
+        paymesh("migrate", env=base_env(created))
+        yield created
+    finally:
+        drop_infra(created)
+
+
+@contextlib.contextmanager
 def started_mesh(
     env: dict[str, str], ports: Ports, log_dir: Path, timeout: float = 90
 ) -> Iterator[Mesh]:

@@ -726,9 +726,9 @@ _REVOKED = select(revoked_payment_methods.c.payment_method).where(
 _PSP_ROUTE = select(merchants.c.psp_routing).where(merchants.c.id == bindparam("m_id"))
 
 
-# The intent a PSP event names, and whether the event was applied before; no lock.
 # The intent each PSP event names and whether the event was applied before, for the events
-# that arrive together (coalesced: every capture of ours comes back as one): one statement.
+# that arrive together (coalesced: every capture of ours comes back as one): one statement,
+# no lock.
 _PSP_EVENT_PREVIEWS = text(
     """
     WITH x AS (

@@ -18,10 +18,9 @@ import pytest
 from psycopg import sql
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
-from paymesh.devinfra import create_infra, drop_infra
 from paymesh.platform.direct_sql import compile_statement
 from rebill_svc import jobs
-from tests.conftest import base_env, paymesh
+from tests.conftest import migrated_infra
 from tests.plans import rows_read, seq_scanned
 from webhook_svc import deliverer, inbound
 
@@ -33,13 +32,11 @@ GROWN = 20_000  # the rows it holds now
 
 @pytest.fixture(scope="module")
 def db():
-    infra = create_infra("paymesh_batch_plans")
-    try:
-        paymesh("migrate", env=base_env(infra))
-        with psycopg.connect(infra.database_url, autocommit=True) as connection:
-            yield connection
-    finally:
-        drop_infra(infra)
+    with (
+        migrated_infra("paymesh_batch_plans") as infra,
+        psycopg.connect(infra.database_url, autocommit=True) as connection,
+    ):
+        yield connection
 
 
 def grow(db: psycopg.Connection, table: str, add_rows: Callable[[int, int], None]) -> None:

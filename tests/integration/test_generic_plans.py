@@ -13,9 +13,8 @@ import pytest
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
 from gateway_svc import repository
-from paymesh.devinfra import create_infra, drop_infra
 from paymesh.platform.direct_sql import compile_statement
-from tests.conftest import base_env, paymesh
+from tests.conftest import migrated_infra
 
 pytestmark = pytest.mark.integration
 
@@ -24,23 +23,21 @@ ROWS = 5000
 
 @pytest.fixture(scope="module")
 def db():
-    infra = create_infra("paymesh_generic_plans")
-    try:
-        paymesh("migrate", env=base_env(infra))
-        with psycopg.connect(infra.database_url, autocommit=True) as connection:
-            # Many settled keys and intents, as after a day of payments; none still running.
-            connection.execute(
-                "INSERT INTO gateway.idempotency_keys"
-                " (merchant_id, livemode, key, request_hash, state, object_id)"
-                " SELECT 'acct_plans', false, 'k' || g, 'h', 'done', 'pi_' || g"
-                " FROM generate_series(1, %s) g",
-                (ROWS,),
-            )
-            connection.execute("ANALYZE gateway.idempotency_keys")
-            connection.execute("SET plan_cache_mode = force_generic_plan")
-            yield connection
-    finally:
-        drop_infra(infra)
+    with (
+        migrated_infra("paymesh_generic_plans") as infra,
+        psycopg.connect(infra.database_url, autocommit=True) as connection,
+    ):
+        # Many settled keys and intents, as after a day of payments; none still running.
+        connection.execute(
+            "INSERT INTO gateway.idempotency_keys"
+            " (merchant_id, livemode, key, request_hash, state, object_id)"
+            " SELECT 'acct_plans', false, 'k' || g, 'h', 'done', 'pi_' || g"
+            " FROM generate_series(1, %s) g",
+            (ROWS,),
+        )
+        connection.execute("ANALYZE gateway.idempotency_keys")
+        connection.execute("SET plan_cache_mode = force_generic_plan")
+        yield connection
 
 
 def generic_plan(connection: psycopg.Connection, statement) -> str:
