@@ -12,9 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from paymesh.devinfra import create_infra, drop_infra
 from paymesh.platform.migration_ops import AUDIT_CHAINS
-from tests.conftest import BIN, base_env, paymesh
+from tests.conftest import BIN, base_env, migrated_infra
 
 pytestmark = pytest.mark.integration
 
@@ -28,13 +27,8 @@ INSERT = (
 
 @pytest.fixture(scope="module")
 def database():
-    infra = create_infra("paymesh_audit_chains")
-    try:
-        env = base_env(infra)
-        paymesh("migrate", env=env)
-        yield infra, env
-    finally:
-        drop_infra(infra)
+    with migrated_infra("paymesh_audit_chains") as infra:
+        yield infra, base_env(infra)
 
 
 def verify(env: dict[str, str]) -> tuple[int, dict]:

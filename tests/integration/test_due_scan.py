@@ -14,11 +14,10 @@ import psycopg
 import pytest
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
-from paymesh.devinfra import create_infra, drop_infra
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql, compile_statement
 from rebill_svc import jobs
-from tests.conftest import base_env, paymesh
+from tests.conftest import migrated_infra
 from tests.plans import rows_read, seq_scanned
 
 pytestmark = pytest.mark.integration
@@ -31,12 +30,8 @@ NOT_DUE_ON_CLOCK = 5_000
 
 @pytest.fixture()
 def infra():
-    infra = create_infra("paymesh_due_scan")
-    try:
-        paymesh("migrate", env=base_env(infra))
+    with migrated_infra("paymesh_due_scan") as infra:
         yield infra
-    finally:
-        drop_infra(infra)
 
 
 def add_subscriptions(

@@ -14,12 +14,11 @@ import grpc
 import psycopg
 import pytest
 
-from paymesh.devinfra import create_infra, drop_infra
 from paymesh.devmesh import Mesh, Ports, gateway_process_name
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.platform.advisory_lock import SessionLock, lock_key
 from paymesh.platform.db import create_engine
-from tests.conftest import base_env, create_merchant, paymesh, started_mesh
+from tests.conftest import base_env, create_merchant, migrated_infra, started_mesh
 from tests.integration.test_merchant_admin import admin, ok
 from tests.integration.test_payments import pay
 from tests.support.waiting import wait_until
@@ -31,16 +30,12 @@ PROCESSES = 2
 def two_gateways(infra, tmp_path_factory):
     """A whole mesh with two gateway processes, on a database of its own (the session mesh's
     sweep would otherwise hold the lock on the session's database)."""
-    own = create_infra("paymesh_two_gateways")
     ports = Ports.free(gateway_processes=PROCESSES)
-    env = base_env(own, **ports.service_env())
-    try:
-        paymesh("migrate", env=env)
+    with migrated_infra("paymesh_two_gateways") as own:
+        env = base_env(own, **ports.service_env())
         merchant = create_merchant(own, "two-gateways")
         with started_mesh(env, ports, tmp_path_factory.mktemp("two-gateways")) as mesh:
             yield mesh, merchant
-    finally:
-        drop_infra(own)
 
 
 def metrics(ops_port: int) -> str:

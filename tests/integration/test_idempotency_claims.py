@@ -9,13 +9,12 @@ import asyncio
 import pytest
 
 from gateway_svc.idempotency import Idempotency
-from paymesh.devinfra import create_infra, drop_infra
 from paymesh.gateway.v1 import gateway_pb2
 from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.problems import Conflict
-from tests.conftest import base_env, paymesh
+from tests.conftest import migrated_infra
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +24,8 @@ REQUEST = gateway_pb2.CreatePaymentIntentRequest(amount=1000, currency="usd")
 
 @pytest.fixture()
 def infra():
-    infra = create_infra("paymesh_claims")
-    try:
-        paymesh("migrate", env=base_env(infra))
+    with migrated_infra("paymesh_claims") as infra:
         yield infra
-    finally:
-        drop_infra(infra)
 
 
 def test_one_key_claimed_by_several_requests_in_one_statement_goes_to_one(infra):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -16,10 +17,9 @@ import grpc
 import psycopg
 import pytest
 
-from paymesh.devinfra import create_infra, drop_infra
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
-from tests.conftest import base_env, paymesh
+from tests.conftest import BIN, base_env, migrated_infra, paymesh
 from tests.integration.test_payments import post, reason_of, refund_when
 from tests.integration.test_vault import NEXT_YEAR, tokenize
 from tests.support.http import call
@@ -215,11 +215,9 @@ def test_a_gateway_killed_mid_psp_call_is_recovered_by_the_sweep(fragile):
 
 
 @pytest.mark.parametrize("table", ["gateway.payment_audit", "rebill.rebill_audit"])
-def test_a_tampered_audit_row_is_named_by_the_chain_check(tmp_path, table):
-    infra = create_infra("paymesh_audit_test")
-    try:
+def test_a_tampered_audit_row_is_named_by_the_chain_check(table):
+    with migrated_infra("paymesh_audit_test") as infra:
         env = base_env(infra)
-        paymesh("migrate", env=env)
         with psycopg.connect(infra.database_url, autocommit=True) as db:
             for action in ("create", "confirm_started", "confirm"):
                 db.execute(
@@ -234,10 +232,6 @@ def test_a_tampered_audit_row_is_named_by_the_chain_check(tmp_path, table):
                 f"UPDATE {table} SET result = 'declined'"
                 " WHERE action = 'confirm_started' RETURNING id"
             ).fetchone()
-        import subprocess
-
-        from tests.conftest import BIN
-
         done = subprocess.run(
             [str(BIN / "paymesh"), "audit", "verify"], env=env, capture_output=True, text=True
         )
@@ -249,8 +243,6 @@ def test_a_tampered_audit_row_is_named_by_the_chain_check(tmp_path, table):
             "merchant_id": "acct_a",
             "problem": "content does not match its hash",
         }
-    finally:
-        drop_infra(infra)
 
 
 def test_concurrent_refunds_never_exceed_the_captured_amount(mesh, merchant):

@@ -55,11 +55,11 @@ import psycopg
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from paymesh.devinfra import Infra, create_infra, drop_infra
+from paymesh.devinfra import Infra
 from paymesh.devmesh import Mesh, Ports, free_ports
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from paymesh.rebill.v1 import rebill_admin_pb2, rebill_admin_pb2_grpc
-from tests.conftest import base_env, create_merchant, paymesh, started_mesh
+from tests.conftest import base_env, create_merchant, migrated_infra, started_mesh
 from tests.integration.test_payments import post
 from tests.integration.test_rebill import charges_of, iso, new_clock, subscribe
 from tests.integration.test_vault import tokenize
@@ -183,24 +183,20 @@ def private_rabbit(tmp_path) -> Iterator[PrivateRabbit]:
 @contextlib.contextmanager
 def own_mesh(log_dir: Path, **overrides: str) -> Iterator[tuple[Mesh, Infra, TestMerchant]]:
     """A whole mesh with a database of its own; jobs queued too long are not re-published."""
-    own = create_infra("paymesh_rebill_broker")
     ports = Ports.free()
-    env = base_env(
-        own,
-        **ports.service_env(),
-        DB_POOL_SIZE="4",
-        REBILL_WORKER_PREFETCH="8",
-        REBILL_REQUEUE_AFTER_SECONDS="3600",
-        **overrides,
-    )
     log_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        paymesh("migrate", env=env)
+    with migrated_infra("paymesh_rebill_broker") as own:
+        env = base_env(
+            own,
+            **ports.service_env(),
+            DB_POOL_SIZE="4",
+            REBILL_WORKER_PREFETCH="8",
+            REBILL_REQUEUE_AFTER_SECONDS="3600",
+            **overrides,
+        )
         merchant = create_merchant(own, "broker")
         with started_mesh(env, ports, log_dir) as mesh:
             yield mesh, own, merchant
-    finally:
-        drop_infra(own)
 
 
 def sql(infra: Infra, statement: str, *params) -> list[tuple]:
