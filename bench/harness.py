@@ -16,9 +16,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg
 
 from paymesh.devinfra import Infra, create_infra, drop_infra
 from paymesh.devmesh import DEFAULT_GATEWAY_PROCESSES, Mesh, Ports, service_of
@@ -189,6 +192,60 @@ def cpu_per_request(
         spent[name] = spent.get(name, 0.0) + (seconds - before.get(key, 0.0)) * 1e3 / requests
     parts = [f"{name} {ms:.2f}" for name, ms in sorted(spent.items(), key=lambda i: -i[1])]
     return f"  CPU ms per {unit}: {', '.join(parts)}; total {sum(spent.values()):.2f}"
+
+
+# The hops of a request as the services count them on /metrics: family → (the report's name
+# for it, the labels that split it).
+_HOP_COUNTERS = {
+    "gateway_requests": ("gRPC", ("service", "method")),  # calls served
+    "outbox_events_published": ("published", ("service",)),  # messages the relays sent RabbitMQ
+    "psp_request_duration_seconds": ("PSP call", ("psp", "operation")),  # the gateway's (count)
+    "webhook_psp_events": ("PSP webhook", ("outcome",)),  # what webhook_svc received
+}
+
+
+def hop_counts(bench: Bench) -> dict[str, float]:
+    """What the mesh's requests have cost so far in hops: the counters of _HOP_COUNTERS summed
+    over every service's /metrics, and the database's transactions (`pg_stat_database`; every
+    autocommit statement is one). PostgreSQL publishes a backend's counts up to a second after
+    its transaction, so a short window reads a little low."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, float] = {}
+    for port in bench.mesh.ports.ops_ports():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:  # noqa: S310
+                text = answer.read().decode()
+        except OSError:
+            continue  # a process without an ops port (an extra rebill worker)
+        for family in text_string_to_metric_families(text):
+            if family.name not in _HOP_COUNTERS:
+                continue
+            title, labels = _HOP_COUNTERS[family.name]
+            for sample in family.samples:
+                if sample.name.endswith(("_total", "_count")):
+                    row = f"{title} {'.'.join(sample.labels.get(k, '') for k in labels)}"
+                    counts[row] = counts.get(row, 0.0) + sample.value
+    with psycopg.connect(bench.infra.database_url, autocommit=True) as db:
+        counts["PostgreSQL transactions"] = db.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        ).fetchone()[0]
+    return counts
+
+
+def hops_per_request(
+    before: dict[str, float], after: dict[str, float], requests: int, unit: str = "request"
+) -> str:
+    """The hop counters' growth per request (per `unit`), largest first; those under 0.01
+    (health checks) left out."""
+    grown = {
+        name: (value - before.get(name, 0.0)) / requests
+        for name, value in after.items()
+        if value - before.get(name, 0.0) >= 0.01 * requests
+    }
+    parts = [f"{name} {n:.2f}" for name, n in sorted(grown.items(), key=lambda i: -i[1])]
+    return f"  hops per {unit}: {', '.join(parts)}"
 
 
 class KeepAliveHttp:

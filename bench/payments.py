@@ -35,6 +35,8 @@ from harness import (  # noqa: E402
     closed_loop,
     cpu_per_request,
     cpu_seconds,
+    hop_counts,
+    hops_per_request,
     machine_reference,
     mesh_arguments,
     running_mesh,
@@ -235,10 +237,11 @@ async def run(
             continue
         await closed_loop(name, 4, 1.0, make)  # warm-up: pools, caches, the PSP token
         for concurrency in concurrencies:
-            before = cpu_seconds(mesh)
+            hops_before, before = hop_counts(bench), cpu_seconds(mesh)
             result = await closed_loop(name, concurrency, seconds, make)
             cpu = cpu_per_request(before, cpu_seconds(mesh), result.requests)
-            record(result, cpu, json_out, gateways=len(mesh.ports.gateways))
+            hops = hops_per_request(hops_before, hop_counts(bench), result.requests)
+            record(result, f"{cpu}\n{hops}", json_out, gateways=len(mesh.ports.gateways))
     await channel.close()
 
 

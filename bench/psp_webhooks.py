@@ -29,6 +29,8 @@ from harness import (  # noqa: E402
     closed_loop,
     cpu_per_request,
     cpu_seconds,
+    hop_counts,
+    hops_per_request,
     machine_reference,
     mesh_arguments,
     running_mesh,
@@ -111,10 +113,11 @@ async def run(bench, args) -> None:
     name = "PSP webhook via Envoy"
     await closed_loop(name, 4, 1.0, make)  # warm-up: connections, pools, prepared statements
     for concurrency in (int(c) for c in args.concurrency.split(",")):
-        before = cpu_seconds(mesh)
+        hops_before, before = hop_counts(bench), cpu_seconds(mesh)
         result = await closed_loop(name, concurrency, args.seconds, make)
         cpu = cpu_per_request(before, cpu_seconds(mesh), result.requests, "webhook")
-        record(result, cpu, args.json_out, gateways=len(mesh.ports.gateways))
+        hops = hops_per_request(hops_before, hop_counts(bench), result.requests, "webhook")
+        record(result, f"{cpu}\n{hops}", args.json_out, gateways=len(mesh.ports.gateways))
 
 
 def main() -> None:

@@ -10,9 +10,10 @@ renewal is charged. Prints renewals/s (from the advance to the last charge) and,
 renewal, the time from "due" (the advance) to "charged" (its outcome committed):
 p50/p95/p99, and when the scheduler had created the last job (scheduler-bound when that is
 close to the run's end), how many of the PSP's webhooks had come in by the end (the rest
-were not paid for), and the CPU milliseconds per renewal of every process from the advance
-to the last charge. The machine's echo reference runs first, and each rate is also shown as
-a ratio to it (see bench/harness.py)."""
+were not paid for), and, from the advance to the last charge, the CPU milliseconds per
+renewal of every process and the hops per renewal (gRPC calls served, messages published,
+PSP calls, database transactions; see harness.hop_counts). The machine's echo reference
+runs first, and each rate is also shown as a ratio to it (see bench/harness.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,14 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import cpu_per_request, cpu_seconds, machine_reference, running_mesh  # noqa: E402
+from harness import (  # noqa: E402
+    cpu_per_request,
+    cpu_seconds,
+    hop_counts,
+    hops_per_request,
+    machine_reference,
+    running_mesh,
+)
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 RENEWAL = datetime(2030, 2, 1, tzinfo=UTC)
@@ -128,7 +136,7 @@ def run_once(
         card = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}
         payment_method = rest(bench, "/v1/payment_methods", {"card": card})["id"]
         write_subscriptions(bench, clock, payment_method, count)
-        cpu_before = cpu_seconds(mesh)
+        hops_before, cpu_before = hop_counts(bench), cpu_seconds(mesh)
         due = time.time()
         rest(
             bench,
@@ -146,6 +154,7 @@ def run_once(
                 time.sleep(0.5)
                 done = charged_count(db, clock)
             cpu = cpu_per_request(cpu_before, cpu_seconds(mesh), count, "renewal")
+            hops = hops_per_request(hops_before, hop_counts(bench), count, "renewal")
             times = charge_times(db, clock)
             scheduled = last_scheduled(db, clock) - due
             # The PSP announces every capture by webhook: a run whose webhooks are still
@@ -172,6 +181,7 @@ def run_once(
         "due_to_charged_p95_ms": round(q[94]),
         "due_to_charged_p99_ms": round(q[98]),
         "cpu": cpu,
+        "hops": hops,
     }
 
 
@@ -198,7 +208,8 @@ def main() -> None:
                     f" end {row['psp_webhooks_in_by_the_end']})  due→charged"
                     f" p50 {row['due_to_charged_p50_ms'] / 1000:.1f} s"
                     f"  p95 {row['due_to_charged_p95_ms'] / 1000:.1f} s"
-                    f"  p99 {row['due_to_charged_p99_ms'] / 1000:.1f} s\n{row['cpu']}",
+                    f"  p99 {row['due_to_charged_p99_ms'] / 1000:.1f} s"
+                    f"\n{row['cpu']}\n{row['hops']}",
                     flush=True,
                 )
                 if args.json_out:
