@@ -29,6 +29,8 @@ def get(mesh, merchant, path):
 
 
 def charges_of(mesh, amount: int) -> list[dict]:
+    """The sandbox's charges of an amount. The session's tests share one sandbox ledger, so
+    this module's amounts (14001–14015) are its own: test_payment_properties draws 100–5,000."""
     return [c for c in sandbox(mesh, "/v1/charges")["data"] if c["amount"] == amount]
 
 
@@ -71,13 +73,13 @@ def rebills(mesh, merchant, subscription: str) -> list[dict]:
 
 
 def test_a_subscription_charges_its_first_period_at_creation(mesh, merchant):
-    created = subscribe(mesh, merchant, 4001, metadata={"plan": "pro"})
+    created = subscribe(mesh, merchant, 14001, metadata={"plan": "pro"})
     assert created.status == 200, created.body
     subscription = created.body
     assert subscription["status"] == "active"
     assert subscription["id"].startswith("sub_")
     assert subscription["metadata"] == {"plan": "pro"}
-    assert len(charges_of(mesh, 4001)) == 1
+    assert len(charges_of(mesh, 14001)) == 1
     [attempt] = rebills(mesh, merchant, subscription["id"])
     assert attempt["outcome"] == "succeeded"
     assert attempt["attempt"] == 1
@@ -88,16 +90,16 @@ def test_a_subscription_charges_its_first_period_at_creation(mesh, merchant):
 
 def test_a_retried_creation_with_the_same_key_charges_once(mesh, merchant):
     token = tokenize(mesh, merchant).body["id"]
-    body = {"payment_method": token, "amount": 4015, "currency": "usd", "interval": "week"}
-    first = post(mesh, merchant, "/v1/subscriptions", body, key="signup-4015")
-    again = post(mesh, merchant, "/v1/subscriptions", body, key="signup-4015")
+    body = {"payment_method": token, "amount": 14015, "currency": "usd", "interval": "week"}
+    first = post(mesh, merchant, "/v1/subscriptions", body, key="signup-14015")
+    again = post(mesh, merchant, "/v1/subscriptions", body, key="signup-14015")
     assert first.status == again.status == 200
     assert again.body == first.body
-    assert len(charges_of(mesh, 4015)) == 1
+    assert len(charges_of(mesh, 14015)) == 1
 
 
 def test_a_declined_first_charge_leaves_the_subscription_past_due(mesh, merchant):
-    created = subscribe(mesh, merchant, 4002, number="4000000000009995")
+    created = subscribe(mesh, merchant, 14002, number="4000000000009995")
     assert created.status == 200, created.body
     assert created.body["status"] == "past_due"
     assert created.body["next_attempt_at"]
@@ -121,22 +123,22 @@ def test_a_declined_first_charge_leaves_the_subscription_past_due(mesh, merchant
 )
 def test_bad_input_is_refused_naming_the_field_and_writes_nothing(mesh, merchant, field, change):
     before = get(mesh, merchant, "/v1/subscriptions?limit=100").body["data"]
-    response = subscribe(mesh, merchant, **{"amount": 4003, **change})
+    response = subscribe(mesh, merchant, **{"amount": 14003, **change})
     assert response.status == 400, response.body
     assert field in violations(response)
     assert get(mesh, merchant, "/v1/subscriptions?limit=100").body["data"] == before
-    assert charges_of(mesh, 4003) == []
+    assert charges_of(mesh, 14003) == []
 
 
 def test_another_merchants_payment_method_and_subscription_are_as_good_as_missing(
     mesh, merchant, other_merchant
 ):
     theirs = tokenize(mesh, other_merchant).body["id"]
-    body = {"payment_method": theirs, "amount": 4004, "currency": "usd", "interval": "month"}
+    body = {"payment_method": theirs, "amount": 14004, "currency": "usd", "interval": "month"}
     response = post(mesh, merchant, "/v1/subscriptions", body)
     assert response.status == 400
     assert violations(response) == {"payment_method": "resource_missing"}
-    mine = subscribe(mesh, merchant, 4004).body["id"]
+    mine = subscribe(mesh, merchant, 14004).body["id"]
     assert get(mesh, other_merchant, f"/v1/subscriptions/{mine}").status == 404
     assert post(mesh, other_merchant, f"/v1/subscriptions/{mine}/cancel").status == 404
 
@@ -146,11 +148,11 @@ def test_a_monthly_subscription_advanced_13_months_is_charged_14_times_on_calend
 ):
     start = datetime(2027, 1, 31, 9, 30, tzinfo=UTC)
     clock = new_clock(mesh, merchant, start)
-    created = subscribe(mesh, merchant, 4005, test_clock=clock)
+    created = subscribe(mesh, merchant, 14005, test_clock=clock)
     assert created.status == 200, created.body
     assert created.body["current_period_end"] == "2027-02-28T09:30:00Z"
     advance(mesh, merchant, clock, datetime(2028, 2, 29, 12, tzinfo=UTC))
-    assert len(charges_of(mesh, 4005)) == 14
+    assert len(charges_of(mesh, 14005)) == 14
     attempts = rebills(mesh, merchant, created.body["id"])
     assert [a["outcome"] for a in attempts] == ["succeeded"] * 14
     starts = sorted(a["period_start"][:10] for a in attempts)
@@ -165,11 +167,11 @@ def test_a_monthly_subscription_advanced_13_months_is_charged_14_times_on_calend
 
 def test_a_daily_subscription_advanced_a_year_is_charged_366_times(mesh, merchant):
     clock = new_clock(mesh, merchant, datetime(2029, 3, 1, tzinfo=UTC))
-    created = subscribe(mesh, merchant, 4006, test_clock=clock, interval="day")
+    created = subscribe(mesh, merchant, 14006, test_clock=clock, interval="day")
     assert created.status == 200, created.body
     advance(mesh, merchant, clock, datetime(2030, 3, 1, tzinfo=UTC), timeout=300)
     # The first day at creation, then every day through 2030-03-01: 1 + 365.
-    assert len(charges_of(mesh, 4006)) == 366
+    assert len(charges_of(mesh, 14006)) == 366
     assert len(rebills(mesh, merchant, created.body["id"])) == 366
 
 
@@ -183,8 +185,8 @@ def rebill_admin(mesh, method: str, body: dict, as_operator: bool = True):
 def test_dunning_retries_a_soft_decline_on_schedule_and_a_paid_retry_reactivates(mesh, merchant):
     start = datetime(2027, 5, 1, tzinfo=UTC)
     clock = new_clock(mesh, merchant, start)
-    sandbox(mesh, "/_knobs", {"soft_declines": {"4010": 2}})  # the first two charges fail
-    created = subscribe(mesh, merchant, 4010, test_clock=clock)
+    sandbox(mesh, "/_knobs", {"soft_declines": {"14010": 2}})  # the first two charges fail
+    created = subscribe(mesh, merchant, 14010, test_clock=clock)
     subscription_id = created.body["id"]
     assert created.body["status"] == "past_due"
     # The first retry is due one day (± 10 % of it) after the period's first attempt.
@@ -204,7 +206,7 @@ def test_dunning_retries_a_soft_decline_on_schedule_and_a_paid_retry_reactivates
         (2, "declined_soft"),
         (3, "succeeded"),
     ]
-    assert len(charges_of(mesh, 4010)) == 1  # declines move no money
+    assert len(charges_of(mesh, 14010)) == 1  # declines move no money
     # The period stays the one that was paid late; the next one starts on its own date.
     assert paid["current_period_end"] == "2027-06-01T00:00:00Z"
 
@@ -220,12 +222,12 @@ def test_a_hard_decline_ends_in_the_merchants_final_state(mesh, merchant, infra)
     set_policy = rebill_admin(mesh, "SetRetryPolicy", policy)
     assert set_policy.returncode == 0, set_policy.stderr
     try:
-        hard = subscribe(mesh, merchant, 4011, number=cards.VISA_DECLINE)
+        hard = subscribe(mesh, merchant, 14011, number=cards.VISA_DECLINE)
         assert hard.body["status"] == "canceled"
         assert hard.body["canceled_at"]
         # Soft declines until the budget is spent: 1 + 2 retries, then the final state.
         clock = new_clock(mesh, merchant, datetime(2027, 7, 1, tzinfo=UTC))
-        soft = subscribe(mesh, merchant, 4012, number="4000000000009995", test_clock=clock)
+        soft = subscribe(mesh, merchant, 14012, number="4000000000009995", test_clock=clock)
         assert soft.body["status"] == "past_due"
         advance(mesh, merchant, clock, datetime(2027, 7, 5, tzinfo=UTC))
         ended = get(mesh, merchant, f"/v1/subscriptions/{soft.body['id']}").body
@@ -249,10 +251,10 @@ def test_retry_policies_are_for_operators_only_and_checked(mesh, merchant):
 def test_cancel_now_at_period_end_pause_and_resume(mesh, merchant):
     start = datetime(2027, 9, 10, tzinfo=UTC)
     clock = new_clock(mesh, merchant, start)
-    at_end = subscribe(mesh, merchant, 4013, test_clock=clock).body
-    paused = subscribe(mesh, merchant, 4013, test_clock=clock).body
-    now = subscribe(mesh, merchant, 4013, test_clock=clock).body
-    assert len(charges_of(mesh, 4013)) == 3
+    at_end = subscribe(mesh, merchant, 14013, test_clock=clock).body
+    paused = subscribe(mesh, merchant, 14013, test_clock=clock).body
+    now = subscribe(mesh, merchant, 14013, test_clock=clock).body
+    assert len(charges_of(mesh, 14013)) == 3
 
     set_to_end = post(
         mesh, merchant, f"/v1/subscriptions/{at_end['id']}/cancel", {"at_period_end": True}
@@ -267,7 +269,7 @@ def test_cancel_now_at_period_end_pause_and_resume(mesh, merchant):
     assert again.status == 400 and reason_of(again) == "subscription_canceled"
 
     advance(mesh, merchant, clock, datetime(2027, 12, 20, tzinfo=UTC))
-    assert len(charges_of(mesh, 4013)) == 3  # nothing renewed: canceled, ended, paused
+    assert len(charges_of(mesh, 14013)) == 3  # nothing renewed: canceled, ended, paused
     ended = get(mesh, merchant, f"/v1/subscriptions/{at_end['id']}").body
     assert (ended["status"], ended["canceled_at"]) == ("canceled", "2027-10-10T00:00:00Z")
 
@@ -278,7 +280,7 @@ def test_cancel_now_at_period_end_pause_and_resume(mesh, merchant):
         "2027-12-10T00:00:00Z",
     )
     advance(mesh, merchant, clock, datetime(2028, 1, 11, tzinfo=UTC))
-    assert len(charges_of(mesh, 4013)) == 4
+    assert len(charges_of(mesh, 14013)) == 4
     listed = get(mesh, merchant, "/v1/subscriptions?status=canceled&limit=100").body["data"]
     assert {at_end["id"], now["id"]} <= {s["id"] for s in listed}
     assert all(s["status"] == "canceled" for s in listed)
@@ -298,7 +300,7 @@ def test_a_test_clock_never_goes_back_and_is_test_mode_only(mesh, merchant):
 
 
 def test_every_rebill_change_is_audited_append_only_and_sent_as_events(mesh, merchant, infra):
-    subscription = subscribe(mesh, merchant, 4014).body
+    subscription = subscribe(mesh, merchant, 14014).body
     with psycopg.connect(infra.database_url) as db:
         actions = [
             row[0]
