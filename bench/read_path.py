@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import (  # noqa: E402
     KeepAliveHttp,
     closed_loop,
+    cpu_per_request,
+    cpu_seconds,
     machine_reference,
     mesh_arguments,
     running_mesh,
@@ -133,8 +135,10 @@ async def run(bench, args) -> None:
     for name, make in scenarios:
         await closed_loop(name, 4, 1.0, make)  # warm-up: connections, pools, caches
         for concurrency in concurrencies:
+            before = cpu_seconds(mesh)
             result = await closed_loop(name, concurrency, args.seconds, make)
-            record(result, path=args.json_out, gateways=len(mesh.ports.gateways))
+            cpu = cpu_per_request(before, cpu_seconds(mesh), result.requests)
+            record(result, cpu, args.json_out, gateways=len(mesh.ports.gateways))
     await channel.close()
 
 
