@@ -108,6 +108,7 @@ _RECEIVE = text(
 )
 # What became of events, unless they were settled before. The keys again as `= ANY(ARRAY(…))`:
 # an index condition whatever the planner believes of the batch (100 rows) and the table.
+# Not prepared: a plan cached while the inbox was small read all of it once it had grown.
 _SETTLE = text(
     f"""
     WITH x AS (
@@ -189,7 +190,7 @@ class Inbox:
         settled = {
             (row["psp"], row["event_id"])
             for row in await self._direct.all(
-                _SETTLE, {"outcomes": json.dumps(list(first.values()))}
+                _SETTLE, {"outcomes": json.dumps(list(first.values()))}, prepare=False
             )
         }
         return [

@@ -93,15 +93,29 @@ class DirectSql:
         rows = await self._run(statement, params, first_only=True)
         return rows[0] if rows else None
 
-    async def all(self, statement: ClauseElement, params: dict[str, Any]) -> list[dict]:
-        return await self._run(statement, params, first_only=False)
+    async def all(
+        self, statement: ClauseElement, params: dict[str, Any], *, prepare: bool = True
+    ) -> list[dict]:
+        """`prepare=False`: planned on every call, for the table's size at that moment. For a
+        statement joining a batch to a table that grows fast: a prepared statement keeps the
+        plan the server made while the table was small (a sequential scan) until the table
+        is analyzed again."""
+        return await self._run(statement, params, first_only=False, prepare=prepare)
 
-    async def _run(self, statement: ClauseElement, params: dict[str, Any], first_only: bool):
+    async def _run(
+        self,
+        statement: ClauseElement,
+        params: dict[str, Any],
+        first_only: bool,
+        prepare: bool = True,
+    ):
         compiled = self._compile(statement)
         await self._open()
         async with self._pool.connection() as connection:
             try:
-                cursor = await connection.execute(compiled.sql, compiled.params(params))
+                cursor = await connection.execute(
+                    compiled.sql, compiled.params(params), prepare=None if prepare else False
+                )
             except psycopg.OperationalError:
                 if connection.broken:
                     self._checking = self._checking or asyncio.ensure_future(self._check())
