@@ -265,12 +265,17 @@ def test_a_card_number_is_neither_echoed_nor_logged_and_request_ids_stay_whole(m
 
 def test_headers_just_under_the_limit_reach_the_service(mesh, merchant):
     """Envoy adds headers of its own: the services take more metadata than the edge lets in,
-    or a request just under 8 KiB would come back as gRPC's RESOURCE_EXHAUSTED (429)."""
+    or a request just under 8 KiB would come back as gRPC's RESOURCE_EXHAUSTED (429). gRPC's
+    defaults refuse only some of the calls between 8 and 16 KiB, at random: so, many calls."""
     headers = {**merchant.auth(), "x-shop-note": "n" * 7_600}
 
-    response = send(mesh, "GET", "/v1/payment_intents/pi_missing", headers=headers)
+    statuses = [
+        send(mesh, "GET", "/v1/payment_intents/pi_missing", headers=headers).status
+        for _ in range(60)
+    ]
 
-    assert response.status == 404
+    assert set(statuses) == {404}
+    response = send(mesh, "GET", "/v1/payment_intents/pi_missing", headers=headers)
     assert reason(response) == "resource_missing"
 
 

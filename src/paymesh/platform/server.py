@@ -38,6 +38,11 @@ from paymesh.platform.tracing import configure_tracing
 
 log = structlog.get_logger(__name__)
 
+# Request metadata every service takes: twice what the edge lets through (Envoy's
+# max_request_headers_kb), so no call that Envoy forwards is refused for its headers.
+METADATA_SOFT_LIMIT = 16 * 1024
+METADATA_HARD_LIMIT = 20 * 1024
+
 
 class StartupRefused(Exception):
     """A service must not start; the message says why and what to do, in one line."""
@@ -113,8 +118,15 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
 
     server = grpc.aio.server(
         interceptors=[aio_server_interceptor(), ServerInterceptor(definition.name)],
-        # gRPC enables SO_REUSEPORT by default: a second process would silently share the port.
-        options=[("grpc.so_reuseport", 0)],
+        options=[
+            # gRPC enables SO_REUSEPORT by default: a second process would silently share the
+            # port.
+            ("grpc.so_reuseport", 0),
+            # The edge lets in 8 KiB of headers and Envoy adds its own. gRPC's defaults refuse
+            # some of the calls between 8 and 16 KiB of metadata, at random.
+            ("grpc.max_metadata_size", METADATA_SOFT_LIMIT),
+            ("grpc.absolute_max_metadata_size", METADATA_HARD_LIMIT),
+        ],
     )
     keys_dir = settings.keys_dir
     resources = Resources(
