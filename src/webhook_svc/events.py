@@ -214,14 +214,18 @@ async def _schedule(
 ) -> int:
     """Makes the deliveries of the chosen events due now, one per subscribing endpoint, in
     the events' order (their due times follow it, and due deliveries are sent oldest first).
-    A fresh round: its attempts count from one again."""
+    A fresh round: its attempts count from one again. An object's delivery that a replica is
+    sending holds its lease; it and the object's later events fall due once the lease ends,
+    so none of them overtakes it."""
     received = "AND d.status IS DISTINCT FROM 'succeeded'" if skip_received else ""
     rows = await connection.execute(
         text(
             f"""
             INSERT INTO webhook.deliveries (event_id, endpoint_id, next_attempt_at)
             SELECT ev.id, e.id,
-                   now() + make_interval(secs => 0.000001 * row_number() OVER (
+                   greatest(now(), max(d.leased_until) OVER (
+                     PARTITION BY e.id, ev.object_id ORDER BY ev.created_at, ev.sequence, ev.id))
+                   + make_interval(secs => 0.000001 * row_number() OVER (
                      ORDER BY ev.created_at, ev.sequence, ev.id))
             FROM webhook.events ev
             JOIN webhook.webhook_endpoints e
@@ -234,7 +238,7 @@ async def _schedule(
             ON CONFLICT ON CONSTRAINT deliveries_one_per_endpoint DO UPDATE
               -- One being sent right now keeps its lease, so it is not sent twice at once,
               -- but loses its token: that send's outcome no longer settles it, and it is
-              -- sent again once the lease lapses.
+              -- sent again once the lease lapses (its due time above).
               SET status = 'pending', attempts = 0, next_attempt_at = EXCLUDED.next_attempt_at,
                   lease_token = NULL
             RETURNING 1
