@@ -327,13 +327,14 @@ def test_recover_resends_in_order_what_the_endpoint_missed(hooks):
     # lease holds that delivery back, and the events after it must wait for it. (The lease
     # outlasts the endpoint's open circuit, as a real one does: the first event, deferred by
     # the circuit, is sent before the lease ends.)
-    hooks.faults.rows(
+    in_flight = hooks.faults.rows(
         "UPDATE webhook.deliveries d SET status = 'pending', next_attempt_at = now(),"
         " leased_until = now() + interval '5 seconds', lease_token = 'another_replica'"
         " FROM webhook.events ev WHERE ev.id = d.event_id AND d.endpoint_id = %s"
         " AND ev.type = 'payment_intent.requires_capture' RETURNING d.id",
         (endpoint["id"],),
     )
+    assert len(in_flight) == 1
     hooks.receiver.scripts["/recover"] = Script(statuses=[200])
 
     def recover():
