@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import grpc
 import structlog
 
@@ -23,6 +25,10 @@ from rebill_svc.repository import SubscriptionRepository
 from rebill_svc.runner import JobRunner
 
 STATUSES = {s.value for s in Status}
+# A clock's time, and with it every period its subscriptions reach, stays clear of the
+# calendar's end (year 9999): a period past it cannot be computed, and the scheduler would
+# stall on it for every merchant.
+LATEST_CLOCK_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def subscription_message(row) -> rebill_pb2.Subscription:
@@ -194,9 +200,7 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
 
     async def CreateTestClock(self, request, context):
         merchant = self._test_mode(await self._callers.merchant(context))
-        row = await self._subscriptions.create_clock(
-            merchant, required_datetime(request, "frozen_time")
-        )
+        row = await self._subscriptions.create_clock(merchant, _frozen_time(request))
         return clock_message(row, "ready")
 
     async def GetTestClock(self, request, context):
@@ -208,7 +212,7 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
         merchant = self._test_mode(await self._callers.merchant(context))
         clock_id = self._clock(request.id)
         row, status = await self._subscriptions.advance_clock(
-            merchant, clock_id, required_datetime(request, "frozen_time")
+            merchant, clock_id, _frozen_time(request)
         )
         return clock_message(row, status)
 
@@ -241,3 +245,12 @@ def _clock_id(value: str) -> str:
         raise InvalidArgument.for_field(
             "test_clock", "resource_missing", "no such test clock"
         ) from None
+
+
+def _frozen_time(request) -> datetime:
+    frozen_time = required_datetime(request, "frozen_time")
+    if frozen_time >= LATEST_CLOCK_TIME:
+        raise InvalidArgument.for_field(
+            "frozen_time", "out_of_range", "frozen_time must be before the year 9000"
+        )
+    return frozen_time

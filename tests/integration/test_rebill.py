@@ -293,6 +293,15 @@ def test_a_test_clock_never_goes_back_and_is_test_mode_only(mesh, merchant):
     )
     assert back.status == 400
     assert violations(back) == {"frozen_time": "clock_cannot_go_back"}
+    # Periods past year 9999 cannot be computed: a clock stays well clear of it.
+    too_late = {"frozen_time": "9999-06-01T00:00:00Z"}
+    for path in ("/v1/test_clocks", f"/v1/test_clocks/{clock}/advance"):
+        answer = post(mesh, merchant, path, too_late)
+        assert answer.status == 400
+        assert violations(answer) == {"frozen_time": "out_of_range"}
+    assert get(mesh, merchant, f"/v1/test_clocks/{clock}").body["frozen_time"] == (
+        "2027-01-01T00:00:00Z"
+    )
     live = post(
         mesh, merchant, "/v1/test_clocks", {"frozen_time": "2027-01-01T00:00:00Z"}, live=True
     )

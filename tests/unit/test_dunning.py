@@ -4,6 +4,7 @@ on the schedule, never beside an attempt whose outcome is unknown, within one bu
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -54,9 +55,23 @@ def test_an_unknown_outcome_starts_nothing_and_a_success_pays_the_period():
     assert next_step(policy, 2, Outcome.SUCCEEDED, FIRST, no_jitter) == Paid()
 
 
-def test_no_attempt_beyond_the_budget():
+def test_an_attempt_beyond_a_shrunk_budget_still_counts_and_is_the_last():
+    # Attempt 4 was already waiting when the merchant cut the policy to two attempts.
+    shrunk = RetryPolicy(retry_after=(timedelta(days=1),))
+    assert next_step(shrunk, 4, Outcome.SUCCEEDED, FIRST, no_jitter) == Paid()
+    assert next_step(shrunk, 4, Outcome.UNKNOWN, FIRST, no_jitter) == WaitForOutcome()
+    assert next_step(shrunk, 4, Outcome.DECLINED_SOFT, FIRST, no_jitter) == GiveUp(
+        FinalStatus.UNPAID
+    )
     with pytest.raises(ValueError):
-        next_step(RetryPolicy(), 6, Outcome.DECLINED_SOFT, FIRST, no_jitter)
+        next_step(RetryPolicy(), 0, Outcome.DECLINED_SOFT, FIRST, no_jitter)
+
+
+def test_an_attempts_key_does_not_depend_on_the_time_zone_it_is_read_in():
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    berlin = start.astimezone(ZoneInfo("Europe/Berlin"))
+    assert idempotency_key("sub_1", berlin, 1) == idempotency_key("sub_1", start, 1)
+    assert idempotency_key("sub_1", berlin, 1) == "rebill:sub_1:2026-03-01T00:00:00+00:00:1"
 
 
 def test_each_attempt_has_a_key_of_its_own_and_a_rerun_the_same():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 
@@ -80,13 +80,15 @@ def next_step(
 ) -> Step:
     """After attempt `attempt` (1 for the first) of a period ended with `outcome`.
     `jitter(x)` returns a number in [-x, x] (random in the service, fixed in tests)."""
-    if not 1 <= attempt <= policy.attempts:
-        raise ValueError(f"attempt {attempt} is outside 1..{policy.attempts}")
+    if attempt < 1:
+        raise ValueError(f"attempt {attempt} is below 1")
+    # An attempt beyond the budget ran because the merchant shrank the policy while the
+    # period was dunning: its outcome still counts, and it is the period's last.
     if outcome == Outcome.SUCCEEDED:
         return Paid()
     if outcome == Outcome.UNKNOWN:
         return WaitForOutcome()
-    if outcome == Outcome.DECLINED_HARD or attempt == policy.attempts:
+    if outcome == Outcome.DECLINED_HARD or attempt >= policy.attempts:
         return GiveUp(policy.final_status)
     offset = policy.retry_after[attempt - 1]
     previous = policy.retry_after[attempt - 2] if attempt >= 2 else timedelta(0)
@@ -96,5 +98,6 @@ def next_step(
 
 
 def idempotency_key(subscription_id: str, period_start: datetime, attempt: int) -> str:
-    """The gateway idempotency key of one attempt: the same attempt always charges under it."""
-    return f"rebill:{subscription_id}:{period_start.isoformat()}:{attempt}"
+    """The gateway idempotency key of one attempt: the same attempt always charges under it,
+    whatever time zone the database session handed `period_start` back in."""
+    return f"rebill:{subscription_id}:{period_start.astimezone(UTC).isoformat()}:{attempt}"
