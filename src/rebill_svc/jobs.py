@@ -37,7 +37,7 @@ from rebill_svc.domain.subscriptions import (
     Status,
     next_periods,
 )
-from rebill_svc.tables import rebill_attempts, rebill_jobs, retry_policies, subscriptions
+from rebill_svc.tables import rebill_jobs, retry_policies, subscriptions
 
 OPEN = ("scheduled", "queued", "running")
 
@@ -200,6 +200,8 @@ _SETTLE = text(
         lease_expires_at = CASE WHEN CAST(:status AS varchar) = 'running'
           THEN now() + make_interval(secs => CAST(:recheck AS double precision)) END,
         attempt = coalesce(CAST(:next_attempt AS integer), attempt),
+        attempt_runs = CASE WHEN CAST(:next_attempt AS integer) IS NULL THEN attempt_runs
+          ELSE 0 END,
         due_at = CASE WHEN CAST(:next_attempt AS integer) IS NULL THEN due_at
           ELSE CAST(:next_attempt_at AS timestamptz) END
       WHERE id = CAST(:job_id AS varchar) AND lease_owner = CAST(:owner AS varchar)
@@ -272,22 +274,20 @@ _SETTLE = text(
 
 # Workers take jobs' leases and learn what each run needs, in one statement (autocommit, one
 # round trip) for the jobs a worker claims while its last claim is out: each lease only if the
-# job waits for a worker or its lease expired; then the subscription's status and card, the
-# outcome the current attempt had before (unknown: this is a re-run) and the merchant's retry
-# policy.
+# job waits for a worker or its lease expired, counting the current attempt's starts (a second
+# one is a re-run); then the subscription's status and card, and the merchant's retry policy.
 _CLAIM = text(
     """
     WITH leased AS (
       UPDATE rebill.rebill_jobs SET status = 'running', lease_owner = CAST(:owner AS varchar),
         lease_expires_at = now() + make_interval(secs => CAST(:lease AS double precision)),
-        heartbeat_at = now(), runs = runs + 1, updated_at = now()
+        heartbeat_at = now(), runs = runs + 1, attempt_runs = attempt_runs + 1,
+        updated_at = now()
       WHERE id = ANY(CAST(:job_ids AS varchar[]))
         AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
       RETURNING *
     )
     SELECT leased.*, s.status AS subscription_status, s.payment_method,
-      (SELECT a.outcome FROM rebill.rebill_attempts a
-       WHERE a.job_id = leased.id AND a.attempt = leased.attempt) AS earlier_outcome,
       p.retry_after_days AS policy_retry_after_days, p.final_status AS policy_final_status
     FROM leased JOIN rebill.subscriptions s ON s.id = leased.subscription_id
     LEFT JOIN rebill.retry_policies p ON p.merchant_id = leased.merchant_id
@@ -337,7 +337,8 @@ class Claimed:
     subscription_status: str
     payment_method: str
     policy: RetryPolicy
-    retrying_unknown: bool  # this attempt ran before and its outcome is not known yet
+    # This attempt was started before and its outcome is not known: it may have charged.
+    rerun: bool
 
 
 class JobStore:
@@ -508,7 +509,7 @@ class JobStore:
                     row["subscription_status"],
                     row["payment_method"],
                     _policy(row["policy_retry_after_days"], row["policy_final_status"]),
-                    retrying_unknown=row["earlier_outcome"] == Outcome.UNKNOWN,
+                    rerun=row["attempt_runs"] > 1,
                 )
         # One lease, one run: a job claimed twice in one batch runs once.
         return [leased.pop(claim, None) for claim in claims]
@@ -521,18 +522,13 @@ class JobStore:
                 select(subscriptions).where(subscriptions.c.id == job.subscription_id)
             )
         ).one()
-        earlier = await connection.scalar(
-            select(rebill_attempts.c.outcome).where(
-                rebill_attempts.c.job_id == job.id, rebill_attempts.c.attempt == job.attempt
-            )
-        )
         policy = await policy_of(connection, job.merchant_id)
         return Claimed(
             Job.of(job._mapping),
             subscription.status,
             subscription.payment_method,
             policy,
-            retrying_unknown=earlier == Outcome.UNKNOWN,
+            rerun=job.attempt_runs > 1,
         )
 
     async def heartbeat(self, job_id: str, owner: str, lease_seconds: float) -> bool:

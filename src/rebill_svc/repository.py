@@ -226,6 +226,7 @@ class SubscriptionRepository:
                     lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
                     heartbeat_at=func.now(),
                     runs=1,
+                    attempt_runs=1,
                 )
                 .returning(rebill_jobs)
             )

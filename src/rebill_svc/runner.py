@@ -61,8 +61,9 @@ class JobRunner:
         )
         started = time.perf_counter()
         key = idempotency_key(job.subscription_id, job.period_start, job.attempt)
-        if claimed.subscription_status in _NOT_CHARGED and not claimed.retrying_unknown:
-            # Ended before this attempt ran: the period is not charged.
+        if claimed.subscription_status in _NOT_CHARGED and not claimed.rerun:
+            # Ended before this attempt started: the period is not charged. A re-run goes on
+            # under the attempt's key instead: its first run may have charged before dying.
             await self._jobs.settle(
                 claimed,
                 self._owner,

@@ -83,6 +83,7 @@ rebill_jobs = Table(
     moment("lease_expires_at"),
     moment("heartbeat_at"),
     Column("runs", Integer, nullable=False, server_default="0"),
+    Column("attempt_runs", Integer, nullable=False, server_default="0"),  # starts of `attempt`
     set_now("created_at"),
     set_now("updated_at"),
 )

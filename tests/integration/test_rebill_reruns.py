@@ -1,0 +1,149 @@
+"""A rebill job run again after its worker died: the job store and runner on the real
+PostgreSQL, with a charger that stands in for the gateway (what the gateway does with a
+repeated key is tested in test_payments and test_rebill_faults). An attempt that may have
+reached the PSP is finished under its own key whatever happened to the subscription since,
+so a period the customer paid for is never recorded as not charged."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from paymesh.platform.callers import Merchant
+from paymesh.platform.db import create_engine
+from paymesh.platform.direct_sql import DirectSql
+from rebill_svc.charging import ChargeRequest, ChargeResult
+from rebill_svc.domain.dunning import Outcome
+from rebill_svc.jobs import JobStore
+from rebill_svc.repository import SubscriptionRepository
+from rebill_svc.runner import JobRunner, Leases
+from tests.conftest import migrated_infra
+
+pytestmark = pytest.mark.integration
+
+MERCHANT = Merchant("acct_reruns", False)
+LEASE = 0.3
+
+
+@pytest.fixture()
+def infra():
+    with migrated_infra("paymesh_rebill_reruns") as infra:
+        yield infra
+
+
+class RecordingCharger:
+    """Answers every charge with `outcome` and remembers what it was asked."""
+
+    def __init__(self, outcome: Outcome = Outcome.SUCCEEDED):
+        self.asked: list[ChargeRequest] = []
+        self._outcome = outcome
+
+    async def charge(self, request: ChargeRequest) -> ChargeResult:
+        self.asked.append(request)
+        return ChargeResult(self._outcome, payment_intent=f"pi_{len(self.asked)}")
+
+
+def add_due_subscription(database_url: str, subscription_id: str) -> None:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=31)
+    with psycopg.connect(database_url) as db:
+        db.execute(
+            """
+            INSERT INTO rebill.subscriptions (id, merchant_id, livemode, payment_method, amount,
+              currency, interval, interval_count, billing_cycle_anchor, status, period_number,
+              current_period_start, current_period_end)
+            VALUES (%s, %s, false, 'pm_reruns', 4200, 'usd', 'month', 1, %s, 'active', 0, %s,
+              %s + interval '1 month')
+            """,
+            (subscription_id, MERCHANT.id, start, start, start),
+        )
+
+
+def job_and_attempts(database_url: str, job_id: str) -> tuple[str, list[tuple]]:
+    with psycopg.connect(database_url) as db:
+        status = db.execute("SELECT status FROM rebill.rebill_jobs WHERE id = %s", (job_id,))
+        attempts = db.execute(
+            "SELECT attempt, outcome, idempotency_key FROM rebill.rebill_attempts"
+            " WHERE job_id = %s ORDER BY attempt",
+            (job_id,),
+        ).fetchall()
+        return status.fetchone()[0], attempts
+
+
+async def run_after_a_death(database_url: str, end_subscription) -> tuple[str, list, list]:
+    """Schedules the subscription's due period, lets a worker claim it and die before its
+    settle, ends the subscription through `end_subscription`, and runs the job again once
+    the dead worker's lease has lapsed. Returns the job's status, its attempts and what the
+    second run asked the gateway."""
+    engine = create_engine(database_url, 2)
+    direct = DirectSql(engine, 2)
+    try:
+        store = JobStore(engine, direct)
+        assert await store.schedule_due(10) == 1
+        (job_id,) = await all_job_ids(database_url)
+        # The first worker's claim; it dies in its charge, so nothing is settled.
+        assert await store.claim(job_id, "worker-dead", LEASE) is not None
+        await end_subscription(SubscriptionRepository(engine, store))
+        await asyncio.sleep(LEASE + 0.2)
+        assert await store.reclaim_stale(10, requeue_after=300) == 1
+        charger = RecordingCharger()
+        runner = JobRunner(store, charger, "worker-new", Leases(lease_seconds=5))
+        assert await runner.run(job_id)
+        status, attempts = job_and_attempts(database_url, job_id)
+        return status, attempts, charger.asked
+    finally:
+        await direct.close()
+        await engine.dispose()
+
+
+async def all_job_ids(database_url: str) -> list[str]:
+    with psycopg.connect(database_url) as db:
+        return [row[0] for row in db.execute("SELECT id FROM rebill.rebill_jobs")]
+
+
+@pytest.mark.parametrize(
+    "end",
+    [
+        pytest.param(lambda subs: subs.cancel(MERCHANT, "sub_rerun", False), id="canceled"),
+        pytest.param(lambda subs: subs.pause(MERCHANT, "sub_rerun"), id="paused"),
+    ],
+)
+def test_an_attempt_that_may_have_charged_is_finished_after_the_subscription_ends(infra, end):
+    """A worker claimed the period's attempt (it may have charged at the PSP) and died; the
+    merchant then canceled or paused. The re-run must ask the gateway under the same key and
+    record what it says: before, it saw no attempt row, skipped the charge and recorded the
+    period as not charged although the customer may have paid."""
+    add_due_subscription(infra.database_url, "sub_rerun")
+    status, attempts, asked = asyncio.run(run_after_a_death(infra.database_url, end))
+    assert len(asked) == 1, "the re-run did not ask the gateway"
+    assert asked[0].idempotency_key == attempts[0][2]
+    assert [(attempt, outcome) for attempt, outcome, _ in attempts] == [(1, "succeeded")]
+    assert status == "succeeded"
+
+
+def test_an_attempt_never_claimed_is_not_charged_once_the_subscription_is_canceled(infra):
+    """The other side of the rule: a period whose attempt no worker has started is not
+    charged after a cancel."""
+    add_due_subscription(infra.database_url, "sub_unclaimed")
+
+    async def scenario() -> tuple[str, list, list]:
+        engine = create_engine(infra.database_url, 2)
+        direct = DirectSql(engine, 2)
+        try:
+            store = JobStore(engine, direct)
+            assert await store.schedule_due(10) == 1
+            (job_id,) = await all_job_ids(infra.database_url)
+            await SubscriptionRepository(engine, store).cancel(MERCHANT, "sub_unclaimed", False)
+            charger = RecordingCharger()
+            assert await JobRunner(store, charger, "worker", Leases(lease_seconds=5)).run(job_id)
+            return (*job_and_attempts(infra.database_url, job_id), charger.asked)
+        finally:
+            await direct.close()
+            await engine.dispose()
+
+    status, attempts, asked = asyncio.run(scenario())
+    assert asked == []
+    assert attempts == []
+    assert status == "failed"
