@@ -1,7 +1,8 @@
 """`rebill.dead`: messages no worker could process. rebill_svc moves each one into the
 `dead_letters` table (then acks it), where operators list, retry or discard it through
 RebillAdminService. A retry hands the job to the workers again; its attempt charges under the
-same idempotency key as before, so a retried job charges at most once."""
+same idempotency key as before, so a retried job charges at most once. A discard drops the
+message and a job that waits for a worker without having started its attempt."""
 
 from __future__ import annotations
 
@@ -63,15 +64,7 @@ class DeadLetters:
     async def retry(self, letter_id: str) -> Row:
         async with self._engine.begin() as connection:
             letter = await self._dead(connection, letter_id)
-            job = None
-            if letter.job_id:
-                job = (
-                    await connection.execute(
-                        select(rebill_jobs)
-                        .where(rebill_jobs.c.id == letter.job_id)
-                        .with_for_update()
-                    )
-                ).first()
+            job = await _job_of(connection, letter)
             if job is None:
                 raise FailedPrecondition(
                     "this message names no job to retry; discard it", reason="nothing_to_retry"
@@ -91,8 +84,40 @@ class DeadLetters:
             return await self._resolve(connection, letter_id, "retried")
 
     async def discard(self, letter_id: str) -> Row:
+        """Drops the message and, when its job waits for a worker with an attempt nobody has
+        started, the job too: the period is settled as not charged (`rebill.failed`) and the
+        subscription renews at its next period. An attempt that was started may have charged:
+        it can only be retried, so that it finishes under its key."""
         async with self._engine.begin() as connection:
-            await self._dead(connection, letter_id)
+            letter = await self._dead(connection, letter_id)
+            job = await _job_of(connection, letter)
+            if job is not None:
+                if job.status == "running" or (job.status == "queued" and job.attempt_runs):
+                    raise FailedPrecondition(
+                        "this job's attempt was started and may have charged; retry the letter"
+                        " so that it finishes",
+                        reason="attempt_started",
+                    )
+                if job.status == "queued":
+                    job = (
+                        await connection.execute(
+                            update(rebill_jobs)
+                            .where(rebill_jobs.c.id == job.id)
+                            .values(status="failed", updated_at=func.now())
+                            .returning(rebill_jobs)
+                        )
+                    ).one()
+                    await records.event(connection, "rebill.failed", "rebill_job", job)
+                    await records.wake_scheduler(connection)  # the subscription may be due
+                await records.audit(
+                    connection,
+                    merchant_id=job.merchant_id,
+                    actor="ops",
+                    action="dead_letter.discard",
+                    object_id=job.id,
+                    result=job.status,
+                    dead_letter=letter_id,
+                )
             return await self._resolve(connection, letter_id, "discarded")
 
     @staticmethod
@@ -120,3 +145,14 @@ class DeadLetters:
                 .returning(dead_letters)
             )
         ).one()
+
+
+async def _job_of(connection, letter: Row) -> Row | None:
+    """The job the letter names, locked (None: it names none, or one that does not exist)."""
+    if not letter.job_id:
+        return None
+    return (
+        await connection.execute(
+            select(rebill_jobs).where(rebill_jobs.c.id == letter.job_id).with_for_update()
+        )
+    ).first()

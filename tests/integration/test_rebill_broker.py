@@ -559,6 +559,24 @@ def test_a_dead_job_message_is_charged_once_when_retried_and_a_discarded_one_nev
         mesh, "DiscardDeadLetter", rebill_admin_pb2.DiscardDeadLetterRequest(id=discarded)
     )
     assert answer.status == "discarded"
+    # The discard settles the renewal as not charged: no sweep for lost messages re-publishes
+    # it (this mesh sweeps only after an hour, a real one after minutes), the clock is done,
+    # and the audit trail says who dropped it.
+    wait_until(
+        lambda: clock_status(mesh, merchant, discarded_clock) == "ready", timeout=30, interval=0.2
+    )
+    assert sql(
+        own,
+        "SELECT actor, result, details->>'dead_letter' FROM rebill.rebill_audit"
+        " WHERE object_id = %s AND action = 'dead_letter.discard'",
+        discarded_job,
+    ) == [("ops", "failed", discarded)]
+    assert sql(
+        own,
+        "SELECT count(*) FROM rebill.outbox"
+        " WHERE aggregate_id = %s AND event_type = 'rebill.failed'",
+        discarded_job,
+    ) == [(1,)]
     retry_discarded = rebill_admin_pb2.RetryDeadLetterRequest(id=discarded)
     assert refused(mesh, "RetryDeadLetter", retry_discarded) == grpc.StatusCode.FAILED_PRECONDITION
     assert retried in {d.id for d in letters(mesh, "retried")}
@@ -568,7 +586,7 @@ def test_a_dead_job_message_is_charged_once_when_retried_and_a_discarded_one_nev
     assert len(charges_of(mesh, 7102)) == 2
     assert len(charges_of(mesh, 7103)) == 1
     assert jobs_of(own, retried_sub) == [("succeeded", 1), ("succeeded", 1)]
-    assert jobs_of(own, discarded_sub) == [("succeeded", 1), ("queued", 0)]
+    assert jobs_of(own, discarded_sub) == [("succeeded", 1), ("failed", 0)]
     assert ours(mesh, "dead", lambda d: d.job_id in bodies) == []
     with broker_channel(own) as channel:
         assert channel.queue_declare(JOB_QUEUE, passive=True).method.message_count == 0

@@ -15,7 +15,9 @@ import pytest
 from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
+from paymesh.platform.problems import FailedPrecondition
 from rebill_svc.charging import ChargeRequest, ChargeResult
+from rebill_svc.dead_letters import DeadLetters
 from rebill_svc.domain.dunning import Outcome
 from rebill_svc.jobs import JobStore
 from rebill_svc.repository import SubscriptionRepository
@@ -147,3 +149,37 @@ def test_an_attempt_never_claimed_is_not_charged_once_the_subscription_is_cancel
     assert asked == []
     assert attempts == []
     assert status == "failed"
+
+
+def test_a_dead_letter_whose_job_attempt_started_cannot_be_discarded(infra):
+    """Discarding a letter drops its job only while no attempt of it started; once one has
+    (it may have charged), the discard is refused and changes nothing, and a retry of the
+    letter is what finishes the attempt."""
+    add_due_subscription(infra.database_url, "sub_dead")
+
+    async def scenario() -> tuple[str, list]:
+        engine = create_engine(infra.database_url, 2)
+        direct = DirectSql(engine, 2)
+        try:
+            store = JobStore(engine, direct)
+            assert await store.schedule_due(10) == 1
+            (job_id,) = await all_job_ids(infra.database_url)
+            assert await store.claim(job_id, "worker-dead", LEASE) is not None
+            with psycopg.connect(infra.database_url) as db:
+                db.execute(
+                    "INSERT INTO rebill.dead_letters (id, queue, job_id, reason, body)"
+                    " VALUES ('dl_started', 'rebill.monthly', %s, 'delivery_limit', '{}')",
+                    (job_id,),
+                )
+            with pytest.raises(FailedPrecondition) as refused:
+                await DeadLetters(engine).discard("dl_started")
+            assert refused.value.reason == "attempt_started"
+            (letter,) = await DeadLetters(engine).list("dead", 10)
+            assert letter.id == "dl_started"
+            return job_and_attempts(infra.database_url, job_id)
+        finally:
+            await direct.close()
+            await engine.dispose()
+
+    status, attempts = asyncio.run(scenario())
+    assert (status, attempts) == ("running", [])

@@ -97,7 +97,10 @@ class RebillAdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DiscardDeadLetter(self, request, context):
-        """Marks a dead message as reviewed and dropped.
+        """Marks a dead message as reviewed and dropped. A job it names that waits for a worker,
+        its attempt not started, is dropped too: the period is not charged (`rebill.failed`).
+        FAILED_PRECONDITION `attempt_started` when the job's attempt was started (it may have
+        charged): retry the letter instead, so that the attempt finishes under its key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
