@@ -3,7 +3,10 @@ Every change is one transaction with its audit row and outbox event; no protobuf
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, select, update
@@ -13,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.platform.callers import Merchant, newest_first_page, owned_by
 from paymesh.platform.db import autocommit, constant
-from paymesh.platform.problems import InvalidArgument, NotFound
+from paymesh.platform.problems import Conflict, InvalidArgument, NotFound
 from rebill_svc import records
 from rebill_svc.domain.periods import Interval
 from rebill_svc.domain.subscriptions import (
@@ -33,6 +36,29 @@ from rebill_svc.tables import rebill_attempts, rebill_jobs, subscriptions, test_
 
 def _missing(kind: str) -> NotFound:
     return NotFound(f"no such {kind}", reason="resource_missing")
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A merchant's Idempotency-Key and the request it came with, both as keyed digests: some
+    merchants send card numbers as keys."""
+
+    key: str
+    request: str
+
+    @classmethod
+    def of(cls, secret: bytes, key: str, request: bytes) -> IdempotencyKey:
+        def digest(value: bytes) -> str:
+            return hmac.new(secret, value, hashlib.sha256).hexdigest()
+
+        return cls(digest(key.encode()), digest(request))
+
+
+@dataclass(frozen=True)
+class Created:
+    subscription: Row
+    first_period: Claimed | None  # leased to the caller: charge it now
+    replayed: bool  # the key's earlier answer: nothing was created
 
 
 class SubscriptionRepository:
@@ -139,16 +165,16 @@ class SubscriptionRepository:
         currency: str,
         metadata: dict[str, str],
         test_clock: str,
-        idempotency_key: str | None,
+        idempotency_key: IdempotencyKey | None,
         lease_owner: str,
         lease_seconds: float,
-    ) -> tuple[Row, Claimed | None]:
+    ) -> Created:
         """The new subscription and, when its first period is charged now, that period's
         job, already leased to the caller. With a key already used: that subscription."""
         if idempotency_key:
             existing = await self._by_key(merchant, idempotency_key)
             if existing is not None:
-                return existing, None
+                return Created(existing, None, replayed=True)
         subscription_id = records.new_id("sub_")
         try:
             async with self._engine.begin() as connection:
@@ -172,7 +198,8 @@ class SubscriptionRepository:
                             period_number=new.current.number,
                             current_period_start=new.current.start,
                             current_period_end=new.current.end,
-                            idempotency_key=idempotency_key,
+                            idempotency_key=idempotency_key.key if idempotency_key else None,
+                            request_digest=idempotency_key.request if idempotency_key else None,
                         )
                         .returning(subscriptions)
                     )
@@ -194,12 +221,12 @@ class SubscriptionRepository:
                     interval=new.interval.value,
                     interval_count=new.interval_count,
                 )
-                return row, claimed
+                return Created(row, claimed, replayed=False)
         except IntegrityError:
             if idempotency_key:  # the same key, created at the same moment by another call
                 existing = await self._by_key(merchant, idempotency_key)
                 if existing is not None:
-                    return existing, None
+                    return Created(existing, None, replayed=True)
             raise
 
     async def _first_job(
@@ -232,18 +259,24 @@ class SubscriptionRepository:
             )
         ).one()
 
-    async def _by_key(self, merchant: Merchant, key: str) -> Row | None:
+    async def _by_key(self, merchant: Merchant, key: IdempotencyKey) -> Row | None:
         subs = subscriptions.c
         async with self._reads.connect() as connection:
-            return (
+            row = (
                 await connection.execute(
                     select(subscriptions).where(
                         subs.merchant_id == merchant.id,
                         subs.livemode == merchant.livemode,
-                        subs.idempotency_key == key,
+                        subs.idempotency_key == key.key,
                     )
                 )
             ).first()
+        if row is not None and row.request_digest != key.request:
+            raise Conflict(
+                "this Idempotency-Key was used with another request",
+                reason="idempotency_key_reused",
+            )
+        return row
 
     async def get(self, subscription_id: str, merchant: Merchant) -> Row:
         """The merchant's object in the merchant's mode; another's is as good as missing."""

@@ -47,6 +47,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         callers,
         PaymentMethods(vault_channel),
         runner,
+        resources.token_issuer.derived_secret("rebill-idempotency-keys"),
     )
     rebill_pb2_grpc.add_RebillServiceServicer_to_server(servicer, server)
     letters = DeadLetters(resources.engine)

@@ -21,7 +21,7 @@ from paymesh.platform.wire import (
 from paymesh.rebill.v1 import rebill_pb2, rebill_pb2_grpc
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from rebill_svc.domain.subscriptions import Status, new_subscription
-from rebill_svc.repository import SubscriptionRepository
+from rebill_svc.repository import IdempotencyKey, SubscriptionRepository
 from rebill_svc.runner import JobRunner
 
 STATUSES = {s.value for s in Status}
@@ -110,11 +110,13 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
         callers: Callers,
         payment_methods: PaymentMethods,
         runner: JobRunner,
+        key_secret: bytes,
     ):
         self._subscriptions = subscriptions
         self._callers = callers
         self._payment_methods = payment_methods
         self._runner = runner
+        self._key_secret = key_secret  # idempotency keys are stored as digests under it
 
     async def CreateSubscription(self, request, context):
         merchant = await self._callers.merchant(context)
@@ -131,7 +133,8 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
             now=now,
         )
         await self._payment_methods.require_usable(merchant, request.payment_method)
-        row, first_period = await self._subscriptions.create(
+        key = idempotency_key_of(context)
+        created = await self._subscriptions.create(
             merchant,
             new=new,
             payment_method=request.payment_method,
@@ -139,15 +142,24 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
             currency=request.currency,
             metadata=dict(request.metadata),
             test_clock=request.test_clock,
-            idempotency_key=idempotency_key_of(context),
+            idempotency_key=(
+                IdempotencyKey.of(
+                    self._key_secret, key, request.SerializeToString(deterministic=True)
+                )
+                if key
+                else None
+            ),
             lease_owner=self._runner.owner,
             lease_seconds=self._runner.lease_seconds,
         )
+        row = created.subscription
         structlog.contextvars.bind_contextvars(correlation_id=row.id)
-        if first_period is not None:
+        if created.replayed:
+            await context.send_initial_metadata((("idempotent-replayed", "true"),))
+        if created.first_period is not None:
             # The first period's charge is part of the creation. Should this call die here,
             # the job's lease lapses and the scheduler hands it to a worker.
-            await self._runner.run_claimed(first_period)
+            await self._runner.run_claimed(created.first_period)
             row = await self._subscriptions.get(row.id, merchant)
         return subscription_message(row)
 

@@ -56,7 +56,8 @@ subscriptions = Table(
     Column("cancel_at_period_end", Boolean, nullable=False, server_default="false"),
     moment("canceled_at"),
     moment("next_attempt_at"),
-    Column("idempotency_key", String(255)),
+    Column("idempotency_key", String(255)),  # a keyed digest, never the key as sent
+    Column("request_digest", String(64)),  # of the request that came with the key
     set_now("created_at"),
     set_now("updated_at"),
 )

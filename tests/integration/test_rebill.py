@@ -30,7 +30,7 @@ def get(mesh, merchant, path):
 
 def charges_of(mesh, amount: int) -> list[dict]:
     """The sandbox's charges of an amount. The session's tests share one sandbox ledger, so
-    this module's amounts (14001–14015) are its own: test_payment_properties draws 100–5,000."""
+    this module's amounts (14001–14016) are its own: test_payment_properties draws 100–5,000."""
     return [c for c in sandbox(mesh, "/v1/charges")["data"] if c["amount"] == amount]
 
 
@@ -88,14 +88,28 @@ def test_a_subscription_charges_its_first_period_at_creation(mesh, merchant):
     assert fetched.body == subscription
 
 
-def test_a_retried_creation_with_the_same_key_charges_once(mesh, merchant):
+def test_a_retried_creation_with_the_same_key_charges_once(mesh, merchant, infra):
+    """A key answers its own request again (idempotent-replayed), refuses another request
+    with 409 idempotency_key_reused, and is stored only as a keyed digest: some merchants
+    send card numbers as keys."""
     token = tokenize(mesh, merchant).body["id"]
     body = {"payment_method": token, "amount": 14015, "currency": "usd", "interval": "week"}
-    first = post(mesh, merchant, "/v1/subscriptions", body, key="signup-14015")
-    again = post(mesh, merchant, "/v1/subscriptions", body, key="signup-14015")
+    key = "signup-4242424242424242"
+    first = post(mesh, merchant, "/v1/subscriptions", body, key=key)
+    again = post(mesh, merchant, "/v1/subscriptions", body, key=key)
     assert first.status == again.status == 200
+    assert "idempotent-replayed" not in first.headers
+    assert again.headers["idempotent-replayed"] == "true"
     assert again.body == first.body
+    other = post(mesh, merchant, "/v1/subscriptions", {**body, "amount": 14016}, key=key)
+    assert (other.status, reason_of(other)) == (409, "idempotency_key_reused")
     assert len(charges_of(mesh, 14015)) == 1
+    assert charges_of(mesh, 14016) == []
+    with psycopg.connect(infra.database_url) as db:
+        (stored,) = db.execute(
+            "SELECT idempotency_key FROM rebill.subscriptions WHERE id = %s", (first.body["id"],)
+        ).fetchone()
+    assert stored and "4242424242424242" not in stored
 
 
 def test_a_declined_first_charge_leaves_the_subscription_past_due(mesh, merchant):

@@ -2,6 +2,10 @@
 A second start is a re-run of an attempt that may have reached the PSP (its worker died before
 recording the outcome), which is finished under its key even if the subscription ended since.
 
+Subscriptions' idempotency keys are stored as keyed digests, beside a digest of the request
+they came with (a key reused for another request is refused). Keys stored as sent before are
+dropped: they cannot be digested here, without the service's secret.
+
 Revision ID: rebill_0005
 Revises: rebill_0004
 Create Date: 2026-12-06
@@ -33,7 +37,10 @@ def upgrade() -> None:
           WHERE a.job_id = j.id AND a.attempt = j.attempt AND a.outcome = 'unknown')
         """
     )
+    op.add_column("subscriptions", sa.Column("request_digest", sa.String(64)), schema=SCHEMA)
+    op.execute("UPDATE rebill.subscriptions SET idempotency_key = NULL")
 
 
 def downgrade() -> None:
+    op.drop_column("subscriptions", "request_digest", schema=SCHEMA)
     op.drop_column("rebill_jobs", "attempt_runs", schema=SCHEMA)
