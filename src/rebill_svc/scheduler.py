@@ -1,12 +1,12 @@
 """The renewal scheduler: any number of replicas, one active leader (a PostgreSQL session
 advisory lock on a connection of its own; a standby takes it within `standby_poll` seconds
-of the leader's death). Each full round it starts the periods that fell due, queues the
-declined periods whose retry is due, and re-publishes jobs whose lease lapsed. A full round runs
-at least every `idle_seconds`, at once when a clock moves or a subscription resumes, and again
-right after one that found work. A settle whose subscription's next period is due already (a
-test clock advanced a year bills period after period) wakes a small round over just the
-subscriptions that settled: a full scan per settle would cost the database more than the
-renewal itself.
+of the leader's death, and within `stale_after` of its freezing). Each full round it starts
+the periods that fell due, queues the declined periods whose retry is due, and re-publishes
+jobs whose lease lapsed. A full round runs at least every `idle_seconds`, at once when a clock
+moves or a subscription resumes, and again right after one that found work. A settle whose
+subscription's next period is due already (a test clock advanced a year bills period after
+period) wakes a small round over just the subscriptions that settled: a full scan per settle
+would cost the database more than the renewal itself.
 
 Its scan position is the data itself: a subscription's `current_period_end` moves forward
 when its period is scheduled, so the due scan (an index range) resumes where it stopped after
@@ -41,10 +41,12 @@ class Scheduler:
         idle_seconds: float,
         requeue_after: float,
         standby_poll: float = 1.0,
+        stale_after: float = 6.0,
     ):
         self._engine = engine
         self._jobs = jobs
-        self._lock = SessionLock(engine, "rebill-scheduler")
+        self._lock = SessionLock(engine, "rebill-scheduler", stale_after=stale_after)
+        self._leader = False
         self._batch = batch_size
         self._idle = idle_seconds
         self._requeue_after = requeue_after
@@ -63,30 +65,43 @@ class Scheduler:
 
     async def run(self) -> None:
         listener = asyncio.create_task(listen(self._engine, WAKE_CHANNEL, self._woken, self._woken))
+        holder = asyncio.create_task(self._hold_lock())
         try:
             await self._run()
         finally:
             listener.cancel()
+            holder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holder
             SCHEDULER_LEADER.set(0)
             await self._lock.release()
 
-    async def _run(self) -> None:
-        leader, checked_at, full_round_at = False, 0.0, 0.0
+    async def _hold_lock(self) -> None:
+        """Asks about the lock every standby_poll, rounds or not: a standby takes it when it
+        is free, and the leader's asking is what shows it alive (a standby ends the session
+        of a leader silent for stale_after). A deposed leader's last rounds beside its
+        successor's are safe (see JobStore.schedule_due)."""
         while True:
-            # The lock is asked about at most once per standby_poll: a deposed leader's last
-            # rounds beside its successor's are safe (see JobStore.schedule_due).
-            if not leader or time.monotonic() - checked_at >= self._standby_poll:
-                try:
-                    leader = await self._lock.held()
-                except Exception as error:  # noqa: BLE001 - no database: not the leader
-                    self._log_error(error)
-                    leader = False
-                checked_at = time.monotonic()
-                SCHEDULER_LEADER.set(1 if leader else 0)
-            if not leader:
+            try:
+                leader = await self._lock.held()
+            except Exception as error:  # noqa: BLE001 - no database: not the leader
+                self._log_error(error)
+                leader = False
+            if leader and not self._leader:
+                self._wake.set()  # a new leader starts at once
+            self._leader = leader
+            SCHEDULER_LEADER.set(1 if leader else 0)
+            await asyncio.sleep(self._standby_poll)
+
+    async def _run(self) -> None:
+        full_round_at = 0.0
+        while True:
+            if not self._leader:
                 self._everything = True  # a new leader starts with a full round
                 self._settled.clear()
-                await asyncio.sleep(self._standby_poll)
+                self._wake.clear()  # woken when this process takes the lock
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._standby_poll)
                 continue
             self._wake.clear()
             full = self._everything or time.monotonic() - full_round_at >= self._idle

@@ -3,17 +3,27 @@ lock, held on a connection of its own for as long as the holder is active.
 
 Whoever asks `held()` each round takes the lock if it is free, so a standby takes over within
 a round of the holder's death: a process that dies, or loses its connection, loses its
-session and with it the lock."""
+session and with it the lock.
+
+A holder that freezes instead (a stopped process, a host or network that hangs) keeps its
+session, and the lock, until TCP notices: hours. With `stale_after`, the holder's asking
+keeps its session visibly alive (each statement moves pg_stat_activity.state_change), and a
+standby ends the session of a holder silent for longer, which frees the lock. The holder must
+then ask at least every `stale_after` seconds, and what it guards must be safe beside a
+deposed holder finishing its work."""
 
 from __future__ import annotations
 
 import contextlib
 import zlib
 
-from sqlalchemy import func, select
+import structlog
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.platform.db import autocommit
+
+log = structlog.get_logger(__name__)
 
 
 def lock_key(name: str) -> int:
@@ -21,12 +31,26 @@ def lock_key(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
+# Ends the session holding the lock (a single-key advisory lock: classid 0, objid the key,
+# objsubid 1) if it has been idle, its last statement done, for longer than :stale seconds.
+_END_STALE_HOLDER = text(
+    """
+    SELECT pg_terminate_backend(a.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0
+      AND l.objid = CAST(:key AS bigint)::oid AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND a.state = 'idle' AND a.state_change < now() - make_interval(secs => :stale)
+    """
+)
+
+
 class SessionLock:
-    def __init__(self, engine: AsyncEngine, name: str):
+    def __init__(self, engine: AsyncEngine, name: str, stale_after: float | None = None):
         self.name = name
         self._key = lock_key(name)
         self._autocommit = autocommit(engine)
         self._holder: AsyncConnection | None = None
+        self._stale_after = stale_after
 
     async def held(self) -> bool:
         """Whether this process holds the lock, taking it if it is free. Raises when the
@@ -44,10 +68,21 @@ class SessionLock:
             await holder.close()
             raise
         if not locked:
-            await holder.close()
+            try:
+                if self._stale_after is not None:
+                    await self._end_stale_holder(holder)
+            finally:
+                await holder.close()
             return False
         self._holder = holder
         return True
+
+    async def _end_stale_holder(self, connection: AsyncConnection) -> None:
+        ended = await connection.scalar(
+            _END_STALE_HOLDER, {"key": self._key, "stale": float(self._stale_after)}
+        )
+        if ended:
+            log.warning("lock_holder_ended", lock=self.name, silent_for=self._stale_after)
 
     async def release(self) -> None:
         """Gives the lock up (closing its connection ends the session, and the lock)."""

@@ -128,7 +128,9 @@ class OutboxRelay:
         self._idle_delay = idle_delay
         self._max_idle_delay = max_idle_delay
         self._error_delay = error_delay
-        self._lock = SessionLock(engine, f"outbox-relay:{table.fullname}")
+        # A relay frozen with the lock would stop every event: a standby takes over after
+        # stale_after (a deposed relay's last batch goes out twice: consumers dedupe).
+        self._lock = SessionLock(engine, f"outbox-relay:{table.fullname}", stale_after=10.0)
         self._autocommit = autocommit(engine)
         self._last_error_logged = 0.0
 
