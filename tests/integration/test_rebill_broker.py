@@ -59,6 +59,7 @@ from paymesh.devinfra import Infra
 from paymesh.devmesh import Mesh, Ports, free_ports
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from paymesh.rebill.v1 import rebill_admin_pb2, rebill_admin_pb2_grpc
+from rebill_svc.topology import DELIVERY_LIMIT
 from tests.conftest import base_env, create_merchant, migrated_infra, started_mesh
 from tests.integration.test_payments import post
 from tests.integration.test_rebill import charges_of, iso, new_clock, subscribe
@@ -502,6 +503,40 @@ def test_poison_messages_land_in_rebill_dead_and_the_renewal_behind_them_is_char
         )
         assert discarded.status == "discarded"
     assert ours(mesh, "dead", lambda d: d.body in poison) == []
+
+
+def test_a_message_delivered_too_often_without_an_ack_goes_to_rebill_dead(letters_mesh):
+    """A message whose consumers keep dying before their ack (the channel closes with it
+    unacked, as when a worker crashes on it) is redelivered up to the queue's delivery limit,
+    then moved to rebill.dead with reason `delivery_limit`, and the queue is free of it."""
+    mesh, own, _merchant = letters_mesh
+    job = "rj_" + secrets.token_hex(12)
+    body = json.dumps(
+        {
+            "id": "evt_" + secrets.token_hex(8),
+            "type": JOB_ROUTING_KEY,
+            "created": iso(START),
+            "data": {"object_type": "rebill_job", "object_id": job, "attempt": 1},
+        }
+    ).encode()
+    deliveries = 0
+    with worker_stopped(mesh):
+        publish_raw(own, body)
+        for _ in range(DELIVERY_LIMIT + 3):
+            with broker_channel(own) as channel:  # closed with the message unacked
+                method, _properties, got = channel.basic_get(JOB_QUEUE)
+                if method is None:
+                    break
+                assert got == body
+                deliveries += 1
+    assert deliveries == DELIVERY_LIMIT + 1  # the first delivery and the limit's redeliveries
+    dead = wait_until(
+        lambda: (found := ours(mesh, "dead", lambda d: d.job_id == job)) and found, timeout=30
+    )
+    assert [(d.queue, d.reason, d.body) for d in dead] == [
+        (JOB_QUEUE, "delivery_limit", body.decode())
+    ]
+    admin(mesh, "DiscardDeadLetter", rebill_admin_pb2.DiscardDeadLetterRequest(id=dead[0].id))
 
 
 def test_a_dead_job_message_is_charged_once_when_retried_and_a_discarded_one_never(
