@@ -275,7 +275,9 @@ _SETTLE = text(
 # Workers take jobs' leases and learn what each run needs, in one statement (autocommit, one
 # round trip) for the jobs a worker claims while its last claim is out: each lease only if the
 # job waits for a worker or its lease expired, counting the current attempt's starts (a second
-# one is a re-run); then the subscription's status and card, and the merchant's retry policy.
+# one is a re-run); then the subscription's status and card, when the period was first
+# attempted (retries are timed from it; on a test clock, from the period's start on the
+# clock's time) and the merchant's retry policy.
 _CLAIM = text(
     """
     WITH leased AS (
@@ -288,6 +290,11 @@ _CLAIM = text(
       RETURNING *
     )
     SELECT leased.*, s.status AS subscription_status, s.payment_method,
+      CASE WHEN leased.test_clock IS NOT NULL THEN leased.period_start
+           WHEN leased.attempt = 1 THEN now()
+           ELSE coalesce((SELECT a.at FROM rebill.rebill_attempts a
+                          WHERE a.job_id = leased.id AND a.attempt = 1), leased.period_start)
+      END AS first_attempt_at,
       p.retry_after_days AS policy_retry_after_days, p.final_status AS policy_final_status
     FROM leased JOIN rebill.subscriptions s ON s.id = leased.subscription_id
     LEFT JOIN rebill.retry_policies p ON p.merchant_id = leased.merchant_id
@@ -339,6 +346,7 @@ class Claimed:
     policy: RetryPolicy
     # This attempt was started before and its outcome is not known: it may have charged.
     rerun: bool
+    first_attempt_at: datetime  # the period's first attempt: retries are timed from it
 
 
 class JobStore:
@@ -510,6 +518,7 @@ class JobStore:
                     row["payment_method"],
                     _policy(row["policy_retry_after_days"], row["policy_final_status"]),
                     rerun=row["attempt_runs"] > 1,
+                    first_attempt_at=row["first_attempt_at"],
                 )
         # One lease, one run: a job claimed twice in one batch runs once.
         return [leased.pop(claim, None) for claim in claims]
@@ -529,6 +538,8 @@ class JobStore:
             subscription.payment_method,
             policy,
             rerun=job.attempt_runs > 1,
+            # The first attempt is this one, now (the job was created by this transaction).
+            first_attempt_at=job.period_start if job.test_clock else job.created_at,
         )
 
     async def heartbeat(self, job_id: str, owner: str, lease_seconds: float) -> bool:

@@ -101,7 +101,7 @@ class JobRunner:
             claimed.policy,
             job.attempt,
             result.outcome,
-            first_attempt_at=job.period_start,
+            first_attempt_at=claimed.first_attempt_at,
             jitter=lambda fraction: random.uniform(-fraction, fraction),  # noqa: S311
         )
         after = after_attempt(step, claimed.subscription_status)

@@ -48,8 +48,9 @@ class RecordingCharger:
         return ChargeResult(self._outcome, payment_intent=f"pi_{len(self.asked)}")
 
 
-def add_due_subscription(database_url: str, subscription_id: str) -> None:
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=31)
+def add_due_subscription(database_url: str, subscription_id: str, late_days: int = 0) -> None:
+    """A monthly subscription whose current period ended just now, or `late_days` ago."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=31 + late_days)
     with psycopg.connect(database_url) as db:
         db.execute(
             """
@@ -183,3 +184,34 @@ def test_a_dead_letter_whose_job_attempt_started_cannot_be_discarded(infra):
 
     status, attempts = asyncio.run(scenario())
     assert (status, attempts) == ("running", [])
+
+
+def test_a_declined_periods_retry_is_timed_from_its_first_attempt_not_from_its_start(infra):
+    """The scheduler was down for three days: a period that started then is first attempted
+    now. Its soft decline is retried a day after that attempt (±10 % jitter), as the README
+    says; before, the retry was timed from the period's start, so it was due at once and the
+    whole schedule ran in a few rounds."""
+    add_due_subscription(infra.database_url, "sub_late", late_days=3)
+
+    async def scenario() -> tuple[datetime, datetime]:
+        engine = create_engine(infra.database_url, 2)
+        direct = DirectSql(engine, 2)
+        try:
+            store = JobStore(engine, direct)
+            assert await store.schedule_due(10) == 1
+            (job_id,) = await all_job_ids(infra.database_url)
+            charger = RecordingCharger(Outcome.DECLINED_SOFT)
+            assert await JobRunner(store, charger, "worker", Leases(lease_seconds=5)).run(job_id)
+            with psycopg.connect(infra.database_url) as db:
+                return db.execute(
+                    "SELECT j.due_at, a.at FROM rebill.rebill_jobs j JOIN rebill.rebill_attempts a"
+                    " ON a.job_id = j.id AND a.attempt = 1 WHERE j.id = %s AND j.attempt = 2"
+                    " AND j.status = 'scheduled'",
+                    (job_id,),
+                ).fetchone()
+        finally:
+            await direct.close()
+            await engine.dispose()
+
+    retry_at, first_attempt_at = asyncio.run(scenario())
+    assert timedelta(hours=21) <= retry_at - first_attempt_at <= timedelta(hours=27)
