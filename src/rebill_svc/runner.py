@@ -36,6 +36,14 @@ class JobRunner:
         self._charger = charger
         self._owner = owner
         self._leases = leases
+        self._beats: dict[str, float] = {}  # held job → when its lease was last extended
+
+    def heartbeat_age(self) -> float:
+        """Seconds since the stalest job this process holds had its lease extended (0: it
+        holds none). A worker whose beats fail (no database) shows it here first."""
+        if not self._beats:
+            return 0.0
+        return time.monotonic() - min(self._beats.values())
 
     @property
     def owner(self) -> str:
@@ -76,6 +84,7 @@ class JobRunner:
             )
             JOBS_FAILED.labels(f"subscription_{claimed.subscription_status}").inc()
             return
+        self._beats[job.id] = time.monotonic()  # the claim took the lease
         heartbeat = asyncio.create_task(self._beat(job.id))
         try:
             result = await self._charger.charge(
@@ -92,6 +101,7 @@ class JobRunner:
             )
         finally:
             heartbeat.cancel()
+            self._beats.pop(job.id, None)
         await self._record(claimed, key, result)
         JOB_DURATION.observe(time.perf_counter() - started)
 
@@ -137,5 +147,6 @@ class JobRunner:
             try:
                 if not await self._jobs.heartbeat(job_id, self._owner, self._leases.lease_seconds):
                     return
+                self._beats[job_id] = time.monotonic()
             except Exception as error:  # noqa: BLE001 - the next beat tries again
                 log.warning("rebill_heartbeat_failed", error=type(error).__name__)

@@ -26,7 +26,7 @@ from paymesh.platform.service_auth import TokenIssuer
 from paymesh.platform.tracing import configure_tracing
 from rebill_svc.charging import GatewayCharger
 from rebill_svc.jobs import JobStore
-from rebill_svc.metrics import JOBS_FAILED
+from rebill_svc.metrics import HEARTBEAT_AGE, JOBS_FAILED
 from rebill_svc.runner import JobRunner, Leases
 from rebill_svc.topology import JOB_QUEUES, declare_queues, job_id_of
 
@@ -81,6 +81,8 @@ async def serve(settings: RebillSettings) -> None:
         owner,
         Leases(settings.lease_seconds, settings.recheck_seconds),
     )
+    # This worker's own jobs; rebill_svc's leader reports the stalest of every worker's.
+    HEARTBEAT_AGE.set_function(runner.heartbeat_age)
     consumer = Consumer(
         settings.amqp_url,
         JOB_QUEUES,

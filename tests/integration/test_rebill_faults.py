@@ -384,6 +384,46 @@ def test_a_standby_takes_over_from_a_dead_scheduler_leader_and_schedules_nothing
         assert scheduled_after >= periods - done_at_kill - LEADER_SUBSCRIPTIONS, scheduled_after
 
 
+def heartbeat_age(http_port: int) -> float | None:
+    for line in call(f"http://127.0.0.1:{http_port}/metrics").body.splitlines():
+        if line.startswith("rebill_worker_heartbeat_age_seconds "):
+            return float(line.split()[-1])
+    return None
+
+
+def test_the_heartbeat_age_shows_on_the_workers_port_and_the_leaders(tmp_path):
+    """While a worker holds a slow renewal (the PSP answers after 3 s; the lease is beaten
+    every 0.67 s), rebill_worker_heartbeat_age_seconds on the worker's own port and on the
+    scheduler leader's reads the time since the lease was last extended: above 0, below a
+    beat and a bit. Before, the worker's port always read 0 (only the leader set it)."""
+    with fault_mesh(tmp_path) as faults:
+        mesh = faults.mesh
+        start = datetime(2033, 1, 1, tzinfo=UTC)
+        clock = new_clock(mesh, faults.merchant, start)
+        trial_end = start + timedelta(days=1)
+        subscribe_all(faults, clock, [{"amount": 4321, "trial_end": iso(trial_end)}])
+        sandbox(mesh, "/_knobs", {"latency_ms": 3000})
+        try:
+            advance_to(faults, clock, trial_end + timedelta(hours=1))
+            held = "SELECT count(*) FROM rebill.rebill_jobs WHERE status = 'running'"
+            wait_until(lambda: faults.scalar(held) == 1, timeout=30, interval=0.05)
+            ports = {"worker": mesh.ports.rebill_worker, "leader": mesh.ports.http["rebill"]}
+            seen: dict[str, list[float]] = {name: [] for name in ports}
+            deadline = time.monotonic() + 2.5
+            while time.monotonic() < deadline and faults.scalar(held) == 1:
+                for name, port in ports.items():
+                    seen[name].append(heartbeat_age(port))
+                time.sleep(0.05)
+        finally:
+            sandbox(mesh, "/_knobs", {"latency_ms": 0})
+        wait_for_clock(faults, clock, timeout=60)
+        for name, ages in seen.items():
+            assert max(ages) > 0, (name, ages)
+            assert max(ages) < 2, (name, ages)  # the lease is 2 s, beaten every 0.67 s
+        assert heartbeat_age(ports["worker"]) == 0  # it holds nothing now
+        assert charges_by_amount(faults)[4321] == 1
+
+
 # --- 3. two schedulers racing -------------------------------------------------------------
 
 RACE_SUBSCRIPTIONS = 10_000
