@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -37,7 +38,10 @@ from rebill_svc.domain.subscriptions import (
     Status,
     next_periods,
 )
+from rebill_svc.metrics import JOBS_FAILED
 from rebill_svc.tables import rebill_jobs, retry_policies, subscriptions
+
+log = structlog.get_logger(__name__)
 
 OPEN = ("scheduled", "queued", "running")
 
@@ -364,10 +368,11 @@ class JobStore:
     async def schedule_due(self, batch: int, among: list[str] | None = None) -> int:
         """Starts the next period of up to `batch` subscriptions whose period ended (or
         cancels those set to end with it), of all or only of the subscriptions `among`;
-        returns how many it handled. Safe beside another scheduler (a deposed leader still
-        finishing a round): each row is locked and checked to be in the period found due (see
-        _DUE), so no period is advanced twice or skipped; tests/integration/
-        test_rebill_faults.py races two over 10,000 subscriptions."""
+        returns how many it handled. One whose next period cannot be computed (past the
+        calendar's end) is logged, counted and left as it is. Safe beside another scheduler
+        (a deposed leader still finishing a round): each row is locked and checked to be in
+        the period found due (see _DUE), so no period is advanced twice or skipped;
+        tests/integration/test_rebill_faults.py races two over 10,000 subscriptions."""
         statement, params = (
             (_DUE, {"batch": batch})
             if among is None
@@ -383,7 +388,15 @@ class JobStore:
                     canceled.append({"s_id": row.id, "canceled_at": row.current_period_end})
                     continue
                 plan = Plan(Interval(row.interval), row.interval_count, row.billing_cycle_anchor)
-                following = next_periods(plan, row.period_number)
+                try:
+                    following = next_periods(plan, row.period_number)
+                except (ValueError, OverflowError) as error:
+                    # Past the calendar's end: set aside, so the batch's others still start.
+                    log.error(
+                        "rebill_next_period_unknown", subscription_id=row.id, error=str(error)
+                    )
+                    JOBS_FAILED.labels("period_out_of_range").inc()
+                    continue
                 advanced.append(
                     {
                         "subscription_id": row.id,
@@ -440,7 +453,7 @@ class JobStore:
                 )
                 await records.event(connection, "subscription.canceled", "subscription", row)
             await records.audit_many(connection, audit)
-            return len(due)
+            return len(advanced) + len(canceled)
 
     async def queue_due_retries(self, batch: int) -> int:
         """Hands every declined period whose next attempt is due to the workers."""

@@ -178,3 +178,47 @@ def test_jobs_claimed_together_are_each_leased_once(infra):
     assert held is not None and first.job.id == ids[0]
     assert (one.job.id, two.job.id) == (ids[1], ids[2])
     assert two_again is None and taken is None
+
+
+def test_a_subscription_whose_next_period_cannot_be_computed_does_not_stop_the_others(infra):
+    """A subscription at the calendar's end (written before clocks were bounded, or by hand)
+    has no next period. The scheduler sets it aside, logged and counted, and starts every
+    other merchant's due period: before, its error rolled back the whole batch, round after
+    round."""
+    with psycopg.connect(infra.database_url) as db:
+        db.execute(
+            "INSERT INTO rebill.test_clocks (id, merchant_id, livemode, frozen_time)"
+            " VALUES ('clock_end', 'acct_end', false, '9999-12-20T00:00:00Z')"
+        )
+        db.execute(
+            """
+            INSERT INTO rebill.subscriptions (id, merchant_id, livemode, payment_method, amount,
+              currency, interval, interval_count, billing_cycle_anchor, test_clock, status,
+              period_number, current_period_start, current_period_end)
+            VALUES ('sub_end', 'acct_end', false, 'pm_end', 1000, 'usd', 'month', 1,
+              '9999-11-15T00:00:00Z', 'clock_end', 'active', 0, '9999-11-15T00:00:00Z',
+              '9999-12-15T00:00:00Z')
+            """
+        )
+        add_subscriptions(db, "others", 6, 3, NOW - timedelta(hours=1))
+
+    async def rounds() -> list[int]:
+        engine = create_engine(infra.database_url, 2)
+        try:
+            store = jobs.JobStore(engine, DirectSql(engine, 1))
+            return [await store.schedule_due(10) for _ in range(2)]
+        finally:
+            await engine.dispose()
+
+    # The one set aside is no work done: a round that reported it would start another at once.
+    assert asyncio.run(rounds()) == [6, 0]
+    with psycopg.connect(infra.database_url) as db:
+        scheduled = db.execute(
+            "SELECT count(*) FILTER (WHERE subscription_id LIKE 'others%%'),"
+            " count(*) FILTER (WHERE subscription_id = 'sub_end') FROM rebill.rebill_jobs"
+        ).fetchone()
+        end = db.execute(
+            "SELECT status, current_period_end FROM rebill.subscriptions WHERE id = 'sub_end'"
+        ).fetchone()
+    assert scheduled == (6, 0)
+    assert end == ("active", datetime(9999, 12, 15, tzinfo=UTC))
