@@ -2,7 +2,8 @@
 `dead_letters` table (then acks it), where operators list, retry or discard it through
 RebillAdminService. A retry hands the job to the workers again; its attempt charges under the
 same idempotency key as before, so a retried job charges at most once. A discard drops the
-message and a job that waits for a worker without having started its attempt."""
+message and a job that waits for a worker without having started its attempt; if that was a
+dunning retry, the period is given up as after its last decline."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from paymesh.platform.amqp_consumer import Delivery, Verdict
 from paymesh.platform.db import autocommit
 from paymesh.platform.problems import FailedPrecondition, NotFound
 from rebill_svc import records
-from rebill_svc.tables import dead_letters, rebill_jobs
+from rebill_svc.domain.dunning import GiveUp
+from rebill_svc.domain.subscriptions import Status, after_attempt
+from rebill_svc.jobs import policy_of
+from rebill_svc.tables import dead_letters, rebill_jobs, subscriptions
 from rebill_svc.topology import job_id_of
 
 MAX_BODY = 4096
@@ -85,8 +89,9 @@ class DeadLetters:
 
     async def discard(self, letter_id: str) -> Row:
         """Drops the message and, when its job waits for a worker with an attempt nobody has
-        started, the job too: the period is settled as not charged (`rebill.failed`) and the
-        subscription renews at its next period. An attempt that was started may have charged:
+        started, the job too: the period is settled as not charged (`rebill.failed`); an
+        active subscription renews at its next period, a past-due one (a dunning retry was
+        dropped) ends as its merchant's policy says. An attempt that was started may have charged:
         it can only be retried, so that it finishes under its key."""
         async with self._engine.begin() as connection:
             letter = await self._dead(connection, letter_id)
@@ -98,6 +103,7 @@ class DeadLetters:
                         " so that it finishes",
                         reason="attempt_started",
                     )
+                audit = []
                 if job.status == "queued":
                     job = (
                         await connection.execute(
@@ -109,15 +115,19 @@ class DeadLetters:
                     ).one()
                     await records.event(connection, "rebill.failed", "rebill_job", job)
                     await records.wake_scheduler(connection)  # the subscription may be due
-                await records.audit(
-                    connection,
-                    merchant_id=job.merchant_id,
-                    actor="ops",
-                    action="dead_letter.discard",
-                    object_id=job.id,
-                    result=job.status,
-                    dead_letter=letter_id,
+                    audit += await _give_up_dunning(connection, job)
+                audit.insert(
+                    0,
+                    records.audit_values(
+                        merchant_id=job.merchant_id,
+                        actor="ops",
+                        action="dead_letter.discard",
+                        object_id=job.id,
+                        result=job.status,
+                        dead_letter=letter_id,
+                    ),
                 )
+                await records.audit_many(connection, audit)
             return await self._resolve(connection, letter_id, "discarded")
 
     @staticmethod
@@ -145,6 +155,45 @@ class DeadLetters:
                 .returning(dead_letters)
             )
         ).one()
+
+
+async def _give_up_dunning(connection, job: Row) -> list[dict]:
+    """A past-due subscription waited on the dropped job's period: dunning gives up on it
+    here, as after its last decline (the merchant's final status). Returns the audit rows."""
+    subscription = (
+        await connection.execute(
+            select(subscriptions).where(subscriptions.c.id == job.subscription_id).with_for_update()
+        )
+    ).one()
+    if subscription.status != Status.PAST_DUE:
+        return []
+    policy = await policy_of(connection, job.merchant_id)
+    after = after_attempt(GiveUp(policy.final_status), subscription.status)
+    canceled = after.subscription_status == Status.CANCELED
+    row = (
+        await connection.execute(
+            update(subscriptions)
+            .where(subscriptions.c.id == subscription.id)
+            .values(
+                status=after.subscription_status.value,
+                next_attempt_at=None,
+                canceled_at=func.now() if canceled else subscriptions.c.canceled_at,
+                updated_at=func.now(),
+            )
+            .returning(subscriptions)
+        )
+    ).one()
+    await records.event(connection, after.event, "subscription", row)
+    return [
+        records.audit_values(
+            merchant_id=row.merchant_id,
+            actor="ops",
+            action="subscription.status",
+            object_id=row.id,
+            result=row.status,
+            job_id=job.id,
+        )
+    ]
 
 
 async def _job_of(connection, letter: Row) -> Row | None:

@@ -215,3 +215,58 @@ def test_a_declined_periods_retry_is_timed_from_its_first_attempt_not_from_its_s
 
     retry_at, first_attempt_at = asyncio.run(scenario())
     assert timedelta(hours=21) <= retry_at - first_attempt_at <= timedelta(hours=27)
+
+
+def test_discarding_a_dunning_retrys_letter_gives_the_period_up_as_the_policy_says(infra):
+    """A declined period's retry is queued and its message dies. Discarding the letter drops
+    the retry, so the period cannot be collected any more: the subscription ends as the
+    merchant's policy says when dunning gives up (`unpaid` by default), instead of staying
+    `past_due` with nothing left to retry it."""
+    add_due_subscription(infra.database_url, "sub_dunning")
+
+    async def scenario() -> str:
+        engine = create_engine(infra.database_url, 2)
+        direct = DirectSql(engine, 2)
+        try:
+            store = JobStore(engine, direct)
+            assert await store.schedule_due(10) == 1
+            (job_id,) = await all_job_ids(infra.database_url)
+            charger = RecordingCharger(Outcome.DECLINED_SOFT)
+            assert await JobRunner(store, charger, "worker", Leases(lease_seconds=5)).run(job_id)
+            with psycopg.connect(infra.database_url) as db:
+                db.execute(
+                    "UPDATE rebill.rebill_jobs SET due_at = now() - interval '1 second'"
+                    " WHERE id = %s",
+                    (job_id,),
+                )
+                db.commit()
+                assert await store.queue_due_retries(10) == 1
+                db.execute(
+                    "INSERT INTO rebill.dead_letters (id, queue, job_id, reason, body)"
+                    " VALUES ('dl_dunning', 'rebill.monthly', %s, 'delivery_limit', '{}')",
+                    (job_id,),
+                )
+            discarded = await DeadLetters(engine).discard("dl_dunning")
+            assert discarded.status == "discarded"
+            assert len(charger.asked) == 1
+            return job_id
+        finally:
+            await direct.close()
+            await engine.dispose()
+
+    job_id = asyncio.run(scenario())
+    with psycopg.connect(infra.database_url) as db:
+        job = db.execute(
+            "SELECT status, attempt FROM rebill.rebill_jobs WHERE id = %s", (job_id,)
+        ).fetchone()
+        subscription = db.execute(
+            "SELECT status, next_attempt_at FROM rebill.subscriptions WHERE id = 'sub_dunning'"
+        ).fetchone()
+        audited = db.execute(
+            "SELECT action, result FROM rebill.rebill_audit WHERE object_id IN (%s, 'sub_dunning')"
+            " AND actor = 'ops' ORDER BY id",
+            (job_id,),
+        ).fetchall()
+    assert job == ("failed", 2)
+    assert subscription == ("unpaid", None)
+    assert audited == [("dead_letter.discard", "failed"), ("subscription.status", "unpaid")]

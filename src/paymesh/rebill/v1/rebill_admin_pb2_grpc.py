@@ -98,7 +98,8 @@ class RebillAdminServiceServicer:
 
     def DiscardDeadLetter(self, request, context):
         """Marks a dead message as reviewed and dropped. A job it names that waits for a worker,
-        its attempt not started, is dropped too: the period is not charged (`rebill.failed`).
+        its attempt not started, is dropped too: the period is not charged (`rebill.failed`),
+        and a dunning retry's subscription ends in the merchant's final status.
         FAILED_PRECONDITION `attempt_started` when the job's attempt was started (it may have
         charged): retry the letter instead, so that the attempt finishes under its key.
         """
