@@ -7,10 +7,14 @@ so a period the customer paid for is never recorded as not charged."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
@@ -75,35 +79,59 @@ def job_and_attempts(database_url: str, job_id: str) -> tuple[str, list[tuple]]:
         return status.fetchone()[0], attempts
 
 
-async def run_after_a_death(database_url: str, end_subscription) -> tuple[str, list, list]:
-    """Schedules the subscription's due period, lets a worker claim it and die before its
-    settle, ends the subscription through `end_subscription`, and runs the job again once
-    the dead worker's lease has lapsed. Returns the job's status, its attempts and what the
-    second run asked the gateway."""
+@dataclass(frozen=True)
+class Scheduled:
+    engine: AsyncEngine
+    store: JobStore
+    job_id: str
+
+
+@contextlib.asynccontextmanager
+async def scheduled_job(database_url: str) -> AsyncIterator[Scheduled]:
+    """A job store on the test's database, once it scheduled the one due period."""
     engine = create_engine(database_url, 2)
     direct = DirectSql(engine, 2)
     try:
         store = JobStore(engine, direct)
         assert await store.schedule_due(10) == 1
-        (job_id,) = await all_job_ids(database_url)
-        # The first worker's claim; it dies in its charge, so nothing is settled.
-        assert await store.claim(job_id, "worker-dead", LEASE) is not None
-        await end_subscription(SubscriptionRepository(engine, store))
-        await asyncio.sleep(LEASE + 0.2)
-        assert await store.reclaim_stale(10, requeue_after=300) == 1
-        charger = RecordingCharger()
-        runner = JobRunner(store, charger, "worker-new", Leases(lease_seconds=5))
-        assert await runner.run(job_id)
-        status, attempts = job_and_attempts(database_url, job_id)
-        return status, attempts, charger.asked
+        with psycopg.connect(database_url) as db:
+            (job_id,) = [row[0] for row in db.execute("SELECT id FROM rebill.rebill_jobs")]
+        yield Scheduled(engine, store, job_id)
     finally:
         await direct.close()
         await engine.dispose()
 
 
-async def all_job_ids(database_url: str) -> list[str]:
+async def run_once(scheduled: Scheduled, charger: RecordingCharger, owner: str = "worker") -> None:
+    runner = JobRunner(scheduled.store, charger, owner, Leases(lease_seconds=5))
+    assert await runner.run(scheduled.job_id)
+
+
+def add_dead_letter(database_url: str, letter_id: str, job_id: str) -> None:
     with psycopg.connect(database_url) as db:
-        return [row[0] for row in db.execute("SELECT id FROM rebill.rebill_jobs")]
+        db.execute(
+            "INSERT INTO rebill.dead_letters (id, queue, job_id, reason, body)"
+            " VALUES (%s, 'rebill.monthly', %s, 'delivery_limit', '{}')",
+            (letter_id, job_id),
+        )
+
+
+async def run_after_a_death(database_url: str, end_subscription) -> tuple[str, list, list]:
+    """Schedules the subscription's due period, lets a worker claim it and die before its
+    settle, ends the subscription through `end_subscription`, and runs the job again once
+    the dead worker's lease has lapsed. Returns the job's status, its attempts and what the
+    second run asked the gateway."""
+    async with scheduled_job(database_url) as scheduled:
+        store = scheduled.store
+        # The first worker's claim; it dies in its charge, so nothing is settled.
+        assert await store.claim(scheduled.job_id, "worker-dead", LEASE) is not None
+        await end_subscription(SubscriptionRepository(scheduled.engine, store))
+        await asyncio.sleep(LEASE + 0.2)
+        assert await store.reclaim_stale(10, requeue_after=300) == 1
+        charger = RecordingCharger()
+        await run_once(scheduled, charger, "worker-new")
+        status, attempts = job_and_attempts(database_url, scheduled.job_id)
+        return status, attempts, charger.asked
 
 
 @pytest.mark.parametrize(
@@ -132,19 +160,12 @@ def test_an_attempt_never_claimed_is_not_charged_once_the_subscription_is_cancel
     add_due_subscription(infra.database_url, "sub_unclaimed")
 
     async def scenario() -> tuple[str, list, list]:
-        engine = create_engine(infra.database_url, 2)
-        direct = DirectSql(engine, 2)
-        try:
-            store = JobStore(engine, direct)
-            assert await store.schedule_due(10) == 1
-            (job_id,) = await all_job_ids(infra.database_url)
-            await SubscriptionRepository(engine, store).cancel(MERCHANT, "sub_unclaimed", False)
+        async with scheduled_job(infra.database_url) as scheduled:
+            subscriptions = SubscriptionRepository(scheduled.engine, scheduled.store)
+            await subscriptions.cancel(MERCHANT, "sub_unclaimed", False)
             charger = RecordingCharger()
-            assert await JobRunner(store, charger, "worker", Leases(lease_seconds=5)).run(job_id)
-            return (*job_and_attempts(infra.database_url, job_id), charger.asked)
-        finally:
-            await direct.close()
-            await engine.dispose()
+            await run_once(scheduled, charger)
+            return (*job_and_attempts(infra.database_url, scheduled.job_id), charger.asked)
 
     status, attempts, asked = asyncio.run(scenario())
     assert asked == []
@@ -159,28 +180,17 @@ def test_a_dead_letter_whose_job_attempt_started_cannot_be_discarded(infra):
     add_due_subscription(infra.database_url, "sub_dead")
 
     async def scenario() -> tuple[str, list]:
-        engine = create_engine(infra.database_url, 2)
-        direct = DirectSql(engine, 2)
-        try:
-            store = JobStore(engine, direct)
-            assert await store.schedule_due(10) == 1
-            (job_id,) = await all_job_ids(infra.database_url)
-            assert await store.claim(job_id, "worker-dead", LEASE) is not None
-            with psycopg.connect(infra.database_url) as db:
-                db.execute(
-                    "INSERT INTO rebill.dead_letters (id, queue, job_id, reason, body)"
-                    " VALUES ('dl_started', 'rebill.monthly', %s, 'delivery_limit', '{}')",
-                    (job_id,),
-                )
+        async with scheduled_job(infra.database_url) as scheduled:
+            job_id = scheduled.job_id
+            assert await scheduled.store.claim(job_id, "worker-dead", LEASE) is not None
+            add_dead_letter(infra.database_url, "dl_started", job_id)
+            letters = DeadLetters(scheduled.engine)
             with pytest.raises(FailedPrecondition) as refused:
-                await DeadLetters(engine).discard("dl_started")
+                await letters.discard("dl_started")
             assert refused.value.reason == "attempt_started"
-            (letter,) = await DeadLetters(engine).list("dead", 10)
+            (letter,) = await letters.list("dead", 10)
             assert letter.id == "dl_started"
             return job_and_attempts(infra.database_url, job_id)
-        finally:
-            await direct.close()
-            await engine.dispose()
 
     status, attempts = asyncio.run(scenario())
     assert (status, attempts) == ("running", [])
@@ -194,24 +204,15 @@ def test_a_declined_periods_retry_is_timed_from_its_first_attempt_not_from_its_s
     add_due_subscription(infra.database_url, "sub_late", late_days=3)
 
     async def scenario() -> tuple[datetime, datetime]:
-        engine = create_engine(infra.database_url, 2)
-        direct = DirectSql(engine, 2)
-        try:
-            store = JobStore(engine, direct)
-            assert await store.schedule_due(10) == 1
-            (job_id,) = await all_job_ids(infra.database_url)
-            charger = RecordingCharger(Outcome.DECLINED_SOFT)
-            assert await JobRunner(store, charger, "worker", Leases(lease_seconds=5)).run(job_id)
+        async with scheduled_job(infra.database_url) as scheduled:
+            await run_once(scheduled, RecordingCharger(Outcome.DECLINED_SOFT))
             with psycopg.connect(infra.database_url) as db:
                 return db.execute(
                     "SELECT j.due_at, a.at FROM rebill.rebill_jobs j JOIN rebill.rebill_attempts a"
                     " ON a.job_id = j.id AND a.attempt = 1 WHERE j.id = %s AND j.attempt = 2"
                     " AND j.status = 'scheduled'",
-                    (job_id,),
+                    (scheduled.job_id,),
                 ).fetchone()
-        finally:
-            await direct.close()
-            await engine.dispose()
 
     retry_at, first_attempt_at = asyncio.run(scenario())
     assert timedelta(hours=21) <= retry_at - first_attempt_at <= timedelta(hours=27)
@@ -225,34 +226,22 @@ def test_discarding_a_dunning_retrys_letter_gives_the_period_up_as_the_policy_sa
     add_due_subscription(infra.database_url, "sub_dunning")
 
     async def scenario() -> str:
-        engine = create_engine(infra.database_url, 2)
-        direct = DirectSql(engine, 2)
-        try:
-            store = JobStore(engine, direct)
-            assert await store.schedule_due(10) == 1
-            (job_id,) = await all_job_ids(infra.database_url)
+        async with scheduled_job(infra.database_url) as scheduled:
+            job_id = scheduled.job_id
             charger = RecordingCharger(Outcome.DECLINED_SOFT)
-            assert await JobRunner(store, charger, "worker", Leases(lease_seconds=5)).run(job_id)
+            await run_once(scheduled, charger)
             with psycopg.connect(infra.database_url) as db:
                 db.execute(
                     "UPDATE rebill.rebill_jobs SET due_at = now() - interval '1 second'"
                     " WHERE id = %s",
                     (job_id,),
                 )
-                db.commit()
-                assert await store.queue_due_retries(10) == 1
-                db.execute(
-                    "INSERT INTO rebill.dead_letters (id, queue, job_id, reason, body)"
-                    " VALUES ('dl_dunning', 'rebill.monthly', %s, 'delivery_limit', '{}')",
-                    (job_id,),
-                )
-            discarded = await DeadLetters(engine).discard("dl_dunning")
+            assert await scheduled.store.queue_due_retries(10) == 1
+            add_dead_letter(infra.database_url, "dl_dunning", job_id)
+            discarded = await DeadLetters(scheduled.engine).discard("dl_dunning")
             assert discarded.status == "discarded"
             assert len(charger.asked) == 1
             return job_id
-        finally:
-            await direct.close()
-            await engine.dispose()
 
     job_id = asyncio.run(scenario())
     with psycopg.connect(infra.database_url) as db:
