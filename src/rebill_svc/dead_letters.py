@@ -97,37 +97,7 @@ class DeadLetters:
             letter = await self._dead(connection, letter_id)
             job = await _job_of(connection, letter)
             if job is not None:
-                if job.status == "running" or (job.status == "queued" and job.attempt_runs):
-                    raise FailedPrecondition(
-                        "this job's attempt was started and may have charged; retry the letter"
-                        " so that it finishes",
-                        reason="attempt_started",
-                    )
-                audit = []
-                if job.status == "queued":
-                    job = (
-                        await connection.execute(
-                            update(rebill_jobs)
-                            .where(rebill_jobs.c.id == job.id)
-                            .values(status="failed", updated_at=func.now())
-                            .returning(rebill_jobs)
-                        )
-                    ).one()
-                    await records.event(connection, "rebill.failed", "rebill_job", job)
-                    await records.wake_scheduler(connection)  # the subscription may be due
-                    audit += await _give_up_dunning(connection, job)
-                audit.insert(
-                    0,
-                    records.audit_values(
-                        merchant_id=job.merchant_id,
-                        actor="ops",
-                        action="dead_letter.discard",
-                        object_id=job.id,
-                        result=job.status,
-                        dead_letter=letter_id,
-                    ),
-                )
-                await records.audit_many(connection, audit)
+                await _drop_unstarted(connection, job, letter_id)
             return await self._resolve(connection, letter_id, "discarded")
 
     @staticmethod
@@ -155,6 +125,40 @@ class DeadLetters:
                 .returning(dead_letters)
             )
         ).one()
+
+
+async def _drop_unstarted(connection, job: Row, letter_id: str) -> None:
+    """Discard's part for the letter's job: refused if its attempt was started; dropped if
+    it waits for a worker (else, already settled or waiting for its retry's time, it stays
+    as it is); audited either way."""
+    if job.status == "running" or (job.status == "queued" and job.attempt_runs):
+        raise FailedPrecondition(
+            "this job's attempt was started and may have charged; retry the letter"
+            " so that it finishes",
+            reason="attempt_started",
+        )
+    given_up = []
+    if job.status == "queued":
+        job = (
+            await connection.execute(
+                update(rebill_jobs)
+                .where(rebill_jobs.c.id == job.id)
+                .values(status="failed", updated_at=func.now())
+                .returning(rebill_jobs)
+            )
+        ).one()
+        await records.event(connection, "rebill.failed", "rebill_job", job)
+        await records.wake_scheduler(connection)  # the subscription may be due
+        given_up = await _give_up_dunning(connection, job)
+    discarded = records.audit_values(
+        merchant_id=job.merchant_id,
+        actor="ops",
+        action="dead_letter.discard",
+        object_id=job.id,
+        result=job.status,
+        dead_letter=letter_id,
+    )
+    await records.audit_many(connection, [discarded, *given_up])
 
 
 async def _give_up_dunning(connection, job: Row) -> list[dict]:
