@@ -43,7 +43,7 @@ test: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE) breaking
 breaking: $(INSTALLED)
 	BUF=$(VENV)/bin/buf tools/buf_breaking.sh $(AGAINST)
 
-unit: $(INSTALLED)
+unit: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
