@@ -186,7 +186,12 @@ def _iso(column: str) -> str:
 
 
 # A worker's outcome, all of it in one statement (autocommit: its own transaction, one round
-# trip): the job's update fenced by the lease (nothing else happens when it matches no row),
+# trip): the subscription's row locked first, so that a merchant's cancel, pause or resume
+# either lands before this settle or waits for it; nothing else happens unless the status it
+# holds now is the one the outcome was decided on (:decided_on: the worker read it at its
+# claim, and a cancel may have landed while the charge was at the PSP; the worker then decides
+# again on the status this statement returns); the job's update fenced by the lease (nothing
+# else happens when it matches no row),
 # the attempt (an unknown outcome may be replaced once, by the known one), the subscription's
 # change, the events (rebill.succeeded/failed; the subscription's, carrying the row as
 # updated), the audit rows (last: the chain trigger locks one of the merchant's chains, which the
@@ -198,7 +203,10 @@ def _iso(column: str) -> str:
 # others' rows through RETURNING only.
 _SETTLE = text(
     f"""
-    WITH settled AS (
+    WITH subscription_now AS (
+      SELECT status FROM rebill.subscriptions WHERE id = CAST(:subscription_id AS varchar)
+      FOR UPDATE
+    ), settled AS (
       UPDATE rebill.rebill_jobs SET
         status = CAST(:status AS varchar), updated_at = now(), lease_owner = NULL,
         lease_expires_at = CASE WHEN CAST(:status AS varchar) = 'running'
@@ -210,6 +218,8 @@ _SETTLE = text(
           ELSE CAST(:next_attempt_at AS timestamptz) END
       WHERE id = CAST(:job_id AS varchar) AND lease_owner = CAST(:owner AS varchar)
         AND status = 'running'
+        AND (CAST(:decided_on AS varchar) IS NULL
+             OR CAST(:decided_on AS varchar) = (SELECT status FROM subscription_now))
       RETURNING id, merchant_id, subscription_id
     ), attempt AS (
       INSERT INTO rebill.rebill_attempts AS a
@@ -271,7 +281,8 @@ _SETTLE = text(
       LEFT JOIN rebill.test_clocks c ON c.id = s.test_clock
       WHERE CAST(:wake AS boolean) AND s.current_period_end <= coalesce(c.frozen_time, now())
     )
-    SELECT settled.id, (SELECT count(*) FROM wake) AS woken FROM settled
+    SELECT (SELECT id FROM settled) AS settled, (SELECT count(*) FROM wake) AS woken,
+           (SELECT status FROM subscription_now) AS subscription_status
     """
 )
 
@@ -340,6 +351,15 @@ class _JobAfter:
         if name in self._changed:
             return self._changed[name]
         return getattr(self._job, name)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What a settle found: whether it recorded the outcome, and the subscription's status
+    when it ran (under its row lock)."""
+
+    recorded: bool
+    subscription_status: str | None  # None: the subscription is gone
 
 
 @dataclass(frozen=True)
@@ -579,11 +599,15 @@ class JobStore:
         payment_intent: str,
         idempotency_key: str,
         after: AfterAttempt,
+        decided_on: str | None,
         recheck_after: float,
         actor: str = "worker",
-    ) -> bool:
+    ) -> Settled:
         """Records the attempt's outcome (None: the attempt did not run, the subscription
-        ended first) and what follows from it; False if the lease was lost meanwhile.
+        ended first) and what follows from it, if the subscription's status is still
+        `decided_on`, the one `after` was decided on (None: whatever it is). Nothing is
+        recorded if the lease was lost meanwhile, or the status changed: the caller then
+        decides again on the status returned.
 
         One statement in autocommit (see _SETTLE): the job's fenced update, the attempt, the
         subscription's change, the events, the audit rows and the scheduler's wake-up commit
@@ -662,8 +686,10 @@ class JobStore:
             "attempt_details": json.dumps(attempt_audit["details"]),
             "wake": final,
             "wake_channel": records.WAKE_CHANNEL,
+            "decided_on": decided_on,
         }
-        return await self._direct.one(_SETTLE, params) is not None
+        row = await self._direct.one(_SETTLE, params)
+        return Settled(row["settled"] is not None, row["subscription_status"])
 
 
 async def policy_of(connection, merchant_id: str) -> RetryPolicy:

@@ -332,12 +332,9 @@ class SubscriptionRepository:
                 return {"cancel_at_period_end": True}
             return {"status": Status.CANCELED.value, "canceled_at": now, "next_attempt_at": None}
 
-        row = await self._change(
+        return await self._change(
             merchant, subscription_id, "subscription.cancel", change, at_period_end=at_period_end
         )
-        if row.status == Status.CANCELED:
-            await self._drop_waiting_retry(row.id)
-        return row
 
     async def pause(self, merchant: Merchant, subscription_id: str) -> Row:
         def change(row: Row, _now: datetime) -> dict:
@@ -387,6 +384,8 @@ class SubscriptionRepository:
                     .returning(subscriptions)
                 )
             ).one()
+            if row.status == Status.CANCELED:
+                await _drop_waiting_retry(connection, row.id)
             kind = (
                 "subscription.canceled" if row.status == Status.CANCELED else "subscription.updated"
             )
@@ -403,18 +402,18 @@ class SubscriptionRepository:
             )
         return row
 
-    async def _drop_waiting_retry(self, subscription_id: str) -> None:
-        """A canceled subscription's declined period is not retried. A job in a worker's
-        hands finishes its attempt (it may already have charged) and changes nothing else."""
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                update(rebill_jobs)
-                .where(
-                    rebill_jobs.c.subscription_id == subscription_id,
-                    rebill_jobs.c.status == "scheduled",
-                )
-                .values(status="failed", updated_at=func.now())
-            )
+
+async def _drop_waiting_retry(connection: AsyncConnection, subscription_id: str) -> None:
+    """A canceled subscription's declined period is not retried (in the cancel's own
+    transaction). A job in a worker's hands finishes its attempt (it may already have charged)
+    and changes nothing else: its settle waits for the cancel and reads it."""
+    await connection.execute(
+        update(rebill_jobs)
+        .where(
+            rebill_jobs.c.subscription_id == subscription_id, rebill_jobs.c.status == "scheduled"
+        )
+        .values(status="failed", updated_at=func.now())
+    )
 
 
 async def _clock_now(connection: AsyncConnection, clock_id: str | None) -> datetime:

@@ -23,6 +23,9 @@ log = structlog.get_logger(__name__)
 # A subscription in one of these states is not charged for a period not yet attempted.
 _NOT_CHARGED = (Status.CANCELED, Status.PAUSED, Status.UNPAID)
 
+# How many times an outcome is decided again on a status that changed under the settle.
+_DECISIONS = 4
+
 
 @dataclass(frozen=True)
 class Leases:
@@ -80,6 +83,7 @@ class JobRunner:
                 payment_intent="",
                 idempotency_key=key,
                 after=NOT_ATTEMPTED,
+                decided_on=None,  # not charged: nothing to decide again
                 recheck_after=self._leases.recheck_seconds,
             )
             JOBS_FAILED.labels(f"subscription_{claimed.subscription_status}").inc()
@@ -114,18 +118,29 @@ class JobRunner:
             first_attempt_at=claimed.first_attempt_at,
             jitter=lambda fraction: random.uniform(-fraction, fraction),  # noqa: S311
         )
-        after = after_attempt(step, claimed.subscription_status)
-        kept = await self._jobs.settle(
-            claimed,
-            self._owner,
-            outcome=result.outcome,
-            decline_code=result.decline_code,
-            payment_intent=result.payment_intent,
-            idempotency_key=key,
-            after=after,
-            recheck_after=self._leases.recheck_seconds,
-        )
-        if not kept:
+        # The status read at the claim may be stale by now (a cancel or pause that landed while
+        # the charge was at the PSP): the settle refuses an outcome decided on an old status
+        # and returns the new one. Each round is a merchant's change, so a few always do.
+        status = claimed.subscription_status
+        for _ in range(_DECISIONS):
+            after = after_attempt(step, status)
+            settled = await self._jobs.settle(
+                claimed,
+                self._owner,
+                outcome=result.outcome,
+                decline_code=result.decline_code,
+                payment_intent=result.payment_intent,
+                idempotency_key=key,
+                after=after,
+                decided_on=status,
+                recheck_after=self._leases.recheck_seconds,
+            )
+            if settled.recorded or settled.subscription_status in (status, None):
+                break
+            status = settled.subscription_status
+        if not settled.recorded:
+            # Lost to another worker, or the subscription kept changing: the lease lapses and
+            # the attempt is re-run under its key.
             log.warning("rebill_lease_lost")
             JOBS_FAILED.labels("lease_lost").inc()
             return
