@@ -5,13 +5,18 @@ row is the request's state, in the spirit of Stripe's design (brandur.org/idempo
   made or changed (the recovery point); from then on the key always leads to that object.
 - `done`: the same key and request answer again with the bound object as it is now (a
   payment whose outcome was unknown shows what it became), or with the stored error.
+- `running` but answered (with 503 `psp_outcome_unknown`: its `response` is kept) or dead
+  (older than `stale_seconds`) after binding its object: the PSP may have done it, and the
+  recovery sweep will say. A retry is told so again at once while the object's operation is
+  pending, never shown the object as it was before the operation; the sweep's settle makes
+  the key `done`.
 - `released`: the request failed with proof that nothing happened (no PSP took it). A retry
   runs again, resuming from the bound object (a create+confirm confirms the same intent).
 
 Same key + different request: 409 `idempotency_key_reused`. Two at once: the second waits
 for the first (up to `wait_seconds`), then gets 409 `idempotency_key_in_use`. A key whose
 request died before any state change (`running`, unbound, older than `stale_seconds`) is run
-again; one that died after it answers with its object, which the recovery sweep settles."""
+again."""
 
 from __future__ import annotations
 
@@ -59,6 +64,8 @@ class Claim:
     replay_error: bytes | None = None
     replay_object: str | None = None
     resume_from: str | None = None  # the object a released request had bound
+    # The object whose operation, run under this key, may or may not have happened.
+    awaiting_outcome: str | None = None
 
     @property
     def ref(self) -> KeyRef | None:
@@ -128,8 +135,8 @@ class Idempotency:
                     )
                     if taken.rowcount:
                         return Claim(merchant, key, resume_from=row.object_id)
-                elif stale:  # died after its state change: the object is being settled
-                    return Claim(merchant, key, replay_object=row.object_id)
+                elif stale or row.response is not None:  # answered or died, not settled
+                    return Claim(merchant, key, awaiting_outcome=row.object_id)
             if time.monotonic() > deadline:
                 raise Conflict(
                     "a request with this idempotency key is in progress; retry later",
@@ -167,7 +174,13 @@ class Idempotency:
                     .values(state="done", response=status, is_error=True)
                 )
             elif isinstance(error, PaymeshError) and error.reason == OUTCOME_UNKNOWN:
-                return
+                # Still running, for the sweep to settle; the kept answer says it ended.
+                status = to_status_proto(error).SerializeToString()
+                await connection.execute(
+                    update(idempotency_keys)
+                    .where(*mine, keys.object_id.is_not(None))
+                    .values(response=status)
+                )
             else:
                 await connection.execute(
                     update(idempotency_keys)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import grpc
 import structlog
 
 from gateway_svc.domain.models import NewIntent, PaymentIntent, Refund
 from gateway_svc.idempotency import Idempotency
 from gateway_svc.payments import authorize, cancel, capture, refund
-from gateway_svc.payments.context import Payments
+from gateway_svc.payments.context import OutcomePending, Payments
 from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.repository import PaymentRepository
 from paymesh.gateway.v1 import (
@@ -79,14 +81,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         answers with the object the key is bound to, as it is now, or the error. The caller
         is authenticated first: nothing about the request is looked at before that."""
         claim = await self._idempotency.claim(merchant, idempotency_key(context), method, request)
+        if claim.awaiting_outcome is not None:
+            obj = await self._object(claim.awaiting_outcome)
+            if isinstance(obj, PaymentIntent) and obj.pending_operation:
+                # Replaying the object would show it as before the operation.
+                raise OutcomePending(obj.pending_operation)
+            claim = replace(claim, replay_object=obj.id)  # settled, its key not yet
         if claim.is_replay:
             await context.send_initial_metadata((("idempotent-replayed", "true"),))
             if claim.replay_error is not None:
                 raise self._idempotency.replayed_error(claim)
-            object_id = claim.replay_object or ""
-            if object_id.startswith("re_"):
-                return encode(await self._repository.refund(object_id))
-            return encode(await self._repository.intent(object_id))
+            return encode(await self._object(claim.replay_object or ""))
         try:
             obj = await run(claim)
         except Exception as error:
@@ -94,6 +99,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise
         structlog.contextvars.bind_contextvars(correlation_id=obj.id)
         return encode(obj)
+
+    async def _object(self, object_id: str) -> PaymentIntent | Refund:
+        if object_id.startswith("re_"):
+            return await self._repository.refund(object_id)
+        return await self._repository.intent(object_id)
 
     async def CreatePaymentIntent(self, request, context):
         merchant = await self._callers.merchant(context)

@@ -302,3 +302,51 @@ def test_a_merchants_bad_input_never_opens_the_breakers_for_everyone(mesh, merch
     assert breaker_state(mesh, "stripe") == 0
     honest = pay(mesh, merchant)
     assert (honest.status, honest.body["psp"]) == (200, "sandbox")
+
+
+def key_row_dies(infra, intent_id: str) -> None:
+    """The key's request as if its process died mid-call two minutes ago: still running,
+    bound to the intent, no answer recorded."""
+    with psycopg.connect(infra.database_url, autocommit=True) as db:
+        changed = db.execute(
+            "UPDATE gateway.idempotency_keys SET locked_at = now() - interval '2 minutes',"
+            " response = NULL WHERE object_id = %s AND state = 'running'",
+            (intent_id,),
+        ).rowcount
+    assert changed == 1
+
+
+@pytest.mark.parametrize(
+    ("verb", "operation", "settled"),
+    [("capture", "capture", "succeeded"), ("cancel", "void", "canceled")],
+)
+def test_a_retry_of_an_operation_whose_outcome_is_unknown_says_so_until_it_is_settled(
+    mesh, merchant, infra, knobs, verb, operation, settled
+):
+    authorized = pay(mesh, merchant, amount=3000, capture_method="manual")
+    assert authorized.status == 200 and authorized.body["status"] == "requires_capture"
+    intent_id = authorized.body["id"]
+    knobs(ambiguous_rate=1, operations=[operation])  # the PSP does it; its answer is lost
+    key = f"unknown-{uuid.uuid4()}"
+    path = f"/v1/payment_intents/{intent_id}/{verb}"
+
+    def assert_outcome_unknown(response) -> None:
+        assert response.status == 503, response.body
+        assert reason_of(response) == "psp_outcome_unknown"
+        assert int(response.headers["retry-after"]) > 0
+        assert "idempotent-replayed" not in response.headers
+
+    assert_outcome_unknown(post(mesh, merchant, path, key=key))
+    started = time.monotonic()
+    assert_outcome_unknown(post(mesh, merchant, path, key=key))  # not a 409, nor a replay
+    assert time.monotonic() - started < 2  # answered at once, not after waiting for the key
+    key_row_dies(infra, intent_id)  # an old request's key, still unsettled
+    assert_outcome_unknown(post(mesh, merchant, path, key=key))
+
+    knobs(ambiguous_rate=0)  # the sweep can now learn what the PSP did, and settles the key
+    replay = wait_until(
+        lambda: (r := post(mesh, merchant, path, key=key)).status == 200 and r, timeout=30
+    )
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.body["status"] == settled
+    assert replay.body["amount_received"] == ("3000" if verb == "capture" else "0")  # int64

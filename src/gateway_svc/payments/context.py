@@ -21,6 +21,10 @@ NOTHING_PENDING = {
 }
 
 
+# When a merchant may ask again about an outcome the recovery sweep settles.
+RETRY_OUTCOME_AFTER_SECONDS = 10
+
+
 class OutcomePending(Unavailable):
     """The PSP may have done it; the recovery sweep settles it. Retrying is safe."""
 
@@ -29,6 +33,7 @@ class OutcomePending(Unavailable):
             f"the payment processor did not answer the {what}; its outcome is settled"
             " automatically. Retry with the same Idempotency-Key to see it.",
             reason="psp_outcome_unknown",
+            retry_after_seconds=RETRY_OUTCOME_AFTER_SECONDS,
         )
 
 

@@ -8,8 +8,10 @@ generic message, so internal text never reaches a caller.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -113,6 +115,9 @@ def to_status_proto(error: Exception, request_id: str = "") -> status_pb2.Status
         ),
         *request_info,
     ]
+    if error.retry_after_seconds:
+        delay = duration_pb2.Duration(seconds=error.retry_after_seconds)
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     if isinstance(error, InvalidArgument):
         details.append(
             _pack(
@@ -133,9 +138,19 @@ def to_status_proto(error: Exception, request_id: str = "") -> status_pb2.Status
     )
 
 
+class _Status(namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
+    pass
+
+
 def to_grpc_status(error: Exception, request_id: str = "") -> grpc.Status:
-    """`error` as a grpc.Status whose trailing metadata carries the google.rpc details."""
-    return rpc_status.to_status(to_status_proto(error, request_id))
+    """`error` as a grpc.Status whose trailing metadata carries the google.rpc details, and
+    `retry-after` (Envoy answers it as the HTTP header) when the error advises a delay."""
+    status = rpc_status.to_status(to_status_proto(error, request_id))
+    delay = error.retry_after_seconds if isinstance(error, PaymeshError) else 0
+    if not delay:
+        return status
+    metadata = (*status.trailing_metadata, ("retry-after", str(delay)))
+    return _Status(status.code, status.details, metadata)
 
 
 def reason_of(error: grpc.aio.AioRpcError) -> str:

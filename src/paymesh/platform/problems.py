@@ -30,6 +30,9 @@ class PaymeshError(Exception):
     message: str
     reason: str = "error"
     metadata: dict[str, str] = field(default_factory=dict)
+    # When to ask again (a 503 whose outcome is on its way): google.rpc.RetryInfo, and
+    # Retry-After through the REST edge. 0: no advice.
+    retry_after_seconds: int = 0
 
     def __str__(self) -> str:
         return self.message
