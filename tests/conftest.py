@@ -88,6 +88,8 @@ def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
         "GATEWAY_RECOVERY_AFTER_SECONDS": "10",
         "GATEWAY_RECOVERY_INTERVAL_SECONDS": "0.5",
         "VAULT_REWRAP_BATCH_SIZE": "50",
+        "GATEWAY_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "1",
+        "REBILL_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "1",
     }
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     env.update(overrides)

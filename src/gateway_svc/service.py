@@ -37,6 +37,8 @@ from paymesh.gateway.v1 import (
     psp_events_pb2_grpc,
 )
 from paymesh.platform.advisory_lock import SessionLock
+from paymesh.platform.audit_checkpoints import AuditCheckpointer
+from paymesh.platform.audit_keys import AuditKeys
 from paymesh.platform.callers import CachedApiKeyVerifier, Callers
 from paymesh.platform.channels import service_channel
 from paymesh.platform.config import GatewaySettings
@@ -52,6 +54,12 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     settings = resources.settings
     assert isinstance(settings, GatewaySettings)
     engine = resources.engine
+    audit_checkpoints = AuditCheckpointer(
+        engine,
+        f"{tables.SCHEMA}.{tables.payment_audit.name}",
+        AuditKeys.load(settings.keys_dir),
+        settings.audit_checkpoint_interval_seconds,
+    )
     api_keys = CachedApiKeyVerifier(MerchantRepository(engine))
     callers = Callers(api_keys, resources.token_verifier)
     loop_lag = LoopLag()
@@ -129,7 +137,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     settings_changes = listen(
         engine, SETTINGS_CHANGED, forget_merchant_settings, forget_merchant_settings
     )
-    return [keep_payments_moving(), loop_lag.run(), settings_changes]
+    return [keep_payments_moving(), loop_lag.run(), settings_changes, audit_checkpoints.run()]
 
 
 def stand_by() -> None:

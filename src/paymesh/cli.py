@@ -1,13 +1,16 @@
 """`paymesh`: the ops command line.
 
 paymesh migrate [SERVICE ...]          create the database if needed, apply migrations
-paymesh keys init                      create the services' signing keys (PAYMESH_KEYS_DIR)
+paymesh keys init                      create the services' signing keys and the audit key
+paymesh keys rotate-audit              a new audit key signs checkpoints from now on
 paymesh merchants create --name NAME   a new merchant and its test and live secret keys
 paymesh vault init-keyring             create the local KEK keyring file if missing
 paymesh vault rotate-kek               make a new KEK version primary (cards re-wrap online)
 paymesh vault check-keys               check that the KEKs at hand unwrap the database's cards
 paymesh certs init                     a development CA and mTLS certificates per service
 paymesh dev reset --yes                drop and recreate the development database and keyring
+paymesh audit verify                   check the audit chains against their signed checkpoints
+paymesh audit checkpoint               sign the audit chains' heads now (the services do it too)
 """
 
 from __future__ import annotations
@@ -49,12 +52,26 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def keys_dir() -> Path:
+    return Path(os.environ.get("PAYMESH_KEYS_DIR", "var/keys"))
+
+
 def keys_init(_args: argparse.Namespace) -> int:
+    from paymesh.platform.audit_keys import init_audit_key
     from paymesh.platform.service_auth import init_keys
 
-    keys_dir = Path(os.environ.get("PAYMESH_KEYS_DIR", "var/keys"))
-    created = init_keys(keys_dir)
-    print(f"service keys in {keys_dir}: created {', '.join(created) or 'none (all present)'}")
+    created = init_keys(keys_dir())
+    audit_key = init_audit_key(keys_dir())
+    if audit_key:
+        created.append(f"audit key {audit_key}")
+    print(f"service keys in {keys_dir()}: created {', '.join(created) or 'none (all present)'}")
+    return 0
+
+
+def keys_rotate_audit(_args: argparse.Namespace) -> int:
+    from paymesh.platform.audit_keys import add_audit_key
+
+    print(json.dumps({"audit_key": add_audit_key(keys_dir())}))
     return 0
 
 
@@ -201,20 +218,30 @@ AUDIT_TABLES = ("gateway.payment_audit", "rebill.rebill_audit")
 
 def audit_verify(_args: argparse.Namespace) -> int:
     from paymesh.platform.audit_chain import first_break
+    from paymesh.platform.audit_keys import AuditKeyMissing, AuditKeys
     from paymesh.platform.db import create_engine
+
+    try:
+        keys: AuditKeys | None = AuditKeys.load(keys_dir())
+    except AuditKeyMissing:
+        keys = None  # enough while no table has checkpoints
 
     async def verify():
         engine = create_engine(database_url(), pool_size=1)
         try:
             for table in AUDIT_TABLES:
-                broken = await first_break(engine, table)
+                broken = await first_break(engine, table, keys)
                 if broken is not None:
                     return broken
             return None
         finally:
             await engine.dispose()
 
-    broken = asyncio.run(verify())
+    try:
+        broken = asyncio.run(verify())
+    except AuditKeyMissing as error:
+        print(f"paymesh audit verify: {error}", file=sys.stderr)
+        return 2
     if broken is None:
         print(json.dumps({"intact": True}))
         return 0
@@ -225,6 +252,7 @@ def audit_verify(_args: argparse.Namespace) -> int:
                 "table": broken.table,
                 "first_broken_row": broken.row_id,
                 "merchant_id": broken.merchant_id,
+                "chain": broken.chain,
                 "problem": broken.problem,
             }
         )
@@ -232,11 +260,35 @@ def audit_verify(_args: argparse.Namespace) -> int:
     return 1
 
 
+def audit_checkpoint(_args: argparse.Namespace) -> int:
+    from paymesh.platform.audit_checkpoints import AuditCheckpointer
+    from paymesh.platform.audit_keys import AuditKeyMissing, AuditKeys
+    from paymesh.platform.db import create_engine
+
+    try:
+        keys = AuditKeys.load(keys_dir())
+    except AuditKeyMissing as error:
+        print(f"paymesh audit checkpoint: {error}", file=sys.stderr)
+        return 2
+
+    async def checkpoint() -> dict[str, int]:
+        engine = create_engine(database_url(), pool_size=1)
+        try:
+            return {
+                table: await AuditCheckpointer(engine, table, keys, interval=0).checkpoint()
+                for table in AUDIT_TABLES
+            }
+        finally:
+            await engine.dispose()
+
+    print(json.dumps({"signed_heads": asyncio.run(checkpoint())}))
+    return 0
+
+
 def ops_token(args: argparse.Namespace) -> int:
     from paymesh.platform.service_auth import TokenIssuer
 
-    keys_dir = Path(os.environ.get("PAYMESH_KEYS_DIR", "var/keys"))
-    print(TokenIssuer("ops", keys_dir).token_for(args.audience))
+    print(TokenIssuer("ops", keys_dir()).token_for(args.audience))
     return 0
 
 
@@ -253,7 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     keys = commands.add_parser("keys", help="service signing keys").add_subparsers(
         dest="keys_command", required=True
     )
-    keys.add_parser("init", help="create missing key pairs").set_defaults(handler=keys_init)
+    keys.add_parser("init", help="create missing key pairs and audit key").set_defaults(
+        handler=keys_init
+    )
+    keys.add_parser(
+        "rotate-audit", help="add an audit key that signs from now on (keep the old ones)"
+    ).set_defaults(handler=keys_rotate_audit)
 
     certs = commands.add_parser("certs", help="mTLS certificates").add_subparsers(
         dest="certs_command", required=True
@@ -298,7 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     audit = commands.add_parser("audit", help="audit trails (payments and rebills)").add_subparsers(
         dest="audit_command", required=True
     )
-    audit.add_parser("verify", help="verify the hash chain").set_defaults(handler=audit_verify)
+    audit.add_parser(
+        "verify", help="verify the hash chains and their signed checkpoints"
+    ).set_defaults(handler=audit_verify)
+    audit.add_parser("checkpoint", help="sign every chain's head now").set_defaults(
+        handler=audit_checkpoint
+    )
 
     token = commands.add_parser("ops-token", help="a service token for admin RPCs")
     token.add_argument("--audience", default="gateway")

@@ -1,6 +1,6 @@
 """Wiring: the one place where rebill_svc's adapters are built and handed to the servicers.
 Besides the API, every rebill_svc process is a scheduler candidate (one leads), moves dead
-letters into their table, and reads the queues' depth."""
+letters into their table, and reads the queues' depth; one signs rebill_audit's chain heads."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 import grpc
 
 from paymesh.platform.amqp_consumer import Consumer
+from paymesh.platform.audit_checkpoints import AuditCheckpointer
+from paymesh.platform.audit_keys import AuditKeys
 from paymesh.platform.channels import close_on_shutdown, service_channel
 from paymesh.platform.config import RebillSettings
 from paymesh.platform.merchant_auth import remote_callers
@@ -35,6 +37,12 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         settings.gateway_addr, resources.token_issuer, resources.token_verifier
     )
     vault_channel = service_channel(settings.vault_addr, resources.token_issuer, "vault")
+    audit_checkpoints = AuditCheckpointer(
+        resources.engine,
+        f"{tables.SCHEMA}.{tables.rebill_audit.name}",
+        AuditKeys.load(settings.keys_dir),
+        settings.audit_checkpoint_interval_seconds,
+    )
     jobs = JobStore(resources.engine, resources.direct_sql)
     runner = JobRunner(
         jobs,
@@ -76,6 +84,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         scheduler.run(),
         dead_letter_consumer.run(),
         watch_queue_depth(settings.amqp_url),
+        audit_checkpoints.run(),
     ]
 
 

@@ -1,19 +1,26 @@
 """The hash-chained audit tables under concurrency: each merchant's rows form several chains
 (a transaction's rows all in one, chosen by its id), so two payments of one merchant do not
 wait for each other's audit rows, and `paymesh audit verify` still names a deleted row (an
-edited one: test_payments_resilience)."""
+edited one: test_payments_resilience). Signed checkpoints of the chains' heads anchor them:
+a superuser who cuts a chain's newest row, or rewrites a row and re-hashes the rest of its
+chain with the database's own digest function, is named too."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
 
 from paymesh.platform.migration_ops import AUDIT_CHAINS
-from tests.conftest import BIN, base_env, migrated_infra
+from tests.conftest import BIN, base_env, migrated_infra, paymesh
+from tests.integration.test_payments import pay
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +116,7 @@ def test_a_deleted_row_is_named_by_the_chain_check(database, table):
             db.execute(INSERT.format(table=table), (merchant, action, "pi_deleted")).fetchone()[0]
             for action in ("create", "confirm_started", "confirm")
         ]
+        [chain] = db.execute(f"SELECT chain FROM {table} WHERE id = %s", (ids[0],)).fetchone()
     with psycopg.connect(infra.database_url, autocommit=True) as db:
         # Someone with the owner's rights goes around the append-only trigger:
         db.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
@@ -124,6 +132,7 @@ def test_a_deleted_row_is_named_by_the_chain_check(database, table):
                 "table": table,
                 "first_broken_row": ids[2],
                 "merchant_id": merchant,
+                "chain": chain,
                 "problem": "not chained to the previous row",
             },
         )
@@ -133,3 +142,189 @@ def test_a_deleted_row_is_named_by_the_chain_check(database, table):
             db.execute(f"DELETE FROM {table} WHERE merchant_id = %s", (merchant,))
         finally:
             db.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+
+
+@pytest.fixture
+def own_database(tmp_path):
+    """A database of this test's own (its tampers stay in it), with an audit key."""
+    with migrated_infra("paymesh_audit_tamper") as infra:
+        env = base_env(infra, PAYMESH_KEYS_DIR=str(tmp_path / "keys"))
+        paymesh("keys", "init", env=env)
+        yield infra, env
+
+
+def chained_rows(database_url: str, table: str, merchant: str, actions, env=None) -> list[int]:
+    """One row per action, each in a transaction of its own, all in one chain; with `env`, the
+    chains' heads are signed after each row (as the owning service does every few seconds)."""
+    ids = []
+    with psycopg.connect(database_url) as db:
+        chain = None
+        for action in actions:
+            while chain is not None and db.execute(CHAIN_OF_TRANSACTION).fetchone()[0] != chain:
+                db.rollback()
+            [chain] = db.execute(CHAIN_OF_TRANSACTION).fetchone()
+            ids.append(
+                db.execute(INSERT.format(table=table), (merchant, action, "pi_t")).fetchone()[0]
+            )
+            db.commit()
+            if env is not None:
+                paymesh("audit", "checkpoint", env=env)
+    return ids
+
+
+def as_superuser_around_the_triggers(database_url: str, *statements: tuple[str, tuple]) -> None:
+    """What someone with the database's superuser does: no append-only trigger fires."""
+    with psycopg.connect(database_url) as db:
+        db.execute("SET session_replication_role = replica")
+        for statement, parameters in statements:
+            db.execute(statement, parameters)
+
+
+def chain_of(database_url: str, table: str, row_id: int) -> int:
+    with psycopg.connect(database_url) as db:
+        return db.execute(f"SELECT chain FROM {table} WHERE id = %s", (row_id,)).fetchone()[0]
+
+
+def checkpoint_of(database_url: str, table: str, row_id: int) -> int:
+    with psycopg.connect(database_url) as db:
+        return db.execute(
+            f"SELECT max(id) FROM {table}_checkpoints WHERE row_id = %s", (row_id,)
+        ).fetchone()[0]
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_a_chains_deleted_newest_row_is_named_by_its_checkpoint(own_database, table):
+    infra, env = own_database
+    ids = chained_rows(infra.database_url, table, "acct_tail", ["create", "confirm"], env)
+    assert verify(env) == (0, {"intact": True})
+    chain = chain_of(infra.database_url, table, ids[-1])
+    checkpoint = checkpoint_of(infra.database_url, table, ids[-1])
+
+    as_superuser_around_the_triggers(
+        infra.database_url, (f"DELETE FROM {table} WHERE id = %s", (ids[-1],))
+    )
+
+    assert verify(env) == (
+        1,
+        {
+            "intact": False,
+            "table": table,
+            "first_broken_row": ids[-1],
+            "merchant_id": "acct_tail",
+            "chain": chain,
+            "problem": f"missing: checkpoint {checkpoint} vouches for it (seq 2)",
+        },
+    )
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_a_row_edited_and_its_chain_rehashed_by_the_database_is_named_by_the_checkpoints(
+    own_database, table
+):
+    infra, env = own_database
+    actions = ["create", "confirm_started", "confirm"]
+    ids = chained_rows(infra.database_url, table, "acct_rehash", actions, env)
+    assert verify(env) == (0, {"intact": True})
+    chain = chain_of(infra.database_url, table, ids[1])
+    digest = f"{table}_digest(a.prev_hash, a)"
+
+    as_superuser_around_the_triggers(
+        infra.database_url,
+        (f"UPDATE {table} SET result = 'declined' WHERE id = %s", (ids[1],)),
+        (f"UPDATE {table} a SET hash = {digest} WHERE id = %s", (ids[1],)),
+        (
+            f"UPDATE {table} SET prev_hash = (SELECT hash FROM {table} WHERE id = %s)"
+            " WHERE id = %s",
+            (ids[1], ids[2]),
+        ),
+        (f"UPDATE {table} a SET hash = {digest} WHERE id = %s", (ids[2],)),
+    )
+
+    rewritten = {
+        "intact": False,
+        "table": table,
+        "first_broken_row": ids[1],  # the row after the last checkpoint that still holds
+        "merchant_id": "acct_rehash",
+        "chain": chain,
+    }
+    checkpoint = checkpoint_of(infra.database_url, table, ids[1])
+    assert verify(env) == (
+        1,
+        {
+            **rewritten,
+            "problem": f"rewritten: rows from seq 2 to 2 do not hash to checkpoint {checkpoint}",
+        },
+    )
+
+    # Re-hashing the checkpoints too takes the key, which the database does not hold:
+    as_superuser_around_the_triggers(
+        infra.database_url,
+        (
+            f"UPDATE {table}_checkpoints c SET hash = a.hash FROM {table} a"
+            " WHERE a.id = c.row_id AND c.row_id IN (%s, %s)",
+            (ids[1], ids[2]),
+        ),
+    )
+    assert verify(env) == (
+        1,
+        {**rewritten, "problem": f"its checkpoint {checkpoint} does not verify with key k1"},
+    )
+
+
+def test_checkpoints_signed_before_a_key_rotation_still_verify(own_database):
+    infra, env = own_database
+    table = "gateway.payment_audit"
+    chained_rows(infra.database_url, table, "acct_rotate", ["create"], env)
+    assert json.loads(paymesh("keys", "rotate-audit", env=env)) == {"audit_key": "k2"}
+    chained_rows(infra.database_url, table, "acct_rotate", ["confirm"], env)
+    with psycopg.connect(infra.database_url) as db:
+        signers = [r[0] for r in db.execute(f"SELECT key_id FROM {table}_checkpoints ORDER BY id")]
+    assert signers == ["k1", "k2"]
+    assert verify(env) == (0, {"intact": True})
+
+
+AGE = re.compile(r'^audit_chain_head_checkpoint_age_seconds\{table="([a-z_.]+)"\} (\S+)$', re.M)
+
+
+def checkpoint_ages(ops_ports) -> dict[str, float]:
+    """The age each process that checkpoints a table reports, by table."""
+    ages = {}
+    for port in ops_ports:
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our URL
+            ages.update({t: float(v) for t, v in AGE.findall(response.read().decode())})
+    return ages
+
+
+def test_a_normal_day_is_anchored_and_the_checkpoint_age_shows_a_stalled_checkpointer(
+    infra, mesh, merchant
+):
+    ports = [http for _, http in mesh.ports.gateways] + [mesh.ports.http["rebill"]]
+    intent = pay(mesh, merchant).body
+    assert intent["status"] == "succeeded"
+    with psycopg.connect(infra.database_url, autocommit=True) as db:
+
+        def anchored() -> bool:
+            return db.execute(
+                "SELECT bool_and(EXISTS (SELECT 1 FROM gateway.payment_audit_checkpoints c"
+                " WHERE c.merchant_id = a.merchant_id AND c.chain = a.chain AND c.seq >= a.seq))"
+                " FROM gateway.payment_audit a WHERE a.object_id = %s",
+                (intent["id"],),
+            ).fetchone()[0]
+
+        wait_until(anchored, timeout=10)
+        ages = wait_until(lambda: (a := checkpoint_ages(ports)) and len(a) == 2 and a, timeout=10)
+        assert set(ages) == {"gateway.payment_audit", "rebill.rebill_audit"}
+        assert all(age < 3 for age in ages.values())  # interval 1 s in tests
+
+        with psycopg.connect(infra.database_url) as staller:  # the checkpointer's rounds wait
+            staller.execute("LOCK TABLE gateway.payment_audit_checkpoints IN ACCESS EXCLUSIVE MODE")
+            stalled = wait_until(
+                lambda: checkpoint_ages(ports)["gateway.payment_audit"] > 4, timeout=10
+            )
+            time.sleep(1)
+            assert checkpoint_ages(ports)["gateway.payment_audit"] > stalled
+            assert checkpoint_ages(ports)["rebill.rebill_audit"] < 3  # the other table's own
+            staller.rollback()
+        wait_until(lambda: checkpoint_ages(ports)["gateway.payment_audit"] < 2, timeout=10)
+    assert json.loads(paymesh("audit", "verify", env=base_env(infra))) == {"intact": True}

@@ -228,9 +228,9 @@ def test_a_tampered_audit_row_is_named_by_the_chain_check(table):
             assert json.loads(paymesh("audit", "verify", env=env)) == {"intact": True}
             # Someone with the owner's rights goes around the append-only trigger:
             db.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
-            [middle] = db.execute(
+            [middle, chain] = db.execute(
                 f"UPDATE {table} SET result = 'declined'"
-                " WHERE action = 'confirm_started' RETURNING id"
+                " WHERE action = 'confirm_started' RETURNING id, chain"
             ).fetchone()
         done = subprocess.run(
             [str(BIN / "paymesh"), "audit", "verify"], env=env, capture_output=True, text=True
@@ -241,6 +241,7 @@ def test_a_tampered_audit_row_is_named_by_the_chain_check(table):
             "table": table,
             "first_broken_row": middle,
             "merchant_id": "acct_a",
+            "chain": chain,
             "problem": "content does not match its hash",
         }
 

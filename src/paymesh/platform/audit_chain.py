@@ -3,7 +3,12 @@ row's hash must be the digest of its content chained to the previous row of its 
 chain's sequence (the database computes all three on insert, under the chain's lock), so an
 edit, a deletion or an insertion behind the database's back shows up at the first broken row.
 Each merchant has several chains (migration_ops.split_chained_audit); a transaction's rows
-are all in one of them."""
+are all in one of them.
+
+The chain alone cannot show a deleted newest row, nor a chain rewritten with the database's
+own digest function: the signed checkpoints of `{table}_checkpoints`
+(paymesh.platform.audit_checkpoints) can. Every row up to a chain's newest checkpoint must be
+there, with the hash the checkpoint's MAC vouches for."""
 
 from __future__ import annotations
 
@@ -23,7 +28,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from paymesh.platform.audit_keys import AuditKeyMissing, AuditKeys, Head
 
 _TABLE = re.compile(r"[a-z_]+\.[a-z_]+")
 
@@ -56,7 +63,7 @@ def _check(table: str):
         raise ValueError(f"not a schema.table name: {table!r}")
     return text(
         f"""
-        SELECT id, merchant_id,
+        SELECT id, merchant_id, chain,
                hash = {table}_digest(prev_hash, a) AS content_intact,
                prev_hash = coalesce(lag(hash) OVER in_chain, '\\x')
                  AND seq = coalesce(lag(seq) OVER in_chain, 0) + 1 AS linked
@@ -67,22 +74,86 @@ def _check(table: str):
     )
 
 
+def _checkpoints(table: str):
+    """Every checkpoint of `table`, beside the row it names as it is now (if any)."""
+    return text(
+        f"""
+        SELECT c.id, c.merchant_id, c.chain, c.seq, c.row_id, c.hash, c.row_count, c.key_id,
+               c.mac, a.id AS found_id, a.hash AS found_hash
+        FROM {table}_checkpoints c
+        LEFT JOIN {table} a ON a.merchant_id = c.merchant_id AND a.chain = c.chain
+          AND a.seq = c.seq
+        ORDER BY c.merchant_id, c.chain, c.seq, c.id
+        """
+    )
+
+
+_ROW_AT = "SELECT id FROM {table} WHERE merchant_id = :merchant AND chain = :chain AND seq = :seq"
+
+
 @dataclass(frozen=True)
 class Break:
     table: str
     row_id: int
     merchant_id: str
+    chain: int
     problem: str
 
 
-async def first_break(engine: AsyncEngine, table: str) -> Break | None:
-    """The first broken row of `table`'s chains (None: intact, or no such table here)."""
+async def first_break(
+    engine: AsyncEngine, table: str, keys: AuditKeys | None = None
+) -> Break | None:
+    """The first broken row of `table`'s chains (None: intact, or no such table here). Raises
+    AuditKeyMissing when the table has checkpoints and `keys` lacks a key that signed one."""
     async with engine.connect() as connection:
         if await connection.scalar(text("SELECT to_regclass(:t)"), {"t": table}) is None:
             return None
         for row in await connection.execute(_check(table)):
             if not row.content_intact:
-                return Break(table, row.id, row.merchant_id, "content does not match its hash")
+                return Break(
+                    table, row.id, row.merchant_id, row.chain, "content does not match its hash"
+                )
             if not row.linked:
-                return Break(table, row.id, row.merchant_id, "not chained to the previous row")
+                return Break(
+                    table, row.id, row.merchant_id, row.chain, "not chained to the previous row"
+                )
+        if await connection.scalar(text("SELECT to_regclass(:t)"), {"t": f"{table}_checkpoints"}):
+            return await _first_unanchored(connection, table, keys)
+    return None
+
+
+async def _first_unanchored(
+    connection: AsyncConnection, table: str, keys: AuditKeys | None
+) -> Break | None:
+    """The first row that a checkpoint contradicts. Run after the chain check: every chain is
+    then whole from seq 1 to its last row, so a chain that once held `seq` rows holds them
+    still unless rows were cut off its end, and a row that hashes differently from its
+    checkpoint was rewritten, somewhere after the chain's last checkpoint that still holds."""
+    vouched: tuple[str, int, int] | None = None  # (merchant, chain, seq) last found as signed
+    for c in await connection.execute(_checkpoints(table)):
+        head = Head(table, c.merchant_id, c.chain, c.seq, c.row_id, bytes(c.hash), c.row_count)
+        if keys is None:
+            raise AuditKeyMissing(f"{table} has signed checkpoints: an audit key is needed")
+
+        def broken(row_id: int, problem: str, head: Head = head) -> Break:
+            return Break(table, row_id, head.merchant_id, head.chain, problem)
+
+        if not keys.verifies(head, c.key_id, bytes(c.mac)):
+            return broken(c.row_id, f"its checkpoint {c.id} does not verify with key {c.key_id}")
+        if c.found_id is None:
+            return broken(c.row_id, f"missing: checkpoint {c.id} vouches for it (seq {c.seq})")
+        if c.found_id != c.row_id or bytes(c.found_hash) != head.hash:
+            same_chain = vouched is not None and vouched[:2] == (c.merchant_id, c.chain)
+            first = vouched[2] + 1 if same_chain else 1
+            first_id = await connection.scalar(
+                text(_ROW_AT.format(table=table)),
+                {"merchant": c.merchant_id, "chain": c.chain, "seq": first},
+            )
+            return broken(
+                first_id,
+                f"rewritten: rows from seq {first} to {c.seq} do not hash to checkpoint {c.id}",
+            )
+        if c.row_count != c.seq:
+            return broken(c.row_id, f"checkpoint {c.id} counted {c.row_count} rows up to here")
+        vouched = (c.merchant_id, c.chain, c.seq)
     return None

@@ -94,6 +94,9 @@ class GatewaySettings(ServiceSettings):
     # PSP operations whose outcome is unknown longer than this are settled by asking the PSP.
     recovery_after_seconds: float = 60.0
     recovery_interval_seconds: float = 10.0
+    # How often payment_audit's chain heads are signed (audit_checkpoints): newer rows are not
+    # anchored yet.
+    audit_checkpoint_interval_seconds: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
     def _recovery_waits_for_every_psp_attempt(self) -> GatewaySettings:
@@ -151,6 +154,8 @@ class RebillSettings(ServiceSettings):
     # Workers: messages in flight per worker, and the ops port for /metrics (0: none).
     worker_prefetch: int = 16
     worker_http_port: int = 9105
+    # How often rebill_audit's chain heads are signed (audit_checkpoints).
+    audit_checkpoint_interval_seconds: float = Field(30.0, gt=0)
 
 
 class WebhookSettings(ServiceSettings):

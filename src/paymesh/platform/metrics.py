@@ -41,3 +41,10 @@ PSP_CALL_ERRORS = Counter(
     "Failed calls to a PSP, by reason (the gateway's charges, the vault's card provisioning).",
     ["psp", "reason"],
 )
+AUDIT_CHECKPOINT_AGE = Gauge(
+    "audit_chain_head_checkpoint_age_seconds",
+    "Seconds since the last complete round of signed checkpoints of an audit table's chain "
+    "heads began (audit rows newer than that are not anchored yet). Reported only by the "
+    "process that checkpoints the table.",
+    ["table"],
+)

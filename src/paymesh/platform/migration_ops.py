@@ -173,3 +173,46 @@ def drop_chained_audit(schema: str, table: str) -> None:
     op.execute(f"DROP FUNCTION {schema}.{table}_reject_change()")
     op.execute(f"DROP FUNCTION {schema}.{table}_chain()")
     op.execute(f"DROP FUNCTION {schema}.{table}_digest(bytea, {schema}.{table})")
+
+
+def create_audit_checkpoints(schema: str, table: str) -> None:
+    """`{table}_checkpoints`, version 1: signed heads of a chained audit table's chains
+    (paymesh.platform.audit_checkpoints), kept out of the audit table itself and append-only
+    by trigger like it. The database only stores them: the MAC's key never reaches it."""
+    checkpoints = f"{table}_checkpoints"
+    op.create_table(
+        checkpoints,
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+        sa.Column("merchant_id", sa.String(40), nullable=False),
+        sa.Column("chain", sa.SmallInteger, nullable=False),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+        sa.Column("row_id", sa.BigInteger, nullable=False),
+        sa.Column("hash", sa.LargeBinary, nullable=False),
+        sa.Column("row_count", sa.BigInteger, nullable=False),
+        sa.Column("key_id", sa.String(20), nullable=False),
+        sa.Column("mac", sa.LargeBinary, nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        schema=schema,
+    )
+    op.create_index(
+        f"{checkpoints}_chain_seq_idx", checkpoints, ["merchant_id", "chain", "seq"], schema=schema
+    )
+    op.execute(
+        f"""
+        CREATE FUNCTION {schema}.{checkpoints}_reject_change() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+          RAISE EXCEPTION '%.% is append-only', TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege';
+        END $$;
+        CREATE TRIGGER {checkpoints}_append_only BEFORE UPDATE OR DELETE ON {schema}.{checkpoints}
+          FOR EACH ROW EXECUTE FUNCTION {schema}.{checkpoints}_reject_change();
+        CREATE TRIGGER {checkpoints}_no_truncate BEFORE TRUNCATE ON {schema}.{checkpoints}
+          FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{checkpoints}_reject_change();
+        """
+    )
+
+
+def drop_audit_checkpoints(schema: str, table: str) -> None:
+    op.drop_table(f"{table}_checkpoints", schema=schema)
+    op.execute(f"DROP FUNCTION {schema}.{table}_checkpoints_reject_change()")
