@@ -479,6 +479,36 @@ local function check_request(handle, route, values, query)
   return true
 end
 
+-- What a request without an Idempotency-Key is told when its service does not answer (a
+-- crash, a timeout): Envoy's local reply (envoy.yaml) reads these headers. The answer to a
+-- request with a key advises a retry under it; one without a key cannot be retried safely,
+-- so it says what is true instead: the object it was on and where its outcome will show.
+local KEYLESS_HEADERS = { "x-paymesh-keyless-advice", "x-paymesh-keyless-payment-intent" }
+
+local function mark_keyless(handle, route, values, path)
+  -- Fetched again: a header map taken before the body was read is out of scope after it.
+  local headers = handle:headers()
+  if route.method == "GET" or route.raw_body or (headers:get("idempotency-key") or "") ~= "" then
+    return
+  end
+  local object_id
+  for n, name in ipairs(route.params) do
+    if name == "id" then object_id = values[n] end
+  end
+  if not object_id then
+    headers:replace("x-paymesh-keyless-advice",
+      "this request may or may not have taken effect, and sending it again may do it twice.")
+    return
+  end
+  local object_path = path:match("^/v1/[^/]+/[^/]+")
+  headers:replace("x-paymesh-keyless-advice", "this request on " .. object_id
+    .. " may or may not have taken effect. Its outcome will arrive as an event and on GET "
+    .. object_path .. ".")
+  if object_path:sub(1, 20) == "/v1/payment_intents/" then
+    headers:replace("x-paymesh-keyless-payment-intent", object_id)
+  end
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local raw_path = headers:get(":path") or "/"
@@ -492,6 +522,7 @@ function envoy_on_request(handle)
     end
   end
   headers:remove("x-paymesh-edge-reply")
+  for _, name in ipairs(KEYLESS_HEADERS) do headers:remove(name) end
   -- HTTP allows header names that gRPC metadata does not (`~`, `#`, …): a service would
   -- refuse the whole call. They cannot be meant for us, so they are dropped.
   local unfit = {}
@@ -516,5 +547,5 @@ function envoy_on_request(handle)
     end
     return
   end
-  check_request(handle, route, values, query)
+  if check_request(handle, route, values, query) then mark_keyless(handle, route, values, path) end
 end

@@ -355,8 +355,11 @@ def test_a_card_number_used_as_a_field_name_is_not_echoed(mesh, merchant):
         ("GET", "/v1/subscriptions/sub_missing/rebills?offset=0&limit=2&offset=1", "offset"),
         ("GET", "/v1/webhook_endpoints?starting_after=we_a&starting_after=we_b", "starting_after"),
         ("GET", "/v1/events?type=a.b&limit=3&type=c.d", "type"),
-        ("POST", "/v1/payment_intents/pi_missing/capture?amount_to_capture=1&amount_to_capture=2",
-         "amount_to_capture"),
+        (
+            "POST",
+            "/v1/payment_intents/pi_missing/capture?amount_to_capture=1&amount_to_capture=2",
+            "amount_to_capture",
+        ),
     ],
 )
 def test_a_query_parameter_given_twice_is_a_400_naming_it(mesh, merchant, method, path, name):
