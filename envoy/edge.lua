@@ -8,8 +8,9 @@
 --   3. a known path with another method is 405 (an unknown path stays the transcoder's 404);
 --   4. path variables, query parameters and the JSON body must fit the request message:
 --      an unknown field, a value of another JSON type (one spelling per value: true/false,
---      numbers as numbers, no nulls), broken UTF-8 or a control character is a 400 naming
---      the field. The transcoder would drop unknown fields and coerce values silently.
+--      numbers as numbers, no nulls), broken UTF-8, a control character or a field given
+--      twice (in the body or the query) is a 400 naming the field. The transcoder would drop
+--      unknown fields, coerce values and keep the last of two silently.
 -- Replies use the common error envelope (google.rpc.Status as JSON, as the services').
 
 local DOMAIN = "paymesh.dev"
@@ -180,7 +181,8 @@ Checker.__index = Checker
 local function syntax_error(message) error({ syntax = message }, 0) end
 
 function Checker.new(text)
-  return setmetatable({ s = text, i = 1, violations = {} }, Checker)
+  -- in_query: the fields that the query string gave, which the body may not give again.
+  return setmetatable({ s = text, i = 1, violations = {}, in_query = {} }, Checker)
 end
 
 function Checker:violation(field, reason, description)
@@ -357,7 +359,7 @@ function Checker:object(kind, field, depth)
     self:expect(":")
     local path = field == "" and name or field .. "." .. name
     local child = nil
-    if seen[name] then
+    if seen[name] or (field == "" and self.in_query[name]) then
       self:violation(path, "duplicate_parameter", shown(path) .. " is given twice")
     elseif kind and kind.t == "map" then
       child = kind.v
@@ -432,13 +434,18 @@ local function check_request(handle, route, values, query)
       checker:violation(name, "invalid_characters", name .. " must be UTF-8 text without control characters")
     end
   end
+  local seen = {}
   for pair in query:gmatch("[^&]+") do
     local name, value = pair:match("^([^=]*)=?(.*)$")
     name = percent_decode(name)
     local kind = field_kind(route.message, name)
     if not kind or from_path[name] or name == "" then
       checker:violation(name, "unknown_parameter", "Received unknown parameter: " .. shown(name))
+    elseif seen[name] and kind.t ~= "list" then
+      -- The transcoder would keep the last one silently; a repeated field takes one per value.
+      checker:violation(name, "duplicate_parameter", shown(name) .. " is given twice")
     else
+      seen[name] = true
       check_scalar(checker, kind.t == "list" and kind.v or kind, name, percent_decode(value))
     end
   end
@@ -452,6 +459,7 @@ local function check_request(handle, route, values, query)
         kind, field = MESSAGES[route.message][route.body], route.body
       end
       checker.s = text
+      checker.in_query = seen
       local ok, failure = pcall(function()
         checker:value(kind, field, 0)
         if checker:peek() ~= "" then syntax_error("text after the JSON value") end
@@ -471,6 +479,36 @@ local function check_request(handle, route, values, query)
   return true
 end
 
+-- What a request without an Idempotency-Key is told when its service does not answer (a
+-- crash, a timeout): Envoy's local reply (envoy.yaml) reads these headers. The answer to a
+-- request with a key advises a retry under it; one without a key cannot be retried safely,
+-- so it says what is true instead: the object it was on and where its outcome will show.
+local KEYLESS_HEADERS = { "x-paymesh-keyless-advice", "x-paymesh-keyless-payment-intent" }
+
+local function mark_keyless(handle, route, values, path)
+  -- Fetched again: a header map taken before the body was read is out of scope after it.
+  local headers = handle:headers()
+  if route.method == "GET" or route.raw_body or (headers:get("idempotency-key") or "") ~= "" then
+    return
+  end
+  local object_id
+  for n, name in ipairs(route.params) do
+    if name == "id" then object_id = values[n] end
+  end
+  if not object_id then
+    headers:replace("x-paymesh-keyless-advice",
+      "this request may or may not have taken effect, and sending it again may do it twice.")
+    return
+  end
+  local object_path = path:match("^/v1/[^/]+/[^/]+")
+  headers:replace("x-paymesh-keyless-advice", "this request on " .. object_id
+    .. " may or may not have taken effect. Its outcome will arrive as an event and on GET "
+    .. object_path .. ".")
+  if object_path:sub(1, 20) == "/v1/payment_intents/" then
+    headers:replace("x-paymesh-keyless-payment-intent", object_id)
+  end
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local raw_path = headers:get(":path") or "/"
@@ -484,6 +522,7 @@ function envoy_on_request(handle)
     end
   end
   headers:remove("x-paymesh-edge-reply")
+  for _, name in ipairs(KEYLESS_HEADERS) do headers:remove(name) end
   -- HTTP allows header names that gRPC metadata does not (`~`, `#`, …): a service would
   -- refuse the whole call. They cannot be meant for us, so they are dropped.
   local unfit = {}
@@ -508,5 +547,5 @@ function envoy_on_request(handle)
     end
     return
   end
-  check_request(handle, route, values, query)
+  if check_request(handle, route, values, query) then mark_keyless(handle, route, values, path) end
 end

@@ -10,7 +10,7 @@ import structlog
 from gateway_svc.domain.models import NewIntent, PaymentIntent, Refund
 from gateway_svc.idempotency import Idempotency
 from gateway_svc.payments import authorize, cancel, capture, refund
-from gateway_svc.payments.context import OutcomePending, Payments
+from gateway_svc.payments.context import OutcomePending, Payments, for_keyless
 from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.repository import PaymentRepository
 from paymesh.gateway.v1 import (
@@ -76,16 +76,18 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._idempotency = idempotency
         self._callers = callers
 
-    async def _idempotent(self, context, merchant, method: str, request, run):
+    async def _idempotent(self, context, merchant, method: str, request, run, intent_id=None):
         """Every POST: `run(claim)` at most once per idempotency key; a retry with the key
         answers with the object the key is bound to, as it is now, or the error. The caller
-        is authenticated first: nothing about the request is looked at before that."""
+        is authenticated first: nothing about the request is looked at before that. A request
+        on `intent_id` without a key that may have moved money is told where its outcome
+        will show, not to retry under a key it never had."""
         claim = await self._idempotency.claim(merchant, idempotency_key(context), method, request)
         if claim.awaiting_outcome is not None:
             obj = await self._object(claim.awaiting_outcome)
             if isinstance(obj, PaymentIntent) and obj.pending_operation:
                 # Replaying the object would show it as before the operation.
-                raise OutcomePending(obj.pending_operation)
+                raise OutcomePending(obj.pending_operation, obj.id)
             claim = replace(claim, replay_object=obj.id)  # settled, its key not yet
         if claim.is_replay:
             await context.send_initial_metadata((("idempotent-replayed", "true"),))
@@ -96,6 +98,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             obj = await run(claim)
         except Exception as error:
             await self._idempotency.settle_error(claim, error)
+            if claim.key is None and intent_id:
+                told = for_keyless(error, intent_id)
+                if told is not error:
+                    raise told from None
             raise
         structlog.contextvars.bind_contextvars(correlation_id=obj.id)
         return encode(obj)
@@ -137,6 +143,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             lambda claim: authorize.confirm(
                 self._payments, merchant, intent_id, request.payment_method, claim.ref
             ),
+            intent_id=intent_id,
         )
 
     async def CapturePaymentIntent(self, request, context):
@@ -150,6 +157,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             lambda claim: capture.capture(
                 self._payments, merchant, intent_id, request.amount_to_capture, claim.ref
             ),
+            intent_id=intent_id,
         )
 
     async def CancelPaymentIntent(self, request, context):
@@ -161,6 +169,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             "CancelPaymentIntent",
             request,
             lambda claim: cancel.cancel(self._payments, merchant, intent_id, claim.ref),
+            intent_id=intent_id,
         )
 
     async def CreateRefund(self, request, context):

@@ -11,6 +11,7 @@ from typing import Any
 
 from paymesh.platform.errors import FieldViolation, InvalidArgument
 from paymesh.platform.masking import luhn_valid
+from paymesh.platform.merchant_input import card_number_violation
 
 _SEPARATORS = re.compile(r"[ -]")
 # ASCII digits with spaces or dashes between them: `str.isdigit` would also take "²", "４"
@@ -147,6 +148,8 @@ def _billing_violations(billing: Mapping[str, Any]) -> list[FieldViolation]:
                     field, "invalid_characters", f"{field} must be text without control characters"
                 )
             )
+        elif found := card_number_violation(field, value):
+            violations.append(found)
         elif path == "email" and not _EMAIL.match(value):
             violations.append(FieldViolation(field, "invalid_email", "not an email address"))
     return violations

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from paymesh.platform.merchant_input import card_number_violation
 from paymesh.platform.problems import FieldViolation
 
 EVENT_TYPES = frozenset(
@@ -58,7 +59,7 @@ def description_violation(description: str) -> FieldViolation | None:
         return FieldViolation(
             "description", "too_long", f"description must be at most {MAX_DESCRIPTION} characters"
         )
-    return None
+    return card_number_violation("description", description)
 
 
 def subscribes(enabled_events: Sequence[str], event_type: str) -> bool:

@@ -45,9 +45,10 @@ def close_sandbox_breaker(mesh, merchant) -> None:
 
 
 @pytest.fixture
-def fragile(tmp_path):
+def fragile(infra, tmp_path):
     """A gateway (and what it needs) with a database of its own, to kill without hurting the
-    session's mesh, whose recovery sweep would otherwise settle this test's intent first."""
+    session's mesh, whose recovery sweep would otherwise settle this test's intent first.
+    (`infra` makes the session's service keys, which the vault and gateway need to start.)"""
     own = create_infra("paymesh_fragile")
     ports = Ports.free()
     env = base_env(own, **ports.service_env())

@@ -343,3 +343,42 @@ def test_a_card_number_used_as_a_field_name_is_not_echoed(mesh, merchant):
     assert response.status == 400
     assert set(fields_at_fault(response)) == {"metadata.************4242", "***********0005"}
     assert not pans_in(json.dumps(response.body))
+
+
+@pytest.mark.parametrize(
+    "method, path, name",
+    [
+        ("GET", "/v1/payment_intents?limit=1&limit=2", "limit"),
+        ("GET", "/v1/payment_intents?limit=1&limit=1", "limit"),
+        ("GET", "/v1/payment_intents?limit=1&%6Cimit=2", "limit"),
+        ("GET", "/v1/subscriptions?status=active&status=canceled", "status"),
+        ("GET", "/v1/subscriptions/sub_missing/rebills?offset=0&limit=2&offset=1", "offset"),
+        ("GET", "/v1/webhook_endpoints?starting_after=we_a&starting_after=we_b", "starting_after"),
+        ("GET", "/v1/events?type=a.b&limit=3&type=c.d", "type"),
+        (
+            "POST",
+            "/v1/payment_intents/pi_missing/capture?amount_to_capture=1&amount_to_capture=2",
+            "amount_to_capture",
+        ),
+    ],
+)
+def test_a_query_parameter_given_twice_is_a_400_naming_it(mesh, merchant, method, path, name):
+    response = send(mesh, method, path, headers=merchant.auth())
+
+    assert response.status == 400, response.body
+    assert reason(response) == "duplicate_parameter"
+    assert fields_at_fault(response) == {name: "duplicate_parameter"}
+    assert response.body["message"] == f"{name} is given twice"
+
+
+def test_a_field_given_in_the_query_and_the_body_is_a_400_naming_it(mesh, merchant):
+    response = send(
+        mesh,
+        "POST",
+        "/v1/payment_intents/pi_missing/capture?amount_to_capture=1",
+        '{"amount_to_capture": 2}',
+        merchant.auth(),
+    )
+
+    assert response.status == 400, response.body
+    assert fields_at_fault(response) == {"amount_to_capture": "duplicate_parameter"}

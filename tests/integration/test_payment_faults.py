@@ -350,3 +350,88 @@ def test_a_retry_of_an_operation_whose_outcome_is_unknown_says_so_until_it_is_se
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.body["status"] == settled
     assert replay.body["amount_received"] == ("3000" if verb == "capture" else "0")  # int64
+
+
+def error_info(response) -> dict:
+    [info] = [d for d in response.body["details"] if d["@type"].endswith("ErrorInfo")]
+    return info
+
+
+def assert_tells_keyless_caller_the_truth(response, intent_id: str) -> None:
+    """A 503 to a request without an Idempotency-Key: it names the intent and where its
+    outcome will show, and advises no key the request never had."""
+    assert response.status == 503, response.body
+    message = response.body["message"]
+    assert intent_id in message
+    assert f"GET /v1/payment_intents/{intent_id}" in message
+    assert "event" in message
+    assert "idempotency" not in message.lower()
+    assert error_info(response)["metadata"]["payment_intent"] == intent_id
+
+
+def test_a_keyless_capture_whose_answer_is_lost_names_its_intent_not_a_key(mesh, merchant, knobs):
+    authorized = pay(mesh, merchant, capture_method="manual").body
+    assert authorized["status"] == "requires_capture", authorized
+
+    knobs(ambiguous_rate=1.0, operations=["capture"])  # captured at the PSP, answer lost
+    lost = post(mesh, merchant, f"/v1/payment_intents/{authorized['id']}/capture")
+    knobs(ambiguous_rate=0.0, operations=[])
+
+    assert reason_of(lost) == "psp_outcome_unknown"
+    assert_tells_keyless_caller_the_truth(lost, authorized["id"])
+    settled = wait_until(
+        lambda: (i := intent(mesh, merchant, authorized["id"]))["status"] == "succeeded" and i,
+        timeout=40,
+    )
+    assert settled["amount_received"] == "1000"
+
+
+def test_a_keyless_confirm_cut_by_a_crash_names_its_intent_not_a_key(fragile):
+    mesh, infra, merchant = fragile
+    mesh.start_envoy()
+    mesh.wait_until([mesh.url("/healthz")], 30)
+    wait_until(  # Envoy has seen the gateway healthy
+        lambda: (
+            call(mesh.url("/v1/payment_intents/pi_missing"), headers=merchant.auth()).status == 404
+        ),
+        timeout=30,
+        interval=0.5,
+    )
+    token = tokenize(mesh, merchant).body["id"]
+    created = post(mesh, merchant, "/v1/payment_intents", {"amount": 2100, "currency": "usd"})
+    intent_id = created.body["id"]
+    sandbox(mesh, "/_knobs", {"latency_ms": 1500, "operations": ["authorize"]})
+    answers = []
+    confirming = threading.Thread(
+        target=lambda: answers.append(
+            post(
+                mesh,
+                merchant,
+                f"/v1/payment_intents/{intent_id}/confirm",
+                {"payment_method": token},
+            )
+        ),
+        daemon=True,
+    )
+    confirming.start()
+    wait_until(lambda: intent(mesh, merchant, intent_id)["status"] == "processing", timeout=10)
+    time.sleep(0.3)  # the charge is on its way to the sandbox
+    mesh.processes["gateway"].send_signal(signal.SIGKILL)
+    mesh.processes["gateway"].wait()
+    confirming.join(timeout=15)
+    sandbox(mesh, "/_knobs", {"latency_ms": 0, "operations": []})
+
+    [cut] = answers
+    assert_tells_keyless_caller_the_truth(cut, intent_id)
+    # What the answer promised: GET shows the outcome once the restarted gateway settles it.
+    mesh.spawn("gateway", [sys.executable, "-m", "gateway_svc"])
+    mesh.wait_until([f"http://127.0.0.1:{mesh.ports.http['gateway']}/readyz"], 30)
+    settled = wait_until(  # (503 until Envoy has seen the new gateway healthy)
+        lambda: (
+            (i := intent(mesh, merchant, intent_id)).get("status") not in (None, "processing") and i
+        ),
+        timeout=40,
+        interval=0.5,
+    )
+    assert settled["status"] == "succeeded"
+    assert len(charges_of(mesh, intent_id)) == 1

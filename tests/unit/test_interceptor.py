@@ -176,3 +176,13 @@ def test_a_database_outage_is_unavailable_not_internal():
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert details(error, error_details_pb2.ErrorInfo).reason == "database_unavailable"
     assert "SELECT" not in error.details()
+
+
+def test_a_database_outage_advises_the_same_key_only_to_a_request_that_had_one():
+    keyless = call("pi_db_down")
+    keyed = call("pi_db_down", metadata=(("idempotency-key", "order-1"),))
+
+    assert "idempotency" not in keyless.details().lower()
+    assert "may or may not" in keyless.details()
+    assert details(keyless, error_details_pb2.ErrorInfo).reason == "database_unavailable"
+    assert "retry with the same Idempotency-Key" in keyed.details()

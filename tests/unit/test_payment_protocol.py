@@ -8,17 +8,19 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from gateway_svc.domain.models import NewIntent
 from gateway_svc.domain.outcomes import Authorization, NotProcessed, OutcomeUnknown, PspDeclined
 from gateway_svc.domain.status import IntentStatus
 from gateway_svc.memory_repository import InMemoryPaymentRepository
 from gateway_svc.payments import authorize, capture, recovery
-from gateway_svc.payments.context import OutcomePending, Payments
+from gateway_svc.payments.context import OutcomePending, Payments, for_keyless
 from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.psp.routing import PspRouter, RetryPolicy, make_breaker
 from gateway_svc.repository import KeyRef
 from paymesh.platform.callers import Merchant
+from paymesh.platform.problems import NotFound
 
 MERCHANT = Merchant("acct_unit", False)
 
@@ -214,3 +216,17 @@ def test_a_remembered_card_revoked_since_is_declined_by_the_vault_and_never_sent
     assert declined.status == IntentStatus.REQUIRES_PAYMENT_METHOD
     assert declined.last_payment_error["decline_code"] == "payment_method_detached"
     assert [call for call in sandbox.calls if call[0] == "authorize"] == [sandbox.calls[0]]
+
+
+def test_a_keyless_request_hears_where_its_outcome_will_show_not_to_retry_under_a_key():
+    lost = for_keyless(OutcomePending("capture", "pi_abc"), "pi_abc")
+    cut = for_keyless(OperationalError("UPDATE", {}, ConnectionResetError()), "pi_abc")
+    missing = NotFound("no such payment_intent", reason="resource_missing")
+
+    for told, reason in ((lost, "psp_outcome_unknown"), (cut, "database_unavailable")):
+        assert told.reason == reason
+        assert told.metadata == {"payment_intent": "pi_abc"}
+        assert "GET /v1/payment_intents/pi_abc" in told.message and "event" in told.message
+        assert "idempotency" not in told.message.lower()
+    assert for_keyless(missing, "pi_abc") is missing
+    assert "Idempotency-Key" in OutcomePending("capture", "pi_abc").message

@@ -7,6 +7,7 @@ from paymesh.platform.merchant_input import (
     CURRENCIES,
     MAX_AMOUNT,
     amount_violation,
+    card_number_violation,
     id_shaped,
     metadata_violations,
     payment_method_violation,
@@ -52,6 +53,8 @@ def validate_new_intent(
                 "description", "too_long", f"description is at most {DESCRIPTION_MAX} characters"
             )
         )
+    elif found := card_number_violation("description", description):
+        violations.append(found)
     violations += metadata_violations(metadata)
     if violations:
         raise InvalidArgument(violations)

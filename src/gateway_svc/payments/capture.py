@@ -107,7 +107,7 @@ async def send_reserved(payments: Payments, reserved: PaymentIntent, operation):
         await release(payments, reserved, "api", "psp_unavailable")
         raise psp_unavailable() from None
     except OutcomeUnknown:
-        raise OutcomePending(reserved.pending_operation or "") from None
+        raise OutcomePending(reserved.pending_operation or "", reserved.id) from None
 
 
 async def finish(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from gateway_svc.idempotency import OUTCOME_UNKNOWN
 from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.psp.routing import PspRouter
 from gateway_svc.repository import KeyRef, PaymentRepository
 from paymesh.platform.callers import Merchant
+from paymesh.platform.interceptors import DATABASE_OUTAGES
 from paymesh.platform.problems import FailedPrecondition, Unavailable
 
 ROUTE_CACHE_SECONDS = 5.0
@@ -26,15 +28,41 @@ RETRY_OUTCOME_AFTER_SECONDS = 10
 
 
 class OutcomePending(Unavailable):
-    """The PSP may have done it; the recovery sweep settles it. Retrying is safe."""
+    """The PSP may have done it; the recovery sweep settles it. Retrying under the same
+    Idempotency-Key is safe (see `for_keyless` for a request that had none)."""
 
-    def __init__(self, what: str):
+    def __init__(self, what: str, intent_id: str):
         super().__init__(
-            f"the payment processor did not answer the {what}; its outcome is settled"
-            " automatically. Retry with the same Idempotency-Key to see it.",
-            reason="psp_outcome_unknown",
+            f"the payment processor did not answer the {what} of {intent_id}; its outcome is"
+            " settled automatically. Retry with the same Idempotency-Key to see it.",
+            reason=OUTCOME_UNKNOWN,
+            metadata={"payment_intent": intent_id},
             retry_after_seconds=RETRY_OUTCOME_AFTER_SECONDS,
         )
+        self.what = what
+
+
+def for_keyless(error: Exception, intent_id: str) -> Exception:
+    """`error` as a request without an Idempotency-Key must hear it: a 503 after which the
+    request may have moved money names the intent and where its outcome will show, instead of
+    advising a retry under a key it never had (a keyless retry is a new request)."""
+    outcome = f" Its outcome will arrive as an event and on GET /v1/payment_intents/{intent_id}."
+    if isinstance(error, OutcomePending):
+        message = (
+            f"the payment processor did not answer the {error.what} of {intent_id}; it is"
+            " settled automatically." + outcome
+        )
+    elif isinstance(error, DATABASE_OUTAGES) or (
+        isinstance(error, Unavailable) and error.reason == "database_unavailable"
+    ):
+        message = (
+            f"the database became unavailable during this request for {intent_id}; it may or"
+            " may not have taken effect." + outcome
+        )
+    else:
+        return error
+    reason = OUTCOME_UNKNOWN if isinstance(error, OutcomePending) else "database_unavailable"
+    return Unavailable(message, reason=reason, metadata={"payment_intent": intent_id})
 
 
 def settles_keys(actor: str, key: KeyRef | None) -> bool:

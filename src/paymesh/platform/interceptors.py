@@ -23,12 +23,27 @@ log = structlog.get_logger(__name__)
 # The database could not be reached (down, restarting, a connection cut) or gave a
 # transaction up (psycopg counts serialization failures, deadlocks and timeouts as operational
 # errors too): a retry may succeed, so callers get 503, not 500. Under an Idempotency-Key a
-# retry is safe whatever was done.
+# retry is safe whatever was done; without one, a write may or may not have been done, and
+# the caller is told so rather than advised to use a key it never sent.
 DATABASE_OUTAGES = (OperationalError, InterfaceError, psycopg.OperationalError)
 DATABASE_UNAVAILABLE = errors.Unavailable(
     "the database is unavailable: retry with the same Idempotency-Key",
     reason="database_unavailable",
 )
+DATABASE_UNAVAILABLE_KEYLESS = errors.Unavailable(
+    "the database is unavailable: a change this request asked for may or may not have been"
+    " made, so look the object up before sending the request again",
+    reason="database_unavailable",
+)
+
+
+def _database_unavailable(context_vars: dict[str, str]) -> errors.Unavailable:
+    return (
+        DATABASE_UNAVAILABLE
+        if context_vars.get("idempotency_key")
+        else DATABASE_UNAVAILABLE_KEYLESS
+    )
+
 
 # Request metadata bound into every log line of the call (values of secrets are masked).
 _LOGGED_METADATA = {
@@ -113,7 +128,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 except DATABASE_OUTAGES as error:
                     code = grpc.StatusCode.UNAVAILABLE
                     log.warning("rpc_database_unavailable", error=type(error).__name__)
-                    await _abort(context, DATABASE_UNAVAILABLE, request_id)
+                    await _abort(context, _database_unavailable(context_vars), request_id)
                 except Exception as error:  # noqa: BLE001 - the generic fallback, by design
                     code = grpc.StatusCode.INTERNAL
                     log.exception("rpc_failed")
@@ -148,7 +163,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 except DATABASE_OUTAGES as error:
                     code = grpc.StatusCode.UNAVAILABLE
                     log.warning("rpc_database_unavailable", error=type(error).__name__)
-                    await _abort(context, DATABASE_UNAVAILABLE, request_id)
+                    await _abort(context, _database_unavailable(context_vars), request_id)
                 except asyncio.CancelledError:
                     code = grpc.StatusCode.CANCELLED  # the caller hung up: a stream's end
                     raise

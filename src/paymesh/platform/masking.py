@@ -39,15 +39,27 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _mask(match: re.Match[str]) -> str:
-    digits = "".join(str(unicodedata.digit(c)) for c in match.group() if c not in " -")
+def _card_digits(run: str) -> str | None:
+    """The digits of a run of `_DIGIT_RUN` when they are a card number, else None."""
+    digits = "".join(str(unicodedata.digit(c)) for c in run if c not in " -")
     if 12 <= len(digits) <= 19 and digits[0] != "0" and len(set(digits)) > 1 and luhn_valid(digits):
-        return "*" * (len(digits) - 4) + digits[-4:]
-    return match.group()
+        return digits
+    return None
+
+
+def _mask(match: re.Match[str]) -> str:
+    digits = _card_digits(match.group())
+    return "*" * (len(digits) - 4) + digits[-4:] if digits else match.group()
 
 
 def redact_pans(text: str) -> str:
     return _DIGIT_RUN.sub(_mask, text)
+
+
+def contains_card_number(text: str) -> bool:
+    """Whether `text` holds a card number, as `redact_pans` would mask it: the one test of
+    free text (descriptions, metadata, names) that services refuse to store."""
+    return any(_card_digits(run.group()) for run in _DIGIT_RUN.finditer(text))
 
 
 def _masked(value: Any) -> Any:

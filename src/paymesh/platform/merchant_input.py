@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from paymesh.platform.masking import contains_card_number, redact_pans
 from paymesh.platform.problems import FieldViolation
 
 MAX_AMOUNT = 99_999_999
@@ -51,15 +52,38 @@ def payment_method_violation(payment_method: str) -> FieldViolation | None:
     return None
 
 
+def card_number_violation(field: str, text: str) -> FieldViolation | None:
+    """A card number in free text (a description, a note, a name) would be stored and echoed
+    in clear: refused, naming the field, never the number. A 12-19 digit reference that
+    happens to pass Luhn is refused too: nothing tells it from a card number."""
+    if contains_card_number(text):
+        return FieldViolation(
+            redact_pans(field),
+            "card_number_in_free_text",
+            f"{redact_pans(field)} holds a card number: send cards to POST /v1/payment_methods"
+            " only, never in free text",
+        )
+    return None
+
+
 def metadata_violations(metadata: dict[str, str]) -> list[FieldViolation]:
     if len(metadata) > METADATA_MAX_PAIRS:
         return [FieldViolation("metadata", "too_many_keys", f"at most {METADATA_MAX_PAIRS} pairs")]
-    return [
-        FieldViolation(
-            f"metadata.{key[:METADATA_KEY_MAX]}",
-            "invalid_metadata",
-            f"keys 1-{METADATA_KEY_MAX} characters, values at most {METADATA_VALUE_MAX}",
+    violations = []
+    for key, value in metadata.items():
+        # A key is checked whole: cut to its first 40 characters, a card number in it
+        # might no longer pass Luhn, and most of it would be echoed.
+        found = card_number_violation(f"metadata.{key}", key) or card_number_violation(
+            f"metadata.{key[:METADATA_KEY_MAX]}", value
         )
-        for key, value in metadata.items()
-        if not 1 <= len(key) <= METADATA_KEY_MAX or len(value) > METADATA_VALUE_MAX
-    ]
+        if found is None and (
+            not 1 <= len(key) <= METADATA_KEY_MAX or len(value) > METADATA_VALUE_MAX
+        ):
+            found = FieldViolation(
+                f"metadata.{key[:METADATA_KEY_MAX]}",
+                "invalid_metadata",
+                f"keys 1-{METADATA_KEY_MAX} characters, values at most {METADATA_VALUE_MAX}",
+            )
+        if found:
+            violations.append(found)
+    return violations
