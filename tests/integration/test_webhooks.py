@@ -449,6 +449,39 @@ def test_a_destination_that_resolves_to_loopback_is_refused_when_loopback_is_not
         assert "loopback" in answer.body["details"][-1]["field_violations"][0]["description"]
 
 
+@pytest.mark.parametrize(
+    ("host", "ipv4"),
+    [
+        ("[2002:7f00:1::]", "127.0.0.1"),  # 6to4
+        ("[2002:a9fe:a9fe::]", "169.254.169.254"),
+        ("[2002:a00:1::]", "10.0.0.1"),
+        ("[64:ff9b::a9fe:a9fe]", "169.254.169.254"),  # NAT64
+        ("[::ffff:a9fe:a9fe]", "169.254.169.254"),  # IPv4-mapped
+        ("[2001:0:4136:e378:8000:63bf:5601:5601]", "169.254.169.254"),  # Teredo
+    ],
+)
+def test_an_endpoint_whose_ipv6_address_leads_to_a_private_ipv4_is_refused(
+    mesh, merchant, host, ipv4
+):
+    """Under the production default, through the REST edge: 400 naming `url` and the IPv4,
+    and no endpoint made."""
+    body = {"url": f"http://{host}/hook", "enabled_events": ["*"]}
+    answer = post(mesh, merchant, "/v1/webhook_endpoints", body)
+    assert answer.status == 400, (host, answer.body)
+    [violation] = answer.body["details"][-1]["field_violations"]
+    assert violation["field"] == "url" and ipv4 in violation["description"], violation
+    listed = call(mesh.url("/v1/webhook_endpoints?limit=100"), "GET", merchant.auth()).body
+    assert all(host not in endpoint["url"] for endpoint in listed["data"])
+
+
+def test_an_endpoint_whose_6to4_address_leads_to_a_public_ipv4_is_accepted(mesh, merchant):
+    body = {"url": "http://[2002:808:808::]/hook", "enabled_events": ["payment_method.detached"]}
+    answer = post(mesh, merchant, "/v1/webhook_endpoints", body)
+    assert answer.status == 200, answer.body
+    path = f"/v1/webhook_endpoints/{answer.body['id']}"
+    assert call(mesh.url(path), "DELETE", merchant.auth()).body["deleted"] is True
+
+
 # --- the internal event stream -------------------------------------------------------------
 
 
