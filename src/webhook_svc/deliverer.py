@@ -3,6 +3,9 @@ delivery is leased in the statement that claims it (SKIP LOCKED), so one event i
 to one endpoint twice at the same time; a replica that dies mid-send leaves a lease that
 lapses, and the delivery is sent again with the same `webhook-id` (at least once).
 
+One object's events go to one endpoint in sequence order: the claim takes none while an
+earlier one of its object to that endpoint is pending (being sent, or waiting for a retry).
+
 A replica keeps up to `max_in_flight` sends going, at most `per_endpoint` to one endpoint,
 started in the order they fell due; each endpoint has its own circuit breaker and every send
 its timeout, so one dead endpoint cannot slow the others. Outcomes are written in batches:
@@ -127,14 +130,29 @@ class _Gates:
 # with what sending needs (the event, the endpoint's URL and secrets). At most `per_endpoint`
 # of one endpoint per claim (twice its concurrency), none of the endpoints this replica holds
 # that many of already: a slow endpoint's backlog never takes the others' places.
+# One object's events go to an endpoint in sequence order: none is claimed while an earlier
+# one of its object to that endpoint is still pending (in flight, or waiting for a retry).
+# Due times and this replica's per-object queue cannot say it alone: a backlog is due at one
+# instant, and an earlier event claimed before a stop (SIGSTOP, a hung host) comes back unsent
+# or failed after it while the later one, claimed since, goes.
 _CLAIM = text(
     """
     WITH candidates AS (
       SELECT d.id, d.endpoint_id, d.next_attempt_at FROM webhook.deliveries d
       JOIN webhook.webhook_endpoints e ON e.id = d.endpoint_id
+      JOIN webhook.events ev ON ev.id = d.event_id
       WHERE d.status = 'pending' AND d.next_attempt_at <= now()
         AND (d.leased_until IS NULL OR d.leased_until < now())
         AND e.status = 'enabled' AND d.endpoint_id <> ALL(CAST(:busy AS text[]))
+        AND NOT EXISTS (
+          SELECT 1 FROM webhook.events earlier
+          JOIN webhook.deliveries waiting
+            ON waiting.event_id = earlier.id AND waiting.endpoint_id = d.endpoint_id
+          WHERE earlier.object_id = ev.object_id AND earlier.object_type = ev.object_type
+            AND earlier.merchant_id = ev.merchant_id AND earlier.livemode = ev.livemode
+            AND (earlier.sequence, earlier.created_at, earlier.id)
+                < (ev.sequence, ev.created_at, ev.id)
+            AND waiting.status = 'pending')
       ORDER BY d.next_attempt_at, d.id
       LIMIT 4 * :limit
     ), ranked AS (
@@ -493,6 +511,9 @@ class Deliverer:
             except Exception as error:  # noqa: BLE001 - the leases lapse: sent again later
                 log.warning("webhook_record_failed", error=type(error).__name__, count=len(batch))
                 await asyncio.sleep(1.0)
+                continue
+            if any(o.kind in ("succeeded", "dead") for o in batch):
+                self._wake.set()  # the objects' next events may be claimed now
 
     async def _record(self, batch: Sequence[Outcome]) -> None:
         async with self._engine.begin() as connection:

@@ -2,7 +2,8 @@
 unless an operator's allowlist admits the network (`WEBHOOK_ALLOWED_NETWORKS`: `make run`
 admits loopback; the production default admits nothing private). A URL is checked when an
 endpoint is created or changed, and its addresses again at every connection, since DNS can
-change between the two."""
+change between the two. An IPv6 address that carries an IPv4 one (IPv4-mapped, NAT64, 6to4,
+Teredo) is refused for what its IPv4 would be refused for."""
 
 from __future__ import annotations
 
@@ -43,21 +44,56 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+# NAT64's well-known prefix (RFC 6052): a translator carries the connection to the IPv4 in
+# the last 32 bits, so such an address is that IPv4.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def carried_ipv4(address: ipaddress.IPv6Address) -> tuple[str, list[ipaddress.IPv4Address]]:
+    """The IPv4 addresses an IPv6 address leads to, and how it carries them ("" and [] if
+    it carries none): IPv4-mapped and NAT64 (the address is that IPv4), 6to4 (a relay
+    reaches it) and Teredo (the server, and the client the last 32 bits name)."""
+    if address.ipv4_mapped:
+        return "IPv4-mapped", [address.ipv4_mapped]
+    if address in NAT64:
+        return "NAT64", [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+    if address.sixtofour:
+        return "6to4", [address.sixtofour]
+    if address.teredo:
+        return "Teredo", list(address.teredo)
+    return "", []
+
+
 class AddressPolicy:
     def __init__(self, allowed_networks: Iterable[str] = ()):
         self._allowed = [ipaddress.ip_network(n.strip()) for n in allowed_networks if n.strip()]
 
     def refusal(self, address: IpAddress) -> str | None:
-        """Why an address is refused, or None if webhooks may go there."""
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if any(address in network for network in self._allowed):
+        """Why an address is refused ("loopback address", "private address …"), or None if
+        webhooks may go there. An IPv6 address that carries an IPv4 one is refused for what
+        that IPv4 would be refused for."""
+        if self._admitted(address):
             return None
-        for kind in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
+        if isinstance(address, ipaddress.IPv6Address):
+            how, carried = carried_ipv4(address)
+            for ipv4 in carried:
+                refusal = self.refusal(ipv4)
+                if refusal:
+                    return f"{refusal} {ipv4}, carried by {how} {address}"
+            if how in ("IPv4-mapped", "NAT64"):
+                return None  # the address is that IPv4, which may be reached
+        return self._kind_refused(address)
+
+    def _admitted(self, address: IpAddress) -> bool:
+        return any(address in network for network in self._allowed)
+
+    @staticmethod
+    def _kind_refused(address: IpAddress) -> str | None:
+        for kind in ("loopback", "link_local", "private", "multicast", "reserved", "unspecified"):
             if getattr(address, f"is_{kind}"):
-                return kind.replace("_", "-")
+                return kind.replace("_", "-") + " address"
         if not address.is_global:
-            return "non-public"
+            return "non-public address"
         return None
 
     async def check_host(self, host: str, port: int) -> None:
@@ -68,7 +104,7 @@ class AddressPolicy:
         for text in addresses:
             refusal = self.refusal(ipaddress.ip_address(text.split("%", 1)[0]))
             if refusal:
-                raise DestinationRefused(f"{host} resolves to a {refusal} address")
+                raise DestinationRefused(f"{host} resolves to a {refusal}")
 
 
 async def check_url(policy: AddressPolicy, url: str) -> str | None:

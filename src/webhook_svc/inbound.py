@@ -38,6 +38,9 @@ MAX_BODY_BYTES = 1024 * 1024  # Envoy refuses larger bodies with 413 before they
 SIGNATURE_HEADERS = {"stripe": "stripe-signature", "sandbox": "sandbox-signature"}
 GATEWAY_TIMEOUT_SECONDS = 5.0
 FINAL = ("applied", "already_applied", "ignored")
+# What an event's `created` may be: a Unix time from 1970 to the end of year 9999 (what a
+# datetime and a protobuf Timestamp can hold; no PSP event is older than the epoch).
+LATEST_CREATED = 253402300799
 
 LAG = Histogram(
     "webhook_lag_seconds",
@@ -85,6 +88,10 @@ def read_event(body: bytes) -> dict:
     ):
         raise InvalidArgument.for_field(
             "body", "invalid_event", "the event needs an id, a type and created"
+        )
+    if not 0 <= event["created"] <= LATEST_CREATED:
+        raise InvalidArgument.for_field(
+            "created", "invalid_event", "created must be a Unix time between 1970 and 9999"
         )
     return event
 
@@ -137,7 +144,8 @@ class Inbox:
 
     async def receive(self, psp: str, event: dict) -> str:
         """Records a delivery; the event's status before it (`new` for its first)."""
-        # Read here, not in the batch: a bad value fails its own webhook, not the others.
+        # Read here, not in the batch: a bad value (read_event refuses those) would fail its own
+        # webhook, not the others.
         created = datetime.fromtimestamp(event["created"], UTC).isoformat()
         return await self._receipts.submit((psp, event, created))
 
@@ -266,8 +274,12 @@ class PspWebhookServicer(psp_webhook_pb2_grpc.PspWebhookServiceServicer):
             ) from None
         try:
             event = read_event(body)
-        except InvalidArgument:
+        except InvalidArgument as unreadable:
             PSP_EVENTS.labels(psp, "refused").inc()
+            [violation] = unreadable.violations
+            log.warning(
+                "psp_webhook_refused", psp=psp, reason=violation.reason, field=violation.field
+            )
             raise
         structlog.contextvars.bind_contextvars(psp=psp, psp_event=event["id"])
         before = await self._inbox.receive(psp, event)

@@ -213,6 +213,39 @@ def test_a_body_over_1_mib_is_413_and_an_unknown_psp_404(mesh):
     assert unknown.status == 404
 
 
+def refused_count(mesh, psp: str) -> float:
+    metrics = call(f"http://127.0.0.1:{mesh.ports.http['webhook']}/metrics").body
+    wanted = f'webhook_psp_events_total{{outcome="refused",psp="{psp}"}}'
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(wanted))
+
+
+@pytest.mark.parametrize("psp", ["sandbox", "stripe"])
+def test_a_signed_event_created_at_an_impossible_time_is_400_and_recorded_as_refused(
+    mesh, infra, psp
+):
+    """Year 31 million, year −29 700, 2^63 s: a time no PSP event has (these were a 500,
+    which the PSP sends again and again). Refused like any unreadable event: nothing in the
+    inbox, counted as refused; and a well-formed event right after is handled as before."""
+    before = refused_count(mesh, psp)
+    refused = {}
+    for created in (10**15, -(10**12), 2**63):
+        bad = event("charge.updated", {"id": "ch_x"}, created=created)
+        refused[created] = (bad["id"], signed(mesh, psp, bad))
+
+    for created, (event_id, answer) in refused.items():
+        assert answer.status == 400, (created, answer.status, answer.body)
+        assert reason_of(answer) == "invalid_event"
+        [bad_request] = [d for d in answer.body["details"] if d["@type"].endswith("BadRequest")]
+        assert [v["field"] for v in bad_request["field_violations"]] == ["created"]
+        assert inbox(infra, psp, event_id) is None
+    assert refused_count(mesh, psp) - before == 3
+
+    normal = event("charge.updated", {"id": "ch_x"})
+    answer = signed(mesh, psp, normal)
+    assert answer.status == 200 and answer.body["outcome"] == "ignored", answer.body
+    assert inbox(infra, psp, normal["id"])[:2] == ("ignored", "unsupported_event")
+
+
 def test_no_api_key_is_needed_and_unsupported_events_are_recorded_as_ignored(mesh):
     answer = signed(mesh, "sandbox", event("charge.updated", {"id": "ch_x"}))
 

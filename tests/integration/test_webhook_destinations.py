@@ -56,8 +56,37 @@ def test_a_redirect_is_not_followed():
         "http://[::ffff:127.0.0.1]/x",
         "http://0.0.0.0/x",
         "http://224.0.0.1/x",
+        # IPv6 addresses that lead to a private IPv4: 6to4, NAT64, IPv4-mapped, Teredo
+        "http://[2002:7f00:1::]/x",
+        "http://[2002:a9fe:a9fe::]/latest/meta-data",
+        "http://[2002:a00:1::]/x",
+        "http://[64:ff9b::a9fe:a9fe]/x",
+        "http://[64:ff9b:1::a00:1]/x",
+        "http://[::ffff:a00:1]/x",
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/x",
     ],
 )
 def test_private_and_reserved_addresses_are_refused_at_creation(url):
     problem = asyncio.run(check_url(AddressPolicy(), url))
     assert problem and "not allowed" in problem
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[2002:808:808::]/x", "https://[64:ff9b::808:808]:8443/x", "http://8.8.8.8/x"]
+)
+def test_an_ipv6_address_leading_to_a_public_ipv4_is_accepted_at_creation(url):
+    assert asyncio.run(check_url(AddressPolicy(), url)) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "ipv4"),
+    [("[2002:7f00:1::]", "127.0.0.1"), ("[64:ff9b::7f00:1]", "127.0.0.1")],
+)
+def test_an_ipv6_literal_leading_to_loopback_is_refused_at_connection(host, ipv4):
+    """Nothing is sent, and the error names what it leads to (before, a 6to4 literal was
+    connected to: whatever relays 2002::/16 here would have carried it to 127.0.0.1)."""
+    with running_receiver() as receiver:
+        status, _, error = post(AddressPolicy(), receiver.url("/hook", host=host))
+        assert status is None and error.startswith("destination_refused"), error
+        assert ipv4 in error
+        assert receiver.requests == []

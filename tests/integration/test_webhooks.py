@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +36,7 @@ from tests.integration.test_rebill_faults import FaultMesh, fault_mesh
 from tests.support.http import call
 from tests.support.receiver import Receiver, Script, running_receiver
 from tests.support.waiting import wait_until
+from webhook_svc.rules import EVENT_TYPES
 
 pytestmark = pytest.mark.integration
 
@@ -164,6 +166,71 @@ def test_an_asymmetric_endpoint_is_verified_with_its_public_key_alone(hooks):
     intent = pay(hooks.mesh, merchant).body
     [request] = hooks.deliveries("/v1a", 1)
     assert verified_v1a(endpoint["public_key"], request)["data"]["object"]["id"] == intent["id"]
+
+
+def test_a_backlog_after_the_service_was_stopped_reaches_the_endpoint_in_each_objects_order(
+    hooks,
+):
+    """webhook_svc is frozen (SIGSTOP) while 12 of 20 payments run and thawed after the
+    burst: what it had claimed before is stale, what came meanwhile is due at once, more of it
+    than one claim takes. Each object's events still reach the endpoint in sequence order
+    (before, a later event of an object went while the earlier one, claimed before the stop,
+    was put back unsent)."""
+    merchant = hooks.merchant("backlog")
+    hooks.receiver.scripts["/backlog"] = Script(statuses=[200], hang_seconds=0.5)
+    hooks.endpoint(merchant, "/backlog")
+    webhook_svc = hooks.mesh.processes["webhook"]
+
+    def payment(_):
+        intent = pay(hooks.mesh, merchant, capture_method="manual").body
+        captured = post(hooks.mesh, merchant, f"/v1/payment_intents/{intent['id']}/capture")
+        assert captured.status == 200, captured.body
+        return intent["id"]
+
+    intents: list[str] = []
+    # Stopped longer than a claimed delivery may wait to start (its lease less its timeout),
+    # then longer than its lease.
+    for pause in (5.5, 9.0):
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            running = [pool.submit(payment, n) for n in range(20)]
+            wait_until(lambda fs=running: sum(f.done() for f in fs) >= 8, timeout=60)
+            os.kill(webhook_svc.pid, signal.SIGSTOP)
+            stopped = time.monotonic()
+            try:
+                intents += [f.result(timeout=60) for f in running]
+                time.sleep(max(0.0, stopped + pause - time.monotonic()))
+            finally:
+                os.kill(webhook_svc.pid, signal.SIGCONT)
+
+    # What the endpoint must get of the intents: every event of theirs that webhooks carry.
+    expected = hooks.faults.scalar(
+        "SELECT count(*) FROM gateway.outbox WHERE aggregate_id = ANY(%s) AND event_type = ANY(%s)",
+        (intents, sorted(EVENT_TYPES)),
+    )
+    assert expected == 40 * 3  # created, requires_capture, succeeded
+
+    def received() -> dict[str, list[tuple[int, str]]]:
+        """Each object's events as they reached the endpoint, sent again ones included (one
+        whose answer came after the thaw had timed out, or whose lease had lapsed)."""
+        sent: dict[str, list[tuple[int, str]]] = {}
+        for request in hooks.receiver.at("/backlog"):
+            body = json.loads(request.body)
+            sent.setdefault(body["data"]["object"]["id"], []).append(
+                (body["sequence"], body["type"])
+            )
+        return sent
+
+    sent = wait_until(
+        lambda: (
+            (s := received()) and sum(len(set(s.get(i, []))) for i in intents) == expected and s
+        ),
+        timeout=90,
+    )
+    time.sleep(1.0)  # whatever is sent again after the last new event
+    sent = received()
+    assert set(intents) <= set(sent)
+    out_of_order = {obj: seen for obj, seen in sent.items() if seen != sorted(seen)}
+    assert out_of_order == {}, f"{len(out_of_order)} of {len(sent)} objects: {out_of_order}"
 
 
 def test_a_domain_event_the_broker_delivers_twice_is_delivered_once(hooks):
@@ -320,7 +387,9 @@ def test_recover_resends_in_order_what_the_endpoint_missed(hooks):
     since = datetime.now(UTC) - timedelta(seconds=5)
     intent = pay(hooks.mesh, merchant, capture_method="manual").body
     assert post(hooks.mesh, merchant, f"/v1/payment_intents/{intent['id']}/capture").status == 200
-    hooks.deliveries("/recover", 3 * len(SCHEDULE), timeout=30)  # every attempt failed
+    # Every attempt failed: the object's events one after the other, each once the one before
+    # it was dead-lettered, the later ones slowed by the endpoint's open circuit.
+    hooks.deliveries("/recover", 3 * len(SCHEDULE), timeout=90)
     given_up = "SELECT count(*) FROM webhook.deliveries WHERE endpoint_id = %s AND status = 'dead'"
     wait_until(lambda: hooks.faults.scalar(given_up, (endpoint["id"],)) == 3, timeout=15)
     # A replica is sending the object's second event as the merchant asks to recover: its
@@ -447,6 +516,39 @@ def test_a_destination_that_resolves_to_loopback_is_refused_when_loopback_is_not
         )
         assert answer.status == 400, (url, answer.body)
         assert "loopback" in answer.body["details"][-1]["field_violations"][0]["description"]
+
+
+@pytest.mark.parametrize(
+    ("host", "ipv4"),
+    [
+        ("[2002:7f00:1::]", "127.0.0.1"),  # 6to4
+        ("[2002:a9fe:a9fe::]", "169.254.169.254"),
+        ("[2002:a00:1::]", "10.0.0.1"),
+        ("[64:ff9b::a9fe:a9fe]", "169.254.169.254"),  # NAT64
+        ("[::ffff:a9fe:a9fe]", "169.254.169.254"),  # IPv4-mapped
+        ("[2001:0:4136:e378:8000:63bf:5601:5601]", "169.254.169.254"),  # Teredo
+    ],
+)
+def test_an_endpoint_whose_ipv6_address_leads_to_a_private_ipv4_is_refused(
+    mesh, merchant, host, ipv4
+):
+    """Under the production default, through the REST edge: 400 naming `url` and the IPv4,
+    and no endpoint made."""
+    body = {"url": f"http://{host}/hook", "enabled_events": ["*"]}
+    answer = post(mesh, merchant, "/v1/webhook_endpoints", body)
+    assert answer.status == 400, (host, answer.body)
+    [violation] = answer.body["details"][-1]["field_violations"]
+    assert violation["field"] == "url" and ipv4 in violation["description"], violation
+    listed = call(mesh.url("/v1/webhook_endpoints?limit=100"), "GET", merchant.auth()).body
+    assert all(host not in endpoint["url"] for endpoint in listed["data"])
+
+
+def test_an_endpoint_whose_6to4_address_leads_to_a_public_ipv4_is_accepted(mesh, merchant):
+    body = {"url": "http://[2002:808:808::]/hook", "enabled_events": ["payment_method.detached"]}
+    answer = post(mesh, merchant, "/v1/webhook_endpoints", body)
+    assert answer.status == 200, answer.body
+    path = f"/v1/webhook_endpoints/{answer.body['id']}"
+    assert call(mesh.url(path), "DELETE", merchant.auth()).body["deleted"] is True
 
 
 # --- the internal event stream -------------------------------------------------------------

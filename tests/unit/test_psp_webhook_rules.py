@@ -3,13 +3,16 @@ facts, and what a PSP's report may do to an intent (gateway_svc.domain.psp_event
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 from gateway_svc.domain import psp_events as rules
 from gateway_svc.domain.models import PaymentIntent, Refund
+from paymesh.platform.problems import InvalidArgument
 from webhook_svc import psp_events
+from webhook_svc.inbound import read_event
 from webhook_svc.psp_signatures import SignatureError, sign, verify
 
 SECRET = "whsec_test"  # noqa: S105
@@ -155,3 +158,17 @@ def test_events_are_read_into_facts_or_ignored_with_a_reason():
         psp_events.parse("sandbox", event("charge.captured", {"id": "ch_1"})).ignored == "no_amount"
     )
     assert psp_events.parse("sandbox", {"id": "e", "type": "x"}).ignored == "no_object"
+
+
+@pytest.mark.parametrize("created", [10**15, -(10**12), 2**63, -1, 253402300800])
+def test_an_event_created_outside_1970_to_9999_is_unreadable_naming_created(created):
+    with pytest.raises(InvalidArgument) as refused:
+        read_event(json.dumps({"id": "evt_1", "type": "charge.captured", "created": created}))
+    [violation] = refused.value.violations
+    assert (violation.field, violation.reason) == ("created", "invalid_event")
+
+
+@pytest.mark.parametrize("created", [0, 1767225600, 253402300799])
+def test_an_event_created_from_1970_to_9999_is_read(created):
+    body = json.dumps({"id": "evt_1", "type": "charge.captured", "created": created})
+    assert read_event(body)["created"] == created
