@@ -24,6 +24,7 @@ from paymesh.gateway.v1 import (
 from paymesh.platform.callers import ApiKeyVerifier, Callers
 from paymesh.platform.problems import InvalidArgument, Unauthenticated
 from paymesh.platform.service_auth import SERVICES
+from paymesh.platform.tracing import annotate_object
 from paymesh.platform.wire import require_id, timestamp
 
 
@@ -104,6 +105,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     raise told from None
             raise
         structlog.contextvars.bind_contextvars(correlation_id=obj.id)
+        annotate_object(obj.id)
         return encode(obj)
 
     async def _object(self, object_id: str) -> PaymentIntent | Refund:
@@ -175,6 +177,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def CreateRefund(self, request, context):
         merchant = await self._callers.merchant(context)
         structlog.contextvars.bind_contextvars(correlation_id=request.payment_intent)
+        annotate_object(request.payment_intent)
         return await self._idempotent(
             context,
             merchant,
@@ -194,6 +197,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def _intent_id(raw: str) -> str:
         intent_id = require_id(raw, "pi_", "payment_intent")
         structlog.contextvars.bind_contextvars(correlation_id=intent_id)
+        annotate_object(intent_id)
         return intent_id
 
     async def GetRefund(self, request, context):
@@ -217,6 +221,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         merchant = await self._callers.merchant(context)
         intent_id = require_id(request.id, "pi_", "payment_intent")
         structlog.contextvars.bind_contextvars(correlation_id=intent_id)
+        annotate_object(intent_id)
         return payment_intent_message(await self._repository.intent(intent_id, merchant))
 
 
@@ -258,6 +263,7 @@ class CardAccessServicer(card_access_pb2_grpc.CardAccessServiceServicer):
         merchant = await self._callers.merchant(context)
         payment_method = require_id(request.payment_method, "pm_", "payment_method")
         structlog.contextvars.bind_contextvars(correlation_id=payment_method)
+        annotate_object(payment_method)
         await self._repository.revoke_payment_method(merchant, payment_method)
         self._card_tokens.forget(payment_method)
         return card_access_pb2.RevokePaymentMethodResponse()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import ctypes
+import ipaddress
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import ValidationError
@@ -160,11 +162,17 @@ def free_ports(count: int) -> list[int]:
 
 
 def render_envoy_config(
-    ports: Ports, descriptor: Path = DESCRIPTOR, tls_dir: Path | None = None
+    ports: Ports,
+    descriptor: Path = DESCRIPTOR,
+    tls_dir: Path | None = None,
+    otlp_endpoint: str | None = None,
 ) -> str:
     """envoy/envoy.yaml with the given ports and an absolute descriptor path; with `tls_dir`
-    (PAYMESH_TLS_DIR), Envoy calls and health-checks every service over mTLS."""
+    (PAYMESH_TLS_DIR), Envoy calls and health-checks every service over mTLS; with
+    `otlp_endpoint` (OTEL_EXPORTER_OTLP_ENDPOINT) its spans go there, without it Envoy
+    traces nothing (as the services export nothing)."""
     config = yaml.safe_load(ENVOY_TEMPLATE.read_text())
+    _point_tracing_at(config, otlp_endpoint)
     config["admin"]["address"]["socket_address"]["port_value"] = ports.envoy_admin
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"]["port_value"] = ports.envoy
@@ -176,6 +184,8 @@ def render_envoy_config(
             http_filter["typed_config"]["default_source_code"]["filename"] = str(EDGE_FILTER)
     for cluster in config["static_resources"]["clusters"]:
         name = cluster["name"]
+        if name == OTEL_CLUSTER:
+            continue
         grpc_ports = (
             [grpc for grpc, _ in ports.gateways] if name == "gateway" else [ports.grpc[name]]
         )
@@ -185,6 +195,34 @@ def render_envoy_config(
         if tls_dir is not None:
             cluster["transport_socket"] = upstream_mtls(tls_dir.resolve(), cluster["name"])
     return yaml.safe_dump(config, sort_keys=False)
+
+
+OTEL_CLUSTER = "otel_collector"
+
+
+def _point_tracing_at(config: dict, otlp_endpoint: str | None) -> None:
+    """Envoy's OTLP cluster on the endpoint's host and port, or no tracing at all."""
+    clusters = config["static_resources"]["clusters"]
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    if not otlp_endpoint:
+        manager["typed_config"].pop("tracing", None)
+        clusters[:] = [c for c in clusters if c["name"] != OTEL_CLUSTER]
+        return
+    parts = urlsplit(otlp_endpoint if "//" in otlp_endpoint else f"http://{otlp_endpoint}")
+    [collector] = [c for c in clusters if c["name"] == OTEL_CLUSTER]
+    host = parts.hostname or "127.0.0.1"
+    if not _is_ip(host):
+        collector["type"] = "STRICT_DNS"  # STATIC clusters take IP addresses only
+    address = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    address["address"]["socket_address"] = {"address": host, "port_value": parts.port or 4317}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _endpoint_on(template: dict, port: int) -> dict:
@@ -275,7 +313,11 @@ class Mesh:
         envoy_config.parent.mkdir(parents=True, exist_ok=True)
         tls_dir = self.env.get("PAYMESH_TLS_DIR")
         envoy_config.write_text(
-            render_envoy_config(self.ports, tls_dir=Path(tls_dir) if tls_dir else None)
+            render_envoy_config(
+                self.ports,
+                tls_dir=Path(tls_dir) if tls_dir else None,
+                otlp_endpoint=self.env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            )
         )
         self.spawn(
             "envoy",

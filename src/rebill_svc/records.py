@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from paymesh.platform.ids import new_id  # noqa: F401 - rebill's modules make ids through here
 from paymesh.platform.notifications import notify
 from paymesh.platform.outbox import add_event, event_values
+from paymesh.platform.tracing import tracer
 from rebill_svc.tables import outbox, rebill_audit
 
 # Job messages go out through the outbox like events, under their own routing keys: a
@@ -101,19 +102,31 @@ async def publish_job(connection: AsyncConnection, job) -> None:
 async def publish_jobs(connection: AsyncConnection, jobs) -> None:
     if not jobs:
         return
-    messages = [
-        event_values(
-            event_type=job_routing_key(job.queue),
-            aggregate_type="rebill_job",
-            aggregate_id=job.id,
-            payload={
-                "attempt": job.attempt,
-                "subscription_id": job.subscription_id,
-                "merchant_id": job.merchant_id,
+    messages = []
+    for job in jobs:
+        # Each renewal is a trace of its own from here (scheduler → queue → worker → gateway
+        # → PSP); inside an RPC, a child of that RPC's span.
+        with tracer.start_as_current_span(
+            "rebill.schedule",
+            attributes={
+                "subscription.id": job.subscription_id,
+                "tenant": job.merchant_id,
+                "rebill.job.id": job.id,
+                "rebill.attempt": job.attempt,
             },
-        )
-        for job in jobs
-    ]
+        ):
+            messages.append(
+                event_values(
+                    event_type=job_routing_key(job.queue),
+                    aggregate_type="rebill_job",
+                    aggregate_id=job.id,
+                    payload={
+                        "attempt": job.attempt,
+                        "subscription_id": job.subscription_id,
+                        "merchant_id": job.merchant_id,
+                    },
+                )
+            )
     await connection.execute(_OUTBOX_ROWS, {"rows": json.dumps(messages)})
 
 

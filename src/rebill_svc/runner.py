@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import structlog
 
 from paymesh.platform.callers import Merchant
+from paymesh.platform.tracing import annotate
 from rebill_svc.charging import ChargeRequest, ChargeResult, GatewayCharger
 from rebill_svc.domain.dunning import Outcome, idempotency_key, next_step
 from rebill_svc.domain.subscriptions import NOT_ATTEMPTED, Status, after_attempt
@@ -69,6 +70,10 @@ class JobRunner:
         job = claimed.job
         structlog.contextvars.bind_contextvars(
             job_id=job.id, subscription_id=job.subscription_id, attempt=job.attempt
+        )
+        annotate(
+            **{"subscription.id": job.subscription_id, "tenant": job.merchant_id},
+            **{"rebill.job.id": job.id, "rebill.attempt": job.attempt},
         )
         started = time.perf_counter()
         key = idempotency_key(job.subscription_id, job.period_start, job.attempt)

@@ -10,6 +10,7 @@ import structlog
 from paymesh.platform.callers import Callers, Merchant
 from paymesh.platform.channels import on_behalf_of
 from paymesh.platform.errors import InvalidArgument, NotFound, Unavailable
+from paymesh.platform.tracing import annotate_object
 from paymesh.platform.wire import (
     idempotency_key_of,
     optional_datetime,
@@ -154,6 +155,7 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
         )
         row = created.subscription
         structlog.contextvars.bind_contextvars(correlation_id=row.id)
+        annotate_object(row.id)
         if created.replayed:
             await context.send_initial_metadata((("idempotent-replayed", "true"),))
         if created.first_period is not None:
@@ -232,6 +234,7 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
     def _id(value: str) -> str:
         subscription_id = require_id(value, "sub_", "subscription")
         structlog.contextvars.bind_contextvars(correlation_id=subscription_id)
+        annotate_object(subscription_id)
         return subscription_id
 
     @staticmethod

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import httpx
 
+from paymesh.platform.http_spans import trace_httpx
 from vault_proxy_svc.cards import Card
 
 
@@ -35,11 +36,14 @@ class StripeCards:
     psp = "stripe"
 
     def __init__(self, api_base: str, secret_key: str, timeout: float = 10.0):
-        self._client = httpx.AsyncClient(
-            base_url=api_base,
-            auth=(secret_key, ""),
-            timeout=timeout,
-            limits=httpx.Limits(max_keepalive_connections=20),
+        self._client = trace_httpx(
+            httpx.AsyncClient(
+                base_url=api_base,
+                auth=(secret_key, ""),
+                timeout=timeout,
+                limits=httpx.Limits(max_keepalive_connections=20),
+            ),
+            psp=self.psp,
         )
 
     async def create(self, card: Card, cvc: str | None, idempotency_key: str) -> str:
@@ -62,7 +66,9 @@ class SandboxCards:
     psp = "sandbox"
 
     def __init__(self, api_base: str, timeout: float = 10.0):
-        self._client = httpx.AsyncClient(base_url=api_base, timeout=timeout)
+        self._client = trace_httpx(
+            httpx.AsyncClient(base_url=api_base, timeout=timeout), psp=self.psp
+        )
 
     async def create(self, card: Card, cvc: str | None, idempotency_key: str) -> str:
         body = {"number": card.number, "exp_month": card.exp_month, "exp_year": card.exp_year}

@@ -29,8 +29,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
+from paymesh.platform.http_spans import aiohttp_tracing
 from paymesh.platform.notifications import listen
 from paymesh.platform.outbox import event_values
+from paymesh.platform.tracing import annotate, annotate_object, continued_span, record_failure
 from webhook_svc import signing
 from webhook_svc.destinations import (
     AddressPolicy,
@@ -172,7 +174,7 @@ _CLAIM = text(
     WHERE d.id = due.id AND ev.id = d.event_id AND e.id = d.endpoint_id
     RETURNING d.id, d.attempts, d.next_attempt_at, d.lease_token,
               ev.id AS event_id, ev.type, ev.created_at, ev.object, ev.sequence,
-              ev.object_id,
+              ev.object_id, ev.merchant_id, ev.traceparent,
               e.id AS endpoint_id, e.url, e.secret, e.previous_secret,
               e.previous_secret_expires_at, now() AS now
     """
@@ -257,7 +259,9 @@ class Sender:
                 keepalive_timeout=30,
             )
             # trust_env stays off: a proxy from the environment would hide the destination.
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=False, trace_configs=aiohttp_tracing()
+            )
         return self._session
 
     async def close(self) -> None:
@@ -402,6 +406,20 @@ class Deliverer:
         return sorted(rows, key=lambda r: (r.next_attempt_at, r.sequence, r.id))
 
     async def _deliver(self, row, lease_ends: float) -> None:
+        # In the trace of the change that made the event; the HTTP client span below it sends
+        # its traceparent to the merchant.
+        attributes = {
+            "tenant": row.merchant_id,
+            "webhook.event.id": row.event_id,
+            "webhook.event.type": row.type,
+            "webhook.endpoint.id": row.endpoint_id,
+            "webhook.attempt": row.attempts + 1,
+        }
+        with continued_span("webhook.deliver", row.traceparent, attributes):
+            annotate_object(row.object_id)
+            await self._deliver_in_span(row, lease_ends)
+
+    async def _deliver_in_span(self, row, lease_ends: float) -> None:
         try:
             # One object's events reach one endpoint one after the other, in the order they
             # fell due; other objects' go alongside, up to the endpoint's limit.
@@ -421,6 +439,7 @@ class Deliverer:
             if self._per_endpoint.users(row.endpoint_id) <= self._policy.per_endpoint:
                 self._wake.set()  # this endpoint's queue is half empty: claim its next ones
         DELIVERIES.labels(outcome.kind).inc()
+        _log_outcome(outcome)
         if outcome.kind in ("dead", "gone"):
             DEAD_LETTERS.inc()
         if outcome.kind == "succeeded":
@@ -541,6 +560,24 @@ class Deliverer:
             except Exception:  # noqa: BLE001, S110 - a gauge; the next round tries again
                 pass
             await asyncio.sleep(5.0)
+
+
+def _log_outcome(outcome: Outcome) -> None:
+    """One line per delivery, in its trace; a failed one marks the span failed."""
+    fields = {
+        "outcome": outcome.kind,
+        "event_id": outcome.event_id,
+        "endpoint": outcome.endpoint_id,
+        "attempt": outcome.attempt,
+        "status_code": outcome.status_code,
+        "duration_ms": outcome.duration_ms,
+    }
+    annotate(**{"webhook.outcome": outcome.kind, "http.response.status_code": outcome.status_code})
+    if outcome.kind in ("succeeded", "deferred"):
+        log.info("webhook_delivery", **fields)
+        return
+    record_failure(outcome.error or outcome.kind)
+    log.warning("webhook_delivery", **fields, error=outcome.error, retry_in=outcome.next_in_seconds)
 
 
 def _body(row) -> bytes:

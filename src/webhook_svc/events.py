@@ -4,6 +4,7 @@ that subscribes to it; and the merchant's reads, redelivery and recovery of them
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from paymesh.platform.db import autocommit
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.errors import InvalidArgument, NotFound
 from paymesh.platform.notifications import notify
+from paymesh.platform.tracing import annotate, annotate_object, current_traceparent
 from webhook_svc.metrics import EVENTS_RECEIVED
 from webhook_svc.rules import EVENT_TYPES
 from webhook_svc.tables import delivery_attempts, events
@@ -41,6 +43,7 @@ class ReceivedEvent:
     sequence: int
     object: dict
     created_at: str
+    traceparent: str = ""
 
 
 def parse_event(body: bytes) -> ReceivedEvent | None:
@@ -76,12 +79,14 @@ _INTAKE = text(
     """
     WITH new AS (
       INSERT INTO webhook.events
-        (id, type, merchant_id, livemode, object_type, object_id, sequence, object, created_at)
+        (id, type, merchant_id, livemode, object_type, object_id, sequence, object, created_at,
+         traceparent)
       SELECT id, type, merchant_id, livemode, object_type, object_id, sequence, object,
-             created_at
+             created_at, nullif(traceparent, '')
       FROM jsonb_to_recordset(CAST(:batch AS jsonb)) AS x(
         id text, type text, merchant_id text, livemode boolean, object_type text,
-        object_id text, sequence bigint, object jsonb, created_at timestamptz)
+        object_id text, sequence bigint, object jsonb, created_at timestamptz,
+        traceparent text)
       ON CONFLICT (id) DO NOTHING
       RETURNING id, type, merchant_id, livemode
     ), fanned AS (
@@ -114,6 +119,10 @@ class EventIntake:
             EVENTS_RECEIVED.labels("unreadable").inc()
             log.warning("webhook_event_unreadable", queue=delivery.queue)
             return Verdict.REJECT
+        annotate(tenant=event.merchant_id)
+        annotate_object(event.object_id)
+        # Its deliveries continue this message's trace (the consumer span is current here).
+        event = dataclasses.replace(event, traceparent=current_traceparent())
         await self._writes.submit(event)  # a failed write raises: the consumer requeues it
         return Verdict.ACK
 

@@ -29,6 +29,7 @@ from paymesh.platform.config import WebhookSettings
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.problems import InvalidArgument, NotFound, Unavailable
 from paymesh.platform.server import Resources
+from paymesh.platform.tracing import annotate, link_to
 from paymesh.webhook.v1 import psp_webhook_pb2, psp_webhook_pb2_grpc
 from webhook_svc import psp_events, psp_signatures
 
@@ -132,6 +133,15 @@ _SETTLE = text(
 )
 
 
+_LAST_TRACE = text(
+    """
+    SELECT traceparent FROM webhook.events
+    WHERE object_id = :object_id AND traceparent IS NOT NULL
+    ORDER BY sequence DESC LIMIT 1
+    """
+)
+
+
 class Inbox:
     """webhook.psp_inbox: every PSP event once, with how often it came and what became of it.
     Autocommit statements straight on psycopg, each carrying the webhooks handled at the same
@@ -162,6 +172,12 @@ class Inbox:
                 "payment_intent": payment_intent or None,
             }
         )
+
+    async def trace_of(self, object_id: str) -> str | None:
+        """The traceparent of the newest domain event about an object (a payment's last
+        operation), to link a PSP's webhook about it to that payment's trace."""
+        row = await self._direct.one(_LAST_TRACE, {"object_id": object_id})
+        return row["traceparent"] if row else None
 
     async def _receive_many(self, deliveries: list[tuple[str, dict, str]]) -> list[str]:
         rows: dict[tuple[str, str], dict] = {}
@@ -291,6 +307,9 @@ class PspWebhookServicer(psp_webhook_pb2_grpc.PspWebhookServiceServicer):
             await self._settle(psp, event, "ignored", parsed.ignored, "")
             return _answer(event, "ignored", parsed.ignored)
         status, reason, intent = await self._apply(parsed.facts, event)
+        if intent:
+            annotate(psp=psp, **{"intent.id": intent})
+            link_to(await self._inbox.trace_of(intent))
         if status == "deferred":
             await self._inbox.settle(psp, event["id"], "deferred", reason, intent)
             PSP_EVENTS.labels(psp, "deferred").inc()

@@ -59,6 +59,8 @@ events = Table(
     set_now("received_at"),
     Column("txid", BigInteger, nullable=False),
     Column("position", BigInteger, Identity(), nullable=False),
+    # The W3C traceparent the event arrived with (its consumer span): deliveries continue it.
+    Column("traceparent", Text),
 )
 
 deliveries = Table(

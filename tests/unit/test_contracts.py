@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 import google.api
+import yaml
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
@@ -123,8 +124,27 @@ def test_envoy_accepts_the_config_as_committed_and_as_the_tests_render_it(tmp_pa
     assert built.returncode == 0, built.stderr
     rendered = tmp_path / "rendered.yaml"
     rendered.write_text(render_envoy_config(Ports.free(), descriptor))
+    traced = tmp_path / "traced.yaml"
+    traced.write_text(
+        render_envoy_config(Ports.free(), descriptor, otlp_endpoint="http://collector:4318")
+    )
 
-    for config in (ROOT / "envoy" / "envoy.yaml", rendered):
+    for config in (ROOT / "envoy" / "envoy.yaml", rendered, traced):
         # The committed file names build/paymesh.pb relative to the working directory.
         result = run(str(BIN / "envoy"), "--mode", "validate", "-c", str(config), cwd=tmp_path)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_envoy_traces_to_the_services_otlp_endpoint_and_not_at_all_without_one():
+    def tracing_of(config: dict):
+        manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+        return manager["typed_config"].get("tracing"), clusters.get("otel_collector")
+
+    tracing, cluster = tracing_of(
+        yaml.safe_load(render_envoy_config(Ports.free(), otlp_endpoint="http://127.0.0.1:4999"))
+    )
+    assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
+    address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert address["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 4999}
+    assert tracing_of(yaml.safe_load(render_envoy_config(Ports.free()))) == (None, None)

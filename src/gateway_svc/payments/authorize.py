@@ -53,6 +53,7 @@ from gateway_svc.psp.vault import VaultUnavailable
 from gateway_svc.repository import IntentChange, KeyRef
 from paymesh.platform.callers import Merchant
 from paymesh.platform.problems import InvalidArgument
+from paymesh.platform.tracing import annotate
 
 log = structlog.get_logger(__name__)
 
@@ -229,6 +230,7 @@ async def _authorize(
         )
 
     async def on_attempt(psp: str) -> None:
+        annotate(psp=psp, **{"intent.id": intent.id})
         if psp != intent.psp:  # a failover: the sweep must look at this PSP from now on
             await payments.repository.change_intent(
                 IntentChange(

@@ -22,6 +22,7 @@ from gateway_svc.domain.outcomes import (
     PspRefused,
 )
 from gateway_svc.metrics import PSP_CALL_ERRORS, PSP_REQUEST_DURATION
+from paymesh.platform.http_spans import aiohttp_tracing
 from paymesh.platform.loop_lag import LoopLag
 
 # Errors raised before a request left this process: the PSP never saw it. (aiohttp's connect
@@ -65,7 +66,9 @@ class HttpConnector:
         loop_lag: LoopLag | None = None,
         headers: dict[str, str] | None = None,
     ):
-        self._client = _session(api_base, timeout, headers=headers or {})
+        self._client = _session(
+            api_base, timeout, headers=headers or {}, trace_configs=aiohttp_tracing(psp=self.name)
+        )
         self._proxy = _env_proxy(api_base)
         self._timeout = timeout
         self._loop_lag = loop_lag

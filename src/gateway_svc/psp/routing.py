@@ -35,6 +35,7 @@ from gateway_svc.domain.outcomes import (
 )
 from gateway_svc.metrics import PSP_CALL_ERRORS, PSP_CIRCUIT_STATE, PSP_FAILOVERS
 from gateway_svc.psp.connectors import Connector
+from paymesh.platform.http_spans import resend
 
 log = structlog.get_logger(__name__)
 _STATES = {"closed": 0, "half-open": 1, "open": 2}
@@ -148,7 +149,7 @@ class PspRouter:
                 ):
                     # The breaker replaces the failure that trips it with its own error, so
                     # an unknown outcome is noted inside it, before that can happen.
-                    with attempt, breaker.calling():
+                    with attempt, breaker.calling(), resend(attempt.retry_state.attempt_number - 1):
                         try:
                             in_flight = True
                             return await operation()

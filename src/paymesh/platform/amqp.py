@@ -62,6 +62,10 @@ class ConfirmingPublisher:
         self._stopping = False
 
     @property
+    def exchange(self) -> str:
+        return self._exchange
+
+    @property
     def connected(self) -> bool:
         return self._channel is not None and self._channel.is_open
 

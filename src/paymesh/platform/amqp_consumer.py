@@ -19,6 +19,7 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.adapters.blocking_connection import BlockingChannel
 
 from paymesh.platform.amqp import connection_parameters, open_channel, step
+from paymesh.platform.tracing import consumer_span
 
 log = structlog.get_logger(__name__)
 
@@ -184,9 +185,17 @@ class Consumer:
         return on_message
 
     async def _process(self, verdicts: ChannelVerdicts, tag: int, delivery: Delivery) -> None:
-        try:
-            verdict = await self._handle(delivery)
-        except Exception as error:  # noqa: BLE001 - a handler's bug must not stop consuming
-            log.exception("amqp_handler_failed", queue=delivery.queue, error=type(error).__name__)
-            verdict = Verdict.REQUEUE
+        properties = delivery.properties
+        with consumer_span(
+            delivery.queue, properties.headers, properties.type or "", properties.message_id or ""
+        ) as span:
+            try:
+                verdict = await self._handle(delivery)
+            except Exception as error:  # noqa: BLE001 - a handler's bug must not stop consuming
+                log.exception(
+                    "amqp_handler_failed", queue=delivery.queue, error=type(error).__name__
+                )
+                span.record_exception(error)
+                verdict = Verdict.REQUEUE
+            span.set_attribute("messaging.rabbitmq.verdict", verdict.value)
         verdicts.send(tag, verdict)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paymesh.platform.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, ServiceIdentity, TokenVerifier
+from paymesh.platform.tracing import annotate
 
 # Set by a service calling on a merchant's behalf; trusted only with a valid service token.
 MERCHANT_HEADER = "x-paymesh-merchant-id"
@@ -57,6 +58,7 @@ class Callers:
         else:
             merchant = await self._merchant_from_api_key(metadata.get("authorization", ""))
         structlog.contextvars.bind_contextvars(merchant_id=merchant.id, livemode=merchant.livemode)
+        annotate(tenant=merchant.id)
         return merchant
 
     def service(self, context: grpc.aio.ServicerContext, allowed: set[str]) -> ServiceIdentity:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from paymesh.platform.callers import LIVEMODE_HEADER, MERCHANT_HEADER, Merchant
 from paymesh.platform.config import TlsSettings
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from paymesh.platform.tls import MutualTls
+from paymesh.platform.tracing import client_interceptors
 
 
 class _ServiceToken(grpc.aio.UnaryUnaryClientInterceptor):
@@ -27,7 +27,7 @@ class _ServiceToken(grpc.aio.UnaryUnaryClientInterceptor):
 
 
 def service_channel(target: str, issuer: TokenIssuer, audience: str) -> grpc.aio.Channel:
-    interceptors = [*aio_client_interceptors(), _ServiceToken(issuer, audience)]
+    interceptors = [*client_interceptors(), _ServiceToken(issuer, audience)]
     tls_dir = TlsSettings().tls_dir
     if tls_dir is None:
         return grpc.aio.insecure_channel(target, interceptors=interceptors)

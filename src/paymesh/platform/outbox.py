@@ -14,6 +14,7 @@ read in one statement, published, then marked sent in another.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ from paymesh.platform.amqp import ConfirmingPublisher, Message
 from paymesh.platform.db import autocommit
 from paymesh.platform.ids import new_id
 from paymesh.platform.metrics import OUTBOX_OLDEST_PENDING, OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
+from paymesh.platform.tracing import producer_headers
 
 log = structlog.get_logger(__name__)
 
@@ -179,7 +181,7 @@ class OutboxRelay:
         OUTBOX_OLDEST_PENDING.labels(self._service).set(
             max(0.0, time.time() - rows[0].created_at.timestamp())
         )
-        await self._publisher.publish([to_message(row) for row in rows])
+        await self._publisher.publish([self._traced(to_message(row)) for row in rows])
         async with self._autocommit.connect() as connection:
             await connection.execute(
                 update(table)
@@ -188,6 +190,13 @@ class OutboxRelay:
             )
         OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
         return len(rows)
+
+    def _traced(self, message: Message) -> Message:
+        """The message with a producer span's traceparent, in the trace that wrote the event."""
+        headers = producer_headers(
+            message.headers, self._publisher.exchange, message.routing_key, message.message_id
+        )
+        return dataclasses.replace(message, headers=headers)
 
     async def release(self) -> None:
         """Gives the relay lock up."""

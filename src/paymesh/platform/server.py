@@ -17,7 +17,6 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from pydantic import ValidationError
 from sqlalchemy import Table
 from sqlalchemy.exc import OperationalError
@@ -34,7 +33,7 @@ from paymesh.platform.logging import configure_logging
 from paymesh.platform.outbox import OutboxRelay
 from paymesh.platform.service_auth import TokenIssuer, TokenVerifier
 from paymesh.platform.tls import MutualTls
-from paymesh.platform.tracing import configure_tracing
+from paymesh.platform.tracing import configure_tracing, server_interceptor
 
 log = structlog.get_logger(__name__)
 
@@ -117,7 +116,7 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     publisher = ConfirmingPublisher(settings.amqp_url, settings.events_exchange)
 
     server = grpc.aio.server(
-        interceptors=[aio_server_interceptor(), ServerInterceptor(definition.name)],
+        interceptors=[server_interceptor(), ServerInterceptor(definition.name)],
         options=[
             # gRPC enables SO_REUSEPORT by default: a second process would silently share the
             # port.
