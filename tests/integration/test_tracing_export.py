@@ -1,48 +1,94 @@
-"""With OTEL_EXPORTER_OTLP_ENDPOINT set, a service exports its RPC spans over OTLP/gRPC;
-here the collector is a real OTLP gRPC server the test runs."""
+"""One trace per payment across the whole mesh, as an SRE reads it in Jaeger: a whole mesh
+(Envoy included) exports over OTLP/gRPC to a real collector this test runs, and the test
+asserts the shape of a payment's trace, a renewal's, a PSP retry's and a PSP webhook's link."""
 
 from __future__ import annotations
 
-import sys
+import secrets
 import threading
+from collections.abc import Iterator
 from concurrent import futures
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.trace.v1 import trace_pb2
 
-from paymesh.devmesh import Mesh, Ports
-from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
-from tests.conftest import base_env
-from tests.integration.test_vault import NEXT_YEAR
+from tests.integration.test_payments import post
+from tests.integration.test_psp_webhooks import dashboard, intent_row
+from tests.integration.test_rebill import advance, new_clock, rebills
+from tests.integration.test_rebill_faults import FaultMesh, fault_mesh
+from tests.integration.test_vault import tokenize
+from tests.support.http import call
+from tests.support.psp import NO_FAULTS, sandbox
+from tests.support.receiver import Receiver, running_receiver
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
+SERVER, CLIENT, PRODUCER, CONSUMER = (
+    trace_pb2.Span.SPAN_KIND_SERVER,
+    trace_pb2.Span.SPAN_KIND_CLIENT,
+    trace_pb2.Span.SPAN_KIND_PRODUCER,
+    trace_pb2.Span.SPAN_KIND_CONSUMER,
+)
+
+
+@dataclass(frozen=True)
+class Span:
+    service: str
+    proto: trace_pb2.Span
+
+    @property
+    def name(self) -> str:
+        return self.proto.name
+
+    @property
+    def kind(self) -> int:
+        return self.proto.kind
+
+    @property
+    def attributes(self) -> dict:
+        values = {}
+        for attribute in self.proto.attributes:
+            value = attribute.value
+            values[attribute.key] = getattr(value, value.WhichOneof("value") or "string_value")
+        return values
+
+    def __repr__(self) -> str:
+        return f"{self.service}:{self.name}"
+
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP/gRPC trace collector: keeps every span it is sent."""
+
     def __init__(self):
-        self.spans: list[tuple[str, str, bytes]] = []  # (service.name, span name, trace id)
+        self._spans: list[Span] = []
         self._lock = threading.Lock()
 
-    def Export(self, request, context):
+    def Export(self, request, context):  # noqa: N802 - the service's name
         with self._lock:
             for resource_spans in request.resource_spans:
-                attributes = {
-                    a.key: a.value.string_value for a in resource_spans.resource.attributes
-                }
+                resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
                 for scope in resource_spans.scope_spans:
                     for span in scope.spans:
-                        self.spans.append(
-                            (attributes.get("service.name"), span.name, span.trace_id)
-                        )
+                        self._spans.append(Span(resource.get("service.name", ""), span))
         return trace_service_pb2.ExportTraceServiceResponse()
 
+    @property
+    def spans(self) -> list[Span]:
+        with self._lock:
+            return list(self._spans)
 
-@pytest.fixture
-def collector():
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    def trace(self, trace_id: bytes) -> list[Span]:
+        return [s for s in self.spans if s.proto.trace_id == trace_id]
+
+
+@pytest.fixture(scope="module")
+def collector() -> Iterator[tuple[Collector, int]]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     servicer = Collector()
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -51,90 +97,252 @@ def collector():
     server.stop(None)
 
 
-def test_rpc_spans_are_exported_over_otlp_with_the_service_name(infra, collector, tmp_path):
-    spans, collector_port = collector
-    ports = Ports.free()
-    env = base_env(
-        infra,
-        **ports.service_env(),
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector_port}",
-        OTEL_BSP_SCHEDULE_DELAY="200",
-    )
-    mesh = Mesh(env=env, ports=ports, log_dir=tmp_path)
-    mesh.spawn("gateway", [sys.executable, "-m", "gateway_svc"])
-    try:
-        mesh.wait_until([f"http://127.0.0.1:{ports.http['gateway']}/readyz"], timeout=30)
-        with grpc.insecure_channel(f"127.0.0.1:{ports.grpc['gateway']}") as channel:
-            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
-            with pytest.raises(grpc.RpcError):
-                stub.GetPaymentIntent(gateway_pb2.GetPaymentIntentRequest(id="pi_x"), timeout=5)
+@dataclass
+class Traced:
+    faults: FaultMesh
+    collector: Collector
+    receiver: Receiver
 
-        exported = wait_until(
-            lambda: [s for s in spans.spans if s[1].endswith("GetPaymentIntent")], timeout=10
+    @property
+    def mesh(self):
+        return self.faults.mesh
+
+
+@pytest.fixture(scope="module")
+def traced(collector, tmp_path_factory) -> Iterator[Traced]:
+    """A whole mesh of this module's own, exporting to the collector, with a webhook receiver."""
+    spans, port = collector
+    with (
+        running_receiver() as receiver,
+        fault_mesh(
+            tmp_path_factory.mktemp("traced"),
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+            OTEL_BSP_SCHEDULE_DELAY="200",
+            WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8",
+            GATEWAY_BREAKER_FAIL_MAX="100",  # the retry test must not open it
+        ) as faults,
+    ):
+        yield Traced(faults, spans, receiver)
+
+
+def waited(predicate, timeout: float, seen):
+    """wait_until, failing with what was seen instead (the shape a trace did reach)."""
+    try:
+        return wait_until(predicate, timeout=timeout, interval=0.25)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout} s; seen: {seen()}") from None
+
+
+def traceparent() -> tuple[str, bytes, bytes]:
+    """A caller's own traceparent: (header, trace id, span id)."""
+    trace_id, span_id = secrets.token_bytes(16), secrets.token_bytes(8)
+    return f"00-{trace_id.hex()}-{span_id.hex()}-01", trace_id, span_id
+
+
+def broken_links(spans: list[Span], root_parent: bytes = b"") -> list[Span]:
+    """Spans whose parent is not in the trace (the root's parent is `root_parent`)."""
+    ids = {s.proto.span_id for s in spans} | {root_parent}
+    return [s for s in spans if s.proto.parent_span_id not in ids]
+
+
+def shape(spans: list[Span]) -> set[tuple[str, int]]:
+    return {(s.service, s.kind) for s in spans}
+
+
+def test_one_payment_is_one_trace_from_envoy_to_the_merchants_webhook(traced):
+    mesh, merchant, collector = traced.mesh, traced.faults.merchant, traced.collector
+    created = post(
+        mesh,
+        merchant,
+        "/v1/webhook_endpoints",
+        {"url": traced.receiver.url("/traced"), "enabled_events": ["payment_intent.succeeded"]},
+    )
+    assert created.status == 200, created.body
+    token = tokenize(mesh, merchant).body["id"]
+    header, trace_id, caller_span = traceparent()
+    paid = call(
+        mesh.url("/v1/payment_intents"),
+        "POST",
+        {**merchant.auth(), "traceparent": header},
+        {"amount": 1500, "currency": "usd", "payment_method": token, "confirm": True},
+    )
+    assert paid.status == 200 and paid.body["status"] == "succeeded", paid.body
+    intent = paid.body["id"]
+
+    # The merchant's delivery carries a traceparent of the same trace, so they can join it.
+    [delivery] = wait_until(lambda: traced.receiver.at("/traced"), timeout=30)
+    assert delivery.headers["traceparent"].split("-")[1] == trace_id.hex()
+
+    expected = {
+        ("envoy", SERVER),  # Envoy's span (the tracer names it by its service)
+        ("gateway", SERVER),  # CreatePaymentIntent
+        ("gateway", CLIENT),  # gateway → vault, and the PSP's HTTP call
+        ("vault", SERVER),  # the card's PSP token
+        ("gateway", PRODUCER),  # the outbox relay's publish
+        ("webhook", CONSUMER),  # webhook_svc takes the event
+        ("webhook", CLIENT),  # the delivery to the merchant
+    }
+
+    def whole():
+        spans = collector.trace(trace_id)
+        names = {s.name for s in spans}
+        return spans if expected <= shape(spans) and "webhook.deliver" in names and spans else None
+
+    spans = waited(whole, 30, lambda: sorted(collector.trace(trace_id), key=repr))
+    assert broken_links(spans, root_parent=caller_span) == []
+    [root] = [s for s in spans if s.proto.parent_span_id == caller_span]
+    assert root.service == "envoy"
+
+    [rpc] = [s for s in spans if s.name.endswith("GatewayService/CreatePaymentIntent")]
+    assert rpc.service == "gateway"
+    assert rpc.attributes["intent.id"] == intent
+    assert rpc.attributes["tenant"] == merchant.id
+    assert rpc.attributes["psp"] == "sandbox"
+    [charge] = [
+        s
+        for s in spans
+        if s.kind == CLIENT and s.attributes.get("url.full", "").endswith("/v1/charges")
+    ]
+    assert charge.service == "gateway"
+    assert charge.attributes["psp"] == "sandbox"
+    assert charge.attributes["http.response.status_code"] == 200
+    assert charge.attributes["http.request.resend_count"] == 0
+    [deliver] = [s for s in spans if s.name == "webhook.deliver"]
+    assert deliver.attributes["tenant"] == merchant.id
+    assert deliver.attributes["intent.id"] == intent
+    assert deliver.attributes["webhook.outcome"] == "succeeded"
+
+    # Every log line of the payment, the deliverer's included, names the trace.
+    for service, event in (("gateway", "rpc_completed"), ("webhook", "webhook_delivery")):
+        log = (traced.mesh.log_dir / f"{service}.log").read_text()
+        lines = [line for line in log.splitlines() if trace_id.hex() in line]
+        assert any(f'"{event}' in line for line in lines), (service, lines[:3])
+
+    # Health checks (Envoy probes every service every 2 s) make no span at all.
+    assert [s for s in collector.spans if "grpc.health" in s.name] == []
+
+
+def test_a_renewal_is_one_trace_from_the_scheduler_through_the_worker_to_the_psp(traced):
+    mesh, merchant, collector = traced.mesh, traced.faults.merchant, traced.collector
+    start = datetime(2030, 1, 15, tzinfo=UTC)
+    clock = new_clock(mesh, merchant, start)
+    token = tokenize(mesh, merchant).body["id"]
+    body = {"payment_method": token, "amount": 2500, "currency": "usd", "interval": "month"}
+    created = post(mesh, merchant, "/v1/subscriptions", {**body, "test_clock": clock})
+    assert created.status == 200, created.body
+    subscription = created.body["id"]
+    advance(mesh, merchant, clock, start + timedelta(days=32), timeout=60)
+    renewal = wait_until(
+        lambda: [r for r in rebills(mesh, merchant, subscription) if r["outcome"] == "succeeded"],
+        timeout=30,
+    )[-1]
+    expected = {
+        ("rebill", "INTERNAL"),  # rebill.schedule: the renewal's root
+        ("rebill", PRODUCER),
+        ("rebill-worker", CONSUMER),
+        ("rebill-worker", CLIENT),  # worker → gateway
+        ("gateway", SERVER),
+        ("gateway", CLIENT),  # the PSP's HTTP call
+    }
+
+    def renewal_traces():
+        roots = [
+            s
+            for s in collector.spans
+            if s.name == "rebill.schedule" and s.attributes.get("subscription.id") == subscription
+        ]
+        return [collector.trace(root.proto.trace_id) for root in roots]
+
+    def shapes(spans: list[Span]) -> set:
+        return {(s.service, "INTERNAL" if s.name == "rebill.schedule" else s.kind) for s in spans}
+
+    [spans] = waited(
+        lambda: [t for t in renewal_traces() if expected <= shapes(t)],
+        30,
+        lambda: [sorted(t, key=repr) for t in renewal_traces()],
+    )
+    assert broken_links(spans) == []
+    [schedule] = [s for s in spans if not s.proto.parent_span_id]
+    assert schedule.name == "rebill.schedule"
+    assert schedule.attributes["tenant"] == merchant.id
+    [consume] = [s for s in spans if s.kind == CONSUMER]
+    assert consume.attributes["subscription.id"] == subscription
+    assert consume.attributes["tenant"] == merchant.id
+    [rpc] = [s for s in spans if s.name.endswith("GatewayService/CreatePaymentIntent")]
+    assert rpc.attributes["intent.id"] == renewal["payment_intent"]
+    assert rpc.attributes["tenant"] == merchant.id
+
+    log = (mesh.log_dir / "rebill_worker.log").read_text()
+    trace_hex = schedule.proto.trace_id.hex()
+    assert any(trace_hex in line and subscription in line for line in log.splitlines())
+
+
+def test_a_payment_stuck_in_psp_retries_shows_each_attempt_failed(traced):
+    mesh, merchant, collector = traced.mesh, traced.faults.merchant, traced.collector
+    token = tokenize(mesh, merchant).body["id"]
+    sandbox(mesh, "/_knobs", {"error_rate": 1, "operations": ["authorize"]})
+    header, trace_id, _ = traceparent()
+    try:
+        call(
+            mesh.url("/v1/payment_intents"),
+            "POST",
+            {**merchant.auth(), "traceparent": header},
+            {"amount": 1700, "currency": "usd", "payment_method": token, "confirm": True},
         )
     finally:
-        mesh.stop()
+        sandbox(mesh, "/_knobs", NO_FAULTS)
 
-    service_name, span_name, trace_id = exported[0]
-    assert service_name == "gateway"
-    assert span_name == "/paymesh.gateway.v1.GatewayService/GetPaymentIntent"
-    log = (tmp_path / "gateway.log").read_text()
-    assert trace_id.hex() in log  # the same trace id in the logs as in the trace
+    def attempts():
+        found = [
+            s
+            for s in collector.trace(trace_id)
+            if s.kind == CLIENT and s.attributes.get("url.full", "").endswith("/v1/charges")
+        ]
+        return found if len(found) >= 3 else None
+
+    spans = wait_until(attempts, timeout=20)
+    spans.sort(key=lambda s: s.proto.start_time_unix_nano)
+    assert [s.attributes["http.request.resend_count"] for s in spans] == [0, 1, 2]
+    assert {s.attributes["http.response.status_code"] for s in spans} == {503}
+    assert {s.proto.status.code for s in spans} == {trace_pb2.Status.STATUS_CODE_ERROR}
 
 
-def test_one_payment_is_one_trace_across_gateway_and_vault(infra, merchant, collector, tmp_path):
-    spans, collector_port = collector
-    ports = Ports.free()
-    env = base_env(
-        infra,
-        **ports.service_env(),
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector_port}",
-        OTEL_BSP_SCHEDULE_DELAY="200",
+def test_a_psp_webhook_about_a_payment_links_to_the_payments_trace(traced):
+    mesh, merchant, collector = traced.mesh, traced.faults.merchant, traced.collector
+    token = tokenize(mesh, merchant).body["id"]
+    header, trace_id, _ = traceparent()
+    paid = call(
+        mesh.url("/v1/payment_intents"),
+        "POST",
+        {**merchant.auth(), "traceparent": header},
+        {
+            "amount": 1900,
+            "currency": "usd",
+            "payment_method": token,
+            "confirm": True,
+            "capture_method": "manual",
+        },
     )
-    mesh = Mesh(env=env, ports=ports, log_dir=tmp_path)
-    mesh.spawn(
-        "sandbox_psp",
-        [sys.executable, "-m", "paymesh.sandbox_psp", "--port", str(ports.sandbox_psp)],
+    assert paid.body["status"] == "requires_capture", paid.body
+    intent = paid.body["id"]
+    # The payment's event reached webhook_svc (it is how the webhook finds the trace).
+    wait_until(
+        lambda: traced.faults.scalar(
+            "SELECT count(*) FROM webhook.events WHERE object_id = %s", (intent,)
+        ),
+        timeout=20,
     )
-    for name, package in (("vault", "vault_proxy_svc"), ("gateway", "gateway_svc")):
-        mesh.spawn(name, [sys.executable, "-m", package])
-    metadata = tuple(merchant.auth().items())
-    try:
-        mesh.wait_until(
-            [f"http://127.0.0.1:{ports.http[n]}/readyz" for n in ("vault", "gateway")], 30
-        )
-        with grpc.insecure_channel(f"127.0.0.1:{ports.grpc['vault']}") as channel:
-            token = (
-                vault_pb2_grpc.VaultServiceStub(channel)
-                .CreatePaymentMethod(
-                    vault_pb2.CreatePaymentMethodRequest(
-                        card=vault_pb2.CardInput(
-                            number="4242424242424242", exp_month=12, exp_year=NEXT_YEAR, cvc="123"
-                        )
-                    ),
-                    metadata=metadata,
-                    timeout=10,
-                )
-                .id
-            )
-        with grpc.insecure_channel(f"127.0.0.1:{ports.grpc['gateway']}") as channel:
-            intent = gateway_pb2_grpc.GatewayServiceStub(channel).CreatePaymentIntent(
-                gateway_pb2.CreatePaymentIntentRequest(
-                    amount=900, currency="usd", payment_method=token, confirm=True
-                ),
-                metadata=metadata,
-                timeout=15,
-            )
-        assert intent.status == "succeeded"
+    dashboard(mesh, intent_row(traced.faults.infra, intent)["psp_reference"], "capture")
 
-        def payment_trace():
-            created = [s for s in spans.spans if s[1].endswith("CreatePaymentIntent")]
-            if not created:
-                return None
-            trace_id = created[-1][2]
-            services = {s[0] for s in spans.spans if s[2] == trace_id}
-            return services if {"gateway", "vault"} <= services else None
+    def linked():
+        return [
+            s
+            for s in collector.spans
+            if s.name.endswith("PspWebhookService/ReceivePspWebhook")
+            and s.attributes.get("intent.id") == intent
+        ]
 
-        assert wait_until(payment_trace, timeout=10) >= {"gateway", "vault"}
-    finally:
-        mesh.stop()
+    [received] = wait_until(linked, timeout=30)
+    assert received.proto.trace_id != trace_id  # the PSP's call is a trace of its own
+    assert [link.trace_id for link in received.proto.links] == [trace_id]
+    assert received.attributes["psp"] == "sandbox"
