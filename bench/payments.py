@@ -14,11 +14,16 @@ to gateway_svc over gRPC, at several concurrencies, sandbox PSP at 0 ms latency.
     .venv/bin/python bench/payments.py --concurrency 1,32 --json-out build/bench.jsonl
     .venv/bin/python bench/payments.py --seconds 30 --concurrency 32 --only "mixed gRPC"
     .venv/bin/python bench/payments.py --concurrency 32 --only authorize --hold-psp-webhooks
+    .venv/bin/python bench/payments.py --concurrency 32 --only "authorize via" --tracing
 
 The sandbox PSP announces every capture with a webhook, as real PSPs do, and the rows pay for
 taking them in. `--hold-psp-webhooks` has the sandbox keep them instead (its `webhook_hold`
 knob), so the rows show what the charge path alone costs; their names say so, and the figures
 the issue's targets compare with are the ones without it.
+
+`--tracing` runs the mesh with OTEL_EXPORTER_OTLP_ENDPOINT at an OTLP sink in this process
+(every trace sampled unless OTEL_TRACES_SAMPLER says otherwise; batch export): compare its
+rows' CPU per request with a run without it, and read the spans each request exported.
 
 Starts a mesh of its own (fresh database, vhost, keys, free ports) and stops it afterwards.
 The load generator shares the machine's cores with the mesh."""
@@ -26,6 +31,7 @@ The load generator shares the machine's cores with the mesh."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -47,6 +53,7 @@ from harness import (  # noqa: E402
     mesh_arguments,
     running_mesh,
 )
+from otlp_sink import SpanCounter, otlp_sink  # noqa: E402
 from summary import record  # noqa: E402
 
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
@@ -218,14 +225,15 @@ async def run(
     json_out: str | None,
     only: str | None,
     hold_psp_webhooks: bool,
+    spans: SpanCounter | None = None,
 ) -> None:
     mesh = bench.mesh
-    suffix = ""
+    suffix = " (traced)" if spans is not None else ""
     if hold_psp_webhooks:
         knobs = KeepAliveHttp(mesh.ports.sandbox_psp, {})
         status, body = await knobs.request("POST", "/_knobs", b'{"webhook_hold": true}')
         assert status == 200, body
-        suffix = " (PSP webhooks held)"
+        suffix += " (PSP webhooks held)"
     http = KeepAliveHttp(mesh.ports.envoy, {"Authorization": f"Bearer {bench.secret_key}"})
     card = {"number": "4242424242424242", "exp_month": 12, "exp_year": datetime.now(UTC).year + 2}
     status, body = await http.request(
@@ -256,9 +264,14 @@ async def run(
         await closed_loop(name, 4, 1.0, make)  # warm-up: pools, caches, the PSP token
         for concurrency in concurrencies:
             hops_before, before = hop_counts(bench), cpu_seconds(mesh)
+            spans_before = spans.total() if spans is not None else 0
             result = await closed_loop(name, concurrency, seconds, make)
             cpu = cpu_per_request(before, cpu_seconds(mesh), result.requests)
             hops = hops_per_request(hops_before, hop_counts(bench), result.requests)
+            if spans is not None:
+                await asyncio.sleep(1.0)  # the last batches' export (OTEL_BSP_SCHEDULE_DELAY)
+                exported = (spans.total() - spans_before) / max(result.requests, 1)
+                hops += f"\n  spans exported per request: {exported:.1f}"
             record(result, f"{cpu}\n{hops}", json_out, gateways=len(mesh.ports.gateways))
     await channel.close()
 
@@ -271,9 +284,19 @@ def main() -> None:
         action="store_true",
         help="the sandbox PSP keeps its webhooks: the rows leave out taking them in",
     )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="export every service's and Envoy's spans to an OTLP sink in this process",
+    )
     args = parser.parse_args()
     machine_reference()
-    with running_mesh(args.gateway_processes) as bench:
+    with contextlib.ExitStack() as stack:
+        spans, extra_env = None, {}
+        if args.tracing:
+            spans, endpoint = stack.enter_context(otlp_sink())
+            extra_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "500"}
+        bench = stack.enter_context(running_mesh(args.gateway_processes, extra_env))
         concurrencies = [int(c) for c in args.concurrency.split(",")]
         asyncio.run(
             run(
@@ -283,6 +306,7 @@ def main() -> None:
                 args.json_out,
                 args.only,
                 args.hold_psp_webhooks,
+                spans,
             )
         )
 
