@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import paymesh
 from tests.integration.test_payments import pay, post, refund_when, route
+from tests.support import cards
 from tests.support.http import call
 from tests.support.ops import grpcurl
 from tests.support.psp import sandbox
@@ -266,3 +267,14 @@ def test_reconciliation_is_for_operators_only(mesh, merchant):
     )
 
     assert refused.returncode != 0 and "PermissionDenied" in refused.stderr
+
+
+def test_a_declines_audit_row_names_the_psp_the_decline_code_and_the_trace(mesh, infra, merchant):
+    declined = pay(mesh, merchant, number=cards.VISA_DECLINE).body
+
+    rows = audit_rows(infra, declined["id"])
+    [details] = [d for (_, act, result, d) in rows if (act, result) == ("confirm", "declined")]
+
+    assert (details["psp"], details["decline_code"]) == ("sandbox", "generic_decline")
+    assert len(details["trace_id"]) == 32 and int(details["trace_id"], 16)
+    assert all("trace_id" in d and d.get("psp") == "sandbox" for (*_, d) in rows[1:])
