@@ -48,7 +48,19 @@ PSP_EVENTS = Counter(
 )
 RECONCILIATION_MISMATCHES = Counter(
     "reconciliation_mismatches_total",
-    "Times a PSP reported something paymesh's records contradict (an amount, a currency, a "
-    "state): recorded and not applied, for a human to look at.",
-    ["psp", "reason"],
+    "Disagreements between a PSP and paymesh's ledger, by kind (missing_in_ledger, "
+    "missing_at_psp, amount_mismatch, currency_mismatch, status_mismatch) and how they were "
+    "found (reason: `reconciliation` for a new mismatch of a reconciliation run, counted once; "
+    "else the reason a PSP webhook that contradicts the ledger was ignored).",
+    ["psp", "kind", "reason"],
+)
+RECONCILIATION_LAST_SUCCESS = Gauge(
+    "reconciliation_last_success_timestamp_seconds",
+    "When the newest successful reconciliation run of a PSP ended (Unix time).",
+    ["psp"],
+)
+RECONCILIATION_RECORDS_CHECKED = Counter(
+    "reconciliation_records_checked_total",
+    "PSP and ledger records compared by reconciliation runs.",
+    ["psp"],
 )

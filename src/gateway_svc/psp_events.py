@@ -7,7 +7,7 @@ import asyncio
 import grpc
 import structlog
 
-from gateway_svc.domain.psp_events import Outcome
+from gateway_svc.domain.psp_events import MISMATCH_KINDS, Outcome
 from gateway_svc.metrics import PSP_EVENTS, RECONCILIATION_MISMATCHES
 from gateway_svc.repository import PaymentRepository, PspEvent
 from paymesh.gateway.v1 import psp_events_pb2, psp_events_pb2_grpc
@@ -131,7 +131,8 @@ class PspEventServicer(psp_events_pb2_grpc.PspEventServiceServicer):
             )
         PSP_EVENTS.labels(event.psp, event.kind, decision.outcome, decision.reason).inc()
         if decision.mismatch:
-            RECONCILIATION_MISMATCHES.labels(event.psp, decision.reason).inc()
+            kind = MISMATCH_KINDS[decision.reason]
+            RECONCILIATION_MISMATCHES.labels(event.psp, kind, decision.reason).inc()
             log.warning(
                 "psp_event_contradicts_records",
                 psp=event.psp,

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
 from sqlalchemy import (
     Row,
     String,
@@ -248,7 +249,7 @@ class PaymentRepository:
         params = {f"i_{name}": getattr(intent, name) for name in _INSERTED_INTENT_COLUMNS}
         params.update(_prefixed("event_", _event_values(event)))
         for i, audit in enumerate(audits):
-            params.update(_prefixed(f"audit{i}_", _audit_values(audit)))
+            params.update(_prefixed(f"audit{i}_", audit_values(audit)))
         if bind is not None:
             params.update(_key_params(bind))
         statement = _insert_intent_statement(len(audits), bind is not None, unless_revoked)
@@ -269,7 +270,7 @@ class PaymentRepository:
             params["w_attempt_key"] = change.attempt_key
         for i, (actor, action, result, details) in enumerate(change.audits):
             entry = AuditEntry.of_intent(after, actor, action, result, **details)
-            params.update(_prefixed(f"audit{i}_", _audit_values(entry)))
+            params.update(_prefixed(f"audit{i}_", audit_values(entry)))
         if change.event is not None:
             event = Event.of_intent(change.event, after)
             params.update(_prefixed("event_", _event_values(event)))
@@ -292,7 +293,7 @@ class PaymentRepository:
 
     async def audit(self, entry: AuditEntry) -> None:
         async with self._engine.begin() as connection:
-            await connection.execute(insert(payment_audit), [_audit_values(entry)])
+            await connection.execute(insert(payment_audit), [audit_values(entry)])
 
     # --- refunds -------------------------------------------------------------------------
 
@@ -387,7 +388,7 @@ class PaymentRepository:
     ) -> None:
         await connection.execute(insert(outbox), [_event_values(Event.of_refund(event, refund))])
         await connection.execute(
-            insert(payment_audit), [_audit_values(AuditEntry.of_refund(refund, actor, action))]
+            insert(payment_audit), [audit_values(AuditEntry.of_refund(refund, actor, action))]
         )
 
     # --- PSP events (webhooks) ------------------------------------------------------------
@@ -562,7 +563,7 @@ class PaymentRepository:
             **event.audit_details(),
         }
         entry = AuditEntry.of_intent(after, "webhook", "capture", "ok", **details)
-        await connection.execute(insert(payment_audit), [_audit_values(entry)])
+        await connection.execute(insert(payment_audit), [audit_values(entry)])
         return after
 
     async def _psp_refund(
@@ -617,7 +618,7 @@ class PaymentRepository:
             entry.result,
             {**entry.details, **event.audit_details()},
         )
-        await connection.execute(insert(payment_audit), [_audit_values(entry)])
+        await connection.execute(insert(payment_audit), [audit_values(entry)])
         return to_intent(row)
 
     async def _psp_dispute(
@@ -652,7 +653,7 @@ class PaymentRepository:
             **event.audit_details(),
         }
         entry = AuditEntry.of_intent(intent, "webhook", "dispute_opened", "recorded", **details)
-        await connection.execute(insert(payment_audit), [_audit_values(entry)])
+        await connection.execute(insert(payment_audit), [audit_values(entry)])
         return intent
 
     # --- payment methods the vault revoked -----------------------------------------------
@@ -769,8 +770,17 @@ def _event_values(event: Event) -> dict[str, Any]:
     )
 
 
-def _audit_values(entry: AuditEntry) -> dict[str, Any]:
-    return {name: getattr(entry, name) for name in _AUDIT_COLUMNS}
+def audit_values(entry: AuditEntry) -> dict[str, Any]:
+    """A payment_audit row's columns; its details carry the trace of the request that wrote
+    it (the current OpenTelemetry span's trace id), when there is one."""
+    values = {name: getattr(entry, name) for name in _AUDIT_COLUMNS}
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        values["details"] = {
+            **values["details"],
+            "trace_id": format(span_context.trace_id, "032x"),
+        }
+    return values
 
 
 def _key_params(bind: KeyRef) -> dict[str, Any]:

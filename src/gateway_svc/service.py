@@ -20,8 +20,12 @@ from gateway_svc.payments.context import Payments
 from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.psp.connectors import SandboxConnector, StripeConnector
 from gateway_svc.psp.routing import PspRouter, RetryPolicy, make_breaker
+from gateway_svc.psp.settlements import SandboxSettlements, StripeSettlements
 from gateway_svc.psp.vault import VaultClient
 from gateway_svc.psp_events import PspEventServicer
+from gateway_svc.reconciliation.runner import Reconciler, Who
+from gateway_svc.reconciliation.servicer import ReconciliationServicer
+from gateway_svc.reconciliation.store import ReconciliationStore
 from gateway_svc.repository import PaymentRepository
 from gateway_svc.servicer import CardAccessServicer, GatewayServicer, MerchantAuthServicer
 from paymesh.gateway.v1 import (
@@ -35,6 +39,8 @@ from paymesh.gateway.v1 import (
     merchant_auth_pb2_grpc,
     psp_events_pb2,
     psp_events_pb2_grpc,
+    reconciliation_pb2,
+    reconciliation_pb2_grpc,
 )
 from paymesh.platform.advisory_lock import SessionLock
 from paymesh.platform.audit_checkpoints import AuditCheckpointer
@@ -48,6 +54,7 @@ from paymesh.platform.server import Resources, ServiceDefinition
 
 log = structlog.get_logger(__name__)
 RECOVERY_SWEEP_LOCK = "gateway-recovery-sweep"
+RECONCILIATION_LOCK = "gateway-reconciliation"
 
 
 async def register(server: grpc.aio.Server, resources: Resources) -> list:
@@ -107,6 +114,11 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         MerchantAdminServicer(MerchantRepository(engine), callers, api_keys), server
     )
 
+    reconciler = build_reconciler(settings, engine)
+    reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server(
+        ReconciliationServicer(reconciler, callers), server
+    )
+
     sweep_lock = SessionLock(engine, RECOVERY_SWEEP_LOCK)
 
     async def keep_payments_moving() -> None:
@@ -137,7 +149,48 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     settings_changes = listen(
         engine, SETTINGS_CHANGED, forget_merchant_settings, forget_merchant_settings
     )
-    return [keep_payments_moving(), loop_lag.run(), settings_changes, audit_checkpoints.run()]
+    return [
+        keep_payments_moving(),
+        loop_lag.run(),
+        settings_changes,
+        audit_checkpoints.run(),
+        reconcile_on_schedule(reconciler, SessionLock(engine, RECONCILIATION_LOCK), settings),
+    ]
+
+
+def build_reconciler(settings: GatewaySettings, engine) -> Reconciler:
+    timeout = settings.reconciliation_timeout_seconds
+    clients = {
+        "sandbox": lambda: SandboxSettlements(settings.sandbox_api_base, timeout),
+        "stripe": lambda: StripeSettlements(
+            settings.stripe_api_base, settings.stripe_secret_key, timeout
+        ),
+    }
+    return Reconciler(ReconciliationStore(engine), clients)
+
+
+async def reconcile_on_schedule(
+    reconciler: Reconciler, lock: SessionLock, settings: GatewaySettings
+) -> None:
+    """Each PSP's last day, once its last successful run is an interval old; in one gateway
+    process at a time (the others stand by and ask for the lock each round)."""
+    interval = settings.reconciliation_interval_seconds
+    psps = [p.strip() for p in settings.reconciliation_psps.split(",") if p.strip()]
+    if not interval:
+        return
+    try:
+        while True:
+            try:
+                if await lock.held():
+                    await reconciler.refresh_last_success()
+                    for psp in psps:
+                        if await reconciler.due(psp, interval):
+                            await reconciler.run(psp, None, None, Who("scheduler"))
+            except Exception:  # tried again next round
+                log.exception("scheduled_reconciliation_failed")
+            await asyncio.sleep(min(interval, 60.0))
+    finally:
+        await lock.release()
 
 
 def stand_by() -> None:
@@ -172,6 +225,7 @@ DEFINITION = ServiceDefinition(
         merchant_admin_pb2.DESCRIPTOR.services_by_name["MerchantAdminService"].full_name,
         card_access_pb2.DESCRIPTOR.services_by_name["CardAccessService"].full_name,
         psp_events_pb2.DESCRIPTOR.services_by_name["PspEventService"].full_name,
+        reconciliation_pb2.DESCRIPTOR.services_by_name["ReconciliationService"].full_name,
     ),
     settings_class=GatewaySettings,
     migrations_dir=Path(__file__).parent / "migrations",

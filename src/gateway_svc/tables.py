@@ -134,3 +134,52 @@ api_keys = Table(
 )
 
 outbox = outbox_table(metadata, SCHEMA)
+
+# Reconciliation (gateway_svc.reconciliation): each run, each mismatch it found (once: one row
+# per psp, reference and kind), and the PSP references a run has read so far (its working set,
+# kept in the database rather than in memory, deleted when the run ends).
+reconciliation_runs = Table(
+    "reconciliation_runs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("psp", String(20), nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("actor", String(20), nullable=False),
+    Column("status", String(16), nullable=False),  # running | succeeded | failed
+    Column("records_checked", BigInteger, nullable=False, server_default=text("0")),
+    Column("new_mismatches", BigInteger, nullable=False, server_default=text("0")),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
+reconciliation_mismatches = Table(
+    "reconciliation_mismatches",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("psp", String(20), nullable=False),
+    Column("reference", Text, nullable=False),
+    Column("kind", String(24), nullable=False),
+    Column("state", String(16), nullable=False, server_default=text("'open'")),
+    Column("object_type", String(16), nullable=False),
+    Column("payment_intent", String(40)),
+    Column("merchant_id", String(40)),
+    Column("psp_amount", BigInteger, nullable=False),
+    Column("ledger_amount", BigInteger, nullable=False),
+    Column("psp_currency", String(3), nullable=False),
+    Column("ledger_currency", String(3), nullable=False),
+    Column("psp_status", String(32), nullable=False),
+    Column("ledger_status", String(32), nullable=False),
+    Column("run_id", String(40), nullable=False),
+    Column("found_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("resolved_by", Text),
+    Column("note", Text),
+)
+
+reconciliation_psp_records = Table(
+    "reconciliation_psp_records",
+    metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("reference", Text, primary_key=True),
+)

@@ -11,6 +11,9 @@ paymesh certs init                     a development CA and mTLS certificates pe
 paymesh dev reset --yes                drop and recreate the development database and keyring
 paymesh audit verify                   check the audit chains against their signed checkpoints
 paymesh audit checkpoint               sign the audit chains' heads now (the services do it too)
+paymesh recon run --psp PSP [--from T] [--to T] [--reason WHY]
+                                       reconcile a PSP's settled records with the ledger
+                                       (default: the last day); prints the run as JSON
 """
 
 from __future__ import annotations
@@ -285,6 +288,57 @@ def audit_checkpoint(_args: argparse.Namespace) -> int:
     return 0
 
 
+def recon_run(args: argparse.Namespace) -> int:
+    import getpass
+    from datetime import UTC, datetime
+
+    from gateway_svc.reconciliation.runner import Who
+    from gateway_svc.service import build_reconciler
+    from paymesh.platform.config import GatewaySettings
+    from paymesh.platform.db import create_engine
+    from paymesh.platform.problems import PaymeshError
+
+    settings = GatewaySettings()
+    who = Who("cli", args.operator or getpass.getuser(), args.reason)
+
+    def moment(value: str | None) -> datetime | None:
+        if not value:
+            return None
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    async def run():
+        engine = create_engine(database_url(), pool_size=2)
+        try:
+            reconciler = build_reconciler(settings, engine)
+            return await reconciler.run(args.psp, moment(args.start), moment(args.end), who)
+        finally:
+            await engine.dispose()
+
+    try:
+        report = asyncio.run(run())
+    except PaymeshError as error:
+        print(f"paymesh recon run: {error}", file=sys.stderr)
+        return 2
+    print(
+        json.dumps(
+            {
+                "run_id": report.run_id,
+                "psp": report.psp,
+                "from": report.start.isoformat(),
+                "to": report.end.isoformat(),
+                "records_checked": report.records_checked,
+                "new_mismatches": report.new_mismatches,
+                "mismatches": [
+                    {"id": m.id, "kind": m.kind, "reference": m.reference}
+                    for m in report.mismatches
+                ],
+            }
+        )
+    )
+    return 0
+
+
 def ops_token(args: argparse.Namespace) -> int:
     from paymesh.platform.service_auth import TokenIssuer
 
@@ -361,6 +415,19 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_parser("checkpoint", help="sign every chain's head now").set_defaults(
         handler=audit_checkpoint
     )
+
+    recon = commands.add_parser(
+        "recon", help="reconciliation of the PSPs' records with the ledger"
+    ).add_subparsers(dest="recon_command", required=True)
+    recon_run_parser = recon.add_parser("run", help="reconcile one PSP's period now")
+    recon_run_parser.add_argument("--psp", required=True, help="sandbox or stripe")
+    recon_run_parser.add_argument(
+        "--from", dest="start", help="ISO time with offset (default: a day before --to)"
+    )
+    recon_run_parser.add_argument("--to", dest="end", help="ISO time with offset (default: now)")
+    recon_run_parser.add_argument("--operator", default="", help="who runs it (default: $USER)")
+    recon_run_parser.add_argument("--reason", default="", help="why, for the audit row")
+    recon_run_parser.set_defaults(handler=recon_run)
 
     token = commands.add_parser("ops-token", help="a service token for admin RPCs")
     token.add_argument("--audience", default="gateway")

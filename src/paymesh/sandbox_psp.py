@@ -6,7 +6,7 @@ Stripe's test cards decide outcomes (4242424242424242 succeeds; 4000000000000002
 generic_decline, hard; 4000000000009995 insufficient_funds, soft; 4000000000000119
 processing_error, retryable 500). Every POST honours an Idempotency-Key: the same key gets
 the same answer and never a second charge. GET /v1/transactions lists settled money movements
-for reconciliation; GET /_stats counts charges.
+for reconciliation, oldest first, in pages; GET /_stats counts charges.
 
 Runtime knobs, `POST /_knobs`, lie the way real PSPs do (each rate from 0 to 1):
   latency_ms, latency_jitter_ms  every answer waits latency_ms plus up to latency_jitter_ms
@@ -34,6 +34,11 @@ Webhook knobs (`POST /_knobs`):
   webhook_order   in_order | reverse | shuffle: the order a flush sends held events in
   POST /_dashboard/charges/{id}/capture {amount?} | /refund {amount} | /dispute {amount?,
        reason?}   operations made at the PSP, not through its API (they announce themselves)
+  POST /_dashboard/charges/{id}/alter {amount?, currency?}   the PSP's books change a settled
+       charge's amount or currency (and its transaction's) without any event: a PSP's error
+       that only reconciliation can find
+  POST /_dashboard/charges/{id}/forget   the PSP loses a charge: it and its transactions are
+       gone from every listing and lookup, without any event (a record lost at the PSP)
   GET  /_webhooks  every delivery attempt: {data: [{event, type, status, attempt}]}
 
 API (JSON in and out):
@@ -41,6 +46,13 @@ API (JSON in and out):
   POST /v1/charges               {card, amount, currency, capture} -> charge | 402 decline
   GET  /v1/charges?idempotency_key=K  -> {data: [charge]}   (find a charge after a crash;
                                         without K, every charge: the PSP's ledger)
+  GET  /v1/charges/{id}          the charge, or 404
+  GET  /v1/refunds/{id}          the refund {id, charge, amount, currency, created}, or 404
+  GET  /v1/transactions?limit=&starting_after=&created[gte]=&created[lt]=
+                                 settled money movements, oldest first: {data: [{id: txn_…,
+                                 type: charge|refund, source: ch_…|rf_…, charge, amount
+                                 (negative for a refund), currency, created}], has_more};
+                                 limit 1 to 100 (none: all), starting_after a txn id
   POST /v1/charges/{id}/capture  {amount?}
   POST /v1/charges/{id}/void
   POST /v1/refunds               {charge, amount}
@@ -267,6 +279,7 @@ class Sandbox:
         self.lock = threading.Lock()
         self.cards: dict[str, str] = {}  # card id -> number (a simulator may keep them)
         self.charges: dict[str, dict[str, Any]] = {}
+        self.refunds: dict[str, dict[str, Any]] = {}
         self.by_key: dict[str, tuple[int, dict[str, Any]]] = {}
         self.key_locks: dict[str, threading.Lock] = {}
         self.transactions: list[dict[str, Any]] = []
@@ -337,7 +350,7 @@ class Sandbox:
             self.charges[charge["id"]] = charge
             self.stats["charges_created"] += 1
             if capture:
-                self._settle("charge", charge["id"], amount, charge["currency"])
+                self._settle("charge", charge["id"], amount, charge["currency"], charge["id"])
                 self.webhooks.announce("charge.captured", charge)
         return 200, charge
 
@@ -358,7 +371,7 @@ class Sandbox:
                 if not 0 < amount <= charge["amount"]:
                     return 400, _error("invalid_amount", "cannot capture more than authorized")
                 charge.update(status="captured", amount_captured=amount)
-                self._settle("charge", charge_id, amount, charge["currency"])
+                self._settle("charge", charge_id, amount, charge["currency"], charge_id)
                 self.webhooks.announce("charge.captured", charge)
                 return 200, dict(charge)
             if action == "void" and charge["status"] == "authorized":
@@ -380,7 +393,12 @@ class Sandbox:
                 return 400, _error("invalid_amount", "refund exceeds what is left")
             charge["amount_refunded"] += amount
             refund = {"id": "rf_" + secrets.token_hex(12), "charge": charge["id"], "amount": amount}
-            self._settle("refund", refund["id"], -amount, charge["currency"])
+            self.refunds[refund["id"]] = {
+                **refund,
+                "currency": charge["currency"],
+                "created": int(time.time()),
+            }
+            self._settle("refund", refund["id"], -amount, charge["currency"], charge["id"])
             self.webhooks.announce(
                 "charge.refunded",
                 {
@@ -413,18 +431,82 @@ class Sandbox:
                 }
                 self.webhooks.announce("charge.dispute.created", dispute)
             return 200, dispute
+        if action == "alter":
+            return self._alter(charge_id, body)
+        if action == "forget":
+            return self._forget(charge_id)
         return 404, _error("resource_missing", "unknown dashboard action")
 
-    def _settle(self, kind: str, source: str, amount: int, currency: str) -> None:
+    def _alter(self, charge_id: str, body: dict) -> tuple[int, dict]:
+        """The PSP's books say another amount or currency for a settled charge, silently."""
+        amount, currency = body.get("amount"), body.get("currency")
+        if amount is not None and (not isinstance(amount, int) or amount <= 0):
+            return 400, _error("invalid_amount", "amount must be a positive integer")
+        with self.lock:
+            charge = self.charges.get(charge_id)
+            if charge is None or charge["status"] != "captured":
+                return 400, _error("charge_not_captured", "only captured charges are altered")
+            changes = {"amount_captured": amount} if amount is not None else {}
+            if currency:
+                changes["currency"] = str(currency)
+            charge.update(changes)
+            for transaction in self.transactions:
+                if transaction["type"] == "charge" and transaction["source"] == charge_id:
+                    transaction.update(
+                        amount=charge["amount_captured"], currency=charge["currency"]
+                    )
+            return 200, dict(charge)
+
+    def _forget(self, charge_id: str) -> tuple[int, dict]:
+        """The PSP loses a charge and its refunds: gone from every listing, silently."""
+        with self.lock:
+            if self.charges.pop(charge_id, None) is None:
+                return 404, _error("resource_missing", "no such charge")
+            self.transactions = [t for t in self.transactions if t["charge"] != charge_id]
+            self.refunds = {k: r for k, r in self.refunds.items() if r["charge"] != charge_id}
+            return 200, {"id": charge_id, "forgotten": True}
+
+    def _settle(self, kind: str, source: str, amount: int, currency: str, charge: str) -> None:
         self.transactions.append(
             {
+                "id": "txn_" + secrets.token_hex(12),
                 "type": kind,
                 "source": source,
+                "charge": charge,
                 "amount": amount,
                 "currency": currency,
                 "created": int(time.time()),
             }
         )
+
+    def transactions_page(self, query: dict[str, list[str]]) -> tuple[int, dict]:
+        """Settled money movements, oldest first, a page at a time (Stripe's list shape)."""
+        try:
+            # Without a limit, every one (what tests of the PSP's own ledger read).
+            limit = int(query.get("limit", ["0"])[0]) or len(self.transactions) or 1
+            since = int(query.get("created[gte]", ["0"])[0])
+            until = int(query.get("created[lt]", [str(2**63)])[0])
+        except ValueError:
+            return 400, _error("invalid_request", "limit and created[…] must be integers")
+        if "limit" in query and not 1 <= limit <= 100:
+            return 400, _error("invalid_request", "limit must be 1 to 100")
+        after = query.get("starting_after", [None])[0]
+        with self.lock:
+            rows = self.transactions
+            start = 0
+            if after is not None:
+                start = next((i + 1 for i, t in enumerate(rows) if t["id"] == after), None)
+                if start is None:
+                    return 400, _error("resource_missing", "starting_after: no such transaction")
+            page = [dict(t) for t in rows[start:] if since <= t["created"] < until]
+        return 200, {"object": "list", "data": page[:limit], "has_more": len(page) > limit}
+
+    def lookup(self, kind: str, object_id: str) -> tuple[int, dict]:
+        with self.lock:
+            found = (self.charges if kind == "charges" else self.refunds).get(object_id)
+            if found is None:
+                return 404, _error("resource_missing", f"no such {kind[:-1]}")
+            return 200, dict(found)
 
     def find_charges(self, idempotency_key: str | None) -> list[dict]:
         """The charges made under a key (all of them without one): the PSP's own ledger."""
@@ -468,8 +550,10 @@ def make_handler(sandbox: Sandbox):
         def do_GET(self):
             url = urlsplit(self.path)
             if url.path == "/v1/transactions":
-                with sandbox.lock:
-                    return self._reply(200, {"data": list(sandbox.transactions)})
+                return self._reply(*sandbox.transactions_page(parse_qs(url.query)))
+            parts = url.path.strip("/").split("/")
+            if len(parts) == 3 and parts[:2] in (["v1", "charges"], ["v1", "refunds"]):
+                return self._reply(*sandbox.lookup(parts[1], parts[2]))
             if url.path == "/v1/charges":
                 key = parse_qs(url.query).get("idempotency_key", [None])[0]
                 return self._reply(200, {"data": sandbox.find_charges(key)})

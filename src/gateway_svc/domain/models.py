@@ -120,14 +120,13 @@ class AuditEntry:
     def of_intent(
         cls, intent: PaymentIntent, actor: str, action: str, result: str, **details: Any
     ) -> AuditEntry:
-        return cls(
-            intent.merchant_id,
-            actor,
-            action,
-            intent.id,
-            result,
-            {"status": intent.status, "amount": intent.amount, **details},
-        )
+        facts: dict[str, Any] = {"status": intent.status, "amount": intent.amount}
+        if intent.psp:
+            facts["psp"] = intent.psp
+        decline_code = (intent.last_payment_error or {}).get("decline_code")
+        if decline_code:
+            facts["decline_code"] = decline_code
+        return cls(intent.merchant_id, actor, action, intent.id, result, {**facts, **details})
 
     @classmethod
     def of_refund(cls, refund: Refund, actor: str, action: str) -> AuditEntry:

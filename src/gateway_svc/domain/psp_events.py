@@ -35,6 +35,13 @@ class Decision:
 APPLY = Decision(Outcome.APPLIED)
 ALREADY = Decision(Outcome.ALREADY_APPLIED)
 MISMATCHES = {"amount_mismatch", "currency_mismatch", "unexpected_state", "refund_failed_here"}
+# Each contradiction as the kind of mismatch reconciliation names (reconciliation_mismatches_total).
+MISMATCH_KINDS = {
+    "amount_mismatch": "amount_mismatch",
+    "currency_mismatch": "currency_mismatch",
+    "unexpected_state": "status_mismatch",
+    "refund_failed_here": "status_mismatch",
+}
 
 
 def retry(reason: str) -> Decision:

@@ -97,6 +97,12 @@ class GatewaySettings(ServiceSettings):
     # How often payment_audit's chain heads are signed (audit_checkpoints): newer rows are not
     # anchored yet.
     audit_checkpoint_interval_seconds: float = Field(30.0, gt=0)
+    # Reconciliation on a schedule (in one gateway process): each PSP of the list, over the
+    # last day, once this long has passed since its last successful run (0: never on its own).
+    reconciliation_interval_seconds: float = Field(3600.0, ge=0)
+    reconciliation_psps: str = "sandbox,stripe"
+    # One page of a PSP's listing, or one lookup, may take this long.
+    reconciliation_timeout_seconds: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
     def _recovery_waits_for_every_psp_attempt(self) -> GatewaySettings:

@@ -1,0 +1,187 @@
+"""What each PSP says it settled, read a page at a time for reconciliation, and one record
+looked up by its reference. The sandbox lists its money movements
+(`GET /v1/transactions`, oldest first); Stripe lists charges and refunds (`GET /v1/charges`,
+`GET /v1/refunds`, with `limit` and `starting_after`), and paymesh keeps Stripe's payment
+intent id, which each charge names."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any, Protocol
+
+import aiohttp
+
+from gateway_svc.domain.reconciliation import CHARGE, REFUND, SETTLED, PspRecord
+
+PAGE_SIZE = 100
+
+
+class SettlementsUnavailable(Exception):
+    """The PSP's listing could not be read: the run fails and is tried again."""
+
+
+class Settlements(Protocol):
+    psp: str
+
+    def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[PspRecord]]: ...
+
+    async def lookup(self, object_type: str, reference: str) -> PspRecord | None: ...
+
+    async def close(self) -> None: ...
+
+
+class _Http:
+    def __init__(self, api_base: str, timeout: float, headers: dict[str, str] | None = None):
+        self._session = aiohttp.ClientSession(
+            base_url=api_base,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            headers=headers or {},
+        )
+
+    async def get(self, path: str, params: dict[str, Any] | None = None) -> dict | None:
+        """The answer's JSON object; None for a 404."""
+        try:
+            async with self._session.get(path, params=params) as response:
+                if response.status == 404:
+                    return None
+                if response.status != 200:
+                    raise SettlementsUnavailable(f"GET {path}: http_{response.status}")
+                return await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise SettlementsUnavailable(f"GET {path}: {type(error).__name__}") from None
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+class SandboxSettlements(_Http):
+    psp = "sandbox"
+
+    async def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[PspRecord]]:
+        params: dict[str, Any] = {
+            "limit": PAGE_SIZE,
+            "created[gte]": math.floor(start.timestamp()),
+            "created[lt]": math.ceil(end.timestamp()),
+        }
+        while True:
+            page = await self.get("/v1/transactions", params) or {}
+            rows = page.get("data", [])
+            if rows:
+                yield [_sandbox_record(row) for row in rows]
+            if not page.get("has_more") or not rows:
+                return
+            params["starting_after"] = rows[-1]["id"]
+
+    async def lookup(self, object_type: str, reference: str) -> PspRecord | None:
+        if object_type == CHARGE:
+            charge = await self.get(f"/v1/charges/{reference}")
+            if charge is None:
+                return None
+            return PspRecord(
+                CHARGE,
+                reference,
+                int(charge["amount_captured"]),
+                charge["currency"],
+                SETTLED if charge["status"] == "captured" else charge["status"],
+            )
+        refund = await self.get(f"/v1/refunds/{reference}")
+        if refund is None:
+            return None
+        return PspRecord(REFUND, reference, int(refund["amount"]), refund["currency"])
+
+
+def _sandbox_record(row: dict) -> PspRecord:
+    if row["type"] == "refund":
+        return PspRecord(
+            REFUND, row["source"], -int(row["amount"]), row["currency"], charge=row["charge"]
+        )
+    return PspRecord(CHARGE, row["source"], int(row["amount"]), row["currency"])
+
+
+class StripeSettlements(_Http):
+    psp = "stripe"
+
+    def __init__(self, api_base: str, secret_key: str, timeout: float):
+        token = base64.b64encode(f"{secret_key}:".encode()).decode()
+        super().__init__(api_base, timeout, {"Authorization": f"Basic {token}"})
+
+    async def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[PspRecord]]:
+        since, until = start.timestamp(), end.timestamp()
+        # Charges created after `since` (the one filter localstripe shares with Stripe).
+        async for charges in self._listing("/v1/charges", {"created[gt]": math.floor(since) - 1}):
+            records = [
+                _stripe_charge(c)
+                for c in charges
+                if since <= c["created"] < until and c.get("captured") and c.get("paid", True)
+            ]
+            if records:
+                yield records
+        # Refunds, newest first: stop at the first one older than the period.
+        async for refunds in self._listing("/v1/refunds", {}):
+            records = [
+                _stripe_refund(r)
+                for r in refunds
+                if since <= r["created"] < until and r.get("status") == "succeeded"
+            ]
+            if records:
+                yield records
+            if refunds[-1]["created"] < since:
+                return
+
+    async def _listing(self, path: str, params: dict[str, Any]) -> AsyncIterator[list[dict]]:
+        params = {**params, "limit": PAGE_SIZE}
+        while True:
+            page = await self.get(path, params) or {}
+            rows = page.get("data", [])
+            if rows:
+                yield rows
+            if not page.get("has_more") or not rows:
+                return
+            params["starting_after"] = rows[-1]["id"]
+
+    async def lookup(self, object_type: str, reference: str) -> PspRecord | None:
+        if object_type == CHARGE:
+            intent = await self.get(f"/v1/payment_intents/{reference}")
+            if intent is None:
+                return None
+            received = intent.get("amount_received")
+            return PspRecord(
+                CHARGE,
+                reference,
+                int(intent["amount"] if received is None else received),
+                intent["currency"],
+                SETTLED if intent["status"] == "succeeded" else intent["status"],
+            )
+        refund = await self.get(f"/v1/refunds/{reference}")
+        if refund is None:
+            return None
+        return PspRecord(
+            REFUND,
+            reference,
+            int(refund["amount"]),
+            refund["currency"],
+            SETTLED if refund.get("status") == "succeeded" else refund.get("status", ""),
+        )
+
+
+def _stripe_charge(charge: dict) -> PspRecord:
+    captured = charge.get("amount_captured")
+    return PspRecord(
+        CHARGE,
+        charge.get("payment_intent") or charge["id"],
+        int(charge["amount"] if captured is None else captured),
+        charge["currency"],
+    )
+
+
+def _stripe_refund(refund: dict) -> PspRecord:
+    return PspRecord(
+        REFUND,
+        refund["id"],
+        int(refund["amount"]),
+        refund["currency"],
+        charge=refund.get("payment_intent") or refund.get("charge") or "",
+    )
