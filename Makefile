@@ -8,8 +8,13 @@ DESCRIPTOR := build/paymesh.pb
 OPENAPI := build/openapi.json
 EDGE := build/edge.lua
 PROTOS := $(shell find proto -name '*.proto')
+# Prometheus and promtool: the ones on PATH, else Debian's `prometheus` package unpacked under
+# build/ (not installed: its init script would start a server on :9090).
+PROMETHEUS_DIR := build/prometheus
+PROMETHEUS := $(or $(shell command -v prometheus 2>/dev/null),$(PROMETHEUS_DIR)/usr/bin/prometheus)
+PROMTOOL := $(or $(shell command -v promtool 2>/dev/null),$(PROMETHEUS_DIR)/usr/bin/promtool)
 
-.PHONY: install run test unit lint breaking proto bench clean
+.PHONY: install run test unit lint breaking alerts proto bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +41,16 @@ $(EDGE): $(DESCRIPTOR) envoy/edge.lua tools/gen_edge_lua.py
 run: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
 	$(PY) -m paymesh.devmesh
 
-test: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE) breaking
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE) breaking alerts $(PROMETHEUS)
+	PROMETHEUS_BIN=$(abspath $(PROMETHEUS)) $(PY) -m pytest $(PYTEST_ARGS)
+
+$(PROMETHEUS_DIR)/usr/bin/prometheus $(PROMETHEUS_DIR)/usr/bin/promtool &:
+	tools/fetch_prometheus.sh $(PROMETHEUS_DIR)
+
+# The alert rules are valid and each fires (and stays quiet) as prometheus/alerts_test.yml says.
+alerts: $(PROMTOOL)
+	$(PROMTOOL) check rules prometheus/alerts.yml
+	$(PROMTOOL) test rules prometheus/alerts_test.yml
 
 # The protos must not break the contracts of main's previous commit (AGAINST=v1.2.0: a tag).
 breaking: $(INSTALLED)

@@ -13,6 +13,7 @@ from collections import defaultdict
 import pika
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import REGISTRY
 from sqlalchemy import MetaData, func, select, text
 
 from paymesh.platform.amqp import BrokerUnavailable, ConfirmingPublisher
@@ -158,6 +159,10 @@ def test_a_broker_outage_mid_stream_loses_and_reorders_nothing(infra, outbox, co
         assert seqs == list(range(per_aggregate)), f"{aggregate} arrived out of order or lossy"
 
 
+def oldest_pending(service: str) -> float | None:
+    return REGISTRY.get_sample_value("outbox_oldest_pending_seconds", {"service": service})
+
+
 def test_rows_stay_pending_while_the_broker_is_unreachable(infra, outbox, consumer):
     async def scenario():
         async with broker_behind_a_proxy(infra) as (engine, proxy, publisher):
@@ -169,15 +174,22 @@ def test_rows_stay_pending_while_the_broker_is_unreachable(infra, outbox, consum
                 while publisher.connected:
                     await asyncio.sleep(0.05)
                 await write_events(engine, outbox, aggregates=1, per_aggregate=3)
-                with pytest.raises(BrokerUnavailable):
-                    await relay.relay_once()
+                ages = []
+                for _ in range(2):  # OutboxBacklogOld's signal grows with each failed round
+                    with pytest.raises(BrokerUnavailable):
+                        await relay.relay_once()
+                    ages.append(oldest_pending("test"))
+                    await asyncio.sleep(0.5)
                 assert await pending(engine, outbox) == 3
+                assert ages[1] >= ages[0] + 0.5
 
                 proxy.start()
                 while not publisher.connected:
                     await asyncio.sleep(0.05)
                 assert await relay.relay_once() == 3
                 assert await pending(engine, outbox) == 0
+                assert await relay.relay_once() == 0
+                assert oldest_pending("test") == 0
             finally:
                 await relay.release()
 

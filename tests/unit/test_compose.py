@@ -5,6 +5,7 @@ sandbox PSP's healthcheck is run against the sandbox PSP in this process."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -30,6 +31,7 @@ INFRA_SERVICES = (
     "rabbitmq",
     "jaeger",
     "prometheus",
+    "grafana",
     "localstripe",
     "sandbox-psp",
     "envoy",
@@ -648,3 +650,68 @@ def test_envoy_and_prometheus_find_every_gateway_by_dns():
     config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
     [job] = [job for job in config["scrape_configs"] if job["job_name"] == "gateway"]
     assert job["dns_sd_configs"][0]["names"] == ["gateway"]
+
+
+def mounted_source(service: dict, container_path: PurePosixPath) -> Path | None:
+    """The repo path a bind mount of `service` shows at `container_path` (a file, or inside a
+    mounted directory); None when nothing mounted holds it."""
+    for source, target, _ in mounts(service):
+        if source.startswith("./") and container_path.is_relative_to(target):
+            return ROOT / source / container_path.relative_to(target)
+    return None
+
+
+def grafana_provisioning(kind: str) -> list[dict]:
+    """The provisioning documents of one kind (datasources, dashboards) Grafana reads."""
+    directory = mounted_source(services()["grafana"], PurePosixPath("/etc/grafana/provisioning"))
+    assert directory is not None, "grafana does not mount a provisioning directory"
+    files = sorted((directory / kind).glob("*.y*ml"))
+    assert files, f"no {kind} provisioning under {directory / kind}"
+    return [yaml.safe_load(path.read_text()) for path in files]
+
+
+def dashboard_panels(panels: list[dict]) -> list[dict]:
+    found = []
+    for panel in panels:
+        found += dashboard_panels(panel.get("panels", [])) if panel["type"] == "row" else [panel]
+    return found
+
+
+def test_prometheus_loads_the_alert_rules_mounted_beside_its_config():
+    prometheus = services()["prometheus"]
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    container_config = next(
+        PurePosixPath(target)
+        for source, target, _ in mounts(prometheus)
+        if source == "./prometheus/prometheus.yml"
+    )
+    assert config["rule_files"], "prometheus.yml loads no alert rules"
+    for rule_file in config["rule_files"]:
+        source = mounted_source(prometheus, container_config.parent / rule_file)
+        assert source is not None, f"{rule_file} is not mounted beside prometheus.yml"
+        assert source.resolve() == (ROOT / "prometheus" / "alerts.yml").resolve()
+        groups = yaml.safe_load(source.read_text())["groups"]
+        assert any(rule.get("alert") == "HighPSPErrorRate" for g in groups for rule in g["rules"])
+
+
+def test_grafana_reads_the_prometheus_of_the_compose_file():
+    [datasource] = [d for doc in grafana_provisioning("datasources") for d in doc["datasources"]]
+    host, port = url_host_port(datasource["url"])
+    assert host == "prometheus" and port in ports_of(services()["prometheus"]), datasource["url"]
+    assert "prometheus" in services()["grafana"]["depends_on"]
+
+
+def test_grafana_provisions_every_dashboard_under_grafana_and_each_uses_that_datasource():
+    [datasource] = [d for doc in grafana_provisioning("datasources") for d in doc["datasources"]]
+    [provider] = [p for doc in grafana_provisioning("dashboards") for p in doc["providers"]]
+    directory = mounted_source(services()["grafana"], PurePosixPath(provider["options"]["path"]))
+    assert directory is not None and directory.resolve() == (ROOT / "grafana" / "dashboards")
+    dashboards = [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
+    assert len(dashboards) >= 4
+    uids = [dashboard["uid"] for dashboard in dashboards]
+    assert len(set(uids)) == len(uids), uids
+    for dashboard in dashboards:
+        for panel in dashboard_panels(dashboard["panels"]):
+            where = f"{dashboard['uid']}: {panel['title']}"
+            assert panel["datasource"]["uid"] == datasource["uid"], where
+            assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"]), where
