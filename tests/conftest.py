@@ -82,8 +82,11 @@ def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
         "VAULT_REWRAP_INTERVAL_SECONDS": "0.5",
         "GATEWAY_PSP_TIMEOUT_SECONDS": "1",
         "GATEWAY_PSP_DEADLINE_SECONDS": "2",
-        "GATEWAY_BREAKER_FAIL_MAX": "3",
+        # A payment's 3 attempts at a dead PSP open its breaker; one good probe closes it.
+        "GATEWAY_BREAKER_MIN_CALLS": "3",
+        "GATEWAY_BREAKER_WINDOW_CALLS": "6",
         "GATEWAY_BREAKER_RESET_SECONDS": "2",
+        "GATEWAY_BREAKER_PROBES": "1",
         "GATEWAY_VAULT_TIMEOUT_SECONDS": "2",
         "GATEWAY_RECOVERY_AFTER_SECONDS": "10",
         "GATEWAY_RECOVERY_INTERVAL_SECONDS": "0.5",

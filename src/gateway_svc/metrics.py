@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from paymesh.platform.metrics import PSP_CALL_ERRORS  # noqa: F401 - shared by both services
+# Counted where the HTTP call is made: the gateway's operations here, the vault's cards there.
+from paymesh.platform.metrics import LATENCY_BUCKETS, PSP_CALL_ERRORS, PSP_CALLS  # noqa: F401
 
 PAYMENTS_INFLIGHT = Gauge(
     "payments_inflight_total",
-    "Payment intents not in a final state, by status (refreshed every few seconds).",
+    "Payment operations whose outcome is being decided now, by status: a PSP operation "
+    "started and not settled (processing: an authorization; requires_capture: a capture or "
+    "cancel; refund_pending: a refund), including unknown outcomes waiting for the recovery "
+    "sweep. Intents waiting for the customer are not counted. Refreshed every sweep round.",
     ["status"],
+)
+PAYMENTS_DECLINED = Counter(
+    "payments_declined_total",
+    "Payment attempts declined (by the issuer through the PSP, or a card the PSP or vault "
+    "refused), by PSP and decline code.",
+    ["psp", "decline_code"],
 )
 RECOVERY_SWEEP_ACTIVE = Gauge(
     "payments_recovery_sweep_active",
@@ -20,11 +30,11 @@ PSP_REQUEST_DURATION = Histogram(
     "psp_request_duration_seconds",
     "Time of one PSP HTTP call, by operation.",
     ["psp", "operation"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    buckets=LATENCY_BUCKETS,
 )
 PSP_CIRCUIT_STATE = Gauge(
     "psp_circuit_breaker_state",
-    "Circuit breaker per PSP: 0 closed, 1 half-open, 2 open.",
+    "Circuit breaker per PSP: 0 closed, 1 open (the PSP is skipped), 2 half-open (probing).",
     ["psp"],
 )
 PSP_FAILOVERS = Counter(

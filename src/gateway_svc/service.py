@@ -11,12 +11,13 @@ from sqlalchemy import func, select
 
 from gateway_svc import tables
 from gateway_svc.admin import MerchantAdminServicer
-from gateway_svc.domain.status import IN_FLIGHT
+from gateway_svc.domain.status import Pending
 from gateway_svc.idempotency import Idempotency
 from gateway_svc.merchants import SETTINGS_CHANGED, MerchantRepository
 from gateway_svc.metrics import PAYMENTS_INFLIGHT, RECOVERY_SWEEP_ACTIVE
 from gateway_svc.payments import recovery
 from gateway_svc.payments.context import Payments
+from gateway_svc.psp.breaker import BreakerPolicy
 from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.psp.connectors import SandboxConnector, StripeConnector
 from gateway_svc.psp.routing import PspRouter, RetryPolicy, make_breaker
@@ -77,12 +78,17 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
             settings.stripe_api_base, settings.stripe_secret_key, timeout, loop_lag
         ),
     }
+    policy = BreakerPolicy(
+        failure_ratio=settings.breaker_failure_ratio,
+        window_calls=settings.breaker_window_calls,
+        window_seconds=settings.breaker_window_seconds,
+        min_calls=settings.breaker_min_calls,
+        open_seconds=settings.breaker_reset_seconds,
+        probes=settings.breaker_probes,
+    )
     router = PspRouter(
         connectors,
-        {
-            name: make_breaker(name, settings.breaker_fail_max, settings.breaker_reset_seconds)
-            for name in connectors
-        },
+        {name: make_breaker(name, policy) for name in connectors},
         RetryPolicy(attempts=settings.psp_attempts, deadline_seconds=settings.psp_deadline_seconds),
     )
     vault_channel = service_channel(settings.vault_addr, resources.token_issuer, "vault")
@@ -93,7 +99,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     )
     repository = PaymentRepository(engine, resources.direct_sql)
     card_tokens = CardTokens(
-        VaultClient(vault_channel, settings.vault_timeout_seconds),
+        VaultClient(vault_channel, settings.vault_timeout_seconds, router.observe_card),
         repository,
         ttl_seconds=settings.card_token_ttl_seconds,
     )
@@ -200,20 +206,37 @@ def stand_by() -> None:
     PAYMENTS_INFLIGHT.clear()
 
 
+# payments_inflight_total's statuses: the PSP operation whose outcome is being decided.
+INFLIGHT_STATUSES = {
+    Pending.AUTHORIZE: "processing",
+    Pending.CAPTURE: "capture_pending",
+    Pending.VOID: "void_pending",
+}
+REFUND_PENDING = "refund_pending"
+
+
 async def refresh_inflight(engine) -> None:
-    intents = tables.payment_intents
+    """payments_inflight_total: operations sent to a PSP (or about to be) and not settled,
+    unknown outcomes waiting for the sweep included. An intent waiting for its customer or
+    merchant (requires_payment_method after a decline, requires_confirmation,
+    requires_capture with nothing pending) is not in flight."""
+    intents, refunds = tables.payment_intents, tables.refunds
     async with engine.connect() as connection:
-        counts = dict(
+        pending = dict(
             (
                 await connection.execute(
-                    select(intents.c.status, func.count())
-                    .where(intents.c.status.in_(IN_FLIGHT))
-                    .group_by(intents.c.status)
+                    select(intents.c.pending_operation, func.count())
+                    .where(intents.c.pending_operation.is_not(None))
+                    .group_by(intents.c.pending_operation)
                 )
             ).all()
         )
-    for status in IN_FLIGHT:
-        PAYMENTS_INFLIGHT.labels(status).set(counts.get(status, 0))
+        refunding = await connection.scalar(
+            select(func.count()).select_from(refunds).where(refunds.c.status == "pending")
+        )
+    for operation, status in INFLIGHT_STATUSES.items():
+        PAYMENTS_INFLIGHT.labels(status).set(pending.get(operation, 0))
+    PAYMENTS_INFLIGHT.labels(REFUND_PENDING).set(refunding or 0)
 
 
 DEFINITION = ServiceDefinition(

@@ -24,9 +24,16 @@ from paymesh.platform.advisory_lock import SessionLock
 from paymesh.platform.amqp_consumer import ready_counts
 from paymesh.platform.notifications import listen
 from rebill_svc.jobs import JobStore
-from rebill_svc.metrics import HEARTBEAT_AGE, QUEUE_DEPTH, SCHEDULED, SCHEDULER_LEADER
+from rebill_svc.metrics import (
+    HEARTBEAT_AGE,
+    QUEUE_DEPTH,
+    SCHEDULED,
+    SCHEDULER_LEADER,
+    WORKERS_ALIVE,
+)
 from rebill_svc.records import WAKE_CHANNEL
 from rebill_svc.topology import DEAD_QUEUE, JOB_QUEUES
+from rebill_svc.workforce import Workforce
 
 log = structlog.get_logger(__name__)
 
@@ -42,9 +49,13 @@ class Scheduler:
         requeue_after: float,
         standby_poll: float = 1.0,
         stale_after: float = 6.0,
+        workforce: Workforce | None = None,
+        lease_seconds: float = 30.0,
     ):
         self._engine = engine
         self._jobs = jobs
+        self._workforce = workforce
+        self._lease_seconds = lease_seconds
         self._lock = SessionLock(engine, "rebill-scheduler", stale_after=stale_after)
         self._leader = False
         self._batch = batch_size
@@ -137,7 +148,10 @@ class Scheduler:
         SCHEDULED.labels("reclaimed").inc(reclaimed)
         if reclaimed:
             log.info("rebill_jobs_reclaimed", count=reclaimed)
-        HEARTBEAT_AGE.set(await self._jobs.oldest_heartbeat_age())
+        age = await self._jobs.oldest_heartbeat_age()
+        if self._workforce is not None:  # a frozen worker whose jobs were reclaimed, too
+            age = max(age, (await self._workforce.census(self._lease_seconds))[1])
+        HEARTBEAT_AGE.set(age)
         return renewed + retried + reclaimed
 
     async def settled_round(self, subscription_ids: list[str]) -> None:
@@ -153,13 +167,24 @@ class Scheduler:
             log.warning("rebill_scheduler_failed", error=f"{type(error).__name__}: {error}")
 
 
-async def watch_queue_depth(amqp_url: str, interval: float = 5.0) -> None:
-    """rebill_queue_depth{queue}, read from RabbitMQ every `interval` seconds."""
+async def watch_workforce(
+    workforce: Workforce, amqp_url: str, lease_seconds: float, interval: float = 2.0
+) -> None:
+    """rebill_queue_depth{queue,state} and rebill_workers_alive every `interval` seconds:
+    the job queues from the jobs' states (rebill_svc.workforce says why), the dead-letter
+    queue's ready messages from RabbitMQ."""
     while True:
         try:
-            counts = await asyncio.to_thread(ready_counts, amqp_url, (*JOB_QUEUES, DEAD_QUEUE))
-            for queue, count in counts.items():
-                QUEUE_DEPTH.labels(queue).set(count)
+            depth = await workforce.depth()
+            for queue in JOB_QUEUES:
+                for state in ("ready", "unacked"):
+                    QUEUE_DEPTH.labels(queue, state).set(depth.get((queue, state), 0))
+            WORKERS_ALIVE.set((await workforce.census(lease_seconds))[0])
+        except Exception as error:  # noqa: BLE001 - the database is down; health says so
+            log.debug("rebill_workforce_unreadable", error=type(error).__name__)
+        try:
+            dead = await asyncio.to_thread(ready_counts, amqp_url, (DEAD_QUEUE,))
+            QUEUE_DEPTH.labels(DEAD_QUEUE, "ready").set(dead[DEAD_QUEUE])
         except Exception as error:  # noqa: BLE001 - the broker is down; health says so
             log.debug("rebill_queue_depth_unreadable", error=type(error).__name__)
         await asyncio.sleep(interval)

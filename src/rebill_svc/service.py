@@ -25,9 +25,10 @@ from rebill_svc.dead_letters import DeadLetters
 from rebill_svc.jobs import JobStore
 from rebill_svc.repository import SubscriptionRepository
 from rebill_svc.runner import JobRunner, Leases
-from rebill_svc.scheduler import Scheduler, watch_queue_depth
+from rebill_svc.scheduler import Scheduler, watch_workforce
 from rebill_svc.servicer import PaymentMethods, RebillServicer
 from rebill_svc.topology import DEAD_QUEUE, declare_queues
+from rebill_svc.workforce import Workforce
 
 
 async def register(server: grpc.aio.Server, resources: Resources) -> list:
@@ -62,12 +63,15 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     rebill_admin_pb2_grpc.add_RebillAdminServiceServicer_to_server(
         RebillAdminServicer(resources.engine, letters, callers), server
     )
+    workforce = Workforce(resources.engine)
     scheduler = Scheduler(
         resources.engine,
         jobs,
         batch_size=settings.scheduler_batch_size,
         idle_seconds=settings.scheduler_idle_seconds,
         requeue_after=settings.requeue_after_seconds,
+        workforce=workforce,
+        lease_seconds=settings.lease_seconds,
     )
     # Declares the whole rebill topology at each (re)connection, not once at startup: the
     # service starts while the broker is down, and a broker back without its data is mended.
@@ -83,7 +87,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         close_on_shutdown(vault_channel),
         scheduler.run(),
         dead_letter_consumer.run(),
-        watch_queue_depth(settings.amqp_url),
+        watch_workforce(workforce, settings.amqp_url, settings.lease_seconds),
         audit_checkpoints.run(),
     ]
 

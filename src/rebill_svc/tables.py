@@ -89,6 +89,15 @@ rebill_jobs = Table(
     set_now("updated_at"),
 )
 
+# Each worker process's own row, beaten while it runs (rebill_svc.workforce).
+rebill_workers = Table(
+    "rebill_workers",
+    metadata,
+    Column("owner", String(80), primary_key=True),
+    set_now("started_at"),
+    set_now("beat_at"),
+)
+
 rebill_attempts = Table(
     "rebill_attempts",
     metadata,

@@ -7,6 +7,7 @@ is committed. A message it cannot read, or one naming no job, is rejected to `re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from rebill_svc.jobs import JobStore
 from rebill_svc.metrics import HEARTBEAT_AGE, JOBS_FAILED
 from rebill_svc.runner import JobRunner, Leases
 from rebill_svc.topology import JOB_QUEUES, declare_queues, job_id_of
+from rebill_svc.workforce import Workforce
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +66,16 @@ class Worker:
         return Verdict.ACK
 
 
+async def beat_registry(workforce: Workforce, owner: str, interval: float) -> None:
+    """This worker's row in rebill_workers, beaten while it runs (rebill_workers_alive)."""
+    while True:
+        try:
+            await workforce.beat(owner)
+        except Exception as error:  # noqa: BLE001 - the database is down: the beat lapses
+            log.warning("rebill_worker_registry_beat_failed", error=type(error).__name__)
+        await asyncio.sleep(interval)
+
+
 async def serve(settings: RebillSettings) -> None:
     tracer_provider = configure_tracing("rebill-worker", settings.otlp_endpoint)
     # Claims and settles, one each per job, run on the direct pool; the engine serves the
@@ -83,6 +95,8 @@ async def serve(settings: RebillSettings) -> None:
     )
     # This worker's own jobs; rebill_svc's leader reports the stalest of every worker's.
     HEARTBEAT_AGE.set_function(runner.heartbeat_age)
+    workforce = Workforce(engine)
+    registered = asyncio.create_task(beat_registry(workforce, owner, settings.lease_seconds / 3))
     consumer = Consumer(
         settings.amqp_url,
         JOB_QUEUES,
@@ -109,7 +123,10 @@ async def serve(settings: RebillSettings) -> None:
     log.info("draining", grace_seconds=settings.shutdown_grace_seconds)
     await consumer.stop(settings.shutdown_grace_seconds)
     consuming.cancel()
-    await asyncio.gather(consuming, return_exceptions=True)
+    registered.cancel()
+    await asyncio.gather(consuming, registered, return_exceptions=True)
+    with contextlib.suppress(Exception):  # a worker that cannot say goodbye ages out
+        await workforce.leave(owner)
     await channel.close()
     await direct_sql.close()
     await engine.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from paymesh.platform.metrics import PSP_CALL_ERRORS  # noqa: F401 - shared by both services
+from paymesh.platform.metrics import PSP_CALL_ERRORS, PSP_CALLS  # noqa: F401 - shared
 
 TOKENIZATIONS = Counter("vault_tokenizations_total", "Cards tokenized or rejected.", ["result"])
 PSP_TOKEN_LOOKUPS = Counter(

@@ -82,8 +82,12 @@ async def _create_card(client: httpx.AsyncClient, path: str, idempotency_key: st
     """POSTs a card to a PSP; its id, or PspUnavailable (retry) / PspRejected (the card)."""
     try:
         response = await client.post(path, headers={"Idempotency-Key": idempotency_key}, **body)
-    except httpx.HTTPError as error:
-        raise PspUnavailable(type(error).__name__) from None
+    except httpx.TimeoutException:
+        raise PspUnavailable("timeout") from None
+    except httpx.ConnectError:
+        raise PspUnavailable("connection") from None
+    except httpx.HTTPError:
+        raise PspUnavailable("connection_lost") from None
     if response.status_code >= 500:
         raise PspUnavailable(f"http_{response.status_code}")
     answer = response.json()

@@ -28,6 +28,7 @@ from vault_proxy_svc.keys import KeyProvider
 from vault_proxy_svc.metrics import (
     DECRYPT_SECONDS,
     PSP_CALL_ERRORS,
+    PSP_CALLS,
     PSP_PROVISIONING,
     PSP_TOKEN_LOOKUPS,
 )
@@ -245,11 +246,13 @@ class Vault:
         DECRYPT_SECONDS.observe(time.perf_counter() - started)
         card = Card(pan, row["exp_month"], row["exp_year"], "", row["brand"])
         cvc = self._cvcs.take(token)
+        PSP_CALLS.labels(psp, "card").inc()
         try:
             reference = await cards.create(card, cvc, idempotency_key=f"vault-{token}-{psp}")
         except (PspUnavailable, PspRejected) as error:
             code = error.code if isinstance(error, PspRejected) else str(error)
-            PSP_CALL_ERRORS.labels(psp, code).inc()
+            if isinstance(error, PspUnavailable):  # a refused card is an answer, not a failure
+                PSP_CALL_ERRORS.labels(psp, "card", code).inc()
             PSP_PROVISIONING.labels(psp, "error").inc()
             async with self._engine.begin() as connection:
                 await repository.add_audit(

@@ -14,7 +14,7 @@ DELIVERIES = Counter(
 DELIVERY_DURATION = Histogram(
     "webhook_delivery_duration_seconds",
     "One delivery request, from connecting to the endpoint's answer",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.4, 0.5, 1, 2.5, 5, 10, 15),
 )
 DELIVERY_LAG = Histogram(
     "webhook_delivery_lag_seconds",

@@ -37,6 +37,7 @@ from tests.integration.test_payments import post
 from tests.integration.test_rebill import get, iso, new_clock
 from tests.integration.test_vault import tokenize
 from tests.support.http import call
+from tests.support.metrics import metric
 from tests.support.psp import sandbox
 from tests.support.waiting import wait_until
 
@@ -422,6 +423,55 @@ def test_the_heartbeat_age_shows_on_the_workers_port_and_the_leaders(tmp_path):
             assert max(ages) < 2, (name, ages)  # the lease is 2 s, beaten every 0.67 s
         assert heartbeat_age(ports["worker"]) == 0  # it holds nothing now
         assert charges_by_amount(faults)[4321] == 1
+
+
+def test_a_frozen_worker_shows_as_unacked_jobs_fewer_workers_and_a_stale_heartbeat(tmp_path):
+    """A worker SIGSTOPped holding 3 due renewals. Before: rebill_queue_depth read 0 (ready
+    messages only) while RabbitMQ held 3 unacked, nothing counted workers, and once the
+    jobs were reclaimed the leader's heartbeat age fell back to 0 with the worker still
+    frozen. Now: 3 unacked, rebill_workers_alive 1 -> 0, then 3 ready and a heartbeat age
+    that keeps growing; all quiet again once the worker runs on."""
+    lease = 6.0
+    with fault_mesh(tmp_path, REBILL_LEASE_SECONDS=str(lease)) as faults:
+        mesh = faults.mesh
+        port = mesh.ports.http["rebill"]
+
+        def depth(state: str) -> float:
+            return metric(port, "rebill_queue_depth", queue="rebill.monthly", state=state)
+
+        def alive() -> float:
+            return metric(port, "rebill_workers_alive")
+
+        wait_until(lambda: alive() == 1, timeout=30, interval=0.5)  # a normal day
+        assert (depth("ready"), depth("unacked")) == (0, 0)
+        start = datetime(2034, 1, 1, tzinfo=UTC)
+        clock = new_clock(mesh, faults.merchant, start)
+        trial_end = start + timedelta(days=1)
+        subscribe_all(
+            faults, clock, [{"amount": 5100 + i, "trial_end": iso(trial_end)} for i in range(3)]
+        )
+        worker = mesh.processes["rebill_worker"]
+        sandbox(mesh, "/_knobs", {"latency_ms": 1500})
+        try:
+            advance_to(faults, clock, trial_end + timedelta(hours=1))
+            held = "SELECT count(*) FROM rebill.rebill_jobs WHERE status = 'running'"
+            wait_until(lambda: faults.scalar(held) == 3, timeout=30, interval=0.05)
+            os.kill(worker.pid, signal.SIGSTOP)
+        finally:
+            sandbox(mesh, "/_knobs", {"latency_ms": 0})
+        try:
+            wait_until(lambda: depth("unacked") == 3, timeout=lease, interval=0.2)
+            wait_until(lambda: alive() == 0, timeout=3 * lease, interval=0.5)
+            wait_until(lambda: depth("ready") == 3, timeout=3 * lease, interval=0.5)  # reclaimed
+            assert depth("unacked") == 0
+            wait_until(lambda: heartbeat_age(port) > 2 * lease, timeout=3 * lease, interval=0.5)
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        wait_for_clock(faults, clock, timeout=90)
+        wait_until(lambda: alive() == 1, timeout=30, interval=0.5)
+        wait_until(lambda: depth("ready") + depth("unacked") == 0, timeout=30, interval=0.5)
+        wait_until(lambda: heartbeat_age(port) < lease, timeout=30, interval=0.5)
+        assert [charges_by_amount(faults)[5100 + i] for i in range(3)] == [1, 1, 1]
 
 
 # --- 3. two schedulers racing -------------------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from paymesh import cli, sandbox_psp
-from paymesh.platform.config import ServiceSettings
+from paymesh.platform.config import RebillSettings, ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("gateway", "vault", "rebill", "webhook")
@@ -715,3 +715,22 @@ def test_grafana_provisions_every_dashboard_under_grafana_and_each_uses_that_dat
             where = f"{dashboard['uid']}: {panel['title']}"
             assert panel["datasource"]["uid"] == datasource["uid"], where
             assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"]), where
+
+
+def test_prometheus_scrapes_every_rebill_worker_and_every_gateway_replica_by_dns():
+    """A worker's own heartbeat age and job metrics are on its port only (it was not
+    scraped); replicas without a name of their own are found by an A lookup of the name
+    they answer to."""
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    looked_up = {
+        (name, int(lookup["port"]))
+        for job in config["scrape_configs"]
+        for lookup in job.get("dns_sd_configs", [])
+        for name in lookup["names"]
+    }
+    worker_port = RebillSettings.model_fields["worker_http_port"].default
+    assert ("rebill-worker", worker_port) in looked_up
+    assert services()["rebill-worker"]["command"][-1] == "rebill_svc.worker"
+    replica_aliases = services()["gateway-replica"]["networks"]["default"]["aliases"]
+    assert ("gateway", default_ports("gateway")["http"]) in looked_up
+    assert "gateway" in replica_aliases

@@ -16,6 +16,7 @@ from gateway_svc.domain.status import IntentStatus
 from gateway_svc.memory_repository import InMemoryPaymentRepository
 from gateway_svc.payments import authorize, capture, recovery
 from gateway_svc.payments.context import OutcomePending, Payments, for_keyless
+from gateway_svc.psp.breaker import BreakerPolicy
 from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.psp.routing import PspRouter, RetryPolicy, make_breaker
 from gateway_svc.repository import KeyRef
@@ -72,7 +73,7 @@ def payments_with(*psps: ScriptedPsp) -> tuple[Payments, InMemoryPaymentReposito
     repository.routes[MERCHANT.id] = [p.name for p in psps]
     router = PspRouter(
         {p.name: p for p in psps},
-        {p.name: make_breaker(f"unit-{p.name}-{id(p)}", 5, 60) for p in psps},
+        {p.name: make_breaker(f"unit-{p.name}-{id(p)}", BreakerPolicy()) for p in psps},
         RetryPolicy(attempts=2, deadline_seconds=1, backoff_seconds=0.001),
     )
     return Payments(repository, router, CardTokens(Vault(), repository)), repository

@@ -15,6 +15,7 @@ from gateway_svc.domain.outcomes import (
     PspDeclined,
     PspTrouble,
 )
+from gateway_svc.psp.breaker import BreakerPolicy, State
 from gateway_svc.psp.routing import NoPspAvailable, PspRouter, RetryPolicy, make_breaker
 
 
@@ -32,10 +33,13 @@ class FakeConnector:
         return outcome
 
 
-def router(*connectors: FakeConnector, fail_max: int = 5) -> PspRouter:
+def router(*connectors: FakeConnector, fail_max: int | None = None) -> PspRouter:
+    policy = BreakerPolicy(open_seconds=60)  # the shipped defaults, but for the cool-down
+    if fail_max is not None:
+        policy = BreakerPolicy(min_calls=fail_max, window_calls=max(20, fail_max))
     return PspRouter(
         {c.name: c for c in connectors},
-        {c.name: make_breaker(f"unit-{c.name}-{id(c)}", fail_max, 60) for c in connectors},
+        {c.name: make_breaker(f"unit-{c.name}-{id(c)}", policy) for c in connectors},
         RetryPolicy(
             attempts=3, deadline_seconds=2, backoff_seconds=0.001, max_backoff_seconds=0.01
         ),
@@ -102,7 +106,7 @@ def test_an_open_breaker_skips_its_psp_without_a_call():
     calls = len(sandbox.keys)
     psp, _ = authorize(psps, ["sandbox", "stripe"])
 
-    assert psps.breakers["sandbox"].current_state == "open"
+    assert psps.breakers["sandbox"].state is State.OPEN
     assert psp == "stripe"
     assert len(sandbox.keys) == calls
 
@@ -169,4 +173,40 @@ def test_the_breaker_counts_only_the_psps_own_failures(not_the_psps_fault):
         with pytest.raises((PspDeclined, PspTrouble, NoPspAvailable)):
             authorize(psps, ["sandbox"])
 
-    assert psps.breakers["sandbox"].current_state == "closed"
+    assert psps.breakers["sandbox"].state is State.CLOSED
+
+
+def test_a_dead_psp_opens_its_breaker_under_the_shipped_settings_despite_card_lookups():
+    """Issue 28: each payment's card lookup succeeded between its three failing attempts,
+    and the consecutive count (5) never got there: 21 sandbox 503s left the breaker closed.
+    Under the shipped settings (ratio 0.5, min 10 calls) the authorize window opens it."""
+    sandbox = FakeConnector("sandbox", [NotProcessed("http_503")])
+    stripe = FakeConnector("stripe", [Authorization("pi_s", True)])
+    psps = router(sandbox, stripe)
+
+    for _ in range(7):  # 21 failed attempts at the sandbox, each payment paid at stripe
+        psp, _ = authorize(psps, ["sandbox", "stripe"])
+        assert psp == "stripe"
+        psps.observe_card("sandbox", None)  # the vault created a card there, fine
+    calls = len(sandbox.keys)
+    psp, _ = authorize(psps, ["sandbox", "stripe"])
+
+    assert psps.breakers["sandbox"].state is State.OPEN
+    assert (psp, len(sandbox.keys)) == ("stripe", calls)  # straight to stripe
+
+
+def test_successes_of_another_operation_do_not_mask_failing_charges():
+    sandbox = FakeConnector("sandbox", [NotProcessed("http_503")])
+    psps = router(sandbox)
+    breaker = psps.breakers["sandbox"]
+
+    for _ in range(4):
+        for _ in range(10):
+            psps.observe_card("sandbox", None)
+        with pytest.raises(NoPspAvailable):
+            authorize(psps, ["sandbox"])
+        if breaker.state is State.OPEN:
+            break
+
+    assert breaker.state is State.OPEN
+    assert len(sandbox.keys) == 10  # the 10th failed charge opened it, 40 card successes or not

@@ -56,12 +56,6 @@ TRANSITIONS: dict[Action, dict[IntentStatus, IntentStatus]] = {
 
 # What a merchant may ask for, by name in errors ("you cannot capture ...").
 MERCHANT_ACTIONS = (Action.CONFIRM, Action.CAPTURE, Action.CANCEL, Action.REFUND)
-IN_FLIGHT = (
-    S.REQUIRES_PAYMENT_METHOD,
-    S.REQUIRES_CONFIRMATION,
-    S.PROCESSING,
-    S.REQUIRES_CAPTURE,
-)
 
 
 def sources(action: Action) -> tuple[str, ...]:

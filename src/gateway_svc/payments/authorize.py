@@ -42,6 +42,7 @@ from gateway_svc.domain.status import (
     sources,
     unexpected_state,
 )
+from gateway_svc.metrics import PAYMENTS_DECLINED
 from gateway_svc.payments.context import (
     NOTHING_PENDING,
     Payments,
@@ -333,6 +334,8 @@ async def settle_decline(
             settles=settles_keys(actor, key),
         )
     )
+    if settled is not None:  # this writer recorded the decline: counted once
+        PAYMENTS_DECLINED.labels(settled.psp or "", decline.decline_code).inc()
     return settled or await payments.repository.intent(intent.id)
 
 
@@ -373,11 +376,13 @@ async def release_late_authorization(
     try:
         if authorization.captured:
             await payments.router.call(
-                psp, lambda: connector.refund(authorization.reference, attempt.amount, release_key)
+                psp,
+                "refund",
+                lambda: connector.refund(authorization.reference, attempt.amount, release_key),
             )
         else:
             await payments.router.call(
-                psp, lambda: connector.void(authorization.reference, release_key)
+                psp, "void", lambda: connector.void(authorization.reference, release_key)
             )
         result = "released"
     except (PspTrouble, PspRefused) as error:

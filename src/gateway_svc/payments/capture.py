@@ -98,6 +98,7 @@ async def send_reserved(payments: Payments, reserved: PaymentIntent, operation):
     try:
         return await payments.router.call(
             psp,
+            reserved.pending_operation or "capture",
             lambda: operation(connector, reserved.psp_reference or "", reserved.pending_key or ""),
         )
     except PspRefused as refused:

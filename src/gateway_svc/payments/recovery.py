@@ -74,11 +74,11 @@ async def _settle(payments: Payments, intent: PaymentIntent) -> str:
         if intent.pending_operation == Pending.CAPTURE:
             amount = intent.pending_amount or intent.amount_capturable
             captured = await payments.router.call(
-                psp, lambda: connector.capture(reference, amount, key)
+                psp, "capture", lambda: connector.capture(reference, amount, key)
             )
             await capture.finish(payments, intent, captured, "worker")
             return "captured"
-        await payments.router.call(psp, lambda: connector.void(reference, key))
+        await payments.router.call(psp, "void", lambda: connector.void(reference, key))
         await cancel.finish(payments, intent, "worker")
         return "voided"
     except PspRefused:
@@ -92,6 +92,7 @@ async def _authorize_again(
     merchant = Merchant(intent.merchant_id, intent.livemode)
     card = await payments.router.call(
         psp,
+        None,  # judged by the vault's answers (PspRouter.observe_card)
         lambda: payments.card_tokens.psp_token(
             merchant, intent.payment_method or "", psp, reason=f"recover {intent.id}"
         ),
@@ -99,6 +100,7 @@ async def _authorize_again(
     connector = payments.router.connectors[psp]
     return await payments.router.call(
         psp,
+        "authorize",
         lambda: connector.authorize(
             card=card,
             amount=intent.amount,

@@ -57,7 +57,7 @@ async def _at_psp(payments: Payments, psp: str, charge: str, pending: Refund) ->
     if connector is None:
         raise PspRefused("this payment has no PSP reference")
     return await payments.router.call(
-        psp, lambda: connector.refund(charge, pending.amount, pending.id)
+        psp, "refund", lambda: connector.refund(charge, pending.amount, pending.id)
     )
 
 

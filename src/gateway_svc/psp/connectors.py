@@ -21,7 +21,7 @@ from gateway_svc.domain.outcomes import (
     PspDeclined,
     PspRefused,
 )
-from gateway_svc.metrics import PSP_CALL_ERRORS, PSP_REQUEST_DURATION
+from gateway_svc.metrics import PSP_CALL_ERRORS, PSP_CALLS, PSP_REQUEST_DURATION
 from paymesh.platform.http_spans import aiohttp_tracing
 from paymesh.platform.loop_lag import LoopLag
 
@@ -77,6 +77,7 @@ class HttpConnector:
         self, operation: str, method: str, path: str, idempotency_key: str | None = None, **kw
     ) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        PSP_CALLS.labels(self.name, operation).inc()
         started = time.perf_counter()
         sent_at = time.monotonic()
         try:
@@ -87,27 +88,27 @@ class HttpConnector:
                 status = response.status
                 body = await response.json(content_type=None) if status < 500 else None
         except _NEVER_SENT as error:
-            self._count("connection")
+            self._count(operation, "connection")
             raise NotProcessed(f"{self.name}: {type(error).__name__}") from None
         except TimeoutError:
             if self._overloaded_since(sent_at):
-                self._count("local_overload")
+                # Our own loop was late, not the PSP: no PSP error (the breaker ignores it too).
                 raise OutcomeUnknown(f"{self.name}: timeout (local)", psp_at_fault=False) from None
-            self._count("timeout")
+            self._count(operation, "timeout")
             raise OutcomeUnknown(f"{self.name}: timeout") from None
         except (aiohttp.ClientError, ValueError) as error:
             # The request went out; its answer did not come back whole.
-            self._count("connection_lost")
+            self._count(operation, "connection_lost")
             raise OutcomeUnknown(f"{self.name}: {type(error).__name__}") from None
         finally:
             PSP_REQUEST_DURATION.labels(self.name, operation).observe(time.perf_counter() - started)
         if status >= 500:
-            self._count(f"http_{status}")
+            self._count(operation, f"http_{status}")
             failure = NotProcessed if self.five_hundreds_process_nothing else OutcomeUnknown
             raise failure(f"{self.name}: http_{status}")
         if not isinstance(body, dict) or 300 <= status < 400:
             # An answer we cannot read (empty, not an object, a redirect): it may have worked.
-            self._count("unreadable_answer")
+            self._count(operation, "unreadable_answer")
             raise OutcomeUnknown(f"{self.name}: unreadable answer (http_{status})")
         if status >= 400:
             self._raise_for(body)
@@ -118,19 +119,18 @@ class HttpConnector:
             return False
         return self._loop_lag.worst_since(sent_at) > self._timeout * _OVERLOAD_SHARE
 
-    def _count(self, reason: str) -> None:
-        PSP_CALL_ERRORS.labels(self.name, reason).inc()
+    def _count(self, operation: str, reason: str) -> None:
+        """A failure of the PSP's own (never a decline or a refusal: those are answers)."""
+        PSP_CALL_ERRORS.labels(self.name, operation, reason).inc()
 
     def _raise_for(self, body: dict[str, Any]) -> None:
         error = body.get("error", {})
         if error.get("code") == "card_declined":
-            self._count("card_declined")
             raise PspDeclined(
                 error.get("decline_code") or "generic_decline",
                 error.get("message") or "Your card was declined.",
                 error.get("type") if error.get("type") in ("hard", "soft") else "hard",
             )
-        self._count(error.get("code") or "rejected")
         raise PspRefused(error.get("code") or "psp_error")
 
     async def close(self) -> None:

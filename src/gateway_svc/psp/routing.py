@@ -1,6 +1,7 @@
 """Which PSP takes a payment, and how one PSP operation is tried.
 
-The merchant's route is an ordered list of PSPs, each behind a circuit breaker (pybreaker).
+The merchant's route is an ordered list of PSPs, each behind a circuit breaker (a failure
+ratio over a sliding window, per operation: `gateway_svc.psp.breaker`).
 One operation is retried under the SAME idempotency key, with exponential backoff and full
 jitter (tenacity), within a hard deadline: a retry can only repeat or reveal what the first
 attempt did, never do it twice. The router fails over to the next PSP only on proof that
@@ -8,7 +9,8 @@ nothing happened (`NotProcessed`, a refusal, an open breaker). A decline ends th
 `OutcomeUnknown` ends it too, and is settled by asking that PSP again (the recovery sweep).
 
 Only the PSP's own failures count against its breaker: never a decline, a refusal, the
-vault, or a timeout our own busy loop caused."""
+vault, or a timeout our own busy loop caused. Every attempt is one call the breaker judges:
+a payment's three attempts at a dead PSP are three failures."""
 
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import pybreaker
 import structlog
 from tenacity import (
     AsyncRetrying,
@@ -30,16 +31,24 @@ from gateway_svc.domain.outcomes import (
     Authorization,
     NotProcessed,
     OutcomeUnknown,
+    PspDeclined,
     PspRefused,
     PspTrouble,
 )
 from gateway_svc.metrics import PSP_CALL_ERRORS, PSP_CIRCUIT_STATE, PSP_FAILOVERS
+from gateway_svc.psp.breaker import (
+    BreakerPolicy,
+    CircuitOpen,
+    Outcome,
+    SlidingWindowBreaker,
+    State,
+)
 from gateway_svc.psp.connectors import Connector
 from paymesh.platform.http_spans import resend
 
 log = structlog.get_logger(__name__)
-_STATES = {"closed": 0, "half-open": 1, "open": 2}
 T = TypeVar("T")
+CARD = "card"  # the card's creation at the PSP (made by the vault), a step of authorize
 
 
 class NoPspAvailable(Exception):
@@ -54,33 +63,31 @@ class RetryPolicy:
     max_backoff_seconds: float = 1.0
 
 
-class _StateGauge(pybreaker.CircuitBreakerListener):
-    def state_change(self, breaker, old, new):
-        PSP_CIRCUIT_STATE.labels(breaker.name).set(_STATES[new.name])
-        log.warning("psp_circuit_changed", psp=breaker.name, old=old.name, new=new.name)
+def _log_change(psp: str, old: State, new: State) -> None:
+    log.warning("psp_circuit_changed", psp=psp, old=old.name.lower(), new=new.name.lower())
 
 
-def _not_the_psps_fault(error: BaseException) -> bool:
-    return not (isinstance(error, PspTrouble) and error.psp_at_fault)
-
-
-def make_breaker(psp: str, fail_max: int, reset_timeout: float) -> pybreaker.CircuitBreaker:
-    breaker = pybreaker.CircuitBreaker(
-        fail_max=fail_max,
-        reset_timeout=reset_timeout,
-        exclude=[_not_the_psps_fault],
-        listeners=[_StateGauge()],
-        name=psp,
-    )
-    PSP_CIRCUIT_STATE.labels(psp).set(0)
+def make_breaker(psp: str, policy: BreakerPolicy) -> SlidingWindowBreaker:
+    breaker = SlidingWindowBreaker(psp, policy, on_change=_log_change)
+    # Read at each scrape: an open breaker's cool-down ends without a call to notice it.
+    PSP_CIRCUIT_STATE.labels(psp).set_function(lambda: float(breaker.state))
     return breaker
+
+
+def judged(error: BaseException | None) -> Outcome:
+    """What a PSP call's end says about the PSP."""
+    if error is None or isinstance(error, (PspDeclined, PspRefused)):
+        return Outcome.SUCCESS  # the PSP answered
+    if isinstance(error, PspTrouble) and error.psp_at_fault:
+        return Outcome.FAILURE
+    return Outcome.IGNORED  # our overload, the vault, a cancellation: not the PSP's doing
 
 
 class PspRouter:
     def __init__(
         self,
         connectors: dict[str, Connector],
-        breakers: dict[str, pybreaker.CircuitBreaker],
+        breakers: dict[str, SlidingWindowBreaker],
         policy: RetryPolicy,
     ):
         self.connectors = connectors
@@ -89,7 +96,14 @@ class PspRouter:
 
     def first_available(self, route: list[str]) -> str | None:
         """The first PSP of the route whose breaker does not skip it."""
-        return next((psp for psp in route if self.breakers[psp].current_state != "open"), None)
+        return next((psp for psp in route if self.breakers[psp].state is not State.OPEN), None)
+
+    def observe_card(self, psp: str, error: BaseException | None) -> None:
+        """The PSP's answer to the vault's creation of a card (not a cached one): the `card`
+        operation's window judges it."""
+        breaker = self.breakers.get(psp)
+        if breaker is not None:
+            breaker.observe(CARD, judged(error))
 
     async def authorize(
         self,
@@ -111,10 +125,12 @@ class PspRouter:
             try:
                 # Creating the card at the PSP (through the vault) is part of the PSP's health;
                 # an open breaker skips the PSP before even that.
-                card = await self.call(psp, lambda psp=psp: card_for(psp))
+                # (Its outcome is judged by observe_card, only when the PSP was asked.)
+                card = await self.call(psp, None, lambda psp=psp: card_for(psp))
                 await on_attempt(psp)
                 authorization = await self.call(
                     psp,
+                    "authorize",
                     lambda card=card, connector=connector, psp=psp: connector.authorize(
                         card=card,
                         amount=amount,
@@ -130,9 +146,10 @@ class PspRouter:
                 log.warning("psp_failover", psp=psp, error=str(error))
         raise NoPspAvailable("; ".join(failures) or "no PSP configured")
 
-    async def call(self, psp: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """One PSP operation: retried under its idempotency key, inside the PSP's breaker,
-        within the policy's deadline. NotProcessed only if no attempt may have happened."""
+    async def call(self, psp: str, name: str | None, operation: Callable[[], Awaitable[T]]) -> T:
+        """One PSP operation `name`: retried under its idempotency key, each attempt judged
+        by the PSP's breaker, within the policy's deadline. NotProcessed only if no attempt
+        may have happened. `name` None: a step the breaker gates but does not judge."""
         policy = self.policy
         breaker = self.breakers[psp]
         maybe_done: OutcomeUnknown | None = None
@@ -147,24 +164,31 @@ class PspRouter:
                     retry=retry_if_exception_type(PspTrouble),
                     reraise=True,
                 ):
-                    # The breaker replaces the failure that trips it with its own error, so
-                    # an unknown outcome is noted inside it, before that can happen.
-                    with attempt, breaker.calling(), resend(attempt.retry_state.attempt_number - 1):
+                    with attempt, resend(attempt.retry_state.attempt_number - 1):
+                        ticket = breaker.permit(probe=name is not None)
+                        outcome = Outcome.IGNORED
                         try:
                             in_flight = True
-                            return await operation()
+                            result = await operation()
+                            outcome = Outcome.SUCCESS
+                            return result
                         except OutcomeUnknown as unknown:
                             maybe_done = unknown
+                            outcome = judged(unknown)
+                            raise
+                        except Exception as error:
+                            outcome = judged(error)
                             raise
                         finally:
                             in_flight = False
-        except pybreaker.CircuitBreakerError:
+                            breaker.record(ticket, name or "", outcome if name else Outcome.IGNORED)
+        except CircuitOpen:
             if maybe_done is not None:
                 raise maybe_done from None
             raise NotProcessed(f"{psp}: circuit open", psp_at_fault=False) from None
         except TimeoutError:
             if in_flight or maybe_done is not None:
-                PSP_CALL_ERRORS.labels(psp, "deadline").inc()
+                PSP_CALL_ERRORS.labels(psp, name or CARD, "deadline").inc()
                 raise OutcomeUnknown(f"{psp}: deadline spent", psp_at_fault=False) from None
             raise NotProcessed(f"{psp}: deadline spent", psp_at_fault=False) from None
         except NotProcessed:

@@ -5,10 +5,11 @@ could not reach is that PSP's `NotProcessed`; the vault itself down is `VaultUna
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from gateway_svc.domain.outcomes import NotProcessed, PspDeclined
-from gateway_svc.metrics import PSP_CALL_ERRORS
 from paymesh.platform.callers import Merchant
 from paymesh.platform.channels import on_behalf_of
 from paymesh.platform.errors import reason_of
@@ -23,9 +24,17 @@ class VaultUnavailable(Unavailable):
 
 
 class VaultClient:
-    def __init__(self, channel: grpc.aio.Channel, timeout: float = 5.0):
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        timeout: float = 5.0,
+        on_psp_answer: Callable[[str, BaseException | None], None] | None = None,
+    ):
+        """`on_psp_answer(psp, error)`: told each time the vault asked the PSP to create the
+        card (not when it answered from its cache), with the failure or refusal if any."""
         self._stub = vault_pb2_grpc.VaultInternalServiceStub(channel)
         self.timeout = timeout
+        self._on_psp_answer = on_psp_answer or (lambda psp, error: None)
 
     async def psp_token(
         self, merchant: Merchant, payment_method: str, psp: str, reason: str
@@ -37,8 +46,17 @@ class VaultClient:
                 timeout=self.timeout,
             )
         except grpc.aio.AioRpcError as error:
-            raise _read(error, psp) from None
+            outcome = _read(error, psp)
+            if isinstance(outcome, (NotProcessed, PspDeclined)) and _asked_the_psp(error):
+                self._on_psp_answer(psp, outcome)
+            raise outcome from None
+        if not reply.cached:
+            self._on_psp_answer(psp, None)
         return reply.psp_reference
+
+
+def _asked_the_psp(error: grpc.aio.AioRpcError) -> bool:
+    return reason_of(error) in ("psp_unavailable", "psp_rejected_card")
 
 
 def _read(error: grpc.aio.AioRpcError, psp: str) -> Exception:
@@ -54,8 +72,8 @@ def _read(error: grpc.aio.AioRpcError, psp: str) -> Exception:
     if code == grpc.StatusCode.FAILED_PRECONDITION and reason == "psp_rejected_card":
         return PspDeclined("generic_decline", "Your card was declined.", "hard")
     if code == grpc.StatusCode.UNAVAILABLE and reason == "psp_unavailable":
-        # The PSP failed the vault's request to create the card: the PSP's own failure, and
-        # no payment was attempted there.
-        PSP_CALL_ERRORS.labels(psp, "card_provisioning").inc()
+        # The PSP failed the vault's request to create the card: the PSP's own failure (the
+        # vault counts it in psp_call_errors_total{operation="card"}), and no payment was
+        # attempted there.
         return NotProcessed(f"{psp}: card not provisioned")
     return VaultUnavailable(f"{code.name} {reason}".strip())

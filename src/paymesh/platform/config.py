@@ -88,9 +88,16 @@ class GatewaySettings(ServiceSettings):
     # this is (the vault revokes it in the gateway's database first); this bounds the damage
     # of a detach that skipped the revocation (a vault older than this gateway, ops SQL).
     card_token_ttl_seconds: float = 60.0
-    # The circuit opens after this many consecutive failures and half-opens after the cool-down.
-    breaker_fail_max: int = 5
-    breaker_reset_seconds: float = 30.0
+    # Each PSP's circuit breaker (gateway_svc.psp.breaker): it opens when, for one operation,
+    # at least FAILURE_RATIO of its last WINDOW_CALLS calls younger than WINDOW_SECONDS failed
+    # and they are at least MIN_CALLS; after RESET_SECONDS it lets PROBES calls through, and
+    # closes when they all succeed.
+    breaker_failure_ratio: float = Field(0.5, gt=0, le=1)
+    breaker_window_calls: int = Field(20, ge=1)
+    breaker_window_seconds: float = Field(60.0, gt=0)
+    breaker_min_calls: int = Field(10, ge=1)
+    breaker_reset_seconds: float = Field(30.0, gt=0)
+    breaker_probes: int = Field(3, ge=1)
     # PSP operations whose outcome is unknown longer than this are settled by asking the PSP.
     recovery_after_seconds: float = 60.0
     recovery_interval_seconds: float = 10.0
@@ -119,6 +126,10 @@ class GatewaySettings(ServiceSettings):
             raise ValueError("GATEWAY_VAULT_TIMEOUT_SECONDS must not exceed the PSP deadline")
         if self.psp_timeout_seconds > self.psp_deadline_seconds:
             raise ValueError("GATEWAY_PSP_TIMEOUT_SECONDS must not exceed the PSP deadline")
+        if self.breaker_min_calls > self.breaker_window_calls:
+            raise ValueError(
+                "GATEWAY_BREAKER_MIN_CALLS must not exceed GATEWAY_BREAKER_WINDOW_CALLS"
+            )
         return self
 
 

@@ -10,11 +10,15 @@ REQUESTS = Counter(
     "gRPC requests handled, by service, method and status code.",
     ["service", "method", "code"],
 )
+# Request latency buckets: every target the SREs state is a bucket edge (p95 < 400 ms needs
+# 0.4; 0.1, 0.25, 1 and 2.5 s are the others), so a quantile near a target is not a guess
+# between two far-apart edges.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.4, 0.5, 1, 2.5, 5, 10)
 REQUEST_DURATION = Histogram(
     "gateway_request_duration_seconds",
     "Time to handle a gRPC request, by service and method.",
     ["service", "method"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    buckets=LATENCY_BUCKETS,
 )
 DEPENDENCY_UP = Gauge(
     "paymesh_dependency_up",
@@ -36,10 +40,19 @@ OUTBOX_OLDEST_PENDING = Gauge(
     "Age of the oldest outbox event not yet confirmed by RabbitMQ (0 when none).",
     ["service"],
 )
+# A PSP's own failures and every call, counted where the HTTP call is made (the gateway's
+# payment operations, the vault's card creation: operation `card`), so that
+# sum(rate(psp_call_errors_total)) / sum(rate(psp_calls_total)) is the PSPs' error ratio.
+PSP_CALLS = Counter(
+    "psp_calls_total",
+    "Calls to a PSP (each attempt of a retried operation is one call), whatever their answer.",
+    ["psp", "operation"],
+)
 PSP_CALL_ERRORS = Counter(
     "psp_call_errors_total",
-    "Failed calls to a PSP, by reason (the gateway's charges, the vault's card provisioning).",
-    ["psp", "reason"],
+    "Calls a PSP failed: 5xx, timeouts, connection errors, unreadable answers. Never a "
+    "decline or a refusal (those are answers: payments_declined_total).",
+    ["psp", "operation", "reason"],
 )
 AUDIT_CHECKPOINT_AGE = Gauge(
     "audit_chain_head_checkpoint_age_seconds",
