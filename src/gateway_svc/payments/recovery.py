@@ -52,9 +52,11 @@ async def recover(payments: Payments, older_than_seconds: float) -> int:
 async def _settle(payments: Payments, intent: PaymentIntent) -> str:
     psp = intent.psp or ""
     connector = payments.router.connectors.get(psp)
-    if connector is None:
+    if connector is None and intent.pending_operation == Pending.AUTHORIZE:
         await authorize.abandon(payments, intent, "worker", f"unknown PSP {psp!r}")
         return "not_charged"
+    if connector is None:  # a capture or void at a PSP we cannot ask: it stays in doubt
+        raise Unavailable(f"no connector for PSP {psp!r}")
     if intent.pending_operation == Pending.AUTHORIZE:
         attempt = f"{intent.attempt_key}:{psp}"
         found = await connector.find(attempt)

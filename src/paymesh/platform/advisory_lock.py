@@ -19,9 +19,8 @@ import zlib
 
 import structlog
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
-from paymesh.platform.db import autocommit
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 log = structlog.get_logger(__name__)
 
@@ -44,11 +43,26 @@ _END_STALE_HOLDER = text(
 )
 
 
+def _unpooled(engine: AsyncEngine) -> AsyncEngine:
+    """Connections to the engine's database outside its pool. A held lock keeps its connection
+    for as long as it is held: taken from the pool, a process's leaderships (recovery sweep,
+    outbox relay, scheduler, audit checkpoints, reconciliation) would leave its requests
+    without connections when the pool is small, and a round that needs one would wait on the
+    others for good."""
+    return create_async_engine(
+        engine.url,
+        poolclass=NullPool,
+        isolation_level="AUTOCOMMIT",
+        hide_parameters=True,
+        connect_args={"connect_timeout": 3},
+    )
+
+
 class SessionLock:
     def __init__(self, engine: AsyncEngine, name: str, stale_after: float | None = None):
         self.name = name
         self._key = lock_key(name)
-        self._autocommit = autocommit(engine)
+        self._connections = _unpooled(engine)
         self._holder: AsyncConnection | None = None
         self._stale_after = stale_after
 
@@ -61,7 +75,7 @@ class SessionLock:
                 return True
             except Exception:  # noqa: BLE001 - the connection, and with it the lock, is gone
                 await self.release()
-        holder = await self._autocommit.connect()
+        holder = await self._connections.connect()
         try:
             locked = await holder.scalar(select(func.pg_try_advisory_lock(self._key)))
         except BaseException:
