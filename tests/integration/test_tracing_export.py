@@ -16,6 +16,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from tests.integration.conftest import close_sandbox_breaker
 from tests.integration.test_payments import post
 from tests.integration.test_psp_webhooks import dashboard, intent_row
 from tests.integration.test_rebill import advance, new_clock, rebills
@@ -292,6 +293,8 @@ def test_a_payment_stuck_in_psp_retries_shows_each_attempt_failed(traced):
         )
     finally:
         sandbox(mesh, "/_knobs", NO_FAULTS)
+        # Three failed charges open the sandbox's breaker: closed again for the next test.
+        close_sandbox_breaker(mesh, merchant)
 
     def attempts():
         found = [

@@ -112,6 +112,7 @@ class Reconciler:
             _run_audit(report, who, "succeeded"),
         )
         RECONCILIATION_LAST_SUCCESS.labels(psp).set(finished.timestamp())
+        RECONCILIATION_RECORDS_CHECKED.labels(psp).inc(0)  # a quiet period shows as 0, not absent
         log.info(
             "reconciliation_run",
             psp=psp,
