@@ -184,13 +184,13 @@ def test_one_payment_is_one_trace_from_envoy_to_the_merchants_webhook(traced):
         ("webhook", CLIENT),  # the delivery to the merchant
     }
 
-    def whole():
+    def whole():  # every span in, and (each process exports on its own) no link broken
         spans = collector.trace(trace_id)
         names = {s.name for s in spans}
-        return spans if expected <= shape(spans) and "webhook.deliver" in names and spans else None
+        linked = not broken_links(spans, root_parent=caller_span)
+        return spans if expected <= shape(spans) and "webhook.deliver" in names and linked else None
 
     spans = waited(whole, 30, lambda: sorted(collector.trace(trace_id), key=repr))
-    assert broken_links(spans, root_parent=caller_span) == []
     [root] = [s for s in spans if s.proto.parent_span_id == caller_span]
     assert root.service == "envoy"
 
@@ -257,12 +257,13 @@ def test_a_renewal_is_one_trace_from_the_scheduler_through_the_worker_to_the_psp
     def shapes(spans: list[Span]) -> set:
         return {(s.service, "INTERNAL" if s.name == "rebill.schedule" else s.kind) for s in spans}
 
+    # Each process exports its spans in batches of its own: a consumer's may come in before
+    # the producer's that is its parent, so the trace is whole once no link is broken.
     [spans] = waited(
-        lambda: [t for t in renewal_traces() if expected <= shapes(t)],
+        lambda: [t for t in renewal_traces() if expected <= shapes(t) and not broken_links(t)],
         30,
         lambda: [sorted(t, key=repr) for t in renewal_traces()],
     )
-    assert broken_links(spans) == []
     [schedule] = [s for s in spans if not s.proto.parent_span_id]
     assert schedule.name == "rebill.schedule"
     assert schedule.attributes["tenant"] == merchant.id
