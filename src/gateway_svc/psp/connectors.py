@@ -147,7 +147,7 @@ def _env_proxy(api_base: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
-def _basic_auth(secret_key: str) -> str:
+def basic_auth(secret_key: str) -> str:
     """Stripe's API key as HTTP basic credentials (the key is the user, no password)."""
     return "Basic " + base64.b64encode(f"{secret_key}:".encode()).decode()
 
@@ -219,7 +219,7 @@ class StripeConnector(HttpConnector):
         self, api_base: str, secret_key: str, timeout: float, loop_lag: LoopLag | None = None
     ):
         super().__init__(
-            api_base, timeout, loop_lag, headers={"Authorization": _basic_auth(secret_key)}
+            api_base, timeout, loop_lag, headers={"Authorization": basic_auth(secret_key)}
         )
 
     def _raise_for(self, body: dict[str, Any]) -> None:

@@ -6,7 +6,6 @@ intent id, which each charge names."""
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -15,6 +14,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from gateway_svc.domain.reconciliation import CHARGE, REFUND, SETTLED, PspRecord
+from gateway_svc.psp.connectors import basic_auth
 
 PAGE_SIZE = 100
 
@@ -105,8 +105,7 @@ class StripeSettlements(_Http):
     psp = "stripe"
 
     def __init__(self, api_base: str, secret_key: str, timeout: float):
-        token = base64.b64encode(f"{secret_key}:".encode()).decode()
-        super().__init__(api_base, timeout, {"Authorization": f"Basic {token}"})
+        super().__init__(api_base, timeout, {"Authorization": basic_auth(secret_key)})
 
     async def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[PspRecord]]:
         since, until = start.timestamp(), end.timestamp()
