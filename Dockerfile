@@ -43,6 +43,7 @@ COPY pyproject.toml /tmp/paymesh/
 COPY src/ /tmp/paymesh/src/
 RUN rm -rf /tmp/paymesh/src/*.egg-info /tmp/paymesh/src/paymesh/devmesh.py \
         /tmp/paymesh/src/paymesh/devinfra.py /tmp/paymesh/src/paymesh/sandbox_psp.py \
+        /tmp/paymesh/src/paymesh/localstripe_cards.py \
     && pip install --no-cache-dir /tmp/paymesh \
     && rm -rf /tmp/paymesh \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \

@@ -276,10 +276,18 @@ class Mesh:
         """The PSP stand-ins (localstripe, the sandbox PSP), then the four services."""
         if with_psps:
             # localstripe keeps its state in one fixed file (/tmp/localstripe.pickle) that
-            # concurrent instances would corrupt: every instance starts empty instead.
+            # concurrent instances would corrupt: every instance starts empty instead. It runs
+            # with Stripe's test-card declines (paymesh.localstripe_cards).
             self.spawn(
                 "localstripe",
-                [str(BIN / "localstripe"), "--port", str(self.ports.localstripe), "--from-scratch"],
+                [
+                    sys.executable,
+                    "-m",
+                    "paymesh.localstripe_cards",
+                    "--port",
+                    str(self.ports.localstripe),
+                    "--from-scratch",
+                ],
             )
             self.spawn(
                 "sandbox_psp",

@@ -125,20 +125,25 @@ def test_manual_capture_of_part_releases_the_rest_and_refunds_stop_at_the_captur
     assert refund.status == 200 and refund.body["payment_intent"] == authorized["id"]
 
 
+@pytest.mark.parametrize("psp", ["sandbox", "stripe"])
 @pytest.mark.parametrize(
     ("number", "decline_code", "kind"),
     [
         (cards.VISA_DECLINE, "generic_decline", "hard"),
-        ("4000000000009995", "insufficient_funds", "soft"),
+        (cards.VISA_INSUFFICIENT_FUNDS, "insufficient_funds", "soft"),
     ],
 )
 def test_a_decline_is_an_intent_back_in_requires_payment_method_not_an_error(
-    mesh, merchant, number, decline_code, kind
+    mesh, merchant, stripe_merchant, psp, number, decline_code, kind
 ):
-    response = pay(mesh, merchant, number)
+    """Stripe's test cards decline alike on both routes (README, "Test cards")."""
+    payer = stripe_merchant if psp == "stripe" else merchant
+
+    response = pay(mesh, payer, number)
 
     assert response.status == 200, response.body
     assert response.body["status"] == "requires_payment_method"
+    assert response.body["psp"] == psp
     error = response.body["last_payment_error"]
     assert (error["code"], error["decline_code"], error["type"]) == (
         "card_declined",
@@ -146,6 +151,20 @@ def test_a_decline_is_an_intent_back_in_requires_payment_method_not_an_error(
         kind,
     )
     assert response.body["amount_received"] == "0"
+
+
+@pytest.mark.parametrize("psp", ["sandbox", "stripe"])
+def test_a_processing_error_card_is_a_503_with_nothing_charged_on_either_route(
+    mesh, merchant, stripe_merchant, psp
+):
+    """4000000000000119: the PSP failed to process it (no issuer declined it): every PSP of
+    the route failed, so the merchant hears 503 psp_unavailable, never a decline."""
+    payer = stripe_merchant if psp == "stripe" else merchant
+
+    response = pay(mesh, payer, cards.VISA_PROCESSING_ERROR)
+
+    assert response.status == 503, response.body
+    assert reason_of(response) == "psp_unavailable"
 
 
 def test_cancel_before_and_after_authorization(mesh, merchant):

@@ -3,7 +3,8 @@ at any depth of a module, read with ast):
 
 - the shared kit (`paymesh.platform`) imports no service and no developer tool;
 - a service imports no other service (they talk through generated stubs) and no developer
-  tool (`paymesh.devmesh`, `paymesh.devinfra`, `paymesh.sandbox_psp`);
+  tool (`paymesh.devmesh`, `paymesh.devinfra`, `paymesh.sandbox_psp`,
+  `paymesh.localstripe_cards`);
 - inside `paymesh`, only the operator CLI and the list of services import services;
 - gateway_svc's and rebill_svc's domains import no gRPC, SQLAlchemy, HTTP client or adapter
   of their own."""
@@ -17,7 +18,12 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 SERVICES = ("gateway_svc", "vault_proxy_svc", "rebill_svc", "webhook_svc")
-DEV_TOOLS = ("paymesh.devmesh", "paymesh.devinfra", "paymesh.sandbox_psp")
+DEV_TOOLS = (
+    "paymesh.devmesh",
+    "paymesh.devinfra",
+    "paymesh.sandbox_psp",
+    "paymesh.localstripe_cards",
+)
 OPS_WIRING = ("paymesh.cli", "paymesh.services")
 DOMAIN_MAY_NOT_USE = ("grpc", "google", "sqlalchemy", "httpx", "psycopg", "pika", "paymesh.gateway")
 
