@@ -275,36 +275,40 @@ class Mesh:
     def start(self, with_psps: bool = True) -> None:
         """The PSP stand-ins (localstripe, the sandbox PSP), then the four services."""
         if with_psps:
-            # localstripe keeps its state in one fixed file (/tmp/localstripe.pickle) that
-            # concurrent instances would corrupt: every instance starts empty instead. It runs
-            # with Stripe's test-card declines (paymesh.localstripe_cards).
-            self.spawn(
-                "localstripe",
-                [
-                    sys.executable,
-                    "-m",
-                    "paymesh.localstripe_cards",
-                    "--port",
-                    str(self.ports.localstripe),
-                    "--from-scratch",
-                ],
-            )
-            self.spawn(
-                "sandbox_psp",
-                [
-                    sys.executable,
-                    "-m",
-                    "paymesh.sandbox_psp",
-                    "--port",
-                    str(self.ports.sandbox_psp),
-                ],
-            )
+            self.start_psp_stand_ins()
         for name, package in PACKAGES.items():
             if name == "gateway":
                 self.start_gateways()
             else:
                 self.spawn(name, [sys.executable, "-m", package])
         self.spawn("rebill_worker", [sys.executable, "-m", "rebill_svc.worker"])
+
+    def start_psp_stand_ins(self) -> None:
+        """localstripe and the sandbox PSP."""
+        # localstripe keeps its state in one fixed file (/tmp/localstripe.pickle) that
+        # concurrent instances would corrupt: every instance starts empty instead. It runs
+        # with Stripe's test-card declines (paymesh.localstripe_cards).
+        self.spawn(
+            "localstripe",
+            [
+                sys.executable,
+                "-m",
+                "paymesh.localstripe_cards",
+                "--port",
+                str(self.ports.localstripe),
+                "--from-scratch",
+            ],
+        )
+        self.spawn(
+            "sandbox_psp",
+            [
+                sys.executable,
+                "-m",
+                "paymesh.sandbox_psp",
+                "--port",
+                str(self.ports.sandbox_psp),
+            ],
+        )
 
     def start_gateways(self) -> None:
         """One gateway process per port pair; Envoy balances over them. Each has its own gRPC

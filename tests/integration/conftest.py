@@ -9,7 +9,7 @@ import pytest
 
 from paymesh.devinfra import create_infra, drop_infra
 from paymesh.devmesh import Mesh, Ports
-from tests.conftest import BIN, base_env, create_merchant, paymesh
+from tests.conftest import base_env, create_merchant, paymesh
 from tests.integration.test_payments import post
 from tests.integration.test_vault import tokenize
 from tests.support.psp import NO_FAULTS, breaker_state, sandbox
@@ -56,14 +56,7 @@ def fragile(infra, tmp_path):
     try:
         paymesh("migrate", env=env)
         merchant = create_merchant(own, "fragile")
-        mesh.spawn(
-            "localstripe",
-            [str(BIN / "localstripe"), "--port", str(ports.localstripe), "--from-scratch"],
-        )
-        mesh.spawn(
-            "sandbox_psp",
-            [sys.executable, "-m", "paymesh.sandbox_psp", "--port", str(ports.sandbox_psp)],
-        )
+        mesh.start_psp_stand_ins()
         for name, package in (("vault", "vault_proxy_svc"), ("gateway", "gateway_svc")):
             mesh.spawn(name, [sys.executable, "-m", package])
         mesh.wait_until(
