@@ -256,8 +256,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         limit = request.limit or 10
         if not 1 <= limit <= 100:
             raise InvalidArgument.for_field("limit", "invalid_limit", "limit must be 1 to 100")
-        if request.payment_intent:
-            require_id(request.payment_intent, "pi_", "payment_intent", "payment_intent")
+        if request.payment_intent:  # an id of another kind has no disputes: an empty page
+            require_id(request.payment_intent, "", "payment_intent", "payment_intent")
         rows, has_more = await self._disputes.page(
             merchant, limit, request.starting_after, request.payment_intent
         )

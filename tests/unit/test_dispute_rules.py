@@ -21,6 +21,7 @@ from gateway_svc.domain.reconciliation import (
     compare,
     unrecorded_dispute,
 )
+from gateway_svc.psp.settlements import SettlementsUnavailable, _sandbox_record
 from paymesh.sandbox_psp import Sandbox
 from webhook_svc import psp_events
 
@@ -227,6 +228,27 @@ def test_a_dispute_the_ledger_never_heard_of_is_missing_in_it_naming_the_payment
         1000,
     )
     assert (unknown.kind, unknown.payment_intent) == (Kind.MISSING_IN_LEDGER, "")
+
+
+def test_the_sandboxs_movements_are_read_with_their_signs_and_an_unknown_one_fails_the_run():
+    def row(kind: str, amount: int, source: str = "du_1") -> dict:
+        return {
+            "type": kind,
+            "source": source,
+            "charge": "ch_1",
+            "amount": amount,
+            "currency": "usd",
+        }
+
+    assert _sandbox_record(row("dispute", -700)) == PspRecord(
+        DISPUTE, "du_1", 700, "usd", charge="ch_1"
+    )
+    assert _sandbox_record(row("dispute_reversal", 700)) == PspRecord(
+        DISPUTE_REVERSAL, "du_1", 700, "usd", charge="ch_1"
+    )
+    assert _sandbox_record(row("charge", 1000, "ch_1")) == PspRecord(CHARGE, "ch_1", 1000, "usd")
+    with pytest.raises(SettlementsUnavailable, match="fee"):
+        _sandbox_record(row("fee", -30, "fee_1"))
 
 
 # --- the PSPs' dispute events, read ---------------------------------------------------------
