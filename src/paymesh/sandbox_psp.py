@@ -553,9 +553,8 @@ class Sandbox:
     def lookup(self, kind: str, object_id: str) -> tuple[int, dict]:
         """A charge, refund or dispute by id (`kind`: charges | refunds | disputes)."""
         with self.lock:
-            found = {"charges": self.charges, "refunds": self.refunds, "disputes": self.disputes}[
-                kind
-            ].get(object_id)
+            kinds = {"charges": self.charges, "refunds": self.refunds, "disputes": self.disputes}
+            found = kinds[kind].get(object_id)
             if found is None:
                 return 404, _error("resource_missing", f"no such {kind[:-1]}")
             return 200, dict(found)
