@@ -72,8 +72,10 @@ def read_event(request: psp_events_pb2.ApplyPspEventRequest) -> PspEvent:
         return PspEvent(
             kind="dispute",
             amount=disputed.amount,
+            currency=disputed.currency,
             reference=disputed.dispute_reference,
             reason=disputed.reason[:100],
+            status=disputed.status[:40],
             **common,
         )
     raise InvalidArgument.for_field("fact", "missing", "one of captured, refunded, disputed")

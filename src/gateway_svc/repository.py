@@ -34,11 +34,14 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway_svc import dispute_store
+from gateway_svc.domain import disputes as dispute_rules
 from gateway_svc.domain import psp_events as psp_rules
 from gateway_svc.domain import validation
-from gateway_svc.domain.models import AuditEntry, Event, PaymentIntent, Refund, new_id
+from gateway_svc.domain.models import AuditEntry, Dispute, Event, PaymentIntent, Refund, new_id
 from gateway_svc.domain.status import Action, IntentStatus, RefundStatus, move
 from gateway_svc.tables import (
+    disputes,
     idempotency_keys,
     merchants,
     outbox,
@@ -432,9 +435,10 @@ class PaymentRepository:
                 decision = psp_rules.refund(intent, matched, event.amount, event.currency, others)
                 write = self._psp_refund
             else:
-                recorded = await self._psp_recorded(connection, event)
-                decision = psp_rules.ALREADY if recorded else psp_rules.APPLY
-                write = self._psp_dispute
+                before = await dispute_store.recorded(connection, event.psp, event.reference)
+                move = dispute_rules.decide(intent, before, event.dispute_report())
+                decision = move.decision
+                write = functools.partial(self._psp_dispute, before=before, move=move)
             if decision.outcome != psp_rules.Outcome.APPLIED:
                 return PspEventResult(decision, intent)
             after = await write(connection, intent, event)
@@ -519,17 +523,6 @@ class PaymentRepository:
             for r in rows
         )
         return matched, others
-
-    async def _psp_recorded(self, connection: AsyncConnection, event: PspEvent) -> bool:
-        return (
-            await connection.execute(
-                select(psp_events.c.event_id).where(
-                    psp_events.c.psp == event.psp,
-                    psp_events.c.kind == event.kind,
-                    psp_events.c.reference == event.reference,
-                )
-            )
-        ).first() is not None
 
     async def _psp_capture(
         self, connection: AsyncConnection, intent: PaymentIntent, event: PspEvent
@@ -622,37 +615,47 @@ class PaymentRepository:
         return to_intent(row)
 
     async def _psp_dispute(
-        self, connection: AsyncConnection, intent: PaymentIntent, event: PspEvent
+        self,
+        connection: AsyncConnection,
+        intent: PaymentIntent,
+        event: PspEvent,
+        before: Dispute | None,
+        move: dispute_rules.DisputeMove,
     ) -> PaymentIntent:
-        """A dispute: recorded (an audit row and an event); the intent's money does not move
-        here (the dispute's outcome decides that)."""
-        await connection.execute(
-            insert(outbox),
-            [
-                _event_values(
-                    Event(
-                        "payment_intent.disputed",
-                        "payment_intent",
-                        intent.id,
-                        {
-                            **intent.payload(),
-                            "dispute": {
-                                "psp_reference": event.reference,
-                                "amount": event.amount,
-                                "reason": event.reason,
-                            },
-                        },
-                    )
-                )
-            ],
-        )
-        details = {
-            "dispute": event.reference,
-            "disputed_amount": event.amount,
-            "dispute_reason": event.reason,
-            **event.audit_details(),
-        }
-        entry = AuditEntry.of_intent(intent, "webhook", "dispute_opened", "recorded", **details)
+        """A dispute opened or moved on: its row, its audit row and the merchant's events. The
+        intent does not change: the dispute's row is the ledger's record of its money."""
+        assert move.status is not None  # an applied move names the status it reaches
+        report = event.dispute_report()
+        if before is None:
+            statement = insert(disputes).values(
+                id=new_id("dp_"),
+                merchant_id=intent.merchant_id,
+                livemode=intent.livemode,
+                payment_intent=intent.id,
+                amount=report.amount,
+                currency=intent.currency,
+                reason=report.reason or "general",
+                status=move.status,
+                psp=event.psp,
+                psp_reference=report.reference,
+            )
+        else:
+            statement = (
+                update(disputes)
+                .where(disputes.c.id == before.id)
+                .values(status=move.status, updated_at=func.now())
+            )
+        row = (await connection.execute(statement.returning(disputes))).one()
+        dispute = dispute_store.to_dispute(row)
+        events = [
+            Event.of_intent(event_type, intent)
+            if event_type.startswith("payment_intent.")
+            else Event.of_dispute(event_type, dispute)
+            for event_type in dispute_rules.event_types(move)
+        ]
+        await connection.execute(insert(outbox), [_event_values(e) for e in events])
+        action = dispute_rules.audit_action(move)
+        entry = AuditEntry.of_dispute(dispute, "webhook", action, **event.audit_details())
         await connection.execute(insert(payment_audit), [audit_values(entry)])
         return intent
 
@@ -691,9 +694,15 @@ class PspEvent:
     reference: str = ""
     refund_key: str = ""
     reason: str = ""
+    status: str = ""  # a dispute's status, as the PSP names it
 
     def audit_details(self) -> dict[str, Any]:
         return {"psp": self.psp, "psp_event": self.event_id, "psp_event_type": self.event_type}
+
+    def dispute_report(self) -> dispute_rules.DisputeReport:
+        return dispute_rules.DisputeReport(
+            self.reference, self.amount, self.currency, self.reason, self.status
+        )
 
 
 @dataclass(frozen=True)

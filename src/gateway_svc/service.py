@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from gateway_svc import tables
 from gateway_svc.admin import MerchantAdminServicer
+from gateway_svc.dispute_store import DisputeRepository
 from gateway_svc.domain.status import Pending
 from gateway_svc.idempotency import Idempotency
 from gateway_svc.merchants import SETTINGS_CHANGED, MerchantRepository
@@ -105,7 +106,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     )
     payments = Payments(repository, router, card_tokens)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-        GatewayServicer(payments, idempotency, callers), server
+        GatewayServicer(payments, idempotency, callers, DisputeRepository(engine)), server
     )
     card_access_pb2_grpc.add_CardAccessServiceServicer_to_server(
         CardAccessServicer(repository, card_tokens, callers), server

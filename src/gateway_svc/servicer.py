@@ -6,8 +6,10 @@ from dataclasses import replace
 
 import grpc
 import structlog
+from google.protobuf import json_format
 
-from gateway_svc.domain.models import NewIntent, PaymentIntent, Refund
+from gateway_svc.dispute_store import DisputeRepository
+from gateway_svc.domain.models import Dispute, NewIntent, PaymentIntent, Refund
 from gateway_svc.idempotency import Idempotency
 from gateway_svc.payments import authorize, cancel, capture, refund
 from gateway_svc.payments.context import OutcomePending, Payments, for_keyless
@@ -16,6 +18,7 @@ from gateway_svc.repository import PaymentRepository
 from paymesh.gateway.v1 import (
     card_access_pb2,
     card_access_pb2_grpc,
+    disputes_pb2,
     gateway_pb2,
     gateway_pb2_grpc,
     merchant_auth_pb2,
@@ -62,6 +65,11 @@ def refund_message(row: Refund) -> gateway_pb2.Refund:
     )
 
 
+def dispute_message(dispute: Dispute) -> disputes_pb2.Dispute:
+    """The dispute's one view (Dispute.view: its events carry the same), as the message."""
+    return json_format.ParseDict(dispute.view(), disputes_pb2.Dispute())
+
+
 def idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
     return dict(context.invocation_metadata() or ()).get("idempotency-key")
 
@@ -71,11 +79,18 @@ def encode(obj: PaymentIntent | Refund):
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, payments: Payments, idempotency: Idempotency, callers: Callers):
+    def __init__(
+        self,
+        payments: Payments,
+        idempotency: Idempotency,
+        callers: Callers,
+        disputes: DisputeRepository,
+    ):
         self._payments = payments
         self._repository = payments.repository
         self._idempotency = idempotency
         self._callers = callers
+        self._disputes = disputes
 
     async def _idempotent(self, context, merchant, method: str, request, run, intent_id=None):
         """Every POST: `run(claim)` at most once per idempotency key; a retry with the key
@@ -223,6 +238,32 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         structlog.contextvars.bind_contextvars(correlation_id=intent_id)
         annotate_object(intent_id)
         return payment_intent_message(await self._repository.intent(intent_id, merchant))
+
+    async def GetDispute(
+        self, request: disputes_pb2.GetDisputeRequest, context: grpc.aio.ServicerContext
+    ) -> disputes_pb2.Dispute:
+        merchant = await self._callers.merchant(context)
+        dispute_id = require_id(request.id, "dp_", "dispute")
+        dispute = await self._disputes.dispute(dispute_id, merchant)
+        structlog.contextvars.bind_contextvars(correlation_id=dispute.payment_intent)
+        annotate_object(dispute_id)
+        return dispute_message(dispute)
+
+    async def ListDisputes(
+        self, request: disputes_pb2.ListDisputesRequest, context: grpc.aio.ServicerContext
+    ) -> disputes_pb2.ListDisputesResponse:
+        merchant = await self._callers.merchant(context)
+        limit = request.limit or 10
+        if not 1 <= limit <= 100:
+            raise InvalidArgument.for_field("limit", "invalid_limit", "limit must be 1 to 100")
+        if request.payment_intent:  # an id of another kind has no disputes: an empty page
+            require_id(request.payment_intent, "", "payment_intent", "payment_intent")
+        rows, has_more = await self._disputes.page(
+            merchant, limit, request.starting_after, request.payment_intent
+        )
+        return disputes_pb2.ListDisputesResponse(
+            data=[dispute_message(row) for row in rows], has_more=has_more
+        )
 
 
 class MerchantAuthServicer(merchant_auth_pb2_grpc.MerchantAuthServiceServicer):

@@ -110,6 +110,25 @@ psp_events = Table(
     Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+# Chargebacks, one per PSP dispute (`psp`, `psp_reference`): needs_response, under_review, won,
+# lost (gateway_svc.domain.disputes). Its opening withdrew `amount`; a won one gave it back.
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("merchant_id", String(40), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("payment_intent", String(40), ForeignKey("gateway.payment_intents.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", String(100), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("psp", String(20), nullable=False),
+    Column("psp_reference", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 payment_audit = chained_audit_table(metadata, "payment_audit")
 
 merchants = Table(

@@ -23,8 +23,9 @@ Runtime knobs, `POST /_knobs`, lie the way real PSPs do (each rate from 0 to 1):
 Webhooks: every capture, refund and dispute (made through the API or at the PSP's own
 "dashboard" below) is announced to SANDBOX_WEBHOOK_URL as a Stripe-like event
 {id, type, created, data: {object}} (charge.captured, charge.refunded,
-charge.dispute.created), signed as Stripe signs: `Sandbox-Signature: t=…,v1=<hex
-HMAC-SHA256 of "{t}.{body}">` with SANDBOX_WEBHOOK_SECRET (or WEBHOOK_SANDBOX_SECRET).
+charge.dispute.created, charge.dispute.closed), signed as Stripe signs: `Sandbox-Signature:
+t=…,v1=<hex HMAC-SHA256 of "{t}.{body}">` with SANDBOX_WEBHOOK_SECRET (or
+WEBHOOK_SANDBOX_SECRET).
 Events are sent as they happen, several at once (the events of one charge one after the
 other, in order). A delivery that is not answered 2xx is sent again (8 attempts, from 0.5 s
 apart, doubling).
@@ -34,11 +35,20 @@ Webhook knobs (`POST /_knobs`):
   webhook_order   in_order | reverse | shuffle: the order a flush sends held events in
   POST /_dashboard/charges/{id}/capture {amount?} | /refund {amount} | /dispute {amount?,
        reason?}   operations made at the PSP, not through its API (they announce themselves)
+  POST /_dashboard/disputes/{id}/close {status: won|lost}   the bank decides a dispute
+  A dispute ({id: du_…, object: dispute, charge, amount, currency, reason (default
+  fraudulent), status, created}) is the customer's bank taking a captured charge's money
+  back, one per charge: it opens `needs_response` (amount: 1 to the amount captured, all of
+  it by default), and `/close` makes it `won` or `lost`. As Stripe's balance transactions
+  do, the opening withdraws the amount (a `dispute` transaction, negative) and a won
+  dispute reinstates it (a `dispute_reversal` transaction, positive); a lost one moves
+  nothing more.
   POST /_dashboard/charges/{id}/alter {amount?, currency?}   the PSP's books change a settled
        charge's amount or currency (and its transaction's) without any event: a PSP's error
        that only reconciliation can find
-  POST /_dashboard/charges/{id}/forget   the PSP loses a charge: it and its transactions are
-       gone from every listing and lookup, without any event (a record lost at the PSP)
+  POST /_dashboard/charges/{id}/forget   the PSP loses a charge: it, its refunds, disputes
+       and transactions are gone from every listing and lookup, without any event (a record
+       lost at the PSP)
   GET  /_webhooks  every delivery attempt: {data: [{event, type, status, attempt}]}
 
 API (JSON in and out):
@@ -48,10 +58,12 @@ API (JSON in and out):
                                         without K, every charge: the PSP's ledger)
   GET  /v1/charges/{id}          the charge, or 404
   GET  /v1/refunds/{id}          the refund {id, charge, amount, currency, created}, or 404
+  GET  /v1/disputes/{id}         the dispute, or 404
   GET  /v1/transactions?limit=&starting_after=&created[gte]=&created[lt]=
                                  settled money movements, oldest first: {data: [{id: txn_…,
-                                 type: charge|refund, source: ch_…|rf_…, charge, amount
-                                 (negative for a refund), currency, created}], has_more};
+                                 type: charge|refund|dispute|dispute_reversal, source:
+                                 ch_…|rf_…|du_…, charge, amount (negative for a refund or a
+                                 dispute), currency, created}], has_more};
                                  limit 1 to 100 (none: all), starting_after a txn id
   POST /v1/charges/{id}/capture  {amount?}
   POST /v1/charges/{id}/void
@@ -82,6 +94,7 @@ DECLINES = {
     "4000000000009995": ("insufficient_funds", "soft", "Your card has insufficient funds."),
 }
 PROCESSING_ERROR = "4000000000000119"
+LOOKUPS = ("charges", "refunds", "disputes")
 HANG_SECONDS = 30.0  # longer than any client deadline
 RATE_KNOBS = ("latency_ms", "latency_jitter_ms", "error_rate", "timeout_rate", "ambiguous_rate")
 DEFAULT_KNOBS: dict[str, Any] = {
@@ -280,6 +293,7 @@ class Sandbox:
         self.cards: dict[str, str] = {}  # card id -> number (a simulator may keep them)
         self.charges: dict[str, dict[str, Any]] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
+        self.disputes: dict[str, dict[str, Any]] = {}
         self.by_key: dict[str, tuple[int, dict[str, Any]]] = {}
         self.key_locks: dict[str, threading.Lock] = {}
         self.transactions: list[dict[str, Any]] = []
@@ -417,25 +431,59 @@ class Sandbox:
         if action == "refund":
             return self._refund({"charge": charge_id, "amount": body.get("amount")})
         if action == "dispute":
-            with self.lock:
-                charge = self.charges.get(charge_id)
-                if charge is None or charge["status"] != "captured":
-                    return 400, _error("charge_not_captured", "only captured charges are disputed")
-                dispute = {
-                    "id": "dp_" + secrets.token_hex(12),
-                    "object": "dispute",
-                    "charge": charge_id,
-                    "amount": body.get("amount") or charge["amount_captured"],
-                    "currency": charge["currency"],
-                    "reason": body.get("reason") or "fraudulent",
-                }
-                self.webhooks.announce("charge.dispute.created", dispute)
-            return 200, dispute
+            return self._dispute(charge_id, body)
         if action == "alter":
             return self._alter(charge_id, body)
         if action == "forget":
             return self._forget(charge_id)
         return 404, _error("resource_missing", "unknown dashboard action")
+
+    def _dispute(self, charge_id: str, body: dict) -> tuple[int, dict]:
+        """The customer's bank disputes a captured charge: the amount is withdrawn at once."""
+        amount, reason = body.get("amount"), body.get("reason", "fraudulent")
+        if not isinstance(reason, str) or not reason:
+            return 400, _error("invalid_reason", "reason must be a word, e.g. fraudulent")
+        with self.lock:
+            charge = self.charges.get(charge_id)
+            if charge is None or charge["status"] != "captured":
+                return 400, _error("charge_not_captured", "only captured charges are disputed")
+            if any(d["charge"] == charge_id for d in self.disputes.values()):
+                return 400, _error("charge_disputed", "the charge is disputed already")
+            amount = charge["amount_captured"] if amount is None else amount
+            if not isinstance(amount, int) or not 0 < amount <= charge["amount_captured"]:
+                return 400, _error("invalid_amount", "1 to the amount captured")
+            dispute = {
+                "id": "du_" + secrets.token_hex(12),
+                "object": "dispute",
+                "charge": charge_id,
+                "amount": amount,
+                "currency": charge["currency"],
+                "reason": reason,
+                "status": "needs_response",
+                "created": int(time.time()),
+            }
+            self.disputes[dispute["id"]] = dispute
+            self._settle("dispute", dispute["id"], -amount, charge["currency"], charge_id)
+            self.webhooks.announce("charge.dispute.created", dispute)
+            return 200, dict(dispute)
+
+    def close_dispute(self, dispute_id: str, body: dict) -> tuple[int, dict]:
+        """The bank decides: `won` gives the amount back to the merchant, `lost` keeps it."""
+        status = body.get("status")
+        if status not in ("won", "lost"):
+            return 400, _error("invalid_status", "status must be won or lost")
+        with self.lock:
+            dispute = self.disputes.get(dispute_id)
+            if dispute is None:
+                return 404, _error("resource_missing", "no such dispute")
+            if dispute["status"] in ("won", "lost"):
+                return 400, _error("dispute_closed", f"the dispute is {dispute['status']} already")
+            dispute["status"] = status
+            if status == "won":
+                amount, currency = dispute["amount"], dispute["currency"]
+                self._settle("dispute_reversal", dispute_id, amount, currency, dispute["charge"])
+            self.webhooks.announce("charge.dispute.closed", dispute)
+            return 200, dict(dispute)
 
     def _alter(self, charge_id: str, body: dict) -> tuple[int, dict]:
         """The PSP's books say another amount or currency for a settled charge, silently."""
@@ -464,6 +512,7 @@ class Sandbox:
                 return 404, _error("resource_missing", "no such charge")
             self.transactions = [t for t in self.transactions if t["charge"] != charge_id]
             self.refunds = {k: r for k, r in self.refunds.items() if r["charge"] != charge_id}
+            self.disputes = {k: d for k, d in self.disputes.items() if d["charge"] != charge_id}
             return 200, {"id": charge_id, "forgotten": True}
 
     def _settle(self, kind: str, source: str, amount: int, currency: str, charge: str) -> None:
@@ -502,8 +551,10 @@ class Sandbox:
         return 200, {"object": "list", "data": page[:limit], "has_more": len(page) > limit}
 
     def lookup(self, kind: str, object_id: str) -> tuple[int, dict]:
+        """A charge, refund or dispute by id (`kind`: charges | refunds | disputes)."""
         with self.lock:
-            found = (self.charges if kind == "charges" else self.refunds).get(object_id)
+            kinds = {"charges": self.charges, "refunds": self.refunds, "disputes": self.disputes}
+            found = kinds[kind].get(object_id)
             if found is None:
                 return 404, _error("resource_missing", f"no such {kind[:-1]}")
             return 200, dict(found)
@@ -552,7 +603,7 @@ def make_handler(sandbox: Sandbox):
             if url.path == "/v1/transactions":
                 return self._reply(*sandbox.transactions_page(parse_qs(url.query)))
             parts = url.path.strip("/").split("/")
-            if len(parts) == 3 and parts[:2] in (["v1", "charges"], ["v1", "refunds"]):
+            if len(parts) == 3 and parts[0] == "v1" and parts[1] in LOOKUPS:
                 return self._reply(*sandbox.lookup(parts[1], parts[2]))
             if url.path == "/v1/charges":
                 key = parse_qs(url.query).get("idempotency_key", [None])[0]
@@ -578,6 +629,8 @@ def make_handler(sandbox: Sandbox):
             parts = self.path.strip("/").split("/")
             if parts[:2] == ["_dashboard", "charges"] and len(parts) == 4:
                 return self._reply(*sandbox.dashboard(parts[2], parts[3], body))
+            if parts[:2] == ["_dashboard", "disputes"] and parts[3:] == ["close"]:
+                return self._reply(*sandbox.close_dispute(parts[2], body))
             with sandbox.lock:
                 sandbox.stats["requests"] += 1
             knobs = sandbox.knobs

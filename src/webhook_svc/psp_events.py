@@ -92,6 +92,8 @@ def _disputed(psp, event, reference, dispute: dict) -> Parsed:
         dispute_reference=dispute_id,
         amount=_amount(dispute.get("amount")) or 0,
         reason=_text(dispute.get("reason")),
+        currency=_text(dispute.get("currency")),
+        status=_text(dispute.get("status")),
     )
     return Parsed([_request(psp, event, reference, disputed=disputed)])
 
@@ -110,14 +112,19 @@ def _sandbox_captured(psp, event, charge):
     )
 
 
+def _sandbox_dispute(psp, event, dispute):
+    return _disputed(psp, event, _text(dispute.get("charge")), dispute)
+
+
 _SANDBOX = {
     "charge.captured": _sandbox_captured,
     "charge.refunded": lambda psp, event, refund: _refunded(
         psp, event, _text(refund.get("charge")), refund
     ),
-    "charge.dispute.created": lambda psp, event, dispute: _disputed(
-        psp, event, _text(dispute.get("charge")), dispute
-    ),
+    # Each event of a dispute carries it as it stands (opened, under review, won, lost).
+    "charge.dispute.created": _sandbox_dispute,
+    "charge.dispute.updated": _sandbox_dispute,
+    "charge.dispute.closed": _sandbox_dispute,
 }
 
 
@@ -181,4 +188,6 @@ _STRIPE = {
     "refund.updated": _stripe_refund,
     "charge.refund.updated": _stripe_refund,
     "charge.dispute.created": _stripe_dispute,
+    "charge.dispute.updated": _stripe_dispute,
+    "charge.dispute.closed": _stripe_dispute,
 }

@@ -364,13 +364,15 @@ def test_a_refund_report_beyond_what_was_captured_changes_nothing(mesh, infra, m
     assert intent_row(infra, intent_id)["amount_refunded"] == 900
 
 
-def test_a_dispute_is_recorded_once_and_moves_no_money(mesh, infra, merchant, webhook_knobs):
+def test_a_dispute_is_recorded_once_and_leaves_the_intent_as_it_was(
+    mesh, infra, merchant, webhook_knobs
+):
     intent_id = pay(mesh, merchant).body["id"]
     charge = intent_row(infra, intent_id)["psp_reference"]
     before = intent_row(infra, intent_id)
     webhook_knobs(webhook_copies=3)
 
-    dashboard(mesh, charge, "dispute", reason="fraudulent")
+    at_psp = dashboard(mesh, charge, "dispute", reason="fraudulent")
 
     wait_until(lambda: "payment_intent.disputed" in outbox_types(infra, [intent_id]), timeout=20)
     wait_until(
@@ -381,9 +383,15 @@ def test_a_dispute_is_recorded_once_and_moves_no_money(mesh, infra, merchant, we
         timeout=20,
     )
     assert outbox_types(infra, [intent_id]).count("payment_intent.disputed") == 1
-    assert [a for a in audits(infra, [intent_id]) if a[0] == "webhook"] == [
-        ("webhook", "dispute_opened", "recorded")
-    ]
+    with db(infra) as connection:
+        [(dispute_id, reference)] = connection.execute(
+            "SELECT id, psp_reference FROM gateway.disputes WHERE payment_intent = %s",
+            (intent_id,),
+        ).fetchall()
+    assert reference == at_psp["id"]
+    assert outbox_types(infra, [dispute_id]) == ["charge.dispute.created"]
+    assert audits(infra, [dispute_id]) == [("webhook", "dispute_opened", "needs_response")]
+    assert not [a for a in audits(infra, [intent_id]) if a[0] == "webhook"]
     assert intent_row(infra, intent_id) == before
 
 

@@ -278,3 +278,48 @@ def test_a_declines_audit_row_names_the_psp_the_decline_code_and_the_trace(mesh,
     assert (details["psp"], details["decline_code"]) == ("sandbox", "generic_decline")
     assert len(details["trace_id"]) == 32 and int(details["trace_id"], 16)
     assert all("trace_id" in d and d.get("psp") == "sandbox" for (*_, d) in rows[1:])
+
+
+def ledger_dispute_status(infra, intent_id: str) -> str | None:
+    with psycopg.connect(infra.database_url) as db:
+        row = db.execute(
+            "SELECT status FROM gateway.disputes WHERE payment_intent = %s", (intent_id,)
+        ).fetchone()
+    return row[0] if row else None
+
+
+@pytest.mark.parametrize(("outcome", "movements"), [("lost", 2), ("won", 3)])
+def test_a_disputed_charge_reconciles_with_no_mismatch_and_its_movements_are_checked(
+    mesh, infra, merchant, outcome, movements
+):
+    with Window() as window:
+        intent_id, charge = paid(mesh, merchant, infra)
+        dispute = sandbox(mesh, f"/_dashboard/charges/{charge}/dispute", {"amount": 700})
+        sandbox(mesh, f"/_dashboard/disputes/{dispute['id']}/close", {"status": outcome})
+        wait_until(lambda: ledger_dispute_status(infra, intent_id) == outcome, timeout=20)
+
+    report = window.run(mesh)
+
+    assert int(report.get("new_mismatches", 0)) == 0 and "mismatches" not in report
+    # The capture, the dispute's withdrawal and (won) the money given back: each read once.
+    assert int(report["records_checked"]) == movements
+
+
+def test_a_dispute_the_gateway_never_heard_of_is_missing_in_the_ledger_once(mesh, infra, merchant):
+    with Window() as window:
+        intent_id, charge = paid(mesh, merchant, infra)
+        sandbox(mesh, "/_knobs", {"webhook_hold": True})
+        try:
+            dispute = sandbox(mesh, f"/_dashboard/charges/{charge}/dispute", {})
+        finally:
+            sandbox(mesh, "/_knobs", {"webhook_hold": False})
+
+    report = found_once(mesh, window, "missing_in_ledger", {(dispute["id"], "missing_in_ledger")})
+    [mismatch] = report["mismatches"]
+    assert (mismatch["object_type"], mismatch["payment_intent"]) == ("dispute", intent_id)
+    assert (mismatch["psp_amount"], mismatch.get("ledger_amount", "0")) == ("1000", "0")
+
+    # The held webhook arrives: the ledger catches up, and no run finds anything new.
+    sandbox(mesh, "/_webhooks/flush", {})
+    wait_until(lambda: ledger_dispute_status(infra, intent_id) == "needs_response", timeout=20)
+    assert int(window.run(mesh).get("new_mismatches", 0)) == 0

@@ -1,5 +1,5 @@
-"""The intent and the refund as plain values (what the repository reads and writes), and
-what a merchant asks to create."""
+"""The intent, the refund and the dispute as plain values (what the repository reads and
+writes), and what a merchant asks to create."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import secrets
 import string
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -106,6 +106,58 @@ class Refund:
 
 
 @dataclass(frozen=True, slots=True)
+class Dispute:
+    """A chargeback of a captured payment, as its PSP reported it (gateway_svc.domain.disputes
+    decides how it moves)."""
+
+    id: str
+    merchant_id: str
+    livemode: bool
+    payment_intent: str
+    amount: int
+    currency: str
+    reason: str
+    status: str
+    psp: str
+    psp_reference: str
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def view(self) -> dict[str, Any]:
+        """The dispute as merchants see it, in JSON: what GET /v1/disputes/{id} answers (the
+        servicer parses its message from this) and its events' object."""
+        return {
+            "id": self.id,
+            "payment_intent": self.payment_intent,
+            "amount": self.amount,
+            "currency": self.currency,
+            "reason": self.reason,
+            "status": self.status,
+            "psp": self.psp,
+            "psp_reference": self.psp_reference,
+            "created": rfc3339(self.created_at) if self.created_at else None,
+            "livemode": self.livemode,
+        }
+
+    def payload(self) -> dict[str, Any]:
+        """What events say of a dispute: its view, and whose it is."""
+        return {"merchant_id": self.merchant_id, **self.view()}
+
+
+def rfc3339(moment: datetime) -> str:
+    """A UTC time as protobuf's JSON writes a Timestamp: `Z`, and 0, 3 or 6 fraction digits."""
+    utc = moment.astimezone(UTC)
+    micros = utc.microsecond
+    if micros == 0:
+        fraction = ""
+    elif micros % 1000 == 0:
+        fraction = f".{micros // 1000:03d}"
+    else:
+        fraction = f".{micros:06d}"
+    return utc.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One payment_audit row: who did what to which object, with what result."""
 
@@ -127,6 +179,19 @@ class AuditEntry:
         if decline_code:
             facts["decline_code"] = decline_code
         return cls(intent.merchant_id, actor, action, intent.id, result, {**facts, **details})
+
+    @classmethod
+    def of_dispute(cls, dispute: Dispute, actor: str, action: str, **details: Any) -> AuditEntry:
+        facts = {
+            "payment_intent": dispute.payment_intent,
+            "amount": dispute.amount,
+            "reason": dispute.reason,
+            "psp": dispute.psp,
+            "psp_reference": dispute.psp_reference,
+        }
+        return cls(
+            dispute.merchant_id, actor, action, dispute.id, dispute.status, {**facts, **details}
+        )
 
     @classmethod
     def of_refund(cls, refund: Refund, actor: str, action: str) -> AuditEntry:
@@ -156,3 +221,7 @@ class Event:
     @classmethod
     def of_refund(cls, event_type: str, refund: Refund) -> Event:
         return cls(event_type, "refund", refund.id, refund.payload())
+
+    @classmethod
+    def of_dispute(cls, event_type: str, dispute: Dispute) -> Event:
+        return cls(event_type, "dispute", dispute.id, dispute.payload())

@@ -1,9 +1,10 @@
-"""What a PSP's own report (a webhook: a capture, a refund, a dispute made at the PSP) may do
-to a payment, as plain decisions. Conservative by design: an event is applied only when the
-intent's state proves it can be; otherwise it is sent again later (an operation of paymesh is
-in flight, or an earlier event has not arrived yet) or recorded and ignored (it contradicts
-what paymesh knows: a human looks at it). Every move is one the transition table allows, so
-no event, however late or repeated, moves an intent backwards."""
+"""What a PSP's own report (a webhook: a capture, a refund made at the PSP) may do to a
+payment, as plain decisions (a dispute's: gateway_svc.domain.disputes). Conservative by
+design: an event is applied only when the intent's state proves it can be; otherwise it is
+sent again later (an operation of paymesh is in flight, or an earlier event has not arrived
+yet) or recorded and ignored (it contradicts what paymesh knows: a human looks at it). Every
+move is one the transition table allows, so no event, however late or repeated, moves an
+intent backwards."""
 
 from __future__ import annotations
 
@@ -34,14 +35,15 @@ class Decision:
 
 APPLY = Decision(Outcome.APPLIED)
 ALREADY = Decision(Outcome.ALREADY_APPLIED)
-MISMATCHES = {"amount_mismatch", "currency_mismatch", "unexpected_state", "refund_failed_here"}
 # Each contradiction as the kind of mismatch reconciliation names (reconciliation_mismatches_total).
 MISMATCH_KINDS = {
     "amount_mismatch": "amount_mismatch",
     "currency_mismatch": "currency_mismatch",
     "unexpected_state": "status_mismatch",
     "refund_failed_here": "status_mismatch",
+    "dispute_outcome_differs": "status_mismatch",
 }
+MISMATCHES = set(MISMATCH_KINDS)
 
 
 def retry(reason: str) -> Decision:

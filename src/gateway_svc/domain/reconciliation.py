@@ -1,7 +1,7 @@
-"""Reconciliation as plain decisions: one PSP record (a settled charge or refund) against what
-the ledger holds under the same PSP reference. A record whose ledger side is still being
-decided (a PSP operation of paymesh's in flight) is no mismatch yet: the next run sees it
-again."""
+"""Reconciliation as plain decisions: one PSP record (a settled charge or refund, the money a
+dispute withdrew or a won one gave back) against what the ledger holds under the same PSP
+reference. A record whose ledger side is still being decided (a PSP operation of paymesh's in
+flight) is no mismatch yet: the next run sees it again."""
 
 from __future__ import annotations
 
@@ -25,15 +25,20 @@ class MismatchState(StrEnum):
 
 
 CHARGE, REFUND = "charge", "refund"
+# A dispute's money: withdrawn when it opened, given back (the reversal) when it was won.
+DISPUTE, DISPUTE_REVERSAL = "dispute", "dispute_reversal"
 SETTLED = "settled"  # what a PSP record's status reads when it is money that moved
+_CLOSED_DISPUTE = frozenset({"won", "lost"})
 
 
 @dataclass(frozen=True, slots=True)
 class PspRecord:
     """Money the PSP settled. `reference`: the PSP's id that the ledger keeps (its charge or
-    payment intent id, its refund id); `charge`: for a refund, the reference of its payment."""
+    payment intent id, its refund or dispute id); `charge`: for a refund or a dispute, the
+    reference of its payment. A dispute looked up by its id has the PSP's status of it
+    (`needs_response` … `lost`) instead of SETTLED."""
 
-    object_type: str  # charge | refund
+    object_type: str  # charge | refund | dispute | dispute_reversal
     reference: str
     amount: int  # positive, minor units
     currency: str
@@ -43,13 +48,13 @@ class PspRecord:
 
 @dataclass(frozen=True, slots=True)
 class LedgerRecord:
-    """The ledger's side of a reference: an intent (for a charge) or a refund."""
+    """The ledger's side of a reference: an intent (for a charge), a refund or a dispute."""
 
     object_type: str
     reference: str
     payment_intent: str
     merchant_id: str
-    amount: int  # an intent's amount received; a refund's amount
+    amount: int  # an intent's amount received; a refund's or a dispute's amount
     currency: str
     status: str
     in_flight: bool = False  # a PSP operation of paymesh's on it is not settled yet
@@ -82,11 +87,37 @@ def compare(record: PspRecord, ledger: LedgerRecord | None) -> list[Finding]:
     findings = []
     if record.currency.lower() != ledger.currency.lower():
         findings.append(_finding(Kind.CURRENCY_MISMATCH, record, ledger))
-    if record.status != SETTLED or ledger.status != _SETTLED_IN_LEDGER[ledger.object_type]:
+    if not _states_agree(record, ledger):
         findings.append(_finding(Kind.STATUS_MISMATCH, record, ledger))
     elif record.amount != ledger.amount:
         findings.append(_finding(Kind.AMOUNT_MISMATCH, record, ledger))
     return findings
+
+
+def _states_agree(record: PspRecord, ledger: LedgerRecord) -> bool:
+    if record.object_type == DISPUTE_REVERSAL:
+        return ledger.status == "won"  # the money came back: the dispute was won
+    if ledger.object_type == DISPUTE:
+        # Its withdrawal stands whatever became of the dispute since; the PSP's dispute as
+        # looked up agrees unless one side has closed it otherwise than the other.
+        return (
+            record.status in (SETTLED, ledger.status)
+            or not {record.status, ledger.status} & _CLOSED_DISPUTE
+        )
+    return record.status == SETTLED and ledger.status == _SETTLED_IN_LEDGER[ledger.object_type]
+
+
+def unrecorded_dispute(record: PspRecord, payment: LedgerRecord | None) -> list[Finding]:
+    """Money of a dispute the ledger has no record of (paymesh never heard of the dispute):
+    missing in the ledger, naming the payment when the ledger knows it."""
+    finding = _finding(Kind.MISSING_IN_LEDGER, record, None)
+    if payment is None:
+        return [finding]
+    return [
+        dataclasses.replace(
+            finding, payment_intent=payment.payment_intent, merchant_id=payment.merchant_id
+        )
+    ]
 
 
 def unrecorded_refund(

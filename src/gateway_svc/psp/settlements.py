@@ -1,8 +1,9 @@
 """What each PSP says it settled, read a page at a time for reconciliation, and one record
 looked up by its reference. The sandbox lists its money movements
-(`GET /v1/transactions`, oldest first); Stripe lists charges and refunds (`GET /v1/charges`,
-`GET /v1/refunds`, with `limit` and `starting_after`), and paymesh keeps Stripe's payment
-intent id, which each charge names."""
+(`GET /v1/transactions`, oldest first: charges, refunds, and disputes' withdrawals and
+reversals); Stripe lists charges and refunds (`GET /v1/charges`, `GET /v1/refunds`, with
+`limit` and `starting_after`), and paymesh keeps Stripe's payment intent id, which each charge
+names. Stripe's disputes are not read: localstripe has none to test a reader against."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from gateway_svc.domain.reconciliation import CHARGE, REFUND, SETTLED, PspRecord
+from gateway_svc.domain.reconciliation import (
+    CHARGE,
+    DISPUTE,
+    DISPUTE_REVERSAL,
+    REFUND,
+    SETTLED,
+    PspRecord,
+)
 from gateway_svc.psp.connectors import basic_auth
 
 PAGE_SIZE = 100
@@ -25,6 +33,7 @@ class SettlementsUnavailable(Exception):
 
 class Settlements(Protocol):
     psp: str
+    object_types: tuple[str, ...]  # the ledger's records it can look up (charge, refund, …)
 
     def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[PspRecord]]: ...
 
@@ -59,6 +68,7 @@ class _Http:
 
 class SandboxSettlements(_Http):
     psp = "sandbox"
+    object_types = (CHARGE, REFUND, DISPUTE)
 
     async def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[PspRecord]]:
         params: dict[str, Any] = {
@@ -87,22 +97,41 @@ class SandboxSettlements(_Http):
                 charge["currency"],
                 SETTLED if charge["status"] == "captured" else charge["status"],
             )
+        if object_type == DISPUTE:
+            dispute = await self.get(f"/v1/disputes/{reference}")
+            if dispute is None:
+                return None
+            return PspRecord(
+                DISPUTE,
+                reference,
+                int(dispute["amount"]),
+                dispute["currency"],
+                dispute["status"],
+                charge=dispute["charge"],
+            )
         refund = await self.get(f"/v1/refunds/{reference}")
         if refund is None:
             return None
         return PspRecord(REFUND, reference, int(refund["amount"]), refund["currency"])
 
 
+# The sandbox's transaction types, and the sign of their amounts (money out is negative).
+_SANDBOX_TYPES = {CHARGE: 1, REFUND: -1, DISPUTE: -1, DISPUTE_REVERSAL: 1}
+
+
 def _sandbox_record(row: dict) -> PspRecord:
-    if row["type"] == "refund":
-        return PspRecord(
-            REFUND, row["source"], -int(row["amount"]), row["currency"], charge=row["charge"]
-        )
-    return PspRecord(CHARGE, row["source"], int(row["amount"]), row["currency"])
+    sign = _SANDBOX_TYPES.get(row["type"])
+    if sign is None:  # money the ledger cannot account for: the run fails, loudly
+        raise SettlementsUnavailable(f"unknown transaction type {row['type']!r}")
+    charge = "" if row["type"] == CHARGE else row["charge"]
+    return PspRecord(
+        row["type"], row["source"], sign * int(row["amount"]), row["currency"], charge=charge
+    )
 
 
 class StripeSettlements(_Http):
     psp = "stripe"
+    object_types = (CHARGE, REFUND)
 
     def __init__(self, api_base: str, secret_key: str, timeout: float):
         super().__init__(api_base, timeout, {"Authorization": basic_auth(secret_key)})

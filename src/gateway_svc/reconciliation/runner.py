@@ -20,7 +20,13 @@ import structlog
 
 from gateway_svc.domain import reconciliation as rules
 from gateway_svc.domain.models import AuditEntry
-from gateway_svc.domain.reconciliation import CHARGE, REFUND, MismatchState
+from gateway_svc.domain.reconciliation import (
+    CHARGE,
+    DISPUTE,
+    DISPUTE_REVERSAL,
+    REFUND,
+    MismatchState,
+)
 from gateway_svc.metrics import (
     RECONCILIATION_LAST_SUCCESS,
     RECONCILIATION_MISMATCHES,
@@ -34,6 +40,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_PERIOD = timedelta(days=1)
 LEDGER_PAGE = 100
 REPORTED_MISMATCHES = 100  # a run's answer lists at most this many of its new mismatches
+DISPUTE_MONEY = (DISPUTE, DISPUTE_REVERSAL)
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ class Reconciler:
         source = self._settlements[psp]()
         try:
             await self._compare_psp_records(source, report)
-            for object_type in (CHARGE, REFUND):
+            for object_type in source.object_types:
                 await self._look_for_unlisted(source, report, object_type)
         except Exception as error:
             await self.store.finish_run(
@@ -126,13 +133,22 @@ class Reconciler:
         async for page in source.pages(report.start, report.end):
             await self.store.stage(report.run_id, [r.reference for r in page])
             charges = {r.reference for r in page if r.object_type == CHARGE}
-            charges |= {r.charge for r in page if r.object_type == REFUND and r.charge}
+            charges |= {r.charge for r in page if r.object_type != CHARGE and r.charge}
             refund_refs = [r.reference for r in page if r.object_type == REFUND]
-            ledger = await self.store.ledger(report.psp, sorted(charges), refund_refs)
+            dispute_refs = [r.reference for r in page if r.object_type in DISPUTE_MONEY]
+            ledger = await self.store.ledger(
+                report.psp, sorted(charges), refund_refs, sorted(set(dispute_refs))
+            )
             findings = []
             for record in page:
                 if record.object_type == CHARGE:
                     findings += rules.compare(record, ledger.charges.get(record.reference))
+                elif record.object_type in DISPUTE_MONEY:
+                    if record.reference in ledger.disputes:
+                        findings += rules.compare(record, ledger.disputes[record.reference])
+                    else:
+                        payment = ledger.charges.get(record.charge)
+                        findings += rules.unrecorded_dispute(record, payment)
                 elif record.reference in ledger.refunds:
                     findings += rules.compare(record, ledger.refunds[record.reference])
                 else:

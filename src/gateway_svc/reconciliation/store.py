@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gateway_svc.domain.models import AuditEntry, new_id
 from gateway_svc.domain.reconciliation import (
     CHARGE,
+    DISPUTE,
     REFUND,
     Finding,
     LedgerRecord,
@@ -33,6 +34,7 @@ from gateway_svc.domain.reconciliation import (
 )
 from gateway_svc.repository import audit_values
 from gateway_svc.tables import (
+    disputes,
     payment_audit,
     payment_intents,
     reconciliation_mismatches,
@@ -56,6 +58,7 @@ class Ledger:
     charges: dict[str, LedgerRecord]  # by the PSP's charge (or payment intent) reference
     refunds: dict[str, LedgerRecord]  # by the PSP's refund reference
     refunds_in_flight: set[str]  # charge references with a refund of paymesh's unanswered
+    disputes: dict[str, LedgerRecord]  # by the PSP's dispute reference
 
 
 class ReconciliationStore:
@@ -64,7 +67,13 @@ class ReconciliationStore:
 
     # --- the ledger ----------------------------------------------------------------------
 
-    async def ledger(self, psp: str, charges: Sequence[str], refund_refs: Sequence[str]) -> Ledger:
+    async def ledger(
+        self,
+        psp: str,
+        charges: Sequence[str],
+        refund_refs: Sequence[str],
+        dispute_refs: Sequence[str] = (),
+    ) -> Ledger:
         intents = payment_intents.c
         async with self._engine.connect() as connection:
             intent_rows = (
@@ -93,10 +102,22 @@ class ReconciliationStore:
                     )
                 )
             ).all()
+            dispute_rows = (
+                (
+                    await connection.execute(
+                        select(disputes).where(
+                            disputes.c.psp == psp, disputes.c.psp_reference.in_(list(dispute_refs))
+                        )
+                    )
+                ).all()
+                if dispute_refs
+                else []
+            )
         return Ledger(
             {row.psp_reference: _intent_record(row) for row in intent_rows},
             {row.psp_reference: _refund_record(row) for row in refund_rows},
             {row.psp_reference for row in waiting},
+            {row.psp_reference: _dispute_record(row) for row in dispute_rows},
         )
 
     async def stage(self, run_id: str, references: Sequence[str]) -> None:
@@ -119,11 +140,15 @@ class ReconciliationStore:
         limit: int,
     ) -> list[tuple[tuple[datetime, str], LedgerRecord]]:
         """One page of the ledger's settled records of the period (intents captured, refunds
-        succeeded) whose reference the run did not read at the PSP, oldest first."""
+        succeeded, disputes opened) whose reference the run did not read at the PSP, oldest
+        first."""
         intents = payment_intents.c
         if object_type == CHARGE:
             table, query = payment_intents, select(payment_intents)
             conditions = [intents.psp == psp, intents.status == "succeeded"]
+        elif object_type == DISPUTE:
+            table, query = disputes, select(disputes)
+            conditions = [disputes.c.psp == psp]
         else:
             table = refunds
             query = select(refunds, intents.psp).join(
@@ -143,7 +168,9 @@ class ReconciliationStore:
         query = query.where(*conditions).order_by(column.created_at, column.id).limit(limit)
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()
-        to_record = _intent_record if object_type == CHARGE else _refund_record
+        to_record = {CHARGE: _intent_record, DISPUTE: _dispute_record}.get(
+            object_type, _refund_record
+        )
         return [((row.created_at, row.id), to_record(row)) for row in rows]
 
     # --- runs and mismatches -------------------------------------------------------------
@@ -336,6 +363,18 @@ def _intent_record(row) -> LedgerRecord:
 def _refund_record(row) -> LedgerRecord:
     return LedgerRecord(
         REFUND,
+        row.psp_reference,
+        row.payment_intent,
+        row.merchant_id,
+        row.amount,
+        row.currency,
+        row.status,
+    )
+
+
+def _dispute_record(row) -> LedgerRecord:
+    return LedgerRecord(
+        DISPUTE,
         row.psp_reference,
         row.payment_intent,
         row.merchant_id,

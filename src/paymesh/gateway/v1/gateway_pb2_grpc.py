@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from paymesh.gateway.v1 import disputes_pb2 as paymesh_dot_gateway_dot_v1_dot_disputes__pb2
 from paymesh.gateway.v1 import gateway_pb2 as paymesh_dot_gateway_dot_v1_dot_gateway__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -26,7 +27,8 @@ if _version_not_supported:
 
 
 class GatewayServiceStub:
-    """GatewayService takes card payments: payment intents, captures, cancels and refunds.
+    """GatewayService takes card payments: payment intents, captures, cancels and refunds; and
+    shows the disputes of them.
     """
 
     def __init__(self, channel):
@@ -75,10 +77,21 @@ class GatewayServiceStub:
                 request_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.GetPaymentIntentRequest.SerializeToString,
                 response_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.FromString,
                 _registered_method=True)
+        self.ListDisputes = channel.unary_unary(
+                '/paymesh.gateway.v1.GatewayService/ListDisputes',
+                request_serializer=paymesh_dot_gateway_dot_v1_dot_disputes__pb2.ListDisputesRequest.SerializeToString,
+                response_deserializer=paymesh_dot_gateway_dot_v1_dot_disputes__pb2.ListDisputesResponse.FromString,
+                _registered_method=True)
+        self.GetDispute = channel.unary_unary(
+                '/paymesh.gateway.v1.GatewayService/GetDispute',
+                request_serializer=paymesh_dot_gateway_dot_v1_dot_disputes__pb2.GetDisputeRequest.SerializeToString,
+                response_deserializer=paymesh_dot_gateway_dot_v1_dot_disputes__pb2.Dispute.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
-    """GatewayService takes card payments: payment intents, captures, cancels and refunds.
+    """GatewayService takes card payments: payment intents, captures, cancels and refunds; and
+    shows the disputes of them.
     """
 
     def CreatePaymentIntent(self, request, context):
@@ -137,6 +150,20 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDisputes(self, request, context):
+        """Lists the calling merchant's disputes, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDispute(self, request, context):
+        """Retrieves one dispute of the calling merchant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +207,16 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     request_deserializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.GetPaymentIntentRequest.FromString,
                     response_serializer=paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.SerializeToString,
             ),
+            'ListDisputes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDisputes,
+                    request_deserializer=paymesh_dot_gateway_dot_v1_dot_disputes__pb2.ListDisputesRequest.FromString,
+                    response_serializer=paymesh_dot_gateway_dot_v1_dot_disputes__pb2.ListDisputesResponse.SerializeToString,
+            ),
+            'GetDispute': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDispute,
+                    request_deserializer=paymesh_dot_gateway_dot_v1_dot_disputes__pb2.GetDisputeRequest.FromString,
+                    response_serializer=paymesh_dot_gateway_dot_v1_dot_disputes__pb2.Dispute.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'paymesh.gateway.v1.GatewayService', rpc_method_handlers)
@@ -189,7 +226,8 @@ def add_GatewayServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class GatewayService:
-    """GatewayService takes card payments: payment intents, captures, cancels and refunds.
+    """GatewayService takes card payments: payment intents, captures, cancels and refunds; and
+    shows the disputes of them.
     """
 
     @staticmethod
@@ -398,6 +436,60 @@ class GatewayService:
             '/paymesh.gateway.v1.GatewayService/GetPaymentIntent',
             paymesh_dot_gateway_dot_v1_dot_gateway__pb2.GetPaymentIntentRequest.SerializeToString,
             paymesh_dot_gateway_dot_v1_dot_gateway__pb2.PaymentIntent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDisputes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.gateway.v1.GatewayService/ListDisputes',
+            paymesh_dot_gateway_dot_v1_dot_disputes__pb2.ListDisputesRequest.SerializeToString,
+            paymesh_dot_gateway_dot_v1_dot_disputes__pb2.ListDisputesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDispute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.gateway.v1.GatewayService/GetDispute',
+            paymesh_dot_gateway_dot_v1_dot_disputes__pb2.GetDisputeRequest.SerializeToString,
+            paymesh_dot_gateway_dot_v1_dot_disputes__pb2.Dispute.FromString,
             options,
             channel_credentials,
             insecure,

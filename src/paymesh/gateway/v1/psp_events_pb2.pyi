@@ -79,14 +79,18 @@ class Refunded(_message.Message):
     def __init__(self, refund_reference: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., refund_key: _Optional[str] = ...) -> None: ...
 
 class Disputed(_message.Message):
-    __slots__ = ("dispute_reference", "amount", "reason")
+    __slots__ = ("dispute_reference", "amount", "reason", "currency", "status")
     DISPUTE_REFERENCE_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     dispute_reference: str
     amount: int
     reason: str
-    def __init__(self, dispute_reference: _Optional[str] = ..., amount: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    currency: str
+    status: str
+    def __init__(self, dispute_reference: _Optional[str] = ..., amount: _Optional[int] = ..., reason: _Optional[str] = ..., currency: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
 
 class ApplyPspEventResponse(_message.Message):
     __slots__ = ("outcome", "reason", "payment_intent")
