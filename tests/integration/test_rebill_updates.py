@@ -85,13 +85,15 @@ def test_an_unpaid_subscription_given_a_new_card_pays_its_open_period_once_and_r
     # for the next period.
     assert len(charges_of(mesh, 14201)) == 1
     assert charges_of(mesh, 14202) == []
-    attempts = sorted((a["attempt"], a["outcome"]) for a in rebills(mesh, merchant, rescued.body["id"]))
+    attempts = sorted(
+        (a["attempt"], a["outcome"]) for a in rebills(mesh, merchant, rescued.body["id"])
+    )
     assert attempts == [(1, "declined_hard"), (2, "succeeded")]
     actions, events = recorded(infra, subscription["id"])
     assert "subscription.update" in actions
     assert actions[-1] == "subscription.status"  # the paid attempt's: active again
     new_events = events[len(events_before) :]
-    assert ("subscription.updated", "past_due") == new_events[0]  # the card, retried now
+    assert new_events[0] == ("subscription.updated", "past_due")  # the card, retried now
     assert ("rebill.succeeded", "succeeded") in new_events
     assert new_events[-1] == ("subscription.updated", "active")
 
@@ -99,7 +101,9 @@ def test_an_unpaid_subscription_given_a_new_card_pays_its_open_period_once_and_r
     assert again.status == 200
     assert again.headers["idempotent-replayed"] == "true"
     assert again.body == rescued.body
-    other = update(mesh, merchant, subscription["id"], {**body, "amount": 14203}, key="rescue-14201")
+    other = update(
+        mesh, merchant, subscription["id"], {**body, "amount": 14203}, key="rescue-14201"
+    )
     assert (other.status, reason_of(other)) == (409, "idempotency_key_reused")
     assert len(charges_of(mesh, 14201)) == 1
 
@@ -109,7 +113,10 @@ def test_an_unpaid_subscription_given_a_new_card_pays_its_open_period_once_and_r
     assert len(charges_of(mesh, 14201)) == 1
     assert len(charges_of(mesh, 14202)) == 1
     renewed = get(mesh, merchant, f"/v1/subscriptions/{subscription['id']}").body
-    assert (renewed["status"], renewed["current_period_start"]) == ("active", "2028-06-10T00:00:00Z")
+    assert (renewed["status"], renewed["current_period_start"]) == (
+        "active",
+        "2028-06-10T00:00:00Z",
+    )
     newest = rebills(mesh, merchant, subscription["id"])[0]
     assert (newest["amount"], newest["attempt"], newest["outcome"]) == ("14202", 1, "succeeded")
 
@@ -123,7 +130,9 @@ def test_a_past_due_subscription_given_a_new_card_is_charged_now_not_at_its_next
     assert created.body["status"] == "past_due", created.body
     assert created.body["next_attempt_at"]
 
-    rescued = update(mesh, merchant, created.body["id"], {"payment_method": new_card(mesh, merchant)})
+    rescued = update(
+        mesh, merchant, created.body["id"], {"payment_method": new_card(mesh, merchant)}
+    )
 
     assert rescued.status == 200, rescued.body
     assert rescued.body["status"] == "active"
@@ -153,12 +162,17 @@ def test_a_new_card_that_is_declined_too_leaves_the_subscription_unpaid(mesh, me
     subscription = unpaid(mesh, merchant, 14205)
 
     again = update(
-        mesh, merchant, subscription["id"], {"payment_method": new_card(mesh, merchant, cards.VISA_DECLINE)}
+        mesh,
+        merchant,
+        subscription["id"],
+        {"payment_method": new_card(mesh, merchant, cards.VISA_DECLINE)},
     )
 
     assert again.status == 200, again.body
     assert again.body["status"] == "unpaid"
-    attempts = sorted((a["attempt"], a["outcome"]) for a in rebills(mesh, merchant, subscription["id"]))
+    attempts = sorted(
+        (a["attempt"], a["outcome"]) for a in rebills(mesh, merchant, subscription["id"])
+    )
     assert attempts == [(1, "declined_hard"), (2, "declined_hard")]
     assert charges_of(mesh, 14205) == []
 
