@@ -12,10 +12,20 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from tests.integration.conftest import close_sandbox_breaker
 from tests.integration.test_payments import post, reason_of
-from tests.integration.test_rebill import advance, charges_of, get, new_clock, rebills, subscribe
+from tests.integration.test_rebill import (
+    advance,
+    charges_of,
+    get,
+    iso,
+    new_clock,
+    rebills,
+    subscribe,
+)
 from tests.integration.test_vault import tokenize, violations
 from tests.support import cards
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -283,3 +293,65 @@ def test_a_canceled_subscription_is_not_updated_and_another_merchants_is_missing
     theirs = update(mesh, other_merchant, created["id"], {"amount": 14211})
     assert theirs.status == 404
     assert len(charges_of(mesh, 14210)) == 1
+
+
+def test_a_renewal_started_before_a_card_change_is_finished_with_the_card_it_started_with(
+    mesh, merchant, infra, knobs
+):
+    """The renewal's answer is lost (the sandbox applies the charge, then hangs), so its
+    attempt is asked again later under its key; the card changes meanwhile. Asked with the
+    new card, the gateway would refuse the key as reused and the attempt would stay unknown:
+    the attempt is asked again with the card it started with, and the new card pays the next
+    period."""
+    amount = 14212
+    start = datetime(2028, 8, 1, tzinfo=UTC)
+    clock = new_clock(mesh, merchant, start)
+    created = subscribe(mesh, merchant, amount, test_clock=clock).body
+    knobs(ambiguous_rate=1, operations=["authorize"])
+    moved = post(
+        mesh,
+        merchant,
+        f"/v1/test_clocks/{clock}/advance",
+        {"frozen_time": iso(start + timedelta(days=31, hours=1))},
+    )
+    assert moved.status == 200, moved.body
+    wait_until(
+        lambda: attempt_outcomes(infra, created["id"], "2028-09-01") == [(1, "unknown")],
+        timeout=60,
+        interval=0.2,
+    )
+
+    card = new_card(mesh, merchant, cards.MASTERCARD)
+    changed = update(mesh, merchant, created["id"], {"payment_method": card})
+    assert changed.status == 200, changed.body
+    assert (changed.body["status"], changed.body["payment_method"]) == ("active", card)
+    knobs(ambiguous_rate=0)
+    close_sandbox_breaker(mesh, merchant)
+
+    wait_until(
+        lambda: get(mesh, merchant, f"/v1/test_clocks/{clock}").body["status"] == "ready",
+        timeout=120,
+        interval=0.5,
+    )
+    assert attempt_outcomes(infra, created["id"], "2028-09-01") == [(1, "succeeded")]
+    assert len(charges_of(mesh, amount)) == 2
+    advance(mesh, merchant, clock, start + timedelta(days=62))
+    assert len(charges_of(mesh, amount)) == 3
+    with psycopg.connect(infra.database_url) as db:
+        cards_charged = db.execute(
+            "SELECT payment_method FROM rebill.rebill_jobs WHERE subscription_id = %s"
+            " ORDER BY period_start",
+            (created["id"],),
+        ).fetchall()
+    old = created["payment_method"]
+    assert cards_charged == [(old,), (old,), (card,)]
+
+
+def attempt_outcomes(infra, subscription: str, period_start: str) -> list[tuple[int, str]]:
+    with psycopg.connect(infra.database_url) as db:
+        return db.execute(
+            "SELECT a.attempt, a.outcome FROM rebill.rebill_attempts a"
+            " JOIN rebill.rebill_jobs j ON j.id = a.job_id"
+            " WHERE a.subscription_id = %s AND j.period_start::date = %s ORDER BY a.attempt",
+            (subscription, period_start),
+        ).fetchall()
