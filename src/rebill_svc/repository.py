@@ -476,7 +476,8 @@ class SubscriptionRepository:
         async with self._reads.connect() as connection:
             found = (
                 await connection.execute(
-                    select(keys.request_digest, subscriptions)
+                    # The subscription's own columns hold its creation's key: labelled apart.
+                    select(keys.request_digest.label("update_request_digest"), subscriptions)
                     .join_from(
                         subscription_update_keys,
                         subscriptions,
@@ -491,7 +492,7 @@ class SubscriptionRepository:
             ).first()
         if found is None:
             return None
-        if found.request_digest != key.request:
+        if found.update_request_digest != key.request:
             raise Conflict(
                 "this Idempotency-Key was used with another request",
                 reason="idempotency_key_reused",
