@@ -39,7 +39,7 @@ from rebill_svc.domain.subscriptions import (
     next_periods,
 )
 from rebill_svc.metrics import JOBS_FAILED
-from rebill_svc.tables import rebill_jobs, retry_policies, subscriptions
+from rebill_svc.tables import rebill_attempts, rebill_jobs, retry_policies, subscriptions
 
 log = structlog.get_logger(__name__)
 
@@ -290,21 +290,25 @@ _SETTLE = text(
 # Workers take jobs' leases and learn what each run needs, in one statement (autocommit, one
 # round trip) for the jobs a worker claims while its last claim is out: each lease only if the
 # job waits for a worker or its lease expired, counting the current attempt's starts (a second
-# one is a re-run); then the subscription's status and card, when the period was first
-# attempted (retries are timed from it; on a test clock, from the period's start on the
-# clock's time) and the merchant's retry policy.
+# one is a re-run) and fixing the card it charges at its first start (a re-run charges that
+# card under the attempt's key, even if the subscription's card changed since); then the
+# subscription's status, when the period was first attempted (retries are timed from it; on a
+# test clock, from the period's start on the clock's time) and the merchant's retry policy.
 _CLAIM = text(
     """
     WITH leased AS (
-      UPDATE rebill.rebill_jobs SET status = 'running', lease_owner = CAST(:owner AS varchar),
+      UPDATE rebill.rebill_jobs j SET status = 'running', lease_owner = CAST(:owner AS varchar),
         lease_expires_at = now() + make_interval(secs => CAST(:lease AS double precision)),
         heartbeat_at = now(), runs = runs + 1, attempt_runs = attempt_runs + 1,
+        payment_method = CASE WHEN j.attempt_runs = 0 OR j.payment_method IS NULL
+          THEN (SELECT s.payment_method FROM rebill.subscriptions s WHERE s.id = j.subscription_id)
+          ELSE j.payment_method END,
         updated_at = now()
       WHERE id = ANY(CAST(:job_ids AS varchar[]))
         AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
       RETURNING *
     )
-    SELECT leased.*, s.status AS subscription_status, s.payment_method,
+    SELECT leased.*, s.status AS subscription_status,
       CASE WHEN leased.test_clock IS NOT NULL THEN leased.period_start
            WHEN leased.attempt = 1 THEN now()
            ELSE coalesce((SELECT a.at FROM rebill.rebill_attempts a
@@ -557,8 +561,9 @@ class JobStore:
         return [leased.pop(claim, None) for claim in claims]
 
     async def claimed(self, connection, job: Row) -> Claimed:
-        """What a run of `job`, leased in `connection`'s transaction, needs to know (also for
-        a job created already leased: the first period, charged by its creation)."""
+        """What a run of `job`, leased in `connection`'s transaction, needs to know, as _CLAIM
+        reads it: for a job created already leased (the first period, charged by its
+        creation), or one a merchant's new card runs now."""
         subscription = (
             await connection.execute(
                 select(subscriptions).where(subscriptions.c.id == job.subscription_id)
@@ -568,11 +573,10 @@ class JobStore:
         return Claimed(
             Job.of(job._mapping),
             subscription.status,
-            subscription.payment_method,
+            job.payment_method or subscription.payment_method,
             policy,
             rerun=job.attempt_runs > 1,
-            # The first attempt is this one, now (the job was created by this transaction).
-            first_attempt_at=job.period_start if job.test_clock else job.created_at,
+            first_attempt_at=await _first_attempt_at(connection, job),
         )
 
     async def heartbeat(self, job_id: str, owner: str, lease_seconds: float) -> bool:
@@ -690,6 +694,21 @@ class JobStore:
         }
         row = await self._direct.one(_SETTLE, params)
         return Settled(row["settled"] is not None, row["subscription_status"])
+
+
+async def _first_attempt_at(connection, job: Row) -> datetime:
+    """When the job's period was first attempted (its retries are timed from it): on a test
+    clock, the period's start; else now for a first attempt, or when the first one ran."""
+    if job.test_clock:
+        return job.period_start
+    if job.attempt == 1:
+        return await connection.scalar(select(func.now()))
+    first = await connection.scalar(
+        select(rebill_attempts.c.at).where(
+            rebill_attempts.c.job_id == job.id, rebill_attempts.c.attempt == 1
+        )
+    )
+    return first or job.period_start
 
 
 async def policy_of(connection, merchant_id: str) -> RetryPolicy:

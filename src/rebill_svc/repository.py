@@ -30,8 +30,20 @@ from rebill_svc.domain.subscriptions import (
     resumable,
     resumed_periods,
 )
+from rebill_svc.domain.updates import (
+    SubscriptionUpdate,
+    changed_values,
+    open_period_attempt,
+    retries_now,
+)
 from rebill_svc.jobs import OPEN, Claimed, JobStore
-from rebill_svc.tables import rebill_attempts, rebill_jobs, subscriptions, test_clocks
+from rebill_svc.tables import (
+    rebill_attempts,
+    rebill_jobs,
+    subscription_update_keys,
+    subscriptions,
+    test_clocks,
+)
 
 
 def _missing(kind: str) -> NotFound:
@@ -59,6 +71,13 @@ class Created:
     subscription: Row
     first_period: Claimed | None  # leased to the caller: charge it now
     replayed: bool  # the key's earlier answer: nothing was created
+
+
+@dataclass(frozen=True)
+class Updated:
+    subscription: Row
+    open_period: Claimed | None  # retried with the new card, leased to the caller: charge it now
+    replayed: bool  # the key's earlier answer: nothing was changed
 
 
 class SubscriptionRepository:
@@ -254,6 +273,7 @@ class SubscriptionRepository:
                     heartbeat_at=func.now(),
                     runs=1,
                     attempt_runs=1,
+                    payment_method=row.payment_method,
                 )
                 .returning(rebill_jobs)
             )
@@ -358,6 +378,127 @@ class SubscriptionRepository:
 
         return await self._change(merchant, subscription_id, "subscription.resume", change)
 
+    async def update(
+        self,
+        merchant: Merchant,
+        subscription_id: str,
+        change: SubscriptionUpdate,
+        *,
+        idempotency_key: IdempotencyKey | None,
+        lease_owner: str,
+        lease_seconds: float,
+    ) -> Updated:
+        """Applies `change` (domain.updates) with its event and audit rows. When it retries
+        the open period now, that period's job comes back leased to the caller and the
+        subscription is past_due until the attempt settles. With a key already used: the
+        subscription it updated, as it is now."""
+        if idempotency_key:
+            existing = await self._updated_by_key(merchant, idempotency_key)
+            if existing is not None:
+                return Updated(existing, None, replayed=True)
+        try:
+            async with self._engine.begin() as connection:
+                row = (
+                    await connection.execute(
+                        owned_by(subscriptions, subscription_id, merchant).with_for_update()
+                    )
+                ).first()
+                if row is None:
+                    raise _missing("subscription")
+                if idempotency_key:
+                    # A request under the same key waits for this one's row lock, then fails
+                    # here and answers as a retry.
+                    await connection.execute(
+                        subscription_update_keys.insert().values(
+                            merchant_id=merchant.id,
+                            livemode=merchant.livemode,
+                            idempotency_key=idempotency_key.key,
+                            request_digest=idempotency_key.request,
+                            subscription_id=row.id,
+                        )
+                    )
+                values = changed_values(row.status, row._mapping, change)
+                job, attempt = None, None
+                if retries_now(row.status, change):
+                    job = await _open_period_job(connection, row)
+                    if job is not None:
+                        attempt = open_period_attempt(job.status, job.attempt, job.attempt_runs)
+                if not values and attempt is None:
+                    return Updated(row, None, replayed=False)
+                if attempt is not None:
+                    values.update(status=Status.PAST_DUE.value, next_attempt_at=None)
+                row = (
+                    await connection.execute(
+                        update(subscriptions)
+                        .where(subscriptions.c.id == row.id)
+                        .values(**values, updated_at=func.now())
+                        .returning(subscriptions)
+                    )
+                ).one()
+                await records.event(connection, "subscription.updated", "subscription", row)
+                audit = [
+                    records.audit_values(
+                        merchant_id=merchant.id,
+                        actor="api",
+                        action="subscription.update",
+                        object_id=row.id,
+                        result=row.status,
+                        changed=sorted(values.keys() - {"status", "next_attempt_at"}),
+                        amount=row.amount,
+                    )
+                ]
+                open_period = None
+                if job is not None and attempt is not None:
+                    job = await _run_now(connection, job, attempt, row, lease_owner, lease_seconds)
+                    open_period = await self._jobs.claimed(connection, job)
+                    audit.append(
+                        records.audit_values(
+                            merchant_id=merchant.id,
+                            actor="api",
+                            action="rebill.retry_now",
+                            object_id=job.id,
+                            result="running",
+                            subscription_id=row.id,
+                            attempt=attempt,
+                        )
+                    )
+                await records.audit_many(connection, audit)
+                return Updated(row, open_period, replayed=False)
+        except IntegrityError:
+            if idempotency_key:  # the same key, used at the same moment by another call
+                existing = await self._updated_by_key(merchant, idempotency_key)
+                if existing is not None:
+                    return Updated(existing, None, replayed=True)
+            raise
+
+    async def _updated_by_key(self, merchant: Merchant, key: IdempotencyKey) -> Row | None:
+        keys = subscription_update_keys.c
+        async with self._reads.connect() as connection:
+            found = (
+                await connection.execute(
+                    # The subscription's own columns hold its creation's key: labelled apart.
+                    select(keys.request_digest.label("update_request_digest"), subscriptions)
+                    .join_from(
+                        subscription_update_keys,
+                        subscriptions,
+                        subscriptions.c.id == keys.subscription_id,
+                    )
+                    .where(
+                        keys.merchant_id == merchant.id,
+                        keys.livemode == merchant.livemode,
+                        keys.idempotency_key == key.key,
+                    )
+                )
+            ).first()
+        if found is None:
+            return None
+        if found.update_request_digest != key.request:
+            raise Conflict(
+                "this Idempotency-Key was used with another request",
+                reason="idempotency_key_reused",
+            )
+        return found
+
     async def _change(
         self,
         merchant: Merchant,
@@ -401,6 +542,49 @@ class SubscriptionRepository:
                 **details,
             )
         return row
+
+
+async def _open_period_job(connection: AsyncConnection, row: Row) -> Row | None:
+    """The job of the subscription's current period, locked: a worker's claim of it waits
+    for this transaction, then finds it taken if it was."""
+    jobs = rebill_jobs.c
+    return (
+        await connection.execute(
+            select(rebill_jobs)
+            .where(jobs.subscription_id == row.id, jobs.period_start == row.current_period_start)
+            .with_for_update()
+        )
+    ).first()
+
+
+async def _run_now(
+    connection: AsyncConnection,
+    job: Row,
+    attempt: int,
+    subscription: Row,
+    owner: str,
+    lease_seconds: float,
+) -> Row:
+    """`job` leased to `owner` for `attempt` with the subscription's card, started now."""
+    return (
+        await connection.execute(
+            update(rebill_jobs)
+            .where(rebill_jobs.c.id == job.id)
+            .values(
+                status="running",
+                attempt=attempt,
+                attempt_runs=1,
+                runs=rebill_jobs.c.runs + 1,
+                payment_method=subscription.payment_method,
+                due_at=await _clock_now(connection, subscription.test_clock),
+                lease_owner=owner,
+                lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
+                heartbeat_at=func.now(),
+                updated_at=func.now(),
+            )
+            .returning(rebill_jobs)
+        )
+    ).one()
 
 
 async def _drop_waiting_retry(connection: AsyncConnection, subscription_id: str) -> None:

@@ -22,6 +22,7 @@ from paymesh.platform.wire import (
 from paymesh.rebill.v1 import rebill_pb2, rebill_pb2_grpc
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from rebill_svc.domain.subscriptions import Status, new_subscription
+from rebill_svc.domain.updates import subscription_update
 from rebill_svc.repository import IdempotencyKey, SubscriptionRepository
 from rebill_svc.runner import JobRunner
 
@@ -162,6 +163,41 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
             # The first period's charge is part of the creation. Should this call die here,
             # the job's lease lapses and the scheduler hands it to a worker.
             await self._runner.run_claimed(created.first_period)
+            row = await self._subscriptions.get(row.id, merchant)
+        return subscription_message(row)
+
+    async def UpdateSubscription(self, request, context):
+        merchant = await self._callers.merchant(context)
+        subscription_id = self._id(request.id)
+        change = subscription_update(
+            payment_method=(request.payment_method if request.HasField("payment_method") else None),
+            amount=request.amount if request.HasField("amount") else None,
+            metadata=dict(request.metadata),
+        )
+        if change.payment_method is not None:
+            await self._payment_methods.require_usable(merchant, change.payment_method)
+        key = idempotency_key_of(context)
+        updated = await self._subscriptions.update(
+            merchant,
+            subscription_id,
+            change,
+            idempotency_key=(
+                IdempotencyKey.of(
+                    self._key_secret, key, request.SerializeToString(deterministic=True)
+                )
+                if key
+                else None
+            ),
+            lease_owner=self._runner.owner,
+            lease_seconds=self._runner.lease_seconds,
+        )
+        row = updated.subscription
+        if updated.replayed:
+            await context.send_initial_metadata((("idempotent-replayed", "true"),))
+        if updated.open_period is not None:
+            # The new card's attempt is part of the update. Should this call die here, the
+            # job's lease lapses and the scheduler hands it to a worker.
+            await self._runner.run_claimed(updated.open_period)
             row = await self._subscriptions.get(row.id, merchant)
         return subscription_message(row)
 

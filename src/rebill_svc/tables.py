@@ -85,8 +85,22 @@ rebill_jobs = Table(
     moment("heartbeat_at"),
     Column("runs", Integer, nullable=False, server_default="0"),
     Column("attempt_runs", Integer, nullable=False, server_default="0"),  # starts of `attempt`
+    # The card `attempt` charges, fixed at its first start (NULL: not started yet).
+    Column("payment_method", String(40)),
     set_now("created_at"),
     set_now("updated_at"),
+)
+
+# Updates' Idempotency-Keys (keyed digests) and the subscription each one updated.
+subscription_update_keys = Table(
+    "subscription_update_keys",
+    metadata,
+    Column("merchant_id", String(40), primary_key=True),
+    Column("livemode", Boolean, primary_key=True),
+    Column("idempotency_key", String(64), primary_key=True),
+    Column("request_digest", String(64), nullable=False),
+    Column("subscription_id", String(40), ForeignKey("subscriptions.id"), nullable=False),
+    set_now("created_at"),
 )
 
 # Each worker process's own row, beaten while it runs (rebill_svc.workforce).

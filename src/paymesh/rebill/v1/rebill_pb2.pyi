@@ -93,6 +93,25 @@ class CreateSubscriptionRequest(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     def __init__(self, payment_method: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., interval: _Optional[str] = ..., interval_count: _Optional[int] = ..., billing_cycle_anchor: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trial_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., test_clock: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
+class UpdateSubscriptionRequest(_message.Message):
+    __slots__ = ("id", "payment_method", "amount", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_METHOD_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    payment_method: str
+    amount: int
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., payment_method: _Optional[str] = ..., amount: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class ListSubscriptionsRequest(_message.Message):
     __slots__ = ("limit", "starting_after", "status")
     LIMIT_FIELD_NUMBER: _ClassVar[int]

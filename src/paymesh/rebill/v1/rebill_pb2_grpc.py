@@ -46,6 +46,11 @@ class RebillServiceStub:
                 request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.CreateSubscriptionRequest.SerializeToString,
                 response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
                 _registered_method=True)
+        self.UpdateSubscription = channel.unary_unary(
+                '/paymesh.rebill.v1.RebillService/UpdateSubscription',
+                request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.UpdateSubscriptionRequest.SerializeToString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
+                _registered_method=True)
         self.ListSubscriptions = channel.unary_unary(
                 '/paymesh.rebill.v1.RebillService/ListSubscriptions',
                 request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListSubscriptionsRequest.SerializeToString,
@@ -103,6 +108,15 @@ class RebillServiceServicer:
     def CreateSubscription(self, request, context):
         """Creates a subscription; its first period is charged at once unless it starts later
         (a trial, or a billing cycle anchor in the future).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSubscription(self, request, context):
+        """Changes a subscription's payment method, amount or metadata; the amount and metadata
+        count from its next period. A past_due or unpaid subscription given a payment method is
+        charged for its open period at once, with it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -177,6 +191,11 @@ def add_RebillServiceServicer_to_server(servicer, server):
             'CreateSubscription': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSubscription,
                     request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.CreateSubscriptionRequest.FromString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.SerializeToString,
+            ),
+            'UpdateSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSubscription,
+                    request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.UpdateSubscriptionRequest.FromString,
                     response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.SerializeToString,
             ),
             'ListSubscriptions': grpc.unary_unary_rpc_method_handler(
@@ -275,6 +294,33 @@ class RebillService:
             target,
             '/paymesh.rebill.v1.RebillService/CreateSubscription',
             paymesh_dot_rebill_dot_v1_dot_rebill__pb2.CreateSubscriptionRequest.SerializeToString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.rebill.v1.RebillService/UpdateSubscription',
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.UpdateSubscriptionRequest.SerializeToString,
             paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Subscription.FromString,
             options,
             channel_credentials,
