@@ -6,6 +6,7 @@ is written as the `created` of `GET /v1/events/{id}` is."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -103,12 +104,9 @@ class Watched:
     def check(self, event_type: str, shown: dict) -> dict:
         """The one event of that type about `shown`'s object carries `shown` (a GET's answer)
         as its object, delivered and read back, and both say when it happened in one format."""
-        [event] = wait_until(
-            lambda: [e for e in self.events(event_type) if e["data"]["object"]["id"] == shown["id"]],
-            timeout=30,
-            interval=0.2,
-        )
-        assert event["data"]["object"] == shown, event_type
+        [shown_there] = self.objects(event_type, id=shown["id"])
+        assert shown_there == shown, event_type
+        [event] = [e for e in self.events(event_type) if e["data"]["object"]["id"] == shown["id"]]
         stored = self.get(f"/v1/events/{event['id']}")
         assert stored["object"] == shown, event_type
         assert stored["created"] == event["created"], event_type
@@ -280,8 +278,42 @@ def test_webhook_endpoint_events(hooks):
     card = tokenize(watch.mesh, watch.merchant).body["id"]
     watch.post("/v1/payment_intents", {"amount": 500, "currency": "usd", "payment_method": card})
     shown = wait_until(
-        lambda: (e := watch.get(f"/v1/webhook_endpoints/{gone['id']}"))["status"] == "disabled"
-        and e,
+        lambda: (
+            (e := watch.get(f"/v1/webhook_endpoints/{gone['id']}"))["status"] == "disabled" and e
+        ),
         timeout=30,
     )
     watch.check("webhook_endpoint.disabled", shown)
+
+
+def test_an_event_written_before_events_carried_api_objects_is_still_delivered(hooks):
+    """An outbox row as the code before wrote it (the object's fields flat in the payload),
+    still pending when the new code starts, goes out as it was written then."""
+    watch = Watched(hooks, "legacy")
+    legacy = {
+        "merchant_id": watch.merchant.id,
+        "livemode": False,
+        "status": "succeeded",
+        "amount": 1000,
+        "amount_capturable": 0,
+        "amount_received": 1000,
+        "amount_refunded": 0,
+        "currency": "usd",
+        "psp": "sandbox",
+        "last_payment_error": None,
+    }
+    hooks.faults.db.execute(
+        "INSERT INTO gateway.outbox (event_id, event_type, aggregate_type, aggregate_id, payload)"
+        " VALUES ('evt_legacyShapeBeforeObjects0001', 'payment_intent.succeeded',"
+        " 'payment_intent', 'pi_legacyShapeBeforeObjects01', %s)",
+        (json.dumps(legacy),),
+    )
+    [shown] = watch.objects("payment_intent.succeeded", id="pi_legacyShapeBeforeObjects01")
+    assert shown == {
+        "id": "pi_legacyShapeBeforeObjects01",
+        "object": "payment_intent",
+        **{k: v for k, v in legacy.items() if k != "merchant_id"},
+    }
+    [event] = watch.events("payment_intent.succeeded")
+    stored = watch.get(f"/v1/events/{event['id']}")
+    assert stored["object"] == shown and stored["created"] == event["created"]

@@ -62,21 +62,6 @@ class PaymentIntent:
     def replace(self, **changes: Any) -> PaymentIntent:
         return dataclasses.replace(self, **changes)
 
-    def payload(self) -> dict[str, Any]:
-        """What events say of an intent."""
-        return {
-            "merchant_id": self.merchant_id,
-            "livemode": self.livemode,
-            "status": self.status,
-            "amount": self.amount,
-            "amount_capturable": self.amount_capturable,
-            "amount_received": self.amount_received,
-            "amount_refunded": self.amount_refunded,
-            "currency": self.currency,
-            "psp": self.psp,
-            "last_payment_error": self.last_payment_error,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class Refund:
@@ -93,16 +78,6 @@ class Refund:
 
     def replace(self, **changes: Any) -> Refund:
         return dataclasses.replace(self, **changes)
-
-    def payload(self) -> dict[str, Any]:
-        return {
-            "merchant_id": self.merchant_id,
-            "livemode": self.livemode,
-            "payment_intent": self.payment_intent,
-            "amount": self.amount,
-            "currency": self.currency,
-            "status": self.status,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,17 +117,21 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A domain event for the outbox."""
+    """A domain event for the outbox, about `subject` as the change left it (its row goes
+    into the event: the relay shows it as the API does)."""
 
     type: str
     aggregate_type: str
-    aggregate_id: str
-    payload: dict[str, Any]
+    subject: PaymentIntent | Refund
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.subject.id
 
     @classmethod
     def of_intent(cls, event_type: str, intent: PaymentIntent) -> Event:
-        return cls(event_type, "payment_intent", intent.id, intent.payload())
+        return cls(event_type, "payment_intent", intent)
 
     @classmethod
     def of_refund(cls, event_type: str, refund: Refund) -> Event:
-        return cls(event_type, "refund", refund.id, refund.payload())
+        return cls(event_type, "refund", refund)

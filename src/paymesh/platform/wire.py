@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from paymesh.platform.errors import InvalidArgument, NotFound
@@ -16,6 +19,31 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     result = Timestamp()
     result.FromDatetime(value)
     return result
+
+
+# How Envoy's gRPC-JSON transcoder prints every answer (envoy/envoy.yaml's print_options):
+# snake_case names, fields at their zero value printed, int64 as a string of digits and
+# Timestamps in RFC 3339 (the proto3 JSON mapping, which no print option changes). What the
+# services print for merchants themselves (events) is printed the same way, by api_json.
+ENVOY_PRINT_OPTIONS = {
+    "add_whitespace": False,
+    "always_print_primitive_fields": True,
+    "preserve_proto_field_names": True,
+}
+
+
+def api_json(message: Message) -> dict[str, Any]:
+    """The message as the REST API answers it (see ENVOY_PRINT_OPTIONS)."""
+    return MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def json_timestamp(value: datetime) -> str:
+    """A moment as the REST API writes one: RFC 3339 in UTC, 0, 3, 6 or 9 decimals."""
+    stamp = timestamp(value)
+    assert stamp is not None
+    return stamp.ToJsonString()
 
 
 # Every id is a prefix and ASCII letters, digits or underscores, at most 40 characters (the
