@@ -24,7 +24,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,13 +112,17 @@ class ApiObject:
 
     table: Table
     message: Callable[[dict[str, Any]], ProtoMessage]
+    moments: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        moments = tuple(c.name for c in self.table.columns if isinstance(c.type, DateTime))
+        object.__setattr__(self, "moments", moments)
 
     def render(self, snapshot: Mapping[str, Any]) -> dict[str, Any]:
         row = dict(snapshot)
-        for column in self.table.columns:
-            value = row.get(column.name)
-            if isinstance(column.type, DateTime) and isinstance(value, str):
-                row[column.name] = datetime.fromisoformat(value)
+        for name in self.moments:
+            if row.get(name) is not None:
+                row[name] = datetime.fromisoformat(row[name])
         return api_json(self.message(row))
 
 

@@ -21,22 +21,28 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return result
 
 
-# How Envoy's gRPC-JSON transcoder prints every answer (envoy/envoy.yaml's print_options):
-# snake_case names, fields at their zero value printed, int64 as a string of digits and
-# Timestamps in RFC 3339 (the proto3 JSON mapping, which no print option changes). What the
-# services print for merchants themselves (events) is printed the same way, by api_json.
+# How Envoy's gRPC-JSON transcoder prints every answer (envoy/envoy.yaml's print_options, a
+# unit test holds them equal): snake_case names, fields at their zero value printed. Whatever
+# the options, int64 is a string of digits and a Timestamp RFC 3339 (the proto3 JSON mapping).
+# What the services print for merchants themselves (events) is printed the same way, by
+# api_json.
 ENVOY_PRINT_OPTIONS = {
     "add_whitespace": False,
     "always_print_primitive_fields": True,
     "preserve_proto_field_names": True,
 }
+# Each option as Python's json_format names it (add_whitespace: no dict has any).
+_AS_PYTHON = {
+    "always_print_primitive_fields": "always_print_fields_with_no_presence",
+    "preserve_proto_field_names": "preserving_proto_field_name",
+    "always_print_enums_as_ints": "use_integers_for_enums",
+}
+_PRINT = {_AS_PYTHON[k]: v for k, v in ENVOY_PRINT_OPTIONS.items() if k in _AS_PYTHON}
 
 
 def api_json(message: Message) -> dict[str, Any]:
     """The message as the REST API answers it (see ENVOY_PRINT_OPTIONS)."""
-    return MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    return MessageToDict(message, **_PRINT)
 
 
 def json_timestamp(value: datetime) -> str:
