@@ -747,18 +747,18 @@ def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
 
 def _event_values(event: Event) -> dict[str, Any]:
     """The event's outbox row, its subject's row in it (see paymesh.platform.outbox)."""
-    return event_values(
-        event_type=event.type,
-        aggregate_type=event.aggregate_type,
-        aggregate_id=event.aggregate_id,
-        payload=snapshot(dataclasses.asdict(event.subject)),
-    )
+    return {**_event_envelope(event), "payload": snapshot(dataclasses.asdict(event.subject))}
 
 
 def _event_envelope(event: Event) -> dict[str, Any]:
     """The event's outbox row but its payload, which a statement takes from the row it
     writes (see _side_effects)."""
-    values = _event_values(event)
+    values = event_values(
+        event_type=event.type,
+        aggregate_type=event.aggregate_type,
+        aggregate_id=event.aggregate_id,
+        payload={},
+    )
     del values["payload"]
     return values
 
