@@ -6,8 +6,8 @@ Every REST route comes from a `google.api.http` rule (additional bindings includ
 every schema follows what Envoy's gRPC-JSON transcoder does with paymesh's settings: proto
 field names (snake_case), int64 as a string in responses and as a JSON number or that
 string in requests, enums as their names, maps as objects, well-known types in their proto3
-JSON form. Errors are the common envelope (google.rpc.Status JSON). Only the protobuf runtime is needed, so
-the Dockerfile's descriptor stage can run it too.
+JSON form. Errors are the common envelope (google.rpc.Status JSON). Only the protobuf
+runtime is needed, so the Dockerfile's descriptor stage can run it too.
 """
 
 from __future__ import annotations
