@@ -39,14 +39,14 @@ class EndpointChange:
 
 
 class EndpointStore:
+    # Never shown, never in an event.
+    SECRET_COLUMNS = ("secret", "previous_secret")
+
     def __init__(self, engine: AsyncEngine, box: SecretBox, key_secret: bytes):
         self._engine = engine
         self._reads = autocommit(engine)
         self._box = box
         self._key_secret = key_secret
-
-    # Never shown, never in an event.
-    SECRET_COLUMNS = ("secret", "previous_secret")
 
     def secret_of(self, endpoint: Row) -> str:
         return self._box.open(endpoint.id, endpoint.secret)
