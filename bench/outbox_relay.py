@@ -1,27 +1,56 @@
 """Outbox relay benchmark: how fast pending outbox rows reach RabbitMQ with publisher confirms.
 
-    .venv/bin/python bench/outbox_relay.py --events 20000 --batch 500
+    .venv/bin/python bench/outbox_relay.py --events 20000 --batch 500 [--flat]
 
 Uses a fresh database and vhost of its own. Prints events/s and the per-batch round-trip
-(publish the batch, await its confirms, mark it sent) p50/p95/p99."""
+(publish the batch, await its confirms, mark it sent) p50/p95/p99. Each event carries a
+payment intent's snapshot, printed by the relay as the API shows it (the gateway's
+EVENT_OBJECTS); `--flat`: a small payload that goes out as written, the relay's floor."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import time
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import MetaData, insert, text
 
+from gateway_svc.domain.models import PaymentIntent
+from gateway_svc.service import EVENT_OBJECTS
 from paymesh.devinfra import create_infra, drop_infra
 from paymesh.platform.amqp import ConfirmingPublisher
 from paymesh.platform.db import create_engine
-from paymesh.platform.outbox import OutboxRelay, outbox_table
+from paymesh.platform.outbox import OutboxRelay, outbox_table, snapshot
 
 
-async def run(database_url: str, amqp_url: str, events: int, batch: int) -> None:
+def _payload(i: int, flat: bool) -> dict:
+    if flat:
+        return {"amount": 1000 + i, "currency": "usd", "status": "succeeded"}
+    now = datetime.now(UTC)
+    intent = PaymentIntent(
+        id=f"pi_{i % 1000}",
+        merchant_id="acct_bench",
+        livemode=False,
+        amount=1000 + i,
+        currency="usd",
+        status="succeeded",
+        capture_method="automatic",
+        amount_received=1000 + i,
+        payment_method="pm_bench",
+        psp="sandbox",
+        description="order",
+        metadata={"order_id": str(i)},
+        created_at=now,
+        updated_at=now,
+    )
+    return snapshot(dataclasses.asdict(intent))
+
+
+async def run(database_url: str, amqp_url: str, events: int, batch: int, flat: bool) -> None:
     metadata = MetaData()
     table = outbox_table(metadata, "bench_outbox")
     engine = create_engine(database_url)
@@ -34,7 +63,7 @@ async def run(database_url: str, amqp_url: str, events: int, batch: int) -> None
                 "event_type": "payment_intent.succeeded",
                 "aggregate_type": "payment_intent",
                 "aggregate_id": f"pi_{i % 1000}",
-                "payload": {"amount": 1000 + i, "currency": "usd", "status": "succeeded"},
+                "payload": _payload(i, flat),
                 "headers": {},
             }
             for i in range(events)
@@ -45,7 +74,7 @@ async def run(database_url: str, amqp_url: str, events: int, batch: int) -> None
     publisher.start()
     while not publisher.connected:
         await asyncio.sleep(0.05)
-    relay = OutboxRelay("bench", engine, table, publisher, batch_size=batch)
+    relay = OutboxRelay("bench", engine, table, publisher, EVENT_OBJECTS, batch_size=batch)
     batch_ms: list[float] = []
     started = time.perf_counter()
     published = 0
@@ -60,7 +89,8 @@ async def run(database_url: str, amqp_url: str, events: int, batch: int) -> None
 
     q = statistics.quantiles(batch_ms, n=100)
     print(
-        f"outbox relay  batch={batch:<4} {events / elapsed:>8.0f} events/s  "
+        f"outbox relay  {'flat' if flat else 'objects'} batch={batch:<4} "
+        f"{events / elapsed:>8.0f} events/s  "
         f"batch p50 {q[49]:6.1f} ms  p95 {q[94]:6.1f} ms  p99 {q[98]:6.1f} ms  "
         f"({events} events in {elapsed:.2f} s)"
     )
@@ -70,10 +100,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--flat", action="store_true", help="payloads without a snapshot")
     args = parser.parse_args()
     infra = create_infra("paymesh_bench")
     try:
-        asyncio.run(run(infra.database_url, infra.amqp_url, args.events, args.batch))
+        asyncio.run(run(infra.database_url, infra.amqp_url, args.events, args.batch, args.flat))
     finally:
         drop_infra(infra)
 

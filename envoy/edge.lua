@@ -7,10 +7,11 @@
 --   2. /v1/ without an API key is 401, before anything else is looked at;
 --   3. a known path with another method is 405 (an unknown path stays the transcoder's 404);
 --   4. path variables, query parameters and the JSON body must fit the request message:
---      an unknown field, a value of another JSON type (one spelling per value: true/false,
---      numbers as numbers, no nulls), broken UTF-8, a control character or a field given
---      twice (in the body or the query) is a 400 naming the field. The transcoder would drop
---      unknown fields, coerce values and keep the last of two silently.
+--      an unknown field, a value of another JSON type (true/false, numbers as numbers, no
+--      nulls; a 64-bit integer also as the string of digits that answers print it as),
+--      broken UTF-8, a control character or a field given twice (in the body or the query)
+--      is a 400 naming the field. The transcoder would drop unknown fields, coerce values
+--      and keep the last of two silently.
 -- Replies use the common error envelope (google.rpc.Status as JSON, as the services').
 
 local DOMAIN = "paymesh.dev"
@@ -24,9 +25,12 @@ local INTEGER_MAX = {
 }
 local JSON_TYPES = {
   string = "a string", enum = "a string", bool = "true or false", number = "a number",
-  int32 = "an integer", uint32 = "an integer", int64 = "an integer", uint64 = "an integer",
+  int32 = "an integer", uint32 = "an integer", int64 = "an integer or a string of digits",
+  uint64 = "an integer or a string of digits",
   message = "an object", map = "an object of strings", list = "an array",
 }
+-- Answers write these as strings (proto3 JSON): a request may send them back that way.
+local QUOTED_INTEGERS = { int64 = true, uint64 = true }
 
 -- Card numbers ---------------------------------------------------------------------------
 
@@ -271,6 +275,18 @@ local function expected(kind)
   return "must be " .. JSON_TYPES[kind.t]
 end
 
+-- An integer as JSON writes it: no sign but a minus, no leading zero, no fraction.
+local function integer_text(text)
+  return text:match("^-?%d+$") ~= nil and not text:match("^-?0%d")
+end
+
+function Checker:integer(field, kind, int)
+  if not integer_fits(kind.t, int) then
+    self:violation(field, "invalid_integer", field .. " must be a whole number within the "
+      .. kind.t .. " range")
+  end
+end
+
 function Checker:wrong_type(field, kind)
   if field == "" then field = "body" end -- the body itself, e.g. an array instead of an object
   self:violation(field, "invalid_type", shown(field) .. " " .. expected(kind))
@@ -302,6 +318,12 @@ function Checker:value(kind, field, depth)
       elseif kind.t == "enum" and not is_one_of(text, kind.values) then
         self:violation(field, "invalid_value", field .. " must be one of " .. table.concat(kind.values, ", "))
       end
+    elseif QUOTED_INTEGERS[kind.t] then
+      if integer_text(text) then
+        self:integer(field, kind, text)
+      else
+        self:violation(field, "invalid_integer", field .. " must be a whole number written in digits")
+      end
     else
       self:wrong_type(field, kind)
     end
@@ -318,9 +340,11 @@ function Checker:value(kind, field, depth)
     if not kind or kind.t == "number" then return end
     if not INTEGER_DIGITS[kind.t] then
       self:wrong_type(field, kind)
-    elseif not integral or not integer_fits(kind.t, int) then
+    elseif not integral then
       self:violation(field, "invalid_integer", field .. " must be a whole number within the "
         .. kind.t .. " range")
+    else
+      self:integer(field, kind, int)
     end
   elseif c == "" then
     syntax_error("unexpected end")

@@ -4,10 +4,10 @@
 
 Every REST route comes from a `google.api.http` rule (additional bindings included), and
 every schema follows what Envoy's gRPC-JSON transcoder does with paymesh's settings: proto
-field names (snake_case), int64 as a JSON number in requests and a string in responses,
-enums as their names, maps as objects, well-known types in their proto3 JSON form. Errors
-are the common envelope (google.rpc.Status JSON). Only the protobuf runtime is needed, so
-the Dockerfile's descriptor stage can run it too.
+field names (snake_case), int64 as a string in responses and as a JSON number or that
+string in requests, enums as their names, maps as objects, well-known types in their proto3
+JSON form. Errors are the common envelope (google.rpc.Status JSON). Only the protobuf
+runtime is needed, so the Dockerfile's descriptor stage can run it too.
 """
 
 from __future__ import annotations
@@ -191,10 +191,16 @@ class Generator:
                 "format": "int64",
                 "pattern": r"^[0-9]+$" if unsigned else r"^-?[0-9]+$",
             }
-        schema: dict[str, Any] = {"type": "integer", "format": "int64"}
+        number: dict[str, Any] = {"type": "integer", "format": "int64"}
         if unsigned:
-            schema["minimum"] = 0
-        return schema
+            number["minimum"] = 0
+        # A request may send back what an answer printed (the edge takes either spelling).
+        digits = {
+            "type": "string",
+            "format": "int64",
+            "pattern": r"^(0|[1-9][0-9]*)$" if unsigned else r"^-?(0|[1-9][0-9]*)$",
+        }
+        return {"oneOf": [number, digits]}
 
     def field_schema(self, message_name: str, field, output: bool) -> dict[str, Any]:
         entry = self._map_entry(field)

@@ -3,7 +3,8 @@ that applies the PSP's event: gateway_svc.repository writes it)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -17,8 +18,8 @@ from paymesh.platform.problems import NotFound
 _FIELDS = tuple(Dispute.__dataclass_fields__)
 
 
-def to_dispute(row: Row) -> Dispute:
-    values = row._mapping
+def to_dispute(row: Row | Mapping[str, Any]) -> Dispute:
+    values = row._mapping if isinstance(row, Row) else row
     return Dispute(**{name: values[name] for name in _FIELDS})
 
 

@@ -10,6 +10,7 @@ running them."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Sequence
@@ -61,7 +62,7 @@ from paymesh.platform.callers import (
 from paymesh.platform.coalesce import Coalescer
 from paymesh.platform.db import autocommit, constant
 from paymesh.platform.direct_sql import DirectSql
-from paymesh.platform.outbox import event_values
+from paymesh.platform.outbox import event_values, snapshot, snapshot_column
 from paymesh.platform.problems import NotFound
 
 _INTENT_FIELDS = tuple(PaymentIntent.__dataclass_fields__)
@@ -250,7 +251,7 @@ class PaymentRepository:
         unless_revoked: bool,
     ) -> PaymentIntent | None:
         params = {f"i_{name}": getattr(intent, name) for name in _INSERTED_INTENT_COLUMNS}
-        params.update(_prefixed("event_", _event_values(event)))
+        params.update(_prefixed("event_", _event_envelope(event)))
         for i, audit in enumerate(audits):
             params.update(_prefixed(f"audit{i}_", audit_values(audit)))
         if bind is not None:
@@ -276,7 +277,7 @@ class PaymentRepository:
             params.update(_prefixed(f"audit{i}_", audit_values(entry)))
         if change.event is not None:
             event = Event.of_intent(change.event, after)
-            params.update(_prefixed("event_", _event_values(event)))
+            params.update(_prefixed("event_", _event_envelope(event)))
         if change.bind is not None:
             params.update(_key_params(change.bind))
         if change.settles:
@@ -771,12 +772,21 @@ def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _event_values(event: Event) -> dict[str, Any]:
-    return event_values(
+    """The event's outbox row, its subject's row in it (see paymesh.platform.outbox)."""
+    return {**_event_envelope(event), "payload": snapshot(dataclasses.asdict(event.subject))}
+
+
+def _event_envelope(event: Event) -> dict[str, Any]:
+    """The event's outbox row but its payload, which a statement takes from the row it
+    writes (see _side_effects)."""
+    values = event_values(
         event_type=event.type,
         aggregate_type=event.aggregate_type,
         aggregate_id=event.aggregate_id,
-        payload=event.payload,
+        payload={},
     )
+    del values["payload"]
+    return values
 
 
 def audit_values(entry: AuditEntry) -> dict[str, Any]:
@@ -840,15 +850,19 @@ def _typed(prefix: str, table, names):
 
 def _side_effects(target, audits: int, event: bool):
     """INSERTs of the event and the audit rows, each selecting FROM `target` (so they happen
-    only if it wrote a row); audit rows chained one after the other, so their order in the
-    merchant's audit chain follows the actions' order."""
+    only if it wrote a row); the event carries `target`'s row as written; audit rows chained
+    one after the other, so their order in the merchant's audit chain follows the actions'
+    order."""
     ctes = []
     if event:
+        envelope = [name for name in _EVENT_COLUMNS if name != "payload"]
         ctes.append(
             insert(outbox)
             .from_select(
-                list(_EVENT_COLUMNS),
-                select(*_typed("event_", outbox, _EVENT_COLUMNS)).select_from(target),
+                [*envelope, "payload"],
+                select(
+                    *_typed("event_", outbox, envelope), snapshot_column(target.name)
+                ).select_from(target),
             )
             .cte("event")
         )

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from gateway_svc import tables
 from gateway_svc.admin import MerchantAdminServicer
-from gateway_svc.dispute_store import DisputeRepository
+from gateway_svc.dispute_store import DisputeRepository, to_dispute
 from gateway_svc.domain.status import Pending
 from gateway_svc.idempotency import Idempotency
 from gateway_svc.merchants import SETTINGS_CHANGED, MerchantRepository
@@ -28,8 +28,15 @@ from gateway_svc.psp_events import PspEventServicer
 from gateway_svc.reconciliation.runner import Reconciler, Who
 from gateway_svc.reconciliation.servicer import ReconciliationServicer
 from gateway_svc.reconciliation.store import ReconciliationStore
-from gateway_svc.repository import PaymentRepository
-from gateway_svc.servicer import CardAccessServicer, GatewayServicer, MerchantAuthServicer
+from gateway_svc.repository import PaymentRepository, to_intent, to_refund
+from gateway_svc.servicer import (
+    CardAccessServicer,
+    GatewayServicer,
+    MerchantAuthServicer,
+    dispute_message,
+    payment_intent_message,
+    refund_message,
+)
 from paymesh.gateway.v1 import (
     card_access_pb2,
     card_access_pb2_grpc,
@@ -52,6 +59,7 @@ from paymesh.platform.channels import service_channel
 from paymesh.platform.config import GatewaySettings
 from paymesh.platform.loop_lag import LoopLag
 from paymesh.platform.notifications import listen
+from paymesh.platform.outbox import ApiObject
 from paymesh.platform.server import Resources, ServiceDefinition
 
 log = structlog.get_logger(__name__)
@@ -240,6 +248,16 @@ async def refresh_inflight(engine) -> None:
     PAYMENTS_INFLIGHT.labels(REFUND_PENDING).set(refunding or 0)
 
 
+# Events carry these as GET /v1/payment_intents/{id}, /v1/refunds/{id} and /v1/disputes/{id}
+# answer them.
+EVENT_OBJECTS = {
+    "payment_intent": ApiObject(
+        tables.payment_intents, lambda row: payment_intent_message(to_intent(row))
+    ),
+    "refund": ApiObject(tables.refunds, lambda row: refund_message(to_refund(row))),
+    "dispute": ApiObject(tables.disputes, lambda row: dispute_message(to_dispute(row))),
+}
+
 DEFINITION = ServiceDefinition(
     name="gateway",
     schema=tables.SCHEMA,
@@ -255,4 +273,5 @@ DEFINITION = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     outbox=tables.outbox,
     register=register,
+    event_objects=EVENT_OBJECTS,
 )

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import grpc
 import structlog
-from google.protobuf import json_format
 
 from gateway_svc.dispute_store import DisputeRepository
 from gateway_svc.domain.models import Dispute, NewIntent, PaymentIntent, Refund
@@ -65,9 +64,19 @@ def refund_message(row: Refund) -> gateway_pb2.Refund:
     )
 
 
-def dispute_message(dispute: Dispute) -> disputes_pb2.Dispute:
-    """The dispute's one view (Dispute.view: its events carry the same), as the message."""
-    return json_format.ParseDict(dispute.view(), disputes_pb2.Dispute())
+def dispute_message(row: Dispute) -> disputes_pb2.Dispute:
+    return disputes_pb2.Dispute(
+        id=row.id,
+        payment_intent=row.payment_intent,
+        amount=row.amount,
+        currency=row.currency,
+        reason=row.reason,
+        status=row.status,
+        psp=row.psp,
+        psp_reference=row.psp_reference,
+        created=timestamp(row.created_at),
+        livemode=row.livemode,
+    )
 
 
 def idempotency_key(context: grpc.aio.ServicerContext) -> str | None:

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from paymesh.platform.coalesce import Coalescer
 from paymesh.platform.db import autocommit, constant
 from paymesh.platform.direct_sql import DirectSql
-from paymesh.platform.outbox import event_values
+from paymesh.platform.outbox import event_values, snapshot_sql
 from rebill_svc import records
 from rebill_svc.domain.dunning import FinalStatus, Outcome, RetryPolicy
 from rebill_svc.domain.periods import Interval
@@ -174,17 +174,6 @@ _STALE = text(
 )
 
 
-def _iso(column: str) -> str:
-    """SQL for `column` (timestamptz) as Python's datetime.isoformat() writes it in the
-    session's time zone: the events' payloads read the same whichever side writes them."""
-    return (
-        f"to_char({column}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
-        f" || CASE WHEN to_char({column}, 'US') = '000000' THEN ''"
-        f" ELSE '.' || to_char({column}, 'US') END"
-        f" || to_char({column}, 'TZH:TZM')"
-    )
-
-
 # A worker's outcome, all of it in one statement (autocommit: its own transaction, one round
 # trip): the subscription's row locked first, so that a merchant's cancel, pause or resume
 # either lands before this settle or waits for it; nothing else happens unless the status it
@@ -220,7 +209,7 @@ _SETTLE = text(
         AND status = 'running'
         AND (CAST(:decided_on AS varchar) IS NULL
              OR CAST(:decided_on AS varchar) = (SELECT status FROM subscription_now))
-      RETURNING id, merchant_id, subscription_id
+      RETURNING *
     ), attempt AS (
       INSERT INTO rebill.rebill_attempts AS a
         (job_id, attempt, subscription_id, idempotency_key, outcome, decline_code, payment_intent)
@@ -248,17 +237,12 @@ _SETTLE = text(
         SELECT 1 AS n, CAST(:job_event_id AS varchar) AS event_id,
                CAST(:job_event_type AS varchar) AS event_type,
                CAST('rebill_job' AS varchar) AS aggregate_type, settled.id AS aggregate_id,
-               CAST(:job_event_payload AS jsonb) AS payload,
+               {snapshot_sql("settled")} AS payload,
                CAST(:job_event_headers AS jsonb) AS headers
         FROM settled WHERE CAST(:job_event_type AS varchar) IS NOT NULL
         UNION ALL
         SELECT 2, CAST(:sub_event_id AS varchar), CAST(:sub_event_type AS varchar),
-               'subscription', sub.id,
-               jsonb_build_object(
-                 'status', sub.status, 'amount', sub.amount, 'currency', sub.currency,
-                 'current_period_start', {_iso("sub.current_period_start")},
-                 'current_period_end', {_iso("sub.current_period_end")},
-                 'merchant_id', sub.merchant_id, 'livemode', sub.livemode),
+               'subscription', sub.id, {snapshot_sql("sub")},
                CAST(:sub_event_headers AS jsonb)
         FROM sub WHERE CAST(:sub_event_type AS varchar) IS NOT NULL
       ) e ORDER BY n
@@ -342,19 +326,6 @@ class Job:
 
 
 _JOB_FIELDS = tuple(field.name for field in fields(Job))
-
-
-class _JobAfter:
-    """A job row as a settle leaves it (for its event's payload)."""
-
-    def __init__(self, job: Job, **changed: Any):
-        self._job = job
-        self._changed = changed
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self._changed:
-            return self._changed[name]
-        return getattr(self._job, name)
 
 
 @dataclass(frozen=True)
@@ -621,7 +592,7 @@ class JobStore:
         job = claimed.job
         final = after.job_status in ("succeeded", "failed")
         update_subscription = after.subscription_status is not None or after.job_status != "running"
-        attempt_after = after.next_attempt if after.next_attempt is not None else job.attempt
+        # Both events carry their object's row as this settle leaves it (see _SETTLE).
         job_event = (
             event_values(
                 event_type="rebill.succeeded"
@@ -629,11 +600,7 @@ class JobStore:
                 else "rebill.failed",
                 aggregate_type="rebill_job",
                 aggregate_id=job.id,
-                # The job as it is once settled: only its status and attempt change here.
-                payload=records.object_payload(
-                    "rebill_job",
-                    _JobAfter(job, status=after.job_status, attempt=attempt_after),
-                ),
+                payload={},
             )
             if final
             else None
@@ -678,7 +645,6 @@ class JobStore:
             ),
             "job_event_id": job_event["event_id"] if job_event else None,
             "job_event_type": job_event["event_type"] if job_event else None,
-            "job_event_payload": json.dumps(job_event["payload"]) if job_event else None,
             "job_event_headers": json.dumps(job_event["headers"]) if job_event else None,
             "sub_event_id": subscription_event["event_id"] if subscription_event else None,
             "sub_event_type": subscription_event["event_type"] if subscription_event else None,

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paymesh.platform.ids import new_id  # noqa: F401 - rebill's modules make ids through here
 from paymesh.platform.notifications import notify
-from paymesh.platform.outbox import add_event, event_values
+from paymesh.platform.outbox import add_event, event_values, snapshot
 from paymesh.platform.tracing import tracer
 from rebill_svc.tables import outbox, rebill_audit
 
@@ -83,14 +83,16 @@ async def audit_many(connection: AsyncConnection, entries: list[dict[str, Any]])
 
 
 async def event(connection: AsyncConnection, event_type: str, object_type: str, row) -> None:
-    """A domain event carrying the object as the API shows it (subscription or job)."""
+    """A domain event about the object whose row (a subscription's, or a job's: a renewal)
+    the change left as `row`; the relay shows it as the API does (EVENT_OBJECTS). The worker's
+    settle (jobs._SETTLE) writes its events in SQL the same way."""
     await add_event(
         connection,
         outbox,
         event_type=event_type,
         aggregate_type=object_type,
         aggregate_id=row.id,
-        payload=object_payload(object_type, row),
+        payload=snapshot(row._mapping),
     )
 
 
@@ -128,27 +130,3 @@ async def publish_jobs(connection: AsyncConnection, jobs) -> None:
                 )
             )
     await connection.execute(_OUTBOX_ROWS, {"rows": json.dumps(messages)})
-
-
-def object_payload(object_type: str, row) -> dict[str, Any]:
-    if object_type == "subscription":
-        return {
-            "status": row.status,
-            "amount": row.amount,
-            "currency": row.currency,
-            "current_period_start": row.current_period_start.isoformat(),
-            "current_period_end": row.current_period_end.isoformat(),
-            "merchant_id": row.merchant_id,
-            "livemode": row.livemode,
-        }
-    return {
-        "subscription_id": row.subscription_id,
-        "period_start": row.period_start.isoformat(),
-        "period_end": row.period_end.isoformat(),
-        "amount": row.amount,
-        "currency": row.currency,
-        "attempt": row.attempt,
-        "status": row.status,
-        "merchant_id": row.merchant_id,
-        "livemode": row.livemode,
-    }

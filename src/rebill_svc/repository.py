@@ -317,6 +317,14 @@ class SubscriptionRepository:
                 connection, subscriptions, merchant, limit, starting_after, "subscription", *filters
             )
 
+    async def renewal(self, renewal_id: str, merchant: Merchant) -> Row:
+        """The merchant's renewal (a period's job) in the merchant's mode."""
+        async with self._reads.connect() as connection:
+            row = (await connection.execute(owned_by(rebill_jobs, renewal_id, merchant))).first()
+        if row is None:
+            raise _missing("renewal")
+        return row
+
     async def rebills(
         self, merchant: Merchant, subscription_id: str, limit: int, offset: int
     ) -> tuple[list[Row], bool]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 
@@ -16,6 +17,7 @@ from paymesh.platform.audit_keys import AuditKeys
 from paymesh.platform.channels import close_on_shutdown, service_channel
 from paymesh.platform.config import RebillSettings
 from paymesh.platform.merchant_auth import remote_callers
+from paymesh.platform.outbox import ApiObject
 from paymesh.platform.server import Resources, ServiceDefinition
 from paymesh.rebill.v1 import rebill_admin_pb2, rebill_admin_pb2_grpc, rebill_pb2, rebill_pb2_grpc
 from rebill_svc import tables
@@ -26,7 +28,12 @@ from rebill_svc.jobs import JobStore
 from rebill_svc.repository import SubscriptionRepository
 from rebill_svc.runner import JobRunner, Leases
 from rebill_svc.scheduler import Scheduler, watch_workforce
-from rebill_svc.servicer import PaymentMethods, RebillServicer
+from rebill_svc.servicer import (
+    PaymentMethods,
+    RebillServicer,
+    renewal_message,
+    subscription_message,
+)
 from rebill_svc.topology import DEAD_QUEUE, declare_queues
 from rebill_svc.workforce import Workforce
 
@@ -92,6 +99,17 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     ]
 
 
+# Events carry these as GET /v1/subscriptions/{id} and GET /v1/renewals/{id} answer them (a
+# renewal is a period's job).
+EVENT_OBJECTS = {
+    "subscription": ApiObject(
+        tables.subscriptions, lambda row: subscription_message(SimpleNamespace(**row))
+    ),
+    "rebill_job": ApiObject(
+        tables.rebill_jobs, lambda row: renewal_message(SimpleNamespace(**row))
+    ),
+}
+
 DEFINITION = ServiceDefinition(
     name="rebill",
     schema=tables.SCHEMA,
@@ -103,4 +121,5 @@ DEFINITION = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     outbox=tables.outbox,
     register=register,
+    event_objects=EVENT_OBJECTS,
 )

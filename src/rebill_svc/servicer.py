@@ -21,7 +21,7 @@ from paymesh.platform.wire import (
 )
 from paymesh.rebill.v1 import rebill_pb2, rebill_pb2_grpc
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
-from rebill_svc.domain.subscriptions import Status, new_subscription
+from rebill_svc.domain.subscriptions import Status, new_subscription, renewal_status
 from rebill_svc.domain.updates import subscription_update
 from rebill_svc.repository import IdempotencyKey, SubscriptionRepository
 from rebill_svc.runner import JobRunner
@@ -67,6 +67,21 @@ def rebill_message(row) -> rebill_pb2.Rebill:
         decline_code=row.decline_code,
         payment_intent=row.payment_intent,
         at=timestamp(row.at),
+    )
+
+
+def renewal_message(row) -> rebill_pb2.Renewal:
+    return rebill_pb2.Renewal(
+        id=row.id,
+        subscription=row.subscription_id,
+        period_start=timestamp(row.period_start),
+        period_end=timestamp(row.period_end),
+        amount=row.amount,
+        currency=row.currency,
+        status=renewal_status(row.status),
+        attempt=row.attempt,
+        created=timestamp(row.created_at),
+        livemode=row.livemode,
     )
 
 
@@ -247,6 +262,12 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
         return rebill_pb2.ListRebillsResponse(
             data=[rebill_message(r) for r in rows], has_more=has_more
         )
+
+    async def GetRenewal(self, request, context):
+        merchant = await self._callers.merchant(context)
+        renewal_id = require_id(request.id, "rj_", "renewal")
+        annotate_object(renewal_id)
+        return renewal_message(await self._subscriptions.renewal(renewal_id, merchant))
 
     async def CreateTestClock(self, request, context):
         merchant = self._test_mode(await self._callers.merchant(context))

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paymesh.platform.callers import Merchant, owned_by, owned_by_params, owner_params
 from paymesh.platform.direct_sql import DirectSql
+from paymesh.platform.outbox import snapshot_column
 from vault_proxy_svc.idempotency import KeyClaim, NewKey
 from vault_proxy_svc.tables import (
     idempotency_keys,
@@ -110,7 +111,9 @@ _INSERT_PAYMENT_METHOD = insert(payment_methods).returning(payment_methods)
 _INSERT_AUDIT = insert(vault_audit)
 _CARD_COLUMNS = tuple(c.name for c in payment_methods.columns if c.name != "created_at")
 _AUDIT_COLUMNS = ("actor", "action", "result", "payment_method", "merchant_id", "details")
-_EVENT_COLUMNS = ("event_id", "event_type", "aggregate_type", "aggregate_id", "payload", "headers")
+# An event's columns but its payload: the card's row as written, its sealed number left out.
+_EVENT_COLUMNS = ("event_id", "event_type", "aggregate_type", "aggregate_id", "headers")
+SEALED_COLUMNS = ("kek_version", "wrapped_key", "nonce", "ciphertext")
 
 
 def _tokenize_statement():
@@ -130,13 +133,7 @@ def _tokenize_statement():
         .values({name: bindparam(f"audit_{name}") for name in _AUDIT_COLUMNS})
         .cte("audit")
     )
-    event = (
-        insert(outbox)
-        .values(id=literal_column("DEFAULT"))
-        .values({name: bindparam(f"event_{name}") for name in _EVENT_COLUMNS})
-        .cte("event")
-    )
-    return select(card).add_cte(audit, event)
+    return select(card).add_cte(audit, _card_event(card))
 
 
 def _bind_key_statement():
@@ -155,6 +152,14 @@ def _bind_key_statement():
         # Constants as SQL: SQLAlchemy loses anonymous parameters of DML inside a CTE.
         .values(state=literal_column("'done'"), object_id=bindparam("key_object_id"))
     )
+
+
+def _card_event(card):
+    """The card's event (one per row of `card`), carrying the card's row as written but its
+    sealed number."""
+    envelope = [bindparam(f"event_{name}", type_=outbox.c[name].type) for name in _EVENT_COLUMNS]
+    values = select(*envelope, snapshot_column(card.name, *SEALED_COLUMNS)).select_from(card)
+    return insert(outbox).from_select([*_EVENT_COLUMNS, "payload"], values).cte("event")
 
 
 def _from(source, table, names: tuple[str, ...], prefix: str = ""):
@@ -176,8 +181,7 @@ def _tokenize_bound_statement():
         _from(bound, payment_methods, _CARD_COLUMNS, "card_").returning(payment_methods).cte("card")
     )
     audit = _from(card, vault_audit, _AUDIT_COLUMNS, "audit_").cte("audit")
-    event = _from(card, outbox, _EVENT_COLUMNS, "event_").cte("event")
-    return select(card).add_cte(bound, audit, event)
+    return select(card).add_cte(bound, audit, _card_event(card))
 
 
 def _tokenize_new_key_statement():
@@ -207,8 +211,7 @@ def _tokenize_new_key_statement():
         .cte("card")
     )
     audit = _from(card, vault_audit, _AUDIT_COLUMNS, "audit_").cte("audit")
-    event = _from(card, outbox, _EVENT_COLUMNS, "event_").cte("event")
-    return select(card).add_cte(stored, audit, event)
+    return select(card).add_cte(stored, audit, _card_event(card))
 
 
 _TOKENIZE = _tokenize_statement()

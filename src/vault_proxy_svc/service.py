@@ -9,6 +9,7 @@ import grpc
 from paymesh.platform.channels import close_on_shutdown
 from paymesh.platform.config import VaultSettings
 from paymesh.platform.merchant_auth import remote_callers
+from paymesh.platform.outbox import ApiObject
 from paymesh.platform.server import Resources, ServiceDefinition
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from vault_proxy_svc import tables
@@ -18,7 +19,11 @@ from vault_proxy_svc.kek import KekManager
 from vault_proxy_svc.keys import build_key_provider
 from vault_proxy_svc.psp import SandboxCards, StripeCards
 from vault_proxy_svc.revocations import GatewayRevocations
-from vault_proxy_svc.servicer import VaultInternalServicer, VaultServicer
+from vault_proxy_svc.servicer import (
+    VaultInternalServicer,
+    VaultServicer,
+    payment_method_message,
+)
 from vault_proxy_svc.vault import Vault
 
 
@@ -64,6 +69,9 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     return [close_on_shutdown(gateway_channel), keep_keys_current()]
 
 
+# Events carry a card as GET /v1/payment_methods/{id} answers it.
+EVENT_OBJECTS = {"payment_method": ApiObject(tables.payment_methods, payment_method_message)}
+
 DEFINITION = ServiceDefinition(
     name="vault",
     schema=tables.SCHEMA,
@@ -75,4 +83,5 @@ DEFINITION = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     outbox=tables.outbox,
     register=register,
+    event_objects=EVENT_OBJECTS,
 )

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from paymesh.platform.callers import Merchant
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from paymesh.platform.outbox import add_event, event_values
+from paymesh.platform.outbox import add_event, event_values, snapshot
 from vault_proxy_svc import repository
 from vault_proxy_svc.cards import Card
 from vault_proxy_svc.cvc_store import CvcStore
@@ -52,22 +52,6 @@ def new_token() -> str:
             _ALPHABET[b % len(_ALPHABET)] for b in secrets.token_bytes(32) if b < _UNBIASED_BYTES
         ]
     return "pm_" + "".join(characters[:_TOKEN_LENGTH])
-
-
-MASKED_FIELDS = (
-    "merchant_id",
-    "livemode",
-    "brand",
-    "last4",
-    "exp_month",
-    "exp_year",
-    "fingerprint",
-)
-
-
-def masked(card: dict[str, Any]) -> dict[str, Any]:
-    """What events and audits may say about a card."""
-    return {name: card[name] for name in MASKED_FIELDS}
 
 
 class Vault:
@@ -137,7 +121,7 @@ class Vault:
                 event_type="payment_method.created",
                 aggregate_type="payment_method",
                 aggregate_id=token,
-                payload=masked(card_values),
+                payload={},  # the card's row as written: see repository.SEALED_COLUMNS
             ),
             key=key,
         )
@@ -187,7 +171,7 @@ class Vault:
                 event_type="payment_method.detached",
                 aggregate_type="payment_method",
                 aggregate_id=token,
-                payload=masked(row),
+                payload=snapshot(row, *repository.SEALED_COLUMNS),
             )
         self._cvcs.drop(token)
         return row

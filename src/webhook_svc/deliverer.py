@@ -20,7 +20,6 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 
 import aiohttp
 import pybreaker
@@ -31,8 +30,9 @@ from yarl import URL
 
 from paymesh.platform.http_spans import aiohttp_tracing
 from paymesh.platform.notifications import listen
-from paymesh.platform.outbox import event_values
+from paymesh.platform.outbox import event_values, snapshot
 from paymesh.platform.tracing import annotate, annotate_object, continued_span, record_failure
+from paymesh.platform.wire import json_timestamp
 from webhook_svc import signing
 from webhook_svc.destinations import (
     AddressPolicy,
@@ -226,10 +226,9 @@ _RECORD = text(
               AND endpoint_id NOT IN (SELECT endpoint_id FROM o WHERE kind = 'succeeded')
             GROUP BY endpoint_id) f
       WHERE e.id = f.endpoint_id AND e.status = 'enabled'
-      RETURNING e.id, e.merchant_id, e.livemode, e.url, e.status, e.disabled_reason
+      RETURNING e.*
     )
-    SELECT id, merchant_id, livemode, url, disabled_reason FROM failing
-    WHERE status = 'disabled'
+    SELECT * FROM failing WHERE status = 'disabled'
     """
 )
 
@@ -547,7 +546,8 @@ class Deliverer:
             ).all()
             if disabled:
                 await connection.execute(
-                    self._outbox.insert(), [_disabled_event(row) for row in disabled]
+                    self._outbox.insert(),
+                    [_disabled_event(row, self._endpoints.public_key_of(row)) for row in disabled],
                 )
         for row in disabled:
             log.warning("webhook_endpoint_disabled", endpoint=row.id, reason=row.disabled_reason)
@@ -581,13 +581,13 @@ def _log_outcome(outcome: Outcome) -> None:
 
 
 def _body(row) -> bytes:
-    """The delivery's JSON: the same bytes for every attempt of one event."""
-    created: datetime = row.created_at
+    """The delivery's JSON: the same bytes for every attempt of one event. `created` is
+    written as GET /v1/events/{id} and every object write theirs."""
     return json.dumps(
         {
             "id": row.event_id,
             "type": row.type,
-            "created": int(created.astimezone(UTC).timestamp()),
+            "created": json_timestamp(row.created_at),
             "data": {"object": row.object},
             "sequence": row.sequence,
         },
@@ -606,17 +606,12 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _disabled_event(row) -> dict:
-    """`webhook_endpoint.disabled`, for the merchant's other endpoints."""
+def _disabled_event(row, public_key: str) -> dict:
+    """`webhook_endpoint.disabled`, for the merchant's other endpoints: the endpoint as
+    GET /v1/webhook_endpoints/{id} shows it (never its secrets)."""
     return event_values(
         event_type="webhook_endpoint.disabled",
         aggregate_type="webhook_endpoint",
         aggregate_id=row.id,
-        payload={
-            "merchant_id": row.merchant_id,
-            "livemode": row.livemode,
-            "url": row.url,
-            "status": "disabled",
-            "disabled_reason": row.disabled_reason,
-        },
+        payload=snapshot({**row._mapping, "public_key": public_key}, *EndpointStore.SECRET_COLUMNS),
     )

@@ -39,6 +39,9 @@ class EndpointChange:
 
 
 class EndpointStore:
+    # Never shown, never in an event.
+    SECRET_COLUMNS = ("secret", "previous_secret")
+
     def __init__(self, engine: AsyncEngine, box: SecretBox, key_secret: bytes):
         self._engine = engine
         self._reads = autocommit(engine)
@@ -47,6 +50,12 @@ class EndpointStore:
 
     def secret_of(self, endpoint: Row) -> str:
         return self._box.open(endpoint.id, endpoint.secret)
+
+    def public_key_of(self, endpoint: Row) -> str:
+        """What verifies a v1a endpoint's signatures (`whpk_…`); nothing for v1."""
+        if endpoint.signature_scheme != "v1a":
+            return ""
+        return signing.public_key(self.secret_of(endpoint))
 
     async def create(
         self, merchant: Merchant, new: EndpointInput, idempotency_key: str | None

@@ -47,12 +47,18 @@ class ReceivedEvent:
 
 
 def parse_event(body: bytes) -> ReceivedEvent | None:
-    """A domain event as the outbox relay publishes it, or None if it is not one we deliver."""
+    """A domain event as the outbox relay publishes it, or None if it is not one we deliver.
+    Its `object` is the object as the REST API shows it (see paymesh.platform.outbox), and
+    is delivered as it is. An event written before events carried that (its fields flat in
+    `data`) is delivered as it was then."""
     try:
         message = json.loads(body)
         data = dict(message["data"])
         object_type, object_id = data.pop("object_type"), data.pop("object_id")
         merchant_id, livemode = data.pop("merchant_id"), data.pop("livemode")
+        shown = data.get("object")
+        if not isinstance(shown, dict):
+            shown = {"id": object_id, "object": object_type, "livemode": bool(livemode), **data}
         event = ReceivedEvent(
             id=message["id"],
             type=message["type"],
@@ -61,7 +67,7 @@ def parse_event(body: bytes) -> ReceivedEvent | None:
             object_type=object_type,
             object_id=object_id,
             sequence=int(message.get("sequence") or 0),
-            object={"id": object_id, "object": object_type, "livemode": bool(livemode), **data},
+            object=shown,
             created_at=datetime.fromisoformat(message["created"]).isoformat(),
         )
     except (ValueError, TypeError, KeyError, AttributeError):

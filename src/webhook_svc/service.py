@@ -5,6 +5,7 @@ them (replicas share both)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 
@@ -12,6 +13,7 @@ from paymesh.platform.amqp_consumer import Consumer
 from paymesh.platform.channels import close_on_shutdown
 from paymesh.platform.config import WebhookSettings
 from paymesh.platform.merchant_auth import remote_callers
+from paymesh.platform.outbox import ApiObject
 from paymesh.platform.server import Resources, ServiceDefinition
 from paymesh.webhook.v1 import (
     event_stream_pb2,
@@ -29,7 +31,7 @@ from webhook_svc.inbound import SERVICE_NAME as PSP_WEBHOOK_SERVICE
 from webhook_svc.inbound import register_inbound
 from webhook_svc.rules import parse_schedule
 from webhook_svc.secret_box import SecretBox
-from webhook_svc.servicer import WebhookServicer
+from webhook_svc.servicer import WebhookServicer, endpoint_message
 from webhook_svc.topology import EVENTS_QUEUE, declare_queues
 
 
@@ -76,6 +78,13 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     return [close_on_shutdown(gateway_channel), consumer.run(), deliverer.run(), *inbound]
 
 
+def _shown_endpoint(row: dict) -> webhook_pb2.WebhookEndpoint:
+    return endpoint_message(SimpleNamespace(**row), public_key=row["public_key"])
+
+
+# Events carry an endpoint as GET /v1/webhook_endpoints/{id} answers it.
+EVENT_OBJECTS = {"webhook_endpoint": ApiObject(tables.webhook_endpoints, _shown_endpoint)}
+
 DEFINITION = ServiceDefinition(
     name="webhook",
     schema=tables.SCHEMA,
@@ -88,4 +97,5 @@ DEFINITION = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     outbox=tables.outbox,
     register=register,
+    event_objects=EVENT_OBJECTS,
 )

@@ -176,10 +176,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
 
     def _shown(self, row) -> webhook_pb2.WebhookEndpoint:
         """An endpoint as reads show it: never the secret; a v1a endpoint's public key."""
-        public_key = ""
-        if row.signature_scheme == "v1a":
-            public_key = signing.public_key(self._endpoints.secret_of(row))
-        return endpoint_message(row, public_key=public_key)
+        return endpoint_message(row, public_key=self._endpoints.public_key_of(row))
 
     async def _url_violations(self, url: str) -> list[FieldViolation]:
         if not url:

@@ -117,11 +117,10 @@ def test_a_dispute_made_at_the_psp_reaches_the_merchant_and_its_routes_until_it_
     created = disputes.await_delivery(path, secret, "charge.dispute.created", dispute_id)
     assert dispute_id.startswith("dp_")
     shown_in_event = created["data"]["object"]
-    assert {**shown_in_event, "amount": int(shown_in_event["amount"])} == {
+    assert shown_in_event == {
         "id": dispute_id,
-        "object": "dispute",
         "payment_intent": intent_id,
-        "amount": 600,
+        "amount": "600",
         "currency": "usd",
         "reason": "product_not_received",
         "status": "needs_response",
@@ -135,12 +134,8 @@ def test_a_dispute_made_at_the_psp_reaches_the_merchant_and_its_routes_until_it_
     # The same dispute through Envoy: by id, in the list, by its payment; events listed.
     shown = disputes.get(merchant, f"/v1/disputes/{dispute_id}")
     assert shown.status == 200, shown.body
-    # One view of it: the event's object is the GET's (amounts compared as numbers: int64
-    # prints as a string through Envoy).
-    assert {**shown.body, "amount": int(shown.body["amount"]), "object": "dispute"} == {
-        **shown_in_event,
-        "amount": 600,
-    }
+    # One view of it: the event's object is the GET's.
+    assert shown.body == shown_in_event
     listed = disputes.get(merchant, "/v1/disputes?limit=5").body
     assert [d["id"] for d in listed["data"]] == [dispute_id] and listed["has_more"] is False
     of_payment = disputes.get(merchant, f"/v1/disputes?payment_intent={intent_id}").body
@@ -178,7 +173,7 @@ def test_a_won_dispute_is_closed_won_for_the_merchant(disputes):
 
     closed = disputes.await_delivery(path, secret, "charge.dispute.closed", dispute_id)
     assert closed["data"]["object"]["status"] == "won"
-    assert int(closed["data"]["object"]["amount"]) == 2500
+    assert closed["data"]["object"]["amount"] == "2500"
     shown = disputes.get(merchant, f"/v1/disputes/{dispute_id}").body
     assert (shown["status"], shown["reason"]) == ("won", "fraudulent")
 

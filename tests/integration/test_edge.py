@@ -74,7 +74,12 @@ NEW = '{"amount": 5000, "currency": "usd", '
         (NEW + '"confirm": "yes"}', "confirm"),
         (NEW + '"confirm": 1}', "confirm"),
         (NEW + '"confirm": null}', "confirm"),
-        ('{"amount": "5000", "currency": "usd"}', "amount"),
+        ('{"amount": "19a9", "currency": "usd"}', "amount"),
+        ('{"amount": "-5", "currency": "usd"}', "amount"),
+        ('{"amount": "", "currency": "usd"}', "amount"),
+        ('{"amount": " 5000", "currency": "usd"}', "amount"),
+        ('{"amount": "5e3", "currency": "usd"}', "amount"),
+        ('{"amount": "99999999999999999999", "currency": "usd"}', "amount"),
         ('{"amount": 50.5, "currency": "usd"}', "amount"),
         ('{"amount": 99999999999999999999, "currency": "usd"}', "amount"),
         (NEW + '"captureMethod": "manual"}', "captureMethod"),
@@ -90,6 +95,25 @@ def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(mesh, infra, mer
     assert response.status == 400, response.body
     assert field in fields_at_fault(response)
     assert intents_of(infra, merchant) == before
+
+
+@pytest.mark.parametrize("amount", ["1999", 1999])
+def test_an_amount_is_taken_as_a_number_or_as_the_string_of_digits_answers_print(
+    mesh, merchant, amount
+):
+    """Answers write int64 amounts as strings (the proto3 JSON mapping): a merchant may send
+    back what it was given."""
+    body = json.dumps({"amount": amount, "currency": "usd", "metadata": {"order_id": "1999"}})
+
+    response = send(mesh, "POST", "/v1/payment_intents", body, merchant.auth())
+
+    assert response.status == 200, response.body
+    assert response.body["amount"] == "1999"
+    paid = pay(mesh, merchant, amount=1999).body
+    refund = json.dumps({"payment_intent": paid["id"], "amount": amount})
+    refunded = send(mesh, "POST", "/v1/refunds", refund, merchant.auth())
+    assert refunded.status == 200, refunded.body
+    assert refunded.body["amount"] == "1999"
 
 
 @pytest.mark.parametrize(

@@ -336,8 +336,8 @@ def test_every_rebill_change_is_audited_append_only_and_sent_as_events(mesh, mer
         events = {
             row[0]
             for row in db.execute(
-                "SELECT event_type FROM rebill.outbox WHERE payload->>'subscription_id' = %s"
-                " OR aggregate_id = %s",
+                "SELECT event_type FROM rebill.outbox"
+                " WHERE payload->'snapshot'->>'subscription_id' = %s OR aggregate_id = %s",
                 (subscription["id"], subscription["id"]),
             )
         }

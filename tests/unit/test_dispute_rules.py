@@ -22,6 +22,8 @@ from gateway_svc.domain.reconciliation import (
     unrecorded_dispute,
 )
 from gateway_svc.psp.settlements import SettlementsUnavailable, _sandbox_record
+from gateway_svc.servicer import dispute_message
+from paymesh.platform.wire import api_json
 from paymesh.sandbox_psp import Sandbox
 from webhook_svc import psp_events
 
@@ -144,14 +146,14 @@ def test_a_new_dispute_is_opened_only_on_money_that_was_captured(
     assert move.decision.mismatch is mismatch
 
 
-def test_the_dispute_view_is_what_the_api_and_its_events_show():
+def test_a_dispute_is_shown_as_the_api_prints_it_to_merchants_and_in_its_events():
     created = datetime(2026, 12, 14, 9, 30, 5, 250000, tzinfo=UTC)
     dispute = dataclasses.replace(recorded("lost"), created_at=created)
 
-    assert dispute.view() == {
+    assert api_json(dispute_message(dispute)) == {
         "id": "dp_1",
         "payment_intent": "pi_1",
-        "amount": 1000,
+        "amount": "1000",
         "currency": "usd",
         "reason": "fraudulent",
         "status": "lost",
@@ -160,7 +162,6 @@ def test_the_dispute_view_is_what_the_api_and_its_events_show():
         "created": "2026-12-14T09:30:05.250Z",
         "livemode": False,
     }
-    assert dispute.payload() == {"merchant_id": "acct_1", **dispute.view()}
 
 
 # --- reconciliation of a dispute's money --------------------------------------------------

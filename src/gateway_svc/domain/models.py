@@ -7,7 +7,7 @@ import dataclasses
 import secrets
 import string
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -62,21 +62,6 @@ class PaymentIntent:
     def replace(self, **changes: Any) -> PaymentIntent:
         return dataclasses.replace(self, **changes)
 
-    def payload(self) -> dict[str, Any]:
-        """What events say of an intent."""
-        return {
-            "merchant_id": self.merchant_id,
-            "livemode": self.livemode,
-            "status": self.status,
-            "amount": self.amount,
-            "amount_capturable": self.amount_capturable,
-            "amount_received": self.amount_received,
-            "amount_refunded": self.amount_refunded,
-            "currency": self.currency,
-            "psp": self.psp,
-            "last_payment_error": self.last_payment_error,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class Refund:
@@ -93,16 +78,6 @@ class Refund:
 
     def replace(self, **changes: Any) -> Refund:
         return dataclasses.replace(self, **changes)
-
-    def payload(self) -> dict[str, Any]:
-        return {
-            "merchant_id": self.merchant_id,
-            "livemode": self.livemode,
-            "payment_intent": self.payment_intent,
-            "amount": self.amount,
-            "currency": self.currency,
-            "status": self.status,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,39 +97,6 @@ class Dispute:
     psp_reference: str
     created_at: datetime | None = None
     updated_at: datetime | None = None
-
-    def view(self) -> dict[str, Any]:
-        """The dispute as merchants see it, in JSON: what GET /v1/disputes/{id} answers (the
-        servicer parses its message from this) and its events' object."""
-        return {
-            "id": self.id,
-            "payment_intent": self.payment_intent,
-            "amount": self.amount,
-            "currency": self.currency,
-            "reason": self.reason,
-            "status": self.status,
-            "psp": self.psp,
-            "psp_reference": self.psp_reference,
-            "created": rfc3339(self.created_at) if self.created_at else None,
-            "livemode": self.livemode,
-        }
-
-    def payload(self) -> dict[str, Any]:
-        """What events say of a dispute: its view, and whose it is."""
-        return {"merchant_id": self.merchant_id, **self.view()}
-
-
-def rfc3339(moment: datetime) -> str:
-    """A UTC time as protobuf's JSON writes a Timestamp: `Z`, and 0, 3 or 6 fraction digits."""
-    utc = moment.astimezone(UTC)
-    micros = utc.microsecond
-    if micros == 0:
-        fraction = ""
-    elif micros % 1000 == 0:
-        fraction = f".{micros // 1000:03d}"
-    else:
-        fraction = f".{micros:06d}"
-    return utc.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,21 +149,25 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A domain event for the outbox."""
+    """A domain event for the outbox, about `subject` as the change left it (its row goes
+    into the event: the relay shows it as the API does)."""
 
     type: str
     aggregate_type: str
-    aggregate_id: str
-    payload: dict[str, Any]
+    subject: PaymentIntent | Refund | Dispute
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.subject.id
 
     @classmethod
     def of_intent(cls, event_type: str, intent: PaymentIntent) -> Event:
-        return cls(event_type, "payment_intent", intent.id, intent.payload())
+        return cls(event_type, "payment_intent", intent)
 
     @classmethod
     def of_refund(cls, event_type: str, refund: Refund) -> Event:
-        return cls(event_type, "refund", refund.id, refund.payload())
+        return cls(event_type, "refund", refund)
 
     @classmethod
     def of_dispute(cls, event_type: str, dispute: Dispute) -> Event:
-        return cls(event_type, "dispute", dispute.id, dispute.payload())
+        return cls(event_type, "dispute", dispute)

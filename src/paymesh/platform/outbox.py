@@ -9,6 +9,12 @@ least once and in order per aggregate. Consumers dedupe by `message_id`.
 
 No transaction stays open while the broker confirms (which may take seconds): the batch is
 read in one statement, published, then marked sent in another.
+
+A domain event carries its object as the REST API shows it: the event's row holds a snapshot,
+the object's database row as the change left it (written in the change's own statement, by
+SQL or Python alike), and the relay prints it with the service's API message builder, the one
+its reads answer with, as Envoy prints answers. A payload without a snapshot (written before
+snapshots were, or a job message) goes out as it was written.
 """
 
 from __future__ import annotations
@@ -17,20 +23,25 @@ import asyncio
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from google.protobuf.message import Message as ProtoMessage
 from opentelemetry import propagate
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     DateTime,
     Index,
     MetaData,
     String,
     Table,
     func,
+    literal_column,
     select,
     text,
     update,
@@ -44,6 +55,7 @@ from paymesh.platform.db import autocommit
 from paymesh.platform.ids import new_id
 from paymesh.platform.metrics import OUTBOX_OLDEST_PENDING, OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
 from paymesh.platform.tracing import producer_headers
+from paymesh.platform.wire import api_json
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +76,54 @@ def outbox_table(metadata: MetaData, schema: str) -> Table:
         Index("outbox_pending_idx", "id", postgresql_where=text("published_at IS NULL")),
         schema=schema,
     )
+
+
+SNAPSHOT = "snapshot"
+
+
+def snapshot(row: Mapping[str, Any], *hidden: str) -> dict[str, Any]:
+    """The payload of an event about the object whose database row is `row` (as the change
+    left it), its `hidden` columns left out; timestamps as ISO 8601 text."""
+    return {
+        SNAPSHOT: {
+            name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in row.items()
+            if name not in hidden
+        }
+    }
+
+
+def snapshot_sql(source: str, *hidden: str) -> str:
+    """SQL for the same payload, of the row of `source`: a table or CTE named in the FROM of
+    the statement that writes the event (its name and `hidden` are code, never input)."""
+    row = f"to_jsonb({source})" + "".join(f" - '{name}'" for name in hidden)
+    return f"jsonb_build_object('{SNAPSHOT}', {row})"
+
+
+def snapshot_column(source: str, *hidden: str) -> ColumnElement:
+    """snapshot_sql as a column of a SQLAlchemy SELECT."""
+    return literal_column(snapshot_sql(source, *hidden), JSONB)
+
+
+@dataclass(frozen=True)
+class ApiObject:
+    """How the REST API shows one kind of object: its table (whose timestamp columns a
+    snapshot holds as text) and the message its reads answer with, built from a row."""
+
+    table: Table
+    message: Callable[[dict[str, Any]], ProtoMessage]
+    moments: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        moments = tuple(c.name for c in self.table.columns if isinstance(c.type, DateTime))
+        object.__setattr__(self, "moments", moments)
+
+    def render(self, snapshot: Mapping[str, Any]) -> dict[str, Any]:
+        row = dict(snapshot)
+        for name in self.moments:
+            if row.get(name) is not None:
+                row[name] = datetime.fromisoformat(row[name])
+        return api_json(self.message(row))
 
 
 def event_values(
@@ -89,13 +149,35 @@ async def add_event(connection: AsyncConnection, table: Table, **event: Any) -> 
     return values["event_id"]
 
 
-def to_message(row) -> Message:
+def event_data(row, objects: Mapping[str, ApiObject]) -> dict[str, Any]:
+    """What a message says of the event's object: its kind, id, owner and, from a snapshot,
+    the object as the API shows it (`object`)."""
+    named = {"object_type": row.aggregate_type, "object_id": row.aggregate_id}
+    taken = row.payload.get(SNAPSHOT)
+    if taken is None:
+        return {**named, **row.payload}
+    try:
+        shown = objects[row.aggregate_type].render(taken)
+    except Exception as error:
+        # A bug, not bad luck: the relay stops here (and says so) rather than lose the event.
+        raise ValueError(
+            f"event {row.event_id} ({row.event_type}): its {row.aggregate_type} cannot be shown"
+        ) from error
+    return {
+        **named,
+        "merchant_id": taken["merchant_id"],
+        "livemode": taken["livemode"],
+        "object": shown,
+    }
+
+
+def to_message(row, objects: Mapping[str, ApiObject] | None = None) -> Message:
     created: datetime = row.created_at
     body = {
         "id": row.event_id,
         "type": row.event_type,
         "created": created.astimezone(UTC).isoformat(),
-        "data": {"object_type": row.aggregate_type, "object_id": row.aggregate_id, **row.payload},
+        "data": event_data(row, objects or {}),
         # The outbox row's id: later changes of one object have larger numbers, so a consumer
         # can drop a stale update (each object lives in one service's outbox).
         "sequence": row.id,
@@ -117,6 +199,7 @@ class OutboxRelay:
         engine: AsyncEngine,
         table: Table,
         publisher: ConfirmingPublisher,
+        objects: Mapping[str, ApiObject] | None = None,
         batch_size: int = 500,
         idle_delay: float = 0.05,
         max_idle_delay: float = 0.5,
@@ -126,6 +209,7 @@ class OutboxRelay:
         self._engine = engine
         self._table = table
         self._publisher = publisher
+        self._objects = objects or {}
         self._batch_size = batch_size
         self._idle_delay = idle_delay
         self._max_idle_delay = max_idle_delay
@@ -181,7 +265,8 @@ class OutboxRelay:
         OUTBOX_OLDEST_PENDING.labels(self._service).set(
             max(0.0, time.time() - rows[0].created_at.timestamp())
         )
-        await self._publisher.publish([self._traced(to_message(row)) for row in rows])
+        messages = [self._traced(to_message(row, self._objects)) for row in rows]
+        await self._publisher.publish(messages)
         async with self._autocommit.connect() as connection:
             await connection.execute(
                 update(table)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from paymesh.platform.health import NOT_SERVING, DependencyMonitor
 from paymesh.platform.http import OpsHttpServer
 from paymesh.platform.interceptors import ServerInterceptor
 from paymesh.platform.logging import configure_logging
-from paymesh.platform.outbox import OutboxRelay
+from paymesh.platform.outbox import ApiObject, OutboxRelay
 from paymesh.platform.service_auth import TokenIssuer, TokenVerifier
 from paymesh.platform.tls import MutualTls
 from paymesh.platform.tracing import configure_tracing, server_interceptor
@@ -73,6 +73,8 @@ class ServiceDefinition:
     migrations_dir: Path
     outbox: Table
     register: Register
+    # The kinds of object its events are about, by aggregate type: how the API shows each.
+    event_objects: Mapping[str, ApiObject] = field(default_factory=dict)
 
 
 async def _bind(
@@ -161,7 +163,9 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
         return {"service": "draining"} if draining else monitor.failures
 
     ops_http = OpsHttpServer(settings.bind_host, settings.http_port, readiness)
-    relay = OutboxRelay(definition.name, engine, definition.outbox, publisher)
+    relay = OutboxRelay(
+        definition.name, engine, definition.outbox, publisher, definition.event_objects
+    )
 
     publisher.start()
     await server.start()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from paymesh.platform.errors import InvalidArgument, NotFound
@@ -16,6 +19,37 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     result = Timestamp()
     result.FromDatetime(value)
     return result
+
+
+# How Envoy's gRPC-JSON transcoder prints every answer (envoy/envoy.yaml's print_options, a
+# unit test holds them equal): snake_case names, fields at their zero value printed. Whatever
+# the options, int64 is a string of digits and a Timestamp RFC 3339 (the proto3 JSON mapping).
+# What the services print for merchants themselves (events) is printed the same way, by
+# api_json.
+ENVOY_PRINT_OPTIONS = {
+    "add_whitespace": False,
+    "always_print_primitive_fields": True,
+    "preserve_proto_field_names": True,
+}
+# Each option as Python's json_format names it (add_whitespace: no dict has any).
+_AS_PYTHON = {
+    "always_print_primitive_fields": "always_print_fields_with_no_presence",
+    "preserve_proto_field_names": "preserving_proto_field_name",
+    "always_print_enums_as_ints": "use_integers_for_enums",
+}
+_PRINT = {_AS_PYTHON[k]: v for k, v in ENVOY_PRINT_OPTIONS.items() if k in _AS_PYTHON}
+
+
+def api_json(message: Message) -> dict[str, Any]:
+    """The message as the REST API answers it (see ENVOY_PRINT_OPTIONS)."""
+    return MessageToDict(message, **_PRINT)
+
+
+def json_timestamp(value: datetime) -> str:
+    """A moment as the REST API writes one: RFC 3339 in UTC, 0, 3, 6 or 9 decimals."""
+    stamp = timestamp(value)
+    assert stamp is not None
+    return stamp.ToJsonString()
 
 
 # Every id is a prefix and ASCII letters, digits or underscores, at most 40 characters (the

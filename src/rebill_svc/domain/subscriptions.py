@@ -31,6 +31,12 @@ class Status(StrEnum):
     PAUSED = "paused"
 
 
+def renewal_status(job_status: str) -> str:
+    """A period's billing as merchants see it: `pending` until it is paid or given up (its
+    job's scheduled, queued and running are the workers' business)."""
+    return job_status if job_status in ("succeeded", "failed") else "pending"
+
+
 # Subscriptions whose next period the scheduler bills when it falls due.
 RENEWING = (Status.ACTIVE, Status.TRIALING)
 

@@ -76,6 +76,11 @@ class RebillServiceStub:
                 request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListRebillsRequest.SerializeToString,
                 response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListRebillsResponse.FromString,
                 _registered_method=True)
+        self.GetRenewal = channel.unary_unary(
+                '/paymesh.rebill.v1.RebillService/GetRenewal',
+                request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetRenewalRequest.SerializeToString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Renewal.FromString,
+                _registered_method=True)
         self.CreateTestClock = channel.unary_unary(
                 '/paymesh.rebill.v1.RebillService/CreateTestClock',
                 request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.CreateTestClockRequest.SerializeToString,
@@ -158,6 +163,13 @@ class RebillServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRenewal(self, request, context):
+        """Retrieves one renewal of the calling merchant: the billing of one subscription period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateTestClock(self, request, context):
         """Creates a test clock (test mode only) frozen at `frozen_time`.
         """
@@ -222,6 +234,11 @@ def add_RebillServiceServicer_to_server(servicer, server):
                     servicer.ListRebills,
                     request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListRebillsRequest.FromString,
                     response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListRebillsResponse.SerializeToString,
+            ),
+            'GetRenewal': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRenewal,
+                    request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetRenewalRequest.FromString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Renewal.SerializeToString,
             ),
             'CreateTestClock': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTestClock,
@@ -457,6 +474,33 @@ class RebillService:
             '/paymesh.rebill.v1.RebillService/ListRebills',
             paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListRebillsRequest.SerializeToString,
             paymesh_dot_rebill_dot_v1_dot_rebill__pb2.ListRebillsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRenewal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.rebill.v1.RebillService/GetRenewal',
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.GetRenewalRequest.SerializeToString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__pb2.Renewal.FromString,
             options,
             channel_credentials,
             insecure,
