@@ -22,6 +22,16 @@ LEGAL = {
     (S.REQUIRES_PAYMENT_METHOD, A.AUTHORIZED): S.REQUIRES_CAPTURE,
     (S.REQUIRES_PAYMENT_METHOD, A.CHARGED): S.SUCCEEDED,
     (S.PROCESSING, A.DECLINED): S.REQUIRES_PAYMENT_METHOD,
+    # The PSP needs the customer (3-D Secure); a late answer of a given-up attempt is adopted
+    # like a late authorization.
+    (S.PROCESSING, A.ACTION_REQUIRED): S.REQUIRES_ACTION,
+    (S.REQUIRES_CONFIRMATION, A.ACTION_REQUIRED): S.REQUIRES_ACTION,
+    (S.REQUIRES_PAYMENT_METHOD, A.ACTION_REQUIRED): S.REQUIRES_ACTION,
+    # How the customer's authentication ended, as the PSP tells (never a capture of it).
+    (S.REQUIRES_ACTION, A.AUTHORIZED): S.REQUIRES_CAPTURE,
+    (S.REQUIRES_ACTION, A.CHARGED): S.SUCCEEDED,
+    (S.REQUIRES_ACTION, A.DECLINED): S.REQUIRES_PAYMENT_METHOD,
+    (S.REQUIRES_ACTION, A.CANCEL): S.CANCELED,
     (S.PROCESSING, A.NOT_PROCESSED): S.REQUIRES_CONFIRMATION,
     (S.REQUIRES_CAPTURE, A.CAPTURE): S.SUCCEEDED,
     (S.REQUIRES_PAYMENT_METHOD, A.CANCEL): S.CANCELED,
@@ -100,3 +110,11 @@ def test_refunds_never_exceed_what_was_captured():
     with pytest.raises(FailedPrecondition) as raised:
         rules.refund_amount(0, received=600, refunded=600, reason="")
     assert raised.value.reason == "charge_already_refunded"
+
+
+def test_an_intent_waiting_for_its_customer_is_never_captured_confirmed_anew_or_refunded():
+    for action in (A.CAPTURE, A.CONFIRM, A.REFUND, A.NOT_PROCESSED):
+        with pytest.raises(FailedPrecondition) as raised:
+            move("pi_1", "requires_action", action)
+        assert raised.value.reason == "payment_intent_unexpected_state"
+        assert "requires_action" not in sources(action)
