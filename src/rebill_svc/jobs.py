@@ -3,9 +3,13 @@ constraint, and at most one unsettled job per subscription, so a period can neve
 twice and periods are billed in order.
 
     scheduled ──(due on its clock)──▶ queued ──(a worker's lease)──▶ running ──▶ succeeded
-        ▲                               ▲                              │    └──▶ failed
-        └────── declined: next attempt ─┼──────────────────────────────┘
+        ▲                               ▲                              │    ├──▶ failed
+        └────── declined: next attempt ─┼──────────────────────────────┘    └──▶ requires_action
                                         └── lease expired (dead worker, unknown outcome)
+
+requires_action: the PSP waits for the customer's authentication (3-D Secure); the merchant is
+told (rebill.action_required) and brings the customer to the payment intent. It is settled
+like succeeded and failed: the period is not retried, and the next one renews on time.
 
 Every transition is one transaction with its audit row and outbox rows (events, and the
 message that hands the job to a worker). A worker's writes are fenced by its lease: one that
@@ -172,6 +176,14 @@ _STALE = text(
     RETURNING j.*
     """
 )
+
+
+# The event of each status a settle ends a job in.
+_JOB_EVENTS = {
+    "succeeded": "rebill.succeeded",
+    "failed": "rebill.failed",
+    "requires_action": "rebill.action_required",
+}
 
 
 def _iso(column: str) -> str:
@@ -615,25 +627,24 @@ class JobStore:
         merchant's audit chains until the commit, so the lock is held for the server's work
         only, never across a round trip to a busy client."""
         job = claimed.job
-        final = after.job_status in ("succeeded", "failed")
+        job_event_type = _JOB_EVENTS.get(after.job_status)
+        final = job_event_type is not None
         update_subscription = after.subscription_status is not None or after.job_status != "running"
         attempt_after = after.next_attempt if after.next_attempt is not None else job.attempt
-        job_event = (
-            event_values(
-                event_type="rebill.succeeded"
-                if after.job_status == "succeeded"
-                else "rebill.failed",
+        job_event = None
+        if job_event_type is not None:
+            # The job as it is once settled: only its status and attempt change here.
+            payload = records.object_payload(
+                "rebill_job", _JobAfter(job, status=after.job_status, attempt=attempt_after)
+            )
+            if after.job_status == "requires_action":  # where the merchant takes the customer
+                payload["payment_intent"] = payment_intent
+            job_event = event_values(
+                event_type=job_event_type,
                 aggregate_type="rebill_job",
                 aggregate_id=job.id,
-                # The job as it is once settled: only its status and attempt change here.
-                payload=records.object_payload(
-                    "rebill_job",
-                    _JobAfter(job, status=after.job_status, attempt=attempt_after),
-                ),
+                payload=payload,
             )
-            if final
-            else None
-        )
         subscription_event = (
             event_values(
                 event_type=after.event,

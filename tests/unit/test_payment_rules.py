@@ -93,6 +93,29 @@ def test_the_table_has_no_move_the_test_does_not_know():
     assert written == LEGAL
 
 
+@pytest.mark.parametrize(
+    ("return_url", "confirm", "reason"),
+    [
+        ("https://shop.example/orders/1?back=1", True, None),
+        ("http://localhost:3000/back", True, None),
+        ("https://shop.example/back", False, "needs_confirm"),
+        ("/relative/back", True, "invalid_url"),
+        ("javascript:alert(1)", True, "invalid_url"),
+        ("https://shop.example/a b", True, "invalid_url"),
+        ("https://shop.example/" + "x" * rules.RETURN_URL_MAX, True, "invalid_url"),
+        ("https://shop.example/?card=4242424242424242", True, "card_number_in_free_text"),
+    ],
+)
+def test_a_return_url_is_an_absolute_web_address_given_with_confirm(return_url, confirm, reason):
+    fields = {"return_url": return_url, "confirm": confirm, "payment_method": "pm_1"}
+    if reason is None:
+        validate(**fields)
+        return
+    with pytest.raises(InvalidArgument) as raised:
+        validate(**fields)
+    assert [(v.field, v.reason) for v in raised.value.violations] == [("return_url", reason)]
+
+
 def test_capture_takes_all_unless_less_is_asked_and_never_more():
     assert rules.capture_amount(0, 700) == 700
     assert rules.capture_amount(300, 700) == 300

@@ -14,7 +14,15 @@ from paymesh.platform.merchant_input import (
     payment_method_violation,
 )
 from paymesh.platform.problems import FailedPrecondition, FieldViolation, InvalidArgument
-from rebill_svc.domain.dunning import FinalStatus, GiveUp, Paid, RetryAt, Step, WaitForOutcome
+from rebill_svc.domain.dunning import (
+    AwaitCustomer,
+    FinalStatus,
+    GiveUp,
+    Paid,
+    RetryAt,
+    Step,
+    WaitForOutcome,
+)
 from rebill_svc.domain.periods import Interval, period, periods_starting, plan_violations
 
 # How far ahead a trial or an anchor may lie (Stripe's limit for trials).
@@ -174,7 +182,9 @@ def cancelable(status: str) -> None:
 class AfterAttempt:
     """What an attempt's outcome does to its job and its subscription."""
 
-    job_status: str  # succeeded | scheduled (a retry) | failed | running (outcome unknown)
+    # succeeded | scheduled (a retry) | failed | running (outcome unknown) | requires_action
+    # (the customer must authenticate the charge: the merchant is told)
+    job_status: str
     subscription_status: Status | None  # None: unchanged
     next_attempt: int | None = None
     next_attempt_at: datetime | None = None
@@ -191,6 +201,8 @@ def after_attempt(step: Step, subscription_status: str) -> AfterAttempt:
     settled_elsewhere = subscription_status in (Status.CANCELED, Status.PAUSED, Status.UNPAID)
     if isinstance(step, WaitForOutcome):
         return AfterAttempt("running", None)
+    if isinstance(step, AwaitCustomer):
+        return AfterAttempt("requires_action", None)  # the subscription's status stays
     if isinstance(step, Paid):
         if settled_elsewhere:
             return AfterAttempt("succeeded", None)

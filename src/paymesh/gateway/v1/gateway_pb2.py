@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n paymesh/gateway/v1/gateway.proto\x12\x12paymesh.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Q\n\x0cPaymentError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65\x63line_code\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\"\xdd\x03\n\rPaymentIntent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x19\n\x11\x61mount_capturable\x18\x03 \x01(\x03\x12\x17\n\x0f\x61mount_received\x18\x04 \x01(\x03\x12\x17\n\x0f\x61mount_refunded\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x16\n\x0epayment_method\x18\x08 \x01(\t\x12\x16\n\x0e\x63\x61pture_method\x18\t \x01(\t\x12\x0b\n\x03psp\x18\n \x01(\t\x12<\n\x12last_payment_error\x18\x0b \x01(\x0b\x32 .paymesh.gateway.v1.PaymentError\x12\x13\n\x0b\x64\x65scription\x18\x0c \x01(\t\x12\x41\n\x08metadata\x18\r \x03(\x0b\x32/.paymesh.gateway.v1.PaymentIntent.MetadataEntry\x12+\n\x07\x63reated\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x0f \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"+\n\x17GetPaymentIntentRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xa1\x02\n\x1a\x43reatePaymentIntentRequest\x12\x14\n\x06\x61mount\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x16\n\x08\x63urrency\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0epayment_method\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61pture_method\x18\x04 \x01(\t\x12\x0f\n\x07\x63onfirm\x18\x05 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12N\n\x08metadata\x18\x07 \x03(\x0b\x32<.paymesh.gateway.v1.CreatePaymentIntentRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x19ListPaymentIntentsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x16\n\x0estarting_after\x18\x02 \x01(\t\"_\n\x1aListPaymentIntentsResponse\x12/\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32!.paymesh.gateway.v1.PaymentIntent\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"G\n\x1b\x43onfirmPaymentIntentRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0epayment_method\x18\x02 \x01(\t\"J\n\x1b\x43\x61pturePaymentIntentRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x11\x61mount_to_capture\x18\x02 \x01(\x03\".\n\x1a\x43\x61ncelPaymentIntentRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xad\x01\n\x06Refund\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x16\n\x0epayment_intent\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12+\n\x07\x63reated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x08 \x01(\x08\"S\n\x13\x43reateRefundRequest\x12\x1c\n\x0epayment_intent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"$\n\x10GetRefundRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\xd6\x08\n\x0eGatewayService\x12\x88\x01\n\x13\x43reatePaymentIntent\x12..paymesh.gateway.v1.CreatePaymentIntentRequest\x1a!.paymesh.gateway.v1.PaymentIntent\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/payment_intents:\x01*\x12\x90\x01\n\x12ListPaymentIntents\x12-.paymesh.gateway.v1.ListPaymentIntentsRequest\x1a..paymesh.gateway.v1.ListPaymentIntentsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/payment_intents\x12\x97\x01\n\x14\x43onfirmPaymentIntent\x12/.paymesh.gateway.v1.ConfirmPaymentIntentRequest\x1a!.paymesh.gateway.v1.PaymentIntent\"+\x82\xd3\xe4\x93\x02%\" /v1/payment_intents/{id}/confirm:\x01*\x12\x97\x01\n\x14\x43\x61pturePaymentIntent\x12/.paymesh.gateway.v1.CapturePaymentIntentRequest\x1a!.paymesh.gateway.v1.PaymentIntent\"+\x82\xd3\xe4\x93\x02%\" /v1/payment_intents/{id}/capture:\x01*\x12\x94\x01\n\x13\x43\x61ncelPaymentIntent\x12..paymesh.gateway.v1.CancelPaymentIntentRequest\x1a!.paymesh.gateway.v1.PaymentIntent\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/payment_intents/{id}/cancel:\x01*\x12k\n\x0c\x43reateRefund\x12\'.paymesh.gateway.v1.CreateRefundRequest\x1a\x1a.paymesh.gateway.v1.Refund\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/refunds:\x01*\x12g\n\tGetRefund\x12$.paymesh.gateway.v1.GetRefundRequest\x1a\x1a.paymesh.gateway.v1.Refund\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/refunds/{id}\x12\x84\x01\n\x10GetPaymentIntent\x12+.paymesh.gateway.v1.GetPaymentIntentRequest\x1a!.paymesh.gateway.v1.PaymentIntent\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/payment_intents/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n paymesh/gateway/v1/gateway.proto\x12\x12paymesh.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Q\n\x0cPaymentError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65\x63line_code\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\"\x92\x04\n\rPaymentIntent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x19\n\x11\x61mount_capturable\x18\x03 \x01(\x03\x12\x17\n\x0f\x61mount_received\x18\x04 \x01(\x03\x12\x17\n\x0f\x61mount_refunded\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x16\n\x0epayment_method\x18\x08 \x01(\t\x12\x16\n\x0e\x63\x61pture_method\x18\t \x01(\t\x12\x0b\n\x03psp\x18\n \x01(\t\x12<\n\x12last_payment_error\x18\x0b \x01(\x0b\x32 .paymesh.gateway.v1.PaymentError\x12\x13\n\x0b\x64\x65scription\x18\x0c \x01(\t\x12\x41\n\x08metadata\x18\r \x03(\x0b\x32/.paymesh.gateway.v1.PaymentIntent.MetadataEntry\x12+\n\x07\x63reated\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x0f \x01(\x08\x12\x33\n\x0bnext_action\x18\x10 \x01(\x0b\x32\x1e.paymesh.gateway.v1.NextAction\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\nNextAction\x12\x0c\n\x04type\x18\x01 \x01(\t\x12:\n\x0fredirect_to_url\x18\x02 \x01(\x0b\x32!.paymesh.gateway.v1.RedirectToUrl\"0\n\rRedirectToUrl\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x12\n\nreturn_url\x18\x02 \x01(\t\"+\n\x17GetPaymentIntentRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xb5\x02\n\x1a\x43reatePaymentIntentRequest\x12\x14\n\x06\x61mount\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x16\n\x08\x63urrency\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0epayment_method\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61pture_method\x18\x04 \x01(\t\x12\x0f\n\x07\x63onfirm\x18\x05 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12N\n\x08metadata\x18\x07 \x03(\x0b\x32<.paymesh.gateway.v1.CreatePaymentIntentRequest.MetadataEntry\x12\x12\n\nreturn_url\x18\x08 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x19ListPaymentIntentsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x16\n\x0estarting_after\x18\x02 \x01(\t\"_\n\x1aListPaymentIntentsResponse\x12/\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32!.paymesh.gateway.v1.PaymentIntent\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"[\n\x1b\x43onfirmPaymentIntentRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0epayment_method\x18\x02 \x01(\t\x12\x12\n\nreturn_url\x18\x03 \x01(\t\"J\n\x1b\x43\x61pturePaymentIntentRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x11\x61mount_to_capture\x18\x02 \x01(\x03\".\n\x1a\x43\x61ncelPaymentIntentRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xad\x01\n\x06Refund\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x16\n\x0epayment_intent\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12+\n\x07\x63reated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08livemode\x18\x08 \x01(\x08\"S\n\x13\x43reateRefundRequest\x12\x1c\n\x0epayment_intent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"$\n\x10GetRefundRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\xd6\x08\n\x0eGatewayService\x12\x88\x01\n\x13\x43reatePaymentIntent\x12..paymesh.gateway.v1.CreatePaymentIntentRequest\x1a!.paymesh.gateway.v1.PaymentIntent\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/payment_intents:\x01*\x12\x90\x01\n\x12ListPaymentIntents\x12-.paymesh.gateway.v1.ListPaymentIntentsRequest\x1a..paymesh.gateway.v1.ListPaymentIntentsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/payment_intents\x12\x97\x01\n\x14\x43onfirmPaymentIntent\x12/.paymesh.gateway.v1.ConfirmPaymentIntentRequest\x1a!.paymesh.gateway.v1.PaymentIntent\"+\x82\xd3\xe4\x93\x02%\" /v1/payment_intents/{id}/confirm:\x01*\x12\x97\x01\n\x14\x43\x61pturePaymentIntent\x12/.paymesh.gateway.v1.CapturePaymentIntentRequest\x1a!.paymesh.gateway.v1.PaymentIntent\"+\x82\xd3\xe4\x93\x02%\" /v1/payment_intents/{id}/capture:\x01*\x12\x94\x01\n\x13\x43\x61ncelPaymentIntent\x12..paymesh.gateway.v1.CancelPaymentIntentRequest\x1a!.paymesh.gateway.v1.PaymentIntent\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/payment_intents/{id}/cancel:\x01*\x12k\n\x0c\x43reateRefund\x12\'.paymesh.gateway.v1.CreateRefundRequest\x1a\x1a.paymesh.gateway.v1.Refund\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/refunds:\x01*\x12g\n\tGetRefund\x12$.paymesh.gateway.v1.GetRefundRequest\x1a\x1a.paymesh.gateway.v1.Refund\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/refunds/{id}\x12\x84\x01\n\x10GetPaymentIntent\x12+.paymesh.gateway.v1.GetPaymentIntentRequest\x1a!.paymesh.gateway.v1.PaymentIntent\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/payment_intents/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -73,31 +73,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYMENTERROR']._serialized_start=152
   _globals['_PAYMENTERROR']._serialized_end=233
   _globals['_PAYMENTINTENT']._serialized_start=236
-  _globals['_PAYMENTINTENT']._serialized_end=713
-  _globals['_PAYMENTINTENT_METADATAENTRY']._serialized_start=666
-  _globals['_PAYMENTINTENT_METADATAENTRY']._serialized_end=713
-  _globals['_GETPAYMENTINTENTREQUEST']._serialized_start=715
-  _globals['_GETPAYMENTINTENTREQUEST']._serialized_end=758
-  _globals['_CREATEPAYMENTINTENTREQUEST']._serialized_start=761
-  _globals['_CREATEPAYMENTINTENTREQUEST']._serialized_end=1050
-  _globals['_CREATEPAYMENTINTENTREQUEST_METADATAENTRY']._serialized_start=666
-  _globals['_CREATEPAYMENTINTENTREQUEST_METADATAENTRY']._serialized_end=713
-  _globals['_LISTPAYMENTINTENTSREQUEST']._serialized_start=1052
-  _globals['_LISTPAYMENTINTENTSREQUEST']._serialized_end=1118
-  _globals['_LISTPAYMENTINTENTSRESPONSE']._serialized_start=1120
-  _globals['_LISTPAYMENTINTENTSRESPONSE']._serialized_end=1215
-  _globals['_CONFIRMPAYMENTINTENTREQUEST']._serialized_start=1217
-  _globals['_CONFIRMPAYMENTINTENTREQUEST']._serialized_end=1288
-  _globals['_CAPTUREPAYMENTINTENTREQUEST']._serialized_start=1290
-  _globals['_CAPTUREPAYMENTINTENTREQUEST']._serialized_end=1364
-  _globals['_CANCELPAYMENTINTENTREQUEST']._serialized_start=1366
-  _globals['_CANCELPAYMENTINTENTREQUEST']._serialized_end=1412
-  _globals['_REFUND']._serialized_start=1415
-  _globals['_REFUND']._serialized_end=1588
-  _globals['_CREATEREFUNDREQUEST']._serialized_start=1590
-  _globals['_CREATEREFUNDREQUEST']._serialized_end=1673
-  _globals['_GETREFUNDREQUEST']._serialized_start=1675
-  _globals['_GETREFUNDREQUEST']._serialized_end=1711
-  _globals['_GATEWAYSERVICE']._serialized_start=1714
-  _globals['_GATEWAYSERVICE']._serialized_end=2824
+  _globals['_PAYMENTINTENT']._serialized_end=766
+  _globals['_PAYMENTINTENT_METADATAENTRY']._serialized_start=719
+  _globals['_PAYMENTINTENT_METADATAENTRY']._serialized_end=766
+  _globals['_NEXTACTION']._serialized_start=768
+  _globals['_NEXTACTION']._serialized_end=854
+  _globals['_REDIRECTTOURL']._serialized_start=856
+  _globals['_REDIRECTTOURL']._serialized_end=904
+  _globals['_GETPAYMENTINTENTREQUEST']._serialized_start=906
+  _globals['_GETPAYMENTINTENTREQUEST']._serialized_end=949
+  _globals['_CREATEPAYMENTINTENTREQUEST']._serialized_start=952
+  _globals['_CREATEPAYMENTINTENTREQUEST']._serialized_end=1261
+  _globals['_CREATEPAYMENTINTENTREQUEST_METADATAENTRY']._serialized_start=719
+  _globals['_CREATEPAYMENTINTENTREQUEST_METADATAENTRY']._serialized_end=766
+  _globals['_LISTPAYMENTINTENTSREQUEST']._serialized_start=1263
+  _globals['_LISTPAYMENTINTENTSREQUEST']._serialized_end=1329
+  _globals['_LISTPAYMENTINTENTSRESPONSE']._serialized_start=1331
+  _globals['_LISTPAYMENTINTENTSRESPONSE']._serialized_end=1426
+  _globals['_CONFIRMPAYMENTINTENTREQUEST']._serialized_start=1428
+  _globals['_CONFIRMPAYMENTINTENTREQUEST']._serialized_end=1519
+  _globals['_CAPTUREPAYMENTINTENTREQUEST']._serialized_start=1521
+  _globals['_CAPTUREPAYMENTINTENTREQUEST']._serialized_end=1595
+  _globals['_CANCELPAYMENTINTENTREQUEST']._serialized_start=1597
+  _globals['_CANCELPAYMENTINTENTREQUEST']._serialized_end=1643
+  _globals['_REFUND']._serialized_start=1646
+  _globals['_REFUND']._serialized_end=1819
+  _globals['_CREATEREFUNDREQUEST']._serialized_start=1821
+  _globals['_CREATEREFUNDREQUEST']._serialized_end=1904
+  _globals['_GETREFUNDREQUEST']._serialized_start=1906
+  _globals['_GETREFUNDREQUEST']._serialized_end=1942
+  _globals['_GATEWAYSERVICE']._serialized_start=1945
+  _globals['_GATEWAYSERVICE']._serialized_end=3055
 # @@protoc_insertion_point(module_scope)
