@@ -619,6 +619,7 @@ def make_handler(sandbox: Sandbox):
         # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm and
         # the client's delayed ACK add 40 ms to every answer.
         disable_nagle_algorithm = True
+        form_posted = False  # the request's body was the 3-D Secure page's form
 
         def log_message(self, format, *args):  # noqa: A002 - stdlib signature
             pass
@@ -632,18 +633,18 @@ def make_handler(sandbox: Sandbox):
             self.wfile.write(payload)
 
         def _body(self) -> dict:
+            """The JSON body; the 3-D Secure page's form when it is not JSON."""
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
-            if self._form_posted():  # the 3-D Secure page's buttons
-                return {k: v[0] for k, v in parse_qs(raw.decode(errors="replace")).items()}
+            self.form_posted = False
             try:
                 return json.loads(raw or b"{}")
             except json.JSONDecodeError:
-                return {}
-
-        def _form_posted(self) -> bool:
-            kind = self.headers.get("Content-Type") or ""
-            return kind.startswith("application/x-www-form-urlencoded")
+                kind = self.headers.get("Content-Type") or ""
+                if not kind.startswith("application/x-www-form-urlencoded"):
+                    return {}
+            self.form_posted = True
+            return {k: v[0] for k, v in parse_qs(raw.decode(errors="replace")).items()}
 
         def _page(self, status: int, page: str) -> None:
             payload = page.encode()
@@ -653,10 +654,10 @@ def make_handler(sandbox: Sandbox):
             self.end_headers()
             self.wfile.write(payload)
 
-        def _three_d_secure_done(self, charge_id: str) -> None:
+        def _three_d_secure_done(self, charge_id: str, body: dict) -> None:
             """The customer's answer: JSON for a caller, the way back for the page's form."""
-            status, charge = sandbox.authenticate(charge_id, str(self._body().get("result")))
-            if status == 200 and self._form_posted():
+            status, charge = sandbox.authenticate(charge_id, str(body.get("result")))
+            if status == 200 and self.form_posted:
                 if charge.get("return_url"):
                     self.send_response(303)
                     self.send_header("Location", charge["return_url"])
@@ -702,7 +703,7 @@ def make_handler(sandbox: Sandbox):
                 return self._reply(200, {"sent": sandbox.webhooks.flush()})
             parts = self.path.strip("/").split("/")
             if len(parts) == 3 and parts[0] == "3ds" and parts[2] == "complete":
-                return self._three_d_secure_done(parts[1])  # the customer, not the API
+                return self._three_d_secure_done(parts[1], body)  # the customer, not the API
             if parts[:2] == ["_dashboard", "charges"] and len(parts) == 4:
                 return self._reply(*sandbox.dashboard(parts[2], parts[3], body))
             with sandbox.lock:
