@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import TestMerchant
+from tests import conftest
 from tests.integration.test_merchant_admin import admin, ok
 from tests.integration.test_payments import post, reason_of
 from tests.integration.test_rebill import advance, get, new_clock, rebills
@@ -57,11 +57,11 @@ def routed(hooks, monkeypatch):
     """A new merchant whose payments go to one PSP only (SetPspRouting, as an operator)."""
     monkeypatch.setenv("PAYMESH_KEYS_DIR", hooks.mesh.env["PAYMESH_KEYS_DIR"])
 
-    def merchant(psp: str) -> TestMerchant:
+    def merchant(psp: str) -> conftest.TestMerchant:
         created = ok(admin(hooks.mesh, "CreateMerchant", {"name": f"3ds-{uuid.uuid4().hex[:6]}"}))
         merchant_id = created["merchant"]["id"]
         ok(admin(hooks.mesh, "SetPspRouting", {"merchant_id": merchant_id, "psp_routing": [psp]}))
-        return TestMerchant(merchant_id, created["secret_key"], created["live_secret_key"])
+        return conftest.TestMerchant(merchant_id, created["secret_key"], created["live_secret_key"])
 
     return merchant
 

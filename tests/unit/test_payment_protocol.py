@@ -172,6 +172,28 @@ def test_a_later_confirm_asks_the_psp_how_it_ended_and_never_authorizes_again(
     )
 
 
+def test_a_confirm_waiting_for_its_customer_cannot_change_what_the_psp_was_given():
+    sandbox = ScriptedPsp("sandbox", authorize=[waiting()], retrieve=[Authorization("ch_1", True)])
+    payments, _ = payments_with(sandbox)
+    intent = create(payments, return_url="https://shop.example/back")
+
+    for change in ({"payment_method": "pm_2"}, {"return_url": "https://shop.example/other"}):
+        with pytest.raises(FailedPrecondition) as refused:
+            asyncio.run(
+                authorize.confirm(
+                    payments,
+                    MERCHANT,
+                    intent.id,
+                    change.get("payment_method", ""),
+                    None,
+                    change.get("return_url", ""),
+                )
+            )
+        assert refused.value.reason == "payment_intent_unexpected_state"
+        assert next(iter(change)) in refused.value.message
+    assert [c[0] for c in sandbox.calls] == ["authorize"]  # the PSP was not asked
+
+
 def test_a_failed_authentication_needs_a_payment_method_again():
     sandbox = ScriptedPsp("sandbox", authorize=[waiting()], retrieve=[AuthenticationFailed()])
     payments, _ = payments_with(sandbox)

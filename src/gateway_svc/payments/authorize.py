@@ -58,7 +58,7 @@ from gateway_svc.psp.routing import NoPspAvailable
 from gateway_svc.psp.vault import VaultUnavailable
 from gateway_svc.repository import IntentChange, KeyRef
 from paymesh.platform.callers import Merchant
-from paymesh.platform.problems import InvalidArgument
+from paymesh.platform.problems import FailedPrecondition, InvalidArgument
 from paymesh.platform.tracing import annotate
 
 log = structlog.get_logger(__name__)
@@ -412,9 +412,20 @@ async def complete(
     """A confirm of an intent waiting for its customer: asks its PSP how the authentication of
     the attempt ended, and records it (charged, authorized, failed); still waiting leaves it
     as it is. No new authorization goes out, so nothing can be charged twice."""
-    if payment_method and payment_method != intent.payment_method:
-        raise unexpected_state(
-            intent.id, intent.status, "confirm with another payment_method (cancel it first)"
+    changed = [
+        name
+        for name, given, held in (
+            ("payment_method", payment_method, intent.payment_method),
+            ("return_url", return_url, intent.return_url),
+        )
+        if given and given != held
+    ]
+    if changed:  # the customer is at the PSP with what it was given
+        raise FailedPrecondition(
+            f"payment_intent {intent.id!r} waits for its customer's authentication: its"
+            f" {' and '.join(changed)} cannot change now; cancel it and create a new one",
+            reason="payment_intent_unexpected_state",
+            metadata={"status": str(intent.status)},
         )
     psp, reference = intent.psp or "", intent.psp_reference or ""
     connector = payments.router.connectors.get(psp)
@@ -423,18 +434,7 @@ async def complete(
     try:
         outcome = await payments.router.call(psp, "retrieve", lambda: connector.retrieve(reference))
     except CustomerActionRequired:
-        if return_url and return_url != intent.return_url:
-            changed = await payments.repository.change_intent(
-                IntentChange(
-                    intent,
-                    {"return_url": return_url},
-                    statuses=(IntentStatus.REQUIRES_ACTION,),
-                    attempt_key=intent.attempt_key,
-                    audits=[("api", "confirm", "requires_action", {"return_url_changed": True})],
-                )
-            )
-            intent = changed or intent
-        settled = None
+        settled = None  # still waiting
     except PspDeclined as decline:
         settled = await settle_decline(payments, intent, decline, "api")
     except PspTrouble:

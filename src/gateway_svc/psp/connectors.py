@@ -303,6 +303,8 @@ class StripeConnector(HttpConnector):
                 error.get("message") or "Your card was declined.",
                 "hard",
             )
+        if status == "canceled":  # canceled while it waited for its customer: nothing held
+            raise PspRefused("payment_intent_canceled")
         # processing (an asynchronous payment method), or a status we do not read: the
         # payment may still move money; the recovery sweep asks again.
         raise OutcomeUnknown(f"stripe: payment intent {status}", psp_at_fault=False)
