@@ -3,10 +3,10 @@ on the merchant's behalf: create and confirm a payment intent under the attempt'
 key, and read what happened as an Outcome.
 
 Only a decline is a failure that allows a new attempt. A charge the PSP holds for the
-customer's authentication (3-D Secure) is REQUIRES_ACTION: neither paid nor declined. Anything
-else that is not a success
-(the PSP's answer was lost, the gateway was unreachable, the key is still in use by a request
-that may charge) is UNKNOWN: the same attempt is asked again later, under the same key."""
+customer's authentication (3-D Secure) is ACTION_REQUIRED: neither paid nor declined. Anything
+else that is not a success (the PSP's answer was lost, the gateway was unreachable, the key is
+still in use by a request that may charge) is UNKNOWN: the same attempt is asked again later,
+under the same key."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The PSPs' webhook events read into the facts the gateway applies (PspEventService): a
 capture, a refund or a dispute of a payment, or how its customer's authentication (3-D Secure)
-ended, named by the PSP's reference of it. What cannot
-be read into a fact is not guessed at: it is recorded and ignored, with its reason."""
+ended, named by the PSP's reference of it. What cannot be read into a fact is not guessed at:
+it is recorded and ignored, with its reason."""
 
 from __future__ import annotations
 
