@@ -78,7 +78,20 @@ def read_event(request: psp_events_pb2.ApplyPspEventRequest) -> PspEvent:
             status=disputed.status[:40],
             **common,
         )
-    raise InvalidArgument.for_field("fact", "missing", "one of captured, refunded, disputed")
+    if fact == "authorized":
+        return PspEvent(
+            kind="authorized",
+            amount=request.authorized.amount_capturable,
+            currency=request.authorized.currency,
+            **common,
+        )
+    if fact == "authentication_failed":
+        return PspEvent(
+            kind="failed", amount=0, reason=request.authentication_failed.code[:100], **common
+        )
+    raise InvalidArgument.for_field(
+        "fact", "missing", "one of captured, refunded, disputed, authorized, authentication_failed"
+    )
 
 
 class PspEventServicer(psp_events_pb2_grpc.PspEventServiceServicer):

@@ -85,6 +85,7 @@ _INSERTED_INTENT_COLUMNS = (
     "pending_operation",
     "pending_key",
     "pending_since",
+    "return_url",
 )
 
 
@@ -430,7 +431,13 @@ class PaymentRepository:
                 return PspEventResult(psp_rules.ALREADY, intent)
             if event.kind == "capture":
                 decision = psp_rules.capture(intent, event.amount, event.currency)
-                write = self._psp_capture
+                waiting = intent.status == IntentStatus.REQUIRES_ACTION
+                write = self._psp_complete if waiting else self._psp_capture
+            elif event.kind in ("authorized", "failed"):
+                decision = psp_rules.authentication_ended(
+                    intent, event.kind, event.amount, event.currency
+                )
+                write = self._psp_complete
             elif event.kind == "refund":
                 matched, others = await self._psp_refund_match(connection, intent, event)
                 decision = psp_rules.refund(intent, matched, event.amount, event.currency, others)
@@ -560,6 +567,36 @@ class PaymentRepository:
         await connection.execute(insert(payment_audit), [audit_values(entry)])
         return after
 
+    async def _psp_complete(
+        self, connection: AsyncConnection, intent: PaymentIntent, event: PspEvent
+    ) -> PaymentIntent | None:
+        """How the customer's authentication of an intent in requires_action ended, as the
+        PSP reports it: charged, authorized or failed."""
+        action, values, event_type, result = psp_rules.completion(event.kind, event.amount)
+        row = (
+            await connection.execute(
+                update(payment_intents)
+                .where(
+                    payment_intents.c.id == intent.id,
+                    payment_intents.c.status == IntentStatus.REQUIRES_ACTION,
+                    payment_intents.c.pending_operation.is_(None),
+                )
+                .values(
+                    status=move(intent.id, intent.status, action), **values, updated_at=func.now()
+                )
+                .returning(payment_intents)
+            )
+        ).first()
+        if row is None:
+            return None
+        after = to_intent(row)
+        await connection.execute(
+            insert(outbox), [_event_values(Event.of_intent(event_type, after))]
+        )
+        entry = AuditEntry.of_intent(after, "webhook", "confirm", result, **event.audit_details())
+        await connection.execute(insert(payment_audit), [audit_values(entry)])
+        return after
+
     async def _psp_refund(
         self, connection: AsyncConnection, intent: PaymentIntent, event: PspEvent
     ) -> PaymentIntent | None:
@@ -681,8 +718,9 @@ class PaymentRepository:
 
 @dataclass(frozen=True)
 class PspEvent:
-    """One PSP event, as the webhook service read it. `kind`: capture | refund | dispute;
-    `reference`: the PSP's refund or dispute id; `amount`: captured, refunded or disputed."""
+    """One PSP event, as the webhook service read it. `kind`: capture | refund | dispute |
+    authorized | failed (how a customer's authentication ended); `reference`: the PSP's
+    refund or dispute id; `amount`: captured, refunded, disputed or authorized."""
 
     psp: str
     event_id: str

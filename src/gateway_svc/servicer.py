@@ -48,6 +48,15 @@ def payment_intent_message(row: PaymentIntent) -> gateway_pb2.PaymentIntent:
         metadata=row.metadata,
         created=timestamp(row.created_at),
         livemode=row.livemode,
+        next_action=_next_action(row.next_action),
+    )
+
+
+def _next_action(action: dict | None) -> gateway_pb2.NextAction | None:
+    if action is None:
+        return None
+    return gateway_pb2.NextAction(
+        type=action["type"], redirect_to_url=gateway_pb2.RedirectToUrl(**action["redirect_to_url"])
     )
 
 
@@ -147,6 +156,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             confirm=request.confirm,
             description=request.description,
             metadata=dict(request.metadata),
+            return_url=request.return_url,
         )
         return await self._idempotent(
             context,
@@ -167,7 +177,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             "ConfirmPaymentIntent",
             request,
             lambda claim: authorize.confirm(
-                self._payments, merchant, intent_id, request.payment_method, claim.ref
+                self._payments,
+                merchant,
+                intent_id,
+                request.payment_method,
+                claim.ref,
+                request.return_url,
             ),
             intent_id=intent_id,
         )

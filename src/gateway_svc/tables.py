@@ -52,6 +52,10 @@ payment_intents = Table(
     Column("pending_key", Text),
     Column("pending_amount", BigInteger),
     Column("pending_since", DateTime(timezone=True)),
+    # The merchant's return URL for the customer, and the PSP's page the customer must visit
+    # while the intent requires_action (3-D Secure).
+    Column("return_url", Text),
+    Column("next_action_url", Text),
 )
 
 refunds = Table(

@@ -4,9 +4,11 @@
 
 Stripe's test cards decide outcomes (4242424242424242 succeeds; 4000000000000002
 generic_decline, hard; 4000000000009995 insufficient_funds, soft; 4000000000000119
-processing_error, retryable 500). Every POST honours an Idempotency-Key: the same key gets
-the same answer and never a second charge. GET /v1/transactions lists settled money movements
-for reconciliation, oldest first, in pages; GET /_stats counts charges.
+processing_error, retryable 500; 4000002500003155 and 4000002760003184 need the customer's
+3-D Secure authentication on every charge, as localstripe has them). Every POST honours an
+Idempotency-Key: the same key gets the same answer and never a second charge.
+GET /v1/transactions lists settled money movements for reconciliation, oldest first, in pages;
+GET /_stats counts charges.
 
 Runtime knobs, `POST /_knobs`, lie the way real PSPs do (each rate from 0 to 1):
   latency_ms, latency_jitter_ms  every answer waits latency_ms plus up to latency_jitter_ms
@@ -20,9 +22,19 @@ Runtime knobs, `POST /_knobs`, lie the way real PSPs do (each rate from 0 to 1):
   soft_declines   {"<amount>": n}: the next n charges of that amount are declined as
                   insufficient_funds (soft), then they pass again: a customer who tops up
 
+3-D Secure: a charge of such a card answers 200 with `status: requires_action` and
+`next_action: {type: redirect_to_url, redirect_to_url: {url}}`, holding nothing. The customer
+stands at that page:
+  GET  /3ds/{charge}             the authentication page (two buttons)
+  POST /3ds/{charge}/complete    {"result": "succeed" | "fail"} (JSON, or the page's form,
+                                 which is sent back to the charge's return_url if it had one)
+after which the charge is captured (or authorized, for capture: false) or failed
+(`failure_code: authentication_failed`), and announced. A void cancels a charge still waiting.
+
 Webhooks: every capture, refund and dispute (made through the API or at the PSP's own
-"dashboard" below) is announced to SANDBOX_WEBHOOK_URL as a Stripe-like event
-{id, type, created, data: {object}} (charge.captured, charge.refunded,
+"dashboard" below), and every end of a 3-D Secure authentication, is announced to
+SANDBOX_WEBHOOK_URL as a Stripe-like event {id, type, created, data: {object}}
+(charge.captured, charge.authorized, charge.failed, charge.refunded,
 charge.dispute.created, charge.dispute.closed), signed as Stripe signs: `Sandbox-Signature:
 t=…,v1=<hex HMAC-SHA256 of "{t}.{body}">` with SANDBOX_WEBHOOK_SECRET (or
 WEBHOOK_SANDBOX_SECRET).
@@ -53,7 +65,8 @@ Webhook knobs (`POST /_knobs`):
 
 API (JSON in and out):
   POST /v1/cards                 {number, exp_month, exp_year, cvc?} -> {id: card_…}
-  POST /v1/charges               {card, amount, currency, capture} -> charge | 402 decline
+  POST /v1/charges               {card, amount, currency, capture, return_url?} -> charge
+                                 (captured, authorized or requires_action) | 402 decline
   GET  /v1/charges?idempotency_key=K  -> {data: [charge]}   (find a charge after a crash;
                                         without K, every charge: the PSP's ledger)
   GET  /v1/charges/{id}          the charge, or 404
@@ -77,6 +90,7 @@ import contextlib
 import hashlib
 import heapq
 import hmac
+import html
 import http.client
 import json
 import os
@@ -95,6 +109,8 @@ DECLINES = {
 }
 PROCESSING_ERROR = "4000000000000119"
 LOOKUPS = ("charges", "refunds", "disputes")
+THREE_D_SECURE = ("4000002500003155", "4000002760003184")
+THREE_D_SECURE_RESULTS = ("succeed", "fail")
 HANG_SECONDS = 30.0  # longer than any client deadline
 RATE_KNOBS = ("latency_ms", "latency_jitter_ms", "error_rate", "timeout_rate", "ambiguous_rate")
 DEFAULT_KNOBS: dict[str, Any] = {
@@ -288,7 +304,13 @@ class Webhooks:
 
 
 class Sandbox:
-    def __init__(self, webhook_url: str = "", webhook_secret: str = DEV_WEBHOOK_SECRET):
+    def __init__(
+        self,
+        webhook_url: str = "",
+        webhook_secret: str = DEV_WEBHOOK_SECRET,
+        public_url: str = "http://127.0.0.1:8430",
+    ):
+        self.public_url = public_url  # where customers reach its 3-D Secure pages
         self.lock = threading.Lock()
         self.cards: dict[str, str] = {}  # card id -> number (a simulator may keep them)
         self.charges: dict[str, dict[str, Any]] = {}
@@ -350,6 +372,8 @@ class Sandbox:
             code, kind, message = DECLINES["4000000000009995"]
             return 402, _error("card_declined", message, decline_code=code, type=kind)
         capture = bool(body.get("capture", True))
+        if number in THREE_D_SECURE:
+            return self._charge_awaiting_customer(body, amount, capture, key)
         charge = {
             "id": "ch_" + secrets.token_hex(12),
             "amount": amount,
@@ -367,6 +391,55 @@ class Sandbox:
                 self._settle("charge", charge["id"], amount, charge["currency"], charge["id"])
                 self.webhooks.announce("charge.captured", charge)
         return 200, charge
+
+    def _charge_awaiting_customer(
+        self, body: dict, amount: int, capture: bool, key: str | None
+    ) -> tuple[int, dict]:
+        """A charge that holds nothing until its customer authenticates at its page."""
+        charge_id = "ch_" + secrets.token_hex(12)
+        charge = {
+            "id": charge_id,
+            "amount": amount,
+            "amount_captured": 0,
+            "amount_refunded": 0,
+            "currency": body.get("currency"),
+            "status": "requires_action",
+            "capture": capture,
+            "next_action": {
+                "type": "redirect_to_url",
+                "redirect_to_url": {"url": f"{self.public_url}/3ds/{charge_id}"},
+            },
+            "return_url": str(body.get("return_url") or ""),
+            "idempotency_key": key,
+            "created": int(time.time()),
+        }
+        with self.lock:
+            self.charges[charge_id] = charge
+            self.stats["charges_created"] += 1
+        return 200, charge
+
+    def authenticate(self, charge_id: str, result: str) -> tuple[int, dict]:
+        """The customer's 3-D Secure answer for a charge waiting for it."""
+        if result not in THREE_D_SECURE_RESULTS:
+            return 400, _error("invalid_request", "result must be succeed or fail")
+        with self.lock:
+            charge = self.charges.get(charge_id)
+            if charge is None:
+                return 404, _error("resource_missing", "no such charge")
+            if charge["status"] != "requires_action":
+                return 400, _error("charge_unexpected_state", f"the charge is {charge['status']}")
+            charge["next_action"] = None
+            if result == "fail":
+                charge.update(status="failed", failure_code="authentication_failed")
+                self.webhooks.announce("charge.failed", charge)
+            elif charge["capture"]:
+                charge.update(status="captured", amount_captured=charge["amount"])
+                self._settle("charge", charge_id, charge["amount"], charge["currency"], charge_id)
+                self.webhooks.announce("charge.captured", charge)
+            else:
+                charge["status"] = "authorized"
+                self.webhooks.announce("charge.authorized", charge)
+            return 200, dict(charge)
 
     def _declines_soft(self, amount: int) -> bool:
         with self.lock:
@@ -390,6 +463,9 @@ class Sandbox:
                 return 200, dict(charge)
             if action == "void" and charge["status"] == "authorized":
                 charge["status"] = "voided"
+                return 200, dict(charge)
+            if action == "void" and charge["status"] == "requires_action":
+                charge.update(status="canceled", next_action=None)  # its page answers no more
                 return 200, dict(charge)
         return 400, _error(
             "charge_unexpected_state", f"cannot {action} a {charge['status']} charge"
@@ -569,6 +645,21 @@ class Sandbox:
             ]
 
 
+def three_d_secure_page(charge: dict) -> str:
+    """The customer's authentication page of a charge: two buttons, succeed or fail."""
+    amount = f"{charge['amount']} {html.escape(str(charge['currency']))}"
+    action = f"/3ds/{html.escape(charge['id'])}/complete"
+    buttons = "".join(
+        f'<form method="post" action="{action}"><input type="hidden" name="result"'
+        f' value="{result}"><button type="submit">{label}</button></form>'
+        for result, label in (("succeed", "Complete authentication"), ("fail", "Fail it"))
+    )
+    return (
+        "<!doctype html><title>3-D Secure (sandbox)</title>"
+        f"<h1>3-D Secure test page</h1><p>Charge of {amount}.</p>{buttons}"
+    )
+
+
 def _error(code: str, message: str, **extra: str) -> dict:
     return {"error": {"code": code, "message": message, **extra}}
 
@@ -579,6 +670,7 @@ def make_handler(sandbox: Sandbox):
         # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm and
         # the client's delayed ACK add 40 ms to every answer.
         disable_nagle_algorithm = True
+        form_posted = False  # the request's body was the 3-D Secure page's form
 
         def log_message(self, format, *args):  # noqa: A002 - stdlib signature
             pass
@@ -592,14 +684,48 @@ def make_handler(sandbox: Sandbox):
             self.wfile.write(payload)
 
         def _body(self) -> dict:
+            """The JSON body; the 3-D Secure page's form when it is not JSON."""
             length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            self.form_posted = False
             try:
-                return json.loads(self.rfile.read(length) or b"{}")
+                return json.loads(raw or b"{}")
             except json.JSONDecodeError:
-                return {}
+                kind = self.headers.get("Content-Type") or ""
+                if not kind.startswith("application/x-www-form-urlencoded"):
+                    return {}
+            self.form_posted = True
+            return {k: v[0] for k, v in parse_qs(raw.decode(errors="replace")).items()}
+
+        def _page(self, status: int, page: str) -> None:
+            payload = page.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _three_d_secure_done(self, charge_id: str, body: dict) -> None:
+            """The customer's answer: JSON for a caller, the way back for the page's form."""
+            status, charge = sandbox.authenticate(charge_id, str(body.get("result")))
+            if status == 200 and self.form_posted:
+                if charge.get("return_url"):
+                    self.send_response(303)
+                    self.send_header("Location", charge["return_url"])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                return self._page(200, f"<p>Authentication {html.escape(charge['status'])}.</p>")
+            self._reply(status, charge)
 
         def do_GET(self):
             url = urlsplit(self.path)
+            parts = url.path.strip("/").split("/")
+            if len(parts) == 2 and parts[0] == "3ds":
+                status, charge = sandbox.lookup("charges", parts[1])
+                if status != 200 or charge["status"] != "requires_action":
+                    return self._page(404, "<p>Nothing to authenticate here.</p>")
+                return self._page(200, three_d_secure_page(charge))
             if url.path == "/v1/transactions":
                 return self._reply(*sandbox.transactions_page(parse_qs(url.query)))
             parts = url.path.strip("/").split("/")
@@ -627,6 +753,8 @@ def make_handler(sandbox: Sandbox):
             if self.path == "/_webhooks/flush":
                 return self._reply(200, {"sent": sandbox.webhooks.flush()})
             parts = self.path.strip("/").split("/")
+            if len(parts) == 3 and parts[0] == "3ds" and parts[2] == "complete":
+                return self._three_d_secure_done(parts[1], body)  # the customer, not the API
             if parts[:2] == ["_dashboard", "charges"] and len(parts) == 4:
                 return self._reply(*sandbox.dashboard(parts[2], parts[3], body))
             if parts[:2] == ["_dashboard", "disputes"] and parts[3:] == ["close"]:
@@ -666,6 +794,11 @@ def main() -> None:
         default=os.environ.get("SANDBOX_WEBHOOK_URL", ""),
         help="where events are announced (default $SANDBOX_WEBHOOK_URL; empty: nowhere)",
     )
+    parser.add_argument(
+        "--public-url",
+        default=os.environ.get("SANDBOX_PUBLIC_URL", ""),
+        help="where customers reach its 3-D Secure pages (default http://HOST:PORT)",
+    )
     args = parser.parse_args()
     # The secret from the environment only: a command line is visible to every local user.
     secret = (
@@ -673,7 +806,8 @@ def main() -> None:
         or os.environ.get("WEBHOOK_SANDBOX_SECRET", "").split(",")[0]
         or DEV_WEBHOOK_SECRET
     )
-    sandbox = Sandbox(args.webhook_url, secret)
+    public_url = args.public_url or f"http://{args.host}:{args.port}"
+    sandbox = Sandbox(args.webhook_url, secret, public_url=public_url.rstrip("/"))
     server = ThreadingHTTPServer((args.host, args.port), make_handler(sandbox))
     server.daemon_threads = True
     print(json.dumps({"event": "sandbox_psp_started", "port": args.port}), flush=True)

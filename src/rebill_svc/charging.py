@@ -2,9 +2,11 @@
 on the merchant's behalf: create and confirm a payment intent under the attempt's idempotency
 key, and read what happened as an Outcome.
 
-Only a decline is a failure that allows a new attempt. Anything else that is not a success
-(the PSP's answer was lost, the gateway was unreachable, the key is still in use by a request
-that may charge) is UNKNOWN: the same attempt is asked again later, under the same key."""
+Only a decline is a failure that allows a new attempt. A charge the PSP holds for the
+customer's authentication (3-D Secure) is ACTION_REQUIRED: neither paid nor declined. Anything
+else that is not a success (the PSP's answer was lost, the gateway was unreachable, the key is
+still in use by a request that may charge) is UNKNOWN: the same attempt is asked again later,
+under the same key."""
 
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ class ChargeRequest:
 def outcome_of(intent: gateway_pb2.PaymentIntent) -> ChargeResult:
     if intent.status == "succeeded":
         return ChargeResult(Outcome.SUCCEEDED, payment_intent=intent.id)
+    if intent.status == "requires_action":
+        return ChargeResult(Outcome.ACTION_REQUIRED, payment_intent=intent.id)
     error = intent.last_payment_error
     if intent.status == "requires_payment_method" and error.code:
         outcome = Outcome.DECLINED_HARD if error.type == "hard" else Outcome.DECLINED_SOFT

@@ -3,9 +3,13 @@ constraint, and at most one unsettled job per subscription, so a period can neve
 twice and periods are billed in order.
 
     scheduled ──(due on its clock)──▶ queued ──(a worker's lease)──▶ running ──▶ succeeded
-        ▲                               ▲                              │    └──▶ failed
-        └────── declined: next attempt ─┼──────────────────────────────┘
+        ▲                               ▲                              │    ├──▶ failed
+        └────── declined: next attempt ─┼──────────────────────────────┘    └──▶ requires_action
                                         └── lease expired (dead worker, unknown outcome)
+
+requires_action: the PSP waits for the customer's authentication (3-D Secure); the merchant is
+told (rebill.action_required) and brings the customer to the payment intent. It is settled
+like succeeded and failed: the period is not retried, and the next one renews on time.
 
 Every transition is one transaction with its audit row and outbox rows (events, and the
 message that hands the job to a worker). A worker's writes are fenced by its lease: one that
@@ -174,6 +178,14 @@ _STALE = text(
 )
 
 
+# The event of each status a settle ends a job in.
+_JOB_EVENTS = {
+    "succeeded": "rebill.succeeded",
+    "failed": "rebill.failed",
+    "requires_action": "rebill.action_required",
+}
+
+
 # A worker's outcome, all of it in one statement (autocommit: its own transaction, one round
 # trip): the subscription's row locked first, so that a merchant's cancel, pause or resume
 # either lands before this settle or waits for it; nothing else happens unless the status it
@@ -204,7 +216,8 @@ _SETTLE = text(
         attempt_runs = CASE WHEN CAST(:next_attempt AS integer) IS NULL THEN attempt_runs
           ELSE 0 END,
         due_at = CASE WHEN CAST(:next_attempt AS integer) IS NULL THEN due_at
-          ELSE CAST(:next_attempt_at AS timestamptz) END
+          ELSE CAST(:next_attempt_at AS timestamptz) END,
+        payment_intent = coalesce(nullif(CAST(:payment_intent AS varchar), ''), payment_intent)
       WHERE id = CAST(:job_id AS varchar) AND lease_owner = CAST(:owner AS varchar)
         AND status = 'running'
         AND (CAST(:decided_on AS varchar) IS NULL
@@ -590,19 +603,18 @@ class JobStore:
         merchant's audit chains until the commit, so the lock is held for the server's work
         only, never across a round trip to a busy client."""
         job = claimed.job
-        final = after.job_status in ("succeeded", "failed")
+        job_event_type = _JOB_EVENTS.get(after.job_status)
+        final = job_event_type is not None
         update_subscription = after.subscription_status is not None or after.job_status != "running"
         # Both events carry their object's row as this settle leaves it (see _SETTLE).
         job_event = (
             event_values(
-                event_type="rebill.succeeded"
-                if after.job_status == "succeeded"
-                else "rebill.failed",
+                event_type=job_event_type,
                 aggregate_type="rebill_job",
                 aggregate_id=job.id,
                 payload={},
             )
-            if final
+            if job_event_type is not None
             else None
         )
         subscription_event = (

@@ -150,7 +150,9 @@ class JobRunner:
             JOBS_FAILED.labels("lease_lost").inc()
             return
         JOBS_PROCESSED.labels(result.outcome.value).inc()
-        if result.outcome != Outcome.SUCCEEDED:
+        if result.outcome not in (Outcome.SUCCEEDED, Outcome.ACTION_REQUIRED):
+            # A charge waiting for its customer is no failure (nor an alert): it is told to
+            # the merchant as rebill.action_required.
             JOBS_FAILED.labels(result.outcome.value).inc()
         log.info(
             "rebill_attempt",

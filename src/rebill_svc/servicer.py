@@ -82,6 +82,7 @@ def renewal_message(row) -> rebill_pb2.Renewal:
         attempt=row.attempt,
         created=timestamp(row.created_at),
         livemode=row.livemode,
+        payment_intent=row.payment_intent or "",
     )
 
 

@@ -87,6 +87,7 @@ rebill_jobs = Table(
     Column("attempt_runs", Integer, nullable=False, server_default="0"),  # starts of `attempt`
     # The card `attempt` charges, fixed at its first start (NULL: not started yet).
     Column("payment_method", String(40)),
+    Column("payment_intent", String(40)),  # of the latest attempt
     set_now("created_at"),
     set_now("updated_at"),
 )

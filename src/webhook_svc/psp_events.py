@@ -1,6 +1,7 @@
 """The PSPs' webhook events read into the facts the gateway applies (PspEventService): a
-capture, a refund or a dispute of a payment, named by the PSP's reference of it. What cannot
-be read into a fact is not guessed at: it is recorded and ignored, with its reason."""
+capture, a refund or a dispute of a payment, or how its customer's authentication (3-D Secure)
+ended, named by the PSP's reference of it. What cannot be read into a fact is not guessed at:
+it is recorded and ignored, with its reason."""
 
 from __future__ import annotations
 
@@ -98,6 +99,22 @@ def _disputed(psp, event, reference, dispute: dict) -> Parsed:
     return Parsed([_request(psp, event, reference, disputed=disputed)])
 
 
+def _authorized(psp, event, reference, amount, currency, attempt_key="") -> Parsed:
+    if not reference:
+        return Parsed(ignored="no_payment_reference")
+    if amount is None:
+        return Parsed(ignored="no_amount")
+    authorized = psp_events_pb2.Authorized(amount_capturable=amount, currency=currency)
+    return Parsed([_request(psp, event, reference, attempt_key, authorized=authorized)])
+
+
+def _authentication_failed(psp, event, reference, code: str, attempt_key="") -> Parsed:
+    if not reference:
+        return Parsed(ignored="no_payment_reference")
+    failed = psp_events_pb2.AuthenticationFailed(code=code)
+    return Parsed([_request(psp, event, reference, attempt_key, authentication_failed=failed)])
+
+
 # --- the sandbox PSP (paymesh.sandbox_psp) ---------------------------------------------------
 
 
@@ -116,8 +133,31 @@ def _sandbox_dispute(psp, event, dispute):
     return _disputed(psp, event, _text(dispute.get("charge")), dispute)
 
 
+def _sandbox_authorized(psp, event, charge):
+    return _authorized(
+        psp,
+        event,
+        _text(charge.get("id")),
+        _amount(charge.get("amount")),
+        _text(charge.get("currency")),
+        _text(charge.get("idempotency_key")),
+    )
+
+
+def _sandbox_failed(psp, event, charge):
+    return _authentication_failed(
+        psp,
+        event,
+        _text(charge.get("id")),
+        _text(charge.get("failure_code")),
+        _text(charge.get("idempotency_key")),
+    )
+
+
 _SANDBOX = {
     "charge.captured": _sandbox_captured,
+    "charge.authorized": _sandbox_authorized,
+    "charge.failed": _sandbox_failed,
     "charge.refunded": lambda psp, event, refund: _refunded(
         psp, event, _text(refund.get("charge")), refund
     ),
@@ -145,6 +185,31 @@ def _stripe_intent_succeeded(psp, event, intent):
     return _captured(
         psp, event, _text(intent.get("id")), amount, _text(intent.get("currency")), attempt_key
     )
+
+
+def _stripe_capturable(psp, event, intent):
+    """A manual-capture PaymentIntent the customer authenticated: it holds the amount now."""
+    if intent.get("status") != "requires_capture":
+        return Parsed(ignored="not_authorized")
+    attempt_key = _text((intent.get("metadata") or {}).get("paymesh_attempt"))
+    return _authorized(
+        psp,
+        event,
+        _text(intent.get("id")),
+        _amount(intent.get("amount_capturable")),
+        _text(intent.get("currency")),
+        attempt_key,
+    )
+
+
+def _stripe_payment_failed(psp, event, intent):
+    """Only a failed authentication is a fact here: a decline is the authorization's own
+    answer, recorded when it came."""
+    code = _text((intent.get("last_payment_error") or {}).get("code"))
+    if code != "payment_intent_authentication_failure":
+        return Parsed(ignored="not_an_authentication_failure")
+    attempt_key = _text((intent.get("metadata") or {}).get("paymesh_attempt"))
+    return _authentication_failed(psp, event, _text(intent.get("id")), code, attempt_key)
 
 
 def _stripe_charge_captured(psp, event, charge):
@@ -182,6 +247,8 @@ def _stripe_dispute(psp, event, dispute):
 
 _STRIPE = {
     "payment_intent.succeeded": _stripe_intent_succeeded,
+    "payment_intent.amount_capturable_updated": _stripe_capturable,
+    "payment_intent.payment_failed": _stripe_payment_failed,
     "charge.captured": _stripe_charge_captured,
     "charge.refunded": _stripe_charge_refunded,
     "refund.created": _stripe_refund,

@@ -13,6 +13,7 @@ EVENT_TYPES = frozenset(
     {
         "payment_intent.created",
         "payment_intent.requires_capture",
+        "payment_intent.requires_action",
         "payment_intent.succeeded",
         "payment_intent.payment_failed",
         "payment_intent.canceled",
@@ -31,6 +32,7 @@ EVENT_TYPES = frozenset(
         "subscription.canceled",
         "rebill.succeeded",
         "rebill.failed",
+        "rebill.action_required",
         "webhook_endpoint.disabled",
     }
 )

@@ -36,6 +36,7 @@ CHECKED_BY = {
     "payment_intent.succeeded": "test_payment_intent_events",
     "payment_intent.payment_failed": "test_payment_intent_events",
     "payment_intent.canceled": "test_payment_intent_events",
+    "payment_intent.requires_action": "test_three_d_secure_events",
     "refund.created": "test_refund_events",
     "refund.succeeded": "test_refund_events",
     "refund.failed": "test_refund_events",
@@ -47,6 +48,7 @@ CHECKED_BY = {
     "subscription.canceled": "test_subscription_and_renewal_events",
     "rebill.succeeded": "test_subscription_and_renewal_events",
     "rebill.failed": "test_subscription_and_renewal_events",
+    "rebill.action_required": "test_three_d_secure_events",
     "webhook_endpoint.disabled": "test_webhook_endpoint_events",
     "charge.dispute.created": "test_dispute_events",
     "charge.dispute.updated": "test_dispute_events",
@@ -274,6 +276,28 @@ def test_subscription_and_renewal_events(hooks):
     watch.check("rebill.succeeded", watch.get(f"/v1/renewals/{paid['id']}"))
     [failed] = watch.objects("rebill.failed", subscription=lost["id"])
     watch.check("rebill.failed", watch.get(f"/v1/renewals/{failed['id']}"))
+
+
+def test_three_d_secure_events(hooks):
+    watch = Watched(hooks, "customer-action")
+    card = tokenize(watch.mesh, watch.merchant, cards.THREE_D_SECURE).body["id"]
+    waiting = watch.post(
+        "/v1/payment_intents",
+        {"amount": 2500, "currency": "usd", "payment_method": card, "confirm": True},
+    )
+    shown_waiting = watch.get(f"/v1/payment_intents/{waiting['id']}")
+    assert shown_waiting["status"] == "requires_action"
+    watch.check("payment_intent.requires_action", shown_waiting)
+
+    # A renewal whose charge needs the customer: its first period, charged at creation.
+    subscribed = watch.post(
+        "/v1/subscriptions",
+        {"payment_method": card, "amount": 1900, "currency": "usd", "interval": "month"},
+    )
+    [asked] = watch.objects("rebill.action_required", subscription=subscribed["id"])
+    shown_asked = watch.get(f"/v1/renewals/{asked['id']}")
+    assert shown_asked["status"] == "requires_action" and shown_asked["payment_intent"]
+    watch.check("rebill.action_required", shown_asked)
 
 
 def test_dispute_events(hooks):

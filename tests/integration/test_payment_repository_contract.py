@@ -237,6 +237,61 @@ def test_a_pending_operation_is_settled_only_under_its_own_key(run):
     run(scenario)
 
 
+def test_an_intent_waiting_for_its_customer_keeps_its_page_and_is_settled_only_as_answered(run):
+    async def scenario(repository, probe):
+        owner = merchant()
+        stored = await insert(
+            repository,
+            owner,
+            status=IntentStatus.PROCESSING,
+            attempt_key="a1",
+            return_url="https://shop.example/back",
+            pending_operation=Pending.AUTHORIZE,
+            pending_key="a1",
+            pending_since=datetime.now(UTC) - timedelta(minutes=5),
+        )
+        waiting = await repository.change_intent(
+            IntentChange(
+                stored,
+                {
+                    "status": IntentStatus.REQUIRES_ACTION,
+                    "psp_reference": "ch_1",
+                    "next_action_url": "https://psp.example/3ds/ch_1",
+                    "pending_operation": None,
+                    "pending_key": None,
+                    "pending_since": None,
+                },
+                statuses=sources(Action.ACTION_REQUIRED),
+                attempt_key="a1",
+                audits=[("api", "confirm", "requires_action", {})],
+                event="payment_intent.requires_action",
+            )
+        )
+        captured = IntentChange(
+            waiting, {"status": IntentStatus.SUCCEEDED}, statuses=sources(Action.CAPTURE)
+        )
+
+        read = await repository.intent(stored.id, owner)
+        assert read.next_action == {
+            "type": "redirect_to_url",
+            "redirect_to_url": {
+                "url": "https://psp.example/3ds/ch_1",
+                "return_url": "https://shop.example/back",
+            },
+        }
+        assert stored.id not in [i.id for i in await repository.pending_intents(0)]
+        assert await repository.change_intent(captured) is None  # never captured
+        answered = await repository.change_intent(succeed(read))
+        assert (answered.status, answered.next_action) == (IntentStatus.SUCCEEDED, None)
+        assert probe.events(stored.id) == [
+            "payment_intent.created",
+            "payment_intent.requires_action",
+            "payment_intent.succeeded",
+        ]
+
+    run(scenario)
+
+
 def test_a_key_is_bound_to_its_object_and_done_when_the_outcome_is_recorded(run):
     async def scenario(repository, probe):
         owner = merchant()

@@ -5,11 +5,19 @@ after the request went out, and any answer we cannot read, is an `OutcomeUnknown
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 import pytest
 
-from gateway_svc.domain.outcomes import NotProcessed, OutcomeUnknown, PspDeclined
+from gateway_svc.domain.outcomes import (
+    AuthenticationFailed,
+    Authorization,
+    CustomerActionRequired,
+    NotProcessed,
+    OutcomeUnknown,
+    PspDeclined,
+)
 from gateway_svc.psp.connectors import SandboxConnector, StripeConnector, _env_proxy
 
 pytestmark = pytest.mark.integration
@@ -116,6 +124,89 @@ def test_a_decline_and_an_authorization_are_read_as_such():
     assert isinstance(declined, PspDeclined) and declined.decline_code == "insufficient_funds"
     authorized, _ = run_against(OK)
     assert authorized.reference == "ch_1" and not authorized.captured
+
+
+def stripe_intent(status: str, **fields) -> bytes:
+    return http_answer("200 OK", json.dumps({"id": "pi_1", "status": status, **fields}).encode())
+
+
+PAGE = "https://hooks.stripe.com/3d_secure_2/authenticate/pi_1"
+
+
+@pytest.mark.parametrize(
+    ("connector_class", "answer", "expected"),
+    [
+        (StripeConnector, stripe_intent("succeeded"), Authorization("pi_1", True)),
+        (StripeConnector, stripe_intent("requires_capture"), Authorization("pi_1", False)),
+        (
+            StripeConnector,
+            stripe_intent(
+                "requires_action",
+                next_action={"type": "redirect_to_url", "redirect_to_url": {"url": PAGE}},
+            ),
+            CustomerActionRequired("stripe", "pi_1", PAGE),
+        ),
+        (  # localstripe's: Stripe.js's action with no page, completed by its own call
+            StripeConnector,
+            stripe_intent(
+                "requires_action",
+                client_secret="pi_1_secret_x",  # noqa: S106 - a test value
+                next_action={"type": "use_stripe_sdk", "use_stripe_sdk": {"stripe_js": ""}},
+            ),
+            CustomerActionRequired(
+                "stripe",
+                "pi_1",
+                "/v1/payment_intents/pi_1/_authenticate?client_secret=pi_1_secret_x",
+            ),
+        ),
+        (
+            StripeConnector,
+            stripe_intent(
+                "requires_payment_method",
+                last_payment_error={"code": "payment_intent_authentication_failure"},
+            ),
+            AuthenticationFailed(),
+        ),
+        (StripeConnector, stripe_intent("processing"), OutcomeUnknown("stripe: processing")),
+        (
+            SandboxConnector,
+            http_answer(
+                "200 OK",
+                b'{"id": "ch_1", "status": "requires_action", "next_action": {"type":'
+                b' "redirect_to_url", "redirect_to_url": {"url": "http://sandbox/3ds/ch_1"}}}',
+            ),
+            CustomerActionRequired("sandbox", "ch_1", "http://sandbox/3ds/ch_1"),
+        ),
+        (
+            SandboxConnector,
+            http_answer("200 OK", b'{"id": "ch_1", "status": "failed"}'),
+            AuthenticationFailed(),
+        ),
+    ],
+    ids=[
+        "stripe-succeeded",
+        "stripe-requires-capture",
+        "stripe-redirect",
+        "localstripe-sdk",
+        "stripe-authentication-failed",
+        "stripe-processing",
+        "sandbox-redirect",
+        "sandbox-authentication-failed",
+    ],
+)
+def test_a_payment_is_read_as_what_it_holds_or_what_it_waits_for(connector_class, answer, expected):
+    outcome, _ = run_against(answer, connector_class)
+
+    assert type(outcome) is type(expected)
+    if isinstance(expected, Authorization):
+        assert outcome == expected
+    elif isinstance(expected, CustomerActionRequired):
+        assert (outcome.psp, outcome.reference) == (expected.psp, expected.reference)
+        assert outcome.url.endswith(expected.url)  # localstripe's: on its own API base
+    elif isinstance(expected, AuthenticationFailed):
+        assert outcome.as_payment_error()["code"] == "payment_intent_authentication_failure"
+    else:
+        assert not outcome.psp_at_fault  # a payment still moving is no failure of the PSP
 
 
 def test_a_psp_base_with_a_path_is_refused_at_start():

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rebill_svc.domain.dunning import (
+    AwaitCustomer,
     FinalStatus,
     GiveUp,
     Outcome,
@@ -53,6 +54,15 @@ def test_an_unknown_outcome_starts_nothing_and_a_success_pays_the_period():
     policy = RetryPolicy()
     assert next_step(policy, 2, Outcome.UNKNOWN, FIRST, no_jitter) == WaitForOutcome()
     assert next_step(policy, 2, Outcome.SUCCEEDED, FIRST, no_jitter) == Paid()
+
+
+@pytest.mark.parametrize("attempt", [1, 5])
+def test_a_charge_that_needs_the_customer_waits_for_them_and_never_ends_dunning(attempt):
+    # Even the budget's last attempt: asking for 3-D Secure is not a decline.
+    policy = RetryPolicy(final_status=FinalStatus.CANCELED)
+    assert next_step(policy, attempt, Outcome.ACTION_REQUIRED, FIRST, no_jitter) == (
+        AwaitCustomer()
+    )
 
 
 def test_an_attempt_beyond_a_shrunk_budget_still_counts_and_is_the_last():
@@ -103,5 +113,5 @@ def test_any_run_of_outcomes_stays_within_the_budget_in_order_and_never_beside_a
             assert step.at > last_at  # jitter never reorders the schedule
             attempt, last_at = step.attempt, step.at
             continue
-        assert isinstance(step, Paid | GiveUp)
+        assert isinstance(step, Paid | GiveUp | AwaitCustomer)
         break

@@ -11,17 +11,24 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from gateway_svc.domain.models import NewIntent
-from gateway_svc.domain.outcomes import Authorization, NotProcessed, OutcomeUnknown, PspDeclined
+from gateway_svc.domain.outcomes import (
+    AuthenticationFailed,
+    Authorization,
+    CustomerActionRequired,
+    NotProcessed,
+    OutcomeUnknown,
+    PspDeclined,
+)
 from gateway_svc.domain.status import IntentStatus
 from gateway_svc.memory_repository import InMemoryPaymentRepository
-from gateway_svc.payments import authorize, capture, recovery
+from gateway_svc.payments import authorize, cancel, capture, recovery
 from gateway_svc.payments.context import OutcomePending, Payments, for_keyless
 from gateway_svc.psp.breaker import BreakerPolicy
 from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.psp.routing import PspRouter, RetryPolicy, make_breaker
 from gateway_svc.repository import KeyRef
 from paymesh.platform.callers import Merchant
-from paymesh.platform.problems import NotFound
+from paymesh.platform.problems import FailedPrecondition, NotFound
 
 MERCHANT = Merchant("acct_unit", False)
 
@@ -30,9 +37,13 @@ class ScriptedPsp:
     """A PSP that answers from a script, one answer per call (the last one repeats), and
     remembers every key it was called with."""
 
-    def __init__(self, name: str, authorize=(), capture=(), found=None):
+    def __init__(self, name: str, authorize=(), capture=(), found=None, retrieve=()):
         self.name = name
-        self.scripts = {"authorize": list(authorize), "capture": list(capture)}
+        self.scripts = {
+            "authorize": list(authorize),
+            "capture": list(capture),
+            "retrieve": list(retrieve),
+        }
         self.found = found
         self.calls: list[tuple[str, str]] = []
         self.voided: list[str] = []
@@ -44,9 +55,13 @@ class ScriptedPsp:
             raise answer
         return answer
 
-    async def authorize(self, *, card, amount, currency, capture, idempotency_key):
+    async def authorize(self, *, card, amount, currency, capture, idempotency_key, return_url=""):
         self.calls.append(("authorize", idempotency_key))
         return self._next("authorize")
+
+    async def retrieve(self, reference):
+        self.calls.append(("retrieve", reference))
+        return self._next("retrieve")
 
     async def capture(self, reference, amount, idempotency_key):
         self.calls.append(("capture", idempotency_key))
@@ -60,6 +75,8 @@ class ScriptedPsp:
         return "rf_1"
 
     async def find(self, idempotency_key):
+        if isinstance(self.found, Exception):
+            raise self.found
         return self.found
 
 
@@ -79,9 +96,142 @@ def payments_with(*psps: ScriptedPsp) -> tuple[Payments, InMemoryPaymentReposito
     return Payments(repository, router, CardTokens(Vault(), repository)), repository
 
 
-def create(payments: Payments, key: KeyRef | None = None, manual: bool = False):
-    new = NewIntent(1000, "usd", "pm_1", "manual" if manual else "automatic", True, "", {})
+def create(payments: Payments, key: KeyRef | None = None, manual: bool = False, **fields):
+    new = NewIntent(
+        1000, "usd", "pm_1", "manual" if manual else "automatic", True, "", {}, **fields
+    )
     return asyncio.run(authorize.create(payments, MERCHANT, new, key))
+
+
+# --- 3-D Secure: the PSP needs the customer ------------------------------------------------
+
+PAGE = "https://psp.example/3ds/ch_1"
+
+
+def waiting(psp: str = "sandbox") -> CustomerActionRequired:
+    return CustomerActionRequired(psp, "ch_1", PAGE)
+
+
+def test_a_psp_that_needs_the_customer_leaves_the_intent_waiting_never_captured_nor_swept():
+    sandbox = ScriptedPsp("sandbox", authorize=[waiting()])
+    stripe = ScriptedPsp("stripe", authorize=[Authorization("pi_s", True)])
+    payments, repository = payments_with(sandbox, stripe)
+
+    intent = create(payments, return_url="https://shop.example/back")
+    swept = asyncio.run(recovery.recover(payments, older_than_seconds=0))  # every pending one
+
+    assert (intent.status, intent.psp, intent.psp_reference) == (
+        "requires_action",
+        "sandbox",
+        "ch_1",
+    )
+    assert intent.pending_operation is None and swept == 0
+    assert intent.next_action == {
+        "type": "redirect_to_url",
+        "redirect_to_url": {"url": PAGE, "return_url": "https://shop.example/back"},
+    }
+    assert stripe.calls == []  # an answer: no failover
+    with pytest.raises(FailedPrecondition) as refused:
+        asyncio.run(capture.capture(payments, MERCHANT, intent.id, 0, None))
+    assert refused.value.reason == "payment_intent_unexpected_state"
+    assert [c[0] for c in sandbox.calls] == ["authorize"]
+    assert [e.type for e in repository.events if e.aggregate_id == intent.id] == [
+        "payment_intent.created",
+        "payment_intent.requires_action",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ended", "status", "received", "capturable"),
+    [
+        (Authorization("ch_1", True), "succeeded", 1000, 0),
+        (Authorization("ch_1", False), "requires_capture", 0, 1000),
+    ],
+)
+def test_a_later_confirm_asks_the_psp_how_it_ended_and_never_authorizes_again(
+    ended, status, received, capturable
+):
+    sandbox = ScriptedPsp("sandbox", authorize=[waiting()], retrieve=[waiting(), ended])
+    payments, repository = payments_with(sandbox)
+    intent = create(payments)
+
+    still = asyncio.run(authorize.confirm(payments, MERCHANT, intent.id, "", None))
+    done = asyncio.run(authorize.confirm(payments, MERCHANT, intent.id, "", None))
+
+    assert (still.status, still.next_action["redirect_to_url"]["url"]) == ("requires_action", PAGE)
+    assert (done.status, done.amount_received, done.amount_capturable) == (
+        status,
+        received,
+        capturable,
+    )
+    assert done.next_action is None
+    assert (
+        sandbox.calls
+        == [("authorize", f"{intent.attempt_key}:sandbox")] + [("retrieve", "ch_1")] * 2
+    )
+
+
+def test_a_confirm_waiting_for_its_customer_cannot_change_what_the_psp_was_given():
+    sandbox = ScriptedPsp("sandbox", authorize=[waiting()], retrieve=[Authorization("ch_1", True)])
+    payments, _ = payments_with(sandbox)
+    intent = create(payments, return_url="https://shop.example/back")
+
+    for change in ({"payment_method": "pm_2"}, {"return_url": "https://shop.example/other"}):
+        with pytest.raises(FailedPrecondition) as refused:
+            asyncio.run(
+                authorize.confirm(
+                    payments,
+                    MERCHANT,
+                    intent.id,
+                    change.get("payment_method", ""),
+                    None,
+                    change.get("return_url", ""),
+                )
+            )
+        assert refused.value.reason == "payment_intent_unexpected_state"
+        assert next(iter(change)) in refused.value.message
+    assert [c[0] for c in sandbox.calls] == ["authorize"]  # the PSP was not asked
+
+
+def test_a_failed_authentication_needs_a_payment_method_again():
+    sandbox = ScriptedPsp("sandbox", authorize=[waiting()], retrieve=[AuthenticationFailed()])
+    payments, _ = payments_with(sandbox)
+    intent = create(payments)
+
+    failed = asyncio.run(authorize.confirm(payments, MERCHANT, intent.id, "", None))
+
+    assert failed.status == "requires_payment_method"
+    assert failed.last_payment_error["code"] == "payment_intent_authentication_failure"
+    assert failed.last_payment_error["type"] == "soft"
+
+
+def test_a_canceled_intent_waiting_for_its_customer_is_voided_at_the_psp():
+    sandbox = ScriptedPsp("sandbox", authorize=[waiting()])
+    payments, _ = payments_with(sandbox)
+    intent = create(payments)
+
+    canceled = asyncio.run(cancel.cancel(payments, MERCHANT, intent.id, None))
+
+    assert canceled.status == "canceled"
+    assert sandbox.voided == ["ch_1"]
+
+
+def test_the_sweep_records_an_attempt_the_psp_holds_for_its_customer_as_requires_action():
+    sandbox = ScriptedPsp("sandbox", authorize=[OutcomeUnknown("timeout")], found=waiting())
+    payments, repository = payments_with(sandbox)
+    intent = create(payments)
+    repository.intents[intent.id] = intent.replace(
+        pending_since=datetime.now(UTC) - timedelta(minutes=5)
+    )
+
+    asyncio.run(recovery.recover(payments, older_than_seconds=60))
+
+    settled = repository.intents[intent.id]
+    assert (settled.status, settled.psp_reference, settled.pending_operation) == (
+        "requires_action",
+        "ch_1",
+        None,
+    )
 
 
 def test_an_unknown_outcome_is_answered_as_processing_and_never_failed_over():

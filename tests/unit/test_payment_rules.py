@@ -22,6 +22,16 @@ LEGAL = {
     (S.REQUIRES_PAYMENT_METHOD, A.AUTHORIZED): S.REQUIRES_CAPTURE,
     (S.REQUIRES_PAYMENT_METHOD, A.CHARGED): S.SUCCEEDED,
     (S.PROCESSING, A.DECLINED): S.REQUIRES_PAYMENT_METHOD,
+    # The PSP needs the customer (3-D Secure); a late answer of a given-up attempt is adopted
+    # like a late authorization.
+    (S.PROCESSING, A.ACTION_REQUIRED): S.REQUIRES_ACTION,
+    (S.REQUIRES_CONFIRMATION, A.ACTION_REQUIRED): S.REQUIRES_ACTION,
+    (S.REQUIRES_PAYMENT_METHOD, A.ACTION_REQUIRED): S.REQUIRES_ACTION,
+    # How the customer's authentication ended, as the PSP tells (never a capture of it).
+    (S.REQUIRES_ACTION, A.AUTHORIZED): S.REQUIRES_CAPTURE,
+    (S.REQUIRES_ACTION, A.CHARGED): S.SUCCEEDED,
+    (S.REQUIRES_ACTION, A.DECLINED): S.REQUIRES_PAYMENT_METHOD,
+    (S.REQUIRES_ACTION, A.CANCEL): S.CANCELED,
     (S.PROCESSING, A.NOT_PROCESSED): S.REQUIRES_CONFIRMATION,
     (S.REQUIRES_CAPTURE, A.CAPTURE): S.SUCCEEDED,
     (S.REQUIRES_PAYMENT_METHOD, A.CANCEL): S.CANCELED,
@@ -83,6 +93,29 @@ def test_the_table_has_no_move_the_test_does_not_know():
     assert written == LEGAL
 
 
+@pytest.mark.parametrize(
+    ("return_url", "confirm", "reason"),
+    [
+        ("https://shop.example/orders/1?back=1", True, None),
+        ("http://localhost:3000/back", True, None),
+        ("https://shop.example/back", False, "needs_confirm"),
+        ("/relative/back", True, "invalid_url"),
+        ("javascript:alert(1)", True, "invalid_url"),
+        ("https://shop.example/a b", True, "invalid_url"),
+        ("https://shop.example/" + "x" * rules.RETURN_URL_MAX, True, "invalid_url"),
+        ("https://shop.example/?card=4242424242424242", True, "card_number_in_free_text"),
+    ],
+)
+def test_a_return_url_is_an_absolute_web_address_given_with_confirm(return_url, confirm, reason):
+    fields = {"return_url": return_url, "confirm": confirm, "payment_method": "pm_1"}
+    if reason is None:
+        validate(**fields)
+        return
+    with pytest.raises(InvalidArgument) as raised:
+        validate(**fields)
+    assert [(v.field, v.reason) for v in raised.value.violations] == [("return_url", reason)]
+
+
 def test_capture_takes_all_unless_less_is_asked_and_never_more():
     assert rules.capture_amount(0, 700) == 700
     assert rules.capture_amount(300, 700) == 300
@@ -100,3 +133,11 @@ def test_refunds_never_exceed_what_was_captured():
     with pytest.raises(FailedPrecondition) as raised:
         rules.refund_amount(0, received=600, refunded=600, reason="")
     assert raised.value.reason == "charge_already_refunded"
+
+
+def test_an_intent_waiting_for_its_customer_is_never_captured_confirmed_anew_or_refunded():
+    for action in (A.CAPTURE, A.CONFIRM, A.REFUND, A.NOT_PROCESSED):
+        with pytest.raises(FailedPrecondition) as raised:
+            move("pi_1", "requires_action", action)
+        assert raised.value.reason == "payment_intent_unexpected_state"
+        assert "requires_action" not in sources(action)

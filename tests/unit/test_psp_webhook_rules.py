@@ -99,6 +99,37 @@ def test_a_capture_report(state, captured, expected):
     assert (decision.outcome, decision.reason) == expected
 
 
+WAITING = intent(
+    status="requires_action", capture_method="automatic", amount_capturable=0, psp_reference="ch_1"
+)
+
+
+@pytest.mark.parametrize(
+    ("state", "kind", "amount", "expected"),
+    [
+        # How the customer's authentication ended, as the PSP reports it.
+        (WAITING, "capture", 1000, ("applied", "")),
+        (WAITING, "capture", 999, ("ignored", "amount_mismatch")),
+        (WAITING, "authorized", 1000, ("applied", "")),
+        (WAITING, "authorized", 10, ("ignored", "amount_mismatch")),
+        (WAITING, "failed", 0, ("applied", "")),
+        (WAITING.replace(pending_operation="void"), "failed", 0, ("retry_later", "void_in_flight")),
+        # The merchant's confirm asked the PSP first and recorded it.
+        (intent(), "authorized", 1000, ("already_applied", "")),
+        (SUCCEEDED, "authorized", 1000, ("already_applied", "")),
+        (intent(status="requires_payment_method"), "failed", 0, ("already_applied", "")),
+        (SUCCEEDED, "failed", 0, ("ignored", "unexpected_state")),
+        (intent(status="processing"), "failed", 0, ("retry_later", "authorization_in_flight")),
+    ],
+)
+def test_an_authentication_report(state, kind, amount, expected):
+    if kind == "capture":
+        decision = rules.capture(state, amount, "usd")
+    else:
+        decision = rules.authentication_ended(state, kind, amount, "usd")
+    assert (decision.outcome, decision.reason) == expected
+
+
 def refund(status: str, amount: int = 300, reference: str | None = "rf_1") -> Refund:
     return Refund("re_1", "acct_1", False, "pi_1", amount, "usd", status, psp_reference=reference)
 
@@ -158,6 +189,52 @@ def test_events_are_read_into_facts_or_ignored_with_a_reason():
         psp_events.parse("sandbox", event("charge.captured", {"id": "ch_1"})).ignored == "no_amount"
     )
     assert psp_events.parse("sandbox", {"id": "e", "type": "x"}).ignored == "no_object"
+
+
+def test_the_end_of_a_customers_authentication_is_read_from_both_psps():
+    def event(event_type, obj):
+        return {"id": "evt_1", "type": event_type, "created": 1, "data": {"object": obj}}
+
+    charge = {"id": "ch_1", "amount": 700, "currency": "usd", "idempotency_key": "pi_1:ab:sandbox"}
+    [authorized] = psp_events.parse("sandbox", event("charge.authorized", charge)).facts
+    [failed] = psp_events.parse(
+        "sandbox", event("charge.failed", {**charge, "failure_code": "authentication_failed"})
+    ).facts
+    stripe_intent = {
+        "id": "pi_s",
+        "status": "requires_capture",
+        "amount_capturable": 700,
+        "currency": "usd",
+        "metadata": {"paymesh_attempt": "pi_1:ab:stripe"},
+    }
+    [capturable] = psp_events.parse(
+        "stripe", event("payment_intent.amount_capturable_updated", stripe_intent)
+    ).facts
+    failure = {**stripe_intent, "status": "requires_payment_method"}
+    [stripe_failed] = psp_events.parse(
+        "stripe",
+        event(
+            "payment_intent.payment_failed",
+            {**failure, "last_payment_error": {"code": "payment_intent_authentication_failure"}},
+        ),
+    ).facts
+    declined = psp_events.parse(
+        "stripe",
+        event(
+            "payment_intent.payment_failed",
+            {**failure, "last_payment_error": {"code": "card_declined"}},
+        ),
+    )
+
+    assert (authorized.psp_reference, authorized.authorized.amount_capturable) == ("ch_1", 700)
+    assert authorized.attempt_key == "pi_1:ab:sandbox"
+    assert (failed.WhichOneof("fact"), failed.authentication_failed.code) == (
+        "authentication_failed",
+        "authentication_failed",
+    )
+    assert (capturable.psp_reference, capturable.authorized.amount_capturable) == ("pi_s", 700)
+    assert stripe_failed.WhichOneof("fact") == "authentication_failed"
+    assert declined.ignored == "not_an_authentication_failure"  # the answer recorded it
 
 
 @pytest.mark.parametrize("created", [10**15, -(10**12), 2**63, -1, 253402300800])

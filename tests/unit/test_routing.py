@@ -10,6 +10,7 @@ import pytest
 
 from gateway_svc.domain.outcomes import (
     Authorization,
+    CustomerActionRequired,
     NotProcessed,
     OutcomeUnknown,
     PspDeclined,
@@ -25,7 +26,7 @@ class FakeConnector:
         self.outcomes = outcomes  # consumed one per call; the last one repeats
         self.keys: list[str] = []
 
-    async def authorize(self, *, card, amount, currency, capture, idempotency_key):
+    async def authorize(self, *, card, amount, currency, capture, idempotency_key, return_url=""):
         self.keys.append(idempotency_key)
         outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
         if isinstance(outcome, Exception):
@@ -111,6 +112,19 @@ def test_an_open_breaker_skips_its_psp_without_a_call():
     assert len(sandbox.keys) == calls
 
 
+def test_a_psp_that_needs_the_customer_ends_the_route_no_retry_no_failover():
+    waiting = CustomerActionRequired("sandbox", "ch_1", "http://psp/3ds/ch_1")
+    sandbox = FakeConnector("sandbox", [waiting])
+    stripe = FakeConnector("stripe", [Authorization("pi_s", True)])
+
+    with pytest.raises(CustomerActionRequired) as raised:
+        authorize(router(sandbox, stripe), ["sandbox", "stripe"])
+
+    assert (raised.value.reference, raised.value.url) == ("ch_1", "http://psp/3ds/ch_1")
+    assert sandbox.keys == ["pi_1:abc:sandbox"]
+    assert stripe.keys == []
+
+
 def test_nothing_available_says_so():
     sandbox = FakeConnector("sandbox", [NotProcessed("connection refused")])
 
@@ -161,6 +175,7 @@ def test_an_unknown_outcome_that_trips_the_breaker_is_still_unknown():
     "not_the_psps_fault",
     [
         PspDeclined("generic_decline", "declined", "hard"),
+        CustomerActionRequired("sandbox", "ch_1", "http://psp/3ds/ch_1"),  # 3-D Secure cards
         NotProcessed("vault: card not provisioned", psp_at_fault=False),
         OutcomeUnknown("timeout while our loop was busy", psp_at_fault=False),
     ],
@@ -170,7 +185,7 @@ def test_the_breaker_counts_only_the_psps_own_failures(not_the_psps_fault):
     psps = router(sandbox, fail_max=2)
 
     for _ in range(5):
-        with pytest.raises((PspDeclined, PspTrouble, NoPspAvailable)):
+        with pytest.raises((PspDeclined, CustomerActionRequired, PspTrouble, NoPspAvailable)):
             authorize(psps, ["sandbox"])
 
     assert psps.breakers["sandbox"].state is State.CLOSED

@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from paymesh.platform.problems import FailedPrecondition, InvalidArgument
-from rebill_svc.domain.dunning import FinalStatus, GiveUp, Paid, RetryAt, WaitForOutcome
+from rebill_svc.domain.dunning import (
+    AwaitCustomer,
+    FinalStatus,
+    GiveUp,
+    Paid,
+    RetryAt,
+    WaitForOutcome,
+)
 from rebill_svc.domain.periods import Interval
 from rebill_svc.domain.subscriptions import (
     Periods,
@@ -106,6 +113,9 @@ def test_resuming_skips_the_periods_that_passed_while_paused():
         (Paid(), "incomplete", "succeeded", Status.ACTIVE),
         (Paid(), "canceled", "succeeded", None),  # a late success does not revive it
         (WaitForOutcome(), "active", "running", None),
+        # A renewal that needs the customer: the merchant is told; the subscription stays.
+        (AwaitCustomer(), "active", "requires_action", None),
+        (AwaitCustomer(), "past_due", "requires_action", None),
         (RetryAt(2, NOW), "active", "scheduled", Status.PAST_DUE),
         (RetryAt(2, NOW), "paused", "failed", None),
         (GiveUp(FinalStatus.UNPAID), "past_due", "failed", Status.UNPAID),

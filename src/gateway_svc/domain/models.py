@@ -31,6 +31,7 @@ class NewIntent:
     confirm: bool
     description: str
     metadata: dict[str, str]
+    return_url: str = ""  # where the PSP sends the customer back after authentication
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +59,23 @@ class PaymentIntent:
     pending_key: str | None = None
     pending_amount: int | None = None
     pending_since: datetime | None = None
+    # Where the customer comes back after authenticating (the merchant's), and where the PSP
+    # waits for them (3-D Secure): shown as `next_action` while the intent requires_action.
+    return_url: str | None = None
+    next_action_url: str | None = None
 
     def replace(self, **changes: Any) -> PaymentIntent:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def next_action(self) -> dict[str, Any] | None:
+        """What the customer must do, shaped as Stripe's PaymentIntent says it."""
+        if self.status != "requires_action" or not self.next_action_url:
+            return None
+        return {
+            "type": "redirect_to_url",
+            "redirect_to_url": {"url": self.next_action_url, "return_url": self.return_url or ""},
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@ A decline and a refusal are answers: final, nothing happened. `NotProcessed` is 
 nothing happened either (the connection was refused, the PSP documents the 5xx as not
 processed, or our own breaker never sent it): safe to fail over. `OutcomeUnknown` is the
 hard one (a timeout, a lost answer): the PSP may have done it. It is never failed over and
-never guessed: only asking the PSP again, under the same idempotency key, settles it."""
+never guessed: only asking the PSP again, under the same idempotency key, settles it.
+`CustomerActionRequired` is an answer too (3-D Secure): the PSP decides once the customer
+has acted, and it is neither a decline nor a failure of the PSP."""
 
 from __future__ import annotations
 
@@ -31,6 +33,33 @@ class PspDeclined(Exception):
             "message": self.message,
             "type": self.kind,
         }
+
+
+class AuthenticationFailed(PspDeclined):
+    """The customer failed (or abandoned) the PSP's authentication (3-D Secure): nothing was
+    charged, and the intent needs a payment method again, as Stripe says it."""
+
+    def __init__(self, message: str = "The customer did not complete 3-D Secure authentication."):
+        super().__init__("", message, "soft")
+
+    def as_payment_error(self) -> dict[str, str]:
+        return {
+            "code": "payment_intent_authentication_failure",
+            "decline_code": "",
+            "message": self.message,
+            "type": self.kind,
+        }
+
+
+class CustomerActionRequired(Exception):
+    """The PSP needs the customer first (3-D Secure): they act at `url`; then the PSP decides
+    `reference` (its payment) as authorized, charged or failed. Nothing is held until then."""
+
+    def __init__(self, psp: str, reference: str, url: str):
+        super().__init__(f"{psp} needs the customer for {reference}")
+        self.psp = psp
+        self.reference = reference
+        self.url = url
 
 
 class PspRefused(Exception):

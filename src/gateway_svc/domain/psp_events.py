@@ -1,17 +1,19 @@
-"""What a PSP's own report (a webhook: a capture, a refund made at the PSP) may do to a
-payment, as plain decisions (a dispute's: gateway_svc.domain.disputes). Conservative by
-design: an event is applied only when the intent's state proves it can be; otherwise it is
-sent again later (an operation of paymesh is in flight, or an earlier event has not arrived
-yet) or recorded and ignored (it contradicts what paymesh knows: a human looks at it). Every
-move is one the transition table allows, so no event, however late or repeated, moves an
-intent backwards."""
+"""What a PSP's own report (a webhook: a capture, a refund made at the PSP, how a customer's
+authentication ended) may do to a payment, as plain decisions (a dispute's:
+gateway_svc.domain.disputes). Conservative by design: an event is applied only when the
+intent's state proves it can be; otherwise it is sent again later (an operation of paymesh is
+in flight, or an earlier event has not arrived yet) or recorded and ignored (it contradicts
+what paymesh knows: a human looks at it). Every move is one the transition table allows, so
+no event, however late or repeated, moves an intent backwards."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from gateway_svc.domain.models import PaymentIntent, Refund
+from gateway_svc.domain.outcomes import AuthenticationFailed
 from gateway_svc.domain.status import Action, IntentStatus, RefundStatus, sources
 
 
@@ -68,6 +70,9 @@ def capture(intent: PaymentIntent, amount_captured: int, currency: str) -> Decis
         return retry(f"{intent.pending_operation}_in_flight")
     if intent.status == IntentStatus.SUCCEEDED:
         return ALREADY if amount_captured == intent.amount_received else ignore("amount_mismatch")
+    if intent.status == IntentStatus.REQUIRES_ACTION:
+        # The customer authenticated and the PSP charged at once (automatic capture).
+        return APPLY if amount_captured == intent.amount else ignore("amount_mismatch")
     if intent.status in sources(Action.CAPTURE):
         if not 0 < amount_captured <= intent.amount_capturable:
             return ignore("amount_mismatch")
@@ -105,3 +110,42 @@ def refund(
     if amount <= 0 or intent.amount_refunded + amount > intent.amount_received:
         return ignore("amount_mismatch")  # never more than what was captured
     return APPLY
+
+
+def authentication_ended(intent: PaymentIntent, kind: str, amount: int, currency: str) -> Decision:
+    """The PSP reports how the customer's authentication of the intent's payment ended:
+    `authorized` (it holds `amount` for a manual capture) or `failed`."""
+    if _currency_differs(intent, currency):
+        return ignore("currency_mismatch")
+    if intent.pending_operation:
+        return retry(f"{intent.pending_operation}_in_flight")
+    if intent.status == IntentStatus.REQUIRES_ACTION:
+        if kind == "authorized" and amount != intent.amount:
+            return ignore("amount_mismatch")
+        return APPLY
+    if intent.status == IntentStatus.PROCESSING:
+        return retry("authorization_in_flight")  # its answer is not recorded yet
+    # Recorded already, by the merchant's confirm that asked the PSP first.
+    recorded = (
+        (IntentStatus.REQUIRES_CAPTURE, IntentStatus.SUCCEEDED, IntentStatus.CANCELED)
+        if kind == "authorized"
+        else (IntentStatus.REQUIRES_PAYMENT_METHOD,)
+    )
+    return ALREADY if intent.status in recorded else ignore("unexpected_state")
+
+
+def completion(kind: str, amount: int) -> tuple[Action, dict[str, Any], str, str]:
+    """How an intent waiting for its customer is settled by the PSP's report (`capture`,
+    `authorized` or `failed`): the action, the intent's new values, its event and the audit
+    row's result."""
+    if kind == "capture":
+        values = {"amount_received": amount, "amount_capturable": 0}
+        return Action.CHARGED, values, "payment_intent.succeeded", "succeeded"
+    if kind == "authorized":
+        values = {"amount_received": 0, "amount_capturable": amount}
+        return Action.AUTHORIZED, values, "payment_intent.requires_capture", "authorized"
+    values = {
+        "amount_capturable": 0,
+        "last_payment_error": AuthenticationFailed().as_payment_error(),
+    }
+    return Action.DECLINED, values, "payment_intent.payment_failed", "declined"

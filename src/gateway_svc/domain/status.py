@@ -15,6 +15,8 @@ class IntentStatus(StrEnum):
     REQUIRES_CONFIRMATION = "requires_confirmation"
     PROCESSING = "processing"  # a PSP authorization is in flight or its outcome is unknown
     REQUIRES_CAPTURE = "requires_capture"
+    # The PSP waits for the customer (3-D Secure): nothing is held yet, nothing is in flight.
+    REQUIRES_ACTION = "requires_action"
     SUCCEEDED = "succeeded"
     CANCELED = "canceled"
 
@@ -24,6 +26,7 @@ class Action(StrEnum):
     AUTHORIZED = "authorized"  # the PSP holds the money (manual capture)
     CHARGED = "charged"  # the PSP authorized and captured
     DECLINED = "declined"
+    ACTION_REQUIRED = "action_required"  # the PSP needs the customer before it decides
     NOT_PROCESSED = "not_processed"  # no PSP took it: provably nothing charged
     CAPTURE = "capture"
     CANCEL = "cancel"
@@ -36,20 +39,31 @@ S = IntentStatus
 # and nothing else happened to the intent since, so it is adopted rather than dropped).
 _SETTLEABLE = (S.PROCESSING, S.REQUIRES_CONFIRMATION, S.REQUIRES_PAYMENT_METHOD)
 
+# An intent waiting for its customer is settled by how the PSP says the authentication ended
+# (asked by a later confirm, or told by the PSP's webhook), under the same attempt.
+_ANSWERABLE = (*_SETTLEABLE, S.REQUIRES_ACTION)
+
 TRANSITIONS: dict[Action, dict[IntentStatus, IntentStatus]] = {
+    # A confirm of an intent in requires_action starts no authorization: it asks the PSP how
+    # the customer's authentication ended (gateway_svc.payments.authorize.complete).
     Action.CONFIRM: {
         S.REQUIRES_PAYMENT_METHOD: S.PROCESSING,
         S.REQUIRES_CONFIRMATION: S.PROCESSING,
     },
-    Action.AUTHORIZED: {status: S.REQUIRES_CAPTURE for status in _SETTLEABLE},
-    Action.CHARGED: {status: S.SUCCEEDED for status in _SETTLEABLE},
-    Action.DECLINED: {S.PROCESSING: S.REQUIRES_PAYMENT_METHOD},
+    Action.AUTHORIZED: {status: S.REQUIRES_CAPTURE for status in _ANSWERABLE},
+    Action.CHARGED: {status: S.SUCCEEDED for status in _ANSWERABLE},
+    Action.DECLINED: {
+        S.PROCESSING: S.REQUIRES_PAYMENT_METHOD,
+        S.REQUIRES_ACTION: S.REQUIRES_PAYMENT_METHOD,  # the customer failed authentication
+    },
+    Action.ACTION_REQUIRED: {status: S.REQUIRES_ACTION for status in _SETTLEABLE},
     Action.NOT_PROCESSED: {S.PROCESSING: S.REQUIRES_CONFIRMATION},
     Action.CAPTURE: {S.REQUIRES_CAPTURE: S.SUCCEEDED},
     Action.CANCEL: {
         S.REQUIRES_PAYMENT_METHOD: S.CANCELED,
         S.REQUIRES_CONFIRMATION: S.CANCELED,
         S.REQUIRES_CAPTURE: S.CANCELED,
+        S.REQUIRES_ACTION: S.CANCELED,  # voided at the PSP: the customer can no longer complete it
     },
     Action.REFUND: {S.SUCCEEDED: S.SUCCEEDED},
 }

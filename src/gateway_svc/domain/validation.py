@@ -3,6 +3,8 @@ capture or a refund may take. No I/O here; the state machine is in `status`."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from paymesh.platform.merchant_input import (
     CURRENCIES,
     MAX_AMOUNT,
@@ -17,6 +19,7 @@ from paymesh.platform.problems import FailedPrecondition, FieldViolation, Invali
 __all__ = ["CURRENCIES", "MAX_AMOUNT", "amount_violation", "id_shaped", "metadata_violations"]
 
 DESCRIPTION_MAX = 1000
+RETURN_URL_MAX = 2048
 CAPTURE_METHODS = ("automatic", "manual")
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 
@@ -30,6 +33,7 @@ def validate_new_intent(
     payment_method: str,
     description: str,
     metadata: dict[str, str],
+    return_url: str = "",
 ) -> None:
     violations = [v for v in [amount_violation("amount", amount)] if v]
     if currency not in CURRENCIES:
@@ -56,8 +60,38 @@ def validate_new_intent(
     elif found := card_number_violation("description", description):
         violations.append(found)
     violations += metadata_violations(metadata)
+    if return_url and not confirm:
+        violations.append(
+            FieldViolation("return_url", "needs_confirm", "return_url is given with confirm")
+        )
+    elif found := return_url_violation(return_url):
+        violations.append(found)
     if violations:
         raise InvalidArgument(violations)
+
+
+def return_url_violation(return_url: str) -> FieldViolation | None:
+    """Where the PSP may send the customer back after authentication: an absolute http(s)
+    URL (empty: none)."""
+    if not return_url:
+        return None
+    try:
+        parts = urlsplit(return_url)
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or len(return_url) > RETURN_URL_MAX
+        or any(c.isspace() or ord(c) < 32 for c in return_url)
+    ):
+        return FieldViolation(
+            "return_url",
+            "invalid_url",
+            f"return_url must be an absolute http(s) URL of at most {RETURN_URL_MAX} characters",
+        )
+    return card_number_violation("return_url", return_url)
 
 
 def capture_amount(requested: int, capturable: int) -> int:

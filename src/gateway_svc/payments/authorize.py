@@ -10,7 +10,10 @@
 4. Record: one statement settles the outcome, conditional on the attempt key. An unknown
    outcome records nothing: the intent stays `processing` until the sweep asks the PSP.
    An authorization that arrives after the attempt was given up is adopted if nothing else
-   happened to the intent since, and otherwise released at the PSP: never ignored."""
+   happened to the intent since, and otherwise released at the PSP: never ignored.
+5. A PSP that needs the customer (3-D Secure) leaves the intent in `requires_action` with
+   nothing pending: a later confirm asks that PSP how the customer's authentication of the
+   attempt ended (`complete`), or the PSP's webhook tells it (gateway_svc.psp_events)."""
 
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from gateway_svc.domain.models import (
 )
 from gateway_svc.domain.outcomes import (
     Authorization,
+    CustomerActionRequired,
     OutcomeUnknown,
     PspDeclined,
     PspRefused,
@@ -46,6 +50,7 @@ from gateway_svc.metrics import PAYMENTS_DECLINED
 from gateway_svc.payments.context import (
     NOTHING_PENDING,
     Payments,
+    psp_refused,
     psp_unavailable,
     settles_keys,
 )
@@ -53,7 +58,7 @@ from gateway_svc.psp.routing import NoPspAvailable
 from gateway_svc.psp.vault import VaultUnavailable
 from gateway_svc.repository import IntentChange, KeyRef
 from paymesh.platform.callers import Merchant
-from paymesh.platform.problems import InvalidArgument
+from paymesh.platform.problems import FailedPrecondition, InvalidArgument
 from paymesh.platform.tracing import annotate
 
 log = structlog.get_logger(__name__)
@@ -74,11 +79,14 @@ async def create(
         payment_method=new.payment_method,
         description=new.description,
         metadata=new.metadata,
+        return_url=new.return_url,
     )
     if resume_from is not None:  # this key's earlier try made the intent; no PSP took it
         made = await payments.repository.intent(resume_from, merchant)
         if made.status in sources(Action.CONFIRM):
-            return await confirm(payments, merchant, made.id, new.payment_method, key)
+            return await confirm(
+                payments, merchant, made.id, new.payment_method, key, new.return_url
+            )
         if key is not None:
             await payments.repository.complete_key(key, made.id)
         return made
@@ -95,6 +103,7 @@ async def create(
         payment_method=new.payment_method or None,
         description=new.description or None,
         metadata=new.metadata,
+        return_url=new.return_url or None,
     )
     audits = [AuditEntry.of_intent(intent, "api", "create", "ok")]
     if not new.confirm:
@@ -125,11 +134,21 @@ async def confirm(
     intent_id: str,
     payment_method: str,
     key: KeyRef | None,
+    return_url: str = "",
 ) -> PaymentIntent:
-    violation = validation.payment_method_violation(payment_method)
-    if violation:
-        raise InvalidArgument([violation])
+    violations = [
+        v
+        for v in (
+            validation.payment_method_violation(payment_method),
+            validation.return_url_violation(return_url),
+        )
+        if v
+    ]
+    if violations:
+        raise InvalidArgument(violations)
     intent = await payments.repository.intent(intent_id, merchant)
+    if intent.status == IntentStatus.REQUIRES_ACTION:
+        return await complete(payments, intent, payment_method, return_url, key)
     move(intent_id, intent.status, Action.CONFIRM)
     intent = intent.replace(payment_method=payment_method or intent.payment_method)
     if not intent.payment_method:
@@ -145,6 +164,7 @@ async def confirm(
                 "status": IntentStatus.PROCESSING,
                 "payment_method": intent.payment_method,
                 "last_payment_error": None,
+                "return_url": return_url or intent.return_url,
                 **_confirm_start(intent, route),
             },
             statuses=sources(Action.CONFIRM),
@@ -251,9 +271,12 @@ async def _authorize(
             capture=intent.capture_method == "automatic",
             attempt_key=intent.attempt_key or "",
             on_attempt=on_attempt,
+            return_url=intent.return_url or "",
         )
     except PspDeclined as decline:
         return await settle_decline(payments, intent, decline, "api", key)
+    except CustomerActionRequired as action:
+        return await settle_action_required(payments, intent, action, "api", key)
     except OutcomeUnknown as unknown:
         log.warning("psp_outcome_unknown", correlation_id=intent.id, error=str(unknown))
         if key is not None:
@@ -335,7 +358,93 @@ async def settle_decline(
         )
     )
     if settled is not None:  # this writer recorded the decline: counted once
-        PAYMENTS_DECLINED.labels(settled.psp or "", decline.decline_code).inc()
+        code = decline.decline_code or decline.as_payment_error()["code"]
+        PAYMENTS_DECLINED.labels(settled.psp or "", code).inc()
+    return settled or await payments.repository.intent(intent.id)
+
+
+async def settle_action_required(
+    payments: Payments,
+    intent: PaymentIntent,
+    action: CustomerActionRequired,
+    actor: str,
+    key: KeyRef | None = None,
+) -> PaymentIntent:
+    """Records that the PSP waits for the customer: nothing is held and nothing is in flight
+    (no sweep, no breaker), until a confirm or the PSP's webhook says how it ended. One that
+    nobody waits for any more is cancelled at the PSP, so that it can never charge."""
+    settled = await payments.repository.change_intent(
+        IntentChange(
+            intent,
+            {
+                "status": move(intent.id, IntentStatus.PROCESSING, Action.ACTION_REQUIRED),
+                "amount_received": 0,
+                "amount_capturable": 0,
+                "psp": action.psp,
+                "psp_reference": action.reference,
+                "next_action_url": action.url,
+                "last_payment_error": None,
+                **NOTHING_PENDING,
+            },
+            statuses=sources(Action.ACTION_REQUIRED),
+            attempt_key=intent.attempt_key,
+            audits=[(actor, "confirm", "requires_action", {})],
+            event="payment_intent.requires_action",
+            settles=settles_keys(actor, key),
+        )
+    )
+    if settled is not None:
+        return settled
+    current = await payments.repository.intent(intent.id)
+    if current.psp_reference != action.reference:
+        waiting = Authorization(action.reference, captured=False)
+        await release_late_authorization(payments, current, intent, action.psp, waiting)
+    return current
+
+
+async def complete(
+    payments: Payments,
+    intent: PaymentIntent,
+    payment_method: str,
+    return_url: str,
+    key: KeyRef | None,
+) -> PaymentIntent:
+    """A confirm of an intent waiting for its customer: asks its PSP how the authentication of
+    the attempt ended, and records it (charged, authorized, failed); still waiting leaves it
+    as it is. No new authorization goes out, so nothing can be charged twice."""
+    changed = [
+        name
+        for name, given, held in (
+            ("payment_method", payment_method, intent.payment_method),
+            ("return_url", return_url, intent.return_url),
+        )
+        if given and given != held
+    ]
+    if changed:  # the customer is at the PSP with what it was given
+        raise FailedPrecondition(
+            f"payment_intent {intent.id!r} waits for its customer's authentication: its"
+            f" {' and '.join(changed)} cannot change now; cancel it and create a new one",
+            reason="payment_intent_unexpected_state",
+            metadata={"status": str(intent.status)},
+        )
+    psp, reference = intent.psp or "", intent.psp_reference or ""
+    connector = payments.router.connectors.get(psp)
+    if connector is None:
+        raise psp_unavailable()
+    try:
+        outcome = await payments.router.call(psp, "retrieve", lambda: connector.retrieve(reference))
+    except CustomerActionRequired:
+        settled = None  # still waiting
+    except PspDeclined as decline:
+        settled = await settle_decline(payments, intent, decline, "api")
+    except PspTrouble:
+        raise psp_unavailable() from None  # nothing was changed: the confirm may be retried
+    except PspRefused as refused:
+        raise psp_refused(psp, refused) from None
+    else:
+        settled = await settle_authorization(payments, intent, psp, outcome, "api")
+    if key is not None:
+        await payments.repository.complete_key(key, intent.id)
     return settled or await payments.repository.intent(intent.id)
 
 

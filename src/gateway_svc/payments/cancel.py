@@ -1,5 +1,7 @@
-"""Cancel an intent. One not yet authorized is canceled in one statement; an authorization
-is first voided at the PSP (reserve the void → void under its own key → record)."""
+"""Cancel an intent. One not yet authorized is canceled in one statement; an authorization,
+or a payment the PSP holds open for its customer (requires_action: voided so that the customer
+can no longer complete it), is first voided at the PSP (reserve the void → void under its own
+key → record)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ async def cancel(
 ) -> PaymentIntent:
     intent = await payments.repository.intent(intent_id, merchant)
     move(intent_id, intent.status, Action.CANCEL)
-    if intent.status != IntentStatus.REQUIRES_CAPTURE:
+    if intent.status not in (IntentStatus.REQUIRES_CAPTURE, IntentStatus.REQUIRES_ACTION):
         return await _record(payments, intent, "api", key and KeyRef(key.merchant, key.key, True))
     reserved = await reserve(payments, intent, Pending.VOID, Action.CANCEL, None, key)
     await send_reserved(

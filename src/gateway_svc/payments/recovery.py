@@ -2,11 +2,13 @@
 outcome is not recorded, by asking the PSP, never by guessing.
 
 - authorize: find the attempt at its PSP by its idempotency key. Found: recorded (and the
-  retried request's key answers with it). Not found: the authorization is sent again under
-  the SAME key, which settles it for good. A request of that attempt that is still on its
-  way to the PSP (a slow PSP may process it long after we stopped waiting) then meets the
-  PSP's answer for that key instead of charging a second time; giving up on "not found"
-  would leave exactly that late charge unseen, and a reconfirm would charge again.
+  retried request's key answers with it; one that waits for its customer is recorded as
+  requires_action, which nothing sweeps: a confirm or the PSP's webhook settles it). Not
+  found: the authorization is sent again under the SAME key, which settles it for good. A
+  request of that attempt that is still on its way to the PSP (a slow PSP may process it
+  long after we stopped waiting) then meets the PSP's answer for that key instead of
+  charging a second time; giving up on "not found" would leave exactly that late charge
+  unseen, and a reconfirm would charge again.
 - capture, void, refund: the same call again under the same key; the PSP applies it once.
 A PSP that still does not answer is asked again next round."""
 
@@ -15,7 +17,13 @@ from __future__ import annotations
 import structlog
 
 from gateway_svc.domain.models import PaymentIntent
-from gateway_svc.domain.outcomes import Authorization, PspDeclined, PspRefused, PspTrouble
+from gateway_svc.domain.outcomes import (
+    Authorization,
+    CustomerActionRequired,
+    PspDeclined,
+    PspRefused,
+    PspTrouble,
+)
 from gateway_svc.domain.status import Pending
 from gateway_svc.metrics import RECOVERED
 from gateway_svc.payments import authorize, cancel, capture, refund
@@ -59,16 +67,19 @@ async def _settle(payments: Payments, intent: PaymentIntent) -> str:
         raise Unavailable(f"no connector for PSP {psp!r}")
     if intent.pending_operation == Pending.AUTHORIZE:
         attempt = f"{intent.attempt_key}:{psp}"
-        found = await connector.find(attempt)
-        if found is None:
-            try:
+        try:
+            found = await connector.find(attempt)
+            if found is None:
                 found = await _authorize_again(payments, intent, psp, attempt)
-            except PspDeclined as decline:
-                await authorize.settle_decline(payments, intent, decline, "worker")
-                return "declined"
-            except (PspRefused, InvalidArgument) as error:  # provably nothing charged
-                await authorize.abandon(payments, intent, "worker", str(error))
-                return "not_charged"
+        except CustomerActionRequired as action:
+            await authorize.settle_action_required(payments, intent, action, "worker")
+            return "requires_action"
+        except PspDeclined as decline:
+            await authorize.settle_decline(payments, intent, decline, "worker")
+            return "declined"
+        except (PspRefused, InvalidArgument) as error:  # provably nothing charged
+            await authorize.abandon(payments, intent, "worker", str(error))
+            return "not_charged"
         await authorize.settle_authorization(payments, intent, psp, found, "worker")
         return "authorized"
     reference, key = intent.psp_reference or "", intent.pending_key or ""
@@ -109,5 +120,6 @@ async def _authorize_again(
             currency=intent.currency,
             capture=intent.capture_method == "automatic",
             idempotency_key=attempt,
+            return_url=intent.return_url or "",
         ),
     )

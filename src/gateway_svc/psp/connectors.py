@@ -1,8 +1,10 @@
 """PSP connectors behind one interface: `sandbox` (paymesh's simulator) and `stripe` (the
 Stripe HTTP API; localstripe in dev and tests). Each keeps one keep-alive aiohttp session (a
 quarter of httpx's CPU per call: 0.19 against 0.75 ms, issue 9) and reads every answer into
-paymesh's outcome taxonomy (`gateway_svc.domain.outcomes`): a decline, a refusal, proof that
-nothing happened (`NotProcessed`), or an `OutcomeUnknown`."""
+paymesh's outcome taxonomy (`gateway_svc.domain.outcomes`): an authorization, a decline, the
+customer's action the PSP waits for (3-D Secure), a refusal, proof that nothing happened
+(`NotProcessed`), or an `OutcomeUnknown`. A payment the PSP reports (an authorization's
+answer, one found by its key, one looked up by its reference) is read the same way."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from gateway_svc.domain.outcomes import (
+    AuthenticationFailed,
     Authorization,
+    CustomerActionRequired,
     NotProcessed,
     OutcomeUnknown,
     PspDeclined,
@@ -36,8 +40,23 @@ class Connector(Protocol):
     name: str
 
     async def authorize(
-        self, *, card: str, amount: int, currency: str, capture: bool, idempotency_key: str
-    ) -> Authorization: ...
+        self,
+        *,
+        card: str,
+        amount: int,
+        currency: str,
+        capture: bool,
+        idempotency_key: str,
+        return_url: str = "",
+    ) -> Authorization:
+        """Raises PspDeclined, CustomerActionRequired (the customer is sent on to the PSP,
+        and back to `return_url` where the PSP takes one), or a PSP failure."""
+        ...
+
+    async def retrieve(self, reference: str) -> Authorization:
+        """The payment `reference` as the PSP tells it now, read as `authorize` reads its
+        answer: how a customer's authentication ended, if it did."""
+        ...
 
     async def capture(self, reference: str, amount: int, idempotency_key: str) -> int:
         """Captures; returns the amount the PSP reports captured."""
@@ -47,7 +66,10 @@ class Connector(Protocol):
 
     async def refund(self, reference: str, amount: int, idempotency_key: str) -> str: ...
 
-    async def find(self, idempotency_key: str) -> Authorization | None: ...
+    async def find(self, idempotency_key: str) -> Authorization | None:
+        """The authorization made under the key, None if there is none; raises as
+        `authorize` does for one that was declined or waits for the customer."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -70,6 +92,7 @@ class HttpConnector:
             api_base, timeout, headers=headers or {}, trace_configs=aiohttp_tracing(psp=self.name)
         )
         self._proxy = _env_proxy(api_base)
+        self._api_base = api_base
         self._timeout = timeout
         self._loop_lag = loop_lag
 
@@ -170,15 +193,26 @@ class SandboxConnector(HttpConnector):
     name = "sandbox"
     five_hundreds_process_nothing = True  # the simulator's documented contract
 
-    async def authorize(self, *, card, amount, currency, capture, idempotency_key):
-        charge = await self._call(
-            "authorize",
-            "POST",
-            "/v1/charges",
-            idempotency_key,
-            json={"card": card, "amount": amount, "currency": currency, "capture": capture},
-        )
-        return Authorization(charge["id"], charge["status"] == "captured")
+    async def authorize(self, *, card, amount, currency, capture, idempotency_key, return_url=""):
+        body = {"card": card, "amount": amount, "currency": currency, "capture": capture}
+        if return_url:  # where the sandbox's 3-D Secure page sends the customer back
+            body["return_url"] = return_url
+        charge = await self._call("authorize", "POST", "/v1/charges", idempotency_key, json=body)
+        return self._read(charge)
+
+    async def retrieve(self, reference):
+        return self._read(await self._call("retrieve", "GET", f"/v1/charges/{reference}"))
+
+    def _read(self, charge: dict[str, Any]) -> Authorization:
+        status = charge.get("status")
+        if status == "requires_action":
+            url = ((charge.get("next_action") or {}).get("redirect_to_url") or {}).get("url")
+            raise CustomerActionRequired(self.name, charge["id"], url or "")
+        if status == "failed":
+            raise AuthenticationFailed()
+        if status == "canceled":  # voided while it waited for its customer: nothing held
+            raise PspRefused("charge_canceled")
+        return Authorization(charge["id"], status == "captured")
 
     async def capture(self, reference, amount, idempotency_key):
         charge = await self._call(
@@ -208,7 +242,7 @@ class SandboxConnector(HttpConnector):
             "find", "GET", "/v1/charges", params={"idempotency_key": idempotency_key}
         )
         for charge in found["data"]:
-            return Authorization(charge["id"], charge["status"] == "captured")
+            return self._read(charge)
         return None
 
 
@@ -230,7 +264,9 @@ class StripeConnector(HttpConnector):
             error = {**error, "type": "soft" if soft else "hard"}
         super()._raise_for({"error": error})
 
-    async def authorize(self, *, card, amount, currency, capture, idempotency_key):
+    async def authorize(self, *, card, amount, currency, capture, idempotency_key, return_url=""):
+        # `return_url` is not sent: localstripe refuses the parameter (400), so the customer
+        # comes back from Stripe's authentication page through the merchant's own flow.
         intent = await self._call(
             "authorize",
             "POST",
@@ -245,14 +281,50 @@ class StripeConnector(HttpConnector):
                 "metadata[paymesh_attempt]": idempotency_key,
             },
         )
-        if intent["status"] == "requires_payment_method":
+        return self._read(intent)
+
+    async def retrieve(self, reference):
+        return self._read(await self._call("retrieve", "GET", f"/v1/payment_intents/{reference}"))
+
+    def _read(self, intent: dict[str, Any]) -> Authorization:
+        """A Stripe PaymentIntent as an outcome. requires_capture and succeeded hold money;
+        requires_action waits for the customer; requires_payment_method failed."""
+        status = intent.get("status")
+        if status in ("succeeded", "requires_capture"):
+            return Authorization(intent["id"], status == "succeeded")
+        if status in ("requires_action", "requires_source_action"):
+            raise CustomerActionRequired(self.name, intent["id"], self._action_url(intent))
+        if status == "requires_payment_method":
             error = intent.get("last_payment_error") or {}
+            if error.get("code") == "payment_intent_authentication_failure":
+                raise AuthenticationFailed()
             raise PspDeclined(
                 error.get("decline_code") or "generic_decline",
                 error.get("message") or "Your card was declined.",
                 "hard",
             )
-        return Authorization(intent["id"], intent["status"] == "succeeded")
+        if status == "canceled":  # canceled while it waited for its customer: nothing held
+            raise PspRefused("payment_intent_canceled")
+        # processing (an asynchronous payment method), or a status we do not read: the
+        # payment may still move money; the recovery sweep asks again.
+        raise OutcomeUnknown(f"stripe: payment intent {status}", psp_at_fault=False)
+
+    def _action_url(self, intent: dict[str, Any]) -> str:
+        """Where the customer authenticates: Stripe's redirect (given a return_url), else the
+        page Stripe.js would open. localstripe has neither (its `use_stripe_sdk` names no
+        page): the URL of its authentication call stands for the page there (POST it with
+        `success=true|false`, as localstripe's Stripe.js does)."""
+        action = intent.get("next_action") or {}
+        url = (action.get("redirect_to_url") or {}).get("url") or (
+            action.get("use_stripe_sdk") or {}
+        ).get("stripe_js")
+        if isinstance(url, str) and url.startswith(("https://", "http://")):
+            return url
+        secret = intent.get("client_secret") or ""
+        return (
+            f"{self._api_base}/v1/payment_intents/{intent['id']}/_authenticate"
+            f"?client_secret={secret}"
+        )
 
     async def capture(self, reference, amount, idempotency_key):
         intent = await self._call(
@@ -289,5 +361,5 @@ class StripeConnector(HttpConnector):
         listing = await self._call("find", "GET", "/v1/payment_intents", params={"limit": 100})
         for intent in listing.get("data", []):
             if (intent.get("metadata") or {}).get("paymesh_attempt") == idempotency_key:
-                return Authorization(intent["id"], intent["status"] == "succeeded")
+                return self._read(intent)
         return None

@@ -5,12 +5,13 @@ ratio over a sliding window, per operation: `gateway_svc.psp.breaker`).
 One operation is retried under the SAME idempotency key, with exponential backoff and full
 jitter (tenacity), within a hard deadline: a retry can only repeat or reveal what the first
 attempt did, never do it twice. The router fails over to the next PSP only on proof that
-nothing happened (`NotProcessed`, a refusal, an open breaker). A decline ends the route; an
+nothing happened (`NotProcessed`, a refusal, an open breaker). A decline ends the route, and so
+does the PSP's need of the customer (3-D Secure: the customer answers that PSP); an
 `OutcomeUnknown` ends it too, and is settled by asking that PSP again (the recovery sweep).
 
-Only the PSP's own failures count against its breaker: never a decline, a refusal, the
-vault, or a timeout our own busy loop caused. Every attempt is one call the breaker judges:
-a payment's three attempts at a dead PSP are three failures."""
+Only the PSP's own failures count against its breaker: never a decline, a refusal, a wait for
+the customer, the vault, or a timeout our own busy loop caused. Every attempt is one call the
+breaker judges: a payment's three attempts at a dead PSP are three failures."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from tenacity import (
 
 from gateway_svc.domain.outcomes import (
     Authorization,
+    CustomerActionRequired,
     NotProcessed,
     OutcomeUnknown,
     PspDeclined,
@@ -76,7 +78,7 @@ def make_breaker(psp: str, policy: BreakerPolicy) -> SlidingWindowBreaker:
 
 def judged(error: BaseException | None) -> Outcome:
     """What a PSP call's end says about the PSP."""
-    if error is None or isinstance(error, (PspDeclined, PspRefused)):
+    if error is None or isinstance(error, (PspDeclined, PspRefused, CustomerActionRequired)):
         return Outcome.SUCCESS  # the PSP answered
     if isinstance(error, PspTrouble) and error.psp_at_fault:
         return Outcome.FAILURE
@@ -115,10 +117,13 @@ class PspRouter:
         capture: bool,
         attempt_key: str,
         on_attempt: Callable[[str], Awaitable[None]],
+        return_url: str = "",
     ) -> tuple[str, Authorization]:
-        """(psp, authorization). Raises PspDeclined (final), OutcomeUnknown (the PSP in the
-        intent's row may hold money), NoPspAvailable (nothing happened anywhere). `card_for`
-        may raise PspDeclined or NotProcessed (the card could not be created at that PSP)."""
+        """(psp, authorization). Raises PspDeclined (final), CustomerActionRequired (that PSP
+        waits for the customer, who comes back to `return_url`), OutcomeUnknown (the PSP in
+        the intent's row may hold money), NoPspAvailable (nothing happened anywhere).
+        `card_for` may raise PspDeclined or NotProcessed (the card could not be created at
+        that PSP)."""
         failures = []
         for psp in route:
             connector = self.connectors[psp]
@@ -137,6 +142,7 @@ class PspRouter:
                         currency=currency,
                         capture=capture,
                         idempotency_key=f"{attempt_key}:{psp}",
+                        return_url=return_url,
                     ),
                 )
                 return psp, authorization

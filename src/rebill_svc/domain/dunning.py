@@ -2,6 +2,10 @@
 declines are retried, when, how many attempts a period gets in total, and the final state),
 so retries and dunning cannot drift apart.
 
+An attempt that needs the customer (3-D Secure) is neither paid nor declined: the period
+waits for the merchant to bring the customer back to its payment intent; it is not retried
+and does not count toward the final status.
+
 A new attempt is started only once the previous one is known to have failed: an attempt whose
 outcome is unknown is waited for (the gateway's recovery settles it), never retried beside, so
 at most one attempt of a period can ever succeed. Each attempt charges under its own
@@ -25,6 +29,7 @@ class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
     DECLINED_SOFT = "declined_soft"  # a later retry may pass (insufficient funds, …)
     DECLINED_HARD = "declined_hard"  # this card will not pass (stolen, detached, …)
+    ACTION_REQUIRED = "requires_action"  # the PSP waits for the customer (3-D Secure)
     UNKNOWN = "unknown"  # the gateway has not settled it yet
 
 
@@ -58,6 +63,12 @@ class WaitForOutcome:
 
 
 @dataclass(frozen=True)
+class AwaitCustomer:
+    """The PSP needs the customer to authenticate the charge: the merchant brings them back;
+    no retry is scheduled and nothing counts toward the final status."""
+
+
+@dataclass(frozen=True)
 class RetryAt:
     attempt: int  # the attempt to run (2 for the first retry)
     at: datetime
@@ -68,7 +79,7 @@ class GiveUp:
     status: FinalStatus
 
 
-Step = Paid | WaitForOutcome | RetryAt | GiveUp
+Step = Paid | WaitForOutcome | AwaitCustomer | RetryAt | GiveUp
 
 
 def next_step(
@@ -88,6 +99,8 @@ def next_step(
         return Paid()
     if outcome == Outcome.UNKNOWN:
         return WaitForOutcome()
+    if outcome == Outcome.ACTION_REQUIRED:
+        return AwaitCustomer()
     if outcome == Outcome.DECLINED_HARD or attempt >= policy.attempts:
         return GiveUp(policy.final_status)
     offset = policy.retry_after[attempt - 1]

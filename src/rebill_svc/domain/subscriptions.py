@@ -14,7 +14,15 @@ from paymesh.platform.merchant_input import (
     payment_method_violation,
 )
 from paymesh.platform.problems import FailedPrecondition, FieldViolation, InvalidArgument
-from rebill_svc.domain.dunning import FinalStatus, GiveUp, Paid, RetryAt, Step, WaitForOutcome
+from rebill_svc.domain.dunning import (
+    AwaitCustomer,
+    FinalStatus,
+    GiveUp,
+    Paid,
+    RetryAt,
+    Step,
+    WaitForOutcome,
+)
 from rebill_svc.domain.periods import Interval, period, periods_starting, plan_violations
 
 # How far ahead a trial or an anchor may lie (Stripe's limit for trials).
@@ -32,9 +40,9 @@ class Status(StrEnum):
 
 
 def renewal_status(job_status: str) -> str:
-    """A period's billing as merchants see it: `pending` until it is paid or given up (its
-    job's scheduled, queued and running are the workers' business)."""
-    return job_status if job_status in ("succeeded", "failed") else "pending"
+    """A period's billing as merchants see it: `pending` until it is paid, given up, or waits
+    for the customer (its job's scheduled, queued and running are the workers' business)."""
+    return job_status if job_status in ("succeeded", "failed", "requires_action") else "pending"
 
 
 # Subscriptions whose next period the scheduler bills when it falls due.
@@ -180,7 +188,9 @@ def cancelable(status: str) -> None:
 class AfterAttempt:
     """What an attempt's outcome does to its job and its subscription."""
 
-    job_status: str  # succeeded | scheduled (a retry) | failed | running (outcome unknown)
+    # succeeded | scheduled (a retry) | failed | running (outcome unknown) | requires_action
+    # (the customer must authenticate the charge: the merchant is told)
+    job_status: str
     subscription_status: Status | None  # None: unchanged
     next_attempt: int | None = None
     next_attempt_at: datetime | None = None
@@ -197,6 +207,8 @@ def after_attempt(step: Step, subscription_status: str) -> AfterAttempt:
     settled_elsewhere = subscription_status in (Status.CANCELED, Status.PAUSED, Status.UNPAID)
     if isinstance(step, WaitForOutcome):
         return AfterAttempt("running", None)
+    if isinstance(step, AwaitCustomer):
+        return AfterAttempt("requires_action", None)  # the subscription's status stays
     if isinstance(step, Paid):
         if settled_elsewhere:
             return AfterAttempt("succeeded", None)

@@ -25,7 +25,7 @@ class PaymentError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., decline_code: _Optional[str] = ..., message: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
 
 class PaymentIntent(_message.Message):
-    __slots__ = ("id", "amount", "amount_capturable", "amount_received", "amount_refunded", "currency", "status", "payment_method", "capture_method", "psp", "last_payment_error", "description", "metadata", "created", "livemode")
+    __slots__ = ("id", "amount", "amount_capturable", "amount_received", "amount_refunded", "currency", "status", "payment_method", "capture_method", "psp", "last_payment_error", "description", "metadata", "created", "livemode", "next_action")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class PaymentIntent(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     LIVEMODE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ACTION_FIELD_NUMBER: _ClassVar[int]
     id: str
     amount: int
     amount_capturable: int
@@ -63,7 +64,24 @@ class PaymentIntent(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     created: _timestamp_pb2.Timestamp
     livemode: bool
-    def __init__(self, id: _Optional[str] = ..., amount: _Optional[int] = ..., amount_capturable: _Optional[int] = ..., amount_received: _Optional[int] = ..., amount_refunded: _Optional[int] = ..., currency: _Optional[str] = ..., status: _Optional[str] = ..., payment_method: _Optional[str] = ..., capture_method: _Optional[str] = ..., psp: _Optional[str] = ..., last_payment_error: _Optional[_Union[PaymentError, _Mapping]] = ..., description: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., livemode: _Optional[bool] = ...) -> None: ...
+    next_action: NextAction
+    def __init__(self, id: _Optional[str] = ..., amount: _Optional[int] = ..., amount_capturable: _Optional[int] = ..., amount_received: _Optional[int] = ..., amount_refunded: _Optional[int] = ..., currency: _Optional[str] = ..., status: _Optional[str] = ..., payment_method: _Optional[str] = ..., capture_method: _Optional[str] = ..., psp: _Optional[str] = ..., last_payment_error: _Optional[_Union[PaymentError, _Mapping]] = ..., description: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., livemode: _Optional[bool] = ..., next_action: _Optional[_Union[NextAction, _Mapping]] = ...) -> None: ...
+
+class NextAction(_message.Message):
+    __slots__ = ("type", "redirect_to_url")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    REDIRECT_TO_URL_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    redirect_to_url: RedirectToUrl
+    def __init__(self, type: _Optional[str] = ..., redirect_to_url: _Optional[_Union[RedirectToUrl, _Mapping]] = ...) -> None: ...
+
+class RedirectToUrl(_message.Message):
+    __slots__ = ("url", "return_url")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    RETURN_URL_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    return_url: str
+    def __init__(self, url: _Optional[str] = ..., return_url: _Optional[str] = ...) -> None: ...
 
 class GetPaymentIntentRequest(_message.Message):
     __slots__ = ("id",)
@@ -72,7 +90,7 @@ class GetPaymentIntentRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class CreatePaymentIntentRequest(_message.Message):
-    __slots__ = ("amount", "currency", "payment_method", "capture_method", "confirm", "description", "metadata")
+    __slots__ = ("amount", "currency", "payment_method", "capture_method", "confirm", "description", "metadata", "return_url")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +105,7 @@ class CreatePaymentIntentRequest(_message.Message):
     CONFIRM_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    RETURN_URL_FIELD_NUMBER: _ClassVar[int]
     amount: int
     currency: str
     payment_method: str
@@ -94,7 +113,8 @@ class CreatePaymentIntentRequest(_message.Message):
     confirm: bool
     description: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, amount: _Optional[int] = ..., currency: _Optional[str] = ..., payment_method: _Optional[str] = ..., capture_method: _Optional[str] = ..., confirm: _Optional[bool] = ..., description: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    return_url: str
+    def __init__(self, amount: _Optional[int] = ..., currency: _Optional[str] = ..., payment_method: _Optional[str] = ..., capture_method: _Optional[str] = ..., confirm: _Optional[bool] = ..., description: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., return_url: _Optional[str] = ...) -> None: ...
 
 class ListPaymentIntentsRequest(_message.Message):
     __slots__ = ("limit", "starting_after")
@@ -113,12 +133,14 @@ class ListPaymentIntentsResponse(_message.Message):
     def __init__(self, data: _Optional[_Iterable[_Union[PaymentIntent, _Mapping]]] = ..., has_more: _Optional[bool] = ...) -> None: ...
 
 class ConfirmPaymentIntentRequest(_message.Message):
-    __slots__ = ("id", "payment_method")
+    __slots__ = ("id", "payment_method", "return_url")
     ID_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_METHOD_FIELD_NUMBER: _ClassVar[int]
+    RETURN_URL_FIELD_NUMBER: _ClassVar[int]
     id: str
     payment_method: str
-    def __init__(self, id: _Optional[str] = ..., payment_method: _Optional[str] = ...) -> None: ...
+    return_url: str
+    def __init__(self, id: _Optional[str] = ..., payment_method: _Optional[str] = ..., return_url: _Optional[str] = ...) -> None: ...
 
 class CapturePaymentIntentRequest(_message.Message):
     __slots__ = ("id", "amount_to_capture")

@@ -37,7 +37,7 @@ class ApplyPspEventsResponse(_message.Message):
     def __init__(self, outcomes: _Optional[_Iterable[_Union[ApplyPspEventResponse, _Mapping]]] = ...) -> None: ...
 
 class ApplyPspEventRequest(_message.Message):
-    __slots__ = ("psp", "event_id", "event_type", "created", "psp_reference", "attempt_key", "captured", "refunded", "disputed")
+    __slots__ = ("psp", "event_id", "event_type", "created", "psp_reference", "attempt_key", "captured", "refunded", "disputed", "authorized", "authentication_failed")
     PSP_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,8 @@ class ApplyPspEventRequest(_message.Message):
     CAPTURED_FIELD_NUMBER: _ClassVar[int]
     REFUNDED_FIELD_NUMBER: _ClassVar[int]
     DISPUTED_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZED_FIELD_NUMBER: _ClassVar[int]
+    AUTHENTICATION_FAILED_FIELD_NUMBER: _ClassVar[int]
     psp: str
     event_id: str
     event_type: str
@@ -56,7 +58,9 @@ class ApplyPspEventRequest(_message.Message):
     captured: Captured
     refunded: Refunded
     disputed: Disputed
-    def __init__(self, psp: _Optional[str] = ..., event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., psp_reference: _Optional[str] = ..., attempt_key: _Optional[str] = ..., captured: _Optional[_Union[Captured, _Mapping]] = ..., refunded: _Optional[_Union[Refunded, _Mapping]] = ..., disputed: _Optional[_Union[Disputed, _Mapping]] = ...) -> None: ...
+    authorized: Authorized
+    authentication_failed: AuthenticationFailed
+    def __init__(self, psp: _Optional[str] = ..., event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., psp_reference: _Optional[str] = ..., attempt_key: _Optional[str] = ..., captured: _Optional[_Union[Captured, _Mapping]] = ..., refunded: _Optional[_Union[Refunded, _Mapping]] = ..., disputed: _Optional[_Union[Disputed, _Mapping]] = ..., authorized: _Optional[_Union[Authorized, _Mapping]] = ..., authentication_failed: _Optional[_Union[AuthenticationFailed, _Mapping]] = ...) -> None: ...
 
 class Captured(_message.Message):
     __slots__ = ("amount_captured", "currency")
@@ -91,6 +95,20 @@ class Disputed(_message.Message):
     currency: str
     status: str
     def __init__(self, dispute_reference: _Optional[str] = ..., amount: _Optional[int] = ..., reason: _Optional[str] = ..., currency: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+
+class Authorized(_message.Message):
+    __slots__ = ("amount_capturable", "currency")
+    AMOUNT_CAPTURABLE_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    amount_capturable: int
+    currency: str
+    def __init__(self, amount_capturable: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class AuthenticationFailed(_message.Message):
+    __slots__ = ("code",)
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    def __init__(self, code: _Optional[str] = ...) -> None: ...
 
 class ApplyPspEventResponse(_message.Message):
     __slots__ = ("outcome", "reason", "payment_intent")

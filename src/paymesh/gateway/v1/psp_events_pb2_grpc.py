@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class PspEventServiceStub:
     """PspEventService: webhook_svc applies what a PSP reports through its webhooks (a capture, a
-    refund or a dispute made at the PSP) to the payment it belongs to. Internal: only the
+    refund or a dispute made at the PSP, how a customer's authentication ended) to the payment
+    it belongs to. Internal: only the
     webhook service may call it, and no Envoy route reaches it. Every call is idempotent: the
     same event (or another event reporting the same capture or refund) changes nothing twice,
     and nothing ever moves an intent backwards.
@@ -53,7 +54,8 @@ class PspEventServiceStub:
 
 class PspEventServiceServicer:
     """PspEventService: webhook_svc applies what a PSP reports through its webhooks (a capture, a
-    refund or a dispute made at the PSP) to the payment it belongs to. Internal: only the
+    refund or a dispute made at the PSP, how a customer's authentication ended) to the payment
+    it belongs to. Internal: only the
     webhook service may call it, and no Envoy route reaches it. Every call is idempotent: the
     same event (or another event reporting the same capture or refund) changes nothing twice,
     and nothing ever moves an intent backwards.
@@ -99,7 +101,8 @@ def add_PspEventServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class PspEventService:
     """PspEventService: webhook_svc applies what a PSP reports through its webhooks (a capture, a
-    refund or a dispute made at the PSP) to the payment it belongs to. Internal: only the
+    refund or a dispute made at the PSP, how a customer's authentication ended) to the payment
+    it belongs to. Internal: only the
     webhook service may call it, and no Envoy route reaches it. Every call is idempotent: the
     same event (or another event reporting the same capture or refund) changes nothing twice,
     and nothing ever moves an intent backwards.

@@ -173,7 +173,7 @@ class Rebill(_message.Message):
     def __init__(self, period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., attempt: _Optional[int] = ..., outcome: _Optional[str] = ..., decline_code: _Optional[str] = ..., payment_intent: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Renewal(_message.Message):
-    __slots__ = ("id", "subscription", "period_start", "period_end", "amount", "currency", "status", "attempt", "created", "livemode")
+    __slots__ = ("id", "subscription", "period_start", "period_end", "amount", "currency", "status", "attempt", "created", "livemode", "payment_intent")
     ID_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PERIOD_START_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +184,7 @@ class Renewal(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     LIVEMODE_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_INTENT_FIELD_NUMBER: _ClassVar[int]
     id: str
     subscription: str
     period_start: _timestamp_pb2.Timestamp
@@ -194,7 +195,8 @@ class Renewal(_message.Message):
     attempt: int
     created: _timestamp_pb2.Timestamp
     livemode: bool
-    def __init__(self, id: _Optional[str] = ..., subscription: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., status: _Optional[str] = ..., attempt: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., livemode: _Optional[bool] = ...) -> None: ...
+    payment_intent: str
+    def __init__(self, id: _Optional[str] = ..., subscription: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., status: _Optional[str] = ..., attempt: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., livemode: _Optional[bool] = ..., payment_intent: _Optional[str] = ...) -> None: ...
 
 class GetRenewalRequest(_message.Message):
     __slots__ = ("id",)
