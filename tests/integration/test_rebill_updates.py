@@ -64,8 +64,8 @@ def recorded(infra, subscription: str) -> tuple[list[str], list[tuple[str, str]]
         events = [
             (row[0], row[1])
             for row in db.execute(
-                "SELECT event_type, payload->>'status' FROM rebill.outbox"
-                " WHERE (aggregate_id = %s OR payload->>'subscription_id' = %s)"
+                "SELECT event_type, payload->'snapshot'->>'status' FROM rebill.outbox"
+                " WHERE (aggregate_id = %s OR payload->'snapshot'->>'subscription_id' = %s)"
                 " AND event_type NOT LIKE 'rebill_job.%%' ORDER BY id",
                 (subscription, subscription),
             )
