@@ -51,7 +51,7 @@ def authorize(psps: PspRouter, route: list[str]):
     async def card_for(psp: str) -> str:
         return f"card@{psp}"
 
-    async def on_attempt(psp: str) -> None:
+    async def on_attempt(psp: str, pending_key: str) -> None:
         pass
 
     return asyncio.run(
