@@ -8,7 +8,14 @@ processing_error, retryable 500; 4000002500003155 and 4000002760003184 need the 
 3-D Secure authentication on every charge, as localstripe has them). Every POST honours an
 Idempotency-Key: the same key gets the same answer and never a second charge.
 GET /v1/transactions lists settled money movements for reconciliation, oldest first, in pages;
-GET /_stats counts charges.
+GET /_stats counts charges and requests (in all, and by operation).
+
+Cards live in memory only: a restarted sandbox holds none, and a charge of a card it does not
+hold is a 404 `resource_missing` on `card` (nothing is charged). `POST /_forget_cards` drops
+every card it holds, as a restart does (charges, refunds and idempotency keys stay), and
+answers {forgotten: n}. A card may be created without a CVC, and marked as a merchant-initiated
+card-on-file (`card_on_file: "merchant_initiated"`, as paymesh's vault re-creates a card a PSP
+lost); its charges say so (`card_on_file`).
 
 Runtime knobs, `POST /_knobs`, lie the way real PSPs do (each rate from 0 to 1):
   latency_ms, latency_jitter_ms  every answer waits latency_ms plus up to latency_jitter_ms
@@ -64,9 +71,11 @@ Webhook knobs (`POST /_knobs`):
   GET  /_webhooks  every delivery attempt: {data: [{event, type, status, attempt}]}
 
 API (JSON in and out):
-  POST /v1/cards                 {number, exp_month, exp_year, cvc?} -> {id: card_…}
+  POST /v1/cards                 {number, exp_month, exp_year, cvc?, card_on_file?}
+                                 -> {id: card_…}
   POST /v1/charges               {card, amount, currency, capture, return_url?} -> charge
                                  (captured, authorized or requires_action) | 402 decline
+                                 | 404 resource_missing (param card: no such card)
   GET  /v1/charges?idempotency_key=K  -> {data: [charge]}   (find a charge after a crash;
                                         without K, every charge: the PSP's ledger)
   GET  /v1/charges/{id}          the charge, or 404
@@ -313,6 +322,7 @@ class Sandbox:
         self.public_url = public_url  # where customers reach its 3-D Secure pages
         self.lock = threading.Lock()
         self.cards: dict[str, str] = {}  # card id -> number (a simulator may keep them)
+        self.card_on_file: set[str] = set()  # cards created as a merchant-initiated card-on-file
         self.charges: dict[str, dict[str, Any]] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
         self.disputes: dict[str, dict[str, Any]] = {}
@@ -320,7 +330,12 @@ class Sandbox:
         self.key_locks: dict[str, threading.Lock] = {}
         self.transactions: list[dict[str, Any]] = []
         self.knobs: dict[str, Any] = dict(DEFAULT_KNOBS)
-        self.stats = {"charges_created": 0, "requests": 0, "ambiguous": 0}
+        self.stats: dict[str, Any] = {
+            "charges_created": 0,
+            "requests": 0,
+            "ambiguous": 0,
+            "requests_by_operation": {},
+        }
         self.webhooks = Webhooks(webhook_url, webhook_secret, self.knobs)
 
     def handle(self, path: str, body: dict, key: str | None) -> tuple[int, dict]:
@@ -356,13 +371,26 @@ class Sandbox:
         card_id = "card_" + secrets.token_hex(12)
         with self.lock:
             self.cards[card_id] = number
+            if body.get("card_on_file"):
+                self.card_on_file.add(card_id)
         return 200, {"id": card_id, "last4": number[-4:]}
 
+    def forget_cards(self) -> int:
+        """Drops every card, as a restart does; how many there were."""
+        with self.lock:
+            forgotten = len(self.cards)
+            self.cards.clear()
+            self.card_on_file.clear()
+            return forgotten
+
     def _charge(self, body: dict, key: str | None) -> tuple[int, dict]:
-        number = self.cards.get(str(body.get("card")))
+        card = str(body.get("card") or "")
+        number = self.cards.get(card)
         amount = body.get("amount")
-        if number is None or not isinstance(amount, int) or amount <= 0:
+        if not card or not isinstance(amount, int) or amount <= 0:
             return 400, _error("invalid_request", "card and a positive amount are required")
+        if number is None:
+            return 404, _error("resource_missing", "no such card", param="card")
         if number == PROCESSING_ERROR:
             return 500, _error("processing_error", "An error occurred while processing the card.")
         if number in DECLINES:
@@ -383,6 +411,7 @@ class Sandbox:
             "status": "captured" if capture else "authorized",
             "idempotency_key": key,
             "created": int(time.time()),
+            "card_on_file": card in self.card_on_file,
         }
         with self.lock:
             self.charges[charge["id"]] = charge
@@ -739,7 +768,9 @@ def make_handler(sandbox: Sandbox):
                     return self._reply(200, {"data": list(sandbox.webhooks.log)})
             if url.path == "/_stats":
                 with sandbox.lock:
-                    return self._reply(200, dict(sandbox.stats))
+                    stats = {**sandbox.stats}
+                    stats["requests_by_operation"] = dict(stats["requests_by_operation"])
+                    return self._reply(200, stats)
             return self._reply(404, _error("resource_missing", "unknown route"))
 
         def do_POST(self):
@@ -752,6 +783,8 @@ def make_handler(sandbox: Sandbox):
                 return self._reply(200, sandbox.knobs)
             if self.path == "/_webhooks/flush":
                 return self._reply(200, {"sent": sandbox.webhooks.flush()})
+            if self.path == "/_forget_cards":
+                return self._reply(200, {"forgotten": sandbox.forget_cards()})
             parts = self.path.strip("/").split("/")
             if len(parts) == 3 and parts[0] == "3ds" and parts[2] == "complete":
                 return self._three_d_secure_done(parts[1], body)  # the customer, not the API
@@ -759,10 +792,13 @@ def make_handler(sandbox: Sandbox):
                 return self._reply(*sandbox.dashboard(parts[2], parts[3], body))
             if parts[:2] == ["_dashboard", "disputes"] and parts[3:] == ["close"]:
                 return self._reply(*sandbox.close_dispute(parts[2], body))
+            operation = operation_of(self.path)
             with sandbox.lock:
                 sandbox.stats["requests"] += 1
+                by_operation = sandbox.stats["requests_by_operation"]
+                by_operation[operation] = by_operation.get(operation, 0) + 1
             knobs = sandbox.knobs
-            faulty = not knobs["operations"] or operation_of(self.path) in knobs["operations"]
+            faulty = not knobs["operations"] or operation in knobs["operations"]
             if not faulty:
                 knobs = DEFAULT_KNOBS
             delay = knobs["latency_ms"] + random.uniform(0, knobs["latency_jitter_ms"])  # noqa: S311

@@ -290,7 +290,8 @@ _SETTLE = text(
 # one is a re-run) and fixing the card it charges at its first start (a re-run charges that
 # card under the attempt's key, even if the subscription's card changed since); then the
 # subscription's status, when the period was first attempted (retries are timed from it; on a
-# test clock, from the period's start on the clock's time) and the merchant's retry policy.
+# test clock, from the period's start on the clock's time), how many of its earlier attempts
+# an issuer declined (dunning's budget) and the merchant's retry policy.
 _CLAIM = text(
     """
     WITH leased AS (
@@ -311,6 +312,9 @@ _CLAIM = text(
            ELSE coalesce((SELECT a.at FROM rebill.rebill_attempts a
                           WHERE a.job_id = leased.id AND a.attempt = 1), leased.period_start)
       END AS first_attempt_at,
+      (SELECT count(*) FROM rebill.rebill_attempts a WHERE a.job_id = leased.id
+         AND a.attempt < leased.attempt AND a.outcome IN ('declined_soft', 'declined_hard')
+      ) AS declined_before,
       p.retry_after_days AS policy_retry_after_days, p.final_status AS policy_final_status
     FROM leased JOIN rebill.subscriptions s ON s.id = leased.subscription_id
     LEFT JOIN rebill.retry_policies p ON p.merchant_id = leased.merchant_id
@@ -359,6 +363,9 @@ class Claimed:
     # This attempt was started before and its outcome is not known: it may have charged.
     rerun: bool
     first_attempt_at: datetime  # the period's first attempt: retries are timed from it
+    # The period's earlier attempts an issuer declined (those a PSP could not take not
+    # counted): what dunning's budget is spent on. 0 for a period's first attempt.
+    declined_before: int = 0
 
 
 class JobStore:
@@ -540,6 +547,7 @@ class JobStore:
                     _policy(row["policy_retry_after_days"], row["policy_final_status"]),
                     rerun=row["attempt_runs"] > 1,
                     first_attempt_at=row["first_attempt_at"],
+                    declined_before=row["declined_before"],
                 )
         # One lease, one run: a job claimed twice in one batch runs once.
         return [leased.pop(claim, None) for claim in claims]

@@ -122,6 +122,7 @@ class JobRunner:
             result.outcome,
             first_attempt_at=claimed.first_attempt_at,
             jitter=lambda fraction: random.uniform(-fraction, fraction),  # noqa: S311
+            declined_before=claimed.declined_before,
         )
         # The status read at the claim may be stale by now (a cancel or pause that landed while
         # the charge was at the PSP): the settle refuses an outcome decided on an old status

@@ -1,5 +1,7 @@
-"""CVCs wait here, in this process's memory only, for the first authorization: handed out
-once, and dropped after a few minutes either way. Never written to disk or logs."""
+"""CVCs wait here, in this process's memory only, while the card is created at the PSPs: read
+for each PSP's creation, dropped once every configured PSP holds the card (see
+Vault._forget_cvc_once_everywhere) and after a few minutes either way. Never written to disk
+or logs."""
 
 from __future__ import annotations
 
@@ -19,9 +21,13 @@ class CvcStore:
         if len(self._entries) < self._max_entries:
             self._entries[token] = (cvc, time.monotonic() + self._ttl)
 
-    def take(self, token: str) -> str | None:
-        entry = self._entries.pop(token, None)
-        if entry is None or entry[1] < time.monotonic():
+    def peek(self, token: str) -> str | None:
+        """The CVC, left in place for the other PSPs (None once dropped or expired)."""
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if entry[1] < time.monotonic():
+            del self._entries[token]
             return None
         return entry[0]
 

@@ -1,6 +1,12 @@
 """Creating a card at a PSP, inside the vault boundary, over keep-alive httpx clients.
 `stripe`: a PaymentMethod through the Stripe HTTP API (localstripe in dev and tests);
-`sandbox`: a card at paymesh's sandbox PSP."""
+`sandbox`: a card at paymesh's sandbox PSP.
+
+A card is created with its CVC while the vault still holds it (minutes after tokenization),
+and without one later: as a merchant-initiated card-on-file when a PSP lost the card
+(`card_on_file`). The sandbox records that flag; a Stripe PaymentMethod has no such field
+(the merchant-initiated mark belongs on a charge, `off_session`), and localstripe, unlike
+Stripe, refuses any card without a CVC."""
 
 from __future__ import annotations
 
@@ -17,17 +23,22 @@ class PspUnavailable(Exception):
 
 
 class PspRejected(Exception):
-    """The PSP refused the card (4xx)."""
+    """The PSP refused the card (4xx). Only `code` `card_declined` is an issuer's decline
+    (`decline_code`, `decline_type` hard or soft, when the PSP said)."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, decline_code: str = "", decline_type: str = ""):
         super().__init__(message)
         self.code = code
+        self.decline_code = decline_code
+        self.decline_type = decline_type
 
 
 class CardProvisioner(Protocol):
     psp: str
 
-    async def create(self, card: Card, cvc: str | None, idempotency_key: str) -> str: ...
+    async def create(
+        self, card: Card, cvc: str | None, idempotency_key: str, card_on_file: bool = False
+    ) -> str: ...
 
     async def close(self) -> None: ...
 
@@ -46,8 +57,10 @@ class StripeCards:
             psp=self.psp,
         )
 
-    async def create(self, card: Card, cvc: str | None, idempotency_key: str) -> str:
-        """The Stripe PaymentMethod id for `card`."""
+    async def create(
+        self, card: Card, cvc: str | None, idempotency_key: str, card_on_file: bool = False
+    ) -> str:
+        """The Stripe PaymentMethod id for `card` (`card_on_file` changes nothing here)."""
         form = {
             "type": "card",
             "card[number]": card.number,
@@ -70,8 +83,14 @@ class SandboxCards:
             httpx.AsyncClient(base_url=api_base, timeout=timeout), psp=self.psp
         )
 
-    async def create(self, card: Card, cvc: str | None, idempotency_key: str) -> str:
-        body = {"number": card.number, "exp_month": card.exp_month, "exp_year": card.exp_year}
+    async def create(
+        self, card: Card, cvc: str | None, idempotency_key: str, card_on_file: bool = False
+    ) -> str:
+        body: dict = {"number": card.number, "exp_month": card.exp_month, "exp_year": card.exp_year}
+        if cvc:
+            body["cvc"] = cvc
+        if card_on_file:
+            body["card_on_file"] = "merchant_initiated"
         return await _create_card(self._client, "/v1/cards", idempotency_key, json=body)
 
     async def close(self) -> None:
@@ -90,9 +109,20 @@ async def _create_card(client: httpx.AsyncClient, path: str, idempotency_key: st
         raise PspUnavailable("connection_lost") from None
     if response.status_code >= 500:
         raise PspUnavailable(f"http_{response.status_code}")
-    answer = response.json()
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise PspUnavailable(f"unreadable_answer_http_{response.status_code}")
     if response.status_code >= 400:
-        error = answer.get("error", {})
-        # PSPs' messages never echo the number; keep only code and message anyway.
-        raise PspRejected(error.get("code") or "card_rejected", error.get("message", ""))
+        error = answer.get("error")
+        error = error if isinstance(error, dict) else {}
+        # PSPs' messages never echo the number; keep only codes and message anyway.
+        raise PspRejected(
+            error.get("code") or "card_rejected",
+            error.get("message", ""),
+            decline_code=error.get("decline_code") or "",
+            decline_type=error.get("type") if error.get("type") in ("hard", "soft") else "",
+        )
     return answer["id"]

@@ -55,6 +55,11 @@ class PaymentMethodRepository:
             _SELECT_WITH_PSP_REFERENCE, {**_owned(merchant, token), "psp": psp}
         )
 
+    async def psps_holding(self, token: str) -> set[str]:
+        """The PSPs that have a reference for the card."""
+        rows = await self._direct.all(_SELECT_PSPS_HOLDING, {"token": token})
+        return {row["psp"] for row in rows}
+
     async def insert_tokenized(
         self,
         card: dict[str, Any],
@@ -88,6 +93,9 @@ _WITH_PSP_TOKEN = payment_methods.outerjoin(
 )
 _SELECT_WITH_PSP_REFERENCE = _SELECT_OWNED.add_columns(psp_tokens.c.psp_reference).select_from(
     _WITH_PSP_TOKEN
+)
+_SELECT_PSPS_HOLDING = select(psp_tokens.c.psp).where(
+    psp_tokens.c.payment_method == bindparam("token")
 )
 _SELECT_PSP_REFERENCE = (
     select(payment_methods.c.detached_at, psp_tokens.c.psp_reference)
@@ -247,9 +255,33 @@ async def shred(connection: AsyncConnection, token: str) -> dict[str, Any]:
 
 
 async def save_psp_reference(
-    connection: AsyncConnection, token: str, psp: str, reference: str
-) -> str:
-    """Stores the mapping; if a concurrent call stored one first, that one wins."""
+    connection: AsyncConnection,
+    token: str,
+    psp: str,
+    reference: str,
+    replacing: str | None = None,
+) -> str | None:
+    """Stores the mapping and returns the one stored: if a concurrent call stored one first,
+    that one wins, unless it is `replacing` (the reference the PSP lost), which `reference`
+    replaces. None, and nothing stored, if the card was detached meanwhile (the card's row is
+    locked against a concurrent detach until the caller commits)."""
+    detached = await connection.scalar(
+        select(payment_methods.c.detached_at)
+        .where(payment_methods.c.id == token)
+        .with_for_update(read=True)
+    )
+    if detached is not None:
+        return None
+    if replacing is not None:
+        await connection.execute(
+            update(psp_tokens)
+            .where(
+                psp_tokens.c.payment_method == token,
+                psp_tokens.c.psp == psp,
+                psp_tokens.c.psp_reference == replacing,
+            )
+            .values(psp_reference=reference, created_at=func.now())
+        )
     await connection.execute(
         pg_insert(psp_tokens)
         .values(payment_method=token, psp=psp, psp_reference=reference)

@@ -139,7 +139,8 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
 
 
 class VaultInternalServicer(vault_pb2_grpc.VaultInternalServiceServicer):
-    """For gateway_svc only: card references at PSPs."""
+    """For gateway_svc only: card references at PSPs, and cards made again where a PSP lost
+    them."""
 
     def __init__(self, vault: Vault, callers: Callers):
         self._vault = vault
@@ -148,15 +149,35 @@ class VaultInternalServicer(vault_pb2_grpc.VaultInternalServiceServicer):
     async def GetPspToken(
         self, request: vault_pb2.GetPspTokenRequest, context: grpc.aio.ServicerContext
     ) -> vault_pb2.GetPspTokenResponse:
+        actor, merchant, token = await self._card_of(request, context)
+        reference, cached = await self._vault.provisioning.psp_token(
+            merchant, token, request.psp, actor=actor, reason=request.reason
+        )
+        return vault_pb2.GetPspTokenResponse(
+            psp=request.psp, psp_reference=reference, cached=cached
+        )
+
+    async def ReprovisionPspToken(
+        self, request: vault_pb2.ReprovisionPspTokenRequest, context: grpc.aio.ServicerContext
+    ) -> vault_pb2.ReprovisionPspTokenResponse:
+        actor, merchant, token = await self._card_of(request, context)
+        if not request.unknown_reference:
+            raise InvalidArgument.for_field(
+                "unknown_reference", "missing", "unknown_reference is required"
+            )
+        reference, reprovisioned = await self._vault.provisioning.reprovision(
+            merchant, token, request.psp, request.unknown_reference, actor, request.reason
+        )
+        return vault_pb2.ReprovisionPspTokenResponse(
+            psp=request.psp, psp_reference=reference, reprovisioned=reprovisioned
+        )
+
+    async def _card_of(self, request, context) -> tuple[str, Merchant, str]:
+        """(actor, merchant, token) of a request about a card at a PSP, from the gateway only."""
         caller = self._callers.service(context, allowed={"gateway"})
         merchant = await self._callers.merchant(context)
         token = require_id(request.payment_method, "pm_", "payment_method", "payment_method")
         if not request.psp:
             raise InvalidArgument.for_field("psp", "missing", "psp is required")
         structlog.contextvars.bind_contextvars(correlation_id=token)
-        reference, cached = await self._vault.psp_token(
-            merchant, token, request.psp, actor=f"service:{caller.name}", reason=request.reason
-        )
-        return vault_pb2.GetPspTokenResponse(
-            psp=request.psp, psp_reference=reference, cached=cached
-        )
+        return f"service:{caller.name}", merchant, token

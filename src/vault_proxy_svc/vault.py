@@ -1,13 +1,11 @@
-"""The vault's use cases: tokenize, read, detach (crypto-shred), and PSP token provisioning.
-Plain logic over the repository, the key provider and the PSP client; no gRPC here."""
+"""The vault's use cases: tokenize, read, detach (crypto-shred), and the cards at the PSPs
+(`provisioning`). Plain logic over the repository, the key provider and the PSP clients; no
+gRPC here."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import string
-import time
-import weakref
 from typing import Any, Protocol
 
 import structlog
@@ -16,23 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.platform.callers import Merchant
 from paymesh.platform.direct_sql import DirectSql
-from paymesh.platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from paymesh.platform.errors import NotFound
 from paymesh.platform.outbox import add_event, event_values, snapshot
 from vault_proxy_svc import repository
 from vault_proxy_svc.cards import Card
 from vault_proxy_svc.cvc_store import CvcStore
-from vault_proxy_svc.envelope import Sealed, binding, fingerprint, seal, unseal
+from vault_proxy_svc.envelope import binding, fingerprint, seal
 from vault_proxy_svc.idempotency import KeyClaim, NewKey, key_lost
 from vault_proxy_svc.kek import KekManager
 from vault_proxy_svc.keys import KeyProvider
-from vault_proxy_svc.metrics import (
-    DECRYPT_SECONDS,
-    PSP_CALL_ERRORS,
-    PSP_CALLS,
-    PSP_PROVISIONING,
-    PSP_TOKEN_LOOKUPS,
-)
-from vault_proxy_svc.psp import CardProvisioner, PspRejected, PspUnavailable
+from vault_proxy_svc.provisioning import CardProvisioning
+from vault_proxy_svc.psp import CardProvisioner
 
 log = structlog.get_logger(__name__)
 _ALPHABET = string.ascii_letters + string.digits
@@ -71,12 +63,8 @@ class Vault:
         self._keys = keys
         self._keks = keks
         self._outbox = outbox
-        self._psps = psps
-        self._cvcs = cvcs
         self.payment_methods = repository.PaymentMethodRepository(direct)
-        self._provisioning: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self.provisioning = CardProvisioning(engine, keys, self.payment_methods, psps, cvcs)
 
     async def tokenize(
         self,
@@ -129,7 +117,7 @@ class Vault:
             if isinstance(key, NewKey):
                 return None
             raise key_lost()
-        self._cvcs.put(token, card.cvc)
+        self.provisioning.hold_cvc_and_provision_ahead(merchant, token, card)
         return row
 
     async def get(self, merchant: Merchant, token: str) -> dict[str, Any]:
@@ -173,101 +161,8 @@ class Vault:
                 aggregate_id=token,
                 payload=snapshot(row, *repository.SEALED_COLUMNS),
             )
-        self._cvcs.drop(token)
+        self.provisioning.forget_cvc(token)
         return row
-
-    async def psp_token(
-        self, merchant: Merchant, token: str, psp: str, actor: str, reason: str
-    ) -> tuple[str, bool]:
-        """The PSP's reference for the card, and whether it came from the cache."""
-        cards = self._psps.get(psp)
-        if cards is None:
-            raise InvalidArgument.for_field(
-                "psp", "unsupported_psp", f"supported: {', '.join(sorted(self._psps))}"
-            )
-        # The hot path: two small columns, not the card's whole row.
-        cached = await self.payment_methods.psp_reference(token, merchant, psp)
-        _require_attached(cached)
-        if cached["psp_reference"]:
-            PSP_TOKEN_LOOKUPS.labels(psp, "hit").inc()
-            return cached["psp_reference"], True
-        lock = self._provisioning.setdefault((token, psp), asyncio.Lock())
-        async with lock:  # one provisioning per card and PSP at a time in this process
-            row = await self.payment_methods.get_with_psp_reference(token, merchant, psp)
-            _require_attached(row)
-            if row["psp_reference"]:
-                PSP_TOKEN_LOOKUPS.labels(psp, "hit").inc()
-                return row["psp_reference"], True
-            PSP_TOKEN_LOOKUPS.labels(psp, "miss").inc()
-            return await self._provision(cards, row, merchant, actor, reason), False
-
-    async def _provision(
-        self,
-        cards: CardProvisioner,
-        row: dict[str, Any],
-        merchant: Merchant,
-        actor: str,
-        reason: str,
-    ) -> str:
-        psp, token = cards.psp, row["id"]
-        audit = {"actor": actor, "payment_method": token, "merchant_id": merchant.id}
-        # The decryption is on record before it happens, whatever follows.
-        async with self._engine.begin() as connection:
-            await repository.add_audit(
-                connection,
-                action="decrypt",
-                result="ok",
-                reason=reason,
-                details={"purpose": f"provision:{psp}"},
-                **audit,
-            )
-        started = time.perf_counter()
-        pan = await unseal(
-            Sealed(row["kek_version"], row["wrapped_key"], row["nonce"], row["ciphertext"]),
-            binding(token, merchant.id, merchant.livemode),
-            self._keys,
-        )
-        DECRYPT_SECONDS.observe(time.perf_counter() - started)
-        card = Card(pan, row["exp_month"], row["exp_year"], "", row["brand"])
-        cvc = self._cvcs.take(token)
-        PSP_CALLS.labels(psp, "card").inc()
-        try:
-            reference = await cards.create(card, cvc, idempotency_key=f"vault-{token}-{psp}")
-        except (PspUnavailable, PspRejected) as error:
-            code = error.code if isinstance(error, PspRejected) else str(error)
-            if isinstance(error, PspUnavailable):  # a refused card is an answer, not a failure
-                PSP_CALL_ERRORS.labels(psp, "card", code).inc()
-            PSP_PROVISIONING.labels(psp, "error").inc()
-            async with self._engine.begin() as connection:
-                await repository.add_audit(
-                    connection,
-                    action="provision",
-                    result="failed",
-                    reason=reason,
-                    details={"psp": psp, "error": code},
-                    **audit,
-                )
-            if isinstance(error, PspRejected):
-                raise FailedPrecondition(
-                    f"{psp} rejected the card ({code})",
-                    reason="psp_rejected_card",
-                    metadata={"psp": psp, "psp_code": code},
-                ) from None
-            if cvc:
-                self._cvcs.put(token, cvc)  # kept for the retry
-            raise Unavailable(f"{psp} is unavailable", reason="psp_unavailable") from None
-        async with self._engine.begin() as connection:
-            reference = await repository.save_psp_reference(connection, token, psp, reference)
-            await repository.add_audit(
-                connection,
-                action="provision",
-                result="ok",
-                reason=reason,
-                details={"psp": psp, "psp_reference": reference},
-                **audit,
-            )
-        PSP_PROVISIONING.labels(psp, "ok").inc()
-        return reference
 
 
 class Revocations(Protocol):

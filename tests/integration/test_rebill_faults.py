@@ -118,6 +118,10 @@ def subscribe_all(faults: FaultMesh, clock: str, bodies: list[dict]) -> list[dic
     """Creates the subscriptions (all trialing on `clock`: nothing is charged yet)."""
     mesh, merchant = faults.mesh, faults.merchant
     token = tokenize(mesh, merchant).body["id"]
+    # The vault makes the card at every PSP right after tokenizing it: done before a test's
+    # knobs slow the sandbox down, whose renewals then wait for nothing but their charges.
+    made = "SELECT count(*) FROM vault.psp_tokens WHERE payment_method = %s"
+    wait_until(lambda: faults.scalar(made, (token,)) == 2, timeout=10, interval=0.05)
     base = {"payment_method": token, "currency": "usd", "interval": "month", "test_clock": clock}
     with ThreadPoolExecutor(4) as pool:
         created = list(

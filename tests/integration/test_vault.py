@@ -25,6 +25,7 @@ from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from tests.support import cards
 from tests.support.envelope import assert_error_envelope
 from tests.support.http import Response, call
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -231,28 +232,19 @@ def test_detach_crypto_shreds_the_card(mesh, merchant, infra):
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_the_gateway_gets_a_stripe_reference_once_then_from_the_cache(mesh, merchant, infra):
-    token = tokenize(mesh, merchant).body["id"]
+def test_the_gateway_gets_a_psp_reference_once_then_from_the_cache(mesh, merchant, infra):
+    # Without a CVC nothing is made ahead of the first request (an imported card); the
+    # sandbox, unlike localstripe, takes a card without one.
+    token = tokenize(mesh, merchant, card={"cvc": ""}).body["id"]
 
-    first = psp_token(mesh, merchant, token)
-    second = psp_token(mesh, merchant, token)
+    first = psp_token(mesh, merchant, token, psp="sandbox")
+    second = psp_token(mesh, merchant, token, psp="sandbox")
 
-    assert first.psp == "stripe"
-    assert first.psp_reference.startswith("pm_")
+    assert first.psp == "sandbox"
+    assert first.psp_reference.startswith("card_")
     assert not first.cached
     assert second.cached
     assert second.psp_reference == first.psp_reference
-    at_stripe = json.load(
-        urllib.request.urlopen(  # noqa: S310 - localstripe on loopback
-            urllib.request.Request(
-                f"http://127.0.0.1:{mesh.ports.localstripe}/v1/payment_methods/"
-                f"{first.psp_reference}",
-                headers={"Authorization": "Bearer sk_test_paymesh_dev"},
-            ),
-            timeout=5,
-        )
-    )
-    assert at_stripe["card"]["last4"] == "4242"
     with psycopg.connect(infra.database_url) as db:
         audit = db.execute(
             "SELECT actor, action, result, reason FROM vault.vault_audit"
@@ -266,6 +258,48 @@ def test_the_gateway_gets_a_stripe_reference_once_then_from_the_cache(mesh, merc
     ]
     assert audit[1][0] == "service:gateway"
     assert audit[1][3] == "test"
+
+
+def test_a_card_tokenized_with_its_cvc_is_made_at_every_psp_before_any_charge(
+    mesh, merchant, infra
+):
+    token = tokenize(mesh, merchant).body["id"]
+
+    def provisioned() -> list[tuple] | None:
+        with psycopg.connect(infra.database_url) as db:
+            rows = db.execute(
+                "SELECT actor, result, details->>'psp', details->>'with_cvc' FROM vault.vault_audit"
+                " WHERE payment_method = %s AND action = 'provision' ORDER BY 3",
+                (token,),
+            ).fetchall()
+        return rows if len(rows) == 2 else None
+
+    # In the background, after the tokenization answered; each with the CVC, never decrypted.
+    assert wait_until(provisioned, timeout=10) == [
+        ("worker:provision", "ok", "sandbox", "true"),
+        ("worker:provision", "ok", "stripe", "true"),
+    ]
+    at_stripe = psp_token(mesh, merchant, token)
+    at_sandbox = psp_token(mesh, merchant, token, psp="sandbox")
+    assert at_stripe.cached and at_sandbox.cached
+    card = json.load(
+        urllib.request.urlopen(  # noqa: S310 - localstripe on loopback
+            urllib.request.Request(
+                f"http://127.0.0.1:{mesh.ports.localstripe}/v1/payment_methods/"
+                f"{at_stripe.psp_reference}",
+                headers={"Authorization": "Bearer sk_test_paymesh_dev"},
+            ),
+            timeout=5,
+        )
+    )
+    assert card["card"]["last4"] == "4242"
+    with psycopg.connect(infra.database_url) as db:
+        [decrypted] = db.execute(
+            "SELECT count(*) FROM vault.vault_audit WHERE payment_method = %s"
+            " AND action = 'decrypt'",
+            (token,),
+        ).fetchone()
+    assert decrypted == 0
 
 
 def _forged_token() -> str:

@@ -21,6 +21,11 @@ NO_FAULTS = {
 }
 
 
+def requests_for(mesh, operation: str) -> int:
+    """How many requests of one operation (card, authorize, capture, …) the sandbox had."""
+    return sandbox(mesh, "/_stats")["requests_by_operation"].get(operation, 0)
+
+
 def breaker_state(mesh, psp: str) -> float:
     metrics = call(f"http://127.0.0.1:{mesh.ports.http['gateway']}/metrics").body
     prefix = f'psp_circuit_breaker_state{{psp="{psp}"}} '

@@ -1,5 +1,6 @@
 """One dunning policy decides every step after a charge attempt (issue 10): declines retried
-on the schedule, never beside an attempt whose outcome is unknown, within one budget."""
+on the schedule, never beside an attempt whose outcome is unknown, within one budget that only
+an issuer's declines spend (issue 29)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,35 @@ def test_an_attempt_beyond_a_shrunk_budget_still_counts_and_is_the_last():
         next_step(RetryPolicy(), 0, Outcome.DECLINED_SOFT, FIRST, no_jitter)
 
 
+def test_a_charge_no_psp_could_take_is_retried_on_the_schedule_and_never_spends_the_budget():
+    policy = RetryPolicy(retry_after=(timedelta(days=1), timedelta(days=2)), jitter_fraction=0)
+    # Three attempts no PSP could take (the card lost everywhere), then two soft declines.
+    steps = [
+        next_step(policy, 1, Outcome.NOT_CHARGED, FIRST, no_jitter, declined_before=0),
+        next_step(policy, 2, Outcome.NOT_CHARGED, FIRST, no_jitter, declined_before=0),
+        next_step(policy, 3, Outcome.NOT_CHARGED, FIRST, no_jitter, declined_before=0),
+        next_step(policy, 4, Outcome.DECLINED_SOFT, FIRST, no_jitter, declined_before=0),
+        next_step(policy, 5, Outcome.DECLINED_SOFT, FIRST, no_jitter, declined_before=1),
+        next_step(policy, 6, Outcome.DECLINED_SOFT, FIRST, no_jitter, declined_before=2),
+    ]
+
+    assert steps[:5] == [
+        RetryAt(2, FIRST + timedelta(days=1)),
+        RetryAt(3, FIRST + timedelta(days=2)),
+        RetryAt(4, FIRST + timedelta(days=3)),  # past the schedule: its last gap again
+        RetryAt(5, FIRST + timedelta(days=4)),
+        RetryAt(6, FIRST + timedelta(days=5)),
+    ]
+    assert steps[5] == GiveUp(FinalStatus.UNPAID)  # the third decline spends the budget
+    # Never given up for what no issuer said, however long it lasts.
+    assert next_step(policy, 40, Outcome.NOT_CHARGED, FIRST, no_jitter, 2) == RetryAt(
+        41, FIRST + timedelta(days=40)
+    )
+    assert next_step(RetryPolicy(retry_after=()), 1, Outcome.NOT_CHARGED, FIRST, no_jitter, 0) == (
+        RetryAt(2, FIRST + timedelta(days=1))
+    )
+
+
 def test_an_attempts_key_does_not_depend_on_the_time_zone_it_is_read_in():
     start = datetime(2026, 3, 1, tzinfo=UTC)
     berlin = start.astimezone(ZoneInfo("Europe/Berlin"))
@@ -102,16 +132,20 @@ def test_any_run_of_outcomes_stays_within_the_budget_in_order_and_never_beside_a
     results, jitter_draws
 ):
     policy = RetryPolicy()
-    attempt, last_at, draws = 1, FIRST, iter(jitter_draws)
+    attempt, declines, last_at, draws = 1, 0, FIRST, iter(jitter_draws)
     for outcome in results:
-        step = next_step(policy, attempt, outcome, FIRST, lambda x: x * next(draws))
+        step = next_step(policy, attempt, outcome, FIRST, lambda x: x * next(draws), declines)
         if isinstance(step, WaitForOutcome):
             continue  # the same attempt, asked again later: no new attempt
+        if outcome == Outcome.DECLINED_SOFT:
+            declines += 1
         if isinstance(step, RetryAt):
-            assert outcome == Outcome.DECLINED_SOFT
-            assert step.attempt == attempt + 1 <= policy.attempts
+            assert outcome in (Outcome.DECLINED_SOFT, Outcome.NOT_CHARGED)
+            assert step.attempt == attempt + 1
+            assert declines < policy.attempts  # only declines spend the budget
             assert step.at > last_at  # jitter never reorders the schedule
             attempt, last_at = step.attempt, step.at
             continue
         assert isinstance(step, Paid | GiveUp | AwaitCustomer)
+        assert outcome != Outcome.NOT_CHARGED  # what no issuer said never ends a period
         break

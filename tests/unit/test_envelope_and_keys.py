@@ -89,14 +89,16 @@ def test_fingerprints_are_keyed_and_scoped_to_the_merchant():
     assert fingerprint(secret, "acct_1", PAN) != fingerprint(other_secret, "acct_1", PAN)
 
 
-def test_a_cvc_is_handed_out_once_and_expires():
+def test_a_cvc_serves_every_psp_until_dropped_or_expired():
     store = CvcStore(ttl_seconds=0.05)
     store.put("pm_a", "123")
     store.put("pm_b", "456")
 
-    assert store.take("pm_a") == "123"
-    assert store.take("pm_a") is None
+    assert store.peek("pm_a") == "123"
+    assert store.peek("pm_a") == "123"  # the next PSP's creation reads it too
+    store.drop("pm_a")
+    assert store.peek("pm_a") is None
     time.sleep(0.06)
-    assert store.take("pm_b") is None
+    assert store.peek("pm_b") is None
     store.put("pm_c", "")
-    assert store.take("pm_c") is None
+    assert store.peek("pm_c") is None

@@ -14,6 +14,8 @@ from gateway_svc.domain.models import NewIntent
 from gateway_svc.domain.outcomes import (
     AuthenticationFailed,
     Authorization,
+    CardNotProvisioned,
+    CardUnknownAtPsp,
     CustomerActionRequired,
     NotProcessed,
     OutcomeUnknown,
@@ -75,6 +77,7 @@ class ScriptedPsp:
         return "rf_1"
 
     async def find(self, idempotency_key):
+        self.calls.append(("find", idempotency_key))
         if isinstance(self.found, Exception):
             raise self.found
         return self.found
@@ -83,6 +86,20 @@ class ScriptedPsp:
 class Vault:
     async def psp_token(self, merchant, payment_method, psp, reason):
         return f"card@{psp}"
+
+
+class ReprovisioningVault(Vault):
+    """Makes a card again where a PSP lost it; with `refused`, every PSP asks for a CVC."""
+
+    def __init__(self, refused: bool = False):
+        self.refused = refused
+        self.reprovisioned: list[tuple[str, str]] = []
+
+    async def reprovision(self, merchant, payment_method, psp, unknown_reference, reason):
+        self.reprovisioned.append((psp, unknown_reference))
+        if self.refused:
+            raise CardNotProvisioned(psp, "invalid_request_error")
+        return f"again@{psp}"
 
 
 def payments_with(*psps: ScriptedPsp) -> tuple[Payments, InMemoryPaymentRepository]:
@@ -317,6 +334,7 @@ def test_nothing_processed_anywhere_gives_the_intent_back_uncharged():
         create(payments)
 
     assert getattr(raised.value, "reason", "") == "psp_unavailable"
+    assert raised.value.retry_after_seconds > 0  # Retry-After: never a 200 decline
     [intent] = repository.intents.values()
     assert (intent.status, intent.pending_operation) == (IntentStatus.REQUIRES_CONFIRMATION, None)
 
@@ -367,6 +385,83 @@ def test_a_remembered_card_revoked_since_is_declined_by_the_vault_and_never_sent
     assert declined.status == IntentStatus.REQUIRES_PAYMENT_METHOD
     assert declined.last_payment_error["decline_code"] == "payment_method_detached"
     assert [call for call in sandbox.calls if call[0] == "authorize"] == [sandbox.calls[0]]
+
+
+def test_a_card_the_psp_lost_is_provisioned_again_and_charged_once_under_a_key_of_its_own():
+    sandbox = ScriptedPsp(
+        "sandbox", authorize=[CardUnknownAtPsp("sandbox"), Authorization("ch_1", True)]
+    )
+    payments, repository = payments_with(sandbox)
+    vault = ReprovisioningVault()
+    payments.card_tokens = CardTokens(vault, repository)
+
+    intent = create(payments)
+
+    assert (intent.status, intent.psp) == (IntentStatus.SUCCEEDED, "sandbox")
+    assert vault.reprovisioned == [("sandbox", "card@sandbox")]
+    attempt = repository.intents[intent.id].attempt_key
+    assert sandbox.calls == [
+        ("authorize", f"{attempt}:sandbox"),
+        ("authorize", f"{attempt}:reprovisioned:sandbox"),
+    ]
+
+
+def test_a_card_no_psp_holds_nor_would_take_again_is_not_a_decline():
+    sandbox = ScriptedPsp("sandbox", authorize=[CardUnknownAtPsp("sandbox")])
+    stripe = ScriptedPsp("stripe", authorize=[CardUnknownAtPsp("stripe")])
+    payments, repository = payments_with(sandbox, stripe)
+    vault = ReprovisioningVault(refused=True)
+    payments.card_tokens = CardTokens(vault, repository)
+
+    intent = create(payments)
+
+    assert intent.status == IntentStatus.REQUIRES_PAYMENT_METHOD
+    assert intent.last_payment_error["code"] == "card_reprovision_failed"
+    assert intent.last_payment_error["type"] == "soft"
+    assert intent.psp == "stripe"  # the PSP that answered last
+    assert [psp for psp, _ in vault.reprovisioned] == ["sandbox", "stripe"]  # each once
+    assert [a.result for a in repository.audits if a.action == "confirm"] == [
+        "card_reprovision_failed"
+    ]
+
+
+def test_a_decline_after_a_failover_names_the_psp_that_declined():
+    class DecliningAtStripe(Vault):
+        async def psp_token(self, merchant, payment_method, psp, reason):
+            if psp == "stripe":  # localstripe declined the card as it was created
+                raise PspDeclined("card_velocity_exceeded", "declined", "hard", psp="stripe")
+            return f"card@{psp}"
+
+    sandbox = ScriptedPsp("sandbox", authorize=[NotProcessed("http_503")])
+    payments, repository = payments_with(sandbox, ScriptedPsp("stripe"))
+    payments.card_tokens = CardTokens(DecliningAtStripe(), repository)
+
+    intent = create(payments)
+
+    assert intent.status == IntentStatus.REQUIRES_PAYMENT_METHOD
+    assert intent.psp == "stripe"
+    assert intent.last_payment_error["decline_code"] == "card_velocity_exceeded"
+
+
+def test_the_sweep_asks_about_the_charge_made_after_reprovisioning_not_the_first_key():
+    sandbox = ScriptedPsp(
+        "sandbox",
+        authorize=[CardUnknownAtPsp("sandbox"), OutcomeUnknown("timeout")],
+        found=Authorization("ch_1", True),
+    )
+    payments, repository = payments_with(sandbox)
+    payments.card_tokens = CardTokens(ReprovisioningVault(), repository)
+    intent = create(payments)
+    attempt = repository.intents[intent.id].attempt_key
+    assert repository.intents[intent.id].pending_key == f"{attempt}:reprovisioned"
+    repository.intents[intent.id] = repository.intents[intent.id].replace(
+        pending_since=datetime.now(UTC) - timedelta(minutes=5)
+    )
+
+    asyncio.run(recovery.recover(payments, older_than_seconds=60))
+
+    assert repository.intents[intent.id].status == IntentStatus.SUCCEEDED
+    assert sandbox.calls[-1] == ("find", f"{attempt}:reprovisioned:sandbox")
 
 
 def test_a_keyless_request_hears_where_its_outcome_will_show_not_to_retry_under_a_key():

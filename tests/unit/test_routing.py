@@ -10,6 +10,7 @@ import pytest
 
 from gateway_svc.domain.outcomes import (
     Authorization,
+    CardUnknownAtPsp,
     CustomerActionRequired,
     NotProcessed,
     OutcomeUnknown,
@@ -47,12 +48,16 @@ def router(*connectors: FakeConnector, fail_max: int | None = None) -> PspRouter
     )
 
 
-def authorize(psps: PspRouter, route: list[str]):
+def authorize(psps: PspRouter, route: list[str], recorded: list | None = None):
     async def card_for(psp: str) -> str:
         return f"card@{psp}"
 
-    async def on_attempt(psp: str) -> None:
-        pass
+    async def on_attempt(psp: str, pending_key: str) -> None:
+        if recorded is not None:
+            recorded.append((psp, pending_key))
+
+    async def reprovision(psp: str, unknown_reference: str) -> str:
+        return f"again@{psp}"
 
     return asyncio.run(
         psps.authorize(
@@ -63,6 +68,7 @@ def authorize(psps: PspRouter, route: list[str]):
             capture=True,
             attempt_key="pi_1:abc",
             on_attempt=on_attempt,
+            reprovision=reprovision,
         )
     )
 
@@ -123,6 +129,30 @@ def test_a_psp_that_needs_the_customer_ends_the_route_no_retry_no_failover():
     assert (raised.value.reference, raised.value.url) == ("ch_1", "http://psp/3ds/ch_1")
     assert sandbox.keys == ["pi_1:abc:sandbox"]
     assert stripe.keys == []
+
+
+def test_a_card_the_psp_lost_is_made_again_once_and_charged_under_its_own_recorded_key():
+    sandbox = FakeConnector("sandbox", [CardUnknownAtPsp("sandbox"), Authorization("ch_1", True)])
+    recorded: list = []
+
+    psp, authorization = authorize(router(sandbox), ["sandbox"], recorded)
+
+    assert (psp, authorization.reference) == ("sandbox", "ch_1")
+    assert sandbox.keys == ["pi_1:abc:sandbox", "pi_1:abc:reprovisioned:sandbox"]
+    # Where each charge goes is recorded before it is sent (the sweep looks there).
+    assert recorded == [("sandbox", "pi_1:abc"), ("sandbox", "pi_1:abc:reprovisioned")]
+
+
+def test_a_psp_that_still_does_not_know_the_card_it_just_made_is_failed_over_not_declined():
+    sandbox = FakeConnector("sandbox", [CardUnknownAtPsp("sandbox")])
+    stripe = FakeConnector("stripe", [Authorization("pi_s", True)])
+    psps = router(sandbox, stripe)
+
+    psp, _ = authorize(psps, ["sandbox", "stripe"])
+
+    assert psp == "stripe"
+    assert len(sandbox.keys) == 2  # never made a third time
+    assert psps.breakers["sandbox"].state is State.CLOSED  # it answered every time
 
 
 def test_nothing_available_says_so():

@@ -6,14 +6,23 @@
    it goes to and `pending_since` (where the recovery sweep will look), and binds the
    idempotency key to it.
 3. Call the PSPs of the route, outside any transaction. Fail over only on proof that nothing
-   happened.
+   happened. A PSP that no longer knows the card gets it again from the vault, once
+   (`gateway_svc.psp.routing`). Before each charge the intent records the PSP and the key it
+   goes under, where the sweep will look.
 4. Record: one statement settles the outcome, conditional on the attempt key. An unknown
    outcome records nothing: the intent stays `processing` until the sweep asks the PSP.
    An authorization that arrives after the attempt was given up is adopted if nothing else
    happened to the intent since, and otherwise released at the PSP: never ignored.
 5. A PSP that needs the customer (3-D Secure) leaves the intent in `requires_action` with
    nothing pending: a later confirm asks that PSP how the customer's authentication of the
-   attempt ended (`complete`), or the PSP's webhook tells it (gateway_svc.psp_events)."""
+   attempt ended (`complete`), or the PSP's webhook tells it (gateway_svc.psp_events).
+
+What the merchant hears (the outcome taxonomy, `gateway_svc.domain.outcomes`): an issuer's
+decline is `requires_payment_method` with `card_declined`, naming the PSP that declined; a
+route where no PSP holds the card nor would take it from the vault is `requires_payment_method`
+with `card_reprovision_failed` (soft: nothing was charged, no issuer said no); a route where
+every PSP failed is a 503 `psp_unavailable` with Retry-After, and the intent may be confirmed
+again."""
 
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ from gateway_svc.domain.models import (
 )
 from gateway_svc.domain.outcomes import (
     Authorization,
+    CardNotProvisioned,
     CustomerActionRequired,
     OutcomeUnknown,
     PspDeclined,
@@ -225,7 +235,7 @@ async def _first_card(
             )
         else:
             token = await payments.card_tokens.psp_token(merchant, payment_method, psp, reason)
-    except (PspDeclined, PspTrouble) as outcome:
+    except (PspDeclined, PspTrouble, CardNotProvisioned) as outcome:
         return psp, outcome
     return psp, token
 
@@ -250,18 +260,6 @@ async def _authorize(
             merchant, intent.payment_method or "", psp, reason=f"authorize {intent.id}"
         )
 
-    async def on_attempt(psp: str) -> None:
-        annotate(psp=psp, **{"intent.id": intent.id})
-        if psp != intent.psp:  # a failover: the sweep must look at this PSP from now on
-            await payments.repository.change_intent(
-                IntentChange(
-                    intent,
-                    {"psp": psp},
-                    statuses=(IntentStatus.PROCESSING,),
-                    attempt_key=intent.attempt_key,
-                )
-            )
-
     try:
         psp, authorization = await payments.router.authorize(
             route,
@@ -270,7 +268,8 @@ async def _authorize(
             currency=intent.currency,
             capture=intent.capture_method == "automatic",
             attempt_key=intent.attempt_key or "",
-            on_attempt=on_attempt,
+            on_attempt=recorder(payments, intent),
+            reprovision=reprovisioner(payments, intent, f"authorize {intent.id}"),
             return_url=intent.return_url or "",
         )
     except PspDeclined as decline:
@@ -282,12 +281,53 @@ async def _authorize(
         if key is not None:
             await payments.repository.complete_key(key, intent.id)
         return await payments.repository.intent(intent.id)
-    except (NoPspAvailable, VaultUnavailable, InvalidArgument) as error:
+    except NoPspAvailable as nowhere:
+        if nowhere.card_refusal is not None:
+            return await settle_card_refusal(payments, intent, nowhere.card_refusal, "api", key)
+        await abandon(payments, intent, "api", str(nowhere))
+        raise psp_unavailable() from None
+    except (VaultUnavailable, InvalidArgument) as error:
         await abandon(payments, intent, "api", str(error))
-        if isinstance(error, NoPspAvailable):
-            raise psp_unavailable() from None
         raise
     return await settle_authorization(payments, intent, psp, authorization, "api", key)
+
+
+def recorder(payments: Payments, intent: PaymentIntent):
+    """`on_attempt(psp, pending_key)` for the router: records on the intent the PSP and the
+    key its next charge goes under (a failover, a card provisioned again), before it is sent,
+    so that the recovery sweep asks that PSP about that key and no other."""
+    recorded = {"psp": intent.psp, "pending_key": intent.pending_key}
+
+    async def on_attempt(psp: str, pending_key: str) -> None:
+        annotate(psp=psp, **{"intent.id": intent.id})
+        where = {"psp": psp, "pending_key": pending_key}
+        if where == recorded:
+            return
+        await payments.repository.change_intent(
+            IntentChange(
+                intent,
+                where,
+                statuses=(IntentStatus.PROCESSING,),
+                attempt_key=intent.attempt_key,
+            )
+        )
+        recorded.update(where)
+
+    return on_attempt
+
+
+def reprovisioner(payments: Payments, intent: PaymentIntent, reason: str):
+    """`reprovision(psp, unknown_reference)` for the router: the card made again at a PSP that
+    no longer knows it (by the vault, from the card it holds)."""
+    merchant = Merchant(intent.merchant_id, intent.livemode)
+
+    async def reprovision(psp: str, unknown_reference: str) -> str:
+        log.warning("card_reprovisioning", correlation_id=intent.id, psp=psp)
+        return await payments.card_tokens.reprovision(
+            merchant, intent.payment_method or "", psp, unknown_reference, reason
+        )
+
+    return reprovision
 
 
 async def settle_authorization(
@@ -340,27 +380,59 @@ async def settle_decline(
     actor: str,
     key: KeyRef | None = None,
 ) -> PaymentIntent:
-    settled = await payments.repository.change_intent(
+    """Records the issuer's decline, naming the PSP that declined."""
+    settled = await _settle_unpaid(
+        payments, intent, decline.as_payment_error(), decline.psp, "declined", actor, key
+    )
+    if settled is not None:  # this writer recorded the decline: counted once
+        code = decline.decline_code or decline.as_payment_error()["code"]
+        PAYMENTS_DECLINED.labels(settled.psp or "", code).inc()
+    return settled or await payments.repository.intent(intent.id)
+
+
+async def settle_card_refusal(
+    payments: Payments,
+    intent: PaymentIntent,
+    refusal: CardNotProvisioned,
+    actor: str,
+    key: KeyRef | None = None,
+) -> PaymentIntent:
+    """No PSP holds the card nor would take it from the vault: the merchant needs the card
+    again (or a later retry). Not a decline, and not counted as one."""
+    error = refusal.as_payment_error()
+    settled = await _settle_unpaid(payments, intent, error, refusal.psp, error["code"], actor, key)
+    return settled or await payments.repository.intent(intent.id)
+
+
+async def _settle_unpaid(
+    payments: Payments,
+    intent: PaymentIntent,
+    error: dict[str, str],
+    psp: str,
+    result: str,
+    actor: str,
+    key: KeyRef | None,
+) -> PaymentIntent | None:
+    """The attempt ended with nothing charged and the payment method at fault (or gone):
+    `requires_payment_method` with `error`, naming `psp` when a PSP answered so."""
+    return await payments.repository.change_intent(
         IntentChange(
             intent,
             {
                 "status": move(intent.id, IntentStatus.PROCESSING, Action.DECLINED),
                 "amount_received": 0,
                 "amount_capturable": 0,
-                "last_payment_error": decline.as_payment_error(),
+                "last_payment_error": error,
+                **({"psp": psp} if psp else {}),
                 **NOTHING_PENDING,
             },
             statuses=sources(Action.DECLINED),
             attempt_key=intent.attempt_key,
-            audits=[(actor, "confirm", "declined", {})],
+            audits=[(actor, "confirm", result, {})],
             event="payment_intent.payment_failed",
             settles=settles_keys(actor, key),
         )
     )
-    if settled is not None:  # this writer recorded the decline: counted once
-        code = decline.decline_code or decline.as_payment_error()["code"]
-        PAYMENTS_DECLINED.labels(settled.psp or "", code).inc()
-    return settled or await payments.repository.intent(intent.id)
 
 
 async def settle_action_required(

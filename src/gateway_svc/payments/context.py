@@ -72,10 +72,18 @@ def settles_keys(actor: str, key: KeyRef | None) -> bool:
     return actor != "api" or key is not None
 
 
+# When a merchant may try again after every PSP of its route failed: about when an open
+# breaker lets its first probe through (GATEWAY_BREAKER_RESET_SECONDS' default).
+RETRY_PSP_AFTER_SECONDS = 30
+
+
 def psp_unavailable() -> Unavailable:
+    """Every PSP failed (or was skipped by its open breaker): nothing was done, and nothing
+    is wrong with the card. Never a decline."""
     return Unavailable(
         "no payment processor could take this request now; nothing was done. Retry later.",
         reason="psp_unavailable",
+        retry_after_seconds=RETRY_PSP_AFTER_SECONDS,
     )
 
 

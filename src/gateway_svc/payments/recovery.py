@@ -1,10 +1,13 @@
 """The recovery sweep (a janitor, as Kill Bill calls it): settles every PSP operation whose
 outcome is not recorded, by asking the PSP, never by guessing.
 
-- authorize: find the attempt at its PSP by its idempotency key. Found: recorded (and the
+- authorize: find the attempt at its PSP by the key it went under (the intent's pending key:
+  its attempt key, or that key once its card was provisioned again). Found: recorded (and the
   retried request's key answers with it; one that waits for its customer is recorded as
   requires_action, which nothing sweeps: a confirm or the PSP's webhook settles it). Not
-  found: the authorization is sent again under the SAME key, which settles it for good. A
+  found: the authorization is sent again under the SAME key, which settles it for good (a
+  PSP that no longer knows the card gets it again from the vault, as on the merchant's
+  request). A
   request of that attempt that is still on its way to the PSP (a slow PSP may process it
   long after we stopped waiting) then meets the PSP's answer for that key instead of
   charging a second time; giving up on "not found" would leave exactly that late charge
@@ -19,6 +22,8 @@ import structlog
 from gateway_svc.domain.models import PaymentIntent
 from gateway_svc.domain.outcomes import (
     Authorization,
+    CardNotProvisioned,
+    CardUnknownAtPsp,
     CustomerActionRequired,
     PspDeclined,
     PspRefused,
@@ -28,6 +33,7 @@ from gateway_svc.domain.status import Pending
 from gateway_svc.metrics import RECOVERED
 from gateway_svc.payments import authorize, cancel, capture, refund
 from gateway_svc.payments.context import Payments
+from gateway_svc.psp.routing import psp_attempt_key
 from paymesh.platform.callers import Merchant
 from paymesh.platform.problems import InvalidArgument, Unavailable
 
@@ -66,18 +72,21 @@ async def _settle(payments: Payments, intent: PaymentIntent) -> str:
     if connector is None:  # a capture or void at a PSP we cannot ask: it stays in doubt
         raise Unavailable(f"no connector for PSP {psp!r}")
     if intent.pending_operation == Pending.AUTHORIZE:
-        attempt = f"{intent.attempt_key}:{psp}"
+        pending_key = intent.pending_key or intent.attempt_key or ""
         try:
-            found = await connector.find(attempt)
+            found = await connector.find(psp_attempt_key(pending_key, psp))
             if found is None:
-                found = await _authorize_again(payments, intent, psp, attempt)
+                found = await _authorize_again(payments, intent, psp, pending_key)
         except CustomerActionRequired as action:
             await authorize.settle_action_required(payments, intent, action, "worker")
             return "requires_action"
         except PspDeclined as decline:
             await authorize.settle_decline(payments, intent, decline, "worker")
             return "declined"
-        except (PspRefused, InvalidArgument) as error:  # provably nothing charged
+        except CardNotProvisioned as refusal:
+            await authorize.settle_card_refusal(payments, intent, refusal, "worker")
+            return "not_charged"
+        except (PspRefused, CardUnknownAtPsp, InvalidArgument) as error:  # nothing charged
             await authorize.abandon(payments, intent, "worker", str(error))
             return "not_charged"
         await authorize.settle_authorization(payments, intent, psp, found, "worker")
@@ -100,26 +109,25 @@ async def _settle(payments: Payments, intent: PaymentIntent) -> str:
 
 
 async def _authorize_again(
-    payments: Payments, intent: PaymentIntent, psp: str, attempt: str
+    payments: Payments, intent: PaymentIntent, psp: str, pending_key: str
 ) -> Authorization:
     merchant = Merchant(intent.merchant_id, intent.livemode)
+    reason = f"recover {intent.id}"
     card = await payments.router.call(
         psp,
         None,  # judged by the vault's answers (PspRouter.observe_card)
         lambda: payments.card_tokens.psp_token(
-            merchant, intent.payment_method or "", psp, reason=f"recover {intent.id}"
+            merchant, intent.payment_method or "", psp, reason=reason
         ),
     )
-    connector = payments.router.connectors[psp]
-    return await payments.router.call(
+    return await payments.router.charge(
         psp,
-        "authorize",
-        lambda: connector.authorize(
-            card=card,
-            amount=intent.amount,
-            currency=intent.currency,
-            capture=intent.capture_method == "automatic",
-            idempotency_key=attempt,
-            return_url=intent.return_url or "",
-        ),
+        card,
+        amount=intent.amount,
+        currency=intent.currency,
+        capture=intent.capture_method == "automatic",
+        pending_key=pending_key,
+        on_attempt=authorize.recorder(payments, intent),
+        reprovision=authorize.reprovisioner(payments, intent, reason),
+        return_url=intent.return_url or "",
     )

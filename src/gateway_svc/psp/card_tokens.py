@@ -77,10 +77,31 @@ class CardTokens:
         key = (merchant.id, merchant.livemode, payment_method, psp)
         self._entries.pop(key, None)
         reference = await self._vault.psp_token(merchant, payment_method, psp, reason)
+        self._remember(key, reference)
+        return reference
+
+    async def reprovision(
+        self,
+        merchant: Merchant,
+        payment_method: str,
+        psp: str,
+        unknown_reference: str,
+        reason: str,
+    ) -> str:
+        """The card's new reference at a PSP that said it does not know `unknown_reference`
+        (made by the vault from the card it holds), remembered in place of the old one."""
+        key = (merchant.id, merchant.livemode, payment_method, psp)
+        self._entries.pop(key, None)
+        reference = await self._vault.reprovision(
+            merchant, payment_method, psp, unknown_reference, reason
+        )
+        self._remember(key, reference)
+        return reference
+
+    def _remember(self, key: tuple[str, bool, str, str], reference: str) -> None:
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
         self._entries[key] = (reference, time.monotonic() + self._ttl)
-        return reference
 
     def forget(self, payment_method: str) -> None:
         for key in [key for key in self._entries if key[2] == payment_method]:

@@ -3,8 +3,10 @@ Stripe HTTP API; localstripe in dev and tests). Each keeps one keep-alive aiohtt
 quarter of httpx's CPU per call: 0.19 against 0.75 ms, issue 9) and reads every answer into
 paymesh's outcome taxonomy (`gateway_svc.domain.outcomes`): an authorization, a decline, the
 customer's action the PSP waits for (3-D Secure), a refusal, proof that nothing happened
-(`NotProcessed`), or an `OutcomeUnknown`. A payment the PSP reports (an authorization's
-answer, one found by its key, one looked up by its reference) is read the same way."""
+(`NotProcessed`), a card reference the PSP does not know, or an `OutcomeUnknown`. A payment
+the PSP reports (an authorization's answer, one found by its key, one looked up by its
+reference) is read the same way. Each PSP's error answers are read by a pure function
+(`sandbox_error`, `stripe_error`), unit-tested answer by answer."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import aiohttp
 from gateway_svc.domain.outcomes import (
     AuthenticationFailed,
     Authorization,
+    CardUnknownAtPsp,
     CustomerActionRequired,
     NotProcessed,
     OutcomeUnknown,
@@ -134,7 +137,7 @@ class HttpConnector:
             self._count(operation, "unreadable_answer")
             raise OutcomeUnknown(f"{self.name}: unreadable answer (http_{status})")
         if status >= 400:
-            self._raise_for(body)
+            raise self.error_of(operation, status, body)
         return body
 
     def _overloaded_since(self, sent_at: float) -> bool:
@@ -146,15 +149,9 @@ class HttpConnector:
         """A failure of the PSP's own (never a decline or a refusal: those are answers)."""
         PSP_CALL_ERRORS.labels(self.name, operation, reason).inc()
 
-    def _raise_for(self, body: dict[str, Any]) -> None:
-        error = body.get("error", {})
-        if error.get("code") == "card_declined":
-            raise PspDeclined(
-                error.get("decline_code") or "generic_decline",
-                error.get("message") or "Your card was declined.",
-                error.get("type") if error.get("type") in ("hard", "soft") else "hard",
-            )
-        raise PspRefused(error.get("code") or "psp_error")
+    def error_of(self, operation: str, status: int, body: dict[str, Any]) -> Exception:
+        """The outcome a 4xx answer to `operation` stands for."""
+        raise NotImplementedError
 
     async def close(self) -> None:
         await self._client.close()
@@ -189,9 +186,68 @@ def _session(api_base: str, timeout: float, **kw) -> aiohttp.ClientSession:
     )
 
 
+def _error(body: dict[str, Any]) -> dict[str, Any]:
+    error = body.get("error")
+    return error if isinstance(error, dict) else {}
+
+
+def _decline(psp: str, error: dict[str, Any], kind: str) -> PspDeclined:
+    return PspDeclined(
+        error.get("decline_code") or "generic_decline",
+        error.get("message") or "Your card was declined.",
+        kind,
+        psp=psp,
+    )
+
+
+def sandbox_error(operation: str, status: int, body: dict[str, Any]) -> Exception:
+    """The sandbox's 4xx answers: a decline (its type says hard or soft), a charge of a card it
+    does not hold (404 `resource_missing` on `card`), or a refusal."""
+    error = _error(body)
+    if error.get("code") == "card_declined":
+        kind = error.get("type")
+        return _decline("sandbox", error, kind if kind in ("hard", "soft") else "hard")
+    if (
+        operation == "authorize"
+        and error.get("code") == "resource_missing"
+        and error.get("param") == "card"
+    ):
+        return CardUnknownAtPsp("sandbox")
+    return PspRefused(error.get("code") or f"http_{status}")
+
+
+# Stripe's decline codes worth a later retry.
+_STRIPE_SOFT_DECLINES = ("insufficient_funds", "try_again_later")
+
+
+def stripe_decline_kind(error: dict[str, Any]) -> str:
+    if error.get("type") in ("hard", "soft"):
+        return error["type"]
+    return "soft" if error.get("decline_code") in _STRIPE_SOFT_DECLINES else "hard"
+
+
+def stripe_error(operation: str, status: int, body: dict[str, Any]) -> Exception:
+    """Stripe's 4xx answers: a decline (`card_declined`, hard or soft by its decline code), a
+    charge of a PaymentMethod it does not hold (Stripe: `resource_missing` on
+    `payment_method`; localstripe: a bare 404, the payment method being the only object a
+    charge names), or a refusal."""
+    error = _error(body)
+    if error.get("code") == "card_declined":
+        return _decline("stripe", error, stripe_decline_kind(error))
+    if operation == "authorize" and (
+        (error.get("code") == "resource_missing" and error.get("param") == "payment_method")
+        or (status == 404 and error.get("type") == "invalid_request_error")
+    ):
+        return CardUnknownAtPsp("stripe")
+    return PspRefused(error.get("code") or f"http_{status}")
+
+
 class SandboxConnector(HttpConnector):
     name = "sandbox"
     five_hundreds_process_nothing = True  # the simulator's documented contract
+
+    def error_of(self, operation, status, body):
+        return sandbox_error(operation, status, body)
 
     async def authorize(self, *, card, amount, currency, capture, idempotency_key, return_url=""):
         body = {"card": card, "amount": amount, "currency": currency, "capture": capture}
@@ -256,13 +312,8 @@ class StripeConnector(HttpConnector):
             api_base, timeout, loop_lag, headers={"Authorization": basic_auth(secret_key)}
         )
 
-    def _raise_for(self, body: dict[str, Any]) -> None:
-        error = body.get("error", {})
-        if error.get("code") == "card_declined" and error.get("type") not in ("hard", "soft"):
-            # Stripe's decline codes: insufficient_funds and the like are worth a later retry.
-            soft = error.get("decline_code") in ("insufficient_funds", "try_again_later")
-            error = {**error, "type": "soft" if soft else "hard"}
-        super()._raise_for({"error": error})
+    def error_of(self, operation, status, body):
+        return stripe_error(operation, status, body)
 
     async def authorize(self, *, card, amount, currency, capture, idempotency_key, return_url=""):
         # `return_url` is not sent: localstripe refuses the parameter (400), so the customer
@@ -298,11 +349,7 @@ class StripeConnector(HttpConnector):
             error = intent.get("last_payment_error") or {}
             if error.get("code") == "payment_intent_authentication_failure":
                 raise AuthenticationFailed()
-            raise PspDeclined(
-                error.get("decline_code") or "generic_decline",
-                error.get("message") or "Your card was declined.",
-                "hard",
-            )
+            raise _decline("stripe", error, stripe_decline_kind(error))
         if status == "canceled":  # canceled while it waited for its customer: nothing held
             raise PspRefused("payment_intent_canceled")
         # processing (an asynchronous payment method), or a status we do not read: the

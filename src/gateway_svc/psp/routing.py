@@ -5,9 +5,17 @@ ratio over a sliding window, per operation: `gateway_svc.psp.breaker`).
 One operation is retried under the SAME idempotency key, with exponential backoff and full
 jitter (tenacity), within a hard deadline: a retry can only repeat or reveal what the first
 attempt did, never do it twice. The router fails over to the next PSP only on proof that
-nothing happened (`NotProcessed`, a refusal, an open breaker). A decline ends the route, and so
-does the PSP's need of the customer (3-D Secure: the customer answers that PSP); an
-`OutcomeUnknown` ends it too, and is settled by asking that PSP again (the recovery sweep).
+nothing happened (`NotProcessed`, a refusal, an open breaker, a card the PSP would not hold).
+A decline ends the route, and so does the PSP's need of the customer (3-D Secure: the
+customer answers that PSP); an `OutcomeUnknown` ends it too, and is settled by asking that
+PSP again (the recovery sweep).
+
+A PSP that does not know the card reference it was sent (`CardUnknownAtPsp`: it restarted,
+migrated, lost a customer) gets the card again: the vault provisions it there once more from
+the card it holds, and the charge is sent once more, under an attempt key of its own (the
+first one's answer may be kept by the PSP under its key). The key in flight is recorded on
+the intent before each charge (`on_attempt`), so the recovery sweep always asks the PSP about
+the one charge that may have happened.
 
 Only the PSP's own failures count against its breaker: never a decline, a refusal, a wait for
 the customer, the vault, or a timeout our own busy loop caused. Every attempt is one call the
@@ -29,12 +37,13 @@ from tenacity import (
 )
 
 from gateway_svc.domain.outcomes import (
+    ANSWERS,
+    NOTHING_HAPPENED,
     Authorization,
-    CustomerActionRequired,
+    CardNotProvisioned,
+    CardUnknownAtPsp,
     NotProcessed,
     OutcomeUnknown,
-    PspDeclined,
-    PspRefused,
     PspTrouble,
 )
 from gateway_svc.metrics import PSP_CALL_ERRORS, PSP_CIRCUIT_STATE, PSP_FAILOVERS
@@ -53,8 +62,24 @@ T = TypeVar("T")
 CARD = "card"  # the card's creation at the PSP (made by the vault), a step of authorize
 
 
+# The suffix of an authorization's attempt key once its card was provisioned again.
+REPROVISIONED = ":reprovisioned"
+
+
+def psp_attempt_key(pending_key: str, psp: str) -> str:
+    """The idempotency key an authorization is sent to `psp` under: the intent's pending key
+    (its attempt key, or that key with REPROVISIONED) and the PSP."""
+    return f"{pending_key}:{psp}"
+
+
 class NoPspAvailable(Exception):
-    """Every PSP of the route provably did nothing (failed, refused or skipped)."""
+    """Every PSP of the route provably did nothing (failed, refused or skipped).
+    `card_refusal`: set when no PSP failed and some would not hold the card (none has it and
+    none would take it from the vault): the card, not the PSPs, is what is missing now."""
+
+    def __init__(self, message: str, card_refusal: CardNotProvisioned | None = None):
+        super().__init__(message)
+        self.card_refusal = card_refusal
 
 
 @dataclass(frozen=True)
@@ -78,7 +103,7 @@ def make_breaker(psp: str, policy: BreakerPolicy) -> SlidingWindowBreaker:
 
 def judged(error: BaseException | None) -> Outcome:
     """What a PSP call's end says about the PSP."""
-    if error is None or isinstance(error, (PspDeclined, PspRefused, CustomerActionRequired)):
+    if error is None or isinstance(error, ANSWERS):
         return Outcome.SUCCESS  # the PSP answered
     if isinstance(error, PspTrouble) and error.psp_at_fault:
         return Outcome.FAILURE
@@ -116,41 +141,92 @@ class PspRouter:
         currency: str,
         capture: bool,
         attempt_key: str,
-        on_attempt: Callable[[str], Awaitable[None]],
+        on_attempt: Callable[[str, str], Awaitable[None]],
+        reprovision: Callable[[str, str], Awaitable[str]] | None = None,
         return_url: str = "",
     ) -> tuple[str, Authorization]:
         """(psp, authorization). Raises PspDeclined (final), CustomerActionRequired (that PSP
         waits for the customer, who comes back to `return_url`), OutcomeUnknown (the PSP in
         the intent's row may hold money), NoPspAvailable (nothing happened anywhere).
-        `card_for` may raise PspDeclined or NotProcessed (the card could not be created at
-        that PSP)."""
-        failures = []
+        `card_for` may raise PspDeclined, NotProcessed or CardNotProvisioned (the card could
+        not be created at that PSP); `reprovision(psp, unknown_reference)` makes the card again
+        at a PSP that does not know it (None: such a PSP is failed over)."""
+        failures: list[str] = []
+        card_refusal: CardNotProvisioned | None = None
+        psp_failed = False
         for psp in route:
-            connector = self.connectors[psp]
             try:
                 # Creating the card at the PSP (through the vault) is part of the PSP's health;
                 # an open breaker skips the PSP before even that.
                 # (Its outcome is judged by observe_card, only when the PSP was asked.)
                 card = await self.call(psp, None, lambda psp=psp: card_for(psp))
-                await on_attempt(psp)
-                authorization = await self.call(
+                authorization = await self.charge(
                     psp,
-                    "authorize",
-                    lambda card=card, connector=connector, psp=psp: connector.authorize(
-                        card=card,
-                        amount=amount,
-                        currency=currency,
-                        capture=capture,
-                        idempotency_key=f"{attempt_key}:{psp}",
-                        return_url=return_url,
-                    ),
+                    card,
+                    amount=amount,
+                    currency=currency,
+                    capture=capture,
+                    pending_key=attempt_key,
+                    on_attempt=on_attempt,
+                    reprovision=reprovision,
+                    return_url=return_url,
                 )
                 return psp, authorization
-            except (NotProcessed, PspRefused) as error:
+            except NOTHING_HAPPENED as error:
+                if isinstance(error, CardNotProvisioned):
+                    card_refusal = error
+                psp_failed = psp_failed or isinstance(error, NotProcessed)
                 failures.append(f"{psp}: {error}")
                 PSP_FAILOVERS.labels(psp).inc()
                 log.warning("psp_failover", psp=psp, error=str(error))
-        raise NoPspAvailable("; ".join(failures) or "no PSP configured")
+        raise NoPspAvailable(
+            "; ".join(failures) or "no PSP configured",
+            None if psp_failed else card_refusal,
+        )
+
+    async def charge(
+        self,
+        psp: str,
+        card: str,
+        *,
+        amount: int,
+        currency: str,
+        capture: bool,
+        pending_key: str,
+        on_attempt: Callable[[str, str], Awaitable[None]],
+        reprovision: Callable[[str, str], Awaitable[str]] | None = None,
+        return_url: str = "",
+    ) -> Authorization:
+        """One authorization at `psp` with the card's reference there, under `pending_key`
+        (the attempt key, or that key + REPROVISIONED once the card was made again); once
+        more, under the REPROVISIONED key, with the card provisioned again if the PSP does not
+        know the reference (never twice). `on_attempt(psp, pending_key)` records where the
+        charge goes before each send."""
+        connector = self.connectors[psp]
+
+        def send(card: str, pending_key: str) -> Callable[[], Awaitable[Authorization]]:
+            return lambda: connector.authorize(
+                card=card,
+                amount=amount,
+                currency=currency,
+                capture=capture,
+                idempotency_key=psp_attempt_key(pending_key, psp),
+                return_url=return_url,
+            )
+
+        await on_attempt(psp, pending_key)
+        try:
+            return await self.call(psp, "authorize", send(card, pending_key))
+        except CardUnknownAtPsp:
+            if reprovision is None or pending_key.endswith(REPROVISIONED):
+                raise
+            log.warning("psp_card_unknown", psp=psp)
+        # Judged by the vault's answers (observe_card), like the card's first creation.
+        card = await self.call(psp, None, lambda unknown=card: reprovision(psp, unknown))
+        pending_key += REPROVISIONED
+        await on_attempt(psp, pending_key)
+        # A PSP that does not know the card it just made is failed over (CardUnknownAtPsp).
+        return await self.call(psp, "authorize", send(card, pending_key))
 
     async def call(self, psp: str, name: str | None, operation: Callable[[], Awaitable[T]]) -> T:
         """One PSP operation `name`: retried under its idempotency key, each attempt judged

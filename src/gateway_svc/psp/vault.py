@@ -1,7 +1,13 @@
-"""gateway_svc's view of the vault: a card's token at a given PSP, asked for on the merchant's
-behalf with the gateway's service identity. The vault's errors are read by reason: a missing
-card is the merchant's bad input; a detached or refused card is a decline; a PSP the vault
-could not reach is that PSP's `NotProcessed`; the vault itself down is `VaultUnavailable`."""
+"""gateway_svc's view of the vault: a card's reference at a given PSP, asked for on the
+merchant's behalf with the gateway's service identity, and the card provisioned there again
+when that PSP no longer knows the reference.
+
+The vault's errors are read into the outcome taxonomy (`vault_outcome`, pure): a missing card
+is the merchant's bad input; a detached card is a hard decline (its card data is gone); a card
+the PSP would not create is a decline only when that PSP said `card_declined` (with its
+decline code), and otherwise `CardNotProvisioned`: no issuer saw it (localstripe refuses a
+card without a CVC, which the vault keeps for minutes only); a PSP the vault could not reach
+is that PSP's `NotProcessed`; the vault itself down is `VaultUnavailable`."""
 
 from __future__ import annotations
 
@@ -9,12 +15,15 @@ from collections.abc import Callable
 
 import grpc
 
-from gateway_svc.domain.outcomes import NotProcessed, PspDeclined
+from gateway_svc.domain.outcomes import CardNotProvisioned, NotProcessed, PspDeclined
 from paymesh.platform.callers import Merchant
 from paymesh.platform.channels import on_behalf_of
-from paymesh.platform.errors import reason_of
+from paymesh.platform.errors import error_info_of
 from paymesh.platform.problems import InvalidArgument, Unavailable
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
+
+# The vault's reasons for an answer it had from the PSP (the PSP was asked).
+_PSP_ANSWERED = ("psp_unavailable", "psp_rejected_card")
 
 
 class VaultUnavailable(Unavailable):
@@ -39,28 +48,46 @@ class VaultClient:
     async def psp_token(
         self, merchant: Merchant, payment_method: str, psp: str, reason: str
     ) -> str:
-        try:
-            reply = await self._stub.GetPspToken(
-                vault_pb2.GetPspTokenRequest(payment_method=payment_method, psp=psp, reason=reason),
-                metadata=on_behalf_of(merchant),
-                timeout=self.timeout,
-            )
-        except grpc.aio.AioRpcError as error:
-            outcome = _read(error, psp)
-            if isinstance(outcome, (NotProcessed, PspDeclined)) and _asked_the_psp(error):
-                self._on_psp_answer(psp, outcome)
-            raise outcome from None
+        request = vault_pb2.GetPspTokenRequest(
+            payment_method=payment_method, psp=psp, reason=reason
+        )
+        reply = await self._ask(self._stub.GetPspToken, request, merchant, psp)
         if not reply.cached:
             self._on_psp_answer(psp, None)
         return reply.psp_reference
 
+    async def reprovision(
+        self, merchant: Merchant, payment_method: str, psp: str, unknown_reference: str, reason: str
+    ) -> str:
+        """The card's new reference at `psp`, which no longer knows `unknown_reference`: the
+        vault creates the card there again, without a CVC, as a merchant-initiated
+        card-on-file (or answers the reference another request made meanwhile)."""
+        request = vault_pb2.ReprovisionPspTokenRequest(
+            payment_method=payment_method,
+            psp=psp,
+            unknown_reference=unknown_reference,
+            reason=reason,
+        )
+        reply = await self._ask(self._stub.ReprovisionPspToken, request, merchant, psp)
+        if reply.reprovisioned:
+            self._on_psp_answer(psp, None)
+        return reply.psp_reference
 
-def _asked_the_psp(error: grpc.aio.AioRpcError) -> bool:
-    return reason_of(error) in ("psp_unavailable", "psp_rejected_card")
+    async def _ask(self, rpc, request, merchant: Merchant, psp: str):
+        try:
+            return await rpc(request, metadata=on_behalf_of(merchant), timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            reason, metadata = error_info_of(error)
+            outcome = vault_outcome(error.code(), reason, metadata, psp)
+            if reason in _PSP_ANSWERED:
+                self._on_psp_answer(psp, outcome)
+            raise outcome from None
 
 
-def _read(error: grpc.aio.AioRpcError, psp: str) -> Exception:
-    code, reason = error.code(), reason_of(error)
+def vault_outcome(
+    code: grpc.StatusCode, reason: str, metadata: dict[str, str], psp: str
+) -> Exception:
+    """What the vault's error says, in the outcome taxonomy."""
     if code == grpc.StatusCode.NOT_FOUND and reason == "payment_method_detached":
         return PspDeclined(
             "payment_method_detached", "This payment method was detached; its card is gone.", "hard"
@@ -70,7 +97,15 @@ def _read(error: grpc.aio.AioRpcError, psp: str) -> Exception:
             "payment_method", "resource_missing", "no such payment_method"
         )
     if code == grpc.StatusCode.FAILED_PRECONDITION and reason == "psp_rejected_card":
-        return PspDeclined("generic_decline", "Your card was declined.", "hard")
+        if metadata.get("psp_code") == "card_declined":
+            kind = metadata.get("decline_type")
+            return PspDeclined(
+                metadata.get("decline_code") or "generic_decline",
+                "Your card was declined.",
+                kind if kind in ("hard", "soft") else "hard",
+                psp=psp,
+            )
+        return CardNotProvisioned(psp, metadata.get("psp_code") or "card_rejected")
     if code == grpc.StatusCode.UNAVAILABLE and reason == "psp_unavailable":
         # The PSP failed the vault's request to create the card: the PSP's own failure (the
         # vault counts it in psp_call_errors_total{operation="card"}), and no payment was

@@ -153,8 +153,9 @@ def to_grpc_status(error: Exception, request_id: str = "") -> grpc.Status:
     return _Status(status.code, status.details, metadata)
 
 
-def reason_of(error: grpc.aio.AioRpcError) -> str:
-    """The google.rpc.ErrorInfo reason another paymesh service sent with an error, if any."""
+def error_info_of(error: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
+    """The google.rpc.ErrorInfo reason and metadata another paymesh service sent with an
+    error ("" and {} if none)."""
     for key, value in error.trailing_metadata() or ():
         if key == "grpc-status-details-bin":
             status = status_pb2.Status.FromString(value)
@@ -162,5 +163,10 @@ def reason_of(error: grpc.aio.AioRpcError) -> str:
                 if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                     info = error_details_pb2.ErrorInfo()
                     detail.Unpack(info)
-                    return info.reason
-    return ""
+                    return info.reason, dict(info.metadata)
+    return "", {}
+
+
+def reason_of(error: grpc.aio.AioRpcError) -> str:
+    """The google.rpc.ErrorInfo reason another paymesh service sent with an error, if any."""
+    return error_info_of(error)[0]

@@ -10,7 +10,14 @@ A new attempt is started only once the previous one is known to have failed: an 
 outcome is unknown is waited for (the gateway's recovery settles it), never retried beside, so
 at most one attempt of a period can ever succeed. Each attempt charges under its own
 idempotency key, and a re-run of the same attempt (a worker died, a message came twice)
-reuses that key and gets the attempt's first outcome."""
+reuses that key and gets the attempt's first outcome.
+
+Only an issuer's decline counts toward the final status: the budget is `policy.attempts`
+declines. An attempt no PSP could take (every PSP failed: the gateway's 503, waited out as
+UNKNOWN under the same key; or no PSP holds the card any more and none would take it from
+the vault: NOT_CHARGED) is retried on the schedule, never counted. Retries are timed by
+attempt number from the period's first attempt, the schedule's last gap repeating past its
+end."""
 
 from __future__ import annotations
 
@@ -30,13 +37,16 @@ class Outcome(StrEnum):
     DECLINED_SOFT = "declined_soft"  # a later retry may pass (insufficient funds, …)
     DECLINED_HARD = "declined_hard"  # this card will not pass (stolen, detached, …)
     ACTION_REQUIRED = "requires_action"  # the PSP waits for the customer (3-D Secure)
+    # No PSP took it and no issuer said no (no PSP holds the card, and none would take it
+    # again without the customer): retried, never counted toward the final status.
+    NOT_CHARGED = "not_charged"
     UNKNOWN = "unknown"  # the gateway has not settled it yet
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """A merchant's dunning. `retry_after`: when each retry runs, counted from the period's
-    first attempt; a period gets 1 + len(retry_after) attempts in all."""
+    first attempt; a period gets 1 + len(retry_after) declined attempts in all."""
 
     retry_after: tuple[timedelta, ...] = (
         timedelta(days=1),
@@ -50,6 +60,18 @@ class RetryPolicy:
     @property
     def attempts(self) -> int:
         return 1 + len(self.retry_after)
+
+    def retry_offset(self, retry: int) -> timedelta:
+        """When retry `retry` (1 for the first) runs, from the period's first attempt; past the
+        schedule's end its last gap repeats (a day if it has none)."""
+        if retry <= 0:
+            return timedelta(0)
+        schedule = self.retry_after
+        if retry <= len(schedule):
+            return schedule[retry - 1]
+        last = schedule[-1] if schedule else timedelta(0)
+        gap = last - (schedule[-2] if len(schedule) >= 2 else timedelta(0))
+        return last + (retry - len(schedule)) * (gap if gap > timedelta(0) else timedelta(days=1))
 
 
 @dataclass(frozen=True)
@@ -88,11 +110,15 @@ def next_step(
     outcome: Outcome,
     first_attempt_at: datetime,
     jitter: Callable[[float], float],
+    declined_before: int | None = None,
 ) -> Step:
     """After attempt `attempt` (1 for the first) of a period ended with `outcome`.
-    `jitter(x)` returns a number in [-x, x] (random in the service, fixed in tests)."""
+    `jitter(x)` returns a number in [-x, x] (random in the service, fixed in tests).
+    `declined_before`: how many of the period's earlier attempts an issuer declined (None:
+    all of them)."""
     if attempt < 1:
         raise ValueError(f"attempt {attempt} is below 1")
+    declines = attempt - 1 if declined_before is None else declined_before
     # An attempt beyond the budget ran because the merchant shrank the policy while the
     # period was dunning: its outcome still counts, and it is the period's last.
     if outcome == Outcome.SUCCEEDED:
@@ -101,11 +127,12 @@ def next_step(
         return WaitForOutcome()
     if outcome == Outcome.ACTION_REQUIRED:
         return AwaitCustomer()
-    if outcome == Outcome.DECLINED_HARD or attempt >= policy.attempts:
+    if outcome == Outcome.DECLINED_HARD:
         return GiveUp(policy.final_status)
-    offset = policy.retry_after[attempt - 1]
-    previous = policy.retry_after[attempt - 2] if attempt >= 2 else timedelta(0)
-    gap = offset - previous
+    if outcome == Outcome.DECLINED_SOFT and declines + 1 >= policy.attempts:
+        return GiveUp(policy.final_status)
+    offset = policy.retry_offset(attempt)
+    gap = offset - policy.retry_offset(attempt - 1)
     moved = timedelta(seconds=jitter(policy.jitter_fraction) * gap.total_seconds())
     return RetryAt(attempt + 1, first_attempt_at + offset + moved)
 

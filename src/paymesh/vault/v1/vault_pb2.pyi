@@ -119,3 +119,25 @@ class GetPspTokenResponse(_message.Message):
     psp_reference: str
     cached: bool
     def __init__(self, psp: _Optional[str] = ..., psp_reference: _Optional[str] = ..., cached: _Optional[bool] = ...) -> None: ...
+
+class ReprovisionPspTokenRequest(_message.Message):
+    __slots__ = ("payment_method", "psp", "unknown_reference", "reason")
+    PAYMENT_METHOD_FIELD_NUMBER: _ClassVar[int]
+    PSP_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    payment_method: str
+    psp: str
+    unknown_reference: str
+    reason: str
+    def __init__(self, payment_method: _Optional[str] = ..., psp: _Optional[str] = ..., unknown_reference: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReprovisionPspTokenResponse(_message.Message):
+    __slots__ = ("psp", "psp_reference", "reprovisioned")
+    PSP_FIELD_NUMBER: _ClassVar[int]
+    PSP_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    REPROVISIONED_FIELD_NUMBER: _ClassVar[int]
+    psp: str
+    psp_reference: str
+    reprovisioned: bool
+    def __init__(self, psp: _Optional[str] = ..., psp_reference: _Optional[str] = ..., reprovisioned: _Optional[bool] = ...) -> None: ...

@@ -205,6 +205,11 @@ class VaultInternalServiceStub:
                 request_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPspTokenRequest.SerializeToString,
                 response_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPspTokenResponse.FromString,
                 _registered_method=True)
+        self.ReprovisionPspToken = channel.unary_unary(
+                '/paymesh.vault.v1.VaultInternalService/ReprovisionPspToken',
+                request_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.ReprovisionPspTokenRequest.SerializeToString,
+                response_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.ReprovisionPspTokenResponse.FromString,
+                _registered_method=True)
 
 
 class VaultInternalServiceServicer:
@@ -214,7 +219,23 @@ class VaultInternalServiceServicer:
 
     def GetPspToken(self, request, context):
         """Returns the PSP's reference for a card, creating the card at the PSP on first use. Only
-        gateway_svc may call it.
+        gateway_svc may call it. Errors: NOT_FOUND `resource_missing` or `payment_method_detached`;
+        FAILED_PRECONDITION `psp_rejected_card` (the PSP would not create the card; ErrorInfo
+        metadata `psp`, `psp_code` and, when `psp_code` is `card_declined`, `decline_code` and
+        `decline_type`: only then did an issuer decline it); UNAVAILABLE `psp_unavailable` (the
+        PSP failed: nothing was created).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReprovisionPspToken(self, request, context):
+        """Creates the card again at a PSP that no longer knows the reference it was given (a
+        restarted or migrated PSP, a deleted customer, an expired token), from the card the vault
+        holds: without a CVC, as a merchant-initiated card-on-file, audited
+        (`vault_audit.action` = `reprovision`). When the vault's reference already differs from
+        `unknown_reference` (another request made the card again), answers that one and creates
+        nothing. Only gateway_svc may call it; errors as GetPspToken's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -227,6 +248,11 @@ def add_VaultInternalServiceServicer_to_server(servicer, server):
                     servicer.GetPspToken,
                     request_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPspTokenRequest.FromString,
                     response_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPspTokenResponse.SerializeToString,
+            ),
+            'ReprovisionPspToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReprovisionPspToken,
+                    request_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.ReprovisionPspTokenRequest.FromString,
+                    response_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.ReprovisionPspTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +284,33 @@ class VaultInternalService:
             '/paymesh.vault.v1.VaultInternalService/GetPspToken',
             paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPspTokenRequest.SerializeToString,
             paymesh_dot_vault_dot_v1_dot_vault__pb2.GetPspTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReprovisionPspToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.vault.v1.VaultInternalService/ReprovisionPspToken',
+            paymesh_dot_vault_dot_v1_dot_vault__pb2.ReprovisionPspTokenRequest.SerializeToString,
+            paymesh_dot_vault_dot_v1_dot_vault__pb2.ReprovisionPspTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,
