@@ -8,7 +8,8 @@ processing_error, retryable 500; 4000002500003155 and 4000002760003184 need the 
 3-D Secure authentication on every charge, as localstripe has them). Every POST honours an
 Idempotency-Key: the same key gets the same answer and never a second charge.
 GET /v1/transactions lists settled money movements for reconciliation, oldest first, in pages;
-GET /_stats counts charges and requests (in all, and by operation).
+GET /_stats counts charges and requests (in all, and by operation); GET /_declines lists every
+decline made ({data: [{idempotency_key, decline_code, type}]}): what the PSP really declined.
 
 Cards live in memory only: a restarted sandbox holds none, and a charge of a card it does not
 hold is a 404 `resource_missing` on `card` (nothing is charged). `POST /_forget_cards` drops
@@ -326,6 +327,7 @@ class Sandbox:
         self.charges: dict[str, dict[str, Any]] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
         self.disputes: dict[str, dict[str, Any]] = {}
+        self.declines: list[dict[str, Any]] = []  # every decline made: GET /_declines
         self.by_key: dict[str, tuple[int, dict[str, Any]]] = {}
         self.key_locks: dict[str, threading.Lock] = {}
         self.transactions: list[dict[str, Any]] = []
@@ -394,11 +396,9 @@ class Sandbox:
         if number == PROCESSING_ERROR:
             return 500, _error("processing_error", "An error occurred while processing the card.")
         if number in DECLINES:
-            code, kind, message = DECLINES[number]
-            return 402, _error("card_declined", message, decline_code=code, type=kind)
+            return self._decline(DECLINES[number], key)
         if self._declines_soft(amount):
-            code, kind, message = DECLINES["4000000000009995"]
-            return 402, _error("card_declined", message, decline_code=code, type=kind)
+            return self._decline(DECLINES["4000000000009995"], key)
         capture = bool(body.get("capture", True))
         if number in THREE_D_SECURE:
             return self._charge_awaiting_customer(body, amount, capture, key)
@@ -420,6 +420,12 @@ class Sandbox:
                 self._settle("charge", charge["id"], amount, charge["currency"], charge["id"])
                 self.webhooks.announce("charge.captured", charge)
         return 200, charge
+
+    def _decline(self, decline: tuple[str, str, str], key: str | None) -> tuple[int, dict]:
+        code, kind, message = decline
+        with self.lock:
+            self.declines.append({"idempotency_key": key, "decline_code": code, "type": kind})
+        return 402, _error("card_declined", message, decline_code=code, type=kind)
 
     def _charge_awaiting_customer(
         self, body: dict, amount: int, capture: bool, key: str | None
@@ -766,6 +772,9 @@ def make_handler(sandbox: Sandbox):
             if url.path == "/_webhooks":
                 with sandbox.webhooks.lock:
                     return self._reply(200, {"data": list(sandbox.webhooks.log)})
+            if url.path == "/_declines":
+                with sandbox.lock:
+                    return self._reply(200, {"data": list(sandbox.declines)})
             if url.path == "/_stats":
                 with sandbox.lock:
                     stats = {**sandbox.stats}
