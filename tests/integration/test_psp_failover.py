@@ -9,7 +9,10 @@ the real gateway, vault and rebill, the sandbox PSP and localstripe:
   ledger says so); where the PSP will not take it without a CVC the answer is
   `card_reprovision_failed`, soft, and another PSP of the route still takes it;
 - a renewal of such a card is paid, and a renewal no PSP can take is retried, never counted
-  toward the subscription's final status."""
+  toward the subscription's final status.
+
+The renewals' amounts, 14401–14402, are this module's own: the sandbox's ledger is shared by
+the session."""
 
 from __future__ import annotations
 
@@ -134,7 +137,7 @@ def test_a_card_the_sandbox_forgot_is_provisioned_again_and_charged_once(mesh, m
 def test_a_renewal_of_a_card_the_sandbox_forgot_is_paid_not_declined(mesh, merchant):
     start = datetime(2028, 3, 1, tzinfo=UTC)
     clock = new_clock(mesh, merchant, start)
-    created = subscribe(mesh, merchant, 14101, test_clock=clock)
+    created = subscribe(mesh, merchant, 14401, test_clock=clock)
     assert created.body["status"] == "active", created.body
     sandbox(mesh, "/_forget_cards", {})
 
@@ -144,7 +147,7 @@ def test_a_renewal_of_a_card_the_sandbox_forgot_is_paid_not_declined(mesh, merch
     assert subscription["status"] == "active", subscription
     attempts = sorted(rebills(mesh, merchant, created.body["id"]), key=lambda a: a["period_start"])
     assert [a["outcome"] for a in attempts] == ["succeeded", "succeeded"]
-    renewal = [c for c in sandbox(mesh, "/v1/charges")["data"] if c["amount"] == 14101]
+    renewal = [c for c in sandbox(mesh, "/v1/charges")["data"] if c["amount"] == 14401]
     assert len(renewal) == 2
     assert sorted(c["card_on_file"] for c in renewal) == [False, True]
 
@@ -157,7 +160,7 @@ def test_a_renewal_no_psp_can_take_is_retried_and_never_counted_toward_the_final
     token = tokenize(mesh, payer, card={"cvc": ""}).body["id"]
     start = datetime(2028, 5, 1, tzinfo=UTC)
     clock = new_clock(mesh, payer, start)
-    body = {"payment_method": token, "amount": 14102, "currency": "usd", "interval": "month"}
+    body = {"payment_method": token, "amount": 14402, "currency": "usd", "interval": "month"}
     created = post(mesh, payer, "/v1/subscriptions", {**body, "test_clock": clock})
     assert created.status == 200, created.body
     assert created.body["status"] == "past_due", created.body
