@@ -50,6 +50,16 @@ def _missing(kind: str) -> NotFound:
     return NotFound(f"no such {kind}", reason="resource_missing")
 
 
+async def _locked(
+    connection: AsyncConnection, table, object_id: str, merchant: Merchant, kind: str
+) -> Row:
+    """The merchant's row of `table`, locked until the transaction ends; 404 if none."""
+    row = (await connection.execute(owned_by(table, object_id, merchant).with_for_update())).first()
+    if row is None:
+        raise _missing(kind)
+    return row
+
+
 @dataclass(frozen=True)
 class IdempotencyKey:
     """A merchant's Idempotency-Key and the request it came with, both as keyed digests: some
@@ -139,13 +149,7 @@ class SubscriptionRepository:
         self, merchant: Merchant, clock_id: str, frozen_time: datetime
     ) -> tuple[Row, str]:
         async with self._engine.begin() as connection:
-            clock = (
-                await connection.execute(
-                    owned_by(test_clocks, clock_id, merchant).with_for_update()
-                )
-            ).first()
-            if clock is None:
-                raise _missing("test_clock")
+            clock = await _locked(connection, test_clocks, clock_id, merchant, "test_clock")
             if frozen_time <= clock.frozen_time:
                 raise InvalidArgument.for_field(
                     "frozen_time",
@@ -406,13 +410,9 @@ class SubscriptionRepository:
                 return Updated(existing, None, replayed=True)
         try:
             async with self._engine.begin() as connection:
-                row = (
-                    await connection.execute(
-                        owned_by(subscriptions, subscription_id, merchant).with_for_update()
-                    )
-                ).first()
-                if row is None:
-                    raise _missing("subscription")
+                row = await _locked(
+                    connection, subscriptions, subscription_id, merchant, "subscription"
+                )
                 if idempotency_key:
                     # A request under the same key waits for this one's row lock, then fails
                     # here and answers as a retry.
@@ -516,13 +516,9 @@ class SubscriptionRepository:
         **details,
     ) -> Row:
         async with self._engine.begin() as connection:
-            row = (
-                await connection.execute(
-                    owned_by(subscriptions, subscription_id, merchant).with_for_update()
-                )
-            ).first()
-            if row is None:
-                raise _missing("subscription")
+            row = await _locked(
+                connection, subscriptions, subscription_id, merchant, "subscription"
+            )
             now = await _clock_now(connection, row.test_clock)
             values = change(row, now)
             row = (
