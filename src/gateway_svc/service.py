@@ -143,9 +143,10 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
             while True:
                 try:
                     if await sweep_lock.held():
+                        # The counts first: an active sweep always reports them.
+                        await refresh_inflight(engine)
                         RECOVERY_SWEEP_ACTIVE.set(1)
                         await recovery.recover(payments, settings.recovery_after_seconds)
-                        await refresh_inflight(engine)
                     else:
                         stand_by()
                 except Exception:  # retried next round

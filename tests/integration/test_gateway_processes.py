@@ -104,8 +104,6 @@ def test_exactly_one_process_sweeps_and_a_standby_takes_over_when_it_dies(two_ga
         assert one_sweeping(mesh) == holder
         time.sleep(0.25)
 
-    index = [gateway_process_name(i) for i in range(PROCESSES)].index(holder)
-    grpc_port, ops_port = mesh.ports.gateways[index]
     mesh.processes[holder].send_signal(signal.SIGKILL)
     mesh.processes[holder].wait()
 
@@ -117,12 +115,21 @@ def test_exactly_one_process_sweeps_and_a_standby_takes_over_when_it_dies(two_ga
     # Envoy stops routing to the dead process: payments still go through.
     wait_until(lambda: pay(mesh, merchant).status == 200, timeout=15, interval=0.5)
 
-    env = {**mesh.env, "GATEWAY_GRPC_PORT": str(grpc_port), "GATEWAY_HTTP_PORT": str(ops_port)}
-    mesh.spawn(holder, [sys.executable, "-m", "gateway_svc"], env=env)
-    mesh.wait_until([f"http://127.0.0.1:{ops_port}/readyz"], 30)
+    revive_gateways(mesh)
     # Back, it stands by: the lock stays where it went.
     successor = wait_until(lambda: one_sweeping(mesh), timeout=15, interval=0.25)
     assert successor != holder
+
+
+def revive_gateways(mesh: Mesh) -> None:
+    """Starts again every gateway process a test killed, on its own ports."""
+    for index, (grpc_port, ops_port) in enumerate(mesh.ports.gateways):
+        name = gateway_process_name(index)
+        if mesh.processes[name].poll() is None:
+            continue
+        env = {**mesh.env, "GATEWAY_GRPC_PORT": str(grpc_port), "GATEWAY_HTTP_PORT": str(ops_port)}
+        mesh.spawn(name, [sys.executable, "-m", "gateway_svc"], env=env)
+        mesh.wait_until([f"http://127.0.0.1:{ops_port}/readyz"], 30)
 
 
 def test_the_lock_goes_to_a_standby_once_the_holders_session_ends(infra):
@@ -176,6 +183,7 @@ def list_status(grpc_port: int, api_key: str) -> grpc.StatusCode:
 
 def test_a_key_rolled_on_one_process_stops_working_on_every_process_at_once(two_gateways):
     mesh, _ = two_gateways
+    revive_gateways(mesh)  # whatever an earlier test left
     created = ok(admin(mesh, "CreateMerchant", {"name": "two-gateway-keys"}))
     old = created["secret_key"]
     ports = [grpc_port for grpc_port, _ in mesh.ports.gateways]
