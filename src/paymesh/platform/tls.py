@@ -72,12 +72,12 @@ def init_certs(tls_dir: Path) -> list[str]:
         for identity in IDENTITIES:
             (tls_dir / f"{identity}.crt").unlink(missing_ok=True)
     ca_cert = x509.load_pem_x509_certificate((tls_dir / "ca.crt").read_bytes())
-    ca_key = serialization.load_pem_private_key((tls_dir / "ca.key").read_bytes(), None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    signing_key = serialization.load_pem_private_key((tls_dir / "ca.key").read_bytes(), None)
+    assert isinstance(signing_key, ec.EllipticCurvePrivateKey)
     for identity in IDENTITIES:
         if (tls_dir / f"{identity}.crt").exists() and (tls_dir / f"{identity}.key").exists():
             continue
-        _write(tls_dir, identity, *_issue(identity, ca_cert, ca_key))
+        _write(tls_dir, identity, *_issue(identity, ca_cert, signing_key))
         created.append(identity)
     return created
 
