@@ -60,10 +60,11 @@ breaking: $(INSTALLED)
 unit: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-# The tests that need no PostgreSQL, RabbitMQ or mesh: unit tests and the contract suites run
-# on the in-memory twins (everything under tests/unit), in well under a minute.
+# The tests that need no PostgreSQL, RabbitMQ or mesh, in under a minute: the unit tests and
+# the contract suites run on the in-memory twins (tests/unit), less those that run Envoy, buf
+# or schemathesis over the whole contract (marked `tools`; make unit and make test run them).
 test-fast: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
-	$(PY) -m pytest tests/unit -q -m 'not integration and not fuzz' $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit -q -m 'not integration and not fuzz and not tools' $(PYTEST_ARGS)
 
 # Every check a change must pass besides the tests; `make test` runs them first, so CI does.
 # Each is a target of its own (`make lint-types` alone); a new linter joins LINTERS.
