@@ -10,8 +10,8 @@ import asyncio
 import pytest
 
 from tests.support.receiver import Script, running_receiver
-from webhook_svc.deliverer import Sender
-from webhook_svc.destinations import AddressPolicy, check_url
+from webhook_svc.outbound.deliverer import Sender
+from webhook_svc.outbound.destinations import AddressPolicy, check_url
 
 pytestmark = pytest.mark.integration
 

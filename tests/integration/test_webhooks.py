@@ -36,7 +36,7 @@ from tests.integration.test_rebill_faults import FaultMesh, fault_mesh
 from tests.support.http import call
 from tests.support.receiver import Receiver, Script, running_receiver
 from tests.support.waiting import wait_until
-from webhook_svc.rules import EVENT_TYPES
+from webhook_svc.domain.rules import EVENT_TYPES
 
 pytestmark = pytest.mark.integration
 

@@ -33,16 +33,17 @@ from paymesh.platform.notifications import listen
 from paymesh.platform.outbox import event_values, snapshot
 from paymesh.platform.tracing import annotate, annotate_object, continued_span, record_failure
 from paymesh.platform.wire import json_timestamp
-from webhook_svc import signing
-from webhook_svc.destinations import (
+from webhook_svc.domain.rules import retry_delay
+from webhook_svc.outbound import signing
+from webhook_svc.outbound.destinations import (
     AddressPolicy,
     DestinationRefused,
     GuardedResolver,
     is_ip_literal,
 )
-from webhook_svc.endpoints import EndpointStore
-from webhook_svc.events import WAKE_CHANNEL
-from webhook_svc.metrics import (
+from webhook_svc.outbound.endpoints import EndpointStore
+from webhook_svc.outbound.events import WAKE_CHANNEL
+from webhook_svc.outbound.metrics import (
     CIRCUIT_STATE,
     DEAD_LETTERS,
     DELIVERIES,
@@ -50,7 +51,6 @@ from webhook_svc.metrics import (
     DELIVERY_LAG,
     PENDING,
 )
-from webhook_svc.rules import retry_delay
 
 log = structlog.get_logger(__name__)
 

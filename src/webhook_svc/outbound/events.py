@@ -22,8 +22,8 @@ from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.errors import InvalidArgument, NotFound
 from paymesh.platform.notifications import notify
 from paymesh.platform.tracing import annotate, annotate_object, current_traceparent
-from webhook_svc.metrics import EVENTS_RECEIVED
-from webhook_svc.rules import EVENT_TYPES
+from webhook_svc.domain.rules import EVENT_TYPES
+from webhook_svc.outbound.metrics import EVENTS_RECEIVED
 from webhook_svc.tables import delivery_attempts, events
 
 log = structlog.get_logger(__name__)
