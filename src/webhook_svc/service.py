@@ -14,6 +14,7 @@ from paymesh.platform.amqp_consumer import Consumer
 from paymesh.platform.channels import close_on_shutdown, service_channel
 from paymesh.platform.config import WebhookSettings
 from paymesh.platform.merchant_auth import remote_callers
+from paymesh.platform.notifications import listen
 from paymesh.platform.outbox import ApiObject
 from paymesh.platform.server import Resources, ServiceDefinition
 from paymesh.webhook.v1 import (
@@ -29,12 +30,14 @@ from webhook_svc.domain.rules import parse_schedule
 from webhook_svc.inbound.gateway import GATEWAY_TIMEOUT_SECONDS, GatewayEvents
 from webhook_svc.inbound.inbox import Inbox
 from webhook_svc.inbound.servicer import PspWebhookServicer
-from webhook_svc.outbound.deliverer import Deliverer, DeliveryPolicy, Sender
+from webhook_svc.outbound.deliverer import Deliverer, DeliveryPolicy
+from webhook_svc.outbound.delivery_store import PostgresDeliveryStore
 from webhook_svc.outbound.destinations import AddressPolicy
 from webhook_svc.outbound.endpoints import EndpointStore
 from webhook_svc.outbound.event_stream import EventStreamServicer
-from webhook_svc.outbound.events import EventIntake, EventStore
+from webhook_svc.outbound.events import WAKE_CHANNEL, EventIntake, EventStore
 from webhook_svc.outbound.secret_box import SecretBox
+from webhook_svc.outbound.sender import Sender
 from webhook_svc.outbound.servicer import WebhookServicer, endpoint_message
 from webhook_svc.outbound.topology import EVENTS_QUEUE, declare_queues
 
@@ -78,8 +81,29 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         disable_after_seconds=settings.disable_after_seconds,
     )
     sender = Sender(destinations, settings.delivery_timeout_seconds, "paymesh-webhooks/1")
-    deliverer = Deliverer(resources.engine, endpoints, sender, policy, tables.outbox)
-    return [close_on_shutdown(gateway_channel), consumer.run(), deliverer.run(), *inbound]
+    store = PostgresDeliveryStore(
+        resources.engine, tables.outbox, endpoints.public_key_of, EndpointStore.SECRET_COLUMNS
+    )
+    deliverer = Deliverer(
+        store,
+        sender.post,
+        lambda due: endpoints.signing_secrets(
+            due.endpoint_id,
+            due.secret,
+            due.previous_secret,
+            due.previous_secret_expires_at,
+            due.now,
+        ),
+        policy,
+    )
+
+    async def deliver() -> None:
+        try:
+            await deliverer.run(lambda woken: listen(resources.engine, WAKE_CHANNEL, woken, woken))
+        finally:
+            await sender.close()
+
+    return [close_on_shutdown(gateway_channel), consumer.run(), deliver(), *inbound]
 
 
 def _register_inbound(server: grpc.aio.Server, resources: Resources) -> list:
