@@ -76,7 +76,7 @@ def test_only_the_ops_wiring_imports_services(module):
     assert not [i for i in MODULES[module] if within(i, *SERVICES)]
 
 
-DOMAINS = ("gateway_svc.domain", "rebill_svc.domain")
+DOMAINS = ("gateway_svc.domain", "rebill_svc.domain", "webhook_svc.domain")
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if within(m, *DOMAINS)))

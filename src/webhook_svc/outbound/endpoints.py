@@ -17,8 +17,8 @@ from paymesh.platform.callers import Merchant, newest_first_page, owned_by
 from paymesh.platform.db import autocommit
 from paymesh.platform.errors import Conflict, NotFound
 from paymesh.platform.ids import new_id
-from webhook_svc import signing
-from webhook_svc.secret_box import SecretBox
+from webhook_svc.outbound import signing
+from webhook_svc.outbound.secret_box import SecretBox
 from webhook_svc.tables import webhook_endpoints
 
 

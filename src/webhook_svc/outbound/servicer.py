@@ -16,10 +16,11 @@ from paymesh.platform.wire import (
     timestamp,
 )
 from paymesh.webhook.v1 import webhook_pb2, webhook_pb2_grpc
-from webhook_svc import rules, signing
-from webhook_svc.destinations import AddressPolicy, check_url
-from webhook_svc.endpoints import EndpointChange, EndpointInput, EndpointStore
-from webhook_svc.events import EventStore
+from webhook_svc.domain import rules
+from webhook_svc.outbound import signing
+from webhook_svc.outbound.destinations import AddressPolicy, check_url
+from webhook_svc.outbound.endpoints import EndpointChange, EndpointInput, EndpointStore
+from webhook_svc.outbound.events import EventStore
 
 SECRET_OVERLAP_SECONDS = 24 * 3600
 
