@@ -135,6 +135,15 @@ def test_refunds_never_exceed_what_was_captured():
     assert raised.value.reason == "charge_already_refunded"
 
 
+def test_a_fully_refunded_payment_says_so_whatever_amount_is_asked():
+    """Not `invalid_amount` "amount must be from 1 to 0": the README's table says
+    `charge_already_refunded`."""
+    for requested in (0, 1, 600):
+        with pytest.raises(FailedPrecondition) as raised:
+            rules.refund_amount(requested, received=600, refunded=600, reason="")
+        assert raised.value.reason == "charge_already_refunded"
+
+
 def test_an_intent_waiting_for_its_customer_is_never_captured_confirmed_anew_or_refunded():
     for action in (A.CAPTURE, A.CONFIRM, A.REFUND, A.NOT_PROCESSED):
         with pytest.raises(FailedPrecondition) as raised:

@@ -108,12 +108,13 @@ def capture_amount(requested: int, capturable: int) -> int:
 
 
 def refund_amount(requested: int, received: int, refunded: int, reason: str) -> int:
-    """What to refund: what is left unless less was asked for; never beyond what was captured."""
+    """What to refund: what is left unless less was asked for; never beyond what was captured.
+    A payment with nothing left is `charge_already_refunded` whatever amount was asked for."""
     left = received - refunded
     violations = []
     if reason and reason not in REFUND_REASONS:
         violations.append(FieldViolation("reason", "invalid_reason", ", ".join(REFUND_REASONS)))
-    if requested and not 1 <= requested <= left:
+    if requested and left > 0 and not 1 <= requested <= left:
         violations.append(
             FieldViolation("amount", "invalid_amount", f"amount must be from 1 to {left}")
         )
