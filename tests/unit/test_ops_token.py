@@ -24,4 +24,3 @@ def test_outside_the_repository_it_says_in_one_line_what_is_missing(tmp_path):
     assert str(tmp_path / "var" / "keys" / "ops.key") in line
     assert "PAYMESH_KEYS_DIR" in line
     assert "keys init" not in line
-
