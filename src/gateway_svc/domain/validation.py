@@ -35,7 +35,7 @@ def validate_new_intent(
     metadata: dict[str, str],
     return_url: str = "",
 ) -> None:
-    violations = [v for v in [amount_violation("amount", amount)] if v]
+    violations = [v for v in [amount_violation("amount", amount, currency)] if v]
     if currency not in CURRENCIES:
         violations.append(
             FieldViolation("currency", "invalid_currency", "a lowercase ISO-4217 code, e.g. usd")
@@ -94,7 +94,7 @@ def return_url_violation(return_url: str) -> FieldViolation | None:
     return card_number_violation("return_url", return_url)
 
 
-def capture_amount(requested: int, capturable: int) -> int:
+def capture_amount(requested: int, capturable: int, currency: str) -> int:
     """What to capture: all that is capturable unless less was asked for."""
     if requested == 0:
         return capturable
@@ -104,6 +104,8 @@ def capture_amount(requested: int, capturable: int) -> int:
             "invalid_amount",
             f"amount_to_capture must be from 1 to the capturable {capturable}",
         )
+    if bad := amount_violation("amount_to_capture", requested, currency):
+        raise InvalidArgument([bad])
     return requested
 
 

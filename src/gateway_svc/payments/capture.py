@@ -79,7 +79,7 @@ async def capture(
 ) -> PaymentIntent:
     intent = await payments.repository.intent(intent_id, merchant)
     move(intent_id, intent.status, Action.CAPTURE)
-    amount = validation.capture_amount(amount_to_capture, intent.amount_capturable)
+    amount = validation.capture_amount(amount_to_capture, intent.amount_capturable, intent.currency)
     reserved = await reserve(payments, intent, Pending.CAPTURE, Action.CAPTURE, amount, key)
     captured = await send_reserved(
         payments,
