@@ -22,6 +22,8 @@ DESCRIPTION_MAX = 1000
 RETURN_URL_MAX = 2048
 CAPTURE_METHODS = ("automatic", "manual")
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+# The reasons Stripe takes on a cancel (it sets the others itself: automatic, failed_invoice…).
+CANCELLATION_REASONS = ("duplicate", "fraudulent", "requested_by_customer", "abandoned")
 
 
 def validate_new_intent(
@@ -92,6 +94,15 @@ def return_url_violation(return_url: str) -> FieldViolation | None:
             f"return_url must be an absolute http(s) URL of at most {RETURN_URL_MAX} characters",
         )
     return card_number_violation("return_url", return_url)
+
+
+def cancellation_reason(reason: str) -> str | None:
+    """A cancel's reason, if it gave one (None), or InvalidArgument naming it."""
+    if reason and reason not in CANCELLATION_REASONS:
+        raise InvalidArgument.for_field(
+            "cancellation_reason", "invalid_reason", ", ".join(CANCELLATION_REASONS)
+        )
+    return reason or None
 
 
 def capture_amount(requested: int, capturable: int, currency: str) -> int:
