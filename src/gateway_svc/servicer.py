@@ -49,6 +49,7 @@ def payment_intent_message(row: PaymentIntent) -> gateway_pb2.PaymentIntent:
         created=timestamp(row.created_at),
         livemode=row.livemode,
         next_action=_next_action(row.next_action),
+        cancellation_reason=(row.cancellation_reason or "") if row.status == "canceled" else "",
     )
 
 
@@ -209,7 +210,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             merchant,
             "CancelPaymentIntent",
             request,
-            lambda claim: cancel.cancel(self._payments, merchant, intent_id, claim.ref),
+            lambda claim: cancel.cancel(
+                self._payments, merchant, intent_id, claim.ref, request.cancellation_reason
+            ),
             intent_id=intent_id,
         )
 

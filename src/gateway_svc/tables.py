@@ -56,6 +56,7 @@ payment_intents = Table(
     # while the intent requires_action (3-D Secure).
     Column("return_url", Text),
     Column("next_action_url", Text),
+    Column("cancellation_reason", Text),  # as the merchant's cancel gave it
 )
 
 refunds = Table(

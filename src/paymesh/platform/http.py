@@ -61,6 +61,11 @@ class OpsHttpServer:
             target=self._server.serve_forever, name="ops-http", daemon=True
         )
 
+    @property
+    def port(self) -> int:
+        """The port it listens on (the kernel's pick when asked for port 0)."""
+        return self._server.server_address[1]
+
     def start(self) -> None:
         self._thread.start()
 
