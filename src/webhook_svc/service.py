@@ -12,6 +12,7 @@ import grpc
 from paymesh.platform.amqp_consumer import Consumer
 from paymesh.platform.channels import close_on_shutdown
 from paymesh.platform.config import WebhookSettings
+from paymesh.platform.idempotency.store import Idempotency
 from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.outbox import ApiObject
 from paymesh.platform.server import Resources, ServiceDefinition
@@ -43,12 +44,14 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     )
     issuer = resources.token_issuer
     endpoints = EndpointStore(
-        resources.engine,
-        SecretBox(issuer.derived_secret("webhook-signing-secrets")),
-        issuer.derived_secret("webhook-idempotency-keys"),
+        resources.engine, SecretBox(issuer.derived_secret("webhook-signing-secrets"))
     )
     destinations = AddressPolicy(settings.allowed_networks.split(","))
-    servicer = WebhookServicer(endpoints, EventStore(resources.engine), callers, destinations)
+    key_secret = issuer.derived_secret("webhook-idempotency-keys")
+    keys = Idempotency(
+        resources.engine, resources.direct_sql, tables.idempotency_keys, lambda: key_secret
+    )
+    servicer = WebhookServicer(endpoints, EventStore(resources.engine), callers, destinations, keys)
     webhook_pb2_grpc.add_WebhookServiceServicer_to_server(servicer, server)
     event_stream_pb2_grpc.add_EventStreamServiceServicer_to_server(
         EventStreamServicer(resources.engine, callers), server

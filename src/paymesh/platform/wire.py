@@ -97,22 +97,6 @@ def required_datetime(message, field: str) -> datetime:
     return value
 
 
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-
-
-def idempotency_key_of(context) -> str | None:
-    """The call's `idempotency-key` metadata, if any; an over-long one is invalid input. For
-    creations whose retry with the same key answers with the object first created."""
-    key = dict(context.invocation_metadata() or ()).get("idempotency-key") or None
-    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-        raise InvalidArgument.for_field(
-            "idempotency-key",
-            "invalid_idempotency_key",
-            f"at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
-        )
-    return key
-
-
 def page_limit(limit: int) -> int:
     """A list's `limit`: 10 when unset, else 1 to 100."""
     limit = limit or 10
