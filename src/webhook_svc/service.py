@@ -13,6 +13,7 @@ from paymesh.gateway.v1 import psp_events_pb2_grpc
 from paymesh.platform.amqp_consumer import Consumer
 from paymesh.platform.channels import close_on_shutdown, service_channel
 from paymesh.platform.config import WebhookSettings
+from paymesh.platform.idempotency.store import Idempotency
 from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.notifications import listen
 from paymesh.platform.outbox import ApiObject
@@ -50,12 +51,14 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     )
     issuer = resources.token_issuer
     endpoints = EndpointStore(
-        resources.engine,
-        SecretBox(issuer.derived_secret("webhook-signing-secrets")),
-        issuer.derived_secret("webhook-idempotency-keys"),
+        resources.engine, SecretBox(issuer.derived_secret("webhook-signing-secrets"))
     )
     destinations = AddressPolicy(settings.allowed_networks.split(","))
-    servicer = WebhookServicer(endpoints, EventStore(resources.engine), callers, destinations)
+    key_secret = issuer.derived_secret("webhook-idempotency-keys")
+    keys = Idempotency(
+        resources.engine, resources.direct_sql, tables.idempotency_keys, lambda: key_secret
+    )
+    servicer = WebhookServicer(endpoints, EventStore(resources.engine), callers, destinations, keys)
     webhook_pb2_grpc.add_WebhookServiceServicer_to_server(servicer, server)
     event_stream_pb2_grpc.add_EventStreamServiceServicer_to_server(
         EventStreamServicer(resources.engine, callers), server

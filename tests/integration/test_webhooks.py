@@ -517,6 +517,25 @@ def test_endpoints_are_the_merchants_own_and_a_retried_creation_makes_one(hooks)
     assert hooks.get(merchant, path).status == 404
 
 
+def test_a_creation_retried_after_the_endpoint_changed_is_answered_as_before(hooks):
+    """A retry is judged by the request its key came with, not by the endpoint's current
+    fields: it answers with the endpoint as it is now."""
+    merchant = hooks.merchant("retry-after-update")
+    body = {"url": hooks.receiver.url("/changed"), "enabled_events": ["*"]}
+    first = post(hooks.mesh, merchant, "/v1/webhook_endpoints", body, key="hook-changed")
+    assert first.status == 200, first.body
+    path = f"/v1/webhook_endpoints/{first.body['id']}"
+    assert post(hooks.mesh, merchant, path, {"description": "renamed"}).status == 200
+
+    again = post(hooks.mesh, merchant, "/v1/webhook_endpoints", body, key="hook-changed")
+
+    assert again.status == 200, again.body
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.body["id"] == first.body["id"]
+    assert again.body["description"] == "renamed"
+    assert len(hooks.get(merchant, "/v1/webhook_endpoints").body["data"]) == 1
+
+
 def test_a_destination_that_resolves_to_loopback_is_refused_when_loopback_is_not_admitted(
     mesh, merchant
 ):

@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from paymesh.platform import errors, problems
+from paymesh.platform.idempotency.rpc import call_key
 from paymesh.platform.masking import last4
 from paymesh.platform.metrics import REQUEST_DURATION, REQUESTS
 from paymesh.platform.request_guard import check_request, lenient
@@ -122,9 +123,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         async def handle(request: Any, context: Context) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
-            context_vars = _log_context(context.invocation_metadata())
+            metadata = context.invocation_metadata()
+            context_vars = _log_context(metadata)
             request_id = context_vars.get("request_id", "")
-            with structlog.contextvars.bound_contextvars(rpc=method, **context_vars):
+            with (
+                structlog.contextvars.bound_contextvars(rpc=method, **context_vars),
+                call_key(metadata),
+            ):
                 try:
                     check_request(request)
                     response = await behavior(request, context)

@@ -6,12 +6,10 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from paymesh.platform.callers import text_metadata
 from paymesh.platform.problems import InvalidArgument, NotFound
 
 
@@ -100,22 +98,6 @@ def required_datetime(message: Message, field: str) -> datetime:
     if value is None:
         raise InvalidArgument.for_field(field, "missing", f"{field} is required")
     return value
-
-
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-
-
-def idempotency_key_of(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    """The call's `idempotency-key` metadata, if any; an over-long one is invalid input. For
-    creations whose retry with the same key answers with the object first created."""
-    key = text_metadata(context).get("idempotency-key") or None
-    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-        raise InvalidArgument.for_field(
-            "idempotency-key",
-            "invalid_idempotency_key",
-            f"at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
-        )
-    return key
 
 
 def page_limit(limit: int) -> int:
