@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -27,7 +27,7 @@ REPLAYED = (("idempotent-replayed", "true"),)
 
 
 @contextlib.contextmanager
-def call_key(metadata) -> Iterator[None]:
+def call_key(metadata: Iterable[tuple[str, str | bytes]] | None) -> Iterator[None]:
     """For the interceptor: the call's key, read and checked, while the call runs."""
     raw = None
     for name, value in metadata or ():
@@ -62,7 +62,13 @@ class IdempotentServicer(Protocol):
         ...
 
 
-Rpc = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Message]]
+class _AnObject(Protocol):
+    """The response of an RPC that makes or changes an object: the object."""
+
+    id: str
+
+
+Rpc = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]
 
 
 def idempotent(
@@ -89,7 +95,9 @@ def idempotent(
         method = rpc.__name__
 
         @functools.wraps(rpc)
-        async def keyed(self: IdempotentServicer, request, context: grpc.aio.ServicerContext):
+        async def keyed(
+            self: IdempotentServicer, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Message:
             merchant: Merchant = await self.callers.merchant(context)
             key = request_key()
             keys = self.idempotency
@@ -114,16 +122,18 @@ def idempotent(
                 await context.send_initial_metadata(REPLAYED)
                 return response
             try:
-                response = await rpc(self, request, context, claim)
+                result = await rpc(self, request, context, claim)
             except Exception as error:
                 await keys.settle_error(claim, error)
                 raise
+            if result is None:
+                raise RuntimeError(f"{method} answered nothing under a claim")
             if not binds:
                 if answer is not None:
-                    await keys.settle(claim, None, response.SerializeToString())
+                    await keys.settle(claim, None, result.SerializeToString())
                 else:
-                    await keys.settle(claim, response.id, None)
-            return response
+                    await keys.settle(claim, cast(_AnObject, result).id, None)
+            return result
 
         return keyed
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.message import Message
 from google.rpc import status_pb2
-from sqlalchemy import Table, delete, func, select, text, update
+from sqlalchemy import ColumnElement, Table, TextClause, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.platform.callers import Merchant
@@ -56,7 +57,7 @@ class Claim:
         return self.replay.object_id if self.replay else None
 
     @property
-    def bind_params(self) -> dict:
+    def bind_params(self) -> dict[str, Any]:
         """The held key, as statements that bind it in their own transaction name it."""
         return {
             "key_merchant_id": self.merchant.id,
@@ -76,7 +77,7 @@ class NewKey:
     request_hash: str
 
     @property
-    def bind_params(self) -> dict:
+    def bind_params(self) -> dict[str, Any]:
         return {
             "key_merchant_id": self.merchant.id,
             "key_livemode": self.merchant.livemode,
@@ -183,11 +184,11 @@ class Idempotency:
                 raise in_use()
             await asyncio.sleep(0.05)
 
-    async def _claim_first(self, claims: list[dict]) -> list[datetime | None]:
+    async def _claim_first(self, claims: list[dict[str, Any]]) -> list[datetime | None]:
         """The fence of each of `claims` that took a key nobody held. Of two claims of one key
         in one batch, the first may win; the other finds the key taken, as it would a moment
         later."""
-        first: dict[tuple, dict] = {}
+        first: dict[KeyIdentity, dict[str, Any]] = {}
         for claim in claims:
             first.setdefault(_identity(claim), claim)
         rows = await self._direct.all(
@@ -243,14 +244,14 @@ class Idempotency:
                 )
                 await connection.execute(delete(self.table).where(*mine, keys.object_id.is_(None)))
 
-    def _is(self, pk: dict) -> list:
+    def _is(self, pk: dict[str, Any]) -> list[ColumnElement[bool]]:
         return [self.table.c[name] == value for name, value in pk.items()]
 
-    def _held(self, claim: Claim) -> list:
+    def _held(self, claim: Claim) -> list[ColumnElement[bool]]:
         return _held(self.table, claim)
 
 
-def _claim_statement(table: Table):
+def _claim_statement(table: Table) -> TextClause:
     """The first claims of keys, for every request that arrives while the last such statement
     is out, in one statement (coalesced): every keyed POST starts with one."""
     return text(
@@ -265,7 +266,7 @@ def _claim_statement(table: Table):
     )
 
 
-def _held(table: Table, claim: Claim) -> list:
+def _held(table: Table, claim: Claim) -> list[ColumnElement[bool]]:
     """The claim's key, while this claim still holds it."""
     keys = table.c
     return [
@@ -277,9 +278,13 @@ def _held(table: Table, claim: Claim) -> list:
     ]
 
 
-def _pk(merchant: Merchant, key: str) -> dict:
+def _pk(merchant: Merchant, key: str) -> dict[str, Any]:
     return {"merchant_id": merchant.id, "livemode": merchant.livemode, "key": key}
 
 
-def _identity(row: dict) -> tuple:
+# merchant id, livemode, key
+KeyIdentity = tuple[str, bool, str]
+
+
+def _identity(row: Mapping[str, Any]) -> KeyIdentity:
     return (row["merchant_id"], row["livemode"], row["key"])
