@@ -23,7 +23,7 @@ from paymesh.platform.problems import FailedPrecondition
 from rebill_svc.charging import ChargeRequest, ChargeResult
 from rebill_svc.dead_letters import DeadLetters
 from rebill_svc.domain.dunning import Outcome
-from rebill_svc.jobs import JobStore
+from rebill_svc.jobs.postgres import PostgresJobStore
 from rebill_svc.repository import SubscriptionRepository
 from rebill_svc.runner import JobRunner, Leases
 from tests.conftest import migrated_infra
@@ -82,7 +82,7 @@ def job_and_attempts(database_url: str, job_id: str) -> tuple[str, list[tuple]]:
 @dataclass(frozen=True)
 class Scheduled:
     engine: AsyncEngine
-    store: JobStore
+    store: PostgresJobStore
     job_id: str
 
 
@@ -92,7 +92,7 @@ async def scheduled_job(database_url: str) -> AsyncIterator[Scheduled]:
     engine = create_engine(database_url, 2)
     direct = DirectSql(engine, 2)
     try:
-        store = JobStore(engine, direct)
+        store = PostgresJobStore(engine, direct)
         assert await store.schedule_due(10) == 1
         with psycopg.connect(database_url) as db:
             (job_id,) = [row[0] for row in db.execute("SELECT id FROM rebill.rebill_jobs")]
