@@ -5,7 +5,7 @@ predicate is matched only by a constant (paymesh.platform.db.constant)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import text
 
@@ -27,6 +27,22 @@ def in_list(values: Iterable[str]) -> str:
     return "(" + ", ".join(constant_sql(value) for value in values) + ")"
 
 
+def condition(
+    action: JobAction, column: str = "status", only_if: Mapping[JobStatus, str] | None = None
+) -> str:
+    """SQL that holds for a job whose status `action` may start from (the transition
+    table's), each source further limited by its condition in `only_if`."""
+    only_if = only_if or {}
+    unknown = set(only_if) - set(sources(action))
+    if unknown:
+        raise ValueError(f"{action} does not start from {sorted(unknown)}")
+    terms = []
+    for status in sources(action):
+        term = f"{column} = {constant_sql(status)}"
+        terms.append(f"({term} AND {only_if[status]})" if status in only_if else term)
+    return "(" + " OR ".join(terms) + ")"
+
+
 def target(action: JobAction) -> str:
     """The one status `action` moves every job it applies to into."""
     [status] = set(TRANSITIONS[action].values())
@@ -34,6 +50,12 @@ def target(action: JobAction) -> str:
 
 
 RENEWABLE = in_list(RENEWING)
+# The sweep takes a running job once its lease lapsed, a queued one once its message should
+# long have been taken.
+_STALE_ONLY_IF = {
+    JobStatus.RUNNING: "lease_expires_at < now()",
+    JobStatus.QUEUED: "queued_at < now() - make_interval(secs => :requeue_after)",
+}
 DECLINES = (Outcome.DECLINED_SOFT, Outcome.DECLINED_HARD)
 
 # Renewable subscriptions whose current period has ended on their clock and that have no
@@ -141,7 +163,7 @@ RETRIES_DUE = text(
       updated_at = now()
     FROM (
       SELECT j.id FROM rebill.rebill_jobs j LEFT JOIN rebill.test_clocks c ON c.id = j.test_clock
-      WHERE j.status IN {in_list(sources(JobAction.RETRY_DUE))}
+      WHERE {condition(JobAction.RETRY_DUE, "j.status")}
         AND j.due_at <= coalesce(c.frozen_time, now())
       ORDER BY j.due_at LIMIT :batch FOR UPDATE OF j SKIP LOCKED
     ) due WHERE j.id = due.id
@@ -160,9 +182,7 @@ STALE = text(
            lease_owner = NULL, lease_expires_at = NULL
     FROM (
       SELECT id FROM rebill.rebill_jobs
-      WHERE (status = {constant_sql(JobStatus.RUNNING)} AND lease_expires_at < now())
-         OR (status = {constant_sql(JobStatus.QUEUED)}
-             AND queued_at < now() - make_interval(secs => :requeue_after))
+      WHERE {condition(JobAction.RECLAIM, only_if=_STALE_ONLY_IF)}
       ORDER BY updated_at LIMIT :batch FOR UPDATE SKIP LOCKED
     ) stale WHERE j.id = stale.id
     RETURNING j.*
@@ -289,8 +309,7 @@ CLAIM = text(
           ELSE j.payment_method END,
         updated_at = now()
       WHERE id = ANY(CAST(:job_ids AS varchar[]))
-        AND (status = {constant_sql(JobStatus.QUEUED)}
-             OR (status = {constant_sql(JobStatus.RUNNING)} AND lease_expires_at < now()))
+        AND {condition(JobAction.CLAIM, only_if={JobStatus.RUNNING: "lease_expires_at < now()"})}
       RETURNING *
     )
     SELECT leased.*, s.status AS subscription_status,
