@@ -1,8 +1,8 @@
-"""A rebill job run again after its worker died: the job store and runner on the real
-PostgreSQL, with a charger that stands in for the gateway (what the gateway does with a
-repeated key is tested in test_payments and test_rebill_faults). An attempt that may have
-reached the PSP is finished under its own key whatever happened to the subscription since,
-so a period the customer paid for is never recorded as not charged."""
+"""Dead letters of rebill jobs on the real PostgreSQL, with a charger that stands in for the
+gateway: a letter whose job's attempt started (it may have charged) cannot be discarded, and
+discarding a dunning retry's letter gives the period up as the merchant's policy says. (The
+runner's re-runs after a worker's death are unit tests on the job store's twin:
+tests/unit/test_rebill_runner.py.)"""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from rebill_svc.charging import ChargeRequest, ChargeResult
 from rebill_svc.dead_letters import DeadLetters
 from rebill_svc.domain.dunning import Outcome
 from rebill_svc.jobs.postgres import PostgresJobStore
-from rebill_svc.repository import SubscriptionRepository
 from rebill_svc.runner import JobRunner, Leases
 from tests.conftest import migrated_infra
 
@@ -52,9 +51,9 @@ class RecordingCharger:
         return ChargeResult(self._outcome, payment_intent=f"pi_{len(self.asked)}")
 
 
-def add_due_subscription(database_url: str, subscription_id: str, late_days: int = 0) -> None:
-    """A monthly subscription whose current period ended just now, or `late_days` ago."""
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=31 + late_days)
+def add_due_subscription(database_url: str, subscription_id: str) -> None:
+    """A monthly subscription whose current period ended just now."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=31)
     with psycopg.connect(database_url) as db:
         db.execute(
             """
@@ -116,63 +115,6 @@ def add_dead_letter(database_url: str, letter_id: str, job_id: str) -> None:
         )
 
 
-async def run_after_a_death(database_url: str, end_subscription) -> tuple[str, list, list]:
-    """Schedules the subscription's due period, lets a worker claim it and die before its
-    settle, ends the subscription through `end_subscription`, and runs the job again once
-    the dead worker's lease has lapsed. Returns the job's status, its attempts and what the
-    second run asked the gateway."""
-    async with scheduled_job(database_url) as scheduled:
-        store = scheduled.store
-        # The first worker's claim; it dies in its charge, so nothing is settled.
-        assert await store.claim(scheduled.job_id, "worker-dead", LEASE) is not None
-        await end_subscription(SubscriptionRepository(scheduled.engine, store))
-        await asyncio.sleep(LEASE + 0.2)
-        assert await store.reclaim_stale(10, requeue_after=300) == 1
-        charger = RecordingCharger()
-        await run_once(scheduled, charger, "worker-new")
-        status, attempts = job_and_attempts(database_url, scheduled.job_id)
-        return status, attempts, charger.asked
-
-
-@pytest.mark.parametrize(
-    "end",
-    [
-        pytest.param(lambda subs: subs.cancel(MERCHANT, "sub_rerun", False), id="canceled"),
-        pytest.param(lambda subs: subs.pause(MERCHANT, "sub_rerun"), id="paused"),
-    ],
-)
-def test_an_attempt_that_may_have_charged_is_finished_after_the_subscription_ends(infra, end):
-    """A worker claimed the period's attempt (it may have charged at the PSP) and died; the
-    merchant then canceled or paused. The re-run must ask the gateway under the same key and
-    record what it says: before, it saw no attempt row, skipped the charge and recorded the
-    period as not charged although the customer may have paid."""
-    add_due_subscription(infra.database_url, "sub_rerun")
-    status, attempts, asked = asyncio.run(run_after_a_death(infra.database_url, end))
-    assert len(asked) == 1, "the re-run did not ask the gateway"
-    assert asked[0].idempotency_key == attempts[0][2]
-    assert [(attempt, outcome) for attempt, outcome, _ in attempts] == [(1, "succeeded")]
-    assert status == "succeeded"
-
-
-def test_an_attempt_never_claimed_is_not_charged_once_the_subscription_is_canceled(infra):
-    """The other side of the rule: a period whose attempt no worker has started is not
-    charged after a cancel."""
-    add_due_subscription(infra.database_url, "sub_unclaimed")
-
-    async def scenario() -> tuple[str, list, list]:
-        async with scheduled_job(infra.database_url) as scheduled:
-            subscriptions = SubscriptionRepository(scheduled.engine, scheduled.store)
-            await subscriptions.cancel(MERCHANT, "sub_unclaimed", False)
-            charger = RecordingCharger()
-            await run_once(scheduled, charger)
-            return (*job_and_attempts(infra.database_url, scheduled.job_id), charger.asked)
-
-    status, attempts, asked = asyncio.run(scenario())
-    assert asked == []
-    assert attempts == []
-    assert status == "failed"
-
-
 def test_a_dead_letter_whose_job_attempt_started_cannot_be_discarded(infra):
     """Discarding a letter drops its job only while no attempt of it started; once one has
     (it may have charged), the discard is refused and changes nothing, and a retry of the
@@ -194,28 +136,6 @@ def test_a_dead_letter_whose_job_attempt_started_cannot_be_discarded(infra):
 
     status, attempts = asyncio.run(scenario())
     assert (status, attempts) == ("running", [])
-
-
-def test_a_declined_periods_retry_is_timed_from_its_first_attempt_not_from_its_start(infra):
-    """The scheduler was down for three days: a period that started then is first attempted
-    now. Its soft decline is retried a day after that attempt (±10 % jitter), as the README
-    says; before, the retry was timed from the period's start, so it was due at once and the
-    whole schedule ran in a few rounds."""
-    add_due_subscription(infra.database_url, "sub_late", late_days=3)
-
-    async def scenario() -> tuple[datetime, datetime]:
-        async with scheduled_job(infra.database_url) as scheduled:
-            await run_once(scheduled, RecordingCharger(Outcome.DECLINED_SOFT))
-            with psycopg.connect(infra.database_url) as db:
-                return db.execute(
-                    "SELECT j.due_at, a.at FROM rebill.rebill_jobs j JOIN rebill.rebill_attempts a"
-                    " ON a.job_id = j.id AND a.attempt = 1 WHERE j.id = %s AND j.attempt = 2"
-                    " AND j.status = 'scheduled'",
-                    (scheduled.job_id,),
-                ).fetchone()
-
-    retry_at, first_attempt_at = asyncio.run(scenario())
-    assert timedelta(hours=21) <= retry_at - first_attempt_at <= timedelta(hours=27)
 
 
 def test_discarding_a_dunning_retrys_letter_gives_the_period_up_as_the_policy_says(infra):

@@ -25,6 +25,8 @@ from rebill_svc.jobs.memory import InMemoryJobStore, StoredSubscription
 from rebill_svc.jobs.models import Claimed
 
 PAYMENT_METHOD = "pm_contract"
+# Two moments the database and the twin may tell apart by the time a statement takes.
+SAME_MOMENT = timedelta(seconds=5)
 
 
 class Arena(Protocol):
@@ -166,6 +168,8 @@ async def a_claim_leases_a_waiting_job_once_and_only_its_holder_beats(arena: Are
     assert (claimed.job.id, claimed.job.status, claimed.job.attempt) == (job, "running", 1)
     assert (claimed.subscription_status, claimed.payment_method) == ("active", PAYMENT_METHOD)
     assert (claimed.rerun, claimed.declined_before, claimed.policy) == (False, 0, RetryPolicy())
+    # A first attempt's retries are timed from now, not from the period's start (days ago).
+    assert abs(claimed.first_attempt_at - arena.now()) < SAME_MOMENT
     assert await arena.store.claim(job, "worker-2", 30) is None
     assert arena.job(job) == (JobStatus.RUNNING, 1, "worker-1")
     assert await arena.store.heartbeat(job, "worker-1", 30)
@@ -274,6 +278,8 @@ async def a_declined_period_waits_for_its_retry_then_runs_the_next_attempt(
     assert arena.messages(job) == 2
     second = await arena.store.claim(job, "worker-2", 30)
     assert (second.job.attempt, second.rerun, second.declined_before) == (2, False, 1)
+    # Retries stay timed from the period's first attempt.
+    assert abs(second.first_attempt_at - claimed.first_attempt_at) < SAME_MOMENT
 
 
 async def an_unknown_outcome_is_asked_again_and_replaced_once_by_the_known_one(
