@@ -1,6 +1,7 @@
-"""The job store contract (tests/support/job_store_contract.py) on PostgreSQL, in a database
-of the module's own: `PostgresJobStore` keeps every rule its in-memory twin is unit-tested
-with (tests/unit/test_rebill_job_store.py)."""
+"""The job store and dead-letter contracts (tests/support/job_store_contract.py,
+dead_letter_contract.py) on PostgreSQL, in a database of the module's own: `PostgresJobStore`
+and `DeadLetters` keep every rule their in-memory twins are unit-tested with
+(tests/unit/test_rebill_job_store.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import pytest
 
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
+from rebill_svc.dead_letters import DeadLetters
 from rebill_svc.jobs.postgres import PostgresJobStore
 from tests.conftest import migrated_infra
-from tests.support.job_store_contract import PAYMENT_METHOD, SCENARIOS
+from tests.support import dead_letter_contract, job_store_contract
+from tests.support.job_store_contract import PAYMENT_METHOD
 
 pytestmark = pytest.mark.integration
 
@@ -22,9 +25,10 @@ pytestmark = pytest.mark.integration
 class SqlArena:
     """The arena on PostgreSQL: rows arranged and read with plain SQL; time passes."""
 
-    def __init__(self, database_url: str, store: PostgresJobStore):
+    def __init__(self, database_url: str, store: PostgresJobStore, letters: DeadLetters):
         self._url = database_url
         self.store = store
+        self.letters = letters
 
     def _rows(self, sql: str, *args) -> list[tuple]:
         with psycopg.connect(self._url, autocommit=True) as db:
@@ -60,6 +64,12 @@ class SqlArena:
             "SELECT status FROM rebill.subscriptions WHERE id = %s", subscription_id
         )
         return status
+
+    def next_attempt_at(self, subscription_id: str) -> datetime | None:
+        [(at,)] = self._rows(
+            "SELECT next_attempt_at FROM rebill.subscriptions WHERE id = %s", subscription_id
+        )
+        return at
 
     def jobs_of(self, subscription_id: str) -> list[str]:
         return [
@@ -121,15 +131,19 @@ def contract_database():
         yield infra
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
-def test_the_postgresql_job_store_keeps_the_contract(contract_database, scenario):
+@pytest.mark.parametrize(
+    "scenario",
+    [*job_store_contract.SCENARIOS, *dead_letter_contract.SCENARIOS],
+    ids=lambda s: s.__name__,
+)
+def test_the_postgresql_job_store_and_dead_letters_keep_the_contract(contract_database, scenario):
     async def main():
         engine = create_engine(contract_database.database_url, 2)
         direct = DirectSql(engine, 2)
         try:
-            await scenario(
-                SqlArena(contract_database.database_url, PostgresJobStore(engine, direct))
-            )
+            store = PostgresJobStore(engine, direct)
+            url = contract_database.database_url
+            await scenario(SqlArena(url, store, DeadLetters(engine)))
         finally:
             await direct.close()
             await engine.dispose()

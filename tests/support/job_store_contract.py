@@ -23,6 +23,7 @@ from rebill_svc.domain.jobs import JobStatus
 from rebill_svc.domain.subscriptions import NOT_ATTEMPTED, Status, after_attempt
 from rebill_svc.jobs.memory import InMemoryJobStore, StoredSubscription
 from rebill_svc.jobs.models import Claimed
+from rebill_svc.memory_dead_letters import InMemoryDeadLetters
 
 PAYMENT_METHOD = "pm_contract"
 # Two moments the database and the twin may tell apart by the time a statement takes.
@@ -31,12 +32,15 @@ SAME_MOMENT = timedelta(seconds=5)
 
 class Arena(Protocol):
     store: object
+    letters: object  # the dead letters beside the store
 
     def add_due_subscription(self, subscription_id: str, merchant_id: str) -> None: ...
 
     def set_subscription(self, subscription_id: str, **values: object) -> None: ...
 
     def subscription_status(self, subscription_id: str) -> str: ...
+
+    def next_attempt_at(self, subscription_id: str) -> datetime | None: ...
 
     def jobs_of(self, subscription_id: str) -> list[str]: ...
 
@@ -63,6 +67,7 @@ class MemoryArena:
 
     def __init__(self):
         self.store = InMemoryJobStore()
+        self.letters = InMemoryDeadLetters(self.store)
 
     def add_due_subscription(self, subscription_id: str, merchant_id: str) -> None:
         start = self.store.now - timedelta(days=31)
@@ -84,6 +89,9 @@ class MemoryArena:
 
     def subscription_status(self, subscription_id: str) -> str:
         return self.store.subscriptions[subscription_id].status
+
+    def next_attempt_at(self, subscription_id: str) -> datetime | None:
+        return self.store.subscriptions[subscription_id].next_attempt_at
 
     def jobs_of(self, subscription_id: str) -> list[str]:
         return [j.id for j in self.store.jobs_of(subscription_id)]

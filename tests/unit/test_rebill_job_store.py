@@ -1,5 +1,6 @@
-"""The job store contract (tests/support/job_store_contract.py) on the in-memory twin; the
-same scenarios run on PostgreSQL in tests/integration/test_rebill_job_store_contract.py."""
+"""The job store and dead-letter contracts (tests/support/job_store_contract.py,
+dead_letter_contract.py) on the in-memory twins; the same scenarios run on PostgreSQL in
+tests/integration/test_rebill_job_store_contract.py."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import asyncio
 
 import pytest
 
-from tests.support.job_store_contract import SCENARIOS, MemoryArena
+from tests.support import dead_letter_contract, job_store_contract
+from tests.support.job_store_contract import MemoryArena
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
-def test_the_in_memory_job_store_keeps_the_contract(scenario):
+@pytest.mark.parametrize(
+    "scenario",
+    [*job_store_contract.SCENARIOS, *dead_letter_contract.SCENARIOS],
+    ids=lambda s: s.__name__,
+)
+def test_the_in_memory_job_store_and_dead_letters_keep_the_contract(scenario):
     asyncio.run(scenario(MemoryArena()))

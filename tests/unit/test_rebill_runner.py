@@ -77,7 +77,7 @@ def test_a_paid_attempt_settles_the_job_and_keeps_the_subscription_active():
 
 
 def test_an_attempt_never_started_is_not_charged_once_the_subscription_ended():
-    """Moved from tests/integration/test_rebill_reruns.py: a period whose attempt no worker
+    """A period whose attempt no worker
     started is not charged after a cancel (or a pause): settled failed, no attempt row."""
     for ended in (Status.CANCELED, Status.PAUSED, Status.UNPAID):
         store = InMemoryJobStore()
@@ -94,7 +94,7 @@ def test_an_attempt_never_started_is_not_charged_once_the_subscription_ended():
 
 
 def test_an_attempt_that_may_have_charged_is_finished_under_its_key_after_the_subscription_ends():
-    """Moved from tests/integration/test_rebill_reruns.py: a worker claimed the attempt (it
+    """A worker claimed the attempt (it
     may have charged at the PSP) and died; the merchant then canceled or paused. The re-run
     asks the gateway under the same key and records what it says."""
     for ended in (Status.CANCELED, Status.PAUSED):
@@ -169,7 +169,7 @@ def test_a_worker_that_lost_its_lease_during_the_charge_records_nothing():
 
 
 def test_a_declined_periods_retry_is_timed_from_its_first_attempt_not_from_its_start():
-    """Moved from tests/integration/test_rebill_reruns.py: the scheduler was down for three
+    """The scheduler was down for three
     days; the period's soft decline is retried a day after its first attempt (±10 %), not a
     day after the period's start (which would be due at once)."""
     store = InMemoryJobStore()
