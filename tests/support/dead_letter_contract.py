@@ -91,8 +91,7 @@ async def a_discarded_letter_settles_its_unstarted_job_as_not_charged(arena: Are
 
 
 async def a_letter_whose_jobs_attempt_started_cannot_be_discarded(arena: Arena) -> None:
-    """The attempt may have charged; only
-    a retry finishes it under its key."""
+    """The attempt may have charged; only a retry finishes it under its key."""
     _, job = await one_queued_job(arena)
     assert await arena.store.claim(job, "worker-dead", 0.3) is not None
     dead = await letter(arena, job)
@@ -107,9 +106,9 @@ async def a_letter_whose_jobs_attempt_started_cannot_be_discarded(arena: Arena) 
 async def discarding_a_dunning_retrys_letter_gives_the_period_up_as_the_policy_says(
     arena: Arena,
 ) -> None:
-    """The retry's message died; once it
-    is discarded nothing can collect the period, so the subscription ends as the merchant's
-    policy says (unpaid by default) instead of staying past_due."""
+    """The retry's message died; once it is discarded nothing can collect the period, so
+    the subscription ends as the merchant's policy says (unpaid by default) instead of
+    staying past_due."""
     subscription, job = await one_queued_job(arena)
     claimed = await arena.store.claim(job, "worker-1", 30)
     retry = after_attempt(RetryAt(2, arena.now() - timedelta(seconds=1)), Status.ACTIVE)

@@ -77,8 +77,8 @@ def test_a_paid_attempt_settles_the_job_and_keeps_the_subscription_active():
 
 
 def test_an_attempt_never_started_is_not_charged_once_the_subscription_ended():
-    """A period whose attempt no worker
-    started is not charged after a cancel (or a pause): settled failed, no attempt row."""
+    """A period whose attempt no worker started is not charged after a cancel (or a pause,
+    or dunning's end): settled failed, no attempt row."""
     for ended in (Status.CANCELED, Status.PAUSED, Status.UNPAID):
         store = InMemoryJobStore()
         job = due_job(store)
@@ -94,9 +94,9 @@ def test_an_attempt_never_started_is_not_charged_once_the_subscription_ended():
 
 
 def test_an_attempt_that_may_have_charged_is_finished_under_its_key_after_the_subscription_ends():
-    """A worker claimed the attempt (it
-    may have charged at the PSP) and died; the merchant then canceled or paused. The re-run
-    asks the gateway under the same key and records what it says."""
+    """A worker claimed the attempt (it may have charged at the PSP) and died; the merchant
+    then canceled or paused. The re-run asks the gateway under the same key and records what
+    it says."""
     for ended in (Status.CANCELED, Status.PAUSED):
         store = InMemoryJobStore()
         job = due_job(store)
@@ -169,9 +169,9 @@ def test_a_worker_that_lost_its_lease_during_the_charge_records_nothing():
 
 
 def test_a_declined_periods_retry_is_timed_from_its_first_attempt_not_from_its_start():
-    """The scheduler was down for three
-    days; the period's soft decline is retried a day after its first attempt (±10 %), not a
-    day after the period's start (which would be due at once)."""
+    """The scheduler was down for three days; the period's soft decline is retried a day
+    after its first attempt (±10 %), not a day after the period's start (which would be due
+    at once)."""
     store = InMemoryJobStore()
     job = due_job(store, late_days=3)
 
