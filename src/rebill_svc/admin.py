@@ -17,7 +17,8 @@ from paymesh.rebill.v1 import rebill_admin_pb2_grpc as admin_pb2_grpc
 from rebill_svc import records
 from rebill_svc.dead_letters import DeadLetters
 from rebill_svc.domain.dunning import FinalStatus, RetryPolicy
-from rebill_svc.jobs import policy_of
+from rebill_svc.domain.jobs import DeadLetterStatus
+from rebill_svc.jobs.postgres import policy_of
 from rebill_svc.tables import retry_policies
 
 MAX_RETRIES, MAX_RETRY_DAY = 10, 60
@@ -113,8 +114,8 @@ class RebillAdminServicer(admin_pb2_grpc.RebillAdminServiceServicer):
 
     async def ListDeadLetters(self, request, context):
         self._operator(context)
-        status = request.status or "dead"
-        if status not in ("dead", "retried", "discarded"):
+        status = request.status or DeadLetterStatus.DEAD
+        if status not in tuple(DeadLetterStatus):
             raise InvalidArgument.for_field(
                 "status", "invalid_status", "dead, retried or discarded"
             )

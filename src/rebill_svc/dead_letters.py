@@ -16,8 +16,17 @@ from paymesh.platform.db import autocommit
 from paymesh.platform.problems import FailedPrecondition, NotFound
 from rebill_svc import records
 from rebill_svc.domain.dunning import GiveUp
+from rebill_svc.domain.jobs import (
+    JOB_EVENTS,
+    AttemptStarted,
+    DeadLetterStatus,
+    discard_plan,
+    move,
+    republished_on_retry,
+    sources,
+)
 from rebill_svc.domain.subscriptions import Status, after_attempt
-from rebill_svc.jobs import policy_of
+from rebill_svc.jobs.postgres import policy_of
 from rebill_svc.tables import dead_letters, rebill_jobs, subscriptions
 from rebill_svc.topology import job_id_of
 
@@ -73,8 +82,7 @@ class DeadLetters:
                 raise FailedPrecondition(
                     "this message names no job to retry; discard it", reason="nothing_to_retry"
                 )
-            if job.status in ("queued", "running"):
-                # Waiting for a worker, or held by one whose lease will lapse: publish again.
+            if republished_on_retry(job.status):
                 await records.publish_job(connection, job)
             await records.audit(
                 connection,
@@ -85,7 +93,7 @@ class DeadLetters:
                 result=job.status,
                 dead_letter=letter_id,
             )
-            return await self._resolve(connection, letter_id, "retried")
+            return await self._resolve(connection, letter_id, DeadLetterStatus.RETRIED)
 
     async def discard(self, letter_id: str) -> Row:
         """Drops the message and, when its job waits for a worker with an attempt nobody has
@@ -98,7 +106,7 @@ class DeadLetters:
             job = await _job_of(connection, letter)
             if job is not None:
                 await _drop_unstarted(connection, job, letter_id)
-            return await self._resolve(connection, letter_id, "discarded")
+            return await self._resolve(connection, letter_id, DeadLetterStatus.DISCARDED)
 
     @staticmethod
     async def _dead(connection, letter_id: str) -> Row:
@@ -109,19 +117,19 @@ class DeadLetters:
         ).first()
         if letter is None:
             raise NotFound("no such dead letter", reason="resource_missing")
-        if letter.status != "dead":
+        if letter.status != DeadLetterStatus.DEAD:
             raise FailedPrecondition(
                 f"the dead letter was already {letter.status}", reason="dead_letter_resolved"
             )
         return letter
 
     @staticmethod
-    async def _resolve(connection, letter_id: str, status: str) -> Row:
+    async def _resolve(connection, letter_id: str, status: DeadLetterStatus) -> Row:
         return (
             await connection.execute(
                 update(dead_letters)
                 .where(dead_letters.c.id == letter_id)
-                .values(status=status, resolved_at=func.now())
+                .values(status=status.value, resolved_at=func.now())
                 .returning(dead_letters)
             )
         ).one()
@@ -131,23 +139,26 @@ async def _drop_unstarted(connection, job: Row, letter_id: str) -> None:
     """Discard's part for the letter's job: refused if its attempt was started; dropped if
     it waits for a worker (else, already settled or waiting for its retry's time, it stays
     as it is); audited either way."""
-    if job.status == "running" or (job.status == "queued" and job.attempt_runs):
+    try:
+        action = discard_plan(job.status, job.attempt_runs)
+    except AttemptStarted:
         raise FailedPrecondition(
             "this job's attempt was started and may have charged; retry the letter"
             " so that it finishes",
             reason="attempt_started",
-        )
+        ) from None
     given_up = []
-    if job.status == "queued":
+    if action is not None:
+        dropped = move(job.status, action)
         job = (
             await connection.execute(
                 update(rebill_jobs)
-                .where(rebill_jobs.c.id == job.id)
-                .values(status="failed", updated_at=func.now())
+                .where(rebill_jobs.c.id == job.id, rebill_jobs.c.status.in_(sources(action)))
+                .values(status=dropped, updated_at=func.now())
                 .returning(rebill_jobs)
             )
         ).one()
-        await records.event(connection, "rebill.failed", "rebill_job", job)
+        await records.event(connection, JOB_EVENTS[dropped], "rebill_job", job)
         await records.wake_scheduler(connection)  # the subscription may be due
         given_up = await _give_up_dunning(connection, job)
     discarded = records.audit_values(

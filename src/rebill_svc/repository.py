@@ -16,6 +16,7 @@ from paymesh.platform.db import autocommit, constant
 from paymesh.platform.idempotency.store import Claim, bind_key
 from paymesh.platform.problems import InvalidArgument, NotFound
 from rebill_svc import records
+from rebill_svc.domain.jobs import UNSETTLED, JobAction, JobStatus, sources
 from rebill_svc.domain.periods import Interval
 from rebill_svc.domain.subscriptions import (
     QUEUES,
@@ -34,7 +35,8 @@ from rebill_svc.domain.updates import (
     open_period_attempt,
     retries_now,
 )
-from rebill_svc.jobs import OPEN, Claimed, JobStore
+from rebill_svc.jobs.models import Claimed
+from rebill_svc.jobs.postgres import PostgresJobStore
 from rebill_svc.tables import (
     idempotency_keys,
     rebill_attempts,
@@ -71,7 +73,7 @@ class Updated:
 
 
 class SubscriptionRepository:
-    def __init__(self, engine: AsyncEngine, jobs: JobStore):
+    def __init__(self, engine: AsyncEngine, jobs: PostgresJobStore):
         self._engine = engine
         self._reads = autocommit(engine)
         self._jobs = jobs
@@ -239,7 +241,7 @@ class SubscriptionRepository:
                     period_end=row.current_period_end,
                     amount=row.amount,
                     currency=row.currency,
-                    status="running",
+                    status=JobStatus.RUNNING.value,  # a first period: leased to its creation
                     due_at=row.current_period_start,
                     lease_owner=owner,
                     lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
@@ -399,7 +401,7 @@ class SubscriptionRepository:
                         actor="api",
                         action="rebill.retry_now",
                         object_id=job.id,
-                        result="running",
+                        result=JobStatus.RUNNING,
                         subscription_id=row.id,
                         attempt=attempt,
                     )
@@ -473,9 +475,12 @@ async def _run_now(
     return (
         await connection.execute(
             update(rebill_jobs)
-            .where(rebill_jobs.c.id == job.id)
+            .where(
+                rebill_jobs.c.id == job.id,
+                rebill_jobs.c.status.in_(sources(JobAction.RUN_NOW)),
+            )
             .values(
-                status="running",
+                status=JobStatus.RUNNING.value,
                 attempt=attempt,
                 attempt_runs=1,
                 runs=rebill_jobs.c.runs + 1,
@@ -498,9 +503,10 @@ async def _drop_waiting_retry(connection: AsyncConnection, subscription_id: str)
     await connection.execute(
         update(rebill_jobs)
         .where(
-            rebill_jobs.c.subscription_id == subscription_id, rebill_jobs.c.status == "scheduled"
+            rebill_jobs.c.subscription_id == subscription_id,
+            rebill_jobs.c.status.in_(sources(JobAction.DROP_RETRY)),
         )
-        .values(status="failed", updated_at=func.now())
+        .values(status=JobStatus.FAILED.value, updated_at=func.now())
     )
 
 
@@ -521,8 +527,8 @@ async def _clock_status(connection: AsyncConnection, clock: Row) -> str:
     )
     unsettled_job = select(jobs.id).where(
         jobs.test_clock == clock.id,
-        jobs.status.in_([constant(status) for status in OPEN]),
-        ~and_(jobs.status == "scheduled", jobs.due_at > clock.frozen_time),
+        jobs.status.in_([constant(status) for status in UNSETTLED]),
+        ~and_(jobs.status == constant(JobStatus.SCHEDULED), jobs.due_at > clock.frozen_time),
     )
     busy = await connection.scalar(select(due_subscription.exists() | unsettled_job.exists()))
     return "advancing" if busy else "ready"

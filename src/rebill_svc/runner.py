@@ -16,7 +16,8 @@ from paymesh.platform.tracing import annotate
 from rebill_svc.charging import ChargeRequest, ChargeResult, GatewayCharger
 from rebill_svc.domain.dunning import Outcome, idempotency_key, next_step
 from rebill_svc.domain.subscriptions import NOT_ATTEMPTED, Status, after_attempt
-from rebill_svc.jobs import Claimed, JobStore
+from rebill_svc.jobs.models import Claimed
+from rebill_svc.jobs.store import JobStore
 from rebill_svc.metrics import JOB_DURATION, JOBS_FAILED, JOBS_PROCESSED
 
 log = structlog.get_logger(__name__)

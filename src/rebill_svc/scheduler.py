@@ -23,7 +23,7 @@ import structlog
 from paymesh.platform.advisory_lock import SessionLock
 from paymesh.platform.amqp_consumer import ready_counts
 from paymesh.platform.notifications import listen
-from rebill_svc.jobs import JobStore
+from rebill_svc.jobs.store import JobStore
 from rebill_svc.metrics import (
     HEARTBEAT_AGE,
     QUEUE_DEPTH,

@@ -25,7 +25,7 @@ from rebill_svc import tables
 from rebill_svc.admin import RebillAdminServicer
 from rebill_svc.charging import GatewayCharger
 from rebill_svc.dead_letters import DeadLetters
-from rebill_svc.jobs import JobStore
+from rebill_svc.jobs.postgres import PostgresJobStore
 from rebill_svc.repository import SubscriptionRepository
 from rebill_svc.runner import JobRunner, Leases
 from rebill_svc.scheduler import Scheduler, watch_workforce
@@ -52,7 +52,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         AuditKeys.load(settings.keys_dir),
         settings.audit_checkpoint_interval_seconds,
     )
-    jobs = JobStore(resources.engine, resources.direct_sql)
+    jobs = PostgresJobStore(resources.engine, resources.direct_sql)
     runner = JobRunner(
         jobs,
         GatewayCharger(gateway_channel),

@@ -20,6 +20,7 @@ from paymesh.platform.audit_chain import chained_audit_table
 from paymesh.platform.columns import moment, set_now
 from paymesh.platform.idempotency.table import idempotency_keys_table
 from paymesh.platform.outbox import outbox_table
+from rebill_svc.domain.jobs import DeadLetterStatus
 
 SCHEMA = "rebill"
 metadata = MetaData(schema=SCHEMA)
@@ -130,7 +131,7 @@ dead_letters = Table(
     Column("job_id", String(40)),
     Column("reason", String(40), nullable=False),
     Column("body", Text, nullable=False),
-    Column("status", String(16), nullable=False, server_default="dead"),
+    Column("status", String(16), nullable=False, server_default=DeadLetterStatus.DEAD.value),
     set_now("received_at"),
     moment("resolved_at"),
 )

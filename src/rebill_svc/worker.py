@@ -27,7 +27,8 @@ from paymesh.platform.logging import configure_logging
 from paymesh.platform.service_auth import TokenIssuer
 from paymesh.platform.tracing import configure_tracing
 from rebill_svc.charging import GatewayCharger
-from rebill_svc.jobs import JobStore
+from rebill_svc.jobs.postgres import PostgresJobStore
+from rebill_svc.jobs.store import JobStore
 from rebill_svc.metrics import HEARTBEAT_AGE, JOBS_FAILED
 from rebill_svc.runner import JobRunner, Leases
 from rebill_svc.topology import JOB_QUEUES, declare_queues, job_id_of
@@ -86,7 +87,7 @@ async def serve(settings: RebillSettings) -> None:
     channel = service_channel(
         settings.gateway_addr, TokenIssuer("rebill", settings.keys_dir), audience="gateway"
     )
-    jobs = JobStore(engine, direct_sql)
+    jobs = PostgresJobStore(engine, direct_sql)
     owner = f"worker:{socket.gethostname()}:{os.getpid()}"
     runner = JobRunner(
         jobs,

@@ -20,10 +20,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.platform.db import autocommit
+from rebill_svc.domain.jobs import JobStatus
 from rebill_svc.tables import rebill_jobs, rebill_workers
 
 FORGET_AFTER_SECONDS = 3600.0
-DEPTH_STATES = {"queued": "ready", "running": "unacked"}
+DEPTH_STATES = {JobStatus.QUEUED: "ready", JobStatus.RUNNING: "unacked"}
 
 
 class Workforce:

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql, compile_statement
-from rebill_svc import jobs
+from rebill_svc.jobs import statements
 from tests.conftest import migrated_infra
 from tests.plans import rows_read, seq_scanned
 from webhook_svc.inbound import inbox as psp_inbox
@@ -178,7 +178,7 @@ def test_advancing_a_batch_of_periods_reads_only_the_batch(db):
         }
         for n in (7, 5000, 19000)
     ]
-    found = plans(db, jobs._ADVANCE, {"periods": json.dumps(periods)})
+    found = plans(db, statements.ADVANCE, {"periods": json.dumps(periods)})
     assert_reads_only_the_batch(found, "subscriptions")
 
 

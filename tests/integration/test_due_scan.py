@@ -16,7 +16,8 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql, compile_statement
-from rebill_svc import jobs
+from rebill_svc.jobs import statements
+from rebill_svc.jobs.postgres import PostgresJobStore
 from tests.conftest import migrated_infra
 from tests.plans import rows_read, seq_scanned
 
@@ -85,7 +86,7 @@ def test_the_due_scan_reads_what_is_due_not_every_subscription(infra):
         add_subscriptions(db, "clockdue", 10, 1, FROZEN - timedelta(days=1), "clock_scan")
         db.commit()
         db.execute("ANALYZE rebill.subscriptions")
-        compiled = compile_statement(jobs._DUE, psycopg_dialect.dialect())
+        compiled = compile_statement(statements.DUE, psycopg_dialect.dialect())
         args = ", ".join("500" if name == "batch" else "NULL" for name in compiled.names)
         db.execute(f"PREPARE due AS {compiled.sql}")
 
@@ -121,7 +122,7 @@ def test_a_merchants_renewal_wave_does_not_starve_the_others(infra):
     async def first_batch() -> int:
         engine = create_engine(infra.database_url, 2)
         try:
-            return await jobs.JobStore(engine, DirectSql(engine, 1)).schedule_due(10)
+            return await PostgresJobStore(engine, DirectSql(engine, 1)).schedule_due(10)
         finally:
             await engine.dispose()
 
@@ -155,7 +156,7 @@ def test_jobs_claimed_together_are_each_leased_once(infra):
     async def main():
         engine = create_engine(infra.database_url, 2)
         direct = DirectSql(engine, 2)
-        store = jobs.JobStore(engine, direct)
+        store = PostgresJobStore(engine, direct)
         try:
             await store.schedule_due(10)
             with psycopg.connect(infra.database_url) as db:
@@ -205,7 +206,7 @@ def test_a_subscription_whose_next_period_cannot_be_computed_does_not_stop_the_o
     async def rounds() -> list[int]:
         engine = create_engine(infra.database_url, 2)
         try:
-            store = jobs.JobStore(engine, DirectSql(engine, 1))
+            store = PostgresJobStore(engine, DirectSql(engine, 1))
             return [await store.schedule_due(10) for _ in range(2)]
         finally:
             await engine.dispose()

@@ -59,6 +59,7 @@ from paymesh.devinfra import Infra
 from paymesh.devmesh import Mesh, Ports, free_ports
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from paymesh.rebill.v1 import rebill_admin_pb2, rebill_admin_pb2_grpc
+from paymesh.services import PACKAGES
 from rebill_svc.topology import DELIVERY_LIMIT
 from tests.conftest import base_env, create_merchant, migrated_infra, started_mesh
 from tests.integration.test_payments import post
@@ -390,6 +391,45 @@ def publish_raw(infra: Infra, body: bytes) -> None:
         channel.basic_publish(EVENTS_EXCHANGE, JOB_ROUTING_KEY, body, properties, mandatory=True)
 
 
+def consuming(infra: Infra) -> None:
+    """Until a worker consumes rebill.monthly, and its queue holds no message."""
+    with broker_channel(infra) as channel:
+        wait_until(
+            lambda: (
+                (declared := channel.queue_declare(JOB_QUEUE, passive=True).method).consumer_count
+                and declared.message_count == 0
+            ),
+            timeout=60,
+        )
+
+
+def reclaimed(infra: Infra, job: str) -> bool:
+    """Whether the sweep for lost messages re-published `job` (its audit row says so)."""
+    return sql(
+        infra,
+        "SELECT count(*) FROM rebill.rebill_audit WHERE object_id = %s"
+        " AND action = 'rebill.reclaimed'",
+        job,
+    ) != [(0,)]
+
+
+@contextlib.contextmanager
+def sweeping_lost_messages(mesh: Mesh) -> Iterator[None]:
+    """rebill_svc (its scheduler) restarted to re-publish every job queued for a second
+    (REBILL_REQUEUE_AFTER_SECONDS), then back as the module's mesh runs it."""
+
+    def restart(env: dict[str, str]) -> None:
+        mesh.stop("rebill")
+        mesh.spawn("rebill", [sys.executable, "-m", PACKAGES["rebill"]], env=env)
+        mesh.wait_until([f"http://127.0.0.1:{mesh.ports.http['rebill']}/readyz"], 60)
+
+    restart({**mesh.env, "REBILL_REQUEUE_AFTER_SECONDS": "1"})
+    try:
+        yield
+    finally:
+        restart(mesh.env)
+
+
 @contextlib.contextmanager
 def worker_stopped(mesh: Mesh) -> Iterator[None]:
     """No rebill worker consumes meanwhile; it is back and consuming afterwards."""
@@ -545,23 +585,32 @@ def test_a_dead_job_message_is_charged_once_when_retried_and_a_discarded_one_nev
     """Two renewals' messages die (taken off rebill.monthly and rejected, as a worker that
     could not handle them would, while no worker runs): nothing charges them until an
     operator retries one, which charges its period once; retrying it again, or retrying a
-    discarded letter, is FAILED_PRECONDITION; the discarded renewal is never charged; and a
-    stray copy of the retried job's message changes nothing."""
+    discarded letter, is FAILED_PRECONDITION; the discarded renewal is never charged, not
+    even by the sweep for lost messages (a third renewal's message, lost outright, proves
+    that a sweep ran past the discarded one's window); and a stray copy of the retried job's
+    message changes nothing."""
     mesh, own, merchant = letters_mesh
     retried_sub, retried_clock = monthly_on_own_clock(mesh, merchant, 7102)
     discarded_sub, discarded_clock = monthly_on_own_clock(mesh, merchant, 7103)
+    lost_sub, lost_clock = monthly_on_own_clock(mesh, merchant, 7104)
     bodies = {}
     with worker_stopped(mesh):
         advance_a_month(mesh, merchant, retried_clock)
         advance_a_month(mesh, merchant, discarded_clock)
+        advance_a_month(mesh, merchant, lost_clock)
         retried_job = renewal_job(own, retried_sub)
         discarded_job = renewal_job(own, discarded_sub)
+        lost_job = renewal_job(own, lost_sub)
         with broker_channel(own) as channel:
-            for _ in range(2):
+            for _ in range(3):
                 method, _properties, body = wait_until(
                     lambda: (got := channel.basic_get(JOB_QUEUE))[0] and got, timeout=30
                 )
-                bodies[json.loads(body)["data"]["object_id"]] = body
+                job = json.loads(body)["data"]["object_id"]
+                if job == lost_job:  # taken and acked: lost as with a broker's queue
+                    channel.basic_ack(method.delivery_tag)
+                    continue
+                bodies[job] = body
                 channel.basic_reject(method.delivery_tag, requeue=False)
     assert set(bodies) == {retried_job, discarded_job}
     dead = wait_until(
@@ -574,8 +623,9 @@ def test_a_dead_job_message_is_charged_once_when_retried_and_a_discarded_one_nev
     by_job = {d.job_id: d.id for d in dead}
     retried, discarded = by_job[retried_job], by_job[discarded_job]
 
-    # With the worker back, neither renewal runs: its only message is in the dead letters.
-    time.sleep(3)
+    # With the worker back and consuming an empty queue, neither renewal runs: its only
+    # message is in the dead letters.
+    consuming(own)
     assert clock_status(mesh, merchant, retried_clock) == "advancing"
     assert len(charges_of(mesh, 7102)) == 1
 
@@ -617,11 +667,23 @@ def test_a_dead_job_message_is_charged_once_when_retried_and_a_discarded_one_nev
     assert retried in {d.id for d in letters(mesh, "retried")}
     assert discarded in {d.id for d in letters(mesh, "discarded")}
 
-    time.sleep(3)  # a second charge of the retried period, or any of the discarded one, shows
+    # The sweep for lost messages, made to look back one second instead of an hour, runs:
+    # its one statement re-publishes the lost renewal (charged now) and, had the discard left
+    # it waiting, the discarded one with it.
+    assert jobs_of(own, lost_sub) == [("succeeded", 1), ("queued", 0)]
+    with sweeping_lost_messages(mesh):
+        wait_until(lambda: reclaimed(own, lost_job), timeout=60)
+        wait_until(
+            lambda: clock_status(mesh, merchant, lost_clock) == "ready", timeout=60, interval=0.2
+        )
+    assert len(charges_of(mesh, 7104)) == 2
     assert len(charges_of(mesh, 7102)) == 2
     assert len(charges_of(mesh, 7103)) == 1
+    assert not reclaimed(own, discarded_job)
     assert jobs_of(own, retried_sub) == [("succeeded", 1), ("succeeded", 1)]
     assert jobs_of(own, discarded_sub) == [("succeeded", 1), ("failed", 0)]
+    # The stray copy of the retried job's message was taken (before the lost renewal's
+    # re-published one, on the same queue) and dropped.
     assert ours(mesh, "dead", lambda d: d.job_id in bodies) == []
     with broker_channel(own) as channel:
         assert channel.queue_declare(JOB_QUEUE, passive=True).method.message_count == 0

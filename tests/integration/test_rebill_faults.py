@@ -30,7 +30,7 @@ from paymesh.devinfra import Infra, create_infra, drop_infra
 from paymesh.devmesh import Mesh, Ports, free_port, free_ports
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
-from rebill_svc.jobs import JobStore
+from rebill_svc.jobs.postgres import PostgresJobStore
 from tests import conftest
 from tests.conftest import base_env, create_merchant, paymesh, started_mesh
 from tests.integration.test_payments import post
@@ -490,7 +490,7 @@ _DUE_LEFT = text(
 )
 
 
-async def schedule_until_nothing_due(store: JobStore, engine) -> tuple[int, int]:
+async def schedule_until_nothing_due(store: PostgresJobStore, engine) -> tuple[int, int]:
     """One scheduler without the leader lock: rounds until no subscription is due any more.
     Like the real scheduler, a round that fails (a deadlock with the other one) is retried.
     Returns (subscriptions it handled, failed rounds)."""
@@ -514,7 +514,7 @@ async def race(database_url: str) -> list[tuple[int, int]]:
         return await asyncio.gather(
             *(
                 # The scheduler's work is all on the engine: the direct pool never opens.
-                schedule_until_nothing_due(JobStore(engine, DirectSql(engine, 1)), engine)
+                schedule_until_nothing_due(PostgresJobStore(engine, DirectSql(engine, 1)), engine)
                 for engine in engines
             )
         )

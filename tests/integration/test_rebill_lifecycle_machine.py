@@ -31,7 +31,7 @@ from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.problems import FailedPrecondition
 from rebill_svc.charging import ChargeRequest, ChargeResult
 from rebill_svc.domain.dunning import Outcome
-from rebill_svc.jobs import JobStore
+from rebill_svc.jobs.postgres import PostgresJobStore
 from rebill_svc.repository import SubscriptionRepository
 from rebill_svc.runner import JobRunner, Leases
 from tests.conftest import migrated_infra
@@ -73,7 +73,7 @@ class SubscriptionLifecycle(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.engine = create_engine(self.database_url, 3)
         self.direct = DirectSql(self.engine, 2)
-        self.store = JobStore(self.engine, self.direct)
+        self.store = PostgresJobStore(self.engine, self.direct)
         self.subscriptions = SubscriptionRepository(self.engine, self.store)
         self.charger = HeldCharger()
         # Unknown outcomes are looked at again at once: the next start re-runs them.

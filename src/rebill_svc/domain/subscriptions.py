@@ -23,6 +23,7 @@ from rebill_svc.domain.dunning import (
     Step,
     WaitForOutcome,
 )
+from rebill_svc.domain.jobs import SETTLED, JobStatus
 from rebill_svc.domain.periods import Interval, period, periods_starting, plan_violations
 
 # How far ahead a trial or an anchor may lie (Stripe's limit for trials).
@@ -42,7 +43,7 @@ class Status(StrEnum):
 def renewal_status(job_status: str) -> str:
     """A period's billing as merchants see it: `pending` until it is paid, given up, or waits
     for the customer (its job's scheduled, queued and running are the workers' business)."""
-    return job_status if job_status in ("succeeded", "failed", "requires_action") else "pending"
+    return job_status if job_status in SETTLED else "pending"
 
 
 # Subscriptions whose next period the scheduler bills when it falls due.
@@ -190,7 +191,7 @@ class AfterAttempt:
 
     # succeeded | scheduled (a retry) | failed | running (outcome unknown) | requires_action
     # (the customer must authenticate the charge: the merchant is told)
-    job_status: str
+    job_status: JobStatus
     subscription_status: Status | None  # None: unchanged
     next_attempt: int | None = None
     next_attempt_at: datetime | None = None
@@ -198,7 +199,7 @@ class AfterAttempt:
 
 
 # A period whose subscription ended (canceled, paused, unpaid) before its attempt ran.
-NOT_ATTEMPTED = AfterAttempt("failed", None)
+NOT_ATTEMPTED = AfterAttempt(JobStatus.FAILED, None)
 
 
 def after_attempt(step: Step, subscription_status: str) -> AfterAttempt:
@@ -206,24 +207,28 @@ def after_attempt(step: Step, subscription_status: str) -> AfterAttempt:
     the period."""
     settled_elsewhere = subscription_status in (Status.CANCELED, Status.PAUSED, Status.UNPAID)
     if isinstance(step, WaitForOutcome):
-        return AfterAttempt("running", None)
+        return AfterAttempt(JobStatus.RUNNING, None)
     if isinstance(step, AwaitCustomer):
-        return AfterAttempt("requires_action", None)  # the subscription's status stays
+        return AfterAttempt(JobStatus.REQUIRES_ACTION, None)  # the subscription's status stays
     if isinstance(step, Paid):
         if settled_elsewhere:
-            return AfterAttempt("succeeded", None)
-        return AfterAttempt("succeeded", Status.ACTIVE, event="subscription.updated")
+            return AfterAttempt(JobStatus.SUCCEEDED, None)
+        return AfterAttempt(JobStatus.SUCCEEDED, Status.ACTIVE, event="subscription.updated")
     if isinstance(step, RetryAt):
         if settled_elsewhere:
-            return AfterAttempt("failed", None)
+            return AfterAttempt(JobStatus.FAILED, None)
         return AfterAttempt(
-            "scheduled", Status.PAST_DUE, step.attempt, step.at, event="subscription.past_due"
+            JobStatus.SCHEDULED,
+            Status.PAST_DUE,
+            step.attempt,
+            step.at,
+            event="subscription.past_due",
         )
     assert isinstance(step, GiveUp)
     if settled_elsewhere:
-        return AfterAttempt("failed", None)
+        return AfterAttempt(JobStatus.FAILED, None)
     final = Status(step.status.value)
     event = (
         "subscription.canceled" if step.status == FinalStatus.CANCELED else "subscription.updated"
     )
-    return AfterAttempt("failed", final, event=event)
+    return AfterAttempt(JobStatus.FAILED, final, event=event)

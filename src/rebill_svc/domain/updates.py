@@ -18,6 +18,7 @@ from paymesh.platform.merchant_input import (
     payment_method_violation,
 )
 from paymesh.platform.problems import FailedPrecondition, FieldViolation, InvalidArgument
+from rebill_svc.domain.jobs import JobAction, JobStatus, move
 from rebill_svc.domain.subscriptions import Status
 
 # A subscription in one of these states is retried at once when given a card.
@@ -101,8 +102,8 @@ def open_period_attempt(job_status: str, attempt: int, attempt_runs: int) -> int
     never reached the gateway); a period given up gets a new attempt after its last; an attempt
     already started (it may be at the PSP, or its outcome unknown) is never run beside: it
     finishes with the card it started with, and the next attempt, if any, takes the new one."""
-    if job_status == "scheduled" or (job_status == "queued" and attempt_runs == 0):
-        return attempt
-    if job_status == "failed":
-        return attempt + 1
-    return None
+    if move(job_status, JobAction.RUN_NOW) is None:
+        return None
+    if job_status == JobStatus.QUEUED and attempt_runs:
+        return None
+    return attempt + 1 if job_status == JobStatus.FAILED else attempt
