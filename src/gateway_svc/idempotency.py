@@ -32,7 +32,7 @@ from google.rpc import status_pb2
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway_svc.repository import KeyRef
+from gateway_svc.domain.changes import KeyRef
 from gateway_svc.tables import idempotency_keys
 from paymesh.platform.callers import Merchant
 from paymesh.platform.coalesce import Coalescer

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from gateway_svc.domain import validation
+from gateway_svc.domain.changes import IntentChange, KeyRef
 from gateway_svc.domain.models import PaymentIntent, new_attempt_key
 from gateway_svc.domain.outcomes import NotProcessed, OutcomeUnknown, PspRefused
 from gateway_svc.domain.status import Action, Pending, move, sources, unexpected_state
@@ -18,7 +19,6 @@ from gateway_svc.payments.context import (
     psp_unavailable,
     settles_keys,
 )
-from gateway_svc.repository import IntentChange, KeyRef
 from paymesh.platform.callers import Merchant
 
 
