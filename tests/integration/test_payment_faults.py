@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -386,6 +385,8 @@ def test_a_keyless_capture_whose_answer_is_lost_names_its_intent_not_a_key(mesh,
 
 def test_a_keyless_confirm_cut_by_a_crash_names_its_intent_not_a_key(fragile):
     mesh, infra, merchant = fragile
+    kill_gateway(mesh)
+    start_gateway(mesh, **PATIENT)
     mesh.start_envoy()
     mesh.wait_until([mesh.url("/healthz")], 30)
     wait_until(  # Envoy has seen the gateway healthy
@@ -398,7 +399,7 @@ def test_a_keyless_confirm_cut_by_a_crash_names_its_intent_not_a_key(fragile):
     token = tokenize(mesh, merchant).body["id"]
     created = post(mesh, merchant, "/v1/payment_intents", {"amount": 2100, "currency": "usd"})
     intent_id = created.body["id"]
-    sandbox(mesh, "/_knobs", {"latency_ms": 1500, "operations": ["authorize"]})
+    sandbox(mesh, "/_knobs", {"ambiguous_rate": 1.0, "operations": ["authorize"]})
     answers = []
     confirming = threading.Thread(
         target=lambda: answers.append(
@@ -413,17 +414,16 @@ def test_a_keyless_confirm_cut_by_a_crash_names_its_intent_not_a_key(fragile):
     )
     confirming.start()
     wait_until(lambda: intent(mesh, merchant, intent_id)["status"] == "processing", timeout=10)
-    time.sleep(0.3)  # the charge is on its way to the sandbox
-    mesh.processes["gateway"].send_signal(signal.SIGKILL)
-    mesh.processes["gateway"].wait()
+    # The crash's point: the PSP has charged, and the gateway waits for its answer.
+    wait_until(lambda: charges_of(mesh, intent_id), timeout=10)
+    kill_gateway(mesh)
     confirming.join(timeout=15)
-    sandbox(mesh, "/_knobs", {"latency_ms": 0, "operations": []})
+    sandbox(mesh, "/_knobs", {"ambiguous_rate": 0.0, "operations": []})
 
     [cut] = answers
     assert_tells_keyless_caller_the_truth(cut, intent_id)
     # What the answer promised: GET shows the outcome once the restarted gateway settles it.
-    mesh.spawn("gateway", [sys.executable, "-m", "gateway_svc"])
-    mesh.wait_until([f"http://127.0.0.1:{mesh.ports.http['gateway']}/readyz"], 30)
+    start_gateway(mesh)
     settled = wait_until(  # (503 until Envoy has seen the new gateway healthy)
         lambda: (
             (i := intent(mesh, merchant, intent_id)).get("status") not in (None, "processing") and i
