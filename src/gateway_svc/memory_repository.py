@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway_svc.domain import validation
+from gateway_svc.domain.changes import IntentChange, KeyRef
 from gateway_svc.domain.models import AuditEntry, Event, PaymentIntent, Refund
 from gateway_svc.domain.status import Action, RefundStatus, move
-from gateway_svc.repository import IntentChange, KeyRef
 from paymesh.platform.callers import Merchant
 from paymesh.platform.problems import InvalidArgument, NotFound
 
@@ -116,7 +116,7 @@ class InMemoryPaymentRepository:
 
     async def change_intent(self, change: IntentChange) -> PaymentIntent | None:
         current = self.intents.get(change.intent.id)
-        if current is None or not _holds(current, change):
+        if current is None or not change.holds_for(current):
             return None
         after = change.after
         updated = current.replace(**change.values, updated_at=datetime.now(UTC))
@@ -217,13 +217,3 @@ def _owned(obj: Any, merchant: Merchant) -> bool:
 
 def _pk(key: KeyRef) -> tuple[str, bool, str]:
     return (key.merchant.id, key.merchant.livemode, key.key)
-
-
-def _holds(intent: PaymentIntent, change: IntentChange) -> bool:
-    """The condition of a conditional change, as `repository._change_statement` writes it."""
-    return (
-        intent.status in [str(s) for s in change.statuses]
-        and (change.pending_key is None or intent.pending_key == change.pending_key)
-        and (change.attempt_key is None or intent.attempt_key == change.attempt_key)
-        and (not change.no_pending or intent.pending_operation is None)
-    )

@@ -7,9 +7,9 @@ import asyncio
 import grpc
 import structlog
 
-from gateway_svc.domain.psp_events import MISMATCH_KINDS, Outcome
+from gateway_svc.domain.psp_events import MISMATCH_KINDS, Outcome, PspEvent
 from gateway_svc.metrics import PSP_EVENTS, RECONCILIATION_MISMATCHES
-from gateway_svc.repository import PaymentRepository, PspEvent
+from gateway_svc.repository.psp_events import PspEventRepository
 from paymesh.gateway.v1 import psp_events_pb2, psp_events_pb2_grpc
 from paymesh.platform.callers import Callers
 from paymesh.platform.problems import InvalidArgument
@@ -97,7 +97,7 @@ def read_event(request: psp_events_pb2.ApplyPspEventRequest) -> PspEvent:
 class PspEventServicer(psp_events_pb2_grpc.PspEventServiceServicer):
     """Internal: only the webhook service may call it."""
 
-    def __init__(self, repository: PaymentRepository, callers: Callers):
+    def __init__(self, repository: PspEventRepository, callers: Callers):
         self._repository = repository
         self._callers = callers
 

@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 
 from gateway_svc import tables
 from gateway_svc.admin import MerchantAdminServicer
-from gateway_svc.dispute_store import DisputeRepository, to_dispute
 from gateway_svc.domain.status import Pending
 from gateway_svc.merchants import SETTINGS_CHANGED, MerchantRepository
 from gateway_svc.metrics import PAYMENTS_INFLIGHT, RECOVERY_SWEEP_ACTIVE
@@ -27,7 +26,10 @@ from gateway_svc.psp_events import PspEventServicer
 from gateway_svc.reconciliation.runner import Reconciler, Who
 from gateway_svc.reconciliation.servicer import ReconciliationServicer
 from gateway_svc.reconciliation.store import ReconciliationStore
-from gateway_svc.repository import PaymentRepository, to_intent, to_refund
+from gateway_svc.repository.disputes import DisputeRepository
+from gateway_svc.repository.payments import PaymentRepository
+from gateway_svc.repository.psp_events import PspEventRepository
+from gateway_svc.repository.rows import to_dispute, to_intent, to_refund
 from gateway_svc.servicer import (
     CardAccessServicer,
     GatewayServicer,
@@ -122,7 +124,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         MerchantAuthServicer(api_keys, callers), server
     )
     psp_events_pb2_grpc.add_PspEventServiceServicer_to_server(
-        PspEventServicer(repository, callers), server
+        PspEventServicer(PspEventRepository(engine, resources.direct_sql), callers), server
     )
     merchant_admin_pb2_grpc.add_MerchantAdminServiceServicer_to_server(
         MerchantAdminServicer(MerchantRepository(engine), callers, api_keys), server

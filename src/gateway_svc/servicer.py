@@ -7,12 +7,13 @@ from collections.abc import Awaitable
 import grpc
 import structlog
 
-from gateway_svc.dispute_store import DisputeRepository
+from gateway_svc.domain.changes import KeyRef
 from gateway_svc.domain.models import Dispute, NewIntent, PaymentIntent, Refund
 from gateway_svc.payments import authorize, cancel, capture, refund
 from gateway_svc.payments.context import OutcomePending, Payments, for_keyless
 from gateway_svc.psp.card_tokens import CardTokens
-from gateway_svc.repository import KeyRef, PaymentRepository
+from gateway_svc.repository.disputes import DisputeRepository
+from gateway_svc.repository.payments import PaymentRepository
 from paymesh.gateway.v1 import (
     card_access_pb2,
     card_access_pb2_grpc,

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
-from gateway_svc import repository
+from gateway_svc.repository import intents, statements
 from paymesh.platform.direct_sql import compile_statement
 from tests.conftest import migrated_infra
 
@@ -57,7 +57,7 @@ def assert_finds_waiting_keys_by_index(plan: str) -> None:
 
 @pytest.mark.parametrize("bind", [False, True], ids=["settle", "settle-and-bind"])
 def test_settling_an_outcome_finds_waiting_keys_by_index(db, bind):
-    statement = repository._change_statement(
+    statement = intents.change_statement(
         ("status", "amount_received"),
         pending_key=False,
         attempt_key=True,
@@ -72,5 +72,5 @@ def test_settling_an_outcome_finds_waiting_keys_by_index(db, bind):
 
 def test_the_sweep_settles_waiting_keys_by_index(db):
     assert_finds_waiting_keys_by_index(
-        generic_plan(db, repository._settle_keys("acct_plans", "pi_1"))
+        generic_plan(db, statements.settle_keys("acct_plans", "pi_1"))
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -24,8 +23,9 @@ from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from tests.conftest import base_env, create_merchant, paymesh
 from tests.integration.test_payments import post, reason_of, refund_when, route
 from tests.integration.test_vault import NEXT_YEAR, tokenize
+from tests.support.crash import PATIENT, kill_gateway, start_gateway
 from tests.support.http import call
-from tests.support.psp import breaker_state, sandbox
+from tests.support.psp import breaker_state, charges_of, sandbox
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -68,12 +68,6 @@ def intent(mesh, merchant, intent_id):
     return call(mesh.url(f"/v1/payment_intents/{intent_id}"), headers=merchant.auth()).body
 
 
-def charges_of(mesh, intent_id: str) -> list[dict]:
-    """The sandbox's charges for an intent (its attempt keys start with the intent's id)."""
-    every = sandbox(mesh, "/v1/charges")["data"]
-    return [c for c in every if (c["idempotency_key"] or "").startswith(f"{intent_id}:")]
-
-
 def test_a_refund_whose_answer_is_lost_stays_pending_and_refunds_once(mesh, merchant, knobs):
     paid = pay(mesh, merchant).body
     assert paid["status"] == "succeeded"
@@ -98,33 +92,36 @@ def test_a_refund_whose_answer_is_lost_stays_pending_and_refunds_once(mesh, merc
 
 def test_a_retry_after_a_gateway_crash_leads_back_to_the_same_intent(fragile):
     mesh, infra, merchant = fragile
+    kill_gateway(mesh)
+    start_gateway(mesh, **PATIENT)
     token = grpc_token(mesh, merchant)
     key = f"order-{uuid.uuid4()}"
     request = gateway_pb2.CreatePaymentIntentRequest(
         amount=3300, currency="usd", payment_method=token, confirm=True
     )
-    sandbox(mesh, "/_knobs", {"latency_ms": 1500, "operations": ["authorize"]})
-    crashed = threading.Thread(
-        target=lambda: pytest.raises(grpc.RpcError, grpc_create, mesh, merchant, request, key),
-        daemon=True,
-    )
-    crashed.start()
+    sandbox(mesh, "/_knobs", {"ambiguous_rate": 1.0, "operations": ["authorize"]})
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        creating = pool.submit(grpc_create, mesh, merchant, request, key, 60)
 
-    def processing():
-        with psycopg.connect(infra.database_url) as db:
-            return db.execute(
-                "SELECT id FROM gateway.payment_intents WHERE payment_method = %s"
-                " AND status = 'processing'",
-                (token,),
-            ).fetchone()
+        def processing():
+            with psycopg.connect(infra.database_url) as db:
+                return db.execute(
+                    "SELECT id FROM gateway.payment_intents WHERE payment_method = %s"
+                    " AND status = 'processing'",
+                    (token,),
+                ).fetchone()
 
-    [intent_id] = wait_until(processing, timeout=10)
-    time.sleep(0.3)  # the charge is on its way to the sandbox
-    mesh.processes["gateway"].send_signal(signal.SIGKILL)
-    mesh.processes["gateway"].wait()
-    sandbox(mesh, "/_knobs", {"latency_ms": 0, "operations": []})
-    mesh.spawn("gateway", [sys.executable, "-m", "gateway_svc"])
-    mesh.wait_until([f"http://127.0.0.1:{mesh.ports.http['gateway']}/readyz"], 30)
+        [intent_id] = wait_until(processing, timeout=10)
+        # The crash's point: the PSP has charged, and the gateway waits for its answer.
+        wait_until(lambda: charges_of(mesh, intent_id), timeout=10)
+        kill_gateway(mesh)
+        sandbox(mesh, "/_knobs", {"ambiguous_rate": 0.0, "operations": []})
+        with pytest.raises(grpc.RpcError) as cut:
+            creating.result(timeout=15)
+
+    assert cut.value.code() == grpc.StatusCode.UNAVAILABLE  # the connection died, no answer
+    assert processing() == (intent_id,)  # the gateway recorded nothing of the charge
+    start_gateway(mesh)
 
     def settled():
         with psycopg.connect(infra.database_url) as db:
@@ -388,6 +385,8 @@ def test_a_keyless_capture_whose_answer_is_lost_names_its_intent_not_a_key(mesh,
 
 def test_a_keyless_confirm_cut_by_a_crash_names_its_intent_not_a_key(fragile):
     mesh, infra, merchant = fragile
+    kill_gateway(mesh)
+    start_gateway(mesh, **PATIENT)
     mesh.start_envoy()
     mesh.wait_until([mesh.url("/healthz")], 30)
     wait_until(  # Envoy has seen the gateway healthy
@@ -400,7 +399,7 @@ def test_a_keyless_confirm_cut_by_a_crash_names_its_intent_not_a_key(fragile):
     token = tokenize(mesh, merchant).body["id"]
     created = post(mesh, merchant, "/v1/payment_intents", {"amount": 2100, "currency": "usd"})
     intent_id = created.body["id"]
-    sandbox(mesh, "/_knobs", {"latency_ms": 1500, "operations": ["authorize"]})
+    sandbox(mesh, "/_knobs", {"ambiguous_rate": 1.0, "operations": ["authorize"]})
     answers = []
     confirming = threading.Thread(
         target=lambda: answers.append(
@@ -415,17 +414,16 @@ def test_a_keyless_confirm_cut_by_a_crash_names_its_intent_not_a_key(fragile):
     )
     confirming.start()
     wait_until(lambda: intent(mesh, merchant, intent_id)["status"] == "processing", timeout=10)
-    time.sleep(0.3)  # the charge is on its way to the sandbox
-    mesh.processes["gateway"].send_signal(signal.SIGKILL)
-    mesh.processes["gateway"].wait()
+    # The crash's point: the PSP has charged, and the gateway waits for its answer.
+    wait_until(lambda: charges_of(mesh, intent_id), timeout=10)
+    kill_gateway(mesh)
     confirming.join(timeout=15)
-    sandbox(mesh, "/_knobs", {"latency_ms": 0, "operations": []})
+    sandbox(mesh, "/_knobs", {"ambiguous_rate": 0.0, "operations": []})
 
     [cut] = answers
     assert_tells_keyless_caller_the_truth(cut, intent_id)
     # What the answer promised: GET shows the outcome once the restarted gateway settles it.
-    mesh.spawn("gateway", [sys.executable, "-m", "gateway_svc"])
-    mesh.wait_until([f"http://127.0.0.1:{mesh.ports.http['gateway']}/readyz"], 30)
+    start_gateway(mesh)
     settled = wait_until(  # (503 until Envoy has seen the new gateway healthy)
         lambda: (
             (i := intent(mesh, merchant, intent_id)).get("status") not in (None, "processing") and i

@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from gateway_svc.domain.changes import IntentChange, KeyRef
 from gateway_svc.domain.models import AuditEntry, Event, PaymentIntent, new_id
 from gateway_svc.domain.status import Action, IntentStatus, Pending, RefundStatus, sources
 from gateway_svc.memory_repository import InMemoryPaymentRepository
-from gateway_svc.repository import IntentChange, KeyRef, PaymentRepository
+from gateway_svc.repository.payments import PaymentRepository
 from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql

@@ -20,10 +20,12 @@ import pytest
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from tests.conftest import BIN, base_env, migrated_infra, paymesh
-from tests.integration.test_payments import post, reason_of, refund_when
+from tests.integration.test_payments import post, reason_of
 from tests.integration.test_vault import NEXT_YEAR, tokenize
+from tests.support.crash import PATIENT, kill_gateway, start_gateway
+from tests.support.direct import gateway_call, vault_token
 from tests.support.http import call
-from tests.support.psp import breaker_state, requests_for, sandbox
+from tests.support.psp import breaker_state, charges_of, refunds_at_psp, requests_for, sandbox
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -265,6 +267,8 @@ def test_a_tampered_audit_row_is_named_by_the_chain_check(table):
 def test_concurrent_refunds_never_exceed_the_captured_amount(mesh, merchant):
     intent = post_payment(mesh, merchant).body
     assert intent["status"] == "succeeded"
+    [charge] = charges_of(mesh, intent["id"])
+    refunds_asked = requests_for(mesh, "refund")
     results = []
 
     def refund():
@@ -279,34 +283,55 @@ def test_concurrent_refunds_never_exceed_the_captured_amount(mesh, merchant):
         worker.join()
 
     assert sum(r.status == 200 for r in results) == 2  # 2 x 300 <= 700 < 3 x 300
+    # Judged by the PSP's ledger: it refunded the two, never more than it captured, and was
+    # never asked for a refund beyond what was left (the gateway refused the four itself).
+    assert refunds_at_psp(mesh, charge["id"]) == [-300, -300]
+    at_psp = sandbox(mesh, f"/v1/charges/{charge['id']}")
+    assert at_psp["amount_refunded"] == 600 <= at_psp["amount_captured"]
+    assert requests_for(mesh, "refund") - refunds_asked == 2
     final = call(mesh.url(f"/v1/payment_intents/{intent['id']}"), headers=merchant.auth()).body
     assert final["amount_refunded"] == "600"
 
 
-def test_a_refund_left_pending_by_a_crash_is_completed_once_by_the_sweep(mesh, merchant, infra):
-    intent = post_payment(mesh, merchant).body
-    assert (intent["status"], intent["psp"]) == ("succeeded", "sandbox")
-    refund_id = f"re_crashed{uuid.uuid4().hex[:12]}"
-    transactions_before = len(sandbox(mesh, "/v1/transactions")["data"])
-    # What a gateway dying right after reserving the refund leaves behind:
-    with psycopg.connect(infra.database_url, autocommit=True) as db:
-        db.execute(
-            "UPDATE gateway.payment_intents SET amount_refunded = 200 WHERE id = %s",
-            (intent["id"],),
-        )
-        db.execute(
-            "INSERT INTO gateway.refunds (id, merchant_id, livemode, payment_intent, amount,"
-            " currency, status, created_at) VALUES (%s, %s, false, %s, 200, 'eur', 'pending',"
-            " now() - interval '1 minute')",
-            (refund_id, merchant.id, intent["id"]),
-        )
+def test_a_refund_left_pending_by_a_crash_is_completed_once_by_the_sweep(fragile):
+    mesh, infra, merchant = fragile
+    kill_gateway(mesh)
+    start_gateway(mesh, **PATIENT)
+    request = gateway_pb2.CreatePaymentIntentRequest(
+        amount=700, currency="eur", payment_method=vault_token(mesh, merchant), confirm=True
+    )
+    paid = gateway_call(mesh, merchant, "CreatePaymentIntent", request)
+    assert paid.status == "succeeded"
+    [charge] = charges_of(mesh, paid.id)
+    refunds_asked = requests_for(mesh, "refund")
+    # The crash's point: the PSP has refunded, and the gateway waits for its answer.
+    sandbox(mesh, "/_knobs", {"ambiguous_rate": 1.0, "operations": ["refund"]})
+    refund = gateway_pb2.CreateRefundRequest(payment_intent=paid.id, amount=200)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        refunding = pool.submit(gateway_call, mesh, merchant, "CreateRefund", refund, 60)
+        wait_until(lambda: refunds_at_psp(mesh, charge["id"]), timeout=10)
+        kill_gateway(mesh)
+        sandbox(mesh, "/_knobs", {"ambiguous_rate": 0.0, "operations": []})
+        with pytest.raises(grpc.RpcError) as cut:
+            refunding.result(timeout=15)
+    assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
 
-    refund = refund_when(mesh, merchant, refund_id, "succeeded", timeout=15)
+    def refunds():
+        with psycopg.connect(infra.database_url) as db:
+            return db.execute(
+                "SELECT id, status FROM gateway.refunds WHERE payment_intent = %s", (paid.id,)
+            ).fetchall()
 
-    assert refund["amount"] == "200"
-    refunds_at_psp = [
-        t
-        for t in sandbox(mesh, "/v1/transactions")["data"][transactions_before:]
-        if t["type"] == "refund"
-    ]
-    assert [t["amount"] for t in refunds_at_psp] == [-200]
+    [(refund_id, status)] = refunds()
+    assert status == "pending"  # the crash left it reserved, its outcome unknown
+    start_gateway(mesh)
+
+    wait_until(lambda: refunds() == [(refund_id, "succeeded")], timeout=60, interval=0.5)
+    # The sweep asked the PSP again, under the refund's key: refunded once.
+    assert requests_for(mesh, "refund") == refunds_asked + 2
+    assert refunds_at_psp(mesh, charge["id"]) == [-200]
+    assert sandbox(mesh, f"/v1/charges/{charge['id']}")["amount_refunded"] == 200
+    settled = gateway_call(
+        mesh, merchant, "GetPaymentIntent", gateway_pb2.GetPaymentIntentRequest(id=paid.id)
+    )
+    assert settled.amount_refunded == 200

@@ -21,6 +21,19 @@ NO_FAULTS = {
 }
 
 
+def charges_of(mesh, intent_id: str) -> list[dict]:
+    """The sandbox's charges for an intent (its attempt keys start with the intent's id)."""
+    every = sandbox(mesh, "/v1/charges")["data"]
+    return [c for c in every if (c["idempotency_key"] or "").startswith(f"{intent_id}:")]
+
+
+def refunds_at_psp(mesh, charge_id: str) -> list[int]:
+    """The amounts the sandbox refunded of a charge, as its ledger (/v1/transactions) has
+    them: negative, oldest first."""
+    every = sandbox(mesh, "/v1/transactions")["data"]
+    return [t["amount"] for t in every if t["type"] == "refund" and t["charge"] == charge_id]
+
+
 def requests_for(mesh, operation: str) -> int:
     """How many requests of one operation (card, authorize, capture, …) the sandbox had."""
     return sandbox(mesh, "/_stats")["requests_by_operation"].get(operation, 0)

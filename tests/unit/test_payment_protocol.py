@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from gateway_svc.domain.changes import KeyRef
 from gateway_svc.domain.models import NewIntent
 from gateway_svc.domain.outcomes import (
     AuthenticationFailed,
@@ -28,7 +29,6 @@ from gateway_svc.payments.context import OutcomePending, Payments, for_keyless
 from gateway_svc.psp.breaker import BreakerPolicy
 from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.psp.routing import PspRouter, RetryPolicy, make_breaker
-from gateway_svc.repository import KeyRef
 from paymesh.platform.callers import Merchant
 from paymesh.platform.problems import FailedPrecondition, InvalidArgument, NotFound
 

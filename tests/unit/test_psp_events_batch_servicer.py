@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway_svc.domain.psp_events import ALREADY
+from gateway_svc.domain.psp_events import ALREADY, PspEventResult
 from gateway_svc.psp_events import PspEventServicer
-from gateway_svc.repository import PspEventResult
 from paymesh.gateway.v1 import psp_events_pb2
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from gateway_svc.domain.models import Dispute, PaymentIntent
-from gateway_svc.domain.psp_events import ALREADY, APPLY, Decision, ignore, retry
+from gateway_svc.domain.psp_events import ALREADY, APPLY, Decision, PspEvent, ignore, retry
 from gateway_svc.domain.status import IntentStatus
 
 
@@ -47,6 +47,10 @@ class DisputeReport:
     currency: str
     reason: str
     psp_status: str
+
+    @classmethod
+    def of_event(cls, event: PspEvent) -> DisputeReport:
+        return cls(event.reference, event.amount, event.currency, event.reason, event.status)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,29 @@ from gateway_svc.domain.outcomes import AuthenticationFailed
 from gateway_svc.domain.status import Action, IntentStatus, RefundStatus, sources
 
 
+@dataclass(frozen=True)
+class PspEvent:
+    """One PSP event, as the webhook service read it. `kind`: capture | refund | dispute |
+    authorized | failed (how a customer's authentication ended); `reference`: the PSP's
+    refund or dispute id; `amount`: captured, refunded, disputed or authorized."""
+
+    psp: str
+    event_id: str
+    event_type: str
+    kind: str
+    psp_reference: str
+    amount: int
+    currency: str = ""
+    attempt_key: str = ""
+    reference: str = ""
+    refund_key: str = ""
+    reason: str = ""
+    status: str = ""  # a dispute's status, as the PSP names it
+
+    def audit_details(self) -> dict[str, Any]:
+        return {"psp": self.psp, "psp_event": self.event_id, "psp_event_type": self.event_type}
+
+
 class Outcome(StrEnum):
     APPLIED = "applied"
     ALREADY_APPLIED = "already_applied"
@@ -46,6 +69,14 @@ MISMATCH_KINDS = {
     "dispute_outcome_differs": "status_mismatch",
 }
 MISMATCHES = set(MISMATCH_KINDS)
+
+
+@dataclass(frozen=True)
+class PspEventResult:
+    """What applying a PSP event decided, and the intent it named (as it is now), if any."""
+
+    decision: Decision
+    intent: PaymentIntent | None = None
 
 
 def retry(reason: str) -> Decision:

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 import structlog
 
 from gateway_svc.domain import validation
+from gateway_svc.domain.changes import IntentChange, KeyRef
 from gateway_svc.domain.models import (
     AuditEntry,
     Event,
@@ -66,7 +67,6 @@ from gateway_svc.payments.context import (
 )
 from gateway_svc.psp.routing import NoPspAvailable
 from gateway_svc.psp.vault import VaultUnavailable
-from gateway_svc.repository import IntentChange, KeyRef
 from paymesh.platform.callers import Merchant
 from paymesh.platform.problems import FailedPrecondition, InvalidArgument
 from paymesh.platform.tracing import annotate

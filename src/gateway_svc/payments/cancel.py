@@ -6,11 +6,11 @@ key → record)."""
 from __future__ import annotations
 
 from gateway_svc.domain import validation
+from gateway_svc.domain.changes import IntentChange, KeyRef
 from gateway_svc.domain.models import PaymentIntent
 from gateway_svc.domain.status import Action, IntentStatus, Pending, move, unexpected_state
 from gateway_svc.payments.capture import reserve, send_reserved
 from gateway_svc.payments.context import NOTHING_PENDING, Payments
-from gateway_svc.repository import IntentChange, KeyRef
 from paymesh.platform.callers import Merchant
 
 

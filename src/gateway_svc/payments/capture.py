@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway_svc.domain import validation
+from gateway_svc.domain.changes import IntentChange, KeyRef
 from gateway_svc.domain.models import PaymentIntent, new_attempt_key
 from gateway_svc.domain.outcomes import NotProcessed, OutcomeUnknown, PspRefused
 from gateway_svc.domain.status import Action, Pending, move, sources, unexpected_state
@@ -19,7 +20,6 @@ from gateway_svc.payments.context import (
     psp_unavailable,
     settles_keys,
 )
-from gateway_svc.repository import IntentChange, KeyRef
 from paymesh.platform.callers import Merchant
 
 

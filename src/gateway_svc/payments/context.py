@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from gateway_svc.domain.changes import KeyRef
 from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.psp.routing import PspRouter
-from gateway_svc.repository import KeyRef, PaymentRepository
+from gateway_svc.repository.payments import PaymentRepository
 from paymesh.platform.callers import Merchant
 from paymesh.platform.idempotency.keys import OUTCOME_UNKNOWN
 from paymesh.platform.interceptors import DATABASE_OUTAGES

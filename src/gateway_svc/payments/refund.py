@@ -8,11 +8,11 @@ from __future__ import annotations
 import structlog
 
 from gateway_svc.domain import validation
+from gateway_svc.domain.changes import KeyRef
 from gateway_svc.domain.models import Refund, new_id
 from gateway_svc.domain.outcomes import NotProcessed, OutcomeUnknown, PspRefused
 from gateway_svc.domain.status import RefundStatus
 from gateway_svc.payments.context import Payments, psp_refused, psp_unavailable
-from gateway_svc.repository import KeyRef
 from paymesh.platform.callers import Merchant
 from paymesh.platform.problems import InvalidArgument
 

@@ -32,7 +32,7 @@ from gateway_svc.domain.reconciliation import (
     LedgerRecord,
     MismatchState,
 )
-from gateway_svc.repository import audit_values
+from gateway_svc.repository.rows import audit_values
 from gateway_svc.tables import (
     disputes,
     payment_audit,

@@ -1,26 +1,19 @@
 """Disputes' reads: the merchant's, and paymesh's dispute of a PSP dispute (in the transaction
-that applies the PSP's event: gateway_svc.repository writes it)."""
+that applies the PSP's event: gateway_svc.repository.psp_events writes it)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway_svc.domain.models import Dispute
+from gateway_svc.repository.rows import to_dispute
 from gateway_svc.tables import disputes
 from paymesh.platform.callers import Merchant, newest_first_page, owned_by
 from paymesh.platform.db import autocommit
 from paymesh.platform.problems import NotFound
-
-_FIELDS = tuple(Dispute.__dataclass_fields__)
-
-
-def to_dispute(row: Row | Mapping[str, Any]) -> Dispute:
-    values = row._mapping if isinstance(row, Row) else row
-    return Dispute(**{name: values[name] for name in _FIELDS})
 
 
 async def recorded(connection: AsyncConnection, psp: str, reference: str) -> Dispute | None:
