@@ -14,7 +14,7 @@ PROMETHEUS_DIR := build/prometheus
 PROMETHEUS := $(or $(shell command -v prometheus 2>/dev/null),$(PROMETHEUS_DIR)/usr/bin/prometheus)
 PROMTOOL := $(or $(shell command -v promtool 2>/dev/null),$(PROMETHEUS_DIR)/usr/bin/promtool)
 
-.PHONY: install run test unit lint breaking alerts proto bench clean
+.PHONY: install run test unit lint lint-imports breaking alerts proto bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ $(EDGE): $(DESCRIPTOR) envoy/edge.lua tools/gen_edge_lua.py
 	$(PY) tools/gen_edge_lua.py $(DESCRIPTOR) envoy/edge.lua $(EDGE)
 
 run: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
-	$(PY) -m paymesh.devmesh
+	$(PY) -m dev.devmesh
 
 test: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE) breaking alerts $(PROMETHEUS)
 	PROMETHEUS_BIN=$(abspath $(PROMETHEUS)) $(PY) -m pytest $(PYTEST_ARGS)
@@ -62,6 +62,10 @@ unit: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check src tests tools bench
 	$(VENV)/bin/buf lint
+
+# Who may import whom: the floors and the plain domains ([tool.importlinter] in pyproject.toml).
+lint-imports: $(INSTALLED)
+	$(VENV)/bin/lint-imports
 
 # Each benchmark appends its rows to build/bench.jsonl (BENCH_JSON_OUT; vault.py through
 # summary.py --run, which records the rows it prints); the summary prints issue 9's rows from

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from gateway_svc import tables
 from gateway_svc.admin import MerchantAdminServicer
+from gateway_svc.config import GatewaySettings
 from gateway_svc.dispute_store import DisputeRepository, to_dispute
 from gateway_svc.domain.status import Pending
 from gateway_svc.idempotency import Idempotency
@@ -56,7 +57,6 @@ from paymesh.platform.audit_checkpoints import AuditCheckpointer
 from paymesh.platform.audit_keys import AuditKeys
 from paymesh.platform.callers import CachedApiKeyVerifier, Callers
 from paymesh.platform.channels import service_channel
-from paymesh.platform.config import GatewaySettings
 from paymesh.platform.loop_lag import LoopLag
 from paymesh.platform.notifications import listen
 from paymesh.platform.outbox import ApiObject
@@ -261,6 +261,7 @@ EVENT_OBJECTS = {
 
 DEFINITION = ServiceDefinition(
     name="gateway",
+    package="gateway_svc",
     schema=tables.SCHEMA,
     grpc_services=(
         gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,

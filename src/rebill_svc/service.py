@@ -15,7 +15,6 @@ from paymesh.platform.amqp_consumer import Consumer
 from paymesh.platform.audit_checkpoints import AuditCheckpointer
 from paymesh.platform.audit_keys import AuditKeys
 from paymesh.platform.channels import close_on_shutdown, service_channel
-from paymesh.platform.config import RebillSettings
 from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.outbox import ApiObject
 from paymesh.platform.server import Resources, ServiceDefinition
@@ -23,6 +22,7 @@ from paymesh.rebill.v1 import rebill_admin_pb2, rebill_admin_pb2_grpc, rebill_pb
 from rebill_svc import tables
 from rebill_svc.admin import RebillAdminServicer
 from rebill_svc.charging import GatewayCharger
+from rebill_svc.config import RebillSettings
 from rebill_svc.dead_letters import DeadLetters
 from rebill_svc.jobs import JobStore
 from rebill_svc.repository import SubscriptionRepository
@@ -112,6 +112,7 @@ EVENT_OBJECTS = {
 
 DEFINITION = ServiceDefinition(
     name="rebill",
+    package="rebill_svc",
     schema=tables.SCHEMA,
     grpc_services=(
         rebill_pb2.DESCRIPTOR.services_by_name["RebillService"].full_name,

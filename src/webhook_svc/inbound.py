@@ -25,13 +25,13 @@ from sqlalchemy import text
 from paymesh.gateway.v1 import psp_events_pb2, psp_events_pb2_grpc
 from paymesh.platform.channels import close_on_shutdown, service_channel
 from paymesh.platform.coalesce import Coalescer
-from paymesh.platform.config import WebhookSettings
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.problems import InvalidArgument, NotFound, Unavailable
 from paymesh.platform.server import Resources
 from paymesh.platform.tracing import annotate, link_to
 from paymesh.webhook.v1 import psp_webhook_pb2, psp_webhook_pb2_grpc
 from webhook_svc import psp_events, psp_signatures
+from webhook_svc.config import WebhookSettings
 
 log = structlog.get_logger(__name__)
 

@@ -11,7 +11,6 @@ import grpc
 
 from paymesh.platform.amqp_consumer import Consumer
 from paymesh.platform.channels import close_on_shutdown
-from paymesh.platform.config import WebhookSettings
 from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.outbox import ApiObject
 from paymesh.platform.server import Resources, ServiceDefinition
@@ -22,6 +21,7 @@ from paymesh.webhook.v1 import (
     webhook_pb2_grpc,
 )
 from webhook_svc import tables
+from webhook_svc.config import WebhookSettings
 from webhook_svc.deliverer import Deliverer, DeliveryPolicy, Sender
 from webhook_svc.destinations import AddressPolicy
 from webhook_svc.endpoints import EndpointStore
@@ -87,6 +87,7 @@ EVENT_OBJECTS = {"webhook_endpoint": ApiObject(tables.webhook_endpoints, _shown_
 
 DEFINITION = ServiceDefinition(
     name="webhook",
+    package="webhook_svc",
     schema=tables.SCHEMA,
     grpc_services=(
         webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,

@@ -55,8 +55,8 @@ import psycopg
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from paymesh.devinfra import Infra
-from paymesh.devmesh import Mesh, Ports, free_ports
+from dev.devinfra import Infra
+from dev.devmesh import Mesh, Ports, free_ports
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from paymesh.rebill.v1 import rebill_admin_pb2, rebill_admin_pb2_grpc
 from rebill_svc.topology import DELIVERY_LIMIT

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from paymesh.devmesh import unreachable_dependencies
+from dev.devmesh import unreachable_dependencies
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def test_each_unreachable_dependency_gets_one_line_naming_it_and_the_fix(infra):
 
 def test_the_run_command_exits_with_that_line_and_no_traceback():
     result = subprocess.run(
-        [sys.executable, "-m", "paymesh.devmesh"],
+        [sys.executable, "-m", "dev.devmesh"],
         env={**os.environ, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{DEAD_PORT}/x"},
         capture_output=True,
         text=True,
