@@ -14,7 +14,8 @@ PROMETHEUS_DIR := build/prometheus
 PROMETHEUS := $(or $(shell command -v prometheus 2>/dev/null),$(PROMETHEUS_DIR)/usr/bin/prometheus)
 PROMTOOL := $(or $(shell command -v promtool 2>/dev/null),$(PROMETHEUS_DIR)/usr/bin/promtool)
 
-.PHONY: install run test unit lint lint-imports breaking alerts proto bench clean
+.PHONY: install run test test-fast unit lint lint-style lint-types lint-protos lint-imports \
+	breaking alerts proto bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +42,7 @@ $(EDGE): $(DESCRIPTOR) envoy/edge.lua tools/gen_edge_lua.py
 run: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
 	$(PY) -m dev.devmesh
 
-test: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE) breaking alerts $(PROMETHEUS)
+test: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE) lint breaking alerts $(PROMETHEUS)
 	PROMETHEUS_BIN=$(abspath $(PROMETHEUS)) $(PY) -m pytest $(PYTEST_ARGS)
 
 $(PROMETHEUS_DIR)/usr/bin/prometheus $(PROMETHEUS_DIR)/usr/bin/promtool &:
@@ -59,8 +60,26 @@ breaking: $(INSTALLED)
 unit: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: $(INSTALLED)
-	$(VENV)/bin/ruff check src tests tools bench
+# The tests that need no PostgreSQL, RabbitMQ or mesh, in under a minute: the unit tests and
+# the contract suites run on the in-memory twins (tests/unit), less those that run Envoy, buf
+# or schemathesis over the whole contract (marked `tools`; make unit and make test run them).
+test-fast: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
+	$(PY) -m pytest tests/unit -q -m 'not integration and not fuzz and not tools' $(PYTEST_ARGS)
+
+# Every check a change must pass besides the tests; `make test` runs them first, so CI does.
+# Each is a target of its own (`make lint-types` alone); a new linter joins LINTERS.
+LINTERS := lint-style lint-types lint-protos lint-imports
+lint: $(LINTERS)
+
+lint-style: $(INSTALLED)
+	$(VENV)/bin/ruff check src tests tools bench dev
+	$(VENV)/bin/ruff format --check src tests tools bench dev
+
+# mypy --strict on the packages [tool.mypy] lists in pyproject.toml (the kit and the domains).
+lint-types: $(INSTALLED)
+	$(VENV)/bin/mypy
+
+lint-protos: $(INSTALLED)
 	$(VENV)/bin/buf lint
 
 # Who may import whom: the floors and the plain domains ([tool.importlinter] in pyproject.toml).

@@ -118,6 +118,24 @@ class Ports:
         ports.more_gateways = list(zip(more[::2], more[1::2], strict=True))
         return ports
 
+    def by_variable(self) -> list[tuple[str, int]]:
+        """Every port of the mesh beside the variable that moves it."""
+        named = [
+            ("ENVOY_PORT", self.envoy),
+            ("ENVOY_ADMIN_PORT", self.envoy_admin),
+            ("LOCALSTRIPE_PORT", self.localstripe),
+            ("SANDBOX_PSP_PORT", self.sandbox_psp),
+            ("REBILL_WORKER_HTTP_PORT", self.rebill_worker),
+        ]
+        for name in ALL:
+            named.append((f"{name.upper()}_GRPC_PORT", self.grpc[name]))
+            named.append((f"{name.upper()}_HTTP_PORT", self.http[name]))
+        for n, (grpc_port, http_port) in enumerate(self.more_gateways, 2):
+            step = f"+ {GATEWAY_PORT_STEP * (n - 1)}, gateway process {n}"
+            named.append((f"GATEWAY_GRPC_PORT {step}", grpc_port))
+            named.append((f"GATEWAY_HTTP_PORT {step}", http_port))
+        return named
+
     def service_env(self) -> dict[str, str]:
         env = {
             "LOCALSTRIPE_PORT": str(self.localstripe),
@@ -444,6 +462,32 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
+def ports_in_use(ports: Ports) -> list[tuple[str, int]]:
+    """(variable, port) of every port of the mesh that something already listens on."""
+    return [(variable, port) for variable, port in ports.by_variable() if not _bindable(port)]
+
+
+def port_complaint(in_use: list[tuple[str, int]]) -> str:
+    """One line: the first port in use, the variable that moves it, and how many more."""
+    variable, port = in_use[0]
+    more = f" (and {len(in_use) - 1} more of the mesh's ports)" if len(in_use) > 1 else ""
+    return (
+        f"port {port} ({variable}) is in use{more}: is paymesh already running? Stop it, or "
+        f"move this one with {variable.split()[0]}=<another port>"
+    )
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        # As the servers themselves bind: a port whose old connections linger is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))  # noqa: S104 - a probe; Envoy listens on every interface
+        except OSError:
+            return False
+    return True
+
+
 def unreachable_dependencies(database_url: str, amqp_url: str) -> list[str]:
     """One line per unreachable dependency, saying how to start it."""
     import pika
@@ -492,6 +536,15 @@ def main() -> int:
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 1
+    gateway_processes = env.get("PAYMESH_GATEWAY_PROCESSES", str(DEFAULT_GATEWAY_PROCESSES))
+    if not gateway_processes.isdigit() or int(gateway_processes) < 1:
+        print("PAYMESH_GATEWAY_PROCESSES must be 1 or more", file=sys.stderr)
+        return 1
+    ports = Ports.from_env(env, int(gateway_processes))
+    in_use = ports_in_use(ports)
+    if in_use:
+        print(port_complaint(in_use), file=sys.stderr)
+        return 1
     started = time.monotonic()
     # The vault's keys are checked first: a vault that cannot decrypt its cards never starts.
     steps = [["migrate"], ["keys", "init"], ["vault", "init-keyring"], ["vault", "check-keys"]]
@@ -504,11 +557,6 @@ def main() -> int:
         if done.returncode != 0:
             print(f"paymesh {' '.join(step)} failed: {done.stderr.strip()}", file=sys.stderr)
             return 1
-    gateway_processes = env.get("PAYMESH_GATEWAY_PROCESSES", str(DEFAULT_GATEWAY_PROCESSES))
-    if not gateway_processes.isdigit() or int(gateway_processes) < 1:
-        print("PAYMESH_GATEWAY_PROCESSES must be 1 or more", file=sys.stderr)
-        return 1
-    ports = Ports.from_env(env, int(gateway_processes))
     env.update(ports.service_env())
     # The development profile: webhooks may go to receivers on this machine (production
     # refuses private and loopback destinations unless an operator admits them).

@@ -449,6 +449,17 @@ local function check_scalar(checker, kind, name, value)
   end
 end
 
+-- Every list's page size is 1 to 100. proto3 cannot tell `limit=0` from no limit, so the
+-- service would read it as unset (10): it is refused here, where it was given.
+local PAGE_LIMIT_MIN, PAGE_LIMIT_MAX = 1, 100
+
+local function check_page_limit(checker, limit)
+  if limit < PAGE_LIMIT_MIN or limit > PAGE_LIMIT_MAX then
+    checker:violation("limit", "invalid_limit",
+      "limit must be " .. PAGE_LIMIT_MIN .. " to " .. PAGE_LIMIT_MAX)
+  end
+end
+
 local function check_request(handle, route, values, query)
   local checker = Checker.new("")
   local from_path = {}
@@ -470,7 +481,11 @@ local function check_request(handle, route, values, query)
       checker:violation(name, "duplicate_parameter", shown(name) .. " is given twice")
     else
       seen[name] = true
+      local before = #checker.violations
       check_scalar(checker, kind.t == "list" and kind.v or kind, name, percent_decode(value))
+      if name == "limit" and #checker.violations == before then
+        check_page_limit(checker, tonumber(percent_decode(value)))
+      end
     end
   end
   if route.body ~= "" and not route.raw_body then

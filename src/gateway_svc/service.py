@@ -14,7 +14,6 @@ from gateway_svc.admin import MerchantAdminServicer
 from gateway_svc.config import GatewaySettings
 from gateway_svc.dispute_store import DisputeRepository, to_dispute
 from gateway_svc.domain.status import Pending
-from gateway_svc.idempotency import Idempotency
 from gateway_svc.merchants import SETTINGS_CHANGED, MerchantRepository
 from gateway_svc.metrics import PAYMENTS_INFLIGHT, RECOVERY_SWEEP_ACTIVE
 from gateway_svc.payments import recovery
@@ -57,6 +56,7 @@ from paymesh.platform.audit_checkpoints import AuditCheckpointer
 from paymesh.platform.audit_keys import AuditKeys
 from paymesh.platform.callers import CachedApiKeyVerifier, Callers
 from paymesh.platform.channels import service_channel
+from paymesh.platform.idempotency.store import Idempotency
 from paymesh.platform.loop_lag import LoopLag
 from paymesh.platform.notifications import listen
 from paymesh.platform.outbox import ApiObject
@@ -101,10 +101,9 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         RetryPolicy(attempts=settings.psp_attempts, deadline_seconds=settings.psp_deadline_seconds),
     )
     vault_channel = service_channel(settings.vault_addr, resources.token_issuer, "vault")
+    key_secret = resources.token_issuer.derived_secret("gateway idempotency keys")
     idempotency = Idempotency(
-        engine,
-        resources.direct_sql,
-        resources.token_issuer.derived_secret("gateway idempotency keys"),
+        engine, resources.direct_sql, tables.idempotency_keys, lambda: key_secret
     )
     repository = PaymentRepository(engine, resources.direct_sql)
     card_tokens = CardTokens(

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Awaitable
 
 import grpc
 import structlog
 
 from gateway_svc.dispute_store import DisputeRepository
 from gateway_svc.domain.models import Dispute, NewIntent, PaymentIntent, Refund
-from gateway_svc.idempotency import Idempotency
 from gateway_svc.payments import authorize, cancel, capture, refund
 from gateway_svc.payments.context import OutcomePending, Payments, for_keyless
 from gateway_svc.psp.card_tokens import CardTokens
-from gateway_svc.repository import PaymentRepository
+from gateway_svc.repository import KeyRef, PaymentRepository
 from paymesh.gateway.v1 import (
     card_access_pb2,
     card_access_pb2_grpc,
@@ -24,6 +23,8 @@ from paymesh.gateway.v1 import (
     merchant_auth_pb2_grpc,
 )
 from paymesh.platform.callers import ApiKeyVerifier, Callers
+from paymesh.platform.idempotency.rpc import idempotent
+from paymesh.platform.idempotency.store import Claim, Idempotency
 from paymesh.platform.problems import InvalidArgument, Unauthenticated
 from paymesh.platform.tracing import annotate_object
 from paymesh.platform.wire import require_id, timestamp
@@ -48,6 +49,7 @@ def payment_intent_message(row: PaymentIntent) -> gateway_pb2.PaymentIntent:
         created=timestamp(row.created_at),
         livemode=row.livemode,
         next_action=_next_action(row.next_action),
+        cancellation_reason=(row.cancellation_reason or "") if row.status == "canceled" else "",
     )
 
 
@@ -87,15 +89,21 @@ def dispute_message(row: Dispute) -> disputes_pb2.Dispute:
     )
 
 
-def idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
-    return dict(context.invocation_metadata() or ()).get("idempotency-key")
-
-
 def encode(obj: PaymentIntent | Refund):
     return refund_message(obj) if isinstance(obj, Refund) else payment_intent_message(obj)
 
 
+def key_ref(claim: Claim) -> KeyRef | None:
+    """The request's key as the payment statements bind it."""
+    return KeyRef(claim.merchant, claim.key) if claim.key else None
+
+
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    """Every POST is `@idempotent`: the caller is authenticated first, then the key answers a
+    retry with the object it is bound to, as it is now, or with the error. The use cases bind
+    their keys in their own statements. A request on an intent without a key that may have
+    moved money is told where its outcome will show, not to retry under a key it never had."""
+
     def __init__(
         self,
         payments: Payments,
@@ -105,48 +113,43 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ):
         self._payments = payments
         self._repository = payments.repository
-        self._idempotency = idempotency
-        self._callers = callers
+        self.idempotency = idempotency
+        self.callers = callers
         self._disputes = disputes
 
-    async def _idempotent(self, context, merchant, method: str, request, run, intent_id=None):
-        """Every POST: `run(claim)` at most once per idempotency key; a retry with the key
-        answers with the object the key is bound to, as it is now, or the error. The caller
-        is authenticated first: nothing about the request is looked at before that. A request
-        on `intent_id` without a key that may have moved money is told where its outcome
-        will show, not to retry under a key it never had."""
-        claim = await self._idempotency.claim(merchant, idempotency_key(context), method, request)
+    async def replay(self, claim: Claim):
         if claim.awaiting_outcome is not None:
             obj = await self._object(claim.awaiting_outcome)
             if isinstance(obj, PaymentIntent) and obj.pending_operation:
                 # Replaying the object would show it as before the operation.
                 raise OutcomePending(obj.pending_operation, obj.id)
-            claim = replace(claim, replay_object=obj.id)  # settled, its key not yet
-        if claim.is_replay:
-            await context.send_initial_metadata((("idempotent-replayed", "true"),))
-            if claim.replay_error is not None:
-                raise self._idempotency.replayed_error(claim)
-            return encode(await self._object(claim.replay_object or ""))
+            return encode(obj)  # settled, its key not yet
+        return encode(await self._object(claim.replay_object or ""))
+
+    @staticmethod
+    def _answer(obj: PaymentIntent | Refund):
+        structlog.contextvars.bind_contextvars(correlation_id=obj.id)
+        annotate_object(obj.id)
+        return encode(obj)
+
+    @staticmethod
+    async def _on_intent(claim: Claim, intent_id: str, change: Awaitable[PaymentIntent]):
         try:
-            obj = await run(claim)
+            return await change
         except Exception as error:
-            await self._idempotency.settle_error(claim, error)
-            if claim.key is None and intent_id:
+            if claim.key is None:
                 told = for_keyless(error, intent_id)
                 if told is not error:
                     raise told from None
             raise
-        structlog.contextvars.bind_contextvars(correlation_id=obj.id)
-        annotate_object(obj.id)
-        return encode(obj)
 
     async def _object(self, object_id: str) -> PaymentIntent | Refund:
         if object_id.startswith("re_"):
             return await self._repository.refund(object_id)
         return await self._repository.intent(object_id)
 
-    async def CreatePaymentIntent(self, request, context):
-        merchant = await self._callers.merchant(context)
+    @idempotent(binds=True)
+    async def CreatePaymentIntent(self, request, context, claim: Claim):
         new = NewIntent(
             amount=request.amount,
             currency=request.currency,
@@ -157,79 +160,54 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             metadata=dict(request.metadata),
             return_url=request.return_url,
         )
-        return await self._idempotent(
-            context,
-            merchant,
-            "CreatePaymentIntent",
-            request,
-            lambda claim: authorize.create(
-                self._payments, merchant, new, claim.ref, claim.resume_from
-            ),
+        return self._answer(
+            await authorize.create(
+                self._payments, claim.merchant, new, key_ref(claim), claim.resume_from
+            )
         )
 
-    async def ConfirmPaymentIntent(self, request, context):
-        merchant = await self._callers.merchant(context)
+    @idempotent(binds=True)
+    async def ConfirmPaymentIntent(self, request, context, claim: Claim):
         intent_id = self._intent_id(request.id)
-        return await self._idempotent(
-            context,
-            merchant,
-            "ConfirmPaymentIntent",
-            request,
-            lambda claim: authorize.confirm(
-                self._payments,
-                merchant,
-                intent_id,
-                request.payment_method,
-                claim.ref,
-                request.return_url,
-            ),
-            intent_id=intent_id,
+        confirmed = authorize.confirm(
+            self._payments,
+            claim.merchant,
+            intent_id,
+            request.payment_method,
+            key_ref(claim),
+            request.return_url,
         )
+        return self._answer(await self._on_intent(claim, intent_id, confirmed))
 
-    async def CapturePaymentIntent(self, request, context):
-        merchant = await self._callers.merchant(context)
+    @idempotent(binds=True)
+    async def CapturePaymentIntent(self, request, context, claim: Claim):
         intent_id = self._intent_id(request.id)
-        return await self._idempotent(
-            context,
-            merchant,
-            "CapturePaymentIntent",
-            request,
-            lambda claim: capture.capture(
-                self._payments, merchant, intent_id, request.amount_to_capture, claim.ref
-            ),
-            intent_id=intent_id,
+        captured = capture.capture(
+            self._payments, claim.merchant, intent_id, request.amount_to_capture, key_ref(claim)
         )
+        return self._answer(await self._on_intent(claim, intent_id, captured))
 
-    async def CancelPaymentIntent(self, request, context):
-        merchant = await self._callers.merchant(context)
+    @idempotent(binds=True)
+    async def CancelPaymentIntent(self, request, context, claim: Claim):
         intent_id = self._intent_id(request.id)
-        return await self._idempotent(
-            context,
-            merchant,
-            "CancelPaymentIntent",
-            request,
-            lambda claim: cancel.cancel(self._payments, merchant, intent_id, claim.ref),
-            intent_id=intent_id,
+        canceled = cancel.cancel(
+            self._payments, claim.merchant, intent_id, key_ref(claim), request.cancellation_reason
         )
+        return self._answer(await self._on_intent(claim, intent_id, canceled))
 
-    async def CreateRefund(self, request, context):
-        merchant = await self._callers.merchant(context)
+    @idempotent(binds=True)
+    async def CreateRefund(self, request, context, claim: Claim):
         structlog.contextvars.bind_contextvars(correlation_id=request.payment_intent)
         annotate_object(request.payment_intent)
-        return await self._idempotent(
-            context,
-            merchant,
-            "CreateRefund",
-            request,
-            lambda claim: refund.refund(
-                self._payments,
-                merchant,
-                request.payment_intent,
-                request.amount,
-                request.reason,
-                claim.ref,
-            ),
+        made = await refund.refund(
+            self._payments,
+            claim.merchant,
+            request.payment_intent,
+            request.amount,
+            request.reason,
+            key_ref(claim),
         )
+        return self._answer(made)
 
     @staticmethod
     def _intent_id(raw: str) -> str:
@@ -239,12 +217,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return intent_id
 
     async def GetRefund(self, request, context):
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         refund_id = require_id(request.id, "re_", "refund")
         return refund_message(await self._repository.refund(refund_id, merchant))
 
     async def ListPaymentIntents(self, request, context):
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         limit = request.limit or 10
         if not 1 <= limit <= 100:
             raise InvalidArgument.for_field("limit", "invalid_limit", "limit must be 1 to 100")
@@ -256,7 +234,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def GetPaymentIntent(
         self, request: gateway_pb2.GetPaymentIntentRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.PaymentIntent:
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         intent_id = require_id(request.id, "pi_", "payment_intent")
         structlog.contextvars.bind_contextvars(correlation_id=intent_id)
         annotate_object(intent_id)
@@ -265,7 +243,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def GetDispute(
         self, request: disputes_pb2.GetDisputeRequest, context: grpc.aio.ServicerContext
     ) -> disputes_pb2.Dispute:
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         dispute_id = require_id(request.id, "dp_", "dispute")
         dispute = await self._disputes.dispute(dispute_id, merchant)
         structlog.contextvars.bind_contextvars(correlation_id=dispute.payment_intent)
@@ -275,7 +253,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def ListDisputes(
         self, request: disputes_pb2.ListDisputesRequest, context: grpc.aio.ServicerContext
     ) -> disputes_pb2.ListDisputesResponse:
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         limit = request.limit or 10
         if not 1 <= limit <= 100:
             raise InvalidArgument.for_field("limit", "invalid_limit", "limit must be 1 to 100")

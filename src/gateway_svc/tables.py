@@ -8,7 +8,6 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
-    LargeBinary,
     MetaData,
     String,
     Table,
@@ -19,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from paymesh.platform.audit_chain import chained_audit_table
+from paymesh.platform.idempotency.table import idempotency_keys_table
 from paymesh.platform.outbox import outbox_table
 
 SCHEMA = "gateway"
@@ -56,6 +56,7 @@ payment_intents = Table(
     # while the intent requires_action (3-D Secure).
     Column("return_url", Text),
     Column("next_action_url", Text),
+    Column("cancellation_reason", Text),  # as the merchant's cancel gave it
 )
 
 refunds = Table(
@@ -73,20 +74,7 @@ refunds = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-idempotency_keys = Table(
-    "idempotency_keys",
-    metadata,
-    Column("merchant_id", String(40), primary_key=True),
-    Column("livemode", Boolean, primary_key=True),
-    Column("key", String(255), primary_key=True),
-    Column("request_hash", String(64), nullable=False),
-    Column("state", String(10), nullable=False),
-    Column("response", LargeBinary),
-    Column("is_error", Boolean, nullable=False, server_default=text("false")),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("locked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("object_id", String(40)),
-)
+idempotency_keys = idempotency_keys_table(metadata)
 
 # Payment methods the vault detached (or is detaching): never charged again, whatever a cache
 # of PSP references holds. Written by the vault's RevokePaymentMethod call before its detach.

@@ -344,6 +344,21 @@ def recon_run(args: argparse.Namespace) -> int:
 def ops_token(args: argparse.Namespace) -> int:
     from paymesh.platform.service_auth import TokenIssuer
 
+    key = keys_dir() / "ops.key"
+    if not key.exists():
+        # Not "run keys init": new keys here would be unknown to the running services.
+        where = (
+            f"PAYMESH_KEYS_DIR={os.environ['PAYMESH_KEYS_DIR']}"
+            if os.environ.get("PAYMESH_KEYS_DIR")
+            else f"PAYMESH_KEYS_DIR is unset, so {keys_dir()} is read from the current directory"
+        )
+        print(
+            f"paymesh ops-token: no ops key at {key.resolve()} ({where}): run it in the "
+            "directory the services run in (the repository's, for `make run`) or set "
+            "PAYMESH_KEYS_DIR to their keys directory",
+            file=sys.stderr,
+        )
+        return 1
     print(TokenIssuer("ops", keys_dir()).token_for(args.audience))
     return 0
 

@@ -3,20 +3,18 @@ Every change is one transaction with its audit row and outbox event; no protobuf
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.platform.callers import Merchant, newest_first_page, owned_by
 from paymesh.platform.db import autocommit, constant
-from paymesh.platform.problems import Conflict, InvalidArgument, NotFound
+from paymesh.platform.idempotency.store import Claim, bind_key
+from paymesh.platform.problems import InvalidArgument, NotFound
 from rebill_svc import records
 from rebill_svc.domain.periods import Interval
 from rebill_svc.domain.subscriptions import (
@@ -38,9 +36,9 @@ from rebill_svc.domain.updates import (
 )
 from rebill_svc.jobs import OPEN, Claimed, JobStore
 from rebill_svc.tables import (
+    idempotency_keys,
     rebill_attempts,
     rebill_jobs,
-    subscription_update_keys,
     subscriptions,
     test_clocks,
 )
@@ -61,33 +59,15 @@ async def _locked(
 
 
 @dataclass(frozen=True)
-class IdempotencyKey:
-    """A merchant's Idempotency-Key and the request it came with, both as keyed digests: some
-    merchants send card numbers as keys."""
-
-    key: str
-    request: str
-
-    @classmethod
-    def of(cls, secret: bytes, key: str, request: bytes) -> IdempotencyKey:
-        def digest(value: bytes) -> str:
-            return hmac.new(secret, value, hashlib.sha256).hexdigest()
-
-        return cls(digest(key.encode()), digest(request))
-
-
-@dataclass(frozen=True)
 class Created:
     subscription: Row
     first_period: Claimed | None  # leased to the caller: charge it now
-    replayed: bool  # the key's earlier answer: nothing was created
 
 
 @dataclass(frozen=True)
 class Updated:
     subscription: Row
     open_period: Claimed | None  # retried with the new card, leased to the caller: charge it now
-    replayed: bool  # the key's earlier answer: nothing was changed
 
 
 class SubscriptionRepository:
@@ -188,69 +168,58 @@ class SubscriptionRepository:
         currency: str,
         metadata: dict[str, str],
         test_clock: str,
-        idempotency_key: IdempotencyKey | None,
+        key: Claim,
         lease_owner: str,
         lease_seconds: float,
     ) -> Created:
         """The new subscription and, when its first period is charged now, that period's
-        job, already leased to the caller. With a key already used: that subscription."""
-        if idempotency_key:
-            existing = await self._by_key(merchant, idempotency_key)
-            if existing is not None:
-                return Created(existing, None, replayed=True)
+        job, already leased to the caller; the request's key is bound to it in the same
+        transaction."""
         subscription_id = records.new_id("sub_")
-        try:
-            async with self._engine.begin() as connection:
-                row = (
-                    await connection.execute(
-                        subscriptions.insert()
-                        .values(
-                            id=subscription_id,
-                            merchant_id=merchant.id,
-                            livemode=merchant.livemode,
-                            payment_method=payment_method,
-                            amount=amount,
-                            currency=currency,
-                            interval=new.interval.value,
-                            interval_count=new.interval_count,
-                            billing_cycle_anchor=new.anchor,
-                            trial_end=new.current.end if new.status == Status.TRIALING else None,
-                            test_clock=test_clock or None,
-                            metadata=metadata,
-                            status=new.status.value,
-                            period_number=new.current.number,
-                            current_period_start=new.current.start,
-                            current_period_end=new.current.end,
-                            idempotency_key=idempotency_key.key if idempotency_key else None,
-                            request_digest=idempotency_key.request if idempotency_key else None,
-                        )
-                        .returning(subscriptions)
+        async with self._engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    subscriptions.insert()
+                    .values(
+                        id=subscription_id,
+                        merchant_id=merchant.id,
+                        livemode=merchant.livemode,
+                        payment_method=payment_method,
+                        amount=amount,
+                        currency=currency,
+                        interval=new.interval.value,
+                        interval_count=new.interval_count,
+                        billing_cycle_anchor=new.anchor,
+                        trial_end=new.current.end if new.status == Status.TRIALING else None,
+                        test_clock=test_clock or None,
+                        metadata=metadata,
+                        status=new.status.value,
+                        period_number=new.current.number,
+                        current_period_start=new.current.start,
+                        current_period_end=new.current.end,
                     )
-                ).one()
-                await records.event(connection, "subscription.created", "subscription", row)
-                claimed = None
-                if new.charge_now:
-                    job = await self._first_job(connection, row, lease_owner, lease_seconds)
-                    claimed = await self._jobs.claimed(connection, job)
-                await records.audit(
-                    connection,
-                    merchant_id=merchant.id,
-                    actor="api",
-                    action="subscription.create",
-                    object_id=row.id,
-                    result=row.status,
-                    amount=amount,
-                    currency=currency,
-                    interval=new.interval.value,
-                    interval_count=new.interval_count,
+                    .returning(subscriptions)
                 )
-                return Created(row, claimed, replayed=False)
-        except IntegrityError:
-            if idempotency_key:  # the same key, created at the same moment by another call
-                existing = await self._by_key(merchant, idempotency_key)
-                if existing is not None:
-                    return Created(existing, None, replayed=True)
-            raise
+            ).one()
+            await bind_key(connection, idempotency_keys, key, row.id)
+            await records.event(connection, "subscription.created", "subscription", row)
+            claimed = None
+            if new.charge_now:
+                job = await self._first_job(connection, row, lease_owner, lease_seconds)
+                claimed = await self._jobs.claimed(connection, job)
+            await records.audit(
+                connection,
+                merchant_id=merchant.id,
+                actor="api",
+                action="subscription.create",
+                object_id=row.id,
+                result=row.status,
+                amount=amount,
+                currency=currency,
+                interval=new.interval.value,
+                interval_count=new.interval_count,
+            )
+            return Created(row, claimed)
 
     async def _first_job(
         self, connection: AsyncConnection, row: Row, owner: str, lease_seconds: float
@@ -282,25 +251,6 @@ class SubscriptionRepository:
                 .returning(rebill_jobs)
             )
         ).one()
-
-    async def _by_key(self, merchant: Merchant, key: IdempotencyKey) -> Row | None:
-        subs = subscriptions.c
-        async with self._reads.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(subscriptions).where(
-                        subs.merchant_id == merchant.id,
-                        subs.livemode == merchant.livemode,
-                        subs.idempotency_key == key.key,
-                    )
-                )
-            ).first()
-        if row is not None and row.request_digest != key.request:
-            raise Conflict(
-                "this Idempotency-Key was used with another request",
-                reason="idempotency_key_reused",
-            )
-        return row
 
     async def get(self, subscription_id: str, merchant: Merchant) -> Row:
         """The merchant's object in the merchant's mode; another's is as good as missing."""
@@ -396,116 +346,66 @@ class SubscriptionRepository:
         subscription_id: str,
         change: SubscriptionUpdate,
         *,
-        idempotency_key: IdempotencyKey | None,
+        key: Claim,
         lease_owner: str,
         lease_seconds: float,
     ) -> Updated:
         """Applies `change` (domain.updates) with its event and audit rows. When it retries
         the open period now, that period's job comes back leased to the caller and the
-        subscription is past_due until the attempt settles. With a key already used: the
-        subscription it updated, as it is now."""
-        if idempotency_key:
-            existing = await self._updated_by_key(merchant, idempotency_key)
-            if existing is not None:
-                return Updated(existing, None, replayed=True)
-        try:
-            async with self._engine.begin() as connection:
-                row = await _locked(
-                    connection, subscriptions, subscription_id, merchant, "subscription"
+        subscription is past_due until the attempt settles. The request's key is bound to
+        the subscription in the same transaction."""
+        async with self._engine.begin() as connection:
+            row = await _locked(
+                connection, subscriptions, subscription_id, merchant, "subscription"
+            )
+            await bind_key(connection, idempotency_keys, key, row.id)
+            values = changed_values(row.status, row._mapping, change)
+            job, attempt = None, None
+            if retries_now(row.status, change):
+                job = await _open_period_job(connection, row)
+                if job is not None:
+                    attempt = open_period_attempt(job.status, job.attempt, job.attempt_runs)
+            if not values and attempt is None:
+                return Updated(row, None)
+            if attempt is not None:
+                values.update(status=Status.PAST_DUE.value, next_attempt_at=None)
+            row = (
+                await connection.execute(
+                    update(subscriptions)
+                    .where(subscriptions.c.id == row.id)
+                    .values(**values, updated_at=func.now())
+                    .returning(subscriptions)
                 )
-                if idempotency_key:
-                    # A request under the same key waits for this one's row lock, then fails
-                    # here and answers as a retry.
-                    await connection.execute(
-                        subscription_update_keys.insert().values(
-                            merchant_id=merchant.id,
-                            livemode=merchant.livemode,
-                            idempotency_key=idempotency_key.key,
-                            request_digest=idempotency_key.request,
-                            subscription_id=row.id,
-                        )
-                    )
-                values = changed_values(row.status, row._mapping, change)
-                job, attempt = None, None
-                if retries_now(row.status, change):
-                    job = await _open_period_job(connection, row)
-                    if job is not None:
-                        attempt = open_period_attempt(job.status, job.attempt, job.attempt_runs)
-                if not values and attempt is None:
-                    return Updated(row, None, replayed=False)
-                if attempt is not None:
-                    values.update(status=Status.PAST_DUE.value, next_attempt_at=None)
-                row = (
-                    await connection.execute(
-                        update(subscriptions)
-                        .where(subscriptions.c.id == row.id)
-                        .values(**values, updated_at=func.now())
-                        .returning(subscriptions)
-                    )
-                ).one()
-                await records.event(connection, "subscription.updated", "subscription", row)
-                audit = [
+            ).one()
+            await records.event(connection, "subscription.updated", "subscription", row)
+            audit = [
+                records.audit_values(
+                    merchant_id=merchant.id,
+                    actor="api",
+                    action="subscription.update",
+                    object_id=row.id,
+                    result=row.status,
+                    changed=sorted(values.keys() - {"status", "next_attempt_at"}),
+                    amount=row.amount,
+                )
+            ]
+            open_period = None
+            if job is not None and attempt is not None:
+                job = await _run_now(connection, job, attempt, row, lease_owner, lease_seconds)
+                open_period = await self._jobs.claimed(connection, job)
+                audit.append(
                     records.audit_values(
                         merchant_id=merchant.id,
                         actor="api",
-                        action="subscription.update",
-                        object_id=row.id,
-                        result=row.status,
-                        changed=sorted(values.keys() - {"status", "next_attempt_at"}),
-                        amount=row.amount,
-                    )
-                ]
-                open_period = None
-                if job is not None and attempt is not None:
-                    job = await _run_now(connection, job, attempt, row, lease_owner, lease_seconds)
-                    open_period = await self._jobs.claimed(connection, job)
-                    audit.append(
-                        records.audit_values(
-                            merchant_id=merchant.id,
-                            actor="api",
-                            action="rebill.retry_now",
-                            object_id=job.id,
-                            result="running",
-                            subscription_id=row.id,
-                            attempt=attempt,
-                        )
-                    )
-                await records.audit_many(connection, audit)
-                return Updated(row, open_period, replayed=False)
-        except IntegrityError:
-            if idempotency_key:  # the same key, used at the same moment by another call
-                existing = await self._updated_by_key(merchant, idempotency_key)
-                if existing is not None:
-                    return Updated(existing, None, replayed=True)
-            raise
-
-    async def _updated_by_key(self, merchant: Merchant, key: IdempotencyKey) -> Row | None:
-        keys = subscription_update_keys.c
-        async with self._reads.connect() as connection:
-            found = (
-                await connection.execute(
-                    # The subscription's own columns hold its creation's key: labelled apart.
-                    select(keys.request_digest.label("update_request_digest"), subscriptions)
-                    .join_from(
-                        subscription_update_keys,
-                        subscriptions,
-                        subscriptions.c.id == keys.subscription_id,
-                    )
-                    .where(
-                        keys.merchant_id == merchant.id,
-                        keys.livemode == merchant.livemode,
-                        keys.idempotency_key == key.key,
+                        action="rebill.retry_now",
+                        object_id=job.id,
+                        result="running",
+                        subscription_id=row.id,
+                        attempt=attempt,
                     )
                 )
-            ).first()
-        if found is None:
-            return None
-        if found.update_request_digest != key.request:
-            raise Conflict(
-                "this Idempotency-Key was used with another request",
-                reason="idempotency_key_reused",
-            )
-        return found
+            await records.audit_many(connection, audit)
+            return Updated(row, open_period)
 
     async def _change(
         self,

@@ -15,6 +15,7 @@ from paymesh.platform.amqp_consumer import Consumer
 from paymesh.platform.audit_checkpoints import AuditCheckpointer
 from paymesh.platform.audit_keys import AuditKeys
 from paymesh.platform.channels import close_on_shutdown, service_channel
+from paymesh.platform.idempotency.store import Idempotency
 from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.outbox import ApiObject
 from paymesh.platform.server import Resources, ServiceDefinition
@@ -58,12 +59,15 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         f"api:{socket.gethostname()}:{os.getpid()}",
         Leases(settings.lease_seconds, settings.recheck_seconds),
     )
+    key_secret = resources.token_issuer.derived_secret("rebill-idempotency-keys")
     servicer = RebillServicer(
         SubscriptionRepository(resources.engine, jobs),
         callers,
         PaymentMethods(vault_channel),
         runner,
-        resources.token_issuer.derived_secret("rebill-idempotency-keys"),
+        Idempotency(
+            resources.engine, resources.direct_sql, tables.idempotency_keys, lambda: key_secret
+        ),
     )
     rebill_pb2_grpc.add_RebillServiceServicer_to_server(servicer, server)
     letters = DeadLetters(resources.engine)

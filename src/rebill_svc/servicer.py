@@ -10,9 +10,10 @@ import structlog
 from paymesh.platform.callers import Callers, Merchant
 from paymesh.platform.channels import on_behalf_of
 from paymesh.platform.errors import InvalidArgument, NotFound, Unavailable
+from paymesh.platform.idempotency.rpc import idempotent
+from paymesh.platform.idempotency.store import Claim, Idempotency
 from paymesh.platform.tracing import annotate_object
 from paymesh.platform.wire import (
-    idempotency_key_of,
     optional_datetime,
     page_limit,
     require_id,
@@ -23,7 +24,7 @@ from paymesh.rebill.v1 import rebill_pb2, rebill_pb2_grpc
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from rebill_svc.domain.subscriptions import Status, new_subscription, renewal_status
 from rebill_svc.domain.updates import subscription_update
-from rebill_svc.repository import IdempotencyKey, SubscriptionRepository
+from rebill_svc.repository import SubscriptionRepository
 from rebill_svc.runner import JobRunner
 
 STATUSES = {s.value for s in Status}
@@ -122,22 +123,36 @@ class PaymentMethods:
 
 
 class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
+    """Every POST is `@idempotent`: a retry under its key is answered with the subscription
+    or test clock the key is bound to, as it is now, or with the error, before its request is
+    checked against the clock or the vault."""
+
     def __init__(
         self,
         subscriptions: SubscriptionRepository,
         callers: Callers,
         payment_methods: PaymentMethods,
         runner: JobRunner,
-        key_secret: bytes,
+        idempotency: Idempotency,
     ):
         self._subscriptions = subscriptions
-        self._callers = callers
+        self.callers = callers
         self._payment_methods = payment_methods
         self._runner = runner
-        self._key_secret = key_secret  # idempotency keys are stored as digests under it
+        self.idempotency = idempotency
 
-    async def CreateSubscription(self, request, context):
-        merchant = await self._callers.merchant(context)
+    async def replay(self, claim: Claim):
+        object_id = claim.replay_object or ""
+        if object_id.startswith("clock_"):
+            row, status = await self._subscriptions.clock(claim.merchant, object_id)
+            return clock_message(row, status)
+        structlog.contextvars.bind_contextvars(correlation_id=object_id)
+        annotate_object(object_id)
+        return subscription_message(await self._subscriptions.get(object_id, claim.merchant))
+
+    @idempotent(binds=True)
+    async def CreateSubscription(self, request, context, claim: Claim):
+        merchant = claim.merchant
         now = await self._subscriptions.now(merchant, _clock_id(request.test_clock))
         new = new_subscription(
             payment_method=request.payment_method,
@@ -151,7 +166,6 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
             now=now,
         )
         await self._payment_methods.require_usable(merchant, request.payment_method)
-        key = idempotency_key_of(context)
         created = await self._subscriptions.create(
             merchant,
             new=new,
@@ -160,21 +174,13 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
             currency=request.currency,
             metadata=dict(request.metadata),
             test_clock=request.test_clock,
-            idempotency_key=(
-                IdempotencyKey.of(
-                    self._key_secret, key, request.SerializeToString(deterministic=True)
-                )
-                if key
-                else None
-            ),
+            key=claim,
             lease_owner=self._runner.owner,
             lease_seconds=self._runner.lease_seconds,
         )
         row = created.subscription
         structlog.contextvars.bind_contextvars(correlation_id=row.id)
         annotate_object(row.id)
-        if created.replayed:
-            await context.send_initial_metadata((("idempotent-replayed", "true"),))
         if created.first_period is not None:
             # The first period's charge is part of the creation. Should this call die here,
             # the job's lease lapses and the scheduler hands it to a worker.
@@ -182,8 +188,9 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
             row = await self._subscriptions.get(row.id, merchant)
         return subscription_message(row)
 
-    async def UpdateSubscription(self, request, context):
-        merchant = await self._callers.merchant(context)
+    @idempotent(binds=True)
+    async def UpdateSubscription(self, request, context, claim: Claim):
+        merchant = claim.merchant
         subscription_id = self._id(request.id)
         change = subscription_update(
             payment_method=(request.payment_method if request.HasField("payment_method") else None),
@@ -192,24 +199,15 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
         )
         if change.payment_method is not None:
             await self._payment_methods.require_usable(merchant, change.payment_method)
-        key = idempotency_key_of(context)
         updated = await self._subscriptions.update(
             merchant,
             subscription_id,
             change,
-            idempotency_key=(
-                IdempotencyKey.of(
-                    self._key_secret, key, request.SerializeToString(deterministic=True)
-                )
-                if key
-                else None
-            ),
+            key=claim,
             lease_owner=self._runner.owner,
             lease_seconds=self._runner.lease_seconds,
         )
         row = updated.subscription
-        if updated.replayed:
-            await context.send_initial_metadata((("idempotent-replayed", "true"),))
         if updated.open_period is not None:
             # The new card's attempt is part of the update. Should this call die here, the
             # job's lease lapses and the scheduler hands it to a worker.
@@ -218,11 +216,11 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
         return subscription_message(row)
 
     async def GetSubscription(self, request, context):
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         return subscription_message(await self._subscriptions.get(self._id(request.id), merchant))
 
     async def ListSubscriptions(self, request, context):
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         limit = page_limit(request.limit)
         if request.status and request.status not in STATUSES:
             raise InvalidArgument.for_field(
@@ -235,25 +233,25 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
             data=[subscription_message(r) for r in rows], has_more=has_more
         )
 
-    async def CancelSubscription(self, request, context):
-        merchant = await self._callers.merchant(context)
+    @idempotent()
+    async def CancelSubscription(self, request, context, claim: Claim):
         row = await self._subscriptions.cancel(
-            merchant, self._id(request.id), request.at_period_end
+            claim.merchant, self._id(request.id), request.at_period_end
         )
         return subscription_message(row)
 
-    async def PauseSubscription(self, request, context):
-        merchant = await self._callers.merchant(context)
-        return subscription_message(await self._subscriptions.pause(merchant, self._id(request.id)))
+    @idempotent()
+    async def PauseSubscription(self, request, context, claim: Claim):
+        row = await self._subscriptions.pause(claim.merchant, self._id(request.id))
+        return subscription_message(row)
 
-    async def ResumeSubscription(self, request, context):
-        merchant = await self._callers.merchant(context)
-        return subscription_message(
-            await self._subscriptions.resume(merchant, self._id(request.id))
-        )
+    @idempotent()
+    async def ResumeSubscription(self, request, context, claim: Claim):
+        row = await self._subscriptions.resume(claim.merchant, self._id(request.id))
+        return subscription_message(row)
 
     async def ListRebills(self, request, context):
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         limit = page_limit(request.limit)
         if request.offset < 0:
             raise InvalidArgument.for_field("offset", "invalid_offset", "offset must be 0 or more")
@@ -265,23 +263,25 @@ class RebillServicer(rebill_pb2_grpc.RebillServiceServicer):
         )
 
     async def GetRenewal(self, request, context):
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         renewal_id = require_id(request.id, "rj_", "renewal")
         annotate_object(renewal_id)
         return renewal_message(await self._subscriptions.renewal(renewal_id, merchant))
 
-    async def CreateTestClock(self, request, context):
-        merchant = self._test_mode(await self._callers.merchant(context))
+    @idempotent()
+    async def CreateTestClock(self, request, context, claim: Claim):
+        merchant = self._test_mode(claim.merchant)
         row = await self._subscriptions.create_clock(merchant, _frozen_time(request))
         return clock_message(row, "ready")
 
     async def GetTestClock(self, request, context):
-        merchant = self._test_mode(await self._callers.merchant(context))
+        merchant = self._test_mode(await self.callers.merchant(context))
         row, status = await self._subscriptions.clock(merchant, self._clock(request.id))
         return clock_message(row, status)
 
-    async def AdvanceTestClock(self, request, context):
-        merchant = self._test_mode(await self._callers.merchant(context))
+    @idempotent()
+    async def AdvanceTestClock(self, request, context, claim: Claim):
+        merchant = self._test_mode(claim.merchant)
         clock_id = self._clock(request.id)
         row, status = await self._subscriptions.advance_clock(
             merchant, clock_id, _frozen_time(request)

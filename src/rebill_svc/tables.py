@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from paymesh.platform.audit_chain import chained_audit_table
 from paymesh.platform.columns import moment, set_now
+from paymesh.platform.idempotency.table import idempotency_keys_table
 from paymesh.platform.outbox import outbox_table
 
 SCHEMA = "rebill"
@@ -56,8 +57,6 @@ subscriptions = Table(
     Column("cancel_at_period_end", Boolean, nullable=False, server_default="false"),
     moment("canceled_at"),
     moment("next_attempt_at"),
-    Column("idempotency_key", String(255)),  # a keyed digest, never the key as sent
-    Column("request_digest", String(64)),  # of the request that came with the key
     set_now("created_at"),
     set_now("updated_at"),
 )
@@ -90,18 +89,6 @@ rebill_jobs = Table(
     Column("payment_intent", String(40)),  # of the latest attempt
     set_now("created_at"),
     set_now("updated_at"),
-)
-
-# Updates' Idempotency-Keys (keyed digests) and the subscription each one updated.
-subscription_update_keys = Table(
-    "subscription_update_keys",
-    metadata,
-    Column("merchant_id", String(40), primary_key=True),
-    Column("livemode", Boolean, primary_key=True),
-    Column("idempotency_key", String(64), primary_key=True),
-    Column("request_digest", String(64), nullable=False),
-    Column("subscription_id", String(40), ForeignKey("subscriptions.id"), nullable=False),
-    set_now("created_at"),
 )
 
 # Each worker process's own row, beaten while it runs (rebill_svc.workforce).
@@ -151,3 +138,4 @@ dead_letters = Table(
 rebill_audit = chained_audit_table(metadata, "rebill_audit")
 
 outbox = outbox_table(metadata, SCHEMA)
+idempotency_keys = idempotency_keys_table(metadata)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -104,16 +105,18 @@ async def serve(settings: RebillSettings) -> None:
         settings.worker_prefetch,
         declare_on=lambda channel: declare_queues(channel, settings.events_exchange),
     )
-    ops_http = None
-    if settings.worker_http_port:
-        ops_http = OpsHttpServer(
-            settings.bind_host,
-            settings.worker_http_port,
-            lambda: {} if consumer.connected.is_set() else {"rabbitmq": "not consuming"},
-        )
+    ops_http = ops_http_server(
+        settings, lambda: {} if consumer.connected.is_set() else {"rabbitmq": "not consuming"}
+    )
+    if ops_http is not None:
         ops_http.start()
     consuming = asyncio.create_task(consumer.run())
-    log.info("rebill_worker_started", owner=owner, prefetch=settings.worker_prefetch)
+    log.info(
+        "rebill_worker_started",
+        owner=owner,
+        prefetch=settings.worker_prefetch,
+        http_port=ops_http.port if ops_http else None,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -136,6 +139,36 @@ async def serve(settings: RebillSettings) -> None:
     log.info("stopped")
 
 
+class PortInUse(Exception):
+    pass
+
+
+def ops_http_server(settings: RebillSettings, readiness) -> OpsHttpServer | None:
+    """The worker's ops HTTP port (/metrics). Any number of workers may run on one host: when
+    REBILL_WORKER_HTTP_PORT was not set and its default is taken (by the first worker), this
+    one takes a free port and logs it; a port that was set and is taken is an error naming it."""
+    if not settings.worker_http_port:
+        return None
+    try:
+        return OpsHttpServer(settings.bind_host, settings.worker_http_port, readiness)
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        if "worker_http_port" in settings.model_fields_set:
+            raise PortInUse(
+                f"port {settings.worker_http_port} (REBILL_WORKER_HTTP_PORT) is in use: set "
+                "REBILL_WORKER_HTTP_PORT to a free port, or leave it unset to take any free one"
+            ) from None
+    server = OpsHttpServer(settings.bind_host, 0, readiness)
+    log.info(
+        "rebill_worker_http_port_taken",
+        default_port=settings.worker_http_port,
+        http_port=server.port,
+        hint="another worker has the default port; REBILL_WORKER_HTTP_PORT sets one",
+    )
+    return server
+
+
 def main() -> None:
     try:
         settings = RebillSettings()
@@ -146,7 +179,7 @@ def main() -> None:
     configure_logging("rebill-worker", settings.log_level)
     try:
         asyncio.run(serve(settings))
-    except OSError as error:
+    except (OSError, PortInUse) as error:
         log.error("startup_failed", error=str(error))
         sys.exit(1)
 

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paymesh.platform.callers import Merchant, owned_by, owned_by_params, owner_params
 from paymesh.platform.direct_sql import DirectSql
+from paymesh.platform.idempotency.store import Claim, NewKey
 from paymesh.platform.outbox import snapshot_column
-from vault_proxy_svc.idempotency import KeyClaim, NewKey
 from vault_proxy_svc.tables import (
     idempotency_keys,
     outbox,
@@ -65,10 +65,10 @@ class PaymentMethodRepository:
         card: dict[str, Any],
         audit: dict[str, Any],
         event: dict[str, Any],
-        key: KeyClaim | NewKey | None = None,
+        key: Claim | NewKey | None = None,
     ) -> dict[str, Any] | None:
         """The new card, its audit row and event, in one statement. With a held `key`
-        (KeyClaim) the key is bound to the card, with a `NewKey` the key is stored done and
+        (Claim) the key is bound to the card, with a `NewKey` the key is stored done and
         bound to it; either way None, and nothing written, if the key is not the request's
         (taken over, or used before)."""
         params = {
@@ -80,7 +80,7 @@ class PaymentMethodRepository:
             return await self._direct.one(_TOKENIZE, params)
         params.update({f"card_{name}": card.get(name) for name in _CARD_COLUMNS})
         params.update(key.bind_params, key_object_id=card["id"])
-        statement = _TOKENIZE_BOUND if isinstance(key, KeyClaim) else _TOKENIZE_NEW_KEY
+        statement = _TOKENIZE_BOUND if isinstance(key, Claim) else _TOKENIZE_NEW_KEY
         return await self._direct.one(statement, params)
 
 

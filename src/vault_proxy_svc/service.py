@@ -7,6 +7,7 @@ from pathlib import Path
 import grpc
 
 from paymesh.platform.channels import close_on_shutdown
+from paymesh.platform.idempotency.store import Idempotency
 from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.outbox import ApiObject
 from paymesh.platform.server import Resources, ServiceDefinition
@@ -14,7 +15,6 @@ from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from vault_proxy_svc import tables
 from vault_proxy_svc.config import VaultSettings
 from vault_proxy_svc.cvc_store import CvcStore
-from vault_proxy_svc.idempotency import Idempotency
 from vault_proxy_svc.kek import KekManager
 from vault_proxy_svc.keys import build_key_provider
 from vault_proxy_svc.psp import SandboxCards, StripeCards
@@ -49,7 +49,12 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         CvcStore(settings.cvc_ttl_seconds),
         GatewayRevocations(gateway_channel),
     )
-    idempotency = Idempotency(resources.engine, lambda: keks.fingerprint_secret)
+    idempotency = Idempotency(
+        resources.engine,
+        resources.direct_sql,
+        tables.idempotency_keys,
+        lambda: keks.fingerprint_secret,
+    )
     vault_pb2_grpc.add_VaultServiceServicer_to_server(
         VaultServicer(vault, callers, idempotency), server
     )

@@ -11,10 +11,11 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 
 from paymesh.platform.callers import Callers, Merchant
 from paymesh.platform.errors import InvalidArgument
+from paymesh.platform.idempotency.rpc import idempotent
+from paymesh.platform.idempotency.store import Claim, Idempotency, NewKey
 from paymesh.platform.wire import require_id, timestamp
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from vault_proxy_svc.cards import Card, validate_card
-from vault_proxy_svc.idempotency import Idempotency, KeyClaim, idempotency_key
 from vault_proxy_svc.metrics import TOKENIZATIONS
 from vault_proxy_svc.vault import Vault
 
@@ -59,83 +60,67 @@ def _validated(
 
 
 class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
+    """Tokenize and detach are `@idempotent`: at most once per key; a retry answers with the
+    payment method the key is bound to, as it is now, or with the error. The statement that
+    makes or detaches the payment method binds the key."""
+
     def __init__(self, vault: Vault, callers: Callers, idempotency: Idempotency):
         self._vault = vault
-        self._callers = callers
-        self._idempotency = idempotency
+        self.callers = callers
+        self.idempotency = idempotency
 
-    async def _idempotent(
-        self, context, merchant: Merchant, key: str | None, method: str, request, run
-    ):
-        """Tokenize and detach: `run(key)` at most once per idempotency key; a retry with the
-        key answers with the payment method the key is bound to, as it is now, or with the
-        error. The caller is authenticated before anything else is looked at."""
-        claim = await self._idempotency.claim(merchant, key, method, request)
-        if claim.is_replay:
-            await context.send_initial_metadata((("idempotent-replayed", "true"),))
-            if claim.replay_error is not None:
-                raise self._idempotency.replayed_error(claim)
-            structlog.contextvars.bind_contextvars(correlation_id=claim.replay_object)
-            return payment_method_message(await self._vault.replay(merchant, claim.replay_object))
-        try:
-            row = await run(claim.key)
-        except Exception as error:
-            await self._idempotency.settle_error(claim, error)
-            raise
-        structlog.contextvars.bind_contextvars(correlation_id=row["id"])
-        return payment_method_message(row)
+    async def replay(self, claim: Claim) -> vault_pb2.PaymentMethod:
+        token = claim.replay_object or ""
+        structlog.contextvars.bind_contextvars(correlation_id=token)
+        return payment_method_message(await self._vault.replay(claim.merchant, token))
 
+    @idempotent(binds=True, first_use=True)
     async def CreatePaymentMethod(
-        self, request: vault_pb2.CreatePaymentMethodRequest, context: grpc.aio.ServicerContext
-    ) -> vault_pb2.PaymentMethod:
-        merchant = await self._callers.merchant(context)
-        key = idempotency_key(context)
+        self,
+        request: vault_pb2.CreatePaymentMethodRequest,
+        context: grpc.aio.ServicerContext,
+        key: Claim | NewKey,
+    ) -> vault_pb2.PaymentMethod | None:
         billing = MessageToDict(request.billing_details, preserving_proto_field_name=True)
         card, invalid = _validated(request, billing)
-        if key is not None and card is not None:
-            # The common case, a valid card under a new key, in one statement; anything
-            # else (a retry, a key in use, a refusal to remember) goes through `claim`.
-            new_key = self._idempotency.first_use(merchant, key, "CreatePaymentMethod", request)
-            row = await self._vault.tokenize(merchant, card, billing, new_key)
-            if row is not None:
-                TOKENIZATIONS.labels("ok").inc()
-                structlog.contextvars.bind_contextvars(correlation_id=row["id"])
-                return payment_method_message(row)
-
-        async def tokenize(claimed: KeyClaim | None):
-            if card is None:
-                TOKENIZATIONS.labels("invalid").inc()
-                raise invalid
-            row = await self._vault.tokenize(merchant, card, billing, claimed)
-            TOKENIZATIONS.labels("ok").inc()
-            return row
-
-        return await self._idempotent(
-            context, merchant, key, "CreatePaymentMethod", request, tokenize
+        if isinstance(key, NewKey) and card is None:
+            return None  # a refusal is remembered under a claim
+        if card is None:
+            TOKENIZATIONS.labels("invalid").inc()
+            raise invalid
+        # The common case, a valid card under a new key, in one statement (a NewKey: None
+        # when the key turns out to be used, and the request goes through a claim).
+        row = await self._vault.tokenize(
+            key.merchant, card, billing, key if key.key is not None else None
         )
+        if row is None:
+            return None
+        TOKENIZATIONS.labels("ok").inc()
+        structlog.contextvars.bind_contextvars(correlation_id=row["id"])
+        return payment_method_message(row)
 
     async def GetPaymentMethod(
         self, request: vault_pb2.GetPaymentMethodRequest, context: grpc.aio.ServicerContext
     ) -> vault_pb2.PaymentMethod:
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         token = require_id(request.id, "pm_", "payment_method")
         structlog.contextvars.bind_contextvars(correlation_id=token)
         return payment_method_message(await self._vault.get(merchant, token))
 
+    @idempotent(binds=True)
     async def DetachPaymentMethod(
-        self, request: vault_pb2.DetachPaymentMethodRequest, context: grpc.aio.ServicerContext
+        self,
+        request: vault_pb2.DetachPaymentMethodRequest,
+        context: grpc.aio.ServicerContext,
+        claim: Claim,
     ) -> vault_pb2.PaymentMethod:
-        merchant = await self._callers.merchant(context)
         token = require_id(request.id, "pm_", "payment_method")
         structlog.contextvars.bind_contextvars(correlation_id=token)
-        return await self._idempotent(
-            context,
-            merchant,
-            idempotency_key(context),
-            "DetachPaymentMethod",
-            request,
-            lambda key: self._vault.detach(merchant, token, f"merchant:{merchant.id}", key),
+        merchant = claim.merchant
+        row = await self._vault.detach(
+            merchant, token, f"merchant:{merchant.id}", claim if claim.key else None
         )
+        return payment_method_message(row)
 
 
 class VaultInternalServicer(vault_pb2_grpc.VaultInternalServiceServicer):

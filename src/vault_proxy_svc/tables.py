@@ -15,10 +15,10 @@ from sqlalchemy import (
     Table,
     Text,
     func,
-    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from paymesh.platform.idempotency.table import idempotency_keys_table
 from paymesh.platform.outbox import outbox_table
 
 SCHEMA = "vault"
@@ -75,20 +75,7 @@ psp_tokens = Table(
 
 # Idempotency keys of tokenize and detach, per merchant and mode. `key` and `request_hash`
 # are HMACs: the requests hold card numbers, a caller's key may be one, and nothing here may.
-idempotency_keys = Table(
-    "idempotency_keys",
-    metadata,
-    Column("merchant_id", String(40), primary_key=True),
-    Column("livemode", Boolean, primary_key=True),
-    Column("key", String(255), primary_key=True),
-    Column("request_hash", String(64), nullable=False),
-    Column("state", String(10), nullable=False),
-    Column("response", LargeBinary),
-    Column("is_error", Boolean, nullable=False, server_default=text("false")),
-    Column("object_id", String(40)),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("locked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
+idempotency_keys = idempotency_keys_table(metadata)
 
 vault_audit = Table(
     "vault_audit",

@@ -15,12 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from paymesh.platform.callers import Merchant
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.errors import NotFound
+from paymesh.platform.idempotency.keys import in_use
+from paymesh.platform.idempotency.store import Claim, NewKey
 from paymesh.platform.outbox import add_event, event_values, snapshot
 from vault_proxy_svc import repository
 from vault_proxy_svc.cards import Card
 from vault_proxy_svc.cvc_store import CvcStore
 from vault_proxy_svc.envelope import binding, fingerprint, seal
-from vault_proxy_svc.idempotency import KeyClaim, NewKey, key_lost
 from vault_proxy_svc.kek import KekManager
 from vault_proxy_svc.keys import KeyProvider
 from vault_proxy_svc.provisioning import CardProvisioning
@@ -71,7 +72,7 @@ class Vault:
         merchant: Merchant,
         card: Card,
         billing: dict[str, Any],
-        key: KeyClaim | NewKey | None = None,
+        key: Claim | NewKey | None = None,
     ) -> dict[str, Any] | None:
         """A new token for the card; with `key`, bound to it in the same statement. None, with
         nothing written, when a NewKey turns out to be used already."""
@@ -116,7 +117,7 @@ class Vault:
         if row is None:
             if isinstance(key, NewKey):
                 return None
-            raise key_lost()
+            raise in_use()
         self.provisioning.hold_cvc_and_provision_ahead(merchant, token, card)
         return row
 
@@ -133,7 +134,7 @@ class Vault:
         return row
 
     async def detach(
-        self, merchant: Merchant, token: str, actor: str, key: KeyClaim | None = None
+        self, merchant: Merchant, token: str, actor: str, key: Claim | None = None
     ) -> dict[str, Any]:
         # The gateway refuses the card before it is destroyed here (see revocations.py).
         _require_attached(await self.payment_methods.get(token, merchant))
@@ -143,7 +144,7 @@ class Vault:
             _require_attached(row)
             row = await repository.shred(connection, token)
             if key and not await repository.bind_key(connection, key.bind_params, token):
-                raise key_lost()  # rolls the detach back
+                raise in_use()  # rolls the detach back
             await repository.add_audit(
                 connection,
                 actor=actor,

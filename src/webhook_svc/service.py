@@ -9,30 +9,38 @@ from types import SimpleNamespace
 
 import grpc
 
+from paymesh.gateway.v1 import psp_events_pb2_grpc
 from paymesh.platform.amqp_consumer import Consumer
-from paymesh.platform.channels import close_on_shutdown
+from paymesh.platform.channels import close_on_shutdown, service_channel
+from paymesh.platform.idempotency.store import Idempotency
 from paymesh.platform.merchant_auth import remote_callers
+from paymesh.platform.notifications import listen
 from paymesh.platform.outbox import ApiObject
 from paymesh.platform.server import Resources, ServiceDefinition
 from paymesh.webhook.v1 import (
     event_stream_pb2,
     event_stream_pb2_grpc,
+    psp_webhook_pb2,
+    psp_webhook_pb2_grpc,
     webhook_pb2,
     webhook_pb2_grpc,
 )
 from webhook_svc import tables
 from webhook_svc.config import WebhookSettings
-from webhook_svc.deliverer import Deliverer, DeliveryPolicy, Sender
-from webhook_svc.destinations import AddressPolicy
-from webhook_svc.endpoints import EndpointStore
-from webhook_svc.event_stream import EventStreamServicer
-from webhook_svc.events import EventIntake, EventStore
-from webhook_svc.inbound import SERVICE_NAME as PSP_WEBHOOK_SERVICE
-from webhook_svc.inbound import register_inbound
-from webhook_svc.rules import parse_schedule
-from webhook_svc.secret_box import SecretBox
-from webhook_svc.servicer import WebhookServicer, endpoint_message
-from webhook_svc.topology import EVENTS_QUEUE, declare_queues
+from webhook_svc.domain.rules import parse_schedule
+from webhook_svc.inbound.gateway import GATEWAY_TIMEOUT_SECONDS, GatewayEvents
+from webhook_svc.inbound.inbox import Inbox
+from webhook_svc.inbound.servicer import PspWebhookServicer
+from webhook_svc.outbound.deliverer import Deliverer, DeliveryPolicy
+from webhook_svc.outbound.delivery_store import PostgresDeliveryStore
+from webhook_svc.outbound.destinations import AddressPolicy
+from webhook_svc.outbound.endpoints import EndpointStore
+from webhook_svc.outbound.event_stream import EventStreamServicer
+from webhook_svc.outbound.events import WAKE_CHANNEL, EventIntake, EventStore
+from webhook_svc.outbound.secret_box import SecretBox
+from webhook_svc.outbound.sender import Sender
+from webhook_svc.outbound.servicer import WebhookServicer, endpoint_message
+from webhook_svc.outbound.topology import EVENTS_QUEUE, declare_queues
 
 
 async def register(server: grpc.aio.Server, resources: Resources) -> list:
@@ -43,17 +51,19 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     )
     issuer = resources.token_issuer
     endpoints = EndpointStore(
-        resources.engine,
-        SecretBox(issuer.derived_secret("webhook-signing-secrets")),
-        issuer.derived_secret("webhook-idempotency-keys"),
+        resources.engine, SecretBox(issuer.derived_secret("webhook-signing-secrets"))
     )
     destinations = AddressPolicy(settings.allowed_networks.split(","))
-    servicer = WebhookServicer(endpoints, EventStore(resources.engine), callers, destinations)
+    key_secret = issuer.derived_secret("webhook-idempotency-keys")
+    keys = Idempotency(
+        resources.engine, resources.direct_sql, tables.idempotency_keys, lambda: key_secret
+    )
+    servicer = WebhookServicer(endpoints, EventStore(resources.engine), callers, destinations, keys)
     webhook_pb2_grpc.add_WebhookServiceServicer_to_server(servicer, server)
     event_stream_pb2_grpc.add_EventStreamServiceServicer_to_server(
         EventStreamServicer(resources.engine, callers), server
     )
-    inbound = register_inbound(server, resources)  # PSP webhooks in
+    inbound = _register_inbound(server, resources)  # PSP webhooks in
 
     intake = EventIntake(resources.direct_sql)
     # Declares the queue at each (re)connection: a broker back without its data is mended.
@@ -74,8 +84,52 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         disable_after_seconds=settings.disable_after_seconds,
     )
     sender = Sender(destinations, settings.delivery_timeout_seconds, "paymesh-webhooks/1")
-    deliverer = Deliverer(resources.engine, endpoints, sender, policy, tables.outbox)
-    return [close_on_shutdown(gateway_channel), consumer.run(), deliverer.run(), *inbound]
+    store = PostgresDeliveryStore(
+        resources.engine, tables.outbox, endpoints.public_key_of, EndpointStore.SECRET_COLUMNS
+    )
+    deliverer = Deliverer(
+        store,
+        sender.post,
+        lambda due: endpoints.signing_secrets(
+            due.endpoint_id,
+            due.secret,
+            due.previous_secret,
+            due.previous_secret_expires_at,
+            due.now,
+        ),
+        policy,
+    )
+
+    async def deliver() -> None:
+        try:
+            await deliverer.run(lambda woken: listen(resources.engine, WAKE_CHANNEL, woken, woken))
+        finally:
+            await sender.close()
+
+    return [close_on_shutdown(gateway_channel), consumer.run(), deliver(), *inbound]
+
+
+def _register_inbound(server: grpc.aio.Server, resources: Resources) -> list:
+    """Adds PspWebhookService to the server; the background jobs it needs."""
+    settings = resources.settings
+    assert isinstance(settings, WebhookSettings)
+    channel = service_channel(settings.gateway_addr, resources.token_issuer, "gateway")
+    servicer = PspWebhookServicer(
+        Inbox(resources.direct_sql),
+        GatewayEvents(psp_events_pb2_grpc.PspEventServiceStub(channel), GATEWAY_TIMEOUT_SECONDS),
+        psp_secrets(settings),
+        settings.psp_signature_tolerance_seconds,
+    )
+    psp_webhook_pb2_grpc.add_PspWebhookServiceServicer_to_server(servicer, server)
+    return [close_on_shutdown(channel)]
+
+
+def psp_secrets(settings: WebhookSettings) -> dict[str, list[str]]:
+    """Each PSP's endpoint secrets (comma-separated: a secret being rolled, and the new one)."""
+    return {
+        "stripe": [s.strip() for s in settings.stripe_secret.split(",") if s.strip()],
+        "sandbox": [s.strip() for s in settings.sandbox_secret.split(",") if s.strip()],
+    }
 
 
 def _shown_endpoint(row: dict) -> webhook_pb2.WebhookEndpoint:
@@ -92,7 +146,7 @@ DEFINITION = ServiceDefinition(
     grpc_services=(
         webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
         event_stream_pb2.DESCRIPTOR.services_by_name["EventStreamService"].full_name,
-        PSP_WEBHOOK_SERVICE,
+        psp_webhook_pb2.DESCRIPTOR.services_by_name["PspWebhookService"].full_name,
     ),
     settings_class=WebhookSettings,
     migrations_dir=Path(__file__).parent / "migrations",

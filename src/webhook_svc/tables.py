@@ -17,10 +17,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from paymesh.platform.columns import moment, set_now
+from paymesh.platform.idempotency.table import idempotency_keys_table
 from paymesh.platform.outbox import outbox_table
 
 SCHEMA = "webhook"
 metadata = MetaData(schema=SCHEMA)
+
+idempotency_keys = idempotency_keys_table(metadata)
 
 
 webhook_endpoints = Table(
@@ -40,7 +43,6 @@ webhook_endpoints = Table(
     moment("previous_secret_expires_at"),
     Column("disabled_reason", String(40)),
     moment("failing_since"),
-    Column("idempotency_key", String(255)),
     set_now("updated_at"),
 )
 

@@ -27,7 +27,8 @@ from paymesh.platform.direct_sql import DirectSql, compile_statement
 from rebill_svc import jobs
 from tests.conftest import migrated_infra
 from tests.plans import rows_read, seq_scanned
-from webhook_svc import deliverer, inbound
+from webhook_svc.inbound import inbox as psp_inbox
+from webhook_svc.outbound import delivery_store
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +101,7 @@ def test_settling_psp_events_reads_only_the_batch(db):
         }
         for n in (1000, 5000, 19000)
     ]
-    found = plans(db, inbound._SETTLE, {"outcomes": json.dumps(outcomes)})
+    found = plans(db, psp_inbox._SETTLE, {"outcomes": json.dumps(outcomes)})
     assert_reads_only_the_batch(found, "psp_inbox")
 
 
@@ -130,7 +131,7 @@ def test_settling_psp_events_reads_only_the_batch_after_the_inbox_grew_under_a_c
     async def settle_small_then_grown() -> tuple[tuple[int, int], tuple[int, int], bool]:
         engine = create_engine(infra.database_url, 2)
         direct = DirectSql(engine, 1)  # one server session: the one that keeps its plans
-        inbox = inbound.Inbox(direct)
+        inbox = psp_inbox.Inbox(direct)
         flush = text("SELECT pg_stat_force_next_flush()")  # this session's counts, now
         try:
             add(1, 40)
@@ -222,5 +223,7 @@ def test_recording_delivery_outcomes_reads_only_the_batch(db):
         }
         for n in (9, 5000, 19000)
     ]
-    found = plans(db, deliverer._RECORD, {"outcomes": json.dumps(outcomes), "disable_after": 3600})
+    found = plans(
+        db, delivery_store._RECORD, {"outcomes": json.dumps(outcomes), "disable_after": 3600}
+    )
     assert_reads_only_the_batch(found, "deliveries")

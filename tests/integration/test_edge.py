@@ -152,6 +152,26 @@ def test_unknown_query_parameters_are_refused_too(mesh, merchant):
     assert fields_at_fault(response) == {"limt": "unknown_parameter"}
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/payment_intents",
+        "/v1/disputes",
+        "/v1/subscriptions",
+        "/v1/subscriptions/sub_missing/rebills",
+        "/v1/webhook_endpoints",
+        "/v1/events",
+    ],
+)
+@pytest.mark.parametrize("limit", ["0", "101", "-1"])
+def test_a_page_size_outside_1_to_100_is_a_400_naming_limit(mesh, merchant, path, limit):
+    """`limit=0` was read as unset (proto3 cannot tell them apart) and answered 10 items."""
+    response = send(mesh, "GET", f"{path}?limit={limit}", headers=merchant.auth())
+
+    assert response.status == 400, response.body
+    assert fields_at_fault(response) == {"limit": "invalid_limit"}
+
+
 def send_oversized(mesh, headers, size: int) -> Response:
     """POSTs `size` bytes the way a careful client does: reading the answer while it writes,
     since Envoy answers 413 and closes before the body is all sent."""

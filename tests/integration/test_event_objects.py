@@ -22,7 +22,7 @@ from tests.support import cards
 from tests.support.psp import NO_FAULTS, sandbox
 from tests.support.receiver import Script, running_receiver
 from tests.support.waiting import wait_until
-from webhook_svc.rules import EVENT_TYPES
+from webhook_svc.domain.rules import EVENT_TYPES
 
 pytestmark = pytest.mark.integration
 

@@ -185,6 +185,32 @@ def test_cancel_before_and_after_authorization(mesh, merchant):
         assert canceled.body["amount_capturable"] == "0"
 
 
+def test_a_cancel_takes_stripes_cancellation_reason_and_shows_it(mesh, merchant):
+    """It was refused at the edge as an unknown parameter."""
+    token = tokenize(mesh, merchant).body["id"]
+    unconfirmed = post(
+        mesh,
+        merchant,
+        "/v1/payment_intents",
+        {"amount": 500, "currency": "eur", "payment_method": token},
+    ).body
+    authorized = pay(mesh, merchant, capture_method="manual").body
+
+    for intent, reason in ((unconfirmed, "abandoned"), (authorized, "requested_by_customer")):
+        path = f"/v1/payment_intents/{intent['id']}"
+        refused = post(mesh, merchant, f"{path}/cancel", {"cancellation_reason": "bored"})
+        assert refused.status == 400, refused.body
+        canceled = post(mesh, merchant, f"{path}/cancel", {"cancellation_reason": reason})
+        assert canceled.status == 200, canceled.body
+        assert (canceled.body["status"], canceled.body["cancellation_reason"]) == (
+            "canceled",
+            reason,
+        )
+        read = call(mesh.url(path), headers=merchant.auth()).body
+        assert read["cancellation_reason"] == reason
+    assert pay(mesh, merchant).body["cancellation_reason"] == ""  # not canceled: none
+
+
 @pytest.mark.parametrize(
     ("action", "body"),
     [("capture", {}), ("cancel", {}), ("confirm", {})],

@@ -22,7 +22,7 @@ from tests.integration.test_payments import pay, post, reason_of, route
 from tests.support.http import Response, call
 from tests.support.psp import sandbox
 from tests.support.waiting import wait_until
-from webhook_svc.psp_signatures import sign
+from webhook_svc.inbound.psp_signatures import sign
 
 pytestmark = pytest.mark.integration
 

@@ -107,9 +107,53 @@ def test_a_retried_creation_with_the_same_key_charges_once(mesh, merchant, infra
     assert charges_of(mesh, 14016) == []
     with psycopg.connect(infra.database_url) as db:
         (stored,) = db.execute(
-            "SELECT idempotency_key FROM rebill.subscriptions WHERE id = %s", (first.body["id"],)
+            "SELECT k::text FROM rebill.idempotency_keys k WHERE object_id = %s",
+            (first.body["id"],),
         ).fetchone()
-    assert stored and "4242424242424242" not in stored
+    assert stored and "4242424242424242" not in stored and "signup" not in stored
+
+
+def test_a_creation_retried_after_its_trial_ended_is_answered_as_before(mesh, merchant):
+    """A retry is answered from its key before anything else is looked at: not refused
+    because, by the clock, the trial_end it asked for has passed since."""
+    start = datetime(2031, 1, 1, tzinfo=UTC)
+    clock = new_clock(mesh, merchant, start)
+    token = tokenize(mesh, merchant).body["id"]
+    body = {
+        "payment_method": token,
+        "amount": 14017,
+        "currency": "usd",
+        "interval": "month",
+        "test_clock": clock,
+        "trial_end": iso(start + timedelta(days=1)),
+    }
+    first = post(mesh, merchant, "/v1/subscriptions", body, key="trial-14017")
+    assert first.status == 200, first.body
+    advance(mesh, merchant, clock, start + timedelta(days=2))
+
+    again = post(mesh, merchant, "/v1/subscriptions", body, key="trial-14017")
+
+    assert again.status == 200, again.body
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.body["id"] == first.body["id"]
+    assert again.body["status"] == "active"  # as it is now: its trial ended, it was charged
+    assert len(charges_of(mesh, 14017)) == 1
+
+
+def test_a_creation_retried_after_its_card_was_detached_is_answered_as_before(mesh, merchant):
+    """The vault is not asked about the card of a request its key has answered."""
+    token = tokenize(mesh, merchant).body["id"]
+    body = {"payment_method": token, "amount": 14018, "currency": "usd", "interval": "month"}
+    first = post(mesh, merchant, "/v1/subscriptions", body, key="detached-14018")
+    assert first.status == 200, first.body
+    assert post(mesh, merchant, f"/v1/payment_methods/{token}/detach").status == 200
+
+    again = post(mesh, merchant, "/v1/subscriptions", body, key="detached-14018")
+
+    assert again.status == 200, again.body
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.body["id"] == first.body["id"]
+    assert len(charges_of(mesh, 14018)) == 1
 
 
 def test_a_declined_first_charge_leaves_the_subscription_past_due(mesh, merchant):

@@ -15,11 +15,11 @@ import pytest
 from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
+from paymesh.platform.idempotency.store import Claim
 from tests.integration.test_vault import NEXT_YEAR, tokenize
 from tests.support import cards
 from tests.support.http import call
 from vault_proxy_svc import repository
-from vault_proxy_svc.idempotency import KeyClaim
 
 pytestmark = pytest.mark.integration
 
@@ -246,7 +246,7 @@ def test_a_request_that_lost_its_key_writes_nothing(infra, merchant):
             " VALUES (%s, false, %s, 'x', 'running')",
             (merchant.id, key),
         )
-    stolen = KeyClaim(owner, key, datetime(2000, 1, 1, tzinfo=UTC))  # not the row's locked_at
+    stolen = Claim(owner, key, datetime(2000, 1, 1, tzinfo=UTC))  # not the row's locked_at
     card = {
         "id": token,
         "merchant_id": merchant.id,

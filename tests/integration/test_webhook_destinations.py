@@ -10,8 +10,8 @@ import asyncio
 import pytest
 
 from tests.support.receiver import Script, running_receiver
-from webhook_svc.deliverer import Sender
-from webhook_svc.destinations import AddressPolicy, check_url
+from webhook_svc.outbound.destinations import AddressPolicy, check_url
+from webhook_svc.outbound.sender import Sender
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +31,17 @@ def post(policy: AddressPolicy, url: str):
 def test_a_loopback_destination_is_refused_at_connection_unless_admitted(host):
     with running_receiver() as receiver:
         url = receiver.url("/hook", host=host)
-        status, _, error = post(AddressPolicy(), url)
-        assert status is None and error.startswith("destination_refused"), error
+        answer = post(AddressPolicy(), url)
+        assert answer.status is None and answer.error.startswith("destination_refused"), answer
         assert receiver.requests == []  # nothing reached it
-        assert post(AddressPolicy(["127.0.0.0/8", "::1/128"]), url)[0] == 200
+        assert post(AddressPolicy(["127.0.0.0/8", "::1/128"]), url).status == 200
         assert len(receiver.requests) == 1
 
 
 def test_a_redirect_is_not_followed():
     with running_receiver() as receiver:
         receiver.scripts["/moved"] = Script(statuses=[302], headers={"Location": "/elsewhere"})
-        status, _, _ = post(AddressPolicy(["127.0.0.0/8"]), receiver.url("/moved"))
-        assert status == 302
+        assert post(AddressPolicy(["127.0.0.0/8"]), receiver.url("/moved")).status == 302
         assert [r.path for r in receiver.requests] == ["/moved"]
 
 
@@ -86,7 +85,7 @@ def test_an_ipv6_literal_leading_to_loopback_is_refused_at_connection(host, ipv4
     """Nothing is sent, and the error names what it leads to (before, a 6to4 literal was
     connected to: whatever relays 2002::/16 here would have carried it to 127.0.0.1)."""
     with running_receiver() as receiver:
-        status, _, error = post(AddressPolicy(), receiver.url("/hook", host=host))
-        assert status is None and error.startswith("destination_refused"), error
-        assert ipv4 in error
+        answer = post(AddressPolicy(), receiver.url("/hook", host=host))
+        assert answer.status is None and answer.error.startswith("destination_refused"), answer
+        assert ipv4 in answer.error
         assert receiver.requests == []

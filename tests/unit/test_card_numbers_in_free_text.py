@@ -16,7 +16,7 @@ from paymesh.platform.masking import contains_card_number, luhn_valid
 from paymesh.platform.merchant_input import card_number_violation, metadata_violations
 from paymesh.platform.problems import InvalidArgument
 from vault_proxy_svc.cards import validate_card
-from webhook_svc.rules import description_violation
+from webhook_svc.domain.rules import description_violation
 
 
 def with_check_digit(body: str) -> str:

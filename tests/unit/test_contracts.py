@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 import google.api
+import pytest
 import yaml
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
@@ -36,6 +37,7 @@ def fresh_clone(target: Path) -> Path:
     return target
 
 
+@pytest.mark.tools
 def test_buf_lint_and_build_work_on_a_fresh_clone(tmp_path):
     clone = fresh_clone(tmp_path)
 
@@ -71,6 +73,7 @@ def test_the_vendored_googleapis_define_what_the_installed_package_defines(tmp_p
     assert not drifted, f"run `python tools/vendor_googleapis.py`: {drifted} differ"
 
 
+@pytest.mark.tools
 def test_buf_breaking_refuses_a_removed_field(tmp_path):
     """tools/buf_breaking.sh compares with the previous commit and fails on a break."""
     clone = fresh_clone(tmp_path / "clone")
@@ -107,6 +110,7 @@ def test_committed_stubs_match_the_protos(tmp_path):
     assert not stale, f"stale stubs, run `make proto`: {stale}"
 
 
+@pytest.mark.tools
 def test_envoy_accepts_the_config_as_committed_and_as_the_tests_render_it(tmp_path):
     descriptor = tmp_path / "paymesh.pb"
     built = run(sys.executable, "tools/gen_protos.py", "--descriptor-out", str(descriptor))
@@ -135,6 +139,7 @@ def test_envoy_accepts_the_config_as_committed_and_as_the_tests_render_it(tmp_pa
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.tools
 def test_envoy_traces_to_the_services_otlp_endpoint_and_not_at_all_without_one():
     def tracing_of(config: dict):
         manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]

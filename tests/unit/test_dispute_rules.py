@@ -25,7 +25,7 @@ from gateway_svc.domain.reconciliation import (
 from gateway_svc.psp.settlements import SettlementsUnavailable, _sandbox_record
 from gateway_svc.servicer import dispute_message
 from paymesh.platform.wire import api_json
-from webhook_svc import psp_events
+from webhook_svc.inbound import psp_events
 
 CAPTURED = PaymentIntent(
     "pi_1", "acct_1", False, 1000, "usd", "succeeded", "automatic", amount_received=1000

@@ -18,7 +18,7 @@ from gateway_svc.servicer import payment_intent_message
 from paymesh.platform.outbox import snapshot, to_message
 from paymesh.platform.wire import ENVOY_PRINT_OPTIONS, api_json, json_timestamp
 from rebill_svc.domain.subscriptions import renewal_status
-from webhook_svc.events import parse_event
+from webhook_svc.outbound.events import parse_event
 
 ROOT = Path(__file__).resolve().parents[2]
 CREATED = datetime(2026, 12, 7, 9, 30, 1, 250000, tzinfo=UTC)

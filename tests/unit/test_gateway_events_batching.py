@@ -9,7 +9,7 @@ import asyncio
 import grpc
 
 from paymesh.gateway.v1 import psp_events_pb2
-from webhook_svc.inbound import GatewayEvents
+from webhook_svc.inbound.gateway import GatewayEvents
 
 IGNORED = psp_events_pb2.PSP_EVENT_OUTCOME_IGNORED
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.platform.errors import FieldViolation, InvalidArgument, NotFound
+from paymesh.platform.idempotency.rpc import request_key
 from paymesh.platform.interceptors import ServerInterceptor
 from paymesh.platform.metrics import REQUESTS
 
@@ -35,6 +36,8 @@ class Servicer(gateway_pb2_grpc.GatewayServiceServicer):
             )
         if request.id == "pi_db_down":
             raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+        if request.id == "pi_key":
+            return gateway_pb2.PaymentIntent(id=request.id, description=request_key() or "")
         if request.id.startswith("pi_4"):
             raise NotFound(f"no such payment_intent: {request.id!r}", reason="resource_missing")
         return gateway_pb2.PaymentIntent(id=request.id, amount=100)
@@ -186,3 +189,21 @@ def test_a_database_outage_advises_the_same_key_only_to_a_request_that_had_one()
     assert "may or may not" in keyless.details()
     assert details(keyless, error_details_pb2.ErrorInfo).reason == "database_unavailable"
     assert "retry with the same Idempotency-Key" in keyed.details()
+
+
+def test_the_idempotency_key_is_read_once_and_handed_to_the_servicer():
+    assert call("pi_key", metadata=(("idempotency-key", "order-7"),)).description == "order-7"
+    assert call("pi_key").description == ""
+
+
+def test_a_bad_idempotency_key_is_refused_only_when_the_servicer_asks_for_it():
+    """The servicer authenticates its caller first: nothing of a request is judged before."""
+    bad = (("idempotency-key", "k" * 256),)
+
+    refused = call("pi_key", metadata=bad)
+
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad_request = error_details_pb2.BadRequest()
+    assert rpc_status.from_call(refused).details[1].Unpack(bad_request)
+    assert bad_request.field_violations[0].field == "idempotency-key"
+    assert call("pi_ok", metadata=bad).id == "pi_ok"

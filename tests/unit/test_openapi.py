@@ -63,6 +63,7 @@ def test_every_http_rule_of_the_descriptor_is_an_operation(built):
     assert expected == documented
 
 
+@pytest.mark.tools
 def test_schemathesis_loads_every_operation(built):
     _, document = built
 

@@ -30,7 +30,7 @@ from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.psp.routing import PspRouter, RetryPolicy, make_breaker
 from gateway_svc.repository import KeyRef
 from paymesh.platform.callers import Merchant
-from paymesh.platform.problems import FailedPrecondition, NotFound
+from paymesh.platform.problems import FailedPrecondition, InvalidArgument, NotFound
 
 MERCHANT = Merchant("acct_unit", False)
 
@@ -231,6 +231,38 @@ def test_a_canceled_intent_waiting_for_its_customer_is_voided_at_the_psp():
 
     assert canceled.status == "canceled"
     assert sandbox.voided == ["ch_1"]
+
+
+def unconfirmed_intent(payments: Payments):
+    new = NewIntent(1000, "usd", "pm_1", "automatic", False, "", {})
+    return asyncio.run(authorize.create(payments, MERCHANT, new, None))
+
+
+def test_a_cancel_keeps_its_stripe_cancellation_reason_on_either_path():
+    """Stripe's `cancellation_reason`: kept on an intent canceled in one step, and on one
+    whose authorization is voided at the PSP first (recorded with the void's reservation)."""
+    sandbox = ScriptedPsp("sandbox", authorize=[waiting()])
+    payments, _ = payments_with(sandbox)
+    waiting_one, unconfirmed = create(payments), unconfirmed_intent(payments)
+
+    plain = asyncio.run(cancel.cancel(payments, MERCHANT, unconfirmed.id, None, "abandoned"))
+    voided = asyncio.run(cancel.cancel(payments, MERCHANT, waiting_one.id, None, "duplicate"))
+
+    assert (plain.status, plain.cancellation_reason) == ("canceled", "abandoned")
+    assert (voided.status, voided.cancellation_reason) == ("canceled", "duplicate")
+    assert sandbox.voided == ["ch_1"]
+
+
+def test_a_cancellation_reason_stripe_does_not_take_is_a_400_naming_it():
+    payments, _ = payments_with(ScriptedPsp("sandbox"))
+    intent = unconfirmed_intent(payments)
+
+    with pytest.raises(InvalidArgument) as refused:
+        asyncio.run(cancel.cancel(payments, MERCHANT, intent.id, None, "changed_my_mind"))
+
+    assert [(v.field, v.reason) for v in refused.value.violations] == [
+        ("cancellation_reason", "invalid_reason")
+    ]
 
 
 def test_the_sweep_records_an_attempt_the_psp_holds_for_its_customer_as_requires_action():

@@ -7,6 +7,8 @@ import pytest
 
 from gateway_svc.domain import validation as rules
 from gateway_svc.domain.status import TRANSITIONS, Action, IntentStatus, move, sources
+from gateway_svc.domain.validation import validate_new_intent
+from paymesh.platform.merchant_input import minor_units
 from paymesh.platform.problems import FailedPrecondition, InvalidArgument
 
 S, A = IntentStatus, Action
@@ -117,10 +119,10 @@ def test_a_return_url_is_an_absolute_web_address_given_with_confirm(return_url, 
 
 
 def test_capture_takes_all_unless_less_is_asked_and_never_more():
-    assert rules.capture_amount(0, 700) == 700
-    assert rules.capture_amount(300, 700) == 300
+    assert rules.capture_amount(0, 700, "usd") == 700
+    assert rules.capture_amount(300, 700, "usd") == 300
     with pytest.raises(InvalidArgument):
-        rules.capture_amount(701, 700)
+        rules.capture_amount(701, 700, "usd")
 
 
 def test_refunds_never_exceed_what_was_captured():
@@ -135,9 +137,44 @@ def test_refunds_never_exceed_what_was_captured():
     assert raised.value.reason == "charge_already_refunded"
 
 
+def test_a_fully_refunded_payment_says_so_whatever_amount_is_asked():
+    """Not `invalid_amount` "amount must be from 1 to 0": the README's table says
+    `charge_already_refunded`."""
+    for requested in (0, 1, 600):
+        with pytest.raises(FailedPrecondition) as raised:
+            rules.refund_amount(requested, received=600, refunded=600, reason="")
+        assert raised.value.reason == "charge_already_refunded"
+
+
 def test_an_intent_waiting_for_its_customer_is_never_captured_confirmed_anew_or_refunded():
     for action in (A.CAPTURE, A.CONFIRM, A.REFUND, A.NOT_PROCESSED):
         with pytest.raises(FailedPrecondition) as raised:
             move("pi_1", "requires_action", action)
         assert raised.value.reason == "payment_intent_unexpected_state"
         assert "requires_action" not in sources(action)
+
+
+def test_amounts_follow_the_currencys_minor_units():
+    """ISO 4217: usd has 2 decimals, jpy none, bhd 3. An amount is always in the smallest unit
+    (jpy 500 is ¥500, bhd 1500 is 1.500 BHD); card networks settle 3-decimal currencies to 2
+    decimals, so their amounts end in 0 (as Stripe requires)."""
+    assert minor_units("usd") == 2 and minor_units("jpy") == 0 and minor_units("bhd") == 3
+    base = {
+        "capture_method": "",
+        "confirm": False,
+        "payment_method": "",
+        "description": "",
+        "metadata": {},
+    }
+    for currency, amount in (("usd", 505), ("jpy", 505), ("bhd", 500), ("kwd", 1990)):
+        validate_new_intent(amount=amount, currency=currency, **base)
+    for currency, amount in (("bhd", 505), ("kwd", 1999), ("omr", 1)):
+        with pytest.raises(InvalidArgument) as raised:
+            validate_new_intent(amount=amount, currency=currency, **base)
+        [violation] = raised.value.violations
+        assert (violation.field, violation.reason) == ("amount", "invalid_amount")
+        assert "3 decimals" in violation.description
+    with pytest.raises(InvalidArgument):
+        rules.capture_amount(1005, 2000, "bhd")
+    assert rules.capture_amount(1000, 2000, "bhd") == 1000
+    assert rules.capture_amount(1005, 2000, "usd") == 1005

@@ -11,9 +11,9 @@ import pytest
 from gateway_svc.domain import psp_events as rules
 from gateway_svc.domain.models import PaymentIntent, Refund
 from paymesh.platform.problems import InvalidArgument
-from webhook_svc import psp_events
-from webhook_svc.inbound import read_event
-from webhook_svc.psp_signatures import SignatureError, sign, verify
+from webhook_svc.inbound import psp_events
+from webhook_svc.inbound.psp_events import read_event
+from webhook_svc.inbound.psp_signatures import SignatureError, sign, verify
 
 SECRET = "whsec_test"  # noqa: S105
 

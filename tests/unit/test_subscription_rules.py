@@ -71,6 +71,7 @@ def test_a_trial_defers_the_first_period_to_its_end():
         ({"payment_method": "card_123"}, "payment_method"),
         ({"amount": 0}, "amount"),
         ({"amount": 100_000_000}, "amount"),
+        ({"amount": 1505, "currency": "bhd"}, "amount"),  # 3 decimals, settled to 2
         ({"currency": "USD"}, "currency"),
         ({"interval": "fortnight"}, "interval"),
         ({"interval": "week", "interval_count": 53}, "interval_count"),

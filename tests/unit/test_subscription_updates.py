@@ -14,7 +14,12 @@ from rebill_svc.domain.updates import (
     subscription_update,
 )
 
-CURRENT = {"payment_method": "pm_old", "amount": 1500, "metadata": {"plan": "pro"}}
+CURRENT = {
+    "payment_method": "pm_old",
+    "amount": 1500,
+    "currency": "usd",
+    "metadata": {"plan": "pro"},
+}
 
 
 def change(payment_method=None, amount=None, **metadata):
@@ -54,6 +59,15 @@ def test_only_what_differs_is_changed_and_an_empty_value_removes_a_key():
     values = changed_values("active", CURRENT, change("pm_old", 1600, plan="", seats="5"))
     assert values == {"amount": 1600, "metadata": {"seats": "5"}}
     assert changed_values("active", CURRENT, change(amount=1500, plan="pro")) == {}
+
+
+def test_a_new_amount_follows_the_subscriptions_currency():
+    """bhd has 3 decimals, which card networks settle to 2: its amounts end in 0."""
+    in_bhd = {**CURRENT, "currency": "bhd"}
+    assert changed_values("active", in_bhd, change(amount=2500)) == {"amount": 2500}
+    with pytest.raises(InvalidArgument) as raised:
+        changed_values("active", in_bhd, change(amount=2505))
+    assert fields_of(raised.value) == {"amount": "invalid_amount"}
 
 
 def test_metadata_is_limited_to_50_pairs_once_merged():

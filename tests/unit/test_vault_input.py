@@ -1,20 +1,16 @@
 """The vault's input rules as plain functions: card numbers are ASCII digits only, every
-string of a tokenization has a length limit and no control characters, ids have a shape,
-and an idempotency key's request fingerprint never holds card data in clear."""
+string of a tokenization has a length limit and no control characters, and ids have a shape."""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import date
 
 import pytest
 
 from paymesh.platform.errors import InvalidArgument, NotFound
 from paymesh.platform.wire import require_id
-from paymesh.vault.v1 import vault_pb2
 from tests.support import cards
 from vault_proxy_svc.cards import BILLING_LIMITS, validate_card
-from vault_proxy_svc.idempotency import key_digest, request_digest
 
 TODAY = date(2026, 11, 24)
 
@@ -162,35 +158,3 @@ def test_an_id_of_another_kind_is_not_found_and_not_echoed(value):
 
 def test_an_id_of_our_shape_passes():
     assert require_id("pm_" + "A1b2" * 6, "pm_", "payment_method") == "pm_" + "A1b2" * 6
-
-
-def _request(number: str) -> vault_pb2.CreatePaymentMethodRequest:
-    return vault_pb2.CreatePaymentMethodRequest(
-        card=vault_pb2.CardInput(number=number, exp_month=12, exp_year=2030, cvc="123")
-    )
-
-
-def test_the_request_fingerprint_is_keyed_and_holds_no_card_data():
-    request = _request(cards.VISA)
-    digest = request_digest(b"secret-1", "CreatePaymentMethod", request)
-
-    assert len(digest) == 64
-    assert cards.VISA not in digest and "123" not in digest
-    assert digest == request_digest(b"secret-1", "CreatePaymentMethod", _request(cards.VISA))
-    assert digest != request_digest(b"secret-2", "CreatePaymentMethod", request)
-    assert digest != request_digest(b"secret-1", "CreatePaymentMethod", _request(cards.MASTERCARD))
-    assert digest != request_digest(b"secret-1", "DetachPaymentMethod", request)
-    unkeyed = hashlib.sha256(
-        b"CreatePaymentMethod\0" + request.SerializeToString(deterministic=True)
-    ).hexdigest()
-    assert digest != unkeyed
-
-
-def test_a_key_is_stored_as_a_keyed_digest():
-    stored = key_digest(b"secret-1", cards.VISA)
-
-    assert len(stored) == 64 and cards.VISA not in stored
-    assert stored == key_digest(b"secret-1", cards.VISA)
-    assert stored != key_digest(b"secret-2", cards.VISA)
-    assert stored != key_digest(b"secret-1", cards.MASTERCARD)
-    assert stored != request_digest(b"secret-1", cards.VISA, _request(cards.VISA))

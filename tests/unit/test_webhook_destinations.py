@@ -9,7 +9,7 @@ import ipaddress
 
 import pytest
 
-from webhook_svc.destinations import AddressPolicy, DestinationRefused, GuardedResolver
+from webhook_svc.outbound.destinations import AddressPolicy, DestinationRefused, GuardedResolver
 
 # Each carries the IPv4 named beside it, refused for the reason named.
 CARRYING_PRIVATE = {

@@ -63,6 +63,7 @@ class PaymentIntent:
     # waits for them (3-D Secure): shown as `next_action` while the intent requires_action.
     return_url: str | None = None
     next_action_url: str | None = None
+    cancellation_reason: str | None = None  # as the cancel gave it (Stripe's values)
 
     def replace(self, **changes: Any) -> PaymentIntent:
         return dataclasses.replace(self, **changes)

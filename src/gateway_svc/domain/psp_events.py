@@ -138,6 +138,7 @@ def completion(kind: str, amount: int) -> tuple[Action, dict[str, Any], str, str
     """How an intent waiting for its customer is settled by the PSP's report (`capture`,
     `authorized` or `failed`): the action, the intent's new values, its event and the audit
     row's result."""
+    values: dict[str, Any]
     if kind == "capture":
         values = {"amount_received": amount, "amount_capturable": 0}
         return Action.CHARGED, values, "payment_intent.succeeded", "succeeded"

@@ -22,6 +22,8 @@ DESCRIPTION_MAX = 1000
 RETURN_URL_MAX = 2048
 CAPTURE_METHODS = ("automatic", "manual")
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+# The reasons Stripe takes on a cancel (it sets the others itself: automatic, failed_invoice…).
+CANCELLATION_REASONS = ("duplicate", "fraudulent", "requested_by_customer", "abandoned")
 
 
 def validate_new_intent(
@@ -35,7 +37,7 @@ def validate_new_intent(
     metadata: dict[str, str],
     return_url: str = "",
 ) -> None:
-    violations = [v for v in [amount_violation("amount", amount)] if v]
+    violations = [v for v in [amount_violation("amount", amount, currency)] if v]
     if currency not in CURRENCIES:
         violations.append(
             FieldViolation("currency", "invalid_currency", "a lowercase ISO-4217 code, e.g. usd")
@@ -94,7 +96,16 @@ def return_url_violation(return_url: str) -> FieldViolation | None:
     return card_number_violation("return_url", return_url)
 
 
-def capture_amount(requested: int, capturable: int) -> int:
+def cancellation_reason(reason: str) -> str | None:
+    """A cancel's reason, if it gave one (None), or InvalidArgument naming it."""
+    if reason and reason not in CANCELLATION_REASONS:
+        raise InvalidArgument.for_field(
+            "cancellation_reason", "invalid_reason", ", ".join(CANCELLATION_REASONS)
+        )
+    return reason or None
+
+
+def capture_amount(requested: int, capturable: int, currency: str) -> int:
     """What to capture: all that is capturable unless less was asked for."""
     if requested == 0:
         return capturable
@@ -104,16 +115,19 @@ def capture_amount(requested: int, capturable: int) -> int:
             "invalid_amount",
             f"amount_to_capture must be from 1 to the capturable {capturable}",
         )
+    if bad := amount_violation("amount_to_capture", requested, currency):
+        raise InvalidArgument([bad])
     return requested
 
 
 def refund_amount(requested: int, received: int, refunded: int, reason: str) -> int:
-    """What to refund: what is left unless less was asked for; never beyond what was captured."""
+    """What to refund: what is left unless less was asked for; never beyond what was captured.
+    A payment with nothing left is `charge_already_refunded` whatever amount was asked for."""
     left = received - refunded
     violations = []
     if reason and reason not in REFUND_REASONS:
         violations.append(FieldViolation("reason", "invalid_reason", ", ".join(REFUND_REASONS)))
-    if requested and not 1 <= requested <= left:
+    if requested and left > 0 and not 1 <= requested <= left:
         violations.append(
             FieldViolation("amount", "invalid_amount", f"amount must be from 1 to {left}")
         )

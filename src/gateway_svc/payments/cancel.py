@@ -5,6 +5,7 @@ key → record)."""
 
 from __future__ import annotations
 
+from gateway_svc.domain import validation
 from gateway_svc.domain.models import PaymentIntent
 from gateway_svc.domain.status import Action, IntentStatus, Pending, move, unexpected_state
 from gateway_svc.payments.capture import reserve, send_reserved
@@ -14,13 +15,22 @@ from paymesh.platform.callers import Merchant
 
 
 async def cancel(
-    payments: Payments, merchant: Merchant, intent_id: str, key: KeyRef | None
+    payments: Payments,
+    merchant: Merchant,
+    intent_id: str,
+    key: KeyRef | None,
+    cancellation_reason: str = "",
 ) -> PaymentIntent:
+    """`cancellation_reason` is recorded with the cancel's first step, so that a void the
+    recovery sweep finishes keeps it too."""
+    reason = {"cancellation_reason": validation.cancellation_reason(cancellation_reason)}
     intent = await payments.repository.intent(intent_id, merchant)
     move(intent_id, intent.status, Action.CANCEL)
     if intent.status not in (IntentStatus.REQUIRES_CAPTURE, IntentStatus.REQUIRES_ACTION):
-        return await _record(payments, intent, "api", key and KeyRef(key.merchant, key.key, True))
-    reserved = await reserve(payments, intent, Pending.VOID, Action.CANCEL, None, key)
+        return await _record(
+            payments, intent, "api", key and KeyRef(key.merchant, key.key, True), reason
+        )
+    reserved = await reserve(payments, intent, Pending.VOID, Action.CANCEL, None, key, reason)
     await send_reserved(
         payments,
         reserved,
@@ -35,7 +45,11 @@ async def finish(payments: Payments, intent: PaymentIntent, actor: str) -> Payme
 
 
 async def _record(
-    payments: Payments, intent: PaymentIntent, actor: str, key: KeyRef | None
+    payments: Payments,
+    intent: PaymentIntent,
+    actor: str,
+    key: KeyRef | None,
+    reason: dict[str, str | None] | None = None,
 ) -> PaymentIntent:
     voided = intent.pending_operation == Pending.VOID
     canceled = await payments.repository.change_intent(
@@ -45,6 +59,7 @@ async def _record(
                 "status": move(intent.id, intent.status, Action.CANCEL),
                 "amount_capturable": 0,
                 **NOTHING_PENDING,
+                **(reason or {}),
             },
             statuses=(intent.status,),
             pending_key=intent.pending_key if voided else None,

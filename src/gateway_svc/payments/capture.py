@@ -5,6 +5,7 @@ then record the amount the PSP reports as captured."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway_svc.domain import validation
 from gateway_svc.domain.models import PaymentIntent, new_attempt_key
@@ -29,9 +30,10 @@ async def reserve(
     action: Action,
     amount: int | None,
     key: KeyRef | None,
+    also: dict[str, Any] | None = None,
 ) -> PaymentIntent:
-    """Marks `operation` pending on the intent, if the intent allows `action` and nothing
-    else is pending; the merchant's 400 otherwise."""
+    """Marks `operation` pending on the intent (and sets `also`), if the intent allows
+    `action` and nothing else is pending; the merchant's 400 otherwise."""
     if intent.pending_operation:
         raise unexpected_state(intent.id, intent.status, action, intent.pending_operation)
     move(intent.id, intent.status, action)
@@ -43,6 +45,7 @@ async def reserve(
                 "pending_key": f"{new_attempt_key(intent.id)}:{operation}",
                 "pending_amount": amount,
                 "pending_since": datetime.now(UTC),
+                **(also or {}),
             },
             statuses=sources(action),
             no_pending=True,
@@ -79,7 +82,7 @@ async def capture(
 ) -> PaymentIntent:
     intent = await payments.repository.intent(intent_id, merchant)
     move(intent_id, intent.status, Action.CAPTURE)
-    amount = validation.capture_amount(amount_to_capture, intent.amount_capturable)
+    amount = validation.capture_amount(amount_to_capture, intent.amount_capturable, intent.currency)
     reserved = await reserve(payments, intent, Pending.CAPTURE, Action.CAPTURE, amount, key)
     captured = await send_reserved(
         payments,

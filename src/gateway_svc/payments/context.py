@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from gateway_svc.idempotency import OUTCOME_UNKNOWN
 from gateway_svc.psp.card_tokens import CardTokens
 from gateway_svc.psp.routing import PspRouter
 from gateway_svc.repository import KeyRef, PaymentRepository
 from paymesh.platform.callers import Merchant
+from paymesh.platform.idempotency.keys import OUTCOME_UNKNOWN
 from paymesh.platform.interceptors import DATABASE_OUTAGES
 from paymesh.platform.problems import FailedPrecondition, Unavailable
 

@@ -84,19 +84,19 @@ class SessionLock:
         if not locked:
             try:
                 if self._stale_after is not None:
-                    await self._end_stale_holder(holder)
+                    await self._end_stale_holder(holder, self._stale_after)
             finally:
                 await holder.close()
             return False
         self._holder = holder
         return True
 
-    async def _end_stale_holder(self, connection: AsyncConnection) -> None:
+    async def _end_stale_holder(self, connection: AsyncConnection, stale_after: float) -> None:
         ended = await connection.scalar(
-            _END_STALE_HOLDER, {"key": self._key, "stale": float(self._stale_after)}
+            _END_STALE_HOLDER, {"key": self._key, "stale": float(stale_after)}
         )
         if ended:
-            log.warning("lock_holder_ended", lock=self.name, silent_for=self._stale_after)
+            log.warning("lock_holder_ended", lock=self.name, silent_for=stale_after)
 
     async def release(self) -> None:
         """Gives the lock up (closing its connection ends the session, and the lock)."""

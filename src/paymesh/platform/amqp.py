@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pika
 import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
+from pika.exceptions import AMQPError
 
 log = structlog.get_logger(__name__)
 
@@ -55,10 +57,10 @@ class ConfirmingPublisher:
         self._exchange = exchange
         self._reconnect_delay = reconnect_delay
         self._connection: AsyncioConnection | None = None
-        self._channel = None
+        self._channel: Channel | None = None
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._last_tag = 0
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     @property
@@ -85,17 +87,17 @@ class ConfirmingPublisher:
         if channel is None or not channel.is_open:
             raise BrokerUnavailable("not connected to RabbitMQ")
         loop = asyncio.get_running_loop()
-        confirmations = []
+        confirmations: list[asyncio.Future[None]] = []
         try:
             for message in messages:
                 channel.basic_publish(
                     self._exchange, message.routing_key, message.body, message.properties()
                 )
                 self._last_tag += 1
-                confirmation = loop.create_future()
+                confirmation: asyncio.Future[None] = loop.create_future()
                 self._pending[self._last_tag] = confirmation
                 confirmations.append(confirmation)
-        except pika.exceptions.AMQPError as error:
+        except AMQPError as error:
             raise BrokerUnavailable(f"publish failed: {error!r}") from error
         try:
             results = await asyncio.wait_for(
@@ -112,7 +114,7 @@ class ConfirmingPublisher:
         channel = self._channel
         if channel is None or not channel.is_open:
             raise BrokerUnavailable("not connected to RabbitMQ")
-        done = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         channel.exchange_declare(
             self._exchange, passive=True, callback=lambda _frame: resolve(done, None)
         )
@@ -133,8 +135,8 @@ class ConfirmingPublisher:
             if not self._stopping:
                 await asyncio.sleep(self._reconnect_delay)
 
-    async def _connect(self) -> asyncio.Future:
-        async def set_up(channel) -> None:
+    async def _connect(self) -> asyncio.Future[Any]:
+        async def set_up(channel: Channel) -> None:
             await step(
                 lambda cb: channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=cb)
             )
@@ -153,7 +155,7 @@ class ConfirmingPublisher:
     def _remember(self, connection: AsyncioConnection) -> None:
         self._connection = connection
 
-    def _on_confirm(self, frame) -> None:
+    def _on_confirm(self, frame: Any) -> None:
         method = frame.method
         acked = isinstance(method, pika.spec.Basic.Ack)
         tags = (
@@ -180,21 +182,21 @@ async def open_channel(
     params: pika.URLParameters,
     set_up: Callable[[Channel], Awaitable[None]],
     on_connection: Callable[[AsyncioConnection], None],
-) -> tuple[Channel, asyncio.Future]:
+) -> tuple[Channel, asyncio.Future[Any]]:
     """Opens a connection and one channel on it, and runs `set_up(channel)` (confirms, qos,
     declarations, consumers). Returns the channel and a future resolved when the connection
     closes; closing the channel closes the connection. `on_connection` receives the
     connection as soon as it exists, so that a stop() during the opening can close it. Any
     failure closes the connection and raises BrokerUnavailable (or the set-up's error)."""
     loop = asyncio.get_running_loop()
-    opened: asyncio.Future = loop.create_future()
-    closed: asyncio.Future = loop.create_future()
+    opened: asyncio.Future[AsyncioConnection] = loop.create_future()
+    closed: asyncio.Future[Any] = loop.create_future()
 
-    def on_open_error(_connection, error):
+    def on_open_error(_connection: AsyncioConnection, error: BaseException | str) -> None:
         fail(opened, BrokerUnavailable(f"cannot connect: {error!r}"))
         resolve(closed, error)
 
-    def on_close(_connection, reason):
+    def on_close(_connection: AsyncioConnection, reason: BaseException) -> None:
         fail(opened, BrokerUnavailable(f"connection closed: {reason!r}"))
         resolve(closed, reason)
 
@@ -217,20 +219,20 @@ async def open_channel(
     return channel, closed
 
 
-async def step(start: Callable[[Callable], object], timeout: float = 10.0):
+async def step(start: Callable[[Callable[[Any], None]], object], timeout: float = 10.0) -> Any:
     """One asynchronous pika operation: `start(callback)` begins it; returns what the
     callback received."""
-    done = asyncio.get_running_loop().create_future()
+    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     start(lambda result: resolve(done, result))
     return await asyncio.wait_for(done, timeout)
 
 
-def resolve(future: asyncio.Future, value) -> None:
+def resolve(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
 
 
-def fail(future: asyncio.Future, error: BaseException) -> None:
+def fail(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
         # Mark retrieved: an unawaited failure here is expected, not a bug to report.

@@ -12,11 +12,14 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import pika
 import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.channel import Channel
+from pika.spec import Basic, BasicProperties
 
 from paymesh.platform.amqp import connection_parameters, open_channel, step
 from paymesh.platform.tracing import consumer_span
@@ -69,7 +72,7 @@ class ChannelVerdicts:
     message still being handled (it acknowledges every unacknowledged delivery up to its
     tag), one by one for the rest: no ack waits for a slower message."""
 
-    def __init__(self, channel):
+    def __init__(self, channel: Channel):
         self._channel = channel
         self._handling: set[int] = set()
         self._acks: list[int] = []
@@ -124,7 +127,7 @@ class Consumer:
         self._declare_on = declare_on
         self._connection: AsyncioConnection | None = None
         self._verdicts: ChannelVerdicts | None = None
-        self._in_flight: set[asyncio.Task] = set()
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.connected = asyncio.Event()
 
@@ -157,11 +160,11 @@ class Consumer:
         if connection is not None and connection.is_open:
             connection.close()
 
-    async def _connect(self) -> asyncio.Future:
+    async def _connect(self) -> asyncio.Future[Any]:
         if self._declare_on is not None:
             await asyncio.to_thread(declare, self._amqp_url, self._declare_on)
 
-        async def set_up(channel) -> None:
+        async def set_up(channel: Channel) -> None:
             await step(lambda cb: channel.basic_qos(prefetch_count=self._prefetch, callback=cb))
             self._verdicts = verdicts = ChannelVerdicts(channel)
             for queue in self._queues:
@@ -174,11 +177,17 @@ class Consumer:
     def _remember(self, connection: AsyncioConnection) -> None:
         self._connection = connection
 
-    def _on_message(self, verdicts: ChannelVerdicts, queue: str):
-        def on_message(_channel, method, properties, body) -> None:
+    def _on_message(
+        self, verdicts: ChannelVerdicts, queue: str
+    ) -> Callable[[Channel, Basic.Deliver, BasicProperties, bytes], None]:
+        def on_message(
+            _channel: Channel, method: Basic.Deliver, properties: BasicProperties, body: bytes
+        ) -> None:
+            tag = method.delivery_tag
+            assert tag is not None  # the broker numbers every delivery
             delivery = Delivery(queue, body, properties, bool(method.redelivered))
-            verdicts.delivered(method.delivery_tag)
-            task = asyncio.create_task(self._process(verdicts, method.delivery_tag, delivery))
+            verdicts.delivered(tag)
+            task = asyncio.create_task(self._process(verdicts, tag, delivery))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 

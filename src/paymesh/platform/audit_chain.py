@@ -24,6 +24,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    TextClause,
     func,
     text,
 )
@@ -58,7 +59,7 @@ def chained_audit_table(metadata: MetaData, name: str) -> Table:
     )
 
 
-def _check(table: str):
+def _check(table: str) -> TextClause:
     if not _TABLE.fullmatch(table):
         raise ValueError(f"not a schema.table name: {table!r}")
     return text(
@@ -74,7 +75,7 @@ def _check(table: str):
     )
 
 
-def _checkpoints(table: str):
+def _checkpoints(table: str) -> TextClause:
     """Every checkpoint of `table`, beside the row it names as it is now (if any)."""
     return text(
         f"""
@@ -144,7 +145,7 @@ async def _first_unanchored(
             return broken(c.row_id, f"missing: checkpoint {c.id} vouches for it (seq {c.seq})")
         if c.found_id != c.row_id or bytes(c.found_hash) != head.hash:
             same_chain = vouched is not None and vouched[:2] == (c.merchant_id, c.chain)
-            first = vouched[2] + 1 if same_chain else 1
+            first = vouched[2] + 1 if vouched is not None and same_chain else 1
             first_id = await connection.scalar(
                 text(_ROW_AT.format(table=table)),
                 {"merchant": c.merchant_id, "chain": c.chain, "seq": first},

@@ -23,7 +23,7 @@ import re
 import time
 
 import structlog
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.platform.advisory_lock import SessionLock
@@ -75,7 +75,7 @@ class AuditCheckpointer:
         self._since: int | None = None  # read from the checkpoints when a round first needs it
         self._last_round: float | None = None
 
-    def _sql(self, statement: str):
+    def _sql(self, statement: str) -> TextClause:
         return text(statement.format(table=self.table))
 
     async def checkpoint(self) -> int:

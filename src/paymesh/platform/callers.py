@@ -7,14 +7,14 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 import structlog
-from sqlalchemy import ColumnElement, Row, Table, bindparam, select, tuple_
+from sqlalchemy import ColumnElement, Row, Select, Table, bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from paymesh.platform.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from paymesh.platform.problems import InvalidArgument, PermissionDenied, Unauthenticated
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, ServiceIdentity, TokenVerifier
 from paymesh.platform.tracing import annotate
 
@@ -38,14 +38,22 @@ def api_key_hash(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+def text_metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    """The call's text metadata (binary values travel under `-bin` keys, which none of ours
+    is)."""
+    return {
+        key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
+    }
+
+
 class Callers:
     def __init__(self, api_keys: ApiKeyVerifier, tokens: TokenVerifier):
         self._api_keys = api_keys
         self._tokens = tokens
 
-    async def merchant(self, context: grpc.aio.ServicerContext) -> Merchant:
+    async def merchant(self, context: grpc.aio.ServicerContext[Any, Any]) -> Merchant:
         """The merchant a call acts for: from its API key, or vouched for by a service."""
-        metadata = dict(context.invocation_metadata() or ())
+        metadata = text_metadata(context)
         token = metadata.get(SERVICE_TOKEN_HEADER)
         if token:
             self._tokens.verify(token)
@@ -61,9 +69,11 @@ class Callers:
         annotate(tenant=merchant.id)
         return merchant
 
-    def service(self, context: grpc.aio.ServicerContext, allowed: set[str]) -> ServiceIdentity:
+    def service(
+        self, context: grpc.aio.ServicerContext[Any, Any], allowed: set[str]
+    ) -> ServiceIdentity:
         """The calling service; only the `allowed` ones may proceed."""
-        metadata = dict(context.invocation_metadata() or ())
+        metadata = text_metadata(context)
         token = metadata.get(SERVICE_TOKEN_HEADER)
         if not token:
             raise PermissionDenied("this RPC is internal", reason="service_only")
@@ -119,7 +129,7 @@ class CachedApiKeyVerifier:
         self._generation += 1
 
 
-def owned_by(table, object_id: str, merchant: Merchant):
+def owned_by(table: Table, object_id: str, merchant: Merchant) -> Select[Any]:
     """SELECT of one object of the merchant, in the merchant's mode: another merchant's (or the
     other mode's) object is as good as missing, so existence never leaks."""
     return select(table).where(
@@ -129,7 +139,7 @@ def owned_by(table, object_id: str, merchant: Merchant):
     )
 
 
-def owned_by_params(table, prefix: str) -> tuple:
+def owned_by_params(table: Table, prefix: str) -> tuple[ColumnElement[bool], ...]:
     """owned_by's conditions with bound parameters, for a statement built once and run many
     times (platform.direct_sql); their values come from owner_params with the same prefix."""
     return (
@@ -155,7 +165,7 @@ async def newest_first_page(
     starting_after: str,
     resource: str,
     *filters: ColumnElement[bool],
-) -> tuple[Sequence[Row], bool]:
+) -> tuple[Sequence[Row[Any]], bool]:
     """One page of the merchant's objects in the merchant's mode, newest first (created_at,
     then id), after `starting_after` (an id of the merchant's) if given, and whether more
     follow. A cursor that is not the merchant's is invalid input, whatever the filters."""

@@ -4,6 +4,8 @@ along on every call; with PAYMESH_TLS_DIR set, over mTLS with the caller's own c
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 
@@ -19,10 +21,21 @@ class _ServiceToken(grpc.aio.UnaryUnaryClientInterceptor):
         self._issuer = issuer
         self._audience = audience
 
-    async def intercept_unary_unary(self, continuation, client_call_details, request):
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
         metadata = list(client_call_details.metadata or ())
         metadata.append((SERVICE_TOKEN_HEADER, self._issuer.token_for(self._audience)))
-        details = client_call_details._replace(metadata=grpc.aio.Metadata(*metadata))
+        details = grpc.aio.ClientCallDetails(
+            method=client_call_details.method,
+            timeout=client_call_details.timeout,
+            metadata=grpc.aio.Metadata(*metadata),
+            credentials=client_call_details.credentials,
+            wait_for_ready=client_call_details.wait_for_ready,
+        )
         return await continuation(details, request)
 
 

@@ -20,11 +20,11 @@ class Coalescer(Generic[Item, Answer]):
         the error)."""
         self._send = send
         self._max_batch = max_batch
-        self._waiting: list[tuple[Item, asyncio.Future]] = []
-        self._sender: asyncio.Task | None = None
+        self._waiting: list[tuple[Item, asyncio.Future[Answer]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Answer:
-        answer = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, answer))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_waiting())

@@ -50,7 +50,7 @@ async def ping(engine: AsyncEngine) -> None:
         await connection.execute(text("SELECT 1"))
 
 
-def constant(value: str) -> ColumnElement:
+def constant(value: str) -> ColumnElement[str]:
     """`value` written into the SQL, not sent as a parameter. Use it where a statement must
     match a partial index's predicate (`state = 'running'`): psycopg prepares a statement on
     the server after a few runs, and PostgreSQL's generic plan for it cannot prove a

@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import pq
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from paymesh.platform.db import psycopg_conninfo
+
+# A row as psycopg's dict_row gives it: column name → value.
+Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,8 @@ class CompiledStatement:
 
 
 def compile_statement(statement: ClauseElement, dialect: Dialect) -> CompiledStatement:
-    numbered = type(dialect)(paramstyle="numeric_dollar")
-    compiled = statement.compile(dialect=numbered)
+    numbered = cast(type[DefaultDialect], type(dialect))(paramstyle="numeric_dollar")
+    compiled = cast(SQLCompiler, statement.compile(dialect=numbered))
     # An expanding IN would need SQLAlchemy's rendering on every call: use = ANY(array).
     assert not compiled.post_compile_params, "no expanding parameters on the direct path"
     processors = []
@@ -84,18 +89,18 @@ class DirectSql:
                 "connect_timeout": 3,
             },
         )
-        self._opened: asyncio.Future | None = None
-        self._checking: asyncio.Future | None = None
+        self._opened: asyncio.Future[None] | None = None
+        self._checking: asyncio.Future[None] | None = None
         self._compiled: dict[int, tuple[ClauseElement, CompiledStatement]] = {}
 
-    async def one(self, statement: ClauseElement, params: dict[str, Any]) -> dict | None:
+    async def one(self, statement: ClauseElement, params: dict[str, Any]) -> Row | None:
         """The statement's first row (None if it returned none)."""
         rows = await self._run(statement, params, first_only=True)
         return rows[0] if rows else None
 
     async def all(
         self, statement: ClauseElement, params: dict[str, Any], *, prepare: bool = True
-    ) -> list[dict]:
+    ) -> list[Row]:
         """`prepare=False`: planned on every call, for the table's size at that moment. For a
         statement joining a batch to a table that grows fast: a prepared statement keeps the
         plan the server made while the table was small (a sequential scan) until the table
@@ -108,7 +113,7 @@ class DirectSql:
         params: dict[str, Any],
         first_only: bool,
         prepare: bool = True,
-    ):
+    ) -> list[Row]:
         compiled = self._compile(statement)
         await self._open()
         async with self._pool.connection() as connection:
@@ -123,10 +128,12 @@ class DirectSql:
             result = cursor.pgresult  # not .description: that builds every column's object
             if result is None or result.status != pq.ExecStatus.TUPLES_OK:
                 return []
+            # The pool's connections make rows with dict_row (its kwargs), which its type
+            # does not know.
             if first_only:
                 row = await cursor.fetchone()
-                return [row] if row is not None else []
-            return await cursor.fetchall()
+                return [cast(Row, row)] if row is not None else []
+            return cast(list[Row], await cursor.fetchall())
 
     async def _check(self) -> None:
         try:

@@ -12,6 +12,7 @@ from collections import namedtuple
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -65,14 +66,15 @@ class ReplayedError(PaymeshError):
         self.code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
 
 
-def _pack(message) -> any_pb2.Any:
+def _pack(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
 
 
 def _within_budget(violations: list[FieldViolation]) -> list[FieldViolation]:
-    kept, spent = [], 0
+    kept: list[FieldViolation] = []
+    spent = 0
     for violation in violations[:MAX_VIOLATIONS]:
         spent += len(shortened(violation.field, 100).encode())
         spent += len(shortened(violation.description, 200).encode())

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import make_wsgi_app
 
@@ -18,18 +20,19 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - signature fixed by the stdlib
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         pass  # scrapes every few seconds would drown the JSON logs
 
 
-def make_app(readiness: Callable[[], dict[str, str]]):
+def make_app(readiness: Callable[[], dict[str, str]]) -> WSGIApplication:
     """`readiness` returns the failing dependencies (empty when ready)."""
     metrics_app = make_wsgi_app()
 
-    def app(environ, start_response):
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
-            return metrics_app(environ, start_response)
+            metrics: Iterable[bytes] = metrics_app(environ, start_response)
+            return metrics
         if path == "/healthz":
             return _json(start_response, "200 OK", {"status": "alive"})
         if path == "/readyz":
@@ -43,7 +46,7 @@ def make_app(readiness: Callable[[], dict[str, str]]):
     return app
 
 
-def _json(start_response, status: str, body: dict) -> list[bytes]:
+def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> list[bytes]:
     payload = json.dumps(body).encode()
     start_response(status, [("Content-Type", "application/json")])
     return [payload]
@@ -57,6 +60,11 @@ class OpsHttpServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="ops-http", daemon=True
         )
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the kernel's pick when asked for port 0)."""
+        return self._server.server_address[1]
 
     def start(self) -> None:
         self._thread.start()

@@ -14,6 +14,7 @@ import aiohttp
 import httpx
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.trace import Span
 from yarl import URL
 
 # Which retry of one operation the request in flight is (0: the first attempt). Set by
@@ -46,11 +47,11 @@ def _request_attributes(url: Any, attributes: dict[str, str]) -> dict[str, Any]:
 def aiohttp_tracing(**attributes: str) -> list[aiohttp.TraceConfig]:
     """`trace_configs` for an aiohttp session whose requests each get a client span."""
 
-    def on_request(span, params: aiohttp.TraceRequestStartParams) -> None:
+    def on_request(span: Span | None, params: aiohttp.TraceRequestStartParams) -> None:
         if span is not None and span.is_recording():
             span.set_attributes(_request_attributes(params.url, attributes))
 
-    def on_response(span, params) -> None:
+    def on_response(span: Span | None, params: Any) -> None:
         if span is not None and span.is_recording() and hasattr(params, "response"):
             span.set_attribute("http.response.status_code", params.response.status)
 
@@ -64,11 +65,11 @@ def aiohttp_tracing(**attributes: str) -> list[aiohttp.TraceConfig]:
 def trace_httpx(client: httpx.AsyncClient, **attributes: str) -> httpx.AsyncClient:
     """The same spans for an httpx client's requests."""
 
-    async def on_request(span, request) -> None:
+    async def on_request(span: Span | None, request: Any) -> None:
         if span is not None and span.is_recording():
             span.set_attributes(_request_attributes(request.url, attributes))
 
-    async def on_response(span, request, response) -> None:
+    async def on_response(span: Span | None, request: Any, response: Any) -> None:
         if span is not None and span.is_recording():
             span.set_attribute("http.response.status_code", response[0])
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeAlias, cast
 
 import grpc
 import psycopg
 import structlog
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from paymesh.platform import errors
+from paymesh.platform import errors, problems
+from paymesh.platform.idempotency.rpc import call_key
 from paymesh.platform.masking import last4
 from paymesh.platform.metrics import REQUEST_DURATION, REQUESTS
 from paymesh.platform.request_guard import check_request, lenient
@@ -26,18 +27,18 @@ log = structlog.get_logger(__name__)
 # retry is safe whatever was done; without one, a write may or may not have been done, and
 # the caller is told so rather than advised to use a key it never sent.
 DATABASE_OUTAGES = (OperationalError, InterfaceError, psycopg.OperationalError)
-DATABASE_UNAVAILABLE = errors.Unavailable(
+DATABASE_UNAVAILABLE = problems.Unavailable(
     "the database is unavailable: retry with the same Idempotency-Key",
     reason="database_unavailable",
 )
-DATABASE_UNAVAILABLE_KEYLESS = errors.Unavailable(
+DATABASE_UNAVAILABLE_KEYLESS = problems.Unavailable(
     "the database is unavailable: a change this request asked for may or may not have been"
     " made, so look the object up before sending the request again",
     reason="database_unavailable",
 )
 
 
-def _database_unavailable(context_vars: dict[str, str]) -> errors.Unavailable:
+def _database_unavailable(context_vars: dict[str, str]) -> problems.Unavailable:
     return (
         DATABASE_UNAVAILABLE
         if context_vars.get("idempotency_key")
@@ -52,7 +53,7 @@ _LOGGED_METADATA = {
 }
 
 
-def _log_context(metadata: tuple[tuple[str, Any], ...] | None) -> dict[str, str]:
+def _log_context(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, str]:
     context: dict[str, str] = {}
     for key, value in metadata or ():
         if key in _LOGGED_METADATA and isinstance(value, str):
@@ -62,18 +63,26 @@ def _log_context(metadata: tuple[tuple[str, Any], ...] | None) -> dict[str, str]
     return context
 
 
+# What a method handler is given and gives back: the generated servicers' messages.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+# grpc.aio's handlers are coroutine functions (the stubs type them as grpc's synchronous ones).
+UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
+StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, service: str):
         self._service = service
         # The wrapped handler of each method, built on its first call: building it again on
         # every call was a measurable share of a small RPC.
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._wrapped: dict[str, Handler] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         full_method = handler_call_details.method
         wrapped = self._wrapped.get(full_method)
         if wrapped is not None:
@@ -85,7 +94,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         # (health Watch, reflection) pass through untouched.
         if handler.unary_stream is not None and not full_method.startswith("/grpc."):
             wrapped = grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, full_method.rsplit("/", 1)[-1]),
+                self._wrap_stream(
+                    cast(StreamBehavior, handler.unary_stream), full_method.rsplit("/", 1)[-1]
+                ),
                 request_deserializer=lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
@@ -96,29 +107,35 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         # Health probes arrive every few seconds from Envoy and Docker: metrics, but no log line.
         logged = not full_method.startswith("/grpc.health.")
         wrapped = grpc.unary_unary_rpc_method_handler(
-            self._wrap(handler.unary_unary, full_method.rsplit("/", 1)[-1], logged),
+            self._wrap(
+                cast(UnaryBehavior, handler.unary_unary), full_method.rsplit("/", 1)[-1], logged
+            ),
             request_deserializer=lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
         self._wrapped[full_method] = wrapped
         return wrapped
 
-    def _wrap(self, behavior, method: str, logged: bool):
+    def _wrap(self, behavior: UnaryBehavior, method: str, logged: bool) -> UnaryBehavior:
         service = self._service
         duration = REQUEST_DURATION.labels(service, method)
 
-        async def handle(request, context: grpc.aio.ServicerContext):
+        async def handle(request: Any, context: Context) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
-            context_vars = _log_context(context.invocation_metadata())
+            metadata = context.invocation_metadata()
+            context_vars = _log_context(metadata)
             request_id = context_vars.get("request_id", "")
-            with structlog.contextvars.bound_contextvars(rpc=method, **context_vars):
+            with (
+                structlog.contextvars.bound_contextvars(rpc=method, **context_vars),
+                call_key(metadata),
+            ):
                 try:
                     check_request(request)
                     response = await behavior(request, context)
                     code = context.code() or grpc.StatusCode.OK
                     return response
-                except errors.PaymeshError as error:
+                except problems.PaymeshError as error:
                     code = errors.grpc_code(error)
                     structlog.contextvars.bind_contextvars(reason=error.reason)
                     await _abort(context, error, request_id)
@@ -142,10 +159,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         return handle
 
-    def _wrap_stream(self, behavior, method: str):
+    def _wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
         service = self._service
 
-        async def handle(request, context: grpc.aio.ServicerContext):
+        async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
             code = grpc.StatusCode.OK
             context_vars = _log_context(context.invocation_metadata())
             request_id = context_vars.get("request_id", "")
@@ -154,7 +171,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     check_request(request)
                     async for response in behavior(request, context):
                         yield response
-                except errors.PaymeshError as error:
+                except problems.PaymeshError as error:
                     code = errors.grpc_code(error)
                     await _abort(context, error, request_id)
                 except grpc.aio.AbortError:
@@ -177,6 +194,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return handle
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: Exception, request_id: str) -> None:
+async def _abort(context: Context, error: Exception, request_id: str) -> None:
     status = errors.to_grpc_status(error, request_id)
     await context.abort(status.code, status.details, status.trailing_metadata)

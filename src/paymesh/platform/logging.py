@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -14,7 +15,9 @@ from opentelemetry import trace
 from paymesh.platform.masking import mask_event
 
 
-def add_trace_ids(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def add_trace_ids(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     span_context = trace.get_current_span().get_span_context()
     if span_context.is_valid:
         event.setdefault("trace_id", format(span_context.trace_id, "032x"))

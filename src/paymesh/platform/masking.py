@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import MutableMapping
 from typing import Any
 
 SECRET_KEYS = frozenset(
@@ -72,7 +73,9 @@ def _masked(value: Any) -> Any:
     return value
 
 
-def mask_event(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def mask_event(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """structlog processor: masks secret-named keys, and card numbers in every string."""
     for key, value in event.items():
         if key in SECRET_KEYS and isinstance(value, str):

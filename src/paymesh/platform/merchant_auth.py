@@ -8,7 +8,7 @@ import grpc
 from paymesh.gateway.v1 import merchant_auth_pb2, merchant_auth_pb2_grpc
 from paymesh.platform.callers import ApiKeyVerifier, CachedApiKeyVerifier, Callers, Merchant
 from paymesh.platform.channels import service_channel
-from paymesh.platform.errors import Unavailable
+from paymesh.platform.problems import Unavailable
 from paymesh.platform.service_auth import TokenIssuer, TokenVerifier
 
 

@@ -26,10 +26,33 @@ CURRENCIES = frozenset(
 )
 
 
-def amount_violation(field: str, amount: int) -> FieldViolation | None:
+# ISO 4217 minor units (decimals) of the codes above that have other than 2. An amount is
+# always in the currency's smallest unit: jpy 500 is 500 yen, bhd 1500 is 1.500 dinars.
+_MINOR_UNITS = {
+    **dict.fromkeys("bif clp djf gnf isk jpy kmf krw pyg rwf ugx vnd vuv xaf xof xpf".split(), 0),
+    **dict.fromkeys("bhd iqd jod kwd lyd omr tnd".split(), 3),
+}
+
+
+def minor_units(currency: str) -> int:
+    """How many decimals the currency's smallest unit is (ISO 4217)."""
+    return _MINOR_UNITS.get(currency, 2)
+
+
+def amount_violation(field: str, amount: int, currency: str = "") -> FieldViolation | None:
+    """An amount to charge: 1 to 99,999,999 of the currency's smallest unit (as Stripe's eight
+    digits), and, for a currency of 3 decimals, a whole number of hundredths: card networks
+    settle those to 2 decimals, so Stripe takes them only with a last digit of 0."""
     if not 1 <= amount <= MAX_AMOUNT:
         return FieldViolation(
             field, "invalid_amount", f"{field} must be an integer from 1 to {MAX_AMOUNT:,}"
+        )
+    if minor_units(currency) == 3 and amount % 10:
+        return FieldViolation(
+            field,
+            "invalid_amount",
+            f"{currency} has 3 decimals ({field} 1500 is 1.500 {currency}) and card networks "
+            f"settle it to 2: {field} must end in 0",
         )
     return None
 

@@ -216,3 +216,26 @@ def create_audit_checkpoints(schema: str, table: str) -> None:
 def drop_audit_checkpoints(schema: str, table: str) -> None:
     op.drop_table(f"{table}_checkpoints", schema=schema)
     op.execute(f"DROP FUNCTION {schema}.{table}_checkpoints_reject_change()")
+
+
+def create_idempotency_keys(schema: str) -> None:
+    """The key table of paymesh.platform.idempotency, version 1 (the shape gateway.idempotency_keys
+    reached in gateway_0004 and vault.idempotency_keys has had from the start)."""
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("merchant_id", sa.String(40), primary_key=True),
+        sa.Column("livemode", sa.Boolean, primary_key=True),
+        sa.Column("key", sa.String(255), primary_key=True),
+        sa.Column("request_hash", sa.String(64), nullable=False),
+        sa.Column("state", sa.String(10), nullable=False),
+        sa.Column("response", sa.LargeBinary),
+        sa.Column("is_error", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column(
+            "locked_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column("object_id", sa.String(40)),
+        schema=schema,
+    )

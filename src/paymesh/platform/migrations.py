@@ -8,7 +8,7 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from psycopg import sql
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from paymesh.platform.db import sqlalchemy_url
 
@@ -28,6 +28,12 @@ def upgrade(database_url: str, schema: str, versions_dir: Path) -> None:
     command.upgrade(alembic_config(database_url, schema, versions_dir), "head")
 
 
+def _database_of(url: URL) -> str:
+    if not url.database:
+        raise ValueError("DATABASE_URL names no database")
+    return url.database
+
+
 def ensure_database(database_url: str) -> None:
     """Creates the database named in the URL if it does not exist yet."""
     url = make_url(database_url)
@@ -36,10 +42,12 @@ def ensure_database(database_url: str) -> None:
         admin.render_as_string(hide_password=False), autocommit=True, connect_timeout=5
     ) as connection:
         exists = connection.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (url.database,)
+            "SELECT 1 FROM pg_database WHERE datname = %s", (_database_of(url),)
         ).fetchone()
         if not exists:
-            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(url.database)))
+            connection.execute(
+                sql.SQL("CREATE DATABASE {}").format(sql.Identifier(_database_of(url)))
+            )
 
 
 def drop_database(database_url: str) -> None:
@@ -50,5 +58,7 @@ def drop_database(database_url: str) -> None:
         admin.render_as_string(hide_password=False), autocommit=True, connect_timeout=5
     ) as connection:
         connection.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(url.database))
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(_database_of(url))
+            )
         )

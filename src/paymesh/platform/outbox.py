@@ -38,6 +38,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     MetaData,
+    Row,
     String,
     Table,
     func,
@@ -100,7 +101,7 @@ def snapshot_sql(source: str, *hidden: str) -> str:
     return f"jsonb_build_object('{SNAPSHOT}', {row})"
 
 
-def snapshot_column(source: str, *hidden: str) -> ColumnElement:
+def snapshot_column(source: str, *hidden: str) -> ColumnElement[Any]:
     """snapshot_sql as a column of a SQLAlchemy SELECT."""
     return literal_column(snapshot_sql(source, *hidden), JSONB)
 
@@ -146,10 +147,11 @@ async def add_event(connection: AsyncConnection, table: Table, **event: Any) -> 
     """Writes an event in the caller's transaction; returns its id."""
     values = event_values(**event)
     await connection.execute(table.insert(), values)
-    return values["event_id"]
+    event_id: str = values["event_id"]
+    return event_id
 
 
-def event_data(row, objects: Mapping[str, ApiObject]) -> dict[str, Any]:
+def event_data(row: Row[Any], objects: Mapping[str, ApiObject]) -> dict[str, Any]:
     """What a message says of the event's object: its kind, id, owner and, from a snapshot,
     the object as the API shows it (`object`)."""
     named = {"object_type": row.aggregate_type, "object_id": row.aggregate_id}
@@ -171,7 +173,7 @@ def event_data(row, objects: Mapping[str, ApiObject]) -> dict[str, Any]:
     }
 
 
-def to_message(row, objects: Mapping[str, ApiObject] | None = None) -> Message:
+def to_message(row: Row[Any], objects: Mapping[str, ApiObject] | None = None) -> Message:
     created: datetime = row.created_at
     body = {
         "id": row.event_id,

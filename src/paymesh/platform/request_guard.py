@@ -7,6 +7,8 @@ a control character or a megabyte where it expects a name. Each service's own ru
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
@@ -22,11 +24,13 @@ class Undecodable:
     """Stands in for a request whose bytes are not the message (e.g. a string not UTF-8)."""
 
 
-def lenient(deserialize):
+def lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
     """`deserialize` that returns Undecodable instead of failing inside gRPC, where the
     failure would become an INTERNAL status that names a Python class."""
 
-    def decode(data: bytes):
+    def decode(data: bytes) -> Any:
+        if deserialize is None:  # gRPC hands a handler without one the bytes as they came
+            return data
         try:
             return deserialize(data)
         except DecodeError:
@@ -35,7 +39,7 @@ def lenient(deserialize):
     return decode
 
 
-def check_request(request) -> None:
+def check_request(request: object) -> None:
     if isinstance(request, Undecodable):
         raise InvalidArgument.for_field(
             "request", "invalid_encoding", "not valid protobuf: strings must be UTF-8"
@@ -67,7 +71,7 @@ def string_violations(message: Message, prefix: str = "") -> list[FieldViolation
                 if found:
                     violations.append(found)
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type.GetOptions().map_entry:
+            if field.message_type is not None and field.message_type.GetOptions().map_entry:
                 violations += _map_violations(name, field, value)
             elif repeated:
                 for index, item in enumerate(value):
@@ -77,8 +81,11 @@ def string_violations(message: Message, prefix: str = "") -> list[FieldViolation
     return violations
 
 
-def _map_violations(name: str, field: FieldDescriptor, entries) -> list[FieldViolation]:
-    violations = []
+def _map_violations(
+    name: str, field: FieldDescriptor, entries: Mapping[Any, Any]
+) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    assert field.message_type is not None  # a map field's type is its entry message
     value_field = field.message_type.fields_by_name["value"]
     for key, value in entries.items():
         if isinstance(key, str):

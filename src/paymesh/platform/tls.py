@@ -55,8 +55,8 @@ def init_certs(tls_dir: Path, servers: Iterable[str], clients: Iterable[str]) ->
     """Creates the CA and a certificate for each identity that has none (all of them when the
     CA is new): `servers` (the services) may also serve, `clients` only call. Returns what it
     created."""
-    servers = tuple(servers)
-    identities = (*servers, *clients)
+    serving = tuple(servers)
+    identities = (*serving, *clients)
     tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     created = []
     if not (tls_dir / "ca.crt").exists() or not (tls_dir / "ca.key").exists():
@@ -73,12 +73,12 @@ def init_certs(tls_dir: Path, servers: Iterable[str], clients: Iterable[str]) ->
         for identity in identities:
             (tls_dir / f"{identity}.crt").unlink(missing_ok=True)
     ca_cert = x509.load_pem_x509_certificate((tls_dir / "ca.crt").read_bytes())
-    ca_key = serialization.load_pem_private_key((tls_dir / "ca.key").read_bytes(), None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    signing_key = serialization.load_pem_private_key((tls_dir / "ca.key").read_bytes(), None)
+    assert isinstance(signing_key, ec.EllipticCurvePrivateKey)
     for identity in identities:
         if (tls_dir / f"{identity}.crt").exists() and (tls_dir / f"{identity}.key").exists():
             continue
-        _write(tls_dir, identity, *_issue(identity, identity in servers, ca_cert, ca_key))
+        _write(tls_dir, identity, *_issue(identity, identity in serving, ca_cert, signing_key))
         created.append(identity)
     return created
 

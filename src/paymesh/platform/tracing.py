@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import grpc
 from opentelemetry import context, propagate, trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_prefix
@@ -42,14 +43,18 @@ def configure_tracing(service: str, otlp_endpoint: str | None) -> TracerProvider
     return provider
 
 
-def server_interceptor():
+def server_interceptor() -> grpc.aio.ServerInterceptor:
     """The gRPC server span of every RPC but health checks and reflection."""
-    return aio_server_interceptor(filter_=negate(_UNTRACED))
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(filter_=negate(_UNTRACED))
+    return interceptor
 
 
-def client_interceptors() -> list:
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
     """gRPC client spans (and the traceparent sent along) for calls to other services."""
-    return aio_client_interceptors(filter_=negate(_UNTRACED))
+    interceptors: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(
+        filter_=negate(_UNTRACED)
+    )
+    return interceptors
 
 
 def annotate(**attributes: Any) -> None:

@@ -10,7 +10,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from paymesh.platform.errors import InvalidArgument, NotFound
+from paymesh.platform.problems import InvalidArgument, NotFound
 
 
 def timestamp(value: datetime | None) -> Timestamp | None:
@@ -37,7 +37,9 @@ _AS_PYTHON = {
     "preserve_proto_field_names": "preserving_proto_field_name",
     "always_print_enums_as_ints": "use_integers_for_enums",
 }
-_PRINT = {_AS_PYTHON[k]: v for k, v in ENVOY_PRINT_OPTIONS.items() if k in _AS_PYTHON}
+_PRINT: dict[str, Any] = {
+    _AS_PYTHON[k]: v for k, v in ENVOY_PRINT_OPTIONS.items() if k in _AS_PYTHON
+}
 
 
 def api_json(message: Message) -> dict[str, Any]:
@@ -77,40 +79,25 @@ def require_id(value: str, prefix: str, resource: str, field: str = "id") -> str
     return value
 
 
-def optional_datetime(message, field: str) -> datetime | None:
+def optional_datetime(message: Message, field: str) -> datetime | None:
     """A Timestamp field of a request as an aware datetime (None when unset); one outside
     the years 1-9999 is invalid input named by `field`."""
     if not message.HasField(field):
         return None
     try:
-        return getattr(message, field).ToDatetime(tzinfo=UTC)
+        stamp: Timestamp = getattr(message, field)
+        return stamp.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
         raise InvalidArgument.for_field(
             field, "invalid_timestamp", f"{field} is out of range"
         ) from None
 
 
-def required_datetime(message, field: str) -> datetime:
+def required_datetime(message: Message, field: str) -> datetime:
     value = optional_datetime(message, field)
     if value is None:
         raise InvalidArgument.for_field(field, "missing", f"{field} is required")
     return value
-
-
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-
-
-def idempotency_key_of(context) -> str | None:
-    """The call's `idempotency-key` metadata, if any; an over-long one is invalid input. For
-    creations whose retry with the same key answers with the object first created."""
-    key = dict(context.invocation_metadata() or ()).get("idempotency-key") or None
-    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-        raise InvalidArgument.for_field(
-            "idempotency-key",
-            "invalid_idempotency_key",
-            f"at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
-        )
-    return key
 
 
 def page_limit(limit: int) -> int:

@@ -97,7 +97,7 @@ def new_subscription(
         for v in (
             payment_method_violation(payment_method)
             or (None if payment_method else _missing("payment_method")),
-            amount_violation("amount", amount),
+            amount_violation("amount", amount, currency),
             currency_violation(currency),
         )
         if v

@@ -64,6 +64,10 @@ def changed_values(
         raise FailedPrecondition(
             "a subscription that is canceled cannot be updated", reason="subscription_canceled"
         )
+    if update.amount is not None and (
+        bad := amount_violation("amount", update.amount, current["currency"])
+    ):
+        raise InvalidArgument([bad])  # the currency's minor units: known once it is read
     values: dict[str, Any] = {}
     if update.payment_method is not None and update.payment_method != current["payment_method"]:
         values["payment_method"] = update.payment_method

@@ -25,7 +25,7 @@ class PaymentError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., decline_code: _Optional[str] = ..., message: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
 
 class PaymentIntent(_message.Message):
-    __slots__ = ("id", "amount", "amount_capturable", "amount_received", "amount_refunded", "currency", "status", "payment_method", "capture_method", "psp", "last_payment_error", "description", "metadata", "created", "livemode", "next_action")
+    __slots__ = ("id", "amount", "amount_capturable", "amount_received", "amount_refunded", "currency", "status", "payment_method", "capture_method", "psp", "last_payment_error", "description", "metadata", "created", "livemode", "next_action", "cancellation_reason")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class PaymentIntent(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     LIVEMODE_FIELD_NUMBER: _ClassVar[int]
     NEXT_ACTION_FIELD_NUMBER: _ClassVar[int]
+    CANCELLATION_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     amount: int
     amount_capturable: int
@@ -65,7 +66,8 @@ class PaymentIntent(_message.Message):
     created: _timestamp_pb2.Timestamp
     livemode: bool
     next_action: NextAction
-    def __init__(self, id: _Optional[str] = ..., amount: _Optional[int] = ..., amount_capturable: _Optional[int] = ..., amount_received: _Optional[int] = ..., amount_refunded: _Optional[int] = ..., currency: _Optional[str] = ..., status: _Optional[str] = ..., payment_method: _Optional[str] = ..., capture_method: _Optional[str] = ..., psp: _Optional[str] = ..., last_payment_error: _Optional[_Union[PaymentError, _Mapping]] = ..., description: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., livemode: _Optional[bool] = ..., next_action: _Optional[_Union[NextAction, _Mapping]] = ...) -> None: ...
+    cancellation_reason: str
+    def __init__(self, id: _Optional[str] = ..., amount: _Optional[int] = ..., amount_capturable: _Optional[int] = ..., amount_received: _Optional[int] = ..., amount_refunded: _Optional[int] = ..., currency: _Optional[str] = ..., status: _Optional[str] = ..., payment_method: _Optional[str] = ..., capture_method: _Optional[str] = ..., psp: _Optional[str] = ..., last_payment_error: _Optional[_Union[PaymentError, _Mapping]] = ..., description: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., livemode: _Optional[bool] = ..., next_action: _Optional[_Union[NextAction, _Mapping]] = ..., cancellation_reason: _Optional[str] = ...) -> None: ...
 
 class NextAction(_message.Message):
     __slots__ = ("type", "redirect_to_url")
@@ -151,10 +153,12 @@ class CapturePaymentIntentRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., amount_to_capture: _Optional[int] = ...) -> None: ...
 
 class CancelPaymentIntentRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "cancellation_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
+    CANCELLATION_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    cancellation_reason: str
+    def __init__(self, id: _Optional[str] = ..., cancellation_reason: _Optional[str] = ...) -> None: ...
 
 class Refund(_message.Message):
     __slots__ = ("id", "amount", "currency", "payment_intent", "status", "reason", "created", "livemode")

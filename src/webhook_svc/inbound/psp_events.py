@@ -5,10 +5,16 @@ it is recorded and ignored, with its reason."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from paymesh.gateway.v1 import psp_events_pb2
+from paymesh.platform.problems import InvalidArgument
+
+# What an event's `created` may be: a Unix time from 1970 to the end of year 9999 (what a
+# datetime and a protobuf Timestamp can hold; no PSP event is older than the epoch).
+LATEST_CREATED = 253402300799
 
 
 @dataclass(frozen=True)
@@ -17,6 +23,30 @@ class Parsed:
 
     facts: list[psp_events_pb2.ApplyPspEventRequest] = field(default_factory=list)
     ignored: str = ""  # the reason when there is no fact
+
+
+def read_event(body: bytes) -> dict:
+    try:
+        event = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument.for_field("body", "invalid_json", "the event is not JSON") from None
+    if not (
+        isinstance(event, dict)
+        and isinstance(event.get("id"), str)
+        and 0 < len(event["id"]) <= 255
+        and isinstance(event.get("type"), str)
+        and len(event["type"]) <= 100
+        and isinstance(event.get("created"), int)
+        and not isinstance(event.get("created"), bool)
+    ):
+        raise InvalidArgument.for_field(
+            "body", "invalid_event", "the event needs an id, a type and created"
+        )
+    if not 0 <= event["created"] <= LATEST_CREATED:
+        raise InvalidArgument.for_field(
+            "created", "invalid_event", "created must be a Unix time between 1970 and 9999"
+        )
+    return event
 
 
 def _text(value: Any) -> str:

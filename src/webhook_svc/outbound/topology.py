@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pika.adapters.blocking_connection import BlockingChannel
 
-from webhook_svc.rules import EVENT_TYPES
+from webhook_svc.domain.rules import EVENT_TYPES
 
 EVENTS_QUEUE = "webhook.events"
 DEAD_EXCHANGE = "paymesh.webhook.dead"

@@ -68,10 +68,6 @@ def description_violation(description: str) -> FieldViolation | None:
     return card_number_violation("description", description)
 
 
-def subscribes(enabled_events: Sequence[str], event_type: str) -> bool:
-    return ALL_EVENTS in enabled_events or event_type in enabled_events
-
-
 def retry_delay(
     attempts_made: int, schedule: Sequence[float], rng: random.Random | None = None
 ) -> float | None:

@@ -3,23 +3,21 @@ stored sealed (secret_box) and returned in clear only to create and roll_secret.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Row, delete, func, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.platform.callers import Merchant, newest_first_page, owned_by
 from paymesh.platform.db import autocommit
 from paymesh.platform.errors import Conflict, NotFound
+from paymesh.platform.idempotency.store import Claim, bind_key
 from paymesh.platform.ids import new_id
-from webhook_svc import signing
-from webhook_svc.secret_box import SecretBox
-from webhook_svc.tables import webhook_endpoints
+from webhook_svc.outbound import signing
+from webhook_svc.outbound.secret_box import SecretBox
+from webhook_svc.tables import idempotency_keys, webhook_endpoints
 
 
 @dataclass(frozen=True)
@@ -42,11 +40,10 @@ class EndpointStore:
     # Never shown, never in an event.
     SECRET_COLUMNS = ("secret", "previous_secret")
 
-    def __init__(self, engine: AsyncEngine, box: SecretBox, key_secret: bytes):
+    def __init__(self, engine: AsyncEngine, box: SecretBox):
         self._engine = engine
         self._reads = autocommit(engine)
         self._box = box
-        self._key_secret = key_secret
 
     def secret_of(self, endpoint: Row) -> str:
         return self._box.open(endpoint.id, endpoint.secret)
@@ -57,16 +54,9 @@ class EndpointStore:
             return ""
         return signing.public_key(self.secret_of(endpoint))
 
-    async def create(
-        self, merchant: Merchant, new: EndpointInput, idempotency_key: str | None
-    ) -> tuple[Row, str]:
-        """The new endpoint and its secret in clear. A key used before answers with the
-        endpoint it created; the same key with another request is a conflict."""
-        key = self._key_digest(idempotency_key)
-        if key is not None:
-            existing = await self._by_key(merchant, key, new)
-            if existing is not None:
-                return existing, self.secret_of(existing)
+    async def create(self, merchant: Merchant, new: EndpointInput, key: Claim) -> tuple[Row, str]:
+        """The new endpoint and its secret in clear; the request's key is bound to it in the
+        same transaction."""
         endpoint_id = new_id("we_")
         secret = signing.new_secret(new.signature_scheme)
         values = {
@@ -79,20 +69,14 @@ class EndpointStore:
             "signature_scheme": new.signature_scheme,
             "secret": self._box.seal(endpoint_id, secret),
             "status": "enabled",
-            "idempotency_key": key,
         }
-        try:
-            async with self._engine.begin() as connection:
-                row = (
-                    await connection.execute(
-                        webhook_endpoints.insert().values(values).returning(webhook_endpoints)
-                    )
-                ).one()
-        except IntegrityError:  # the same key, at the same moment, from another call
-            existing = await self._by_key(merchant, key, new) if key else None
-            if existing is None:
-                raise
-            return existing, self.secret_of(existing)
+        async with self._engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    webhook_endpoints.insert().values(values).returning(webhook_endpoints)
+                )
+            ).one()
+            await bind_key(connection, idempotency_keys, key, row.id)
         return row, secret
 
     async def get(self, merchant: Merchant, endpoint_id: str) -> Row:
@@ -202,39 +186,6 @@ class EndpointStore:
                 raise Conflict("the secret was rolled by another request", reason="secret_rolled")
             raise _missing()
         return row
-
-    async def _by_key(self, merchant: Merchant, key: str, new: EndpointInput) -> Row | None:
-        table = webhook_endpoints.c
-        async with self._reads.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(webhook_endpoints).where(
-                        table.merchant_id == merchant.id,
-                        table.livemode == merchant.livemode,
-                        table.idempotency_key == key,
-                    )
-                )
-            ).first()
-        if row is None:
-            return None
-        same = (
-            row.url == new.url
-            and list(row.enabled_events) == list(new.enabled_events)
-            and (row.description or "") == new.description
-            and row.signature_scheme == new.signature_scheme
-        )
-        if not same:
-            raise Conflict(
-                "this Idempotency-Key was used with another request",
-                reason="idempotency_key_reused",
-            )
-        return row
-
-    def _key_digest(self, idempotency_key: str | None) -> str | None:
-        """Keys are stored as keyed digests: some merchants send card numbers as keys."""
-        if not idempotency_key:
-            return None
-        return hmac.new(self._key_secret, idempotency_key.encode(), hashlib.sha256).hexdigest()
 
 
 def _missing() -> NotFound:

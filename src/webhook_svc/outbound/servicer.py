@@ -7,19 +7,21 @@ from google.protobuf.struct_pb2 import Struct
 
 from paymesh.platform.callers import Callers
 from paymesh.platform.errors import InvalidArgument
+from paymesh.platform.idempotency.rpc import idempotent
+from paymesh.platform.idempotency.store import Claim, Idempotency
 from paymesh.platform.problems import FieldViolation
 from paymesh.platform.wire import (
-    idempotency_key_of,
     page_limit,
     require_id,
     required_datetime,
     timestamp,
 )
 from paymesh.webhook.v1 import webhook_pb2, webhook_pb2_grpc
-from webhook_svc import rules, signing
-from webhook_svc.destinations import AddressPolicy, check_url
-from webhook_svc.endpoints import EndpointChange, EndpointInput, EndpointStore
-from webhook_svc.events import EventStore
+from webhook_svc.domain import rules
+from webhook_svc.outbound import signing
+from webhook_svc.outbound.destinations import AddressPolicy, check_url
+from webhook_svc.outbound.endpoints import EndpointChange, EndpointInput, EndpointStore
+from webhook_svc.outbound.events import EventStore
 
 SECRET_OVERLAP_SECONDS = 24 * 3600
 
@@ -65,20 +67,37 @@ def event_message(row, attempts=()) -> webhook_pb2.Event:
 
 
 class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
+    """Every POST is `@idempotent`: a retry under its key is answered with the endpoint the
+    key is bound to, as it is now, or with the stored answer or error, before its request is
+    looked at."""
+
     def __init__(
         self,
         endpoints: EndpointStore,
         events: EventStore,
         callers: Callers,
         destinations: AddressPolicy,
+        idempotency: Idempotency,
     ):
         self._endpoints = endpoints
         self._events = events
-        self._callers = callers
+        self.callers = callers
         self._destinations = destinations
+        self.idempotency = idempotency
 
-    async def CreateWebhookEndpoint(self, request, context):
-        merchant = await self._callers.merchant(context)
+    async def replay(self, claim: Claim) -> webhook_pb2.WebhookEndpoint:
+        """An endpoint a key is bound to, as reads show it."""
+        return self._shown(await self._endpoints.get(claim.merchant, claim.replay_object or ""))
+
+    async def _replay_with_secret(self, claim: Claim) -> webhook_pb2.WebhookEndpoint:
+        """An endpoint a key is bound to, with its secret as it is now: what its creation or
+        roll answered."""
+        row = await self._endpoints.get(claim.merchant, claim.replay_object or "")
+        secret = self._endpoints.secret_of(row)
+        return endpoint_message(row, secret, signing.public_key(secret))
+
+    @idempotent(binds=True, replay=_replay_with_secret)
+    async def CreateWebhookEndpoint(self, request, context, claim: Claim):
         scheme = request.signature_scheme or "v1"
         violations = [
             *rules.enabled_events_violations(request.enabled_events),
@@ -95,16 +114,16 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             description=request.description,
             signature_scheme=scheme,
         )
-        row, secret = await self._endpoints.create(merchant, new, idempotency_key_of(context))
+        row, secret = await self._endpoints.create(claim.merchant, new, claim)
         return endpoint_message(row, secret, signing.public_key(secret))
 
     async def GetWebhookEndpoint(self, request, context):
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         row = await self._endpoints.get(merchant, _endpoint_id(request.id))
         return self._shown(row)
 
     async def ListWebhookEndpoints(self, request, context):
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         rows, has_more = await self._endpoints.page(
             merchant, page_limit(request.limit), request.starting_after
         )
@@ -112,8 +131,9 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
             data=[self._shown(r) for r in rows], has_more=has_more
         )
 
-    async def UpdateWebhookEndpoint(self, request, context):
-        merchant = await self._callers.merchant(context)
+    @idempotent()
+    async def UpdateWebhookEndpoint(self, request, context, claim: Claim):
+        merchant = claim.merchant
         endpoint_id = _endpoint_id(request.id)
         violations = []
         if request.enabled_events:
@@ -133,20 +153,21 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         return self._shown(await self._endpoints.update(merchant, endpoint_id, change))
 
     async def DeleteWebhookEndpoint(self, request, context):
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         endpoint_id = _endpoint_id(request.id)
         await self._endpoints.delete(merchant, endpoint_id)
         return webhook_pb2.DeleteWebhookEndpointResponse(id=endpoint_id, deleted=True)
 
-    async def RollWebhookEndpointSecret(self, request, context):
-        merchant = await self._callers.merchant(context)
+    @idempotent(replay=_replay_with_secret)
+    async def RollWebhookEndpointSecret(self, request, context, claim: Claim):
         row, secret = await self._endpoints.roll(
-            merchant, _endpoint_id(request.id), SECRET_OVERLAP_SECONDS
+            claim.merchant, _endpoint_id(request.id), SECRET_OVERLAP_SECONDS
         )
         return endpoint_message(row, secret, signing.public_key(secret))
 
-    async def RecoverWebhookEndpoint(self, request, context):
-        merchant = await self._callers.merchant(context)
+    @idempotent(answer=webhook_pb2.RecoverWebhookEndpointResponse)
+    async def RecoverWebhookEndpoint(self, request, context, claim: Claim):
+        merchant = claim.merchant
         endpoint_id = _endpoint_id(request.id)
         since = required_datetime(request, "since")
         await self._endpoints.get(merchant, endpoint_id)
@@ -154,7 +175,7 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         return webhook_pb2.RecoverWebhookEndpointResponse(scheduled=scheduled)
 
     async def ListEvents(self, request, context):
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         if request.type and request.type not in rules.EVENT_TYPES:
             raise InvalidArgument.for_field("type", "invalid_event_type", "an event type")
         rows, has_more = await self._events.page(
@@ -165,13 +186,13 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         )
 
     async def GetEvent(self, request, context):
-        merchant = await self._callers.merchant(context)
+        merchant = await self.callers.merchant(context)
         row, attempts = await self._events.get(merchant, _event_id(request.id))
         return event_message(row, attempts)
 
-    async def RedeliverEvent(self, request, context):
-        merchant = await self._callers.merchant(context)
-        scheduled = await self._events.redeliver(merchant, _event_id(request.id))
+    @idempotent(answer=webhook_pb2.RedeliverEventResponse)
+    async def RedeliverEvent(self, request, context, claim: Claim):
+        scheduled = await self._events.redeliver(claim.merchant, _event_id(request.id))
         return webhook_pb2.RedeliverEventResponse(scheduled=scheduled)
 
     def _shown(self, row) -> webhook_pb2.WebhookEndpoint:

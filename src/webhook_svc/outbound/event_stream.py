@@ -19,8 +19,8 @@ from paymesh.platform.callers import Callers
 from paymesh.platform.db import autocommit
 from paymesh.platform.errors import InvalidArgument
 from paymesh.webhook.v1 import event_stream_pb2, event_stream_pb2_grpc
-from webhook_svc.rules import EVENT_TYPES
-from webhook_svc.servicer import event_message
+from webhook_svc.domain.rules import EVENT_TYPES
+from webhook_svc.outbound.servicer import event_message
 
 # Every service of the mesh may listen; merchants may not (they have webhooks).
 LISTENERS = {"gateway", "vault", "rebill", "webhook", "ops"}

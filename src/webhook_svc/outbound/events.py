@@ -22,8 +22,10 @@ from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.errors import InvalidArgument, NotFound
 from paymesh.platform.notifications import notify
 from paymesh.platform.tracing import annotate, annotate_object, current_traceparent
-from webhook_svc.metrics import EVENTS_RECEIVED
-from webhook_svc.rules import EVENT_TYPES
+from webhook_svc.domain.endpoint_health import EndpointStatus
+from webhook_svc.domain.rules import ALL_EVENTS, EVENT_TYPES
+from webhook_svc.domain.status import Action, DeliveryStatus, move
+from webhook_svc.outbound.metrics import EVENTS_RECEIVED
 from webhook_svc.tables import delivery_attempts, events
 
 log = structlog.get_logger(__name__)
@@ -77,12 +79,27 @@ def parse_event(body: bytes) -> ReceivedEvent | None:
     return event
 
 
+def _takes(event: str, endpoint: str) -> str:
+    """The subscription rule, written once for the statements that fan events out: an enabled
+    endpoint of the event's merchant and mode takes an event of a type it names, or every
+    event if it names `*`."""
+    return (
+        f"{endpoint}.merchant_id = {event}.merchant_id AND {endpoint}.livemode = {event}.livemode"
+        f" AND {endpoint}.status = '{EndpointStatus.ENABLED}'"
+        f" AND ({event}.type = ANY({endpoint}.enabled_events)"
+        f" OR '{ALL_EVENTS}' = ANY({endpoint}.enabled_events))"
+    )
+
+
+# The status a delivery asked for again goes back to, whatever it was.
+_REDELIVERED = {move(status, Action.REDELIVER) for status in DeliveryStatus}.pop()
+
 # One statement for a batch (autocommit, one round trip): the new events, and for each one a
 # delivery per enabled endpoint of its merchant and mode that subscribes to its type; if any
 # delivery was made, the deliverers' wake-up, sent as the statement commits. An event received
 # before writes nothing (the broker delivers at least once).
 _INTAKE = text(
-    """
+    f"""
     WITH new AS (
       INSERT INTO webhook.events
         (id, type, merchant_id, livemode, object_type, object_id, sequence, object, created_at,
@@ -98,16 +115,13 @@ _INTAKE = text(
     ), fanned AS (
       INSERT INTO webhook.deliveries (event_id, endpoint_id)
       SELECT new.id, e.id FROM new
-      JOIN webhook.webhook_endpoints e
-        ON e.merchant_id = new.merchant_id AND e.livemode = new.livemode
-       AND e.status = 'enabled'
-       AND (new.type = ANY(e.enabled_events) OR '*' = ANY(e.enabled_events))
+      JOIN webhook.webhook_endpoints e ON {_takes("new", "e")}
       RETURNING 1
     ), woken AS (
       SELECT pg_notify(:wake_channel, '') WHERE EXISTS (SELECT 1 FROM fanned)
     )
     SELECT (SELECT count(*) FROM new) AS events, (SELECT count(*) FROM woken) AS woken
-    """
+    """  # noqa: S608 - fixed fragments, never input
 )
 
 
@@ -232,7 +246,9 @@ async def _schedule(
     A fresh round: its attempts count from one again. An object's delivery that a replica is
     sending holds its lease; it and the object's later events fall due once the lease ends,
     so none of them overtakes it."""
-    received = "AND d.status IS DISTINCT FROM 'succeeded'" if skip_received else ""
+    received = (
+        f"AND d.status IS DISTINCT FROM '{DeliveryStatus.SUCCEEDED}'" if skip_received else ""
+    )
     rows = await connection.execute(
         text(
             f"""
@@ -243,10 +259,7 @@ async def _schedule(
                    + make_interval(secs => 0.000001 * row_number() OVER (
                      ORDER BY ev.created_at, ev.sequence, ev.id))
             FROM webhook.events ev
-            JOIN webhook.webhook_endpoints e
-              ON e.merchant_id = ev.merchant_id AND e.livemode = ev.livemode
-             AND e.status = 'enabled'
-             AND (ev.type = ANY(e.enabled_events) OR '*' = ANY(e.enabled_events))
+            JOIN webhook.webhook_endpoints e ON {_takes("ev", "e")}
             LEFT JOIN webhook.deliveries d ON d.event_id = ev.id AND d.endpoint_id = e.id
             WHERE ev.merchant_id = :merchant_id AND ev.livemode = :livemode AND {which}
               {received}
@@ -254,10 +267,10 @@ async def _schedule(
               -- One being sent right now keeps its lease, so it is not sent twice at once,
               -- but loses its token: that send's outcome no longer settles it, and it is
               -- sent again once the lease lapses (its due time above).
-              SET status = 'pending', attempts = 0, next_attempt_at = EXCLUDED.next_attempt_at,
-                  lease_token = NULL
+              SET status = '{_REDELIVERED}', attempts = 0,
+                  next_attempt_at = EXCLUDED.next_attempt_at, lease_token = NULL
             RETURNING 1
-            """  # noqa: S608 - `which` and `received` are fixed fragments, never input
+            """  # noqa: S608 - `which`, `received` and the rule are fixed fragments, never input
         ),
         {**params, "merchant_id": merchant.id, "livemode": merchant.livemode},
     )
