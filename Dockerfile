@@ -27,7 +27,7 @@ COPY --from=descriptor /out/edge.lua /etc/paymesh/edge.lua
 # own, so that the service image ships no developer tools.
 FROM python:3.11-slim AS sandbox-psp
 ENV PYTHONUNBUFFERED=1
-COPY src/paymesh/sandbox_psp.py /opt/sandbox/sandbox_psp.py
+COPY dev/sandbox_psp.py /opt/sandbox/sandbox_psp.py
 USER nobody
 EXPOSE 8430
 CMD ["python", "/opt/sandbox/sandbox_psp.py", "--host", "0.0.0.0", "--port", "8430"]
@@ -37,13 +37,11 @@ FROM python:3.11-slim AS app
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# The generated stubs are committed under src/paymesh/*/v1: no codegen here. The developer
-# tools (the mesh runner, test infrastructure, the sandbox PSP) are left out of the image.
+# The generated stubs are committed under src/paymesh/*/v1: no codegen here. Only src/ is
+# installed: the developer tools (the mesh runner, the sandbox PSP) live in dev/, outside it.
 COPY pyproject.toml /tmp/paymesh/
 COPY src/ /tmp/paymesh/src/
-RUN rm -rf /tmp/paymesh/src/*.egg-info /tmp/paymesh/src/paymesh/devmesh.py \
-        /tmp/paymesh/src/paymesh/devinfra.py /tmp/paymesh/src/paymesh/sandbox_psp.py \
-        /tmp/paymesh/src/paymesh/localstripe_cards.py \
+RUN rm -rf /tmp/paymesh/src/*.egg-info \
     && pip install --no-cache-dir /tmp/paymesh \
     && rm -rf /tmp/paymesh \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \

@@ -14,8 +14,8 @@ PROMETHEUS_DIR := build/prometheus
 PROMETHEUS := $(or $(shell command -v prometheus 2>/dev/null),$(PROMETHEUS_DIR)/usr/bin/prometheus)
 PROMTOOL := $(or $(shell command -v promtool 2>/dev/null),$(PROMETHEUS_DIR)/usr/bin/promtool)
 
-.PHONY: install run test test-fast unit lint lint-style lint-types lint-protos breaking alerts proto \
-	bench clean
+.PHONY: install run test test-fast unit lint lint-style lint-types lint-protos lint-imports \
+	breaking alerts proto bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,7 @@ $(EDGE): $(DESCRIPTOR) envoy/edge.lua tools/gen_edge_lua.py
 	$(PY) tools/gen_edge_lua.py $(DESCRIPTOR) envoy/edge.lua $(EDGE)
 
 run: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
-	$(PY) -m paymesh.devmesh
+	$(PY) -m dev.devmesh
 
 test: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE) lint breaking alerts $(PROMETHEUS)
 	PROMETHEUS_BIN=$(abspath $(PROMETHEUS)) $(PY) -m pytest $(PYTEST_ARGS)
@@ -68,12 +68,12 @@ test-fast: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
 
 # Every check a change must pass besides the tests; `make test` runs them first, so CI does.
 # Each is a target of its own (`make lint-types` alone); a new linter joins LINTERS.
-LINTERS := lint-style lint-types lint-protos
+LINTERS := lint-style lint-types lint-protos lint-imports
 lint: $(LINTERS)
 
 lint-style: $(INSTALLED)
-	$(VENV)/bin/ruff check src tests tools bench
-	$(VENV)/bin/ruff format --check src tests tools bench
+	$(VENV)/bin/ruff check src tests tools bench dev
+	$(VENV)/bin/ruff format --check src tests tools bench dev
 
 # mypy --strict on the packages [tool.mypy] lists in pyproject.toml (the kit and the domains).
 lint-types: $(INSTALLED)
@@ -81,6 +81,10 @@ lint-types: $(INSTALLED)
 
 lint-protos: $(INSTALLED)
 	$(VENV)/bin/buf lint
+
+# Who may import whom: the floors and the plain domains ([tool.importlinter] in pyproject.toml).
+lint-imports: $(INSTALLED)
+	$(VENV)/bin/lint-imports
 
 # Each benchmark appends its rows to build/bench.jsonl (BENCH_JSON_OUT; vault.py through
 # summary.py --run, which records the rows it prints); the summary prints issue 9's rows from

@@ -536,7 +536,7 @@ async def http_post(_shared: Shared) -> AsyncIterator[Target]:
 
 
 def envoy_argv(config: dict, directory: Path, port: int) -> list[str]:
-    """Envoy as paymesh.devmesh starts it: one worker thread, warnings only, its own base id."""
+    """Envoy as dev.devmesh starts it: one worker thread, warnings only, its own base id."""
     path = directory / "envoy.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return [

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import psycopg
 
-from paymesh.devinfra import Infra, create_infra, drop_infra
-from paymesh.devmesh import DEFAULT_GATEWAY_PROCESSES, Mesh, Ports, service_of
+# The developer tools (dev/, beside bench/) are not installed: the repository root holds them.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dev.devinfra import Infra, create_infra, drop_infra  # noqa: E402
+from dev.devmesh import DEFAULT_GATEWAY_PROCESSES, Mesh, Ports, service_of  # noqa: E402
 
 BIN = Path(sys.executable).parent
 ECHO_METHOD = "/bench.Echo/Echo"

@@ -13,18 +13,23 @@ import argparse
 import asyncio
 import dataclasses
 import statistics
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import MetaData, insert, text
 
 from gateway_svc.domain.models import PaymentIntent
 from gateway_svc.service import EVENT_OBJECTS
-from paymesh.devinfra import create_infra, drop_infra
 from paymesh.platform.amqp import ConfirmingPublisher
 from paymesh.platform.db import create_engine
 from paymesh.platform.outbox import OutboxRelay, outbox_table, snapshot
+
+# The developer tools (dev/, beside bench/) are not installed: the repository root holds them.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dev.devinfra import create_infra, drop_infra  # noqa: E402
 
 
 def _payload(i: int, flat: bool) -> dict:

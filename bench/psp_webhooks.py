@@ -38,8 +38,8 @@ from harness import (  # noqa: E402
 from read_path import tokenize  # noqa: E402
 from summary import record  # noqa: E402
 
+from dev.sandbox_psp import DEV_WEBHOOK_SECRET, signature  # noqa: E402
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
-from paymesh.sandbox_psp import DEV_WEBHOOK_SECRET, signature  # noqa: E402
 
 PATH = "/v1/psp/sandbox/webhooks"
 

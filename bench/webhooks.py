@@ -35,7 +35,7 @@ from harness import (  # noqa: E402
     running_mesh,
 )
 
-from paymesh.devmesh import free_port
+from dev.devmesh import free_port
 
 ENV = {"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", "LOG_LEVEL": "WARNING"}
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from paymesh.devinfra import Infra, create_infra, drop_infra
-from paymesh.devmesh import Mesh, Ports
+from dev.devinfra import Infra, create_infra, drop_infra
+from dev.devmesh import Mesh, Ports
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

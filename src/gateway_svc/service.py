@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from gateway_svc import tables
 from gateway_svc.admin import MerchantAdminServicer
+from gateway_svc.config import GatewaySettings
 from gateway_svc.domain.status import Pending
 from gateway_svc.merchants import SETTINGS_CHANGED, MerchantRepository
 from gateway_svc.metrics import PAYMENTS_INFLIGHT, RECOVERY_SWEEP_ACTIVE
@@ -57,7 +58,6 @@ from paymesh.platform.audit_checkpoints import AuditCheckpointer
 from paymesh.platform.audit_keys import AuditKeys
 from paymesh.platform.callers import CachedApiKeyVerifier, Callers
 from paymesh.platform.channels import service_channel
-from paymesh.platform.config import GatewaySettings
 from paymesh.platform.idempotency.store import Idempotency
 from paymesh.platform.loop_lag import LoopLag
 from paymesh.platform.notifications import listen
@@ -262,6 +262,7 @@ EVENT_OBJECTS = {
 
 DEFINITION = ServiceDefinition(
     name="gateway",
+    package="gateway_svc",
     schema=tables.SCHEMA,
     grpc_services=(
         gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,

@@ -27,7 +27,6 @@ from paymesh.platform.callers import ApiKeyVerifier, Callers
 from paymesh.platform.idempotency.rpc import idempotent
 from paymesh.platform.idempotency.store import Claim, Idempotency
 from paymesh.platform.problems import InvalidArgument, Unauthenticated
-from paymesh.platform.service_auth import SERVICES
 from paymesh.platform.tracing import annotate_object
 from paymesh.platform.wire import require_id, timestamp
 
@@ -269,6 +268,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
 
+# The services that resolve their merchants' API keys here (platform.merchant_auth); the
+# gateway checks its own in process.
+API_KEY_CHECKERS = {"vault", "rebill", "webhook"}
+
+
 class MerchantAuthServicer(merchant_auth_pb2_grpc.MerchantAuthServiceServicer):
     """Internal: other services resolve merchants' API keys here."""
 
@@ -281,7 +285,7 @@ class MerchantAuthServicer(merchant_auth_pb2_grpc.MerchantAuthServiceServicer):
         request: merchant_auth_pb2.AuthenticateApiKeyRequest,
         context: grpc.aio.ServicerContext,
     ) -> merchant_auth_pb2.AuthenticateApiKeyResponse:
-        self._callers.service(context, allowed=set(SERVICES))
+        self._callers.service(context, allowed=API_KEY_CHECKERS)
         merchant = await self._merchants.verify(request.api_key) if request.api_key else None
         if merchant is None:
             raise Unauthenticated("invalid API key", reason="invalid_api_key")

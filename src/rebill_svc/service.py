@@ -15,7 +15,6 @@ from paymesh.platform.amqp_consumer import Consumer
 from paymesh.platform.audit_checkpoints import AuditCheckpointer
 from paymesh.platform.audit_keys import AuditKeys
 from paymesh.platform.channels import close_on_shutdown, service_channel
-from paymesh.platform.config import RebillSettings
 from paymesh.platform.idempotency.store import Idempotency
 from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.outbox import ApiObject
@@ -24,6 +23,7 @@ from paymesh.rebill.v1 import rebill_admin_pb2, rebill_admin_pb2_grpc, rebill_pb
 from rebill_svc import tables
 from rebill_svc.admin import RebillAdminServicer
 from rebill_svc.charging import GatewayCharger
+from rebill_svc.config import RebillSettings
 from rebill_svc.dead_letters import DeadLetters
 from rebill_svc.jobs.postgres import PostgresJobStore
 from rebill_svc.repository import SubscriptionRepository
@@ -116,6 +116,7 @@ EVENT_OBJECTS = {
 
 DEFINITION = ServiceDefinition(
     name="rebill",
+    package="rebill_svc",
     schema=tables.SCHEMA,
     grpc_services=(
         rebill_pb2.DESCRIPTOR.services_by_name["RebillService"].full_name,

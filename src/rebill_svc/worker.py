@@ -19,7 +19,6 @@ from pydantic import ValidationError
 
 from paymesh.platform.amqp_consumer import Consumer, Delivery, Verdict
 from paymesh.platform.channels import service_channel
-from paymesh.platform.config import RebillSettings
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.http import OpsHttpServer
@@ -27,6 +26,7 @@ from paymesh.platform.logging import configure_logging
 from paymesh.platform.service_auth import TokenIssuer
 from paymesh.platform.tracing import configure_tracing
 from rebill_svc.charging import GatewayCharger
+from rebill_svc.config import RebillSettings
 from rebill_svc.jobs.postgres import PostgresJobStore
 from rebill_svc.jobs.store import JobStore
 from rebill_svc.metrics import HEARTBEAT_AGE, JOBS_FAILED

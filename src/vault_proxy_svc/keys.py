@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from paymesh.platform.config import VaultSettings
+from vault_proxy_svc.config import VaultSettings
 
 
 class KeyProvider(ABC):

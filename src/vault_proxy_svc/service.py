@@ -7,13 +7,13 @@ from pathlib import Path
 import grpc
 
 from paymesh.platform.channels import close_on_shutdown
-from paymesh.platform.config import VaultSettings
 from paymesh.platform.idempotency.store import Idempotency
 from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.outbox import ApiObject
 from paymesh.platform.server import Resources, ServiceDefinition
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from vault_proxy_svc import tables
+from vault_proxy_svc.config import VaultSettings
 from vault_proxy_svc.cvc_store import CvcStore
 from vault_proxy_svc.kek import KekManager
 from vault_proxy_svc.keys import build_key_provider
@@ -79,6 +79,7 @@ EVENT_OBJECTS = {"payment_method": ApiObject(tables.payment_methods, payment_met
 
 DEFINITION = ServiceDefinition(
     name="vault",
+    package="vault_proxy_svc",
     schema=tables.SCHEMA,
     grpc_services=(
         vault_pb2.DESCRIPTOR.services_by_name["VaultService"].full_name,

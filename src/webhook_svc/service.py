@@ -12,7 +12,6 @@ import grpc
 from paymesh.gateway.v1 import psp_events_pb2_grpc
 from paymesh.platform.amqp_consumer import Consumer
 from paymesh.platform.channels import close_on_shutdown, service_channel
-from paymesh.platform.config import WebhookSettings
 from paymesh.platform.idempotency.store import Idempotency
 from paymesh.platform.merchant_auth import remote_callers
 from paymesh.platform.notifications import listen
@@ -27,6 +26,7 @@ from paymesh.webhook.v1 import (
     webhook_pb2_grpc,
 )
 from webhook_svc import tables
+from webhook_svc.config import WebhookSettings
 from webhook_svc.domain.rules import parse_schedule
 from webhook_svc.inbound.gateway import GATEWAY_TIMEOUT_SECONDS, GatewayEvents
 from webhook_svc.inbound.inbox import Inbox
@@ -141,6 +141,7 @@ EVENT_OBJECTS = {"webhook_endpoint": ApiObject(tables.webhook_endpoints, _shown_
 
 DEFINITION = ServiceDefinition(
     name="webhook",
+    package="webhook_svc",
     schema=tables.SCHEMA,
     grpc_services=(
         webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from paymesh.devinfra import create_infra, drop_infra
-from paymesh.devmesh import Mesh, Ports
+from dev.devinfra import create_infra, drop_infra
+from dev.devmesh import Mesh, Ports
 from tests.conftest import base_env, create_merchant, paymesh
 from tests.integration.test_payments import post
 from tests.integration.test_vault import tokenize

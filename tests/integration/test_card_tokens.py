@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from paymesh.devmesh import Ports
+from dev.devmesh import Ports
 from paymesh.gateway.v1 import card_access_pb2, card_access_pb2_grpc
 from paymesh.platform.callers import LIVEMODE_HEADER, MERCHANT_HEADER
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer

@@ -10,8 +10,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from paymesh.devmesh import Mesh, Ports
-from paymesh.services import ALL
+from dev.devmesh import Mesh, Ports
+from paymesh_ops.services import ALL
 from tests.conftest import base_env, started_mesh
 from tests.support.http import call
 from tests.support.tcp_proxy import TcpProxy

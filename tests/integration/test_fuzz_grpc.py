@@ -30,7 +30,7 @@ import paymesh.gateway.v1.gateway_pb2  # noqa: F401
 import paymesh.rebill.v1.rebill_pb2  # noqa: F401
 import paymesh.vault.v1.vault_pb2  # noqa: F401
 import paymesh.webhook.v1.webhook_pb2  # noqa: F401
-from paymesh.services import ALL
+from paymesh_ops.services import ALL
 from tests.conftest import create_merchant
 from tests.support.envelope import grpc_details_problems
 from tests.support.fuzzing import (

@@ -14,7 +14,7 @@ import grpc
 import psycopg
 import pytest
 
-from paymesh.devmesh import Mesh, Ports, gateway_process_name
+from dev.devmesh import Mesh, Ports, gateway_process_name
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.platform.advisory_lock import SessionLock, lock_key
 from paymesh.platform.db import create_engine

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.platform.errors import ERROR_DOMAIN
-from paymesh.services import ALL
+from paymesh_ops.services import ALL
 from tests.support.http import call
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ import sys
 import psycopg
 import pytest
 
-from paymesh.devinfra import create_infra, drop_infra
-from paymesh.devmesh import Ports
+from dev.devinfra import create_infra, drop_infra
+from dev.devmesh import Ports
 from tests.conftest import BIN, base_env, paymesh
 from tests.integration.test_vault import tokenize
 
@@ -71,7 +71,7 @@ def test_make_run_stops_before_starting_anything_with_the_vaults_line(infra, mes
     )
 
     run = subprocess.run(
-        [sys.executable, "-m", "paymesh.devmesh"],
+        [sys.executable, "-m", "dev.devmesh"],
         env=env,
         capture_output=True,
         text=True,

@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from paymesh.devmesh import Mesh, Ports
+from dev.devmesh import Mesh, Ports
 from tests.conftest import base_env, paymesh
 from tests.integration.test_vault import tokenize
 from tests.support.waiting import wait_until

@@ -55,11 +55,11 @@ import psycopg
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from paymesh.devinfra import Infra
-from paymesh.devmesh import Mesh, Ports, free_ports
+from dev.devinfra import Infra
+from dev.devmesh import Mesh, Ports, free_ports
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from paymesh.rebill.v1 import rebill_admin_pb2, rebill_admin_pb2_grpc
-from paymesh.services import PACKAGES
+from paymesh_ops.services import ALL as SERVICES
 from rebill_svc.topology import DELIVERY_LIMIT
 from tests.conftest import base_env, create_merchant, migrated_infra, started_mesh
 from tests.integration.test_payments import post
@@ -420,7 +420,7 @@ def sweeping_lost_messages(mesh: Mesh) -> Iterator[None]:
 
     def restart(env: dict[str, str]) -> None:
         mesh.stop("rebill")
-        mesh.spawn("rebill", [sys.executable, "-m", PACKAGES["rebill"]], env=env)
+        mesh.spawn("rebill", [sys.executable, "-m", SERVICES["rebill"].package], env=env)
         mesh.wait_until([f"http://127.0.0.1:{mesh.ports.http['rebill']}/readyz"], 60)
 
     restart({**mesh.env, "REBILL_REQUEUE_AFTER_SECONDS": "1"})

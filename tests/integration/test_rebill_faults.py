@@ -26,8 +26,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from paymesh.devinfra import Infra, create_infra, drop_infra
-from paymesh.devmesh import Mesh, Ports, free_port, free_ports
+from dev.devinfra import Infra, create_infra, drop_infra
+from dev.devmesh import Mesh, Ports, free_port, free_ports
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
 from rebill_svc.jobs.postgres import PostgresJobStore

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from paymesh.devmesh import Ports, http_status, unreachable_dependencies
-from paymesh.platform.config import RebillSettings
+from dev.devmesh import Ports, http_status, unreachable_dependencies
+from rebill_svc.config import RebillSettings
 from tests.conftest import base_env, migrated_infra
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def test_each_unreachable_dependency_gets_one_line_naming_it_and_the_fix(infra):
 
 def test_the_run_command_exits_with_that_line_and_no_traceback():
     result = subprocess.run(
-        [sys.executable, "-m", "paymesh.devmesh"],
+        [sys.executable, "-m", "dev.devmesh"],
         env={**os.environ, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{DEAD_PORT}/x"},
         capture_output=True,
         text=True,
@@ -63,7 +63,7 @@ def held_port():
 
 def test_a_second_run_names_the_port_in_use_and_its_variable_in_one_line(infra, held_port):
     result = subprocess.run(
-        [sys.executable, "-m", "paymesh.devmesh"],
+        [sys.executable, "-m", "dev.devmesh"],
         env=base_env(infra, **Ports.free().service_env(), ENVOY_PORT=str(held_port)),
         capture_output=True,
         text=True,

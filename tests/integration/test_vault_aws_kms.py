@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from paymesh.devinfra import create_infra, drop_infra
+from dev.devinfra import create_infra, drop_infra
 from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
 from tests.conftest import base_env, paymesh

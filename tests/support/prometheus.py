@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from paymesh.devmesh import Ports, free_ports
+from dev.devmesh import Ports, free_ports
 from tests.support.http import call
 from tests.support.waiting import wait_until
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import tomllib
 from http.server import ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
@@ -19,8 +20,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from paymesh import cli, sandbox_psp
-from paymesh.platform.config import RebillSettings, ServiceSettings
+from dev import sandbox_psp
+from paymesh.platform.config import ServiceSettings
+from paymesh_ops import cli
+from rebill_svc.config import RebillSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("gateway", "vault", "rebill", "webhook")
@@ -89,7 +92,7 @@ def command_steps(command: str | list[str]) -> list[list[str]]:
 
 
 def cli_accepts(args: list[str]) -> bool:
-    """Whether `paymesh ARGS` names a command of paymesh.cli (its --help exits with 0)."""
+    """Whether `paymesh ARGS` names a command of paymesh_ops.cli (its --help exits with 0)."""
     with pytest.raises(SystemExit) as exited:
         cli.main([*args, "--help"])
     return exited.value.code == 0
@@ -323,7 +326,7 @@ def test_every_app_service_runs_a_package_that_exists():
 
 def test_the_migrate_service_runs_the_installed_console_script():
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'^paymesh = "paymesh\.cli:main"$', pyproject, re.MULTILINE)
+    assert re.search(r'^paymesh = "paymesh_ops\.cli:main"$', pyproject, re.MULTILINE)
     steps = command_steps(services()["migrate"]["command"])
     for step in steps:
         assert step[0] == "paymesh" and cli_accepts(step[1:]), step
@@ -469,13 +472,17 @@ def test_the_sandbox_psp_runs_from_an_image_of_its_own_on_its_port():
 
 
 def test_the_service_image_ships_no_developer_tools():
-    runs = " ".join(
-        rest for keyword, rest in dockerfile_stage_instructions("app") if keyword == "RUN"
-    )
-    installed = runs.index("pip install")
-    for module in ("devmesh", "devinfra", "sandbox_psp"):
-        removed = runs.find(f"src/paymesh/{module}.py")
-        assert 0 <= removed < installed, f"paymesh/{module}.py is installed in the app image"
+    # The image installs the packages of src/ alone; the developer tools live in dev/, beside.
+    copies = [
+        rest.split() for keyword, rest in dockerfile_stage_instructions("app") if keyword == "COPY"
+    ]
+    sources = {word for words in copies for word in words[:-1] if not word.startswith("--")}
+    assert sources == {"pyproject.toml", "src/"}, sources
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["tool"]["setuptools"]["packages"]["find"]["where"] == ["src"]
+    tools = {path.name for path in (ROOT / "dev").glob("*.py") if path.name != "__init__.py"}
+    assert {"devmesh.py", "devinfra.py", "sandbox_psp.py", "localstripe_cards.py"} <= tools
+    assert not [path for path in (ROOT / "src").rglob("*.py") if path.name in tools]
 
 
 def test_the_sandbox_psp_healthcheck_passes_against_a_running_sandbox_psp():

@@ -16,7 +16,7 @@ import yaml
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
-from paymesh.devmesh import Ports, render_envoy_config
+from dev.devmesh import Ports, render_envoy_config
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

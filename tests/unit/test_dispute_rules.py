@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from dev.sandbox_psp import Sandbox
 from gateway_svc.domain import disputes as rules
 from gateway_svc.domain.models import Dispute, PaymentIntent
 from gateway_svc.domain.reconciliation import (
@@ -24,7 +25,6 @@ from gateway_svc.domain.reconciliation import (
 from gateway_svc.psp.settlements import SettlementsUnavailable, _sandbox_record
 from gateway_svc.servicer import dispute_message
 from paymesh.platform.wire import api_json
-from paymesh.sandbox_psp import Sandbox
 from webhook_svc.inbound import psp_events
 
 CAPTURED = PaymentIntent(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from paymesh.devmesh import Ports, gateway_process_name, render_envoy_config, service_of
+from dev.devmesh import Ports, gateway_process_name, render_envoy_config, service_of
 
 
 def test_make_runs_gateway_processes_listen_ten_ports_apart_from_the_first():

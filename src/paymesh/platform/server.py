@@ -66,7 +66,11 @@ Register = Callable[[grpc.aio.Server, Resources], Awaitable[list[Coroutine[Any, 
 
 @dataclass(frozen=True)
 class ServiceDefinition:
-    name: str
+    """A service's place in the mesh, declared by the service itself: the kit and the tools
+    above it know a service only through this."""
+
+    name: str  # its identity: service tokens, certificates, logs, `paymesh migrate NAME`
+    package: str  # what `python -m` starts
     schema: str
     grpc_services: tuple[str, ...]
     settings_class: type[ServiceSettings]

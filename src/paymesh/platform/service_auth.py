@@ -1,14 +1,17 @@
 """Service identity between services: short-lived tokens signed with each service's Ed25519
 key (PyJWT, EdDSA). A caller sends `x-paymesh-service-token`; the callee checks signature,
 audience (itself) and expiry with the caller's public key. Keys live in PAYMESH_KEYS_DIR as
-`<service>.key` (private, PEM) and `<service>.pub`; `paymesh keys init` creates them and they
-are never committed."""
+`<service>.key` (private, PEM) and `<service>.pub`; `paymesh keys init` creates them for the
+identities it is given (the services and `ops`) and they are never committed. The kit knows no
+service list: an identity is a name, and the key pairs in PAYMESH_KEYS_DIR are the identities
+a service trusts."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,17 +22,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paymesh.platform.problems import Unauthenticated
 
 SERVICE_TOKEN_HEADER = "x-paymesh-service-token"  # noqa: S105 - a header name
-SERVICES = ("gateway", "vault", "rebill", "webhook")
-# Identities with keys: the services, and `ops` for operators' admin calls (grpcurl).
-IDENTITIES = (*SERVICES, "ops")
 TOKEN_LIFETIME_SECONDS = 60
 
 
-def init_keys(keys_dir: Path) -> list[str]:
-    """Creates a key pair for every identity that has none; returns those it created."""
+def init_keys(keys_dir: Path, identities: Iterable[str]) -> list[str]:
+    """Creates a key pair for each of `identities` that has none; returns those it created."""
     keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     created = []
-    for service in IDENTITIES:
+    for service in identities:
         private_path = keys_dir / f"{service}.key"
         if private_path.exists():
             continue
@@ -88,15 +88,12 @@ class ServiceIdentity:
 
 
 class TokenVerifier:
-    """Checks tokens addressed to `service`, signed by a service whose public key we hold."""
+    """Checks tokens addressed to `service`, signed by an identity whose public key we hold:
+    one of the key pairs in `keys_dir`."""
 
     def __init__(self, service: str, keys_dir: Path):
         self._service = service
-        self._public_keys = {
-            path.stem: path.read_bytes()
-            for path in keys_dir.glob("*.pub")
-            if path.stem in IDENTITIES
-        }
+        self._public_keys = {path.stem: path.read_bytes() for path in keys_dir.glob("*.pub")}
         # A caller reuses its token for half its life: check each signature once.
         self._verified: dict[str, tuple[ServiceIdentity, float]] = {}
 

@@ -1,8 +1,9 @@
 """Mutual TLS between Envoy and the services and between services: every gRPC port demands a
 client certificate from paymesh's CA, every service channel presents its service's own.
 
-`paymesh certs init` makes a development CA and a certificate per identity in one directory
-(PAYMESH_TLS_DIR): `ca.crt`, and `<identity>.crt` + `<identity>.key` for each of IDENTITIES.
+`paymesh certs init` makes a development CA and a certificate per identity it is given in one
+directory (PAYMESH_TLS_DIR): `ca.crt`, and `<identity>.crt` + `<identity>.key` for each server
+(a service: server and client certificate) and each client (client certificate only).
 Unset, gRPC is plaintext, which a service accepts only on loopback or with
 PAYMESH_ALLOW_PLAINTEXT=true (see config.py). The service token stays the authorization."""
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +21,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-SERVICES = ("gateway", "vault", "rebill", "webhook")
-# Clients only: Envoy towards the services, and operators (grpcurl).
-CLIENTS = ("envoy", "ops")
-IDENTITIES = (*SERVICES, *CLIENTS)
 CA_VALIDITY = datetime.timedelta(days=5 * 365)
 CERT_VALIDITY = datetime.timedelta(days=365)
 
@@ -53,9 +51,12 @@ class MutualTls:
         return grpc.ssl_channel_credentials(self.ca, self.key, self.cert)
 
 
-def init_certs(tls_dir: Path) -> list[str]:
+def init_certs(tls_dir: Path, servers: Iterable[str], clients: Iterable[str]) -> list[str]:
     """Creates the CA and a certificate for each identity that has none (all of them when the
-    CA is new); returns what it created."""
+    CA is new): `servers` (the services) may also serve, `clients` only call. Returns what it
+    created."""
+    serving = tuple(servers)
+    identities = (*serving, *clients)
     tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     created = []
     if not (tls_dir / "ca.crt").exists() or not (tls_dir / "ca.key").exists():
@@ -69,27 +70,27 @@ def init_certs(tls_dir: Path) -> list[str]:
         )
         _write(tls_dir, "ca", ca_cert, ca_key)
         created.append("ca")
-        for identity in IDENTITIES:
+        for identity in identities:
             (tls_dir / f"{identity}.crt").unlink(missing_ok=True)
     ca_cert = x509.load_pem_x509_certificate((tls_dir / "ca.crt").read_bytes())
     signing_key = serialization.load_pem_private_key((tls_dir / "ca.key").read_bytes(), None)
     assert isinstance(signing_key, ec.EllipticCurvePrivateKey)
-    for identity in IDENTITIES:
+    for identity in identities:
         if (tls_dir / f"{identity}.crt").exists() and (tls_dir / f"{identity}.key").exists():
             continue
-        _write(tls_dir, identity, *_issue(identity, ca_cert, signing_key))
+        _write(tls_dir, identity, *_issue(identity, identity in serving, ca_cert, signing_key))
         created.append(identity)
     return created
 
 
 def _issue(
-    identity: str, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
+    identity: str, serves: bool, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
     # A service answers on localhost and, in docker compose, on its service name.
     names: list[x509.GeneralName] = [x509.DNSName(identity)]
-    if identity in SERVICES:
+    if serves:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
         names += [
             x509.DNSName("localhost"),

@@ -145,7 +145,7 @@ def _authentication_failed(psp, event, reference, code: str, attempt_key="") -> 
     return Parsed([_request(psp, event, reference, attempt_key, authentication_failed=failed)])
 
 
-# --- the sandbox PSP (paymesh.sandbox_psp) ---------------------------------------------------
+# --- the sandbox PSP (dev.sandbox_psp) ---------------------------------------------------
 
 
 def _sandbox_captured(psp, event, charge):

@@ -1,6 +1,6 @@
 """The sandbox PSP: an in-repo payment processor simulator, run as its own HTTP server.
 
-    python -m paymesh.sandbox_psp --port 8430
+    python -m dev.sandbox_psp --port 8430
 
 Stripe's test cards decide outcomes (4242424242424242 succeeds; 4000000000000002
 generic_decline, hard; 4000000000009995 insufficient_funds, soft; 4000000000000119

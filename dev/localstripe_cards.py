@@ -1,6 +1,6 @@
 """localstripe, with Stripe's documented test cards declined where Stripe declines them.
 
-    python -m paymesh.localstripe_cards --port 8420 --from-scratch   (localstripe's own options)
+    python -m dev.localstripe_cards --port 8420 --from-scratch   (localstripe's own options)
 
 localstripe declines 4000000000000002 and 4000000000009995 only when a card is attached to a
 customer, and without a `decline_code`; paymesh never attaches a card, so on the stripe

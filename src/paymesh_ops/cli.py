@@ -40,8 +40,8 @@ def database_url() -> str:
 
 
 def migrate(args: argparse.Namespace) -> int:
-    from paymesh import services
     from paymesh.platform import migrations
+    from paymesh_ops import services
 
     unknown = sorted(set(args.services) - set(services.ALL))
     if unknown:
@@ -62,8 +62,9 @@ def keys_dir() -> Path:
 def keys_init(_args: argparse.Namespace) -> int:
     from paymesh.platform.audit_keys import init_audit_key
     from paymesh.platform.service_auth import init_keys
+    from paymesh_ops.services import ALL, OPERATOR
 
-    created = init_keys(keys_dir())
+    created = init_keys(keys_dir(), (*ALL, OPERATOR))
     audit_key = init_audit_key(keys_dir())
     if audit_key:
         created.append(f"audit key {audit_key}")
@@ -80,9 +81,10 @@ def keys_rotate_audit(_args: argparse.Namespace) -> int:
 
 def certs_init(args: argparse.Namespace) -> int:
     from paymesh.platform.tls import init_certs
+    from paymesh_ops.services import ALL, EDGE, OPERATOR
 
     tls_dir = Path(args.dir or os.environ.get("PAYMESH_TLS_DIR") or "var/certs")
-    created = init_certs(tls_dir)
+    created = init_certs(tls_dir, servers=ALL, clients=(EDGE, OPERATOR))
     print(f"TLS certificates in {tls_dir}: created {', '.join(created) or 'none (all present)'}")
     return 0
 
@@ -113,7 +115,7 @@ def merchants_create(args: argparse.Namespace) -> int:
 
 
 def vault_init_keyring(_args: argparse.Namespace) -> int:
-    from paymesh.platform.config import VaultSettings
+    from vault_proxy_svc.config import VaultSettings
     from vault_proxy_svc.keys import LocalKeyring
 
     settings = VaultSettings()
@@ -126,8 +128,8 @@ def vault_init_keyring(_args: argparse.Namespace) -> int:
 
 
 def vault_rotate_kek(_args: argparse.Namespace) -> int:
-    from paymesh.platform.config import VaultSettings
     from paymesh.platform.db import create_engine
+    from vault_proxy_svc.config import VaultSettings
     from vault_proxy_svc.kek import KekManager
     from vault_proxy_svc.keys import build_key_provider
 
@@ -148,8 +150,8 @@ def vault_rotate_kek(_args: argparse.Namespace) -> int:
 
 
 def vault_check_keys(_args: argparse.Namespace) -> int:
-    from paymesh.platform.config import VaultSettings
     from paymesh.platform.db import create_engine
+    from vault_proxy_svc.config import VaultSettings
     from vault_proxy_svc.kek import KekManager, KeksUnavailable
     from vault_proxy_svc.keys import build_key_provider
 
@@ -190,7 +192,7 @@ def not_a_dev_database(url: str) -> str | None:
 def dev_reset(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
-    from paymesh.platform.config import VaultSettings
+    from vault_proxy_svc.config import VaultSettings
 
     url = database_url()
     refused = not_a_dev_database(url)
@@ -292,9 +294,9 @@ def recon_run(args: argparse.Namespace) -> int:
     import getpass
     from datetime import UTC, datetime
 
+    from gateway_svc.config import GatewaySettings
     from gateway_svc.reconciliation.runner import Who
     from gateway_svc.service import build_reconciler
-    from paymesh.platform.config import GatewaySettings
     from paymesh.platform.db import create_engine
     from paymesh.platform.problems import PaymeshError
 

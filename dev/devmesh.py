@@ -25,9 +25,9 @@ import yaml
 from pydantic import ValidationError
 
 from paymesh.platform.config import ServiceSettings
-from paymesh.services import ALL, PACKAGES
+from paymesh_ops.services import ALL
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 ENVOY_TEMPLATE = ROOT / "envoy" / "envoy.yaml"
 DESCRIPTOR = ROOT / "build" / "paymesh.pb"
 EDGE_FILTER = ROOT / "build" / "edge.lua"
@@ -294,24 +294,24 @@ class Mesh:
         """The PSP stand-ins (localstripe, the sandbox PSP), then the four services."""
         if with_psps:
             self.start_psp_stand_ins()
-        for name, package in PACKAGES.items():
+        for name, definition in ALL.items():
             if name == "gateway":
                 self.start_gateways()
             else:
-                self.spawn(name, [sys.executable, "-m", package])
+                self.spawn(name, [sys.executable, "-m", definition.package])
         self.spawn("rebill_worker", [sys.executable, "-m", "rebill_svc.worker"])
 
     def start_psp_stand_ins(self) -> None:
         """localstripe and the sandbox PSP."""
         # localstripe keeps its state in one fixed file (/tmp/localstripe.pickle) that
         # concurrent instances would corrupt: every instance starts empty instead. It runs
-        # with Stripe's test-card declines (paymesh.localstripe_cards).
+        # with Stripe's test-card declines (dev.localstripe_cards).
         self.spawn(
             "localstripe",
             [
                 sys.executable,
                 "-m",
-                "paymesh.localstripe_cards",
+                "dev.localstripe_cards",
                 "--port",
                 str(self.ports.localstripe),
                 "--from-scratch",
@@ -322,7 +322,7 @@ class Mesh:
             [
                 sys.executable,
                 "-m",
-                "paymesh.sandbox_psp",
+                "dev.sandbox_psp",
                 "--port",
                 str(self.ports.sandbox_psp),
             ],
@@ -336,7 +336,7 @@ class Mesh:
             env = {**self.env, "GATEWAY_GRPC_PORT": str(grpc_port)}
             env["GATEWAY_HTTP_PORT"] = str(http_port)
             name = gateway_process_name(index)
-            self.spawn(name, [sys.executable, "-m", PACKAGES["gateway"]], env=env)
+            self.spawn(name, [sys.executable, "-m", ALL["gateway"].package], env=env)
 
     def start_envoy(self) -> None:
         envoy_config = (self.log_dir or ROOT / "build") / "envoy.yaml"
@@ -413,7 +413,7 @@ class Mesh:
     def configure_stripe_webhooks(self) -> None:
         """localstripe sends its signed webhooks (Stripe-Signature) to our Stripe endpoint,
         through Envoy, with the secret webhook_svc checks them with."""
-        from paymesh.platform.config import WebhookSettings
+        from webhook_svc.config import WebhookSettings
 
         secret = self.env.get("WEBHOOK_STRIPE_SECRET") or str(
             WebhookSettings.model_fields["stripe_secret"].default
@@ -599,10 +599,10 @@ def print_banner(ports: Ports, seconds: float, tls_dir: Path | None = None) -> N
         f"  try            curl -s localhost:{ports.envoy}/v1/payment_intents/pi_123",
         f"  Envoy admin    http://127.0.0.1:{ports.envoy_admin}",
     ]
-    for name, package in PACKAGES.items():
+    for name, definition in ALL.items():
         processes = ports.gateways if name == "gateway" else [(ports.grpc[name], ports.http[name])]
         for number, (grpc_port, http_port) in enumerate(processes, 1):
-            label = package if number == 1 else f"  process {number}"
+            label = definition.package if number == 1 else f"  process {number}"
             rows.append(
                 f"  {label:<16} grpc localhost:{grpc_port}  "
                 f"metrics http://localhost:{http_port}/metrics"
