@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import pytest
 
 from paymesh.devinfra import create_infra, drop_infra
 from paymesh.devmesh import Mesh, Ports
-from tests.conftest import base_env, create_merchant, paymesh
-from tests.integration.test_payments import post
-from tests.integration.test_vault import tokenize
-from tests.support.psp import NO_FAULTS, breaker_state, sandbox
-from tests.support.waiting import wait_until
-
-BREAKER_RESET_SECONDS = 2.2  # GATEWAY_BREAKER_RESET_SECONDS in the tests' environment, and a bit
+from tests.support.mesh import base_env, create_merchant, paymesh
+from tests.support.psp import NO_FAULTS, close_sandbox_breaker, sandbox
 
 
 @pytest.fixture
@@ -25,23 +19,6 @@ def knobs(mesh, merchant):
     yield lambda **values: sandbox(mesh, "/_knobs", values)
     sandbox(mesh, "/_knobs", NO_FAULTS)
     close_sandbox_breaker(mesh, merchant)
-
-
-def close_sandbox_breaker(mesh, merchant) -> None:
-    """Waits out an open breaker's cool-down, then pays until the half-open probe closes it."""
-    if breaker_state(mesh, "sandbox") == 0:
-        return
-    time.sleep(BREAKER_RESET_SECONDS)
-    token = tokenize(mesh, merchant).body["id"]
-    body = {"amount": 100, "currency": "usd", "payment_method": token, "confirm": True}
-    wait_until(
-        lambda: (
-            post(mesh, merchant, "/v1/payment_intents", body).status == 200
-            and breaker_state(mesh, "sandbox") == 0
-        ),
-        timeout=20,
-        interval=0.5,
-    )
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from paymesh.platform.migration_ops import AUDIT_CHAINS
-from tests.conftest import BIN, base_env, migrated_infra, paymesh
-from tests.integration.test_payments import pay
+from tests.support.mesh import BIN, base_env, migrated_infra, paymesh
+from tests.support.payments import pay
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

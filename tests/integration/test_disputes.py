@@ -15,13 +15,12 @@ from dataclasses import dataclass
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests import conftest
-from tests.conftest import create_merchant
-from tests.integration.test_payments import pay, post
-from tests.integration.test_psp_webhooks import signed
-from tests.integration.test_rebill_faults import FaultMesh, fault_mesh
+from tests.support.fault_mesh import FaultMesh, fault_mesh
 from tests.support.http import call
+from tests.support.mesh import TestMerchant, create_merchant
+from tests.support.payments import pay, post
 from tests.support.psp import sandbox
+from tests.support.psp_webhooks import signed
 from tests.support.receiver import Receiver, running_receiver
 from tests.support.waiting import wait_until
 
@@ -39,7 +38,7 @@ class Disputes:
     def mesh(self):
         return self.faults.mesh
 
-    def merchant_with_endpoint(self, name: str) -> tuple[conftest.TestMerchant, str, str]:
+    def merchant_with_endpoint(self, name: str) -> tuple[TestMerchant, str, str]:
         """A merchant with one endpoint for every event: (merchant, its path, its secret)."""
         merchant = create_merchant(self.faults.infra, name)
         path = f"/{name}-{uuid.uuid4().hex[:8]}"

@@ -17,8 +17,8 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql, compile_statement
 from rebill_svc import jobs
-from tests.conftest import migrated_infra
-from tests.plans import rows_read, seq_scanned
+from tests.support.mesh import migrated_infra
+from tests.support.plans import rows_read, seq_scanned
 
 pytestmark = pytest.mark.integration
 

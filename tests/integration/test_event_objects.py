@@ -12,16 +12,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.test_payments import post
-from tests.integration.test_psp_webhooks import signed
-from tests.integration.test_rebill import get, iso
-from tests.integration.test_rebill_faults import fault_mesh
-from tests.integration.test_vault import tokenize
-from tests.integration.test_webhooks import WEBHOOK_ENV, Hooks, verified
 from tests.support import cards
+from tests.support.fault_mesh import fault_mesh
+from tests.support.payments import post
 from tests.support.psp import NO_FAULTS, sandbox
+from tests.support.psp_webhooks import signed
+from tests.support.rebill import get, iso
 from tests.support.receiver import Script, running_receiver
+from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
+from tests.support.webhooks import WEBHOOK_ENV, Hooks, verified
 from webhook_svc.rules import EVENT_TYPES
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
 from gateway_svc import repository
 from paymesh.platform.direct_sql import compile_statement
-from tests.conftest import migrated_infra
+from tests.support.mesh import migrated_infra
 
 pytestmark = pytest.mark.integration
 

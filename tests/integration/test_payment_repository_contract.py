@@ -19,7 +19,7 @@ from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.problems import InvalidArgument, NotFound
-from tests.conftest import migrated_infra
+from tests.support.mesh import migrated_infra
 
 pytestmark = pytest.mark.integration
 

@@ -19,11 +19,12 @@ import pytest
 
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
-from tests.conftest import BIN, base_env, migrated_infra, paymesh
-from tests.integration.test_payments import post, reason_of, refund_when
-from tests.integration.test_vault import NEXT_YEAR, tokenize
+from tests.support.envelope import reason_of
 from tests.support.http import call
+from tests.support.mesh import BIN, base_env, migrated_infra, paymesh
+from tests.support.payments import post, refund_when
 from tests.support.psp import breaker_state, requests_for, sandbox
+from tests.support.vault import NEXT_YEAR, tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,7 @@ from rebill_svc.domain.dunning import Outcome
 from rebill_svc.jobs import JobStore
 from rebill_svc.repository import SubscriptionRepository
 from rebill_svc.runner import JobRunner, Leases
-from tests.conftest import migrated_infra
+from tests.support.mesh import migrated_infra
 
 pytestmark = pytest.mark.integration
 
