@@ -13,7 +13,6 @@ import http.client
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -21,7 +20,6 @@ import pytest
 
 from tests.support import cards
 from tests.support.envelope import reason_of
-from tests.support.fault_mesh import fault_mesh
 from tests.support.http import call
 from tests.support.mesh import TestMerchant
 from tests.support.metrics import metric
@@ -29,7 +27,6 @@ from tests.support.ops import admin, ok
 from tests.support.payments import post
 from tests.support.psp import breaker_state
 from tests.support.rebill import advance, get, new_clock, rebills
-from tests.support.receiver import running_receiver
 from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
 from tests.support.webhooks import Hooks
@@ -39,18 +36,14 @@ pytestmark = pytest.mark.integration
 # GATEWAY_RECOVERY_AFTER_SECONDS and GATEWAY_RECOVERY_INTERVAL_SECONDS in tests.conftest.
 RECOVERY_AFTER_SECONDS = 10.0
 RECOVERY_INTERVAL_SECONDS = 0.5
-ENV = {"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
 RETURN_URL = "https://shop.example/orders/42/paid"
 PSPS = ["sandbox", "stripe"]
 
 
 @pytest.fixture(scope="module")
-def hooks(tmp_path_factory) -> Iterator[Hooks]:
-    with (
-        running_receiver() as receiver,
-        fault_mesh(tmp_path_factory.mktemp("three_d_secure"), **ENV) as faults,
-    ):
-        yield Hooks(faults, receiver)
+def hooks(loopback_hooks) -> Hooks:
+    """A mesh apart with a webhook receiver, shared with test_disputes."""
+    return loopback_hooks
 
 
 @pytest.fixture

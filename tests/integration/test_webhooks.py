@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,26 +27,21 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from paymesh.webhook.v1 import event_stream_pb2, event_stream_pb2_grpc
-from tests.support.fault_mesh import fault_mesh
 from tests.support.http import call
 from tests.support.payments import pay, post
-from tests.support.receiver import Script, running_receiver
+from tests.support.receiver import Script
 from tests.support.waiting import wait_until
-from tests.support.webhooks import SCHEDULE, WEBHOOK_ENV, Hooks, verified
+from tests.support.webhooks import SCHEDULE, Hooks, verified
 from webhook_svc.rules import EVENT_TYPES
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def hooks(tmp_path_factory) -> Iterator[Hooks]:
-    """A mesh of this module's own (database, vhost, webhook_svc admitting loopback, the
-    retry schedule compressed) and one receiver."""
-    with (
-        running_receiver() as receiver,
-        fault_mesh(tmp_path_factory.mktemp("webhooks"), **WEBHOOK_ENV) as faults,
-    ):
-        yield Hooks(faults, receiver)
+def hooks(webhook_hooks) -> Hooks:
+    """A mesh apart (database, vhost, webhook_svc admitting loopback, the retry schedule
+    compressed) and one receiver, shared with test_event_objects."""
+    return webhook_hooks
 
 
 def verified_v1a(public_key: str, request) -> dict:
