@@ -6,16 +6,28 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
-from paymesh.devinfra import create_infra, drop_infra
+from paymesh.devinfra import Infra
 from paymesh.devmesh import Mesh, Ports
 from tests.support.fault_mesh import fault_mesh
-from tests.support.mesh import base_env, create_merchant, paymesh
-from tests.support.psp import NO_FAULTS, close_sandbox_breaker, sandbox
+from tests.support.mesh import base_env, create_merchant, migrated_infra, started_mesh
+from tests.support.psp import NO_FAULTS, breaker_state, close_sandbox_breaker, sandbox
 from tests.support.receiver import running_receiver
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.webhooks import WEBHOOK_ENV, Hooks
+
+
+@pytest.fixture
+def knobs(mesh, merchant):
+    """Sandbox knobs for one test, reset afterwards whatever happens, and the sandbox's breaker
+    closed again, so that the next test meets a healthy PSP."""
+    yield lambda **values: sandbox(mesh, "/_knobs", values)
+    sandbox(mesh, "/_knobs", NO_FAULTS)
+    close_sandbox_breaker(mesh, merchant)
+
 
 # A mesh costs half a minute to start and ~36 database connections to keep, so modules that
 # need the same configuration share one: a session fixture per configuration, closed right
@@ -81,37 +93,88 @@ def loopback_hooks(tmp_path_factory) -> Iterator[Hooks]:
         yield Hooks(stack.enter_context(fault_mesh(directory, **env)), receiver)
 
 
-SHARED_MESH_FIXTURES = {"webhook_hooks", "loopback_hooks"}
+@dataclass(frozen=True)
+class Proxied:
+    mesh: Mesh
+    proxies: dict[str, TcpProxy]  # "postgresql", "rabbitmq", "gateway"
 
 
-@pytest.fixture
-def knobs(mesh, merchant):
-    """Sandbox knobs for one test, reset afterwards whatever happens, and the sandbox's breaker
-    closed again, so that the next test meets a healthy PSP."""
-    yield lambda **values: sandbox(mesh, "/_knobs", values)
-    sandbox(mesh, "/_knobs", NO_FAULTS)
-    close_sandbox_breaker(mesh, merchant)
-
-
-@pytest.fixture
-def fragile(infra, tmp_path):
-    """A gateway (and what it needs) with a database of its own, to kill without hurting the
-    session's mesh, whose recovery sweep would otherwise settle this test's intent first.
-    (`infra` makes the session's service keys, which the vault and gateway need to start.)"""
-    own = create_infra("paymesh_fragile")
-    ports = Ports.free()
-    env = base_env(own, **ports.service_env())
-    mesh = Mesh(env=env, ports=ports, log_dir=tmp_path)
-    try:
-        paymesh("migrate", env=env)
-        merchant = create_merchant(own, "fragile")
-        mesh.start_psp_stand_ins()
-        for name, package in (("vault", "vault_proxy_svc"), ("gateway", "gateway_svc")):
-            mesh.spawn(name, [sys.executable, "-m", package])
-        mesh.wait_until(
-            [f"http://127.0.0.1:{ports.http[n]}/readyz" for n in ("vault", "gateway")], 60
+@pytest.fixture(scope="session")
+def proxied(infra, tmp_path_factory) -> Iterator[Proxied]:
+    """A whole mesh on the session's database whose ways to PostgreSQL, to RabbitMQ and to the
+    gateway (from the other services) pass through TCP proxies a test can cut
+    (test_card_tokens, test_dependency_health)."""
+    with shared("proxied") as stack:
+        ports = Ports.free()
+        proxies = {
+            "postgresql": TcpProxy("127.0.0.1", 5432).start(),
+            "rabbitmq": TcpProxy("127.0.0.1", 5672).start(),
+            "gateway": TcpProxy("127.0.0.1", ports.grpc["gateway"]).start(),
+        }
+        for proxy in proxies.values():
+            stack.callback(proxy.stop)
+        env = base_env(
+            infra,
+            **{
+                **ports.service_env(),
+                "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{proxies['postgresql'].port}"
+                f"/{infra.name}",
+                "AMQP_URL": f"amqp://guest:guest@127.0.0.1:{proxies['rabbitmq'].port}/{infra.name}",
+                "GATEWAY_ADDR": f"127.0.0.1:{proxies['gateway'].port}",
+            },
         )
-        yield mesh, own, merchant
-    finally:
-        mesh.stop()
-        drop_infra(own)
+        log_dir = tmp_path_factory.mktemp("proxied-mesh")
+        yield Proxied(stack.enter_context(started_mesh(env, ports, log_dir, timeout=60)), proxies)
+
+
+FRAGILE = (("vault", "vault_proxy_svc"), ("gateway", "gateway_svc"))
+
+
+def revive(mesh: Mesh) -> None:
+    """Starts again whichever of the vault and the gateway a test killed or stopped."""
+    for name, package in FRAGILE:
+        if name not in mesh.processes or mesh.processes[name].poll() is not None:
+            mesh.spawn(name, [sys.executable, "-m", package])
+    mesh.wait_until([f"http://127.0.0.1:{mesh.ports.http[n]}/readyz" for n, _ in FRAGILE], 60)
+
+
+@pytest.fixture(scope="session")
+def fragile_mesh(infra, tmp_path_factory) -> Iterator[tuple[Mesh, Infra]]:
+    """The PSP stand-ins, a vault and a gateway on a database of their own, to kill without
+    hurting the session's mesh, whose recovery sweep would otherwise settle a test's intent
+    first. (`infra` makes the session's service keys, which the vault and gateway need.)"""
+    with shared("fragile_mesh") as stack:
+        own = stack.enter_context(migrated_infra("paymesh_fragile"))
+        ports = Ports.free()
+        env = base_env(own, **ports.service_env())
+        mesh = Mesh(env=env, ports=ports, log_dir=tmp_path_factory.mktemp("fragile"))
+        stack.callback(mesh.stop)
+        mesh.start_psp_stand_ins()
+        revive(mesh)
+        yield mesh, own
+
+
+@pytest.fixture
+def fragile(fragile_mesh):
+    """The fragile mesh as a test expects to find it: the vault and the gateway running, no
+    Envoy, the sandbox without faults, the gateway's breakers closed, and a merchant of the
+    test's own (tests change their merchant's routing)."""
+    mesh, own = fragile_mesh
+    revive(mesh)
+    yield mesh, own, create_merchant(own, "fragile")
+    if "envoy" in mesh.processes:  # a test that started one
+        mesh.stop("envoy")
+        del mesh.processes["envoy"]
+    sandbox(mesh, "/_knobs", NO_FAULTS)
+    if mesh.processes["gateway"].poll() is None and not breakers_closed(mesh):
+        mesh.stop("gateway")  # the next test's gateway starts with closed breakers
+
+
+def breakers_closed(mesh: Mesh) -> bool:
+    try:
+        return breaker_state(mesh, "sandbox") == 0 and breaker_state(mesh, "stripe") == 0
+    except (StopIteration, OSError):
+        return False
+
+
+SHARED_MESH_FIXTURES = {"webhook_hooks", "loopback_hooks", "proxied", "fragile_mesh"}
