@@ -10,7 +10,14 @@ import pytest
 
 from paymesh.devinfra import Infra, create_infra, drop_infra
 from paymesh.devmesh import Mesh, Ports
-from tests.support.mesh import TestMerchant, base_env, create_merchant, paymesh, started_mesh
+from tests.support.mesh import (
+    TestMerchant,
+    base_env,
+    create_merchant,
+    create_merchant_as_operator,
+    paymesh,
+    started_mesh,
+)
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +38,7 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
 
 @pytest.fixture(scope="session")
 def merchant(infra: Infra) -> TestMerchant:
-    return create_merchant(infra, "acme")
+    return create_merchant_as_operator(infra, "acme")
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ stopped afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -13,8 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway_svc.merchants import MerchantRepository
 from paymesh.devinfra import Infra, create_infra, drop_infra
 from paymesh.devmesh import Mesh, Ports
+from paymesh.platform.db import create_engine
 
 BIN = Path(sys.executable).parent
 
@@ -40,9 +43,25 @@ class TestMerchant:
         return {"authorization": f"Bearer {self.live_secret_key if live else self.secret_key}"}
 
 
-def create_merchant(infra: Infra, name: str) -> TestMerchant:
+def create_merchant_as_operator(infra: Infra, name: str) -> TestMerchant:
+    """A merchant made with `paymesh merchants create`, as an operator makes one."""
     created = json.loads(paymesh("merchants", "create", "--name", name, env=base_env(infra)))
     return TestMerchant(created["id"], created["secret_key"], created["live_secret_key"])
+
+
+def create_merchant(infra: Infra, name: str) -> TestMerchant:
+    """A merchant made by the repository call `paymesh merchants create` makes, in this
+    process: a command line would cost a Python start (seconds on a busy machine) each."""
+
+    async def create():
+        engine = create_engine(infra.database_url, pool_size=1)
+        try:
+            return await MerchantRepository(engine).create(name)
+        finally:
+            await engine.dispose()
+
+    created = asyncio.run(create())
+    return TestMerchant(created.id, created.secret_key, created.live_secret_key)
 
 
 def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
