@@ -12,9 +12,16 @@ from pathlib import Path
 
 import psycopg
 
-from paymesh.devinfra import Infra, create_infra, drop_infra
+from paymesh.devinfra import Infra, drop_infra
 from paymesh.devmesh import Mesh, Ports
-from tests.support.mesh import TestMerchant, base_env, create_merchant, paymesh, started_mesh
+from tests.support.mesh import (
+    TestMerchant,
+    base_env,
+    create_merchant,
+    create_migrated_infra,
+    paymesh,
+    started_mesh,
+)
 
 # Short leases, so a killed worker's jobs come back within seconds; the connection budget
 # of a shared PostgreSQL (a worker holds prefetch + 2 connections).
@@ -31,7 +38,7 @@ FAULT_ENV = {
 @contextlib.contextmanager
 def own_infra(tmp_path: Path, **overrides: str) -> Iterator[tuple[Infra, dict[str, str]]]:
     """A database and vhost of this test's own, migrated, with service keys and a keyring."""
-    infra = create_infra("paymesh_rebill_faults")
+    infra = create_migrated_infra("paymesh_rebill_faults")
     try:
         env = base_env(
             infra,
@@ -39,7 +46,7 @@ def own_infra(tmp_path: Path, **overrides: str) -> Iterator[tuple[Infra, dict[st
             VAULT_KEYRING_FILE=str(tmp_path / "vault-keyring.json"),
             **{**FAULT_ENV, **overrides},
         )
-        for step in (["migrate"], ["keys", "init"], ["vault", "init-keyring"]):
+        for step in (["keys", "init"], ["vault", "init-keyring"]):
             paymesh(*step, env=env)
         yield infra, env
     finally:
