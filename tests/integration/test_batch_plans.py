@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql, compile_statement
 from rebill_svc import jobs
-from tests.support.mesh import migrated_infra
+from tests.support.mesh import migrated_database
 from tests.support.plans import rows_read, seq_scanned
 from webhook_svc import deliverer, inbound
 
@@ -37,7 +37,7 @@ GROWN = 20_000  # the rows it holds now
 
 @pytest.fixture(scope="module")
 def infra():
-    with migrated_infra("paymesh_batch_plans") as created:
+    with migrated_database("paymesh_batch_plans") as created:
         yield created
 
 

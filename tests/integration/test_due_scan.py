@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql, compile_statement
 from rebill_svc import jobs
-from tests.support.mesh import migrated_infra
+from tests.support.mesh import migrated_database
 from tests.support.plans import rows_read, seq_scanned
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ NOT_DUE_ON_CLOCK = 5_000
 
 @pytest.fixture()
 def infra():
-    with migrated_infra("paymesh_due_scan") as infra:
+    with migrated_database("paymesh_due_scan") as infra:
         yield infra
 
 

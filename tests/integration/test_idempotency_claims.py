@@ -14,7 +14,7 @@ from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.problems import Conflict
-from tests.support.mesh import migrated_infra
+from tests.support.mesh import migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ REQUEST = gateway_pb2.CreatePaymentIntentRequest(amount=1000, currency="usd")
 
 @pytest.fixture()
 def infra():
-    with migrated_infra("paymesh_claims") as infra:
+    with migrated_database("paymesh_claims") as infra:
         yield infra
 
 

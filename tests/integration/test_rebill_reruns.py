@@ -26,7 +26,7 @@ from rebill_svc.domain.dunning import Outcome
 from rebill_svc.jobs import JobStore
 from rebill_svc.repository import SubscriptionRepository
 from rebill_svc.runner import JobRunner, Leases
-from tests.support.mesh import migrated_infra
+from tests.support.mesh import migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ LEASE = 0.3
 
 @pytest.fixture()
 def infra():
-    with migrated_infra("paymesh_rebill_reruns") as infra:
+    with migrated_database("paymesh_rebill_reruns") as infra:
         yield infra
 
 
