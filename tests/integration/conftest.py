@@ -6,17 +6,15 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from paymesh.devinfra import Infra
 from paymesh.devmesh import Mesh, Ports
 from tests.support.fault_mesh import fault_mesh
-from tests.support.mesh import base_env, create_merchant, migrated_infra, started_mesh
+from tests.support.mesh import base_env, create_merchant, migrated_infra
 from tests.support.psp import NO_FAULTS, breaker_state, close_sandbox_breaker, sandbox
 from tests.support.receiver import running_receiver
-from tests.support.tcp_proxy import TcpProxy
 from tests.support.webhooks import WEBHOOK_ENV, Hooks
 
 
@@ -93,40 +91,6 @@ def loopback_hooks(tmp_path_factory) -> Iterator[Hooks]:
         yield Hooks(stack.enter_context(fault_mesh(directory, **env)), receiver)
 
 
-@dataclass(frozen=True)
-class Proxied:
-    mesh: Mesh
-    proxies: dict[str, TcpProxy]  # "postgresql", "rabbitmq", "gateway"
-
-
-@pytest.fixture(scope="session")
-def proxied(infra, tmp_path_factory) -> Iterator[Proxied]:
-    """A whole mesh on the session's database whose ways to PostgreSQL, to RabbitMQ and to the
-    gateway (from the other services) pass through TCP proxies a test can cut
-    (test_card_tokens, test_dependency_health)."""
-    with shared("proxied") as stack:
-        ports = Ports.free()
-        proxies = {
-            "postgresql": TcpProxy("127.0.0.1", 5432).start(),
-            "rabbitmq": TcpProxy("127.0.0.1", 5672).start(),
-            "gateway": TcpProxy("127.0.0.1", ports.grpc["gateway"]).start(),
-        }
-        for proxy in proxies.values():
-            stack.callback(proxy.stop)
-        env = base_env(
-            infra,
-            **{
-                **ports.service_env(),
-                "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{proxies['postgresql'].port}"
-                f"/{infra.name}",
-                "AMQP_URL": f"amqp://guest:guest@127.0.0.1:{proxies['rabbitmq'].port}/{infra.name}",
-                "GATEWAY_ADDR": f"127.0.0.1:{proxies['gateway'].port}",
-            },
-        )
-        log_dir = tmp_path_factory.mktemp("proxied-mesh")
-        yield Proxied(stack.enter_context(started_mesh(env, ports, log_dir, timeout=60)), proxies)
-
-
 FRAGILE = (("vault", "vault_proxy_svc"), ("gateway", "gateway_svc"))
 
 
@@ -177,4 +141,4 @@ def breakers_closed(mesh: Mesh) -> bool:
         return False
 
 
-SHARED_MESH_FIXTURES = {"webhook_hooks", "loopback_hooks", "proxied", "fragile_mesh"}
+SHARED_MESH_FIXTURES = {"webhook_hooks", "loopback_hooks", "fragile_mesh"}

@@ -9,13 +9,16 @@ from pathlib import Path
 import grpc
 import pytest
 
+from paymesh.devmesh import Ports
 from paymesh.gateway.v1 import card_access_pb2, card_access_pb2_grpc
 from paymesh.platform.callers import LIVEMODE_HEADER, MERCHANT_HEADER
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from tests.support.envelope import reason_of
 from tests.support.http import call
+from tests.support.mesh import base_env, started_mesh
 from tests.support.payments import post
 from tests.support.psp import sandbox
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
 
@@ -79,14 +82,20 @@ def test_a_charge_after_detach_is_declined_when_the_gateway_never_saw_the_card(m
 
 
 @pytest.fixture(scope="module")
-def gateway_link(proxied):
+def gateway_link():
     """The vault's (and the other services') way to the gateway, which the test can cut."""
-    return proxied.mesh.ports, proxied.proxies["gateway"]
+    ports = Ports.free()
+    proxy = TcpProxy("127.0.0.1", ports.grpc["gateway"]).start()
+    yield ports, proxy
+    proxy.stop()
 
 
 @pytest.fixture(scope="module")
-def linked_mesh(proxied):
-    return proxied.mesh
+def linked_mesh(infra, gateway_link, tmp_path_factory):
+    ports, proxy = gateway_link
+    env = base_env(infra, **{**ports.service_env(), "GATEWAY_ADDR": f"127.0.0.1:{proxy.port}"})
+    with started_mesh(env, ports, tmp_path_factory.mktemp("linked-mesh"), timeout=60) as mesh:
+        yield mesh
 
 
 def test_a_detach_the_gateway_cannot_hear_of_is_refused_and_changes_nothing(

@@ -9,10 +9,12 @@ import time
 import pytest
 from grpc_health.v1 import health_pb2
 
-from paymesh.devmesh import Mesh
+from paymesh.devmesh import Mesh, Ports
 from paymesh.services import ALL
 from tests.support.health import health
 from tests.support.http import call
+from tests.support.mesh import base_env, started_mesh
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -22,14 +24,25 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.fixture(scope="module")
-def proxies(proxied):
-    return proxied.proxies
+def proxies():
+    postgres = TcpProxy("127.0.0.1", 5432).start()
+    rabbitmq = TcpProxy("127.0.0.1", 5672).start()
+    yield {"postgresql": postgres, "rabbitmq": rabbitmq}
+    postgres.stop()
+    rabbitmq.stop()
 
 
 @pytest.fixture(scope="module")
-def proxied_mesh(proxied):
-    """A mesh whose ways to PostgreSQL and RabbitMQ pass through proxies the test cuts."""
-    return proxied.mesh
+def proxied_mesh(infra, proxies, tmp_path_factory):
+    ports = Ports.free()
+    env = base_env(
+        infra,
+        **ports.service_env(),
+        DATABASE_URL=f"postgresql://postgres@127.0.0.1:{proxies['postgresql'].port}/{infra.name}",
+        AMQP_URL=f"amqp://guest:guest@127.0.0.1:{proxies['rabbitmq'].port}/{infra.name}",
+    )
+    with started_mesh(env, ports, tmp_path_factory.mktemp("proxied-mesh"), timeout=60) as mesh:
+        yield mesh
 
 
 def every_service(mesh: Mesh, status: int) -> bool:
