@@ -3,9 +3,12 @@ keyring, so that killing its processes or changing its knobs hurts no other test
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,28 @@ FAULT_ENV = {
 }
 
 
+_secrets: list[Path] = []
+
+
+def made_secrets() -> Path:
+    """Service keys and a vault keyring made once per test run by `paymesh keys init` and
+    `paymesh vault init-keyring`, for each mesh of its own to copy (two Python starts each
+    spared)."""
+    if not _secrets:
+        made = Path(tempfile.mkdtemp(prefix="paymesh-secrets-"))
+        atexit.register(shutil.rmtree, made, ignore_errors=True)
+        env = {
+            **os.environ,
+            "PAYMESH_KEYS_DIR": str(made / "keys"),
+            "VAULT_KEYRING_FILE": str(made / "vault-keyring.json"),
+        }
+        env.pop("VAULT_KMS_PROVIDER", None)
+        for step in (["keys", "init"], ["vault", "init-keyring"]):
+            paymesh(*step, env=env)
+        _secrets.append(made)
+    return _secrets[0]
+
+
 @contextlib.contextmanager
 def own_infra(tmp_path: Path, **overrides: str) -> Iterator[tuple[Infra, dict[str, str]]]:
     """A database and vhost of this test's own, migrated, with service keys and a keyring."""
@@ -46,8 +71,9 @@ def own_infra(tmp_path: Path, **overrides: str) -> Iterator[tuple[Infra, dict[st
             VAULT_KEYRING_FILE=str(tmp_path / "vault-keyring.json"),
             **{**FAULT_ENV, **overrides},
         )
-        for step in (["keys", "init"], ["vault", "init-keyring"]):
-            paymesh(*step, env=env)
+        secrets = made_secrets()
+        shutil.copytree(secrets / "keys", tmp_path / "keys", dirs_exist_ok=True)
+        shutil.copy(secrets / "vault-keyring.json", tmp_path / "vault-keyring.json")
         yield infra, env
     finally:
         drop_infra(infra)
