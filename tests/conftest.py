@@ -3,31 +3,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from dev.devinfra import Infra, create_infra, drop_infra
 from dev.devmesh import Mesh, Ports
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def paymesh(*args: str, env: dict[str, str]) -> str:
-    """Runs the ops command line as an operator would; returns what it printed."""
-    done = subprocess.run(
-        [str(BIN / "paymesh"), *args], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+from tests.support.mesh import (
+    TestMerchant,
+    base_env,
+    create_merchant,
+    create_merchant_as_operator,
+    paymesh,
+    started_mesh,
+)
 
 
 @pytest.fixture(scope="session")
@@ -46,81 +36,14 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
         drop_infra(created)
 
 
-@dataclass(frozen=True)
-class TestMerchant:
-    id: str
-    secret_key: str
-    live_secret_key: str
-
-    def auth(self, live: bool = False) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.live_secret_key if live else self.secret_key}"}
-
-
-def create_merchant(infra: Infra, name: str) -> TestMerchant:
-    created = json.loads(paymesh("merchants", "create", "--name", name, env=base_env(infra)))
-    return TestMerchant(created["id"], created["secret_key"], created["live_secret_key"])
-
-
 @pytest.fixture(scope="session")
 def merchant(infra: Infra) -> TestMerchant:
-    return create_merchant(infra, "acme")
+    return create_merchant_as_operator(infra, "acme")
 
 
 @pytest.fixture(scope="session")
 def other_merchant(infra: Infra) -> TestMerchant:
     return create_merchant(infra, "globex")
-
-
-def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": infra.database_url,
-        "AMQP_URL": infra.amqp_url,
-        "HEALTH_PROBE_INTERVAL_SECONDS": "0.5",
-        "SHUTDOWN_GRACE_SECONDS": "5",
-        "SHUTDOWN_DRAIN_DELAY_SECONDS": "0.5",
-        "VAULT_REWRAP_INTERVAL_SECONDS": "0.5",
-        "GATEWAY_PSP_TIMEOUT_SECONDS": "1",
-        "GATEWAY_PSP_DEADLINE_SECONDS": "2",
-        # A payment's 3 attempts at a dead PSP open its breaker; one good probe closes it.
-        "GATEWAY_BREAKER_MIN_CALLS": "3",
-        "GATEWAY_BREAKER_WINDOW_CALLS": "6",
-        "GATEWAY_BREAKER_RESET_SECONDS": "2",
-        "GATEWAY_BREAKER_PROBES": "1",
-        "GATEWAY_VAULT_TIMEOUT_SECONDS": "2",
-        "GATEWAY_RECOVERY_AFTER_SECONDS": "10",
-        "GATEWAY_RECOVERY_INTERVAL_SECONDS": "0.5",
-        "VAULT_REWRAP_BATCH_SIZE": "50",
-        "GATEWAY_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "1",
-        "REBILL_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "1",
-    }
-    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
-    env.update(overrides)
-    return env
-
-
-@contextlib.contextmanager
-def migrated_infra(name: str) -> Iterator[Infra]:
-    """A database (and vhost) of its own named after `name`, migrated; dropped afterwards."""
-    created = create_infra(name)
-    try:
-        paymesh("migrate", env=base_env(created))
-        yield created
-    finally:
-        drop_infra(created)
-
-
-@contextlib.contextmanager
-def started_mesh(
-    env: dict[str, str], ports: Ports, log_dir: Path, timeout: float = 90
-) -> Iterator[Mesh]:
-    """A whole mesh, stopped afterwards (also when it did not come up)."""
-    running = Mesh(env=env, ports=ports, log_dir=log_dir)
-    try:
-        running.start_all(timeout=timeout)
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,19 +1,21 @@
-"""Fixtures of the integration tests that fault the PSP or kill processes."""
+"""Fixtures of the integration tests that fault the PSP or kill processes, and the meshes
+that several modules share."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
-import time
+from collections.abc import Iterator
 
 import pytest
 
-from dev.devinfra import create_infra, drop_infra
+from dev.devinfra import Infra
 from dev.devmesh import Mesh, Ports
-from tests.conftest import base_env, create_merchant, paymesh
-from tests.integration.test_payments import post
-from tests.integration.test_vault import tokenize
-from tests.support.psp import NO_FAULTS, breaker_state, sandbox
-from tests.support.waiting import wait_until
+from tests.support.fault_mesh import fault_mesh
+from tests.support.mesh import base_env, create_merchant, migrated_infra
+from tests.support.psp import NO_FAULTS, breaker_state, close_sandbox_breaker, sandbox
+from tests.support.receiver import running_receiver
+from tests.support.webhooks import WEBHOOK_ENV, Hooks
 
 BREAKER_RESET_SECONDS = 2.2  # GATEWAY_BREAKER_RESET_SECONDS in the tests' environment, and a bit
 
@@ -27,42 +29,118 @@ def knobs(mesh, merchant):
     close_sandbox_breaker(mesh, merchant)
 
 
-def close_sandbox_breaker(mesh, merchant) -> None:
-    """Waits out an open breaker's cool-down, then pays until the half-open probe closes it."""
-    if breaker_state(mesh, "sandbox") == 0:
-        return
-    time.sleep(BREAKER_RESET_SECONDS)
-    token = tokenize(mesh, merchant).body["id"]
-    body = {"amount": 100, "currency": "usd", "payment_method": token, "confirm": True}
-    wait_until(
-        lambda: (
-            post(mesh, merchant, "/v1/payment_intents", body).status == 200
-            and breaker_state(mesh, "sandbox") == 0
-        ),
-        timeout=20,
-        interval=0.5,
-    )
+# A mesh costs half a minute to start and ~36 database connections to keep, so modules that
+# need the same configuration share one: a session fixture per configuration, closed right
+# after the last test that uses it (not at the session's end, so that meshes do not pile up).
+SHARED_MESHES: dict[str, contextlib.ExitStack] = {}
+LAST_USER: dict[str, str] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Runs the modules that share a mesh one after the other, where the first of them runs,
+    so that a shared mesh is never up beside another; notes each mesh's last test."""
+    shares: dict[str, set[str]] = {}
+    for item in items:
+        names = SHARED_MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        shares.setdefault(item.module.__name__, set()).update(names)
+    first_user: dict[str, int] = {}
+    place: dict[str, int] = {}
+    for index, module in enumerate(shares):
+        place[module] = min(
+            (first_user.setdefault(n, index) for n in shares[module]), default=index
+        )
+    items.sort(key=lambda item: place[item.module.__name__])
+    for item in items:
+        for name in SHARED_MESH_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            LAST_USER[name] = item.nodeid
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    for name, last in LAST_USER.items():
+        if last == item.nodeid and name in SHARED_MESHES:
+            SHARED_MESHES.pop(name).close()
+
+
+@contextlib.contextmanager
+def shared(name: str) -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as stack:
+        SHARED_MESHES[name] = stack
+        try:
+            yield stack
+        finally:
+            SHARED_MESHES.pop(name, None)
+
+
+@pytest.fixture(scope="session")
+def webhook_hooks(tmp_path_factory) -> Iterator[Hooks]:
+    """A mesh of its own whose webhook_svc admits loopback and retries on the compressed
+    schedule, and one receiver (test_webhooks, test_event_objects)."""
+    with shared("webhook_hooks") as stack:
+        receiver = stack.enter_context(running_receiver())
+        directory = tmp_path_factory.mktemp("webhook-hooks")
+        yield Hooks(stack.enter_context(fault_mesh(directory, **WEBHOOK_ENV)), receiver)
+
+
+@pytest.fixture(scope="session")
+def loopback_hooks(tmp_path_factory) -> Iterator[Hooks]:
+    """A mesh of its own whose webhook_svc admits loopback, on the default retry schedule, and
+    one receiver (test_disputes, test_three_d_secure)."""
+    with shared("loopback_hooks") as stack:
+        receiver = stack.enter_context(running_receiver())
+        directory = tmp_path_factory.mktemp("loopback-hooks")
+        env = {"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
+        yield Hooks(stack.enter_context(fault_mesh(directory, **env)), receiver)
+
+
+FRAGILE = (("vault", "vault_proxy_svc"), ("gateway", "gateway_svc"))
+
+
+def revive(mesh: Mesh) -> None:
+    """Starts again whichever of the vault and the gateway a test killed or stopped."""
+    for name, package in FRAGILE:
+        if name not in mesh.processes or mesh.processes[name].poll() is not None:
+            mesh.spawn(name, [sys.executable, "-m", package])
+    mesh.wait_until([f"http://127.0.0.1:{mesh.ports.http[n]}/readyz" for n, _ in FRAGILE], 60)
+
+
+@pytest.fixture(scope="session")
+def fragile_mesh(infra, tmp_path_factory) -> Iterator[tuple[Mesh, Infra]]:
+    """The PSP stand-ins, a vault and a gateway on a database of their own, to kill without
+    hurting the session's mesh, whose recovery sweep would otherwise settle a test's intent
+    first. (`infra` makes the session's service keys, which the vault and gateway need.)"""
+    with shared("fragile_mesh") as stack:
+        own = stack.enter_context(migrated_infra("paymesh_fragile"))
+        ports = Ports.free()
+        env = base_env(own, **ports.service_env())
+        mesh = Mesh(env=env, ports=ports, log_dir=tmp_path_factory.mktemp("fragile"))
+        stack.callback(mesh.stop)
+        mesh.start_psp_stand_ins()
+        revive(mesh)
+        yield mesh, own
 
 
 @pytest.fixture
-def fragile(infra, tmp_path):
-    """A gateway (and what it needs) with a database of its own, to kill without hurting the
-    session's mesh, whose recovery sweep would otherwise settle this test's intent first.
-    (`infra` makes the session's service keys, which the vault and gateway need to start.)"""
-    own = create_infra("paymesh_fragile")
-    ports = Ports.free()
-    env = base_env(own, **ports.service_env())
-    mesh = Mesh(env=env, ports=ports, log_dir=tmp_path)
+def fragile(fragile_mesh):
+    """The fragile mesh as a test expects to find it: the vault and the gateway running, no
+    Envoy, the sandbox without faults, the gateway's breakers closed, and a merchant of the
+    test's own (tests change their merchant's routing)."""
+    mesh, own = fragile_mesh
+    revive(mesh)
+    yield mesh, own, create_merchant(own, "fragile")
+    if "envoy" in mesh.processes:  # a test that started one
+        mesh.stop("envoy")
+        del mesh.processes["envoy"]
+    sandbox(mesh, "/_knobs", NO_FAULTS)
+    if mesh.processes["gateway"].poll() is None and not breakers_closed(mesh):
+        mesh.stop("gateway")  # the next test's gateway starts with closed breakers
+
+
+def breakers_closed(mesh: Mesh) -> bool:
     try:
-        paymesh("migrate", env=env)
-        merchant = create_merchant(own, "fragile")
-        mesh.start_psp_stand_ins()
-        for name, package in (("vault", "vault_proxy_svc"), ("gateway", "gateway_svc")):
-            mesh.spawn(name, [sys.executable, "-m", package])
-        mesh.wait_until(
-            [f"http://127.0.0.1:{ports.http[n]}/readyz" for n in ("vault", "gateway")], 60
-        )
-        yield mesh, own, merchant
-    finally:
-        mesh.stop()
-        drop_infra(own)
+        return breaker_state(mesh, "sandbox") == 0 and breaker_state(mesh, "stripe") == 0
+    except (StopIteration, OSError):
+        return False
+
+
+SHARED_MESH_FIXTURES = {"webhook_hooks", "loopback_hooks", "fragile_mesh"}

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from paymesh.platform.migration_ops import AUDIT_CHAINS
-from tests.conftest import BIN, base_env, migrated_infra, paymesh
-from tests.integration.test_payments import pay
+from tests.support.mesh import BIN, base_env, migrated_database, paymesh
+from tests.support.payments import pay
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ INSERT = (
 
 @pytest.fixture(scope="module")
 def database():
-    with migrated_infra("paymesh_audit_chains") as infra:
+    with migrated_database("paymesh_audit_chains") as infra:
         yield infra, base_env(infra)
 
 
@@ -147,7 +147,7 @@ def test_a_deleted_row_is_named_by_the_chain_check(database, table):
 @pytest.fixture
 def own_database(tmp_path):
     """A database of this test's own (its tampers stay in it), with an audit key."""
-    with migrated_infra("paymesh_audit_tamper") as infra:
+    with migrated_database("paymesh_audit_tamper") as infra:
         env = base_env(infra, PAYMESH_KEYS_DIR=str(tmp_path / "keys"))
         paymesh("keys", "init", env=env)
         yield infra, env

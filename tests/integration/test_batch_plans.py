@@ -25,8 +25,8 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql, compile_statement
 from rebill_svc.jobs import statements
-from tests.conftest import migrated_infra
-from tests.plans import rows_read, seq_scanned
+from tests.support.mesh import migrated_database
+from tests.support.plans import rows_read, seq_scanned
 from webhook_svc.inbound import inbox as psp_inbox
 from webhook_svc.outbound import delivery_store
 
@@ -38,7 +38,7 @@ GROWN = 20_000  # the rows it holds now
 
 @pytest.fixture(scope="module")
 def infra():
-    with migrated_infra("paymesh_batch_plans") as created:
+    with migrated_database("paymesh_batch_plans") as created:
         yield created
 
 

@@ -11,10 +11,10 @@ import uuid
 import psycopg
 import pytest
 
-from tests.conftest import create_merchant
-from tests.integration.test_payments import post
-from tests.integration.test_vault import tokenize
 from tests.support.http import call
+from tests.support.mesh import create_merchant
+from tests.support.payments import post
+from tests.support.vault import tokenize
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,13 @@ from dev.devmesh import Ports
 from paymesh.gateway.v1 import card_access_pb2, card_access_pb2_grpc
 from paymesh.platform.callers import LIVEMODE_HEADER, MERCHANT_HEADER
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
-from tests.conftest import base_env, started_mesh
-from tests.integration.test_payments import post, reason_of
-from tests.integration.test_vault import tokenize
+from tests.support.envelope import reason_of
 from tests.support.http import call
+from tests.support.mesh import base_env, started_mesh
+from tests.support.payments import post
 from tests.support.psp import sandbox
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

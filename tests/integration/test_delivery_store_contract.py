@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from paymesh.platform.db import create_engine
-from tests.conftest import migrated_infra
 from tests.support.delivery_store_contract import DeliveryRow, EndpointRow, scenarios
+from tests.support.mesh import migrated_database
 from webhook_svc import tables
 from webhook_svc.outbound.delivery_store import PostgresDeliveryStore
 from webhook_svc.outbound.endpoints import EndpointStore
@@ -115,7 +115,7 @@ class SqlWorld:
 @pytest.fixture(scope="module")
 def contract_database():
     """A database of the module's own: the scenarios empty the webhook tables."""
-    with migrated_infra("paymesh_delivery_contract") as infra:
+    with migrated_database("paymesh_delivery_contract") as infra:
         yield infra
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import time
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from dev.devmesh import Mesh, Ports
 from paymesh_ops.services import ALL
-from tests.conftest import base_env, started_mesh
+from tests.support.health import health
 from tests.support.http import call
+from tests.support.mesh import base_env, started_mesh
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
 
@@ -43,17 +43,6 @@ def proxied_mesh(infra, proxies, tmp_path_factory):
     )
     with started_mesh(env, ports, tmp_path_factory.mktemp("proxied-mesh"), timeout=60) as mesh:
         yield mesh
-
-
-def health(port: int, service: str = "") -> int | None:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=2
-            )
-        except grpc.RpcError:
-            return None
-    return reply.status
 
 
 def every_service(mesh: Mesh, status: int) -> bool:

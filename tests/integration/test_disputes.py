@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests import conftest
-from tests.conftest import create_merchant
-from tests.integration.test_payments import pay, post
-from tests.integration.test_psp_webhooks import signed
-from tests.integration.test_rebill_faults import FaultMesh, fault_mesh
+from tests.support.fault_mesh import FaultMesh
 from tests.support.http import call
+from tests.support.mesh import TestMerchant, create_merchant
+from tests.support.payments import pay, post
 from tests.support.psp import sandbox
-from tests.support.receiver import Receiver, running_receiver
+from tests.support.psp_webhooks import signed
+from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -39,7 +37,7 @@ class Disputes:
     def mesh(self):
         return self.faults.mesh
 
-    def merchant_with_endpoint(self, name: str) -> tuple[conftest.TestMerchant, str, str]:
+    def merchant_with_endpoint(self, name: str) -> tuple[TestMerchant, str, str]:
         """A merchant with one endpoint for every event: (merchant, its path, its secret)."""
         merchant = create_merchant(self.faults.infra, name)
         path = f"/{name}-{uuid.uuid4().hex[:8]}"
@@ -82,14 +80,9 @@ class Disputes:
 
 
 @pytest.fixture(scope="module")
-def disputes(tmp_path_factory) -> Iterator[Disputes]:
-    with (
-        running_receiver() as receiver,
-        fault_mesh(
-            tmp_path_factory.mktemp("disputes"), WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8"
-        ) as faults,
-    ):
-        yield Disputes(faults, receiver)
+def disputes(loopback_hooks) -> Disputes:
+    """A mesh apart with a webhook receiver, shared with test_three_d_secure."""
+    return Disputes(loopback_hooks.faults, loopback_hooks.receiver)
 
 
 def dispute_at_sandbox(mesh, charge: str, **body) -> dict:

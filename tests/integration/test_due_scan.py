@@ -18,8 +18,8 @@ from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql, compile_statement
 from rebill_svc.jobs import statements
 from rebill_svc.jobs.postgres import PostgresJobStore
-from tests.conftest import migrated_infra
-from tests.plans import rows_read, seq_scanned
+from tests.support.mesh import migrated_database
+from tests.support.plans import rows_read, seq_scanned
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ NOT_DUE_ON_CLOCK = 5_000
 
 @pytest.fixture()
 def infra():
-    with migrated_infra("paymesh_due_scan") as infra:
+    with migrated_database("paymesh_due_scan") as infra:
         yield infra
 
 

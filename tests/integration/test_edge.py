@@ -15,12 +15,12 @@ import uuid
 import psycopg
 import pytest
 
-from tests.integration.test_payments import pay, post
-from tests.integration.test_vault import tokenize
 from tests.support import cards
 from tests.support.envelope import assert_error_envelope
 from tests.support.http import Response, _response
 from tests.support.pan import pans_in
+from tests.support.payments import pay, post
+from tests.support.vault import tokenize
 from tests.support.waiting import wait_for_text
 
 pytestmark = pytest.mark.integration

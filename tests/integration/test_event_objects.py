@@ -7,21 +7,19 @@ is written as the `created` of `GET /v1/events/{id}` is."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.test_payments import post
-from tests.integration.test_psp_webhooks import signed
-from tests.integration.test_rebill import get, iso
-from tests.integration.test_rebill_faults import fault_mesh
-from tests.integration.test_vault import tokenize
-from tests.integration.test_webhooks import WEBHOOK_ENV, Hooks, verified
 from tests.support import cards
+from tests.support.payments import post
 from tests.support.psp import NO_FAULTS, sandbox
-from tests.support.receiver import Script, running_receiver
+from tests.support.psp_webhooks import signed
+from tests.support.rebill import get, iso
+from tests.support.receiver import Script
+from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
+from tests.support.webhooks import Hooks, verified
 from webhook_svc.domain.rules import EVENT_TYPES
 
 pytestmark = pytest.mark.integration
@@ -58,12 +56,9 @@ CHECKED_BY = {
 
 
 @pytest.fixture(scope="module")
-def hooks(tmp_path_factory) -> Iterator[Hooks]:
-    with (
-        running_receiver() as receiver,
-        fault_mesh(tmp_path_factory.mktemp("event-objects"), **WEBHOOK_ENV) as faults,
-    ):
-        yield Hooks(faults, receiver)
+def hooks(webhook_hooks) -> Hooks:
+    """A mesh apart with a webhook receiver, shared with test_webhooks."""
+    return webhook_hooks
 
 
 class Watched:

@@ -31,7 +31,6 @@ import paymesh.rebill.v1.rebill_pb2  # noqa: F401
 import paymesh.vault.v1.vault_pb2  # noqa: F401
 import paymesh.webhook.v1.webhook_pb2  # noqa: F401
 from paymesh_ops.services import ALL
-from tests.conftest import create_merchant
 from tests.support.envelope import grpc_details_problems
 from tests.support.fuzzing import (
     Finding,
@@ -42,6 +41,7 @@ from tests.support.fuzzing import (
     shorten,
     signature_of,
 )
+from tests.support.mesh import create_merchant
 from tests.support.pan import leaked, pans, pans_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.fuzz]

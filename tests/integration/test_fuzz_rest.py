@@ -25,9 +25,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from tests.conftest import create_merchant
-from tests.integration.test_payments import post
-from tests.integration.test_vault import tokenize
 from tests.support.envelope import envelope_problems, http_parts
 from tests.support.fuzzing import (
     Finding,
@@ -39,7 +36,10 @@ from tests.support.fuzzing import (
     signature_of,
 )
 from tests.support.http import call
+from tests.support.mesh import create_merchant
 from tests.support.pan import leaked, pans, pans_in
+from tests.support.payments import post
+from tests.support.vault import tokenize
 
 pytestmark = [pytest.mark.integration, pytest.mark.fuzz]
 

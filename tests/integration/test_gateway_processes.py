@@ -18,9 +18,9 @@ from dev.devmesh import Mesh, Ports, gateway_process_name
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.platform.advisory_lock import SessionLock, lock_key
 from paymesh.platform.db import create_engine
-from tests.conftest import base_env, create_merchant, migrated_infra, started_mesh
-from tests.integration.test_merchant_admin import admin, ok
-from tests.integration.test_payments import pay
+from tests.support.mesh import base_env, create_merchant, migrated_infra, started_mesh
+from tests.support.ops import admin, ok
+from tests.support.payments import pay
 from tests.support.waiting import wait_until
 
 PROCESSES = 2

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
 from gateway_svc.repository import intents, statements
 from paymesh.platform.direct_sql import compile_statement
-from tests.conftest import migrated_infra
+from tests.support.mesh import migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ ROWS = 5000
 @pytest.fixture(scope="module")
 def db():
     with (
-        migrated_infra("paymesh_generic_plans") as infra,
+        migrated_database("paymesh_generic_plans") as infra,
         psycopg.connect(infra.database_url, autocommit=True) as connection,
     ):
         # Many settled keys and intents, as after a day of payments; none still running.

@@ -14,8 +14,8 @@ from grpc_health.v1 import health_pb2
 
 from dev.devmesh import Mesh, Ports
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from tests.conftest import base_env
-from tests.integration.test_dependency_health import health
+from tests.support.health import health
+from tests.support.mesh import base_env
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

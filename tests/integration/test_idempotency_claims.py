@@ -19,7 +19,7 @@ from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.idempotency.keys import key_digest
 from paymesh.platform.idempotency.store import Idempotency, bind_key
 from paymesh.platform.problems import Conflict
-from tests.conftest import migrated_infra
+from tests.support.mesh import migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ SECRET = b"secret"
 
 @pytest.fixture()
 def infra():
-    with migrated_infra("paymesh_claims") as infra:
+    with migrated_database("paymesh_claims") as infra:
         yield infra
 
 

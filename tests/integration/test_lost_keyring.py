@@ -15,8 +15,8 @@ import pytest
 
 from dev.devinfra import create_infra, drop_infra
 from dev.devmesh import Ports
-from tests.conftest import BIN, base_env, paymesh
-from tests.integration.test_vault import tokenize
+from tests.support.mesh import BIN, base_env, paymesh
+from tests.support.vault import tokenize
 
 pytestmark = pytest.mark.integration
 

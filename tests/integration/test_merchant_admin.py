@@ -3,32 +3,19 @@ revoke keys, set PSP routing. Nothing of it is reachable through Envoy or with a
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 import pytest
 
-from tests.integration.test_payments import pay
 from tests.support.http import call
-from tests.support.ops import grpcurl
+from tests.support.mesh import TestMerchant
+from tests.support.ops import ADMIN, admin, ok
+from tests.support.payments import pay
 
 pytestmark = pytest.mark.integration
-
-ADMIN = "paymesh.gateway.v1.MerchantAdminService"
-
-
-def admin(mesh, method: str, body: dict, as_operator: bool = True, api_key: str = ""):
-    return grpcurl(mesh, "gateway", f"{ADMIN}/{method}", body, as_operator, api_key)
 
 
 def status_with(mesh, api_key: str) -> int:
     headers = {"authorization": f"Bearer {api_key}"}
     return call(mesh.url("/v1/payment_intents?limit=1"), headers=headers).status
-
-
-def ok(result: subprocess.CompletedProcess) -> dict:
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_an_operator_creates_a_merchant_whose_key_takes_payments(mesh):
@@ -85,8 +72,6 @@ def test_psp_routing_decides_where_payments_go(mesh, infra):
 
     assert routed["merchant"]["psp_routing"] == ["stripe"]
     assert bad.returncode != 0 and "InvalidArgument" in bad.stderr
-
-    from tests.conftest import TestMerchant
 
     payer = TestMerchant(merchant_id, created["secret_key"], created["live_secret_key"])
     assert pay(mesh, payer).body["psp"] == "stripe"

@@ -15,8 +15,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dev.devmesh import Mesh, Ports
-from tests.conftest import base_env, paymesh
-from tests.integration.test_vault import tokenize
+from tests.support.mesh import base_env, paymesh
+from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

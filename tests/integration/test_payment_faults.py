@@ -17,45 +17,18 @@ import grpc
 import psycopg
 import pytest
 
-from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from paymesh.gateway.v1 import gateway_pb2
 from paymesh.platform.errors import reason_of as grpc_reason
-from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
-from tests.conftest import base_env, create_merchant, paymesh
-from tests.integration.test_payments import post, reason_of, refund_when, route
-from tests.integration.test_vault import NEXT_YEAR, tokenize
 from tests.support.crash import PATIENT, kill_gateway, start_gateway
+from tests.support.envelope import reason_of
 from tests.support.http import call
+from tests.support.mesh import base_env, create_merchant, paymesh
+from tests.support.payments import grpc_create, post, refund_when, route
 from tests.support.psp import breaker_state, charges_of, sandbox
+from tests.support.vault import grpc_token, tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def grpc_token(mesh, merchant) -> str:
-    with grpc.insecure_channel(f"127.0.0.1:{mesh.ports.grpc['vault']}") as channel:
-        return (
-            vault_pb2_grpc.VaultServiceStub(channel)
-            .CreatePaymentMethod(
-                vault_pb2.CreatePaymentMethodRequest(
-                    card=vault_pb2.CardInput(
-                        number="4242424242424242", exp_month=12, exp_year=NEXT_YEAR, cvc="123"
-                    )
-                ),
-                metadata=tuple(merchant.auth().items()),
-                timeout=10,
-            )
-            .id
-        )
-
-
-def grpc_create(mesh, merchant, request, key=None, timeout=30):
-    """CreatePaymentIntent straight to the gateway: (intent, initial metadata as a dict)."""
-    metadata = tuple(merchant.auth().items()) + ((("idempotency-key", key),) if key else ())
-    with grpc.insecure_channel(f"127.0.0.1:{mesh.ports.grpc['gateway']}") as channel:
-        reply, rpc = gateway_pb2_grpc.GatewayServiceStub(channel).CreatePaymentIntent.with_call(
-            request, metadata=metadata, timeout=timeout
-        )
-        return reply, dict(rpc.initial_metadata())
 
 
 def pay(mesh, merchant, key=None, **fields):

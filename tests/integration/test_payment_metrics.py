@@ -9,11 +9,11 @@ import threading
 
 import pytest
 
-from tests.integration.test_payments import post
-from tests.integration.test_vault import tokenize
 from tests.support import cards
 from tests.support.metrics import metric
+from tests.support.payments import post
 from tests.support.psp import breaker_state, requests_for
+from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

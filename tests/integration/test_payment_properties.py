@@ -28,12 +28,11 @@ from hypothesis.stateful import (
     rule,
 )
 
-from tests.conftest import create_merchant
-from tests.integration.conftest import close_sandbox_breaker
-from tests.integration.test_payments import post, route
-from tests.integration.test_vault import tokenize
 from tests.support.http import call
-from tests.support.psp import NO_FAULTS, sandbox
+from tests.support.mesh import create_merchant
+from tests.support.payments import post, route
+from tests.support.psp import NO_FAULTS, close_sandbox_breaker, sandbox
+from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.problems import InvalidArgument, NotFound
-from tests.conftest import migrated_infra
+from tests.support.mesh import migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ class MemoryProbe:
 def contract_database():
     """A database of the module's own: the session mesh's recovery sweep must not meet the
     half-made intents these scenarios leave (a pending capture at no PSP, say)."""
-    with migrated_infra("paymesh_contract") as infra:
+    with migrated_database("paymesh_contract") as infra:
         yield infra
 
 

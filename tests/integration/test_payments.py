@@ -9,60 +9,18 @@ import uuid
 import psycopg
 import pytest
 
-from tests.conftest import base_env, paymesh
-from tests.integration.test_vault import tokenize
 from tests.support import cards
+from tests.support.envelope import reason_of, violations
 from tests.support.http import call
-from tests.support.waiting import wait_until
+from tests.support.mesh import base_env, create_merchant, paymesh
+from tests.support.payments import pay, post, route
+from tests.support.vault import tokenize
 
 pytestmark = pytest.mark.integration
 
 
-def post(mesh, merchant, path, body=None, key=None, live=False):
-    headers = merchant.auth(live=live)
-    if key:
-        headers["idempotency-key"] = key
-    return call(mesh.url(path), "POST", headers, body or {})
-
-
-def pay(mesh, merchant, number=cards.VISA, **fields):
-    token = tokenize(mesh, merchant, number).body["id"]
-    body = {"amount": 1000, "currency": "usd", "payment_method": token, "confirm": True, **fields}
-    return post(mesh, merchant, "/v1/payment_intents", body)
-
-
-def refund_when(mesh, merchant, refund_id: str, status: str, timeout: float) -> dict:
-    """The refund once it has `status` (the recovery sweep may take a while)."""
-    return wait_until(
-        lambda: (
-            (r := call(mesh.url(f"/v1/refunds/{refund_id}"), headers=merchant.auth()).body)
-            and r["status"] == status
-            and r
-        ),
-        timeout=timeout,
-    )
-
-
-def reason_of(response) -> str:
-    [info] = [d for d in response.body["details"] if d["@type"].endswith("ErrorInfo")]
-    return info["reason"]
-
-
-def violations(response) -> dict[str, str]:
-    [bad] = [d for d in response.body["details"] if d["@type"].endswith("BadRequest")]
-    return {v["field"]: v["reason"] for v in bad["field_violations"]}
-
-
-def route(infra, merchant, *psps: str) -> None:
-    with psycopg.connect(infra.database_url, autocommit=True) as db:
-        db.execute(
-            "UPDATE gateway.merchants SET psp_routing = %s WHERE id = %s", (list(psps), merchant.id)
-        )
-
-
 @pytest.fixture
 def stripe_merchant(infra):
-    from tests.conftest import create_merchant
 
     merchant = create_merchant(infra, f"stripe-{uuid.uuid4().hex[:6]}")
     route(infra, merchant, "stripe")
@@ -277,7 +235,6 @@ def test_another_merchant_or_mode_gets_404_on_every_verb(mesh, merchant, other_m
 
 
 def test_the_list_is_newest_first_with_a_cursor(mesh, infra):
-    from tests.conftest import create_merchant
 
     lister = create_merchant(infra, "lister")
     made = [

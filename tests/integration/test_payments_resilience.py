@@ -19,13 +19,14 @@ import pytest
 
 from paymesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
-from tests.conftest import BIN, base_env, migrated_infra, paymesh
-from tests.integration.test_payments import post, reason_of
-from tests.integration.test_vault import NEXT_YEAR, tokenize
 from tests.support.crash import PATIENT, kill_gateway, start_gateway
 from tests.support.direct import gateway_call, vault_token
+from tests.support.envelope import reason_of
 from tests.support.http import call
+from tests.support.mesh import BIN, base_env, migrated_database, paymesh
+from tests.support.payments import post
 from tests.support.psp import breaker_state, charges_of, refunds_at_psp, requests_for, sandbox
+from tests.support.vault import NEXT_YEAR, tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -234,7 +235,7 @@ def test_a_gateway_killed_mid_psp_call_is_recovered_by_the_sweep(fragile):
 
 @pytest.mark.parametrize("table", ["gateway.payment_audit", "rebill.rebill_audit"])
 def test_a_tampered_audit_row_is_named_by_the_chain_check(table):
-    with migrated_infra("paymesh_audit_test") as infra:
+    with migrated_database("paymesh_audit_test") as infra:
         env = base_env(infra)
         with psycopg.connect(infra.database_url, autocommit=True) as db:
             for action in ("create", "confirm_started", "confirm"):

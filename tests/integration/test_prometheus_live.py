@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_payments import pay, post
-from tests.integration.test_rebill import advance, get, new_clock, subscribe
 from tests.support import cards
+from tests.support.payments import pay, post
 from tests.support.prometheus import running_prometheus
+from tests.support.rebill import advance, get, new_clock, subscribe
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

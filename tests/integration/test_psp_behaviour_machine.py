@@ -20,14 +20,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from tests.conftest import create_merchant
-from tests.integration.conftest import close_sandbox_breaker
-from tests.integration.test_payments import post, reason_of, route
-from tests.integration.test_vault import tokenize
 from tests.support import cards
+from tests.support.envelope import reason_of
 from tests.support.fuzzing import examples
 from tests.support.http import call
-from tests.support.psp import NO_FAULTS, breaker_state, sandbox
+from tests.support.mesh import create_merchant
+from tests.support.payments import post, route
+from tests.support.psp import NO_FAULTS, breaker_state, close_sandbox_breaker, sandbox
+from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

@@ -25,15 +25,15 @@ import psycopg
 import pytest
 
 from paymesh.gateway.v1 import gateway_pb2
-from tests.conftest import create_merchant
-from tests.integration.test_merchant_admin import admin, ok
-from tests.integration.test_payment_faults import grpc_create, grpc_token
-from tests.integration.test_payments import post, reason_of, route
-from tests.integration.test_rebill import advance, get, new_clock, rebills, subscribe
-from tests.integration.test_vault import tokenize
+from tests.support.envelope import reason_of
 from tests.support.http import call
+from tests.support.mesh import create_merchant
 from tests.support.metrics import metric
+from tests.support.ops import admin, ok
+from tests.support.payments import grpc_create, post, route
 from tests.support.psp import breaker_state, charges_of, sandbox
+from tests.support.rebill import advance, get, new_clock, rebills, subscribe
+from tests.support.vault import grpc_token, tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

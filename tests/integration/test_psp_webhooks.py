@@ -8,26 +8,32 @@ from __future__ import annotations
 import json
 import secrets
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import grpc
-import psycopg
 import pytest
 
 from paymesh.gateway.v1 import psp_events_pb2, psp_events_pb2_grpc
 from paymesh.platform.service_auth import TokenIssuer
-from tests.integration.test_payments import pay, post, reason_of, route
-from tests.support.http import Response, call
+from tests.support.envelope import reason_of
+from tests.support.http import call
+from tests.support.mesh import create_merchant
+from tests.support.payments import pay, post, route
 from tests.support.psp import sandbox
+from tests.support.psp_webhooks import (
+    SANDBOX_SECRET,
+    STRIPE_SECRET,
+    dashboard,
+    db,
+    intent_row,
+    send,
+    signed,
+)
 from tests.support.waiting import wait_until
 from webhook_svc.inbound.psp_signatures import sign
 
 pytestmark = pytest.mark.integration
 
-SANDBOX_SECRET = "whsec_paymesh_dev_sandbox"  # noqa: S105 - the dev default the mesh runs with
-STRIPE_SECRET = "whsec_paymesh_dev_stripe"  # noqa: S105
 WEBHOOK_KNOBS = {"webhook_copies": 1, "webhook_hold": False, "webhook_order": "in_order"}
 
 
@@ -38,33 +44,6 @@ def webhook_knobs(mesh):
     sandbox(mesh, "/_knobs", WEBHOOK_KNOBS)
 
 
-def send(mesh, psp: str, body: bytes, headers: dict[str, str]) -> Response:
-    request = urllib.request.Request(  # noqa: S310 - the test's own mesh
-        mesh.url(f"/v1/psp/{psp}/webhooks"),
-        data=body,
-        method="POST",
-        headers={"content-type": "application/json", **headers},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-            status, raw, got = answer.status, answer.read(), answer.headers
-    except urllib.error.HTTPError as error:
-        status, raw, got = error.code, error.read(), error.headers
-    text = raw.decode()
-    try:
-        parsed = json.loads(text) if text else None
-    except json.JSONDecodeError:
-        parsed = text
-    return Response(status, {k.lower(): v for k, v in got.items()}, parsed)
-
-
-def signed(mesh, psp: str, event: dict, secret: str | None = None, at: int | None = None):
-    body = json.dumps(event).encode()
-    header = "stripe-signature" if psp == "stripe" else "sandbox-signature"
-    key = secret or (STRIPE_SECRET if psp == "stripe" else SANDBOX_SECRET)
-    return send(mesh, psp, body, {header: sign(body, key, at)})
-
-
 def event(event_type: str, obj: dict, created: int | None = None) -> dict:
     return {
         "id": f"evt_test_{uuid.uuid4().hex}",
@@ -73,21 +52,6 @@ def event(event_type: str, obj: dict, created: int | None = None) -> dict:
         "created": created or int(time.time()),
         "data": {"object": obj},
     }
-
-
-def db(infra):
-    return psycopg.connect(infra.database_url, autocommit=True)
-
-
-def intent_row(infra, intent_id: str) -> dict:
-    with db(infra) as connection:
-        cursor = connection.execute(
-            "SELECT status, amount_received, amount_refunded, amount_capturable, psp_reference"
-            " FROM gateway.payment_intents WHERE id = %s",
-            (intent_id,),
-        )
-        names = [c.name for c in cursor.description]
-        return dict(zip(names, cursor.fetchone(), strict=True))
 
 
 def audits(infra, object_ids: list[str]) -> list[tuple[str, str, str]]:
@@ -142,10 +106,6 @@ def authorized(mesh, merchant, infra, amount: int = 1000) -> tuple[str, str]:
     intent = pay(mesh, merchant, capture_method="manual", amount=amount).body
     assert intent["status"] == "requires_capture", intent
     return intent["id"], intent_row(infra, intent["id"])["psp_reference"]
-
-
-def dashboard(mesh, charge: str, action: str, **body):
-    return sandbox(mesh, f"/_dashboard/charges/{charge}/{action}", body)
 
 
 def deliveries_of(mesh, event_ids: set[str]) -> list[dict]:
@@ -427,7 +387,6 @@ def stripe_api(mesh, path: str, data: dict | None = None) -> dict:
 
 
 def test_localstripe_webhooks_apply_a_capture_made_at_stripe(mesh, infra):
-    from tests.conftest import create_merchant
 
     merchant = create_merchant(infra, f"stripe-{uuid.uuid4().hex[:6]}")
     route(infra, merchant, "stripe")
@@ -454,7 +413,6 @@ def test_localstripe_webhooks_apply_a_capture_made_at_stripe(mesh, infra):
 
 
 def test_a_stripe_refund_event_naming_our_refund_is_not_counted_twice(mesh, infra):
-    from tests.conftest import create_merchant
 
     merchant = create_merchant(infra, f"stripe-{uuid.uuid4().hex[:6]}")
     route(infra, merchant, "stripe")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, base_env
 from tests.support.http import call
+from tests.support.mesh import ROOT, base_env
 
 pytestmark = pytest.mark.integration
 

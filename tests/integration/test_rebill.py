@@ -9,67 +9,15 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from tests.integration.test_payments import post, reason_of
-from tests.integration.test_vault import tokenize, violations
 from tests.support import cards
-from tests.support.http import call
+from tests.support.envelope import reason_of, violations
 from tests.support.ops import grpcurl
+from tests.support.payments import post
 from tests.support.psp import sandbox
-from tests.support.waiting import wait_until
+from tests.support.rebill import advance, charges_of, get, iso, new_clock, rebills, subscribe
+from tests.support.vault import tokenize
 
 pytestmark = pytest.mark.integration
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def get(mesh, merchant, path):
-    return call(mesh.url(path), "GET", merchant.auth())
-
-
-def charges_of(mesh, amount: int) -> list[dict]:
-    """The sandbox's charges of an amount. The session's tests share one sandbox ledger, so
-    this module's amounts (14001–14016) are its own: test_payment_properties draws 100–5,000."""
-    return [c for c in sandbox(mesh, "/v1/charges")["data"] if c["amount"] == amount]
-
-
-def subscribe(mesh, merchant, amount: int, number=cards.VISA, **fields):
-    token = tokenize(mesh, merchant, number).body["id"]
-    body = {"payment_method": token, "amount": amount, "currency": "usd", "interval": "month"}
-    return post(mesh, merchant, "/v1/subscriptions", {**body, **fields})
-
-
-def new_clock(mesh, merchant, at: datetime) -> str:
-    response = post(mesh, merchant, "/v1/test_clocks", {"frozen_time": iso(at)})
-    assert response.status == 200, response.body
-    return response.body["id"]
-
-
-def advance(mesh, merchant, clock: str, to: datetime, timeout: float = 120) -> dict:
-    response = post(mesh, merchant, f"/v1/test_clocks/{clock}/advance", {"frozen_time": iso(to)})
-    assert response.status == 200, response.body
-    return wait_until(
-        lambda: (
-            (c := get(mesh, merchant, f"/v1/test_clocks/{clock}").body)["status"] == "ready" and c
-        ),
-        timeout=timeout,
-        interval=0.2,
-    )
-
-
-def rebills(mesh, merchant, subscription: str) -> list[dict]:
-    found, offset = [], 0
-    while True:
-        response = get(
-            mesh, merchant, f"/v1/subscriptions/{subscription}/rebills?limit=100&offset={offset}"
-        )
-        assert response.status == 200, response.body
-        page = response.body
-        found += page["data"]
-        if not page["has_more"]:
-            return found
-        offset += 100
 
 
 def test_a_subscription_charges_its_first_period_at_creation(mesh, merchant):

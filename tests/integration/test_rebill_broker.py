@@ -47,7 +47,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 import pika
@@ -61,16 +60,13 @@ from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from paymesh.rebill.v1 import rebill_admin_pb2, rebill_admin_pb2_grpc
 from paymesh_ops.services import ALL as SERVICES
 from rebill_svc.topology import DELIVERY_LIMIT
-from tests.conftest import base_env, create_merchant, migrated_infra, started_mesh
-from tests.integration.test_payments import post
-from tests.integration.test_rebill import charges_of, iso, new_clock, subscribe
-from tests.integration.test_vault import tokenize
 from tests.support.http import call
+from tests.support.mesh import TestMerchant, base_env, create_merchant, migrated_infra, started_mesh
+from tests.support.payments import post
 from tests.support.psp import sandbox
+from tests.support.rebill import charges_of, iso, new_clock, subscribe
+from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
-
-if TYPE_CHECKING:
-    from tests.conftest import TestMerchant
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from tests.integration.test_payments import post
-from tests.integration.test_rebill import advance, charges_of, get, iso, new_clock, rebills
-from tests.integration.test_rebill import subscribe as create_subscription
+from tests.support.payments import post
+from tests.support.rebill import advance, charges_of, get, iso, new_clock, rebills
+from tests.support.rebill import subscribe as create_subscription
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

@@ -15,103 +15,31 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from dev.devinfra import Infra, create_infra, drop_infra
-from dev.devmesh import Mesh, Ports, free_port, free_ports
+from dev.devmesh import free_port, free_ports
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
 from rebill_svc.jobs.postgres import PostgresJobStore
-from tests import conftest
-from tests.conftest import base_env, create_merchant, paymesh, started_mesh
-from tests.integration.test_payments import post
-from tests.integration.test_rebill import get, iso, new_clock
-from tests.integration.test_vault import tokenize
+from tests.support.fault_mesh import FaultMesh, fault_mesh, own_infra
 from tests.support.http import call
 from tests.support.metrics import metric
+from tests.support.payments import post
 from tests.support.psp import sandbox
+from tests.support.rebill import get, iso, new_clock
+from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-# Short leases, so a killed worker's jobs come back within seconds; the connection budget
-# of a shared PostgreSQL (a worker holds prefetch + 2 connections).
-FAULT_ENV = {
-    "DB_POOL_SIZE": "4",
-    "REBILL_LEASE_SECONDS": "2",
-    "REBILL_RECHECK_SECONDS": "1",
-    "REBILL_REQUEUE_AFTER_SECONDS": "20",
-    "REBILL_SCHEDULER_IDLE_SECONDS": "0.2",
-    "REBILL_WORKER_PREFETCH": "4",
-}
 WORKER = [sys.executable, "-m", "rebill_svc.worker"]
 REBILL = [sys.executable, "-m", "rebill_svc"]
-
-
-@contextlib.contextmanager
-def own_infra(tmp_path: Path, **overrides: str) -> Iterator[tuple[Infra, dict[str, str]]]:
-    """A database and vhost of this test's own, migrated, with service keys and a keyring."""
-    infra = create_infra("paymesh_rebill_faults")
-    try:
-        env = base_env(
-            infra,
-            PAYMESH_KEYS_DIR=str(tmp_path / "keys"),
-            VAULT_KEYRING_FILE=str(tmp_path / "vault-keyring.json"),
-            **{**FAULT_ENV, **overrides},
-        )
-        for step in (["migrate"], ["keys", "init"], ["vault", "init-keyring"]):
-            paymesh(*step, env=env)
-        yield infra, env
-    finally:
-        drop_infra(infra)
-
-
-@dataclass
-class FaultMesh:
-    mesh: Mesh
-    infra: Infra
-    merchant: conftest.TestMerchant
-    db: psycopg.Connection
-
-    def scalar(self, query: str, params: tuple | None = None):
-        return self.db.execute(query, params).fetchone()[0]
-
-    def rows(self, query: str, params: tuple | None = None) -> list[tuple]:
-        return self.db.execute(query, params).fetchall()
-
-    def spawn(self, name: str, argv: list[str], ready_port: int, **env: str) -> None:
-        self.mesh.spawn(name, argv, env={**self.mesh.env, **env})
-        self.mesh.wait_until([f"http://127.0.0.1:{ready_port}/readyz"], 60)
-
-    def kill(self, name: str) -> None:
-        process = self.mesh.processes[name]
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(10)
-
-
-@contextlib.contextmanager
-def fault_mesh(tmp_path: Path, **overrides: str) -> Iterator[FaultMesh]:
-    """A whole mesh on free ports over a database of its own, stopped and dropped after."""
-    with own_infra(tmp_path, **overrides) as (infra, base):
-        ports = Ports.free()
-        env = {**base, **ports.service_env()}
-        merchant = create_merchant(infra, "faults")
-        log_dir = tmp_path / "logs"
-        log_dir.mkdir()
-        with (
-            started_mesh(env, ports, log_dir) as mesh,
-            psycopg.connect(infra.database_url, autocommit=True) as db,
-        ):
-            yield FaultMesh(mesh, infra, merchant, db)
 
 
 def subscribe_all(faults: FaultMesh, clock: str, bodies: list[dict]) -> list[dict]:

@@ -15,9 +15,9 @@ from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
 from rebill_svc.dead_letters import DeadLetters
 from rebill_svc.jobs.postgres import PostgresJobStore
-from tests.conftest import migrated_infra
 from tests.support import dead_letter_contract, job_store_contract
 from tests.support.job_store_contract import PAYMENT_METHOD
+from tests.support.mesh import migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +127,7 @@ class SqlArena:
 
 @pytest.fixture(scope="module")
 def contract_database():
-    with migrated_infra("paymesh_rebill_job_contract") as infra:
+    with migrated_database("paymesh_rebill_job_contract") as infra:
         yield infra
 
 

@@ -34,8 +34,8 @@ from rebill_svc.domain.dunning import Outcome
 from rebill_svc.jobs.postgres import PostgresJobStore
 from rebill_svc.repository import SubscriptionRepository
 from rebill_svc.runner import JobRunner, Leases
-from tests.conftest import migrated_infra
 from tests.support.fuzzing import examples
+from tests.support.mesh import migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -204,7 +204,7 @@ class SubscriptionLifecycle(RuleBasedStateMachine):
 
 @pytest.fixture(scope="module")
 def database_url():
-    with migrated_infra("paymesh_rebill_machine") as infra:
+    with migrated_database("paymesh_rebill_machine") as infra:
         yield infra.database_url
 
 

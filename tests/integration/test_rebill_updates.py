@@ -12,19 +12,12 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from tests.integration.conftest import close_sandbox_breaker
-from tests.integration.test_payments import post, reason_of
-from tests.integration.test_rebill import (
-    advance,
-    charges_of,
-    get,
-    iso,
-    new_clock,
-    rebills,
-    subscribe,
-)
-from tests.integration.test_vault import tokenize, violations
 from tests.support import cards
+from tests.support.envelope import reason_of, violations
+from tests.support.payments import post
+from tests.support.psp import close_sandbox_breaker
+from tests.support.rebill import advance, charges_of, get, iso, new_clock, rebills, subscribe
+from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

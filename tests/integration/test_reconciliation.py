@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from tests.conftest import paymesh
-from tests.integration.test_payments import pay, post, refund_when, route
 from tests.support import cards
 from tests.support.http import call
+from tests.support.mesh import create_merchant, paymesh
 from tests.support.ops import grpcurl
+from tests.support.payments import pay, post, refund_when, route
 from tests.support.psp import sandbox
 from tests.support.waiting import wait_until
 
@@ -59,7 +59,6 @@ def found(report: dict) -> set[tuple[str, str]]:
 
 @pytest.fixture
 def stripe_merchant(infra):
-    from tests.conftest import create_merchant
 
     payer = create_merchant(infra, "reconciled-at-stripe")
     route(infra, payer, "stripe")

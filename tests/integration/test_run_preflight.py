@@ -14,7 +14,7 @@ import pytest
 
 from dev.devmesh import Ports, http_status, unreachable_dependencies
 from rebill_svc.config import RebillSettings
-from tests.conftest import base_env, migrated_infra
+from tests.support.mesh import base_env, migrated_infra
 
 pytestmark = pytest.mark.integration
 

@@ -13,43 +13,37 @@ import http.client
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests import conftest
-from tests.integration.test_merchant_admin import admin, ok
-from tests.integration.test_payments import post, reason_of
-from tests.integration.test_rebill import advance, get, new_clock, rebills
-from tests.integration.test_rebill_faults import fault_mesh
-from tests.integration.test_vault import tokenize
-from tests.integration.test_webhooks import Hooks
 from tests.support import cards
+from tests.support.envelope import reason_of
 from tests.support.http import call
+from tests.support.mesh import TestMerchant
 from tests.support.metrics import metric
+from tests.support.ops import admin, ok
+from tests.support.payments import post
 from tests.support.psp import breaker_state
-from tests.support.receiver import running_receiver
+from tests.support.rebill import advance, get, new_clock, rebills
+from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
+from tests.support.webhooks import Hooks
 
 pytestmark = pytest.mark.integration
 
 # GATEWAY_RECOVERY_AFTER_SECONDS and GATEWAY_RECOVERY_INTERVAL_SECONDS in tests.conftest.
 RECOVERY_AFTER_SECONDS = 10.0
 RECOVERY_INTERVAL_SECONDS = 0.5
-ENV = {"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
 RETURN_URL = "https://shop.example/orders/42/paid"
 PSPS = ["sandbox", "stripe"]
 
 
 @pytest.fixture(scope="module")
-def hooks(tmp_path_factory) -> Iterator[Hooks]:
-    with (
-        running_receiver() as receiver,
-        fault_mesh(tmp_path_factory.mktemp("three_d_secure"), **ENV) as faults,
-    ):
-        yield Hooks(faults, receiver)
+def hooks(loopback_hooks) -> Hooks:
+    """A mesh apart with a webhook receiver, shared with test_disputes."""
+    return loopback_hooks
 
 
 @pytest.fixture
@@ -57,11 +51,11 @@ def routed(hooks, monkeypatch):
     """A new merchant whose payments go to one PSP only (SetPspRouting, as an operator)."""
     monkeypatch.setenv("PAYMESH_KEYS_DIR", hooks.mesh.env["PAYMESH_KEYS_DIR"])
 
-    def merchant(psp: str) -> conftest.TestMerchant:
+    def merchant(psp: str) -> TestMerchant:
         created = ok(admin(hooks.mesh, "CreateMerchant", {"name": f"3ds-{uuid.uuid4().hex[:6]}"}))
         merchant_id = created["merchant"]["id"]
         ok(admin(hooks.mesh, "SetPspRouting", {"merchant_id": merchant_id, "psp_routing": [psp]}))
-        return conftest.TestMerchant(merchant_id, created["secret_key"], created["live_secret_key"])
+        return TestMerchant(merchant_id, created["secret_key"], created["live_secret_key"])
 
     return merchant
 

@@ -16,15 +16,14 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from tests.integration.conftest import close_sandbox_breaker
-from tests.integration.test_payments import post
-from tests.integration.test_psp_webhooks import dashboard, intent_row
-from tests.integration.test_rebill import advance, new_clock, rebills
-from tests.integration.test_rebill_faults import FaultMesh, fault_mesh
-from tests.integration.test_vault import tokenize
+from tests.support.fault_mesh import FaultMesh, fault_mesh
 from tests.support.http import call
-from tests.support.psp import NO_FAULTS, sandbox
+from tests.support.payments import post
+from tests.support.psp import NO_FAULTS, close_sandbox_breaker, sandbox
+from tests.support.psp_webhooks import dashboard, intent_row
+from tests.support.rebill import advance, new_clock, rebills
 from tests.support.receiver import Receiver, running_receiver
+from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

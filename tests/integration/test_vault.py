@@ -5,12 +5,9 @@ gateway's identity only."""
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
-from pathlib import Path
 
 import grpc
 import jwt
@@ -21,51 +18,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from paymesh.platform.callers import LIVEMODE_HEADER, MERCHANT_HEADER
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
-from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from tests.support import cards
-from tests.support.envelope import assert_error_envelope
+from tests.support.envelope import assert_error_envelope, violations
 from tests.support.http import Response, call
+from tests.support.vault import NEXT_YEAR, keys_dir, psp_token, tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-NEXT_YEAR = datetime.now(UTC).year + 1
-
-
-def tokenize(mesh, merchant, number=cards.VISA, **fields):
-    card = {"number": number, "exp_month": 12, "exp_year": NEXT_YEAR, "cvc": "123"}
-    card.update(fields.pop("card", {}))
-    return call(
-        mesh.url("/v1/payment_methods"),
-        method="POST",
-        headers=merchant.auth(),
-        body={"card": card, **fields},
-    )
-
-
-def violations(response) -> dict[str, str]:
-    [bad_request] = [d for d in response.body["details"] if d["@type"].endswith("BadRequest")]
-    return {v["field"]: v["reason"] for v in bad_request["field_violations"]}
-
-
-def keys_dir() -> Path:
-    return Path(os.environ["PAYMESH_KEYS_DIR"])
-
-
-def psp_token(mesh, merchant, token: str, metadata=None, psp: str = "stripe"):
-    """GetPspToken as gateway_svc calls it, unless `metadata` says otherwise."""
-    if metadata is None:
-        metadata = (
-            (SERVICE_TOKEN_HEADER, TokenIssuer("gateway", keys_dir()).token_for("vault")),
-            (MERCHANT_HEADER, merchant.id),
-            (LIVEMODE_HEADER, "false"),
-        )
-    with grpc.insecure_channel(f"127.0.0.1:{mesh.ports.grpc['vault']}") as channel:
-        return vault_pb2_grpc.VaultInternalServiceStub(channel).GetPspToken(
-            vault_pb2.GetPspTokenRequest(payment_method=token, psp=psp, reason="test"),
-            metadata=metadata,
-            timeout=15,
-        )
 
 
 def test_a_card_round_trips_over_rest_masked(mesh, merchant):

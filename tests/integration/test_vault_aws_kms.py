@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from dev.devinfra import create_infra, drop_infra
 from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
-from tests.conftest import base_env, paymesh
+from tests.support.mesh import base_env, paymesh
 from vault_proxy_svc.envelope import Sealed, binding, seal, unseal
 from vault_proxy_svc.kek import KekManager
 from vault_proxy_svc.keys import AwsKms

@@ -16,9 +16,9 @@ from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.idempotency.store import Claim
-from tests.integration.test_vault import NEXT_YEAR, tokenize
 from tests.support import cards
 from tests.support.http import call
+from tests.support.vault import NEXT_YEAR, tokenize
 from vault_proxy_svc import repository
 
 pytestmark = pytest.mark.integration

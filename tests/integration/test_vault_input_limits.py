@@ -13,9 +13,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
-from tests.integration.test_vault import NEXT_YEAR, tokenize, violations
 from tests.support import cards
+from tests.support.envelope import violations
 from tests.support.http import call
+from tests.support.vault import NEXT_YEAR, tokenize
 from vault_proxy_svc.cards import BILLING_LIMITS
 
 pytestmark = pytest.mark.integration

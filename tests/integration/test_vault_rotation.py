@@ -10,9 +10,9 @@ import threading
 import psycopg
 import pytest
 
-from tests.conftest import base_env, paymesh
-from tests.integration.test_vault import psp_token, tokenize
 from tests.support.http import call
+from tests.support.mesh import base_env, paymesh
+from tests.support.vault import psp_token, tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,74 +25,22 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from paymesh.webhook.v1 import event_stream_pb2, event_stream_pb2_grpc
-from tests import conftest
-from tests.conftest import ROOT, create_merchant
-from tests.integration.test_payments import pay, post
-from tests.integration.test_rebill_faults import FaultMesh, fault_mesh
 from tests.support.http import call
-from tests.support.receiver import Receiver, Script, running_receiver
+from tests.support.mesh import ROOT
+from tests.support.payments import pay, post
+from tests.support.receiver import Script
 from tests.support.waiting import wait_until
+from tests.support.webhooks import SCHEDULE, Hooks, verified
 from webhook_svc.domain.rules import EVENT_TYPES
 
 pytestmark = pytest.mark.integration
 
-SCHEDULE = (0, 0.4, 0.8, 1.6)  # compressed: four attempts within about 3 s
-WEBHOOK_ENV = {
-    "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
-    "WEBHOOK_RETRY_SCHEDULE": ",".join(str(s) for s in SCHEDULE),
-    "WEBHOOK_DELIVERY_TIMEOUT_SECONDS": "1",
-    # Each endpoint's circuit opens after as many failures in a row as the schedule has
-    # attempts, and tries again after longer than the schedule's gaps.
-    "WEBHOOK_BREAKER_FAIL_MAX": str(len(SCHEDULE)),
-    "WEBHOOK_BREAKER_RESET_SECONDS": "3",
-}
-
-
-@dataclass
-class Hooks:
-    faults: FaultMesh
-    receiver: Receiver
-
-    @property
-    def mesh(self):
-        return self.faults.mesh
-
-    def merchant(self, name: str) -> conftest.TestMerchant:
-        return create_merchant(self.faults.infra, name)
-
-    def endpoint(self, merchant: conftest.TestMerchant, path: str, events=("*",), **fields) -> dict:
-        body = {"url": self.receiver.url(path), "enabled_events": list(events), **fields}
-        created = post(self.mesh, merchant, "/v1/webhook_endpoints", body)
-        assert created.status == 200, created.body
-        return created.body
-
-    def get(self, merchant: conftest.TestMerchant, path: str):
-        return call(self.mesh.url(path), "GET", merchant.auth())
-
-    def deliveries(self, path: str, count: int, timeout: float = 20) -> list:
-        return wait_until(
-            lambda: len(self.receiver.at(path)) >= count and self.receiver.at(path), timeout=timeout
-        )
-
-    def metric(self, name: str) -> float:
-        text = call(f"http://127.0.0.1:{self.mesh.ports.http['webhook']}/metrics").body
-        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
-
 
 @pytest.fixture(scope="module")
-def hooks(tmp_path_factory) -> Iterator[Hooks]:
-    """A mesh of this module's own (database, vhost, webhook_svc admitting loopback, the
-    retry schedule compressed) and one receiver."""
-    with (
-        running_receiver() as receiver,
-        fault_mesh(tmp_path_factory.mktemp("webhooks"), **WEBHOOK_ENV) as faults,
-    ):
-        yield Hooks(faults, receiver)
-
-
-def verified(secret: str, request) -> dict:
-    """The delivery's body, verified as a merchant's Standard Webhooks library does."""
-    return Webhook(secret).verify(request.body, request.headers)
+def hooks(webhook_hooks) -> Hooks:
+    """A mesh apart (database, vhost, webhook_svc admitting loopback, the retry schedule
+    compressed) and one receiver, shared with test_event_objects."""
+    return webhook_hooks
 
 
 def verified_v1a(public_key: str, request) -> dict:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import base_env, paymesh
+from tests.support.mesh import base_env, paymesh
 
 pytestmark = pytest.mark.integration
 

@@ -220,3 +220,15 @@ def assert_grpc_error_details(error: grpc.RpcError) -> error_details_pb2.ErrorIn
 def _short(value: Any, limit: int = 300) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def reason_of(response) -> str:
+    """The ErrorInfo reason of an error answered over REST."""
+    [info] = [d for d in response.body["details"] if d["@type"].endswith("ErrorInfo")]
+    return info["reason"]
+
+
+def violations(response) -> dict[str, str]:
+    """The BadRequest field violations of an error answered over REST, by field."""
+    [bad] = [d for d in response.body["details"] if d["@type"].endswith("BadRequest")]
+    return {v["field"]: v["reason"] for v in bad["field_violations"]}

@@ -43,3 +43,17 @@ def grpcurl(
         text=True,
         timeout=30,
     )
+
+
+ADMIN = "paymesh.gateway.v1.MerchantAdminService"
+
+
+def admin(mesh, method: str, body: dict, as_operator: bool = True, api_key: str = ""):
+    """A MerchantAdminService call on the gateway."""
+    return grpcurl(mesh, "gateway", f"{ADMIN}/{method}", body, as_operator, api_key)
+
+
+def ok(result: subprocess.CompletedProcess) -> dict:
+    """The answer of a grpcurl call that must have succeeded."""
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)

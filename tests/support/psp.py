@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from tests.support.http import call
+from tests.support.payments import post
+from tests.support.vault import tokenize
+from tests.support.waiting import wait_until
+
+BREAKER_RESET_SECONDS = 2.2  # GATEWAY_BREAKER_RESET_SECONDS in the tests' environment, and a bit
 
 
 def sandbox(mesh, path: str, body: dict | None = None):
@@ -43,3 +50,20 @@ def breaker_state(mesh, psp: str) -> float:
     metrics = call(f"http://127.0.0.1:{mesh.ports.http['gateway']}/metrics").body
     prefix = f'psp_circuit_breaker_state{{psp="{psp}"}} '
     return next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix))
+
+
+def close_sandbox_breaker(mesh, merchant) -> None:
+    """Waits out an open breaker's cool-down, then pays until the half-open probe closes it."""
+    if breaker_state(mesh, "sandbox") == 0:
+        return
+    time.sleep(BREAKER_RESET_SECONDS)
+    token = tokenize(mesh, merchant).body["id"]
+    body = {"amount": 100, "currency": "usd", "payment_method": token, "confirm": True}
+    wait_until(
+        lambda: (
+            post(mesh, merchant, "/v1/payment_intents", body).status == 200
+            and breaker_state(mesh, "sandbox") == 0
+        ),
+        timeout=20,
+        interval=0.5,
+    )
