@@ -20,6 +20,7 @@ from paymesh.platform.problems import InvalidArgument, NotFound
 
 @dataclasses.dataclass
 class StoredKey:
+    locked_at: datetime  # the fence of the claim that holds it
     state: str = "running"
     object_id: str | None = None
 
@@ -192,16 +193,25 @@ class InMemoryPaymentRepository:
 
     # --- idempotency keys ----------------------------------------------------------------
 
-    def open_key(self, key: KeyRef) -> None:
-        """What a claim does: the key is `running` and bound to nothing yet."""
-        self.keys[_pk(key)] = StoredKey()
+    def open_key(self, merchant: Merchant, key: str) -> KeyRef:
+        """What a claim does: the key is `running`, bound to nothing yet, and held by the
+        claim that took it now."""
+        ref = KeyRef(merchant, key, fence=datetime.now(UTC))
+        self.keys[_pk(ref)] = StoredKey(ref.fence)
+        return ref
+
+    def take_over(self, key: KeyRef) -> KeyRef:
+        """What a retry's claim does to a key whose holder looked dead: it holds it now."""
+        stored = self.keys[_pk(key)]
+        stored.locked_at = max(datetime.now(UTC), stored.locked_at + timedelta(microseconds=1))
+        return dataclasses.replace(key, fence=stored.locked_at)
 
     async def complete_key(self, key: KeyRef, object_id: str) -> None:
-        self._bind(KeyRef(key.merchant, key.key, done=True), object_id)
+        self._bind(key.ended(), object_id)
 
     def _bind(self, key: KeyRef, object_id: str) -> None:
         stored = self.keys.get(_pk(key))
-        if stored is not None:
+        if stored is not None and (stored.state, stored.locked_at) == ("running", key.fence):
             stored.object_id = object_id
             stored.state = "done" if key.done else "running"
 

@@ -95,8 +95,11 @@ def encode(obj: PaymentIntent | Refund):
 
 
 def key_ref(claim: Claim) -> KeyRef | None:
-    """The request's key as the payment statements bind it."""
-    return KeyRef(claim.merchant, claim.key) if claim.key else None
+    """The request's key as the payment statements bind it: only while this claim holds it."""
+    if not claim.key:
+        return None
+    assert claim.fence is not None  # a claim that runs its request holds its key
+    return KeyRef(claim.merchant, claim.key, claim.fence)
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):

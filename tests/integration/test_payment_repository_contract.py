@@ -5,6 +5,7 @@ the real thing's behaviour."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -53,13 +54,23 @@ class SqlProbe:
             )
         ]
 
-    def open_key(self, key: KeyRef) -> None:
+    def open_key(self, owner: Merchant, key: str) -> KeyRef:
         with psycopg.connect(self._url, autocommit=True) as db:
-            db.execute(
+            [fence] = db.execute(
                 "INSERT INTO gateway.idempotency_keys (merchant_id, livemode, key, request_hash,"
-                " state) VALUES (%s, %s, %s, 'h', 'running')",
+                " state) VALUES (%s, %s, %s, 'h', 'running') RETURNING locked_at",
+                (owner.id, owner.livemode, key),
+            ).fetchone()
+        return KeyRef(owner, key, fence)
+
+    def take_over(self, key: KeyRef) -> KeyRef:
+        with psycopg.connect(self._url, autocommit=True) as db:
+            [fence] = db.execute(
+                "UPDATE gateway.idempotency_keys SET locked_at = clock_timestamp()"
+                " WHERE merchant_id = %s AND livemode = %s AND key = %s RETURNING locked_at",
                 (key.merchant.id, key.merchant.livemode, key.key),
-            )
+            ).fetchone()
+        return dataclasses.replace(key, fence=fence)
 
     def key(self, key: KeyRef) -> tuple[str, str | None]:
         [row] = self._rows(
@@ -82,8 +93,11 @@ class MemoryProbe:
     def events(self, aggregate_id: str) -> list[str]:
         return [e.type for e in self._repository.events if e.aggregate_id == aggregate_id]
 
-    def open_key(self, key: KeyRef) -> None:
-        self._repository.open_key(key)
+    def open_key(self, owner: Merchant, key: str) -> KeyRef:
+        return self._repository.open_key(owner, key)
+
+    def take_over(self, key: KeyRef) -> KeyRef:
+        return self._repository.take_over(key)
 
     def key(self, key: KeyRef) -> tuple[str, str | None]:
         stored = self._repository.keys[(key.merchant.id, key.merchant.livemode, key.key)]
@@ -296,8 +310,7 @@ def test_an_intent_waiting_for_its_customer_keeps_its_page_and_is_settled_only_a
 def test_a_key_is_bound_to_its_object_and_done_when_the_outcome_is_recorded(run):
     async def scenario(repository, probe):
         owner = merchant()
-        key = KeyRef(owner, f"k-{uuid.uuid4().hex}")
-        probe.open_key(key)
+        key = probe.open_key(owner, f"k-{uuid.uuid4().hex}")
         stored = await insert(repository, owner, bind=key)
         assert probe.key(key) == ("running", stored.id)
 
@@ -306,6 +319,34 @@ def test_a_key_is_bound_to_its_object_and_done_when_the_outcome_is_recorded(run)
         await repository.change_intent(settled)
 
         assert probe.key(key) == ("done", stored.id)
+
+    run(scenario)
+
+
+def test_a_holder_whose_key_was_taken_over_binds_and_completes_nothing(run):
+    """A request that looked dead had its key taken over by its retry: whatever it writes
+    afterwards, the key stays the retry's."""
+
+    async def scenario(repository, probe):
+        owner = merchant()
+        old = probe.open_key(owner, f"k-{uuid.uuid4().hex}")
+        new = probe.take_over(old)
+
+        late = await insert(repository, owner, bind=old)
+        await repository.complete_key(old, late.id)
+        late_change = succeed(late)
+        late_change.bind = old.ended()
+        late_change.settles = True
+        await repository.change_intent(late_change)
+        paid = await repository.change_intent(succeed(await insert(repository, owner)))
+        await repository.reserve_refund(owner, paid.id, 100, "", new_id("re_"), old)
+        after_old = probe.key(old)
+
+        made = await insert(repository, owner, bind=new.ended())
+
+        assert new.fence != old.fence
+        assert after_old == ("running", None)
+        assert probe.key(new) == ("done", made.id)
 
     run(scenario)
 

@@ -287,8 +287,7 @@ def test_an_unknown_outcome_is_answered_as_processing_and_never_failed_over():
     sandbox = ScriptedPsp("sandbox", authorize=[OutcomeUnknown("timeout")])
     stripe = ScriptedPsp("stripe", authorize=[Authorization("pi_s", True)])
     payments, repository = payments_with(sandbox, stripe)
-    key = KeyRef(MERCHANT, "order-1")
-    repository.open_key(key)
+    key = repository.open_key(MERCHANT, "order-1")
 
     intent = create(payments, key)
 

@@ -4,7 +4,8 @@ intent, and the idempotency key that a write binds to its object."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Protocol
 
 from gateway_svc.domain.models import PaymentIntent
@@ -23,12 +24,20 @@ class Merchant(Protocol):
 
 @dataclass(frozen=True)
 class KeyRef:
-    """An idempotency key of a merchant (the request that holds it). `done`: binding it to
-    its object also ends it (the object's outcome is known), else it waits for the outcome."""
+    """An idempotency key of a merchant, held by the request whose claim took it at `fence`
+    (the key's `locked_at`): statements bind or settle it only while that claim still holds
+    it, so a request taken over (it looked dead) cannot overwrite its retry's key. `done`:
+    binding it to its object also ends it (the object's outcome is known), else it waits for
+    the outcome."""
 
     merchant: Merchant
     key: str
+    fence: datetime
     done: bool = False
+
+    def ended(self) -> KeyRef:
+        """The same held key, ended when it is bound."""
+        return replace(self, done=True)
 
 
 @dataclass

@@ -117,7 +117,7 @@ async def create(
     )
     audits = [AuditEntry.of_intent(intent, "api", "create", "ok")]
     if not new.confirm:
-        bind = KeyRef(key.merchant, key.key, done=True) if key else None
+        bind = key.ended() if key else None
         event = Event.of_intent("payment_intent.created", intent)
         return await payments.repository.insert_intent(intent, audits, event, bind)
     route = await payments.route(merchant)

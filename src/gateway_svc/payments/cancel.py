@@ -27,9 +27,7 @@ async def cancel(
     intent = await payments.repository.intent(intent_id, merchant)
     move(intent_id, intent.status, Action.CANCEL)
     if intent.status not in (IntentStatus.REQUIRES_CAPTURE, IntentStatus.REQUIRES_ACTION):
-        return await _record(
-            payments, intent, "api", key and KeyRef(key.merchant, key.key, True), reason
-        )
+        return await _record(payments, intent, "api", key and key.ended(), reason)
     reserved = await reserve(payments, intent, Pending.VOID, Action.CANCEL, None, key, reason)
     await send_reserved(
         payments,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import String, any_, bindparam, exists, func, insert, select, update
+from sqlalchemy import String, any_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -151,8 +151,7 @@ class Intents:
 
     async def complete_key(self, key: KeyRef, object_id: str) -> None:
         """The request's answer is its object, as it is whenever it is asked for again."""
-        done = key_params(KeyRef(key.merchant, key.key, done=True))
-        await self._direct.one(BIND_KEY, {**done, "k_object_id": object_id})
+        await self._direct.one(BIND_KEY, {**key_params(key.ended()), "k_object_id": object_id})
 
     # --- payment methods the vault revoked -----------------------------------------------
 
@@ -255,9 +254,18 @@ def change_statement(
             .cte("bound")
         )
     if settles:
-        # Not the request's own key when it is bound here too: one statement may not update
-        # the same row twice.
-        mine = [keys.key != bindparam("k_key")] if bind else []
+        # Not the request's own key when it is bound here too (one statement may not update
+        # the same row twice); a newer holder's, taken over from this request, is settled.
+        mine = (
+            [
+                or_(
+                    keys.key != bindparam("k_key"),
+                    keys.locked_at != bindparam("k_locked_at", type_=keys.locked_at.type),
+                )
+            ]
+            if bind
+            else []
+        )
         ctes.append(
             update(idempotency_keys)
             .where(

@@ -113,16 +113,21 @@ def key_params(bind: KeyRef) -> dict[str, Any]:
         "k_merchant_id": bind.merchant.id,
         "k_livemode": bind.merchant.livemode,
         "k_key": bind.key,
+        "k_locked_at": bind.fence,
         "k_state": "done" if bind.done else "running",
     }
 
 
 def key_where():
+    """The request's key, while its claim still holds it: a request whose key was taken over
+    (it looked dead) binds and settles nothing."""
     keys = idempotency_keys.c
     return and_(
         keys.merchant_id == bindparam("k_merchant_id"),
         keys.livemode == bindparam("k_livemode"),
         keys.key == bindparam("k_key"),
+        keys.state == constant("running"),
+        keys.locked_at == bindparam("k_locked_at", type_=keys.locked_at.type),
     )
 
 
