@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 
 import psycopg
-from webhook_svc.psp_signatures import sign
+from webhook_svc.inbound.psp_signatures import sign
 
 from tests.support.http import Response
 from tests.support.psp import sandbox

@@ -6,6 +6,7 @@ test file never changes another."""
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,10 @@ def test_the_rule_sees_the_imports_it_forbids(tmp_path):
         "tests.integration.test_payments.post",
         "tests.unit.test_ids",
     ]
+
+
+@pytest.mark.parametrize("path", sorted((TESTS / "support").glob("*.py")), ids=lambda p: p.name)
+def test_every_support_module_imports(path):
+    """A helper that names a module moved away fails here, in the fast tier, not at the
+    collection of the integration tests that use it."""
+    importlib.import_module(f"tests.support.{path.stem}")
