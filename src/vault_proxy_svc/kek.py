@@ -18,7 +18,8 @@ from paymesh.platform.server import StartupRefused
 from vault_proxy_svc.envelope import binding
 from vault_proxy_svc.keys import KeyProvider
 from vault_proxy_svc.metrics import CARDS_ON_OLD_KEK, KEK_AGE, REWRAPPED
-from vault_proxy_svc.repository import add_audit
+from vault_proxy_svc.models import AuditEntry
+from vault_proxy_svc.postgres_card_store import add_audit
 from vault_proxy_svc.tables import kek_versions, payment_methods, secrets
 
 log = structlog.get_logger(__name__)
@@ -129,10 +130,12 @@ class KekManager:
             )
             await add_audit(
                 connection,
-                actor=actor,
-                action="kek_rotated",
-                result="ok",
-                details={"previous": previous, "primary": new},
+                AuditEntry(
+                    actor=actor,
+                    action="kek_rotated",
+                    result="ok",
+                    details={"previous": previous, "primary": new},
+                ),
             )
         await self.primary(refresh=True)
         log.info("kek_rotated", previous=previous, primary=new)
@@ -209,10 +212,16 @@ class KekManager:
             if moved or stale_secrets:
                 await add_audit(
                     connection,
-                    actor="worker:rewrap",
-                    action="rewrap",
-                    result="ok",
-                    details={"cards": len(moved), "secrets": len(stale_secrets), "to": primary},
+                    AuditEntry(
+                        actor="worker:rewrap",
+                        action="rewrap",
+                        result="ok",
+                        details={
+                            "cards": len(moved),
+                            "secrets": len(stale_secrets),
+                            "to": primary,
+                        },
+                    ),
                 )
         REWRAPPED.inc(len(moved))
         return len(moved)

@@ -22,19 +22,19 @@ hold the card (`psp_rejected_card` with its `psp_code`)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import weakref
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.platform.callers import Merchant
 from paymesh.platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from vault_proxy_svc import repository
+from vault_proxy_svc.card_store import CardStore
 from vault_proxy_svc.cards import Card
 from vault_proxy_svc.cvc_store import CvcStore
-from vault_proxy_svc.envelope import Sealed, binding, unseal
+from vault_proxy_svc.envelope import binding, unseal
 from vault_proxy_svc.keys import KeyProvider
 from vault_proxy_svc.metrics import (
     DECRYPT_SECONDS,
@@ -43,6 +43,7 @@ from vault_proxy_svc.metrics import (
     PSP_PROVISIONING,
     PSP_TOKEN_LOOKUPS,
 )
+from vault_proxy_svc.models import AuditEntry, PaymentMethod, detached, require_attached
 from vault_proxy_svc.psp import CardProvisioner, PspRejected, PspUnavailable
 
 log = structlog.get_logger(__name__)
@@ -56,15 +57,13 @@ MAX_AHEAD = 64
 class CardProvisioning:
     def __init__(
         self,
-        engine: AsyncEngine,
         keys: KeyProvider,
-        payment_methods: repository.PaymentMethodRepository,
+        cards: CardStore,
         psps: dict[str, CardProvisioner],
         cvcs: CvcStore,
     ):
-        self._engine = engine
         self._keys = keys
-        self._payment_methods = payment_methods
+        self._cards = cards
         self._psps = psps
         self._cvcs = cvcs
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
@@ -113,11 +112,10 @@ class CardProvisioning:
         """The PSP's reference for the card, and whether it came from the cache."""
         self._provisioner(psp)
         # The hot path: two small columns, not the card's whole row.
-        cached = await self._payment_methods.psp_reference(token, merchant, psp)
-        _require_attached(cached)
-        if cached["psp_reference"]:
+        cached = require_attached(await self._cards.psp_reference(token, merchant, psp))
+        if cached.psp_reference:
             PSP_TOKEN_LOOKUPS.labels(psp, "hit").inc()
-            return cached["psp_reference"], True
+            return cached.psp_reference, True
         return await self._reference(merchant, token, psp, actor, reason)
 
     async def reprovision(
@@ -133,12 +131,12 @@ class CardProvisioning:
         made it (False: another one had already)."""
         cards = self._provisioner(psp)
         async with self._lock(token, psp):
-            row = await self._payment_methods.get_with_psp_reference(token, merchant, psp)
-            _require_attached(row)
-            if row["psp_reference"] and row["psp_reference"] != unknown_reference:
-                return row["psp_reference"], False
+            found = await self._cards.get_with_psp_reference(token, merchant, psp)
+            at_psp = require_attached(found)
+            if at_psp.psp_reference and at_psp.psp_reference != unknown_reference:
+                return at_psp.psp_reference, False
             reference = await self._create(
-                cards, row, merchant, actor, reason, replacing=unknown_reference
+                cards, at_psp.card, merchant, actor, reason, replacing=unknown_reference
             )
             return reference, True
 
@@ -155,13 +153,14 @@ class CardProvisioning:
         decryption), one creation per card and PSP at a time."""
         cards = self._provisioner(psp)
         async with self._lock(token, psp):
-            row = await self._payment_methods.get_with_psp_reference(token, merchant, psp)
-            _require_attached(row)
-            if row["psp_reference"]:
+            found = await self._cards.get_with_psp_reference(token, merchant, psp)
+            at_psp = require_attached(found)
+            if at_psp.psp_reference:
                 PSP_TOKEN_LOOKUPS.labels(psp, "hit").inc()
-                return row["psp_reference"], True
+                return at_psp.psp_reference, True
             PSP_TOKEN_LOOKUPS.labels(psp, "miss").inc()
-            return await self._create(cards, row, merchant, actor, reason, card=card), False
+            created = await self._create(cards, at_psp.card, merchant, actor, reason, card=card)
+            return created, False
 
     def _provisioner(self, psp: str) -> CardProvisioner:
         cards = self._psps.get(psp)
@@ -177,7 +176,7 @@ class CardProvisioning:
     async def _create(
         self,
         cards: CardProvisioner,
-        row: dict[str, Any],
+        stored: PaymentMethod,
         merchant: Merchant,
         actor: str,
         reason: str,
@@ -186,11 +185,17 @@ class CardProvisioning:
     ) -> str:
         """Creates the card at the PSP and caches its reference (in place of `replacing`, the
         one the PSP lost: then without a CVC, as a merchant-initiated card-on-file)."""
-        psp, token = cards.psp, row["id"]
-        audit = {"actor": actor, "payment_method": token, "merchant_id": merchant.id}
-        action = "reprovision" if replacing else "provision"
+        psp, token = cards.psp, stored.id
+        audit = AuditEntry(
+            actor=actor,
+            action="reprovision" if replacing else "provision",
+            result="ok",
+            payment_method=token,
+            merchant_id=merchant.id,
+            reason=reason,
+        )
         if card is None:
-            card = await self._decrypt(row, merchant, audit, reason, purpose=f"{action}:{psp}")
+            card = await self._decrypt(stored, merchant, audit, f"{audit.action}:{psp}")
         cvc = None if replacing else self._cvcs.peek(token)
         facts: dict[str, Any] = {"psp": psp, "with_cvc": bool(cvc)}
         if replacing:
@@ -206,62 +211,39 @@ class CardProvisioning:
             if isinstance(error, PspUnavailable):  # a refused card is an answer, not a failure
                 PSP_CALL_ERRORS.labels(psp, "card", code).inc()
             PSP_PROVISIONING.labels(psp, "error").inc()
-            async with self._engine.begin() as connection:
-                await repository.add_audit(
-                    connection,
-                    action=action,
-                    result="failed",
-                    reason=reason,
-                    details={**facts, "error": code},
-                    **audit,
-                )
+            failed = dataclasses.replace(audit, result="failed", details={**facts, "error": code})
+            await self._cards.add_audit(failed)
             if isinstance(error, PspRejected):
                 raise _rejected(psp, error) from None
             raise Unavailable(f"{psp} is unavailable", reason="psp_unavailable") from None
-        async with self._engine.begin() as connection:
-            saved = await repository.save_psp_reference(
-                connection, token, psp, reference, replacing=replacing
-            )
-            if saved is None:  # detached while the PSP was creating it
-                raise _detached()
-            await repository.add_audit(
-                connection,
-                action=action,
-                result="ok",
-                reason=reason,
-                details={**facts, "psp_reference": saved},
-                **audit,
-            )
+        saved = await self._cards.save_psp_reference(
+            token, psp, reference, dataclasses.replace(audit, details=facts), replacing=replacing
+        )
+        if saved is None:  # detached while the PSP was creating it
+            raise detached()
         PSP_PROVISIONING.labels(psp, "ok").inc()
         if cvc:
             await self._forget_cvc_once_everywhere(token)
         return saved
 
     async def _decrypt(
-        self, row: dict[str, Any], merchant: Merchant, audit: dict, reason: str, purpose: str
+        self, stored: PaymentMethod, merchant: Merchant, audit: AuditEntry, purpose: str
     ) -> Card:
         # The decryption is on record before it happens, whatever follows.
-        async with self._engine.begin() as connection:
-            await repository.add_audit(
-                connection,
-                action="decrypt",
-                result="ok",
-                reason=reason,
-                details={"purpose": purpose},
-                **audit,
-            )
+        await self._cards.add_audit(
+            dataclasses.replace(audit, action="decrypt", details={"purpose": purpose})
+        )
+        assert stored.sealed is not None  # an attached card's number is sealed
         started = time.perf_counter()
         pan = await unseal(
-            Sealed(row["kek_version"], row["wrapped_key"], row["nonce"], row["ciphertext"]),
-            binding(row["id"], merchant.id, merchant.livemode),
-            self._keys,
+            stored.sealed, binding(stored.id, merchant.id, merchant.livemode), self._keys
         )
         DECRYPT_SECONDS.observe(time.perf_counter() - started)
-        return Card(pan, row["exp_month"], row["exp_year"], "", row["brand"])
+        return Card(pan, stored.exp_month, stored.exp_year, "", stored.brand)
 
     async def _forget_cvc_once_everywhere(self, token: str) -> None:
         """Drops the CVC once every configured PSP holds the card: nobody needs it any more."""
-        holding = await self._payment_methods.psps_holding(token)
+        holding = await self._cards.psps_holding(token)
         if set(self._psps) <= holding:
             self._cvcs.drop(token)
 
@@ -273,18 +255,3 @@ def _rejected(psp: str, error: PspRejected) -> FailedPrecondition:
     return FailedPrecondition(
         f"{psp} rejected the card ({error.code})", reason="psp_rejected_card", metadata=metadata
     )
-
-
-def _detached() -> NotFound:
-    return NotFound(
-        "the payment_method was detached; its card data is destroyed",
-        reason="payment_method_detached",
-    )
-
-
-def _require_attached(row: dict[str, Any] | None) -> None:
-    # The messages do not repeat the id: the caller knows it, and logs need not.
-    if row is None:
-        raise NotFound("no such payment_method", reason="resource_missing")
-    if row["detached_at"] is not None:
-        raise _detached()

@@ -17,6 +17,8 @@ from vault_proxy_svc.config import VaultSettings
 from vault_proxy_svc.cvc_store import CvcStore
 from vault_proxy_svc.kek import KekManager
 from vault_proxy_svc.keys import build_key_provider
+from vault_proxy_svc.models import PaymentMethod
+from vault_proxy_svc.postgres_card_store import PostgresCardStore
 from vault_proxy_svc.psp import SandboxCards, StripeCards
 from vault_proxy_svc.revocations import GatewayRevocations
 from vault_proxy_svc.servicer import (
@@ -40,11 +42,9 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         settings.gateway_addr, resources.token_issuer, resources.token_verifier
     )
     vault = Vault(
-        resources.engine,
-        resources.direct_sql,
+        PostgresCardStore(resources.engine, resources.direct_sql),
         keys,
         keks,
-        tables.outbox,
         psps,
         CvcStore(settings.cvc_ttl_seconds),
         GatewayRevocations(gateway_channel),
@@ -75,7 +75,11 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
 
 
 # Events carry a card as GET /v1/payment_methods/{id} answers it.
-EVENT_OBJECTS = {"payment_method": ApiObject(tables.payment_methods, payment_method_message)}
+EVENT_OBJECTS = {
+    "payment_method": ApiObject(
+        tables.payment_methods, lambda row: payment_method_message(PaymentMethod.of(row))
+    )
+}
 
 DEFINITION = ServiceDefinition(
     name="vault",

@@ -17,25 +17,26 @@ from paymesh.platform.wire import require_id, timestamp
 from paymesh.vault.v1 import vault_pb2, vault_pb2_grpc
 from vault_proxy_svc.cards import Card, validate_card
 from vault_proxy_svc.metrics import TOKENIZATIONS
+from vault_proxy_svc.models import PaymentMethod
 from vault_proxy_svc.vault import Vault
 
 
-def payment_method_message(row: dict[str, Any]) -> vault_pb2.PaymentMethod:
+def payment_method_message(card: PaymentMethod) -> vault_pb2.PaymentMethod:
     message = vault_pb2.PaymentMethod(
-        id=row["id"],
+        id=card.id,
         type="card",
         card=vault_pb2.Card(
-            brand=row["brand"],
-            last4=row["last4"],
-            exp_month=row["exp_month"],
-            exp_year=row["exp_year"],
-            fingerprint=row["fingerprint"],
+            brand=card.brand,
+            last4=card.last4,
+            exp_month=card.exp_month,
+            exp_year=card.exp_year,
+            fingerprint=card.fingerprint,
         ),
-        created=timestamp(row["created_at"]),
-        livemode=row["livemode"],
+        created=timestamp(card.created_at),
+        livemode=card.livemode,
     )
-    if row["billing_details"]:
-        ParseDict(row["billing_details"], message.billing_details)
+    if card.billing_details:
+        ParseDict(card.billing_details, message.billing_details)
     return message
 
 
@@ -90,14 +91,14 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
             raise invalid
         # The common case, a valid card under a new key, in one statement (a NewKey: None
         # when the key turns out to be used, and the request goes through a claim).
-        row = await self._vault.tokenize(
+        stored = await self._vault.tokenize(
             key.merchant, card, billing, key if key.key is not None else None
         )
-        if row is None:
+        if stored is None:
             return None
         TOKENIZATIONS.labels("ok").inc()
-        structlog.contextvars.bind_contextvars(correlation_id=row["id"])
-        return payment_method_message(row)
+        structlog.contextvars.bind_contextvars(correlation_id=stored.id)
+        return payment_method_message(stored)
 
     async def GetPaymentMethod(
         self, request: vault_pb2.GetPaymentMethodRequest, context: grpc.aio.ServicerContext
@@ -117,10 +118,10 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
         token = require_id(request.id, "pm_", "payment_method")
         structlog.contextvars.bind_contextvars(correlation_id=token)
         merchant = claim.merchant
-        row = await self._vault.detach(
+        detached = await self._vault.detach(
             merchant, token, f"merchant:{merchant.id}", claim if claim.key else None
         )
-        return payment_method_message(row)
+        return payment_method_message(detached)
 
 
 class VaultInternalServicer(vault_pb2_grpc.VaultInternalServiceServicer):

@@ -17,11 +17,14 @@ from botocore.exceptions import ClientError
 from dev.devinfra import create_infra, drop_infra
 from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
+from paymesh.platform.direct_sql import DirectSql
 from tests.support.mesh import base_env, paymesh
-from vault_proxy_svc.envelope import Sealed, binding, seal, unseal
+from vault_proxy_svc.envelope import binding, seal, unseal
 from vault_proxy_svc.kek import KekManager
 from vault_proxy_svc.keys import AwsKms
-from vault_proxy_svc.repository import find, insert_payment_method
+from vault_proxy_svc.models import PaymentMethod
+from vault_proxy_svc.postgres_card_store import PostgresCardStore
+from vault_proxy_svc.tables import payment_methods
 
 pytestmark = pytest.mark.integration
 
@@ -99,8 +102,8 @@ def test_the_vault_envelope_and_rotation_run_on_kms(kms):
             sealed = await seal("4242424242424242", context, provider, first)
             assert b"4242424242424242" not in sealed.ciphertext
             async with engine.begin() as connection:
-                await insert_payment_method(
-                    connection,
+                await connection.execute(
+                    payment_methods.insert(),
                     {
                         "id": "pm_kms",
                         "merchant_id": "acct_1",
@@ -120,11 +123,12 @@ def test_the_vault_envelope_and_rotation_run_on_kms(kms):
             previous, second = await keks.rotate(actor="test")
             assert previous == first
             assert await keks.rewrap_once(batch_size=10) == 1
-            async with engine.connect() as connection:
-                row = await find(connection, "pm_kms", Merchant("acct_1", False))
-            assert row["kek_version"] == second
-            stored = Sealed(row["kek_version"], row["wrapped_key"], row["nonce"], row["ciphertext"])
-            assert await unseal(stored, context, provider) == "4242424242424242"
+            direct = DirectSql(engine)
+            card = await PostgresCardStore(engine, direct).get("pm_kms", Merchant("acct_1", False))
+            await direct.close()
+            assert isinstance(card, PaymentMethod) and card.sealed is not None
+            assert card.sealed.kek_version == second
+            assert await unseal(card.sealed, context, provider) == "4242424242424242"
             await engine.dispose()
 
         asyncio.run(scenario())

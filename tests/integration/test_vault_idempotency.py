@@ -19,7 +19,8 @@ from paymesh.platform.idempotency.store import Claim
 from tests.support import cards
 from tests.support.http import call
 from tests.support.vault import NEXT_YEAR, tokenize
-from vault_proxy_svc import repository
+from vault_proxy_svc.models import AuditEntry, PaymentMethod
+from vault_proxy_svc.postgres_card_store import PostgresCardStore
 
 pytestmark = pytest.mark.integration
 
@@ -247,32 +248,25 @@ def test_a_request_that_lost_its_key_writes_nothing(infra, merchant):
             (merchant.id, key),
         )
     stolen = Claim(owner, key, datetime(2000, 1, 1, tzinfo=UTC))  # not the row's locked_at
-    card = {
-        "id": token,
-        "merchant_id": merchant.id,
-        "livemode": False,
-        "brand": "visa",
-        "last4": "4242",
-        "exp_month": 12,
-        "exp_year": NEXT_YEAR,
-        "fingerprint": "f",
-    }
-    audit = {"actor": "test", "action": "tokenize", "result": "ok", "details": {}}
-    event = {
-        "event_id": "evt_" + token,
-        "event_type": "payment_method.created",
-        "aggregate_type": "payment_method",
-        "aggregate_id": token,
-        "payload": {},
-        "headers": {},
-    }
+    card = PaymentMethod(
+        id=token,
+        merchant_id=merchant.id,
+        livemode=False,
+        brand="visa",
+        last4="4242",
+        exp_month=12,
+        exp_year=NEXT_YEAR,
+        fingerprint="f",
+        sealed=None,
+    )
+    audit = AuditEntry(actor="test", action="tokenize", result="ok")
 
     async def attempt():
         engine = create_engine(infra.database_url)
         direct = DirectSql(engine)
         try:
-            payment_methods = repository.PaymentMethodRepository(direct)
-            return await payment_methods.insert_tokenized(card, audit, event, key=stolen)
+            store = PostgresCardStore(engine, direct)
+            return await store.insert_tokenized(card, audit, key=stolen)
         finally:
             await direct.close()
             await engine.dispose()

@@ -1,22 +1,31 @@
-"""Reads and writes vault_proxy_svc's rows; no protobuf here. Rows come back as dicts.
+"""`CardStore` on PostgreSQL; no protobuf here.
 
 The statements of the hot calls (tokenize, the PSP reference lookup, reads by id) are built
-once with SQLAlchemy Core and run straight on psycopg (DirectSql), one round trip each.
-Functions taking a connection run inside the caller's transaction (detach, provisioning,
-key rotation: rare, and several statements)."""
+once with SQLAlchemy Core and run straight on psycopg (DirectSql), one round trip each. Detach
+and caching a PSP's reference run several statements in one transaction (rare)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.platform.callers import Merchant, owned_by, owned_by_params, owner_params
 from paymesh.platform.direct_sql import DirectSql
+from paymesh.platform.idempotency.keys import in_use
 from paymesh.platform.idempotency.store import Claim, NewKey
-from paymesh.platform.outbox import snapshot_column
+from paymesh.platform.outbox import add_event, event_values, snapshot, snapshot_column
+from vault_proxy_svc.models import (
+    SEALED_COLUMNS,
+    AuditEntry,
+    CachedReference,
+    CardAtPsp,
+    PaymentMethod,
+    require_attached,
+)
 from vault_proxy_svc.tables import (
     idempotency_keys,
     outbox,
@@ -30,58 +39,96 @@ def _owned(merchant: Merchant, token: str) -> dict[str, Any]:
     return owner_params("pm_", token, merchant)
 
 
-class PaymentMethodRepository:
-    def __init__(self, direct: DirectSql):
+class PostgresCardStore:
+    def __init__(self, engine: AsyncEngine, direct: DirectSql):
+        self._engine = engine
         self._direct = direct
 
-    async def get(self, token: str, merchant: Merchant) -> dict[str, Any] | None:
-        """The merchant's payment method in the merchant's mode; another's is as good as missing."""
-        return await self._direct.one(_SELECT_OWNED, _owned(merchant, token))
+    async def get(self, token: str, merchant: Merchant) -> PaymentMethod | None:
+        row = await self._direct.one(_SELECT_OWNED, _owned(merchant, token))
+        return None if row is None else PaymentMethod.of(row)
 
     async def psp_reference(
         self, token: str, merchant: Merchant, psp: str
-    ) -> dict[str, Any] | None:
-        """`detached_at` of the merchant's payment method and its cached `psp_reference`
-        (None if none yet); None if there is no such payment method."""
-        return await self._direct.one(
-            _SELECT_PSP_REFERENCE, {**_owned(merchant, token), "psp": psp}
-        )
+    ) -> CachedReference | None:
+        row = await self._direct.one(_SELECT_PSP_REFERENCE, {**_owned(merchant, token), "psp": psp})
+        return None if row is None else CachedReference(row["detached_at"], row["psp_reference"])
 
     async def get_with_psp_reference(
         self, token: str, merchant: Merchant, psp: str
-    ) -> dict[str, Any] | None:
-        """The payment method with its cached `psp_reference` (None if none yet), in one query."""
-        return await self._direct.one(
+    ) -> CardAtPsp | None:
+        row = await self._direct.one(
             _SELECT_WITH_PSP_REFERENCE, {**_owned(merchant, token), "psp": psp}
         )
+        return None if row is None else CardAtPsp(PaymentMethod.of(row), row["psp_reference"])
 
     async def psps_holding(self, token: str) -> set[str]:
-        """The PSPs that have a reference for the card."""
         rows = await self._direct.all(_SELECT_PSPS_HOLDING, {"token": token})
         return {row["psp"] for row in rows}
 
     async def insert_tokenized(
-        self,
-        card: dict[str, Any],
-        audit: dict[str, Any],
-        event: dict[str, Any],
-        key: Claim | NewKey | None = None,
-    ) -> dict[str, Any] | None:
-        """The new card, its audit row and event, in one statement. With a held `key`
-        (Claim) the key is bound to the card, with a `NewKey` the key is stored done and
-        bound to it; either way None, and nothing written, if the key is not the request's
-        (taken over, or used before)."""
+        self, card: PaymentMethod, audit: AuditEntry, key: Claim | NewKey | None = None
+    ) -> PaymentMethod | None:
+        event = event_values(
+            event_type="payment_method.created",
+            aggregate_type="payment_method",
+            aggregate_id=card.id,
+            payload={},  # the card's row as written: see _card_event
+        )
+        columns = card.columns()
         params = {
-            **{f"audit_{name}": audit.get(name) for name in _AUDIT_COLUMNS},
+            **{f"audit_{name}": getattr(audit, name) for name in _AUDIT_COLUMNS},
             **{f"event_{name}": event[name] for name in _EVENT_COLUMNS},
         }
         if key is None:
-            params.update({name: card.get(name) for name in _CARD_COLUMNS})
-            return await self._direct.one(_TOKENIZE, params)
-        params.update({f"card_{name}": card.get(name) for name in _CARD_COLUMNS})
-        params.update(key.bind_params, key_object_id=card["id"])
-        statement = _TOKENIZE_BOUND if isinstance(key, Claim) else _TOKENIZE_NEW_KEY
-        return await self._direct.one(statement, params)
+            params.update({name: columns[name] for name in _CARD_COLUMNS})
+            row = await self._direct.one(_TOKENIZE, params)
+        else:
+            params.update({f"card_{name}": columns[name] for name in _CARD_COLUMNS})
+            params.update(key.bind_params, key_object_id=card.id)
+            statement = _TOKENIZE_BOUND if isinstance(key, Claim) else _TOKENIZE_NEW_KEY
+            row = await self._direct.one(statement, params)
+        return None if row is None else PaymentMethod.of(row)
+
+    async def detach(
+        self, token: str, merchant: Merchant, audit: AuditEntry, key: Claim | None = None
+    ) -> PaymentMethod:
+        async with self._engine.begin() as connection:
+            found = await _find_for_update(connection, token, merchant)
+            require_attached(None if found is None else PaymentMethod.of(found))
+            row = await _shred(connection, token)
+            if key and not await _bind_key(connection, key.bind_params, token):
+                raise in_use()  # rolls the detach back
+            await add_audit(connection, audit)
+            await add_event(
+                connection,
+                outbox,
+                event_type="payment_method.detached",
+                aggregate_type="payment_method",
+                aggregate_id=token,
+                payload=snapshot(row, *SEALED_COLUMNS),
+            )
+        return PaymentMethod.of(row)
+
+    async def save_psp_reference(
+        self,
+        token: str,
+        psp: str,
+        reference: str,
+        audit: AuditEntry,
+        replacing: str | None = None,
+    ) -> str | None:
+        async with self._engine.begin() as connection:
+            saved = await _save_psp_reference(connection, token, psp, reference, replacing)
+            if saved is None:
+                return None
+            details = {**audit.details, "psp_reference": saved}
+            await add_audit(connection, dataclasses.replace(audit, details=details))
+        return saved
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        async with self._engine.begin() as connection:
+            await add_audit(connection, entry)
 
 
 # The merchant's payment method in the merchant's mode (parameters: _owned).
@@ -104,24 +151,20 @@ _SELECT_PSP_REFERENCE = (
 )
 
 
-async def find(
-    connection: AsyncConnection, token: str, merchant: Merchant, for_update: bool = False
+async def _find_for_update(
+    connection: AsyncConnection, token: str, merchant: Merchant
 ) -> dict[str, Any] | None:
-    query = owned_by(payment_methods, token, merchant)
-    if for_update:
-        query = query.with_for_update()
+    query = owned_by(payment_methods, token, merchant).with_for_update()
     row = (await connection.execute(query)).first()
     return None if row is None else dict(row._mapping)
 
 
 # Statements built once: constructing them per call costs more CPU than running them.
-_INSERT_PAYMENT_METHOD = insert(payment_methods).returning(payment_methods)
 _INSERT_AUDIT = insert(vault_audit)
 _CARD_COLUMNS = tuple(c.name for c in payment_methods.columns if c.name != "created_at")
 _AUDIT_COLUMNS = ("actor", "action", "result", "payment_method", "merchant_id", "details")
 # An event's columns but its payload: the card's row as written, its sealed number left out.
 _EVENT_COLUMNS = ("event_id", "event_type", "aggregate_type", "aggregate_id", "headers")
-SEALED_COLUMNS = ("kek_version", "wrapped_key", "nonce", "ciphertext")
 
 
 def _tokenize_statement():
@@ -228,19 +271,13 @@ _TOKENIZE_NEW_KEY = _tokenize_new_key_statement()
 _BIND_KEY = _bind_key_statement()
 
 
-async def bind_key(connection: AsyncConnection, key: dict[str, Any], object_id: str) -> bool:
+async def _bind_key(connection: AsyncConnection, key: dict[str, Any], object_id: str) -> bool:
     """Binds a held idempotency key to `object_id`; False if the request no longer holds it."""
     result = await connection.execute(_BIND_KEY, {**key, "key_object_id": object_id})
     return result.rowcount == 1
 
 
-async def insert_payment_method(
-    connection: AsyncConnection, values: dict[str, Any]
-) -> dict[str, Any]:
-    return dict((await connection.execute(_INSERT_PAYMENT_METHOD, values)).one()._mapping)
-
-
-async def shred(connection: AsyncConnection, token: str) -> dict[str, Any]:
+async def _shred(connection: AsyncConnection, token: str) -> dict[str, Any]:
     """Destroys the card data: without its wrapped data key the ciphertext is noise."""
     await connection.execute(delete(psp_tokens).where(psp_tokens.c.payment_method == token))
     result = await connection.execute(
@@ -254,17 +291,11 @@ async def shred(connection: AsyncConnection, token: str) -> dict[str, Any]:
     return dict(result.one()._mapping)
 
 
-async def save_psp_reference(
-    connection: AsyncConnection,
-    token: str,
-    psp: str,
-    reference: str,
-    replacing: str | None = None,
+async def _save_psp_reference(
+    connection: AsyncConnection, token: str, psp: str, reference: str, replacing: str | None
 ) -> str | None:
-    """Stores the mapping and returns the one stored: if a concurrent call stored one first,
-    that one wins, unless it is `replacing` (the reference the PSP lost), which `reference`
-    replaces. None, and nothing stored, if the card was detached meanwhile (the card's row is
-    locked against a concurrent detach until the caller commits)."""
+    """The reference stored (see PostgresCardStore.save_psp_reference); the card's row is
+    locked against a concurrent detach until the caller commits."""
     detached = await connection.scalar(
         select(payment_methods.c.detached_at)
         .where(payment_methods.c.id == token)
@@ -294,26 +325,17 @@ async def save_psp_reference(
     )
 
 
-async def add_audit(
-    connection: AsyncConnection,
-    *,
-    actor: str,
-    action: str,
-    result: str,
-    payment_method: str | None = None,
-    merchant_id: str | None = None,
-    reason: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
+async def add_audit(connection: AsyncConnection, entry: AuditEntry) -> None:
+    """An audit row in the caller's transaction (also key rotation's, see kek.py)."""
     await connection.execute(
         _INSERT_AUDIT,
         {
-            "actor": actor,
-            "action": action,
-            "result": result,
-            "payment_method": payment_method,
-            "merchant_id": merchant_id,
-            "reason": reason,
-            "details": details or {},
+            "actor": entry.actor,
+            "action": entry.action,
+            "result": entry.result,
+            "payment_method": entry.payment_method,
+            "merchant_id": entry.merchant_id,
+            "reason": entry.reason,
+            "details": entry.details,
         },
     )
