@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import structlog
 
 from paymesh.platform.callers import Merchant
-from paymesh.platform.errors import NotFound
+from paymesh.platform.problems import NotFound
 from paymesh.platform.idempotency.keys import in_use
 from paymesh.platform.idempotency.store import Claim, NewKey
 from vault_proxy_svc.card_store import CardStore
