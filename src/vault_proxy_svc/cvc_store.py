@@ -1,7 +1,7 @@
 """CVCs wait here, in this process's memory only, while the card is created at the PSPs: read
 for each PSP's creation, dropped once every configured PSP holds the card (see
-Vault._forget_cvc_once_everywhere) and after a few minutes either way. Never written to disk
-or logs."""
+CardProvisioning._forget_cvc_once_everywhere) and after a few minutes either way. Never
+written to disk or logs."""
 
 from __future__ import annotations
 

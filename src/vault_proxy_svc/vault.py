@@ -11,9 +11,9 @@ from typing import Any, Protocol
 import structlog
 
 from paymesh.platform.callers import Merchant
-from paymesh.platform.problems import NotFound
 from paymesh.platform.idempotency.keys import in_use
 from paymesh.platform.idempotency.store import Claim, NewKey
+from paymesh.platform.problems import NotFound
 from vault_proxy_svc.card_store import CardStore
 from vault_proxy_svc.cards import Card
 from vault_proxy_svc.cvc_store import CvcStore
