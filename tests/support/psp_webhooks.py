@@ -7,10 +7,10 @@ import urllib.error
 import urllib.request
 
 import psycopg
-from webhook_svc.inbound.psp_signatures import sign
 
 from tests.support.http import Response
 from tests.support.psp import sandbox
+from webhook_svc.inbound.psp_signatures import sign
 
 SANDBOX_SECRET = "whsec_paymesh_dev_sandbox"  # noqa: S105 - the dev default the mesh runs with
 STRIPE_SECRET = "whsec_paymesh_dev_stripe"  # noqa: S105
