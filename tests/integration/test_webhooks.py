@@ -122,7 +122,7 @@ def test_a_backlog_after_the_service_was_stopped_reaches_the_endpoint_in_each_ob
     was put back unsent)."""
     merchant = hooks.merchant("backlog")
     hooks.receiver.scripts["/backlog"] = Script(statuses=[200], hang_seconds=0.5)
-    hooks.endpoint(merchant, "/backlog")
+    endpoint = hooks.endpoint(merchant, "/backlog")
     webhook_svc = hooks.mesh.processes["webhook"]
 
     def payment(_):
@@ -170,7 +170,22 @@ def test_a_backlog_after_the_service_was_stopped_reaches_the_endpoint_in_each_ob
         ),
         timeout=90,
     )
-    time.sleep(1.0)  # whatever is sent again after the last new event
+
+    def window_closed() -> bool:
+        """Every delivery settled (none is sent again) and every request the endpoint got
+        has its attempt recorded (no send, a stale one sent again included, is under way)."""
+        recorded = hooks.faults.scalar(
+            "SELECT count(*) FROM webhook.delivery_attempts WHERE endpoint_id = %s",
+            (endpoint["id"],),
+        )
+        unsettled = hooks.faults.scalar(
+            "SELECT count(*) FROM webhook.deliveries WHERE endpoint_id = %s"
+            " AND (status <> 'succeeded' OR leased_until IS NOT NULL)",
+            (endpoint["id"],),
+        )
+        return unsettled == 0 and recorded >= len(hooks.receiver.at("/backlog"))
+
+    wait_until(window_closed, timeout=30)
     sent = received()
     assert set(intents) <= set(sent)
     out_of_order = {obj: seen for obj, seen in sent.items() if seen != sorted(seen)}
@@ -236,10 +251,15 @@ def test_a_failing_endpoint_is_retried_with_growing_gaps_then_dead_lettered(hook
     gaps = [b.at - a.at for a, b in zip(requests, requests[1:], strict=False)]
     for gap, planned in zip(gaps, SCHEDULE[1:], strict=False):
         assert planned * 0.85 <= gap <= planned + 1.0, gaps
-    time.sleep(SCHEDULE[-1] + 1)
-    assert len(hooks.receiver.at("/failing")) == len(SCHEDULE)  # then nothing more
     wait_until(lambda: hooks.metric("webhook_dead_letters_total") >= dead_before + 1)
-    event = hooks.get(merchant, f"/v1/events/{ids.pop()}").body
+    event_id = ids.pop()
+    # Given up: the delivery is dead (nothing sends a dead one again) after its last attempt.
+    assert hooks.faults.rows(
+        "SELECT status, attempts, leased_until IS NULL FROM webhook.deliveries WHERE event_id = %s",
+        (event_id,),
+    ) == [("dead", len(SCHEDULE), True)]
+    assert len(hooks.receiver.at("/failing")) == len(SCHEDULE)
+    event = hooks.get(merchant, f"/v1/events/{event_id}").body
     assert [a["attempt"] for a in event["attempts"]] == [1, 2, 3, 4]
     assert {a["status_code"] for a in event["attempts"]} == {500}
 
@@ -286,8 +306,18 @@ def test_410_gone_disables_the_endpoint_at_once(hooks):
         )
     )
     assert read["disabled_reason"] == "gone"
-    pay(hooks.mesh, merchant)
-    time.sleep(1.5)
+    later = pay(hooks.mesh, merchant).body
+    # Once webhook_svc took the later event in, its deliveries were fanned out (in the same
+    # statement): the disabled endpoint got none, so nothing will ever be sent it.
+    wait_until(
+        lambda: hooks.faults.scalar(
+            "SELECT count(*) FROM webhook.events WHERE object_id = %s AND type = %s",
+            (later["id"], "payment_intent.succeeded"),
+        )
+    )
+    assert hooks.faults.rows(
+        "SELECT status FROM webhook.deliveries WHERE endpoint_id = %s", (endpoint["id"],)
+    ) == [("dead",)]
     assert len(hooks.receiver.at("/gone")) == 1
 
 
