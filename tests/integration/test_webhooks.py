@@ -560,8 +560,11 @@ def test_an_endpoint_whose_6to4_address_leads_to_a_public_ipv4_is_accepted(mesh,
 # --- the internal event stream -------------------------------------------------------------
 
 
-def stream(hooks: Hooks, resume_after: str = "", types=(), seconds: float = 3.0) -> list:
-    """What StreamEvents sends within `seconds`, called as an internal service would."""
+def stream(
+    hooks: Hooks, resume_after: str = "", types=(), seconds: float = 3.0, until=None
+) -> list:
+    """What StreamEvents sends within `seconds`, called as an internal service would; or, with
+    `until`, as soon as what it sent so far satisfies `until`."""
     keys = Path(hooks.mesh.env["PAYMESH_KEYS_DIR"])
     token = TokenIssuer("ops", keys).token_for("webhook")
     with grpc.insecure_channel(f"127.0.0.1:{hooks.mesh.ports.grpc['webhook']}") as channel:
@@ -572,7 +575,11 @@ def stream(hooks: Hooks, resume_after: str = "", types=(), seconds: float = 3.0)
         )
         received = []
         try:
-            received.extend(call)
+            for message in call:
+                received.append(message)
+                if until is not None and until(received):
+                    call.cancel()
+                    break
         except grpc.RpcError as error:
             assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
         return received
@@ -587,8 +594,14 @@ def test_the_event_stream_resumes_after_a_disconnect_without_gap_or_duplicate(ho
             len(hooks.get(merchant, "/v1/events?type=payment_intent.succeeded").body["data"]) == 3
         )
     )
-    first = stream(hooks, types=["payment_intent.succeeded"])
-    ours = [m for m in first if m.merchant_id == merchant.id]
+
+    def ours_in(messages) -> list:
+        return [m for m in messages if m.merchant_id == merchant.id]
+
+    first = stream(
+        hooks, types=["payment_intent.succeeded"], seconds=20, until=lambda r: len(ours_in(r)) == 3
+    )
+    ours = ours_in(first)
     assert len(ours) == 3
     cut = first.index(ours[1])  # the consumer stops after our second event
     for _ in range(2):
@@ -598,7 +611,13 @@ def test_the_event_stream_resumes_after_a_disconnect_without_gap_or_duplicate(ho
             len(hooks.get(merchant, "/v1/events?type=payment_intent.succeeded").body["data"]) == 5
         )
     )
-    rest = stream(hooks, resume_after=first[cut].resume_token, types=["payment_intent.succeeded"])
+    rest = stream(
+        hooks,
+        resume_after=first[cut].resume_token,
+        types=["payment_intent.succeeded"],
+        seconds=20,
+        until=lambda r: len(ours_in(r)) == 3,  # the third of before, the two of after
+    )
     seen = [m.event.id for m in first[: cut + 1] + rest]
     assert len(seen) == len(set(seen))  # no duplicate
     assert [m.event.id for m in first[cut + 1 :]] == [m.event.id for m in rest][
@@ -613,8 +632,6 @@ def test_the_event_stream_resumes_after_a_disconnect_without_gap_or_duplicate(ho
 def test_an_event_committed_late_is_streamed_in_its_place_not_skipped(hooks):
     """A transaction that wrote an event earlier but commits later than another must not be
     passed over by a consumer that already saw the later one."""
-    start = stream(hooks, seconds=1.0)
-    resume = start[-1].resume_token if start else ""
 
     def event(connection, event_id):
         connection.execute(
@@ -626,13 +643,26 @@ def test_an_event_committed_late_is_streamed_in_its_place_not_skipped(hooks):
         )
 
     database = hooks.faults.infra.database_url
+    # The stream read up to now: up to an event of this test's, committed before the others.
+    with psycopg.connect(database, autocommit=True) as connection:
+        event(connection, "evt_lateStreamedUpToHere0001")
+    start = stream(
+        hooks, seconds=20, until=lambda r: r[-1].event.id == "evt_lateStreamedUpToHere0001"
+    )
+    resume = start[-1].resume_token
     with psycopg.connect(database) as slow, psycopg.connect(database, autocommit=True) as quick:
         event(slow, "evt_lateSlowTransaction000001")  # open, not committed
         event(quick, "evt_lateQuickTransaction00001")  # committed at once
         meanwhile = stream(hooks, resume_after=resume, seconds=1.0)
         assert "evt_lateQuickTransaction00001" not in [m.event.id for m in meanwhile]
         slow.commit()
-    after = stream(hooks, resume_after=resume, seconds=1.5)
+    late_and_quick = {"evt_lateSlowTransaction000001", "evt_lateQuickTransaction00001"}
+    after = stream(
+        hooks,
+        resume_after=resume,
+        seconds=20,
+        until=lambda r: late_and_quick <= {m.event.id for m in r},
+    )
     ids = [m.event.id for m in after]
     assert ids.index("evt_lateSlowTransaction000001") < ids.index("evt_lateQuickTransaction00001")
     assert stream(hooks, resume_after=after[-1].resume_token, seconds=1.0) == []
