@@ -116,7 +116,7 @@ def test_exactly_one_process_sweeps_and_a_standby_takes_over_when_it_dies(two_ga
 
     def single_over_rounds() -> bool:
         assert one_sweeping(mesh) == holder
-        return sweep_rounds(mesh, holder) >= holder_rounds + 4
+        return sweep_rounds(mesh, holder) >= holder_rounds + 3
 
     wait_until(single_over_rounds, timeout=15, interval=0.25)
     assert sweep_rounds(mesh, standby) == standby_rounds
@@ -144,19 +144,22 @@ def test_the_sweeps_rounds_count_on_and_stop_while_a_round_cannot_finish(two_gat
     normal = sweep_rounds(mesh, holder)
     wait_until(lambda: sweep_rounds(mesh, holder) >= normal + 2, timeout=15)
 
+    # How long the oldest statement waiting for the table has waited (seconds; 0: none).
     waiting = (
-        "SELECT count(*) FROM pg_locks WHERE NOT granted"
-        " AND relation = 'gateway.payment_intents'::regclass"
+        "SELECT coalesce(extract(epoch FROM max(now() - a.query_start)), 0)"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE NOT l.granted AND l.relation = 'gateway.payment_intents'::regclass"
     )
     with (
         psycopg.connect(mesh.env["DATABASE_URL"]) as db,
         psycopg.connect(mesh.env["DATABASE_URL"], autocommit=True) as watcher,
     ):
         db.execute("LOCK TABLE gateway.payment_intents IN ACCESS EXCLUSIVE MODE")
-        # A round has begun and waits for the table: until it is let go, none can end.
-        wait_until(lambda: watcher.execute(waiting).fetchone()[0], timeout=15)
+        # A round has begun and waits for the table: until it is let go, none can end...
+        wait_until(lambda: watcher.execute(waiting).fetchone()[0] > 0, timeout=15)
         stuck = sweep_rounds(mesh, holder)
-        assert watcher.execute(waiting).fetchone()[0]
+        # ...and none ends while it has waited longer than three rounds' interval (0.5 s).
+        wait_until(lambda: watcher.execute(waiting).fetchone()[0] > 1.5, timeout=15)
         assert sweep_rounds(mesh, holder) == stuck
         db.rollback()
     wait_until(lambda: sweep_rounds(mesh, holder) > stuck, timeout=15)
