@@ -253,11 +253,12 @@ def test_a_failing_endpoint_is_retried_with_growing_gaps_then_dead_lettered(hook
         assert planned * 0.85 <= gap <= planned + 1.0, gaps
     wait_until(lambda: hooks.metric("webhook_dead_letters_total") >= dead_before + 1)
     event_id = ids.pop()
-    # Given up: the delivery is dead (nothing sends a dead one again) after its last attempt.
-    assert hooks.faults.rows(
-        "SELECT status, attempts, leased_until IS NULL FROM webhook.deliveries WHERE event_id = %s",
-        (event_id,),
-    ) == [("dead", len(SCHEDULE), True)]
+    # Given up: once the delivery is recorded dead after its last attempt, nothing sends it
+    # again.
+    delivery = (
+        "SELECT status, attempts, leased_until IS NULL FROM webhook.deliveries WHERE event_id = %s"
+    )
+    wait_until(lambda: hooks.faults.rows(delivery, (event_id,)) == [("dead", len(SCHEDULE), True)])
     assert len(hooks.receiver.at("/failing")) == len(SCHEDULE)
     event = hooks.get(merchant, f"/v1/events/{event_id}").body
     assert [a["attempt"] for a in event["attempts"]] == [1, 2, 3, 4]
