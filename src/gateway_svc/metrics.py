@@ -26,6 +26,11 @@ RECOVERY_SWEEP_ACTIVE = Gauge(
     "1 in the one gateway process whose recovery sweep runs (it holds the sweep's lock), "
     "0 in the standbys.",
 )
+RECOVERY_SWEEP_ROUNDS = Counter(
+    "payments_recovery_sweep_rounds_total",
+    "Rounds of the recovery sweep completed in this process (counted only where it is active). "
+    "Flat while the sweep is active means it is stuck or failing every round.",
+)
 PSP_REQUEST_DURATION = Histogram(
     "psp_request_duration_seconds",
     "Time of one PSP HTTP call, by operation.",

@@ -14,7 +14,11 @@ from gateway_svc.admin import MerchantAdminServicer
 from gateway_svc.config import GatewaySettings
 from gateway_svc.domain.status import Pending
 from gateway_svc.merchants import SETTINGS_CHANGED, MerchantRepository
-from gateway_svc.metrics import PAYMENTS_INFLIGHT, RECOVERY_SWEEP_ACTIVE
+from gateway_svc.metrics import (
+    PAYMENTS_INFLIGHT,
+    RECOVERY_SWEEP_ACTIVE,
+    RECOVERY_SWEEP_ROUNDS,
+)
 from gateway_svc.payments import recovery
 from gateway_svc.payments.context import Payments
 from gateway_svc.psp.breaker import BreakerPolicy
@@ -148,6 +152,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
                         await refresh_inflight(engine)
                         RECOVERY_SWEEP_ACTIVE.set(1)
                         await recovery.recover(payments, settings.recovery_after_seconds)
+                        RECOVERY_SWEEP_ROUNDS.inc()
                     else:
                         stand_by()
                 except Exception:  # retried next round

@@ -17,8 +17,6 @@ from tests.support.psp import NO_FAULTS, breaker_state, close_sandbox_breaker, s
 from tests.support.receiver import running_receiver
 from tests.support.webhooks import WEBHOOK_ENV, Hooks
 
-BREAKER_RESET_SECONDS = 2.2  # GATEWAY_BREAKER_RESET_SECONDS in the tests' environment, and a bit
-
 
 @pytest.fixture
 def knobs(mesh, merchant):

@@ -47,7 +47,6 @@ from tests.support.pan import leaked, pans, pans_in
 pytestmark = [pytest.mark.integration, pytest.mark.fuzz]
 
 EXAMPLES_PER_METHOD = examples(150)
-FLUSH_SECONDS = 1.5
 MERCHANT_FACING = (
     "paymesh.gateway.v1.GatewayService",
     "paymesh.vault.v1.VaultService",
@@ -222,7 +221,7 @@ def test_every_merchant_facing_grpc_method_answers_with_details_and_echoes_no_ca
     fuzz_seconds = time.monotonic() - started
     for channel in {m[3] for m in methods}:
         channel.close()
-    watch.scan(sent_pans, findings, FLUSH_SECONDS)
+    watch.scan(mesh, sent_pans, findings)
     findings.dump(Path(tmp_path_factory.getbasetemp()) / "grpc-fuzz-findings.json")
     print(f"gRPC fuzz: {len(methods)} methods × {EXAMPLES_PER_METHOD} in {fuzz_seconds:.1f} s")
     assert not findings, findings.report()

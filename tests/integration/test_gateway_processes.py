@@ -68,6 +68,16 @@ def sweeping(mesh: Mesh) -> dict[str, bool]:
     return states
 
 
+def sweep_rounds(mesh: Mesh, name: str) -> float:
+    """The completed rounds of the recovery sweep the gateway process `name` counted."""
+    [ops_port] = [
+        ops
+        for index, (_, ops) in enumerate(mesh.ports.gateways)
+        if gateway_process_name(index) == name
+    ]
+    return sample(metrics(ops_port), "payments_recovery_sweep_rounds_total") or 0.0
+
+
 def one_sweeping(mesh: Mesh) -> str | None:
     try:
         states = sweeping(mesh)
@@ -99,10 +109,17 @@ def test_envoy_spreads_payments_over_every_gateway_process(two_gateways):
 def test_exactly_one_process_sweeps_and_a_standby_takes_over_when_it_dies(two_gateways):
     mesh, merchant = two_gateways
     holder = wait_until(lambda: one_sweeping(mesh), timeout=15, interval=0.25)
-    # It stays single over several rounds (GATEWAY_RECOVERY_INTERVAL_SECONDS is 0.5 here).
-    for _ in range(6):
+    # It stays single over several of its rounds, and only the holder counts rounds.
+    standby = next(name for name in sweeping(mesh) if name != holder)
+    standby_rounds = sweep_rounds(mesh, standby)
+    holder_rounds = sweep_rounds(mesh, holder)
+
+    def single_over_rounds() -> bool:
         assert one_sweeping(mesh) == holder
-        time.sleep(0.25)
+        return sweep_rounds(mesh, holder) >= holder_rounds + 3
+
+    wait_until(single_over_rounds, timeout=15, interval=0.25)
+    assert sweep_rounds(mesh, standby) == standby_rounds
 
     mesh.processes[holder].send_signal(signal.SIGKILL)
     mesh.processes[holder].wait()
@@ -119,6 +136,33 @@ def test_exactly_one_process_sweeps_and_a_standby_takes_over_when_it_dies(two_ga
     # Back, it stands by: the lock stays where it went.
     successor = wait_until(lambda: one_sweeping(mesh), timeout=15, interval=0.25)
     assert successor != holder
+
+
+def test_the_sweeps_rounds_count_on_and_stop_while_a_round_cannot_finish(two_gateways):
+    mesh, _ = two_gateways
+    holder = wait_until(lambda: one_sweeping(mesh), timeout=15, interval=0.25)
+    normal = sweep_rounds(mesh, holder)
+    wait_until(lambda: sweep_rounds(mesh, holder) >= normal + 2, timeout=15)
+
+    # How long the oldest statement waiting for the table has waited (seconds; 0: none).
+    waiting = (
+        "SELECT coalesce(extract(epoch FROM max(now() - a.query_start)), 0)"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE NOT l.granted AND l.relation = 'gateway.payment_intents'::regclass"
+    )
+    with (
+        psycopg.connect(mesh.env["DATABASE_URL"]) as db,
+        psycopg.connect(mesh.env["DATABASE_URL"], autocommit=True) as watcher,
+    ):
+        db.execute("LOCK TABLE gateway.payment_intents IN ACCESS EXCLUSIVE MODE")
+        # A round has begun and waits for the table: until it is let go, none can end...
+        wait_until(lambda: watcher.execute(waiting).fetchone()[0] > 0, timeout=15)
+        stuck = sweep_rounds(mesh, holder)
+        # ...and none ends while it has waited longer than three rounds' interval (0.5 s).
+        wait_until(lambda: watcher.execute(waiting).fetchone()[0] > 1.5, timeout=15)
+        assert sweep_rounds(mesh, holder) == stuck
+        db.rollback()
+    wait_until(lambda: sweep_rounds(mesh, holder) > stuck, timeout=15)
 
 
 def revive_gateways(mesh: Mesh) -> None:

@@ -141,8 +141,11 @@ def test_a_broker_outage_mid_stream_loses_and_reorders_nothing(infra, outbox, co
                 # Cut the broker off once part of the backlog went out, then bring it back.
                 while await pending(engine, outbox) > aggregates * per_aggregate * 0.6:
                     await asyncio.sleep(0.01)
+                failed = relay_errors("test")
                 proxy.stop()
-                await asyncio.sleep(1.0)
+                # Two rounds of the relay failed against the cut: rows are still pending.
+                while relay_errors("test") < failed + 2:
+                    await asyncio.sleep(0.05)
                 assert await pending(engine, outbox) > 0
                 proxy.start()
                 while await pending(engine, outbox) > 0:
@@ -157,6 +160,10 @@ def test_a_broker_outage_mid_stream_loses_and_reorders_nothing(infra, outbox, co
     assert sorted(order) == [f"pi_{a}" for a in range(aggregates)]
     for aggregate, seqs in order.items():
         assert seqs == list(range(per_aggregate)), f"{aggregate} arrived out of order or lossy"
+
+
+def relay_errors(service: str) -> float:
+    return REGISTRY.get_sample_value("outbox_relay_errors_total", {"service": service}) or 0.0
 
 
 def oldest_pending(service: str) -> float | None:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,7 +24,14 @@ from tests.support.envelope import reason_of
 from tests.support.http import call
 from tests.support.mesh import BIN, base_env, migrated_database, paymesh
 from tests.support.payments import post
-from tests.support.psp import breaker_state, charges_of, refunds_at_psp, requests_for, sandbox
+from tests.support.psp import (
+    breaker_state,
+    charges_of,
+    refunds_at_psp,
+    requests_for,
+    sandbox,
+    wait_until_cooled_down,
+)
 from tests.support.vault import NEXT_YEAR, tokenize
 from tests.support.waiting import wait_until
 
@@ -110,7 +116,8 @@ def test_a_failing_sandbox_fails_over_to_stripe_then_the_breaker_opens_half_open
     assert requests_for(mesh, "authorize") == charges_before  # not even tried
 
     knobs(error_rate=0.0)
-    time.sleep(2.2)  # the cool-down: the next call is the half-open probe
+    wait_until_cooled_down(mesh, "sandbox")  # the next call is the half-open probe
+    assert breaker_state(mesh, "sandbox") == 2
     recovered = post_payment(mesh, merchant)
     assert recovered.body["psp"] == "sandbox"
     assert breaker_state(mesh, "sandbox") == 0

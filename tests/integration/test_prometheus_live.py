@@ -72,11 +72,16 @@ def test_normal_traffic_with_declines_leaves_high_psp_error_rate_inactive(
         wait_until(
             lambda b=before: calls_seen(prometheus, "sandbox") >= b + 2, timeout=30, interval=0.5
         )
-    # ...and for several evaluations after, the ratio stays under 1 % and the alert inactive.
-    for _ in range(5):
-        assert prometheus.query(f"{ERROR_RATIO} > 0.01") == []
-        assert prometheus.alert_states("HighPSPErrorRate") == {}
-        time.sleep(1)
+    # ...and once every target was scraped twice more and the rule evaluated after that, the
+    # ratio is under 1 % and the alert inactive.
+    traffic_ended = time.time()
+    wait_until(lambda: prometheus.scrapes_since(traffic_ended) >= 2, timeout=30, interval=0.2)
+    scraped = time.time()
+    wait_until(
+        lambda: prometheus.evaluated_since("HighPSPErrorRate", scraped), timeout=30, interval=0.2
+    )
+    assert prometheus.query(f"{ERROR_RATIO} > 0.01") == []
+    assert prometheus.alert_states("HighPSPErrorRate") == {}
 
 
 def test_a_sandbox_failing_every_authorization_sends_high_psp_error_rate_pending(
@@ -139,7 +144,9 @@ def test_every_dashboard_panel_evaluates_and_most_return_data(prometheus, mesh, 
     pay(mesh, merchant)
     refunds = 'sum(gateway_requests_total{method="CreateRefund"})'
     wait_until(lambda: prometheus.value(refunds), timeout=30, interval=0.5)
-    time.sleep(3)  # a few more scrapes: a rate needs two samples of each new series
+    # Two more scrapes of every target: a rate needs two samples of each new series.
+    traffic_ended = time.time()
+    wait_until(lambda: prometheus.scrapes_since(traffic_ended) >= 2, timeout=30, interval=0.2)
 
     assert DASHBOARDS
     empty, queried = {}, 0

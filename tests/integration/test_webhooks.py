@@ -122,7 +122,7 @@ def test_a_backlog_after_the_service_was_stopped_reaches_the_endpoint_in_each_ob
     was put back unsent)."""
     merchant = hooks.merchant("backlog")
     hooks.receiver.scripts["/backlog"] = Script(statuses=[200], hang_seconds=0.5)
-    hooks.endpoint(merchant, "/backlog")
+    endpoint = hooks.endpoint(merchant, "/backlog")
     webhook_svc = hooks.mesh.processes["webhook"]
 
     def payment(_):
@@ -170,7 +170,22 @@ def test_a_backlog_after_the_service_was_stopped_reaches_the_endpoint_in_each_ob
         ),
         timeout=90,
     )
-    time.sleep(1.0)  # whatever is sent again after the last new event
+
+    def window_closed() -> bool:
+        """Every delivery settled (none is sent again) and every request the endpoint got
+        has its attempt recorded (no send, a stale one sent again included, is under way)."""
+        recorded = hooks.faults.scalar(
+            "SELECT count(*) FROM webhook.delivery_attempts WHERE endpoint_id = %s",
+            (endpoint["id"],),
+        )
+        unsettled = hooks.faults.scalar(
+            "SELECT count(*) FROM webhook.deliveries WHERE endpoint_id = %s"
+            " AND (status <> 'succeeded' OR leased_until IS NOT NULL)",
+            (endpoint["id"],),
+        )
+        return unsettled == 0 and recorded >= len(hooks.receiver.at("/backlog"))
+
+    wait_until(window_closed, timeout=30)
     sent = received()
     assert set(intents) <= set(sent)
     out_of_order = {obj: seen for obj, seen in sent.items() if seen != sorted(seen)}
@@ -236,10 +251,16 @@ def test_a_failing_endpoint_is_retried_with_growing_gaps_then_dead_lettered(hook
     gaps = [b.at - a.at for a, b in zip(requests, requests[1:], strict=False)]
     for gap, planned in zip(gaps, SCHEDULE[1:], strict=False):
         assert planned * 0.85 <= gap <= planned + 1.0, gaps
-    time.sleep(SCHEDULE[-1] + 1)
-    assert len(hooks.receiver.at("/failing")) == len(SCHEDULE)  # then nothing more
     wait_until(lambda: hooks.metric("webhook_dead_letters_total") >= dead_before + 1)
-    event = hooks.get(merchant, f"/v1/events/{ids.pop()}").body
+    event_id = ids.pop()
+    # Given up: once the delivery is recorded dead after its last attempt, nothing sends it
+    # again.
+    delivery = (
+        "SELECT status, attempts, leased_until IS NULL FROM webhook.deliveries WHERE event_id = %s"
+    )
+    wait_until(lambda: hooks.faults.rows(delivery, (event_id,)) == [("dead", len(SCHEDULE), True)])
+    assert len(hooks.receiver.at("/failing")) == len(SCHEDULE)
+    event = hooks.get(merchant, f"/v1/events/{event_id}").body
     assert [a["attempt"] for a in event["attempts"]] == [1, 2, 3, 4]
     assert {a["status_code"] for a in event["attempts"]} == {500}
 
@@ -286,8 +307,18 @@ def test_410_gone_disables_the_endpoint_at_once(hooks):
         )
     )
     assert read["disabled_reason"] == "gone"
-    pay(hooks.mesh, merchant)
-    time.sleep(1.5)
+    later = pay(hooks.mesh, merchant).body
+    # Once webhook_svc took the later event in, its deliveries were fanned out (in the same
+    # statement): the disabled endpoint got none, so nothing will ever be sent it.
+    wait_until(
+        lambda: hooks.faults.scalar(
+            "SELECT count(*) FROM webhook.events WHERE object_id = %s AND type = %s",
+            (later["id"], "payment_intent.succeeded"),
+        )
+    )
+    assert hooks.faults.rows(
+        "SELECT status FROM webhook.deliveries WHERE endpoint_id = %s", (endpoint["id"],)
+    ) == [("dead",)]
     assert len(hooks.receiver.at("/gone")) == 1
 
 
@@ -530,8 +561,11 @@ def test_an_endpoint_whose_6to4_address_leads_to_a_public_ipv4_is_accepted(mesh,
 # --- the internal event stream -------------------------------------------------------------
 
 
-def stream(hooks: Hooks, resume_after: str = "", types=(), seconds: float = 3.0) -> list:
-    """What StreamEvents sends within `seconds`, called as an internal service would."""
+def stream(
+    hooks: Hooks, resume_after: str = "", types=(), seconds: float = 3.0, until=None
+) -> list:
+    """What StreamEvents sends within `seconds`, called as an internal service would; or, with
+    `until`, as soon as what it sent so far satisfies `until`."""
     keys = Path(hooks.mesh.env["PAYMESH_KEYS_DIR"])
     token = TokenIssuer("ops", keys).token_for("webhook")
     with grpc.insecure_channel(f"127.0.0.1:{hooks.mesh.ports.grpc['webhook']}") as channel:
@@ -542,7 +576,11 @@ def stream(hooks: Hooks, resume_after: str = "", types=(), seconds: float = 3.0)
         )
         received = []
         try:
-            received.extend(call)
+            for message in call:
+                received.append(message)
+                if until is not None and until(received):
+                    call.cancel()
+                    break
         except grpc.RpcError as error:
             assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
         return received
@@ -557,8 +595,14 @@ def test_the_event_stream_resumes_after_a_disconnect_without_gap_or_duplicate(ho
             len(hooks.get(merchant, "/v1/events?type=payment_intent.succeeded").body["data"]) == 3
         )
     )
-    first = stream(hooks, types=["payment_intent.succeeded"])
-    ours = [m for m in first if m.merchant_id == merchant.id]
+
+    def ours_in(messages) -> list:
+        return [m for m in messages if m.merchant_id == merchant.id]
+
+    first = stream(
+        hooks, types=["payment_intent.succeeded"], seconds=20, until=lambda r: len(ours_in(r)) == 3
+    )
+    ours = ours_in(first)
     assert len(ours) == 3
     cut = first.index(ours[1])  # the consumer stops after our second event
     for _ in range(2):
@@ -568,7 +612,13 @@ def test_the_event_stream_resumes_after_a_disconnect_without_gap_or_duplicate(ho
             len(hooks.get(merchant, "/v1/events?type=payment_intent.succeeded").body["data"]) == 5
         )
     )
-    rest = stream(hooks, resume_after=first[cut].resume_token, types=["payment_intent.succeeded"])
+    rest = stream(
+        hooks,
+        resume_after=first[cut].resume_token,
+        types=["payment_intent.succeeded"],
+        seconds=20,
+        until=lambda r: len(ours_in(r)) == 3,  # the third of before, the two of after
+    )
     seen = [m.event.id for m in first[: cut + 1] + rest]
     assert len(seen) == len(set(seen))  # no duplicate
     assert [m.event.id for m in first[cut + 1 :]] == [m.event.id for m in rest][
@@ -583,8 +633,6 @@ def test_the_event_stream_resumes_after_a_disconnect_without_gap_or_duplicate(ho
 def test_an_event_committed_late_is_streamed_in_its_place_not_skipped(hooks):
     """A transaction that wrote an event earlier but commits later than another must not be
     passed over by a consumer that already saw the later one."""
-    start = stream(hooks, seconds=1.0)
-    resume = start[-1].resume_token if start else ""
 
     def event(connection, event_id):
         connection.execute(
@@ -596,13 +644,26 @@ def test_an_event_committed_late_is_streamed_in_its_place_not_skipped(hooks):
         )
 
     database = hooks.faults.infra.database_url
+    # The stream read up to now: up to an event of this test's, committed before the others.
+    with psycopg.connect(database, autocommit=True) as connection:
+        event(connection, "evt_lateStreamedUpToHere0001")
+    start = stream(
+        hooks, seconds=20, until=lambda r: r[-1].event.id == "evt_lateStreamedUpToHere0001"
+    )
+    resume = start[-1].resume_token
     with psycopg.connect(database) as slow, psycopg.connect(database, autocommit=True) as quick:
         event(slow, "evt_lateSlowTransaction000001")  # open, not committed
         event(quick, "evt_lateQuickTransaction00001")  # committed at once
         meanwhile = stream(hooks, resume_after=resume, seconds=1.0)
         assert "evt_lateQuickTransaction00001" not in [m.event.id for m in meanwhile]
         slow.commit()
-    after = stream(hooks, resume_after=resume, seconds=1.5)
+    late_and_quick = {"evt_lateSlowTransaction000001", "evt_lateQuickTransaction00001"}
+    after = stream(
+        hooks,
+        resume_after=resume,
+        seconds=20,
+        until=lambda r: late_and_quick <= {m.event.id for m in r},
+    )
     ids = [m.event.id for m in after]
     assert ids.index("evt_lateSlowTransaction000001") < ids.index("evt_lateQuickTransaction00001")
     assert stream(hooks, resume_after=after[-1].resume_token, seconds=1.0) == []

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 import urllib.parse
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,9 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, seed, settings
 
+from tests.support.http import call
 from tests.support.pan import leaked
+from tests.support.waiting import wait_for_text
 
 # localstripe plays the PSP (it is meant to hold card numbers) and moto plays AWS KMS.
 NOT_OURS = {"localstripe.log", "moto.log"}
@@ -144,10 +146,13 @@ class LogWatch:
             lines += [(path.name, line) for line in text.splitlines() if line.strip()]
         return lines
 
-    def scan(self, sent: dict[str, list[dict]], findings: Findings, flush_seconds: float) -> None:
+    def scan(self, mesh, sent: dict[str, list[dict]], findings: Findings) -> None:
         """A finding per log line that holds a card number a fuzzer sent (`sent`: the number's
-        digits → the requests that carried it). Waits for Envoy's access log to be flushed."""
-        time.sleep(flush_seconds)
+        digits → the requests that carried it), once Envoy's access log has every request
+        made so far: a request made now is in it (Envoy flushes its buffer whole, in order)."""
+        marker = f"/v1/log-flushed-{uuid.uuid4().hex}"
+        call(mesh.url(marker))
+        wait_for_text(self.log_dir / "envoy.log", marker, timeout=15)
         pans = set(sent)
         for name, line in self.new_lines():
             for pan in leaked(pans, line):

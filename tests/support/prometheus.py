@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -90,6 +93,25 @@ class Prometheus:
             for alert in self._get("/api/v1/alerts")["alerts"]
             if alert["labels"]["alertname"] == name
         }
+
+    def scrapes_since(self, moment: float) -> int:
+        """The fewest scrapes any target had since `moment` (a `time.time()`)."""
+        window_ms = int((time.time() - moment) * 1000)
+        if window_ms <= 0:
+            return 0
+        return int(self.value(f"min(count_over_time(up[{window_ms}ms]))") or 0)
+
+    def evaluated_since(self, rule_name: str, moment: float) -> bool:
+        """Whether the rule `rule_name` was evaluated after `moment` (a `time.time()`)."""
+        [last] = [
+            rule["lastEvaluation"]
+            for group in self._get("/api/v1/rules")["groups"]
+            for rule in group["rules"]
+            if rule["name"] == rule_name
+        ]
+        # RFC 3339 with nanoseconds: datetime takes microseconds at most.
+        evaluated = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", last))
+        return evaluated.timestamp() > moment
 
     def rule_health(self) -> dict[str, str]:
         """Each alert rule's health (ok, err, unknown) and last error, as loaded."""

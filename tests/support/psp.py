@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from tests.support.http import call
 from tests.support.payments import post
 from tests.support.vault import tokenize
@@ -52,11 +50,17 @@ def breaker_state(mesh, psp: str) -> float:
     return next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix))
 
 
+def wait_until_cooled_down(mesh, psp: str) -> None:
+    """Waits until the PSP's open breaker has cooled down: half-open (its state read after
+    the cool-down says so), the next call being its probe."""
+    wait_until(lambda: breaker_state(mesh, psp) != 1, timeout=2 * BREAKER_RESET_SECONDS + 5)
+
+
 def close_sandbox_breaker(mesh, merchant) -> None:
     """Waits out an open breaker's cool-down, then pays until the half-open probe closes it."""
     if breaker_state(mesh, "sandbox") == 0:
         return
-    time.sleep(BREAKER_RESET_SECONDS)
+    wait_until_cooled_down(mesh, "sandbox")
     token = tokenize(mesh, merchant).body["id"]
     body = {"amount": 100, "currency": "usd", "payment_method": token, "confirm": True}
     wait_until(
