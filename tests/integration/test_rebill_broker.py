@@ -45,6 +45,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -241,7 +242,7 @@ class Progress:
             time.sleep(interval)
 
 
-SUBSCRIPTIONS = 200
+SUBSCRIPTIONS = 100
 DAYS = 4
 FIRST_AMOUNT = 6000
 
@@ -250,7 +251,7 @@ FIRST_AMOUNT = 6000
 def test_a_broker_crash_and_a_restart_mid_run_lose_no_job_and_charge_no_period_twice(
     infra, private_rabbit, tmp_path
 ):
-    """200 daily subscriptions on one test clock, advanced 4 days: 800 renewals. The private
+    """100 daily subscriptions on one test clock, advanced 4 days: 400 renewals. The private
     node is killed (SIGKILL) as the scheduler's first burst of jobs is created, killed again
     with a quarter of the renewals done and jobs in the worker's hands, and stopped cleanly
     with half done; each time it comes back on the same data after a few seconds. Every
@@ -267,17 +268,18 @@ def test_a_broker_crash_and_a_restart_mid_run_lose_no_job_and_charge_no_period_t
         clock = new_clock(mesh, merchant, start)
         token = tokenize(mesh, merchant).body["id"]
         amounts = [FIRST_AMOUNT + i for i in range(SUBSCRIPTIONS)]
-        for amount in amounts:
-            body = {
-                "payment_method": token,
-                "amount": amount,
-                "currency": "usd",
-                "interval": "day",
-                "test_clock": clock,
-            }
-            created = post(mesh, merchant, "/v1/subscriptions", body)
-            assert created.status == 200, created.body
-            assert created.body["status"] == "active"
+        base = {"payment_method": token, "currency": "usd", "interval": "day", "test_clock": clock}
+        with ThreadPoolExecutor(4) as pool:
+            created = list(
+                pool.map(
+                    lambda amount: post(
+                        mesh, merchant, "/v1/subscriptions", {**base, "amount": amount}
+                    ),
+                    amounts,
+                )
+            )
+        assert [c.status for c in created] == [200] * SUBSCRIPTIONS, created[0].body
+        assert {c.body["status"] for c in created} == {"active"}
         renewals = SUBSCRIPTIONS * DAYS
         total = SUBSCRIPTIONS + renewals  # the first periods were charged at creation
 
