@@ -268,10 +268,9 @@ def test_a_frozen_worker_shows_as_unacked_jobs_fewer_workers_and_a_stale_heartbe
 
 # --- 2. two schedulers racing (a database, no mesh) ---------------------------------------
 
-# The races are between the two schedulers' rounds: 40 rounds of 100 between them.
-RACE_SUBSCRIPTIONS = 4_000
+RACE_SUBSCRIPTIONS = 10_000
 RACE_MERCHANTS = 10
-RACE_BATCH = 100
+RACE_BATCH = 200
 
 _DUE_LEFT = text(
     "SELECT count(*) FROM rebill.subscriptions"
@@ -312,8 +311,8 @@ async def race(database_url: str) -> list[tuple[int, int]]:
             await engine.dispose()
 
 
-def test_two_schedulers_racing_over_4000_due_subscriptions_schedule_each_period_once(tmp_path):
-    """4,000 subscriptions of 10 merchants, each due for exactly one period; two scheduler
+def test_two_schedulers_racing_over_10000_due_subscriptions_schedule_each_period_once(tmp_path):
+    """10,000 subscriptions of 10 merchants, each due for exactly one period; two scheduler
     loops on engines of their own, without the leader lock that normally keeps them apart.
     Exactly one job per subscription, for the period after the one that ended, and every
     subscription moved on by exactly that one period (a second scheduler that advanced a
