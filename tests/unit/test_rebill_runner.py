@@ -234,8 +234,8 @@ def test_a_renewal_in_flight_does_not_undo_a_cancel_or_a_pause_and_nothing_after
     """The merchant cancels or pauses while the period's charge is at the PSP: the charge
     started before the call finishes and is recorded (the period is paid), the subscription
     stays as the merchant left it, and months later no period after it is scheduled or
-    charged. (Was tests/integration/test_rebill_ends_in_flight.py, through REST and a slow
-    sandbox; the race of the two transactions on PostgreSQL is the lifecycle machine's.)"""
+    charged. (tests/integration/test_rebill_ends_in_flight.py does the same through REST,
+    a real worker and a slow sandbox.)"""
     for ended in (Status.CANCELED, Status.PAUSED):
         store = InMemoryJobStore()
         job = due_job(store)
