@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from dev.devmesh import free_port, free_ports, http_status
+from dev.devmesh import free_ports, http_status
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
 from rebill_svc.jobs.postgres import PostgresJobStore
@@ -48,7 +48,7 @@ REBILL = [sys.executable, "-m", "rebill_svc"]
 
 @dataclass
 class RebillFaults:
-    """The module's mesh: two workers and two schedulers (rebill_svc processes), each
+    """The module's mesh: three workers and two schedulers (rebill_svc processes), each
     started again under its own ports by `start`."""
 
     faults: FaultMesh
@@ -85,29 +85,27 @@ class RebillFaults:
 @pytest.fixture(scope="module")
 def rebill_faults(tmp_path_factory) -> Iterator[RebillFaults]:
     """A mesh of the module's own (2 s leases; the scheduler renews 20 subscriptions a
-    transaction) with a second worker and a standby rebill_svc."""
+    transaction) with three workers and a standby rebill_svc."""
     directory = tmp_path_factory.mktemp("rebill-faults")
     with fault_mesh(directory, REBILL_SCHEDULER_BATCH_SIZE="20") as faults:
         ports = faults.mesh.ports
-        second_worker = free_port()
+        workers = {"rebill_worker": ports.rebill_worker}
+        workers |= {f"rebill_worker_{n}": port for n, port in enumerate(free_ports(2), 2)}
         standby_grpc, standby_http = free_ports(2)
-        own_env = {
-            "rebill_worker": {},
-            "rebill_worker_2": {"REBILL_WORKER_HTTP_PORT": str(second_worker)},
-            "rebill": {},
-            "rebill_standby": {
-                "REBILL_GRPC_PORT": str(standby_grpc),
-                "REBILL_HTTP_PORT": str(standby_http),
-            },
+        own_env = {name: {"REBILL_WORKER_HTTP_PORT": str(port)} for name, port in workers.items()}
+        own_env["rebill"] = {}
+        own_env["rebill_standby"] = {
+            "REBILL_GRPC_PORT": str(standby_grpc),
+            "REBILL_HTTP_PORT": str(standby_http),
         }
         running = RebillFaults(
             faults,
-            {"rebill_worker": ports.rebill_worker, "rebill_worker_2": second_worker},
+            workers,
             {"rebill": ports.http["rebill"], "rebill_standby": standby_http},
             own_env,
         )
-        running.start("rebill_worker_2")
-        running.start("rebill_standby")
+        for name in ("rebill_worker_2", "rebill_worker_3", "rebill_standby"):
+            running.start(name)
         yield running
 
 
@@ -404,10 +402,10 @@ def leases_of(faults: FaultMesh, owner: str) -> int:
 
 @pytest.mark.timeout(600)  # about a minute alone
 def test_workers_killed_holding_jobs_charge_every_period_exactly_once(rebills):
-    """300 periods fall due 20 at a time on one clock while two workers run them; each round
-    a worker that is up is killed with SIGKILL once it holds a lease (at a random moment
-    after: before, during or after its charges) and started again, the next round going on
-    while it starts. Its jobs come back when their leases lapse and are run again under the
+    """300 periods fall due 20 at a time on one clock while three workers run them; each
+    round a worker that is up is killed with SIGKILL once it holds a lease (at a random
+    moment after: before, during or after its charges) and started again, the next rounds
+    going on while it starts. Its jobs come back when their leases lapse and are run again under the
     same idempotency keys: the PSP sees each period charged exactly once, and every job ends
     succeeded with its one attempt recorded."""
     faults = rebills.faults
