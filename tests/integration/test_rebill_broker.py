@@ -242,7 +242,7 @@ class Progress:
             time.sleep(interval)
 
 
-SUBSCRIPTIONS = 100
+SUBSCRIPTIONS = 200
 DAYS = 4
 FIRST_AMOUNT = 6000
 
@@ -251,7 +251,7 @@ FIRST_AMOUNT = 6000
 def test_a_broker_crash_and_a_restart_mid_run_lose_no_job_and_charge_no_period_twice(
     infra, private_rabbit, tmp_path
 ):
-    """100 daily subscriptions on one test clock, advanced 4 days: 400 renewals. The private
+    """200 daily subscriptions on one test clock, advanced 4 days: 800 renewals. The private
     node is killed (SIGKILL) as the scheduler's first burst of jobs is created, killed again
     with a quarter of the renewals done and jobs in the worker's hands, and stopped cleanly
     with half done; each time it comes back on the same data after a few seconds. Every
