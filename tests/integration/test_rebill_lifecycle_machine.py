@@ -76,6 +76,8 @@ class SubscriptionLifecycle(RuleBasedStateMachine):
         self.store = PostgresJobStore(self.engine, self.direct)
         self.subscriptions = SubscriptionRepository(self.engine, self.store)
         self.charger = HeldCharger()
+        # One connection for the machine's own reads and writes, not one per statement.
+        self.db = psycopg.connect(self.database_url, autocommit=True)
         # Unknown outcomes are looked at again at once: the next start re-runs them.
         self.runner = JobRunner(
             self.store, self.charger, "worker", Leases(lease_seconds=30, recheck_seconds=0.001)
@@ -101,9 +103,8 @@ class SubscriptionLifecycle(RuleBasedStateMachine):
         return self.loop.run_until_complete(awaitable)
 
     def _sql(self, query: str, params: tuple) -> list[tuple]:
-        with psycopg.connect(self.database_url, autocommit=True) as db:
-            cursor = db.execute(query, params)
-            return cursor.fetchall() if cursor.description else []
+        cursor = self.db.execute(query, params)
+        return cursor.fetchall() if cursor.description else []
 
     def _status(self) -> str:
         [(status,)] = self._sql(
@@ -197,6 +198,7 @@ class SubscriptionLifecycle(RuleBasedStateMachine):
         if self.in_flight is not None:
             self.charger.answer(Outcome.SUCCEEDED)
             self._run(self.in_flight)
+        self.db.close()
         self._run(self.direct.close())
         self._run(self.engine.dispose())
         self.loop.close()

@@ -228,3 +228,64 @@ def test_an_attempt_that_needs_the_customer_is_settled_and_not_retried():
     store.pass_time(timedelta(days=10).total_seconds())
     assert asyncio.run(store.queue_due_retries(10)) == 0
     assert asyncio.run(store.reclaim_stale(10, requeue_after=300)) == 0
+
+
+def test_a_renewal_in_flight_does_not_undo_a_cancel_or_a_pause_and_nothing_after_is_charged():
+    """The merchant cancels or pauses while the period's charge is at the PSP: the charge
+    started before the call finishes and is recorded (the period is paid), the subscription
+    stays as the merchant left it, and months later no period after it is scheduled or
+    charged. (tests/integration/test_rebill_ends_in_flight.py does the same through REST,
+    a real worker and a slow sandbox.)"""
+    for ended in (Status.CANCELED, Status.PAUSED):
+        store = InMemoryJobStore()
+        job = due_job(store)
+
+        async def end(store=store, status=ended):
+            store.subscriptions["sub_runner"].status = status
+
+        charger = Charger(meanwhile=end)
+        assert asyncio.run(runner(store, charger).run(job))
+        assert store.jobs[job].status == JobStatus.SUCCEEDED
+        assert store.attempts[(job, 1)].outcome == Outcome.SUCCEEDED
+        assert store.subscriptions["sub_runner"].status == ended
+
+        store.pass_time(timedelta(days=130).total_seconds())
+        assert asyncio.run(store.schedule_due(10)) == 0
+        assert asyncio.run(store.queue_due_retries(10)) == 0
+        assert asyncio.run(store.reclaim_stale(10, requeue_after=300)) == 0
+        assert [j.id for j in store.jobs_of("sub_runner")] == [job]
+        assert len(charger.asked) == 1
+        assert store.subscriptions["sub_runner"].status == ended
+
+
+def test_a_dunning_retry_in_flight_does_not_undo_a_cancel_nor_retry_again():
+    """The period's first attempt was declined; its retry is at the PSP when the merchant
+    cancels, and is declined too: the job ends failed at attempt 2, the subscription stays
+    canceled, and no third attempt nor later period ever comes due."""
+    store = InMemoryJobStore()
+    job = due_job(store)
+    declined = Charger(Outcome.DECLINED_SOFT)
+    asyncio.run(runner(store, declined).run(job))
+    assert store.subscriptions["sub_runner"].status == Status.PAST_DUE
+
+    store.pass_time(timedelta(days=2).total_seconds())
+    assert asyncio.run(store.queue_due_retries(10)) == 1
+
+    async def cancel():
+        store.subscriptions["sub_runner"].status = Status.CANCELED
+
+    retried = Charger(Outcome.DECLINED_SOFT, meanwhile=cancel)
+    assert asyncio.run(runner(store, retried).run(job))
+    assert [r.attempt for r in declined.asked + retried.asked] == [1, 2]
+    assert (store.jobs[job].status, store.jobs[job].attempt) == (JobStatus.FAILED, 2)
+    assert sorted((n, a.outcome) for (_, n), a in store.attempts.items()) == [
+        (1, Outcome.DECLINED_SOFT),
+        (2, Outcome.DECLINED_SOFT),
+    ]
+    subscription = store.subscriptions["sub_runner"]
+    assert (subscription.status, subscription.next_attempt_at) == (Status.CANCELED, None)
+
+    store.pass_time(timedelta(days=70).total_seconds())
+    assert asyncio.run(store.queue_due_retries(10)) == 0
+    assert asyncio.run(store.schedule_due(10)) == 0
+    assert [j.id for j in store.jobs_of("sub_runner")] == [job]
