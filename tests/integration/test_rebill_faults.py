@@ -87,7 +87,11 @@ def rebill_faults(tmp_path_factory) -> Iterator[RebillFaults]:
     """A mesh of the module's own (2 s leases; the scheduler renews 20 subscriptions a
     transaction) with three workers and a standby rebill_svc."""
     directory = tmp_path_factory.mktemp("rebill-faults")
-    with fault_mesh(directory, REBILL_SCHEDULER_BATCH_SIZE="20") as faults:
+    # Three workers at a prefetch of 2 (each holds prefetch + 6 connections at most): the
+    # session's mesh is up beside this one on a PostgreSQL of 100 connections.
+    with fault_mesh(
+        directory, REBILL_SCHEDULER_BATCH_SIZE="20", REBILL_WORKER_PREFETCH="2"
+    ) as faults:
         ports = faults.mesh.ports
         workers = {"rebill_worker": ports.rebill_worker}
         workers |= {f"rebill_worker_{n}": port for n, port in enumerate(free_ports(2), 2)}
