@@ -85,7 +85,7 @@ async def audit_many(connection: AsyncConnection, entries: list[dict[str, Any]])
 async def event(connection: AsyncConnection, event_type: str, object_type: str, row) -> None:
     """A domain event about the object whose row (a subscription's, or a job's: a renewal)
     the change left as `row`; the relay shows it as the API does (EVENT_OBJECTS). The worker's
-    settle (jobs._SETTLE) writes its events in SQL the same way."""
+    settle (jobs.statements.SETTLE) writes its events in SQL the same way."""
     await add_event(
         connection,
         outbox,
