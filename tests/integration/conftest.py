@@ -31,12 +31,18 @@ def knobs(mesh, merchant):
 # need the same configuration share one: a session fixture per configuration, closed right
 # after the last test that uses it (not at the session's end, so that meshes do not pile up).
 SHARED_MESHES: dict[str, contextlib.ExitStack] = {}
-LAST_USER: dict[str, str] = {}
+LAST_USER: dict[str, pytest.Item] = {}
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Runs the modules that share a mesh one after the other, where the first of them runs,
-    so that a shared mesh is never up beside another; notes each mesh's last test."""
+    so that a shared mesh is never up beside another; notes each mesh's last test.
+
+    Under pytest-xdist (`make test` runs two workers with `--dist loadgroup`), each module is
+    one group, and the modules that share a mesh are one group together, so that a module's
+    own mesh starts once and a shared one on one worker only. (tryfirst: xdist reads the
+    groups in its own hook.)"""
     shares: dict[str, set[str]] = {}
     for item in items:
         names = SHARED_MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
@@ -49,14 +55,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         )
     items.sort(key=lambda item: place[item.module.__name__])
     for item in items:
+        item.add_marker(pytest.mark.xdist_group(f"group{place[item.module.__name__]}"))
         for name in SHARED_MESH_FIXTURES.intersection(getattr(item, "fixturenames", ())):
-            LAST_USER[name] = item.nodeid
+            LAST_USER[name] = item
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item) -> None:
     for name, last in LAST_USER.items():
-        if last == item.nodeid and name in SHARED_MESHES:
+        if last is item and name in SHARED_MESHES:
             SHARED_MESHES.pop(name).close()
 
 
