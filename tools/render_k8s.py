@@ -62,6 +62,17 @@ MERGE_KEYS = {
 POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 
 Obj = dict[str, Any]
+# libyaml when PyYAML has it: the pure-Python parser takes seconds over these files.
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def load(text: str) -> Any:
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a safe loader
+
+
+def load_all(text: str) -> list[Any]:
+    return list(yaml.load_all(text, Loader=Loader))  # noqa: S506 - a safe loader
 
 
 class KustomizeError(Exception):
@@ -73,7 +84,7 @@ class KustomizeError(Exception):
 
 def build(directory: Path) -> list[Obj]:
     """The objects of the kustomization in `directory`, its transformations applied."""
-    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    kustomization = load((directory / "kustomization.yaml").read_text())
     unknown = set(kustomization) - SUPPORTED_FIELDS
     if unknown:
         raise KustomizeError(
@@ -86,7 +97,7 @@ def build(directory: Path) -> list[Obj]:
         if path.is_dir():
             objects += build(path)
         else:
-            objects += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+            objects += [doc for doc in load_all(path.read_text()) if doc]
     for patch in kustomization.get("patches", []):
         apply_patch(objects, patch, directory)
     if "namespace" in kustomization:
@@ -107,9 +118,9 @@ def find(objects: list[Obj], kind: str, name: str) -> Obj:
 
 def apply_patch(objects: list[Obj], patch: Obj, directory: Path) -> None:
     if "path" in patch:
-        body = yaml.safe_load((directory / patch["path"]).read_text())
+        body = load((directory / patch["path"]).read_text())
     else:
-        body = yaml.safe_load(patch["patch"])
+        body = load(patch["patch"])
     target = patch.get("target")
     if isinstance(body, list):  # JSON 6902
         if not target:
@@ -260,7 +271,7 @@ def envoy_config(objects: list[Obj]) -> str:
     """envoy/envoy.yaml with each service cluster on its Service's DNS name (STRICT_DNS: a
     headless Service resolves to every ready pod) and gRPC port, the image's file paths, and
     no tracing (no collector in the cluster; OTLP would need a cluster of its own)."""
-    config = yaml.safe_load(ENVOY_TEMPLATE.read_text())
+    config = load(ENVOY_TEMPLATE.read_text())
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     manager["typed_config"].pop("tracing", None)
     clusters = config["static_resources"]["clusters"]
@@ -279,7 +290,7 @@ def envoy_config(objects: list[Obj]) -> str:
             "address": f"{cluster['name']}.{namespace}.svc.{CLUSTER_DOMAIN}",
             "port_value": port,
         }
-    text = yaml.safe_dump(config, sort_keys=False)
+    text = yaml.dump(config, Dumper=BaseDumper, sort_keys=False)
     for build_path, image_path in ENVOY_FILES.items():
         text = text.replace(build_path, image_path)
     return text
@@ -313,11 +324,11 @@ def render(overlay: str) -> tuple[list[Obj], list[Obj]]:
     return [o for o in objects if o not in hooks], hooks
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(BaseDumper):  # type: ignore[misc,valid-type]
     """Multi-line strings (Envoy's configuration) as literal blocks, readable in the output."""
 
 
-def _string(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+def _string(dumper: Any, value: str) -> yaml.Node:
     style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 

@@ -15,7 +15,6 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import kubernetes_validate.utils
-import yaml
 from pydantic_settings import BaseSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +99,7 @@ def crd_schemas() -> dict[tuple[str, str], dict]:
     """(apiVersion, kind) → the strict openAPIV3Schema of each CRD shipped in crds/."""
     schemas = {}
     for path in sorted(CRDS.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
+        crd = render_tool().load(path.read_text())
         for version in crd["spec"]["versions"]:
             key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
             schemas[key] = strict(version["schema"]["openAPIV3Schema"])
