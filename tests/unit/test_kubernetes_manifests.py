@@ -719,3 +719,33 @@ def test_envoy_accepts_the_rendered_config(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_autoscaled_deployments_leave_their_replica_count_to_the_autoscaler(
+    objects: Objects,
+) -> None:
+    """A `replicas` in the manifest would reset the autoscaler's count on every apply."""
+    scaled = [
+        o["spec"]["scaleTargetRef"]["name"]
+        for o in objects
+        if o["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")
+    ]
+    assert sorted(scaled) == ["gateway", "rebill-worker"]
+    for name in scaled:
+        assert "replicas" not in find(objects, "Deployment", name)["spec"], name
+
+
+def test_pods_get_the_time_to_drain_before_they_are_killed(objects: Objects) -> None:
+    """After SIGTERM a service says NOT_SERVING for the drain delay, then lets calls finish
+    for the grace period (paymesh.platform.server): the pod's grace must cover both."""
+    fields = ServiceSettings.model_fields
+    needed = (
+        fields["shutdown_drain_delay_seconds"].default + fields["shutdown_grace_seconds"].default
+    )
+    for obj, container in app_containers(objects):
+        if obj["kind"] != "Deployment":
+            continue
+        env = container_env(container, objects)
+        assert "SHUTDOWN_GRACE_SECONDS" not in env and "SHUTDOWN_DRAIN_DELAY_SECONDS" not in env
+        grace = pod_spec(obj).get("terminationGracePeriodSeconds", 30)
+        assert grace > needed, obj["metadata"]["name"]
