@@ -15,7 +15,7 @@ PROMETHEUS := $(or $(shell command -v prometheus 2>/dev/null),$(PROMETHEUS_DIR)/
 PROMTOOL := $(or $(shell command -v promtool 2>/dev/null),$(PROMETHEUS_DIR)/usr/bin/promtool)
 
 .PHONY: install run test test-fast unit lint lint-style lint-types lint-protos lint-imports \
-	breaking alerts proto bench clean
+	breaking alerts proto bench k8s clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +85,12 @@ lint-protos: $(INSTALLED)
 # Who may import whom: the floors and the plain domains ([tool.importlinter] in pyproject.toml).
 lint-imports: $(INSTALLED)
 	$(VENV)/bin/lint-imports
+
+# The Kubernetes manifests: deploy/kubernetes/overlays/<overlay> rendered into
+# build/k8s/<overlay>.yaml, and the migration Job to run first into <overlay>-migrate.yaml
+# (README.md, "Deploy to Kubernetes"; no kustomize binary needed).
+k8s: $(INSTALLED)
+	$(PY) tools/render_k8s.py --out build/k8s
 
 # Each benchmark appends its rows to build/bench.jsonl (BENCH_JSON_OUT; vault.py through
 # summary.py --run, which records the rows it prints); the summary prints issue 9's rows from
