@@ -70,7 +70,7 @@ def _parameters(url: str) -> pika.URLParameters:
     return params
 
 
-def address(params: pika.ConnectionParameters) -> str:
+def address(params: pika.URLParameters) -> str:
     return f"{params.host}:{params.port}"
 
 
