@@ -62,7 +62,7 @@ from harness import (  # noqa: E402
     machine_reference,
 )
 
-from paymesh.platform.amqp import connection_parameters, open_channel, step  # noqa: E402
+from paymesh.platform.amqp import Brokers, open_channel, step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = Path(__file__).parent / "harness.py"
@@ -374,7 +374,7 @@ class ConsumedPublisher:
     exchange = "floor"
 
     def __init__(self, amqp_url: str, queue: str, queue_type: str):
-        self._params = connection_parameters(amqp_url)
+        self._params = Brokers(amqp_url)
         self._queue = queue
         self._queue_type = queue_type
         self._channel = None
@@ -907,8 +907,7 @@ async def serve_amqp_consumer(amqp_url: str, queue: str, notify_fd: int) -> None
         await step(lambda cb: channel.basic_qos(prefetch_count=100, callback=cb))
         await step(lambda cb: channel.basic_consume(queue, on_message, callback=cb))
 
-    params = connection_parameters(amqp_url)
-    _channel, closed = await open_channel(params, set_up, lambda _connection: None)
+    _channel, closed = await open_channel(Brokers(amqp_url), set_up, lambda _connection: None)
     os.write(notify_fd, b"ready\n")
     await closed
 

@@ -510,8 +510,9 @@ def unreachable_dependencies(database_url: str, amqp_url: str) -> list[str]:
     try:
         pika.BlockingConnection(params).close()
     except pika.exceptions.AMQPError:
+        where = ", ".join(f"{p.host}:{p.port}" for p in params)
         problems.append(
-            f"RabbitMQ is not reachable at {params.host}:{params.port} (AMQP_URL); start it "
+            f"RabbitMQ is not reachable at {where} (AMQP_URL); start it "
             "with: rabbitmq-server -detached"
         )
     return problems

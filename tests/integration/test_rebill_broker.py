@@ -7,30 +7,7 @@ REBILL_REQUEUE_AFTER_SECONDS far beyond the test: the scheduler's safety net (re
 job queued too long) never fires, so a job whose message the broker lost stays unsettled and
 the test fails instead of being rescued.
 
-The private RabbitMQ node (the machine's broker is shared by every test run, so it is never
-restarted): found by experiment on RabbitMQ 3.10 / Erlang 25 (Debian packages):
-- /usr/sbin/rabbitmq-server and rabbitmqctl are wrappers that `su` to the `rabbitmq` user
-  (as root; the node would then need directories and a cookie that user can read) or exit 1
-  (as anyone else); the real scripts in /usr/lib/rabbitmq/bin run as the current user, and
-  are the ones used. Elsewhere (generic tarball, Homebrew) the ones on PATH are the real
-  scripts. Without either, the test is skipped.
-- /etc/rabbitmq/rabbitmq-env.conf (NODENAME=rabbit@localhost) and /etc/rabbitmq/rabbitmq.conf
-  (`listeners.tcp.local = 127.0.0.1:5672`, which would clash with the shared broker) are
-  replaced by empty files of our own: RABBITMQ_CONF_ENV_FILE, RABBITMQ_CONFIG_FILE.
-  RABBITMQ_ENABLED_PLUGINS_FILE holds `[].`, so no management plugin binds port 15672.
-- The node gets its own name (paymesh-test-<random>@localhost), AMQP port
-  (RABBITMQ_NODE_PORT on RABBITMQ_NODE_IP_ADDRESS=127.0.0.1), distribution port
-  (RABBITMQ_DIST_PORT, on loopback through RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS
-  `-kernel inet_dist_use_interface {127,0,0,1}`), and data and log directories
-  (RABBITMQ_MNESIA_BASE, RABBITMQ_LOG_BASE) under the test's tmp_path. It registers with
-  the machine's epmd (4369), started by the shared broker or else by the node itself.
-- HOME points into tmp_path for the node and for rabbitmqctl: Erlang creates the cookie
-  there on first use, so the node needs no ~/.erlang.cookie and shares no secret.
-- `rabbitmqctl await_startup` fails at once while the node is not yet registered with epmd:
-  it is retried until the node answers (3 to 5 s to boot, also after a crash).
-- A crash is SIGKILL to the node's process group (the start script, beam.smp and its
-  children); quorum queues keep every confirmed message through it. A clean stop is
-  `rabbitmqctl stop`. Both are followed by a restart on the same data directory.
+The private RabbitMQ node: tests/support/rabbit_cluster.py (what was found running one).
 """
 
 from __future__ import annotations
@@ -39,9 +16,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -55,7 +29,7 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
 from dev.devinfra import Infra
-from dev.devmesh import Mesh, Ports, free_ports
+from dev.devmesh import Mesh, Ports
 from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
 from paymesh.rebill.v1 import rebill_admin_pb2, rebill_admin_pb2_grpc
 from paymesh_ops.services import ALL as SERVICES
@@ -64,7 +38,9 @@ from tests.support.http import call
 from tests.support.mesh import TestMerchant, base_env, create_merchant, migrated_infra, started_mesh
 from tests.support.payments import post
 from tests.support.psp import sandbox
-from tests.support.rebill import charges_of, iso, new_clock, subscribe
+from tests.support.rabbit_cluster import PrivateRabbit, rabbitmq_bin
+from tests.support.rabbit_cluster import private_rabbit as private_node
+from tests.support.rebill import Progress, charges_of, iso, job_counts, new_clock, subscribe
 from tests.support.vault import tokenize
 from tests.support.waiting import wait_until
 
@@ -72,110 +48,14 @@ pytestmark = pytest.mark.integration
 
 EVENTS_EXCHANGE = "paymesh.events"  # the mesh's default (EVENTS_EXCHANGE)
 
-DEBIAN_RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
-
-
-def rabbitmq_bin() -> Path | None:
-    if (DEBIAN_RABBITMQ_BIN / "rabbitmq-server").exists():
-        return DEBIAN_RABBITMQ_BIN
-    found = shutil.which("rabbitmq-server")
-    return Path(found).resolve().parent if found else None
-
-
-class PrivateRabbit:
-    """A RabbitMQ node of this test's own, in the foreground of a process group we own."""
-
-    def __init__(self, workdir: Path, bin_dir: Path):
-        self.bin_dir = bin_dir
-        self.node = f"paymesh-test-{secrets.token_hex(4)}@localhost"
-        self.port, dist_port = free_ports(2)
-        self.workdir = workdir
-        for name in ("home", "mnesia", "log"):
-            (workdir / name).mkdir(parents=True, exist_ok=True)
-        (workdir / "rabbitmq-env.conf").write_text("")
-        (workdir / "rabbitmq.conf").write_text("")
-        (workdir / "enabled_plugins").write_text("[].\n")
-        self.env = {
-            **os.environ,
-            "HOME": str(workdir / "home"),
-            "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-            "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(dist_port),
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
-            "RABBITMQ_MNESIA_BASE": str(workdir / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(workdir / "log"),
-            "RABBITMQ_CONF_ENV_FILE": str(workdir / "rabbitmq-env.conf"),
-            "RABBITMQ_CONFIG_FILE": str(workdir / "rabbitmq.conf"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(workdir / "enabled_plugins"),
-        }
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
-
-    @property
-    def amqp_url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
-
-    def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(self.bin_dir / "rabbitmqctl"), "-n", self.node, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def start(self, timeout: float = 60) -> None:
-        self.starts += 1
-        log = open(self.workdir / f"server-{self.starts}.out", "ab")  # noqa: SIM115
-        with log:
-            self.process = subprocess.Popen(
-                [str(self.bin_dir / "rabbitmq-server")],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while self.ctl("await_startup", "--timeout", "10").returncode != 0:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"rabbitmq-server exited ({self.process.returncode})")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.node} did not start within {timeout} s")
-            time.sleep(0.3)
-
-    def crash(self) -> None:
-        """SIGKILL to the node and everything it started: no goodbye to anyone."""
-        assert self.process is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(30)
-
-    def stop(self) -> None:
-        """A clean stop (`rabbitmqctl stop`); killed if it does not go."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.ctl("stop", timeout=60)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.crash()
-        # The start script is gone; anything left in its group (erl_child_setup) goes too.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-
 
 @pytest.fixture
 def private_rabbit(tmp_path) -> Iterator[PrivateRabbit]:
     bin_dir = rabbitmq_bin()
     if bin_dir is None:
         pytest.skip("no rabbitmq-server on this machine to run a private node")
-    rabbit = PrivateRabbit(tmp_path / "rabbit", bin_dir)
-    try:
-        rabbit.start()
+    with private_node(tmp_path / "rabbit", bin_dir) as rabbit:
         yield rabbit
-    finally:
-        rabbit.stop()
 
 
 @contextlib.contextmanager
@@ -202,43 +82,11 @@ def sql(infra: Infra, statement: str, *params) -> list[tuple]:
         return connection.execute(statement, params).fetchall()
 
 
-def job_counts(infra: Infra, clock: str) -> dict[str, int]:
-    rows = sql(
-        infra,
-        "SELECT status, count(*) FROM rebill.rebill_jobs WHERE test_clock = %s GROUP BY status",
-        clock,
-    )
-    return dict(rows)
-
-
 def clock_status(mesh, merchant, clock: str) -> str | None:
     """The clock's status through Envoy; None while the API does not answer (the broker is
     down and Envoy may have taken the services out)."""
     response = call(mesh.url(f"/v1/test_clocks/{clock}"), "GET", merchant.auth())
     return response.body["status"] if response.status == 200 else None
-
-
-class Progress:
-    """Waits for a condition on a clock's jobs while they keep moving: fails once nothing
-    changed for `stall` seconds (a lost message leaves its job queued for good), or a mesh
-    process exited."""
-
-    def __init__(self, mesh: Mesh, infra: Infra, clock: str, stall: float = 60):
-        self._mesh, self._infra, self._clock, self._stall = mesh, infra, clock, stall
-
-    def wait(self, condition, interval: float = 0.1) -> None:
-        last, moved = None, time.monotonic()
-        while True:
-            counts = job_counts(self._infra, self._clock)
-            if condition(counts):
-                return
-            dead = self._mesh.dead_process()
-            assert dead is None, f"{dead} exited (code {self._mesh.processes[dead].returncode})"
-            if counts != last:
-                last, moved = counts, time.monotonic()
-            elif time.monotonic() - moved > self._stall:
-                pytest.fail(f"no job moved for {self._stall:.0f} s; jobs by status: {counts}")
-            time.sleep(interval)
 
 
 SUBSCRIPTIONS = 200
@@ -290,22 +138,22 @@ def test_a_broker_crash_and_a_restart_mid_run_lose_no_job_and_charge_no_period_t
         )
         assert advanced.status == 200, advanced.body
 
-        progress = Progress(mesh, own, clock)
+        progress = Progress(mesh, own.database_url, clock)
         # Crash the node as the scheduler's burst of jobs goes out through the outbox.
         progress.wait(lambda counts: counts.get("queued", 0) > 0, interval=0.005)
-        at_burst = job_counts(own, clock)
+        at_burst = job_counts(own.database_url, clock)
         private_rabbit.crash()
         time.sleep(1)
         private_rabbit.start()
         # Crash it again once a quarter of the renewals went through, with jobs in flight.
         progress.wait(lambda counts: counts.get("succeeded", 0) >= SUBSCRIPTIONS + renewals // 4)
-        at_crash = job_counts(own, clock)
+        at_crash = job_counts(own.database_url, clock)
         private_rabbit.crash()
         time.sleep(3)  # workers finish what they hold; new jobs wait in the outbox
         private_rabbit.start()
         # And a clean stop once more than half went through.
         progress.wait(lambda counts: counts.get("succeeded", 0) >= SUBSCRIPTIONS + renewals // 2)
-        at_stop = job_counts(own, clock)
+        at_stop = job_counts(own.database_url, clock)
         private_rabbit.stop()
         time.sleep(3)
         private_rabbit.start()
@@ -319,7 +167,7 @@ def test_a_broker_crash_and_a_restart_mid_run_lose_no_job_and_charge_no_period_t
         assert at_burst.get("succeeded", 0) < total
         assert at_crash.get("succeeded", 0) < total
         assert at_stop.get("succeeded", 0) < total
-        assert job_counts(own, clock) == {"succeeded": total}
+        assert job_counts(own.database_url, clock) == {"succeeded": total}
         # One attempt per job, and it succeeded.
         attempts = sql(
             own,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+
+import psycopg
+import pytest
 
 from tests.support import cards
 from tests.support.http import call
@@ -62,3 +66,36 @@ def rebills(mesh, merchant, subscription: str) -> list[dict]:
         if not page["has_more"]:
             return found
         offset += 100
+
+
+def job_counts(database_url: str, clock: str) -> dict[str, int]:
+    """A clock's rebill jobs by status."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT status, count(*) FROM rebill.rebill_jobs WHERE test_clock = %s GROUP BY status",
+            (clock,),
+        ).fetchall()
+    return dict(rows)
+
+
+class Progress:
+    """Waits for a condition on a clock's jobs while they keep moving: fails once nothing
+    changed for `stall` seconds (a lost message leaves its job queued for good), or a mesh
+    process exited."""
+
+    def __init__(self, mesh, database_url: str, clock: str, stall: float = 60):
+        self._mesh, self._database_url, self._clock, self._stall = mesh, database_url, clock, stall
+
+    def wait(self, condition, interval: float = 0.1) -> dict[str, int]:
+        last, moved = None, time.monotonic()
+        while True:
+            counts = job_counts(self._database_url, self._clock)
+            if condition(counts):
+                return counts
+            dead = self._mesh.dead_process()
+            assert dead is None, f"{dead} exited (code {self._mesh.processes[dead].returncode})"
+            if counts != last:
+                last, moved = counts, time.monotonic()
+            elif time.monotonic() - moved > self._stall:
+                pytest.fail(f"no job moved for {self._stall:.0f} s; jobs by status: {counts}")
+            time.sleep(interval)

@@ -1,6 +1,11 @@
 """RabbitMQ through pika's asyncio adapter: one connection and one channel in publisher-confirm
 mode, reconnecting on its own. Publishing a batch returns when the broker has confirmed every
-message of it, so confirms are awaited per batch, not per message."""
+message of it, so confirms are awaited per batch, not per message.
+
+AMQP_URL may name several nodes of a cluster, comma-separated (`amqp://…@a:5672/%2F,
+amqp://…@b:5672/%2F`): a connection goes to the first that answers, starting from the one
+that answered last, and a lost connection is made again to the next that answers. A comma
+inside a URL (a password) is written `%2C`."""
 
 from __future__ import annotations
 
@@ -42,8 +47,22 @@ class Message:
         )
 
 
-def connection_parameters(amqp_url: str) -> pika.URLParameters:
-    params = pika.URLParameters(amqp_url)
+def broker_urls(amqp_url: str) -> list[str]:
+    """The addresses AMQP_URL names: one URL, or several separated by commas."""
+    urls = [url.strip() for url in amqp_url.split(",")]
+    if not all(urls):
+        raise ValueError("AMQP_URL: an empty address in the list")
+    return urls
+
+
+def connection_parameters(amqp_url: str) -> list[pika.URLParameters]:
+    """pika's parameters for each address AMQP_URL names, in its order (BlockingConnection
+    takes the list and tries them in turn)."""
+    return [_parameters(url) for url in broker_urls(amqp_url)]
+
+
+def _parameters(url: str) -> pika.URLParameters:
+    params = pika.URLParameters(url)
     params.heartbeat = 10
     params.blocked_connection_timeout = 30
     params.connection_attempts = 1
@@ -51,9 +70,28 @@ def connection_parameters(amqp_url: str) -> pika.URLParameters:
     return params
 
 
+def address(params: pika.URLParameters) -> str:
+    return f"{params.host}:{params.port}"
+
+
+class Brokers:
+    """The addresses of AMQP_URL, and which one to try first: the one that answered last
+    (a connection lost to a node that went away is made again to the next that answers)."""
+
+    def __init__(self, amqp_url: str):
+        self.params = connection_parameters(amqp_url)
+        self._first = 0
+
+    def in_turn(self) -> list[pika.URLParameters]:
+        return self.params[self._first :] + self.params[: self._first]
+
+    def answered(self, params: pika.URLParameters) -> None:
+        self._first = self.params.index(params)
+
+
 class ConfirmingPublisher:
     def __init__(self, amqp_url: str, exchange: str, reconnect_delay: float = 1.0):
-        self._params = connection_parameters(amqp_url)
+        self._brokers = Brokers(amqp_url)
         self._exchange = exchange
         self._reconnect_delay = reconnect_delay
         self._connection: AsyncioConnection | None = None
@@ -124,7 +162,6 @@ class ConfirmingPublisher:
         while not self._stopping:
             try:
                 closed = await self._connect()
-                log.info("amqp_connected", host=self._params.host, port=self._params.port)
                 reason = await closed
                 if not self._stopping:
                     log.warning("amqp_connection_lost", reason=str(reason))
@@ -146,7 +183,7 @@ class ConfirmingPublisher:
                 )
             )
 
-        channel, closed = await open_channel(self._params, set_up, self._remember)
+        channel, closed = await open_channel(self._brokers, set_up, self._remember)
         self._last_tag = 0
         self._pending.clear()
         self._channel = channel
@@ -179,15 +216,41 @@ class ConfirmingPublisher:
 
 
 async def open_channel(
+    brokers: Brokers,
+    set_up: Callable[[Channel], Awaitable[None]],
+    on_connection: Callable[[AsyncioConnection], None],
+) -> tuple[Channel, asyncio.Future[Any]]:
+    """Opens a connection to the first of `brokers` that answers (in turn, from the one that
+    answered last) and one channel on it, and runs `set_up(channel)` (confirms, qos,
+    declarations, consumers). Returns the channel and a future resolved when the connection
+    closes; closing the channel closes the connection. `on_connection` receives each
+    connection as soon as it exists, so that a stop() during the opening can close it. A
+    node that refuses, or fails the set-up, is passed over for the next; when none is left,
+    raises BrokerUnavailable (or the last set-up's error)."""
+    failures: list[str] = []
+    error: BaseException | None = None
+    for params in brokers.in_turn():
+        try:
+            opened = await _open_channel(params, set_up, on_connection)
+        except Exception as failed:  # noqa: BLE001 - the next node may answer
+            error = failed
+            failures.append(f"{address(params)}: {type(failed).__name__}: {failed}")
+            continue
+        if failures:
+            log.warning("amqp_nodes_passed_over", failures=failures)
+        brokers.answered(params)
+        log.info("amqp_connected", node=address(params))
+        return opened
+    if len(failures) == 1 and error is not None:
+        raise error
+    raise BrokerUnavailable("no RabbitMQ node answered: " + "; ".join(failures))
+
+
+async def _open_channel(
     params: pika.URLParameters,
     set_up: Callable[[Channel], Awaitable[None]],
     on_connection: Callable[[AsyncioConnection], None],
 ) -> tuple[Channel, asyncio.Future[Any]]:
-    """Opens a connection and one channel on it, and runs `set_up(channel)` (confirms, qos,
-    declarations, consumers). Returns the channel and a future resolved when the connection
-    closes; closing the channel closes the connection. `on_connection` receives the
-    connection as soon as it exists, so that a stop() during the opening can close it. Any
-    failure closes the connection and raises BrokerUnavailable (or the set-up's error)."""
     loop = asyncio.get_running_loop()
     opened: asyncio.Future[AsyncioConnection] = loop.create_future()
     closed: asyncio.Future[Any] = loop.create_future()

@@ -21,7 +21,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 
-from paymesh.platform.amqp import connection_parameters, open_channel, step
+from paymesh.platform.amqp import Brokers, connection_parameters, open_channel, step
 from paymesh.platform.tracing import consumer_span
 
 log = structlog.get_logger(__name__)
@@ -45,8 +45,8 @@ Handler = Callable[[Delivery], Awaitable[Verdict]]
 
 
 def declare(amqp_url: str, declare_on: Callable[[BlockingChannel], None]) -> None:
-    """Declares exchanges, queues and bindings on a short-lived blocking connection (call it
-    in a thread); declarations are idempotent."""
+    """Declares exchanges, queues and bindings on a short-lived blocking connection to the
+    first node of AMQP_URL that answers (call it in a thread); declarations are idempotent."""
     connection = pika.BlockingConnection(connection_parameters(amqp_url))
     try:
         declare_on(connection.channel())
@@ -118,7 +118,7 @@ class Consumer:
     ):
         """`declare_on` declares the queues (and what they need) before each connection
         consumes: a broker that restarted without its data gets them back."""
-        self._params = connection_parameters(amqp_url)
+        self._brokers = Brokers(amqp_url)
         self._queues = list(queues)
         self._handle = handle
         self._prefetch = prefetch
@@ -165,14 +165,24 @@ class Consumer:
             await asyncio.to_thread(declare, self._amqp_url, self._declare_on)
 
         async def set_up(channel: Channel) -> None:
+            # Per consumer (global_qos=False): the only kind quorum queues know.
             await step(lambda cb: channel.basic_qos(prefetch_count=self._prefetch, callback=cb))
+            # A consumer the broker cancels (its queue deleted, or unavailable on this node)
+            # would receive nothing more, unnoticed: close the channel, so that the connection
+            # is made again (to a node that has the queue) and every queue consumed anew.
+            channel.add_on_cancel_callback(lambda _frame: self._cancelled(channel))
             self._verdicts = verdicts = ChannelVerdicts(channel)
             for queue in self._queues:
                 channel.basic_consume(queue, self._on_message(verdicts, queue))
 
-        _channel, closed = await open_channel(self._params, set_up, self._remember)
+        _channel, closed = await open_channel(self._brokers, set_up, self._remember)
         self.connected.set()
         return closed
+
+    def _cancelled(self, channel: Channel) -> None:
+        log.warning("amqp_consumer_cancelled_by_broker", queues=self._queues)
+        if channel.is_open:
+            channel.close()
 
     def _remember(self, connection: AsyncioConnection) -> None:
         self._connection = connection

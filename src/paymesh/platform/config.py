@@ -59,6 +59,16 @@ class ServiceSettings(TlsSettings):
     grpc_port: int
     http_port: int
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _every_broker_address_parses(cls, value: str) -> str:
+        """One AMQP URL, or a cluster's nodes comma-separated; refused at start, not at the
+        first connection, when an address is empty or not an amqp(s):// URL."""
+        for url in value.split(","):
+            if not url.strip().startswith(("amqp://", "amqps://")):
+                raise ValueError(f"AMQP_URL: {url.strip()!r} is not an amqp:// or amqps:// URL")
+        return value
+
     @model_validator(mode="after")
     def _plaintext_only_on_loopback_unless_allowed(self) -> ServiceSettings:
         plaintext_beyond_loopback = self.tls_dir is None and self.bind_host not in LOOPBACK_HOSTS
