@@ -1,0 +1,167 @@
+"""Least-privilege database roles: each service connects as a role of its own that may read
+and write its own schema's tables and nothing else. It cannot change the append-only audit
+tables (UPDATE, DELETE and TRUNCATE are refused by privilege, before the tables' triggers are
+even asked), cannot disable their triggers (it owns nothing), cannot switch triggers off for
+its session (`session_replication_role` is for superusers), and cannot read another
+service's schema. Each connection here is made with the URL the service's own settings read
+from the environment a mesh gives it: no mesh is started, a migrated database is enough."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+
+from tests.support.mesh import base_env, migrated_database, service_database_url
+
+pytestmark = pytest.mark.integration
+
+SCHEMAS = {"gateway": "gateway", "vault": "vault", "rebill": "rebill", "webhook": "webhook"}
+# The append-only tables of each schema (test_the_audit_tables_are_every_append_only_table
+# keeps this list whole).
+AUDIT_TABLES = {
+    "gateway": ["payment_audit", "payment_audit_checkpoints"],
+    "vault": ["vault_audit"],
+    "rebill": ["rebill_audit", "rebill_audit_checkpoints"],
+    "webhook": [],
+}
+AUDITED = [(service, table) for service, tables in AUDIT_TABLES.items() for table in tables]
+AUDIT_ROW = {
+    "payment_audit": (
+        "INSERT INTO gateway.payment_audit (merchant_id, actor, action, object_id, result,"
+        " details) VALUES ('acct_roles', 'api', 'test', 'pi_roles', 'ok', '{}')"
+    ),
+    "rebill_audit": (
+        "INSERT INTO rebill.rebill_audit (merchant_id, actor, action, object_id, result,"
+        " details) VALUES ('acct_roles', 'scheduler', 'test', 'sub_roles', 'ok', '{}')"
+    ),
+    "vault_audit": (
+        "INSERT INTO vault.vault_audit (actor, action, payment_method, result, details)"
+        " VALUES ('api', 'test', 'pm_roles', 'ok', '{}')"
+    ),
+    "payment_audit_checkpoints": (
+        "INSERT INTO gateway.payment_audit_checkpoints (merchant_id, chain, seq, row_id, hash,"
+        " row_count, key_id, mac) VALUES ('acct_roles', 0, 1, 1, '\\x00', 1, 'k', '\\x00')"
+    ),
+    "rebill_audit_checkpoints": (
+        "INSERT INTO rebill.rebill_audit_checkpoints (merchant_id, chain, seq, row_id, hash,"
+        " row_count, key_id, mac) VALUES ('acct_roles', 0, 1, 1, '\\x00', 1, 'k', '\\x00')"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def database():
+    with migrated_database("paymesh_roles") as infra:
+        yield infra
+
+
+def connect_as(database, service: str) -> psycopg.Connection:
+    return psycopg.connect(service_database_url(base_env(database), service), autocommit=True)
+
+
+def refused(db: psycopg.Connection, statement: str) -> str:
+    """The message of the permission error `statement` fails with (undone if it succeeds)."""
+    with (
+        pytest.raises(errors.InsufficientPrivilege) as refusal,
+        db.transaction(force_rollback=True),
+    ):
+        db.execute(statement)
+    return str(refusal.value)
+
+
+@pytest.mark.parametrize("service", SCHEMAS)
+def test_each_service_connects_as_a_role_of_its_own_that_is_no_superuser(database, service):
+    with connect_as(database, service) as db:
+        user, superuser, bypass_rls = db.execute(
+            "SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        owned = db.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner"
+            " WHERE r.rolname = current_user"
+        ).fetchone()[0]
+    assert user == f"paymesh_{service}"
+    assert not superuser and not bypass_rls
+    assert owned == 0
+
+
+@pytest.mark.parametrize(("service", "table"), AUDITED)
+def test_an_audit_table_refuses_update_delete_and_truncate_by_privilege(database, service, table):
+    qualified = f"{SCHEMAS[service]}.{table}"
+    with connect_as(database, service) as db:
+        for statement in (
+            f"UPDATE {qualified} SET id = id",
+            f"DELETE FROM {qualified}",
+            f"TRUNCATE {qualified}",
+        ):
+            # "permission denied", not the trigger's "append-only": the privilege holds even
+            # where a trigger were disabled.
+            assert "permission denied" in refused(db, statement), statement
+
+
+@pytest.mark.parametrize(("service", "table"), AUDITED)
+def test_an_audit_tables_triggers_cannot_be_disabled(database, service, table):
+    qualified = f"{SCHEMAS[service]}.{table}"
+    with connect_as(database, service) as db:
+        assert "must be owner" in refused(db, f"ALTER TABLE {qualified} DISABLE TRIGGER ALL")
+        assert "must be owner" in refused(db, f"ALTER TABLE {qualified} DISABLE TRIGGER USER")
+
+
+@pytest.mark.parametrize("service", SCHEMAS)
+def test_a_role_cannot_switch_triggers_off_for_its_session(database, service):
+    with connect_as(database, service) as db:
+        refused(db, "SET session_replication_role = replica")
+        assert db.execute("SHOW session_replication_role").fetchone()[0] == "origin"
+
+
+@pytest.mark.parametrize("service", SCHEMAS)
+def test_another_services_schema_is_unreadable(database, service):
+    with connect_as(database, service) as db:
+        for other, schema in SCHEMAS.items():
+            if other != service:
+                refused(db, f"SELECT 1 FROM {schema}.outbox LIMIT 1")
+                refused(db, f"INSERT INTO {schema}.outbox (event_id) VALUES ('x')")
+
+
+@pytest.mark.parametrize("service", SCHEMAS)
+def test_a_role_changes_no_schema(database, service):
+    schema = SCHEMAS[service]
+    with connect_as(database, service) as db:
+        refused(db, f"CREATE TABLE {schema}.sneaky (id int)")
+        refused(db, f"DROP TABLE {schema}.outbox")
+        refused(db, f"ALTER TABLE {schema}.outbox ADD COLUMN sneaky int")
+        refused(db, f"UPDATE {schema}.alembic_version SET version_num = version_num")
+
+
+@pytest.mark.parametrize("service", SCHEMAS)
+def test_a_role_does_its_services_normal_writes(database, service):
+    schema = SCHEMAS[service]
+    with connect_as(database, service) as db, db.transaction(force_rollback=True):
+        event = db.execute(
+            sql.SQL(
+                "INSERT INTO {}.outbox (event_id, event_type, aggregate_type, aggregate_id,"
+                " payload) VALUES ('evt_roles', 'test', 'test', 'x', '{{}}') RETURNING id"
+            ).format(sql.Identifier(schema))
+        ).fetchone()[0]
+        db.execute(
+            sql.SQL("UPDATE {}.outbox SET published_at = now() WHERE id = %s").format(
+                sql.Identifier(schema)
+            ),
+            (event,),
+        )
+        db.execute(
+            sql.SQL("DELETE FROM {}.outbox WHERE id = %s").format(sql.Identifier(schema)),
+            (event,),
+        )
+        for table in AUDIT_TABLES[service]:
+            db.execute(AUDIT_ROW[table])
+            assert db.execute(f"SELECT count(*) FROM {schema}.{table}").fetchone()[0] >= 1
+
+
+def test_the_audit_tables_are_every_append_only_table(database):
+    with psycopg.connect(database.database_url) as db:
+        append_only = db.execute(
+            "SELECT n.nspname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.tgname LIKE '%append_only'"
+        ).fetchall()
+    assert sorted(append_only) == sorted((SCHEMAS[s], t) for s, t in AUDITED)
