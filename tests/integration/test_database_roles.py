@@ -8,10 +8,15 @@ from the environment a mesh gives it: no mesh is started, a migrated database is
 
 from __future__ import annotations
 
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
 import psycopg
 import pytest
 from psycopg import errors, sql
 
+from dev.devinfra import PG_ADMIN_URL
+from paymesh.platform import migrations, roles
 from tests.support.mesh import base_env, migrated_database, service_database_url
 
 pytestmark = pytest.mark.integration
@@ -165,3 +170,48 @@ def test_the_audit_tables_are_every_append_only_table(database):
             " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.tgname LIKE '%append_only'"
         ).fetchall()
     assert sorted(append_only) == sorted((SCHEMAS[s], t) for s, t in AUDITED)
+
+
+def test_granting_again_and_from_two_databases_at_once_is_harmless(database):
+    """Roles are the cluster's, grants each database's: every test database's migration
+    grants the same roles, at the same time, and dropping one database leaves the roles."""
+
+    def grant(infra) -> list[str]:
+        return [migrations.grant_runtime_role(infra.database_url, s, SCHEMAS[s]) for s in SCHEMAS]
+
+    with migrated_database("paymesh_roles_other") as other, ThreadPoolExecutor(2) as pool:
+        assert len(set(map(tuple, pool.map(grant, [database, other])))) == 1
+    with connect_as(database, "gateway") as db:
+        db.execute("SELECT count(*) FROM gateway.outbox")
+        refused(db, "SELECT 1 FROM vault.outbox")
+        refused(db, "DELETE FROM gateway.payment_audit")
+
+
+def test_a_role_made_by_many_migrations_at_once_is_made_once():
+    role = f"paymesh_roles_race_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        try:
+
+            def ensure(_: int) -> None:
+                with psycopg.connect(PG_ADMIN_URL, autocommit=True) as db:
+                    roles.ensure_role(db, role)
+
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(ensure, range(4)))
+            made = admin.execute(
+                "SELECT rolcanlogin, rolsuper FROM pg_roles WHERE rolname = %s", (role,)
+            ).fetchall()
+            assert made == [(True, False)]
+        finally:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_a_runtime_role_that_became_a_superuser_is_refused():
+    role = f"paymesh_roles_unsafe_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(sql.Identifier(role)))
+        try:
+            with pytest.raises(roles.UnsafeRole, match=role):
+                roles.ensure_role(admin, role)
+        finally:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
