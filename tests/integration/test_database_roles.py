@@ -8,15 +8,20 @@ from the environment a mesh gives it: no mesh is started, a migrated database is
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
+import structlog
 from psycopg import errors, sql
 
 from dev.devinfra import PG_ADMIN_URL
 from paymesh.platform import migrations, roles
+from paymesh.platform.db import create_engine
+from paymesh.platform.server import warn_if_superuser
+from paymesh_ops.services import ALL
 from tests.support.mesh import base_env, migrated_database, service_database_url
 
 pytestmark = pytest.mark.integration
@@ -215,3 +220,23 @@ def test_a_runtime_role_that_became_a_superuser_is_refused():
                 roles.ensure_role(admin, role)
         finally:
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.mark.parametrize(("user", "warned"), [("postgres", True), ("paymesh_gateway", False)])
+def test_a_service_that_connects_as_a_superuser_says_so_at_start(database, user, warned):
+    url = f"postgresql://{user}@127.0.0.1:5432/{database.name}"
+
+    async def check() -> None:
+        engine = create_engine(url, pool_size=1)
+        try:
+            await warn_if_superuser(engine, ALL["gateway"].settings_class)
+        finally:
+            await engine.dispose()
+
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(check())
+    warnings = [e for e in logs if e["event"] == "database_role_is_superuser"]
+    assert len(warnings) == int(warned), logs
+    if warned:
+        assert warnings[0]["role"] == "postgres"
+        assert "GATEWAY_DATABASE_URL" in warnings[0]["hint"]
