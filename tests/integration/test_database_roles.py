@@ -141,6 +141,8 @@ def test_a_role_changes_no_schema(database, service):
         refused(db, f"DROP TABLE {schema}.outbox")
         refused(db, f"ALTER TABLE {schema}.outbox ADD COLUMN sneaky int")
         refused(db, f"UPDATE {schema}.alembic_version SET version_num = version_num")
+        refused(db, "CREATE SCHEMA sneaky")
+        refused(db, "CREATE TABLE public.sneaky (id int)")  # PostgreSQL 15's default
 
 
 @pytest.mark.parametrize("service", SCHEMAS)
