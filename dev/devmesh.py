@@ -176,7 +176,7 @@ def service_database_urls(env: dict[str, str]) -> dict[str, str]:
     for name, definition in ALL.items():
         variable = f"{definition.settings_class.model_config.get('env_prefix', '')}DATABASE_URL"
         if not env.get(variable):
-            as_role = url.set(username=role_of(name), password=None)
+            as_role = url._replace(username=role_of(name), password=None)  # set() keeps a password
             urls[variable] = as_role.render_as_string(hide_password=False)
     return urls
 
