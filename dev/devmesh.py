@@ -23,8 +23,10 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
-from paymesh.platform.config import ServiceSettings
+from paymesh.platform.config import DEFAULT_DATABASE_URL, ServiceSettings
+from paymesh.platform.roles import role_of
 from paymesh_ops.services import ALL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,6 +163,22 @@ def gateway_process_name(index: int) -> str:
 def service_of(process_name: str) -> str:
     """The service a mesh process belongs to: `gateway` for `gateway-2`."""
     return process_name.split("-")[0]
+
+
+def service_database_urls(env: dict[str, str]) -> dict[str, str]:
+    """Each service connects as its own role (`paymesh migrate` made them, with trust
+    authentication here): `<PREFIX>DATABASE_URL` is DATABASE_URL with the user
+    `paymesh_<service>` and no password, unless the environment sets it already. Derived when
+    a process starts, so a test that points DATABASE_URL elsewhere (a proxy, a private
+    cluster) moves the services with it."""
+    url = make_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+    urls = {}
+    for name, definition in ALL.items():
+        variable = f"{definition.settings_class.model_config.get('env_prefix', '')}DATABASE_URL"
+        if not env.get(variable):
+            as_role = url._replace(username=role_of(name), password=None)  # set() keeps a password
+            urls[variable] = as_role.render_as_string(hide_password=False)
+    return urls
 
 
 def free_port() -> int:
@@ -368,6 +386,8 @@ class Mesh:
         )
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        env = self.env if env is None else env
+        env = {**env, **service_database_urls(env)}
         stdout: IO | None = None
         if self.log_dir is not None:
             stdout = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
@@ -375,7 +395,7 @@ class Mesh:
         self.processes[name] = subprocess.Popen(
             argv,
             cwd=ROOT,
-            env=self.env if env is None else env,
+            env=env,
             stdout=stdout,
             stderr=subprocess.STDOUT if stdout else None,
             start_new_session=True,

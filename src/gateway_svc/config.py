@@ -5,11 +5,12 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from paymesh.platform.config import ServiceSettings
+from paymesh.platform.config import ServiceSettings, database_url_field
 
 
 class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_")
+    database_url: str = database_url_field("GATEWAY_")
     grpc_port: int = 50051
     http_port: int = 9101
     stripe_api_base: str = Field("http://127.0.0.1:8420", validation_alias="STRIPE_API_BASE")

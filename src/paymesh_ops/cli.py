@@ -1,6 +1,7 @@
 """`paymesh`: the ops command line.
 
-paymesh migrate [SERVICE ...]          create the database if needed, apply migrations
+paymesh migrate [SERVICE ...]          create the database if needed, apply migrations, create
+                                       each service's database role and grant it its schema
 paymesh keys init                      create the services' signing keys and the audit key
 paymesh keys rotate-audit              a new audit key signs checkpoints from now on
 paymesh merchants create --name NAME   a new merchant and its test and live secret keys
@@ -51,7 +52,8 @@ def migrate(args: argparse.Namespace) -> int:
     for name in args.services or list(services.ALL):
         definition = services.ALL[name]
         migrations.upgrade(database_url(), definition.schema, definition.migrations_dir)
-        print(f"migrated {name} (schema {definition.schema})")
+        role = migrations.grant_runtime_role(database_url(), name, definition.schema)
+        print(f"migrated {name} (schema {definition.schema}, runtime role {role})")
     return 0
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from paymesh.platform.config import ServiceSettings
+from paymesh.platform.config import ServiceSettings, database_url_field
 
 
 class RebillSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="REBILL_")
+    database_url: str = database_url_field("REBILL_")
     grpc_port: int = 50053
     http_port: int = 9103
     # The scheduler: how many subscriptions one transaction renews, and how often at least it

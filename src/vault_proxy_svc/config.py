@@ -8,11 +8,12 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from paymesh.platform.config import ServiceSettings
+from paymesh.platform.config import ServiceSettings, database_url_field
 
 
 class VaultSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="VAULT_")
+    database_url: str = database_url_field("VAULT_")
     grpc_port: int = 50052
     http_port: int = 9102
     # Key-encryption keys: `local` (a keyring file, for dev and tests) or `aws-kms`.

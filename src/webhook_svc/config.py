@@ -5,11 +5,12 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from paymesh.platform.config import ServiceSettings
+from paymesh.platform.config import ServiceSettings, database_url_field
 
 
 class WebhookSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="WEBHOOK_")
+    database_url: str = database_url_field("WEBHOOK_")
     grpc_port: int = 50054
     http_port: int = 9104
     # Outbound deliveries. The waits before attempts 1, 2, 3, … in seconds (Standard

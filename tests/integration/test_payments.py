@@ -300,3 +300,19 @@ def test_the_outbox_carries_the_lifecycle_events(mesh, merchant, infra):
         "payment_intent.requires_capture",
         "payment_intent.succeeded",
     ]
+
+
+def test_the_mesh_connects_each_service_as_its_own_role(mesh, infra, merchant):
+    """Every process of the session's mesh is on the database as its service's role
+    (test_database_roles: what those roles may do); the rebill workers as rebill's."""
+    assert pay(mesh, merchant).status == 200
+    with psycopg.connect(infra.database_url, autocommit=True) as db:
+        users = {
+            row[0]
+            for row in db.execute(
+                "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            )
+        }
+    roles = {"paymesh_gateway", "paymesh_vault", "paymesh_rebill", "paymesh_webhook"}
+    assert roles <= users, users

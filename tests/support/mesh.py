@@ -15,14 +15,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import psycopg
 from psycopg import sql
 
 from dev.devinfra import PG_ADMIN_URL, Infra, create_infra, drop_infra
-from dev.devmesh import Mesh, Ports
+from dev.devmesh import Mesh, Ports, service_database_urls
 from gateway_svc.merchants import MerchantRepository
 from paymesh.platform.db import create_engine
+from paymesh_ops.services import ALL
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -96,6 +98,13 @@ def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     env.update(overrides)
     return env
+
+
+def service_database_url(env: dict[str, str], service: str) -> str:
+    """The database URL a mesh's `service` process connects with: its settings class, read
+    from the environment a Mesh spawns it with."""
+    with mock.patch.dict(os.environ, {**env, **service_database_urls(env)}, clear=True):
+        return ALL[service].settings_class().database_url
 
 
 _templates: list[Infra] = []

@@ -741,3 +741,23 @@ def test_prometheus_scrapes_every_rebill_worker_and_every_gateway_replica_by_dns
     replica_aliases = services()["gateway-replica"]["networks"]["default"]["aliases"]
     assert ("gateway", default_ports("gateway")["http"]) in looked_up
     assert "gateway" in replica_aliases
+
+
+@pytest.mark.parametrize(
+    ("container", "service"),
+    [*((name, name) for name in APP_SERVICES), ("rebill-worker", "rebill")],
+)
+def test_each_app_container_connects_as_its_services_role_and_migrate_as_the_owner(
+    monkeypatch, container, service
+):
+    """`paymesh migrate` (DATABASE_URL) creates the roles and owns the schemas; a service
+    reads `<PREFIX>DATABASE_URL` and is on the database as `paymesh_<service>` (README,
+    Configuration)."""
+    with monkeypatch.context() as patched:
+        for variable, value in environment(services()[container]).items():
+            patched.setenv(variable, str(value))
+        settings = settings_class(service)()
+    assert urlsplit(settings.database_url).username == f"paymesh_{service}"
+    assert urlsplit(settings.database_url).hostname == "postgres"
+    migrate = environment(services()["migrate"])
+    assert urlsplit(migrate["DATABASE_URL"]).username == "postgres"

@@ -5,11 +5,23 @@ The kit holds what every service shares; each service subclasses ServiceSettings
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/paymesh"
+
+
+def database_url_field(prefix: str) -> Any:
+    """A service's database URL: `<PREFIX>DATABASE_URL` (GATEWAY_DATABASE_URL, …), the
+    service's own role (`paymesh_<service>`, paymesh.platform.roles), or DATABASE_URL when
+    that is unset."""
+    return Field(
+        DEFAULT_DATABASE_URL,
+        validation_alias=AliasChoices(f"{prefix}DATABASE_URL", "DATABASE_URL"),
+    )
 
 
 class TlsSettings(BaseSettings):
@@ -29,9 +41,8 @@ class TlsSettings(BaseSettings):
 class ServiceSettings(TlsSettings):
     """Settings every service shares. Subclasses set `env_prefix` for their own ports."""
 
-    database_url: str = Field(
-        "postgresql://postgres@127.0.0.1:5432/paymesh", validation_alias="DATABASE_URL"
-    )
+    # Each service's settings read `<PREFIX>DATABASE_URL` first (database_url_field).
+    database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/%2F", validation_alias="AMQP_URL")
     events_exchange: str = Field("paymesh.events", validation_alias="EVENTS_EXCHANGE")
     otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")

@@ -1,5 +1,9 @@
 """Migration steps several services share. Revisions call these, so never change what an
-existing function creates: add a new function for a new shape."""
+existing function creates: add a new function for a new shape.
+
+An append-only table is one guarded by a trigger named `*_append_only`: `paymesh migrate`
+grants the service's role only INSERT and SELECT on it (paymesh.platform.roles), so name the
+trigger of any new append-only table so."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from alembic.config import Config
 from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 
+from paymesh.platform import roles
 from paymesh.platform.db import sqlalchemy_url
 
 ALEMBIC_DIR = Path(__file__).parent / "alembic"
@@ -26,6 +27,19 @@ def alembic_config(database_url: str, schema: str, versions_dir: Path) -> Config
 
 def upgrade(database_url: str, schema: str, versions_dir: Path) -> None:
     command.upgrade(alembic_config(database_url, schema, versions_dir), "head")
+
+
+def grant_runtime_role(database_url: str, service: str, schema: str) -> str:
+    """Creates `service`'s runtime role if missing and grants it its schema in this database
+    (paymesh.platform.roles); returns the role's name."""
+    role = roles.role_of(service)
+    url = make_url(database_url).set(drivername="postgresql")
+    with psycopg.connect(
+        url.render_as_string(hide_password=False), autocommit=True, connect_timeout=5
+    ) as connection:
+        roles.ensure_role(connection, role)
+        roles.grant_runtime_role(connection, role, schema)
+    return role
 
 
 def _database_of(url: URL) -> str:

@@ -18,13 +18,13 @@ import structlog
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import ValidationError
-from sqlalchemy import Table
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Table, text
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.platform.amqp import ConfirmingPublisher
 from paymesh.platform.config import ServiceSettings
-from paymesh.platform.db import create_engine, ping
+from paymesh.platform.db import autocommit, create_engine, ping
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.health import NOT_SERVING, DependencyMonitor
 from paymesh.platform.http import OpsHttpServer
@@ -97,6 +97,29 @@ async def _bind(
             if attempt == attempts - 1:
                 raise OSError(f"cannot listen on {address}: address in use") from None
             await asyncio.sleep(0.5)
+
+
+async def warn_if_superuser(engine: AsyncEngine, settings_class: type[ServiceSettings]) -> None:
+    """Logs `database_role_is_superuser` once when the service's database role is a superuser:
+    it works, but then nothing keeps the audit tables append-only (a superuser may switch
+    their triggers off). Says nothing when the database cannot be reached now."""
+    try:
+        async with autocommit(engine).connect() as connection:
+            row = (
+                await connection.execute(
+                    text("SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user")
+                )
+            ).one()
+    except (OSError, SQLAlchemyError):
+        return
+    if row.rolsuper:
+        variable = f"{settings_class.model_config.get('env_prefix', '')}DATABASE_URL"
+        log.warning(
+            "database_role_is_superuser",
+            role=row.rolname,
+            hint=f"set {variable} to the URL of the service's own role, which `paymesh "
+            "migrate` creates (README, Configuration)",
+        )
 
 
 def run(definition: ServiceDefinition) -> None:
@@ -177,6 +200,9 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     background = [
         asyncio.create_task(monitor.run(), name="health-monitor"),
         asyncio.create_task(relay.run(), name="outbox-relay"),
+        asyncio.create_task(
+            warn_if_superuser(engine, definition.settings_class), name="database-role-check"
+        ),
         *(asyncio.create_task(job) for job in jobs),
     ]
     log.info(
