@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import kubernetes_validate.utils
+from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,6 +144,8 @@ def settings_variables(settings_class: type[BaseSettings]) -> set[str]:
         alias = field.validation_alias
         if isinstance(alias, str):
             names.add(alias.upper())
+        elif isinstance(alias, AliasChoices) and all(isinstance(c, str) for c in alias.choices):
+            names.update(str(choice).upper() for choice in alias.choices)
         elif alias is None:
             names.add(f"{prefix}{name}".upper())
         else:
