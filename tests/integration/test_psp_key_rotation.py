@@ -1,0 +1,94 @@
+"""A PSP API key rotates without a restart: the sandbox PSP (checking API keys, on a port of
+its own) stops accepting the old key, the secret is changed where it is kept (a mounted
+file, or AWS Secrets Manager on moto's server), and the connector's next call is refused
+once (401), reads the secret again and goes through with the new key. No key is ever logged
+whole. No mesh: the real connector against the real sandbox server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from http.server import ThreadingHTTPServer
+
+import pytest
+
+from dev.sandbox_psp import Sandbox, make_handler
+from gateway_svc.psp.connectors import SandboxConnector
+from paymesh.platform.secrets import AwsSecrets, FileSecrets, RotatingSecret
+from tests.support.logs import service_logs
+from tests.support.moto import AWS_TEST_ENV, moto_server
+
+pytestmark = pytest.mark.integration
+
+KEY_A = "sk_sandbox_rotation_first_AAAA1111"
+KEY_B = "sk_sandbox_rotation_second_BBBB2222"
+NAME = "sandbox-secret-key"
+
+
+@pytest.fixture
+def sandbox():
+    """A sandbox PSP that accepts KEY_A only (until the test rolls it)."""
+    psp = Sandbox(api_keys=[KEY_A])
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(psp))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield psp, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def charge_across_a_rotation(psp: Sandbox, base: str, key: RotatingSecret, rotate) -> None:
+    connector = SandboxConnector(base, 5.0, api_key=key)
+    try:
+        _, card = psp._create_card({"number": "4242424242424242", "exp_month": 12, "exp_year": 40})
+        charge = dict(card=card["id"], amount=1000, currency="eur", capture=True)
+        assert (await connector.authorize(**charge, idempotency_key="rot-1")).captured
+        psp.api_keys = {KEY_B}  # the PSP rolled the key: the old one is refused from now
+        rotate()
+        assert (await connector.authorize(**charge, idempotency_key="rot-2")).captured
+        assert key.value == KEY_B
+        assert psp.stats["unauthorized"] == 1  # refused once, then the new key went through
+        assert psp.stats["charges_created"] == 2
+    finally:
+        await connector.close()
+
+
+def test_a_rotated_key_in_a_mounted_file_is_used_after_one_401(sandbox, tmp_path):
+    psp, base = sandbox
+    (tmp_path / NAME).write_text(KEY_A)
+    with service_logs() as logs:
+        key = RotatingSecret(FileSecrets(tmp_path), NAME, min_reread_seconds=0)
+        asyncio.run(
+            charge_across_a_rotation(psp, base, key, lambda: (tmp_path / NAME).write_text(KEY_B))
+        )
+    assert KEY_A not in logs.getvalue() and KEY_B not in logs.getvalue()
+    assert "secret_rotated" in logs.getvalue()
+
+
+def test_a_rotated_key_in_aws_secrets_manager_is_used_after_one_401(sandbox, tmp_path, monkeypatch):
+    psp, base = sandbox
+    for variable, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(variable, value)
+    with moto_server(tmp_path) as endpoint:
+        source = AwsSecrets("eu-west-1", endpoint, prefix="paymesh/")
+        first = source.write(NAME, KEY_A)
+        with service_logs() as logs:
+            key = RotatingSecret(source, NAME, min_reread_seconds=0)
+            asyncio.run(charge_across_a_rotation(psp, base, key, lambda: source.write(NAME, KEY_B)))
+        assert source.read(NAME).version != first.version
+        assert source.names() == [NAME]
+        # The timer alone picks up a rotation too, with no call refused.
+        source.write(NAME, KEY_A)
+
+        async def timer() -> None:
+            refresh = asyncio.create_task(key.refresh(0.05))
+            for _ in range(200):
+                if key.value == KEY_A:
+                    break
+                await asyncio.sleep(0.02)
+            refresh.cancel()
+
+        asyncio.run(timer())
+        assert key.value == KEY_A
+    assert KEY_A not in logs.getvalue() and KEY_B not in logs.getvalue()
