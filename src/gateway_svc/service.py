@@ -81,7 +81,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     audit_checkpoints = AuditCheckpointer(
         engine,
         f"{tables.SCHEMA}.{tables.payment_audit.name}",
-        AuditKeys.load(settings.keys_dir),
+        AuditKeys.load(settings.key_store()),
         settings.audit_checkpoint_interval_seconds,
     )
     api_keys = CachedApiKeyVerifier(MerchantRepository(engine))

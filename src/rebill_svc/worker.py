@@ -85,7 +85,7 @@ async def serve(settings: RebillSettings) -> None:
     engine = create_engine(settings.database_url, 4)
     direct_sql = DirectSql(engine, settings.worker_prefetch + 2)
     channel = service_channel(
-        settings.gateway_addr, TokenIssuer("rebill", settings.keys_dir), audience="gateway"
+        settings.gateway_addr, TokenIssuer("rebill", settings.key_store()), audience="gateway"
     )
     jobs = PostgresJobStore(engine, direct_sql)
     owner = f"worker:{socket.gethostname()}:{os.getpid()}"

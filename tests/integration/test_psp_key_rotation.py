@@ -1,8 +1,10 @@
-"""A PSP API key rotates without a restart: the sandbox PSP (checking API keys, on a port of
-its own) stops accepting the old key, the secret is changed where it is kept (a mounted
-file, or AWS Secrets Manager on moto's server), and the connector's next call is refused
-once (401), reads the secret again and goes through with the new key. No key is ever logged
-whole. No mesh: the real connector against the real sandbox server."""
+"""Keys from a secret manager. A PSP API key rotates without a restart: the sandbox PSP
+(checking API keys, on a port of its own) stops accepting the old key, the secret is changed
+where it is kept (a mounted file, or AWS Secrets Manager on moto's server), and the
+connector's next call is refused once (401), reads the secret again and goes through with the
+new key. No key is ever logged whole. No mesh: the real connector against the real sandbox
+server. The services' signing keys are read from Secrets Manager too, and `rotate_keys`
+rotates them there."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import pytest
 from dev.sandbox_psp import Sandbox, make_handler
 from gateway_svc.psp.connectors import SandboxConnector
 from paymesh.platform.secrets import AwsSecrets, FileSecrets, RotatingSecret
+from paymesh.platform.service_auth import TokenIssuer, TokenVerifier, init_keys, rotate_keys
 from tests.support.logs import service_logs
 from tests.support.moto import AWS_TEST_ENV, moto_server
 
@@ -23,6 +26,16 @@ pytestmark = pytest.mark.integration
 KEY_A = "sk_sandbox_rotation_first_AAAA1111"
 KEY_B = "sk_sandbox_rotation_second_BBBB2222"
 NAME = "sandbox-secret-key"
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    patch = pytest.MonkeyPatch()
+    for variable, value in AWS_TEST_ENV.items():
+        patch.setenv(variable, value)
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
+    patch.undo()
 
 
 @pytest.fixture
@@ -66,29 +79,43 @@ def test_a_rotated_key_in_a_mounted_file_is_used_after_one_401(sandbox, tmp_path
     assert "secret_rotated" in logs.getvalue()
 
 
-def test_a_rotated_key_in_aws_secrets_manager_is_used_after_one_401(sandbox, tmp_path, monkeypatch):
+def test_a_rotated_key_in_aws_secrets_manager_is_used_after_one_401(sandbox, moto):
     psp, base = sandbox
-    for variable, value in AWS_TEST_ENV.items():
-        monkeypatch.setenv(variable, value)
-    with moto_server(tmp_path) as endpoint:
-        source = AwsSecrets("eu-west-1", endpoint, prefix="paymesh/")
-        first = source.write(NAME, KEY_A)
-        with service_logs() as logs:
-            key = RotatingSecret(source, NAME, min_reread_seconds=0)
-            asyncio.run(charge_across_a_rotation(psp, base, key, lambda: source.write(NAME, KEY_B)))
-        assert source.read(NAME).version != first.version
-        assert source.names() == [NAME]
-        # The timer alone picks up a rotation too, with no call refused.
-        source.write(NAME, KEY_A)
+    source = AwsSecrets("eu-west-1", moto, prefix="paymesh/")
+    first = source.write(NAME, KEY_A)
+    with service_logs() as logs:
+        key = RotatingSecret(source, NAME, min_reread_seconds=0)
+        asyncio.run(charge_across_a_rotation(psp, base, key, lambda: source.write(NAME, KEY_B)))
+    assert source.read(NAME).version != first.version
+    assert source.names() == [NAME]
+    # The timer alone picks up a rotation too, with no call refused.
+    source.write(NAME, KEY_A)
 
-        async def timer() -> None:
-            refresh = asyncio.create_task(key.refresh(0.05))
-            for _ in range(200):
-                if key.value == KEY_A:
-                    break
-                await asyncio.sleep(0.02)
-            refresh.cancel()
+    async def timer() -> None:
+        refresh = asyncio.create_task(key.refresh(0.05))
+        for _ in range(200):
+            if key.value == KEY_A:
+                break
+            await asyncio.sleep(0.02)
+        refresh.cancel()
 
-        asyncio.run(timer())
-        assert key.value == KEY_A
+    asyncio.run(timer())
+    assert key.value == KEY_A
     assert KEY_A not in logs.getvalue() and KEY_B not in logs.getvalue()
+
+
+def test_signing_keys_in_aws_secrets_manager_rotate_with_an_overlap(moto):
+    source = AwsSecrets("eu-west-1", moto, prefix="paymesh-test/keys/")
+    assert init_keys(source, ["gateway", "vault"]) == ["gateway", "vault"]
+    issuer = TokenIssuer("gateway", source, reload_seconds=0)
+    verifier = TokenVerifier("vault", source, reload_seconds=3600, min_reload_seconds=0)
+    before = issuer.token_for("vault")
+    assert verifier.verify(before).name == "gateway"
+    with service_logs() as logs:
+        rotate_keys(source, ["gateway"], overlap_seconds=600)
+        after = issuer.token_for("vault")
+        assert after != before
+        assert verifier.verify(after).name == "gateway"
+        assert verifier.verify(before).name == "gateway"
+    assert "gateway.pub.until-" in " ".join(source.names("gateway."))
+    assert "PRIVATE KEY" not in logs.getvalue()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +64,10 @@ class ServiceSettings(TlsSettings):
     db_pool_size: int = Field(10, validation_alias="DB_POOL_SIZE")
     # Ed25519 key pairs of every service, for service tokens (`paymesh keys init`).
     keys_dir: Path = Field(Path("var/keys"), validation_alias="PAYMESH_KEYS_DIR")
+    # Where the signing keys (service identities, audit) are read: `files` (PAYMESH_KEYS_DIR,
+    # a mounted Secret works as it is) or `aws` (Secrets Manager, named
+    # PAYMESH_AWS_SECRETS_PREFIX + "keys/" + the file's name).
+    keys_source: Literal["files", "aws"] = Field("files", validation_alias="PAYMESH_KEYS_SOURCE")
     # Where PSP API keys are read (paymesh.platform.secrets): `env` (their own variables, with
     # development defaults), `files` (a directory of files, one per key, as Kubernetes mounts
     # a Secret: PAYMESH_SECRETS_DIR) or `aws` (AWS Secrets Manager, each key named
@@ -81,6 +86,16 @@ class ServiceSettings(TlsSettings):
 
     grpc_port: int
     http_port: int
+
+    def key_store(self) -> SecretSource:
+        """Where the signing keys are read (and `paymesh keys` writes them)."""
+        return key_store(
+            self.keys_source,
+            self.keys_dir,
+            self.aws_region,
+            self.aws_secrets_endpoint,
+            self.aws_secrets_prefix,
+        )
 
     def secret_source(self, env_values: Mapping[str, str]) -> SecretSource:
         """The source of this service's secrets; `env_values` answer for `env` (the
@@ -110,6 +125,16 @@ class ServiceSettings(TlsSettings):
                 "PAYMESH_ALLOW_PLAINTEXT=true"
             )
         return self
+
+
+def key_store(
+    kind: str, keys_dir: Path, region: str, endpoint: str | None, prefix: str
+) -> SecretSource:
+    if kind == "aws":
+        return build_source(
+            "aws", aws_region=region, aws_endpoint=endpoint, aws_prefix=prefix + "keys/"
+        )
+    return build_source("files", directory=keys_dir)
 
 
 def psp_keys(settings: ServiceSettings, env_keys: Mapping[str, str]) -> dict[str, RotatingSecret]:

@@ -133,14 +133,14 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
             ("grpc.absolute_max_metadata_size", METADATA_HARD_LIMIT),
         ],
     )
-    keys_dir = settings.keys_dir
+    keys = settings.key_store()
     resources = Resources(
         settings,
         engine,
         direct_sql,
         publisher,
-        TokenIssuer(definition.name, keys_dir),
-        TokenVerifier(definition.name, keys_dir),
+        TokenIssuer(definition.name, keys),
+        TokenVerifier(definition.name, keys),
     )
     jobs = await definition.register(server, resources)
     health_servicer = health.aio.HealthServicer()
