@@ -81,6 +81,10 @@ class ServiceSettings(TlsSettings):
     secrets_refresh_seconds: float = Field(
         300.0, ge=0, validation_alias="PAYMESH_SECRETS_REFRESH_SECONDS"
     )
+    # Audit rows whose details' JSON is larger than this are stored compressed (0: never).
+    audit_compress_above_bytes: int = Field(
+        4096, ge=0, validation_alias="AUDIT_COMPRESS_ABOVE_BYTES"
+    )
     gateway_addr: str = Field("127.0.0.1:50051", validation_alias="GATEWAY_ADDR")
     vault_addr: str = Field("127.0.0.1:50052", validation_alias="VAULT_ADDR")
 

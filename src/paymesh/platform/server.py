@@ -22,6 +22,7 @@ from sqlalchemy import Table
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from paymesh.platform import audit_details
 from paymesh.platform.amqp import ConfirmingPublisher
 from paymesh.platform.config import ServiceSettings
 from paymesh.platform.db import create_engine, ping
@@ -116,6 +117,7 @@ def run(definition: ServiceDefinition) -> None:
 
 
 async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> None:
+    audit_details.configure(settings.audit_compress_above_bytes)
     tracer_provider = configure_tracing(definition.name, settings.otlp_endpoint)
     engine = create_engine(settings.database_url, settings.db_pool_size)
     direct_sql = DirectSql(engine, settings.db_pool_size)
