@@ -15,11 +15,14 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from dev.sandbox_psp import Sandbox, make_handler
+from gateway_svc.domain.outcomes import PspRefused
 from gateway_svc.psp.connectors import SandboxConnector
 from paymesh.platform.secrets import AwsSecrets, FileSecrets, RotatingSecret
 from paymesh.platform.service_auth import TokenIssuer, TokenVerifier, init_keys, rotate_keys
 from tests.support.logs import service_logs
 from tests.support.moto import AWS_TEST_ENV, moto_server
+from vault_proxy_svc.cards import Card
+from vault_proxy_svc.psp import PspRejected, SandboxCards
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +122,33 @@ def test_signing_keys_in_aws_secrets_manager_rotate_with_an_overlap(moto):
         assert verifier.verify(before).name == "gateway"
     assert "gateway.pub.until-" in " ".join(source.names("gateway."))
     assert "PRIVATE KEY" not in logs.getvalue()
+
+
+def test_the_vault_creates_a_card_with_a_rotated_key_and_a_key_the_psp_never_takes_fails(
+    sandbox, tmp_path
+):
+    psp, base = sandbox
+    (tmp_path / NAME).write_text(KEY_A)
+    key = RotatingSecret(FileSecrets(tmp_path), NAME, min_reread_seconds=0)
+    card = Card("4242424242424242", 12, 2040, "123", "visa")
+
+    async def scenario() -> None:
+        cards = SandboxCards(base, key)
+        connector = SandboxConnector(base, 5.0, api_key=key)
+        try:
+            assert (await cards.create(card, "123", "card-1")).startswith("card_")
+            psp.api_keys = {KEY_B}
+            (tmp_path / NAME).write_text(KEY_B)
+            assert (await cards.create(card, "123", "card-2")).startswith("card_")
+            assert key.value == KEY_B
+            psp.api_keys = {"sk_sandbox_nobody_has_this_one_0000"}  # no source holds it
+            with pytest.raises(PspRejected):
+                await cards.create(card, "123", "card-3")
+            with pytest.raises(PspRefused, match="invalid_api_key"):
+                await connector.find("rot-none")
+        finally:
+            await cards.close()
+            await connector.close()
+
+    asyncio.run(scenario())
+    assert psp.stats["unauthorized"] == 3  # once each: a key that did not change is not resent

@@ -6,6 +6,8 @@ metrics; and no key is ever logged whole."""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import time
 
@@ -27,6 +29,9 @@ def test_the_old_key_verifies_for_the_overlap_window_and_the_new_one_signs(tmp_p
     before = issuer.token_for("vault")
     secret = issuer.derived_secret("gateway idempotency keys")
     old_pem = (tmp_path / "gateway.key").read_text()
+    # As before key rotation existed: an HMAC keyed with the key file's bytes.
+    purpose = b"gateway idempotency keys"
+    assert secret == hmac.new(old_pem.encode(), purpose, hashlib.sha256).digest()
 
     with service_logs() as logs:
         assert rotate_keys(FileSecrets(tmp_path), ["gateway"], overlap_seconds=600) == ["gateway"]

@@ -91,6 +91,11 @@ class ServiceSettings(TlsSettings):
     grpc_port: int
     http_port: int
 
+    @field_validator("secrets_dir", "aws_secrets_endpoint", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return value or None
+
     def key_store(self) -> SecretSource:
         """Where the signing keys are read (and `paymesh keys` writes them)."""
         return key_store(
