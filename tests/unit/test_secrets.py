@@ -125,3 +125,26 @@ def test_a_burst_of_rereads_reads_the_source_once(tmp_path):
 
     asyncio.run(burst())
     assert len(reads) == 2  # the start, and one reread
+
+
+def test_services_read_psp_keys_from_the_configured_source_and_report_their_age(
+    tmp_path, monkeypatch
+):
+    from prometheus_client import REGISTRY
+
+    from gateway_svc.config import GatewaySettings
+
+    monkeypatch.setenv("PAYMESH_SECRETS_SOURCE", "files")
+    monkeypatch.setenv("PAYMESH_SECRETS_DIR", str(tmp_path))
+    (tmp_path / "stripe-secret-key").write_text(KEY_A)
+    with pytest.raises(SecretMissing):  # a key missing from the source fails the start
+        GatewaySettings().psp_keys()
+    (tmp_path / "sandbox-secret-key").write_text(KEY_B)
+    os.utime(tmp_path / "sandbox-secret-key", (time.time() - 100, time.time() - 100))
+    keys = GatewaySettings().psp_keys()
+    assert (keys["stripe"].value, keys["sandbox"].value) == (KEY_A, KEY_B)
+    age = REGISTRY.get_sample_value("psp_key_age_seconds", {"psp": "sandbox"})
+    assert 99 < age < 160
+    monkeypatch.delenv("PAYMESH_SECRETS_DIR")
+    with pytest.raises(ValueError, match="PAYMESH_SECRETS_DIR"):
+        GatewaySettings()
