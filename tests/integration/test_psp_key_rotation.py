@@ -47,7 +47,7 @@ def sandbox():
     psp = Sandbox(api_keys=[KEY_A])
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(psp))
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield psp, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
