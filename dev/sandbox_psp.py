@@ -71,6 +71,11 @@ Webhook knobs (`POST /_knobs`):
        lost at the PSP)
   GET  /_webhooks  every delivery attempt: {data: [{event, type, status, attempt}]}
 
+API keys: with SANDBOX_API_KEYS set (comma-separated), every /v1/ call must carry
+`Authorization: Bearer <one of them>` or is answered 401 `invalid_api_key` (the key named by
+its last 4 characters), as Stripe answers a rolled key; `POST /_keys {api_keys: [...]}` rolls
+them at runtime (empty: any caller, the default). GET /_stats counts refusals (`unauthorized`).
+
 API (JSON in and out):
   POST /v1/cards                 {number, exp_month, exp_year, cvc?, card_on_file?}
                                  -> {id: card_…}
@@ -319,8 +324,11 @@ class Sandbox:
         webhook_url: str = "",
         webhook_secret: str = DEV_WEBHOOK_SECRET,
         public_url: str = "http://127.0.0.1:8430",
+        api_keys: list[str] | None = None,
     ):
         self.public_url = public_url  # where customers reach its 3-D Secure pages
+        # The API keys it accepts (`Authorization: Bearer <key>` on /v1/): none, any caller.
+        self.api_keys: set[str] = set(api_keys or ())
         self.lock = threading.Lock()
         self.cards: dict[str, str] = {}  # card id -> number (a simulator may keep them)
         self.card_on_file: set[str] = set()  # cards created as a merchant-initiated card-on-file
@@ -336,6 +344,7 @@ class Sandbox:
             "charges_created": 0,
             "requests": 0,
             "ambiguous": 0,
+            "unauthorized": 0,
             "requests_by_operation": {},
         }
         self.webhooks = Webhooks(webhook_url, webhook_secret, self.knobs)
@@ -753,7 +762,29 @@ def make_handler(sandbox: Sandbox):
                 return self._page(200, f"<p>Authentication {html.escape(charge['status'])}.</p>")
             self._reply(status, charge)
 
+        def _refused_key(self) -> bool:
+            """A /v1/ call without a key the sandbox accepts is answered 401, as Stripe does
+            (naming the key by its last 4 characters only)."""
+            if not sandbox.api_keys or not self.path.startswith("/v1/"):
+                return False
+            given = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            if given in sandbox.api_keys:
+                return False
+            with sandbox.lock:
+                sandbox.stats["unauthorized"] += 1
+            self._reply(
+                401,
+                _error(
+                    "invalid_api_key",
+                    f"Invalid API Key provided: …{given[-4:]}" if given else "No API key provided",
+                    type="invalid_request_error",
+                ),
+            )
+            return True
+
         def do_GET(self):
+            if self._refused_key():
+                return None
             url = urlsplit(self.path)
             parts = url.path.strip("/").split("/")
             if len(parts) == 2 and parts[0] == "3ds":
@@ -784,6 +815,11 @@ def make_handler(sandbox: Sandbox):
 
         def do_POST(self):
             body = self._body()
+            if self._refused_key():
+                return None
+            if self.path == "/_keys":  # the PSP's dashboard rolls its API keys
+                sandbox.api_keys = {str(key) for key in body.get("api_keys") or ()}
+                return self._reply(200, {"api_keys": len(sandbox.api_keys)})
             if self.path == "/_knobs":
                 try:
                     sandbox.knobs.update(parse_knobs(body))
@@ -852,7 +888,10 @@ def main() -> None:
         or DEV_WEBHOOK_SECRET
     )
     public_url = args.public_url or f"http://{args.host}:{args.port}"
-    sandbox = Sandbox(args.webhook_url, secret, public_url=public_url.rstrip("/"))
+    api_keys = [k for k in os.environ.get("SANDBOX_API_KEYS", "").split(",") if k]
+    sandbox = Sandbox(
+        args.webhook_url, secret, public_url=public_url.rstrip("/"), api_keys=api_keys
+    )
     server = ThreadingHTTPServer((args.host, args.port), make_handler(sandbox))
     server.daemon_threads = True
     print(json.dumps({"event": "sandbox_psp_started", "port": args.port}), flush=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from paymesh.platform.config import ServiceSettings, database_url_field
+from paymesh.platform.config import ServiceSettings, database_url_field, psp_keys
+from paymesh.platform.secrets import RotatingSecret
 
 
 class GatewaySettings(ServiceSettings):
@@ -14,8 +15,11 @@ class GatewaySettings(ServiceSettings):
     grpc_port: int = 50051
     http_port: int = 9101
     stripe_api_base: str = Field("http://127.0.0.1:8420", validation_alias="STRIPE_API_BASE")
+    # PSP API keys, when PAYMESH_SECRETS_SOURCE is env (development defaults); otherwise read
+    # as `stripe-secret-key` and `sandbox-secret-key` from the secret source.
     stripe_secret_key: str = Field("sk_test_paymesh_dev", validation_alias="STRIPE_SECRET_KEY")
     sandbox_api_base: str = Field("http://127.0.0.1:8430", validation_alias="SANDBOX_API_BASE")
+    sandbox_secret_key: str = Field("sk_sandbox_paymesh_dev", validation_alias="SANDBOX_SECRET_KEY")
     # One PSP HTTP call may take this long; one PSP operation, all its retries included, is
     # cut off at the deadline.
     psp_timeout_seconds: float = 5.0
@@ -49,6 +53,11 @@ class GatewaySettings(ServiceSettings):
     reconciliation_psps: str = "sandbox,stripe"
     # One page of a PSP's listing, or one lookup, may take this long.
     reconciliation_timeout_seconds: float = Field(30.0, gt=0)
+
+    def psp_keys(self) -> dict[str, RotatingSecret]:
+        return psp_keys(
+            self, {"stripe": self.stripe_secret_key, "sandbox": self.sandbox_secret_key}
+        )
 
     @model_validator(mode="after")
     def _recovery_waits_for_every_psp_attempt(self) -> GatewaySettings:

@@ -66,6 +66,7 @@ from paymesh.platform.idempotency.store import Idempotency
 from paymesh.platform.loop_lag import LoopLag
 from paymesh.platform.notifications import listen
 from paymesh.platform.outbox import ApiObject
+from paymesh.platform.secrets import RotatingSecret
 from paymesh.platform.server import Resources, ServiceDefinition
 
 log = structlog.get_logger(__name__)
@@ -80,18 +81,19 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     audit_checkpoints = AuditCheckpointer(
         engine,
         f"{tables.SCHEMA}.{tables.payment_audit.name}",
-        AuditKeys.load(settings.keys_dir),
+        AuditKeys.load(settings.key_store()),
         settings.audit_checkpoint_interval_seconds,
     )
     api_keys = CachedApiKeyVerifier(MerchantRepository(engine))
     callers = Callers(api_keys, resources.token_verifier)
     loop_lag = LoopLag()
     timeout = settings.psp_timeout_seconds
+    psp_keys = settings.psp_keys()
     connectors = {
-        "sandbox": SandboxConnector(settings.sandbox_api_base, timeout, loop_lag),
-        "stripe": StripeConnector(
-            settings.stripe_api_base, settings.stripe_secret_key, timeout, loop_lag
+        "sandbox": SandboxConnector(
+            settings.sandbox_api_base, timeout, loop_lag, psp_keys["sandbox"]
         ),
+        "stripe": StripeConnector(settings.stripe_api_base, psp_keys["stripe"], timeout, loop_lag),
     }
     policy = BreakerPolicy(
         failure_ratio=settings.breaker_failure_ratio,
@@ -134,7 +136,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         MerchantAdminServicer(MerchantRepository(engine), callers, api_keys), server
     )
 
-    reconciler = build_reconciler(settings, engine)
+    reconciler = build_reconciler(settings, engine, psp_keys)
     reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server(
         ReconciliationServicer(reconciler, callers), server
     )
@@ -177,16 +179,18 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         settings_changes,
         audit_checkpoints.run(),
         reconcile_on_schedule(reconciler, SessionLock(engine, RECONCILIATION_LOCK), settings),
+        *(key.refresh(settings.secrets_refresh_seconds) for key in psp_keys.values()),
     ]
 
 
-def build_reconciler(settings: GatewaySettings, engine) -> Reconciler:
+def build_reconciler(
+    settings: GatewaySettings, engine, psp_keys: dict[str, RotatingSecret] | None = None
+) -> Reconciler:
     timeout = settings.reconciliation_timeout_seconds
+    keys = psp_keys if psp_keys is not None else settings.psp_keys()
     clients = {
-        "sandbox": lambda: SandboxSettlements(settings.sandbox_api_base, timeout),
-        "stripe": lambda: StripeSettlements(
-            settings.stripe_api_base, settings.stripe_secret_key, timeout
-        ),
+        "sandbox": lambda: SandboxSettlements(settings.sandbox_api_base, timeout, keys["sandbox"]),
+        "stripe": lambda: StripeSettlements(settings.stripe_api_base, timeout, keys["stripe"]),
     }
     return Reconciler(ReconciliationStore(engine), clients)
 

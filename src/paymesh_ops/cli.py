@@ -3,6 +3,9 @@
 paymesh migrate [SERVICE ...]          create the database if needed, apply migrations, create
                                        each service's database role and grant it its schema
 paymesh keys init                      create the services' signing keys and the audit key
+paymesh keys rotate [--identity NAME] [--overlap-seconds N]
+                                       new service signing keys; the old ones still verify
+                                       for N seconds (default 3600)
 paymesh keys rotate-audit              a new audit key signs checkpoints from now on
 paymesh merchants create --name NAME   a new merchant and its test and live secret keys
 paymesh vault init-keyring             create the local KEK keyring file if missing
@@ -61,16 +64,40 @@ def keys_dir() -> Path:
     return Path(os.environ.get("PAYMESH_KEYS_DIR", "var/keys"))
 
 
+def key_store():
+    """Where the signing keys are kept: PAYMESH_KEYS_DIR, or Secrets Manager when
+    PAYMESH_KEYS_SOURCE=aws (as the services read them)."""
+    from paymesh.platform.config import key_store as store
+
+    return store(
+        os.environ.get("PAYMESH_KEYS_SOURCE", "files"),
+        keys_dir(),
+        os.environ.get("AWS_REGION", "eu-west-1"),
+        os.environ.get("PAYMESH_AWS_SECRETS_ENDPOINT") or None,
+        os.environ.get("PAYMESH_AWS_SECRETS_PREFIX", "paymesh/"),
+    )
+
+
 def keys_init(_args: argparse.Namespace) -> int:
     from paymesh.platform.audit_keys import init_audit_key
     from paymesh.platform.service_auth import init_keys
     from paymesh_ops.services import ALL, OPERATOR
 
-    created = init_keys(keys_dir(), (*ALL, OPERATOR))
+    created = init_keys(key_store(), (*ALL, OPERATOR))
     audit_key = init_audit_key(keys_dir())
     if audit_key:
         created.append(f"audit key {audit_key}")
     print(f"service keys in {keys_dir()}: created {', '.join(created) or 'none (all present)'}")
+    return 0
+
+
+def keys_rotate(args: argparse.Namespace) -> int:
+    from paymesh.platform.service_auth import rotate_keys
+    from paymesh_ops.services import ALL, OPERATOR
+
+    identities = args.identity or [*ALL, OPERATOR]
+    rotated = rotate_keys(key_store(), identities, args.overlap_seconds)
+    print(json.dumps({"rotated": rotated, "old_keys_verify_for_seconds": args.overlap_seconds}))
     return 0
 
 
@@ -381,6 +408,20 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_parser("init", help="create missing key pairs and audit key").set_defaults(
         handler=keys_init
     )
+    rotate = keys.add_parser(
+        "rotate",
+        help="new signing keys; the old ones still verify for the overlap window",
+    )
+    rotate.add_argument(
+        "--identity", action="append", help="an identity to rotate (default: every one)"
+    )
+    rotate.add_argument(
+        "--overlap-seconds",
+        type=float,
+        default=3600.0,
+        help="how long the old public keys still verify (default 3600)",
+    )
+    rotate.set_defaults(handler=keys_rotate)
     keys.add_parser(
         "rotate-audit", help="add an audit key that signs from now on (keep the old ones)"
     ).set_defaults(handler=keys_rotate_audit)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from paymesh.platform.audit_details import stored_details
 from paymesh.platform.ids import new_id  # noqa: F401 - rebill's modules make ids through here
 from paymesh.platform.notifications import notify
 from paymesh.platform.outbox import add_event, event_values, snapshot
@@ -45,7 +46,7 @@ def audit_values(
         "action": action,
         "object_id": object_id,
         "result": result,
-        "details": details,
+        **dict(zip(("details", "details_z"), stored_details(details), strict=True)),
     }
 
 
@@ -60,10 +61,12 @@ async def audit(connection: AsyncConnection, **entry: Any) -> None:
 # cost more to compile and send than the rows themselves.
 _AUDIT_ROWS = text(
     """
-    INSERT INTO rebill.rebill_audit (merchant_id, actor, action, object_id, result, details)
-    SELECT merchant_id, actor, action, object_id, result, details
+    INSERT INTO rebill.rebill_audit (merchant_id, actor, action, object_id, result, details,
+      details_z)
+    SELECT merchant_id, actor, action, object_id, result, details, decode(details_z, 'hex')
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
-      merchant_id text, actor text, action text, object_id text, result text, details jsonb)
+      merchant_id text, actor text, action text, object_id text, result text, details jsonb,
+      details_z text)
     """
 )
 _OUTBOX_ROWS = text(
@@ -79,7 +82,11 @@ _OUTBOX_ROWS = text(
 
 async def audit_many(connection: AsyncConnection, entries: list[dict[str, Any]]) -> None:
     if entries:
-        await connection.execute(_AUDIT_ROWS, {"rows": json.dumps(entries)})
+        rows = [
+            {**entry, "details_z": entry["details_z"].hex() if entry.get("details_z") else None}
+            for entry in entries
+        ]
+        await connection.execute(_AUDIT_ROWS, {"rows": json.dumps(rows)})
 
 
 async def event(connection: AsyncConnection, event_type: str, object_type: str, row) -> None:

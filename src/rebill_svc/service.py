@@ -49,7 +49,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     audit_checkpoints = AuditCheckpointer(
         resources.engine,
         f"{tables.SCHEMA}.{tables.rebill_audit.name}",
-        AuditKeys.load(settings.keys_dir),
+        AuditKeys.load(settings.key_store()),
         settings.audit_checkpoint_interval_seconds,
     )
     jobs = PostgresJobStore(resources.engine, resources.direct_sql)

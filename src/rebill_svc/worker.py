@@ -17,6 +17,7 @@ import sys
 import structlog
 from pydantic import ValidationError
 
+from paymesh.platform import audit_details
 from paymesh.platform.amqp_consumer import Consumer, Delivery, Verdict
 from paymesh.platform.channels import service_channel
 from paymesh.platform.db import create_engine
@@ -85,7 +86,7 @@ async def serve(settings: RebillSettings) -> None:
     engine = create_engine(settings.database_url, 4)
     direct_sql = DirectSql(engine, settings.worker_prefetch + 2)
     channel = service_channel(
-        settings.gateway_addr, TokenIssuer("rebill", settings.keys_dir), audience="gateway"
+        settings.gateway_addr, TokenIssuer("rebill", settings.key_store()), audience="gateway"
     )
     jobs = PostgresJobStore(engine, direct_sql)
     owner = f"worker:{socket.gethostname()}:{os.getpid()}"
@@ -178,6 +179,7 @@ def main() -> None:
         log.error("bad_settings", errors=[e["msg"] for e in error.errors()])
         sys.exit(2)
     configure_logging("rebill-worker", settings.log_level)
+    audit_details.configure(settings.audit_compress_above_bytes)
     try:
         asyncio.run(serve(settings))
     except (OSError, PortInUse) as error:

@@ -10,11 +10,13 @@ Stripe, refuses any card without a CVC."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import httpx
 
 from paymesh.platform.http_spans import trace_httpx
+from paymesh.platform.secrets import RotatingSecret
 from vault_proxy_svc.cards import Card
 
 
@@ -46,16 +48,16 @@ class CardProvisioner(Protocol):
 class StripeCards:
     psp = "stripe"
 
-    def __init__(self, api_base: str, secret_key: str, timeout: float = 10.0):
+    def __init__(self, api_base: str, api_key: RotatingSecret | str, timeout: float = 10.0):
         self._client = trace_httpx(
             httpx.AsyncClient(
                 base_url=api_base,
-                auth=(secret_key, ""),
                 timeout=timeout,
                 limits=httpx.Limits(max_keepalive_connections=20),
             ),
             psp=self.psp,
         )
+        self._key = RotatingSecret.fixed(api_key) if isinstance(api_key, str) else api_key
 
     async def create(
         self, card: Card, cvc: str | None, idempotency_key: str, card_on_file: bool = False
@@ -69,7 +71,14 @@ class StripeCards:
         }
         if cvc:
             form["card[cvc]"] = cvc
-        return await _create_card(self._client, "/v1/payment_methods", idempotency_key, data=form)
+        return await _create_card(
+            self._client,
+            "/v1/payment_methods",
+            idempotency_key,
+            self._key,
+            lambda key: httpx.BasicAuth(key, ""),
+            data=form,
+        )
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -78,10 +87,11 @@ class StripeCards:
 class SandboxCards:
     psp = "sandbox"
 
-    def __init__(self, api_base: str, timeout: float = 10.0):
+    def __init__(self, api_base: str, api_key: RotatingSecret | None = None, timeout: float = 10.0):
         self._client = trace_httpx(
             httpx.AsyncClient(base_url=api_base, timeout=timeout), psp=self.psp
         )
+        self._key = api_key
 
     async def create(
         self, card: Card, cvc: str | None, idempotency_key: str, card_on_file: bool = False
@@ -91,22 +101,63 @@ class SandboxCards:
             body["cvc"] = cvc
         if card_on_file:
             body["card_on_file"] = "merchant_initiated"
-        return await _create_card(self._client, "/v1/cards", idempotency_key, json=body)
+        return await _create_card(
+            self._client, "/v1/cards", idempotency_key, self._key, _Bearer, json=body
+        )
 
     async def close(self) -> None:
         await self._client.aclose()
 
 
-async def _create_card(client: httpx.AsyncClient, path: str, idempotency_key: str, **body) -> str:
-    """POSTs a card to a PSP; its id, or PspUnavailable (retry) / PspRejected (the card)."""
+class _Bearer(httpx.Auth):
+    def __init__(self, key: str):
+        self._header = f"Bearer {key}"
+
+    def auth_flow(self, request):
+        request.headers["Authorization"] = self._header
+        yield request
+
+
+async def _create_card(
+    client: httpx.AsyncClient,
+    path: str,
+    idempotency_key: str,
+    api_key: RotatingSecret | None,
+    auth: Callable[[str], httpx.Auth],
+    **body,
+) -> str:
+    """POSTs a card to a PSP; its id, or PspUnavailable (retry) / PspRejected (the card). A
+    refused API key (401: nothing was processed) is read again from its source and, when it
+    changed, the card is sent once more with the new one."""
+    refused = api_key.value if api_key is not None else ""
+    response = await _post_card(client, path, idempotency_key, api_key, auth, **body)
+    if response.status_code == 401 and api_key is not None and await api_key.reread(seen=refused):
+        response = await _post_card(client, path, idempotency_key, api_key, auth, **body)
+    return _card_id(response)
+
+
+async def _post_card(
+    client: httpx.AsyncClient,
+    path: str,
+    idempotency_key: str,
+    api_key: RotatingSecret | None,
+    auth: Callable[[str], httpx.Auth],
+    **body,
+) -> httpx.Response:
+    extra = {"auth": auth(api_key.value)} if api_key is not None else {}
     try:
-        response = await client.post(path, headers={"Idempotency-Key": idempotency_key}, **body)
+        return await client.post(
+            path, headers={"Idempotency-Key": idempotency_key}, **extra, **body
+        )
     except httpx.TimeoutException:
         raise PspUnavailable("timeout") from None
     except httpx.ConnectError:
         raise PspUnavailable("connection") from None
     except httpx.HTTPError:
         raise PspUnavailable("connection_lost") from None
+
+
+def _card_id(response: httpx.Response) -> str:
     if response.status_code >= 500:
         raise PspUnavailable(f"http_{response.status_code}")
     try:

@@ -34,9 +34,10 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     assert isinstance(settings, VaultSettings)
     keys = build_key_provider(settings)
     keks = KekManager(resources.engine, keys)
+    psp_keys = settings.psp_keys()
     psps = {
-        "stripe": StripeCards(settings.stripe_api_base, settings.stripe_secret_key),
-        "sandbox": SandboxCards(settings.sandbox_api_base),
+        "stripe": StripeCards(settings.stripe_api_base, psp_keys["stripe"]),
+        "sandbox": SandboxCards(settings.sandbox_api_base, psp_keys["sandbox"]),
     }
     callers, gateway_channel = remote_callers(
         settings.gateway_addr, resources.token_issuer, resources.token_verifier
@@ -71,7 +72,11 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
             for psp in psps.values():
                 await psp.close()
 
-    return [close_on_shutdown(gateway_channel), keep_keys_current()]
+    return [
+        close_on_shutdown(gateway_channel),
+        keep_keys_current(),
+        *(key.refresh(settings.secrets_refresh_seconds) for key in psp_keys.values()),
+    ]
 
 
 # Events carry a card as GET /v1/payment_methods/{id} answers it.

@@ -3,7 +3,8 @@
 wait for each other's audit rows, and `paymesh audit verify` still names a deleted row (an
 edited one: test_payments_resilience). Signed checkpoints of the chains' heads anchor them:
 a superuser who cuts a chain's newest row, or rewrites a row and re-hashes the rest of its
-chain with the database's own digest function, is named too."""
+chain with the database's own digest function, is named too. A large payload is stored
+compressed, and the chain covers the compressed bytes."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import json
 import re
 import subprocess
 import urllib.request
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
+from paymesh.platform.audit_details import read_details, stored_details
 from paymesh.platform.migration_ops import AUDIT_CHAINS
 from tests.support.mesh import BIN, base_env, migrated_database, paymesh
 from tests.support.payments import pay
@@ -329,3 +333,47 @@ def test_a_normal_day_is_anchored_and_the_checkpoint_age_shows_a_stalled_checkpo
             staller.rollback()
         wait_until(lambda: checkpoint_ages(ports)["gateway.payment_audit"] < 2, timeout=10)
     assert json.loads(paymesh("audit", "verify", env=base_env(infra))) == {"intact": True}
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_a_large_payload_is_stored_compressed_and_the_chain_covers_the_stored_bytes(
+    database, table
+):
+    infra, env = database
+    merchant = f"acct_large_{table.split('.')[0]}"
+    details = {"lines": [f"line {i}: the customer's refund reason, again " * 3 for i in range(200)]}
+    stored, compressed = stored_details(details, above=4096)
+    assert compressed is not None
+    with psycopg.connect(infra.database_url) as db:
+        [row_id] = db.execute(
+            f"INSERT INTO {table} (merchant_id, actor, action, object_id, result, details,"
+            " details_z) VALUES (%s, 'api', 'refund', 're_large', 'ok', %s, %s) RETURNING id",
+            (merchant, Jsonb(stored), compressed),
+        ).fetchone()
+        small = db.execute(INSERT.format(table=table), (merchant, "create", "pi_small")).fetchone()
+    with psycopg.connect(infra.database_url) as db:
+        row = db.execute(f"SELECT details, details_z FROM {table} WHERE id = %s", (row_id,))
+        kept, kept_z = row.fetchone()
+        [small_z] = db.execute(
+            f"SELECT details_z FROM {table} WHERE id = %s", (small[0],)
+        ).fetchone()
+    assert small_z is None  # a small payload stays as it is
+    assert len(kept_z) * 4 < len(json.dumps(details))
+    assert read_details(kept, kept_z) == details
+    assert verify(env) == (0, {"intact": True})
+
+    forged = zlib.compress(json.dumps({"lines": ["nothing to see here"]}).encode())
+    as_superuser_around_the_triggers(
+        infra.database_url, (f"UPDATE {table} SET details_z = %s WHERE id = %s", (forged, row_id))
+    )
+    code, answer = verify(env)
+    # Put back as it was, for the other tests of this module's database:
+    as_superuser_around_the_triggers(
+        infra.database_url, (f"UPDATE {table} SET details_z = %s WHERE id = %s", (kept_z, row_id))
+    )
+    assert (code, answer["first_broken_row"], answer["problem"]) == (
+        1,
+        row_id,
+        "content does not match its hash",
+    )
+    assert verify(env) == (0, {"intact": True})

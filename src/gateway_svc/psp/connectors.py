@@ -31,6 +31,7 @@ from gateway_svc.domain.outcomes import (
 from gateway_svc.metrics import PSP_CALL_ERRORS, PSP_CALLS, PSP_REQUEST_DURATION
 from paymesh.platform.http_spans import aiohttp_tracing
 from paymesh.platform.loop_lag import LoopLag
+from paymesh.platform.secrets import RotatingSecret
 
 # Errors raised before a request left this process: the PSP never saw it. (aiohttp's connect
 # timeout covers the wait for a pooled connection too.)
@@ -77,8 +78,18 @@ class Connector(Protocol):
     async def close(self) -> None: ...
 
 
+class _Unauthorized(Exception):
+    """The PSP refused the API key (401): nothing was processed."""
+
+    def __init__(self, key: str, body: Any):
+        self.key = key
+        self.body = body if isinstance(body, dict) else {}
+
+
 class HttpConnector:
-    """Shared HTTP plumbing: timing, the reading of failures, metrics."""
+    """Shared HTTP plumbing: timing, the reading of failures, metrics, and the API key: read
+    again when the PSP refuses it (401), and the call sent once more with the new key (a 401
+    processed nothing)."""
 
     name = "http"
     # Whether this PSP documents its 5xx answers as "nothing was processed".
@@ -89,20 +100,47 @@ class HttpConnector:
         api_base: str,
         timeout: float,
         loop_lag: LoopLag | None = None,
-        headers: dict[str, str] | None = None,
+        api_key: RotatingSecret | str | None = None,
     ):
-        self._client = _session(
-            api_base, timeout, headers=headers or {}, trace_configs=aiohttp_tracing(psp=self.name)
-        )
+        self._client = _session(api_base, timeout, trace_configs=aiohttp_tracing(psp=self.name))
         self._proxy = _env_proxy(api_base)
         self._api_base = api_base
         self._timeout = timeout
         self._loop_lag = loop_lag
+        self._api_key = RotatingSecret.fixed(api_key) if isinstance(api_key, str) else api_key
+        self._authorization = ("", "")  # (key, its header): computed once per key
+
+    def authorization(self, key: str) -> str:
+        """The Authorization header for `key`."""
+        raise NotImplementedError
+
+    def _auth_headers(self) -> tuple[str, dict[str, str]]:
+        if self._api_key is None:
+            return "", {}
+        key = self._api_key.value
+        if self._authorization[0] != key:
+            self._authorization = (key, self.authorization(key))
+        return key, {"Authorization": self._authorization[1]}
 
     async def _call(
         self, operation: str, method: str, path: str, idempotency_key: str | None = None, **kw
     ) -> dict[str, Any]:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        try:
+            return await self._call_once(operation, method, path, idempotency_key, **kw)
+        except _Unauthorized as refused:
+            if self._api_key is None or not await self._api_key.reread(seen=refused.key):
+                raise self.error_of(operation, 401, refused.body) from None
+        try:
+            return await self._call_once(operation, method, path, idempotency_key, **kw)
+        except _Unauthorized as refused:
+            raise self.error_of(operation, 401, refused.body) from None
+
+    async def _call_once(
+        self, operation: str, method: str, path: str, idempotency_key: str | None = None, **kw
+    ) -> dict[str, Any]:
+        key, headers = self._auth_headers()
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
         PSP_CALLS.labels(self.name, operation).inc()
         started = time.perf_counter()
         sent_at = time.monotonic()
@@ -113,6 +151,8 @@ class HttpConnector:
             ) as response:
                 status = response.status
                 body = await response.json(content_type=None) if status < 500 else None
+            if status == 401 and self._api_key is not None:
+                raise _Unauthorized(key, body)
         except _NEVER_SENT as error:
             self._count(operation, "connection")
             raise NotProcessed(f"{self.name}: {type(error).__name__}") from None
@@ -246,6 +286,9 @@ class SandboxConnector(HttpConnector):
     name = "sandbox"
     five_hundreds_process_nothing = True  # the simulator's documented contract
 
+    def authorization(self, key):
+        return f"Bearer {key}"
+
     def error_of(self, operation, status, body):
         return sandbox_error(operation, status, body)
 
@@ -306,11 +349,16 @@ class StripeConnector(HttpConnector):
     name = "stripe"
 
     def __init__(
-        self, api_base: str, secret_key: str, timeout: float, loop_lag: LoopLag | None = None
+        self,
+        api_base: str,
+        api_key: RotatingSecret | str,
+        timeout: float,
+        loop_lag: LoopLag | None = None,
     ):
-        super().__init__(
-            api_base, timeout, loop_lag, headers={"Authorization": basic_auth(secret_key)}
-        )
+        super().__init__(api_base, timeout, loop_lag, api_key)
+
+    def authorization(self, key):
+        return basic_auth(key)
 
     def error_of(self, operation, status, body):
         return stripe_error(operation, status, body)

@@ -23,6 +23,7 @@ from gateway_svc.domain.reconciliation import (
     PspRecord,
 )
 from gateway_svc.psp.connectors import basic_auth
+from paymesh.platform.secrets import RotatingSecret
 
 PAGE_SIZE = 100
 
@@ -43,17 +44,24 @@ class Settlements(Protocol):
 
 
 class _Http:
-    def __init__(self, api_base: str, timeout: float, headers: dict[str, str] | None = None):
+    def __init__(self, api_base: str, timeout: float, api_key: RotatingSecret | None = None):
         self._session = aiohttp.ClientSession(
-            base_url=api_base,
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            headers=headers or {},
+            base_url=api_base, timeout=aiohttp.ClientTimeout(total=timeout)
         )
+        self._api_key = api_key
+
+    def authorization(self, key: str) -> str:
+        return f"Bearer {key}"
 
     async def get(self, path: str, params: dict[str, Any] | None = None) -> dict | None:
-        """The answer's JSON object; None for a 404."""
+        """The answer's JSON object; None for a 404. A refused API key (401) is read again
+        from its source; the run fails and is tried again with it."""
+        key = self._api_key.value if self._api_key is not None else None
+        headers = {"Authorization": self.authorization(key)} if key is not None else {}
         try:
-            async with self._session.get(path, params=params) as response:
+            async with self._session.get(path, params=params, headers=headers) as response:
+                if response.status == 401 and self._api_key is not None:
+                    await self._api_key.reread(seen=key)
                 if response.status == 404:
                     return None
                 if response.status != 200:
@@ -133,8 +141,8 @@ class StripeSettlements(_Http):
     psp = "stripe"
     object_types = (CHARGE, REFUND)
 
-    def __init__(self, api_base: str, secret_key: str, timeout: float):
-        super().__init__(api_base, timeout, {"Authorization": basic_auth(secret_key)})
+    def authorization(self, key: str) -> str:
+        return basic_auth(key)
 
     async def pages(self, start: datetime, end: datetime) -> AsyncIterator[list[PspRecord]]:
         since, until = start.timestamp(), end.timestamp()

@@ -10,6 +10,7 @@ from opentelemetry import trace
 from sqlalchemy import Row
 
 from gateway_svc.domain.models import AuditEntry, Dispute, Event, PaymentIntent, Refund
+from paymesh.platform.audit_details import stored_details
 from paymesh.platform.outbox import event_values as outbox_values
 from paymesh.platform.outbox import snapshot
 
@@ -17,7 +18,7 @@ INTENT_FIELDS = tuple(PaymentIntent.__dataclass_fields__)
 REFUND_FIELDS = tuple(Refund.__dataclass_fields__)
 DISPUTE_FIELDS = tuple(Dispute.__dataclass_fields__)
 EVENT_COLUMNS = ("event_id", "event_type", "aggregate_type", "aggregate_id", "payload", "headers")
-AUDIT_COLUMNS = ("merchant_id", "actor", "action", "object_id", "result", "details")
+AUDIT_COLUMNS = ("merchant_id", "actor", "action", "object_id", "result", "details", "details_z")
 
 
 def _values(row: Row | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -59,12 +60,12 @@ def event_envelope(event: Event) -> dict[str, Any]:
 
 def audit_values(entry: AuditEntry) -> dict[str, Any]:
     """A payment_audit row's columns; its details carry the trace of the request that wrote
-    it (the current OpenTelemetry span's trace id), when there is one."""
-    values = {name: getattr(entry, name) for name in AUDIT_COLUMNS}
+    it (the current OpenTelemetry span's trace id), when there is one; large details are
+    stored compressed (paymesh.platform.audit_details)."""
+    values = {name: getattr(entry, name) for name in AUDIT_COLUMNS[:-2]}
+    details = entry.details
     span_context = trace.get_current_span().get_span_context()
     if span_context.is_valid:
-        values["details"] = {
-            **values["details"],
-            "trace_id": format(span_context.trace_id, "032x"),
-        }
+        details = {**details, "trace_id": format(span_context.trace_id, "032x")}
+    values["details"], values["details_z"] = stored_details(details)
     return values

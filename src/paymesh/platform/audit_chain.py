@@ -50,6 +50,8 @@ def chained_audit_table(metadata: MetaData, name: str) -> Table:
         Column("object_id", String(40), nullable=False),
         Column("result", String(40), nullable=False),
         Column("details", JSONB, nullable=False),
+        # Large details, compressed (paymesh.platform.audit_details); `details` is then a stub.
+        Column("details_z", LargeBinary, nullable=True),
         # Filled by the database's chain trigger: the chain (of the merchant's, by transaction), its
         # sequence and the chained hashes.
         Column("chain", SmallInteger, nullable=False, server_default=text("0")),

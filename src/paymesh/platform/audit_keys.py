@@ -18,6 +18,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from paymesh.platform.metrics import AUDIT_KEY_AGE
+from paymesh.platform.secrets import FileSecrets, SecretSource, report_age
+
 AUDIT_KEYS_SUBDIR = "audit"
 _KEY_FILE = re.compile(r"k([1-9][0-9]*)\.key")
 
@@ -95,15 +98,22 @@ class AuditKeys:
         self.signing_id = max(keys, key=lambda key_id: int(key_id[1:]))
 
     @classmethod
-    def load(cls, keys_dir: Path) -> AuditKeys:
-        directory = audit_keys_dir(keys_dir)
-        keys = {
-            path.stem: bytes.fromhex(path.read_text().strip())
-            for path in _numbered_keys(directory).values()
-        }
-        if not keys:
-            raise AuditKeyMissing(f"no audit key in {directory}: run `paymesh keys init`")
-        return cls(keys)
+    def load(cls, keys: Path | SecretSource) -> AuditKeys:
+        """Every audit key of PAYMESH_KEYS_DIR/audit (or the key store's `audit/k<N>.key`);
+        the signing key's age is reported (audit_key_age_seconds)."""
+        source = FileSecrets(keys) if isinstance(keys, Path) else keys
+        secrets = {}
+        for name in source.names(f"{AUDIT_KEYS_SUBDIR}/"):
+            match = _KEY_FILE.fullmatch(name.removeprefix(f"{AUDIT_KEYS_SUBDIR}/"))
+            if match:
+                secrets[f"k{match.group(1)}"] = source.read(name)
+        if not secrets:
+            raise AuditKeyMissing(
+                f"no audit key in {source.location}/{AUDIT_KEYS_SUBDIR}: run `paymesh keys init`"
+            )
+        loaded = cls({key_id: bytes.fromhex(s.value) for key_id, s in secrets.items()})
+        report_age(AUDIT_KEY_AGE)(secrets[loaded.signing_id])
+        return loaded
 
     def sign(self, head: Head) -> tuple[str, bytes]:
         """The signing key's id and its MAC of `head`."""

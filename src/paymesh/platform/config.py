@@ -4,11 +4,21 @@ The kit holds what every service shares; each service subclasses ServiceSettings
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from paymesh.platform.metrics import PSP_KEY_AGE
+from paymesh.platform.secrets import (
+    RotatingSecret,
+    SecretSource,
+    SourceKind,
+    build_source,
+    report_age,
+)
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/paymesh"
@@ -64,6 +74,27 @@ class ServiceSettings(TlsSettings):
     db_pool_size: int = Field(10, validation_alias="DB_POOL_SIZE")
     # Ed25519 key pairs of every service, for service tokens (`paymesh keys init`).
     keys_dir: Path = Field(Path("var/keys"), validation_alias="PAYMESH_KEYS_DIR")
+    # Where the signing keys (service identities, audit) are read: `files` (PAYMESH_KEYS_DIR,
+    # a mounted Secret works as it is) or `aws` (Secrets Manager, named
+    # PAYMESH_AWS_SECRETS_PREFIX + "keys/" + the file's name).
+    keys_source: Literal["files", "aws"] = Field("files", validation_alias="PAYMESH_KEYS_SOURCE")
+    # Where PSP API keys are read (paymesh.platform.secrets): `env` (their own variables, with
+    # development defaults), `files` (a directory of files, one per key, as Kubernetes mounts
+    # a Secret: PAYMESH_SECRETS_DIR) or `aws` (AWS Secrets Manager, each key named
+    # PAYMESH_AWS_SECRETS_PREFIX + its name). A key is read again when the PSP refuses it
+    # (401) and every PAYMESH_SECRETS_REFRESH_SECONDS (0: only on a 401).
+    secrets_source: SourceKind = Field("env", validation_alias="PAYMESH_SECRETS_SOURCE")
+    secrets_dir: Path | None = Field(None, validation_alias="PAYMESH_SECRETS_DIR")
+    aws_secrets_endpoint: str | None = Field(None, validation_alias="PAYMESH_AWS_SECRETS_ENDPOINT")
+    aws_secrets_prefix: str = Field("paymesh/", validation_alias="PAYMESH_AWS_SECRETS_PREFIX")
+    aws_region: str = Field("eu-west-1", validation_alias="AWS_REGION")
+    secrets_refresh_seconds: float = Field(
+        300.0, ge=0, validation_alias="PAYMESH_SECRETS_REFRESH_SECONDS"
+    )
+    # Audit rows whose details' JSON is larger than this are stored compressed (0: never).
+    audit_compress_above_bytes: int = Field(
+        4096, ge=0, validation_alias="AUDIT_COMPRESS_ABOVE_BYTES"
+    )
     gateway_addr: str = Field("127.0.0.1:50051", validation_alias="GATEWAY_ADDR")
     vault_addr: str = Field("127.0.0.1:50052", validation_alias="VAULT_ADDR")
 
@@ -80,6 +111,39 @@ class ServiceSettings(TlsSettings):
                 raise ValueError(f"AMQP_URL: {url.strip()!r} is not an amqp:// or amqps:// URL")
         return value
 
+    @field_validator("secrets_dir", "aws_secrets_endpoint", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return value or None
+
+    def key_store(self) -> SecretSource:
+        """Where the signing keys are read (and `paymesh keys` writes them)."""
+        return key_store(
+            self.keys_source,
+            self.keys_dir,
+            self.aws_region,
+            self.aws_secrets_endpoint,
+            self.aws_secrets_prefix,
+        )
+
+    def secret_source(self, env_values: Mapping[str, str]) -> SecretSource:
+        """The source of this service's secrets; `env_values` answer for `env` (the
+        settings' own variables, by secret name)."""
+        return build_source(
+            self.secrets_source,
+            env_values=env_values,
+            directory=self.secrets_dir,
+            aws_region=self.aws_region,
+            aws_endpoint=self.aws_secrets_endpoint,
+            aws_prefix=self.aws_secrets_prefix,
+        )
+
+    @model_validator(mode="after")
+    def _files_need_a_directory(self) -> ServiceSettings:
+        if self.secrets_source == "files" and self.secrets_dir is None:
+            raise ValueError("PAYMESH_SECRETS_SOURCE=files needs PAYMESH_SECRETS_DIR")
+        return self
+
     @model_validator(mode="after")
     def _plaintext_only_on_loopback_unless_allowed(self) -> ServiceSettings:
         plaintext_beyond_loopback = self.tls_dir is None and self.bind_host not in LOOPBACK_HOSTS
@@ -90,3 +154,25 @@ class ServiceSettings(TlsSettings):
                 "PAYMESH_ALLOW_PLAINTEXT=true"
             )
         return self
+
+
+def key_store(
+    kind: str, keys_dir: Path, region: str, endpoint: str | None, prefix: str
+) -> SecretSource:
+    if kind == "aws":
+        return build_source(
+            "aws", aws_region=region, aws_endpoint=endpoint, aws_prefix=prefix + "keys/"
+        )
+    return build_source("files", directory=keys_dir)
+
+
+def psp_keys(settings: ServiceSettings, env_keys: Mapping[str, str]) -> dict[str, RotatingSecret]:
+    """Each PSP's API key, read as `<psp>-secret-key` from the secret source (`env_keys`, by
+    PSP, answer for `env`), with its age reported (psp_key_age_seconds)."""
+    source = settings.secret_source({f"{psp}-secret-key": key for psp, key in env_keys.items()})
+    return {
+        psp: RotatingSecret(
+            source, f"{psp}-secret-key", on_read=report_age(PSP_KEY_AGE.labels(psp))
+        )
+        for psp in env_keys
+    }

@@ -61,5 +61,7 @@ def configure_logging(service: str, level: str = "INFO", stream: TextIO = sys.st
     root.setLevel(level.upper())
     # pika narrates every connection step and httpx every request at INFO; their warnings
     # are what matter (our own events already say what a call did).
-    for chatty in ("pika", "httpx", "httpcore"):
+    # botocore's DEBUG prints whole responses: a secret's value from Secrets Manager with
+    # them (paymesh.platform.secrets). Never below INFO, whatever LOG_LEVEL says.
+    for chatty in ("pika", "httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -61,3 +61,20 @@ AUDIT_CHECKPOINT_AGE = Gauge(
     "process that checkpoints the table.",
     ["table"],
 )
+
+# Key ages, for the 90-day rotation alert (prometheus/alerts.yml: KeyOld). Reported only for
+# keys whose source says when they changed (mounted files, Secrets Manager; never env vars).
+PSP_KEY_AGE = Gauge(
+    "psp_key_age_seconds",
+    "Seconds since the PSP API key in use was set (its file written, its secret version made).",
+    ["psp"],
+)
+SERVICE_KEY_AGE = Gauge(
+    "service_key_age_seconds",
+    "Seconds since the signing key of a service identity was made (paymesh keys rotate).",
+    ["identity"],
+)
+AUDIT_KEY_AGE = Gauge(
+    "audit_key_age_seconds",
+    "Seconds since the audit key that signs checkpoints was made (paymesh keys rotate-audit).",
+)

@@ -151,6 +151,77 @@ def _digest(prev: str, row: str) -> str:
     )
 
 
+def _digest_v3(prev: str, row: str) -> str:
+    """_digest with the compressed details (details_z) as stored: NULL adds nothing, so a row
+    without them hashes as before."""
+    return (
+        f"sha256({prev} || convert_to(concat_ws('|', {row}.id, {row}.merchant_id,"
+        f" (extract(epoch FROM {row}.at) * 1000000)::bigint, {row}.actor, {row}.action,"
+        f" {row}.object_id, {row}.result, {row}.details::text), 'UTF8')"
+        f" || coalesce({row}.details_z, '\\x'::bytea))"
+    )
+
+
+def _chain_function_v2(schema: str, table: str, digest: str) -> str:
+    return f"""
+        CREATE OR REPLACE FUNCTION {schema}.{table}_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE last_seq bigint;
+        BEGIN
+          NEW.chain := pg_current_xact_id()::text::bigint % {AUDIT_CHAINS};
+          PERFORM pg_advisory_xact_lock(hashtext('{table}:' || NEW.merchant_id), NEW.chain);
+          SELECT seq, hash INTO last_seq, NEW.prev_hash FROM {schema}.{table}
+            WHERE merchant_id = NEW.merchant_id AND chain = NEW.chain ORDER BY seq DESC LIMIT 1;
+          NEW.seq := coalesce(last_seq, 0) + 1;
+          NEW.prev_hash := coalesce(NEW.prev_hash, '\\x'::bytea);
+          NEW.hash := {digest};
+          RETURN NEW;
+        END $$;
+        """
+
+
+def compress_chained_audit(schema: str, table: str) -> None:
+    """Version 3 of a chained audit table: large details stored compressed in `details_z`
+    (paymesh.platform.audit_details), which the digest covers as stored. Rows written before
+    have none and hash as they did."""
+    op.add_column(table, sa.Column("details_z", sa.LargeBinary, nullable=True), schema=schema)
+    op.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION {schema}.{table}_digest(prev bytea, a {schema}.{table})
+        RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+          SELECT {_digest_v3("prev", "a")}
+        $$;
+        {_chain_function_v2(schema, table, _digest_v3("NEW.prev_hash", "NEW"))}
+        """
+    )
+
+
+def uncompress_chained_audit(schema: str, table: str) -> None:
+    """compress_chained_audit's downgrade. Refused while any row holds compressed details:
+    they cannot move back into `details` without re-hashing history."""
+    op.execute(
+        f"""
+        DO $$ BEGIN
+          IF EXISTS (SELECT 1 FROM {schema}.{table} WHERE details_z IS NOT NULL) THEN
+            RAISE EXCEPTION '{schema}.{table} has compressed details: '
+              'they cannot be stored uncompressed without re-hashing them';
+          END IF;
+        END $$;
+        {_chain_function_v2(schema, table, _digest("NEW.prev_hash", "NEW"))}
+        """
+    )
+    # The digest function's row type loses a column: the function goes first.
+    op.execute(f"DROP FUNCTION {schema}.{table}_digest(bytea, {schema}.{table})")
+    op.drop_column(table, "details_z", schema=schema)
+    op.execute(
+        f"""
+        CREATE FUNCTION {schema}.{table}_digest(prev bytea, a {schema}.{table})
+        RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+          SELECT {_digest("prev", "a")}
+        $$;
+        """
+    )
+
+
 def merge_chained_audit(schema: str, table: str) -> None:
     """split_chained_audit's downgrade. Refused while any row is outside chain 0: such rows
     cannot join one chain without re-hashing history."""

@@ -22,6 +22,7 @@ from sqlalchemy import Table, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from paymesh.platform import audit_details
 from paymesh.platform.amqp import ConfirmingPublisher
 from paymesh.platform.config import ServiceSettings
 from paymesh.platform.db import autocommit, create_engine, ping
@@ -139,6 +140,7 @@ def run(definition: ServiceDefinition) -> None:
 
 
 async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> None:
+    audit_details.configure(settings.audit_compress_above_bytes)
     tracer_provider = configure_tracing(definition.name, settings.otlp_endpoint)
     engine = create_engine(settings.database_url, settings.db_pool_size)
     direct_sql = DirectSql(engine, settings.db_pool_size)
@@ -156,14 +158,14 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
             ("grpc.absolute_max_metadata_size", METADATA_HARD_LIMIT),
         ],
     )
-    keys_dir = settings.keys_dir
+    keys = settings.key_store()
     resources = Resources(
         settings,
         engine,
         direct_sql,
         publisher,
-        TokenIssuer(definition.name, keys_dir),
-        TokenVerifier(definition.name, keys_dir),
+        TokenIssuer(definition.name, keys),
+        TokenVerifier(definition.name, keys),
     )
     jobs = await definition.register(server, resources)
     health_servicer = health.aio.HealthServicer()
