@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from dev.devinfra import create_infra, drop_infra
-from dev.devmesh import Ports
+from dev.devmesh import Ports, service_database_urls
 from tests.support.mesh import BIN, base_env, paymesh
 from tests.support.vault import tokenize
 
@@ -41,6 +41,7 @@ def test_the_vault_refuses_to_start_in_one_line_without_the_keys_of_its_cards(
     same_versions_as = os.environ["VAULT_KEYRING_FILE"] if keyring != "empty" else None
     keyring_file = other_keyring(tmp_path, same_versions_as)
     env = base_env(infra, **Ports.free().service_env(), VAULT_KEYRING_FILE=keyring_file)
+    env.update(service_database_urls(env))  # as its own role, as a mesh starts it
 
     vault = subprocess.run(
         [sys.executable, "-m", "vault_proxy_svc"],
