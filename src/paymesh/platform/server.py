@@ -81,6 +81,13 @@ class ServiceDefinition:
     event_objects: Mapping[str, ApiObject] = field(default_factory=dict)
 
 
+async def ping_pools(engine: AsyncEngine, direct_sql: DirectSql) -> None:
+    """PostgreSQL through both pools: a connection that broke while idle (a database restart)
+    is found by the probe, and its pool's others replaced, before a call meets it."""
+    await ping(engine)
+    await direct_sql.ping()
+
+
 async def _bind(
     server: grpc.aio.Server, address: str, tls: MutualTls | None, attempts: int = 20
 ) -> None:
@@ -156,7 +163,7 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
 
     monitor = DependencyMonitor(
         definition.name,
-        {"postgresql": lambda: ping(engine), "rabbitmq": publisher.ping},
+        {"postgresql": lambda: ping_pools(engine, direct_sql), "rabbitmq": publisher.ping},
         health_servicer,
         definition.grpc_services,
         interval=settings.health_probe_interval_seconds,
