@@ -69,7 +69,8 @@ Webhook knobs (`POST /_knobs`):
   POST /_dashboard/charges/{id}/forget   the PSP loses a charge: it, its refunds, disputes
        and transactions are gone from every listing and lookup, without any event (a record
        lost at the PSP)
-  GET  /_webhooks  every delivery attempt: {data: [{event, type, status, attempt}]}
+  GET  /_webhooks  every delivery attempt: {data: [{event, type, status, attempt, sent_at}]}
+       (sent_at: when the attempt was sent, Unix time in seconds, fractional)
 
 API (JSON in and out):
   POST /v1/cards                 {number, exp_month, exp_year, cvc?, card_on_file?}
@@ -265,6 +266,7 @@ class Webhooks:
                 while not sends or sends[0][0] > time.monotonic():
                     lane.wake.wait(sends[0][0] - time.monotonic() if sends else None)
                 _, _, event, attempt = heapq.heappop(sends)
+            sent_at = time.time()
             status = self._send(lane, event)
             with self.lock:
                 self.log.append(
@@ -273,6 +275,7 @@ class Webhooks:
                         "type": event["type"],
                         "status": status,
                         "attempt": attempt,
+                        "sent_at": sent_at,
                     }
                 )
                 del self.log[:-5000]

@@ -54,6 +54,9 @@ class Resources:
     settings: ServiceSettings
     engine: AsyncEngine
     direct_sql: DirectSql  # the same database, for statements on the hot path
+    # List reads: DATABASE_READ_URL's replica if set, else `engine` itself. It may lag the
+    # primary: nothing that must be fresh (idempotency, a state change) reads it.
+    read_engine: AsyncEngine
     publisher: ConfirmingPublisher
     token_issuer: TokenIssuer
     token_verifier: TokenVerifier
@@ -126,6 +129,11 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     tracer_provider = configure_tracing(definition.name, settings.otlp_endpoint)
     engine = create_engine(settings.database_url, settings.db_pool_size)
     direct_sql = DirectSql(engine, settings.db_pool_size)
+    read_engine = (
+        create_engine(settings.database_read_url, max(2, settings.db_pool_size // 2))
+        if settings.database_read_url
+        else engine
+    )
     publisher = ConfirmingPublisher(settings.amqp_url, settings.events_exchange)
 
     server = grpc.aio.server(
@@ -145,6 +153,7 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
         settings,
         engine,
         direct_sql,
+        read_engine,
         publisher,
         TokenIssuer(definition.name, keys_dir),
         TokenVerifier(definition.name, keys_dir),
@@ -215,6 +224,8 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     await publisher.stop()
     await direct_sql.close()
     await engine.dispose()
+    if read_engine is not engine:
+        await read_engine.dispose()
     ops_http.stop()
     tracer_provider.shutdown()
     log.info("stopped")
