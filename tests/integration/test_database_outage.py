@@ -11,6 +11,7 @@ missing from the list but found by id and by its idempotency key, which read the
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import threading
 import time
@@ -42,7 +43,8 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-OUTAGE_SECONDS = 20
+# PAYMESH_OUTAGE_SECONDS: how long the database is away (measure 3 s or 60 s with it).
+OUTAGE_SECONDS = float(os.environ.get("PAYMESH_OUTAGE_SECONDS", "20"))
 GRACE_SECONDS = 5  # after the database is back, no 5xx later than this
 WATCH_AFTER_SECONDS = 10  # traffic goes on this long after the return
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -213,6 +215,13 @@ def test_the_replica_serves_the_list_and_the_primary_what_must_be_fresh(private_
     wait_until(lambda: second in listed(mesh, merchant), timeout=10)
 
 
+def unacknowledged(mesh: Mesh) -> set[str]:
+    """The sandbox's events that no delivery attempt has had a 2xx for yet."""
+    log = sandbox(mesh, "/_webhooks")["data"]
+    done = {d["event"] for d in log if 200 <= d["status"] < 300}
+    return {d["event"] for d in log} - done
+
+
 def test_a_20_s_outage_is_a_blip(private_mesh):
     mesh, merchant = private_mesh.mesh, private_mesh.merchant
     traffic = Traffic(mesh, merchant)
@@ -230,10 +239,16 @@ def test_a_20_s_outage_is_a_blip(private_mesh):
         for at, what, status in traffic.answers
         if status >= 500 and at > back + GRACE_SECONDS
     ]
-    late += [  # the sandbox's own webhooks (its captures), as it sent them
-        (round(d["sent_at"] - back_wall, 1), "sandbox_webhook", d["status"])
+    # The sandbox's own webhooks (its captures), as it sent them. A capture that arrives before
+    # the gateway has recorded the payment's authorization is deferred (a 503 that asks the PSP
+    # to send it again, the protocol's "not yet", under any traffic): not a failure, as long
+    # as every event is acknowledged in the end (below).
+    late += [
+        (round(d["sent_at"] - back_wall, 1), f"sandbox_webhook {d['reason']}", d["status"])
         for d in sandbox(mesh, "/_webhooks")["data"]
-        if not 200 <= d["status"] < 500 and d["sent_at"] > back_wall + GRACE_SECONDS
+        if not 200 <= d["status"] < 500
+        and d["reason"] != "psp_event_deferred"
+        and d["sent_at"] > back_wall + GRACE_SECONDS
     ]
     kinds = {what for at, what, status in traffic.answers if at > back + GRACE_SECONDS}
     failed = [at - back for at, _, status in traffic.answers if status >= 500 and at > back]
@@ -264,6 +279,9 @@ def test_a_20_s_outage_is_a_blip(private_mesh):
     charges = {i: charges_of(mesh, i) for i in intents.values()}
     doubled_or_lost = {i: len(c) for i, c in charges.items() if len(c) != 1}
     assert doubled_or_lost == {}
+    # Every webhook the sandbox sent is acknowledged in the end (it sends each again, for up
+    # to a minute, until it is).
+    wait_until(lambda: not unacknowledged(mesh), timeout=45, interval=1)
     ledger = sandbox(mesh, "/v1/transactions")["data"]
     ours = {c[0]["id"] for c in charges.values()}
     paid_at_psp = [t for t in ledger if t["type"] == "charge" and t["charge"] in ours]

@@ -63,9 +63,10 @@ def compile_statement(statement: ClauseElement, dialect: Dialect) -> CompiledSta
 
 
 # psycopg_pool tries again to make a connection that failed after 1, 2, 4, 8, … s, without a
-# ceiling: after a 20 s outage its next try came up to 30 s after the database was back (a
-# 60 s outage: up to a minute), and every call meanwhile waited out the pool's timeout (a 503).
-# A try a second is cheap against a database that refuses at once.
+# ceiling, so its next try may come as long after the database's return as the outage lasted
+# (tries at 1, 3, 7, 15, 31, 63 s: a 20 s outage, 11 s later; a 62 s one, a minute later), and
+# every call meanwhile waits out the pool's timeout (a 503). A try a second is cheap against a
+# database that refuses at once.
 MAX_RECONNECT_DELAY = 1.0
 
 
