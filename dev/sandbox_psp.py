@@ -69,7 +69,9 @@ Webhook knobs (`POST /_knobs`):
   POST /_dashboard/charges/{id}/forget   the PSP loses a charge: it, its refunds, disputes
        and transactions are gone from every listing and lookup, without any event (a record
        lost at the PSP)
-  GET  /_webhooks  every delivery attempt: {data: [{event, type, status, attempt}]}
+  GET  /_webhooks  every delivery attempt: {data: [{event, type, status, reason, attempt,
+       sent_at}]} (reason: an error's ErrorInfo reason; sent_at: when the attempt was sent,
+       Unix time in seconds)
 
 API keys: with SANDBOX_API_KEYS set (comma-separated), every /v1/ call must carry
 `Authorization: Bearer <one of them>` or is answered 401 `invalid_api_key` (the key named by
@@ -270,22 +272,26 @@ class Webhooks:
                 while not sends or sends[0][0] > time.monotonic():
                     lane.wake.wait(sends[0][0] - time.monotonic() if sends else None)
                 _, _, event, attempt = heapq.heappop(sends)
-            status = self._send(lane, event)
+            sent_at = time.time()
+            status, reason = self._send(lane, event)
             with self.lock:
                 self.log.append(
                     {
                         "event": event["id"],
                         "type": event["type"],
                         "status": status,
+                        "reason": reason,
                         "attempt": attempt,
+                        "sent_at": sent_at,
                     }
                 )
                 del self.log[:-5000]
                 if not 200 <= status < 300 and attempt < WEBHOOK_ATTEMPTS:
                     self._push(time.monotonic() + 0.5 * 2 ** (attempt - 1), event, attempt + 1)
 
-    def _send(self, lane: _Lane, event: dict) -> int:
-        """POSTs the event on the lane's kept-alive connection; the HTTP status, 0 if none."""
+    def _send(self, lane: _Lane, event: dict) -> tuple[int, str]:
+        """POSTs the event on the lane's kept-alive connection: the HTTP status (0 if none)
+        and, for an error, its ErrorInfo reason ("" if none)."""
         payload = json.dumps(event).encode()
         headers = {
             "Content-Type": "application/json",
@@ -306,7 +312,7 @@ class Webhooks:
             try:
                 lane.connection.request("POST", target.path or "/", payload, headers)
                 answer = lane.connection.getresponse()
-                answer.read()
+                raw = answer.read()
             except (OSError, http.client.HTTPException):
                 lane.connection.close()
                 lane.connection = None
@@ -314,8 +320,17 @@ class Webhooks:
             if answer.will_close:
                 lane.connection.close()
                 lane.connection = None
-            return answer.status
-        return 0
+            return answer.status, (_error_reason(raw) if answer.status >= 400 else "")
+        return 0, ""
+
+
+def _error_reason(raw: bytes) -> str:
+    """The ErrorInfo reason of an error as the edge answers it ("" if it has none)."""
+    try:
+        details = json.loads(raw).get("details") or []
+    except (ValueError, AttributeError):
+        return ""
+    return next((d.get("reason", "") for d in details if "ErrorInfo" in d.get("@type", "")), "")
 
 
 class Sandbox:

@@ -113,7 +113,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     idempotency = Idempotency(
         engine, resources.direct_sql, tables.idempotency_keys, lambda: key_secret
     )
-    repository = PaymentRepository(engine, resources.direct_sql)
+    repository = PaymentRepository(engine, resources.direct_sql, resources.read_engine)
     card_tokens = CardTokens(
         VaultClient(vault_channel, settings.vault_timeout_seconds, router.observe_card),
         repository,
@@ -121,7 +121,10 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     )
     payments = Payments(repository, router, card_tokens)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-        GatewayServicer(payments, idempotency, callers, DisputeRepository(engine)), server
+        GatewayServicer(
+            payments, idempotency, callers, DisputeRepository(engine, resources.read_engine)
+        ),
+        server,
     )
     card_access_pb2_grpc.add_CardAccessServiceServicer_to_server(
         CardAccessServicer(repository, card_tokens, callers), server

@@ -73,9 +73,12 @@ class Updated:
 
 
 class SubscriptionRepository:
-    def __init__(self, engine: AsyncEngine, jobs: PostgresJobStore):
+    def __init__(
+        self, engine: AsyncEngine, jobs: PostgresJobStore, lists: AsyncEngine | None = None
+    ):
         self._engine = engine
         self._reads = autocommit(engine)
+        self._lists = autocommit(lists or engine)  # a replica's, maybe a moment behind
         self._jobs = jobs
 
     # --- clocks -------------------------------------------------------------------------
@@ -268,7 +271,7 @@ class SubscriptionRepository:
         self, merchant: Merchant, limit: int, starting_after: str, status: str
     ) -> tuple[Sequence[Row], bool]:
         filters = [subscriptions.c.status == status] if status else []
-        async with self._reads.connect() as connection:
+        async with self._lists.connect() as connection:
             return await newest_first_page(
                 connection, subscriptions, merchant, limit, starting_after, "subscription", *filters
             )
@@ -286,7 +289,7 @@ class SubscriptionRepository:
     ) -> tuple[list[Row], bool]:
         await self.get(subscription_id, merchant)
         attempts, jobs = rebill_attempts.c, rebill_jobs.c
-        async with self._reads.connect() as connection:
+        async with self._lists.connect() as connection:
             rows = (
                 await connection.execute(
                     select(

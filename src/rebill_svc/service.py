@@ -61,7 +61,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     )
     key_secret = resources.token_issuer.derived_secret("rebill-idempotency-keys")
     servicer = RebillServicer(
-        SubscriptionRepository(resources.engine, jobs),
+        SubscriptionRepository(resources.engine, jobs, resources.read_engine),
         callers,
         PaymentMethods(vault_channel),
         runner,

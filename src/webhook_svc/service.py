@@ -51,14 +51,22 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     )
     issuer = resources.token_issuer
     endpoints = EndpointStore(
-        resources.engine, SecretBox(issuer.derived_secret("webhook-signing-secrets"))
+        resources.engine,
+        SecretBox(issuer.derived_secret("webhook-signing-secrets")),
+        resources.read_engine,
     )
     destinations = AddressPolicy(settings.allowed_networks.split(","))
     key_secret = issuer.derived_secret("webhook-idempotency-keys")
     keys = Idempotency(
         resources.engine, resources.direct_sql, tables.idempotency_keys, lambda: key_secret
     )
-    servicer = WebhookServicer(endpoints, EventStore(resources.engine), callers, destinations, keys)
+    servicer = WebhookServicer(
+        endpoints,
+        EventStore(resources.engine, lists=resources.read_engine),
+        callers,
+        destinations,
+        keys,
+    )
     webhook_pb2_grpc.add_WebhookServiceServicer_to_server(servicer, server)
     event_stream_pb2_grpc.add_EventStreamServiceServicer_to_server(
         EventStreamServicer(resources.engine, callers), server

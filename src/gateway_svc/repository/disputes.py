@@ -29,8 +29,9 @@ async def recorded(connection: AsyncConnection, psp: str, reference: str) -> Dis
 class DisputeRepository:
     """The merchant's reads of its disputes."""
 
-    def __init__(self, engine: AsyncEngine):
+    def __init__(self, engine: AsyncEngine, lists: AsyncEngine | None = None):
         self._reads = autocommit(engine)
+        self._lists = autocommit(lists or engine)  # a replica's, maybe a moment behind
 
     async def dispute(self, dispute_id: str, merchant: Merchant) -> Dispute:
         """The merchant's dispute (in its mode); another's is as good as missing."""
@@ -46,7 +47,7 @@ class DisputeRepository:
         """Newest first; the page after `starting_after` (a dispute of the merchant's) if
         given; only those of `payment_intent` if given."""
         filters = [disputes.c.payment_intent == payment_intent] if payment_intent else []
-        async with self._reads.connect() as connection:
+        async with self._lists.connect() as connection:
             rows, has_more = await newest_first_page(
                 connection, disputes, merchant, limit, starting_after, "dispute", *filters
             )

@@ -17,15 +17,17 @@ from paymesh.platform.db import constant
 
 class Lists:
     """The lists of PaymentRepository (gateway_svc.repository.payments), read outside any
-    transaction."""
+    transaction: the merchant's list on the list engine (maybe a replica), the sweep's scans,
+    which must see the latest state, on the primary."""
 
     _autocommit: AsyncEngine
+    _lists: AsyncEngine
 
     async def page(
         self, merchant: Merchant, limit: int, starting_after: str
     ) -> tuple[list[PaymentIntent], bool]:
         """Newest first; the page after `starting_after` (an id of the merchant's) if given."""
-        async with self._autocommit.connect() as connection:
+        async with self._lists.connect() as connection:
             rows, has_more = await newest_first_page(
                 connection, payment_intents, merchant, limit, starting_after, "payment_intent"
             )

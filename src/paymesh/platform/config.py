@@ -53,6 +53,10 @@ class ServiceSettings(TlsSettings):
 
     # Each service's settings read `<PREFIX>DATABASE_URL` first (database_url_field).
     database_url: str = Field(DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
+    # A streaming replica for list reads (the API's lists: intents, disputes, subscriptions,
+    # renewals, events, webhook endpoints), which may lag the primary by a moment. Unset:
+    # they read DATABASE_URL. Reads that must be fresh stay on the primary.
+    database_read_url: str | None = Field(None, validation_alias="DATABASE_READ_URL")
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/%2F", validation_alias="AMQP_URL")
     events_exchange: str = Field("paymesh.events", validation_alias="EVENTS_EXCHANGE")
     otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -143,6 +147,11 @@ class ServiceSettings(TlsSettings):
         if self.secrets_source == "files" and self.secrets_dir is None:
             raise ValueError("PAYMESH_SECRETS_SOURCE=files needs PAYMESH_SECRETS_DIR")
         return self
+
+    @field_validator("database_read_url", mode="before")
+    @classmethod
+    def _empty_read_url_is_unset(cls, value: object) -> object:
+        return value or None
 
     @model_validator(mode="after")
     def _plaintext_only_on_loopback_unless_allowed(self) -> ServiceSettings:

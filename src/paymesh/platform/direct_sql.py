@@ -18,6 +18,7 @@ import psycopg
 from psycopg import pq
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from psycopg_pool.base import AttemptWithBackoff
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -61,6 +62,31 @@ def compile_statement(statement: ClauseElement, dialect: Dialect) -> CompiledSta
     )
 
 
+# psycopg_pool tries again to make a connection that failed after 1, 2, 4, 8, … s, without a
+# ceiling, so its next try may come as long after the database's return as the outage lasted
+# (tries at 1, 3, 7, 15, 31, 63 s: a 20 s outage, 11 s later; a 62 s one, a minute later), and
+# every call meanwhile waits out the pool's timeout (a 503). A try a second is cheap against a
+# database that refuses at once.
+MAX_RECONNECT_DELAY = 1.0
+
+
+class CappedBackoff(AttemptWithBackoff):
+    """psycopg_pool's schedule of connection attempts, its delay at most MAX_RECONNECT_DELAY."""
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, MAX_RECONNECT_DELAY)
+
+
+class _Pool(AsyncConnectionPool):
+    async def _add_connection(
+        self, attempt: AttemptWithBackoff | None, growing: bool = False
+    ) -> None:
+        # The attempt travels with each retry, so the first one sets the whole schedule.
+        attempt = attempt or CappedBackoff(timeout=self.reconnect_timeout)
+        await super()._add_connection(attempt, growing)
+
+
 class DirectSql:
     """A psycopg pool beside `engine`'s, on the same database. Statements are compiled on
     first use and kept by identity: pass statements that are built once (module constants,
@@ -68,7 +94,7 @@ class DirectSql:
 
     def __init__(self, engine: AsyncEngine, max_size: int = 10):
         self._dialect = engine.dialect
-        self._pool = AsyncConnectionPool(
+        self._pool = _Pool(
             psycopg_conninfo(engine),
             min_size=1,
             max_size=max_size,
@@ -79,9 +105,10 @@ class DirectSql:
             # slots are shared by every process of the mesh.
             max_idle=60,
             open=False,
-            # No check on checkout (a round trip per statement): a connection that broke while
-            # idle fails its statement (a 503) and is discarded, and the pool then checks the
-            # other idle ones at once (after a database restart they are all broken).
+            # No check on checkout (a round trip per statement): the health probe pings the
+            # pool (ping()), and a connection found broken, by it or by a statement (a 503),
+            # is discarded and the others checked at once (after a database restart they are
+            # all broken).
             kwargs={
                 "autocommit": True,
                 "row_factory": dict_row,
@@ -107,6 +134,24 @@ class DirectSql:
         is analyzed again."""
         return await self._run(statement, params, first_only=False, prepare=prepare)
 
+    async def ping(self) -> None:
+        """One round trip on a pooled connection (the health probe's): a connection that broke
+        while idle is found, and the others checked, while the database is away; not by the
+        first calls after its return."""
+        await self._open()
+        async with self._pool.connection() as connection:
+            try:
+                await connection.execute("SELECT 1", prepare=False)
+            except psycopg.OperationalError:
+                self._broken(connection)
+                raise
+
+    def _broken(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        """After a failed statement: if its connection is broken, the others are checked too
+        (after a database restart they all are)."""
+        if connection.broken:
+            self._checking = self._checking or asyncio.ensure_future(self._check())
+
     async def _run(
         self,
         statement: ClauseElement,
@@ -122,8 +167,7 @@ class DirectSql:
                     compiled.sql, compiled.params(params), prepare=None if prepare else False
                 )
             except psycopg.OperationalError:
-                if connection.broken:
-                    self._checking = self._checking or asyncio.ensure_future(self._check())
+                self._broken(connection)
                 raise
             result = cursor.pgresult  # not .description: that builds every column's object
             if result is None or result.status != pq.ExecStatus.TUPLES_OK:

@@ -55,6 +55,9 @@ class Resources:
     settings: ServiceSettings
     engine: AsyncEngine
     direct_sql: DirectSql  # the same database, for statements on the hot path
+    # List reads: DATABASE_READ_URL's replica if set, else `engine` itself. It may lag the
+    # primary: nothing that must be fresh (idempotency, a state change) reads it.
+    read_engine: AsyncEngine
     publisher: ConfirmingPublisher
     token_issuer: TokenIssuer
     token_verifier: TokenVerifier
@@ -80,6 +83,13 @@ class ServiceDefinition:
     register: Register
     # The kinds of object its events are about, by aggregate type: how the API shows each.
     event_objects: Mapping[str, ApiObject] = field(default_factory=dict)
+
+
+async def ping_pools(engine: AsyncEngine, direct_sql: DirectSql) -> None:
+    """PostgreSQL through both pools: a connection that broke while idle (a database restart)
+    is found by the probe, and its pool's others replaced, before a call meets it."""
+    await ping(engine)
+    await direct_sql.ping()
 
 
 async def _bind(
@@ -144,6 +154,11 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     tracer_provider = configure_tracing(definition.name, settings.otlp_endpoint)
     engine = create_engine(settings.database_url, settings.db_pool_size)
     direct_sql = DirectSql(engine, settings.db_pool_size)
+    read_engine = (
+        create_engine(settings.database_read_url, max(2, settings.db_pool_size // 2))
+        if settings.database_read_url
+        else engine
+    )
     publisher = ConfirmingPublisher(settings.amqp_url, settings.events_exchange)
 
     server = grpc.aio.server(
@@ -163,6 +178,7 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
         settings,
         engine,
         direct_sql,
+        read_engine,
         publisher,
         TokenIssuer(definition.name, keys),
         TokenVerifier(definition.name, keys),
@@ -181,7 +197,7 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
 
     monitor = DependencyMonitor(
         definition.name,
-        {"postgresql": lambda: ping(engine), "rabbitmq": publisher.ping},
+        {"postgresql": lambda: ping_pools(engine, direct_sql), "rabbitmq": publisher.ping},
         health_servicer,
         definition.grpc_services,
         interval=settings.health_probe_interval_seconds,
@@ -236,6 +252,8 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     await publisher.stop()
     await direct_sql.close()
     await engine.dispose()
+    if read_engine is not engine:
+        await read_engine.dispose()
     ops_http.stop()
     tracer_provider.shutdown()
     log.info("stopped")

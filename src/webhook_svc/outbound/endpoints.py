@@ -40,9 +40,10 @@ class EndpointStore:
     # Never shown, never in an event.
     SECRET_COLUMNS = ("secret", "previous_secret")
 
-    def __init__(self, engine: AsyncEngine, box: SecretBox):
+    def __init__(self, engine: AsyncEngine, box: SecretBox, lists: AsyncEngine | None = None):
         self._engine = engine
         self._reads = autocommit(engine)
+        self._lists = autocommit(lists or engine)  # a replica's, maybe a moment behind
         self._box = box
 
     def secret_of(self, endpoint: Row) -> str:
@@ -91,7 +92,7 @@ class EndpointStore:
     async def page(
         self, merchant: Merchant, limit: int, starting_after: str
     ) -> tuple[Sequence[Row], bool]:
-        async with self._reads.connect() as connection:
+        async with self._lists.connect() as connection:
             return await newest_first_page(
                 connection, webhook_endpoints, merchant, limit, starting_after, "webhook_endpoint"
             )

@@ -164,16 +164,19 @@ class EventIntake:
 class EventStore:
     """The merchant's side: events as the API shows them, redelivery and recovery."""
 
-    def __init__(self, engine: AsyncEngine, recover_window_days: int = 30):
+    def __init__(
+        self, engine: AsyncEngine, recover_window_days: int = 30, lists: AsyncEngine | None = None
+    ):
         self._engine = engine
         self._reads = autocommit(engine)
+        self._lists = autocommit(lists or engine)  # a replica's, maybe a moment behind
         self._recover_window_days = recover_window_days
 
     async def page(
         self, merchant: Merchant, limit: int, starting_after: str, event_type: str
     ) -> tuple[Sequence[Row], bool]:
         filters = [events.c.type == event_type] if event_type else []
-        async with self._reads.connect() as connection:
+        async with self._lists.connect() as connection:
             return await newest_first_page(
                 connection, events, merchant, limit, starting_after, "event", *filters
             )
