@@ -54,11 +54,16 @@ def _unpooled(engine: AsyncEngine) -> AsyncEngine:
         poolclass=NullPool,
         isolation_level="AUTOCOMMIT",
         hide_parameters=True,
-        connect_args={"connect_timeout": 3},
+        # A few statements per round: nothing worth preparing.
+        connect_args={"connect_timeout": 3, "prepare_threshold": None},
     )
 
 
 class SessionLock:
+    """`engine`: the process's session engine (platform.db.create_session_engine, on
+    DATABASE_DIRECT_URL), never a transaction-pooling pgbouncer, where the lock would stay
+    on a server connection other clients use after the statement."""
+
     def __init__(self, engine: AsyncEngine, name: str, stale_after: float | None = None):
         self.name = name
         self._key = lock_key(name)

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.platform.amqp import ConfirmingPublisher
 from paymesh.platform.config import ServiceSettings
-from paymesh.platform.db import create_engine, ping
+from paymesh.platform.db import create_engine, create_session_engine, named, ping
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.health import NOT_SERVING, DependencyMonitor
 from paymesh.platform.http import OpsHttpServer
@@ -57,6 +57,8 @@ class Resources:
     publisher: ConfirmingPublisher
     token_issuer: TokenIssuer
     token_verifier: TokenVerifier
+    # Straight to PostgreSQL (DATABASE_DIRECT_URL), for session state: advisory locks, LISTEN.
+    session_engine: AsyncEngine
 
 
 # A service's wiring: adds its servicers to the server, does what must be done before the
@@ -117,8 +119,21 @@ def run(definition: ServiceDefinition) -> None:
 
 async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> None:
     tracer_provider = configure_tracing(definition.name, settings.otlp_endpoint)
-    engine = create_engine(settings.database_url, settings.db_pool_size)
-    direct_sql = DirectSql(engine, settings.db_pool_size)
+    engine = create_engine(
+        named(settings.database_url, definition.name),
+        settings.db_pool_size,
+        keep=settings.db_pool_keep,
+        prepare=settings.prepared_statements,
+    )
+    direct_sql = DirectSql(
+        engine,
+        settings.db_pool_size,
+        prepare=settings.prepared_statements,
+        max_idle=settings.db_pool_idle_seconds,
+    )
+    session_engine = create_session_engine(
+        named(settings.session_database_url, f"{definition.name}:session")
+    )
     publisher = ConfirmingPublisher(settings.amqp_url, settings.events_exchange)
 
     server = grpc.aio.server(
@@ -141,6 +156,7 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
         publisher,
         TokenIssuer(definition.name, keys_dir),
         TokenVerifier(definition.name, keys_dir),
+        session_engine,
     )
     jobs = await definition.register(server, resources)
     health_servicer = health.aio.HealthServicer()
@@ -168,7 +184,12 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
 
     ops_http = OpsHttpServer(settings.bind_host, settings.http_port, readiness)
     relay = OutboxRelay(
-        definition.name, engine, definition.outbox, publisher, definition.event_objects
+        definition.name,
+        engine,
+        definition.outbox,
+        publisher,
+        definition.event_objects,
+        session_engine=session_engine,
     )
 
     publisher.start()
@@ -208,6 +229,7 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     await publisher.stop()
     await direct_sql.close()
     await engine.dispose()
+    await session_engine.dispose()
     ops_http.stop()
     tracer_provider.shutdown()
     log.info("stopped")
