@@ -18,8 +18,8 @@ from tests.support.payments import pay
 from tests.support.pgbouncer import Pgbouncer, running_pgbouncer
 from tests.support.rebill import advance, new_clock, rebills, subscribe
 from tests.support.receiver import running_receiver
-from tests.support.webhooks import WEBHOOK_ENV, Hooks, verified
 from tests.support.waiting import wait_until
+from tests.support.webhooks import WEBHOOK_ENV, Hooks, verified
 
 pytestmark = pytest.mark.integration
 
@@ -30,16 +30,19 @@ OUTBOXES = ("gateway", "vault", "rebill", "webhook")
 def behind(tmp_path_factory) -> Iterator[tuple[Hooks, Pgbouncer]]:
     """A mesh whose data path is pgbouncer (4 server connections for the whole mesh) and whose
     session connections go straight to PostgreSQL, and a webhook receiver."""
-    with running_pgbouncer(pool_size=4) as bouncer, running_receiver() as receiver:
-        with fault_mesh(
+    with (
+        running_pgbouncer(pool_size=4) as bouncer,
+        running_receiver() as receiver,
+        fault_mesh(
             tmp_path_factory.mktemp("pgbouncer"),
             lambda infra: {
                 "DATABASE_URL": bouncer.url(infra.database_url),
                 "DATABASE_DIRECT_URL": infra.database_url,
             },
             **WEBHOOK_ENV,
-        ) as faults:
-            yield Hooks(faults, receiver), bouncer
+        ) as faults,
+    ):
+        yield Hooks(faults, receiver), bouncer
 
 
 def pooled_backends(bouncer: Pgbouncer) -> set[int]:
