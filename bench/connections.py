@@ -28,8 +28,9 @@ from harness import DEFAULT_GATEWAY_PROCESSES, KeepAliveHttp, running_mesh  # no
 APPROVED_CARD = "4242424242424242"
 
 
-def socket_owners(pids: dict[int, str]) -> dict[int, str]:
-    """Local TCP port → the name of the process (among `pids`) whose socket it is."""
+def socket_owners(pids: dict[int, str], server_port: int = 5432) -> dict[int, str]:
+    """Local TCP port → the name of the process (among `pids`) whose socket to PostgreSQL
+    (`server_port`) it is."""
     inode_owner = {}
     for pid, name in pids.items():
         try:
@@ -43,7 +44,8 @@ def socket_owners(pids: dict[int, str]) -> dict[int, str]:
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if fields[9] in inode_owner:
+            to_server = int(fields[2].rsplit(":", 1)[1], 16) == server_port
+            if to_server and fields[9] in inode_owner:
                 owners[int(fields[1].rsplit(":", 1)[1], 16)] = inode_owner[fields[9]]
     return owners
 
