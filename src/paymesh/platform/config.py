@@ -62,8 +62,9 @@ class ServiceSettings(TlsSettings):
     # The most connections each of a process's two data-path pools (SQLAlchemy's, and the hot
     # statements' psycopg pool) opens under load.
     db_pool_size: int = Field(10, validation_alias="DB_POOL_SIZE", ge=1)
-    # What each pool keeps open while idle: SQLAlchemy's keeps DB_POOL_KEEP, the psycopg pool
-    # one, and each closes what it opened beyond that after DB_POOL_IDLE_SECONDS unused.
+    # SQLAlchemy's pool keeps DB_POOL_KEEP open and closes any other as soon as it is given
+    # back; the psycopg pool keeps one and closes another each DB_POOL_IDLE_SECONDS that it
+    # had more than it needed.
     db_pool_keep: int = Field(2, validation_alias="DB_POOL_KEEP", ge=1)
     db_pool_idle_seconds: float = Field(10.0, validation_alias="DB_POOL_IDLE_SECONDS", gt=0)
     # Ed25519 key pairs of every service, for service tokens (`paymesh keys init`).
