@@ -2,6 +2,10 @@
 payments and tokenizations, so the pools have grown) and again once it has been idle.
 
     .venv/bin/python bench/connections.py [--idle-seconds 70] [--gateway-processes N]
+        [--pgbouncer POOL]
+
+--pgbouncer: DATABASE_URL through Debian's pgbouncer in transaction mode with POOL server
+connections (DATABASE_DIRECT_URL straight to PostgreSQL, for the session connections).
 
 Each backend is attributed to the mesh process that owns its client socket (the backend's
 client port, looked up in /proc), so the count needs no cooperation from the code; the
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -50,9 +55,10 @@ def socket_owners(pids: dict[int, str], server_port: int = 5432) -> dict[int, st
     return owners
 
 
-def count(bench) -> list[tuple[str, str, int]]:
+def count(bench, others: dict[int, str] | None = None) -> list[tuple[str, str, int]]:
     """(process, application_name, connections) of every backend of the mesh's database."""
     pids = {process.pid: name for name, process in bench.mesh.processes.items()}
+    pids.update(others or {})
     with psycopg.connect(bench.infra.database_url, autocommit=True) as db:
         own = db.execute("SELECT pg_backend_pid()").fetchone()[0]
         rows = db.execute(
@@ -102,14 +108,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--idle-seconds", type=float, default=70.0)
     parser.add_argument("--gateway-processes", type=int, default=DEFAULT_GATEWAY_PROCESSES)
+    parser.add_argument("--pgbouncer", type=int, metavar="POOL")
     arguments = parser.parse_args()
-    with running_mesh(arguments.gateway_processes) as bench:
+    with contextlib.ExitStack() as stack:
+        env_of, others = None, {}
+        if arguments.pgbouncer:
+            from tests.support.pgbouncer import running_pgbouncer
+
+            bouncer = stack.enter_context(running_pgbouncer(arguments.pgbouncer))
+            others = {int((bouncer.directory / "pgbouncer.pid").read_text()): "pgbouncer"}
+
+            def env_of(infra):
+                return {
+                    "DATABASE_URL": bouncer.url(infra.database_url),
+                    "DATABASE_DIRECT_URL": infra.database_url,
+                }
+
+        bench = stack.enter_context(running_mesh(arguments.gateway_processes, env_of=env_of))
         time.sleep(3)
-        show("started, no traffic yet", count(bench))
+        show("started, no traffic yet", count(bench, others))
         asyncio.run(traffic(bench))
-        show("right after traffic", count(bench))
+        show("right after traffic", count(bench, others))
         time.sleep(arguments.idle_seconds)
-        show(f"idle for {arguments.idle_seconds:.0f} s", count(bench))
+        show(f"idle for {arguments.idle_seconds:.0f} s", count(bench, others))
 
 
 if __name__ == "__main__":
