@@ -13,6 +13,10 @@ PROTOS := $(shell find proto -name '*.proto')
 PROMETHEUS_DIR := build/prometheus
 PROMETHEUS := $(or $(shell command -v prometheus 2>/dev/null),$(PROMETHEUS_DIR)/usr/bin/prometheus)
 PROMTOOL := $(or $(shell command -v promtool 2>/dev/null),$(PROMETHEUS_DIR)/usr/bin/promtool)
+# pgbouncer (tests/integration/test_pgbouncer.py): Debian's, else its package (and libc-ares2)
+# unpacked under build/ by tools/fetch_pgbouncer.sh (not installed: its init script would start one).
+PGBOUNCER_DIR := build/pgbouncer
+PGBOUNCER := $(or $(wildcard /usr/sbin/pgbouncer),$(shell command -v pgbouncer 2>/dev/null),$(PGBOUNCER_DIR)/usr/sbin/pgbouncer)
 
 .PHONY: install run test test-fast unit lint lint-style lint-types lint-protos lint-imports \
 	breaking alerts proto bench k8s clean
@@ -46,11 +50,15 @@ run: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
 # starting), so two cores run it in about half the time. Groups and their order:
 # tests/integration/conftest.py. XDIST= runs it in one process.
 XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
-test: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE) lint breaking alerts $(PROMETHEUS)
-	PROMETHEUS_BIN=$(abspath $(PROMETHEUS)) $(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
+test: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE) lint breaking alerts $(PROMETHEUS) $(PGBOUNCER)
+	PROMETHEUS_BIN=$(abspath $(PROMETHEUS)) PGBOUNCER_BIN=$(abspath $(PGBOUNCER)) \
+		$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 $(PROMETHEUS_DIR)/usr/bin/prometheus $(PROMETHEUS_DIR)/usr/bin/promtool &:
 	tools/fetch_prometheus.sh $(PROMETHEUS_DIR)
+
+$(PGBOUNCER_DIR)/usr/sbin/pgbouncer:
+	tools/fetch_pgbouncer.sh $(PGBOUNCER_DIR)
 
 # The alert rules are valid and each fires (and stays quiet) as prometheus/alerts_test.yml says.
 alerts: $(PROMTOOL)

@@ -112,10 +112,13 @@ def mesh_arguments(description: str | None, concurrency: str) -> argparse.Argume
 
 @contextlib.contextmanager
 def running_mesh(
-    gateway_processes: int = DEFAULT_GATEWAY_PROCESSES, extra_env: dict[str, str] | None = None
+    gateway_processes: int = DEFAULT_GATEWAY_PROCESSES,
+    extra_env: dict[str, str] | None = None,
+    env_of: Callable[[Infra], dict[str, str]] | None = None,
 ) -> Iterator[Bench]:
     """A mesh with a fresh database, vhost, service keys, keyring and one merchant, and
-    `gateway_processes` gateway processes behind Envoy; `extra_env` adds settings."""
+    `gateway_processes` gateway processes behind Envoy; `extra_env` adds settings, `env_of`
+    settings that depend on the fresh database (its URL through a pooler, say)."""
     infra = create_infra("paymesh_bench")
     log_dir = Path(tempfile.mkdtemp(prefix="paymesh-bench-"))
     mesh = None
@@ -130,6 +133,7 @@ def running_mesh(
             "PAYMESH_KEYS_DIR": str(log_dir / "keys"),
             "VAULT_KEYRING_FILE": str(log_dir / "vault-keyring.json"),
             **(extra_env or {}),
+            **(env_of(infra) if env_of else {}),
         }
         os.environ["PAYMESH_KEYS_DIR"] = env["PAYMESH_KEYS_DIR"]
         for step in (["migrate"], ["keys", "init"], ["vault", "init-keyring"]):

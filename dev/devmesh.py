@@ -1,6 +1,10 @@
 """Starts the whole mesh on one machine: localstripe, the four services and Envoy, in the
 foreground; stops everything on Ctrl-C or SIGTERM. `make run` calls `main()`; the
-integration tests use `Mesh` with their own database, vhost and free ports."""
+integration tests use `Mesh` with their own database, vhost and free ports.
+
+PostgreSQL: `DATABASE_URL` is the data path and may be a transaction-pooling pgbouncer;
+`DATABASE_DIRECT_URL` (default: `DATABASE_URL`) goes straight to PostgreSQL for the leaders'
+advisory locks, LISTEN and `paymesh migrate`. Both are checked before anything starts."""
 
 from __future__ import annotations
 
@@ -508,7 +512,7 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def unreachable_dependencies(database_url: str, amqp_url: str) -> list[str]:
+def unreachable_dependencies(database_url: str, amqp_url: str | None) -> list[str]:
     """One line per unreachable dependency, saying how to start it."""
     import pika
     import psycopg
@@ -526,6 +530,8 @@ def unreachable_dependencies(database_url: str, amqp_url: str) -> list[str]:
             f"PostgreSQL is not reachable at {db.host}:{db.port or 5432} (DATABASE_URL); start it "
             "with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
         )
+    if amqp_url is None:
+        return problems
     params = connection_parameters(amqp_url)
     try:
         pika.BlockingConnection(params).close()
@@ -554,6 +560,8 @@ def main() -> int:
         print("\n".join(e["msg"] for e in error.errors()), file=sys.stderr)
         return 1
     problems = unreachable_dependencies(settings.database_url, settings.amqp_url)
+    if settings.session_database_url != settings.database_url:
+        problems += unreachable_dependencies(settings.session_database_url, None)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 1

@@ -83,6 +83,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         f"{tables.SCHEMA}.{tables.payment_audit.name}",
         AuditKeys.load(settings.key_store()),
         settings.audit_checkpoint_interval_seconds,
+        session_engine=resources.session_engine,
     )
     api_keys = CachedApiKeyVerifier(MerchantRepository(engine))
     callers = Callers(api_keys, resources.token_verifier)
@@ -144,7 +145,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         ReconciliationServicer(reconciler, callers), server
     )
 
-    sweep_lock = SessionLock(engine, RECOVERY_SWEEP_LOCK)
+    sweep_lock = SessionLock(resources.session_engine, RECOVERY_SWEEP_LOCK)
 
     async def keep_payments_moving() -> None:
         """Settles PSP operations whose outcome is unknown; refreshes payments_inflight_total.
@@ -174,14 +175,19 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         payments.forget_routes()
 
     settings_changes = listen(
-        engine, SETTINGS_CHANGED, forget_merchant_settings, forget_merchant_settings
+        resources.session_engine,
+        SETTINGS_CHANGED,
+        forget_merchant_settings,
+        forget_merchant_settings,
     )
     return [
         keep_payments_moving(),
         loop_lag.run(),
         settings_changes,
         audit_checkpoints.run(),
-        reconcile_on_schedule(reconciler, SessionLock(engine, RECONCILIATION_LOCK), settings),
+        reconcile_on_schedule(
+            reconciler, SessionLock(resources.session_engine, RECONCILIATION_LOCK), settings
+        ),
         *(key.refresh(settings.secrets_refresh_seconds) for key in psp_keys.values()),
     ]
 

@@ -40,7 +40,14 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def database_url() -> str:
-    return os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    """The operator's commands (migrations, merchants, audits) go straight to PostgreSQL
+    (DATABASE_DIRECT_URL, else DATABASE_URL): DDL and one-off work gain nothing from a
+    transaction pooler, and CREATE DATABASE needs no pooler's database list."""
+    return (
+        os.environ.get("DATABASE_DIRECT_URL")
+        or os.environ.get("DATABASE_URL")
+        or DEFAULT_DATABASE_URL
+    )
 
 
 def migrate(args: argparse.Namespace) -> int:
@@ -165,7 +172,7 @@ def vault_rotate_kek(_args: argparse.Namespace) -> int:
     settings = VaultSettings()
 
     async def rotate():
-        engine = create_engine(settings.database_url, pool_size=1)
+        engine = create_engine(settings.session_database_url, pool_size=1)
         try:
             keks = KekManager(engine, build_key_provider(settings))
             await keks.ensure_ready()
@@ -187,7 +194,7 @@ def vault_check_keys(_args: argparse.Namespace) -> int:
     settings = VaultSettings()
 
     async def check():
-        engine = create_engine(settings.database_url, pool_size=1)
+        engine = create_engine(settings.session_database_url, pool_size=1)
         try:
             await KekManager(engine, build_key_provider(settings)).verify_keys()
         finally:

@@ -41,7 +41,7 @@ log = structlog.get_logger(__name__)
 class Scheduler:
     def __init__(
         self,
-        engine,
+        session_engine,
         jobs: JobStore,
         *,
         batch_size: int,
@@ -52,11 +52,12 @@ class Scheduler:
         workforce: Workforce | None = None,
         lease_seconds: float = 30.0,
     ):
-        self._engine = engine
+        # Its leader lock and its LISTEN: session state, on DATABASE_DIRECT_URL.
+        self._engine = session_engine
         self._jobs = jobs
         self._workforce = workforce
         self._lease_seconds = lease_seconds
-        self._lock = SessionLock(engine, "rebill-scheduler", stale_after=stale_after)
+        self._lock = SessionLock(session_engine, "rebill-scheduler", stale_after=stale_after)
         self._leader = False
         self._batch = batch_size
         self._idle = idle_seconds

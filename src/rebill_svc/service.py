@@ -51,6 +51,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         f"{tables.SCHEMA}.{tables.rebill_audit.name}",
         AuditKeys.load(settings.key_store()),
         settings.audit_checkpoint_interval_seconds,
+        session_engine=resources.session_engine,
     )
     jobs = PostgresJobStore(resources.engine, resources.direct_sql)
     runner = JobRunner(
@@ -76,7 +77,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     )
     workforce = Workforce(resources.engine)
     scheduler = Scheduler(
-        resources.engine,
+        resources.session_engine,
         jobs,
         batch_size=settings.scheduler_batch_size,
         idle_seconds=settings.scheduler_idle_seconds,

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from paymesh.platform import audit_details
 from paymesh.platform.amqp_consumer import Consumer, Delivery, Verdict
 from paymesh.platform.channels import service_channel
-from paymesh.platform.db import create_engine
+from paymesh.platform.db import create_engine, named
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.http import OpsHttpServer
 from paymesh.platform.logging import configure_logging
@@ -83,8 +83,18 @@ async def serve(settings: RebillSettings) -> None:
     tracer_provider = configure_tracing("rebill-worker", settings.otlp_endpoint)
     # Claims and settles, one each per job, run on the direct pool; the engine serves the
     # heartbeats and the odd unknown-job check.
-    engine = create_engine(settings.database_url, 4)
-    direct_sql = DirectSql(engine, settings.worker_prefetch + 2)
+    engine = create_engine(
+        named(settings.database_url, "rebill_worker"),
+        4,
+        keep=1,
+        prepare=settings.prepared_statements,
+    )
+    direct_sql = DirectSql(
+        engine,
+        settings.worker_prefetch + 2,
+        prepare=settings.prepared_statements,
+        max_idle=settings.db_pool_idle_seconds,
+    )
     channel = service_channel(
         settings.gateway_addr, TokenIssuer("rebill", settings.key_store()), audience="gateway"
     )

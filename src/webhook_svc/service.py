@@ -110,7 +110,9 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
 
     async def deliver() -> None:
         try:
-            await deliverer.run(lambda woken: listen(resources.engine, WAKE_CHANNEL, woken, woken))
+            await deliverer.run(
+                lambda woken: listen(resources.session_engine, WAKE_CHANNEL, woken, woken)
+            )
         finally:
             await sender.close()
 

@@ -9,7 +9,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +60,14 @@ def made_secrets() -> Path:
     return _secrets[0]
 
 
+# Settings that depend on the test's own database (its URL through a pooler, say).
+EnvOf = Callable[[Infra], dict[str, str]]
+
+
 @contextlib.contextmanager
-def own_infra(tmp_path: Path, **overrides: str) -> Iterator[tuple[Infra, dict[str, str]]]:
+def own_infra(
+    tmp_path: Path, env_of: EnvOf | None = None, **overrides: str
+) -> Iterator[tuple[Infra, dict[str, str]]]:
     """A database and vhost of this test's own, migrated, with service keys and a keyring."""
     infra = create_migrated_infra("paymesh_rebill_faults")
     try:
@@ -69,7 +75,7 @@ def own_infra(tmp_path: Path, **overrides: str) -> Iterator[tuple[Infra, dict[st
             infra,
             PAYMESH_KEYS_DIR=str(tmp_path / "keys"),
             VAULT_KEYRING_FILE=str(tmp_path / "vault-keyring.json"),
-            **{**FAULT_ENV, **overrides},
+            **{**FAULT_ENV, **overrides, **(env_of(infra) if env_of else {})},
         )
         secrets = made_secrets()
         shutil.copytree(secrets / "keys", tmp_path / "keys", dirs_exist_ok=True)
@@ -103,9 +109,11 @@ class FaultMesh:
 
 
 @contextlib.contextmanager
-def fault_mesh(tmp_path: Path, **overrides: str) -> Iterator[FaultMesh]:
+def fault_mesh(
+    tmp_path: Path, env_of: EnvOf | None = None, **overrides: str
+) -> Iterator[FaultMesh]:
     """A whole mesh on free ports over a database of its own, stopped and dropped after."""
-    with own_infra(tmp_path, **overrides) as (infra, base):
+    with own_infra(tmp_path, env_of, **overrides) as (infra, base):
         ports = Ports.free()
         env = {**base, **ports.service_env()}
         merchant = create_merchant(infra, "faults")

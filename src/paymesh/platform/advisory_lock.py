@@ -1,5 +1,6 @@
 """One holder at a time across every process of a service: a PostgreSQL session-level advisory
-lock, held on a connection of its own for as long as the holder is active.
+lock, held for as long as the holder is active on a session connection of the process's own
+(one for every lock the process holds, straight to PostgreSQL: DATABASE_DIRECT_URL).
 
 Whoever asks `held()` each round takes the lock if it is free, so a standby takes over within
 a round of the holder's death: a process that dies, or loses its connection, loses its
@@ -14,8 +15,11 @@ deposed holder finishing its work."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import weakref
 import zlib
+from typing import Any
 
 import structlog
 from sqlalchemy import func, select, text
@@ -39,6 +43,7 @@ _END_STALE_HOLDER = text(
       AND l.objid = CAST(:key AS bigint)::oid AND l.objsubid = 1
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
       AND a.state = 'idle' AND a.state_change < now() - make_interval(secs => :stale)
+      AND a.pid <> pg_backend_pid()
     """
 )
 
@@ -54,55 +59,96 @@ def _unpooled(engine: AsyncEngine) -> AsyncEngine:
         poolclass=NullPool,
         isolation_level="AUTOCOMMIT",
         hide_parameters=True,
-        connect_args={"connect_timeout": 3},
+        # A few statements per round: nothing worth preparing.
+        connect_args={"connect_timeout": 3, "prepare_threshold": None},
     )
 
 
+class _Session:
+    """The one session every lock made from an engine shares: a process holds all its locks
+    (recovery sweep, outbox relay, scheduler, audit checkpoints, reconciliation) on one
+    connection, not one each. Its statements run one at a time. When the connection breaks
+    (or a standby ends it) every lock on it is lost at once, as when the process dies."""
+
+    def __init__(self, engine: AsyncEngine):
+        self._connections = _unpooled(engine)
+        self._connection: AsyncConnection | None = None
+        self._guard = asyncio.Lock()
+        self.held: set[int] = set()  # the keys this session holds
+
+    async def scalar(self, statement: Any, params: dict[str, Any] | None = None) -> Any:
+        async with self._guard:
+            if self._connection is None:
+                self._connection = await self._connections.connect()
+                self.held.clear()
+            try:
+                return await self._connection.scalar(statement, params or {})
+            except BaseException:
+                await self._drop()  # a broken (or interrupted) session: its locks are gone
+                raise
+
+    async def close_if_unused(self) -> None:
+        async with self._guard:
+            if not self.held:
+                await self._drop()
+
+    async def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        self.held.clear()
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.invalidate()  # never back to a pool with a lock held
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+
+_SESSIONS: weakref.WeakKeyDictionary[AsyncEngine, _Session] = weakref.WeakKeyDictionary()
+
+
 class SessionLock:
+    """`engine`: the process's session engine (platform.db.create_session_engine, on
+    DATABASE_DIRECT_URL), never a transaction-pooling pgbouncer, where the lock would stay
+    on a server connection other clients use after the statement. Every lock made from one
+    engine is held on the same connection (one per process, however many leaderships)."""
+
     def __init__(self, engine: AsyncEngine, name: str, stale_after: float | None = None):
         self.name = name
         self._key = lock_key(name)
-        self._connections = _unpooled(engine)
-        self._holder: AsyncConnection | None = None
+        session = _SESSIONS.get(engine)
+        if session is None:
+            session = _SESSIONS[engine] = _Session(engine)
+        self._session = session
         self._stale_after = stale_after
 
     async def held(self) -> bool:
         """Whether this process holds the lock, taking it if it is free. Raises when the
         database cannot be reached (the lock is then not held)."""
-        if self._holder is not None:
-            try:
-                await self._holder.execute(select(1))
+        session = self._session
+        if self._key in session.held:
+            with contextlib.suppress(Exception):  # the session, and with it the lock, is gone
+                await session.scalar(select(1))
+            if self._key in session.held:
                 return True
-            except Exception:  # noqa: BLE001 - the connection, and with it the lock, is gone
-                await self.release()
-        holder = await self._connections.connect()
-        try:
-            locked = await holder.scalar(select(func.pg_try_advisory_lock(self._key)))
-        except BaseException:
-            await holder.close()
-            raise
-        if not locked:
-            try:
-                if self._stale_after is not None:
-                    await self._end_stale_holder(holder, self._stale_after)
-            finally:
-                await holder.close()
-            return False
-        self._holder = holder
-        return True
+        if await session.scalar(select(func.pg_try_advisory_lock(self._key))):
+            session.held.add(self._key)
+            return True
+        if self._stale_after is not None:
+            await self._end_stale_holder(self._stale_after)
+        return False
 
-    async def _end_stale_holder(self, connection: AsyncConnection, stale_after: float) -> None:
-        ended = await connection.scalar(
+    async def _end_stale_holder(self, stale_after: float) -> None:
+        ended = await self._session.scalar(
             _END_STALE_HOLDER, {"key": self._key, "stale": float(stale_after)}
         )
         if ended:
             log.warning("lock_holder_ended", lock=self.name, silent_for=stale_after)
 
     async def release(self) -> None:
-        """Gives the lock up (closing its connection ends the session, and the lock)."""
-        holder, self._holder = self._holder, None
-        if holder is not None:
+        """Gives the lock up; the session ends once it holds no lock."""
+        session = self._session
+        if self._key in session.held:
+            session.held.discard(self._key)
             with contextlib.suppress(Exception):
-                await holder.invalidate()  # never back to the pool with the lock held
-            with contextlib.suppress(Exception):
-                await holder.close()
+                await session.scalar(select(func.pg_advisory_unlock(self._key)))
+        with contextlib.suppress(Exception):
+            await session.close_if_unused()

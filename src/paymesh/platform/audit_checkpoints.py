@@ -65,11 +65,21 @@ VALUES (:merchant_id, :chain, :seq, :row_id, :hash, :row_count, :key_id, :mac)
 
 
 class AuditCheckpointer:
-    def __init__(self, engine: AsyncEngine, table: str, keys: AuditKeys, interval: float):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        table: str,
+        keys: AuditKeys,
+        interval: float,
+        session_engine: AsyncEngine | None = None,
+    ):
+        """`session_engine`: where the round's lock is held (DATABASE_DIRECT_URL); `engine`
+        by default."""
         if not _TABLE.fullmatch(table):
             raise ValueError(f"not a schema.table name: {table!r}")
         self.table = table
         self._engine = engine
+        self._session_engine = session_engine or engine
         self._keys = keys
         self._interval = interval
         self._since: int | None = None  # read from the checkpoints when a round first needs it
@@ -127,7 +137,9 @@ class AuditCheckpointer:
         Only the holder reports audit_chain_head_checkpoint_age_seconds: the time since its
         last complete round began (every row committed before then is anchored)."""
         lock = SessionLock(
-            self._engine, f"audit-checkpoints:{self.table}", stale_after=3 * self._interval + 10
+            self._session_engine,
+            f"audit-checkpoints:{self.table}",
+            stale_after=3 * self._interval + 10,
         )
         try:
             while True:

@@ -57,6 +57,13 @@ class ServiceSettings(TlsSettings):
     # renewals, events, webhook endpoints), which may lag the primary by a moment. Unset:
     # they read DATABASE_URL. Reads that must be fresh stay on the primary.
     database_read_url: str | None = Field(None, validation_alias="DATABASE_READ_URL")
+    # Straight to PostgreSQL, for what needs a session of its own: the leaders' advisory locks
+    # and LISTEN (a few connections per process). Unset: DATABASE_URL.
+    database_direct_url: str | None = Field(None, validation_alias="DATABASE_DIRECT_URL")
+    # Server-side prepared statements on the data path (psycopg prepares a statement after a
+    # few runs). Unset: on when the data path is the direct one, off when DATABASE_DIRECT_URL
+    # names another address (a pgbouncer before 1.21 cannot carry them in transaction mode).
+    db_prepared_statements: bool | None = Field(None, validation_alias="DB_PREPARED_STATEMENTS")
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/%2F", validation_alias="AMQP_URL")
     events_exchange: str = Field("paymesh.events", validation_alias="EVENTS_EXCHANGE")
     otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -75,7 +82,14 @@ class ServiceSettings(TlsSettings):
     health_probe_interval_seconds: float = Field(
         2.0, validation_alias="HEALTH_PROBE_INTERVAL_SECONDS"
     )
-    db_pool_size: int = Field(10, validation_alias="DB_POOL_SIZE")
+    # The most connections each of a process's two data-path pools (SQLAlchemy's, and the hot
+    # statements' psycopg pool) opens under load.
+    db_pool_size: int = Field(10, validation_alias="DB_POOL_SIZE", ge=1)
+    # SQLAlchemy's pool keeps DB_POOL_KEEP open and closes any other as soon as it is given
+    # back; the psycopg pool keeps one and closes another each DB_POOL_IDLE_SECONDS that it
+    # had more than it needed.
+    db_pool_keep: int = Field(2, validation_alias="DB_POOL_KEEP", ge=1)
+    db_pool_idle_seconds: float = Field(10.0, validation_alias="DB_POOL_IDLE_SECONDS", gt=0)
     # Ed25519 key pairs of every service, for service tokens (`paymesh keys init`).
     keys_dir: Path = Field(Path("var/keys"), validation_alias="PAYMESH_KEYS_DIR")
     # Where the signing keys (service identities, audit) are read: `files` (PAYMESH_KEYS_DIR,
@@ -152,6 +166,22 @@ class ServiceSettings(TlsSettings):
     @classmethod
     def _empty_read_url_is_unset(cls, value: object) -> object:
         return value or None
+
+    @field_validator("database_direct_url", "db_prepared_statements", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def session_database_url(self) -> str:
+        """Where session connections (advisory locks, LISTEN) go."""
+        return self.database_direct_url or self.database_url
+
+    @property
+    def prepared_statements(self) -> bool:
+        if self.db_prepared_statements is not None:
+            return self.db_prepared_statements
+        return self.session_database_url == self.database_url
 
     @model_validator(mode="after")
     def _plaintext_only_on_loopback_unless_allowed(self) -> ServiceSettings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, literal_column, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -20,13 +21,31 @@ def psycopg_conninfo(engine: AsyncEngine) -> str:
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
-    """At most `pool_size` connections. The hot statements run on platform.direct_sql's pool
-    of its own (as many again): PostgreSQL's connection slots are shared by every process."""
+def named(database_url: str, application_name: str | None) -> str:
+    """`database_url` with an application_name (unless it names one): pg_stat_activity then
+    says which process, and which of its pools, holds each connection."""
+    url = make_url(database_url)
+    if application_name is None or "application_name" in url.query:
+        return database_url
+    return url.update_query_dict({"application_name": application_name}).render_as_string(
+        hide_password=False
+    )
+
+
+def create_engine(
+    database_url: str, pool_size: int = 10, *, keep: int = 2, prepare: bool = True
+) -> AsyncEngine:
+    """At most `pool_size` connections, `keep` of them kept open while idle (each one beyond
+    is closed when it comes back). The hot statements run on platform.direct_sql's pool of
+    its own (as many again): PostgreSQL's connection slots are shared by every process.
+    `prepare=False`: no server-side prepared statements (psycopg prepares a statement after
+    a few runs), for a data path through a transaction-pooling pgbouncer before 1.21, where
+    the next transaction may run on another server connection."""
+    keep = max(1, min(keep, pool_size))
     return create_async_engine(
         sqlalchemy_url(database_url),
-        pool_size=max(1, pool_size // 2),
-        max_overflow=max(1, pool_size - pool_size // 2),
+        pool_size=keep,
+        max_overflow=max(1, pool_size - keep),
         # No pre-ping: it would double the round trips of every one-statement call. A
         # connection error instead invalidates the whole pool (SQLAlchemy does this on any
         # disconnect), and the health probe, which runs every few seconds, usually meets a
@@ -35,7 +54,20 @@ def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
         # Statement parameters carry billing details and secrets: keep them out of errors.
         hide_parameters=True,
         # Fail fast while the database is unreachable, so health flips instead of hanging.
-        connect_args={"connect_timeout": 3},
+        connect_args={"connect_timeout": 3, **({} if prepare else {"prepare_threshold": None})},
+    )
+
+
+def create_session_engine(database_url: str) -> AsyncEngine:
+    """The process's way to session connections (DATABASE_DIRECT_URL): advisory locks
+    (platform.advisory_lock) and LISTEN (platform.notifications) open their own connections
+    from its URL, each for as long as its session state must live. Pools nothing."""
+    return create_async_engine(
+        sqlalchemy_url(database_url),
+        poolclass=NullPool,
+        isolation_level="AUTOCOMMIT",
+        hide_parameters=True,
+        connect_args={"connect_timeout": 3, "prepare_threshold": None},
     )
 
 

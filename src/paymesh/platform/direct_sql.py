@@ -92,8 +92,18 @@ class DirectSql:
     first use and kept by identity: pass statements that are built once (module constants,
     functools.cache), not new objects per call."""
 
-    def __init__(self, engine: AsyncEngine, max_size: int = 10):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        max_size: int = 10,
+        *,
+        prepare: bool = True,
+        max_idle: float = 60.0,
+    ):
+        """`prepare=False`: never prepared on the server (a data path through a
+        transaction-pooling pgbouncer before 1.21: see platform.db.create_engine)."""
         self._dialect = engine.dialect
+        self._prepare = prepare
         self._pool = _Pool(
             psycopg_conninfo(engine),
             min_size=1,
@@ -101,9 +111,9 @@ class DirectSql:
             # While the database is unreachable a call fails in seconds (PoolTimeout is an
             # OperationalError: a 503), instead of queueing for psycopg_pool's default 30 s.
             timeout=5,
-            # Connections beyond the first go after a minute unused: PostgreSQL's connection
-            # slots are shared by every process of the mesh.
-            max_idle=60,
+            # Connections beyond the first go after `max_idle` seconds unused, one per
+            # `max_idle`: PostgreSQL's connection slots are shared by every process.
+            max_idle=max_idle,
             open=False,
             # No check on checkout (a round trip per statement): the health probe pings the
             # pool (ping()), and a connection found broken, by it or by a statement (a 503),
@@ -114,6 +124,7 @@ class DirectSql:
                 "row_factory": dict_row,
                 "cursor_factory": psycopg.AsyncRawCursor,
                 "connect_timeout": 3,
+                **({} if prepare else {"prepare_threshold": None}),
             },
         )
         self._opened: asyncio.Future[None] | None = None
@@ -164,7 +175,9 @@ class DirectSql:
         async with self._pool.connection() as connection:
             try:
                 cursor = await connection.execute(
-                    compiled.sql, compiled.params(params), prepare=None if prepare else False
+                    compiled.sql,
+                    compiled.params(params),
+                    prepare=None if prepare and self._prepare else False,
                 )
             except psycopg.OperationalError:
                 self._broken(connection)

@@ -32,7 +32,9 @@ async def listen(
     retry_seconds: float = 1.0,
 ) -> None:
     """Runs until cancelled: `on_notify(payload)` for each notification on `channel`, and
-    `on_reconnect()` each time the listening connection was (re)made."""
+    `on_reconnect()` each time the listening connection was (re)made. `engine`: the process's
+    session engine (on DATABASE_DIRECT_URL): through a transaction-pooling pgbouncer, LISTEN
+    would hold for one statement on a server connection that then serves other clients."""
     conninfo = psycopg_conninfo(engine)
     while True:
         try:
@@ -40,6 +42,7 @@ async def listen(
                 conninfo,
                 autocommit=True,
                 connect_timeout=3,
+                prepare_threshold=None,
                 # A connection that died silently (no FIN) is noticed within a minute.
                 keepalives=1,
                 keepalives_idle=20,

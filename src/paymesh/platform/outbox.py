@@ -206,7 +206,10 @@ class OutboxRelay:
         idle_delay: float = 0.05,
         max_idle_delay: float = 0.5,
         error_delay: float = 1.0,
+        session_engine: AsyncEngine | None = None,
     ):
+        """`session_engine`: where the relay's lock is held (DATABASE_DIRECT_URL); `engine`
+        by default."""
         self._service = service
         self._engine = engine
         self._table = table
@@ -218,7 +221,9 @@ class OutboxRelay:
         self._error_delay = error_delay
         # A relay frozen with the lock would stop every event: a standby takes over after
         # stale_after (a deposed relay's last batch goes out twice: consumers dedupe).
-        self._lock = SessionLock(engine, f"outbox-relay:{table.fullname}", stale_after=10.0)
+        self._lock = SessionLock(
+            session_engine or engine, f"outbox-relay:{table.fullname}", stale_after=10.0
+        )
         self._autocommit = autocommit(engine)
         self._last_error_logged = 0.0
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from paymesh.platform import audit_details
 from paymesh.platform.amqp import ConfirmingPublisher
 from paymesh.platform.config import ServiceSettings
-from paymesh.platform.db import autocommit, create_engine, ping
+from paymesh.platform.db import autocommit, create_engine, create_session_engine, named, ping
 from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.health import NOT_SERVING, DependencyMonitor
 from paymesh.platform.http import OpsHttpServer
@@ -61,6 +61,8 @@ class Resources:
     publisher: ConfirmingPublisher
     token_issuer: TokenIssuer
     token_verifier: TokenVerifier
+    # Straight to PostgreSQL (DATABASE_DIRECT_URL), for session state: advisory locks, LISTEN.
+    session_engine: AsyncEngine
 
 
 # A service's wiring: adds its servicers to the server, does what must be done before the
@@ -152,12 +154,30 @@ def run(definition: ServiceDefinition) -> None:
 async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> None:
     audit_details.configure(settings.audit_compress_above_bytes)
     tracer_provider = configure_tracing(definition.name, settings.otlp_endpoint)
-    engine = create_engine(settings.database_url, settings.db_pool_size)
-    direct_sql = DirectSql(engine, settings.db_pool_size)
+    engine = create_engine(
+        named(settings.database_url, definition.name),
+        settings.db_pool_size,
+        keep=settings.db_pool_keep,
+        prepare=settings.prepared_statements,
+    )
+    direct_sql = DirectSql(
+        engine,
+        settings.db_pool_size,
+        prepare=settings.prepared_statements,
+        max_idle=settings.db_pool_idle_seconds,
+    )
     read_engine = (
-        create_engine(settings.database_read_url, max(2, settings.db_pool_size // 2))
+        create_engine(
+            named(settings.database_read_url, f"{definition.name}:read"),
+            max(2, settings.db_pool_size // 2),
+            keep=settings.db_pool_keep,
+            prepare=settings.prepared_statements,
+        )
         if settings.database_read_url
         else engine
+    )
+    session_engine = create_session_engine(
+        named(settings.session_database_url, f"{definition.name}:session")
     )
     publisher = ConfirmingPublisher(settings.amqp_url, settings.events_exchange)
 
@@ -182,6 +202,7 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
         publisher,
         TokenIssuer(definition.name, keys),
         TokenVerifier(definition.name, keys),
+        session_engine,
     )
     jobs = await definition.register(server, resources)
     health_servicer = health.aio.HealthServicer()
@@ -209,7 +230,12 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
 
     ops_http = OpsHttpServer(settings.bind_host, settings.http_port, readiness)
     relay = OutboxRelay(
-        definition.name, engine, definition.outbox, publisher, definition.event_objects
+        definition.name,
+        engine,
+        definition.outbox,
+        publisher,
+        definition.event_objects,
+        session_engine=session_engine,
     )
 
     publisher.start()
@@ -254,6 +280,7 @@ async def serve(definition: ServiceDefinition, settings: ServiceSettings) -> Non
     await engine.dispose()
     if read_engine is not engine:
         await read_engine.dispose()
+    await session_engine.dispose()
     ops_http.stop()
     tracer_provider.shutdown()
     log.info("stopped")
