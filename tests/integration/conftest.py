@@ -34,44 +34,40 @@ SHARED_MESHES: dict[str, contextlib.ExitStack] = {}
 LAST_USER: dict[str, pytest.Item] = {}
 
 
-@pytest.hookimpl(tryfirst=True)
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Under pytest-xdist (`make test` runs two workers with `--dist loadgroup`), the modules
+    that use the session's mesh or a shared one are one group, which one worker runs in
+    order; any other module is a group of its own. So every mesh starts once, and at most
+    three are up at once (PostgreSQL's 100 connections): the session's, a shared one beside
+    it, and a module's own on the other worker. (Marked as each test is collected: xdist
+    reads the groups before pytest_collection_modifyitems would mark them.)"""
+    uses_a_mesh = MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    item.add_marker(pytest.mark.xdist_group("meshes" if uses_a_mesh else item.module.__name__))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Runs the modules that share a mesh one after the other, where the first of them runs,
-    so that a shared mesh is never up beside another; notes each mesh's last test.
+    so that a shared mesh is never up beside another, and the session mesh's modules first
+    (the longest group); notes each mesh's last test."""
+    shares: dict[str, set[str]] = {}
+    for item in items:
+        names = SHARED_MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        shares.setdefault(item.module.__name__, set()).update(names)
+    first_user: dict[str, int] = {}
+    place: dict[str, int] = {}
+    for index, module in enumerate(shares):
+        place[module] = min(
+            (first_user.setdefault(n, index) for n in shares[module]), default=index
+        )
 
-    Under pytest-xdist (`make test` runs two workers with `--dist loadgroup`) the modules that
-    share a mesh, the session's `mesh` included, are one group, which one worker runs in
-    order: so every mesh starts once, and at most three are up at once (PostgreSQL's 100
-    connections: the session's, one shared or module mesh beside it, and one module mesh
-    on the other worker). Any other module is a group of its own. (tryfirst: xdist reads the
-    groups in a hook of its own.)"""
-    meshes_of: dict[str, set[str]] = {}
+    def order(item: pytest.Item) -> tuple[bool, int]:
+        uses_a_mesh = MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        return (not uses_a_mesh, place[item.module.__name__])
+
+    items.sort(key=order)
     for item in items:
-        names = MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
-        meshes_of.setdefault(item.module.__name__, set()).update(names)
-    group = sharing_groups(meshes_of)
-    # Within a group, the modules of one shared mesh one after the other, where the first runs.
-    place = sharing_groups({m: names & SHARED_MESH_FIXTURES for m, names in meshes_of.items()})
-    items.sort(key=lambda item: (group[item.module.__name__], place[item.module.__name__]))
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(f"group{group[item.module.__name__]}"))
         for name in SHARED_MESH_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             LAST_USER[name] = item
-
-
-def sharing_groups(meshes_of: dict[str, set[str]]) -> dict[str, int]:
-    """Each module's group: the place, in `meshes_of`'s order, of the first module joined to it
-    through a mesh they use, directly or through other modules."""
-    group = {module: index for index, module in enumerate(meshes_of)}
-    first_user: dict[str, str] = {}
-    for module, names in meshes_of.items():
-        for name in names:
-            other = first_user.setdefault(name, module)
-            joined = min(group[other], group[module])
-            for member, place in group.items():
-                if place in (group[other], group[module]):
-                    group[member] = joined
-    return group
 
 
 @pytest.hookimpl(trylast=True)

@@ -27,9 +27,8 @@ from tests.support.mesh import (
 )
 
 # Short leases, so a killed worker's jobs come back within seconds; the connection budget
-# of a shared PostgreSQL (a worker holds prefetch + 2 connections).
+# of a shared PostgreSQL (base_env's pool settings; a worker holds prefetch + 2 connections).
 FAULT_ENV = {
-    "DB_POOL_SIZE": "4",
     "REBILL_LEASE_SECONDS": "2",
     "REBILL_RECHECK_SECONDS": "1",
     "REBILL_REQUEUE_AFTER_SECONDS": "20",

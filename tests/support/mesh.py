@@ -77,8 +77,10 @@ def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": infra.database_url,
         "AMQP_URL": infra.amqp_url,
-        # PostgreSQL's 100 connections are shared by up to three meshes under `make test`.
-        "DB_POOL_SIZE": "4",
+        # PostgreSQL's 100 connections are shared by up to three meshes under `make test`:
+        # each process keeps one pooled connection while idle and opens at most 3 per pool.
+        "DB_POOL_SIZE": "3",
+        "DB_POOL_KEEP": "1",
         "HEALTH_PROBE_INTERVAL_SECONDS": "0.5",
         "SHUTDOWN_GRACE_SECONDS": "5",
         "SHUTDOWN_DRAIN_DELAY_SECONDS": "0.5",
