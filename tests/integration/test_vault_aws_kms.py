@@ -5,11 +5,6 @@ envelope and KEK lifecycle (rotation, re-wrap) work on it, in a database of the 
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -19,6 +14,7 @@ from paymesh.platform.callers import Merchant
 from paymesh.platform.db import create_engine
 from paymesh.platform.direct_sql import DirectSql
 from tests.support.mesh import base_env, paymesh
+from tests.support.moto import AWS_TEST_ENV, moto_server
 from vault_proxy_svc.envelope import binding, seal, unseal
 from vault_proxy_svc.kek import KekManager
 from vault_proxy_svc.keys import AwsKms
@@ -31,35 +27,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def kms(tmp_path_factory, monkeypatch_module):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    for variable, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-    }.items():
+    for variable, value in AWS_TEST_ENV.items():
         monkeypatch_module.setenv(variable, value)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    yield AwsKms("eu-west-1", endpoint), endpoint
-    server.terminate()
-    server.wait(10)
-    log.close()
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield AwsKms("eu-west-1", endpoint), endpoint
 
 
 @pytest.fixture(scope="module")

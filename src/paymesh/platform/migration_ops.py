@@ -121,22 +121,7 @@ def split_chained_audit(schema: str, table: str) -> None:
     op.create_index(
         f"{table}_chain_seq_idx", table, ["merchant_id", "chain", "seq"], unique=True, schema=schema
     )
-    op.execute(
-        f"""
-        CREATE OR REPLACE FUNCTION {schema}.{table}_chain() RETURNS trigger LANGUAGE plpgsql AS $$
-        DECLARE last_seq bigint;
-        BEGIN
-          NEW.chain := pg_current_xact_id()::text::bigint % {AUDIT_CHAINS};
-          PERFORM pg_advisory_xact_lock(hashtext('{table}:' || NEW.merchant_id), NEW.chain);
-          SELECT seq, hash INTO last_seq, NEW.prev_hash FROM {schema}.{table}
-            WHERE merchant_id = NEW.merchant_id AND chain = NEW.chain ORDER BY seq DESC LIMIT 1;
-          NEW.seq := coalesce(last_seq, 0) + 1;
-          NEW.prev_hash := coalesce(NEW.prev_hash, '\\x'::bytea);
-          NEW.hash := {_digest("NEW.prev_hash", "NEW")};
-          RETURN NEW;
-        END $$;
-        """
-    )
+    op.execute(_chain_function_v2(schema, table, _digest("NEW.prev_hash", "NEW")))
 
 
 def _digest(prev: str, row: str) -> str:
