@@ -129,10 +129,17 @@ class ServiceSettings(TlsSettings):
                 raise ValueError(f"AMQP_URL: {url.strip()!r} is not an amqp:// or amqps:// URL")
         return value
 
-    @field_validator("secrets_dir", "aws_secrets_endpoint", mode="before")
+    @field_validator(
+        "secrets_dir",
+        "aws_secrets_endpoint",
+        "database_read_url",
+        "database_direct_url",
+        "db_prepared_statements",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
-        return value or None
+        return None if value == "" else value
 
     def key_store(self) -> SecretSource:
         """Where the signing keys are read (and `paymesh keys` writes them)."""
@@ -161,16 +168,6 @@ class ServiceSettings(TlsSettings):
         if self.secrets_source == "files" and self.secrets_dir is None:
             raise ValueError("PAYMESH_SECRETS_SOURCE=files needs PAYMESH_SECRETS_DIR")
         return self
-
-    @field_validator("database_read_url", mode="before")
-    @classmethod
-    def _empty_read_url_is_unset(cls, value: object) -> object:
-        return value or None
-
-    @field_validator("database_direct_url", "db_prepared_statements", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
 
     @property
     def session_database_url(self) -> str:
