@@ -27,30 +27,32 @@ def knobs(mesh, merchant):
     close_sandbox_breaker(mesh, merchant)
 
 
-# A mesh costs half a minute to start and ~20 database connections to keep, so modules that
+# A mesh costs half a minute to start and ~36 database connections to keep, so modules that
 # need the same configuration share one: a session fixture per configuration, closed right
 # after the last test that uses it (not at the session's end, so that meshes do not pile up).
 SHARED_MESHES: dict[str, contextlib.ExitStack] = {}
 LAST_USER: dict[str, pytest.Item] = {}
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Runs the modules that share a mesh one after the other, where the first of them runs,
-    so that a shared mesh is never up beside another, and the session mesh's modules first
-    (the longest group); notes each mesh's last test.
-
-    Under pytest-xdist (`make test` runs two workers with `--dist loadgroup`), the modules
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Under pytest-xdist (`make test` runs two workers with `--dist loadgroup`), the modules
     that use the session's mesh or a shared one are one group, which one worker runs in
     order; any other module is a group of its own. So every mesh starts once, and at most
     three are up at once (PostgreSQL's 100 connections): the session's, a shared one beside
-    it, and a module's own on the other worker. (tryfirst: xdist reads the groups in its
-    own hook.)"""
-    meshes_of: dict[str, set[str]] = {}
+    it, and a module's own on the other worker. (Marked as each test is collected: xdist
+    reads the groups before pytest_collection_modifyitems would mark them.)"""
+    uses_a_mesh = MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    item.add_marker(pytest.mark.xdist_group("meshes" if uses_a_mesh else item.module.__name__))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Runs the modules that share a mesh one after the other, where the first of them runs,
+    so that a shared mesh is never up beside another, and the session mesh's modules first
+    (the longest group); notes each mesh's last test."""
+    shares: dict[str, set[str]] = {}
     for item in items:
-        names = MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
-        meshes_of.setdefault(item.module.__name__, set()).update(names)
-    shares = {module: names & SHARED_MESH_FIXTURES for module, names in meshes_of.items()}
+        names = SHARED_MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        shares.setdefault(item.module.__name__, set()).update(names)
     first_user: dict[str, int] = {}
     place: dict[str, int] = {}
     for index, module in enumerate(shares):
@@ -58,10 +60,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             (first_user.setdefault(n, index) for n in shares[module]), default=index
         )
 
-    items.sort(key=lambda item: (not meshes_of[item.module.__name__], place[item.module.__name__]))
+    def order(item: pytest.Item) -> tuple[bool, int]:
+        uses_a_mesh = MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        return (not uses_a_mesh, place[item.module.__name__])
+
+    items.sort(key=order)
     for item in items:
-        module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("meshes" if meshes_of[module] else module))
         for name in SHARED_MESH_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             LAST_USER[name] = item
 
