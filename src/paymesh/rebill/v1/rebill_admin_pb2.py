@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from paymesh.rebill.v1 import rebill_pb2 as paymesh_dot_rebill_dot_v1_dot_rebill__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$paymesh/rebill/v1/rebill_admin.proto\x12\x11paymesh.rebill.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"R\n\x0bRetryPolicy\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x18\n\x10retry_after_days\x18\x02 \x03(\x05\x12\x14\n\x0c\x66inal_status\x18\x03 \x01(\t\"M\n\x15SetRetryPolicyRequest\x12\x34\n\x06policy\x18\x01 \x01(\x0b\x32\x1e.paymesh.rebill.v1.RetryPolicyB\x04\xe2\x41\x01\x02\"2\n\x15GetRetryPolicyRequest\x12\x19\n\x0bmerchant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x93\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12,\n\x08received\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x16ListDeadLettersRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"F\n\x17ListDeadLettersResponse\x12+\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x1d.paymesh.rebill.v1.DeadLetter\"*\n\x16RetryDeadLetterRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\",\n\x18\x44iscardDeadLetterRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\xf4\x03\n\x12RebillAdminService\x12Z\n\x0eSetRetryPolicy\x12(.paymesh.rebill.v1.SetRetryPolicyRequest\x1a\x1e.paymesh.rebill.v1.RetryPolicy\x12Z\n\x0eGetRetryPolicy\x12(.paymesh.rebill.v1.GetRetryPolicyRequest\x1a\x1e.paymesh.rebill.v1.RetryPolicy\x12h\n\x0fListDeadLetters\x12).paymesh.rebill.v1.ListDeadLettersRequest\x1a*.paymesh.rebill.v1.ListDeadLettersResponse\x12[\n\x0fRetryDeadLetter\x12).paymesh.rebill.v1.RetryDeadLetterRequest\x1a\x1d.paymesh.rebill.v1.DeadLetter\x12_\n\x11\x44iscardDeadLetter\x12+.paymesh.rebill.v1.DiscardDeadLetterRequest\x1a\x1d.paymesh.rebill.v1.DeadLetterb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$paymesh/rebill/v1/rebill_admin.proto\x12\x11paymesh.rebill.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epaymesh/rebill/v1/rebill.proto\"R\n\x0bRetryPolicy\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x18\n\x10retry_after_days\x18\x02 \x03(\x05\x12\x14\n\x0c\x66inal_status\x18\x03 \x01(\t\"M\n\x15SetRetryPolicyRequest\x12\x34\n\x06policy\x18\x01 \x01(\x0b\x32\x1e.paymesh.rebill.v1.RetryPolicyB\x04\xe2\x41\x01\x02\"2\n\x15GetRetryPolicyRequest\x12\x19\n\x0bmerchant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x93\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12,\n\x08received\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x16ListDeadLettersRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"F\n\x17ListDeadLettersResponse\x12+\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x1d.paymesh.rebill.v1.DeadLetter\"<\n\x16RetryDeadLetterRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08operator\x18\x02 \x01(\t\">\n\x18\x44iscardDeadLetterRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08operator\x18\x02 \x01(\t\"s\n\x1aSearchSubscriptionsRequest\x12\t\n\x01q\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x16\n\x0estarting_after\x18\x05 \x01(\t\"a\n\x13SubscriptionSummary\x12\x35\n\x0csubscription\x18\x01 \x01(\x0b\x32\x1f.paymesh.rebill.v1.Subscription\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\"e\n\x1bSearchSubscriptionsResponse\x12\x34\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32&.paymesh.rebill.v1.SubscriptionSummary\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"0\n\x1cGetSubscriptionDetailRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xa4\x01\n\x10RebillAuditEntry\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x11\n\tobject_id\x18\x04 \x01(\t\x12\x0e\n\x06result\x18\x05 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x06 \x01(\t\x12\x10\n\x08operator\x18\x07 \x01(\t\"\x85\x01\n\x07\x44unning\x12\x18\n\x10retry_after_days\x18\x01 \x03(\x05\x12\x15\n\rattempts_made\x18\x02 \x01(\x05\x12\x33\n\x0fnext_attempt_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x66inal_status\x18\x04 \x01(\t\"\x8e\x02\n\x12SubscriptionDetail\x12\x37\n\x07summary\x18\x01 \x01(\x0b\x32&.paymesh.rebill.v1.SubscriptionSummary\x12,\n\x08renewals\x18\x02 \x03(\x0b\x32\x1a.paymesh.rebill.v1.Renewal\x12+\n\x07\x64unning\x18\x03 \x01(\x0b\x32\x1a.paymesh.rebill.v1.Dunning\x12\x35\n\x08timeline\x18\x04 \x03(\x0b\x32#.paymesh.rebill.v1.RebillAuditEntry\x12\x16\n\x0e\x63hain_verified\x18\x05 \x01(\x08\x12\x15\n\rchain_problem\x18\x06 \x01(\t\"w\n\x17GetRecoveryStatsRequest\x12.\n\x04\x66rom\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12,\n\x02to\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\"Z\n\rDailyRecovery\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x17\n\x0fpaid_first_time\x18\x02 \x01(\x03\x12\x10\n\x08\x64\x65\x63lined\x18\x03 \x01(\x03\x12\x11\n\trecovered\x18\x04 \x01(\x03\"?\n\rRecoveryStats\x12.\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32 .paymesh.rebill.v1.DailyRecovery2\xbd\x06\n\x12RebillAdminService\x12Z\n\x0eSetRetryPolicy\x12(.paymesh.rebill.v1.SetRetryPolicyRequest\x1a\x1e.paymesh.rebill.v1.RetryPolicy\x12Z\n\x0eGetRetryPolicy\x12(.paymesh.rebill.v1.GetRetryPolicyRequest\x1a\x1e.paymesh.rebill.v1.RetryPolicy\x12h\n\x0fListDeadLetters\x12).paymesh.rebill.v1.ListDeadLettersRequest\x1a*.paymesh.rebill.v1.ListDeadLettersResponse\x12[\n\x0fRetryDeadLetter\x12).paymesh.rebill.v1.RetryDeadLetterRequest\x1a\x1d.paymesh.rebill.v1.DeadLetter\x12_\n\x11\x44iscardDeadLetter\x12+.paymesh.rebill.v1.DiscardDeadLetterRequest\x1a\x1d.paymesh.rebill.v1.DeadLetter\x12t\n\x13SearchSubscriptions\x12-.paymesh.rebill.v1.SearchSubscriptionsRequest\x1a..paymesh.rebill.v1.SearchSubscriptionsResponse\x12o\n\x15GetSubscriptionDetail\x12/.paymesh.rebill.v1.GetSubscriptionDetailRequest\x1a%.paymesh.rebill.v1.SubscriptionDetail\x12`\n\x10GetRecoveryStats\x12*.paymesh.rebill.v1.GetRecoveryStatsRequest\x1a .paymesh.rebill.v1.RecoveryStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,22 +42,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRYDEADLETTERREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_DISCARDDEADLETTERREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_DISCARDDEADLETTERREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
-  _globals['_RETRYPOLICY']._serialized_start=125
-  _globals['_RETRYPOLICY']._serialized_end=207
-  _globals['_SETRETRYPOLICYREQUEST']._serialized_start=209
-  _globals['_SETRETRYPOLICYREQUEST']._serialized_end=286
-  _globals['_GETRETRYPOLICYREQUEST']._serialized_start=288
-  _globals['_GETRETRYPOLICYREQUEST']._serialized_end=338
-  _globals['_DEADLETTER']._serialized_start=341
-  _globals['_DEADLETTER']._serialized_end=488
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=490
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=545
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=547
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=617
-  _globals['_RETRYDEADLETTERREQUEST']._serialized_start=619
-  _globals['_RETRYDEADLETTERREQUEST']._serialized_end=661
-  _globals['_DISCARDDEADLETTERREQUEST']._serialized_start=663
-  _globals['_DISCARDDEADLETTERREQUEST']._serialized_end=707
-  _globals['_REBILLADMINSERVICE']._serialized_start=710
-  _globals['_REBILLADMINSERVICE']._serialized_end=1210
+  _globals['_GETSUBSCRIPTIONDETAILREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETSUBSCRIPTIONDETAILREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_GETRECOVERYSTATSREQUEST'].fields_by_name['from']._loaded_options = None
+  _globals['_GETRECOVERYSTATSREQUEST'].fields_by_name['from']._serialized_options = b'\342A\001\002'
+  _globals['_GETRECOVERYSTATSREQUEST'].fields_by_name['to']._loaded_options = None
+  _globals['_GETRECOVERYSTATSREQUEST'].fields_by_name['to']._serialized_options = b'\342A\001\002'
+  _globals['_RETRYPOLICY']._serialized_start=157
+  _globals['_RETRYPOLICY']._serialized_end=239
+  _globals['_SETRETRYPOLICYREQUEST']._serialized_start=241
+  _globals['_SETRETRYPOLICYREQUEST']._serialized_end=318
+  _globals['_GETRETRYPOLICYREQUEST']._serialized_start=320
+  _globals['_GETRETRYPOLICYREQUEST']._serialized_end=370
+  _globals['_DEADLETTER']._serialized_start=373
+  _globals['_DEADLETTER']._serialized_end=520
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=522
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=577
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=579
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=649
+  _globals['_RETRYDEADLETTERREQUEST']._serialized_start=651
+  _globals['_RETRYDEADLETTERREQUEST']._serialized_end=711
+  _globals['_DISCARDDEADLETTERREQUEST']._serialized_start=713
+  _globals['_DISCARDDEADLETTERREQUEST']._serialized_end=775
+  _globals['_SEARCHSUBSCRIPTIONSREQUEST']._serialized_start=777
+  _globals['_SEARCHSUBSCRIPTIONSREQUEST']._serialized_end=892
+  _globals['_SUBSCRIPTIONSUMMARY']._serialized_start=894
+  _globals['_SUBSCRIPTIONSUMMARY']._serialized_end=991
+  _globals['_SEARCHSUBSCRIPTIONSRESPONSE']._serialized_start=993
+  _globals['_SEARCHSUBSCRIPTIONSRESPONSE']._serialized_end=1094
+  _globals['_GETSUBSCRIPTIONDETAILREQUEST']._serialized_start=1096
+  _globals['_GETSUBSCRIPTIONDETAILREQUEST']._serialized_end=1144
+  _globals['_REBILLAUDITENTRY']._serialized_start=1147
+  _globals['_REBILLAUDITENTRY']._serialized_end=1311
+  _globals['_DUNNING']._serialized_start=1314
+  _globals['_DUNNING']._serialized_end=1447
+  _globals['_SUBSCRIPTIONDETAIL']._serialized_start=1450
+  _globals['_SUBSCRIPTIONDETAIL']._serialized_end=1720
+  _globals['_GETRECOVERYSTATSREQUEST']._serialized_start=1722
+  _globals['_GETRECOVERYSTATSREQUEST']._serialized_end=1841
+  _globals['_DAILYRECOVERY']._serialized_start=1843
+  _globals['_DAILYRECOVERY']._serialized_end=1933
+  _globals['_RECOVERYSTATS']._serialized_start=1935
+  _globals['_RECOVERYSTATS']._serialized_end=1998
+  _globals['_REBILLADMINSERVICE']._serialized_start=2001
+  _globals['_REBILLADMINSERVICE']._serialized_end=2830
 # @@protoc_insertion_point(module_scope)

@@ -26,8 +26,8 @@ if _version_not_supported:
 
 
 class RebillAdminServiceStub:
-    """RebillAdminService is for operators (grpcurl with an `ops` service token); no Envoy route
-    reaches it.
+    """RebillAdminService is for operators (grpcurl with an `ops` service token) and the back
+    office (its `backoffice` identity); no Envoy route reaches it.
     """
 
     def __init__(self, channel):
@@ -61,11 +61,26 @@ class RebillAdminServiceStub:
                 request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.DiscardDeadLetterRequest.SerializeToString,
                 response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.DeadLetter.FromString,
                 _registered_method=True)
+        self.SearchSubscriptions = channel.unary_unary(
+                '/paymesh.rebill.v1.RebillAdminService/SearchSubscriptions',
+                request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.SearchSubscriptionsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.SearchSubscriptionsResponse.FromString,
+                _registered_method=True)
+        self.GetSubscriptionDetail = channel.unary_unary(
+                '/paymesh.rebill.v1.RebillAdminService/GetSubscriptionDetail',
+                request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.GetSubscriptionDetailRequest.SerializeToString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.SubscriptionDetail.FromString,
+                _registered_method=True)
+        self.GetRecoveryStats = channel.unary_unary(
+                '/paymesh.rebill.v1.RebillAdminService/GetRecoveryStats',
+                request_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.GetRecoveryStatsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.RecoveryStats.FromString,
+                _registered_method=True)
 
 
 class RebillAdminServiceServicer:
-    """RebillAdminService is for operators (grpcurl with an `ops` service token); no Envoy route
-    reaches it.
+    """RebillAdminService is for operators (grpcurl with an `ops` service token) and the back
+    office (its `backoffice` identity); no Envoy route reaches it.
     """
 
     def SetRetryPolicy(self, request, context):
@@ -107,6 +122,28 @@ class RebillAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchSubscriptions(self, request, context):
+        """Subscriptions of every merchant, newest first, filtered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSubscriptionDetail(self, request, context):
+        """One subscription with its renewals (each attempt and where dunning stands) and its
+        rebill_audit timeline (and whether its hash chain verifies).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRecoveryStats(self, request, context):
+        """How many declined renewals dunning recovered, per day, over a period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RebillAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +172,21 @@ def add_RebillAdminServiceServicer_to_server(servicer, server):
                     request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.DiscardDeadLetterRequest.FromString,
                     response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.DeadLetter.SerializeToString,
             ),
+            'SearchSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchSubscriptions,
+                    request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.SearchSubscriptionsRequest.FromString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.SearchSubscriptionsResponse.SerializeToString,
+            ),
+            'GetSubscriptionDetail': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSubscriptionDetail,
+                    request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.GetSubscriptionDetailRequest.FromString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.SubscriptionDetail.SerializeToString,
+            ),
+            'GetRecoveryStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRecoveryStats,
+                    request_deserializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.GetRecoveryStatsRequest.FromString,
+                    response_serializer=paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.RecoveryStats.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'paymesh.rebill.v1.RebillAdminService', rpc_method_handlers)
@@ -144,8 +196,8 @@ def add_RebillAdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RebillAdminService:
-    """RebillAdminService is for operators (grpcurl with an `ops` service token); no Envoy route
-    reaches it.
+    """RebillAdminService is for operators (grpcurl with an `ops` service token) and the back
+    office (its `backoffice` identity); no Envoy route reaches it.
     """
 
     @staticmethod
@@ -273,6 +325,87 @@ class RebillAdminService:
             '/paymesh.rebill.v1.RebillAdminService/DiscardDeadLetter',
             paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.DiscardDeadLetterRequest.SerializeToString,
             paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.DeadLetter.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.rebill.v1.RebillAdminService/SearchSubscriptions',
+            paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.SearchSubscriptionsRequest.SerializeToString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.SearchSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSubscriptionDetail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.rebill.v1.RebillAdminService/GetSubscriptionDetail',
+            paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.GetSubscriptionDetailRequest.SerializeToString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.SubscriptionDetail.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRecoveryStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.rebill.v1.RebillAdminService/GetRecoveryStats',
+            paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.GetRecoveryStatsRequest.SerializeToString,
+            paymesh_dot_rebill_dot_v1_dot_rebill__admin__pb2.RecoveryStats.FromString,
             options,
             channel_credentials,
             insecure,
