@@ -29,15 +29,9 @@ def test_the_back_office_reads_every_service_processs_metrics_and_calls_the_serv
     ports = Ports.free(gateway_processes=2)
     env = ports.service_env()
 
-    assert set(
-        BackofficeSettings(metrics_urls=env["BACKOFFICE_METRICS_URLS"]).metrics_targets()
-    ) == {
-        "gateway",
-        "vault",
-        "rebill",
-        "webhook",
-        "rebill_worker",
-    }
+    settings = BackofficeSettings(metrics_urls=env["BACKOFFICE_METRICS_URLS"])
+    processes = {"gateway", "gateway-2", "vault", "rebill", "webhook", "rebill_worker"}
+    assert set(settings.metrics_targets()) == processes
     targets = dict(pair.split("=", 1) for pair in env["BACKOFFICE_METRICS_URLS"].split(","))
     assert targets["gateway"] == f"http://127.0.0.1:{ports.http['gateway']}/metrics"
     assert targets["gateway-2"] == f"http://127.0.0.1:{ports.more_gateways[0][1]}/metrics"
