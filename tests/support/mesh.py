@@ -20,11 +20,12 @@ from unittest import mock
 import psycopg
 from psycopg import sql
 
+from backoffice.config import BackofficeSettings
 from dev.devinfra import PG_ADMIN_URL, Infra, create_infra, drop_infra
 from dev.devmesh import Mesh, Ports, service_database_urls
 from gateway_svc.merchants import MerchantRepository
 from paymesh.platform.db import create_engine
-from paymesh_ops.services import ALL
+from paymesh_ops.services import ALL, BACKOFFICE
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -105,10 +106,11 @@ def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
 
 
 def service_database_url(env: dict[str, str], service: str) -> str:
-    """The database URL a mesh's `service` process connects with: its settings class, read
-    from the environment a Mesh spawns it with."""
+    """The database URL a mesh's `service` process (or its back office) connects with: its
+    settings class, read from the environment a Mesh spawns it with."""
+    settings_class = BackofficeSettings if service == BACKOFFICE else ALL[service].settings_class
     with mock.patch.dict(os.environ, {**env, **service_database_urls(env)}, clear=True):
-        return ALL[service].settings_class().database_url
+        return settings_class().database_url
 
 
 _templates: list[Infra] = []
@@ -177,10 +179,15 @@ def migrated_infra(name: str) -> Iterator[Infra]:
 
 @contextlib.contextmanager
 def started_mesh(
-    env: dict[str, str], ports: Ports, log_dir: Path, timeout: float = 90
+    env: dict[str, str],
+    ports: Ports,
+    log_dir: Path,
+    timeout: float = 90,
+    with_backoffice: bool = False,
 ) -> Iterator[Mesh]:
-    """A whole mesh, stopped afterwards (also when it did not come up)."""
-    running = Mesh(env=env, ports=ports, log_dir=log_dir)
+    """A whole mesh, stopped afterwards (also when it did not come up); with the back office
+    when asked (tests.support.backoffice.backoffice_mesh)."""
+    running = Mesh(env=env, ports=ports, log_dir=log_dir, with_backoffice=with_backoffice)
     try:
         running.start_all(timeout=timeout)
         yield running
