@@ -164,6 +164,7 @@ def plans(url: str, searches: dict[str, object]) -> dict[str, list[str]]:
             scans = {
                 line.split(" using ")[1].split(" on ")[0] for line in lines if " using " in line
             }
+            scans |= {line.split(" on ")[1].split()[0] for line in lines if "Bitmap Index" in line}
             if any("Seq Scan on payment_intents" in line for line in lines):
                 scans.add("SEQ SCAN of payment_intents")
             used[name] = sorted(scans)
