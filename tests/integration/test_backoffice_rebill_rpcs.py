@@ -103,7 +103,7 @@ def test_a_declined_subscriptions_detail_shows_dunning_and_its_verified_audit_ti
     assert abs((next_attempt - start).total_seconds() - 86400) <= 8640
     # Every row of the subscription and its renewal, oldest first, and the chain verifies.
     timeline = [(e.object_id, e.action) for e in detail.timeline]
-    assert timeline[0] == (created["id"], "subscription.created")
+    assert timeline[0] == (created["id"], "subscription.create")
     assert {o for o, _ in timeline} == {created["id"], renewal.id}
     times = [e.at.ToDatetime() for e in detail.timeline]
     assert times == sorted(times)
