@@ -287,7 +287,12 @@ def dev_reset(args: argparse.Namespace) -> int:
 
 
 # Every hash-chained audit table, in the order they are checked.
-AUDIT_TABLES = ("gateway.payment_audit", "rebill.rebill_audit", "backoffice.operator_audit")
+AUDIT_TABLES = (
+    "gateway.payment_audit",
+    "rebill.rebill_audit",
+    "webhook.webhook_audit",
+    "backoffice.operator_audit",
+)
 
 
 def audit_verify(_args: argparse.Namespace) -> int:

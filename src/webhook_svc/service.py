@@ -11,6 +11,8 @@ import grpc
 
 from paymesh.gateway.v1 import psp_events_pb2_grpc
 from paymesh.platform.amqp_consumer import Consumer
+from paymesh.platform.audit_checkpoints import AuditCheckpointer
+from paymesh.platform.audit_keys import AuditKeys
 from paymesh.platform.channels import close_on_shutdown, service_channel
 from paymesh.platform.idempotency.store import Idempotency
 from paymesh.platform.merchant_auth import remote_callers
@@ -22,6 +24,8 @@ from paymesh.webhook.v1 import (
     event_stream_pb2_grpc,
     psp_webhook_pb2,
     psp_webhook_pb2_grpc,
+    webhook_admin_pb2,
+    webhook_admin_pb2_grpc,
     webhook_pb2,
     webhook_pb2_grpc,
 )
@@ -31,6 +35,8 @@ from webhook_svc.domain.rules import parse_schedule
 from webhook_svc.inbound.gateway import GATEWAY_TIMEOUT_SECONDS, GatewayEvents
 from webhook_svc.inbound.inbox import Inbox
 from webhook_svc.inbound.servicer import PspWebhookServicer
+from webhook_svc.outbound.admin_servicer import WebhookAdminServicer
+from webhook_svc.outbound.admin_store import DeliveryAdmin
 from webhook_svc.outbound.deliverer import Deliverer, DeliveryPolicy
 from webhook_svc.outbound.delivery_store import PostgresDeliveryStore
 from webhook_svc.outbound.destinations import AddressPolicy
@@ -70,6 +76,9 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     webhook_pb2_grpc.add_WebhookServiceServicer_to_server(servicer, server)
     event_stream_pb2_grpc.add_EventStreamServiceServicer_to_server(
         EventStreamServicer(resources.engine, callers), server
+    )
+    webhook_admin_pb2_grpc.add_WebhookAdminServiceServicer_to_server(
+        WebhookAdminServicer(DeliveryAdmin(resources.engine), callers), server
     )
     inbound = _register_inbound(server, resources)  # PSP webhooks in
 
@@ -116,7 +125,20 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         finally:
             await sender.close()
 
-    return [close_on_shutdown(gateway_channel), consumer.run(), deliver(), *inbound]
+    audit_checkpoints = AuditCheckpointer(
+        resources.engine,
+        f"{tables.SCHEMA}.{tables.webhook_audit.name}",
+        AuditKeys.load(settings.key_store()),
+        settings.audit_checkpoint_interval_seconds,
+        session_engine=resources.session_engine,
+    )
+    return [
+        close_on_shutdown(gateway_channel),
+        consumer.run(),
+        deliver(),
+        audit_checkpoints.run(),
+        *inbound,
+    ]
 
 
 def _register_inbound(server: grpc.aio.Server, resources: Resources) -> list:
@@ -157,6 +179,7 @@ DEFINITION = ServiceDefinition(
         webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
         event_stream_pb2.DESCRIPTOR.services_by_name["EventStreamService"].full_name,
         psp_webhook_pb2.DESCRIPTOR.services_by_name["PspWebhookService"].full_name,
+        webhook_admin_pb2.DESCRIPTOR.services_by_name["WebhookAdminService"].full_name,
     ),
     settings_class=WebhookSettings,
     migrations_dir=Path(__file__).parent / "migrations",

@@ -39,7 +39,7 @@ AUDIT_TABLES = {
     "gateway": ["payment_audit", "payment_audit_checkpoints"],
     "vault": ["vault_audit"],
     "rebill": ["rebill_audit", "rebill_audit_checkpoints"],
-    "webhook": [],
+    "webhook": ["webhook_audit", "webhook_audit_checkpoints"],
     "backoffice": ["operator_audit", "operator_audit_checkpoints"],
 }
 AUDITED = [(service, table) for service, tables in AUDIT_TABLES.items() for table in tables]
@@ -51,6 +51,10 @@ AUDIT_ROW = {
     "rebill_audit": (
         "INSERT INTO rebill.rebill_audit (merchant_id, actor, action, object_id, result,"
         " details) VALUES ('acct_roles', 'scheduler', 'test', 'sub_roles', 'ok', '{}')"
+    ),
+    "webhook_audit": (
+        "INSERT INTO webhook.webhook_audit (merchant_id, actor, action, object_id, result,"
+        " details) VALUES ('acct_roles', 'operator', 'test', 'whd_1', 'ok', '{}')"
     ),
     "vault_audit": (
         "INSERT INTO vault.vault_audit (actor, action, payment_method, result, details)"
@@ -70,6 +74,10 @@ AUDIT_ROW = {
     ),
     "rebill_audit_checkpoints": (
         "INSERT INTO rebill.rebill_audit_checkpoints (merchant_id, chain, seq, row_id, hash,"
+        " row_count, key_id, mac) VALUES ('acct_roles', 0, 1, 1, '\\x00', 1, 'k', '\\x00')"
+    ),
+    "webhook_audit_checkpoints": (
+        "INSERT INTO webhook.webhook_audit_checkpoints (merchant_id, chain, seq, row_id, hash,"
         " row_count, key_id, mac) VALUES ('acct_roles', 0, 1, 1, '\\x00', 1, 'k', '\\x00')"
     ),
 }

@@ -128,11 +128,15 @@ class ChainReport:
 
 
 async def first_break(
-    engine: AsyncEngine, table: str, keys: AuditKeys | None = None
+    engine: AsyncEngine,
+    table: str,
+    keys: AuditKeys | None = None,
+    merchant_id: str | None = None,
 ) -> Break | None:
-    """The first broken row of `table`'s chains (None: intact, or no such table here). Raises
-    AuditKeyMissing when the table has checkpoints and `keys` lacks a key that signed one."""
-    return (await check_chains(engine, table, keys)).broken
+    """The first broken row of `table`'s chains (only `merchant_id`'s chains when given;
+    None: intact, or no such table here). Raises AuditKeyMissing when the table has
+    checkpoints and `keys` lacks a key that signed one."""
+    return (await check_chains(engine, table, keys, Scope(merchant_id))).broken
 
 
 @dataclass(frozen=True)
