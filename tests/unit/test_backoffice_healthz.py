@@ -15,4 +15,3 @@ def test_healthz_answers_alive_without_a_session():
     assert answer.json() == {"status": "alive"}
     assert answer.headers["cache-control"] == "no-store"
     assert "set-cookie" not in answer.headers  # no pre-session cookie for every probe
-
