@@ -25,7 +25,7 @@ import pytest
 from backoffice.config import BackofficeSettings
 from paymesh.platform.config import ServiceSettings
 from paymesh_ops import cli
-from paymesh_ops.services import ALL, BACKOFFICE, CLIENTS
+from paymesh_ops.services import ALL, BACKOFFICE, CLIENTS, SCHEMAS
 from rebill_svc.config import RebillSettings
 from rebill_svc.topology import DEAD_QUEUE, JOB_QUEUES
 from tests.support.kubernetes import (
@@ -818,7 +818,9 @@ def test_migrations_run_apart_before_the_rollout(overlay: str) -> None:
     [job] = hooks
     assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PreSync"
     [container] = containers(job)
+    # No names: every schema, and so every runtime role, the back office's among them.
     assert container["command"] == ["paymesh", "migrate"]
+    assert BACKOFFICE in SCHEMAS
     assert not [o for o in objects if o["kind"] == "Job"]
 
 
