@@ -51,5 +51,5 @@ RUN rm -rf /tmp/paymesh/src/*.egg-info \
 # an empty named volume takes this directory's owner and mode on first mount).
 WORKDIR /app
 USER paymesh
-# gRPC 50051-50054 and the ops HTTP ports (/metrics /healthz /readyz) 9101-9104
-EXPOSE 50051 50052 50053 50054 9101 9102 9103 9104
+# gRPC 50051-50054, the ops HTTP ports (/metrics /healthz /readyz) 9101-9104, the back office 8090
+EXPOSE 50051 50052 50053 50054 9101 9102 9103 9104 8090

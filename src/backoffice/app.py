@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -26,7 +26,15 @@ from paymesh.platform.service_auth import TokenIssuer
 
 STATIC = Path(__file__).parent / "static"
 
+
+async def healthz(_request: Request) -> Response:
+    """The kubelet's probes (deploy/kubernetes): the process answers. No session, no
+    database, no mesh: a service or PostgreSQL down must not get the pods restarted."""
+    return JSONResponse({"status": "alive"})
+
+
 ROUTES = [
+    Route("/healthz", healthz),
     Route("/", signin.home),
     Route("/login", signin.login_page, methods=["GET"]),
     Route("/login", signin.login, methods=["POST"]),

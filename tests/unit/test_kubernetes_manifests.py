@@ -22,9 +22,10 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
+from backoffice.config import BackofficeSettings
 from paymesh.platform.config import ServiceSettings
 from paymesh_ops import cli
-from paymesh_ops.services import ALL, OPERATOR
+from paymesh_ops.services import ALL, BACKOFFICE, CLIENTS, SCHEMAS
 from rebill_svc.config import RebillSettings
 from rebill_svc.topology import DEAD_QUEUE, JOB_QUEUES
 from tests.support.kubernetes import (
@@ -48,11 +49,13 @@ from tests.support.kubernetes import (
 
 APP_IMAGE = "paymesh"
 WORKER_MODULE = "rebill_svc.worker"
+BACKOFFICE_MODULE = "backoffice"
 PACKAGES = {definition.package: definition for definition in ALL.values()}
 # The vault's gRPC port admits these callers only: Envoy (REST /v1/payment_methods), the
 # gateway (card tokens for charges) and rebill (rebill_svc.service's vault channel checks a
-# subscription's payment method).
-VAULT_CALLERS = {"envoy", "gateway", "rebill"}
+# subscription's payment method); and the back office, for the gRPC health its System page
+# shows (the vault's RPCs refuse its identity).
+VAULT_CALLERS = {"envoy", "gateway", "rebill", BACKOFFICE}
 SECRET_DOC = KUBERNETES / "README.md"
 # Development tools beside the services (dev overlay): one pod, no spread, no budget.
 DEV_TOOLS = {"sandbox-psp"}
@@ -94,10 +97,12 @@ def module_of(container: dict) -> str | None:
     return None
 
 
-def settings_of(container: dict) -> type[ServiceSettings] | None:
+def settings_of(container: dict) -> type[ServiceSettings | BackofficeSettings] | None:
     module = module_of(container)
     if module == WORKER_MODULE:
         return RebillSettings
+    if module == BACKOFFICE_MODULE:
+        return BackofficeSettings
     if module in PACKAGES:
         return PACKAGES[module].settings_class
     return None
@@ -166,7 +171,12 @@ def probe_problems(objects: Objects) -> list[str]:
             if kind not in container:
                 problems.append(f"{where}: no {kind}")
         fields = settings.model_fields
-        if module == WORKER_MODULE:
+        if module == BACKOFFICE_MODULE:  # a web app: /healthz on its one port for all three
+            ops_port = fields["port"].default
+            ready = container.get("readinessProbe", {}).get("httpGet", {})
+            if ready.get("path") != "/healthz" or _port(ready.get("port"), ports) != ops_port:
+                problems.append(f"{where}: readiness is not /healthz on {ops_port}")
+        elif module == WORKER_MODULE:
             ops_port = fields["worker_http_port"].default
             ready = container.get("readinessProbe", {}).get("httpGet", {})
             if ready.get("path") != "/readyz" or _port(ready.get("port"), ports) != ops_port:
@@ -220,7 +230,7 @@ def test_each_service_runs_as_its_own_deployment(objects: Objects) -> None:
         for obj, c in app_containers(objects)
         if obj["kind"] == "Deployment" and c in pod_spec(obj)["containers"]
     }
-    assert modules == {*PACKAGES, WORKER_MODULE}
+    assert modules == {*PACKAGES, WORKER_MODULE, BACKOFFICE_MODULE}
 
 
 # --- Environment: only what the code reads ------------------------------------------------
@@ -347,7 +357,7 @@ def key_problems(objects: Objects) -> list[str]:
     """Each service pod holds its own signing key and every identity's public key (to verify
     the tokens of any caller); the audit key where the service signs audit checkpoints."""
     problems = []
-    identities = {*ALL, OPERATOR}
+    identities = {*ALL, *CLIENTS}  # the back office calls them too
     for obj, container in app_containers(objects):
         module = module_of(container)
         if obj["kind"] != "Deployment" or module is None:
@@ -361,6 +371,8 @@ def key_problems(objects: Objects) -> list[str]:
         where = obj["metadata"]["name"]
         if module == WORKER_MODULE:
             expected = {"rebill.key"}
+        elif module == BACKOFFICE_MODULE:  # signs its calls, verifies no one's
+            expected = {"backoffice.key"}
         else:
             definition = PACKAGES[module]
             expected = {f"{definition.name}.key", *(f"{i}.pub" for i in identities)}
@@ -413,7 +425,7 @@ def test_commands_are_the_image_s() -> None:
                     cli.main([*command[1:], "--help"])
                 assert done.value.code == 0
             else:
-                assert module_of(container) in {*PACKAGES, WORKER_MODULE}, command
+                assert module_of(container) in {*PACKAGES, WORKER_MODULE, BACKOFFICE_MODULE}
 
 
 def test_pods_run_as_non_root_on_a_read_only_root(objects: Objects) -> None:
@@ -520,8 +532,12 @@ def policy_problems(objects: Objects) -> list[str]:
         }
         for rule in spec.get("ingress", []):
             sources = rule.get("from")
-            if not selects_envoy and (
-                not sources or any("namespaceSelector" in s or "ipBlock" in s for s in sources)
+            if (
+                not selects_envoy
+                and not operator_ingress_rule(spec, rule)
+                and (
+                    not sources or any("namespaceSelector" in s or "ipBlock" in s for s in sources)
+                )
             ):
                 problems.append(f"{policy['metadata']['name']}: admits callers from outside")
             if any(p["port"] == vault_port for p in rule.get("ports", [])):
@@ -554,6 +570,206 @@ def test_an_open_vault_is_found(objects: Objects) -> None:
     assert policy_problems(
         broken(objects, "NetworkPolicy", "services-grpc-in-namespace", open_beyond)
     )
+
+
+# The back office: reached from the operators' ingress (a namespace with this label) or by
+# `kubectl port-forward` (the kubelet's, which no NetworkPolicy sees), never from Envoy.
+OPERATOR_INGRESS = {"paymesh.dev/operator-ingress": "true"}
+BACKOFFICE_PORT = BackofficeSettings.model_fields["port"].default
+PROCESSES = {**{name: name for name in ALL}, "rebill_worker": "rebill-worker"}
+
+
+def operator_ingress_rule(spec: dict, rule: dict) -> bool:
+    """A rule that admits the operators' ingress namespace to the back office's port only."""
+    return (
+        spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": BACKOFFICE}}
+        and rule.get("ports") == [{"port": BACKOFFICE_PORT, "protocol": "TCP"}]
+        and bool(rule.get("from"))
+        and all(s == {"namespaceSelector": {"matchLabels": OPERATOR_INGRESS}} for s in rule["from"])
+    )
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    """A label selector (matchLabels, matchExpressions) against a pod's or namespace's labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values", [])
+        if not {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]:
+            return False
+    return True
+
+
+def admitted(
+    objects: Objects, source: dict, target: str, port: int, namespace: dict | None = None
+) -> bool:
+    """Whether the NetworkPolicies let a pod labelled `source` (in the namespace when
+    `namespace` is None, else in a namespace with those labels) connect to `port` of the
+    pods of Deployment `target`."""
+    labels = pod_spec_labels(find(objects, "Deployment", target))
+    policies = [
+        p
+        for p in objects
+        if p["kind"] == "NetworkPolicy"
+        and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+        and matches(p["spec"]["podSelector"], labels)
+    ]
+    if not policies:
+        return True
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            ports = rule.get("ports")
+            if ports is not None and not any(p["port"] == port for p in ports):
+                continue
+            peers = rule.get("from")
+            if peers is None or any(_peer_matches(p, source, namespace) for p in peers):
+                return True
+    return False
+
+
+def _peer_matches(peer: dict, source: dict, namespace: dict | None) -> bool:
+    if "ipBlock" in peer:
+        return True  # an address range may hold anyone
+    if "namespaceSelector" in peer:
+        in_namespace = namespace is not None and matches(peer["namespaceSelector"], namespace)
+    else:
+        in_namespace = namespace is None
+    return in_namespace and matches(peer.get("podSelector", {}), source)
+
+
+def egress_allowed(objects: Objects, name: str, port: int) -> bool:
+    """Whether Deployment `name`'s pods may connect to `port` somewhere (any destination)."""
+    labels = pod_spec_labels(find(objects, "Deployment", name))
+    policies = [
+        p
+        for p in objects
+        if p["kind"] == "NetworkPolicy"
+        and "Egress" in p["spec"].get("policyTypes", [])
+        and matches(p["spec"]["podSelector"], labels)
+    ]
+    return not policies or any(
+        rule.get("ports") is None or any(p["port"] == port for p in rule["ports"])
+        for policy in policies
+        for rule in policy["spec"].get("egress", [])
+    )
+
+
+def pod_spec_labels(deployment: dict) -> dict:
+    labels: dict = deployment["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def backoffice_problems(objects: Objects) -> list[str]:
+    """The back office is out of the merchants' reach: Envoy (the merchants' edge) cannot
+    connect to it nor route to it, nothing outside reaches it but the operators' ingress, and
+    its Service is not exposed. It reaches what it needs: every service's gRPC port and
+    every process's /metrics (BACKOFFICE_METRICS_URLS)."""
+    problems = []
+    envoy = pod_spec_labels(find(objects, "Deployment", "envoy"))
+    backoffice = {"app.kubernetes.io/name": BACKOFFICE}
+    if admitted(objects, envoy, BACKOFFICE, BACKOFFICE_PORT):
+        problems.append("Envoy may connect to the back office")
+    if admitted(objects, {"app.kubernetes.io/name": "x"}, BACKOFFICE, BACKOFFICE_PORT):
+        problems.append("any pod of the namespace may connect to the back office")
+    if admitted(objects, {}, BACKOFFICE, BACKOFFICE_PORT, namespace={}):
+        problems.append("any namespace may connect to the back office")
+    if not admitted(objects, {}, BACKOFFICE, BACKOFFICE_PORT, namespace=OPERATOR_INGRESS):
+        problems.append("the operators' ingress may not connect to the back office")
+    envoy_config = find(objects, "ConfigMap", "envoy")["data"]["paymesh.yaml"]
+    if BACKOFFICE in envoy_config or str(BACKOFFICE_PORT) in envoy_config:
+        problems.append("Envoy's configuration names the back office")
+    service = find(objects, "Service", BACKOFFICE)["spec"]
+    if service.get("type", "ClusterIP") != "ClusterIP" or service.get("externalIPs"):
+        problems.append("the back office's Service is exposed beyond the cluster")
+    for port, allowed in ((5432, True), (5672, False), (443, False)):  # PostgreSQL, AMQP, HTTPS
+        if egress_allowed(objects, BACKOFFICE, port) != allowed:
+            problems.append(f"the back office's egress to port {port}: {not allowed}")
+    for name, definition in ALL.items():
+        grpc_port = definition.settings_class.model_fields["grpc_port"].default
+        if not admitted(objects, backoffice, name, grpc_port):
+            problems.append(f"the back office may not call {name} on {grpc_port}")
+    [container] = containers(find(objects, "Deployment", BACKOFFICE))
+    env = container_env(container, objects)
+    urls = BackofficeSettings(metrics_urls=env["BACKOFFICE_METRICS_URLS"]["value"])
+    targets = urls.metrics_targets()
+    if set(targets) != set(PROCESSES):
+        problems.append(f"metrics of {sorted(targets)}, not of {sorted(PROCESSES)}")
+    for process, url in targets.items():
+        host, _, port = url.removeprefix("http://").partition("/")[0].partition(":")
+        deployment = PROCESSES.get(process, process)
+        service_ports = [p["port"] for p in find(objects, "Service", host)["spec"]["ports"]]
+        if host != deployment or int(port) not in service_ports:
+            problems.append(f"{process}: {url} is not its Service's ops port")
+        elif not admitted(objects, backoffice, deployment, int(port)):
+            problems.append(f"the back office may not read {url}")
+    return problems
+
+
+def test_the_back_office_is_for_operators_only_and_reaches_the_services(
+    objects: Objects,
+) -> None:
+    assert backoffice_problems(objects) == []
+
+
+def test_a_back_office_open_to_envoy_or_cut_from_the_metrics_is_found(objects: Objects) -> None:
+    def open_to_envoy(policy: dict) -> None:
+        policy["spec"]["ingress"][0]["from"].append(
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "envoy"}}}
+        )
+
+    def open_to_all(policy: dict) -> None:
+        policy["spec"]["ingress"][0].pop("from")
+
+    def without_the_back_office(policy: dict) -> None:
+        policy["spec"]["ingress"][0]["from"] = [
+            f
+            for f in policy["spec"]["ingress"][0]["from"]
+            if f["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") != BACKOFFICE
+        ]
+
+    def behind_a_load_balancer(service: dict) -> None:
+        service["spec"]["type"] = "LoadBalancer"
+
+    def egress_anywhere(policy: dict) -> None:
+        policy["spec"]["egress"].append({})
+
+    assert backoffice_problems(
+        broken(objects, "NetworkPolicy", "backoffice-from-operators", open_to_envoy)
+    )
+    assert backoffice_problems(
+        broken(objects, "NetworkPolicy", "backoffice-from-operators", open_to_all)
+    )
+    assert backoffice_problems(
+        broken(objects, "NetworkPolicy", "ops-metrics", without_the_back_office)
+    )
+    assert backoffice_problems(broken(objects, "Service", BACKOFFICE, behind_a_load_balancer))
+    assert backoffice_problems(
+        broken(objects, "NetworkPolicy", "backoffice-egress", egress_anywhere)
+    )
+
+
+def test_the_back_office_reads_its_database_url_from_the_secret(
+    objects: Objects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [container] = containers(find(objects, "Deployment", BACKOFFICE))
+    env = container_env(container, objects)
+    database = env["BACKOFFICE_DATABASE_URL"]
+    assert database["valueFrom"] == {
+        "secretKeyRef": {"name": "paymesh-database", "key": BACKOFFICE}
+    }
+    assert "DATABASE_URL" not in env  # its own role only, never the owner's
+    assert env["BACKOFFICE_COOKIE_SECURE"]["value"] == "true"
+    for name, entry in env.items():
+        if "value" in entry:
+            monkeypatch.setenv(name, entry["value"])
+    settings = BackofficeSettings()
+    assert settings.cookie_secure is True and settings.host == "0.0.0.0"  # noqa: S104
 
 
 # --- Envoy and the migration Job -----------------------------------------------------------
@@ -602,7 +818,9 @@ def test_migrations_run_apart_before_the_rollout(overlay: str) -> None:
     [job] = hooks
     assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PreSync"
     [container] = containers(job)
+    # No names: every schema, and so every runtime role, the back office's among them.
     assert container["command"] == ["paymesh", "migrate"]
+    assert BACKOFFICE in SCHEMAS
     assert not [o for o in objects if o["kind"] == "Job"]
 
 
