@@ -1,0 +1,334 @@
+"""Back-office page loads with 100,000 payments in the database (issue 32): GET /payments?q=…
+(a payment's id, a merchant's id, an amount, a status) and GET /payments/{id}, as a signed-in
+finance operator's browser asks for them, one page at a time (c=1: a person's page load)
+and a few at once (several operators).
+
+    .venv/bin/python bench/backoffice_pages.py
+    .venv/bin/python bench/backoffice_pages.py --payments 100000 --seconds 10 --concurrency 1,4
+
+Starts a mesh of its own (fresh database and vhost, free ports) and the back office on it;
+pays a few payments through Envoy, then writes `--payments` more straight into the gateway's
+tables as the gateway would have (payment_audit rows in the shape the real payments' rows
+have, chained by the database's own trigger), spread as a shop's would be: 25 merchants of
+very different sizes, 90 days, amounts around 40.00 USD (some EUR and GBP), mostly succeeded,
+some declined, authorized, canceled or refunded, at the sandbox PSP or Stripe. Prints
+p50/p95/p99 of each page beside the machine's echo reference (bench/harness.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import string
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support
+from harness import (  # noqa: E402
+    BIN,
+    KeepAliveHttp,
+    closed_loop,
+    cpu_per_request,
+    cpu_seconds,
+    machine_reference,
+    mesh_arguments,
+    running_mesh,
+)
+from summary import record  # noqa: E402
+
+from tests.support.backoffice import running_backoffice, signed_in_cookies  # noqa: E402
+
+ALPHABET = string.ascii_letters + string.digits  # as paymesh.platform.ids makes ids
+MERCHANTS = 25
+DAYS = 90
+# (status, share of payments): a shop's mix.
+STATUSES = [
+    ("succeeded", 0.82),
+    ("requires_payment_method", 0.09),  # declined
+    ("requires_capture", 0.04),
+    ("canceled", 0.03),
+    ("processing", 0.02),
+]
+CURRENCIES = [("usd", 0.85), ("eur", 0.10), ("gbp", 0.05)]
+REFUNDED_SHARE = 0.05  # of the succeeded ones
+APPROVED_CARD = "4242424242424242"
+DECLINED_CARD = "4000000000000002"
+
+
+def random_id(prefix: str, rng: random.Random, length: int = 24) -> str:
+    return prefix + "".join(rng.choices(ALPHABET, k=length))
+
+
+def pick(rng: random.Random, shares: list[tuple[str, float]]) -> str:
+    return rng.choices([v for v, _ in shares], weights=[w for _, w in shares])[0]
+
+
+def rest(bench, path: str, body: dict) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(  # noqa: S310 - our own mesh
+        bench.mesh.url(path),
+        json.dumps(body).encode(),
+        {"content-type": "application/json", "authorization": f"Bearer {bench.secret_key}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def real_payments(bench) -> list[str]:
+    """A few payments through Envoy (approved, declined, authorized only, canceled, one of
+    them refunded): their audit rows are the templates of the written ones (the first of
+    each final status), and their pages are read too."""
+    year = datetime.now(UTC).year + 2
+    ids = []
+    kinds = [(APPROVED_CARD, "automatic")] * 5 + [(DECLINED_CARD, "automatic")] * 2
+    kinds += [(APPROVED_CARD, "manual")] * 2
+    for i, (number, capture) in enumerate(kinds):
+        card = {"number": number, "exp_month": 12, "exp_year": year, "cvc": "123"}
+        token = rest(bench, "/v1/payment_methods", {"card": card})["id"]
+        body = {"amount": 1500 + i, "currency": "usd", "payment_method": token, "confirm": True}
+        ids.append(rest(bench, "/v1/payment_intents", {**body, "capture_method": capture})["id"])
+    rest(bench, f"/v1/payment_intents/{ids[-1]}/cancel", {})
+    rest(bench, "/v1/refunds", {"payment_intent": ids[1], "amount": 500})
+    time.sleep(1)  # the refund's webhook and its audit row
+    return ids
+
+
+def audit_templates(db: psycopg.Connection, intent_ids: list[str]) -> dict[str, list[tuple]]:
+    """Each real payment's audit rows (actor, action, result, details as text, with its own id
+    as `{id}`), keyed by the payment's final status."""
+    templates: dict[str, list[tuple]] = {}
+    for intent_id in intent_ids:
+        status = db.execute(
+            "SELECT status FROM gateway.payment_intents WHERE id = %s", (intent_id,)
+        ).fetchone()[0]
+        rows = db.execute(
+            "SELECT actor, action, result, details::text FROM gateway.payment_audit"
+            " WHERE object_id = %s ORDER BY id",
+            (intent_id,),
+        ).fetchall()
+        shaped = [(a, b, c, d.replace(intent_id, "{id}")) for a, b, c, d in rows]
+        templates.setdefault(status, shaped)
+    return templates
+
+
+def write_payments(bench, count: int, real_ids: list[str], seed: int = 32) -> list[str]:
+    """`count` payments, their refunds and audit rows (shaped as the `real_ids` payments'
+    rows), straight into the gateway's tables; returns the payments' ids."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    merchants = [(random_id("acct_", rng, 16), f"shop {n}") for n in range(MERCHANTS)]
+    # Zipf-like sizes: the first merchant has a quarter of all payments, the last a handful.
+    weights = [1 / (rank + 1) for rank in range(MERCHANTS)]
+    intents, refunds, audits, ids = [], [], [], []
+    with psycopg.connect(bench.infra.database_url) as db:
+        templates = audit_templates(db, real_ids)
+        fallback = templates["succeeded"]
+        for name_id, name in merchants:
+            psps = ["sandbox"] if rng.random() < 0.7 else ["stripe", "sandbox"]
+            db.execute(
+                "INSERT INTO gateway.merchants (id, name, psp_routing) VALUES (%s, %s, %s)",
+                (name_id, name, psps),
+            )
+        for n in range(count):
+            merchant = rng.choices(merchants, weights=weights)[0][0]
+            intent_id = random_id("pi_", rng)
+            ids.append(intent_id)
+            status = pick(rng, STATUSES)
+            currency = pick(rng, CURRENCIES)
+            amount = max(50, min(500_000, int(rng.lognormvariate(8.3, 0.9))))
+            created = now - timedelta(seconds=rng.uniform(0, DAYS * 86400))
+            psp = "sandbox" if rng.random() < 0.7 else "stripe"
+            reference = random_id("ch_" if psp == "sandbox" else "pi_", rng)
+            received = amount if status == "succeeded" else 0
+            refunded = 0
+            if status == "succeeded" and rng.random() < REFUNDED_SHARE:
+                refunded = amount if rng.random() < 0.5 else amount // 2
+                refunds.append(
+                    (
+                        random_id("re_", rng),
+                        merchant,
+                        intent_id,
+                        refunded,
+                        currency,
+                        random_id("re_", rng),
+                        created + timedelta(days=rng.uniform(0.1, 5)),
+                    )
+                )
+            error = (
+                json.dumps({"code": "card_declined", "decline_code": "generic_decline"})
+                if status == "requires_payment_method"
+                else None
+            )
+            intents.append(
+                (
+                    intent_id,
+                    merchant,
+                    amount,
+                    currency,
+                    status,
+                    "manual" if status == "requires_capture" else "automatic",
+                    amount if status == "requires_capture" else 0,
+                    received,
+                    refunded,
+                    random_id("pm_", rng),
+                    psp,
+                    f"order {100000 + n}",
+                    json.dumps({"order_id": str(100000 + n)}),
+                    error,
+                    created,
+                    created,
+                    reference,
+                )
+            )
+            for actor, action, result, details in templates.get(status, fallback):
+                audits.append(
+                    (
+                        merchant,
+                        created,
+                        actor,
+                        action,
+                        intent_id,
+                        result,
+                        details.replace("{id}", intent_id),
+                    )
+                )
+        with db.cursor() as cursor:
+            with cursor.copy(
+                "COPY gateway.payment_intents (id, merchant_id, livemode, amount, currency,"
+                " status, capture_method, amount_capturable, amount_received, amount_refunded,"
+                " payment_method, psp, description, metadata, last_payment_error, created_at,"
+                " updated_at, psp_reference) FROM STDIN"
+            ) as copy:
+                for row in intents:
+                    copy.write_row((row[0], row[1], False, *row[2:]))
+            with cursor.copy(
+                "COPY gateway.refunds (id, merchant_id, livemode, payment_intent, amount,"
+                " currency, status, reason, psp_reference, created_at) FROM STDIN"
+            ) as copy:
+                for r in refunds:
+                    copy.write_row(
+                        (
+                            r[0],
+                            r[1],
+                            False,
+                            r[2],
+                            r[3],
+                            r[4],
+                            "succeeded",
+                            "requested_by_customer",
+                            r[5],
+                            r[6],
+                        )
+                    )
+            # The chain trigger numbers and hashes each row as the gateway's inserts would.
+            with cursor.copy(
+                "COPY gateway.payment_audit (merchant_id, at, actor, action, object_id, result,"
+                " details) FROM STDIN"
+            ) as copy:
+                for row in audits:
+                    copy.write_row(row)
+        db.execute("ANALYZE gateway.payment_intents")
+        db.execute("ANALYZE gateway.refunds")
+        db.execute("ANALYZE gateway.payment_audit")
+    return ids
+
+
+def create_operator(env: dict[str, str]) -> tuple[str, str]:
+    done = subprocess.run(
+        [
+            str(BIN / "paymesh"),
+            "operators",
+            "create",
+            "--email",
+            "bench@backoffice.test",
+            "--role",
+            "finance",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    created = json.loads(done.stdout)
+    return created["email"], created["password"]
+
+
+def page_reader(port: int, cookies: str, paths):
+    """GETs the next path of the shared cycle on each request, a 200 with HTML."""
+
+    async def make():
+        http = KeepAliveHttp(port, {"Cookie": cookies, "Accept": "text/html"})
+
+        async def send() -> bool:
+            status, _ = await http.request("GET", next(paths))
+            return status == 200
+
+        return send
+
+    return make
+
+
+async def measure(bench, port: int, cookies: str, scenarios, args) -> None:
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    for name, paths in scenarios:
+        make = page_reader(port, cookies, itertools.cycle(paths))
+        await closed_loop(name, 1, 1.0, make)  # warm-up: pools, caches
+        for concurrency in concurrencies:
+            before = cpu_seconds(bench.mesh)
+            result = await closed_loop(name, concurrency, args.seconds, make)
+            cpu = cpu_per_request(before, cpu_seconds(bench.mesh), result.requests, "page")
+            record(result, cpu, args.json_out)
+
+
+def main() -> None:
+    parser = mesh_arguments(__doc__, "1,4")
+    parser.add_argument("--payments", type=int, default=100_000)
+    args = parser.parse_args()
+    machine_reference()
+    with running_mesh(1) as bench:
+        real_ids = real_payments(bench)
+        started = time.monotonic()
+        ids = write_payments(bench, args.payments, real_ids)
+        print(f"wrote {len(ids):,} payments in {time.monotonic() - started:.1f} s", flush=True)
+        with running_backoffice(bench.mesh) as url:
+            port = int(url.rsplit(":", 1)[1])
+            email, password = create_operator(bench.mesh.env)
+            cookies = signed_in_cookies(url, email, password)
+            rng = random.Random(9)
+            with psycopg.connect(bench.infra.database_url) as db:
+                big, small = db.execute(
+                    "(SELECT merchant_id FROM gateway.payment_intents GROUP BY 1"
+                    " ORDER BY count(*) DESC LIMIT 1) UNION ALL"
+                    " (SELECT merchant_id FROM gateway.payment_intents GROUP BY 1"
+                    " ORDER BY count(*) LIMIT 1)"
+                ).fetchall()
+                amounts = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT amount FROM gateway.payment_intents ORDER BY random() LIMIT 50"
+                    )
+                ]
+            sample = rng.sample(ids, 200) + real_ids
+            scenarios = [
+                ("GET /payments?q=<id>", [f"/payments?q={i}" for i in sample]),
+                (
+                    "GET /payments?q=<merchant>",
+                    [f"/payments?q={big[0]}", f"/payments?q={small[0]}"],
+                ),
+                ("GET /payments?q=<amount>", [f"/payments?q={a / 100:.2f}" for a in amounts]),
+                ("GET /payments (newest)", ["/payments"]),
+                ("GET /payments/{id}", [f"/payments/{i}" for i in sample]),
+            ]
+            asyncio.run(measure(bench, port, cookies, scenarios, args))
+
+
+if __name__ == "__main__":
+    main()
