@@ -17,13 +17,16 @@ p50/p95/p99 of each page beside the machine's echo reference (bench/harness.py).
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import itertools
 import json
 import random
+import re
 import string
-import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,7 +35,6 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support
 from harness import (  # noqa: E402
-    BIN,
     KeepAliveHttp,
     closed_loop,
     cpu_per_request,
@@ -42,8 +44,9 @@ from harness import (  # noqa: E402
     running_mesh,
 )
 from summary import record  # noqa: E402
+from tests.support.backoffice import started_backoffice  # noqa: E402
 
-from tests.support.backoffice import running_backoffice, signed_in_cookies  # noqa: E402
+from dev.devmesh import free_port  # noqa: E402
 
 ALPHABET = string.ascii_letters + string.digits  # as paymesh.platform.ids makes ids
 MERCHANTS = 25
@@ -241,24 +244,20 @@ def write_payments(bench, count: int, real_ids: list[str], seed: int = 32) -> li
     return ids
 
 
-def create_operator(env: dict[str, str]) -> tuple[str, str]:
-    done = subprocess.run(
-        [
-            str(BIN / "paymesh"),
-            "operators",
-            "create",
-            "--email",
-            "bench@backoffice.test",
-            "--role",
-            "finance",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    created = json.loads(done.stdout)
-    return created["email"], created["password"]
+_CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def signed_in_cookies(url: str, email: str, password: str) -> str:
+    """Signs in through /login as a browser does (the form's csrf_token, the pre-session
+    cookie); the session's `Cookie` header."""
+    jar = http.cookiejar.CookieJar()
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with browser.open(f"{url}/login", timeout=10) as page:
+        token = _CSRF_FIELD.search(page.read().decode())[1]
+    form = urllib.parse.urlencode({"email": email, "password": password, "csrf_token": token})
+    with browser.open(f"{url}/login", form.encode(), timeout=10) as landed:
+        assert not landed.url.endswith("/login"), "signing in failed"
+    return "; ".join(f"{cookie.name}={cookie.value}" for cookie in jar)
 
 
 def page_reader(port: int, cookies: str, paths):
@@ -298,10 +297,11 @@ def main() -> None:
         started = time.monotonic()
         ids = write_payments(bench, args.payments, real_ids)
         print(f"wrote {len(ids):,} payments in {time.monotonic() - started:.1f} s", flush=True)
-        with running_backoffice(bench.mesh) as url:
-            port = int(url.rsplit(":", 1)[1])
-            email, password = create_operator(bench.mesh.env)
-            cookies = signed_in_cookies(url, email, password)
+        port = free_port()
+        log = bench.mesh.log_dir / "backoffice.log"
+        with started_backoffice(bench.mesh.env, port, log, roles=("finance",)) as office:
+            [(email, password)] = office.operators.items()
+            cookies = signed_in_cookies(office.url, email, password)
             rng = random.Random(9)
             with psycopg.connect(bench.infra.database_url) as db:
                 big, small = db.execute(
