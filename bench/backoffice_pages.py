@@ -1,6 +1,7 @@
 """Back-office page loads with 100,000 payments in the database (issue 32): GET /payments?q=…
-(a payment's id, a merchant's id, an amount, a status) and GET /payments/{id}, as a signed-in
-finance operator's browser asks for them, one page at a time (c=1: a person's page load)
+(a payment's id, a merchant's id, an amount in minor units, a PSP reference), a status and
+PSP filter, and GET /payments/{id}, as a signed-in finance operator's browser asks for the
+page's HTML (not its lazily loaded charts), one page at a time (c=1: a person's page load)
 and a few at once (several operators).
 
     .venv/bin/python bench/backoffice_pages.py
@@ -134,6 +135,14 @@ def write_payments(bench, count: int, real_ids: list[str], seed: int = 32) -> li
     with psycopg.connect(bench.infra.database_url) as db:
         templates = audit_templates(db, real_ids)
         fallback = templates["succeeded"]
+        # The cards the real payments were made with, as returning customers' cards.
+        cards = [
+            row[0]
+            for row in db.execute(
+                "SELECT DISTINCT payment_method FROM gateway.payment_intents WHERE id = ANY(%s)",
+                (real_ids,),
+            )
+        ]
         for name_id, name in merchants:
             psps = ["sandbox"] if rng.random() < 0.7 else ["stripe", "sandbox"]
             db.execute(
@@ -181,7 +190,7 @@ def write_payments(bench, count: int, real_ids: list[str], seed: int = 32) -> li
                     amount if status == "requires_capture" else 0,
                     received,
                     refunded,
-                    random_id("pm_", rng),
+                    rng.choice(cards),
                     psp,
                     f"order {100000 + n}",
                     json.dumps({"order_id": str(100000 + n)}),
@@ -310,12 +319,13 @@ def main() -> None:
                     " (SELECT merchant_id FROM gateway.payment_intents GROUP BY 1"
                     " ORDER BY count(*) LIMIT 1)"
                 ).fetchall()
-                amounts = [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT amount FROM gateway.payment_intents ORDER BY random() LIMIT 50"
-                    )
-                ]
+                amounts, references = zip(
+                    *db.execute(
+                        "SELECT amount, psp_reference FROM gateway.payment_intents"
+                        " ORDER BY random() LIMIT 50"
+                    ).fetchall(),
+                    strict=True,
+                )
             sample = rng.sample(ids, 200) + real_ids
             scenarios = [
                 ("GET /payments?q=<id>", [f"/payments?q={i}" for i in sample]),
@@ -323,7 +333,12 @@ def main() -> None:
                     "GET /payments?q=<merchant>",
                     [f"/payments?q={big[0]}", f"/payments?q={small[0]}"],
                 ),
-                ("GET /payments?q=<amount>", [f"/payments?q={a / 100:.2f}" for a in amounts]),
+                ("GET /payments?q=<amount>", [f"/payments?q={a}" for a in amounts]),
+                ("GET /payments?q=<reference>", [f"/payments?q={r}" for r in references]),
+                (
+                    "GET /payments?status&psp",
+                    ["/payments?status=requires_payment_method&psp=stripe"],
+                ),
                 ("GET /payments (newest)", ["/payments"]),
                 ("GET /payments/{id}", [f"/payments/{i}" for i in sample]),
             ]
