@@ -29,9 +29,10 @@ import yaml
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
+from backoffice.config import BackofficeSettings
 from paymesh.platform.config import DEFAULT_DATABASE_URL, ServiceSettings
 from paymesh.platform.roles import role_of
-from paymesh_ops.services import ALL
+from paymesh_ops.services import ALL, BACKOFFICE
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVOY_TEMPLATE = ROOT / "envoy" / "envoy.yaml"
@@ -58,6 +59,7 @@ class Ports:
     localstripe: int = 8420
     sandbox_psp: int = 8430
     rebill_worker: int = 9105  # the rebill worker's ops HTTP port (/metrics)
+    backoffice: int = 8090  # the back office's web port (BACKOFFICE_PORT)
     grpc: dict[str, int] = field(
         default_factory=lambda: {
             "gateway": 50051,
@@ -93,6 +95,7 @@ class Ports:
         ports.localstripe = int(env.get("LOCALSTRIPE_PORT", ports.localstripe))
         ports.sandbox_psp = int(env.get("SANDBOX_PSP_PORT", ports.sandbox_psp))
         ports.rebill_worker = int(env.get("REBILL_WORKER_HTTP_PORT", ports.rebill_worker))
+        ports.backoffice = int(env.get("BACKOFFICE_PORT", ports.backoffice))
         for name in ALL:
             prefix = name.upper()
             ports.grpc[name] = int(env.get(f"{prefix}_GRPC_PORT", ports.grpc[name]))
@@ -109,18 +112,19 @@ class Ports:
     @classmethod
     def free(cls, gateway_processes: int = 1) -> Ports:
         """Unused ports, so a test run never collides with `make run` or another run."""
-        taken = free_ports(5 + 2 * len(ALL) + 2 * (gateway_processes - 1))
+        taken = free_ports(6 + 2 * len(ALL) + 2 * (gateway_processes - 1))
         ports = cls(
             envoy=taken[0],
             envoy_admin=taken[1],
             localstripe=taken[2],
             sandbox_psp=taken[3],
             rebill_worker=taken[4],
+            backoffice=taken[5],
         )
         for i, name in enumerate(ALL):
-            ports.grpc[name] = taken[5 + 2 * i]
-            ports.http[name] = taken[6 + 2 * i]
-        more = taken[5 + 2 * len(ALL) :]
+            ports.grpc[name] = taken[6 + 2 * i]
+            ports.http[name] = taken[7 + 2 * i]
+        more = taken[6 + 2 * len(ALL) :]
         ports.more_gateways = list(zip(more[::2], more[1::2], strict=True))
         return ports
 
@@ -132,6 +136,7 @@ class Ports:
             ("LOCALSTRIPE_PORT", self.localstripe),
             ("SANDBOX_PSP_PORT", self.sandbox_psp),
             ("REBILL_WORKER_HTTP_PORT", self.rebill_worker),
+            ("BACKOFFICE_PORT", self.backoffice),
         ]
         for name in ALL:
             named.append((f"{name.upper()}_GRPC_PORT", self.grpc[name]))
@@ -156,7 +161,18 @@ class Ports:
             env[f"{name.upper()}_HTTP_PORT"] = str(self.http[name])
             env[f"{name.upper()}_ADDR"] = f"127.0.0.1:{self.grpc[name]}"
         env["STRIPE_API_BASE"] = f"http://127.0.0.1:{self.localstripe}"
+        env["BACKOFFICE_PORT"] = str(self.backoffice)
+        env["BACKOFFICE_METRICS_URLS"] = ",".join(
+            f"{name}=http://127.0.0.1:{port}/metrics" for name, port in self.metrics_targets()
+        )
         return env
+
+    def metrics_targets(self) -> list[tuple[str, int]]:
+        """(process, ops HTTP port) of every service process: what the back office's System
+        page reads."""
+        targets = [(name, self.http[name]) for name in ALL]
+        targets += [(f"gateway-{n}", http) for n, (_, http) in enumerate(self.more_gateways, 2)]
+        return [*targets, ("rebill_worker", self.rebill_worker)]
 
 
 def gateway_process_name(index: int) -> str:
@@ -177,8 +193,9 @@ def service_database_urls(env: dict[str, str]) -> dict[str, str]:
     cluster) moves the services with it."""
     url = make_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
     urls = {}
-    for name, definition in ALL.items():
-        variable = f"{definition.settings_class.model_config.get('env_prefix', '')}DATABASE_URL"
+    settings_classes = {name: d.settings_class for name, d in ALL.items()}
+    for name, settings_class in {**settings_classes, BACKOFFICE: BackofficeSettings}.items():
+        variable = f"{settings_class.model_config.get('env_prefix', '')}DATABASE_URL"
         if not env.get(variable):
             as_role = url._replace(username=role_of(name), password=None)  # set() keeps a password
             urls[variable] = as_role.render_as_string(hide_password=False)
@@ -309,6 +326,9 @@ class Mesh:
     env: dict[str, str]
     ports: Ports
     log_dir: Path | None = None  # None: inherit stdout/stderr (make run)
+    # The back office starts only when asked (make run asks; a test mesh when its test does):
+    # it holds PostgreSQL connections of its own.
+    with_backoffice: bool = False
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     _logs: list[IO] = field(default_factory=list)
 
@@ -433,6 +453,16 @@ class Mesh:
         self.wait_until([self.url("/readyz")], timeout)
         if "localstripe" in self.processes:
             self.configure_stripe_webhooks()
+        if self.with_backoffice:
+            self.start_backoffice(timeout)
+
+    def start_backoffice(self, timeout: float = 90.0) -> None:
+        """`python -m backoffice` on ports.backoffice, until its sign-in page answers."""
+        self.spawn(BACKOFFICE, [sys.executable, "-m", "backoffice"])
+        self.wait_until([self.backoffice_url("/login")], timeout)
+
+    def backoffice_url(self, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.ports.backoffice}{path}"
 
     def configure_stripe_webhooks(self) -> None:
         """localstripe sends its signed webhooks (Stripe-Signature) to our Stripe endpoint,
@@ -588,9 +618,11 @@ def main() -> int:
             return 1
     env.update(ports.service_env())
     # The development profile: webhooks may go to receivers on this machine (production
-    # refuses private and loopback destinations unless an operator admits them).
+    # refuses private and loopback destinations unless an operator admits them), and the back
+    # office's cookies work over plain HTTP on loopback.
     env.setdefault("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
-    mesh = Mesh(env=env, ports=ports)
+    env.setdefault("BACKOFFICE_COOKIE_SECURE", "false")
+    mesh = Mesh(env=env, ports=ports, with_backoffice=True)
     signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)
     failed = False
@@ -627,6 +659,8 @@ def print_banner(ports: Ports, seconds: float, tls_dir: Path | None = None) -> N
         f"  readiness      curl -s localhost:{ports.envoy}/readyz",
         f"  try            curl -s localhost:{ports.envoy}/v1/payment_intents/pi_123",
         f"  Envoy admin    http://127.0.0.1:{ports.envoy_admin}",
+        f"back office: http://127.0.0.1:{ports.backoffice}",
+        "  an operator    .venv/bin/paymesh operators create --email you@example.com --role admin",
     ]
     for name, definition in ALL.items():
         processes = ports.gateways if name == "gateway" else [(ports.grpc[name], ports.http[name])]

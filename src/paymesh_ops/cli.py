@@ -8,6 +8,9 @@ paymesh keys rotate [--identity NAME] [--overlap-seconds N]
                                        for N seconds (default 3600)
 paymesh keys rotate-audit              a new audit key signs checkpoints from now on
 paymesh merchants create --name NAME   a new merchant and its test and live secret keys
+paymesh operators create --email E --role finance|ops|admin [--password-stdin]
+                                       a back-office operator; prints its one-time
+                                       password (or takes one on stdin) as JSON
 paymesh vault init-keyring             create the local KEK keyring file if missing
 paymesh vault rotate-kek               make a new KEK version primary (cards re-wrap online)
 paymesh vault check-keys               check that the KEKs at hand unwrap the database's cards
@@ -54,13 +57,13 @@ def migrate(args: argparse.Namespace) -> int:
     from paymesh.platform import migrations
     from paymesh_ops import services
 
-    unknown = sorted(set(args.services) - set(services.ALL))
+    unknown = sorted(set(args.services) - set(services.SCHEMAS))
     if unknown:
         print(f"unknown service(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
     migrations.ensure_database(database_url())
-    for name in args.services or list(services.ALL):
-        definition = services.ALL[name]
+    for name in args.services or list(services.SCHEMAS):
+        definition = services.SCHEMAS[name]
         migrations.upgrade(database_url(), definition.schema, definition.migrations_dir)
         role = migrations.grant_runtime_role(database_url(), name, definition.schema)
         print(f"migrated {name} (schema {definition.schema}, runtime role {role})")
@@ -88,9 +91,9 @@ def key_store():
 def keys_init(_args: argparse.Namespace) -> int:
     from paymesh.platform.audit_keys import init_audit_key
     from paymesh.platform.service_auth import init_keys
-    from paymesh_ops.services import ALL, OPERATOR
+    from paymesh_ops.services import ALL, CLIENTS
 
-    created = init_keys(key_store(), (*ALL, OPERATOR))
+    created = init_keys(key_store(), (*ALL, *CLIENTS))
     audit_key = init_audit_key(keys_dir())
     if audit_key:
         created.append(f"audit key {audit_key}")
@@ -100,9 +103,9 @@ def keys_init(_args: argparse.Namespace) -> int:
 
 def keys_rotate(args: argparse.Namespace) -> int:
     from paymesh.platform.service_auth import rotate_keys
-    from paymesh_ops.services import ALL, OPERATOR
+    from paymesh_ops.services import ALL, CLIENTS
 
-    identities = args.identity or [*ALL, OPERATOR]
+    identities = args.identity or [*ALL, *CLIENTS]
     rotated = rotate_keys(key_store(), identities, args.overlap_seconds)
     print(json.dumps({"rotated": rotated, "old_keys_verify_for_seconds": args.overlap_seconds}))
     return 0
@@ -117,10 +120,10 @@ def keys_rotate_audit(_args: argparse.Namespace) -> int:
 
 def certs_init(args: argparse.Namespace) -> int:
     from paymesh.platform.tls import init_certs
-    from paymesh_ops.services import ALL, EDGE, OPERATOR
+    from paymesh_ops.services import ALL, CLIENTS, EDGE
 
     tls_dir = Path(args.dir or os.environ.get("PAYMESH_TLS_DIR") or "var/certs")
-    created = init_certs(tls_dir, servers=ALL, clients=(EDGE, OPERATOR))
+    created = init_certs(tls_dir, servers=ALL, clients=(EDGE, *CLIENTS))
     print(f"TLS certificates in {tls_dir}: created {', '.join(created) or 'none (all present)'}")
     return 0
 
@@ -147,6 +150,36 @@ def merchants_create(args: argparse.Namespace) -> int:
             }
         )
     )
+    return 0
+
+
+def operators_create(args: argparse.Namespace) -> int:
+    from backoffice.operators import InvalidOperator, create_operator
+    from backoffice.store import OperatorExists, PostgresStore
+    from paymesh.platform.db import create_engine
+
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+
+    async def create():
+        engine = create_engine(database_url(), pool_size=1)
+        try:
+            return await create_operator(
+                PostgresStore(engine), args.email, args.role, password, by="cli"
+            )
+        finally:
+            await engine.dispose()
+
+    try:
+        operator, given = asyncio.run(create())
+    except InvalidOperator as error:
+        print(f"paymesh operators create: {error}", file=sys.stderr)
+        return 2
+    except OperatorExists:
+        print(
+            f"paymesh operators create: email: {args.email} is an operator already", file=sys.stderr
+        )
+        return 2
+    print(json.dumps({"email": operator.email, "role": operator.role, "password": given}))
     return 0
 
 
@@ -254,7 +287,12 @@ def dev_reset(args: argparse.Namespace) -> int:
 
 
 # Every hash-chained audit table, in the order they are checked.
-AUDIT_TABLES = ("gateway.payment_audit", "rebill.rebill_audit")
+AUDIT_TABLES = (
+    "gateway.payment_audit",
+    "rebill.rebill_audit",
+    "webhook.webhook_audit",
+    "backoffice.operator_audit",
+)
 
 
 def audit_verify(_args: argparse.Namespace) -> int:
@@ -405,7 +443,10 @@ def main(argv: list[str] | None = None) -> int:
 
     migrate_parser = commands.add_parser("migrate", help="apply database migrations")
     migrate_parser.add_argument(
-        "services", nargs="*", metavar="SERVICE", help="gateway, vault, rebill or webhook"
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help="gateway, vault, rebill, webhook or backoffice",
     )
     migrate_parser.set_defaults(handler=migrate)
 
@@ -450,6 +491,21 @@ def main(argv: list[str] | None = None) -> int:
     create = merchants.add_parser("create", help="create a merchant; prints its keys as JSON")
     create.add_argument("--name", required=True)
     create.set_defaults(handler=merchants_create)
+
+    operators = commands.add_parser("operators", help="back-office operators").add_subparsers(
+        dest="operators_command", required=True
+    )
+    operator_create = operators.add_parser(
+        "create", help="create an operator; prints its email, role and password as JSON"
+    )
+    operator_create.add_argument("--email", required=True)
+    operator_create.add_argument("--role", required=True, choices=["finance", "ops", "admin"])
+    operator_create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from stdin's first line instead of generating one",
+    )
+    operator_create.set_defaults(handler=operators_create)
 
     vault = commands.add_parser("vault", help="vault key management").add_subparsers(
         dest="vault_command", required=True

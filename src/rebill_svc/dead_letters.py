@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.platform.amqp_consumer import Delivery, Verdict
 from paymesh.platform.db import autocommit
+from paymesh.platform.operators import actor_and_details
 from paymesh.platform.problems import FailedPrecondition, NotFound
 from rebill_svc import records
 from rebill_svc.domain.dunning import GiveUp
@@ -74,7 +75,9 @@ class DeadLetters:
                 )
             ).all()
 
-    async def retry(self, letter_id: str) -> Row:
+    async def retry(self, letter_id: str, operator: str = "") -> Row:
+        """`operator`: the email of who asked (the audit row's actor is then `operator`),
+        or '' for the `ops` identity."""
         async with self._engine.begin() as connection:
             letter = await self._dead(connection, letter_id)
             job = await _job_of(connection, letter)
@@ -84,18 +87,20 @@ class DeadLetters:
                 )
             if republished_on_retry(job.status):
                 await records.publish_job(connection, job)
+            actor, by = actor_and_details(operator, "ops")
             await records.audit(
                 connection,
                 merchant_id=job.merchant_id,
-                actor="ops",
+                actor=actor,
                 action="dead_letter.retry",
                 object_id=job.id,
                 result=job.status,
                 dead_letter=letter_id,
+                **by,
             )
             return await self._resolve(connection, letter_id, DeadLetterStatus.RETRIED)
 
-    async def discard(self, letter_id: str) -> Row:
+    async def discard(self, letter_id: str, operator: str = "") -> Row:
         """Drops the message and, when its job waits for a worker with an attempt nobody has
         started, the job too: the period is settled as not charged (`rebill.failed`); an
         active subscription renews at its next period, a past-due one (a dunning retry was
@@ -105,7 +110,7 @@ class DeadLetters:
             letter = await self._dead(connection, letter_id)
             job = await _job_of(connection, letter)
             if job is not None:
-                await _drop_unstarted(connection, job, letter_id)
+                await _drop_unstarted(connection, job, letter_id, operator)
             return await self._resolve(connection, letter_id, DeadLetterStatus.DISCARDED)
 
     @staticmethod
@@ -135,7 +140,7 @@ class DeadLetters:
         ).one()
 
 
-async def _drop_unstarted(connection, job: Row, letter_id: str) -> None:
+async def _drop_unstarted(connection, job: Row, letter_id: str, operator: str) -> None:
     """Discard's part for the letter's job: refused if its attempt was started; dropped if
     it waits for a worker (else, already settled or waiting for its retry's time, it stays
     as it is); audited either way."""
@@ -160,19 +165,21 @@ async def _drop_unstarted(connection, job: Row, letter_id: str) -> None:
         ).one()
         await records.event(connection, JOB_EVENTS[dropped], "rebill_job", job)
         await records.wake_scheduler(connection)  # the subscription may be due
-        given_up = await _give_up_dunning(connection, job)
+        given_up = await _give_up_dunning(connection, job, operator)
+    actor, by = actor_and_details(operator, "ops")
     discarded = records.audit_values(
         merchant_id=job.merchant_id,
-        actor="ops",
+        actor=actor,
         action="dead_letter.discard",
         object_id=job.id,
         result=job.status,
         dead_letter=letter_id,
+        **by,
     )
     await records.audit_many(connection, [discarded, *given_up])
 
 
-async def _give_up_dunning(connection, job: Row) -> list[dict]:
+async def _give_up_dunning(connection, job: Row, operator: str) -> list[dict]:
     """A past-due subscription waited on the dropped job's period: dunning gives up on it
     here, as after its last decline (the merchant's final status). Returns the audit rows."""
     subscription = (
@@ -199,14 +206,16 @@ async def _give_up_dunning(connection, job: Row) -> list[dict]:
         )
     ).one()
     await records.event(connection, after.event, "subscription", row)
+    actor, by = actor_and_details(operator, "ops")
     return [
         records.audit_values(
             merchant_id=row.merchant_id,
-            actor="ops",
+            actor=actor,
             action="subscription.status",
             object_id=row.id,
             result=row.status,
             job_id=job.id,
+            **by,
         )
     ]
 

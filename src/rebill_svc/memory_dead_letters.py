@@ -10,6 +10,7 @@ from datetime import datetime
 
 from paymesh.platform.amqp_consumer import Delivery, Verdict
 from paymesh.platform.ids import new_id
+from paymesh.platform.operators import actor_and_details
 from paymesh.platform.problems import FailedPrecondition, NotFound
 from rebill_svc.dead_letters import MAX_BODY, death_of
 from rebill_svc.domain.dunning import GiveUp, RetryPolicy
@@ -60,7 +61,7 @@ class InMemoryDeadLetters:
         found = [letter for letter in self.letters.values() if letter.status == status]
         return sorted(found, key=lambda letter: (letter.received_at, letter.id))[:limit]
 
-    async def retry(self, letter_id: str) -> DeadLetter:
+    async def retry(self, letter_id: str, operator: str = "") -> DeadLetter:
         letter = self._dead(letter_id)
         job = self._job_of(letter)
         if job is None:
@@ -69,17 +70,18 @@ class InMemoryDeadLetters:
             )
         if republished_on_retry(job.status):
             self.jobs._publish(job)
-        self.jobs._audit(job.id, "dead_letter.retry", job.status, actor="ops")
+        actor, by = actor_and_details(operator, "ops")
+        self.jobs._audit(job.id, "dead_letter.retry", job.status, actor=actor, **by)
         return self._resolve(letter, DeadLetterStatus.RETRIED)
 
-    async def discard(self, letter_id: str) -> DeadLetter:
+    async def discard(self, letter_id: str, operator: str = "") -> DeadLetter:
         letter = self._dead(letter_id)
         job = self._job_of(letter)
         if job is not None:
-            self._drop_unstarted(job)
+            self._drop_unstarted(job, operator)
         return self._resolve(letter, DeadLetterStatus.DISCARDED)
 
-    def _drop_unstarted(self, job: StoredJob) -> None:
+    def _drop_unstarted(self, job: StoredJob, operator: str) -> None:
         try:
             action = discard_plan(job.status, job.attempt_runs)
         except AttemptStarted:
@@ -91,10 +93,11 @@ class InMemoryDeadLetters:
         if action is not None:
             self.jobs._move(job, action)
             self.jobs._event(JOB_EVENTS[job.status], job.id)
-            self._give_up_dunning(job)
-        self.jobs._audit(job.id, "dead_letter.discard", job.status, actor="ops")
+            self._give_up_dunning(job, operator)
+        actor, by = actor_and_details(operator, "ops")
+        self.jobs._audit(job.id, "dead_letter.discard", job.status, actor=actor, **by)
 
-    def _give_up_dunning(self, job: StoredJob) -> None:
+    def _give_up_dunning(self, job: StoredJob, operator: str) -> None:
         subscription = self.jobs.subscriptions[job.subscription_id]
         if subscription.status != Status.PAST_DUE:
             return
@@ -106,7 +109,10 @@ class InMemoryDeadLetters:
         if subscription.status == Status.CANCELED:
             subscription.canceled_at = self.jobs.now
         self.jobs._event(after.event, subscription.id)
-        self.jobs._audit(subscription.id, "subscription.status", subscription.status, actor="ops")
+        actor, by = actor_and_details(operator, "ops")
+        self.jobs._audit(
+            subscription.id, "subscription.status", subscription.status, actor=actor, **by
+        )
 
     def _dead(self, letter_id: str) -> DeadLetter:
         letter = self.letters.get(letter_id)

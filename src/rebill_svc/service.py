@@ -26,6 +26,7 @@ from rebill_svc.charging import GatewayCharger
 from rebill_svc.config import RebillSettings
 from rebill_svc.dead_letters import DeadLetters
 from rebill_svc.jobs.postgres import PostgresJobStore
+from rebill_svc.oversight import SubscriptionOversight
 from rebill_svc.repository import SubscriptionRepository
 from rebill_svc.runner import JobRunner, Leases
 from rebill_svc.scheduler import Scheduler, watch_workforce
@@ -46,10 +47,11 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         settings.gateway_addr, resources.token_issuer, resources.token_verifier
     )
     vault_channel = service_channel(settings.vault_addr, resources.token_issuer, "vault")
+    audit_keys = AuditKeys.load(settings.key_store())
     audit_checkpoints = AuditCheckpointer(
         resources.engine,
         f"{tables.SCHEMA}.{tables.rebill_audit.name}",
-        AuditKeys.load(settings.key_store()),
+        audit_keys,
         settings.audit_checkpoint_interval_seconds,
         session_engine=resources.session_engine,
     )
@@ -73,7 +75,10 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     rebill_pb2_grpc.add_RebillServiceServicer_to_server(servicer, server)
     letters = DeadLetters(resources.engine)
     rebill_admin_pb2_grpc.add_RebillAdminServiceServicer_to_server(
-        RebillAdminServicer(resources.engine, letters, callers), server
+        RebillAdminServicer(
+            resources.engine, letters, callers, SubscriptionOversight(resources.engine, audit_keys)
+        ),
+        server,
     )
     workforce = Workforce(resources.engine)
     scheduler = Scheduler(

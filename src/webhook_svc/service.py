@@ -22,6 +22,8 @@ from paymesh.webhook.v1 import (
     event_stream_pb2_grpc,
     psp_webhook_pb2,
     psp_webhook_pb2_grpc,
+    webhook_admin_pb2,
+    webhook_admin_pb2_grpc,
     webhook_pb2,
     webhook_pb2_grpc,
 )
@@ -31,6 +33,8 @@ from webhook_svc.domain.rules import parse_schedule
 from webhook_svc.inbound.gateway import GATEWAY_TIMEOUT_SECONDS, GatewayEvents
 from webhook_svc.inbound.inbox import Inbox
 from webhook_svc.inbound.servicer import PspWebhookServicer
+from webhook_svc.outbound.admin_servicer import WebhookAdminServicer
+from webhook_svc.outbound.admin_store import DeliveryAdmin
 from webhook_svc.outbound.deliverer import Deliverer, DeliveryPolicy
 from webhook_svc.outbound.delivery_store import PostgresDeliveryStore
 from webhook_svc.outbound.destinations import AddressPolicy
@@ -70,6 +74,9 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     webhook_pb2_grpc.add_WebhookServiceServicer_to_server(servicer, server)
     event_stream_pb2_grpc.add_EventStreamServiceServicer_to_server(
         EventStreamServicer(resources.engine, callers), server
+    )
+    webhook_admin_pb2_grpc.add_WebhookAdminServiceServicer_to_server(
+        WebhookAdminServicer(DeliveryAdmin(resources.engine), callers), server
     )
     inbound = _register_inbound(server, resources)  # PSP webhooks in
 
@@ -157,6 +164,7 @@ DEFINITION = ServiceDefinition(
         webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
         event_stream_pb2.DESCRIPTOR.services_by_name["EventStreamService"].full_name,
         psp_webhook_pb2.DESCRIPTOR.services_by_name["PspWebhookService"].full_name,
+        webhook_admin_pb2.DESCRIPTOR.services_by_name["WebhookAdminService"].full_name,
     ),
     settings_class=WebhookSettings,
     migrations_dir=Path(__file__).parent / "migrations",

@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Computed,
     ForeignKey,
     Identity,
     Integer,
@@ -16,6 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from paymesh.platform.audit_chain import chained_audit_table
 from paymesh.platform.columns import moment, set_now
 from paymesh.platform.idempotency.table import idempotency_keys_table
 from paymesh.platform.outbox import outbox_table
@@ -63,6 +65,18 @@ events = Table(
     Column("position", BigInteger, Identity(), nullable=False),
     # The W3C traceparent the event arrived with (its consumer span): deliveries continue it.
     Column("traceparent", Text),
+    # The payment intent it is about: the object itself, or the one it names (a refund's, a
+    # dispute's); computed by the database (webhook_0007).
+    Column(
+        "payment_intent",
+        String(60),
+        Computed(
+            "CASE WHEN object_type = 'payment_intent' THEN object_id"
+            " WHEN jsonb_typeof(object -> 'payment_intent') = 'string'"
+            " THEN object ->> 'payment_intent' END",
+            persisted=True,
+        ),
+    ),
 )
 
 deliveries = Table(
@@ -97,6 +111,10 @@ delivery_attempts = Table(
 )
 
 outbox = outbox_table(metadata, SCHEMA)
+
+# Operators' actions on deliveries (WebhookAdminService), hash-chained like the other
+# services' audit tables.
+webhook_audit = chained_audit_table(metadata, "webhook_audit")
 
 # Inbound PSP webhooks (webhook_svc.inbound): every PSP event once, by the PSP's event id,
 # with how often it was delivered and what became of it (received, deferred, applied,

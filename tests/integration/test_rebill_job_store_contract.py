@@ -104,6 +104,13 @@ class SqlArena:
             )
         ]
 
+    def actors(self, object_id: str) -> list[tuple[str, str | None]]:
+        return self._rows(
+            "SELECT actor, details->>'operator' FROM rebill.rebill_audit WHERE object_id = %s"
+            " ORDER BY id",
+            object_id,
+        )
+
     def audits(self, object_id: str) -> list[tuple[str, str]]:
         return self._rows(
             "SELECT action, result FROM rebill.rebill_audit WHERE object_id = %s ORDER BY id",

@@ -125,7 +125,24 @@ async def discarding_a_dunning_retrys_letter_gives_the_period_up_as_the_policy_s
     assert arena.audits(job)[-1] == ("dead_letter.discard", JobStatus.FAILED)
 
 
+async def an_operators_retry_and_discard_are_audited_under_their_email(arena: Arena) -> None:
+    _, retried_job = await one_queued_job(arena)
+    _, discarded_job = await one_queued_job(arena)
+    retried = await letter(arena, retried_job)
+    discarded = await letter(arena, discarded_job)
+
+    await arena.letters.retry(retried, operator="ann@example.com")
+    await arena.letters.discard(discarded, operator="bob@example.com")
+    assert arena.actors(retried_job)[-1] == ("operator", "ann@example.com")
+    assert arena.actors(discarded_job)[-1] == ("operator", "bob@example.com")
+    # Without an operator's email, the action is the `ops` identity's, as before.
+    _, job = await one_queued_job(arena)
+    await arena.letters.retry(await letter(arena, job))
+    assert arena.actors(job)[-1] == ("ops", None)
+
+
 SCENARIOS = (
+    an_operators_retry_and_discard_are_audited_under_their_email,
     a_letter_naming_no_job_cannot_be_retried_and_is_discarded,
     a_retried_letter_hands_its_waiting_job_to_the_workers_again_once,
     a_discarded_letter_settles_its_unstarted_job_as_not_charged,

@@ -54,6 +54,9 @@ class Arena(Protocol):
     def audits(self, object_id: str) -> list[tuple[str, str]]:
         """(action, result), in order."""
 
+    def actors(self, object_id: str) -> list[tuple[str, str | None]]:
+        """(actor, the operator's email in the details), in order."""
+
     def messages(self, job_id: str) -> int:
         """How many messages handed the job to a worker."""
 
@@ -108,6 +111,13 @@ class MemoryArena:
 
     def audits(self, object_id: str) -> list[tuple[str, str]]:
         return [(a.kind, a.result) for a in self.store.audits if a.object_id == object_id]
+
+    def actors(self, object_id: str) -> list[tuple[str, str | None]]:
+        return [
+            (a.details.get("actor", ""), a.details.get("operator"))
+            for a in self.store.audits
+            if a.object_id == object_id
+        ]
 
     def messages(self, job_id: str) -> int:
         return sum(1 for m in self.store.messages if m.object_id == job_id)

@@ -62,9 +62,9 @@ def test_the_cli_makes_keys_and_certificates_for_every_service_of_the_list(tmp_p
     assert cli.certs_init(argparse.Namespace(dir=str(tmp_path / "certs"))) == 0
 
     services = set(ALL)
-    assert {p.stem for p in (tmp_path / "keys").glob("*.pub")} == services | {"ops"}
+    assert {p.stem for p in (tmp_path / "keys").glob("*.pub")} == services | {"ops", "backoffice"}
     certificates = {p.stem for p in (tmp_path / "certs").glob("*.crt")} - {"ca"}
-    assert certificates == services | {"envoy", "ops"}
+    assert certificates == services | {"envoy", "ops", "backoffice"}
     for identity in certificates:
         serves = ExtendedKeyUsageOID.SERVER_AUTH in usages(tmp_path / "certs", identity)
         assert serves == (identity in services), identity

@@ -61,9 +61,14 @@ def chained_audit_table(metadata: MetaData, name: str) -> Table:
     )
 
 
-def _check(table: str) -> TextClause:
+# A merchant's rows only (`:merchant`), or every merchant's.
+_ONE_MERCHANT = "WHERE {alias}.merchant_id = :merchant"
+
+
+def _check(table: str, one_merchant: bool = False) -> TextClause:
     if not _TABLE.fullmatch(table):
         raise ValueError(f"not a schema.table name: {table!r}")
+    which = _ONE_MERCHANT.format(alias="a") if one_merchant else ""
     return text(
         f"""
         SELECT id, merchant_id, chain,
@@ -71,14 +76,17 @@ def _check(table: str) -> TextClause:
                prev_hash = coalesce(lag(hash) OVER in_chain, '\\x')
                  AND seq = coalesce(lag(seq) OVER in_chain, 0) + 1 AS linked
         FROM {table} a
+        {which}
         WINDOW in_chain AS (PARTITION BY merchant_id, chain ORDER BY seq)
         ORDER BY merchant_id, chain, seq
         """
     )
 
 
-def _checkpoints(table: str) -> TextClause:
-    """Every checkpoint of `table`, beside the row it names as it is now (if any)."""
+def _checkpoints(table: str, one_merchant: bool = False) -> TextClause:
+    """Every checkpoint of `table` (of `:merchant`'s chains if `one_merchant`), beside the
+    row it names as it is now (if any)."""
+    which = _ONE_MERCHANT.format(alias="c") if one_merchant else ""
     return text(
         f"""
         SELECT c.id, c.merchant_id, c.chain, c.seq, c.row_id, c.hash, c.row_count, c.key_id,
@@ -86,6 +94,7 @@ def _checkpoints(table: str) -> TextClause:
         FROM {table}_checkpoints c
         LEFT JOIN {table} a ON a.merchant_id = c.merchant_id AND a.chain = c.chain
           AND a.seq = c.seq
+        {which}
         ORDER BY c.merchant_id, c.chain, c.seq, c.id
         """
     )
@@ -104,14 +113,20 @@ class Break:
 
 
 async def first_break(
-    engine: AsyncEngine, table: str, keys: AuditKeys | None = None
+    engine: AsyncEngine,
+    table: str,
+    keys: AuditKeys | None = None,
+    merchant_id: str | None = None,
 ) -> Break | None:
-    """The first broken row of `table`'s chains (None: intact, or no such table here). Raises
-    AuditKeyMissing when the table has checkpoints and `keys` lacks a key that signed one."""
+    """The first broken row of `table`'s chains (only `merchant_id`'s chains when given;
+    None: intact, or no such table here). Raises AuditKeyMissing when the table has
+    checkpoints and `keys` lacks a key that signed one."""
+    one = merchant_id is not None
+    params = {"merchant": merchant_id} if one else {}
     async with engine.connect() as connection:
         if await connection.scalar(text("SELECT to_regclass(:t)"), {"t": table}) is None:
             return None
-        for row in await connection.execute(_check(table)):
+        for row in await connection.execute(_check(table, one), params):
             if not row.content_intact:
                 return Break(
                     table, row.id, row.merchant_id, row.chain, "content does not match its hash"
@@ -121,19 +136,21 @@ async def first_break(
                     table, row.id, row.merchant_id, row.chain, "not chained to the previous row"
                 )
         if await connection.scalar(text("SELECT to_regclass(:t)"), {"t": f"{table}_checkpoints"}):
-            return await _first_unanchored(connection, table, keys)
+            return await _first_unanchored(connection, table, keys, merchant_id)
     return None
 
 
 async def _first_unanchored(
-    connection: AsyncConnection, table: str, keys: AuditKeys | None
+    connection: AsyncConnection, table: str, keys: AuditKeys | None, merchant_id: str | None
 ) -> Break | None:
     """The first row that a checkpoint contradicts. Run after the chain check: every chain is
     then whole from seq 1 to its last row, so a chain that once held `seq` rows holds them
     still unless rows were cut off its end, and a row that hashes differently from its
     checkpoint was rewritten, somewhere after the chain's last checkpoint that still holds."""
     vouched: tuple[str, int, int] | None = None  # (merchant, chain, seq) last found as signed
-    for c in await connection.execute(_checkpoints(table)):
+    one = merchant_id is not None
+    params = {"merchant": merchant_id} if one else {}
+    for c in await connection.execute(_checkpoints(table, one), params):
         head = Head(table, c.merchant_id, c.chain, c.seq, c.row_id, bytes(c.hash), c.row_count)
         if keys is None:
             raise AuditKeyMissing(f"{table} has signed checkpoints: an audit key is needed")

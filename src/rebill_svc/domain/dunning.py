@@ -104,6 +104,29 @@ class GiveUp:
 Step = Paid | WaitForOutcome | AwaitCustomer | RetryAt | GiveUp
 
 
+@dataclass(frozen=True)
+class DunningState:
+    """Where dunning stands for a subscription, as operators read it."""
+
+    retry_after_days: list[int]
+    attempts_made: int  # of the period still owed (0: nothing is owed)
+    next_attempt_at: datetime | None
+    final_status: FinalStatus
+
+
+def dunning_state(
+    policy: RetryPolicy, open_period_attempts: int, next_attempt_at: datetime | None
+) -> DunningState:
+    """`open_period_attempts`: the attempts made for the period still owed (0 when its
+    latest period was paid, or none was billed); `next_attempt_at`: the subscription's."""
+    return DunningState(
+        retry_after_days=[int(gap.total_seconds() // 86400) for gap in policy.retry_after],
+        attempts_made=open_period_attempts,
+        next_attempt_at=next_attempt_at,
+        final_status=policy.final_status,
+    )
+
+
 def next_step(
     policy: RetryPolicy,
     attempt: int,

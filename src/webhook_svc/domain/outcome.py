@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from webhook_svc.domain.rules import retry_delay
-from webhook_svc.domain.status import Result
+from webhook_svc.domain.status import DeliveryStatus, Result
 
 GONE = 410
 # Answers whose Retry-After is honoured (up to a cap): the endpoint says when it can take more.
@@ -58,3 +58,32 @@ def deferred(wait_seconds: float | None) -> Decision:
     """Not sent (the endpoint's circuit is open, or too little of the lease is left): no
     attempt spent, due again after `wait_seconds` (None: at once)."""
     return Decision(Result.DEFERRED, wait_seconds, None)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One recorded attempt: its number in its round (1 starts a round) and the endpoint's
+    HTTP status (None when no answer came)."""
+
+    attempt: int
+    status_code: int | None
+
+
+def attempt_outcomes(attempts: Sequence[Sent], status: DeliveryStatus) -> list[str]:
+    """What each of a delivery's attempts (oldest first) came to, as operators read them: a
+    2xx `succeeded`, a 410 `gone`; a failure that ended its round `dead` (a fresh round
+    followed it, or it is the last attempt of a delivery given up on), any other `failed`."""
+    given_up = status in (DeliveryStatus.DEAD, DeliveryStatus.DISCARDED)
+    outcomes = []
+    for index, sent in enumerate(attempts):
+        code = sent.status_code
+        following = attempts[index + 1] if index + 1 < len(attempts) else None
+        if code is not None and 200 <= code < 300:
+            outcomes.append(Result.SUCCEEDED.value)
+        elif code == GONE:
+            outcomes.append(Result.GONE.value)
+        elif (following.attempt == 1) if following else given_up:
+            outcomes.append(Result.DEAD.value)
+        else:
+            outcomes.append(Result.FAILED.value)
+    return outcomes

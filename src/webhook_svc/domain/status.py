@@ -12,6 +12,7 @@ class DeliveryStatus(StrEnum):
     PENDING = "pending"  # to be sent: due, waiting for a retry, or being sent (leased)
     SUCCEEDED = "succeeded"  # the endpoint answered 2xx
     DEAD = "dead"  # given up: no attempt left, or the endpoint answered 410
+    DISCARDED = "discarded"  # a dead one an operator reviewed and dropped: never sent again
 
 
 class Result(StrEnum):
@@ -28,6 +29,8 @@ class Action(StrEnum):
     """A move of a delivery that is not a send's result."""
 
     REDELIVER = "redeliver"  # the merchant asks for an event again (a fresh round of attempts)
+    RETRY = "retry"  # an operator sends a dead delivery again (a fresh round of attempts)
+    DISCARD = "discard"  # an operator drops a dead delivery
 
 
 D = DeliveryStatus
@@ -39,6 +42,8 @@ TRANSITIONS: dict[Result | Action, dict[DeliveryStatus, DeliveryStatus]] = {
     Result.GONE: {D.PENDING: D.DEAD},
     Result.DEFERRED: {D.PENDING: D.PENDING},
     Action.REDELIVER: {status: D.PENDING for status in DeliveryStatus},
+    Action.RETRY: {D.DEAD: D.PENDING},
+    Action.DISCARD: {D.DEAD: D.DISCARDED},
 }
 
 # A result that spends no attempt and writes no attempt's record: nothing was sent.

@@ -1,0 +1,42 @@
+"""The back office's subscription search: its free text names one subscription, a merchant or
+a payment method, told apart by the id's prefix."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from paymesh.platform.problems import InvalidArgument
+
+MAX_QUERY_LENGTH = 40
+_ID = re.compile(r"[A-Za-z0-9_]+")
+
+
+class SearchField(StrEnum):
+    ID = "id"
+    MERCHANT = "merchant_id"
+    PAYMENT_METHOD = "payment_method"
+
+
+PREFIXES = {
+    "sub_": SearchField.ID,
+    "acct_": SearchField.MERCHANT,
+    "pm_": SearchField.PAYMENT_METHOD,
+}
+
+
+def parse_query(q: str) -> tuple[SearchField, str] | None:
+    """The column `q` matches and the value (None: no free text). Anything else is invalid
+    input named `q`, never echoed (it could be a card number)."""
+    text = q.strip()
+    if not text:
+        return None
+    if len(text) <= MAX_QUERY_LENGTH and _ID.fullmatch(text):
+        for prefix, field in PREFIXES.items():
+            if text.startswith(prefix):
+                return field, text
+    raise InvalidArgument.for_field(
+        "q",
+        "invalid_query",
+        "q must be a subscription (sub_…), merchant (acct_…) or payment method (pm_…) id",
+    )
