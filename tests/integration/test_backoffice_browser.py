@@ -26,6 +26,7 @@ from dev.devmesh import Mesh, free_port
 from tests.support.backoffice import started_backoffice
 from tests.support.browser import (
     assert_no_card_numbers,
+    beside_the_browser,
     fresh_page,
     launched_browser,
     screenshot,
@@ -84,7 +85,8 @@ def office(webhook_hooks: Hooks) -> Iterator[Office]:
             for email, password in running.operators.items()
         }
         assert set(operators) == set(ROLES)
-        yield Office(webhook_hooks, running.url, operators, webhook_hooks.merchant("bo-shop"))
+        shop = beside_the_browser(webhook_hooks.merchant, "bo-shop")
+        yield Office(webhook_hooks, running.url, operators, shop)
 
 
 @pytest.fixture(scope="module")
@@ -366,7 +368,7 @@ def test_finance_resolves_a_reconciliation_mismatch_with_a_note(page, office):
 
 def test_ops_retries_a_dead_webhook_delivery_and_it_is_delivered(page, office):
     hooks = office.hooks
-    merchant = hooks.merchant("bo-dead-letters")
+    merchant = beside_the_browser(hooks.merchant, "bo-dead-letters")
     path = f"/backoffice-dead-{time.time_ns()}"
     # Every attempt of the schedule fails; the operator's retry meets a healthy receiver.
     hooks.receiver.scripts[path] = Script(statuses=[500] * len(SCHEDULE) + [200])

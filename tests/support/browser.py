@@ -22,14 +22,17 @@ import contextlib
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from playwright.sync_api import Browser, Page, Response, sync_playwright
 
 from tests.support import cards
 from tests.support.pan import leaked, luhn_ok
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "build" / "screenshots"
 # A page's waits: long enough for a mesh on a busy two-core machine, short enough to fail.
@@ -100,3 +103,10 @@ def visit(page: Page, path: str) -> Response:
 def assert_no_card_numbers(page: Page) -> None:
     found = card_numbers_in(page.content())
     assert not found, f"card numbers in {page.url}: {sorted(found)}"
+
+
+def beside_the_browser(call: Callable[..., T], *args: object) -> T:
+    """`call(*args)` in a thread of its own: Playwright's sync API keeps an event loop running
+    in the test's thread, where a helper's `asyncio.run` (create_merchant) would refuse to run."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(call, *args).result()
