@@ -57,11 +57,12 @@ Webhook knobs (`POST /_knobs`):
        reason?}   operations made at the PSP, not through its API (they announce themselves)
   POST /_dashboard/disputes/{id}/close {status: won|lost}   the bank decides a dispute
   A dispute ({id: du_…, object: dispute, charge, amount, currency, reason (default
-  fraudulent), status, created}) is the customer's bank taking a captured charge's money
-  back, one per charge: it opens `needs_response` (amount: 1 to the amount captured, all of
-  it by default), and `/close` makes it `won` or `lost`. As Stripe's balance transactions
-  do, the opening withdraws the amount (a `dispute` transaction, negative) and a won
-  dispute reinstates it (a `dispute_reversal` transaction, positive); a lost one moves
+  fraudulent), status, created, evidence_details: {due_by: a week after it opened}}) is the
+  customer's bank taking a captured charge's money back, one per charge: it opens
+  `needs_response` (amount: 1 to the amount captured, all of it by default), and `/close`
+  makes it `won` or `lost`. As Stripe's balance transactions do, the opening withdraws the
+  amount (a `dispute` transaction, negative) and a won dispute reinstates it (a
+  `dispute_reversal` transaction, positive); a lost one moves
   nothing more.
   POST /_dashboard/charges/{id}/alter {amount?, currency?}   the PSP's books change a settled
        charge's amount or currency (and its transaction's) without any event: a PSP's error
@@ -126,6 +127,7 @@ DECLINES = {
 }
 PROCESSING_ERROR = "4000000000000119"
 LOOKUPS = ("charges", "refunds", "disputes")
+EVIDENCE_DAYS = 7  # a dispute's evidence_details.due_by: its opening + a week
 THREE_D_SECURE = ("4000002500003155", "4000002760003184")
 THREE_D_SECURE_RESULTS = ("succeed", "fail")
 HANG_SECONDS = 30.0  # longer than any client deadline
@@ -596,6 +598,8 @@ class Sandbox:
                 "reason": reason,
                 "status": "needs_response",
                 "created": int(time.time()),
+                # As Stripe's: the merchant has a week to send evidence.
+                "evidence_details": {"due_by": int(time.time()) + EVIDENCE_DAYS * 86400},
             }
             self.disputes[dispute["id"]] = dispute
             self._settle("dispute", dispute["id"], -amount, charge["currency"], charge_id)

@@ -1,5 +1,5 @@
 """gRPC transport of the operators' MerchantAdminService: callers must present a service token
-of the `ops` identity (`paymesh ops-token`)."""
+of the `ops` identity (`paymesh ops-token`) or the back office's (`backoffice`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from paymesh.gateway.v1 import merchant_admin_pb2_grpc as admin_pb2_grpc
 from paymesh.platform.callers import CachedApiKeyVerifier, Callers
 from paymesh.platform.errors import InvalidArgument
 from paymesh.platform.wire import timestamp
+
+# Operators (`ops`: grpcurl) and the back office's console, on an operator's word.
+OPERATORS = {"ops", "backoffice"}
 
 PSPS = ("sandbox", "stripe")
 
@@ -44,7 +47,7 @@ class MerchantAdminServicer(admin_pb2_grpc.MerchantAdminServiceServicer):
         self._key_cache = key_cache  # this process stops accepting a revoked key at once
 
     def _operator(self, context: grpc.aio.ServicerContext) -> None:
-        self._callers.service(context, allowed={"ops"})
+        self._callers.service(context, allowed=OPERATORS)
 
     async def CreateMerchant(self, request, context):
         self._operator(context)

@@ -145,6 +145,8 @@ class InMemoryPaymentRepository:
         reason: str,
         refund_id: str,
         bind: KeyRef | None,
+        actor: str = "api",
+        details: dict[str, Any] | None = None,
     ) -> tuple[PaymentIntent, Refund]:
         intent = await self.intent(intent_id, merchant)
         move(intent_id, intent.status, Action.REFUND)
@@ -164,13 +166,18 @@ class InMemoryPaymentRepository:
             created_at=datetime.now(UTC),
         )
         self.refunds[refund_id] = refund
-        self._record_refund(refund, "api", "refund_created", "refund.created")
+        self._record_refund(refund, actor, "refund_created", "refund.created", details)
         if bind is not None:
             self._bind(bind, refund_id)
         return intent, refund
 
     async def finish_refund(
-        self, refund: Refund, status: RefundStatus, psp_reference: str | None, actor: str
+        self,
+        refund: Refund,
+        status: RefundStatus,
+        psp_reference: str | None,
+        actor: str,
+        details: dict[str, Any] | None = None,
     ) -> Refund | None:
         current = self.refunds.get(refund.id)
         if current is None or current.status != RefundStatus.PENDING:
@@ -183,13 +190,20 @@ class InMemoryPaymentRepository:
                 amount_refunded=intent.amount_refunded - done.amount
             )
         event = "refund.succeeded" if status == RefundStatus.SUCCEEDED else "refund.failed"
-        self._record_refund(done, actor, "refund", event)
+        self._record_refund(done, actor, "refund", event, details)
         self._settle_keys(done.merchant_id, done.id)
         return done
 
-    def _record_refund(self, refund: Refund, actor: str, action: str, event: str) -> None:
+    def _record_refund(
+        self,
+        refund: Refund,
+        actor: str,
+        action: str,
+        event: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         self.events.append(Event.of_refund(event, refund))
-        self.audits.append(AuditEntry.of_refund(refund, actor, action))
+        self.audits.append(AuditEntry.of_refund(refund, actor, action, **(details or {})))
 
     # --- idempotency keys ----------------------------------------------------------------
 

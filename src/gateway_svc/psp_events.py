@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC
 
 import grpc
 import structlog
@@ -76,6 +77,11 @@ def read_event(request: psp_events_pb2.ApplyPspEventRequest) -> PspEvent:
             reference=disputed.dispute_reference,
             reason=disputed.reason[:100],
             status=disputed.status[:40],
+            evidence_due_by=(
+                disputed.evidence_due_by.ToDatetime(tzinfo=UTC)
+                if disputed.HasField("evidence_due_by")
+                else None
+            ),
             **common,
         )
     if fact == "authorized":

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from gateway_svc import tables
 from gateway_svc.admin import MerchantAdminServicer
+from gateway_svc.backoffice import BackOfficeServicer
 from gateway_svc.config import GatewaySettings
 from gateway_svc.domain.status import Pending
 from gateway_svc.merchants import SETTINGS_CHANGED, MerchantRepository
@@ -31,6 +32,7 @@ from gateway_svc.psp_events import PspEventServicer
 from gateway_svc.reconciliation.runner import Reconciler, Who
 from gateway_svc.reconciliation.servicer import ReconciliationServicer
 from gateway_svc.reconciliation.store import ReconciliationStore
+from gateway_svc.repository.backoffice import BackOfficeRepository
 from gateway_svc.repository.disputes import DisputeRepository
 from gateway_svc.repository.payments import PaymentRepository
 from gateway_svc.repository.psp_events import PspEventRepository
@@ -44,6 +46,8 @@ from gateway_svc.servicer import (
     refund_message,
 )
 from paymesh.gateway.v1 import (
+    backoffice_pb2,
+    backoffice_pb2_grpc,
     card_access_pb2,
     card_access_pb2_grpc,
     gateway_pb2,
@@ -78,10 +82,11 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     settings = resources.settings
     assert isinstance(settings, GatewaySettings)
     engine = resources.engine
+    audit_keys = AuditKeys.load(settings.key_store())
     audit_checkpoints = AuditCheckpointer(
         engine,
         f"{tables.SCHEMA}.{tables.payment_audit.name}",
-        AuditKeys.load(settings.key_store()),
+        audit_keys,
         settings.audit_checkpoint_interval_seconds,
         session_engine=resources.session_engine,
     )
@@ -143,6 +148,17 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     reconciler = build_reconciler(settings, engine, psp_keys)
     reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server(
         ReconciliationServicer(reconciler, callers), server
+    )
+
+    backoffice_pb2_grpc.add_BackOfficeServiceServicer_to_server(
+        BackOfficeServicer(
+            BackOfficeRepository(engine, resources.read_engine),
+            payments,
+            idempotency,
+            callers,
+            audit_keys,
+        ),
+        server,
     )
 
     sweep_lock = SessionLock(resources.session_engine, RECOVERY_SWEEP_LOCK)
@@ -289,6 +305,7 @@ DEFINITION = ServiceDefinition(
         card_access_pb2.DESCRIPTOR.services_by_name["CardAccessService"].full_name,
         psp_events_pb2.DESCRIPTOR.services_by_name["PspEventService"].full_name,
         reconciliation_pb2.DESCRIPTOR.services_by_name["ReconciliationService"].full_name,
+        backoffice_pb2.DESCRIPTOR.services_by_name["BackOfficeService"].full_name,
     ),
     settings_class=GatewaySettings,
     migrations_dir=Path(__file__).parent / "migrations",

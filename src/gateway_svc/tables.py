@@ -119,6 +119,8 @@ disputes = Table(
     Column("psp_reference", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # When the merchant's evidence is due at the PSP, as its dispute events said.
+    Column("evidence_due_by", DateTime(timezone=True)),
 )
 
 payment_audit = chained_audit_table(metadata, "payment_audit")

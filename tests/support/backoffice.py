@@ -8,15 +8,12 @@ import asyncio
 import contextlib
 import json
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 from starlette.testclient import TestClient
 
 from backoffice.app import create_app
@@ -24,10 +21,12 @@ from backoffice.config import BackofficeSettings
 from backoffice.memory_mesh import MemoryMesh
 from backoffice.memory_store import MemoryStore
 from backoffice.operators import create_operator
+from dev.devinfra import Infra
+from dev.devmesh import Mesh, Ports
+from tests.support.mesh import base_env, migrated_infra, paymesh, started_mesh
 
 PASSWORD = "correct horse battery staple"  # noqa: S105 - the tests' operators
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -87,86 +86,64 @@ def console(
     return Console(client, store, mesh, clock)
 
 
-# The real back office beside a mesh (dev.devmesh.Mesh), for integration and browser tests.
+# The real back office beside a mesh, for integration and browser tests.
 
-
-def backoffice_env(env: dict[str, str], port: int) -> dict[str, str]:
-    """The environment `python -m backoffice` runs with beside a mesh started with `env`
-    (a Mesh's env after Ports.service_env): plain HTTP cookies on loopback."""
-    return {**env, "BACKOFFICE_PORT": str(port), "BACKOFFICE_COOKIE_SECURE": "false"}
+ROLES = ("finance", "ops", "admin")
 
 
 def create_operator_as_admin(env: dict[str, str], email: str, role: str) -> str:
     """`paymesh operators create`, as an operator runs it; returns the one-time password."""
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "paymesh"),
-            "operators",
-            "create",
-            "--email",
-            email,
-            "--role",
-            role,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    created = json.loads(done.stdout)
-    assert created["email"] == email and created["role"] == role
+    created = json.loads(paymesh("operators", "create", "--email", email, "--role", role, env=env))
+    assert (created["email"], created["role"]) == (email, role)
     return str(created["password"])
 
 
 @dataclass(frozen=True)
-class RunningBackoffice:
-    url: str
-    operators: dict[str, str]  # email → password
+class BackofficeMesh:
+    """A mesh with the back office, its database, and one operator per role
+    (`<role>@example.com`, with the password `paymesh operators create` gave)."""
 
+    mesh: Mesh
+    infra: Infra
+    env: dict[str, str]
+    passwords: dict[str, str]  # email → password
 
-def wait_for(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not answer within {timeout:.0f} s") from None
-            time.sleep(0.2)
+    @property
+    def url(self) -> str:
+        return self.mesh.backoffice_url()
+
+    def operator(self, role: str) -> tuple[str, str]:
+        email = f"{role}@example.com"
+        return email, self.passwords[email]
 
 
 @contextlib.contextmanager
-def started_backoffice(
-    mesh_env: dict[str, str],
-    port: int,
-    log: Path,
-    roles: tuple[str, ...] = ("finance", "ops", "admin"),
-) -> Iterator[RunningBackoffice]:
-    """`python -m backoffice` against a running mesh (its env: DATABASE_URL migrated, the keys
-    made), with one operator per role (`<role>@example.com`); stopped afterwards."""
-    env = backoffice_env(mesh_env, port)
-    operators = {
-        f"{role}@example.com": create_operator_as_admin(env, f"{role}@example.com", role)
-        for role in roles
-    }
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "backoffice"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+def backoffice_mesh(
+    log_dir: Path, roles: tuple[str, ...] = ROLES, **env_overrides: str
+) -> Iterator[BackofficeMesh]:
+    """A mesh of its own with the back office (plain-HTTP cookies), on a migrated database of
+    its own, and an operator per role. Needs the run's service keys (the `infra` fixture:
+    PAYMESH_KEYS_DIR), which include the back office's."""
+    with migrated_infra("paymesh_backoffice") as own:
+        ports = Ports.free()
+        env = base_env(
+            own, **ports.service_env(), BACKOFFICE_COOKIE_SECURE="false", **env_overrides
         )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_for(f"{url}/login")
-            yield RunningBackoffice(url, operators)
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        passwords = {
+            f"{role}@example.com": create_operator_as_admin(env, f"{role}@example.com", role)
+            for role in roles
+        }
+        with started_mesh(env, ports, log_dir, with_backoffice=True) as running:
+            yield BackofficeMesh(running, own, env, passwords)
+
+
+def sign_in_over_http(http: httpx.Client, email: str, password: str) -> httpx.Response:
+    """Signs in as a browser would: the sign-in page's CSRF token, then the form."""
+    page = http.get("/login")
+    match = CSRF_FIELD.search(page.text)
+    assert match, page.text
+    return http.post(
+        "/login",
+        data={"email": email, "password": password, "csrf_token": match.group(1)},
+        follow_redirects=False,
+    )

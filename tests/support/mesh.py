@@ -177,10 +177,15 @@ def migrated_infra(name: str) -> Iterator[Infra]:
 
 @contextlib.contextmanager
 def started_mesh(
-    env: dict[str, str], ports: Ports, log_dir: Path, timeout: float = 90
+    env: dict[str, str],
+    ports: Ports,
+    log_dir: Path,
+    timeout: float = 90,
+    with_backoffice: bool = False,
 ) -> Iterator[Mesh]:
-    """A whole mesh, stopped afterwards (also when it did not come up)."""
-    running = Mesh(env=env, ports=ports, log_dir=log_dir)
+    """A whole mesh, stopped afterwards (also when it did not come up); with the back office
+    when asked (tests.support.backoffice.backoffice_mesh)."""
+    running = Mesh(env=env, ports=ports, log_dir=log_dir, with_backoffice=with_backoffice)
     try:
         running.start_all(timeout=timeout)
         yield running

@@ -120,7 +120,7 @@ class AuditEntry:
     """One payment_audit row: who did what to which object, with what result."""
 
     merchant_id: str
-    actor: str  # api | worker | webhook | ops
+    actor: str  # api | worker | webhook | ops | operator (details name the operator)
     action: str
     object_id: str
     result: str
@@ -152,14 +152,14 @@ class AuditEntry:
         )
 
     @classmethod
-    def of_refund(cls, refund: Refund, actor: str, action: str) -> AuditEntry:
+    def of_refund(cls, refund: Refund, actor: str, action: str, **details: Any) -> AuditEntry:
         return cls(
             refund.merchant_id,
             actor,
             action,
             refund.id,
             refund.status,
-            {"payment_intent": refund.payment_intent, "amount": refund.amount},
+            {"payment_intent": refund.payment_intent, "amount": refund.amount, **details},
         )
 
 

@@ -9,6 +9,7 @@ no event, however late or repeated, moves an intent backwards."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -35,6 +36,7 @@ class PspEvent:
     refund_key: str = ""
     reason: str = ""
     status: str = ""  # a dispute's status, as the PSP names it
+    evidence_due_by: datetime | None = None  # when a dispute's evidence is due at the PSP
 
     def audit_details(self) -> dict[str, Any]:
         return {"psp": self.psp, "psp_event": self.event_id, "psp_event_type": self.event_type}

@@ -5,6 +5,9 @@ amount back on a timeout is how a gateway refunds twice."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import structlog
 
 from gateway_svc.domain import validation
@@ -19,6 +22,18 @@ from paymesh.platform.problems import InvalidArgument
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class Requester:
+    """Who asks for a refund, as its audit rows name it: the merchant's API (`api`), or an
+    operator in the back office (`operator`, the email and reason in `details`)."""
+
+    actor: str = "api"
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+MERCHANT = Requester()
+
+
 async def refund(
     payments: Payments,
     merchant: Merchant,
@@ -26,20 +41,22 @@ async def refund(
     amount: int,
     reason: str,
     key: KeyRef | None,
+    requester: Requester = MERCHANT,
 ) -> Refund:
     if not validation.id_shaped(intent_id, "pi_"):
         raise InvalidArgument.for_field("payment_intent", "invalid_payment_intent", "a pi_… id")
+    actor, details = requester.actor, requester.details
     intent, pending = await payments.repository.reserve_refund(
-        merchant, intent_id, amount, reason, new_id("re_"), key
+        merchant, intent_id, amount, reason, new_id("re_"), key, actor, details
     )
     psp = intent.psp or ""
     try:
         reference = await _at_psp(payments, psp, intent.psp_reference or "", pending)
     except PspRefused as refused:
-        await payments.repository.finish_refund(pending, RefundStatus.FAILED, None, "api")
+        await payments.repository.finish_refund(pending, RefundStatus.FAILED, None, actor, details)
         raise psp_refused(psp, refused) from None
     except NotProcessed:
-        await payments.repository.finish_refund(pending, RefundStatus.FAILED, None, "api")
+        await payments.repository.finish_refund(pending, RefundStatus.FAILED, None, actor, details)
         raise psp_unavailable() from None
     except OutcomeUnknown as unknown:
         log.warning("psp_outcome_unknown", correlation_id=pending.id, error=str(unknown))
@@ -47,7 +64,7 @@ async def refund(
             await payments.repository.complete_key(key, pending.id)
         return pending
     done = await payments.repository.finish_refund(
-        pending, RefundStatus.SUCCEEDED, reference, "api"
+        pending, RefundStatus.SUCCEEDED, reference, actor, details
     )
     return done or await payments.repository.refund(pending.id)
 

@@ -1,5 +1,5 @@
 """gRPC transport of the operators' ReconciliationService: callers must present a service
-token of the `ops` identity (`paymesh ops-token`)."""
+token of the `ops` identity (`paymesh ops-token`) or the back office's (`backoffice`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from paymesh.platform.callers import Callers
 from paymesh.platform.errors import InvalidArgument
 from paymesh.platform.wire import timestamp
 
+# Operators (`ops`: grpcurl) and the back office's console, on an operator's word.
+OPERATORS = {"ops", "backoffice"}
 KINDS = {kind: getattr(pb2, f"MISMATCH_KIND_{kind.name}") for kind in Kind}
 STATES = {state: getattr(pb2, f"MISMATCH_STATE_{state.name}") for state in MismatchState}
 RESOLUTIONS = {
@@ -70,7 +72,7 @@ class ReconciliationServicer(pb2_grpc.ReconciliationServiceServicer):
         self._callers = callers
 
     def _operator(self, context: grpc.aio.ServicerContext, request) -> Who:
-        identity = self._callers.service(context, allowed={"ops"})
+        identity = self._callers.service(context, allowed=OPERATORS)
         return Who(
             identity.name,
             _short("operator", request.operator),
@@ -85,7 +87,7 @@ class ReconciliationServicer(pb2_grpc.ReconciliationServiceServicer):
         return report_message(report)
 
     async def ListMismatches(self, request, context):
-        self._callers.service(context, allowed={"ops"})
+        self._callers.service(context, allowed=OPERATORS)
         limit = request.limit or 20
         if not 1 <= limit <= 100:
             raise InvalidArgument.for_field("limit", "invalid_limit", "limit must be 1 to 100")

@@ -315,12 +315,17 @@ async def _dispute(
             status=dispute_move.status,
             psp=event.psp,
             psp_reference=report.reference,
+            evidence_due_by=event.evidence_due_by,
         )
     else:
         statement = (
             update(disputes)
             .where(disputes.c.id == before.id)
-            .values(status=dispute_move.status, updated_at=func.now())
+            .values(
+                status=dispute_move.status,
+                updated_at=func.now(),
+                evidence_due_by=func.coalesce(event.evidence_due_by, disputes.c.evidence_due_by),
+            )
         )
 
     def events(dispute: Dispute) -> list[Event]:

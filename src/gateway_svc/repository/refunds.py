@@ -3,6 +3,8 @@ what was captured), and the outcome that settles a pending refund."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -41,9 +43,12 @@ class Refunds:
         reason: str,
         refund_id: str,
         bind: KeyRef | None,
+        actor: str = "api",
+        details: dict[str, Any] | None = None,
     ) -> tuple[PaymentIntent, Refund]:
         """Reserves the refund's amount under the intent's lock (concurrent refunds can never
-        exceed what was captured) and records the refund `pending`, in one transaction."""
+        exceed what was captured) and records the refund `pending`, in one transaction; its
+        audit row by `actor`, with `details`."""
         async with self._engine.begin() as connection:
             row = (
                 await connection.execute(
@@ -83,13 +88,20 @@ class Refunds:
                     )
                 ).one()
             )
-            await _record_refund(connection, refund, "api", "refund_created", "refund.created")
+            await _record_refund(
+                connection, refund, actor, "refund_created", "refund.created", details
+            )
             if bind is not None:
                 await connection.execute(BIND_KEY, {**key_params(bind), "k_object_id": refund.id})
         return intent, refund
 
     async def finish_refund(
-        self, refund: Refund, status: RefundStatus, psp_reference: str | None, actor: str
+        self,
+        refund: Refund,
+        status: RefundStatus,
+        psp_reference: str | None,
+        actor: str,
+        details: dict[str, Any] | None = None,
     ) -> Refund | None:
         """Settles a pending refund; a failed one gives its amount back to the intent. None if
         it was no longer pending (settled by someone else)."""
@@ -115,14 +127,18 @@ class Refunds:
                         updated_at=func.now(),
                     )
                 )
-            await _record_refund(connection, done, actor, "refund", event)
+            await _record_refund(connection, done, actor, "refund", event, details)
             await connection.execute(settle_keys(done.merchant_id, done.id))
         return done
 
 
 async def _record_refund(
-    connection: AsyncConnection, refund: Refund, actor: str, action: str, event: str
+    connection: AsyncConnection,
+    refund: Refund,
+    actor: str,
+    action: str,
+    event: str,
+    details: dict[str, Any] | None,
 ) -> None:
-    await record(
-        connection, [Event.of_refund(event, refund)], AuditEntry.of_refund(refund, actor, action)
-    )
+    audit = AuditEntry.of_refund(refund, actor, action, **(details or {}))
+    await record(connection, [Event.of_refund(event, refund)], audit)

@@ -61,14 +61,10 @@ def chained_audit_table(metadata: MetaData, name: str) -> Table:
     )
 
 
-# A merchant's rows only (`:merchant`), or every merchant's.
-_ONE_MERCHANT = "WHERE {alias}.merchant_id = :merchant"
-
-
 def _check(table: str, one_merchant: bool = False) -> TextClause:
     if not _TABLE.fullmatch(table):
         raise ValueError(f"not a schema.table name: {table!r}")
-    which = _ONE_MERCHANT.format(alias="a") if one_merchant else ""
+    where = "WHERE merchant_id = :merchant" if one_merchant else ""
     return text(
         f"""
         SELECT id, merchant_id, chain,
@@ -76,7 +72,7 @@ def _check(table: str, one_merchant: bool = False) -> TextClause:
                prev_hash = coalesce(lag(hash) OVER in_chain, '\\x')
                  AND seq = coalesce(lag(seq) OVER in_chain, 0) + 1 AS linked
         FROM {table} a
-        {which}
+        {where}
         WINDOW in_chain AS (PARTITION BY merchant_id, chain ORDER BY seq)
         ORDER BY merchant_id, chain, seq
         """
@@ -84,9 +80,9 @@ def _check(table: str, one_merchant: bool = False) -> TextClause:
 
 
 def _checkpoints(table: str, one_merchant: bool = False) -> TextClause:
-    """Every checkpoint of `table` (of `:merchant`'s chains if `one_merchant`), beside the
-    row it names as it is now (if any)."""
-    which = _ONE_MERCHANT.format(alias="c") if one_merchant else ""
+    """Every checkpoint of `table` (of one merchant's chains), beside the row it names as it
+    is now (if any)."""
+    where = "WHERE c.merchant_id = :merchant" if one_merchant else ""
     return text(
         f"""
         SELECT c.id, c.merchant_id, c.chain, c.seq, c.row_id, c.hash, c.row_count, c.key_id,
@@ -94,7 +90,7 @@ def _checkpoints(table: str, one_merchant: bool = False) -> TextClause:
         FROM {table}_checkpoints c
         LEFT JOIN {table} a ON a.merchant_id = c.merchant_id AND a.chain = c.chain
           AND a.seq = c.seq
-        {which}
+        {where}
         ORDER BY c.merchant_id, c.chain, c.seq, c.id
         """
     )
@@ -112,6 +108,15 @@ class Break:
     problem: str
 
 
+@dataclass(frozen=True)
+class ChainReport:
+    """What a check of chains found: the rows it checked, and the first broken one (None:
+    every row verifies)."""
+
+    rows: int
+    broken: Break | None
+
+
 async def first_break(
     engine: AsyncEngine,
     table: str,
@@ -121,23 +126,38 @@ async def first_break(
     """The first broken row of `table`'s chains (only `merchant_id`'s chains when given;
     None: intact, or no such table here). Raises AuditKeyMissing when the table has
     checkpoints and `keys` lacks a key that signed one."""
+    return (await check_chains(engine, table, keys, merchant_id)).broken
+
+
+async def check_chains(
+    engine: AsyncEngine, table: str, keys: AuditKeys | None = None, merchant_id: str | None = None
+) -> ChainReport:
+    """first_break's check, of every chain or only of `merchant_id`'s, with the rows checked."""
     one = merchant_id is not None
     params = {"merchant": merchant_id} if one else {}
+    rows = 0
     async with engine.connect() as connection:
         if await connection.scalar(text("SELECT to_regclass(:t)"), {"t": table}) is None:
-            return None
+            return ChainReport(0, None)
         for row in await connection.execute(_check(table, one), params):
+            rows += 1
             if not row.content_intact:
-                return Break(
-                    table, row.id, row.merchant_id, row.chain, "content does not match its hash"
+                return ChainReport(
+                    rows,
+                    Break(
+                        table, row.id, row.merchant_id, row.chain, "content does not match its hash"
+                    ),
                 )
             if not row.linked:
-                return Break(
-                    table, row.id, row.merchant_id, row.chain, "not chained to the previous row"
+                return ChainReport(
+                    rows,
+                    Break(
+                        table, row.id, row.merchant_id, row.chain, "not chained to the previous row"
+                    ),
                 )
         if await connection.scalar(text("SELECT to_regclass(:t)"), {"t": f"{table}_checkpoints"}):
-            return await _first_unanchored(connection, table, keys, merchant_id)
-    return None
+            return ChainReport(rows, await _first_unanchored(connection, table, keys, merchant_id))
+    return ChainReport(rows, None)
 
 
 async def _first_unanchored(

@@ -126,6 +126,9 @@ def _disputed(psp, event, reference, dispute: dict) -> Parsed:
         currency=_text(dispute.get("currency")),
         status=_text(dispute.get("status")),
     )
+    due_by = (dispute.get("evidence_details") or {}).get("due_by")
+    if isinstance(due_by, int) and not isinstance(due_by, bool) and 0 < due_by < 2**40:
+        disputed.evidence_due_by.FromSeconds(due_by)
     return Parsed([_request(psp, event, reference, disputed=disputed)])
 
 

@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#paymesh/gateway/v1/psp_events.proto\x12\x12paymesh.gateway.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Q\n\x15\x41pplyPspEventsRequest\x12\x38\n\x06\x65vents\x18\x01 \x03(\x0b\x32(.paymesh.gateway.v1.ApplyPspEventRequest\"U\n\x16\x41pplyPspEventsResponse\x12;\n\x08outcomes\x18\x01 \x03(\x0b\x32).paymesh.gateway.v1.ApplyPspEventResponse\"\xd3\x03\n\x14\x41pplyPspEventRequest\x12\x11\n\x03psp\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08\x65vent_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\rpsp_reference\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x61ttempt_key\x18\x06 \x01(\t\x12\x30\n\x08\x63\x61ptured\x18\n \x01(\x0b\x32\x1c.paymesh.gateway.v1.CapturedH\x00\x12\x30\n\x08refunded\x18\x0b \x01(\x0b\x32\x1c.paymesh.gateway.v1.RefundedH\x00\x12\x30\n\x08\x64isputed\x18\x0c \x01(\x0b\x32\x1c.paymesh.gateway.v1.DisputedH\x00\x12\x34\n\nauthorized\x18\r \x01(\x0b\x32\x1e.paymesh.gateway.v1.AuthorizedH\x00\x12I\n\x15\x61uthentication_failed\x18\x0e \x01(\x0b\x32(.paymesh.gateway.v1.AuthenticationFailedH\x00\x42\x06\n\x04\x66\x61\x63t\"5\n\x08\x43\x61ptured\x12\x17\n\x0f\x61mount_captured\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"`\n\x08Refunded\x12\x1e\n\x10refund_reference\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x12\n\nrefund_key\x18\x04 \x01(\t\"m\n\x08\x44isputed\x12\x1f\n\x11\x64ispute_reference\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\"9\n\nAuthorized\x12\x19\n\x11\x61mount_capturable\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"$\n\x14\x41uthenticationFailed\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"u\n\x15\x41pplyPspEventResponse\x12\x34\n\x07outcome\x18\x01 \x01(\x0e\x32#.paymesh.gateway.v1.PspEventOutcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x16\n\x0epayment_intent\x18\x03 \x01(\t*\xbc\x01\n\x0fPspEventOutcome\x12!\n\x1dPSP_EVENT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19PSP_EVENT_OUTCOME_APPLIED\x10\x01\x12%\n!PSP_EVENT_OUTCOME_ALREADY_APPLIED\x10\x02\x12\x1d\n\x19PSP_EVENT_OUTCOME_IGNORED\x10\x03\x12!\n\x1dPSP_EVENT_OUTCOME_RETRY_LATER\x10\x04\x32\xe0\x01\n\x0fPspEventService\x12\x64\n\rApplyPspEvent\x12(.paymesh.gateway.v1.ApplyPspEventRequest\x1a).paymesh.gateway.v1.ApplyPspEventResponse\x12g\n\x0e\x41pplyPspEvents\x12).paymesh.gateway.v1.ApplyPspEventsRequest\x1a*.paymesh.gateway.v1.ApplyPspEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#paymesh/gateway/v1/psp_events.proto\x12\x12paymesh.gateway.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Q\n\x15\x41pplyPspEventsRequest\x12\x38\n\x06\x65vents\x18\x01 \x03(\x0b\x32(.paymesh.gateway.v1.ApplyPspEventRequest\"U\n\x16\x41pplyPspEventsResponse\x12;\n\x08outcomes\x18\x01 \x03(\x0b\x32).paymesh.gateway.v1.ApplyPspEventResponse\"\xd3\x03\n\x14\x41pplyPspEventRequest\x12\x11\n\x03psp\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08\x65vent_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\rpsp_reference\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x61ttempt_key\x18\x06 \x01(\t\x12\x30\n\x08\x63\x61ptured\x18\n \x01(\x0b\x32\x1c.paymesh.gateway.v1.CapturedH\x00\x12\x30\n\x08refunded\x18\x0b \x01(\x0b\x32\x1c.paymesh.gateway.v1.RefundedH\x00\x12\x30\n\x08\x64isputed\x18\x0c \x01(\x0b\x32\x1c.paymesh.gateway.v1.DisputedH\x00\x12\x34\n\nauthorized\x18\r \x01(\x0b\x32\x1e.paymesh.gateway.v1.AuthorizedH\x00\x12I\n\x15\x61uthentication_failed\x18\x0e \x01(\x0b\x32(.paymesh.gateway.v1.AuthenticationFailedH\x00\x42\x06\n\x04\x66\x61\x63t\"5\n\x08\x43\x61ptured\x12\x17\n\x0f\x61mount_captured\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"`\n\x08Refunded\x12\x1e\n\x10refund_reference\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x12\n\nrefund_key\x18\x04 \x01(\t\"\xa2\x01\n\x08\x44isputed\x12\x1f\n\x11\x64ispute_reference\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x33\n\x0f\x65vidence_due_by\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\nAuthorized\x12\x19\n\x11\x61mount_capturable\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"$\n\x14\x41uthenticationFailed\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"u\n\x15\x41pplyPspEventResponse\x12\x34\n\x07outcome\x18\x01 \x01(\x0e\x32#.paymesh.gateway.v1.PspEventOutcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x16\n\x0epayment_intent\x18\x03 \x01(\t*\xbc\x01\n\x0fPspEventOutcome\x12!\n\x1dPSP_EVENT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19PSP_EVENT_OUTCOME_APPLIED\x10\x01\x12%\n!PSP_EVENT_OUTCOME_ALREADY_APPLIED\x10\x02\x12\x1d\n\x19PSP_EVENT_OUTCOME_IGNORED\x10\x03\x12!\n\x1dPSP_EVENT_OUTCOME_RETRY_LATER\x10\x04\x32\xe0\x01\n\x0fPspEventService\x12\x64\n\rApplyPspEvent\x12(.paymesh.gateway.v1.ApplyPspEventRequest\x1a).paymesh.gateway.v1.ApplyPspEventResponse\x12g\n\x0e\x41pplyPspEvents\x12).paymesh.gateway.v1.ApplyPspEventsRequest\x1a*.paymesh.gateway.v1.ApplyPspEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,8 +43,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REFUNDED'].fields_by_name['refund_reference']._serialized_options = b'\342A\001\002'
   _globals['_DISPUTED'].fields_by_name['dispute_reference']._loaded_options = None
   _globals['_DISPUTED'].fields_by_name['dispute_reference']._serialized_options = b'\342A\001\002'
-  _globals['_PSPEVENTOUTCOME']._serialized_start=1246
-  _globals['_PSPEVENTOUTCOME']._serialized_end=1434
+  _globals['_PSPEVENTOUTCOME']._serialized_start=1300
+  _globals['_PSPEVENTOUTCOME']._serialized_end=1488
   _globals['_APPLYPSPEVENTSREQUEST']._serialized_start=125
   _globals['_APPLYPSPEVENTSREQUEST']._serialized_end=206
   _globals['_APPLYPSPEVENTSRESPONSE']._serialized_start=208
@@ -55,14 +55,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAPTURED']._serialized_end=818
   _globals['_REFUNDED']._serialized_start=820
   _globals['_REFUNDED']._serialized_end=916
-  _globals['_DISPUTED']._serialized_start=918
-  _globals['_DISPUTED']._serialized_end=1027
-  _globals['_AUTHORIZED']._serialized_start=1029
-  _globals['_AUTHORIZED']._serialized_end=1086
-  _globals['_AUTHENTICATIONFAILED']._serialized_start=1088
-  _globals['_AUTHENTICATIONFAILED']._serialized_end=1124
-  _globals['_APPLYPSPEVENTRESPONSE']._serialized_start=1126
-  _globals['_APPLYPSPEVENTRESPONSE']._serialized_end=1243
-  _globals['_PSPEVENTSERVICE']._serialized_start=1437
-  _globals['_PSPEVENTSERVICE']._serialized_end=1661
+  _globals['_DISPUTED']._serialized_start=919
+  _globals['_DISPUTED']._serialized_end=1081
+  _globals['_AUTHORIZED']._serialized_start=1083
+  _globals['_AUTHORIZED']._serialized_end=1140
+  _globals['_AUTHENTICATIONFAILED']._serialized_start=1142
+  _globals['_AUTHENTICATIONFAILED']._serialized_end=1178
+  _globals['_APPLYPSPEVENTRESPONSE']._serialized_start=1180
+  _globals['_APPLYPSPEVENTRESPONSE']._serialized_end=1297
+  _globals['_PSPEVENTSERVICE']._serialized_start=1491
+  _globals['_PSPEVENTSERVICE']._serialized_end=1715
 # @@protoc_insertion_point(module_scope)

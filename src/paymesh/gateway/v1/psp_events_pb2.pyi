@@ -83,18 +83,20 @@ class Refunded(_message.Message):
     def __init__(self, refund_reference: _Optional[str] = ..., amount: _Optional[int] = ..., currency: _Optional[str] = ..., refund_key: _Optional[str] = ...) -> None: ...
 
 class Disputed(_message.Message):
-    __slots__ = ("dispute_reference", "amount", "reason", "currency", "status")
+    __slots__ = ("dispute_reference", "amount", "reason", "currency", "status", "evidence_due_by")
     DISPUTE_REFERENCE_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_DUE_BY_FIELD_NUMBER: _ClassVar[int]
     dispute_reference: str
     amount: int
     reason: str
     currency: str
     status: str
-    def __init__(self, dispute_reference: _Optional[str] = ..., amount: _Optional[int] = ..., reason: _Optional[str] = ..., currency: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+    evidence_due_by: _timestamp_pb2.Timestamp
+    def __init__(self, dispute_reference: _Optional[str] = ..., amount: _Optional[int] = ..., reason: _Optional[str] = ..., currency: _Optional[str] = ..., status: _Optional[str] = ..., evidence_due_by: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Authorized(_message.Message):
     __slots__ = ("amount_capturable", "currency")
