@@ -24,6 +24,7 @@ import json
 import random
 import re
 import string
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -34,8 +35,8 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support
 from harness import (  # noqa: E402
+    BIN,
     KeepAliveHttp,
     closed_loop,
     cpu_per_request,
@@ -45,9 +46,6 @@ from harness import (  # noqa: E402
     running_mesh,
 )
 from summary import record  # noqa: E402
-from tests.support.backoffice import started_backoffice  # noqa: E402
-
-from dev.devmesh import free_port  # noqa: E402
 
 ALPHABET = string.ascii_letters + string.digits  # as paymesh.platform.ids makes ids
 MERCHANTS = 25
@@ -269,6 +267,16 @@ def signed_in_cookies(url: str, email: str, password: str) -> str:
     return "; ".join(f"{cookie.name}={cookie.value}" for cookie in jar)
 
 
+def create_operator(env: dict[str, str]) -> tuple[str, str]:
+    """A finance operator, by `paymesh operators create`: (email, one-time password)."""
+    command = [str(BIN / "paymesh"), "operators", "create", "--email", "bench@example.com"]
+    done = subprocess.run(
+        [*command, "--role", "finance"], env=env, check=True, capture_output=True, text=True
+    )
+    created = json.loads(done.stdout)
+    return created["email"], created["password"]
+
+
 def page_reader(port: int, cookies: str, paths):
     """GETs the next path of the shared cycle on each request, a 200 with HTML."""
 
@@ -296,53 +304,51 @@ async def measure(bench, port: int, cookies: str, scenarios, args) -> None:
             record(result, cpu, args.json_out)
 
 
+def searches_and_pages(bench, ids: list[str], real_ids: list[str]) -> list[tuple[str, list]]:
+    """(name, paths) of each measured page: searches as finance types them, and payments'
+    pages (written ones and the real ones)."""
+    with psycopg.connect(bench.infra.database_url) as db:
+        biggest, smallest = db.execute(
+            "(SELECT merchant_id FROM gateway.payment_intents GROUP BY 1"
+            " ORDER BY count(*) DESC LIMIT 1) UNION ALL"
+            " (SELECT merchant_id FROM gateway.payment_intents GROUP BY 1"
+            " ORDER BY count(*) LIMIT 1)"
+        ).fetchall()
+        amounts, references = zip(
+            *db.execute(
+                "SELECT amount, psp_reference FROM gateway.payment_intents"
+                " ORDER BY random() LIMIT 50"
+            ).fetchall(),
+            strict=True,
+        )
+    sample = random.Random(9).sample(ids, 200) + real_ids
+    return [
+        ("GET /payments?q=<id>", [f"/payments?q={i}" for i in sample]),
+        ("GET /payments?q=<merchant>", [f"/payments?q={m}" for m in (*biggest, *smallest)]),
+        ("GET /payments?q=<amount>", [f"/payments?q={a}" for a in amounts]),
+        ("GET /payments?q=<reference>", [f"/payments?q={r}" for r in references]),
+        ("GET /payments?status&psp", ["/payments?status=requires_payment_method&psp=stripe"]),
+        ("GET /payments (newest)", ["/payments"]),
+        ("GET /payments/{id}", [f"/payments/{i}" for i in sample]),
+    ]
+
+
 def main() -> None:
     parser = mesh_arguments(__doc__, "1,4")
     parser.add_argument("--payments", type=int, default=100_000)
     args = parser.parse_args()
     machine_reference()
-    with running_mesh(1) as bench:
+    # Plain-HTTP session cookies: the back office listens on loopback.
+    with running_mesh(1, {"BACKOFFICE_COOKIE_SECURE": "false"}) as bench:
         real_ids = real_payments(bench)
         started = time.monotonic()
         ids = write_payments(bench, args.payments, real_ids)
         print(f"wrote {len(ids):,} payments in {time.monotonic() - started:.1f} s", flush=True)
-        port = free_port()
-        log = bench.mesh.log_dir / "backoffice.log"
-        with started_backoffice(bench.mesh.env, port, log, roles=("finance",)) as office:
-            [(email, password)] = office.operators.items()
-            cookies = signed_in_cookies(office.url, email, password)
-            rng = random.Random(9)
-            with psycopg.connect(bench.infra.database_url) as db:
-                big, small = db.execute(
-                    "(SELECT merchant_id FROM gateway.payment_intents GROUP BY 1"
-                    " ORDER BY count(*) DESC LIMIT 1) UNION ALL"
-                    " (SELECT merchant_id FROM gateway.payment_intents GROUP BY 1"
-                    " ORDER BY count(*) LIMIT 1)"
-                ).fetchall()
-                amounts, references = zip(
-                    *db.execute(
-                        "SELECT amount, psp_reference FROM gateway.payment_intents"
-                        " ORDER BY random() LIMIT 50"
-                    ).fetchall(),
-                    strict=True,
-                )
-            sample = rng.sample(ids, 200) + real_ids
-            scenarios = [
-                ("GET /payments?q=<id>", [f"/payments?q={i}" for i in sample]),
-                (
-                    "GET /payments?q=<merchant>",
-                    [f"/payments?q={big[0]}", f"/payments?q={small[0]}"],
-                ),
-                ("GET /payments?q=<amount>", [f"/payments?q={a}" for a in amounts]),
-                ("GET /payments?q=<reference>", [f"/payments?q={r}" for r in references]),
-                (
-                    "GET /payments?status&psp",
-                    ["/payments?status=requires_payment_method&psp=stripe"],
-                ),
-                ("GET /payments (newest)", ["/payments"]),
-                ("GET /payments/{id}", [f"/payments/{i}" for i in sample]),
-            ]
-            asyncio.run(measure(bench, port, cookies, scenarios, args))
+        bench.mesh.start_backoffice()
+        url = bench.mesh.backoffice_url()
+        cookies = signed_in_cookies(url, *create_operator(bench.mesh.env))
+        scenarios = searches_and_pages(bench, ids, real_ids)
+        asyncio.run(measure(bench, bench.mesh.ports.backoffice, cookies, scenarios, args))
 
 
 if __name__ == "__main__":

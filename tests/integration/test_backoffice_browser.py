@@ -1,13 +1,13 @@
 """The back office in a real browser (issue 32): Debian's chromium, driven by Playwright,
-against a whole mesh and the back office started on it. Operators sign in as each role, find
-a payment a merchant made through Envoy, read its timeline, refund it and watch the refund
-reach the sandbox PSP's ledger; resolve a reconciliation mismatch; retry a dead webhook
-delivery and see it delivered. A role sees only its pages (403 otherwise), a visitor without
-a session is sent to /login, a form posted without its CSRF token is refused, and no page's
-HTML holds a card number. Each main screen is saved under build/screenshots/.
+against a whole mesh with the back office. Operators sign in as each role, find a payment a
+merchant made through Envoy, read its timeline, refund it and watch the refund reach the
+sandbox PSP's ledger; resolve a reconciliation mismatch; retry a dead webhook delivery and see
+it delivered. A role sees only its pages (403 otherwise), a visitor without a session is sent
+to /login, a form posted without its CSRF token is refused, and no page's HTML holds a card
+number. Each main screen is saved under build/screenshots/.
 
-One mesh for the module (the shared `webhook_hooks` one: webhook_svc admits the loopback
-receiver and retries on a compressed schedule), one back office on it, one browser."""
+One mesh for the module (tests.support.backoffice.backoffice_mesh: webhook_svc admits the
+loopback receiver and retries on a compressed schedule), one browser for the module."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from dev.devinfra import Infra
-from dev.devmesh import Mesh, free_port
-from tests.support.backoffice import started_backoffice
+from dev.devmesh import Mesh
+from tests.support.backoffice import ROLES, backoffice_mesh
 from tests.support.browser import (
     assert_no_card_numbers,
     beside_the_browser,
@@ -33,18 +33,17 @@ from tests.support.browser import (
     visit,
 )
 from tests.support.http import call
-from tests.support.mesh import TestMerchant
+from tests.support.mesh import TestMerchant, create_merchant
 from tests.support.ops import grpcurl
-from tests.support.payments import pay
+from tests.support.payments import pay, post
 from tests.support.psp import charges_of, refunds_at_psp, sandbox
 from tests.support.rebill import subscribe
-from tests.support.receiver import Script
+from tests.support.receiver import Receiver, Script, running_receiver
 from tests.support.waiting import wait_until
-from tests.support.webhooks import SCHEDULE, Hooks
+from tests.support.webhooks import SCHEDULE, WEBHOOK_ENV
 
 pytestmark = pytest.mark.integration
 
-ROLES = ("finance", "ops", "admin")
 # What each role may open (issue 32 and the shared decisions): any other page is a 403.
 FINANCE = {"/payments", "/subscriptions", "/reconciliation", "/disputes", "/exports"}
 OPS = {"/dead-letters", "/merchants", "/system", "/subscriptions"}
@@ -60,33 +59,26 @@ class Operator:
 
 @dataclass(frozen=True)
 class Office:
-    hooks: Hooks
+    mesh: Mesh
+    infra: Infra
     url: str
     operators: dict[str, Operator]  # by role
     merchant: TestMerchant  # pays through Envoy
+    receiver: Receiver  # the merchants' webhook endpoints
 
-    @property
-    def mesh(self) -> Mesh:
-        return self.hooks.mesh
-
-    @property
-    def infra(self) -> Infra:
-        return self.hooks.faults.infra
+    def merchant_named(self, name: str) -> TestMerchant:
+        return beside_the_browser(create_merchant, self.infra, name)
 
 
 @pytest.fixture(scope="module")
-def office(webhook_hooks: Hooks) -> Iterator[Office]:
-    """The back office beside the shared mesh, one operator of each role."""
-    mesh = webhook_hooks.mesh
-    log = mesh.log_dir / "backoffice.log"
-    with started_backoffice(mesh.env, free_port(), log, roles=ROLES) as running:
-        operators = {
-            email.split("@")[0]: Operator(email, password)
-            for email, password in running.operators.items()
-        }
-        assert set(operators) == set(ROLES)
-        shop = beside_the_browser(webhook_hooks.merchant, "bo-shop")
-        yield Office(webhook_hooks, running.url, operators, shop)
+def office(infra, tmp_path_factory) -> Iterator[Office]:
+    """The mesh with the back office, an operator of each role, a merchant, a receiver.
+    (`infra` makes the run's service keys, the back office's among them.)"""
+    log_dir = tmp_path_factory.mktemp("backoffice-browser")
+    with running_receiver() as receiver, backoffice_mesh(log_dir, **WEBHOOK_ENV) as running:
+        operators = {role: Operator(*running.operator(role)) for role in ROLES}
+        shop = beside_the_browser(create_merchant, running.infra, "bo-shop")
+        yield Office(running.mesh, running.infra, running.url, operators, shop, receiver)
 
 
 @pytest.fixture(scope="module")
@@ -367,14 +359,15 @@ def test_finance_resolves_a_reconciliation_mismatch_with_a_note(page, office):
 
 
 def test_ops_retries_a_dead_webhook_delivery_and_it_is_delivered(page, office):
-    hooks = office.hooks
-    merchant = beside_the_browser(hooks.merchant, "bo-dead-letters")
+    receiver = office.receiver
+    merchant = office.merchant_named("bo-dead-letters")
     path = f"/backoffice-dead-{time.time_ns()}"
     # Every attempt of the schedule fails; the operator's retry meets a healthy receiver.
-    hooks.receiver.scripts[path] = Script(statuses=[500] * len(SCHEDULE) + [200])
-    hooks.endpoint(merchant, path, events=("payment_intent.succeeded",))
-    pay(hooks.mesh, merchant, amount=1234)
-    hooks.deliveries(path, len(SCHEDULE))
+    receiver.scripts[path] = Script(statuses=[500] * len(SCHEDULE) + [200])
+    endpoint = {"url": receiver.url(path), "enabled_events": ["payment_intent.succeeded"]}
+    assert post(office.mesh, merchant, "/v1/webhook_endpoints", endpoint).status == 200
+    pay(office.mesh, merchant, amount=1234)
+    wait_until(lambda: len(receiver.at(path)) == len(SCHEDULE), timeout=20)
     sign_in(page, office.operators["ops"])
 
     def dead_row():
@@ -390,9 +383,7 @@ def test_ops_retries_a_dead_webhook_delivery_and_it_is_delivered(page, office):
     assert_no_card_numbers(page)
     assert page.get_by_test_id("flash").count() == 1, text_of(page)
 
-    [delivered] = wait_until(
-        lambda: hooks.receiver.at(path)[len(SCHEDULE) :], timeout=20, interval=0.2
-    )
+    [delivered] = wait_until(lambda: receiver.at(path)[len(SCHEDULE) :], timeout=20, interval=0.2)
     assert json.loads(delivered.body)["type"] == "payment_intent.succeeded"
     wait_until(lambda: not dead_row(), timeout=20, interval=0.5)
 
