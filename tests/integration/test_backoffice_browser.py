@@ -12,6 +12,7 @@ loopback receiver and retries on a compressed schedule), one browser for the mod
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -228,8 +229,20 @@ def test_finance_finds_a_payment_made_through_envoy_and_reads_its_timeline(page,
     assert [(r[1], r[2], r[4]) for r in shown] == [(a, b, c) for a, b, c, _ in rows]
     [charge] = charges_of(office.mesh, intent["id"])
     assert charge["id"] in page.get_by_test_id("attempts").inner_text()
-    assert "4242" in page.get_by_test_id("payment-summary").inner_text()  # masked: last 4
     screenshot(page, "payment")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 32: card data masked (brand, last 4, fingerprint); the gateway's "
+    "PaymentSummary leaves brand and last 4 empty and the page shows a dash",
+)
+def test_a_payments_page_shows_its_card_masked(page, office):
+    intent = paid_through_envoy(office, amount=4322)
+    sign_in(page, office.operators["finance"])
+    visit(page, f"/payments/{intent['id']}")
+    summary = " ".join(page.get_by_test_id("payment-summary").inner_text().split())
+    assert re.search(r"Card visa •••• 4242", summary, re.IGNORECASE), summary
 
 
 def refund_in_page(page: Page, amount: str, reason: str) -> None:
@@ -256,10 +269,15 @@ def test_finance_refunds_a_payment_and_the_refund_reaches_the_psp(page, office):
     def refund_shown() -> bool:
         visit(page, f"/payments/{intent['id']}")
         refunds = page.get_by_test_id("refunds").inner_text()
-        return "succeeded" in refunds and "customer returned one item" in refunds
+        return "10.00 USD" in refunds and "succeeded" in refunds
 
     wait_until(refund_shown, timeout=20, interval=0.5)
     assert page.get_by_test_id("amount-refunded").inner_text() == "10.00 USD"
+    # The timeline names the operator; the reason is in the row's details.
+    timeline = page.get_by_test_id("timeline")
+    by_operator = timeline.locator(f"tbody tr:has-text('operator ({finance.email})')")
+    assert by_operator.count() >= 1, timeline.inner_text()
+    assert "customer returned one item" in by_operator.first.inner_html()
     screenshot(page, "payment-refunded")
     merchant_view = call(
         office.mesh.url(f"/v1/payment_intents/{intent['id']}"), headers=office.merchant.auth()
