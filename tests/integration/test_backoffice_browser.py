@@ -283,11 +283,15 @@ def test_finance_refunds_a_payment_and_the_refund_reaches_the_psp(page, office):
         office.mesh.url(f"/v1/payment_intents/{intent['id']}"), headers=office.merchant.auth()
     ).body
     assert int(merchant_view["amount_refunded"]) == 1000
-    # The gateway's audit names the operator who refunded.
-    assert any(
-        actor == "operator" and details.get("operator") == finance.email
-        for actor, _action, _result, details in audit_rows(office, intent["id"])
-    ), audit_rows(office, intent["id"])
+    # The gateway's audit of the refund names the operator and the reason.
+    with psycopg.connect(office.infra.database_url) as db:
+        [refund_id] = db.execute(
+            "SELECT id FROM gateway.refunds WHERE payment_intent = %s", (intent["id"],)
+        ).fetchone()
+    audited = [(actor, details) for actor, _, _, details in audit_rows(office, refund_id)]
+    assert ("operator", finance.email, "customer returned one item") in {
+        (actor, details.get("operator"), details.get("reason")) for actor, details in audited
+    }, audited
 
 
 def test_a_form_posted_without_its_csrf_token_is_refused_and_changes_nothing(page, office):
