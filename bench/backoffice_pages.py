@@ -292,14 +292,22 @@ def page_reader(port: int, cookies: str, paths):
     return make
 
 
+# Each row measures at least this many pages (a slow page gets longer than --seconds), up to
+# MOST_SECONDS.
+FEWEST_PAGES = 30
+MOST_SECONDS = 90.0
+
+
 async def measure(bench, port: int, cookies: str, scenarios, args) -> None:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     for name, paths in scenarios:
         make = page_reader(port, cookies, itertools.cycle(paths))
-        await closed_loop(name, 1, 1.0, make)  # warm-up: pools, caches
+        warm = await closed_loop(name, 1, 1.0, make)  # warm-up: pools, caches
+        page_seconds = warm.seconds / warm.requests
         for concurrency in concurrencies:
+            seconds = max(args.seconds, FEWEST_PAGES * page_seconds / concurrency)
             before = cpu_seconds(bench.mesh)
-            result = await closed_loop(name, concurrency, args.seconds, make)
+            result = await closed_loop(name, concurrency, min(seconds, MOST_SECONDS), make)
             cpu = cpu_per_request(before, cpu_seconds(bench.mesh), result.requests, "page")
             record(result, cpu, args.json_out)
 
