@@ -3,7 +3,7 @@ volumes, a line for rates. Each returns markup with a <title> for screen readers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 
 WIDTH, HEIGHT, PAD = 640, 200, 30
@@ -18,7 +18,9 @@ def _frame(title: str, body: str, testid: str) -> str:
     )
 
 
-def bars(title: str, labels: Sequence[str], series: dict[str, Sequence[float]], testid: str) -> str:
+def bars(
+    title: str, labels: Sequence[str], series: Mapping[str, Sequence[float]], testid: str
+) -> str:
     """Grouped bars: one group per label, one bar per series."""
     if not labels or not series:
         return _frame(title, '<text x="10" y="20">No data in this period.</text>', testid)
@@ -49,7 +51,7 @@ def bars(title: str, labels: Sequence[str], series: dict[str, Sequence[float]], 
 
 
 def rate_line(
-    title: str, labels: Sequence[str], series: dict[str, Sequence[float | None]], testid: str
+    title: str, labels: Sequence[str], series: Mapping[str, Sequence[float | None]], testid: str
 ) -> str:
     """Lines of rates between 0 and 1, one point per label (None: no data that day)."""
     if not labels or not series:

@@ -7,7 +7,7 @@ memory_mesh.MemoryMesh is its in-memory twin."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -212,7 +212,7 @@ def _subscription(summary: Any) -> Subscription:
     )
 
 
-def _name(enum_value: int, table: dict[str, int]) -> str:
+def _name(enum_value: int, table: Mapping[str, int]) -> str:
     return next((name for name, value in table.items() if value == enum_value), "unspecified")
 
 
@@ -628,7 +628,9 @@ class MeshClient:
     async def _health(self, service: str) -> str:
         stub = health_pb2_grpc.HealthStub(self._channel(service))
         try:
-            answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+            answer = await stub.Check(  # type: ignore[attr-defined]  # the stub is untyped
+                health_pb2.HealthCheckRequest(service=""), timeout=2
+            )
         except grpc.aio.AioRpcError as error:
             return error.code().name
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))

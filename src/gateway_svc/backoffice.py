@@ -23,7 +23,7 @@ from gateway_svc.servicer import (
 )
 from paymesh.gateway.v1 import backoffice_pb2 as pb2
 from paymesh.gateway.v1 import backoffice_pb2_grpc as pb2_grpc
-from paymesh.platform.audit_chain import check_chains
+from paymesh.platform.audit_chain import Scope, check_chains
 from paymesh.platform.audit_keys import AuditKeys
 from paymesh.platform.callers import Callers, Merchant
 from paymesh.platform.idempotency.keys import checked_key
@@ -131,8 +131,14 @@ class BackOfficeServicer(pb2_grpc.BackOfficeServiceServicer):
         annotate_object(intent_id)
         story = await self._repository.story(intent_id)
         intent = to_intent(story.intent)
+        # The chains its rows are in, each whole (a merchant's rows are spread over several,
+        # one per transaction): a payment's page costs its share of the merchant's history.
+        chains = sorted({row.chain for row in story.audit})
         report = await check_chains(
-            self._repository.engine, AUDIT_TABLE, self._audit_keys, intent.merchant_id
+            self._repository.engine,
+            AUDIT_TABLE,
+            self._audit_keys,
+            Scope(intent.merchant_id, chains),
         )
         chain = pb2.ChainCheck(verified=report.broken is None, rows=report.rows)
         if report.broken is not None:

@@ -36,6 +36,8 @@ class WebhookSettings(ServiceSettings):
     stripe_secret: str = "whsec_paymesh_dev_stripe"  # noqa: S105 - a dev default
     sandbox_secret: str = "whsec_paymesh_dev_sandbox"  # noqa: S105 - a dev default
     psp_signature_tolerance_seconds: float = Field(300.0, gt=0)
+    # How often webhook_audit's chain heads are signed (audit_checkpoints).
+    audit_checkpoint_interval_seconds: float = Field(30.0, gt=0)
 
     @field_validator("retry_schedule")
     @classmethod

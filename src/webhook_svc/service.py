@@ -11,6 +11,8 @@ import grpc
 
 from paymesh.gateway.v1 import psp_events_pb2_grpc
 from paymesh.platform.amqp_consumer import Consumer
+from paymesh.platform.audit_checkpoints import AuditCheckpointer
+from paymesh.platform.audit_keys import AuditKeys
 from paymesh.platform.channels import close_on_shutdown, service_channel
 from paymesh.platform.idempotency.store import Idempotency
 from paymesh.platform.merchant_auth import remote_callers
@@ -123,7 +125,20 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         finally:
             await sender.close()
 
-    return [close_on_shutdown(gateway_channel), consumer.run(), deliver(), *inbound]
+    audit_checkpoints = AuditCheckpointer(
+        resources.engine,
+        f"{tables.SCHEMA}.{tables.webhook_audit.name}",
+        AuditKeys.load(settings.key_store()),
+        settings.audit_checkpoint_interval_seconds,
+        session_engine=resources.session_engine,
+    )
+    return [
+        close_on_shutdown(gateway_channel),
+        consumer.run(),
+        deliver(),
+        audit_checkpoints.run(),
+        *inbound,
+    ]
 
 
 def _register_inbound(server: grpc.aio.Server, resources: Resources) -> list:

@@ -161,3 +161,20 @@ def test_only_operators_and_the_back_office_may_call(mesh, merchant):
         lambda: rebill_admin(mesh, "SearchSubscriptions", request, identity="gateway")
     )
     assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_dead_letters_operator_must_be_an_email(mesh):
+    bad = refusal(
+        lambda: rebill_admin(
+            mesh, "RetryDeadLetter", pb.RetryDeadLetterRequest(id="dl_missing", operator="nobody")
+        )
+    )
+    assert (bad.code(), fields_of(bad)) == (grpc.StatusCode.INVALID_ARGUMENT, ["operator"])
+    missing = refusal(
+        lambda: rebill_admin(
+            mesh,
+            "DiscardDeadLetter",
+            pb.DiscardDeadLetterRequest(id="dl_missing", operator="ann@example.com"),
+        )
+    )
+    assert missing.code() == grpc.StatusCode.NOT_FOUND

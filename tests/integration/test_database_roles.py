@@ -26,14 +26,21 @@ from tests.support.mesh import base_env, migrated_database, service_database_url
 
 pytestmark = pytest.mark.integration
 
-SCHEMAS = {"gateway": "gateway", "vault": "vault", "rebill": "rebill", "webhook": "webhook"}
+SCHEMAS = {
+    "gateway": "gateway",
+    "vault": "vault",
+    "rebill": "rebill",
+    "webhook": "webhook",
+    "backoffice": "backoffice",
+}
 # The append-only tables of each schema (test_the_audit_tables_are_every_append_only_table
 # keeps this list whole).
 AUDIT_TABLES = {
     "gateway": ["payment_audit", "payment_audit_checkpoints"],
     "vault": ["vault_audit"],
     "rebill": ["rebill_audit", "rebill_audit_checkpoints"],
-    "webhook": [],
+    "webhook": ["webhook_audit", "webhook_audit_checkpoints"],
+    "backoffice": ["operator_audit", "operator_audit_checkpoints"],
 }
 AUDITED = [(service, table) for service, tables in AUDIT_TABLES.items() for table in tables]
 AUDIT_ROW = {
@@ -45,9 +52,21 @@ AUDIT_ROW = {
         "INSERT INTO rebill.rebill_audit (merchant_id, actor, action, object_id, result,"
         " details) VALUES ('acct_roles', 'scheduler', 'test', 'sub_roles', 'ok', '{}')"
     ),
+    "webhook_audit": (
+        "INSERT INTO webhook.webhook_audit (merchant_id, actor, action, object_id, result,"
+        " details) VALUES ('acct_roles', 'operator', 'test', 'whd_1', 'ok', '{}')"
+    ),
     "vault_audit": (
         "INSERT INTO vault.vault_audit (actor, action, payment_method, result, details)"
         " VALUES ('api', 'test', 'pm_roles', 'ok', '{}')"
+    ),
+    "operator_audit": (
+        "INSERT INTO backoffice.operator_audit (merchant_id, actor, action, object_id, result,"
+        " details) VALUES ('backoffice', 'operator', 'test', 'a@example.com', 'ok', '{}')"
+    ),
+    "operator_audit_checkpoints": (
+        "INSERT INTO backoffice.operator_audit_checkpoints (merchant_id, chain, seq, row_id,"
+        " hash, row_count, key_id, mac) VALUES ('backoffice', 0, 1, 1, '\\x00', 1, 'k', '\\x00')"
     ),
     "payment_audit_checkpoints": (
         "INSERT INTO gateway.payment_audit_checkpoints (merchant_id, chain, seq, row_id, hash,"
@@ -55,6 +74,10 @@ AUDIT_ROW = {
     ),
     "rebill_audit_checkpoints": (
         "INSERT INTO rebill.rebill_audit_checkpoints (merchant_id, chain, seq, row_id, hash,"
+        " row_count, key_id, mac) VALUES ('acct_roles', 0, 1, 1, '\\x00', 1, 'k', '\\x00')"
+    ),
+    "webhook_audit_checkpoints": (
+        "INSERT INTO webhook.webhook_audit_checkpoints (merchant_id, chain, seq, row_id, hash,"
         " row_count, key_id, mac) VALUES ('acct_roles', 0, 1, 1, '\\x00', 1, 'k', '\\x00')"
     ),
 }
@@ -136,10 +159,11 @@ def test_another_services_schema_is_unreadable(database, service):
 @pytest.mark.parametrize("service", SCHEMAS)
 def test_a_role_changes_no_schema(database, service):
     schema = SCHEMAS[service]
+    table = "operators" if service == "backoffice" else "outbox"  # one of its own tables
     with connect_as(database, service) as db:
         refused(db, f"CREATE TABLE {schema}.sneaky (id int)")
-        refused(db, f"DROP TABLE {schema}.outbox")
-        refused(db, f"ALTER TABLE {schema}.outbox ADD COLUMN sneaky int")
+        refused(db, f"DROP TABLE {schema}.{table}")
+        refused(db, f"ALTER TABLE {schema}.{table} ADD COLUMN sneaky int")
         refused(db, f"UPDATE {schema}.alembic_version SET version_num = version_num")
         refused(db, "CREATE SCHEMA sneaky")
         refused(db, "CREATE TABLE public.sneaky (id int)")  # PostgreSQL 15's default
@@ -149,25 +173,46 @@ def test_a_role_changes_no_schema(database, service):
 def test_a_role_does_its_services_normal_writes(database, service):
     schema = SCHEMAS[service]
     with connect_as(database, service) as db, db.transaction(force_rollback=True):
-        event = db.execute(
-            sql.SQL(
-                "INSERT INTO {}.outbox (event_id, event_type, aggregate_type, aggregate_id,"
-                " payload) VALUES ('evt_roles', 'test', 'test', 'x', '{{}}') RETURNING id"
-            ).format(sql.Identifier(schema))
-        ).fetchone()[0]
-        db.execute(
-            sql.SQL("UPDATE {}.outbox SET published_at = now() WHERE id = %s").format(
-                sql.Identifier(schema)
-            ),
-            (event,),
-        )
-        db.execute(
-            sql.SQL("DELETE FROM {}.outbox WHERE id = %s").format(sql.Identifier(schema)),
-            (event,),
-        )
+        if service == "backoffice":  # no outbox: operators and their sessions
+            _operator_writes(db)
+        else:
+            _outbox_writes(db, schema)
         for table in AUDIT_TABLES[service]:
             db.execute(AUDIT_ROW[table])
             assert db.execute(f"SELECT count(*) FROM {schema}.{table}").fetchone()[0] >= 1
+
+
+def _operator_writes(db: psycopg.Connection) -> None:
+    db.execute(
+        "INSERT INTO backoffice.operators (email, role, password_hash)"
+        " VALUES ('roles@example.com', 'ops', 'x')"
+    )
+    db.execute(
+        "INSERT INTO backoffice.sessions (digest, email, csrf_token, created_at, last_seen_at)"
+        " VALUES ('d', 'roles@example.com', 't', now(), now())"
+    )
+    db.execute("UPDATE backoffice.sessions SET last_seen_at = now() WHERE digest = 'd'")
+    db.execute("DELETE FROM backoffice.sessions WHERE digest = 'd'")
+    db.execute("DELETE FROM backoffice.operators WHERE email = 'roles@example.com'")
+
+
+def _outbox_writes(db: psycopg.Connection, schema: str) -> None:
+    event = db.execute(
+        sql.SQL(
+            "INSERT INTO {}.outbox (event_id, event_type, aggregate_type, aggregate_id,"
+            " payload) VALUES ('evt_roles', 'test', 'test', 'x', '{{}}') RETURNING id"
+        ).format(sql.Identifier(schema))
+    ).fetchone()[0]
+    db.execute(
+        sql.SQL("UPDATE {}.outbox SET published_at = now() WHERE id = %s").format(
+            sql.Identifier(schema)
+        ),
+        (event,),
+    )
+    db.execute(
+        sql.SQL("DELETE FROM {}.outbox WHERE id = %s").format(sql.Identifier(schema)),
+        (event,),
+    )
 
 
 def test_the_audit_tables_are_every_append_only_table(database):

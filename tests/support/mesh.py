@@ -20,11 +20,12 @@ from unittest import mock
 import psycopg
 from psycopg import sql
 
+from backoffice.config import BackofficeSettings
 from dev.devinfra import PG_ADMIN_URL, Infra, create_infra, drop_infra
 from dev.devmesh import Mesh, Ports, service_database_urls
 from gateway_svc.merchants import MerchantRepository
 from paymesh.platform.db import create_engine
-from paymesh_ops.services import ALL
+from paymesh_ops.services import ALL, BACKOFFICE
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -105,10 +106,11 @@ def base_env(infra: Infra, **overrides: str) -> dict[str, str]:
 
 
 def service_database_url(env: dict[str, str], service: str) -> str:
-    """The database URL a mesh's `service` process connects with: its settings class, read
-    from the environment a Mesh spawns it with."""
+    """The database URL a mesh's `service` process (or its back office) connects with: its
+    settings class, read from the environment a Mesh spawns it with."""
+    settings_class = BackofficeSettings if service == BACKOFFICE else ALL[service].settings_class
     with mock.patch.dict(os.environ, {**env, **service_database_urls(env)}, clear=True):
-        return ALL[service].settings_class().database_url
+        return settings_class().database_url
 
 
 _templates: list[Infra] = []

@@ -27,8 +27,9 @@ from rebill_svc.config import RebillSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("gateway", "vault", "rebill", "webhook")
-# The app services plus the one-shot migration: everything that runs the paymesh image.
-PAYMESH_IMAGE_SERVICES = (*APP_SERVICES, "migrate")
+# The app services, the back office and the one-shot migration: everything that runs the
+# paymesh image.
+PAYMESH_IMAGE_SERVICES = (*APP_SERVICES, "backoffice", "migrate")
 INFRA_SERVICES = (
     "postgres",
     "rabbitmq",

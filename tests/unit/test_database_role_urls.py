@@ -1,10 +1,11 @@
 """Which database URL each service reads (`<PREFIX>DATABASE_URL`, else DATABASE_URL), and the
-role URLs `make run` and the tests' meshes derive from DATABASE_URL."""
+role URLs `make run` and the tests' meshes derive from DATABASE_URL; the back office's too."""
 
 from __future__ import annotations
 
 import pytest
 
+from backoffice.config import BackofficeSettings
 from dev.devmesh import service_database_urls
 from gateway_svc.config import GatewaySettings
 from rebill_svc.config import RebillSettings
@@ -16,6 +17,7 @@ SETTINGS = {
     "VAULT_": VaultSettings,
     "REBILL_": RebillSettings,
     "WEBHOOK_": WebhookSettings,
+    "BACKOFFICE_": BackofficeSettings,
 }
 
 
@@ -37,6 +39,7 @@ def test_the_meshes_give_each_service_its_role_on_database_urls_server_and_datab
         "VAULT_DATABASE_URL": "postgresql://paymesh_vault@10.0.0.5:6432/db_x",
         "REBILL_DATABASE_URL": "postgresql://paymesh_rebill@10.0.0.5:6432/db_x",
         "WEBHOOK_DATABASE_URL": "postgresql://paymesh_webhook@10.0.0.5:6432/db_x",
+        "BACKOFFICE_DATABASE_URL": "postgresql://paymesh_backoffice@10.0.0.5:6432/db_x",
     }
 
 
@@ -46,4 +49,4 @@ def test_the_meshes_keep_a_url_the_environment_sets():
         "VAULT_DATABASE_URL": "postgresql://v@h/db",
     }
     assert "VAULT_DATABASE_URL" not in service_database_urls(env)
-    assert len(service_database_urls(env)) == 3
+    assert len(service_database_urls(env)) == 4

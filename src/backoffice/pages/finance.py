@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from backoffice import charts
-from backoffice.records import MeshError, PaymentFilters
+from backoffice.records import MeshError, Mismatch, MoneyMovement, PaymentFilters
 from backoffice.web import attempt, console, days_back, operator_of, render, role_of, signed_in
 
 PAYMENT_STATUSES = (
@@ -292,7 +292,7 @@ async def _reconciliation_page(request: Request, status: int = 200, **context: o
     found = await attempt(
         console(request).mesh.mismatches(state, params.get("kind", ""), params.get("psp", ""))
     )
-    groups: dict[tuple[str, str], list] = defaultdict(list)
+    groups: dict[tuple[str, str], list[Mismatch]] = defaultdict(list)
     for mismatch in found.value or []:
         groups[(mismatch.psp, mismatch.kind)].append(mismatch)
     return render(
@@ -374,7 +374,7 @@ async def exports(request: Request) -> Response:
     )
 
 
-def movements_csv(movements: list) -> str:
+def movements_csv(movements: list[MoneyMovement]) -> str:
     """One line per money movement, as an ERP imports it: signed minor units, uppercase ISO
     currency, the PSP's reference, the fee when known (empty otherwise)."""
     out = io.StringIO()

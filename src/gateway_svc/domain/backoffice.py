@@ -161,6 +161,7 @@ class AuditRow:
     object_id: str
     result: str
     details: dict[str, Any]
+    chain: int = 0  # which of its merchant's audit chains holds it
 
 
 @dataclass(frozen=True)

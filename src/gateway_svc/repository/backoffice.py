@@ -45,9 +45,14 @@ def search_query(search: PaymentSearch, cursor: tuple[datetime, str] | None) -> 
             conditions.append(_PI.merchant_id == term.value)
         elif term.kind == "amount":
             conditions.append(_PI.amount == term.value)
-        else:  # the PSP's reference of the payment, or of one of its refunds
-            refunded = select(refunds.c.payment_intent).where(refunds.c.psp_reference == term.value)
-            conditions.append(or_(_PI.psp_reference == term.value, _PI.id.in_(refunded)))
+        else:
+            # The PSP's reference of the payment, or of one of its refunds: one id set of two
+            # index lookups (an OR of both filtered every payment, newest first).
+            referenced = union_all(
+                select(_PI.id).where(_PI.psp_reference == term.value),
+                select(refunds.c.payment_intent).where(refunds.c.psp_reference == term.value),
+            )
+            conditions.append(_PI.id.in_(referenced))
     if search.merchant_id:
         conditions.append(_PI.merchant_id == search.merchant_id)
     if search.status:
@@ -297,6 +302,7 @@ class BackOfficeRepository:
                 row.object_id,
                 row.result,
                 read_details(row.details, row.details_z),
+                row.chain,
             )
             for row in audit_rows
         ]

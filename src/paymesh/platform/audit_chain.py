@@ -13,6 +13,7 @@ there, with the hash the checkpoint's MAC vouches for."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -61,10 +62,19 @@ def chained_audit_table(metadata: MetaData, name: str) -> Table:
     )
 
 
-def _check(table: str, one_merchant: bool = False) -> TextClause:
+def _scope(alias: str, one_merchant: bool, some_chains: bool) -> str:
+    conditions = []
+    if one_merchant:
+        conditions.append(f"{alias}merchant_id = :merchant")
+    if some_chains:
+        conditions.append(f"{alias}chain = ANY(:chains)")
+    return f"WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def _check(table: str, one_merchant: bool = False, some_chains: bool = False) -> TextClause:
     if not _TABLE.fullmatch(table):
         raise ValueError(f"not a schema.table name: {table!r}")
-    where = "WHERE merchant_id = :merchant" if one_merchant else ""
+    where = _scope("", one_merchant, some_chains)
     return text(
         f"""
         SELECT id, merchant_id, chain,
@@ -79,10 +89,10 @@ def _check(table: str, one_merchant: bool = False) -> TextClause:
     )
 
 
-def _checkpoints(table: str, one_merchant: bool = False) -> TextClause:
-    """Every checkpoint of `table` (of one merchant's chains), beside the row it names as it
-    is now (if any)."""
-    where = "WHERE c.merchant_id = :merchant" if one_merchant else ""
+def _checkpoints(table: str, one_merchant: bool = False, some_chains: bool = False) -> TextClause:
+    """Every checkpoint of `table` (of one merchant's chains, or some of them), beside the
+    row it names as it is now (if any)."""
+    where = _scope("c.", one_merchant, some_chains)
     return text(
         f"""
         SELECT c.id, c.merchant_id, c.chain, c.seq, c.row_id, c.hash, c.row_count, c.key_id,
@@ -129,17 +139,37 @@ async def first_break(
     return (await check_chains(engine, table, keys, merchant_id)).broken
 
 
+@dataclass(frozen=True)
+class Scope:
+    """The chains a check covers: every one, one merchant's, or some of one merchant's."""
+
+    merchant_id: str | None = None
+    chains: Sequence[int] | None = None
+
+    @property
+    def params(self) -> dict[str, object]:
+        params: dict[str, object] = {}
+        if self.merchant_id is not None:
+            params["merchant"] = self.merchant_id
+        if self.chains is not None:
+            params["chains"] = list(self.chains)
+        return params
+
+    def of(self, query: Callable[[str, bool, bool], TextClause], table: str) -> TextClause:
+        return query(table, self.merchant_id is not None, self.chains is not None)
+
+
 async def check_chains(
-    engine: AsyncEngine, table: str, keys: AuditKeys | None = None, merchant_id: str | None = None
+    engine: AsyncEngine, table: str, keys: AuditKeys | None = None, scope: Scope = Scope()
 ) -> ChainReport:
-    """first_break's check, of every chain or only of `merchant_id`'s, with the rows checked."""
-    one = merchant_id is not None
-    params = {"merchant": merchant_id} if one else {}
+    """first_break's check, of the chains in `scope` (each whole, from its first row), with
+    the rows checked."""
+    params = scope.params
     rows = 0
     async with engine.connect() as connection:
         if await connection.scalar(text("SELECT to_regclass(:t)"), {"t": table}) is None:
             return ChainReport(0, None)
-        for row in await connection.execute(_check(table, one), params):
+        for row in await connection.execute(scope.of(_check, table), params):
             rows += 1
             if not row.content_intact:
                 return ChainReport(
@@ -156,21 +186,19 @@ async def check_chains(
                     ),
                 )
         if await connection.scalar(text("SELECT to_regclass(:t)"), {"t": f"{table}_checkpoints"}):
-            return ChainReport(rows, await _first_unanchored(connection, table, keys, merchant_id))
+            return ChainReport(rows, await _first_unanchored(connection, table, keys, scope))
     return ChainReport(rows, None)
 
 
 async def _first_unanchored(
-    connection: AsyncConnection, table: str, keys: AuditKeys | None, merchant_id: str | None
+    connection: AsyncConnection, table: str, keys: AuditKeys | None, scope: Scope = Scope()
 ) -> Break | None:
     """The first row that a checkpoint contradicts. Run after the chain check: every chain is
     then whole from seq 1 to its last row, so a chain that once held `seq` rows holds them
     still unless rows were cut off its end, and a row that hashes differently from its
     checkpoint was rewritten, somewhere after the chain's last checkpoint that still holds."""
     vouched: tuple[str, int, int] | None = None  # (merchant, chain, seq) last found as signed
-    one = merchant_id is not None
-    params = {"merchant": merchant_id} if one else {}
-    for c in await connection.execute(_checkpoints(table, one), params):
+    for c in await connection.execute(scope.of(_checkpoints, table), scope.params):
         head = Head(table, c.merchant_id, c.chain, c.seq, c.row_id, bytes(c.hash), c.row_count)
         if keys is None:
             raise AuditKeyMissing(f"{table} has signed checkpoints: an audit key is needed")

@@ -1,8 +1,8 @@
 """The operators' side of merchant webhooks (WebhookAdminService): a dead delivery may be
 `discarded`; events know the payment intent they are about (a generated column, indexed, so
 that a payment's deliveries are found without reading every event's JSON); dead deliveries
-are listed by a partial index; and webhook_audit, the kit's chained audit table, records
-each operator action with the operator.
+are listed by a partial index; and webhook_audit, the kit's chained audit table (with its
+signed checkpoints), records each operator action with the operator.
 
 Revision ID: webhook_0007
 Revises: webhook_0006
@@ -14,7 +14,9 @@ from alembic import op
 
 from paymesh.platform.migration_ops import (
     compress_chained_audit,
+    create_audit_checkpoints,
     create_chained_audit,
+    drop_audit_checkpoints,
     drop_chained_audit,
     merge_chained_audit,
     split_chained_audit,
@@ -65,9 +67,11 @@ def upgrade() -> None:
     split_chained_audit(SCHEMA, "webhook_audit")
     compress_chained_audit(SCHEMA, "webhook_audit")
     op.create_index("webhook_audit_object_idx", "webhook_audit", ["object_id"], schema=SCHEMA)
+    create_audit_checkpoints(SCHEMA, "webhook_audit")
 
 
 def downgrade() -> None:
+    drop_audit_checkpoints(SCHEMA, "webhook_audit")
     op.drop_index("webhook_audit_object_idx", "webhook_audit", schema=SCHEMA)
     uncompress_chained_audit(SCHEMA, "webhook_audit")
     merge_chained_audit(SCHEMA, "webhook_audit")
