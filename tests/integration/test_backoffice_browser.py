@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -383,7 +384,7 @@ def test_finance_resolves_a_reconciliation_mismatch_with_a_note(page, office):
 def test_ops_retries_a_dead_webhook_delivery_and_it_is_delivered(page, office):
     receiver = office.receiver
     merchant = office.merchant_named("bo-dead-letters")
-    path = f"/backoffice-dead-{time.time_ns()}"
+    path = f"/backoffice-dead-{uuid.uuid4().hex[:12]}"  # no long digit run in the page
     # Every attempt of the schedule fails; the operator's retry meets a healthy receiver.
     receiver.scripts[path] = Script(statuses=[500] * len(SCHEDULE) + [200])
     endpoint = {"url": receiver.url(path), "enabled_events": ["payment_intent.succeeded"]}
