@@ -136,7 +136,7 @@ async def first_break(
     """The first broken row of `table`'s chains (only `merchant_id`'s chains when given;
     None: intact, or no such table here). Raises AuditKeyMissing when the table has
     checkpoints and `keys` lacks a key that signed one."""
-    return (await check_chains(engine, table, keys, merchant_id)).broken
+    return (await check_chains(engine, table, keys, Scope(merchant_id))).broken
 
 
 @dataclass(frozen=True)
