@@ -212,7 +212,7 @@ def test_finance_finds_a_payment_made_through_envoy_and_reads_its_timeline(page,
     for query in (office.merchant.id, "4321", intent["id"]):
         visit(page, "/payments")
         search(page, query, intent["id"])
-    screenshot(page, "payments")
+    screenshot(page, "payments-search")
 
     with page.expect_navigation():
         page.locator(f"a[href='/payments/{intent['id']}']").first.click()
