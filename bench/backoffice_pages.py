@@ -121,6 +121,35 @@ def audit_templates(db: psycopg.Connection, intent_ids: list[str]) -> dict[str, 
     return templates
 
 
+# Audit rows per transaction: the chain trigger puts a transaction's rows into chain
+# (transaction id mod 32), so the gateway's many small transactions spread a merchant's rows
+# over its 32 chains; one transaction for all would make one chain per merchant, which a
+# payment's page checks whole.
+AUDIT_ROWS_PER_TRANSACTION = 1000
+
+
+def write_audit(db: psycopg.Connection, audits: list[tuple]) -> None:
+    """The audit rows, a payment's rows together, in transactions of about a thousand rows;
+    the trigger numbers and hashes each as the gateway's inserts would."""
+    db.commit()
+    first = 0
+    while first < len(audits):
+        end = min(first + AUDIT_ROWS_PER_TRANSACTION, len(audits))
+        while end < len(audits) and audits[end][4] == audits[end - 1][4]:
+            end += 1  # the payment's remaining rows: in its transaction
+        with (
+            db.cursor() as cursor,
+            cursor.copy(
+                "COPY gateway.payment_audit (merchant_id, at, actor, action, object_id, result,"
+                " details) FROM STDIN"
+            ) as copy,
+        ):
+            for row in audits[first:end]:
+                copy.write_row(row)
+        db.commit()
+        first = end
+
+
 def write_payments(bench, count: int, real_ids: list[str], seed: int = 32) -> list[str]:
     """`count` payments, their refunds and audit rows (shaped as the `real_ids` payments'
     rows), straight into the gateway's tables; returns the payments' ids."""
@@ -238,13 +267,7 @@ def write_payments(bench, count: int, real_ids: list[str], seed: int = 32) -> li
                             r[6],
                         )
                     )
-            # The chain trigger numbers and hashes each row as the gateway's inserts would.
-            with cursor.copy(
-                "COPY gateway.payment_audit (merchant_id, at, actor, action, object_id, result,"
-                " details) FROM STDIN"
-            ) as copy:
-                for row in audits:
-                    copy.write_row(row)
+        write_audit(db, audits)
         db.execute("ANALYZE gateway.payment_intents")
         db.execute("ANALYZE gateway.refunds")
         db.execute("ANALYZE gateway.payment_audit")
