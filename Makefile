@@ -17,9 +17,12 @@ PROMTOOL := $(or $(shell command -v promtool 2>/dev/null),$(PROMETHEUS_DIR)/usr/
 # unpacked under build/ by tools/fetch_pgbouncer.sh (not installed: its init script would start one).
 PGBOUNCER_DIR := build/pgbouncer
 PGBOUNCER := $(or $(wildcard /usr/sbin/pgbouncer),$(shell command -v pgbouncer 2>/dev/null),$(PGBOUNCER_DIR)/usr/sbin/pgbouncer)
+# The browser of the back office's tests (tests/support/browser.py): Debian's chromium, installed
+# by tools/install_chromium.sh when missing (Playwright's own browser download cannot work here).
+CHROMIUM := $(or $(shell command -v chromium 2>/dev/null),/usr/bin/chromium)
 
 .PHONY: install run test test-fast unit lint lint-style lint-types lint-protos lint-imports \
-	breaking alerts proto bench k8s clean
+	breaking alerts proto bench k8s chromium clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +53,10 @@ run: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE)
 # starting), so two cores run it in about half the time. Groups and their order:
 # tests/integration/conftest.py. XDIST= runs it in one process.
 XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
-test: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE) lint breaking alerts $(PROMETHEUS) $(PGBOUNCER)
+test: $(INSTALLED) $(DESCRIPTOR) $(OPENAPI) $(EDGE) lint breaking alerts $(PROMETHEUS) $(PGBOUNCER) \
+		$(CHROMIUM)
 	PROMETHEUS_BIN=$(abspath $(PROMETHEUS)) PGBOUNCER_BIN=$(abspath $(PGBOUNCER)) \
+		CHROMIUM_BIN=$(CHROMIUM) \
 		$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 $(PROMETHEUS_DIR)/usr/bin/prometheus $(PROMETHEUS_DIR)/usr/bin/promtool &:
@@ -59,6 +64,11 @@ $(PROMETHEUS_DIR)/usr/bin/prometheus $(PROMETHEUS_DIR)/usr/bin/promtool &:
 
 $(PGBOUNCER_DIR)/usr/sbin/pgbouncer:
 	tools/fetch_pgbouncer.sh $(PGBOUNCER_DIR)
+
+chromium: $(CHROMIUM)
+
+$(CHROMIUM):
+	tools/install_chromium.sh
 
 # The alert rules are valid and each fires (and stays quiet) as prometheus/alerts_test.yml says.
 alerts: $(PROMTOOL)
