@@ -2,7 +2,8 @@
 the generated stubs): subscriptions searched across merchants, a subscription's whole story
 (renewals, dunning, its rebill_audit timeline with a verified chain), and how many declined
 renewals dunning recovered. Subscriptions are made by a merchant through Envoy, renewed by
-the real scheduler, workers, gateway and sandbox PSP; a test clock moves time."""
+the real scheduler, workers, gateway and sandbox PSP; a test clock moves time. This module's
+amounts are 14701–14706 (the sandbox's ledger is shared by the session mesh's modules)."""
 
 from __future__ import annotations
 
@@ -40,9 +41,9 @@ def ids(page: pb.SearchSubscriptionsResponse) -> list[str]:
 def test_search_finds_by_id_merchant_payment_method_and_status_and_pages_newest_first(
     mesh, merchant, other_merchant
 ):
-    paid = [subscribe(mesh, merchant, 14101).body for _ in range(3)]
-    declined = subscribe(mesh, merchant, 14102, number=cards.VISA_INSUFFICIENT_FUNDS).body
-    theirs = subscribe(mesh, other_merchant, 14103).body
+    paid = [subscribe(mesh, merchant, 14701).body for _ in range(3)]
+    declined = subscribe(mesh, merchant, 14702, number=cards.VISA_INSUFFICIENT_FUNDS).body
+    theirs = subscribe(mesh, other_merchant, 14703).body
 
     [found] = search(mesh, q=paid[0]["id"]).data
     assert (found.subscription.id, found.merchant_id) == (paid[0]["id"], merchant.id)
@@ -82,7 +83,7 @@ def test_a_declined_subscriptions_detail_shows_dunning_and_its_verified_audit_ti
     start = datetime(2028, 3, 1, tzinfo=UTC)
     clock = new_clock(mesh, merchant, start)
     created = subscribe(
-        mesh, merchant, 14104, number=cards.VISA_INSUFFICIENT_FUNDS, test_clock=clock
+        mesh, merchant, 14704, number=cards.VISA_INSUFFICIENT_FUNDS, test_clock=clock
     ).body
     assert created["status"] == "past_due"
 
@@ -138,11 +139,11 @@ def test_recovery_stats_count_a_period_a_dunning_retry_collected(mesh, merchant)
     before = today_stats(mesh)
     start = datetime(2028, 5, 1, tzinfo=UTC)
     clock = new_clock(mesh, merchant, start)
-    sandbox(mesh, "/_knobs", {"soft_declines": {"14105": 1}})  # the first charge fails
-    recovered = subscribe(mesh, merchant, 14105, test_clock=clock).body
+    sandbox(mesh, "/_knobs", {"soft_declines": {"14705": 1}})  # the first charge fails
+    recovered = subscribe(mesh, merchant, 14705, test_clock=clock).body
     assert recovered["status"] == "past_due"
     advance(mesh, merchant, clock, start + timedelta(days=2))
-    subscribe(mesh, merchant, 14106)  # paid at once
+    subscribe(mesh, merchant, 14706)  # paid at once
 
     after = today_stats(mesh)
     assert after.declined - before.declined == 1
