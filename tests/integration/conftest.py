@@ -6,15 +6,13 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from dev.devinfra import Infra
 from dev.devmesh import Mesh, Ports
 from tests.support.fault_mesh import fault_mesh
-from tests.support.leaks import card_number_leaks, database_dump, logs_under
-from tests.support.mesh import base_env, create_merchant, migrated_infra, started_mesh
+from tests.support.mesh import base_env, create_merchant, migrated_infra
 from tests.support.psp import NO_FAULTS, breaker_state, close_sandbox_breaker, sandbox
 from tests.support.receiver import running_receiver
 from tests.support.webhooks import WEBHOOK_ENV, Hooks
@@ -43,14 +41,8 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     three are up at once (PostgreSQL's 100 connections): the session's, a shared one beside
     it, and a module's own on the other worker. (Marked as each test is collected: xdist
     reads the groups before pytest_collection_modifyitems would mark them.)"""
-    item.add_marker(
-        pytest.mark.xdist_group("meshes" if on_a_shared_mesh(item) else item.module.__name__)
-    )
-
-
-def on_a_shared_mesh(item: pytest.Item) -> bool:
-    names = set(getattr(item, "fixturenames", ()))
-    return bool(MESH_FIXTURES & names) and OWN_MESH not in names
+    uses_a_mesh = MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    item.add_marker(pytest.mark.xdist_group("meshes" if uses_a_mesh else item.module.__name__))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -69,7 +61,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         )
 
     def order(item: pytest.Item) -> tuple[bool, int]:
-        return (not on_a_shared_mesh(item), place[item.module.__name__])
+        uses_a_mesh = MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        return (not uses_a_mesh, place[item.module.__name__])
 
     items.sort(key=order)
     for item in items:
@@ -165,33 +158,5 @@ def breakers_closed(mesh: Mesh) -> bool:
         return False
 
 
-@dataclass
-class OwnMesh:
-    mesh: Mesh
-    infra: Infra
-
-    def card_number_leaks(self) -> list[tuple[str, str]]:
-        """Test card numbers in clear in its database or its logs (as test_zz_no_card_number_leaks
-        checks the session mesh's)."""
-        return card_number_leaks(
-            database_dump(self.infra.database_url), logs_under(self.mesh.log_dir)
-        )
-
-
-@pytest.fixture(scope="module")
-def own_mesh(infra, tmp_path_factory, request) -> Iterator[OwnMesh]:
-    """A whole mesh on a database of its own, for a long module (a fuzzer, a state machine):
-    its group runs on the other worker beside the session mesh's group, the longest, instead
-    of lengthening it, and no other mesh's sweeps or schedulers touch what it makes. A module
-    that uses it names it as its `mesh` (`infra` makes the session's service keys)."""
-    name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
-    with migrated_infra(f"paymesh_{name}") as own:
-        ports = Ports.free()
-        env = base_env(own, **ports.service_env())
-        with started_mesh(env, ports, tmp_path_factory.mktemp(name)) as mesh:
-            yield OwnMesh(mesh, own)
-
-
 SHARED_MESH_FIXTURES = {"webhook_hooks", "loopback_hooks", "fragile_mesh"}
 MESH_FIXTURES = SHARED_MESH_FIXTURES | {"mesh"}
-OWN_MESH = "own_mesh"

@@ -170,14 +170,8 @@ def call_metadata(draw, api_key: str) -> tuple[tuple[str, str], ...]:
 
 
 @pytest.fixture(scope="module")
-def mesh(own_mesh):
-    """A mesh of the module's own (conftest.own_mesh), not the session's."""
-    return own_mesh.mesh
-
-
-@pytest.fixture(scope="module")
-def grpc_merchant(own_mesh):
-    return create_merchant(own_mesh.infra, "fuzz-grpc")
+def grpc_merchant(infra):
+    return create_merchant(infra, "fuzz-grpc")
 
 
 def merchant_facing_methods(mesh):
@@ -297,7 +291,3 @@ def check_error(where: str, shown: dict, error: grpc.RpcError, sent: set[str], f
             Finding(where, "PAN echoed in the response", code.name, shorten(answer), shown),
             signature="status message" if leaked(sent, message) else "trailers",
         )
-
-
-def test_no_test_card_number_is_stored_or_logged_in_clear(own_mesh):
-    assert own_mesh.card_number_leaks() == []

@@ -49,15 +49,9 @@ EXAMPLES_PER_ROUTE = examples(80)
 
 
 @pytest.fixture(scope="module")
-def mesh(own_mesh):
-    """A mesh of the module's own (conftest.own_mesh), not the session's."""
-    return own_mesh.mesh
-
-
-@pytest.fixture(scope="module")
-def fuzz_merchant(own_mesh):
+def fuzz_merchant(infra):
     """A merchant of the fuzzer's own: what it creates never shows in other tests' lists."""
-    return create_merchant(own_mesh.infra, "fuzz-rest")
+    return create_merchant(infra, "fuzz-rest")
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +265,3 @@ def message_of(body) -> str:
     if isinstance(body, dict):
         return str(body.get("message", ""))
     return str(body)[:200]
-
-
-def test_no_test_card_number_is_stored_or_logged_in_clear(own_mesh):
-    assert own_mesh.card_number_leaks() == []

@@ -47,15 +47,8 @@ FAULTS = {
 OK_OR_EXPECTED = {200, 400, 409, 503}
 
 
-@pytest.fixture(scope="module")
-def mesh(own_mesh):
-    """A mesh of the module's own (conftest.own_mesh), not the session's."""
-    return own_mesh.mesh
-
-
 @pytest.fixture
-def payments_machine(mesh, own_mesh):
-    infra = own_mesh.infra
+def payments_machine(mesh, infra):
     merchant = create_merchant(infra, f"props-{uuid.uuid4().hex[:6]}")
     route(infra, merchant, "sandbox")  # the sandbox's ledger is the one we can read
     token = tokenize(mesh, merchant).body["id"]
@@ -195,7 +188,3 @@ def test_the_books_match_the_psps_ledger_whatever_the_psp_does(payments_machine)
         database=None,
     )
     machine.TestCase().runTest()
-
-
-def test_no_test_card_number_is_stored_or_logged_in_clear(own_mesh):
-    assert own_mesh.card_number_leaks() == []

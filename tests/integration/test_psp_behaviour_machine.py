@@ -181,15 +181,9 @@ class PspBehaviours(RuleBasedStateMachine):
         self.what_merchants_see_is_what_the_psp_did()
 
 
-@pytest.fixture(scope="module")
-def mesh(own_mesh):
-    """A mesh of the module's own (conftest.own_mesh), not the session's."""
-    return own_mesh.mesh
-
-
-def test_psp_behaviours_never_become_a_customers_decline(mesh, own_mesh):
+def test_psp_behaviours_never_become_a_customers_decline(mesh, infra):
     PspBehaviours.mesh = mesh
-    PspBehaviours.infra = own_mesh.infra
+    PspBehaviours.infra = infra
     run = settings(
         max_examples=examples(4),
         stateful_step_count=6,
@@ -199,7 +193,3 @@ def test_psp_behaviours_never_become_a_customers_decline(mesh, own_mesh):
         suppress_health_check=[HealthCheck.too_slow],
     )(PspBehaviours)
     run.TestCase().runTest()
-
-
-def test_no_test_card_number_is_stored_or_logged_in_clear(own_mesh):
-    assert own_mesh.card_number_leaks() == []
