@@ -231,7 +231,7 @@ def test_a_running_service_relays_its_outbox_with_the_trace_context(mesh, infra,
     def delivered():
         return [m for m in consumer() if m[1]["data"]["object_id"] == aggregate_id]
 
-    [(properties, body)] = wait_until(delivered, timeout=10)
+    [(properties, body)] = wait_until(delivered, timeout=30)
     assert body["type"] == "payment_intent.created"
     assert body["data"]["amount"] == 1000
     assert properties.delivery_mode == 2
