@@ -4,6 +4,7 @@ payments are read here; an operator's refund takes the merchant's path (payments
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Protocol
 
@@ -136,8 +137,8 @@ class BackOfficeServicer(pb2_grpc.BackOfficeServiceServicer):
         try:
             cards = await self._cards.card_summaries(wanted)
         except grpc.RpcError as error:
-            code = error.code() if isinstance(error, grpc.aio.AioRpcError) else None
-            log.warning("card_summaries_unavailable", code=str(code), asked=len(wanted))
+            code = error.code().name if isinstance(error, grpc.aio.AioRpcError) else "unknown"
+            log.warning("card_summaries_unavailable", code=code, asked=len(wanted))
             return {}
         return {card.payment_method: card for card in cards}
 
@@ -171,11 +172,15 @@ class BackOfficeServicer(pb2_grpc.BackOfficeServiceServicer):
         # The chains its rows are in, each whole (a merchant's rows are spread over several,
         # one per transaction): a payment's page costs its share of the merchant's history.
         chains = sorted({row.chain for row in story.audit})
-        report = await check_chains(
-            self._repository.engine,
-            AUDIT_TABLE,
-            self._audit_keys,
-            Scope(intent.merchant_id, chains),
+        # The vault's answer is awaited while the chains are checked (neither needs the other).
+        report, cards = await asyncio.gather(
+            check_chains(
+                self._repository.engine,
+                AUDIT_TABLE,
+                self._audit_keys,
+                Scope(intent.merchant_id, chains),
+            ),
+            self._cards_of([story.intent]),
         )
         chain = pb2.ChainCheck(verified=report.broken is None, rows=report.rows)
         if report.broken is not None:
@@ -187,7 +192,6 @@ class BackOfficeServicer(pb2_grpc.BackOfficeServiceServicer):
             intent.attempt_key or "",
             {row.id: row.psp_reference or "" for row in story.refunds},
         )
-        cards = await self._cards_of([story.intent])
         return pb2.PaymentDetail(
             summary=summary_message(story.intent, cards.get(story.intent.payment_method or "")),
             timeline=[audit_message(row) for row in story.audit],
