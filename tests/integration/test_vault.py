@@ -335,7 +335,9 @@ def test_card_summaries_are_masked_for_the_gateway_and_never_decrypt(
             "SELECT action FROM vault.vault_audit WHERE payment_method = ANY(%s)",
             ([mine, theirs],),
         ).fetchall()
-    assert {action for (action,) in actions} == {"tokenize"}
+    # (Provisioning ahead, with the CVC, may have run meanwhile: it decrypts nothing either.)
+    assert "decrypt" not in {action for (action,) in actions}
+    assert ("tokenize",) in actions
 
 
 @pytest.mark.parametrize(
