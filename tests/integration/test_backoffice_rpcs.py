@@ -122,7 +122,7 @@ def test_payments_made_through_envoy_are_found_by_each_filter(office, infra, sho
     assert search(merchant_id=merchant.id, created_to=stamp(before)) == []
     found = office("SearchPayments", pb2.SearchPaymentsRequest(q=first["id"])).data[0]
     assert (found.merchant_id, found.merchant_name) == (merchant.id, "backoffice-shop")
-    assert (found.card_brand, found.card_last4) == ("", "")  # the gateway holds no card data
+    assert (found.card_brand, found.card_last4) == ("visa", "4242")  # masked, from the vault
 
 
 def test_pages_follow_each_other_newest_first(office, shop):
