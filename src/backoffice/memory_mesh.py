@@ -49,6 +49,7 @@ def _payment(n: int, **changes: object) -> Payment:
         psp="sandbox",
         card_brand="visa",
         card_last4="4242",
+        card_fingerprint="Qm9va2tlZXBlcg_Z",
         created=T0 + timedelta(minutes=n),
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]

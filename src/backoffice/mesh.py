@@ -135,6 +135,7 @@ def _payment(summary: Any) -> Payment:
         psp=intent.psp,
         card_brand=summary.card_brand,
         card_last4=summary.card_last4,
+        card_fingerprint=summary.card_fingerprint,
         created=_at(intent.created),
         amount_refunded=intent.amount_refunded,
         decline_code=intent.last_payment_error.decline_code or intent.last_payment_error.code,

@@ -1,6 +1,6 @@
 """What the pages show, as plain values: the mesh facade (mesh.py) turns the services'
 messages into these, and its in-memory twin (memory_mesh.py) makes them up. Money in minor
-units; cards masked (brand and last 4) only."""
+units; cards masked (brand, last 4 and fingerprint) only."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ class Payment:
     amount_refunded: int = 0
     decline_code: str = ""
     livemode: bool = False
+    card_fingerprint: str = ""  # the vault's keyed fingerprint: the same card, the same value
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ payments are read here; an operator's refund takes the merchant's path (payments
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -30,6 +31,7 @@ from paymesh.platform.idempotency.keys import checked_key
 from paymesh.platform.idempotency.store import Idempotency, replayed_error
 from paymesh.platform.tracing import annotate_object
 from paymesh.platform.wire import optional_datetime, require_id, timestamp
+from paymesh.vault.v1 import vault_pb2
 
 CALLERS = {"ops", "backoffice"}
 # The owner of the back office's idempotency keys: not a merchant id (those are `acct_…`), so
@@ -38,14 +40,32 @@ OPERATOR_KEYS = Merchant("backoffice", False)
 AUDIT_TABLE = "gateway.payment_audit"
 
 
-def summary_message(row: Any) -> pb2.PaymentSummary:
-    # The gateway holds no card data (the vault does, and is not asked): brand and last 4
-    # stay empty.
-    return pb2.PaymentSummary(
+log = structlog.get_logger(__name__)
+
+
+class CardSummaries(Protocol):
+    """The vault's masked cards (VaultClient.card_summaries)."""
+
+    async def card_summaries(self, payment_methods: list[str]) -> list[vault_pb2.CardSummary]: ...
+
+
+def summary_message(row: Any, card: vault_pb2.CardSummary | None = None) -> pb2.PaymentSummary:
+    """A payment with its card masked when the vault told it (the gateway holds no card
+    data): brand, last 4 and fingerprint, or empty."""
+    summary = pb2.PaymentSummary(
         payment_intent=payment_intent_message(to_intent(row)),
         merchant_id=row.merchant_id,
         merchant_name=row.merchant_name or "",
     )
+    masked_card(summary, card)
+    return summary
+
+
+def masked_card(summary: pb2.PaymentSummary, card: vault_pb2.CardSummary | None) -> None:
+    if card is not None:
+        summary.card_brand = card.brand
+        summary.card_last4 = card.last4
+        summary.card_fingerprint = card.fingerprint
 
 
 def audit_message(row: rules.AuditRow) -> pb2.AuditEntry:
@@ -96,15 +116,31 @@ class BackOfficeServicer(pb2_grpc.BackOfficeServiceServicer):
         idempotency: Idempotency,
         callers: Callers,
         audit_keys: AuditKeys | None,
+        cards: CardSummaries,
     ):
         self._repository = repository
         self._payments = payments
         self._idempotency = idempotency
         self._callers = callers
         self._audit_keys = audit_keys
+        self._cards = cards
 
     def _caller(self, context: grpc.aio.ServicerContext) -> None:
         self._callers.service(context, allowed=CALLERS)
+
+    async def _cards_of(self, rows: list[Any]) -> dict[str, vault_pb2.CardSummary]:
+        """The masked cards of the rows' payment methods, in ONE call to the vault; none when
+        the vault fails (the page shows without them)."""
+        wanted = rules.cards_to_look_up(row.payment_method for row in rows)
+        if not wanted:
+            return {}
+        try:
+            cards = await self._cards.card_summaries(wanted)
+        except grpc.RpcError as error:
+            code = error.code().name if isinstance(error, grpc.aio.AioRpcError) else "unknown"
+            log.warning("card_summaries_unavailable", code=code, asked=len(wanted))
+            return {}
+        return {card.payment_method: card for card in cards}
 
     async def SearchPayments(self, request, context):
         self._caller(context)
@@ -121,8 +157,10 @@ class BackOfficeServicer(pb2_grpc.BackOfficeServiceServicer):
             starting_after=request.starting_after,
         )
         rows, has_more = await self._repository.search(search)
+        cards = await self._cards_of(rows)
         return pb2.SearchPaymentsResponse(
-            data=[summary_message(row) for row in rows], has_more=has_more
+            data=[summary_message(row, cards.get(row.payment_method or "")) for row in rows],
+            has_more=has_more,
         )
 
     async def GetPaymentDetail(self, request, context):
@@ -134,11 +172,15 @@ class BackOfficeServicer(pb2_grpc.BackOfficeServiceServicer):
         # The chains its rows are in, each whole (a merchant's rows are spread over several,
         # one per transaction): a payment's page costs its share of the merchant's history.
         chains = sorted({row.chain for row in story.audit})
-        report = await check_chains(
-            self._repository.engine,
-            AUDIT_TABLE,
-            self._audit_keys,
-            Scope(intent.merchant_id, chains),
+        # The vault's answer is awaited while the chains are checked (neither needs the other).
+        report, cards = await asyncio.gather(
+            check_chains(
+                self._repository.engine,
+                AUDIT_TABLE,
+                self._audit_keys,
+                Scope(intent.merchant_id, chains),
+            ),
+            self._cards_of([story.intent]),
         )
         chain = pb2.ChainCheck(verified=report.broken is None, rows=report.rows)
         if report.broken is not None:
@@ -151,7 +193,7 @@ class BackOfficeServicer(pb2_grpc.BackOfficeServiceServicer):
             {row.id: row.psp_reference or "" for row in story.refunds},
         )
         return pb2.PaymentDetail(
-            summary=summary_message(story.intent),
+            summary=summary_message(story.intent, cards.get(story.intent.payment_method or "")),
             timeline=[audit_message(row) for row in story.audit],
             chain=chain,
             attempts=[attempt_message(attempt) for attempt in attempts],

@@ -157,6 +157,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
             idempotency,
             callers,
             audit_keys,
+            VaultClient(vault_channel, settings.vault_timeout_seconds),
         ),
         server,
     )

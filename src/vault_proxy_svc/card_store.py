@@ -5,11 +5,18 @@ tests); tests/support/card_store_contract.py holds both to the same rules."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from paymesh.platform.callers import Merchant
 from paymesh.platform.idempotency.store import Claim, NewKey
-from vault_proxy_svc.models import AuditEntry, CachedReference, CardAtPsp, PaymentMethod
+from vault_proxy_svc.models import (
+    AuditEntry,
+    CachedReference,
+    CardAtPsp,
+    CardSummary,
+    PaymentMethod,
+)
 
 
 class CardStore(Protocol):
@@ -26,6 +33,10 @@ class CardStore(Protocol):
         self, token: str, merchant: Merchant, psp: str
     ) -> CardAtPsp | None:
         """The merchant's card with its cached reference at `psp`, in one read."""
+
+    async def summaries(self, tokens: Sequence[str]) -> list[CardSummary]:
+        """The masked cards of `tokens`, of any merchant (detached ones too), from their clear
+        columns only: the sealed number is never read. Unknown tokens are left out."""
 
     async def psps_holding(self, token: str) -> set[str]:
         """The PSPs that have a reference for the card."""

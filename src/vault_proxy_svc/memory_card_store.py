@@ -9,6 +9,7 @@ of the use cases; tests/support/card_store_contract.py holds both stores to one 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from vault_proxy_svc.models import (
     AuditEntry,
     CachedReference,
     CardAtPsp,
+    CardSummary,
     PaymentMethod,
     require_attached,
 )
@@ -69,6 +71,15 @@ class InMemoryCardStore:
         if card is None:
             return None
         return CardAtPsp(card, self.psp_references.get((token, psp)))
+
+    async def summaries(self, tokens: Sequence[str]) -> list[CardSummary]:
+        return [
+            CardSummary(
+                card.id, card.brand, card.last4, card.fingerprint, card.exp_month, card.exp_year
+            )
+            for card in (self.cards.get(token) for token in dict.fromkeys(tokens))
+            if card is not None
+        ]
 
     async def psps_holding(self, token: str) -> set[str]:
         return {psp for (card, psp) in self.psp_references if card == token}

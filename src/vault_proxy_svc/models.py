@@ -85,6 +85,30 @@ class PaymentMethod:
 
 
 @dataclass(frozen=True)
+class CardSummary:
+    """A card's masked data from its clear columns, for screens: read without the sealed
+    number, so nothing is decrypted."""
+
+    payment_method: str
+    brand: str
+    last4: str
+    fingerprint: str
+    exp_month: int
+    exp_year: int
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> CardSummary:
+        return cls(
+            payment_method=row["id"],
+            brand=row["brand"],
+            last4=row["last4"],
+            fingerprint=row["fingerprint"],
+            exp_month=row["exp_month"],
+            exp_year=row["exp_year"],
+        )
+
+
+@dataclass(frozen=True)
 class CachedReference:
     """The hot path's answer: whether the card was detached, and its reference at one PSP
     (None if the PSP does not hold it yet)."""

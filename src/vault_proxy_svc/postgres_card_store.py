@@ -7,9 +7,21 @@ and caching a PSP's reference run several statements in one transaction (rare)."
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, literal_column, select, update
+from sqlalchemy import (
+    String,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -23,6 +35,7 @@ from vault_proxy_svc.models import (
     AuditEntry,
     CachedReference,
     CardAtPsp,
+    CardSummary,
     PaymentMethod,
     require_attached,
 )
@@ -61,6 +74,10 @@ class PostgresCardStore:
             _SELECT_WITH_PSP_REFERENCE, {**_owned(merchant, token), "psp": psp}
         )
         return None if row is None else CardAtPsp(PaymentMethod.of(row), row["psp_reference"])
+
+    async def summaries(self, tokens: Sequence[str]) -> list[CardSummary]:
+        rows = await self._direct.all(_SELECT_SUMMARIES, {"tokens": list(tokens)})
+        return [CardSummary.of(row) for row in rows]
 
     async def psps_holding(self, token: str) -> set[str]:
         rows = await self._direct.all(_SELECT_PSPS_HOLDING, {"token": token})
@@ -141,6 +158,15 @@ _WITH_PSP_TOKEN = payment_methods.outerjoin(
 _SELECT_WITH_PSP_REFERENCE = _SELECT_OWNED.add_columns(psp_tokens.c.psp_reference).select_from(
     _WITH_PSP_TOKEN
 )
+# The masked columns only: a screen's read never touches the sealed number.
+_SELECT_SUMMARIES = select(
+    payment_methods.c.id,
+    payment_methods.c.brand,
+    payment_methods.c.last4,
+    payment_methods.c.fingerprint,
+    payment_methods.c.exp_month,
+    payment_methods.c.exp_year,
+).where(payment_methods.c.id == any_(bindparam("tokens", type_=ARRAY(String))))
 _SELECT_PSPS_HOLDING = select(psp_tokens.c.psp).where(
     psp_tokens.c.payment_method == bindparam("token")
 )

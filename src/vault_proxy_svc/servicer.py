@@ -125,8 +125,8 @@ class VaultServicer(vault_pb2_grpc.VaultServiceServicer):
 
 
 class VaultInternalServicer(vault_pb2_grpc.VaultInternalServiceServicer):
-    """For gateway_svc only: card references at PSPs, and cards made again where a PSP lost
-    them."""
+    """For gateway_svc only: card references at PSPs, cards made again where a PSP lost
+    them, and masked cards for the back office's screens."""
 
     def __init__(self, vault: Vault, callers: Callers):
         self._vault = vault
@@ -156,6 +156,27 @@ class VaultInternalServicer(vault_pb2_grpc.VaultInternalServiceServicer):
         )
         return vault_pb2.ReprovisionPspTokenResponse(
             psp=request.psp, psp_reference=reference, reprovisioned=reprovisioned
+        )
+
+    async def GetCardSummaries(
+        self, request: vault_pb2.GetCardSummariesRequest, context: grpc.aio.ServicerContext
+    ) -> vault_pb2.GetCardSummariesResponse:
+        """Masked cards of any merchant for the back office (through the gateway): no
+        merchant is vouched for, and nothing is decrypted."""
+        self._callers.service(context, allowed={"gateway"})
+        summaries = await self._vault.summaries(list(request.payment_methods))
+        return vault_pb2.GetCardSummariesResponse(
+            cards=[
+                vault_pb2.CardSummary(
+                    payment_method=card.payment_method,
+                    brand=card.brand,
+                    last4=card.last4,
+                    fingerprint=card.fingerprint,
+                    exp_month=card.exp_month,
+                    exp_year=card.exp_year,
+                )
+                for card in summaries
+            ]
         )
 
     async def _card_of(self, request, context) -> tuple[str, Merchant, str]:

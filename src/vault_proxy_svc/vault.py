@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -13,13 +14,14 @@ import structlog
 from paymesh.platform.callers import Merchant
 from paymesh.platform.idempotency.keys import in_use
 from paymesh.platform.idempotency.store import Claim, NewKey
-from paymesh.platform.problems import NotFound
+from paymesh.platform.problems import InvalidArgument, NotFound
+from paymesh.platform.wire import require_id
 from vault_proxy_svc.card_store import CardStore
 from vault_proxy_svc.cards import Card
 from vault_proxy_svc.cvc_store import CvcStore
 from vault_proxy_svc.envelope import binding, fingerprint, seal
 from vault_proxy_svc.keys import KeyProvider
-from vault_proxy_svc.models import AuditEntry, PaymentMethod, require_attached
+from vault_proxy_svc.models import AuditEntry, CardSummary, PaymentMethod, require_attached
 from vault_proxy_svc.provisioning import CardProvisioning
 from vault_proxy_svc.psp import CardProvisioner
 
@@ -28,6 +30,8 @@ _ALPHABET = string.ascii_letters + string.digits
 
 
 _TOKEN_LENGTH = 24
+# The most payment methods one GetCardSummaries asks for (a page of the back office's search).
+MAX_SUMMARIES = 100
 # The largest multiple of the alphabet's size that fits in a byte: bytes at or above it are
 # dropped, so every character is equally likely (as with secrets.choice, at a tenth of its
 # CPU: one system call instead of 24 rejection loops).
@@ -41,6 +45,26 @@ def new_token() -> str:
             _ALPHABET[b % len(_ALPHABET)] for b in secrets.token_bytes(32) if b < _UNBIASED_BYTES
         ]
     return "pm_" + "".join(characters[:_TOKEN_LENGTH])
+
+
+def summary_tokens(tokens: Sequence[str]) -> list[str]:
+    """The tokens a request for card summaries may ask for, once each, in order: 1 to
+    MAX_SUMMARIES ids, each well written (named by its index); an id of another kind is
+    simply unknown, and left out."""
+    field = "payment_methods"
+    if not tokens:
+        raise InvalidArgument.for_field(field, "missing", f"{field} is required")
+    if len(tokens) > MAX_SUMMARIES:
+        raise InvalidArgument.for_field(
+            field, "too_many", f"{field} may hold at most {MAX_SUMMARIES} ids"
+        )
+    wanted: dict[str, None] = {}
+    for index, token in enumerate(tokens):
+        try:
+            wanted[require_id(token, "pm_", "payment_method", f"{field}[{index}]")] = None
+        except NotFound:
+            continue
+    return list(wanted)
 
 
 class Keks(Protocol):
@@ -111,6 +135,11 @@ class Vault:
 
     async def get(self, merchant: Merchant, token: str) -> PaymentMethod:
         return require_attached(await self.cards.get(token, merchant))
+
+    async def summaries(self, tokens: Sequence[str]) -> list[CardSummary]:
+        """The masked cards among `tokens`, of any merchant, for the back office's screens:
+        from their clear columns, never decrypted (so not audited, as a masked `get`)."""
+        return await self.cards.summaries(summary_tokens(tokens))
 
     async def replay(self, merchant: Merchant, token: str) -> PaymentMethod:
         """The payment method an idempotency key is bound to, as it is now (detached too)."""

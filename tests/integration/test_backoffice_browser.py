@@ -233,17 +233,14 @@ def test_finance_finds_a_payment_made_through_envoy_and_reads_its_timeline(page,
     screenshot(page, "payment")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 32: card data masked (brand, last 4, fingerprint); the gateway's "
-    "PaymentSummary leaves brand and last 4 empty and the page shows a dash",
-)
 def test_a_payments_page_shows_its_card_masked(page, office):
     intent = paid_through_envoy(office, amount=4322)
     sign_in(page, office.operators["finance"])
     visit(page, f"/payments/{intent['id']}")
     summary = " ".join(page.get_by_test_id("payment-summary").inner_text().split())
     assert re.search(r"Card visa •••• 4242", summary, re.IGNORECASE), summary
+    assert page.get_by_test_id("card-fingerprint").inner_text().strip()
+    assert_no_card_numbers(page)
 
 
 def refund_in_page(page: Page, amount: str, reason: str) -> None:

@@ -25,6 +25,7 @@ from tests.support import cards
 from tests.support.http import call
 from tests.support.mesh import create_merchant
 from tests.support.ops import ADMIN, GRPCURL
+from tests.support.pan import digit_runs, luhn_ok
 from tests.support.payments import pay, post
 from tests.support.psp import refunds_at_psp, sandbox
 from tests.support.waiting import wait_until
@@ -121,7 +122,7 @@ def test_payments_made_through_envoy_are_found_by_each_filter(office, infra, sho
     assert search(merchant_id=merchant.id, created_to=stamp(before)) == []
     found = office("SearchPayments", pb2.SearchPaymentsRequest(q=first["id"])).data[0]
     assert (found.merchant_id, found.merchant_name) == (merchant.id, "backoffice-shop")
-    assert (found.card_brand, found.card_last4) == ("", "")  # the gateway holds no card data
+    assert (found.card_brand, found.card_last4) == ("visa", "4242")  # masked, from the vault
 
 
 def test_pages_follow_each_other_newest_first(office, shop):
@@ -173,6 +174,32 @@ def test_a_payments_story_shows_its_audit_rows_attempts_and_a_verified_chain(off
     assert attempt.psp_reference and attempt.key.startswith(intent["id"])
     confirm = next(e for e in detail.timeline if e.action == "confirm")
     assert attempt.trace_id == json.loads(confirm.details_json).get("trace_id", "")
+
+
+def test_payments_carry_their_card_masked_from_the_vault_and_never_its_number(office, shop):
+    merchant, paid, _, _ = shop
+    first, _, last = paid
+
+    found = office("SearchPayments", pb2.SearchPaymentsRequest(merchant_id=merchant.id))
+    detail = office("GetPaymentDetail", pb2.GetPaymentDetailRequest(id=first["id"]))
+
+    # The same card (the default Visa) for both paid: one fingerprint at this merchant.
+    cards_of = {
+        s.payment_intent.id: (s.card_brand, s.card_last4, s.card_fingerprint) for s in found.data
+    }
+    assert cards_of[first["id"]] == cards_of[last["id"]]
+    brand, last4, fingerprint = cards_of[first["id"]]
+    assert (brand, last4) == ("visa", "4242") and fingerprint
+    summary = detail.summary
+    assert (summary.card_brand, summary.card_last4, summary.card_fingerprint) == (
+        "visa",
+        "4242",
+        fingerprint,
+    )
+    for answer in (found, detail):
+        text = str(answer)
+        assert cards.VISA not in text
+        assert not [run for run in digit_runs(text) if 12 <= len(run) <= 19 and luhn_ok(run)]
 
 
 def test_a_declined_payments_attempt_names_its_decline(office, shop):

@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from paymesh.platform.callers import LIVEMODE_HEADER, MERCHANT_HEADER
-from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer
+from paymesh.platform.service_auth import SERVICE_TOKEN_HEADER, TokenIssuer, init_keys
 from tests.support import cards
 from tests.support.envelope import assert_error_envelope, violations
 from tests.support.http import Response, call
-from tests.support.vault import NEXT_YEAR, keys_dir, psp_token, tokenize
+from tests.support.vault import NEXT_YEAR, card_summaries, keys_dir, psp_token, tokenize
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -306,6 +306,79 @@ def test_only_the_gateway_identity_may_get_psp_tokens(mesh, merchant, caller, co
         psp_token(mesh, merchant, token, metadata=tuple(metadata))
 
     assert raised.value.code() == code
+
+
+def test_card_summaries_are_masked_for_the_gateway_and_never_decrypt(
+    mesh, merchant, other_merchant, infra
+):
+    mine = tokenize(mesh, merchant).body["id"]
+    theirs = tokenize(mesh, other_merchant, number=cards.MASTERCARD).body["id"]
+    # Unreadable card data: a summary that decrypted anything would fail.
+    with psycopg.connect(infra.database_url) as db:
+        db.execute(
+            "UPDATE vault.payment_methods SET ciphertext = 'x'::bytea, wrapped_key = 'x'::bytea"
+            " WHERE id = %s",
+            (mine,),
+        )
+
+    answer = card_summaries(mesh, [mine, "pm_" + "0" * 24, theirs])
+
+    found = {card.payment_method: card for card in answer.cards}
+    assert set(found) == {mine, theirs}
+    assert (found[mine].brand, found[mine].last4) == ("visa", "4242")
+    assert (found[mine].exp_month, found[mine].exp_year) == (12, NEXT_YEAR)
+    assert found[mine].fingerprint
+    assert (found[theirs].brand, found[theirs].last4) == ("mastercard", cards.MASTERCARD[-4:])
+    assert cards.VISA not in str(answer) and cards.MASTERCARD not in str(answer)
+    with psycopg.connect(infra.database_url) as db:
+        actions = db.execute(
+            "SELECT action FROM vault.vault_audit WHERE payment_method = ANY(%s)",
+            ([mine, theirs],),
+        ).fetchall()
+    # (Provisioning ahead, with the CVC, may have run meanwhile: it decrypts nothing either.)
+    assert "decrypt" not in {action for (action,) in actions}
+    assert ("tokenize",) in actions
+
+
+@pytest.mark.parametrize(
+    ("caller", "code"),
+    [
+        ("nobody", grpc.StatusCode.PERMISSION_DENIED),
+        ("merchant key", grpc.StatusCode.PERMISSION_DENIED),
+        ("rebill", grpc.StatusCode.PERMISSION_DENIED),
+        ("backoffice", grpc.StatusCode.PERMISSION_DENIED),
+        ("forged", grpc.StatusCode.UNAUTHENTICATED),
+    ],
+)
+def test_only_the_gateway_identity_may_get_card_summaries(mesh, merchant, caller, code):
+    token = tokenize(mesh, merchant).body["id"]
+    tokens = {
+        "rebill": TokenIssuer("rebill", keys_dir()).token_for("vault"),
+        "forged": _forged_token(),
+    }
+    metadata: list[tuple[str, str]] = []
+    if caller == "merchant key":
+        metadata.append(("authorization", f"Bearer {merchant.secret_key}"))
+    elif caller == "backoffice":
+        init_keys(keys_dir(), ["backoffice"])
+        metadata.append(
+            (SERVICE_TOKEN_HEADER, TokenIssuer("backoffice", keys_dir()).token_for("vault"))
+        )
+    elif caller in tokens:
+        metadata.append((SERVICE_TOKEN_HEADER, tokens[caller]))
+
+    with pytest.raises(grpc.RpcError) as raised:
+        card_summaries(mesh, [token], metadata=tuple(metadata))
+
+    assert raised.value.code() == code
+
+
+def test_card_summaries_refuse_an_empty_or_overlong_list_naming_the_field(mesh):
+    for tokens in ([], ["pm_" + str(n) for n in range(101)]):
+        with pytest.raises(grpc.RpcError) as raised:
+            card_summaries(mesh, tokens)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "payment_methods" in raised.value.details()
 
 
 def test_no_envoy_route_reaches_the_internal_rpc(mesh, merchant):

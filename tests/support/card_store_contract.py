@@ -19,7 +19,13 @@ from paymesh.platform.idempotency.store import Claim, NewKey
 from paymesh.platform.problems import Conflict, NotFound
 from vault_proxy_svc.envelope import Sealed
 from vault_proxy_svc.memory_card_store import InMemoryCardStore
-from vault_proxy_svc.models import SEALED_COLUMNS, AuditEntry, CachedReference, PaymentMethod
+from vault_proxy_svc.models import (
+    SEALED_COLUMNS,
+    AuditEntry,
+    CachedReference,
+    CardSummary,
+    PaymentMethod,
+)
 
 
 class Arena(Protocol):
@@ -317,6 +323,36 @@ async def a_missing_card_has_no_psp_reference(arena: Arena) -> None:
     assert await arena.store.psps_holding(missing) == set()
 
 
+async def card_summaries_are_masked_of_any_merchant_and_leave_the_unknown_out(
+    arena: Arena,
+) -> None:
+    mine = await _tokenized(arena, _merchant())
+    theirs = await _tokenized(arena, _merchant(), brand="mastercard", last4="4444", exp_year=2041)
+    shredded = await _tokenized(arena, _merchant())
+    await arena.store.detach(shredded.id, _merchant_of(shredded), _detach_audit(shredded))
+    unknown = "pm_" + uuid.uuid4().hex[:24]
+
+    found = await arena.store.summaries([theirs.id, unknown, mine.id, shredded.id])
+
+    assert sorted(found, key=lambda c: c.payment_method) == sorted(
+        [_summary_of(mine), _summary_of(theirs), _summary_of(shredded)],
+        key=lambda c: c.payment_method,
+    )
+    assert await arena.store.summaries([unknown]) == []
+    # A masked read writes nothing: no audit row beyond the card's own.
+    assert [action for action, _, _ in arena.audits(mine.id)] == ["tokenize"]
+
+
+def _merchant_of(card: PaymentMethod) -> Merchant:
+    return Merchant(card.merchant_id, card.livemode)
+
+
+def _summary_of(card: PaymentMethod) -> CardSummary:
+    return CardSummary(
+        card.id, card.brand, card.last4, card.fingerprint, card.exp_month, card.exp_year
+    )
+
+
 SCENARIOS = [
     a_tokenized_card_reads_back_as_written_for_its_merchant_only,
     a_tokenization_writes_its_audit_row_and_an_event_without_the_sealed_number,
@@ -329,4 +365,5 @@ SCENARIOS = [
     nothing_is_cached_for_a_detached_card,
     an_audit_row_stands_on_its_own,
     a_missing_card_has_no_psp_reference,
+    card_summaries_are_masked_of_any_merchant_and_leave_the_unknown_out,
 ]

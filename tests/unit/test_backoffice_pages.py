@@ -5,6 +5,7 @@ the CSV export's layout, and no card number in any page."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import re
 
@@ -33,6 +34,33 @@ def test_payments_search_lists_matches_and_answers_htmx_with_the_table_alone():
     assert "pi_test0002" in page.text and "pi_test0001" not in page.text
     assert "<html" not in partial.text and "pi_test0001" in partial.text
     assert "pi_test0002" not in partial.text
+
+
+def test_a_payment_shows_its_card_masked_brand_last4_and_fingerprint():
+    app = console()
+    app.sign_in("finance")
+    payment = app.mesh.payments[0]
+
+    page = app.client.get(f"/payments/{payment.id}")
+    results = app.client.get("/payments", params={"q": payment.id})
+
+    for html in (page.text, results.text):
+        assert "visa •••• 4242" in html
+        assert payment.card_fingerprint and payment.card_fingerprint in html
+
+
+def test_a_payment_without_a_card_shows_none():
+    app = console()
+    app.sign_in("finance")
+    payment = app.mesh.payments[0]
+    app.mesh.payments[0] = dataclasses.replace(
+        payment, card_brand="", card_last4="", card_fingerprint=""
+    )
+
+    page = app.client.get(f"/payments/{payment.id}")
+
+    assert page.status_code == 200
+    assert "••••" not in page.text
 
 
 def test_payments_search_names_a_wrong_field_and_asks_nothing():

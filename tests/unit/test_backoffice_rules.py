@@ -4,14 +4,20 @@ as an ERP takes them, daily figures, and the search's SQL (which filters, which 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
+import grpc
 import pytest
 from sqlalchemy.dialects import postgresql
 
+from gateway_svc.backoffice import BackOfficeServicer, masked_card
 from gateway_svc.domain import backoffice as rules
 from gateway_svc.repository.backoffice import disputes_query, movements_query, search_query
+from paymesh.gateway.v1 import backoffice_pb2 as pb2
 from paymesh.platform.problems import InvalidArgument
+from paymesh.vault.v1 import vault_pb2
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 PI = "pi_" + "a" * 24
@@ -202,3 +208,43 @@ def test_the_export_reads_the_four_kinds_of_movement_of_the_period_oldest_first(
     assert "refunds.status = 'succeeded'" in text
     assert "disputes.status = 'won'" in text
     assert text.count(f"'{ACCT}'") == 4
+
+
+def test_a_page_looks_up_each_card_once_and_skips_payments_without_one():
+    assert rules.cards_to_look_up(["pm_a", None, "pm_b", "", "pm_a"]) == ["pm_a", "pm_b"]
+    assert rules.cards_to_look_up([None, ""]) == []
+
+
+def test_a_summary_carries_the_vaults_masked_card_or_stays_empty():
+    card = vault_pb2.CardSummary(
+        payment_method="pm_a", brand="visa", last4="4242", fingerprint="fp1", exp_month=12
+    )
+    shown, unknown = pb2.PaymentSummary(), pb2.PaymentSummary()
+
+    masked_card(shown, card)
+    masked_card(unknown, None)
+
+    assert (shown.card_brand, shown.card_last4, shown.card_fingerprint) == ("visa", "4242", "fp1")
+    assert (unknown.card_brand, unknown.card_last4, unknown.card_fingerprint) == ("", "", "")
+
+
+class FailingVault:
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+
+    async def card_summaries(self, payment_methods: list[str]) -> list[vault_pb2.CardSummary]:
+        self.asked.append(payment_methods)
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "vault down"
+        )
+
+
+def test_a_vault_that_fails_leaves_the_cards_unknown_and_the_page_standing():
+    vault = FailingVault()
+    servicer = BackOfficeServicer(None, None, None, None, None, vault)  # type: ignore[arg-type]
+    rows = [SimpleNamespace(payment_method="pm_a"), SimpleNamespace(payment_method=None)]
+
+    cards = asyncio.run(servicer._cards_of(rows))
+
+    assert cards == {}
+    assert vault.asked == [["pm_a"]]  # one call for the page

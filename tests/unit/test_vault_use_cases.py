@@ -241,6 +241,44 @@ def test_a_detached_card_is_not_found_but_a_replay_shows_it(world):
     asyncio.run(main())
 
 
+def test_card_summaries_are_masked_and_never_decrypt(world):
+    async def main():
+        stored = await world.vault.tokenize(MERCHANT, _card(), {})
+        assert stored is not None
+        # A card whose sealed number cannot be read still has its summary: none is read.
+        world.store.cards[stored.id] = stored.replace(sealed=None)
+
+        [summary] = await world.vault.summaries([stored.id, "pm_" + "0" * 24, "card_x"])
+
+        assert (summary.payment_method, summary.brand, summary.last4) == (
+            stored.id,
+            "visa",
+            "4242",
+        )
+        assert summary.fingerprint == stored.fingerprint
+        assert (summary.exp_month, summary.exp_year) == (12, 2040)
+        assert world.audits(stored.id) == [("tokenize", "ok")]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("tokens", "field", "reason"),
+    [
+        ([], "payment_methods", "missing"),
+        (["pm_" + str(n) for n in range(101)], "payment_methods", "too_many"),
+        (["pm_ok", ""], "payment_methods[1]", "missing"),
+        (["pm_4242 4242"], "payment_methods[0]", "invalid_characters"),
+    ],
+)
+def test_card_summaries_refuse_a_bad_list_naming_the_field(world, tokens, field, reason):
+    with pytest.raises(InvalidArgument) as refused:
+        asyncio.run(world.vault.summaries(tokens))
+
+    [violation] = refused.value.violations
+    assert (violation.field, violation.reason) == (field, reason)
+
+
 def test_a_detach_revokes_at_the_gateway_then_shreds_and_forgets_the_cvc(world):
     async def main():
         world.sandbox.fails_with = PspUnavailable("down")  # the CVC stays held

@@ -5,6 +5,7 @@ an ERP's money movements. No SQL and no protobuf here."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -102,6 +103,12 @@ def payment_search(
         page_size(limit, DEFAULT_LIMIT),
         starting_after,
     )
+
+
+def cards_to_look_up(payment_methods: Iterable[str | None]) -> list[str]:
+    """The payment methods whose masked cards a page shows, once each, in order: those the
+    payments have (a payment may have none yet)."""
+    return list(dict.fromkeys(pm for pm in payment_methods if pm))
 
 
 def psp_filter(psp: str) -> str:

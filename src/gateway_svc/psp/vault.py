@@ -73,6 +73,14 @@ class VaultClient:
             self._on_psp_answer(psp, None)
         return reply.psp_reference
 
+    async def card_summaries(self, payment_methods: list[str]) -> list[vault_pb2.CardSummary]:
+        """The masked cards of up to 100 payment methods of any merchant (the back office's
+        screens): the vault reads their clear columns and decrypts nothing. Unknown ones are
+        left out. Errors are the caller's to handle (grpc.aio.AioRpcError)."""
+        request = vault_pb2.GetCardSummariesRequest(payment_methods=payment_methods)
+        reply = await self._stub.GetCardSummaries(request, timeout=self.timeout)
+        return list(reply.cards)
+
     async def _ask(self, rpc, request, merchant: Merchant, psp: str):
         try:
             return await rpc(request, metadata=on_behalf_of(merchant), timeout=self.timeout)

@@ -28,7 +28,7 @@ from paymesh.gateway.v1 import disputes_pb2 as paymesh_dot_gateway_dot_v1_dot_di
 from paymesh.gateway.v1 import gateway_pb2 as paymesh_dot_gateway_dot_v1_dot_gateway__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#paymesh/gateway/v1/backoffice.proto\x12\x12paymesh.gateway.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!paymesh/gateway/v1/disputes.proto\x1a paymesh/gateway/v1/gateway.proto\"\x85\x02\n\x15SearchPaymentsRequest\x12\t\n\x01q\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0b\n\x03psp\x18\x04 \x01(\t\x12\x12\n\namount_min\x18\x05 \x01(\x03\x12\x12\n\namount_max\x18\x06 \x01(\x03\x12\x30\n\x0c\x63reated_from\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_to\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\t \x01(\x05\x12\x16\n\x0estarting_after\x18\n \x01(\t\"\x9f\x01\n\x0ePaymentSummary\x12\x39\n\x0epayment_intent\x18\x01 \x01(\x0b\x32!.paymesh.gateway.v1.PaymentIntent\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x15\n\rmerchant_name\x18\x03 \x01(\t\x12\x12\n\ncard_brand\x18\x04 \x01(\t\x12\x12\n\ncard_last4\x18\x05 \x01(\t\"\\\n\x16SearchPaymentsResponse\x12\x30\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\".paymesh.gateway.v1.PaymentSummary\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"+\n\x17GetPaymentDetailRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x9e\x01\n\nAuditEntry\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x11\n\tobject_id\x18\x04 \x01(\t\x12\x0e\n\x06result\x18\x05 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x06 \x01(\t\x12\x10\n\x08operator\x18\x07 \x01(\t\"=\n\nChainCheck\x12\x10\n\x08verified\x18\x01 \x01(\x08\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x0f\n\x07problem\x18\x03 \x01(\t\"\xa9\x01\n\nPspAttempt\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0b\n\x03psp\x18\x02 \x01(\t\x12\x11\n\toperation\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x15\n\rpsp_reference\x18\x05 \x01(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x63ode\x18\x08 \x01(\t\"\xb3\x02\n\rPaymentDetail\x12\x33\n\x07summary\x18\x01 \x01(\x0b\x32\".paymesh.gateway.v1.PaymentSummary\x12\x30\n\x08timeline\x18\x02 \x03(\x0b\x32\x1e.paymesh.gateway.v1.AuditEntry\x12-\n\x05\x63hain\x18\x03 \x01(\x0b\x32\x1e.paymesh.gateway.v1.ChainCheck\x12\x30\n\x08\x61ttempts\x18\x04 \x03(\x0b\x32\x1e.paymesh.gateway.v1.PspAttempt\x12+\n\x07refunds\x18\x05 \x03(\x0b\x32\x1a.paymesh.gateway.v1.Refund\x12-\n\x08\x64isputes\x18\x06 \x03(\x0b\x32\x1b.paymesh.gateway.v1.Dispute\"\x91\x01\n\x14RefundPaymentRequest\x12\x1c\n\x0epayment_intent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08operator\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\"p\n\x15SearchDisputesRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x0b\n\x03psp\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x16\n\x0estarting_after\x18\x05 \x01(\t\"\x88\x01\n\x0e\x44isputeSummary\x12,\n\x07\x64ispute\x18\x01 \x01(\x0b\x32\x1b.paymesh.gateway.v1.Dispute\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x33\n\x0f\x65vidence_due_by\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x16SearchDisputesResponse\x12\x30\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\".paymesh.gateway.v1.DisputeSummary\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"\x90\x01\n\x1b\x45xportMoneyMovementsRequest\x12.\n\x04\x66rom\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12,\n\x02to\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x13\n\x0bmerchant_id\x18\x03 \x01(\t\"\xe3\x01\n\rMoneyMovement\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x16\n\x0epayment_intent\x18\x03 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x0b\n\x03psp\x18\x07 \x01(\t\x12\x15\n\rpsp_reference\x18\x08 \x01(\t\x12\x10\n\x03\x66\x65\x65\x18\t \x01(\x03H\x00\x88\x01\x01\x12+\n\x07settled\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\n\x04_fee\"O\n\x1c\x45xportMoneyMovementsResponse\x12/\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32!.paymesh.gateway.v1.MoneyMovement\"v\n\x16GetPaymentStatsRequest\x12.\n\x04\x66rom\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12,\n\x02to\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\"\xbd\x01\n\rDailyPspStats\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0b\n\x03psp\x18\x02 \x01(\t\x12\x11\n\tattempted\x18\x03 \x01(\x03\x12\x11\n\tsucceeded\x18\x04 \x01(\x03\x12=\n\x06volume\x18\x05 \x03(\x0b\x32-.paymesh.gateway.v1.DailyPspStats.VolumeEntry\x1a-\n\x0bVolumeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"+\n\x0c\x44\x65\x63lineCount\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"s\n\x0cPaymentStats\x12/\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32!.paymesh.gateway.v1.DailyPspStats\x12\x32\n\x08\x64\x65\x63lines\x18\x02 \x03(\x0b\x32 .paymesh.gateway.v1.DeclineCount2\xfc\x04\n\x11\x42\x61\x63kOfficeService\x12g\n\x0eSearchPayments\x12).paymesh.gateway.v1.SearchPaymentsRequest\x1a*.paymesh.gateway.v1.SearchPaymentsResponse\x12\x62\n\x10GetPaymentDetail\x12+.paymesh.gateway.v1.GetPaymentDetailRequest\x1a!.paymesh.gateway.v1.PaymentDetail\x12U\n\rRefundPayment\x12(.paymesh.gateway.v1.RefundPaymentRequest\x1a\x1a.paymesh.gateway.v1.Refund\x12g\n\x0eSearchDisputes\x12).paymesh.gateway.v1.SearchDisputesRequest\x1a*.paymesh.gateway.v1.SearchDisputesResponse\x12y\n\x14\x45xportMoneyMovements\x12/.paymesh.gateway.v1.ExportMoneyMovementsRequest\x1a\x30.paymesh.gateway.v1.ExportMoneyMovementsResponse\x12_\n\x0fGetPaymentStats\x12*.paymesh.gateway.v1.GetPaymentStatsRequest\x1a .paymesh.gateway.v1.PaymentStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#paymesh/gateway/v1/backoffice.proto\x12\x12paymesh.gateway.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!paymesh/gateway/v1/disputes.proto\x1a paymesh/gateway/v1/gateway.proto\"\x85\x02\n\x15SearchPaymentsRequest\x12\t\n\x01q\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0b\n\x03psp\x18\x04 \x01(\t\x12\x12\n\namount_min\x18\x05 \x01(\x03\x12\x12\n\namount_max\x18\x06 \x01(\x03\x12\x30\n\x0c\x63reated_from\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_to\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\t \x01(\x05\x12\x16\n\x0estarting_after\x18\n \x01(\t\"\xb9\x01\n\x0ePaymentSummary\x12\x39\n\x0epayment_intent\x18\x01 \x01(\x0b\x32!.paymesh.gateway.v1.PaymentIntent\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x15\n\rmerchant_name\x18\x03 \x01(\t\x12\x12\n\ncard_brand\x18\x04 \x01(\t\x12\x12\n\ncard_last4\x18\x05 \x01(\t\x12\x18\n\x10\x63\x61rd_fingerprint\x18\x06 \x01(\t\"\\\n\x16SearchPaymentsResponse\x12\x30\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\".paymesh.gateway.v1.PaymentSummary\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"+\n\x17GetPaymentDetailRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x9e\x01\n\nAuditEntry\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x11\n\tobject_id\x18\x04 \x01(\t\x12\x0e\n\x06result\x18\x05 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x06 \x01(\t\x12\x10\n\x08operator\x18\x07 \x01(\t\"=\n\nChainCheck\x12\x10\n\x08verified\x18\x01 \x01(\x08\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x0f\n\x07problem\x18\x03 \x01(\t\"\xa9\x01\n\nPspAttempt\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0b\n\x03psp\x18\x02 \x01(\t\x12\x11\n\toperation\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x15\n\rpsp_reference\x18\x05 \x01(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x63ode\x18\x08 \x01(\t\"\xb3\x02\n\rPaymentDetail\x12\x33\n\x07summary\x18\x01 \x01(\x0b\x32\".paymesh.gateway.v1.PaymentSummary\x12\x30\n\x08timeline\x18\x02 \x03(\x0b\x32\x1e.paymesh.gateway.v1.AuditEntry\x12-\n\x05\x63hain\x18\x03 \x01(\x0b\x32\x1e.paymesh.gateway.v1.ChainCheck\x12\x30\n\x08\x61ttempts\x18\x04 \x03(\x0b\x32\x1e.paymesh.gateway.v1.PspAttempt\x12+\n\x07refunds\x18\x05 \x03(\x0b\x32\x1a.paymesh.gateway.v1.Refund\x12-\n\x08\x64isputes\x18\x06 \x03(\x0b\x32\x1b.paymesh.gateway.v1.Dispute\"\x91\x01\n\x14RefundPaymentRequest\x12\x1c\n\x0epayment_intent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08operator\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\"p\n\x15SearchDisputesRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x0b\n\x03psp\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x16\n\x0estarting_after\x18\x05 \x01(\t\"\x88\x01\n\x0e\x44isputeSummary\x12,\n\x07\x64ispute\x18\x01 \x01(\x0b\x32\x1b.paymesh.gateway.v1.Dispute\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x33\n\x0f\x65vidence_due_by\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x16SearchDisputesResponse\x12\x30\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\".paymesh.gateway.v1.DisputeSummary\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"\x90\x01\n\x1b\x45xportMoneyMovementsRequest\x12.\n\x04\x66rom\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12,\n\x02to\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x13\n\x0bmerchant_id\x18\x03 \x01(\t\"\xe3\x01\n\rMoneyMovement\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x16\n\x0epayment_intent\x18\x03 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x0b\n\x03psp\x18\x07 \x01(\t\x12\x15\n\rpsp_reference\x18\x08 \x01(\t\x12\x10\n\x03\x66\x65\x65\x18\t \x01(\x03H\x00\x88\x01\x01\x12+\n\x07settled\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\n\x04_fee\"O\n\x1c\x45xportMoneyMovementsResponse\x12/\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32!.paymesh.gateway.v1.MoneyMovement\"v\n\x16GetPaymentStatsRequest\x12.\n\x04\x66rom\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12,\n\x02to\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\"\xbd\x01\n\rDailyPspStats\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0b\n\x03psp\x18\x02 \x01(\t\x12\x11\n\tattempted\x18\x03 \x01(\x03\x12\x11\n\tsucceeded\x18\x04 \x01(\x03\x12=\n\x06volume\x18\x05 \x03(\x0b\x32-.paymesh.gateway.v1.DailyPspStats.VolumeEntry\x1a-\n\x0bVolumeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"+\n\x0c\x44\x65\x63lineCount\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"s\n\x0cPaymentStats\x12/\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32!.paymesh.gateway.v1.DailyPspStats\x12\x32\n\x08\x64\x65\x63lines\x18\x02 \x03(\x0b\x32 .paymesh.gateway.v1.DeclineCount2\xfc\x04\n\x11\x42\x61\x63kOfficeService\x12g\n\x0eSearchPayments\x12).paymesh.gateway.v1.SearchPaymentsRequest\x1a*.paymesh.gateway.v1.SearchPaymentsResponse\x12\x62\n\x10GetPaymentDetail\x12+.paymesh.gateway.v1.GetPaymentDetailRequest\x1a!.paymesh.gateway.v1.PaymentDetail\x12U\n\rRefundPayment\x12(.paymesh.gateway.v1.RefundPaymentRequest\x1a\x1a.paymesh.gateway.v1.Refund\x12g\n\x0eSearchDisputes\x12).paymesh.gateway.v1.SearchDisputesRequest\x1a*.paymesh.gateway.v1.SearchDisputesResponse\x12y\n\x14\x45xportMoneyMovements\x12/.paymesh.gateway.v1.ExportMoneyMovementsRequest\x1a\x30.paymesh.gateway.v1.ExportMoneyMovementsResponse\x12_\n\x0fGetPaymentStats\x12*.paymesh.gateway.v1.GetPaymentStatsRequest\x1a .paymesh.gateway.v1.PaymentStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,43 +58,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHPAYMENTSREQUEST']._serialized_start=195
   _globals['_SEARCHPAYMENTSREQUEST']._serialized_end=456
   _globals['_PAYMENTSUMMARY']._serialized_start=459
-  _globals['_PAYMENTSUMMARY']._serialized_end=618
-  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_start=620
-  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_end=712
-  _globals['_GETPAYMENTDETAILREQUEST']._serialized_start=714
-  _globals['_GETPAYMENTDETAILREQUEST']._serialized_end=757
-  _globals['_AUDITENTRY']._serialized_start=760
-  _globals['_AUDITENTRY']._serialized_end=918
-  _globals['_CHAINCHECK']._serialized_start=920
-  _globals['_CHAINCHECK']._serialized_end=981
-  _globals['_PSPATTEMPT']._serialized_start=984
-  _globals['_PSPATTEMPT']._serialized_end=1153
-  _globals['_PAYMENTDETAIL']._serialized_start=1156
-  _globals['_PAYMENTDETAIL']._serialized_end=1463
-  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=1466
-  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=1611
-  _globals['_SEARCHDISPUTESREQUEST']._serialized_start=1613
-  _globals['_SEARCHDISPUTESREQUEST']._serialized_end=1725
-  _globals['_DISPUTESUMMARY']._serialized_start=1728
-  _globals['_DISPUTESUMMARY']._serialized_end=1864
-  _globals['_SEARCHDISPUTESRESPONSE']._serialized_start=1866
-  _globals['_SEARCHDISPUTESRESPONSE']._serialized_end=1958
-  _globals['_EXPORTMONEYMOVEMENTSREQUEST']._serialized_start=1961
-  _globals['_EXPORTMONEYMOVEMENTSREQUEST']._serialized_end=2105
-  _globals['_MONEYMOVEMENT']._serialized_start=2108
-  _globals['_MONEYMOVEMENT']._serialized_end=2335
-  _globals['_EXPORTMONEYMOVEMENTSRESPONSE']._serialized_start=2337
-  _globals['_EXPORTMONEYMOVEMENTSRESPONSE']._serialized_end=2416
-  _globals['_GETPAYMENTSTATSREQUEST']._serialized_start=2418
-  _globals['_GETPAYMENTSTATSREQUEST']._serialized_end=2536
-  _globals['_DAILYPSPSTATS']._serialized_start=2539
-  _globals['_DAILYPSPSTATS']._serialized_end=2728
-  _globals['_DAILYPSPSTATS_VOLUMEENTRY']._serialized_start=2683
-  _globals['_DAILYPSPSTATS_VOLUMEENTRY']._serialized_end=2728
-  _globals['_DECLINECOUNT']._serialized_start=2730
-  _globals['_DECLINECOUNT']._serialized_end=2773
-  _globals['_PAYMENTSTATS']._serialized_start=2775
-  _globals['_PAYMENTSTATS']._serialized_end=2890
-  _globals['_BACKOFFICESERVICE']._serialized_start=2893
-  _globals['_BACKOFFICESERVICE']._serialized_end=3529
+  _globals['_PAYMENTSUMMARY']._serialized_end=644
+  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_start=646
+  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_end=738
+  _globals['_GETPAYMENTDETAILREQUEST']._serialized_start=740
+  _globals['_GETPAYMENTDETAILREQUEST']._serialized_end=783
+  _globals['_AUDITENTRY']._serialized_start=786
+  _globals['_AUDITENTRY']._serialized_end=944
+  _globals['_CHAINCHECK']._serialized_start=946
+  _globals['_CHAINCHECK']._serialized_end=1007
+  _globals['_PSPATTEMPT']._serialized_start=1010
+  _globals['_PSPATTEMPT']._serialized_end=1179
+  _globals['_PAYMENTDETAIL']._serialized_start=1182
+  _globals['_PAYMENTDETAIL']._serialized_end=1489
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=1492
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=1637
+  _globals['_SEARCHDISPUTESREQUEST']._serialized_start=1639
+  _globals['_SEARCHDISPUTESREQUEST']._serialized_end=1751
+  _globals['_DISPUTESUMMARY']._serialized_start=1754
+  _globals['_DISPUTESUMMARY']._serialized_end=1890
+  _globals['_SEARCHDISPUTESRESPONSE']._serialized_start=1892
+  _globals['_SEARCHDISPUTESRESPONSE']._serialized_end=1984
+  _globals['_EXPORTMONEYMOVEMENTSREQUEST']._serialized_start=1987
+  _globals['_EXPORTMONEYMOVEMENTSREQUEST']._serialized_end=2131
+  _globals['_MONEYMOVEMENT']._serialized_start=2134
+  _globals['_MONEYMOVEMENT']._serialized_end=2361
+  _globals['_EXPORTMONEYMOVEMENTSRESPONSE']._serialized_start=2363
+  _globals['_EXPORTMONEYMOVEMENTSRESPONSE']._serialized_end=2442
+  _globals['_GETPAYMENTSTATSREQUEST']._serialized_start=2444
+  _globals['_GETPAYMENTSTATSREQUEST']._serialized_end=2562
+  _globals['_DAILYPSPSTATS']._serialized_start=2565
+  _globals['_DAILYPSPSTATS']._serialized_end=2754
+  _globals['_DAILYPSPSTATS_VOLUMEENTRY']._serialized_start=2709
+  _globals['_DAILYPSPSTATS_VOLUMEENTRY']._serialized_end=2754
+  _globals['_DECLINECOUNT']._serialized_start=2756
+  _globals['_DECLINECOUNT']._serialized_end=2799
+  _globals['_PAYMENTSTATS']._serialized_start=2801
+  _globals['_PAYMENTSTATS']._serialized_end=2916
+  _globals['_BACKOFFICESERVICE']._serialized_start=2919
+  _globals['_BACKOFFICESERVICE']._serialized_end=3555
 # @@protoc_insertion_point(module_scope)

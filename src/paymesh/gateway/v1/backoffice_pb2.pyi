@@ -37,18 +37,20 @@ class SearchPaymentsRequest(_message.Message):
     def __init__(self, q: _Optional[str] = ..., merchant_id: _Optional[str] = ..., status: _Optional[str] = ..., psp: _Optional[str] = ..., amount_min: _Optional[int] = ..., amount_max: _Optional[int] = ..., created_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_to: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., starting_after: _Optional[str] = ...) -> None: ...
 
 class PaymentSummary(_message.Message):
-    __slots__ = ("payment_intent", "merchant_id", "merchant_name", "card_brand", "card_last4")
+    __slots__ = ("payment_intent", "merchant_id", "merchant_name", "card_brand", "card_last4", "card_fingerprint")
     PAYMENT_INTENT_FIELD_NUMBER: _ClassVar[int]
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
     MERCHANT_NAME_FIELD_NUMBER: _ClassVar[int]
     CARD_BRAND_FIELD_NUMBER: _ClassVar[int]
     CARD_LAST4_FIELD_NUMBER: _ClassVar[int]
+    CARD_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     payment_intent: _gateway_pb2.PaymentIntent
     merchant_id: str
     merchant_name: str
     card_brand: str
     card_last4: str
-    def __init__(self, payment_intent: _Optional[_Union[_gateway_pb2.PaymentIntent, _Mapping]] = ..., merchant_id: _Optional[str] = ..., merchant_name: _Optional[str] = ..., card_brand: _Optional[str] = ..., card_last4: _Optional[str] = ...) -> None: ...
+    card_fingerprint: str
+    def __init__(self, payment_intent: _Optional[_Union[_gateway_pb2.PaymentIntent, _Mapping]] = ..., merchant_id: _Optional[str] = ..., merchant_name: _Optional[str] = ..., card_brand: _Optional[str] = ..., card_last4: _Optional[str] = ..., card_fingerprint: _Optional[str] = ...) -> None: ...
 
 class SearchPaymentsResponse(_message.Message):
     __slots__ = ("data", "has_more")

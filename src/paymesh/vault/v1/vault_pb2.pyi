@@ -3,9 +3,10 @@ import datetime
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -141,3 +142,31 @@ class ReprovisionPspTokenResponse(_message.Message):
     psp_reference: str
     reprovisioned: bool
     def __init__(self, psp: _Optional[str] = ..., psp_reference: _Optional[str] = ..., reprovisioned: _Optional[bool] = ...) -> None: ...
+
+class GetCardSummariesRequest(_message.Message):
+    __slots__ = ("payment_methods",)
+    PAYMENT_METHODS_FIELD_NUMBER: _ClassVar[int]
+    payment_methods: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, payment_methods: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CardSummary(_message.Message):
+    __slots__ = ("payment_method", "brand", "last4", "fingerprint", "exp_month", "exp_year")
+    PAYMENT_METHOD_FIELD_NUMBER: _ClassVar[int]
+    BRAND_FIELD_NUMBER: _ClassVar[int]
+    LAST4_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    EXP_MONTH_FIELD_NUMBER: _ClassVar[int]
+    EXP_YEAR_FIELD_NUMBER: _ClassVar[int]
+    payment_method: str
+    brand: str
+    last4: str
+    fingerprint: str
+    exp_month: int
+    exp_year: int
+    def __init__(self, payment_method: _Optional[str] = ..., brand: _Optional[str] = ..., last4: _Optional[str] = ..., fingerprint: _Optional[str] = ..., exp_month: _Optional[int] = ..., exp_year: _Optional[int] = ...) -> None: ...
+
+class GetCardSummariesResponse(_message.Message):
+    __slots__ = ("cards",)
+    CARDS_FIELD_NUMBER: _ClassVar[int]
+    cards: _containers.RepeatedCompositeFieldContainer[CardSummary]
+    def __init__(self, cards: _Optional[_Iterable[_Union[CardSummary, _Mapping]]] = ...) -> None: ...

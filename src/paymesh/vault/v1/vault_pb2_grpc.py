@@ -210,6 +210,11 @@ class VaultInternalServiceStub:
                 request_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.ReprovisionPspTokenRequest.SerializeToString,
                 response_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.ReprovisionPspTokenResponse.FromString,
                 _registered_method=True)
+        self.GetCardSummaries = channel.unary_unary(
+                '/paymesh.vault.v1.VaultInternalService/GetCardSummaries',
+                request_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetCardSummariesRequest.SerializeToString,
+                response_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetCardSummariesResponse.FromString,
+                _registered_method=True)
 
 
 class VaultInternalServiceServicer:
@@ -241,6 +246,17 @@ class VaultInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCardSummaries(self, request, context):
+        """The masked cards of up to 100 payment methods of any merchant, for the back office's
+        screens: brand, last 4, fingerprint and expiry, read from their clear columns (nothing is
+        decrypted, so nothing is audited, as GetPaymentMethod's masked read). Unknown ids are left
+        out; a detached card keeps its masked data. Only gateway_svc may call it. Errors:
+        INVALID_ARGUMENT `payment_methods` (none, more than 100, or one not a `pm_…` id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VaultInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -253,6 +269,11 @@ def add_VaultInternalServiceServicer_to_server(servicer, server):
                     servicer.ReprovisionPspToken,
                     request_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.ReprovisionPspTokenRequest.FromString,
                     response_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.ReprovisionPspTokenResponse.SerializeToString,
+            ),
+            'GetCardSummaries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCardSummaries,
+                    request_deserializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetCardSummariesRequest.FromString,
+                    response_serializer=paymesh_dot_vault_dot_v1_dot_vault__pb2.GetCardSummariesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +332,33 @@ class VaultInternalService:
             '/paymesh.vault.v1.VaultInternalService/ReprovisionPspToken',
             paymesh_dot_vault_dot_v1_dot_vault__pb2.ReprovisionPspTokenRequest.SerializeToString,
             paymesh_dot_vault_dot_v1_dot_vault__pb2.ReprovisionPspTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCardSummaries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.vault.v1.VaultInternalService/GetCardSummaries',
+            paymesh_dot_vault_dot_v1_dot_vault__pb2.GetCardSummariesRequest.SerializeToString,
+            paymesh_dot_vault_dot_v1_dot_vault__pb2.GetCardSummariesResponse.FromString,
             options,
             channel_credentials,
             insecure,
