@@ -10,10 +10,8 @@ from paymesh.gateway.v1 import merchant_admin_pb2 as admin_pb2
 from paymesh.gateway.v1 import merchant_admin_pb2_grpc as admin_pb2_grpc
 from paymesh.platform.callers import CachedApiKeyVerifier, Callers
 from paymesh.platform.errors import InvalidArgument
+from paymesh.platform.operators import ADMIN_IDENTITIES
 from paymesh.platform.wire import timestamp
-
-# Operators (`ops`: grpcurl) and the back office's console, on an operator's word.
-OPERATORS = {"ops", "backoffice"}
 
 PSPS = ("sandbox", "stripe")
 
@@ -47,7 +45,7 @@ class MerchantAdminServicer(admin_pb2_grpc.MerchantAdminServiceServicer):
         self._key_cache = key_cache  # this process stops accepting a revoked key at once
 
     def _operator(self, context: grpc.aio.ServicerContext) -> None:
-        self._callers.service(context, allowed=OPERATORS)
+        self._callers.service(context, allowed=ADMIN_IDENTITIES)
 
     async def CreateMerchant(self, request, context):
         self._operator(context)

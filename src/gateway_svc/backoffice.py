@@ -29,11 +29,11 @@ from paymesh.platform.audit_keys import AuditKeys
 from paymesh.platform.callers import Callers, Merchant
 from paymesh.platform.idempotency.keys import checked_key
 from paymesh.platform.idempotency.store import Idempotency, replayed_error
+from paymesh.platform.operators import ADMIN_IDENTITIES
 from paymesh.platform.tracing import annotate_object
 from paymesh.platform.wire import optional_datetime, require_id, timestamp
 from paymesh.vault.v1 import vault_pb2
 
-CALLERS = {"ops", "backoffice"}
 # The owner of the back office's idempotency keys: not a merchant id (those are `acct_…`), so
 # an operator's key can never be a merchant's.
 OPERATOR_KEYS = Merchant("backoffice", False)
@@ -126,7 +126,7 @@ class BackOfficeServicer(pb2_grpc.BackOfficeServiceServicer):
         self._cards = cards
 
     def _caller(self, context: grpc.aio.ServicerContext) -> None:
-        self._callers.service(context, allowed=CALLERS)
+        self._callers.service(context, allowed=ADMIN_IDENTITIES)
 
     async def _cards_of(self, rows: list[Any]) -> dict[str, vault_pb2.CardSummary]:
         """The masked cards of the rows' payment methods, in ONE call to the vault; none when

@@ -139,7 +139,7 @@ class RebillAdminServicer(admin_pb2_grpc.RebillAdminServiceServicer):
         self._oversight = oversight
 
     def _operator(self, context: grpc.aio.ServicerContext) -> None:
-        self._callers.service(context, allowed=set(ADMIN_IDENTITIES))
+        self._callers.service(context, allowed=ADMIN_IDENTITIES)
 
     async def SetRetryPolicy(self, request, context):
         self._operator(context)

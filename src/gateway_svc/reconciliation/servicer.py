@@ -13,10 +13,9 @@ from paymesh.gateway.v1 import reconciliation_pb2 as pb2
 from paymesh.gateway.v1 import reconciliation_pb2_grpc as pb2_grpc
 from paymesh.platform.callers import Callers
 from paymesh.platform.errors import InvalidArgument
+from paymesh.platform.operators import ADMIN_IDENTITIES
 from paymesh.platform.wire import timestamp
 
-# Operators (`ops`: grpcurl) and the back office's console, on an operator's word.
-OPERATORS = {"ops", "backoffice"}
 KINDS = {kind: getattr(pb2, f"MISMATCH_KIND_{kind.name}") for kind in Kind}
 STATES = {state: getattr(pb2, f"MISMATCH_STATE_{state.name}") for state in MismatchState}
 RESOLUTIONS = {
@@ -72,7 +71,7 @@ class ReconciliationServicer(pb2_grpc.ReconciliationServiceServicer):
         self._callers = callers
 
     def _operator(self, context: grpc.aio.ServicerContext, request) -> Who:
-        identity = self._callers.service(context, allowed=OPERATORS)
+        identity = self._callers.service(context, allowed=ADMIN_IDENTITIES)
         return Who(
             identity.name,
             _short("operator", request.operator),
@@ -87,7 +86,7 @@ class ReconciliationServicer(pb2_grpc.ReconciliationServiceServicer):
         return report_message(report)
 
     async def ListMismatches(self, request, context):
-        self._callers.service(context, allowed=OPERATORS)
+        self._callers.service(context, allowed=ADMIN_IDENTITIES)
         limit = request.limit or 20
         if not 1 <= limit <= 100:
             raise InvalidArgument.for_field("limit", "invalid_limit", "limit must be 1 to 100")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -70,7 +70,7 @@ class Callers:
         return merchant
 
     def service(
-        self, context: grpc.aio.ServicerContext[Any, Any], allowed: set[str]
+        self, context: grpc.aio.ServicerContext[Any, Any], allowed: Set[str]
     ) -> ServiceIdentity:
         """The calling service; only the `allowed` ones may proceed."""
         metadata = text_metadata(context)

@@ -77,7 +77,7 @@ class WebhookAdminServicer(webhook_admin_pb2_grpc.WebhookAdminServiceServicer):
         self._callers = callers
 
     def _operator(self, context: grpc.aio.ServicerContext) -> None:
-        self._callers.service(context, allowed=set(ADMIN_IDENTITIES))
+        self._callers.service(context, allowed=ADMIN_IDENTITIES)
 
     async def ListDeliveries(self, request, context):
         self._operator(context)
