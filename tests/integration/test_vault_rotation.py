@@ -62,7 +62,7 @@ def test_rotation_and_rewrap_run_online_without_a_single_error(mesh, merchant, i
     try:
         rotated = json.loads(paymesh("vault", "rotate-kek", env=base_env(infra)))
         assert rotated["primary"] != rotated["previous"]
-        wait_until(lambda: cards_not_on(infra, rotated["primary"]) == 0, timeout=60)
+        wait_until(lambda: cards_not_on(infra, rotated["primary"]) == 0, timeout=180)
     finally:
         stop.set()
         for worker in workers:
