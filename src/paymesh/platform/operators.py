@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import re
 
+from paymesh.platform.merchant_input import id_shaped
 from paymesh.platform.problems import InvalidArgument
-from paymesh.platform.wire import MAX_ID_LENGTH
 
 ADMIN_IDENTITIES = frozenset({"ops", "backoffice"})
 OPERATOR_ACTOR = "operator"
 MAX_EMAIL_LENGTH = 254
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
-_ID = re.compile(r"[A-Za-z0-9_]+")  # as wire.require_id reads ids
 
 
 def operator_email(value: str, required: bool, field: str = "operator") -> str:
@@ -42,6 +41,6 @@ def filter_id(value: str, prefix: str, field: str) -> str:
     input named by `field` (it could match nothing), never echoed."""
     if not value:
         return ""
-    if len(value) > MAX_ID_LENGTH or not _ID.fullmatch(value) or not value.startswith(prefix):
+    if not id_shaped(value, prefix):
         raise InvalidArgument.for_field(field, "invalid_id", f"{field} must be a {prefix}… id")
     return value

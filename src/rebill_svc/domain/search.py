@@ -3,13 +3,10 @@ a payment method, told apart by the id's prefix."""
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 
+from paymesh.platform.merchant_input import id_shaped
 from paymesh.platform.problems import InvalidArgument
-
-MAX_QUERY_LENGTH = 40
-_ID = re.compile(r"[A-Za-z0-9_]+")
 
 
 class SearchField(StrEnum):
@@ -31,10 +28,9 @@ def parse_query(q: str) -> tuple[SearchField, str] | None:
     text = q.strip()
     if not text:
         return None
-    if len(text) <= MAX_QUERY_LENGTH and _ID.fullmatch(text):
-        for prefix, field in PREFIXES.items():
-            if text.startswith(prefix):
-                return field, text
+    for prefix, field in PREFIXES.items():
+        if id_shaped(text, prefix):
+            return field, text
     raise InvalidArgument.for_field(
         "q",
         "invalid_query",
