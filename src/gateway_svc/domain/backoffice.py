@@ -11,13 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from gateway_svc.domain import validation
+from gateway_svc.domain.disputes import CLOSED, DisputeStatus
 from paymesh.platform.problems import InvalidArgument
 
 PSPS = ("sandbox", "stripe")
 DEFAULT_LIMIT = 25
 DEFAULT_DISPUTE_LIMIT = 50
-OPEN_DISPUTES = ("needs_response", "under_review")
-DISPUTE_STATUSES = ("needs_response", "under_review", "won", "lost")
+DISPUTE_STATUSES = tuple(status.value for status in DisputeStatus)
+OPEN_DISPUTES = tuple(status.value for status in DisputeStatus if status not in CLOSED)
 MAX_TEXT = 1000
 
 _DIGITS = re.compile(r"[0-9]{1,18}")
