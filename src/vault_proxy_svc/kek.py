@@ -8,6 +8,7 @@ import asyncio
 import secrets as random
 import time
 import zlib
+from dataclasses import dataclass
 
 import structlog
 from cryptography.exceptions import InvalidTag
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from paymesh.platform.server import StartupRefused
 from vault_proxy_svc.envelope import binding
 from vault_proxy_svc.keys import KeyProvider
-from vault_proxy_svc.metrics import CARDS_ON_OLD_KEK, KEK_AGE, REWRAPPED
+from vault_proxy_svc.metrics import CARDS_ON_OLD_KEK, KEK_AGE, REWRAP_FAILURES, REWRAPPED
 from vault_proxy_svc.models import AuditEntry
 from vault_proxy_svc.postgres_card_store import add_audit
 from vault_proxy_svc.tables import kek_versions, payment_methods, secrets
@@ -30,6 +31,13 @@ FINGERPRINT_SECRET = "fingerprint"  # noqa: S105 - the secret's name
 
 class KeksUnavailable(StartupRefused):
     """The database holds data wrapped by a KEK version that the key provider cannot unwrap."""
+
+
+@dataclass(frozen=True)
+class RewrapRound:
+    moved: int
+    failed: int  # data keys that did not unwrap: left where they are, retried next pass
+    resume_after: str  # the token the next page starts after; "" when this pass is over
 
 
 class KekManager:
@@ -141,8 +149,11 @@ class KekManager:
         log.info("kek_rotated", previous=previous, primary=new)
         return previous, new
 
-    async def rewrap_once(self, batch_size: int) -> int:
-        """Moves up to `batch_size` data keys (and secrets) to the primary KEK."""
+    async def rewrap_once(self, batch_size: int, after: str = "") -> RewrapRound:
+        """Moves the next `batch_size` data keys on an old KEK (tokens after `after`, in
+        token order) and every stale secret to the primary KEK. A card whose data key does
+        not unwrap is counted, logged and passed over: one damaged row must not hold back
+        the rotation of every other card."""
         primary = await self.primary(refresh=True)
         async with self._engine.connect() as connection:
             cards = (
@@ -157,7 +168,9 @@ class KekManager:
                     .where(
                         payment_methods.c.wrapped_key.is_not(None),
                         payment_methods.c.kek_version != primary,
+                        payment_methods.c.id > after,
                     )
+                    .order_by(payment_methods.c.id)
                     .limit(batch_size)
                 )
             ).all()
@@ -166,19 +179,25 @@ class KekManager:
             ).all()
         # KMS calls happen outside any transaction; the updates below only apply to rows
         # still wrapped the way we read them (a detach or another re-wrap in between wins).
-        moved = [
-            {
-                "token": card.id,
-                "old_version": card.kek_version,
-                "new_wrapped": await self._keys.rewrap(
-                    card.kek_version,
-                    card.wrapped_key,
-                    primary,
-                    binding(card.id, card.merchant_id, card.livemode),
-                ),
-            }
-            for card in cards
-        ]
+        moved = []
+        for card in cards:
+            context = binding(card.id, card.merchant_id, card.livemode)
+            try:
+                new_wrapped = await self._keys.rewrap(
+                    card.kek_version, card.wrapped_key, primary, context
+                )
+            except Exception as error:  # noqa: BLE001 - any card's failure is counted, not fatal
+                REWRAP_FAILURES.inc()
+                log.warning(
+                    "rewrap_card_failed",
+                    payment_method=card.id,
+                    kek_version=card.kek_version,
+                    error=type(error).__name__,
+                )
+                continue
+            moved.append(
+                {"token": card.id, "old_version": card.kek_version, "new_wrapped": new_wrapped}
+            )
         rewrapped_secrets = [
             (
                 secret,
@@ -224,7 +243,12 @@ class KekManager:
                     ),
                 )
         REWRAPPED.inc(len(moved))
-        return len(moved)
+        full_page = len(cards) == batch_size
+        return RewrapRound(
+            moved=len(moved),
+            failed=len(cards) - len(moved),
+            resume_after=cards[-1].id if full_page else "",
+        )
 
     async def pending_rewrap(self) -> int:
         primary = await self.primary()
@@ -239,13 +263,17 @@ class KekManager:
             )
 
     async def run_rewrap(self, batch_size: int, interval: float) -> None:
-        """Background job: re-wrap in batches whenever cards sit on an old KEK."""
+        """Background job: passes over the cards on an old KEK page by page, then rests
+        `interval` seconds before the next pass (which retries the cards that failed)."""
+        after = ""
         while True:
             try:
-                moved = await self.rewrap_once(batch_size)
+                done = await self.rewrap_once(batch_size, after)
                 CARDS_ON_OLD_KEK.set(await self.pending_rewrap())
-                if moved:
-                    log.info("rewrapped", cards=moved)
+                if done.moved:
+                    log.info("rewrapped", cards=done.moved)
+                after = done.resume_after
+                if after:
                     await asyncio.sleep(0)  # yield to requests between batches
                     continue
             except Exception:  # a bad round is retried; reads work on either KEK meanwhile

@@ -27,3 +27,8 @@ CARDS_ON_OLD_KEK = Gauge(
     "vault_cards_on_old_kek", "Cards whose data key is still wrapped by a non-primary KEK."
 )
 REWRAPPED = Counter("vault_rewrapped_total", "Data keys moved to the primary KEK.")
+REWRAP_FAILURES = Counter(
+    "vault_rewrap_failures_total",
+    "Cards the re-wrap job could not move: their data key did not unwrap (see the log's"
+    " rewrap_card_failed); retried every pass.",
+)

@@ -93,7 +93,7 @@ def test_the_vault_envelope_and_rotation_run_on_kms(kms):
 
             previous, second = await keks.rotate(actor="test")
             assert previous == first
-            assert await keks.rewrap_once(batch_size=10) == 1
+            assert (await keks.rewrap_once(batch_size=10)).moved == 1
             direct = DirectSql(engine)
             card = await PostgresCardStore(engine, direct).get("pm_kms", Merchant("acct_1", False))
             await direct.close()
