@@ -145,11 +145,3 @@ def _answer(
     return psp_webhook_pb2.ReceivePspWebhookResponse(
         received=True, event=event["id"], outcome=outcome, reason=reason
     )
-
-
-def _answer(
-    event: dict, outcome: str, reason: str = ""
-) -> psp_webhook_pb2.ReceivePspWebhookResponse:
-    return psp_webhook_pb2.ReceivePspWebhookResponse(
-        received=True, event=event["id"], outcome=outcome, reason=reason
-    )
