@@ -35,20 +35,30 @@ LAST_USER: dict[str, pytest.Item] = {}
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    """Under pytest-xdist (`make test` runs two workers with `--dist loadgroup`), the modules
-    that use the session's mesh or a shared one are one group, which one worker runs in
-    order; any other module is a group of its own. So every mesh starts once, and at most
-    three are up at once (PostgreSQL's 100 connections): the session's, a shared one beside
-    it, and a module's own on the other worker. (Marked as each test is collected: xdist
-    reads the groups before pytest_collection_modifyitems would mark them.)"""
-    uses_a_mesh = MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
-    item.add_marker(pytest.mark.xdist_group("meshes" if uses_a_mesh else item.module.__name__))
+    """Under pytest-xdist (`make test` runs two workers with `--dist loadgroup`), the tests
+    on the session's mesh are one group and the tests on the shared meshes another, the two
+    longest, which start first, one on each worker; any other module is a group of its own.
+    So every mesh starts once, and at most three are up at once (PostgreSQL's 100
+    connections): the session's, and on each worker a shared one or a module's own. No test
+    uses both the session's mesh and a shared one (pytest_collection_modifyitems checks).
+    (Marked as each test is collected: xdist reads the groups before
+    pytest_collection_modifyitems would mark them.)"""
+    item.add_marker(pytest.mark.xdist_group(_group(item)))
+
+
+def _group(item: pytest.Item) -> str:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if "mesh" in fixtures:
+        return "meshes"
+    if SHARED_MESH_FIXTURES & fixtures:
+        return "shared-meshes"
+    return item.module.__name__
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Runs the modules that share a mesh one after the other, where the first of them runs,
-    so that a shared mesh is never up beside another, and the session mesh's modules first
-    (the longest group); notes each mesh's last test."""
+    so that a shared mesh is never up beside another; the session mesh's tests first and the
+    shared meshes' next (the two longest groups); notes each mesh's last test."""
     shares: dict[str, set[str]] = {}
     for item in items:
         names = SHARED_MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
@@ -60,9 +70,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             (first_user.setdefault(n, index) for n in shares[module]), default=index
         )
 
-    def order(item: pytest.Item) -> tuple[bool, int]:
-        uses_a_mesh = MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
-        return (not uses_a_mesh, place[item.module.__name__])
+    both = [
+        item.nodeid
+        for item in items
+        if (names := set(getattr(item, "fixturenames", ()))) >= {"mesh"}
+        and SHARED_MESH_FIXTURES & names
+    ]
+    if both:
+        raise pytest.UsageError(f"tests on the session's mesh and a shared one at once: {both}")
+    rank = {"meshes": 0, "shared-meshes": 1}
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        return (rank.get(_group(item), 2), place[item.module.__name__])
 
     items.sort(key=order)
     for item in items:
@@ -159,4 +178,3 @@ def breakers_closed(mesh: Mesh) -> bool:
 
 
 SHARED_MESH_FIXTURES = {"webhook_hooks", "loopback_hooks", "fragile_mesh"}
-MESH_FIXTURES = SHARED_MESH_FIXTURES | {"mesh"}
