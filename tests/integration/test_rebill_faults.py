@@ -85,12 +85,18 @@ class RebillFaults:
 @pytest.fixture(scope="module")
 def rebill_faults(tmp_path_factory) -> Iterator[RebillFaults]:
     """A mesh of the module's own (2 s leases; the scheduler renews 20 subscriptions a
-    transaction) with three workers and a standby rebill_svc."""
+    transaction) with three workers and a standby rebill_svc. A worker killed mid-charge
+    leaves the gateway's idempotency key of its charge held by a request that died: its
+    re-run is told `idempotency_key_in_use` (outcome unknown, asked again) until the key is
+    stale, 10 s here (60 s by default, most of the killing test's time)."""
     directory = tmp_path_factory.mktemp("rebill-faults")
     # Three workers at a prefetch of 2 (each holds prefetch + 6 connections at most): the
     # session's mesh is up beside this one on a PostgreSQL of 100 connections.
     with fault_mesh(
-        directory, REBILL_SCHEDULER_BATCH_SIZE="20", REBILL_WORKER_PREFETCH="2"
+        directory,
+        REBILL_SCHEDULER_BATCH_SIZE="20",
+        REBILL_WORKER_PREFETCH="2",
+        GATEWAY_IDEMPOTENCY_STALE_SECONDS="10",
     ) as faults:
         ports = faults.mesh.ports
         workers = {"rebill_worker": ports.rebill_worker}
