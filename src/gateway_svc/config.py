@@ -44,6 +44,9 @@ class GatewaySettings(ServiceSettings):
     # PSP operations whose outcome is unknown longer than this are settled by asking the PSP.
     recovery_after_seconds: float = 60.0
     recovery_interval_seconds: float = 10.0
+    # An idempotency key held by a request that died (its caller gone mid-call) answers
+    # `idempotency_key_in_use` for this long; then a retry may take it over.
+    idempotency_stale_seconds: float = 60.0
     # How often payment_audit's chain heads are signed (audit_checkpoints): newer rows are not
     # anchored yet.
     audit_checkpoint_interval_seconds: float = Field(30.0, gt=0)
@@ -69,6 +72,11 @@ class GatewaySettings(ServiceSettings):
             raise ValueError(
                 f"GATEWAY_RECOVERY_AFTER_SECONDS must exceed {longest_confirm:g} s "
                 "(for each of two PSPs, two PSP deadlines: the card and the charge)"
+            )
+        if self.idempotency_stale_seconds <= longest_confirm:
+            raise ValueError(
+                f"GATEWAY_IDEMPOTENCY_STALE_SECONDS must exceed {longest_confirm:g} s "
+                "(a confirm still running must not be taken over)"
             )
         if self.vault_timeout_seconds > self.psp_deadline_seconds:
             raise ValueError("GATEWAY_VAULT_TIMEOUT_SECONDS must not exceed the PSP deadline")

@@ -117,7 +117,11 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     vault_channel = service_channel(settings.vault_addr, resources.token_issuer, "vault")
     key_secret = resources.token_issuer.derived_secret("gateway idempotency keys")
     idempotency = Idempotency(
-        engine, resources.direct_sql, tables.idempotency_keys, lambda: key_secret
+        engine,
+        resources.direct_sql,
+        tables.idempotency_keys,
+        lambda: key_secret,
+        stale_seconds=settings.idempotency_stale_seconds,
     )
     repository = PaymentRepository(engine, resources.direct_sql, resources.read_engine)
     card_tokens = CardTokens(

@@ -8,19 +8,28 @@ compressed, and the chain covers the compressed bytes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import shutil
 import subprocess
 import urllib.request
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from paymesh.platform.audit_checkpoints import AuditCheckpointer
 from paymesh.platform.audit_details import read_details, stored_details
+from paymesh.platform.audit_keys import AuditKeys
+from paymesh.platform.db import create_engine
 from paymesh.platform.migration_ops import AUDIT_CHAINS
+from paymesh_ops.cli import AUDIT_TABLES
+from tests.support.fault_mesh import made_secrets
 from tests.support.mesh import BIN, base_env, migrated_database, paymesh
 from tests.support.payments import pay
 from tests.support.waiting import wait_until
@@ -149,15 +158,34 @@ def test_a_deleted_row_is_named_by_the_chain_check(database, table):
 
 @pytest.fixture
 def own_database(tmp_path):
-    """A database of this test's own (its tampers stay in it), with an audit key."""
+    """A database of this test's own (its tampers stay in it), with an audit key (a copy of
+    the keys `paymesh keys init` made once for the test run: a Python start spared)."""
     with migrated_database("paymesh_audit_tamper") as infra:
-        env = base_env(infra, PAYMESH_KEYS_DIR=str(tmp_path / "keys"))
-        paymesh("keys", "init", env=env)
-        yield infra, env
+        shutil.copytree(made_secrets() / "keys", tmp_path / "keys")
+        yield infra, base_env(infra, PAYMESH_KEYS_DIR=str(tmp_path / "keys"))
 
 
-def chained_rows(database_url: str, table: str, merchant: str, actions, env=None) -> list[int]:
-    """One row per action, each in a transaction of its own, all in one chain; with `env`, the
+def sign_heads(env: dict[str, str]) -> None:
+    """Signs every chain's head now: what `paymesh audit checkpoint` does (the same
+    checkpointer over the same tables, with the keys of env's PAYMESH_KEYS_DIR), in this
+    process (a command line would cost a Python start, seconds on a busy machine, each)."""
+
+    async def sign() -> None:
+        keys = AuditKeys.load(Path(env["PAYMESH_KEYS_DIR"]))
+        engine = create_engine(env["DATABASE_URL"], pool_size=1)
+        try:
+            for table in AUDIT_TABLES:
+                await AuditCheckpointer(engine, table, keys, interval=0).checkpoint()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(sign())
+
+
+def chained_rows(
+    database_url: str, table: str, merchant: str, actions, sign: Callable[[], object] | None = None
+) -> list[int]:
+    """One row per action, each in a transaction of its own, all in one chain; with `sign`, the
     chains' heads are signed after each row (as the owning service does every few seconds)."""
     ids = []
     with psycopg.connect(database_url) as db:
@@ -170,8 +198,8 @@ def chained_rows(database_url: str, table: str, merchant: str, actions, env=None
                 db.execute(INSERT.format(table=table), (merchant, action, "pi_t")).fetchone()[0]
             )
             db.commit()
-            if env is not None:
-                paymesh("audit", "checkpoint", env=env)
+            if sign is not None:
+                sign()
     return ids
 
 
@@ -198,7 +226,8 @@ def checkpoint_of(database_url: str, table: str, row_id: int) -> int:
 @pytest.mark.parametrize("table", TABLES)
 def test_a_chains_deleted_newest_row_is_named_by_its_checkpoint(own_database, table):
     infra, env = own_database
-    ids = chained_rows(infra.database_url, table, "acct_tail", ["create", "confirm"], env)
+    actions = ["create", "confirm"]
+    ids = chained_rows(infra.database_url, table, "acct_tail", actions, lambda: sign_heads(env))
     assert verify(env) == (0, {"intact": True})
     chain = chain_of(infra.database_url, table, ids[-1])
     checkpoint = checkpoint_of(infra.database_url, table, ids[-1])
@@ -226,7 +255,7 @@ def test_a_row_edited_and_its_chain_rehashed_by_the_database_is_named_by_the_che
 ):
     infra, env = own_database
     actions = ["create", "confirm_started", "confirm"]
-    ids = chained_rows(infra.database_url, table, "acct_rehash", actions, env)
+    ids = chained_rows(infra.database_url, table, "acct_rehash", actions, lambda: sign_heads(env))
     assert verify(env) == (0, {"intact": True})
     chain = chain_of(infra.database_url, table, ids[1])
     digest = f"{table}_digest(a.prev_hash, a)"
@@ -277,9 +306,16 @@ def test_a_row_edited_and_its_chain_rehashed_by_the_database_is_named_by_the_che
 def test_checkpoints_signed_before_a_key_rotation_still_verify(own_database):
     infra, env = own_database
     table = "gateway.payment_audit"
-    chained_rows(infra.database_url, table, "acct_rotate", ["create"], env)
+    chained_rows(infra.database_url, table, "acct_rotate", ["create"], lambda: sign_heads(env))
     assert json.loads(paymesh("keys", "rotate-audit", env=env)) == {"audit_key": "k2"}
-    chained_rows(infra.database_url, table, "acct_rotate", ["confirm"], env)
+    # Signed after the rotation by the command line an operator runs:
+    chained_rows(
+        infra.database_url,
+        table,
+        "acct_rotate",
+        ["confirm"],
+        lambda: paymesh("audit", "checkpoint", env=env),
+    )
     with psycopg.connect(infra.database_url) as db:
         signers = [r[0] for r in db.execute(f"SELECT key_id FROM {table}_checkpoints ORDER BY id")]
     assert signers == ["k1", "k2"]

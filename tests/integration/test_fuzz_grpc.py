@@ -12,6 +12,7 @@ written to grpc-fuzz-findings.json in pytest's temp dir.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import time
@@ -69,7 +70,7 @@ INT_RANGES = {
 }
 
 
-def strings(ids: list[str]) -> st.SearchStrategy[str]:
+def strings(ids: tuple[str, ...]) -> st.SearchStrategy[str]:
     """Short and long text with NUL, controls and any Unicode; ids; card numbers."""
     return st.one_of(
         st.text(max_size=20),
@@ -82,7 +83,10 @@ def strings(ids: list[str]) -> st.SearchStrategy[str]:
     )
 
 
-def value_of(field: d.FieldDescriptor, depth: int, ids: list[str]) -> st.SearchStrategy:
+# The strategies are made once per field (and depth) and drawn from again: made anew at every
+# draw, each was validated anew, most of a fuzzer's time on the client's side.
+@functools.cache
+def value_of(field: d.FieldDescriptor, depth: int, ids: tuple[str, ...]) -> st.SearchStrategy:
     if field.type in INT_RANGES:
         low, high = INT_RANGES[field.type]
         return st.one_of(
@@ -104,8 +108,22 @@ def value_of(field: d.FieldDescriptor, depth: int, ids: list[str]) -> st.SearchS
     return messages(field.message_type, depth + 1, ids)
 
 
+@functools.cache
+def lists_of(field: d.FieldDescriptor, depth: int, ids: tuple[str, ...]) -> st.SearchStrategy:
+    return st.lists(value_of(field, depth, ids), max_size=3)
+
+
+@functools.cache
+def maps_of(field: d.FieldDescriptor, depth: int, ids: tuple[str, ...]) -> st.SearchStrategy:
+    key_field = field.message_type.fields_by_name["key"]
+    value_field = field.message_type.fields_by_name["value"]
+    return st.dictionaries(
+        value_of(key_field, depth, ids), value_of(value_field, depth, ids), max_size=4
+    )
+
+
 @st.composite
-def messages(draw, descriptor: d.Descriptor, depth: int, ids: list[str]) -> Message:
+def messages(draw, descriptor: d.Descriptor, depth: int, ids: tuple[str, ...]) -> Message:
     """A message of this type with any subset of its fields set to any value."""
     from google.protobuf import message_factory
 
@@ -121,13 +139,8 @@ def messages(draw, descriptor: d.Descriptor, depth: int, ids: list[str]) -> Mess
                 continue
             oneofs_done.add(field.containing_oneof.name)
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            key_field = field.message_type.fields_by_name["key"]
             value_field = field.message_type.fields_by_name["value"]
-            entries = draw(
-                st.dictionaries(
-                    value_of(key_field, depth, ids), value_of(value_field, depth, ids), max_size=4
-                )
-            )
+            entries = draw(maps_of(field, depth, ids))
             target = getattr(message, field.name)
             for key, value in entries.items():
                 if value_field.message_type is not None:
@@ -135,7 +148,7 @@ def messages(draw, descriptor: d.Descriptor, depth: int, ids: list[str]) -> Mess
                 else:
                     target[key] = value
         elif field.is_repeated:
-            values = draw(st.lists(value_of(field, depth, ids), max_size=3))
+            values = draw(lists_of(field, depth, ids))
             target = getattr(message, field.name)
             if field.message_type is not None:
                 for value in values:
@@ -149,6 +162,7 @@ def messages(draw, descriptor: d.Descriptor, depth: int, ids: list[str]) -> Mess
     return message
 
 
+@functools.cache
 def header_values() -> st.SearchStrategy[str]:
     """What gRPC lets a client put in ASCII metadata, card numbers included."""
     printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
@@ -210,7 +224,7 @@ def test_every_merchant_facing_grpc_method_answers_with_details_and_echoes_no_ca
     findings = Findings()
     sent_pans: dict[str, list[dict]] = {}
     watch = LogWatch(mesh.log_dir)
-    ids = ["pi_missing", "pm_missing", "re_missing", "sub_missing", "we_missing"]
+    ids = ("pi_missing", "pm_missing", "re_missing", "sub_missing", "we_missing")
     started = time.monotonic()
 
     for service, method, stub_method, _ in methods:
