@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
@@ -62,13 +63,14 @@ class PrivateMesh:
 @pytest.fixture(scope="module")
 def private_mesh(tmp_path_factory) -> Iterator[PrivateMesh]:
     directory = tmp_path_factory.mktemp("database-outage")
-    secrets = made_secrets()
-    shutil.copytree(secrets / "keys", directory / "keys")
-    shutil.copy(secrets / "vault-keyring.json", directory / "vault-keyring.json")
-    with (
-        private_cluster() as cluster,
-        migrated_private_infra(cluster, "paymesh_outage") as infra,
-    ):
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(1))
+        made = pool.submit(made_secrets)  # the keys (if not made yet) while the cluster is
+        cluster = stack.enter_context(private_cluster())
+        infra = stack.enter_context(migrated_private_infra(cluster, "paymesh_outage"))
+        secrets = made.result()
+        shutil.copytree(secrets / "keys", directory / "keys")
+        shutil.copy(secrets / "vault-keyring.json", directory / "vault-keyring.json")
         replica = cluster.replica()  # a copy of the migrated database, streaming from then on
         ports = Ports.free()
         env = base_env(

@@ -38,6 +38,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -132,14 +133,31 @@ class PrivateRabbit:
             )
 
     def wait_started(self, timeout: float = 60) -> None:
+        """Until the node listens for AMQP (a socket connect, cheap to ask again and again),
+        then until `rabbitmqctl await_startup` agrees it has booted: each rabbitmqctl run
+        is an Erlang start of its own, which on a busy machine takes the CPU the booting
+        node needs, so it is not the thing polled."""
         assert self.process is not None
         deadline = time.monotonic() + timeout
+        while not self._listening():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited ({self.process.returncode})")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.node} did not listen within {timeout} s")
+            time.sleep(0.1)
         while self.ctl("await_startup", "--timeout", "10").returncode != 0:
             if self.process.poll() is not None:
                 raise RuntimeError(f"rabbitmq-server exited ({self.process.returncode})")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.node} did not start within {timeout} s")
             time.sleep(0.3)
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def start(self, timeout: float = 60) -> None:
         self.launch()
@@ -167,11 +185,14 @@ class PrivateRabbit:
 
 
 @contextlib.contextmanager
-def private_rabbit(workdir: Path, bin_dir: Path) -> Iterator[PrivateRabbit]:
-    """One node, started, and stopped afterwards."""
+def private_rabbit(workdir: Path, bin_dir: Path, wait: bool = True) -> Iterator[PrivateRabbit]:
+    """One node, started, and stopped afterwards; with `wait=False` still booting (the caller
+    does something else meanwhile, then `wait_started`)."""
     rabbit = PrivateRabbit(workdir, bin_dir)
     try:
-        rabbit.start()
+        rabbit.launch()
+        if wait:
+            rabbit.wait_started()
         yield rabbit
     finally:
         rabbit.stop()
