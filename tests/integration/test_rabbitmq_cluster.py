@@ -141,8 +141,9 @@ def test_a_node_lost_mid_run_loses_no_job_and_charges_no_period_twice(cluster, t
     attempt, every period is charged exactly once at the sandbox PSP, and nothing is
     dead-lettered."""
     with cluster_mesh(cluster, tmp_path) as (mesh, database_url, merchant):
+        queues = cluster.quorum_queues()
         for queue in JOB_QUEUES:
-            leader, online = cluster.quorum_members(queue)
+            leader, online = queues[queue]
             assert leader == cluster.nodes[0].node, (queue, leader)
             assert sorted(online) == sorted(node.node for node in cluster.nodes), (queue, online)
 
@@ -184,8 +185,9 @@ def test_a_node_lost_mid_run_loses_no_job_and_charges_no_period_twice(cluster, t
         # Every process is ready again: its publisher and consumers found a node up.
         mesh.wait_until([f"http://127.0.0.1:{p}/readyz" for p in mesh.ports.ops_ports()], 10)
         assert at_loss.get("succeeded", 0) < RENEWALS  # the loss came mid-run
+        queues = cluster.quorum_queues()
         for queue in JOB_QUEUES:  # the queues live on, led by a node still up
-            leader, online = cluster.quorum_members(queue)
+            leader, online = queues[queue]
             assert leader in {cluster.nodes[1].node, cluster.nodes[2].node}, (queue, leader)
             assert len(online) == 2, (queue, online)
         with psycopg.connect(database_url, autocommit=True) as db:

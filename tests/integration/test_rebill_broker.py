@@ -19,6 +19,7 @@ import secrets
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -54,13 +55,18 @@ def private_rabbit(tmp_path) -> Iterator[PrivateRabbit]:
     bin_dir = rabbitmq_bin()
     if bin_dir is None:
         pytest.skip("no rabbitmq-server on this machine to run a private node")
-    with private_node(tmp_path / "rabbit", bin_dir) as rabbit:
-        yield rabbit
+    with private_node(tmp_path / "rabbit", bin_dir, wait=False) as rabbit:
+        yield rabbit  # booting: own_mesh waits for it once the database is made
 
 
 @contextlib.contextmanager
-def own_mesh(log_dir: Path, **overrides: str) -> Iterator[tuple[Mesh, Infra, TestMerchant]]:
-    """A whole mesh with a database of its own; jobs queued too long are not re-published."""
+def own_mesh(
+    log_dir: Path, broker: PrivateRabbit | None = None, **overrides: str
+) -> Iterator[tuple[Mesh, Infra, TestMerchant]]:
+    """A whole mesh with a database of its own; jobs queued too long are not re-published.
+    On `broker` (a private node, booting while the database is made) when given."""
+    if broker is not None:
+        overrides["AMQP_URL"] = broker.amqp_url
     ports = Ports.free()
     log_dir.mkdir(parents=True, exist_ok=True)
     with migrated_infra("paymesh_rebill_broker") as own:
@@ -73,6 +79,8 @@ def own_mesh(log_dir: Path, **overrides: str) -> Iterator[tuple[Mesh, Infra, Tes
             **overrides,
         )
         merchant = create_merchant(own, "broker")
+        if broker is not None:
+            broker.wait_started()
         with started_mesh(env, ports, log_dir) as mesh:
             yield mesh, own, merchant
 
@@ -110,22 +118,24 @@ def test_a_broker_crash_and_a_restart_mid_run_lose_no_job_and_charge_no_period_t
     classic queues with transient messages (the crash loses messages; their jobs stay
     queued). A publisher that does not await confirms is not reliably caught: the window
     between its write and the broker's commit is milliseconds."""
-    with own_mesh(tmp_path / "mesh", AMQP_URL=private_rabbit.amqp_url) as (mesh, own, merchant):
+    with own_mesh(tmp_path / "mesh", private_rabbit) as (mesh, own, merchant):
         start = datetime(2031, 5, 1, 8, tzinfo=UTC)
         clock = new_clock(mesh, merchant, start)
         token = tokenize(mesh, merchant).body["id"]
         amounts = [FIRST_AMOUNT + i for i in range(SUBSCRIPTIONS)]
-        for amount in amounts:
-            body = {
-                "payment_method": token,
-                "amount": amount,
-                "currency": "usd",
-                "interval": "day",
-                "test_clock": clock,
-            }
-            created = post(mesh, merchant, "/v1/subscriptions", body)
-            assert created.status == 200, created.body
-            assert created.body["status"] == "active"
+        base = {"payment_method": token, "currency": "usd", "interval": "day", "test_clock": clock}
+        with ThreadPoolExecutor(4) as pool:  # a merchant's concurrent calls, not one at a time
+            created = list(
+                pool.map(
+                    lambda amount: post(
+                        mesh, merchant, "/v1/subscriptions", {**base, "amount": amount}
+                    ),
+                    amounts,
+                )
+            )
+        for response in created:
+            assert response.status == 200, response.body
+            assert response.body["status"] == "active"
         renewals = SUBSCRIPTIONS * DAYS
         total = SUBSCRIPTIONS + renewals  # the first periods were charged at creation
 

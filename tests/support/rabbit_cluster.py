@@ -38,6 +38,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -132,14 +133,39 @@ class PrivateRabbit:
             )
 
     def wait_started(self, timeout: float = 60) -> None:
+        """Until the node listens for AMQP (a socket connect, cheap to ask again and again),
+        then until `rabbitmqctl await_startup` agrees it has booted: each rabbitmqctl run
+        is an Erlang start of its own, which on a busy machine takes the CPU the booting
+        node needs, so it is not the thing polled."""
         assert self.process is not None
         deadline = time.monotonic() + timeout
-        while self.ctl("await_startup", "--timeout", "10").returncode != 0:
+        while not self._listening():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited ({self.process.returncode})")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.node} did not listen within {timeout} s")
+            time.sleep(0.1)
+        while not self._answers_booted():
             if self.process.poll() is not None:
                 raise RuntimeError(f"rabbitmq-server exited ({self.process.returncode})")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.node} did not start within {timeout} s")
             time.sleep(0.3)
+
+    def _answers_booted(self) -> bool:
+        """`rabbitmqctl await_startup` succeeded; a run that hung (an overloaded machine)
+        counts as not yet, for the caller's deadline to judge."""
+        try:
+            return self.ctl("await_startup", "--timeout", "10", timeout=30).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def start(self, timeout: float = 60) -> None:
         self.launch()
@@ -167,11 +193,14 @@ class PrivateRabbit:
 
 
 @contextlib.contextmanager
-def private_rabbit(workdir: Path, bin_dir: Path) -> Iterator[PrivateRabbit]:
-    """One node, started, and stopped afterwards."""
+def private_rabbit(workdir: Path, bin_dir: Path, wait: bool = True) -> Iterator[PrivateRabbit]:
+    """One node, started, and stopped afterwards; with `wait=False` still booting (the caller
+    does something else meanwhile, then `wait_started`)."""
     rabbit = PrivateRabbit(workdir, bin_dir)
     try:
-        rabbit.start()
+        rabbit.launch()
+        if wait:
+            rabbit.wait_started()
         yield rabbit
     finally:
         rabbit.stop()
@@ -215,18 +244,19 @@ class RabbitCluster:
             if node.running:
                 node.crash()
 
-    def quorum_members(self, queue: str, vhost: str = "/") -> tuple[str, list[str]]:
-        """(leader, online members) of a quorum queue, as a running node sees them."""
+    def quorum_queues(self, vhost: str = "/") -> dict[str, tuple[str, list[str]]]:
+        """Every queue's (leader, online members) as a running node sees them, from one
+        `rabbitmqctl list_queues` (an Erlang start of seconds each)."""
         asker = next(node for node in self.nodes if node.running)
         listed = asker.check(
             "list_queues", "-p", vhost, "name", "leader", "online", "--no-table-headers", "-q"
         )
+        queues = {}
         for line in listed.splitlines():
             fields = line.split("\t")
-            if fields[0] == queue:
-                online = fields[2].strip("[]").replace('"', "").replace(" ", "")
-                return fields[1], [m for m in online.split(",") if m]
-        raise KeyError(queue)
+            online = fields[2].strip("[]").replace('"', "").replace(" ", "")
+            queues[fields[0]] = (fields[1], [m for m in online.split(",") if m])
+        return queues
 
 
 @contextlib.contextmanager
