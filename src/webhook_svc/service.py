@@ -34,6 +34,7 @@ from webhook_svc.config import WebhookSettings
 from webhook_svc.domain.rules import parse_schedule
 from webhook_svc.inbound.gateway import GATEWAY_TIMEOUT_SECONDS, GatewayEvents
 from webhook_svc.inbound.inbox import Inbox
+from webhook_svc.inbound.recorded import RecordedSuccesses
 from webhook_svc.inbound.servicer import PspWebhookServicer
 from webhook_svc.outbound.admin_servicer import WebhookAdminServicer
 from webhook_svc.outbound.admin_store import DeliveryAdmin
@@ -151,6 +152,7 @@ def _register_inbound(server: grpc.aio.Server, resources: Resources) -> list:
         GatewayEvents(psp_events_pb2_grpc.PspEventServiceStub(channel), GATEWAY_TIMEOUT_SECONDS),
         psp_secrets(settings),
         settings.psp_signature_tolerance_seconds,
+        RecordedSuccesses(resources.direct_sql),
     )
     psp_webhook_pb2_grpc.add_PspWebhookServiceServicer_to_server(servicer, server)
     return [close_on_shutdown(channel)]

@@ -443,9 +443,7 @@ def test_a_capture_report_that_differs_from_the_recorded_one_still_goes_to_the_g
     assert intent_row(infra, intent_id)["amount_received"] == 1300
 
 
-def test_a_refund_at_the_psp_after_an_echo_is_applied_through_the_gateway(
-    mesh, infra, merchant
-):
+def test_a_refund_at_the_psp_after_an_echo_is_applied_through_the_gateway(mesh, infra, merchant):
     intent_id = pay(mesh, merchant, amount=1300).body["id"]
     charge = intent_row(infra, intent_id)["psp_reference"]
     wait_until(lambda: inbox_of_intent(infra, intent_id), timeout=20)  # the sandbox's echo

@@ -46,6 +46,7 @@ class ReceivedEvent:
     object: dict
     created_at: str
     traceparent: str = ""
+    psp_reference: str = ""  # the PSP's reference of a payment intent (the gateway's `internal`)
 
 
 def parse_event(body: bytes) -> ReceivedEvent | None:
@@ -58,6 +59,8 @@ def parse_event(body: bytes) -> ReceivedEvent | None:
         data = dict(message["data"])
         object_type, object_id = data.pop("object_type"), data.pop("object_id")
         merchant_id, livemode = data.pop("merchant_id"), data.pop("livemode")
+        internal = data.pop("internal", None)
+        internal = internal if isinstance(internal, dict) else {}
         shown = data.get("object")
         if not isinstance(shown, dict):
             shown = {"id": object_id, "object": object_type, "livemode": bool(livemode), **data}
@@ -71,6 +74,7 @@ def parse_event(body: bytes) -> ReceivedEvent | None:
             sequence=int(message.get("sequence") or 0),
             object=shown,
             created_at=datetime.fromisoformat(message["created"]).isoformat(),
+            psp_reference=str(internal.get("psp_reference") or ""),
         )
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
@@ -103,13 +107,13 @@ _INTAKE = text(
     WITH new AS (
       INSERT INTO webhook.events
         (id, type, merchant_id, livemode, object_type, object_id, sequence, object, created_at,
-         traceparent)
+         traceparent, psp_reference)
       SELECT id, type, merchant_id, livemode, object_type, object_id, sequence, object,
-             created_at, nullif(traceparent, '')
+             created_at, nullif(traceparent, ''), nullif(psp_reference, '')
       FROM jsonb_to_recordset(CAST(:batch AS jsonb)) AS x(
         id text, type text, merchant_id text, livemode boolean, object_type text,
         object_id text, sequence bigint, object jsonb, created_at timestamptz,
-        traceparent text)
+        traceparent text, psp_reference text)
       ON CONFLICT (id) DO NOTHING
       RETURNING id, type, merchant_id, livemode
     ), fanned AS (
