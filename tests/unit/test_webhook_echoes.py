@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 
 from webhook_svc.domain.echoes import Capture, RecordedSuccess, echoed_intent, echoes
+from webhook_svc.inbound.recorded import RecordedSuccesses
 
 SHOWN = {
     "id": "pi_1",
@@ -69,3 +72,50 @@ def test_a_webhook_is_an_echo_only_when_every_fact_is_one_of_the_same_payment():
     assert echoed_intent([other], {"ch_2": second}) == "pi_2"
     assert echoed_intent([CAPTURE, other], {"ch_1": RECORDED, "ch_2": second}) is None
     assert echoed_intent([CAPTURE, other], recorded) is None
+
+
+# --- the inbound side's wait for the gateway's event (webhook_svc.inbound.recorded) ---------
+
+
+class StoredEvents:
+    """webhook.events as the lookup's statement reads it: the successes stored so far."""
+
+    def __init__(self):
+        self.stored: dict[str, dict] = {}
+        self.reads = 0
+
+    async def all(self, statement, params, prepare=True):
+        self.reads += 1
+        wanted = [r["reference"] for r in json.loads(params["references"])]
+        return [
+            {"reference": r, "object": self.stored[r], "traceparent": None}
+            for r in wanted
+            if r in self.stored
+        ]
+
+
+def test_a_lookup_waits_for_a_success_the_intake_stores_meanwhile():
+    async def scenario():
+        events = StoredEvents()
+        recorded = RecordedSuccesses(events, wait_seconds=5)
+        waiting = asyncio.create_task(recorded.of("ch_1", wait=True))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        events.stored["ch_1"] = SHOWN
+        recorded.arrived(["ch_2", "ch_1"])
+        found = await asyncio.wait_for(waiting, 1)
+        return found, events.reads
+
+    (success, traceparent), reads = asyncio.run(scenario())
+    assert (success, traceparent, reads) == (RECORDED, None, 2)
+
+
+def test_a_lookup_that_waits_in_vain_finds_nothing_and_leaves_no_waiter():
+    async def scenario():
+        events = StoredEvents()
+        recorded = RecordedSuccesses(events, wait_seconds=0.05)
+        found = await recorded.of("ch_1", wait=True)
+        unwaited = await recorded.of("ch_1")
+        return found, unwaited, recorded._waiting, events.reads
+
+    assert asyncio.run(scenario()) == (None, None, {}, 2)

@@ -4,7 +4,9 @@ capture webhook is compared with (webhook_svc.domain.echoes)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterable
 
 from sqlalchemy import text
 
@@ -27,21 +29,57 @@ _SUCCESSES = text(
 )
 
 
-class RecordedSuccesses:
-    """Lookups of webhooks handled at the same time go in one autocommit statement."""
+Found = tuple[RecordedSuccess, str | None]  # the success and its event's traceparent
 
-    def __init__(self, direct: DirectSql):
+
+class RecordedSuccesses:
+    """Lookups of webhooks handled at the same time go in one autocommit statement.
+
+    A PSP announces a capture as it makes it, so its webhook usually arrives before the
+    gateway's event of the same success has come through the broker. A lookup that finds
+    nothing may wait a moment for it: this process's event intake says which successes it
+    has just stored (`arrived`). With several replicas the event may land on another one;
+    the wait then runs out and the gateway decides, as it would have."""
+
+    def __init__(self, direct: DirectSql, wait_seconds: float = 0.25):
         self._direct = direct
         self._reads = Coalescer(self._read_many)
+        self._wait_seconds = wait_seconds
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
 
-    async def of(self, psp_reference: str) -> tuple[RecordedSuccess, str | None] | None:
+    async def of(self, psp_reference: str, wait: bool = False) -> Found | None:
         """The success recorded under the PSP's reference and its event's traceparent; None
-        if webhook_svc has none (yet)."""
-        return await self._reads.submit(psp_reference)
+        if webhook_svc has none (after waiting for it a moment, if `wait`)."""
+        if not wait:
+            return await self._reads.submit(psp_reference)
+        # Waiting before the first read: an arrival between the read and the wait is not lost.
+        arrival = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(psp_reference, []).append(arrival)
+        try:
+            found = await self._reads.submit(psp_reference)
+            if found is not None:
+                return found
+            try:
+                await asyncio.wait_for(arrival, self._wait_seconds)
+            except TimeoutError:
+                return None
+            return await self._reads.submit(psp_reference)
+        finally:
+            waiters = self._waiting.get(psp_reference, [])
+            if arrival in waiters:
+                waiters.remove(arrival)
+            if not waiters:
+                self._waiting.pop(psp_reference, None)
 
-    async def _read_many(
-        self, references: list[str]
-    ) -> list[tuple[RecordedSuccess, str | None] | None]:
+    def arrived(self, psp_references: Iterable[str]) -> None:
+        """The intake stored the gateway's successes of these references: their lookups
+        waiting for them read again."""
+        for reference in psp_references:
+            for arrival in self._waiting.pop(reference, []):
+                if not arrival.done():
+                    arrival.set_result(None)
+
+    async def _read_many(self, references: list[str]) -> list[Found | None]:
         unique = sorted(set(references))
         rows = await self._direct.all(
             _SUCCESSES,

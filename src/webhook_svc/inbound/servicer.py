@@ -129,7 +129,7 @@ class PspWebhookServicer(psp_webhook_pb2_grpc.PspWebhookServiceServicer):
         recorded = {}
         for capture in captures:
             assert capture is not None
-            found = await self._recorded.of(capture.psp_reference)
+            found = await self._recorded.of(capture.psp_reference, wait=True)
             if found is None:
                 return None
             recorded[capture.psp_reference] = found

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,6 +22,7 @@ from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.errors import InvalidArgument, NotFound
 from paymesh.platform.notifications import notify
 from paymesh.platform.tracing import annotate, annotate_object, current_traceparent
+from webhook_svc.domain.echoes import SUCCEEDED
 from webhook_svc.domain.endpoint_health import EndpointStatus
 from webhook_svc.domain.rules import ALL_EVENTS, EVENT_TYPES
 from webhook_svc.domain.status import Action, DeliveryStatus, move
@@ -133,9 +134,17 @@ class EventIntake:
     """The RabbitMQ handler. Messages arriving together are written in one statement
     (coalesced); each is acked only after that statement committed."""
 
-    def __init__(self, direct: DirectSql, max_batch: int = 500):
+    def __init__(
+        self,
+        direct: DirectSql,
+        max_batch: int = 500,
+        successes_stored: Callable[[list[str]], None] | None = None,
+    ):
         self._direct = direct
         self._writes = Coalescer(self._write_batch, max_batch)
+        # Told the PSP references of the payments' successes each batch stored (the inbound
+        # side may be waiting for them: webhook_svc.inbound.recorded).
+        self._successes_stored = successes_stored
 
     async def receive(self, delivery: Delivery) -> Verdict:
         event = parse_event(delivery.body)
@@ -152,6 +161,10 @@ class EventIntake:
 
     async def _write_batch(self, batch: list[ReceivedEvent]) -> list[None]:
         new = await self._write(batch)
+        if self._successes_stored is not None:
+            self._successes_stored(
+                [e.psp_reference for e in batch if e.type == SUCCEEDED and e.psp_reference]
+            )
         EVENTS_RECEIVED.labels("new").inc(new)
         EVENTS_RECEIVED.labels("duplicate").inc(len(batch) - new)
         return [None] * len(batch)
