@@ -94,7 +94,7 @@ class StoredEvents:
         ]
 
 
-def test_a_lookup_waits_for_a_success_the_intake_stores_meanwhile():
+def test_a_lookup_waits_for_a_success_the_intake_stores_meanwhile_and_takes_it_as_stored():
     async def scenario():
         events = StoredEvents()
         recorded = RecordedSuccesses(events, wait_seconds=5)
@@ -102,12 +102,12 @@ def test_a_lookup_waits_for_a_success_the_intake_stores_meanwhile():
         await asyncio.sleep(0.05)
         assert not waiting.done()
         events.stored["ch_1"] = SHOWN
-        recorded.arrived(["ch_2", "ch_1"])
+        recorded.arrived([("ch_2", {**SHOWN, "id": "pi_2"}, ""), ("ch_1", SHOWN, "00-tp")])
         found = await asyncio.wait_for(waiting, 1)
-        return found, events.reads
+        return found, events.reads, recorded._waiting
 
-    (success, traceparent), reads = asyncio.run(scenario())
-    assert (success, traceparent, reads) == (RECORDED, None, 2)
+    (success, traceparent), reads, waiting = asyncio.run(scenario())
+    assert (success, traceparent, reads, waiting) == (RECORDED, "00-tp", 1, {})
 
 
 def test_a_lookup_that_waits_in_vain_finds_nothing_and_leaves_no_waiter():

@@ -38,14 +38,15 @@ class RecordedSuccesses:
     A PSP announces a capture as it makes it, so its webhook usually arrives before the
     gateway's event of the same success has come through the broker. A lookup that finds
     nothing may wait a moment for it: this process's event intake says which successes it
-    has just stored (`arrived`). With several replicas the event may land on another one;
+    has just stored (`arrived`), with the events themselves, so no second read is needed.
+    With several replicas the event may land on another one;
     the wait then runs out and the gateway decides, as it would have."""
 
     def __init__(self, direct: DirectSql, wait_seconds: float = 0.25):
         self._direct = direct
         self._reads = Coalescer(self._read_many)
         self._wait_seconds = wait_seconds
-        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiting: dict[str, list[asyncio.Future[Found]]] = {}
 
     async def of(self, psp_reference: str, wait: bool = False) -> Found | None:
         """The success recorded under the PSP's reference and its event's traceparent; None
@@ -60,10 +61,9 @@ class RecordedSuccesses:
             if found is not None:
                 return found
             try:
-                await asyncio.wait_for(arrival, self._wait_seconds)
+                return await asyncio.wait_for(arrival, self._wait_seconds)
             except TimeoutError:
                 return None
-            return await self._reads.submit(psp_reference)
         finally:
             waiters = self._waiting.get(psp_reference, [])
             if arrival in waiters:
@@ -71,13 +71,15 @@ class RecordedSuccesses:
             if not waiters:
                 self._waiting.pop(psp_reference, None)
 
-    def arrived(self, psp_references: Iterable[str]) -> None:
-        """The intake stored the gateway's successes of these references: their lookups
-        waiting for them read again."""
-        for reference in psp_references:
+    def arrived(self, successes: Iterable[tuple[str, dict, str]]) -> None:
+        """The intake stored these `payment_intent.succeeded` events (the PSP's reference,
+        the object as the API shows it, the traceparent): the lookups waiting for them have
+        their answer."""
+        for reference, shown, traceparent in successes:
+            found = (RecordedSuccess.of_event(reference, shown), traceparent or None)
             for arrival in self._waiting.pop(reference, []):
                 if not arrival.done():
-                    arrival.set_result(None)
+                    arrival.set_result(found)
 
     async def _read_many(self, references: list[str]) -> list[Found | None]:
         unique = sorted(set(references))

@@ -138,12 +138,12 @@ class EventIntake:
         self,
         direct: DirectSql,
         max_batch: int = 500,
-        successes_stored: Callable[[list[str]], None] | None = None,
+        successes_stored: Callable[[list[tuple[str, dict, str]]], None] | None = None,
     ):
         self._direct = direct
         self._writes = Coalescer(self._write_batch, max_batch)
-        # Told the PSP references of the payments' successes each batch stored (the inbound
-        # side may be waiting for them: webhook_svc.inbound.recorded).
+        # Told the payments' successes each batch stored (PSP reference, object, traceparent):
+        # the inbound side may be waiting for them (webhook_svc.inbound.recorded).
         self._successes_stored = successes_stored
 
     async def receive(self, delivery: Delivery) -> Verdict:
@@ -163,7 +163,11 @@ class EventIntake:
         new = await self._write(batch)
         if self._successes_stored is not None:
             self._successes_stored(
-                [e.psp_reference for e in batch if e.type == SUCCEEDED and e.psp_reference]
+                [
+                    (e.psp_reference, e.object, e.traceparent)
+                    for e in batch
+                    if e.type == SUCCEEDED and e.psp_reference
+                ]
             )
         EVENTS_RECEIVED.labels("new").inc(new)
         EVENTS_RECEIVED.labels("duplicate").inc(len(batch) - new)
