@@ -292,8 +292,11 @@ async def refresh_inflight(engine) -> None:
 # Events carry these as GET /v1/payment_intents/{id}, /v1/refunds/{id} and /v1/disputes/{id}
 # answer them.
 EVENT_OBJECTS = {
+    # webhook_svc tells the PSP's echo of a capture from news by the PSP's reference.
     "payment_intent": ApiObject(
-        tables.payment_intents, lambda row: payment_intent_message(to_intent(row))
+        tables.payment_intents,
+        lambda row: payment_intent_message(to_intent(row)),
+        internal=("psp_reference",),
     ),
     "refund": ApiObject(tables.refunds, lambda row: refund_message(to_refund(row))),
     "dispute": ApiObject(tables.disputes, lambda row: dispute_message(to_dispute(row))),

@@ -34,6 +34,7 @@ from webhook_svc.config import WebhookSettings
 from webhook_svc.domain.rules import parse_schedule
 from webhook_svc.inbound.gateway import GATEWAY_TIMEOUT_SECONDS, GatewayEvents
 from webhook_svc.inbound.inbox import Inbox
+from webhook_svc.inbound.recorded import RecordedSuccesses
 from webhook_svc.inbound.servicer import PspWebhookServicer
 from webhook_svc.outbound.admin_servicer import WebhookAdminServicer
 from webhook_svc.outbound.admin_store import DeliveryAdmin
@@ -80,9 +81,10 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     webhook_admin_pb2_grpc.add_WebhookAdminServiceServicer_to_server(
         WebhookAdminServicer(DeliveryAdmin(resources.engine), callers), server
     )
-    inbound = _register_inbound(server, resources)  # PSP webhooks in
+    recorded = RecordedSuccesses(resources.direct_sql)
+    inbound = _register_inbound(server, resources, recorded)  # PSP webhooks in
 
-    intake = EventIntake(resources.direct_sql)
+    intake = EventIntake(resources.direct_sql, successes_stored=recorded.arrived)
     # Declares the queue at each (re)connection: a broker back without its data is mended.
     consumer = Consumer(
         settings.amqp_url,
@@ -141,7 +143,9 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
     ]
 
 
-def _register_inbound(server: grpc.aio.Server, resources: Resources) -> list:
+def _register_inbound(
+    server: grpc.aio.Server, resources: Resources, recorded: RecordedSuccesses
+) -> list:
     """Adds PspWebhookService to the server; the background jobs it needs."""
     settings = resources.settings
     assert isinstance(settings, WebhookSettings)
@@ -151,6 +155,7 @@ def _register_inbound(server: grpc.aio.Server, resources: Resources) -> list:
         GatewayEvents(psp_events_pb2_grpc.PspEventServiceStub(channel), GATEWAY_TIMEOUT_SECONDS),
         psp_secrets(settings),
         settings.psp_signature_tolerance_seconds,
+        recorded,
     )
     psp_webhook_pb2_grpc.add_PspWebhookServiceServicer_to_server(servicer, server)
     return [close_on_shutdown(channel)]

@@ -77,6 +77,9 @@ events = Table(
             persisted=True,
         ),
     ),
+    # The PSP's reference of the payment, as the gateway's event carries it beside the object
+    # (never shown to merchants): a PSP webhook that only echoes a success is found by it.
+    Column("psp_reference", Text),
 )
 
 deliveries = Table(

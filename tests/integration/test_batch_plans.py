@@ -28,6 +28,7 @@ from rebill_svc.jobs import statements
 from tests.support.mesh import migrated_database
 from tests.support.plans import rows_read, seq_scanned
 from webhook_svc.inbound import inbox as psp_inbox
+from webhook_svc.inbound import recorded
 from webhook_svc.outbound import delivery_store
 
 pytestmark = pytest.mark.integration
@@ -227,3 +228,20 @@ def test_recording_delivery_outcomes_reads_only_the_batch(db):
         db, delivery_store._RECORD, {"outcomes": json.dumps(outcomes), "disable_after": 3600}
     )
     assert_reads_only_the_batch(found, "deliveries")
+
+
+def test_finding_the_recorded_successes_psp_webhooks_echo_reads_only_the_batch(db):
+    def add(first: int, last: int) -> None:
+        db.execute(
+            "INSERT INTO webhook.events (id, type, merchant_id, livemode, object_type,"
+            " object_id, sequence, object, created_at, psp_reference)"
+            " SELECT 'evt_echo_' || g, 'payment_intent.succeeded', 'acct_plans', false,"
+            " 'payment_intent', 'pi_echo_' || g, g, '{}', now(), 'ch_echo_' || g"
+            " FROM generate_series(%s::int, %s::int) g",
+            (first, last),
+        )
+
+    grow(db, "webhook.events", add)
+    references = [{"reference": f"ch_echo_{n}"} for n in (9, 5000, 19000)]
+    found = plans(db, recorded._SUCCESSES, {"references": json.dumps(references)})
+    assert_reads_only_the_batch(found, "events")

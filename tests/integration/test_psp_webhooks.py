@@ -18,6 +18,7 @@ from paymesh.platform.service_auth import TokenIssuer
 from tests.support.envelope import reason_of
 from tests.support.http import call
 from tests.support.mesh import create_merchant
+from tests.support.metrics import metric
 from tests.support.payments import pay, post, route
 from tests.support.psp import sandbox
 from tests.support.psp_webhooks import (
@@ -368,6 +369,119 @@ def test_webhook_lag_seconds_is_observed(mesh, infra, merchant):
         if line.startswith('webhook_lag_seconds_count{psp="sandbox"}')
     ]
     assert float(count.split()[-1]) >= 1
+
+
+# --- the PSP's echo of our own capture ---------------------------------------------------
+
+
+def gateway_psp_events(mesh) -> float:
+    """Every PSP event the gateway was asked to apply, whatever its outcome."""
+    return metric(mesh.ports.http["gateway"], "gateway_psp_events_total", psp="sandbox")
+
+
+def recorded_success(infra, intent_id: str) -> bool:
+    """webhook_svc has stored the gateway's own event of the intent's success."""
+    with db(infra) as connection:
+        return bool(
+            connection.execute(
+                "SELECT 1 FROM webhook.events"
+                " WHERE object_id = %s AND type = 'payment_intent.succeeded'",
+                (intent_id,),
+            ).fetchone()
+        )
+
+
+def test_the_echo_of_our_own_capture_is_recorded_without_asking_the_gateway(
+    mesh, infra, merchant, webhook_knobs
+):
+    webhook_knobs(webhook_hold=True)
+    intent = pay(mesh, merchant, amount=1300).body
+    assert intent["status"] == "succeeded", intent
+    wait_until(lambda: recorded_success(infra, intent["id"]), timeout=20)
+    asked_before = gateway_psp_events(mesh)
+
+    sandbox(mesh, "/_webhooks/flush", {})
+
+    wait_until(lambda: inbox_of_intent(infra, intent["id"]), timeout=20)
+    assert inbox_of_intent(infra, intent["id"]) == [
+        ("charge.captured", "already_applied", "echo_of_recorded_event", 1)
+    ]
+    assert gateway_psp_events(mesh) == asked_before
+    row = intent_row(infra, intent["id"])
+    assert (row["status"], row["amount_received"]) == ("succeeded", 1300)
+    assert not [a for a in audits(infra, [intent["id"]]) if a[0] == "webhook"]
+
+
+def test_a_capture_report_that_differs_from_the_recorded_one_still_goes_to_the_gateway(
+    mesh, infra, merchant
+):
+    intent_id = pay(mesh, merchant, amount=1300).body["id"]
+    charge = intent_row(infra, intent_id)["psp_reference"]
+    wait_until(lambda: recorded_success(infra, intent_id), timeout=20)
+    wait_until(lambda: inbox_of_intent(infra, intent_id), timeout=20)  # the sandbox's echo
+    asked_before = gateway_psp_events(mesh)
+    captured = {"id": charge, "object": "charge", "currency": "usd", "status": "captured"}
+
+    other_amount = signed(
+        mesh, "sandbox", event("charge.captured", {**captured, "amount_captured": 1299})
+    )
+    other_currency = signed(
+        mesh,
+        "sandbox",
+        event("charge.captured", {**captured, "amount_captured": 1300, "currency": "eur"}),
+    )
+
+    assert (other_amount.body["outcome"], other_amount.body["reason"]) == (
+        "ignored",
+        "amount_mismatch",
+    )
+    assert (other_currency.body["outcome"], other_currency.body["reason"]) == (
+        "ignored",
+        "currency_mismatch",
+    )
+    assert gateway_psp_events(mesh) == asked_before + 2
+    assert intent_row(infra, intent_id)["amount_received"] == 1300
+
+
+def test_a_refund_at_the_psp_after_an_echo_is_applied_through_the_gateway(mesh, infra, merchant):
+    intent_id = pay(mesh, merchant, amount=1300).body["id"]
+    charge = intent_row(infra, intent_id)["psp_reference"]
+    wait_until(lambda: inbox_of_intent(infra, intent_id), timeout=20)  # the sandbox's echo
+
+    dashboard(mesh, charge, "refund", amount=300)
+
+    wait_until(lambda: intent_row(infra, intent_id)["amount_refunded"] == 300, timeout=20)
+    wait_until(lambda: len(inbox_of_intent(infra, intent_id)) == 2, timeout=20)
+    assert [(t, s) for t, s, _, _ in inbox_of_intent(infra, intent_id)] == [
+        ("charge.captured", "already_applied"),
+        ("charge.refunded", "applied"),
+    ]
+    assert [a for a in audits(infra, [intent_id]) if a[0] == "webhook"] == []
+    [(refund_id, amount, status, _)] = refunds_of(infra, intent_id)
+    assert (amount, status) == (300, "succeeded")
+    assert ("webhook", "refund_at_psp", "succeeded") in audits(infra, [refund_id])
+
+
+def test_an_echo_that_comes_before_the_gateways_own_event_is_applied_by_the_gateway(
+    mesh, infra, merchant
+):
+    """The PSP's webhook can overtake the gateway's event on its way to webhook_svc: held
+    here by a lock that keeps webhook_svc from storing any event until the echo is settled."""
+    asked_before = gateway_psp_events(mesh)
+    with db(infra) as holder:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE webhook.events IN SHARE ROW EXCLUSIVE MODE")
+        intent_id = pay(mesh, merchant, amount=1300).body["id"]
+        wait_until(lambda: inbox_of_intent(infra, intent_id), timeout=20)
+        assert not recorded_success(infra, intent_id)
+        holder.execute("ROLLBACK")
+
+    [(event_type, status, reason, _)] = inbox_of_intent(infra, intent_id)
+    assert (event_type, status, reason) == ("charge.captured", "already_applied", None)
+    assert gateway_psp_events(mesh) > asked_before
+    wait_until(lambda: recorded_success(infra, intent_id), timeout=20)
+    row = intent_row(infra, intent_id)
+    assert (row["status"], row["amount_received"]) == ("succeeded", 1300)
 
 
 # --- Stripe: localstripe's real signed webhooks ---------------------------------------------

@@ -350,3 +350,36 @@ def test_a_psp_webhook_about_a_payment_links_to_the_payments_trace(traced):
     assert received.proto.trace_id != trace_id  # the PSP's call is a trace of its own
     assert [link.trace_id for link in received.proto.links] == [trace_id]
     assert received.attributes["psp"] == "sandbox"
+
+
+def test_the_psps_echo_of_a_payment_links_to_the_payments_trace(traced):
+    """The echo of our own capture is settled in webhook_svc without the gateway; its span
+    still links to the payment's trace."""
+    mesh, merchant, collector = traced.mesh, traced.faults.merchant, traced.collector
+    token = tokenize(mesh, merchant).body["id"]
+    header, trace_id, _ = traceparent()
+    paid = call(
+        mesh.url("/v1/payment_intents"),
+        "POST",
+        {**merchant.auth(), "traceparent": header},
+        {"amount": 2100, "currency": "usd", "payment_method": token, "confirm": True},
+    )
+    assert paid.body["status"] == "succeeded", paid.body
+    intent = paid.body["id"]
+
+    def linked():
+        return [
+            s
+            for s in collector.spans
+            if s.name.endswith("PspWebhookService/ReceivePspWebhook")
+            and s.attributes.get("intent.id") == intent
+        ]
+
+    [received] = wait_until(linked, timeout=30)
+    assert [link.trace_id for link in received.proto.links] == [trace_id]
+    assert (
+        traced.faults.scalar(
+            "SELECT reason FROM webhook.psp_inbox WHERE payment_intent = %s", (intent,)
+        )
+        == "echo_of_recorded_event"
+    )

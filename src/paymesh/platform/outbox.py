@@ -113,6 +113,9 @@ class ApiObject:
 
     table: Table
     message: Callable[[dict[str, Any]], ProtoMessage]
+    # Columns the API does not show that the mesh's own consumers need, carried beside the
+    # object in the message's `internal` (never in the object merchants are sent).
+    internal: tuple[str, ...] = ()
     moments: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -165,12 +168,16 @@ def event_data(row: Row[Any], objects: Mapping[str, ApiObject]) -> dict[str, Any
         raise ValueError(
             f"event {row.event_id} ({row.event_type}): its {row.aggregate_type} cannot be shown"
         ) from error
-    return {
+    data = {
         **named,
         "merchant_id": taken["merchant_id"],
         "livemode": taken["livemode"],
         "object": shown,
     }
+    internal = objects[row.aggregate_type].internal
+    if internal:
+        data["internal"] = {name: taken.get(name) for name in internal}
+    return data
 
 
 def to_message(row: Row[Any], objects: Mapping[str, ApiObject] | None = None) -> Message:

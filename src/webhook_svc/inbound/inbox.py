@@ -48,6 +48,30 @@ _SETTLE = text(
     """
 )
 
+# A delivery recorded and settled at once (the PSP's echo of what the gateway recorded:
+# webhook_svc.domain.echoes), in one statement: a new event is written settled; one received
+# before is counted, and settled unless it was before. `settled`: this statement settled it,
+# i.e. its processed_at is this transaction's start (another's would be its own).
+_RECEIVE_SETTLED = text(
+    f"""
+    INSERT INTO webhook.psp_inbox AS i
+      (psp, event_id, event_type, psp_created_at, status, reason, payment_intent, payload,
+       deliveries, processed_at)
+    SELECT psp, event_id, event_type, created, status, reason, payment_intent, payload, copies,
+           now()
+    FROM jsonb_to_recordset(CAST(:deliveries AS jsonb)) AS x(
+      psp text, event_id text, event_type text, created timestamptz, status text, reason text,
+      payment_intent text, payload jsonb, copies integer)
+    ON CONFLICT (psp, event_id) DO UPDATE SET
+      deliveries = i.deliveries + EXCLUDED.deliveries, last_received_at = now(),
+      status = CASE WHEN i.status IN ({_FINAL_SQL}) THEN i.status ELSE EXCLUDED.status END,
+      reason = CASE WHEN i.status IN ({_FINAL_SQL}) THEN i.reason ELSE EXCLUDED.reason END,
+      payment_intent = CASE WHEN i.status IN ({_FINAL_SQL}) THEN i.payment_intent
+                            ELSE EXCLUDED.payment_intent END,
+      processed_at = CASE WHEN i.status IN ({_FINAL_SQL}) THEN i.processed_at ELSE now() END
+    RETURNING i.psp, i.event_id, i.processed_at = now() AS settled
+    """  # noqa: S608 - fixed fragments, never input
+)
 
 _LAST_TRACE = text(
     """
@@ -67,6 +91,7 @@ class Inbox:
         self._direct = direct
         self._receipts = Coalescer(self._receive_many)
         self._outcomes = Coalescer(self._settle_many)
+        self._settled_receipts = Coalescer(self._receive_settled_many)
 
     async def receive(self, psp: str, event: dict) -> str:
         """Records a delivery; the event's status before it (`new` for its first)."""
@@ -86,6 +111,26 @@ class Inbox:
                 "status": status,
                 "reason": reason or None,
                 "payment_intent": payment_intent or None,
+            }
+        )
+
+    async def receive_settled(
+        self, psp: str, event: dict, status: str, reason: str, payment_intent: str
+    ) -> bool:
+        """Records a delivery and what became of its event in one statement (the event's
+        fate is known before it is recorded); True if this settled it, False if it was
+        settled before (a duplicate)."""
+        created = datetime.fromtimestamp(event["created"], UTC).isoformat()
+        return await self._settled_receipts.submit(
+            {
+                "psp": psp,
+                "event_id": event["id"],
+                "event_type": event["type"],
+                "created": created,
+                "status": status,
+                "reason": reason or None,
+                "payment_intent": payment_intent or None,
+                "payload": event,
             }
         )
 
@@ -137,3 +182,24 @@ class Inbox:
             first[(o["psp"], o["event_id"])] is o and (o["psp"], o["event_id"]) in settled
             for o in outcomes
         ]
+
+    async def _receive_settled_many(self, deliveries: list[dict]) -> list[bool]:
+        rows: dict[tuple[str, str], dict] = {}
+        for delivery in deliveries:
+            key = (delivery["psp"], delivery["event_id"])
+            row = rows.setdefault(key, {**delivery, "copies": 0})
+            row["copies"] += 1
+        settled = {
+            (row["psp"], row["event_id"])
+            for row in await self._direct.all(
+                _RECEIVE_SETTLED, {"deliveries": json.dumps(list(rows.values()))}
+            )
+            if row["settled"]
+        }
+        # A second copy in the same batch found it settled by the first.
+        answers, seen = [], set()
+        for delivery in deliveries:
+            key = (delivery["psp"], delivery["event_id"])
+            answers.append(key in settled and key not in seen)
+            seen.add(key)
+        return answers

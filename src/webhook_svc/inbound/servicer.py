@@ -8,7 +8,13 @@ identity. The inbox makes the same event, delivered ten times, applied once; the
 conditional writes make a late or repeated fact change nothing. An event the gateway cannot
 apply yet (an operation of paymesh on the payment is in flight, an earlier event has not
 come) is answered 503, so the PSP sends it again; one it can never apply is recorded with
-its reason and answered 200."""
+its reason and answered 200.
+
+The PSP's echo of a capture the gateway made itself (every charge of ours is announced back)
+is told apart here, from the gateway's own events webhook_svc stores: a webhook whose facts
+only confirm a recorded success (webhook_svc.domain.echoes) is recorded and settled
+`already_applied` in one statement, and the gateway is not asked. Until the gateway's event
+has arrived (the PSP's webhook may overtake it), the gateway decides, as for any other."""
 
 from __future__ import annotations
 
@@ -22,10 +28,12 @@ from paymesh.gateway.v1 import psp_events_pb2
 from paymesh.platform.problems import InvalidArgument, NotFound, Unavailable
 from paymesh.platform.tracing import annotate, link_to
 from paymesh.webhook.v1 import psp_webhook_pb2, psp_webhook_pb2_grpc
+from webhook_svc.domain import echoes
 from webhook_svc.inbound import psp_events, psp_signatures
 from webhook_svc.inbound.gateway import GatewayEvents
 from webhook_svc.inbound.inbox import FINAL, Inbox
 from webhook_svc.inbound.metrics import LAG, PSP_EVENTS
+from webhook_svc.inbound.recorded import RecordedSuccesses
 
 log = structlog.get_logger(__name__)
 
@@ -47,8 +55,10 @@ class PspWebhookServicer(psp_webhook_pb2_grpc.PspWebhookServiceServicer):
         gateway: GatewayEvents,
         secrets: dict[str, list[str]],
         tolerance_seconds: float,
+        recorded: RecordedSuccesses,
     ):
         self._inbox = inbox
+        self._recorded = recorded
         self._gateway = gateway
         self._secrets = secrets
         self._tolerance = tolerance_seconds
@@ -83,11 +93,14 @@ class PspWebhookServicer(psp_webhook_pb2_grpc.PspWebhookServiceServicer):
             )
             raise
         structlog.contextvars.bind_contextvars(psp=psp, psp_event=event["id"])
+        parsed = psp_events.parse(psp, event)
+        echoed = await self._echo_of_recorded(parsed.facts)
+        if echoed is not None:
+            return await self._dismiss_echo(psp, event, *echoed)
         before = await self._inbox.receive(psp, event)
         if before in FINAL:
             PSP_EVENTS.labels(psp, "duplicate").inc()
             return _answer(event, "duplicate")
-        parsed = psp_events.parse(psp, event)
         if not parsed.facts:
             await self._settle(psp, event, "ignored", parsed.ignored, "")
             return _answer(event, "ignored", parsed.ignored)
@@ -104,6 +117,38 @@ class PspWebhookServicer(psp_webhook_pb2_grpc.PspWebhookServiceServicer):
                 reason="psp_event_deferred",
             )
         await self._settle(psp, event, status, reason, intent)
+        return _answer(event, status, reason)
+
+    async def _echo_of_recorded(self, facts: list) -> tuple[str, str | None] | None:
+        """The intent (and its success's traceparent) whose recorded success the facts only
+        echo; None when any fact is news, or webhook_svc has not stored the gateway's event
+        yet (the PSP's webhook may overtake it): then the gateway decides, as for any other."""
+        captures = [_capture(fact) for fact in facts]
+        if not captures or None in captures:
+            return None  # no read for what cannot be an echo
+        recorded = {}
+        for capture in captures:
+            assert capture is not None
+            found = await self._recorded.of(capture.psp_reference, wait=True)
+            if found is None:
+                return None
+            recorded[capture.psp_reference] = found
+        intent = echoes.echoed_intent(captures, {ref: r for ref, (r, _) in recorded.items()})
+        if intent is None:
+            return None
+        return intent, next(iter(recorded.values()))[1]
+
+    async def _dismiss_echo(
+        self, psp: str, event: dict, intent: str, traceparent: str | None
+    ) -> psp_webhook_pb2.ReceivePspWebhookResponse:
+        """Recorded and settled `already_applied` in one statement; the gateway is not asked."""
+        annotate(psp=psp, **{"intent.id": intent})
+        link_to(traceparent)
+        status, reason = "already_applied", echoes.REASON
+        if not await self._inbox.receive_settled(psp, event, status, reason, intent):
+            PSP_EVENTS.labels(psp, "duplicate").inc()
+            return _answer(event, "duplicate")
+        self._count(psp, event, status, reason, intent, settled=True)
         return _answer(event, status, reason)
 
     async def _apply(self, facts: list, event: dict) -> tuple[str, str, str]:
@@ -133,10 +178,25 @@ class PspWebhookServicer(psp_webhook_pb2_grpc.PspWebhookServiceServicer):
 
     async def _settle(self, psp: str, event: dict, status: str, reason: str, intent: str):
         settled = await self._inbox.settle(psp, event["id"], status, reason, intent)
+        self._count(psp, event, status, reason, intent, settled)
+
+    @staticmethod
+    def _count(psp: str, event: dict, status: str, reason: str, intent: str, settled: bool):
         PSP_EVENTS.labels(psp, status if settled else "duplicate").inc()
         if settled and status in ("applied", "already_applied"):
             LAG.labels(psp).observe(max(0.0, time.time() - event["created"]))
         log.info("psp_event", outcome=status, reason=reason, correlation_id=intent)
+
+
+def _capture(fact: psp_events_pb2.ApplyPspEventRequest) -> echoes.Capture | None:
+    if fact.WhichOneof("fact") != "captured":
+        return None
+    return echoes.Capture(
+        psp=fact.psp,
+        psp_reference=fact.psp_reference,
+        amount=fact.captured.amount_captured,
+        currency=fact.captured.currency,
+    )
 
 
 def _answer(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,6 +22,7 @@ from paymesh.platform.direct_sql import DirectSql
 from paymesh.platform.errors import InvalidArgument, NotFound
 from paymesh.platform.notifications import notify
 from paymesh.platform.tracing import annotate, annotate_object, current_traceparent
+from webhook_svc.domain.echoes import SUCCEEDED
 from webhook_svc.domain.endpoint_health import EndpointStatus
 from webhook_svc.domain.rules import ALL_EVENTS, EVENT_TYPES
 from webhook_svc.domain.status import Action, DeliveryStatus, move
@@ -46,6 +47,7 @@ class ReceivedEvent:
     object: dict
     created_at: str
     traceparent: str = ""
+    psp_reference: str = ""  # the PSP's reference of a payment intent (the gateway's `internal`)
 
 
 def parse_event(body: bytes) -> ReceivedEvent | None:
@@ -58,6 +60,8 @@ def parse_event(body: bytes) -> ReceivedEvent | None:
         data = dict(message["data"])
         object_type, object_id = data.pop("object_type"), data.pop("object_id")
         merchant_id, livemode = data.pop("merchant_id"), data.pop("livemode")
+        internal = data.pop("internal", None)
+        internal = internal if isinstance(internal, dict) else {}
         shown = data.get("object")
         if not isinstance(shown, dict):
             shown = {"id": object_id, "object": object_type, "livemode": bool(livemode), **data}
@@ -71,6 +75,7 @@ def parse_event(body: bytes) -> ReceivedEvent | None:
             sequence=int(message.get("sequence") or 0),
             object=shown,
             created_at=datetime.fromisoformat(message["created"]).isoformat(),
+            psp_reference=str(internal.get("psp_reference") or ""),
         )
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
@@ -103,13 +108,13 @@ _INTAKE = text(
     WITH new AS (
       INSERT INTO webhook.events
         (id, type, merchant_id, livemode, object_type, object_id, sequence, object, created_at,
-         traceparent)
+         traceparent, psp_reference)
       SELECT id, type, merchant_id, livemode, object_type, object_id, sequence, object,
-             created_at, nullif(traceparent, '')
+             created_at, nullif(traceparent, ''), nullif(psp_reference, '')
       FROM jsonb_to_recordset(CAST(:batch AS jsonb)) AS x(
         id text, type text, merchant_id text, livemode boolean, object_type text,
         object_id text, sequence bigint, object jsonb, created_at timestamptz,
-        traceparent text)
+        traceparent text, psp_reference text)
       ON CONFLICT (id) DO NOTHING
       RETURNING id, type, merchant_id, livemode
     ), fanned AS (
@@ -129,9 +134,17 @@ class EventIntake:
     """The RabbitMQ handler. Messages arriving together are written in one statement
     (coalesced); each is acked only after that statement committed."""
 
-    def __init__(self, direct: DirectSql, max_batch: int = 500):
+    def __init__(
+        self,
+        direct: DirectSql,
+        max_batch: int = 500,
+        successes_stored: Callable[[list[tuple[str, dict, str]]], None] | None = None,
+    ):
         self._direct = direct
         self._writes = Coalescer(self._write_batch, max_batch)
+        # Told the payments' successes each batch stored (PSP reference, object, traceparent):
+        # the inbound side may be waiting for them (webhook_svc.inbound.recorded).
+        self._successes_stored = successes_stored
 
     async def receive(self, delivery: Delivery) -> Verdict:
         event = parse_event(delivery.body)
@@ -148,6 +161,14 @@ class EventIntake:
 
     async def _write_batch(self, batch: list[ReceivedEvent]) -> list[None]:
         new = await self._write(batch)
+        if self._successes_stored is not None:
+            self._successes_stored(
+                [
+                    (e.psp_reference, e.object, e.traceparent)
+                    for e in batch
+                    if e.type == SUCCEEDED and e.psp_reference
+                ]
+            )
         EVENTS_RECEIVED.labels("new").inc(new)
         EVENTS_RECEIVED.labels("duplicate").inc(len(batch) - new)
         return [None] * len(batch)
