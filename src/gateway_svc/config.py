@@ -45,8 +45,9 @@ class GatewaySettings(ServiceSettings):
     recovery_after_seconds: float = 60.0
     recovery_interval_seconds: float = 10.0
     # An idempotency key held by a request that died (its caller gone mid-call) answers
-    # `idempotency_key_in_use` for this long; then a retry may take it over.
-    idempotency_stale_seconds: float = 60.0
+    # `idempotency_key_in_use` for this long; then a retry may take it over. Unset: the
+    # recovery sweep's wait, which already outlasts any confirm.
+    idempotency_stale_seconds: float | None = None
     # How often payment_audit's chain heads are signed (audit_checkpoints): newer rows are not
     # anchored yet.
     audit_checkpoint_interval_seconds: float = Field(30.0, gt=0)
@@ -56,6 +57,12 @@ class GatewaySettings(ServiceSettings):
     reconciliation_psps: str = "sandbox,stripe"
     # One page of a PSP's listing, or one lookup, may take this long.
     reconciliation_timeout_seconds: float = Field(30.0, gt=0)
+
+    @property
+    def idempotency_stale_after(self) -> float:
+        if self.idempotency_stale_seconds is None:
+            return self.recovery_after_seconds
+        return self.idempotency_stale_seconds
 
     def psp_keys(self) -> dict[str, RotatingSecret]:
         return psp_keys(
@@ -73,7 +80,7 @@ class GatewaySettings(ServiceSettings):
                 f"GATEWAY_RECOVERY_AFTER_SECONDS must exceed {longest_confirm:g} s "
                 "(for each of two PSPs, two PSP deadlines: the card and the charge)"
             )
-        if self.idempotency_stale_seconds <= longest_confirm:
+        if self.idempotency_stale_after <= longest_confirm:
             raise ValueError(
                 f"GATEWAY_IDEMPOTENCY_STALE_SECONDS must exceed {longest_confirm:g} s "
                 "(a confirm still running must not be taken over)"

@@ -121,7 +121,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> list:
         resources.direct_sql,
         tables.idempotency_keys,
         lambda: key_secret,
-        stale_seconds=settings.idempotency_stale_seconds,
+        stale_seconds=settings.idempotency_stale_after,
     )
     repository = PaymentRepository(engine, resources.direct_sql, resources.read_engine)
     card_tokens = CardTokens(
