@@ -49,28 +49,41 @@ class KekManager:
         self.fingerprint_secret = b""
 
     async def verify_keys(self) -> None:
-        """Unwraps one data key (or secret) per KEK version the database uses; raises
+        """Unwraps a data key (or secret) of each KEK version the database uses; raises
         KeksUnavailable, saying what to do, when the keys at hand cannot: a vault that cannot
-        decrypt its cards must not start."""
+        decrypt its cards must not start. A version passes if any of a few samples unwraps,
+        so that a damaged row (which the re-wrap job counts and passes over) does not stop
+        the vault; rows too malformed to be tried at all prove nothing either way."""
         async with self._engine.connect() as connection:
             versions = (await connection.scalars(select(kek_versions.c.version))).all()
-            samples = [(v, await _wrapped_sample(connection, v)) for v in versions]
-        for version, sample in samples:
-            if sample is None:
-                continue  # nothing is wrapped by this version any more
-            what, wrapped, context = sample
+            samples = [(v, await _wrapped_samples(connection, v)) for v in versions]
+        for version, wrapped_by_it in samples:
+            problem = await self._problem_with(version, wrapped_by_it)
+            if problem is not None:
+                raise KeksUnavailable(
+                    f"the vault database holds {wrapped_by_it[0][0]} wrapped by KEK version "
+                    f"{version!r}, which {self._keys.location} {problem}: restore the keyring "
+                    "this database was used with, or run `paymesh dev reset` to drop the "
+                    "development database"
+                )
+
+    async def _problem_with(
+        self, version: str, wrapped_by_it: list[tuple[str, bytes, dict[str, str]]]
+    ) -> str | None:
+        """None when the keys at hand open what `version` wrapped (or nothing of it can be
+        tried); else what is wrong with them."""
+        wrong_key = False
+        for _what, wrapped, context in wrapped_by_it:
             try:
                 await self._keys.unwrap(version, wrapped, context)
-                continue
+                return None
             except LookupError:
-                problem = "does not have"
+                return "does not have"
             except InvalidTag:
-                problem = "holds a different key for"
-            raise KeksUnavailable(
-                f"the vault database holds {what} wrapped by KEK version {version!r}, which "
-                f"{self._keys.location} {problem}: restore the keyring this database was used "
-                "with, or run `paymesh dev reset` to drop the development database"
-            )
+                wrong_key = True
+            except ValueError:  # a malformed row (too short to hold a nonce) proves nothing
+                log.warning("kek_check_row_unreadable", kek_version=version)
+        return "holds a different key for" if wrong_key else None
 
     async def ensure_ready(self) -> None:
         """Makes sure a primary KEK and the fingerprint secret exist, and loads the secret."""
@@ -281,23 +294,28 @@ class KekManager:
             await asyncio.sleep(interval)
 
 
-async def _wrapped_sample(connection, version: str) -> tuple[str, bytes, dict[str, str]] | None:
-    """(what it is, wrapped key, context) of one card, else of one secret, wrapped by `version`."""
-    card = (
+async def _wrapped_samples(
+    connection, version: str, cards: int = 10
+) -> list[tuple[str, bytes, dict[str, str]]]:
+    """(what it is, wrapped key, context) of up to `cards` cards, then of the secrets,
+    wrapped by `version`."""
+    rows = (
         await connection.execute(
             select(payment_methods)
             .where(
                 payment_methods.c.kek_version == version,
                 payment_methods.c.wrapped_key.is_not(None),
             )
-            .limit(1)
+            .limit(cards)
         )
-    ).first()
-    if card is not None:
-        return "cards", card.wrapped_key, binding(card.id, card.merchant_id, card.livemode)
-    secret = (
-        await connection.execute(select(secrets).where(secrets.c.kek_version == version).limit(1))
-    ).first()
-    if secret is not None:
-        return "its card fingerprint secret", secret.wrapped, {"secret": secret.name}
-    return None
+    ).all()
+    stored = (
+        await connection.execute(select(secrets).where(secrets.c.kek_version == version))
+    ).all()
+    return [
+        ("cards", card.wrapped_key, binding(card.id, card.merchant_id, card.livemode))
+        for card in rows
+    ] + [
+        ("its card fingerprint secret", secret.wrapped, {"secret": secret.name})
+        for secret in stored
+    ]
