@@ -111,9 +111,11 @@ def charged(mesh, intent_id: str, psp: str) -> list[int]:
 
 
 def already_applied(mesh, psp: str) -> float:
-    """The PSP's webhooks that reported what paymesh had recorded already."""
+    """The PSP's webhooks that reported what paymesh had recorded already, as webhook_svc
+    settled them: the gateway answered so, or webhook_svc knew it from the gateway's own
+    event (the echo of a capture is not sent to the gateway)."""
     return metric(
-        mesh.ports.http["gateway"], "gateway_psp_events_total", psp=psp, outcome="already_applied"
+        mesh.ports.http["webhook"], "webhook_psp_events_total", psp=psp, outcome="already_applied"
     )
 
 
