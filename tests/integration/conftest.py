@@ -37,7 +37,8 @@ LAST_USER: dict[str, pytest.Item] = {}
 def pytest_itemcollected(item: pytest.Item) -> None:
     """Under pytest-xdist (`make test` runs two workers with `--dist loadgroup`), the tests
     on the session's mesh are one group and the tests on the shared meshes another, the two
-    longest, which start first, one on each worker; any other module is a group of its own.
+    longest, which start first, one on each worker; the renewal storms are a third, which the
+    first worker free takes next; any other module is a group of its own.
     So every mesh starts once, and at most three are up at once (PostgreSQL's 100
     connections): the session's, and on each worker a shared one or a module's own. No test
     uses both the session's mesh and a shared one (pytest_collection_modifyitems checks).
@@ -46,19 +47,33 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     item.add_marker(pytest.mark.xdist_group(_group(item)))
 
 
+# Modules whose meshes run hundreds of renewals on three workers and a broker or cluster of
+# their own: each takes both cores while it runs. Side by side (one per xdist worker) their
+# longest tests took 1.5-2x as long as apart, so they run one after the other.
+RENEWAL_STORMS = {
+    "tests.integration.test_rebill_faults",
+    "tests.integration.test_rebill_broker",
+    "tests.integration.test_rabbitmq_cluster",
+}
+GROUP_RANKS = {"meshes": 0, "shared-meshes": 1, "renewal-storms": 2}
+
+
 def _group(item: pytest.Item) -> str:
     fixtures = set(getattr(item, "fixturenames", ()))
     if "mesh" in fixtures:
         return "meshes"
     if SHARED_MESH_FIXTURES & fixtures:
         return "shared-meshes"
+    if item.module.__name__ in RENEWAL_STORMS:
+        return "renewal-storms"
     return item.module.__name__
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Runs the modules that share a mesh one after the other, where the first of them runs,
-    so that a shared mesh is never up beside another; the session mesh's tests first and the
-    shared meshes' next (the two longest groups); notes each mesh's last test."""
+    so that a shared mesh is never up beside another; the groups in GROUP_RANKS' order first
+    (xdist hands the groups out in the order of their first test); notes each mesh's last
+    test."""
     shares: dict[str, set[str]] = {}
     for item in items:
         names = SHARED_MESH_FIXTURES.intersection(getattr(item, "fixturenames", ()))
@@ -78,10 +93,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ]
     if both:
         raise pytest.UsageError(f"tests on the session's mesh and a shared one at once: {both}")
-    rank = {"meshes": 0, "shared-meshes": 1}
 
     def order(item: pytest.Item) -> tuple[int, int]:
-        return (rank.get(_group(item), 2), place[item.module.__name__])
+        return (GROUP_RANKS.get(_group(item), len(GROUP_RANKS)), place[item.module.__name__])
 
     items.sort(key=order)
     for item in items:
