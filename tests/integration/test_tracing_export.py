@@ -338,15 +338,7 @@ def test_a_psp_webhook_about_a_payment_links_to_the_payments_trace(traced):
     )
     dashboard(mesh, intent_row(traced.faults.infra, intent)["psp_reference"], "capture")
 
-    def linked():
-        return [
-            s
-            for s in collector.spans
-            if s.name.endswith("PspWebhookService/ReceivePspWebhook")
-            and s.attributes.get("intent.id") == intent
-        ]
-
-    [received] = wait_until(linked, timeout=30)
+    [received] = wait_until(lambda: psp_webhook_spans_of(collector, intent), timeout=30)
     assert received.proto.trace_id != trace_id  # the PSP's call is a trace of its own
     assert [link.trace_id for link in received.proto.links] == [trace_id]
     assert received.attributes["psp"] == "sandbox"
@@ -367,15 +359,7 @@ def test_the_psps_echo_of_a_payment_links_to_the_payments_trace(traced):
     assert paid.body["status"] == "succeeded", paid.body
     intent = paid.body["id"]
 
-    def linked():
-        return [
-            s
-            for s in collector.spans
-            if s.name.endswith("PspWebhookService/ReceivePspWebhook")
-            and s.attributes.get("intent.id") == intent
-        ]
-
-    [received] = wait_until(linked, timeout=30)
+    [received] = wait_until(lambda: psp_webhook_spans_of(collector, intent), timeout=30)
     assert [link.trace_id for link in received.proto.links] == [trace_id]
     assert (
         traced.faults.scalar(
@@ -383,3 +367,13 @@ def test_the_psps_echo_of_a_payment_links_to_the_payments_trace(traced):
         )
         == "echo_of_recorded_event"
     )
+
+
+def psp_webhook_spans_of(collector, intent: str) -> list:
+    """The spans of the PSP webhooks webhook_svc took in about the intent."""
+    return [
+        span
+        for span in collector.spans
+        if span.name.endswith("PspWebhookService/ReceivePspWebhook")
+        and span.attributes.get("intent.id") == intent
+    ]
