@@ -36,7 +36,6 @@ class KeksUnavailable(StartupRefused):
 @dataclass(frozen=True)
 class RewrapRound:
     moved: int
-    failed: int  # data keys that did not unwrap: left where they are, retried next pass
     resume_after: str  # the token the next page starts after; "" when this pass is over
 
 
@@ -257,11 +256,7 @@ class KekManager:
                 )
         REWRAPPED.inc(len(moved))
         full_page = len(cards) == batch_size
-        return RewrapRound(
-            moved=len(moved),
-            failed=len(cards) - len(moved),
-            resume_after=cards[-1].id if full_page else "",
-        )
+        return RewrapRound(moved=len(moved), resume_after=cards[-1].id if full_page else "")
 
     async def pending_rewrap(self) -> int:
         primary = await self.primary()
