@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from tests.support.fault_mesh import FaultMesh, fault_mesh
-from tests.support.http import call
+from tests.support.http import Response, call
 from tests.support.payments import post
 from tests.support.psp import NO_FAULTS, close_sandbox_breaker, sandbox
 from tests.support.psp_webhooks import dashboard, intent_row
@@ -139,6 +139,20 @@ def traceparent() -> tuple[str, bytes, bytes]:
     return f"00-{trace_id.hex()}-{span_id.hex()}-01", trace_id, span_id
 
 
+def pay_in_a_trace(mesh, merchant, amount: int, **fields: str) -> tuple[Response, bytes, bytes]:
+    """A card tokenized and a payment confirmed under a caller's own traceparent: (the
+    answer, the trace id, the caller's span id)."""
+    token = tokenize(mesh, merchant).body["id"]
+    header, trace_id, caller_span = traceparent()
+    paid = call(
+        mesh.url("/v1/payment_intents"),
+        "POST",
+        {**merchant.auth(), "traceparent": header},
+        {"amount": amount, "currency": "usd", "payment_method": token, "confirm": True, **fields},
+    )
+    return paid, trace_id, caller_span
+
+
 def broken_links(spans: list[Span], root_parent: bytes = b"") -> list[Span]:
     """Spans whose parent is not in the trace (the root's parent is `root_parent`)."""
     ids = {s.proto.span_id for s in spans} | {root_parent}
@@ -158,14 +172,7 @@ def test_one_payment_is_one_trace_from_envoy_to_the_merchants_webhook(traced):
         {"url": traced.receiver.url("/traced"), "enabled_events": ["payment_intent.succeeded"]},
     )
     assert created.status == 200, created.body
-    token = tokenize(mesh, merchant).body["id"]
-    header, trace_id, caller_span = traceparent()
-    paid = call(
-        mesh.url("/v1/payment_intents"),
-        "POST",
-        {**merchant.auth(), "traceparent": header},
-        {"amount": 1500, "currency": "usd", "payment_method": token, "confirm": True},
-    )
+    paid, trace_id, caller_span = pay_in_a_trace(mesh, merchant, 1500)
     assert paid.status == 200 and paid.body["status"] == "succeeded", paid.body
     intent = paid.body["id"]
 
@@ -313,20 +320,7 @@ def test_a_payment_stuck_in_psp_retries_shows_each_attempt_failed(traced):
 
 def test_a_psp_webhook_about_a_payment_links_to_the_payments_trace(traced):
     mesh, merchant, collector = traced.mesh, traced.faults.merchant, traced.collector
-    token = tokenize(mesh, merchant).body["id"]
-    header, trace_id, _ = traceparent()
-    paid = call(
-        mesh.url("/v1/payment_intents"),
-        "POST",
-        {**merchant.auth(), "traceparent": header},
-        {
-            "amount": 1900,
-            "currency": "usd",
-            "payment_method": token,
-            "confirm": True,
-            "capture_method": "manual",
-        },
-    )
+    paid, trace_id, _ = pay_in_a_trace(mesh, merchant, 1900, capture_method="manual")
     assert paid.body["status"] == "requires_capture", paid.body
     intent = paid.body["id"]
     # The payment's event reached webhook_svc (it is how the webhook finds the trace).
@@ -348,14 +342,7 @@ def test_the_psps_echo_of_a_payment_links_to_the_payments_trace(traced):
     """The echo of our own capture is settled in webhook_svc without the gateway; its span
     still links to the payment's trace."""
     mesh, merchant, collector = traced.mesh, traced.faults.merchant, traced.collector
-    token = tokenize(mesh, merchant).body["id"]
-    header, trace_id, _ = traceparent()
-    paid = call(
-        mesh.url("/v1/payment_intents"),
-        "POST",
-        {**merchant.auth(), "traceparent": header},
-        {"amount": 2100, "currency": "usd", "payment_method": token, "confirm": True},
-    )
+    paid, trace_id, _ = pay_in_a_trace(mesh, merchant, 2100)
     assert paid.body["status"] == "succeeded", paid.body
     intent = paid.body["id"]
 

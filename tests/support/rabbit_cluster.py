@@ -41,7 +41,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -137,20 +137,20 @@ class PrivateRabbit:
         then until `rabbitmqctl await_startup` agrees it has booted: each rabbitmqctl run
         is an Erlang start of its own, which on a busy machine takes the CPU the booting
         node needs, so it is not the thing polled."""
-        assert self.process is not None
+        process = self.process
+        assert process is not None
         deadline = time.monotonic() + timeout
-        while not self._listening():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"rabbitmq-server exited ({self.process.returncode})")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.node} did not listen within {timeout} s")
-            time.sleep(0.1)
-        while not self._answers_booted():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"rabbitmq-server exited ({self.process.returncode})")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.node} did not start within {timeout} s")
-            time.sleep(0.3)
+
+        def until(done: Callable[[], bool], interval: float, what: str) -> None:
+            while not done():
+                if process.poll() is not None:
+                    raise RuntimeError(f"rabbitmq-server exited ({process.returncode})")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.node} did not {what} within {timeout} s")
+                time.sleep(interval)
+
+        until(self._listening, 0.1, "listen")
+        until(self._answers_booted, 0.3, "start")
 
     def _answers_booted(self) -> bool:
         """`rabbitmqctl await_startup` succeeded; a run that hung (an overloaded machine)
